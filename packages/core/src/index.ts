@@ -1,1 +1,10 @@
-export const y = 1
+/**
+ * The websocket.h WebSocket Protocol Component API as an Effect library.
+ *
+ * @since 0.1.0
+ */
+
+/** @since 0.1.0 */
+export * as WebSocket from "./WebSocket.ts"
+/** @since 0.1.0 */
+export * as WebSocketError from "./WebSocketError.ts"

@@ -1,0 +1,689 @@
+/**
+ * The websocket.h WebSocket Protocol Component API as Effect functions. Handles are scoped
+ * resources; the handshake functions build and check the WebSocket-specific HTTP headers while
+ * the application (or `@effect-websocket/platform-node`) moves the HTTP request and response.
+ *
+ * | websocket.h | here |
+ * | --- | --- |
+ * | `WebSocketCreateClientHandle` / `WebSocketCreateServerHandle` | {@link createClientHandle} / {@link createServerHandle} |
+ * | `WebSocketBeginClientHandshake` / `WebSocketEndClientHandshake` | {@link beginClientHandshake} / {@link endClientHandshake} |
+ * | `WebSocketBeginServerHandshake` / `WebSocketEndServerHandshake` | {@link beginServerHandshake} / {@link endServerHandshake} |
+ * | `WebSocketDeleteHandle` | closing the handle's scope, or {@link deleteHandle} |
+ * | `WebSocketGetGlobalProperty` | {@link getGlobalProperty} |
+ *
+ * @since 0.1.0
+ */
+import { HandshakeHeaders, HttpHeader, Property } from "@effect-websocket/schema"
+import { Config, Effect, Option, Predicate } from "effect"
+import type { Pipeable } from "effect/Pipeable"
+import type { Scope } from "effect/Scope"
+import { WebCrypto } from "effect/crypto/WebCrypto"
+import { dual } from "effect/Function"
+import { HandleState } from "./internal/engine/state.ts"
+import * as Handshake from "./internal/handshake.ts"
+import { HandleImpl, TypeId as HandleTypeId, type WebCryptoApi } from "./internal/handle.ts"
+import {
+  InvalidParameter,
+  InvalidProtocolFormat,
+  InvalidProtocolOperation,
+  UnsupportedExtension,
+  UnsupportedProtocolVersion,
+  UnsupportedSubprotocol
+} from "./WebSocketError.ts"
+
+/**
+ * A string identifying handles.
+ *
+ * @category type ids
+ * @since 0.1.0
+ */
+export const TypeId: typeof HandleTypeId = HandleTypeId
+
+/**
+ * A WebSocket session handle. It is a scoped resource: closing the scope it was created in
+ * deletes it, after which every call on it fails with `InvalidProtocolOperation`.
+ *
+ * @see websocket.h `WEB_SOCKET_HANDLE`
+ * @category models
+ * @since 0.1.0
+ */
+export interface Handle extends Pipeable {
+  readonly [TypeId]: typeof TypeId
+  /** `"client"` masks what it sends and checks the server's response; `"server"` the reverse. */
+  readonly kind: "client" | "server"
+}
+
+/**
+ * A client-side handle, from {@link createClientHandle}.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface ClientHandle extends Handle {
+  readonly kind: "client"
+}
+
+/**
+ * A server-side handle, from {@link createServerHandle}.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface ServerHandle extends Handle {
+  readonly kind: "server"
+}
+
+/**
+ * Whether `u` is a {@link Handle}.
+ *
+ * @category guards
+ * @since 0.1.0
+ */
+export const isHandle = (u: unknown): u is Handle => Predicate.hasProperty(u, TypeId)
+
+/**
+ * The properties a handle can be created with (websocket.h `WEB_SOCKET_PROPERTY` array) as a
+ * plain object. Every key is optional.
+ *
+ * | key | websocket.h | range, default |
+ * | --- | --- | --- |
+ * | `receiveBufferSize` | `WEB_SOCKET_RECEIVE_BUFFER_SIZE_PROPERTY_TYPE` | 256-65536, 4096 |
+ * | `sendBufferSize` | `WEB_SOCKET_SEND_BUFFER_SIZE_PROPERTY_TYPE` | 16-65536, 4096 client / 16 server |
+ * | `disableMasking` | `WEB_SOCKET_DISABLE_MASKING_PROPERTY_TYPE` | false |
+ * | `allocatedBuffer` | `WEB_SOCKET_ALLOCATED_BUFFER_PROPERTY_TYPE` | at least receive + send + 256 bytes |
+ * | `disableUtf8Verification` | `WEB_SOCKET_DISABLE_UTF8_VERIFICATION_PROPERTY_TYPE` | false |
+ * | `maxMessageSize` | (none: an addition) | 1 to 2^53-1 bytes, 64 MiB |
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type HandleProperties = Property.HandlePropertiesInput
+
+const makeHandle = (kind: "client" | "server", properties: HandleProperties | undefined) =>
+  Effect.gen(function*() {
+    const decoded = yield* Handshake.decodeParameter(
+      kind === "client" ? Property.ClientHandleProperties : Property.ServerHandleProperties,
+      "properties",
+      properties ?? {}
+    )
+    const crypto: WebCryptoApi = yield* WebCrypto
+    return yield* Effect.acquireRelease(
+      Effect.sync(() => new HandleImpl(kind, decoded, crypto)),
+      (handle) => Effect.sync(() => release(handle))
+    )
+  })
+
+const release = (handle: HandleImpl): void => {
+  handle.state = HandleState.Deleted
+  handle.key = undefined
+}
+
+/**
+ * Creates a client handle configured by `properties`, owned by the current scope: closing the
+ * scope deletes it (`WebSocketDeleteHandle`). Masking keys and `Sec-WebSocket-Key` come from the
+ * `WebCrypto` reference of `effect/crypto`, which tests can replace.
+ *
+ * **Example**
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { WebSocket } from "@effect-websocket/core"
+ *
+ * const program = Effect.scoped(
+ *   Effect.gen(function*() {
+ *     const client = yield* WebSocket.createClientHandle({ receiveBufferSize: 8192 })
+ *     const { additionalHeaders } = yield* WebSocket.beginClientHandshake(client, { subprotocols: ["chat"] })
+ *     return additionalHeaders
+ *   })
+ * )
+ * ```
+ *
+ * @see websocket.h `WebSocketCreateClientHandle`
+ * @category constructors
+ * @since 0.1.0
+ */
+export const createClientHandle = (
+  properties?: HandleProperties
+): Effect.Effect<ClientHandle, InvalidParameter, Scope> =>
+  makeHandle("client", properties) as Effect.Effect<ClientHandle, InvalidParameter, Scope>
+
+/**
+ * Creates a server handle configured by `properties`, owned by the current scope: closing the
+ * scope deletes it (`WebSocketDeleteHandle`).
+ *
+ * @see websocket.h `WebSocketCreateServerHandle`
+ * @category constructors
+ * @since 0.1.0
+ */
+export const createServerHandle = (
+  properties?: HandleProperties
+): Effect.Effect<ServerHandle, InvalidParameter, Scope> =>
+  makeHandle("server", properties) as Effect.Effect<ServerHandle, InvalidParameter, Scope>
+
+/**
+ * Deletes a handle before its scope closes. Idempotent; later calls on the handle fail with
+ * `InvalidProtocolOperation` (where C would have undefined behaviour).
+ *
+ * @see websocket.h `WebSocketDeleteHandle`
+ * @category destructors
+ * @since 0.1.0
+ */
+export const deleteHandle = (handle: Handle): Effect.Effect<void> => Effect.sync(() => release(impl(handle)))
+
+const impl = (handle: Handle): HandleImpl => handle as unknown as HandleImpl
+
+/** Fails unless the handle is in one of `states`. */
+export const requireState = (
+  handle: HandleImpl,
+  operation: string,
+  ...states: ReadonlyArray<HandleState>
+): Effect.Effect<void, InvalidProtocolOperation> => {
+  if (states.includes(handle.state)) return Effect.void
+  const why = handle.state === HandleState.Deleted
+    ? "the handle was deleted"
+    : handle.state === HandleState.Failed
+    ? "the handshake failed; only abortHandle and deleteHandle are allowed"
+    : `the handle is in state ${handle.stateName}`
+  return Effect.fail(
+    new InvalidProtocolOperation({ operation, state: handle.stateName, message: `${operation} is not allowed: ${why}` })
+  )
+}
+
+/** Marks the handle failed when `effect` fails. */
+const failsHandle = <A, E, R>(handle: HandleImpl, effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.tapError(effect, () =>
+    Effect.sync(() => {
+      if (handle.state !== HandleState.Deleted) handle.state = HandleState.Failed
+    }))
+
+/**
+ * What {@link beginClientHandshake} takes: the subprotocols and extensions to offer, in order of
+ * preference, and the headers the application already means to send.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface ClientHandshakeOptions {
+  /** Subprotocol names (tokens), e.g. `["chat", "superchat"]`. */
+  readonly subprotocols?: ReadonlyArray<string> | undefined
+  /** Extensions, each with its parameters, e.g. `["permessage-deflate; client_max_window_bits"]`. */
+  readonly extensions?: ReadonlyArray<string> | undefined
+  /** Headers of the request already chosen, such as `Host` and `Origin`. */
+  readonly initialHeaders?: ReadonlyArray<HttpHeader.HttpHeader> | undefined
+}
+
+/**
+ * What {@link beginClientHandshake} returns.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface ClientHandshakeRequest {
+  /**
+   * The headers to add to the HTTP request: `Connection`, `Upgrade`, `Sec-WebSocket-Version`,
+   * `Sec-WebSocket-Key`, and `Sec-WebSocket-Protocol` / `Sec-WebSocket-Extensions` when offered.
+   */
+  readonly additionalHeaders: ReadonlyArray<HttpHeader.HttpHeader>
+  /** `initialHeaders` with `additionalHeaders` merged in (an additional header replaces an initial one of the same name). */
+  readonly requestHeaders: ReadonlyArray<HttpHeader.HttpHeader>
+}
+
+const beginClient = Effect.fnUntraced(function*(handle: HandleImpl, options: ClientHandshakeOptions) {
+  yield* requireState(handle, "beginClientHandshake", HandleState.Created)
+  yield* requireKind(handle, "client", "beginClientHandshake")
+  const subprotocols: Array<string> = []
+  for (const [i, name] of (options.subprotocols ?? []).entries()) {
+    subprotocols.push(yield* Handshake.decodeParameter(HandshakeHeaders.SecWebSocketProtocolResponse, `subprotocols[${i}]`, name))
+  }
+  const extensions: Array<HandshakeHeaders.Extension> = []
+  for (const [i, extension] of (options.extensions ?? []).entries()) {
+    extensions.push(yield* Handshake.decodeExtensionParameter(`extensions[${i}]`, extension))
+  }
+  const initialHeaders = yield* Handshake.appHeaders("initialHeaders", options.initialHeaders)
+  const key = Handshake.generateKey(handle.crypto)
+  const additionalHeaders: Array<HttpHeader.HttpHeader> = [
+    { name: "Connection", value: "Upgrade" },
+    { name: "Upgrade", value: "websocket" },
+    { name: "Sec-WebSocket-Version", value: String(HandshakeHeaders.SUPPORTED_VERSION) },
+    { name: "Sec-WebSocket-Key", value: key }
+  ]
+  if (subprotocols.length > 0) additionalHeaders.push({ name: "Sec-WebSocket-Protocol", value: subprotocols.join(", ") })
+  if (extensions.length > 0) {
+    additionalHeaders.push({
+      name: "Sec-WebSocket-Extensions",
+      value: extensions.map(HandshakeHeaders.formatExtension).join(", ")
+    })
+  }
+  handle.key = key
+  handle.offeredSubprotocols = subprotocols
+  handle.offeredExtensions = extensions.map((e) => e.name)
+  handle.state = HandleState.HandshakeStarted
+  return {
+    additionalHeaders,
+    requestHeaders: HttpHeader.merge(initialHeaders, additionalHeaders)
+  } satisfies ClientHandshakeRequest
+})
+
+const requireKind = (
+  handle: HandleImpl,
+  kind: "client" | "server",
+  operation: string
+): Effect.Effect<void, InvalidProtocolOperation> =>
+  handle.kind === kind
+    ? Effect.void
+    : Effect.fail(
+      new InvalidProtocolOperation({
+        operation,
+        state: handle.stateName,
+        message: `${operation} needs a ${kind} handle, got a ${handle.kind} handle`
+      })
+    )
+
+/**
+ * Starts the client side of the opening handshake: checks the offer and returns the headers to
+ * add to the HTTP upgrade request, with a fresh random `Sec-WebSocket-Key`. The application sends
+ * `GET <path> HTTP/1.1` with them and a `Host` header itself.
+ *
+ * Fails with `InvalidParameter` for a subprotocol that is not a token, an extension that does not
+ * parse, or a malformed header; with `InvalidProtocolOperation` unless the handle was just
+ * created.
+ *
+ * @see websocket.h `WebSocketBeginClientHandshake`
+ * @category handshake
+ * @since 0.1.0
+ */
+export const beginClientHandshake: {
+  /** Data-last: `handle.pipe(WebSocket.beginClientHandshake(options))`. */
+  (options?: ClientHandshakeOptions): (
+    handle: ClientHandle
+  ) => Effect.Effect<ClientHandshakeRequest, InvalidParameter | InvalidProtocolOperation>
+  /** Data-first: `WebSocket.beginClientHandshake(handle, options)`. */
+  (
+    handle: ClientHandle,
+    options?: ClientHandshakeOptions
+  ): Effect.Effect<ClientHandshakeRequest, InvalidParameter | InvalidProtocolOperation>
+} = dual(
+  (args) => isHandle(args[0]),
+  (handle: ClientHandle, options?: ClientHandshakeOptions) => beginClient(impl(handle), options ?? {})
+)
+
+/**
+ * What {@link endClientHandshake} takes: the headers of the server's `101 Switching Protocols`
+ * response (the application has checked the status line).
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface ClientHandshakeResponse {
+  readonly responseHeaders: ReadonlyArray<HttpHeader.HttpHeader>
+}
+
+/**
+ * What the server selected, as indices into what {@link beginClientHandshake} offered, plus the
+ * names.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface ClientHandshakeResult {
+  /** Index of the selected subprotocol in `subprotocols`; none when the server selected none. */
+  readonly selectedSubprotocol: Option.Option<number>
+  /** Indices of the selected extensions in `extensions`, in the server's order. */
+  readonly selectedExtensions: ReadonlyArray<number>
+  /** The selected subprotocol's name. */
+  readonly subprotocol: Option.Option<string>
+  /** The selected extensions as the server returned them, with their parameters. */
+  readonly extensions: ReadonlyArray<HandshakeHeaders.Extension>
+}
+
+const endClient = Effect.fnUntraced(function*(handle: HandleImpl, response: ClientHandshakeResponse) {
+  yield* requireState(handle, "endClientHandshake", HandleState.HandshakeStarted)
+  yield* requireKind(handle, "client", "endClientHandshake")
+  const headers = yield* Handshake.peerHeaders(response.responseHeaders)
+  yield* Handshake.decodeHeader(HandshakeHeaders.Upgrade, "Upgrade", yield* Handshake.requiredListHeader(headers, "Upgrade"))
+  yield* Handshake.decodeHeader(
+    HandshakeHeaders.Connection,
+    "Connection",
+    yield* Handshake.requiredListHeader(headers, "Connection")
+  )
+  const accept = yield* Handshake.decodeHeader(
+    HandshakeHeaders.SecWebSocketAccept,
+    "Sec-WebSocket-Accept",
+    yield* Handshake.requiredHeader(headers, "Sec-WebSocket-Accept")
+  )
+  const expected = yield* Handshake.computeAccept(handle.crypto, handle.key!)
+  if (accept !== expected) {
+    return yield* new InvalidProtocolFormat({
+      header: "Sec-WebSocket-Accept",
+      message: `Sec-WebSocket-Accept is ${accept}, expected ${expected} for the key sent`
+    })
+  }
+  let selectedSubprotocol = Option.none<number>()
+  const protocol = yield* Handshake.singleHeader(headers, "Sec-WebSocket-Protocol")
+  if (protocol !== undefined) {
+    const name = yield* Handshake.decodeHeader(
+      HandshakeHeaders.SecWebSocketProtocolResponse,
+      "Sec-WebSocket-Protocol",
+      protocol
+    )
+    const index = handle.offeredSubprotocols.indexOf(name)
+    if (index === -1) {
+      return yield* new UnsupportedSubprotocol({
+        offered: handle.offeredSubprotocols,
+        selected: name,
+        message: handle.offeredSubprotocols.length === 0
+          ? `the server selected subprotocol "${name}" but none was offered`
+          : `the server selected subprotocol "${name}", which is not one of those offered: ${handle.offeredSubprotocols.join(", ")}`
+      })
+    }
+    selectedSubprotocol = Option.some(index)
+  }
+  const extensionsValue = HttpHeader.getCombined(headers, "Sec-WebSocket-Extensions")
+  const extensions = extensionsValue === undefined ? [] : yield* Handshake.decodeHeader(
+    HandshakeHeaders.SecWebSocketExtensions,
+    "Sec-WebSocket-Extensions",
+    extensionsValue
+  )
+  const selectedExtensions: Array<number> = []
+  for (const extension of extensions) {
+    const index = handle.offeredExtensions.indexOf(extension.name)
+    if (index === -1) {
+      return yield* new UnsupportedExtension({
+        offered: handle.offeredExtensions,
+        selected: extension.name,
+        message: `the server selected extension "${extension.name}", which was not offered`
+      })
+    }
+    selectedExtensions.push(index)
+  }
+  handle.key = undefined
+  handle.state = HandleState.Open
+  return {
+    selectedSubprotocol,
+    selectedExtensions,
+    subprotocol: Option.map(selectedSubprotocol, (i) => handle.offeredSubprotocols[i]!),
+    extensions
+  } satisfies ClientHandshakeResult
+})
+
+/**
+ * Completes the client side of the opening handshake: checks the server's response headers
+ * (`Upgrade: websocket`, `Connection: Upgrade`, the `Sec-WebSocket-Accept` that matches the key
+ * sent, and the selected subprotocol and extensions) and opens the session.
+ *
+ * Fails with `InvalidProtocolFormat` (the header at fault in `header`) for a missing or malformed
+ * header or a wrong accept value; `UnsupportedSubprotocol` / `UnsupportedExtension` when the
+ * server selected something that was not offered; `InvalidProtocolOperation` unless
+ * {@link beginClientHandshake} came first. After a failure the handle accepts only
+ * `abortHandle` and `deleteHandle`.
+ *
+ * @see websocket.h `WebSocketEndClientHandshake`
+ * @category handshake
+ * @since 0.1.0
+ */
+export const endClientHandshake: {
+  /** Data-last. */
+  (response: ClientHandshakeResponse): (
+    handle: ClientHandle
+  ) => Effect.Effect<
+    ClientHandshakeResult,
+    InvalidProtocolFormat | UnsupportedSubprotocol | UnsupportedExtension | InvalidProtocolOperation
+  >
+  /** Data-first. */
+  (handle: ClientHandle, response: ClientHandshakeResponse): Effect.Effect<
+    ClientHandshakeResult,
+    InvalidProtocolFormat | UnsupportedSubprotocol | UnsupportedExtension | InvalidProtocolOperation
+  >
+} = dual(
+  (args) => isHandle(args[0]),
+  (handle: ClientHandle, response: ClientHandshakeResponse) => {
+    const h = impl(handle)
+    return h.state === HandleState.HandshakeStarted ? failsHandle(h, endClient(h, response)) : endClient(h, response)
+  }
+)
+
+/**
+ * What {@link beginServerHandshake} takes: every header of the client's upgrade request (the
+ * application has checked the method, target and HTTP version), and the subprotocol and
+ * extensions the application selected from the client's offer.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface ServerHandshakeOptions {
+  readonly requestHeaders: ReadonlyArray<HttpHeader.HttpHeader>
+  /** The selected subprotocol; it must be one the client offered. */
+  readonly subprotocol?: string | undefined
+  /** The selected extensions with their response parameters; each must have been offered. */
+  readonly extensions?: ReadonlyArray<string> | undefined
+}
+
+/**
+ * What {@link beginServerHandshake} returns.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface ServerHandshakeResponse {
+  /**
+   * The headers of the `101 Switching Protocols` response: `Connection`, `Upgrade`,
+   * `Sec-WebSocket-Accept`, and `Sec-WebSocket-Protocol` / `Sec-WebSocket-Extensions` when
+   * selected. The application writes the status line itself.
+   */
+  readonly responseHeaders: ReadonlyArray<HttpHeader.HttpHeader>
+}
+
+const beginServer = Effect.fnUntraced(function*(handle: HandleImpl, options: ServerHandshakeOptions) {
+  const headers = yield* Handshake.peerHeaders(options.requestHeaders)
+  yield* Handshake.requiredHeader(headers, "Host")
+  yield* Handshake.decodeHeader(HandshakeHeaders.Upgrade, "Upgrade", yield* Handshake.requiredListHeader(headers, "Upgrade"))
+  yield* Handshake.decodeHeader(
+    HandshakeHeaders.Connection,
+    "Connection",
+    yield* Handshake.requiredListHeader(headers, "Connection")
+  )
+  const key = yield* Handshake.decodeHeader(
+    HandshakeHeaders.SecWebSocketKey,
+    "Sec-WebSocket-Key",
+    yield* Handshake.requiredHeader(headers, "Sec-WebSocket-Key")
+  )
+  const version = yield* Handshake.decodeHeader(
+    HandshakeHeaders.SecWebSocketVersion,
+    "Sec-WebSocket-Version",
+    yield* Handshake.requiredHeader(headers, "Sec-WebSocket-Version")
+  )
+  if (version !== HandshakeHeaders.SUPPORTED_VERSION) {
+    return yield* new UnsupportedProtocolVersion({
+      received: version,
+      supported: [HandshakeHeaders.SUPPORTED_VERSION],
+      message: `Sec-WebSocket-Version ${version} is not supported; this server speaks version ${HandshakeHeaders.SUPPORTED_VERSION}`
+    })
+  }
+  const protocolValue = HttpHeader.getCombined(headers, "Sec-WebSocket-Protocol")
+  const offeredSubprotocols: ReadonlyArray<string> = protocolValue === undefined
+    ? []
+    : yield* Handshake.decodeHeader(HandshakeHeaders.SecWebSocketProtocol, "Sec-WebSocket-Protocol", protocolValue)
+  const extensionsValue = HttpHeader.getCombined(headers, "Sec-WebSocket-Extensions")
+  const offeredExtensions = extensionsValue === undefined
+    ? []
+    : (yield* Handshake.decodeHeader(HandshakeHeaders.SecWebSocketExtensions, "Sec-WebSocket-Extensions", extensionsValue))
+      .map((e) => e.name)
+  const responseHeaders: Array<HttpHeader.HttpHeader> = [
+    { name: "Connection", value: "Upgrade" },
+    { name: "Upgrade", value: "websocket" },
+    { name: "Sec-WebSocket-Accept", value: yield* Handshake.computeAccept(handle.crypto, key) }
+  ]
+  if (options.subprotocol !== undefined) {
+    const selected = yield* Handshake.decodeParameter(
+      HandshakeHeaders.SecWebSocketProtocolResponse,
+      "subprotocol",
+      options.subprotocol
+    )
+    if (!offeredSubprotocols.includes(selected)) {
+      return yield* new UnsupportedSubprotocol({
+        offered: offeredSubprotocols,
+        selected,
+        message: offeredSubprotocols.length === 0
+          ? `subprotocol "${selected}" was selected but the client offered none`
+          : `subprotocol "${selected}" was selected but the client offered only: ${offeredSubprotocols.join(", ")}`
+      })
+    }
+    responseHeaders.push({ name: "Sec-WebSocket-Protocol", value: selected })
+  }
+  const selectedExtensions: Array<HandshakeHeaders.Extension> = []
+  for (const [i, value] of (options.extensions ?? []).entries()) {
+    const extension = yield* Handshake.decodeExtensionParameter(`extensions[${i}]`, value)
+    if (!offeredExtensions.includes(extension.name)) {
+      return yield* new UnsupportedExtension({
+        offered: offeredExtensions,
+        selected: extension.name,
+        message: `extension "${extension.name}" was selected but the client did not offer it`
+      })
+    }
+    selectedExtensions.push(extension)
+  }
+  if (selectedExtensions.length > 0) {
+    responseHeaders.push({
+      name: "Sec-WebSocket-Extensions",
+      value: selectedExtensions.map(HandshakeHeaders.formatExtension).join(", ")
+    })
+  }
+  handle.state = HandleState.HandshakeStarted
+  return { responseHeaders } satisfies ServerHandshakeResponse
+})
+
+/**
+ * Starts the server side of the opening handshake: checks the client's request headers
+ * (`Host`, `Upgrade: websocket`, `Connection: Upgrade`, a `Sec-WebSocket-Key` of 16 bytes,
+ * `Sec-WebSocket-Version: 13`, well-formed `Sec-WebSocket-Protocol` / `-Extensions`) and the
+ * application's selection, and returns the headers of the 101 response.
+ *
+ * Fails with `InvalidProtocolFormat` (answer 400; `header` names the culprit),
+ * `UnsupportedProtocolVersion` (answer 426 with `Sec-WebSocket-Version: 13`),
+ * `UnsupportedSubprotocol` / `UnsupportedExtension` when the selection was not offered,
+ * `InvalidParameter` when the selection is malformed, and `InvalidProtocolOperation` unless the
+ * handle was just created. After a failure the handle accepts only `abortHandle` and
+ * `deleteHandle`.
+ *
+ * @see websocket.h `WebSocketBeginServerHandshake`
+ * @category handshake
+ * @since 0.1.0
+ */
+export const beginServerHandshake: {
+  /** Data-last. */
+  (options: ServerHandshakeOptions): (handle: ServerHandle) => Effect.Effect<
+    ServerHandshakeResponse,
+    | InvalidProtocolFormat
+    | UnsupportedProtocolVersion
+    | UnsupportedSubprotocol
+    | UnsupportedExtension
+    | InvalidParameter
+    | InvalidProtocolOperation
+  >
+  /** Data-first. */
+  (handle: ServerHandle, options: ServerHandshakeOptions): Effect.Effect<
+    ServerHandshakeResponse,
+    | InvalidProtocolFormat
+    | UnsupportedProtocolVersion
+    | UnsupportedSubprotocol
+    | UnsupportedExtension
+    | InvalidParameter
+    | InvalidProtocolOperation
+  >
+} = dual(
+  (args) => isHandle(args[0]),
+  (handle: ServerHandle, options: ServerHandshakeOptions) => {
+    const h = impl(handle)
+    return Effect.flatMap(
+      Effect.andThen(
+        requireState(h, "beginServerHandshake", HandleState.Created),
+        requireKind(h, "server", "beginServerHandshake")
+      ),
+      () => failsHandle(h, beginServer(h, options))
+    )
+  }
+)
+
+/**
+ * Completes the server side of the opening handshake and opens the session; optional, since the
+ * first session call does the same. Idempotent once the session is open.
+ *
+ * @see websocket.h `WebSocketEndServerHandshake`
+ * @category handshake
+ * @since 0.1.0
+ */
+export const endServerHandshake = (handle: ServerHandle): Effect.Effect<void, InvalidProtocolOperation> => {
+  const h = impl(handle)
+  return Effect.andThen(
+    Effect.andThen(
+      requireKind(h, "server", "endServerHandshake"),
+      requireState(
+        h,
+        "endServerHandshake",
+        HandleState.HandshakeStarted,
+        HandleState.Open,
+        HandleState.CloseSent,
+        HandleState.CloseReceived,
+        HandleState.Closed
+      )
+    ),
+    Effect.sync(() => {
+      if (h.state === HandleState.HandshakeStarted) h.state = HandleState.Open
+    })
+  )
+}
+
+/**
+ * The global properties {@link getGlobalProperty} reads.
+ *
+ * @see websocket.h `WEB_SOCKET_KEEPALIVE_INTERVAL_PROPERTY_TYPE` (5),
+ * `WEB_SOCKET_SUPPORTED_VERSIONS_PROPERTY_TYPE` (6)
+ * @category models
+ * @since 0.1.0
+ */
+export type GlobalProperty = "KeepaliveInterval" | "SupportedVersions"
+
+/**
+ * Reads a global property.
+ *
+ * - `"SupportedVersions"`: the protocol versions spoken, `[13]`.
+ * - `"KeepaliveInterval"`: milliseconds between keepalive frames, from the config value
+ *   `WEBSOCKET_KEEPALIVE_INTERVAL` (the registry value `KeepaliveInterval` of Windows), 30000 by
+ *   default, raised to 15000 when lower. An unreadable value fails with `InvalidParameter`.
+ *
+ * @see websocket.h `WebSocketGetGlobalProperty`
+ * @category getters
+ * @since 0.1.0
+ */
+export const getGlobalProperty: {
+  (property: "SupportedVersions"): Effect.Effect<ReadonlyArray<number>>
+  (property: "KeepaliveInterval"): Effect.Effect<number, InvalidParameter>
+  (property: GlobalProperty): Effect.Effect<number | ReadonlyArray<number>, InvalidParameter>
+} = ((property: GlobalProperty) => {
+  switch (property) {
+    case "SupportedVersions":
+      return Effect.succeed([HandshakeHeaders.SUPPORTED_VERSION])
+    case "KeepaliveInterval":
+      return Effect.flatMap(
+        Effect.mapError(
+          Config.Int("WEBSOCKET_KEEPALIVE_INTERVAL").pipe(
+            Config.withDefault(Property.DEFAULT_KEEPALIVE_INTERVAL)
+          ),
+          (cause: Config.ConfigError) =>
+            new InvalidParameter({
+              parameter: "KeepaliveInterval",
+              message: `WEBSOCKET_KEEPALIVE_INTERVAL: ${cause.message}`,
+              cause
+            })
+        ),
+        (value) => Handshake.decodeParameter(Property.KeepaliveInterval, "KeepaliveInterval", value)
+      )
+    default:
+      return Effect.fail(
+        new InvalidParameter({
+          parameter: "property",
+          message: `${String(property)} is not a global property: use "KeepaliveInterval" or "SupportedVersions"`
+        })
+      )
+  }
+}) as never

@@ -1,0 +1,130 @@
+/**
+ * Opening-handshake checks shared by the client and server functions: header list validation,
+ * single and list header lookups, schema decoding mapped to the websocket.h errors, and the
+ * `Sec-WebSocket-Accept` computation (RFC 6455 section 4.2.2).
+ *
+ * @since 0.1.0
+ */
+import { HandshakeHeaders, HttpHeader } from "@effect-websocket/schema"
+import { Effect, Result, Schema } from "effect"
+import * as Base64 from "effect/encoding/Base64"
+import type { WebCryptoApi } from "./handle.ts"
+import { InvalidParameter, InvalidProtocolFormat } from "../WebSocketError.ts"
+
+/** The GUID of RFC 6455 section 1.3, appended to the key before hashing. */
+export const ACCEPT_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+const encoder = new TextEncoder()
+
+/** `base64(SHA-1(key + GUID))` (RFC 6455 section 4.2.2 item 5.4). */
+export const computeAccept = (crypto: WebCryptoApi, key: string): Effect.Effect<string> =>
+  Effect.map(
+    Effect.promise(() => crypto.subtle.digest("SHA-1", encoder.encode(key + ACCEPT_GUID))),
+    (digest) => Base64.encode(new Uint8Array(digest))
+  )
+
+/** A fresh `Sec-WebSocket-Key`: base64 of 16 random bytes (RFC 6455 section 4.1 item 7). */
+export const generateKey = (crypto: WebCryptoApi): string => Base64.encode(crypto.getRandomValues(new Uint8Array(16)))
+
+const HeaderList = Schema.Array(HttpHeader.HttpHeader)
+
+/** A header list received from the peer: malformed entries are the peer's fault. */
+export const peerHeaders = (
+  headers: unknown
+): Effect.Effect<ReadonlyArray<HttpHeader.HttpHeader>, InvalidProtocolFormat> => {
+  const result = Schema.decodeUnknownResult(HeaderList)(headers)
+  return Result.isSuccess(result)
+    ? Effect.succeed(result.success)
+    : Effect.fail(
+      new InvalidProtocolFormat({ message: `malformed header list: ${result.failure.message}`, cause: result.failure })
+    )
+}
+
+/** A header list given by the application: malformed entries are an invalid parameter. */
+export const appHeaders = (
+  parameter: string,
+  headers: unknown
+): Effect.Effect<ReadonlyArray<HttpHeader.HttpHeader>, InvalidParameter> => {
+  if (headers === undefined) return Effect.succeed([])
+  const result = Schema.decodeUnknownResult(HeaderList)(headers)
+  return Result.isSuccess(result)
+    ? Effect.succeed(result.success)
+    : Effect.fail(new InvalidParameter({ parameter, message: `${parameter}: ${result.failure.message}`, cause: result.failure }))
+}
+
+/** The value of a header that may appear at most once, or `undefined` when absent. */
+export const singleHeader = (
+  headers: ReadonlyArray<HttpHeader.HttpHeader>,
+  name: string
+): Effect.Effect<string | undefined, InvalidProtocolFormat> => {
+  const values = HttpHeader.getAll(headers, name)
+  return values.length <= 1
+    ? Effect.succeed(values[0])
+    : Effect.fail(
+      new InvalidProtocolFormat({
+        header: name,
+        message: `${name} appears ${values.length} times; it must appear at most once`
+      })
+    )
+}
+
+/** The value of a header that must appear exactly once. */
+export const requiredHeader = (
+  headers: ReadonlyArray<HttpHeader.HttpHeader>,
+  name: string
+): Effect.Effect<string, InvalidProtocolFormat> =>
+  Effect.flatMap(singleHeader(headers, name), (value) =>
+    value === undefined
+      ? Effect.fail(new InvalidProtocolFormat({ header: name, message: `${name} header is missing` }))
+      : Effect.succeed(value))
+
+/** The combined value of a list header that must be present. */
+export const requiredListHeader = (
+  headers: ReadonlyArray<HttpHeader.HttpHeader>,
+  name: string
+): Effect.Effect<string, InvalidProtocolFormat> => {
+  const value = HttpHeader.getCombined(headers, name)
+  return value === undefined
+    ? Effect.fail(new InvalidProtocolFormat({ header: name, message: `${name} header is missing` }))
+    : Effect.succeed(value)
+}
+
+/** Decodes a header value, failing with `InvalidProtocolFormat` naming the header. */
+export const decodeHeader = <S extends Schema.ConstraintDecoder<unknown>>(
+  schema: S,
+  name: string,
+  value: string
+): Effect.Effect<S["Type"], InvalidProtocolFormat> => {
+  const result = Schema.decodeUnknownResult(schema)(value)
+  return Result.isSuccess(result)
+    ? Effect.succeed(result.success)
+    : Effect.fail(
+      new InvalidProtocolFormat({ header: name, message: `${name} ${result.failure.message}`, cause: result.failure })
+    )
+}
+
+/** Decodes a value given by the application, failing with `InvalidParameter` naming it. */
+export const decodeParameter = <S extends Schema.ConstraintDecoder<unknown>>(
+  schema: S,
+  parameter: string,
+  value: unknown
+): Effect.Effect<S["Type"], InvalidParameter> => {
+  const result = Schema.decodeUnknownResult(schema)(value, { onExcessProperty: "error" })
+  return Result.isSuccess(result)
+    ? Effect.succeed(result.success)
+    : Effect.fail(
+      new InvalidParameter({ parameter, message: `${parameter}: ${result.failure.message}`, cause: result.failure })
+    )
+}
+
+/** One extension as the application names it (`name; param=value`), parsed. */
+export const decodeExtensionParameter = (
+  parameter: string,
+  value: unknown
+): Effect.Effect<HandshakeHeaders.Extension, InvalidParameter> =>
+  Effect.flatMap(decodeParameter(HandshakeHeaders.SecWebSocketExtensions, parameter, value), (list) =>
+    list.length === 1
+      ? Effect.succeed(list[0])
+      : Effect.fail(
+        new InvalidParameter({ parameter, message: `${parameter} must name exactly one extension, got ${list.length}` })
+      ))

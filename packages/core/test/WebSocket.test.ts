@@ -1,0 +1,419 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Exit, Option, Schema } from "effect"
+import { WebSocket, WebSocketError } from "../src/index.ts"
+
+type Header = { readonly name: string; readonly value: string }
+
+const RFC_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+const RFC_ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+const validRequest: ReadonlyArray<Header> = [
+  { name: "Host", value: "example.com" },
+  { name: "Upgrade", value: "websocket" },
+  { name: "Connection", value: "Upgrade" },
+  { name: "Sec-WebSocket-Key", value: RFC_KEY },
+  { name: "Sec-WebSocket-Version", value: "13" }
+]
+
+const header = (headers: ReadonlyArray<Header>, name: string) =>
+  headers.find((h) => h.name.toLowerCase() === name.toLowerCase())?.value
+
+const without = (name: string) => validRequest.filter((h) => h.name !== name)
+const replacing = (name: string, value: string) => [...without(name), { name, value }]
+
+/** Runs the server side on `requestHeaders` and returns the failure. */
+const serverFailure = (requestHeaders: ReadonlyArray<Header>, options: { subprotocol?: string; extensions?: Array<string> } = {}) =>
+  Effect.gen(function*() {
+    const server = yield* WebSocket.createServerHandle()
+    return yield* Effect.flip(WebSocket.beginServerHandshake(server, { requestHeaders, ...options }))
+  })
+
+/** Runs a full client/server handshake in memory. */
+const handshake = (client: WebSocket.ClientHandshakeOptions = {}, server: { subprotocol?: string; extensions?: Array<string> } = {}) =>
+  Effect.gen(function*() {
+    const clientHandle = yield* WebSocket.createClientHandle()
+    const serverHandle = yield* WebSocket.createServerHandle()
+    const request = yield* WebSocket.beginClientHandshake(clientHandle, {
+      ...client,
+      initialHeaders: [{ name: "Host", value: "127.0.0.1:8080" }]
+    })
+    const { responseHeaders } = yield* WebSocket.beginServerHandshake(serverHandle, {
+      requestHeaders: request.requestHeaders,
+      ...server
+    })
+    yield* WebSocket.endServerHandshake(serverHandle)
+    const result = yield* WebSocket.endClientHandshake(clientHandle, { responseHeaders })
+    return { request, responseHeaders, result, clientHandle, serverHandle }
+  })
+
+describe("opening handshake", () => {
+  it.effect("computes the RFC 6455 sample Sec-WebSocket-Accept", () =>
+    Effect.gen(function*() {
+      const server = yield* WebSocket.createServerHandle()
+      const { responseHeaders } = yield* WebSocket.beginServerHandshake(server, { requestHeaders: validRequest })
+      assert.strictEqual(header(responseHeaders, "Sec-WebSocket-Accept"), RFC_ACCEPT)
+      assert.strictEqual(header(responseHeaders, "Upgrade"), "websocket")
+      assert.strictEqual(header(responseHeaders, "Connection"), "Upgrade")
+      assert.strictEqual(header(responseHeaders, "Sec-WebSocket-Protocol"), undefined)
+    }))
+
+  it.effect("computes the accept value for the all-zero key", () =>
+    Effect.gen(function*() {
+      const server = yield* WebSocket.createServerHandle()
+      const { responseHeaders } = yield* WebSocket.beginServerHandshake(server, {
+        requestHeaders: replacing("Sec-WebSocket-Key", "AAAAAAAAAAAAAAAAAAAAAA==")
+      })
+      assert.strictEqual(header(responseHeaders, "Sec-WebSocket-Accept"), "ICX+Yqv66kxgM0FcWaLWlFLwTAI=")
+    }))
+
+  it.effect("client and server complete the handshake in memory", () =>
+    Effect.gen(function*() {
+      const { request, result } = yield* handshake()
+      const headers = request.additionalHeaders
+      assert.strictEqual(header(headers, "Upgrade"), "websocket")
+      assert.strictEqual(header(headers, "Connection"), "Upgrade")
+      assert.strictEqual(header(headers, "Sec-WebSocket-Version"), "13")
+      assert.match(header(headers, "Sec-WebSocket-Key")!, /^[A-Za-z0-9+/]{22}==$/)
+      assert.strictEqual(header(request.requestHeaders, "Host"), "127.0.0.1:8080")
+      assert.isTrue(Option.isNone(result.selectedSubprotocol))
+      assert.deepStrictEqual(result.selectedExtensions, [])
+    }))
+
+  it.effect("every client handshake uses a fresh key", () =>
+    Effect.gen(function*() {
+      const a = yield* handshake()
+      const b = yield* handshake()
+      assert.notStrictEqual(header(a.request.additionalHeaders, "Sec-WebSocket-Key"), header(b.request.additionalHeaders, "Sec-WebSocket-Key"))
+    }))
+
+  it.effect("negotiates a subprotocol and extensions", () =>
+    Effect.gen(function*() {
+      const { request, responseHeaders, result } = yield* handshake(
+        { subprotocols: ["chat", "superchat"], extensions: ["foo; a=1", "bar"] },
+        { subprotocol: "superchat", extensions: ["bar; x=2"] }
+      )
+      assert.strictEqual(header(request.additionalHeaders, "Sec-WebSocket-Protocol"), "chat, superchat")
+      assert.strictEqual(header(request.additionalHeaders, "Sec-WebSocket-Extensions"), "foo; a=1, bar")
+      assert.strictEqual(header(responseHeaders, "Sec-WebSocket-Protocol"), "superchat")
+      assert.strictEqual(header(responseHeaders, "Sec-WebSocket-Extensions"), "bar; x=2")
+      assert.deepStrictEqual(result.selectedSubprotocol, Option.some(1))
+      assert.deepStrictEqual(result.subprotocol, Option.some("superchat"))
+      assert.deepStrictEqual(result.selectedExtensions, [1])
+      assert.deepStrictEqual(result.extensions, [{ name: "bar", params: [{ name: "x", value: "2" }] }])
+    }))
+
+  it.effect("an additional header replaces an initial header of the same name", () =>
+    Effect.gen(function*() {
+      const client = yield* WebSocket.createClientHandle()
+      const { requestHeaders } = yield* WebSocket.beginClientHandshake(client, {
+        initialHeaders: [{ name: "Host", value: "h" }, { name: "connection", value: "keep-alive" }]
+      })
+      assert.deepStrictEqual(requestHeaders.filter((h) => h.name.toLowerCase() === "connection"), [
+        { name: "Connection", value: "Upgrade" }
+      ])
+      assert.strictEqual(header(requestHeaders, "Host"), "h")
+    }))
+
+  it.effect("accepts list headers spread over several fields and in any case", () =>
+    Effect.gen(function*() {
+      const server = yield* WebSocket.createServerHandle()
+      const { responseHeaders } = yield* WebSocket.beginServerHandshake(server, {
+        requestHeaders: [
+          ...without("Connection").filter((h) => h.name !== "Upgrade"),
+          { name: "connection", value: "keep-alive" },
+          { name: "CONNECTION", value: "upgrade" },
+          { name: "upgrade", value: "WebSocket" },
+          { name: "Sec-WebSocket-Protocol", value: "a" },
+          { name: "Sec-WebSocket-Protocol", value: "b, c" }
+        ],
+        subprotocol: "c"
+      })
+      assert.strictEqual(header(responseHeaders, "Sec-WebSocket-Protocol"), "c")
+    }))
+})
+
+describe("malformed requests", () => {
+  const cases: ReadonlyArray<readonly [string, ReadonlyArray<Header>, string, string | undefined, RegExp]> = [
+    ["missing Upgrade", without("Upgrade"), "InvalidProtocolFormat", "Upgrade", /Upgrade header is missing/],
+    ["Upgrade: h2c", replacing("Upgrade", "h2c"), "InvalidProtocolFormat", "Upgrade", /must include "websocket"/],
+    ["missing Connection", without("Connection"), "InvalidProtocolFormat", "Connection", /missing/],
+    ["Connection without upgrade", replacing("Connection", "keep-alive"), "InvalidProtocolFormat", "Connection", /"Upgrade"/],
+    ["missing Host", without("Host"), "InvalidProtocolFormat", "Host", /Host header is missing/],
+    ["missing key", without("Sec-WebSocket-Key"), "InvalidProtocolFormat", "Sec-WebSocket-Key", /missing/],
+    ["key of 15 bytes", replacing("Sec-WebSocket-Key", "AAAAAAAAAAAAAAAAAAAA"), "InvalidProtocolFormat", "Sec-WebSocket-Key", /16 bytes, got 15 bytes/],
+    ["key of 17 bytes", replacing("Sec-WebSocket-Key", "AAAAAAAAAAAAAAAAAAAAAAA="), "InvalidProtocolFormat", "Sec-WebSocket-Key", /16 bytes, got 17 bytes/],
+    ["key not base64", replacing("Sec-WebSocket-Key", "not a base64 key!!!!!!=="), "InvalidProtocolFormat", "Sec-WebSocket-Key", /must be base64/],
+    ["duplicate key", [...validRequest, { name: "sec-websocket-key", value: RFC_KEY }], "InvalidProtocolFormat", "Sec-WebSocket-Key", /appears 2 times/],
+    ["missing version", without("Sec-WebSocket-Version"), "InvalidProtocolFormat", "Sec-WebSocket-Version", /missing/],
+    ["malformed version", replacing("Sec-WebSocket-Version", "thirteen"), "InvalidProtocolFormat", "Sec-WebSocket-Version", /version number/],
+    ["version 8", replacing("Sec-WebSocket-Version", "8"), "UnsupportedProtocolVersion", undefined, /Version 8 is not supported/],
+    ["invalid subprotocol token", [...validRequest, { name: "Sec-WebSocket-Protocol", value: "chat, su/per" }], "InvalidProtocolFormat", "Sec-WebSocket-Protocol", /"su\/per"/],
+    ["empty subprotocol list", [...validRequest, { name: "Sec-WebSocket-Protocol", value: " , " }], "InvalidProtocolFormat", "Sec-WebSocket-Protocol", /at least one/],
+    ["malformed extension parameter", [...validRequest, { name: "Sec-WebSocket-Extensions", value: "foo; =1" }], "InvalidProtocolFormat", "Sec-WebSocket-Extensions", /parameter name/],
+    ["quoted extension value not a token", [...validRequest, { name: "Sec-WebSocket-Extensions", value: "foo; a=\"b c\"" }], "InvalidProtocolFormat", "Sec-WebSocket-Extensions", /not a token/],
+    ["header name with a colon", [...validRequest, { name: "X:Y", value: "1" }], "InvalidProtocolFormat", undefined, /not a token/],
+    ["header value with CRLF", [...validRequest, { name: "X", value: "a\r\nb" }], "InvalidProtocolFormat", undefined, /control character/]
+  ]
+  for (const [name, requestHeaders, tag, headerName, message] of cases) {
+    it.effect(name, () =>
+      Effect.gen(function*() {
+        const error = yield* serverFailure(requestHeaders)
+        assert.strictEqual(error._tag, tag)
+        assert.match(error.message, message)
+        if (error._tag === "InvalidProtocolFormat") {
+          assert.strictEqual(error.hresult, 0x83760002)
+          assert.strictEqual(error.header, headerName)
+        }
+      }))
+  }
+
+  it.effect("an unsupported version carries the supported versions", () =>
+    Effect.gen(function*() {
+      const error = yield* serverFailure(replacing("Sec-WebSocket-Version", "8"))
+      assert.isTrue(error._tag === "UnsupportedProtocolVersion")
+      if (error._tag === "UnsupportedProtocolVersion") {
+        assert.deepStrictEqual(error.supported, [13])
+        assert.strictEqual(error.received, 8)
+        assert.strictEqual(error.hresult, 0x83760005)
+      }
+    }))
+
+  it.effect("selecting a subprotocol the client did not offer", () =>
+    Effect.gen(function*() {
+      const error = yield* serverFailure([...validRequest, { name: "Sec-WebSocket-Protocol", value: "chat" }], {
+        subprotocol: "superchat"
+      })
+      assert.strictEqual(error._tag, "UnsupportedSubprotocol")
+      if (error._tag === "UnsupportedSubprotocol") {
+        assert.deepStrictEqual(error.offered, ["chat"])
+        assert.strictEqual(error.selected, "superchat")
+        assert.strictEqual(error.hresult, 0x83760004)
+      }
+    }))
+
+  it.effect("selecting an extension the client did not offer", () =>
+    Effect.gen(function*() {
+      const error = yield* serverFailure(validRequest, { extensions: ["permessage-deflate"] })
+      assert.strictEqual(error._tag, "UnsupportedExtension")
+    }))
+
+  it.effect("selecting a malformed subprotocol is an invalid parameter", () =>
+    Effect.gen(function*() {
+      const error = yield* serverFailure([...validRequest, { name: "Sec-WebSocket-Protocol", value: "chat" }], {
+        subprotocol: "not a token"
+      })
+      assert.strictEqual(error._tag, "InvalidParameter")
+    }))
+
+  it.effect("a failed handshake leaves the handle failed", () =>
+    Effect.gen(function*() {
+      const server = yield* WebSocket.createServerHandle()
+      yield* Effect.flip(WebSocket.beginServerHandshake(server, { requestHeaders: without("Upgrade") }))
+      const error = yield* Effect.flip(WebSocket.beginServerHandshake(server, { requestHeaders: validRequest }))
+      assert.strictEqual(error._tag, "InvalidProtocolOperation")
+      assert.match(error.message, /handshake failed/)
+    }))
+})
+
+describe("client-side response checks", () => {
+  const respond = (edit: (response: ReadonlyArray<Header>) => ReadonlyArray<Header>, offer: WebSocket.ClientHandshakeOptions = {}) =>
+    Effect.gen(function*() {
+      const client = yield* WebSocket.createClientHandle()
+      const server = yield* WebSocket.createServerHandle()
+      const { requestHeaders } = yield* WebSocket.beginClientHandshake(client, {
+        ...offer,
+        initialHeaders: [{ name: "Host", value: "h" }]
+      })
+      const { responseHeaders } = yield* WebSocket.beginServerHandshake(server, { requestHeaders })
+      return yield* Effect.flip(WebSocket.endClientHandshake(client, { responseHeaders: edit(responseHeaders) }))
+    })
+  const drop = (name: string) => (headers: ReadonlyArray<Header>) => headers.filter((h) => h.name !== name)
+  const add = (name: string, value: string) => (headers: ReadonlyArray<Header>) => [...headers, { name, value }]
+
+  it.effect("wrong accept", () =>
+    Effect.gen(function*() {
+      const error = yield* respond((h) => [...drop("Sec-WebSocket-Accept")(h), { name: "Sec-WebSocket-Accept", value: RFC_ACCEPT }])
+      assert.strictEqual(error._tag, "InvalidProtocolFormat")
+      if (error._tag === "InvalidProtocolFormat") assert.strictEqual(error.header, "Sec-WebSocket-Accept")
+      assert.match(error.message, /expected/)
+    }))
+
+  it.effect("missing accept", () =>
+    Effect.gen(function*() {
+      const error = yield* respond(drop("Sec-WebSocket-Accept"))
+      assert.strictEqual(error._tag, "InvalidProtocolFormat")
+      assert.match(error.message, /Sec-WebSocket-Accept header is missing/)
+    }))
+
+  it.effect("missing Upgrade and wrong Connection", () =>
+    Effect.gen(function*() {
+      const a = yield* respond(drop("Upgrade"))
+      assert.strictEqual(a._tag, "InvalidProtocolFormat")
+      const b = yield* respond((h) => [...drop("Connection")(h), { name: "Connection", value: "close" }])
+      assert.strictEqual(b._tag, "InvalidProtocolFormat")
+      if (b._tag === "InvalidProtocolFormat") assert.strictEqual(b.header, "Connection")
+    }))
+
+  it.effect("unoffered subprotocol", () =>
+    Effect.gen(function*() {
+      const error = yield* respond(add("Sec-WebSocket-Protocol", "other"), { subprotocols: ["chat"] })
+      assert.strictEqual(error._tag, "UnsupportedSubprotocol")
+      if (error._tag === "UnsupportedSubprotocol") {
+        assert.deepStrictEqual(error.offered, ["chat"])
+        assert.strictEqual(error.selected, "other")
+      }
+    }))
+
+  it.effect("subprotocol when none was offered", () =>
+    Effect.gen(function*() {
+      const error = yield* respond(add("Sec-WebSocket-Protocol", "chat"))
+      assert.strictEqual(error._tag, "UnsupportedSubprotocol")
+    }))
+
+  it.effect("unoffered extension", () =>
+    Effect.gen(function*() {
+      const error = yield* respond(add("Sec-WebSocket-Extensions", "permessage-deflate"), { extensions: ["foo"] })
+      assert.strictEqual(error._tag, "UnsupportedExtension")
+      if (error._tag === "UnsupportedExtension") assert.strictEqual(error.hresult, 0x83760003)
+    }))
+
+  it.effect("two subprotocol headers", () =>
+    Effect.gen(function*() {
+      const error = yield* respond((h) => add("Sec-WebSocket-Protocol", "a")(add("Sec-WebSocket-Protocol", "a")(h)), {
+        subprotocols: ["a"]
+      })
+      assert.strictEqual(error._tag, "InvalidProtocolFormat")
+    }))
+})
+
+describe("handle life cycle", () => {
+  it.effect("end before begin, begin twice", () =>
+    Effect.gen(function*() {
+      const client = yield* WebSocket.createClientHandle()
+      const early = yield* Effect.flip(WebSocket.endClientHandshake(client, { responseHeaders: [] }))
+      assert.strictEqual(early._tag, "InvalidProtocolOperation")
+      assert.strictEqual(early.hresult, 0x83760001)
+      yield* WebSocket.beginClientHandshake(client)
+      const twice = yield* Effect.flip(WebSocket.beginClientHandshake(client))
+      assert.strictEqual(twice._tag, "InvalidProtocolOperation")
+      const server = yield* WebSocket.createServerHandle()
+      const serverEarly = yield* Effect.flip(WebSocket.endServerHandshake(server))
+      assert.strictEqual(serverEarly._tag, "InvalidProtocolOperation")
+      yield* WebSocket.beginServerHandshake(server, { requestHeaders: validRequest })
+      const serverTwice = yield* Effect.flip(WebSocket.beginServerHandshake(server, { requestHeaders: validRequest }))
+      assert.strictEqual(serverTwice._tag, "InvalidProtocolOperation")
+      yield* WebSocket.endServerHandshake(server)
+      yield* WebSocket.endServerHandshake(server)
+    }))
+
+  it.effect("a handle is released when its scope closes", () =>
+    Effect.gen(function*() {
+      const client = yield* Effect.scoped(WebSocket.createClientHandle())
+      const error = yield* Effect.flip(WebSocket.beginClientHandshake(client))
+      assert.strictEqual(error._tag, "InvalidProtocolOperation")
+      assert.match(error.message, /deleted/)
+    }))
+
+  it.effect("deleteHandle releases early and is idempotent", () =>
+    Effect.gen(function*() {
+      const server = yield* WebSocket.createServerHandle()
+      yield* WebSocket.deleteHandle(server)
+      yield* WebSocket.deleteHandle(server)
+      const error = yield* Effect.flip(WebSocket.beginServerHandshake(server, { requestHeaders: validRequest }))
+      assert.strictEqual(error._tag, "InvalidProtocolOperation")
+      assert.isTrue(error._tag === "InvalidProtocolOperation" && error.state === "Deleted")
+    }))
+
+  it.effect("data-last forms", () =>
+    Effect.gen(function*() {
+      const server = yield* WebSocket.createServerHandle()
+      const { responseHeaders } = yield* server.pipe(WebSocket.beginServerHandshake({ requestHeaders: validRequest }))
+      assert.strictEqual(header(responseHeaders, "Sec-WebSocket-Accept"), RFC_ACCEPT)
+    }))
+
+  const badProperties: ReadonlyArray<readonly [string, unknown, RegExp]> = [
+    ["receive buffer too small", { receiveBufferSize: 255 }, /receiveBufferSize must be an integer from 256 to 65536, got 255/],
+    ["receive buffer too large", { receiveBufferSize: 65537 }, /65537/],
+    ["send buffer too small", { sendBufferSize: 15 }, /sendBufferSize/],
+    ["fractional size", { receiveBufferSize: 4096.5 }, /4096.5/],
+    ["allocated buffer too small", { allocatedBuffer: new Uint8Array(100) }, /8448/],
+    ["keepalive is global", { keepaliveInterval: 20000 }, /global property/],
+    ["unknown property", { receiveBufferSzie: 4096 }, /receiveBufferSzie/]
+  ]
+  for (const [name, properties, message] of badProperties) {
+    it.effect(`out-of-range properties: ${name}`, () =>
+      Effect.gen(function*() {
+        const error = yield* Effect.flip(WebSocket.createClientHandle(properties as WebSocket.HandleProperties))
+        assert.strictEqual(error._tag, "InvalidParameter")
+        assert.strictEqual(error.hresult, 0x80070057)
+        assert.match(error.message, message)
+        assert.isTrue(WebSocketError.isWebSocketError(error))
+      }))
+  }
+
+  it.effect("accepts properties in range", () =>
+    Effect.gen(function*() {
+      const handle = yield* WebSocket.createServerHandle({
+        receiveBufferSize: 256,
+        sendBufferSize: 65536,
+        disableMasking: true,
+        disableUtf8Verification: true,
+        allocatedBuffer: new Uint8Array(256 + 65536 + 256),
+        maxMessageSize: 1024
+      })
+      assert.strictEqual(handle.kind, "server")
+    }))
+})
+
+describe("getGlobalProperty", () => {
+  it.effect("SupportedVersions is [13]", () =>
+    Effect.gen(function*() {
+      assert.deepStrictEqual(yield* WebSocket.getGlobalProperty("SupportedVersions"), [13])
+    }))
+  it.effect("KeepaliveInterval defaults to 30000", () =>
+    Effect.gen(function*() {
+      assert.strictEqual(yield* WebSocket.getGlobalProperty("KeepaliveInterval"), 30000)
+    }))
+  it.effect("an unknown property is an invalid parameter", () =>
+    Effect.gen(function*() {
+      const exit = yield* Effect.exit(WebSocket.getGlobalProperty("ReceiveBufferSize" as WebSocket.GlobalProperty))
+      assert.isTrue(Exit.isFailure(exit))
+    }))
+})
+
+describe("arbitrary input", () => {
+  const Name = Schema.Literals([
+    "Host", "Upgrade", "Connection", "Sec-WebSocket-Key", "Sec-WebSocket-Version", "Sec-WebSocket-Protocol",
+    "Sec-WebSocket-Extensions", "Sec-WebSocket-Accept", "X"
+  ])
+  const Value = Schema.Union([
+    Schema.String,
+    Schema.Literals(["websocket", "Upgrade", "13", "8", RFC_KEY, RFC_ACCEPT, "chat, superchat", "a; b=\"c\"", "x;"])
+  ])
+  const Headers = Schema.Array(Schema.Struct({ name: Schema.Union([Name, Schema.String]), value: Value }))
+  const expected = new Set([
+    "InvalidProtocolFormat", "UnsupportedProtocolVersion", "UnsupportedSubprotocol", "UnsupportedExtension",
+    "InvalidParameter"
+  ])
+
+  it.effect.prop("arbitrary request headers never throw or defect", { headers: Headers }, ({ headers }) =>
+    Effect.gen(function*() {
+      const server = yield* WebSocket.createServerHandle()
+      const exit = yield* Effect.exit(WebSocket.beginServerHandshake(server, { requestHeaders: headers, subprotocol: "chat" }))
+      if (Exit.isFailure(exit)) {
+        const error = Exit.findErrorOption(exit)
+        assert.isTrue(Option.isSome(error) && expected.has(error.value._tag))
+      }
+    }))
+
+  it.effect.prop("arbitrary response headers never throw or defect", { headers: Headers }, ({ headers }) =>
+    Effect.gen(function*() {
+      const client = yield* WebSocket.createClientHandle()
+      yield* WebSocket.beginClientHandshake(client, { subprotocols: ["chat"], extensions: ["a"] })
+      const exit = yield* Effect.exit(WebSocket.endClientHandshake(client, { responseHeaders: headers }))
+      if (Exit.isFailure(exit)) {
+        const error = Exit.findErrorOption(exit)
+        assert.isTrue(Option.isSome(error) && expected.has(error.value._tag))
+      }
+    }))
+})

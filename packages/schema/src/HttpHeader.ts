@@ -1,0 +1,119 @@
+/**
+ * HTTP header fields as websocket.h passes them (`WEB_SOCKET_HTTP_HEADER`: a name/value pair of
+ * byte strings), and lookups over header lists with RFC 7230 semantics: names match
+ * case-insensitively and repeated fields of a list header combine with commas.
+ *
+ * @since 0.1.0
+ */
+import { Schema } from "effect"
+import { isToken } from "./Token.ts"
+
+const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/
+
+/**
+ * A header field name: an RFC 7230 token (so it never contains `:`, as `WEB_SOCKET_HTTP_HEADER`
+ * requires).
+ *
+ * @category schemas
+ * @since 0.1.0
+ */
+export const HeaderName = Schema.String.check(
+  Schema.makeFilter((s: string) => isToken(s) || `header name ${JSON.stringify(s)} is not a token`)
+)
+
+/**
+ * A header field value: visible ASCII, spaces, tabs and obsolete Latin-1 text; never CR, LF or NUL.
+ *
+ * @category schemas
+ * @since 0.1.0
+ */
+export const HeaderValue = Schema.String.check(
+  Schema.makeFilter((s: string) =>
+    FIELD_VALUE.test(s) || `header value ${JSON.stringify(s)} contains a control character`
+  )
+)
+
+/**
+ * One header field.
+ *
+ * @see websocket.h `WEB_SOCKET_HTTP_HEADER` (`pcName`/`ulNameLength`, `pcValue`/`ulValueLength`)
+ * @category schemas
+ * @since 0.1.0
+ */
+export const HttpHeader = Schema.Struct({ name: HeaderName, value: HeaderValue })
+
+/**
+ * One header field.
+ *
+ * @see websocket.h `WEB_SOCKET_HTTP_HEADER`
+ * @category models
+ * @since 0.1.0
+ */
+export interface HttpHeader {
+  readonly name: string
+  readonly value: string
+}
+
+/**
+ * A list of header fields in wire order; names may repeat.
+ *
+ * @see websocket.h `PWEB_SOCKET_HTTP_HEADER` with its count
+ * @category schemas
+ * @since 0.1.0
+ */
+export const HttpHeaders = Schema.Array(HttpHeader)
+
+/**
+ * Every value of the fields named `name` (case-insensitive), in order.
+ *
+ * @category combinators
+ * @since 0.1.0
+ */
+export const getAll = (headers: ReadonlyArray<HttpHeader>, name: string): ReadonlyArray<string> => {
+  const wanted = name.toLowerCase()
+  const out: Array<string> = []
+  for (const header of headers) {
+    if (header.name.toLowerCase() === wanted) out.push(header.value)
+  }
+  return out
+}
+
+/**
+ * The combined value of a list header (RFC 7230 section 3.2.2: repeated fields joined with `, `),
+ * or `undefined` when no field has that name.
+ *
+ * @category combinators
+ * @since 0.1.0
+ */
+export const getCombined = (headers: ReadonlyArray<HttpHeader>, name: string): string | undefined => {
+  const values = getAll(headers, name)
+  return values.length === 0 ? undefined : values.join(", ")
+}
+
+/**
+ * Replaces the fields named like those in `overrides` (case-insensitive) and appends the rest:
+ * the merge websocket.h describes for `WebSocketBeginClientHandshake`, where an additional header
+ * replaces an initial header of the same name.
+ *
+ * @category combinators
+ * @since 0.1.0
+ */
+export const merge = (
+  headers: ReadonlyArray<HttpHeader>,
+  overrides: ReadonlyArray<HttpHeader>
+): ReadonlyArray<HttpHeader> => {
+  const replaced = new Set(overrides.map((h) => h.name.toLowerCase()))
+  return [...headers.filter((h) => !replaced.has(h.name.toLowerCase())), ...overrides]
+}
+
+/**
+ * Builds a header list from Node-style raw headers (`[name, value, name, value, ...]`).
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const fromRawHeaders = (raw: ReadonlyArray<string>): ReadonlyArray<HttpHeader> => {
+  const out: Array<HttpHeader> = []
+  for (let i = 0; i + 1 < raw.length; i += 2) out.push({ name: raw[i]!, value: raw[i + 1]! })
+  return out
+}
