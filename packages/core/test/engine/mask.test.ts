@@ -1,0 +1,162 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Arbitrary, Schema } from "effect"
+import {
+  applyMask,
+  applyMaskSimple,
+  MASK_INTO_WORD_THRESHOLD,
+  MASK_WORD_THRESHOLD,
+  maskInto
+} from "../../src/internal/engine/mask.ts"
+
+const hex = (s: string): Uint8Array =>
+  Uint8Array.from(s.replace(/\s+/g, "").match(/../g) ?? [], (h) => parseInt(h, 16))
+const toHex = (bytes: Uint8Array): string => Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("")
+
+/** A deterministic, non-periodic test pattern. */
+const pattern = (length: number, seed: number): Uint8Array => {
+  const bytes = new Uint8Array(length)
+  let x = seed
+  for (let i = 0; i < length; i++) {
+    x = (x * 1103515245 + 12345) >>> 0
+    bytes[i] = x >>> 24
+  }
+  return bytes
+}
+
+const KEY = hex("37fa213d")
+const MAX_LENGTH = 300
+
+const smallInt = (maximum: number) => Arbitrary.schema(Schema.Int.check(Schema.isBetween({ minimum: 0, maximum })))
+const byte = smallInt(255)
+/** Random bytes of a length drawn from 0..maxLength (not bounded by the generation size). */
+const bytes = (maxLength: number) =>
+  smallInt(maxLength).pipe(
+    Arbitrary.flatMap((length) => Arbitrary.array(byte, { minLength: length, maxLength: length })),
+    Arbitrary.map((values) => Uint8Array.from(values))
+  )
+const maskKey = Arbitrary.array(byte, { minLength: 4, maxLength: 4 }).pipe(
+  Arbitrary.map((values) => Uint8Array.from(values))
+)
+
+describe("masking (RFC 6455 section 5.3)", () => {
+  it("masks the RFC 6455 section 5.7 example", () => {
+    const data = hex("48656c6c6f")
+    applyMask(data, 0, data.length, KEY, 0)
+    assert.strictEqual(toHex(data), "7f9f4d5158")
+  })
+
+  it("the thresholds leave room for the aligned head", () => {
+    assert.isAtLeast(MASK_WORD_THRESHOLD, 8)
+    assert.isAtLeast(MASK_INTO_WORD_THRESHOLD, 8)
+  })
+
+  it("applyMask equals applyMaskSimple for every length 0..300, start 0..7, key offset 0..3 and alignment", () => {
+    const original = pattern(MAX_LENGTH + 16, 1)
+    for (let base = 0; base < 4; base++) {
+      for (let start = 0; start < 8; start++) {
+        for (let keyOffset = 0; keyOffset < 4; keyOffset++) {
+          for (let length = 0; length <= MAX_LENGTH; length++) {
+            const fast = original.slice().subarray(base)
+            const simple = original.slice().subarray(base)
+            applyMask(fast, start, start + length, KEY, keyOffset)
+            applyMaskSimple(simple, start, start + length, KEY, keyOffset)
+            for (let i = 0; i < fast.length; i++) {
+              if (fast[i] !== simple[i]) {
+                assert.fail(`base ${base}, start ${start}, key offset ${keyOffset}, length ${length}: byte ${i}`)
+              }
+            }
+          }
+        }
+      }
+    }
+  })
+
+  it("maskInto equals copy-then-applyMaskSimple for every length 0..300, offsets 0..7 / 0..3, key offset 0..3", () => {
+    const source = pattern(MAX_LENGTH + 8, 2)
+    const sourceCopy = source.slice()
+    const target = new Uint8Array(MAX_LENGTH + 8)
+    const expected = new Uint8Array(MAX_LENGTH + 8)
+    for (let sourceStart = 0; sourceStart < 8; sourceStart++) {
+      for (let targetStart = 0; targetStart < 4; targetStart++) {
+        for (let keyOffset = 0; keyOffset < 4; keyOffset++) {
+          for (let length = 0; length <= MAX_LENGTH; length++) {
+            target.fill(0xaa)
+            expected.fill(0xaa)
+            expected.set(source.subarray(sourceStart, sourceStart + length), targetStart)
+            applyMaskSimple(expected, targetStart, targetStart + length, KEY, keyOffset)
+            maskInto(source, sourceStart, sourceStart + length, target, targetStart, KEY, keyOffset)
+            for (let i = 0; i < target.length; i++) {
+              if (target[i] !== expected[i]) {
+                assert.fail(`source ${sourceStart}, target ${targetStart}, key ${keyOffset}, length ${length}`)
+              }
+            }
+          }
+        }
+      }
+    }
+    assert.deepStrictEqual(source, sourceCopy)
+  })
+
+  it("a zero key is the identity", () => {
+    const zero = new Uint8Array(4)
+    for (const length of [0, 1, 5, MASK_WORD_THRESHOLD, 1000]) {
+      const data = pattern(length, 3)
+      const copy = data.slice()
+      applyMask(data, 0, length, zero, 1)
+      assert.deepStrictEqual(data, copy)
+      const target = new Uint8Array(length)
+      maskInto(data, 0, length, target, 0, zero, 2)
+      assert.deepStrictEqual(target, copy)
+    }
+  })
+
+  it("touches nothing outside the range", () => {
+    const data = new Uint8Array(1024)
+    applyMask(data, 3, 1021, KEY, 0)
+    assert.strictEqual(data[2], 0)
+    assert.strictEqual(data[1021], 0)
+    assert.notStrictEqual(data[3], 0)
+  })
+
+  it.prop(
+    "applyMask equals applyMaskSimple on random data, keys and offsets",
+    [bytes(2048), maskKey, smallInt(7), smallInt(3)],
+    ([data, key, start, keyOffset]) => {
+      const padded = new Uint8Array(data.length + start)
+      padded.set(data, start)
+      const fast = padded.slice()
+      const simple = padded.slice()
+      applyMask(fast, start, padded.length, key, keyOffset)
+      applyMaskSimple(simple, start, padded.length, key, keyOffset)
+      assert.deepStrictEqual(fast, simple)
+    }
+  )
+
+  it.prop(
+    "masking twice is the identity, in one piece or split anywhere",
+    [bytes(1024), maskKey, smallInt(1024), smallInt(3)],
+    ([data, key, split, keyOffset]) => {
+      const at = Math.min(split, data.length)
+      const work = data.slice()
+      applyMask(work, 0, work.length, key, keyOffset)
+      applyMask(work, 0, at, key, keyOffset)
+      applyMask(work, at, work.length, key, (keyOffset + at) & 3)
+      assert.deepStrictEqual(work, data)
+    }
+  )
+
+  it.prop(
+    "maskInto leaves the source untouched and equals applyMask on a copy",
+    [bytes(1024), maskKey, smallInt(3), smallInt(3)],
+    ([data, key, targetStart, keyOffset]) => {
+      const source = data.slice()
+      const target = new Uint8Array(data.length + targetStart)
+      maskInto(source, 0, source.length, target, targetStart, key, keyOffset)
+      assert.deepStrictEqual(source, data)
+      const expected = new Uint8Array(data.length + targetStart)
+      expected.set(data, targetStart)
+      applyMaskSimple(expected, targetStart, expected.length, key, keyOffset)
+      assert.deepStrictEqual(target, expected)
+    }
+  )
+})
