@@ -19,6 +19,9 @@ import type { Pipeable } from "effect/Pipeable"
 import type { Scope } from "effect/Scope"
 import { WebCrypto } from "effect/crypto/WebCrypto"
 import { dual } from "effect/Function"
+import * as Action from "./Action.ts"
+import * as BufferType from "./BufferType.ts"
+import { ActionRecord, Status } from "./internal/engine/engine.ts"
 import { HandleState } from "./internal/engine/state.ts"
 import * as Handshake from "./internal/handshake.ts"
 import { HandleImpl, TypeId as HandleTypeId, type WebCryptoApi } from "./internal/handle.ts"
@@ -173,7 +176,7 @@ export const deleteHandle = (handle: Handle): Effect.Effect<void> => Effect.sync
 const impl = (handle: Handle): HandleImpl => handle as unknown as HandleImpl
 
 /** Fails unless the handle is in one of `states`. */
-export const requireState = (
+const requireState = (
   handle: HandleImpl,
   operation: string,
   ...states: ReadonlyArray<HandleState>
@@ -687,3 +690,293 @@ export const getGlobalProperty: {
       )
   }
 }) as never
+
+// ---------------------------------------------------------------------------------------------
+// Session functions
+// ---------------------------------------------------------------------------------------------
+
+/** Maps an engine status to the tagged error of the call. */
+const engineError = (handle: HandleImpl, operation: string, parameter: string) => {
+  const error = handle.engine.lastError!
+  switch (error.status) {
+    case Status.InvalidFormat:
+      return new InvalidProtocolFormat(
+        error.closeStatus === undefined
+          ? { message: error.message }
+          : { message: error.message, closeStatus: error.closeStatus }
+      )
+    case Status.InvalidParameter:
+      return new InvalidParameter({ parameter, message: error.message })
+    default:
+      return new InvalidProtocolOperation(
+        error.closeStatus === undefined
+          ? { operation, state: handle.stateName, message: error.message }
+          : { operation, state: handle.stateName, message: error.message, closeStatus: error.closeStatus }
+      )
+  }
+}
+
+/**
+ * The body of a Close send: the status code and an optional reason (a string, or UTF-8 bytes) of
+ * at most 123 bytes.
+ *
+ * @see websocket.h `WEB_SOCKET_BUFFER.CloseStatus` (`usStatus`, `pbReason`, `ulReasonLength`)
+ * @category models
+ * @since 0.1.0
+ */
+export interface CloseBuffer {
+  readonly status: number
+  readonly reason?: string | Uint8Array | undefined
+}
+
+const utf8 = new TextEncoder()
+
+const bufferTypeOf = (type: BufferType.BufferTypeName | BufferType.BufferType): number =>
+  typeof type === "string" ? (BufferType.BufferType[type] ?? -1) : type
+
+const sendImpl = (
+  handle: Handle,
+  bufferType: BufferType.BufferTypeName | BufferType.BufferType,
+  buffer: Uint8Array | CloseBuffer | undefined,
+  context: unknown
+): Effect.Effect<void, InvalidProtocolOperation | InvalidParameter> =>
+  Effect.suspend(() => {
+    const h = impl(handle)
+    const type = bufferTypeOf(bufferType)
+    let payload: Uint8Array | undefined
+    let closeStatus: number | undefined
+    if (buffer instanceof Uint8Array || buffer === undefined) {
+      payload = buffer
+    } else if (type === BufferType.BufferType.Close) {
+      closeStatus = buffer.status
+      payload = typeof buffer.reason === "string" ? utf8.encode(buffer.reason) : buffer.reason
+    } else {
+      return Effect.fail(new InvalidParameter({ parameter: "buffer", message: "a close buffer goes with the Close buffer type only" }))
+    }
+    return h.engine.send(type, payload, closeStatus, context) === Status.Ok
+      ? Effect.void
+      : Effect.fail(engineError(h, "send", "buffer") as InvalidProtocolOperation | InvalidParameter)
+  })
+
+/**
+ * Queues one send: a data frame (`Utf8Message`, `Utf8Fragment`, `BinaryMessage`,
+ * `BinaryFragment`; a fragment leaves the message open, the next data send continues it), a Ping
+ * (`PingPong`), an unsolicited Pong (`UnsolicitedPong`), or a Close (`Close` with a
+ * {@link CloseBuffer}, or no buffer for an empty body). Nothing is written until the driver runs the
+ * send queue; `buffer` must stay untouched until the matching `IndicateSendComplete`.
+ *
+ * Fails with `InvalidProtocolOperation` when another send is outstanding, data follows a sent
+ * Close, text and binary mix within a message, or the handle is not open (a server handle whose
+ * handshake began is opened implicitly); with `InvalidParameter` for an unknown buffer type, a
+ * control payload over 125 bytes, a close status that may not be sent, or a reason over 123 bytes.
+ *
+ * @see websocket.h `WebSocketSend`
+ * @category session
+ * @since 0.1.0
+ */
+export const send: {
+  /** Data-last. */
+  (
+    bufferType: BufferType.BufferTypeName | BufferType.BufferType,
+    buffer?: Uint8Array | CloseBuffer,
+    context?: unknown
+  ): (handle: Handle) => Effect.Effect<void, InvalidProtocolOperation | InvalidParameter>
+  /** Data-first. */
+  (
+    handle: Handle,
+    bufferType: BufferType.BufferTypeName | BufferType.BufferType,
+    buffer?: Uint8Array | CloseBuffer,
+    context?: unknown
+  ): Effect.Effect<void, InvalidProtocolOperation | InvalidParameter>
+} = dual((args) => isHandle(args[0]), sendImpl)
+
+/**
+ * Queues one receive. It completes with exactly one `IndicateReceiveComplete`: a chunk of a
+ * message (never larger than the receive buffer size, text split only between code points), a
+ * Pong, or a Close. Pings are answered on the receive queue without completing it. With `buffer`,
+ * data is copied there (at most its length per chunk); without, `data` is a view into the handle's
+ * receive buffer.
+ *
+ * Fails with `InvalidProtocolOperation` when another receive is outstanding, the peer's Close was
+ * already received, or the handle is not open.
+ *
+ * @see websocket.h `WebSocketReceive`
+ * @category session
+ * @since 0.1.0
+ */
+export const receive: {
+  /** Data-last. */
+  (buffer?: Uint8Array, context?: unknown): (
+    handle: Handle
+  ) => Effect.Effect<void, InvalidProtocolOperation | InvalidParameter>
+  /** Data-first. */
+  (handle: Handle, buffer?: Uint8Array, context?: unknown): Effect.Effect<
+    void,
+    InvalidProtocolOperation | InvalidParameter
+  >
+} = dual((args) => isHandle(args[0]), (handle: Handle, buffer?: Uint8Array, context?: unknown) =>
+  Effect.suspend(() => {
+    const h = impl(handle)
+    return h.engine.receive(buffer, context) === Status.Ok
+      ? Effect.void
+      : Effect.fail(engineError(h, "receive", "buffer") as InvalidProtocolOperation | InvalidParameter)
+  }))
+
+const NO_ACTION: Action.NoAction = { _tag: "NoAction", action: Action.ActionCode.NoAction }
+
+class TokenImpl implements Action.ActionToken {
+  readonly [Action.TokenTypeId] = Action.TokenTypeId
+  readonly id: number
+  readonly owner: HandleImpl
+  constructor(id: number, owner: HandleImpl) {
+    this.id = id
+    this.owner = owner
+  }
+}
+
+/** Turns the engine's action record into an `Action` value. */
+const toAction = (handle: HandleImpl, record: ActionRecord): Action.Action => {
+  const token = new TokenImpl(record.id, handle)
+  switch (record.action) {
+    case Action.ActionCode.SendToNetwork:
+      return {
+        _tag: "SendToNetwork",
+        action: Action.ActionCode.SendToNetwork,
+        queue: record.queue === Action.ActionQueue.Send ? "Send" : "Receive",
+        bufferType: record.bufferType as BufferType.BufferType,
+        buffers: record.bufferCount === 2 ? [record.buffer0, record.buffer1] : [record.buffer0],
+        applicationContext: record.context,
+        token
+      }
+    case Action.ActionCode.IndicateSendComplete:
+      return {
+        _tag: "IndicateSendComplete",
+        action: Action.ActionCode.IndicateSendComplete,
+        bufferType: record.bufferType as BufferType.BufferType,
+        applicationContext: record.context,
+        token
+      }
+    case Action.ActionCode.ReceiveFromNetwork:
+      return {
+        _tag: "ReceiveFromNetwork",
+        action: Action.ActionCode.ReceiveFromNetwork,
+        buffer: record.buffer0,
+        applicationContext: record.context,
+        token
+      }
+    case Action.ActionCode.IndicateReceiveComplete:
+      return {
+        _tag: "IndicateReceiveComplete",
+        action: Action.ActionCode.IndicateReceiveComplete,
+        bufferType: record.bufferType as BufferType.BufferType,
+        data: record.buffer0,
+        closeStatus: record.bufferType === BufferType.BufferType.Close ? record.closeStatus : undefined,
+        applicationContext: record.context,
+        token
+      }
+    default:
+      return NO_ACTION
+  }
+}
+
+/**
+ * Hands out the next action of `queue` (`"Send"`, `"Receive"` or `"All"`): what the driver must do
+ * next. At most one action per queue is out at a time; the next appears once it is completed with
+ * {@link completeAction}. Buffers in the action are views valid until then.
+ *
+ * Fails, on the receive side, when the peer broke RFC 6455: `InvalidProtocolFormat` for malformed
+ * data (1002; 1007 for bad UTF-8; 1009 for a message over `maxMessageSize`) and
+ * `InvalidProtocolOperation` for an illegal frame sequence (1002); `closeStatus` carries the close
+ * code to send. The failure repeats until the handle is aborted ({@link abortHandle}), after which
+ * the queues drain.
+ *
+ * @see websocket.h `WebSocketGetAction`
+ * @category session
+ * @since 0.1.0
+ */
+export const getAction: {
+  /** Data-last. */
+  (queue: Action.ActionQueue): (
+    handle: Handle
+  ) => Effect.Effect<Action.Action, InvalidProtocolFormat | InvalidProtocolOperation>
+  /** Data-first. */
+  (handle: Handle, queue: Action.ActionQueue): Effect.Effect<
+    Action.Action,
+    InvalidProtocolFormat | InvalidProtocolOperation
+  >
+} = dual(2, (handle: Handle, queue: Action.ActionQueue) =>
+  Effect.suspend(() => {
+    const h = impl(handle)
+    const record = new ActionRecord()
+    const code = Action.ActionQueue[queue]
+    if (code === undefined) {
+      return Effect.fail(
+        new InvalidProtocolOperation({
+          operation: "getAction",
+          state: h.stateName,
+          message: `${String(queue)} is not an action queue: use "Send", "Receive" or "All"`
+        })
+      )
+    }
+    return h.engine.getAction(code, record) === Status.Ok
+      ? Effect.succeed(toAction(h, record))
+      : Effect.fail(engineError(h, "getAction", "queue") as InvalidProtocolFormat | InvalidProtocolOperation)
+  }))
+
+/**
+ * Reports what the driver did with an action: the bytes written for `SendToNetwork` (fewer than
+ * handed out cancels the send), the bytes read for `ReceiveFromNetwork` (0: the transport ended,
+ * and the receive completes with a `Close` of status 1006), 0 for the others. A token can be used
+ * once: a second use, or a token of another handle, fails with `InvalidProtocolOperation`.
+ *
+ * @see websocket.h `WebSocketCompleteAction`
+ * @category session
+ * @since 0.1.0
+ */
+export const completeAction: {
+  /** Data-last. */
+  (token: Action.ActionToken, bytesTransferred: number): (
+    handle: Handle
+  ) => Effect.Effect<void, InvalidProtocolOperation | InvalidParameter>
+  /** Data-first. */
+  (handle: Handle, token: Action.ActionToken, bytesTransferred: number): Effect.Effect<
+    void,
+    InvalidProtocolOperation | InvalidParameter
+  >
+} = dual(3, (handle: Handle, token: Action.ActionToken, bytesTransferred: number) =>
+  Effect.suspend(() => {
+    const h = impl(handle)
+    if (!(token instanceof TokenImpl) || token.owner !== h) {
+      return Effect.fail(
+        new InvalidProtocolOperation({
+          operation: "completeAction",
+          state: h.stateName,
+          message: "completeAction is not allowed: the token does not belong to this handle"
+        })
+      )
+    }
+    if (h.state === HandleState.Deleted) {
+      return Effect.fail(
+        new InvalidProtocolOperation({
+          operation: "completeAction",
+          state: h.stateName,
+          message: "completeAction is not allowed: the handle was deleted"
+        })
+      )
+    }
+    return h.engine.completeAction(token.id, bytesTransferred) === Status.Ok
+      ? Effect.void
+      : Effect.fail(engineError(h, "completeAction", "bytesTransferred") as InvalidProtocolOperation | InvalidParameter)
+  }))
+
+/**
+ * Aborts the session: no Close frame is sent; new sends and receives fail; queued operations stay
+ * retrievable through {@link getAction} so the driver can finish them (the outstanding send
+ * completes without being written, the outstanding receive completes with a `Close` of status
+ * 1006). A no-op before the handshake completed.
+ *
+ * @see websocket.h `WebSocketAbortHandle`
+ * @category session
+ * @since 0.1.0
+ */
+export const abortHandle = (handle: Handle): Effect.Effect<void> => Effect.sync(() => impl(handle).engine.abort())

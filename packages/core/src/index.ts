@@ -5,6 +5,12 @@
  */
 
 /** @since 0.1.0 */
+export * as Action from "./Action.ts"
+/** @since 0.1.0 */
+export * as BufferType from "./BufferType.ts"
+/** @since 0.1.0 */
+export * as CloseStatus from "./CloseStatus.ts"
+/** @since 0.1.0 */
 export * as WebSocket from "./WebSocket.ts"
 /** @since 0.1.0 */
 export * as WebSocketError from "./WebSocketError.ts"

@@ -6,7 +6,8 @@
  */
 import type { Property } from "@effect-websocket/schema"
 import { pipeArguments } from "effect/Pipeable"
-import { HandleState, stateNames } from "./engine/state.ts"
+import { Engine } from "./engine/engine.ts"
+import type { HandleState } from "./engine/state.ts"
 
 /** The Web Crypto API as the `WebCrypto` reference of `effect/crypto` supplies it. */
 export type WebCryptoApi = typeof globalThis.crypto
@@ -17,7 +18,6 @@ export const TypeId = "~@effect-websocket/core/WebSocket/Handle"
 /** @internal */
 export class HandleImpl {
   readonly [TypeId] = TypeId
-  state: HandleState = HandleState.Created
   /** Client: the `Sec-WebSocket-Key` sent, until the handshake ends. */
   key: string | undefined = undefined
   /** Client: the subprotocols offered, in order. */
@@ -27,13 +27,33 @@ export class HandleImpl {
   readonly kind: "client" | "server"
   readonly properties: Property.HandleProperties
   readonly crypto: WebCryptoApi
+  /** The session engine; it also holds the handle's state. */
+  readonly engine: Engine
   constructor(kind: "client" | "server", properties: Property.HandleProperties, crypto: WebCryptoApi) {
     this.kind = kind
     this.properties = properties
     this.crypto = crypto
+    this.engine = new Engine({
+      isClient: kind === "client",
+      receiveBufferSize: properties.receiveBufferSize,
+      sendBufferSize: properties.sendBufferSize,
+      disableMasking: properties.disableMasking,
+      disableUtf8Verification: properties.disableUtf8Verification,
+      maxMessageSize: properties.maxMessageSize,
+      allocatedBuffer: properties.allocatedBuffer,
+      randomFill: (bytes) => {
+        crypto.getRandomValues(bytes)
+      }
+    })
+  }
+  get state(): HandleState {
+    return this.engine.state
+  }
+  set state(state: HandleState) {
+    this.engine.state = state
   }
   get stateName(): string {
-    return stateNames[this.state]!
+    return this.engine.stateName
   }
   pipe() {
     return pipeArguments(this, arguments)

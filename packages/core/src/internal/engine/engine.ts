@@ -1,0 +1,1070 @@
+/**
+ * The sans-I/O session engine behind a websocket.h handle: `send` and `receive` queue operations,
+ * `getAction` hands out the next thing the driver must do (write buffers, fill a buffer, report a
+ * completion) and `completeAction` reports what the driver did. Frames are built and parsed here
+ * (RFC 6455 section 5), with every receive-side rule of section 7.2 of the spec enforced.
+ *
+ * No effect import, no I/O, no clock, no exceptions: failures come back as {@link Status} codes,
+ * with details in {@link Engine.failure}; views handed out stay valid until the matching
+ * `completeAction`.
+ *
+ * @since 0.1.0
+ */
+import {
+  CLOSE_CODE_ABSENT,
+  CLOSE_CODE_TRUNCATED,
+  encodeCloseBody,
+  encodeHeader,
+  FrameHeader,
+  HeaderError,
+  isControlOpcode,
+  isValidWireCloseCode,
+  MAX_CLOSE_REASON_LENGTH,
+  MAX_CONTROL_PAYLOAD,
+  MAX_HEADER_LENGTH,
+  Opcode,
+  parseCloseCode,
+  parseHeader
+} from "./frame.ts"
+import { applyMask, maskInto } from "./mask.ts"
+import { HandleState, stateNames } from "./state.ts"
+import { completeBoundary, isValidUtf8, UTF8_ACCEPT, UTF8_REJECT, utf8Step } from "./utf8.ts"
+
+/**
+ * `WEB_SOCKET_ACTION` values.
+ *
+ * @since 0.1.0
+ */
+export const ActionCode = {
+  NoAction: 0,
+  SendToNetwork: 1,
+  IndicateSendComplete: 2,
+  ReceiveFromNetwork: 3,
+  IndicateReceiveComplete: 4
+} as const
+
+/**
+ * `WEB_SOCKET_ACTION_QUEUE` flags.
+ *
+ * @since 0.1.0
+ */
+export const QueueCode = { Send: 1, Receive: 2, All: 3 } as const
+
+/**
+ * `WEB_SOCKET_BUFFER_TYPE` values.
+ *
+ * @since 0.1.0
+ */
+export const BufferTypeCode = {
+  Utf8Message: 0x80000000,
+  Utf8Fragment: 0x80000001,
+  BinaryMessage: 0x80000002,
+  BinaryFragment: 0x80000003,
+  Close: 0x80000004,
+  PingPong: 0x80000005,
+  UnsolicitedPong: 0x80000006
+} as const
+
+/**
+ * What an engine call returns: `Ok`, or the kind of failure (details in {@link Engine.failure} /
+ * {@link Engine.lastError}).
+ *
+ * @since 0.1.0
+ */
+export const Status = {
+  Ok: 0,
+  /** `E_INVALID_PROTOCOL_OPERATION` */
+  InvalidOperation: 1,
+  /** `E_INVALID_PROTOCOL_FORMAT` */
+  InvalidFormat: 2,
+  /** `E_INVALIDARG` */
+  InvalidParameter: 3
+} as const
+
+/**
+ * One of the {@link Status} values.
+ *
+ * @since 0.1.0
+ */
+export type Status = (typeof Status)[keyof typeof Status]
+
+/**
+ * Why the engine failed the connection on the receive side: the HRESULT kind, the close code to
+ * send (RFC 6455 section 7.4.1) and a message.
+ *
+ * @since 0.1.0
+ */
+export interface Failure {
+  readonly status: Status
+  readonly closeStatus: number
+  readonly message: string
+}
+
+/**
+ * The action {@link Engine.getAction} hands out, filled in place (one record per caller, reused).
+ *
+ * @since 0.1.0
+ */
+export class ActionRecord {
+  /** An {@link ActionCode}. */
+  action: number = ActionCode.NoAction
+  /** The queue the action belongs to ({@link QueueCode}.Send or .Receive). */
+  queue: number = 0
+  /** A {@link BufferTypeCode}, or 0 when not applicable. */
+  bufferType: number = 0
+  /** Number of buffers: 0, 1 or 2. */
+  bufferCount = 0
+  buffer0: Uint8Array = EMPTY
+  buffer1: Uint8Array = EMPTY
+  /** The close status of a received Close (1005 when absent, 1006 when the transport ended). */
+  closeStatus = 0
+  /** The application context of the send or receive this action belongs to. */
+  context: unknown = undefined
+  /** The action context: pass it to `completeAction`. */
+  id = 0
+}
+
+/**
+ * The configuration of an engine, from the decoded handle properties.
+ *
+ * @since 0.1.0
+ */
+export interface EngineOptions {
+  readonly isClient: boolean
+  readonly receiveBufferSize: number
+  readonly sendBufferSize: number
+  readonly disableMasking: boolean
+  readonly disableUtf8Verification: boolean
+  readonly maxMessageSize: number
+  readonly allocatedBuffer: Uint8Array | undefined
+  /** Fills a buffer with cryptographically strong random bytes (masking keys). */
+  readonly randomFill: (bytes: Uint8Array) => void
+}
+
+const EMPTY = new Uint8Array(0)
+
+/**
+ * Free bytes kept in front of received data so that the tail of a text fragment that ends inside
+ * a code point can be moved in front of the next fragment's payload and delivered with it.
+ */
+const RESERVE = 4
+const CONTROL_FRAME_LENGTH = MAX_HEADER_LENGTH + MAX_CONTROL_PAYLOAD
+const KEY_POOL_SIZE = 4096
+
+// Receive parser states.
+const RS_HEADER = 0
+const RS_PAYLOAD = 1
+const RS_CONTROL = 2
+const RS_FAILED = 3
+
+// What the outstanding action of a queue is.
+const OUT_NONE = 0
+const OUT_SEND_FRAME = 1
+const OUT_SEND_COMPLETE = 2
+const OUT_RECEIVE_READ = 3
+const OUT_RECEIVE_DELIVER = 4
+const OUT_PONG = 5
+
+// Phases of the pending application send.
+const SEND_IDLE = 0
+const SEND_EMIT = 1
+const SEND_COMPLETE = 2
+
+// Who holds the wire while a frame goes out in several actions.
+const WIRE_FREE = 0
+const WIRE_SEND = 1
+
+// Delivery kinds prepared by the parser.
+const DELIVER_DATA = 0
+const DELIVER_CONTROL = 1
+const DELIVER_EOF = 2
+
+const textDecoder = new TextDecoder()
+
+/**
+ * One handle's protocol state machine.
+ *
+ * @since 0.1.0
+ */
+export class Engine {
+  state: HandleState = HandleState.Created
+  /** Set when the receive side failed the connection; sticky. */
+  failure: Failure | undefined = undefined
+  /** Details of the last failed call. */
+  lastError: { readonly status: Status; readonly message: string; readonly closeStatus?: number } | undefined =
+    undefined
+
+  readonly isClient: boolean
+  readonly verifyUtf8: boolean
+  readonly maxMessageSize: number
+  readonly receiveBufferSize: number
+  readonly sendBufferSize: number
+  /** Client: outgoing frames carry a key; zero when masking is disabled. */
+  private readonly maskOutgoing: boolean
+  private readonly zeroKey: boolean
+  /** Server: incoming frames must be masked. */
+  private readonly requireMasked: boolean
+  private readonly randomFill: (bytes: Uint8Array) => void
+
+  // ---- memory ----
+  /** Receive buffer: RESERVE bytes, then receiveBufferSize bytes read from the network. */
+  private readonly rbuf: Uint8Array
+  private readonly rcap: number
+  /** Masked payload chunks of client data frames. */
+  private readonly sbuf: Uint8Array
+  private readonly sendHeader = new Uint8Array(MAX_HEADER_LENGTH)
+  private readonly controlFrame = new Uint8Array(CONTROL_FRAME_LENGTH)
+  /** Two pong frames, so that a ping can be answered while the previous pong is still being written. */
+  private readonly pongA = new Uint8Array(CONTROL_FRAME_LENGTH)
+  private readonly pongB = new Uint8Array(CONTROL_FRAME_LENGTH)
+  private readonly keyPool = new Uint8Array(KEY_POOL_SIZE)
+  private keyPoolOffset = KEY_POOL_SIZE
+  private readonly key = new Uint8Array(4)
+  private nextId = 1
+
+  // ---- send side ----
+  private sendPhase = SEND_IDLE
+  private sendType = 0
+  private sendContext: unknown = undefined
+  private sendPayload: Uint8Array = EMPTY
+  private sendOffset = 0
+  private sendHeaderLength = 0
+  private sendHeaderSent = false
+  private sendDirect = false
+  private sendIsControl = false
+  private sendFrameLength = 0
+  private sendOut = OUT_NONE
+  private sendOutId = 0
+  private sendOutBytes = 0
+  private sendChunkLength = 0
+  /** An application message is open: the last data send was a fragment of this kind (text or binary opcode). */
+  private sendMessageOpcode = 0
+  /** A SEND_TO_NETWORK completed short: the wire is corrupt, no further frames. */
+  private sendBroken = false
+  private wireOwner = WIRE_FREE
+
+  // ---- receive side ----
+  private receivePending = false
+  private receiveContext: unknown = undefined
+  private receiveBuffer: Uint8Array | undefined = undefined
+  private receiveOut = OUT_NONE
+  private receiveOutId = 0
+  private eof = false
+  private readonly header = new FrameHeader()
+  private rstate = RS_HEADER
+  private rstart = RESERVE
+  private rend = RESERVE
+  /** Received payload bytes in [rstart, unmaskedEnd) are already unmasked and validated. */
+  private unmaskedEnd = RESERVE
+  private payloadRemaining = 0
+  private payloadMaskOffset = 0
+  private frameFin = false
+  private frameMasked = false
+  /** Opcode of the open received message (Text or Binary), 0 when none. */
+  private messageOpcode = 0
+  private messageSize = 0
+  private utf8State = UTF8_ACCEPT
+  /** Bytes of an incomplete code point at the end of a non-final text frame. */
+  private readonly carry = new Uint8Array(4)
+  private carryLength = 0
+  /** The pong frame waiting to go out (answering the latest ping), if any. */
+  private pongPending: Uint8Array | undefined = undefined
+  /** The pong frame handed out and not yet completed, if any. */
+  private pongOut: Uint8Array | undefined = undefined
+  // the prepared delivery
+  private deliverKind = DELIVER_DATA
+  private deliverType = 0
+  private deliverStart = 0
+  private deliverEnd = 0
+  private deliverCloseStatus = 0
+  private deliverControlLength = 0
+
+  constructor(options: EngineOptions) {
+    this.isClient = options.isClient
+    this.verifyUtf8 = !options.disableUtf8Verification
+    this.maxMessageSize = options.maxMessageSize
+    this.receiveBufferSize = options.receiveBufferSize
+    this.sendBufferSize = options.sendBufferSize
+    this.maskOutgoing = options.isClient
+    this.zeroKey = options.isClient && options.disableMasking
+    this.requireMasked = !options.isClient && !options.disableMasking
+    this.randomFill = options.randomFill
+    this.rcap = RESERVE + options.receiveBufferSize
+    const allocated = options.allocatedBuffer
+    if (allocated !== undefined) {
+      this.rbuf = allocated.subarray(0, this.rcap)
+      this.sbuf = allocated.subarray(this.rcap, this.rcap + options.sendBufferSize)
+    } else {
+      this.rbuf = new Uint8Array(this.rcap)
+      this.sbuf = new Uint8Array(this.isClient && !this.zeroKey ? options.sendBufferSize : 0)
+    }
+  }
+
+  /** The name of the current state. */
+  get stateName(): string {
+    return stateNames[this.state]!
+  }
+
+  private error(status: Status, message: string, closeStatus?: number): Status {
+    this.lastError = closeStatus === undefined ? { status, message } : { status, message, closeStatus }
+    return status
+  }
+
+  /** Opens the session of a server whose handshake began (`WebSocketEndServerHandshake` done implicitly). */
+  private ensureOpen(operation: string): Status {
+    if (this.state === HandleState.HandshakeStarted && !this.isClient) this.state = HandleState.Open
+    if (this.state >= HandleState.Open && this.state <= HandleState.Closed) return Status.Ok
+    return this.error(Status.InvalidOperation, `${operation} is not allowed: ${this.why()}`)
+  }
+
+  private why(): string {
+    switch (this.state) {
+      case HandleState.Deleted:
+        return "the handle was deleted"
+      case HandleState.Aborted:
+        return "the handle was aborted"
+      case HandleState.Failed:
+        return "the handshake failed; only abortHandle and deleteHandle are allowed"
+      default:
+        return `the handle is in state ${this.stateName} and the handshake is not complete`
+    }
+  }
+
+  private nextKey(): Uint8Array {
+    const key = this.key
+    if (this.zeroKey) return key // stays all zero
+    if (this.keyPoolOffset + 4 > KEY_POOL_SIZE) {
+      this.randomFill(this.keyPool)
+      this.keyPoolOffset = 0
+    }
+    const pool = this.keyPool
+    const o = this.keyPoolOffset
+    key[0] = pool[o]!
+    key[1] = pool[o + 1]!
+    key[2] = pool[o + 2]!
+    key[3] = pool[o + 3]!
+    this.keyPoolOffset = o + 4
+    return key
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // WebSocketSend
+  // ------------------------------------------------------------------------------------------
+
+  /**
+   * Queues one send (`WebSocketSend`). `payload` is the message data, the ping/pong payload, or the
+   * UTF-8 close reason; `closeStatus` is the close code (undefined: empty Close body). The payload
+   * must stay untouched until the matching `IndicateSendComplete`.
+   */
+  send(bufferType: number, payload: Uint8Array | undefined, closeStatus: number | undefined, context: unknown): Status {
+    const open = this.ensureOpen("send")
+    if (open !== Status.Ok) return open
+    if (this.sendPhase !== SEND_IDLE) {
+      return this.error(Status.InvalidOperation, "send is not allowed: another send is still outstanding")
+    }
+    if (this.sendBroken) {
+      return this.error(Status.InvalidOperation, "send is not allowed: an earlier frame was only partly written")
+    }
+    const data = payload ?? EMPTY
+    let opcode: number
+    let fin = true
+    switch (bufferType) {
+      case BufferTypeCode.Utf8Message:
+      case BufferTypeCode.Utf8Fragment:
+      case BufferTypeCode.BinaryMessage:
+      case BufferTypeCode.BinaryFragment: {
+        if (this.state === HandleState.CloseSent || this.state === HandleState.Closed) {
+          // "After sending a Close frame, the endpoint MUST NOT send any further data frames."
+          return this.error(Status.InvalidOperation, "send is not allowed: a Close was already sent, only control frames may follow")
+        }
+        const kind = bufferType <= BufferTypeCode.Utf8Fragment ? Opcode.Text : Opcode.Binary
+        if (this.sendMessageOpcode !== 0 && this.sendMessageOpcode !== kind) {
+          return this.error(
+            Status.InvalidOperation,
+            `send is not allowed: a ${this.sendMessageOpcode === Opcode.Text ? "text" : "binary"} message is open, it cannot continue with ${kind === Opcode.Text ? "text" : "binary"}`
+          )
+        }
+        opcode = this.sendMessageOpcode === 0 ? kind : Opcode.Continuation
+        fin = bufferType === BufferTypeCode.Utf8Message || bufferType === BufferTypeCode.BinaryMessage
+        this.sendMessageOpcode = fin ? 0 : kind
+        break
+      }
+      case BufferTypeCode.Close: {
+        if (this.state === HandleState.CloseSent || this.state === HandleState.Closed) {
+          return this.error(Status.InvalidOperation, "send is not allowed: a Close was already sent")
+        }
+        if (closeStatus === undefined) {
+          if (data.length > 0) {
+            return this.error(Status.InvalidParameter, "a close reason needs a close status")
+          }
+        } else if (!isValidWireCloseCode(closeStatus)) {
+          return this.error(
+            Status.InvalidParameter,
+            `close status ${closeStatus} may not be sent: use 1000-1003, 1007-1014 or 3000-4999`
+          )
+        }
+        if (data.length > MAX_CLOSE_REASON_LENGTH) {
+          return this.error(
+            Status.InvalidParameter,
+            `close reason is ${data.length} bytes, more than the ${MAX_CLOSE_REASON_LENGTH} allowed`
+          )
+        }
+        if (!isValidUtf8(data)) return this.error(Status.InvalidParameter, "a close reason must be UTF-8")
+        opcode = Opcode.Close
+        break
+      }
+      case BufferTypeCode.PingPong:
+      case BufferTypeCode.UnsolicitedPong: {
+        if (this.state === HandleState.Closed) {
+          return this.error(Status.InvalidOperation, "send is not allowed: the closing handshake is complete")
+        }
+        if (data.length > MAX_CONTROL_PAYLOAD) {
+          return this.error(
+            Status.InvalidParameter,
+            `a ${bufferType === BufferTypeCode.PingPong ? "ping" : "pong"} payload is at most ${MAX_CONTROL_PAYLOAD} bytes, got ${data.length}`
+          )
+        }
+        opcode = bufferType === BufferTypeCode.PingPong ? Opcode.Ping : Opcode.Pong
+        break
+      }
+      default:
+        return this.error(Status.InvalidParameter, `0x${(bufferType >>> 0).toString(16)} is not a buffer type`)
+    }
+    this.sendType = bufferType
+    this.sendContext = context
+    this.sendOffset = 0
+    this.sendHeaderSent = false
+    if (isControlOpcode(opcode)) {
+      this.buildControlFrame(this.controlFrame, opcode, data, closeStatus)
+      this.sendIsControl = true
+      if (opcode === Opcode.Close) {
+        this.state = this.state === HandleState.CloseReceived ? HandleState.Closed : HandleState.CloseSent
+      }
+    } else {
+      const key = this.maskOutgoing ? this.nextKey() : undefined
+      this.sendHeaderLength = encodeHeader(this.sendHeader, 0, fin, 0, opcode, data.length, key)
+      this.sendIsControl = false
+      this.sendPayload = data
+      // Unmasked payloads (server, or a zero key) go out from the caller's memory: no copy.
+      this.sendDirect = key === undefined || this.zeroKey
+    }
+    this.sendPhase = SEND_EMIT
+    return Status.Ok
+  }
+
+  /** Writes a whole control frame (header and payload) into `target`; sets sendFrameLength / pongLength. */
+  private buildControlFrame(target: Uint8Array, opcode: number, data: Uint8Array, closeStatus: number | undefined): number {
+    const bodyLength = opcode === Opcode.Close && closeStatus !== undefined ? 2 + data.length : data.length
+    const key = this.maskOutgoing ? this.nextKey() : undefined
+    const h = encodeHeader(target, 0, true, 0, opcode, bodyLength, key)
+    if (opcode === Opcode.Close && closeStatus !== undefined) encodeCloseBody(target, h, closeStatus, data)
+    else target.set(data, h)
+    if (key !== undefined) applyMask(target, h, h + bodyLength, key, 0)
+    const length = h + bodyLength
+    if (target === this.controlFrame) this.sendFrameLength = length
+    return length
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // WebSocketReceive
+  // ------------------------------------------------------------------------------------------
+
+  /**
+   * Queues one receive (`WebSocketReceive`). With `buffer`, delivered data is copied there (at most
+   * its length per chunk); without, delivered chunks are views into the engine's receive buffer.
+   */
+  receive(buffer: Uint8Array | undefined, context: unknown): Status {
+    const open = this.ensureOpen("receive")
+    if (open !== Status.Ok) return open
+    if (this.receivePending) {
+      return this.error(Status.InvalidOperation, "receive is not allowed: another receive is still outstanding")
+    }
+    if (this.state === HandleState.CloseReceived || this.state === HandleState.Closed) {
+      return this.error(Status.InvalidOperation, "receive is not allowed: the peer's Close was already received")
+    }
+    if (buffer !== undefined && buffer.length === 0) {
+      return this.error(Status.InvalidParameter, "a receive buffer must not be empty")
+    }
+    this.receivePending = true
+    this.receiveContext = context
+    this.receiveBuffer = buffer
+    return Status.Ok
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // WebSocketAbortHandle
+  // ------------------------------------------------------------------------------------------
+
+  /** Aborts the session (`WebSocketAbortHandle`); a no-op before the handshake completed. */
+  abort(): void {
+    if (this.state >= HandleState.Open && this.state <= HandleState.Closed) this.state = HandleState.Aborted
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // WebSocketGetAction
+  // ------------------------------------------------------------------------------------------
+
+  /**
+   * Fills `out` with the next action of `queue` (`WebSocketGetAction`). Returns a {@link Status}:
+   * on the receive side a protocol violation by the peer fails with `InvalidFormat` or
+   * `InvalidOperation`, and {@link Engine.failure} says why (sticky until the handle is aborted).
+   */
+  getAction(queue: number, out: ActionRecord): Status {
+    out.action = ActionCode.NoAction
+    out.bufferCount = 0
+    out.bufferType = 0
+    out.context = undefined
+    out.id = 0
+    out.queue = 0
+    if (this.state < HandleState.HandshakeStarted || this.state >= HandleState.Failed) {
+      return this.error(Status.InvalidOperation, `getAction is not allowed: ${this.why()}`)
+    }
+    if (this.state === HandleState.HandshakeStarted) {
+      const open = this.ensureOpen("getAction")
+      if (open !== Status.Ok) return open
+    }
+    if ((queue & QueueCode.Send) !== 0 && this.sendAction(out)) return Status.Ok
+    if ((queue & QueueCode.Receive) !== 0) return this.receiveAction(out)
+    return Status.Ok
+  }
+
+  private newId(): number {
+    const id = this.nextId
+    this.nextId = id === 0x7fffffff ? 1 : id + 1
+    return id
+  }
+
+  private sendAction(out: ActionRecord): boolean {
+    if (this.sendOut !== OUT_NONE) return false
+    // A pong that had to wait for a frame of this queue goes out right after it, between frames,
+    // so that it is not stuck while the receive queue waits for the network.
+    if (!(this.sendPhase === SEND_EMIT && this.sendHeaderSent) && this.pongReady()) {
+      this.sendOutId = this.emitPong(out)
+      this.sendOut = OUT_PONG
+      return true
+    }
+    if (this.sendPhase === SEND_IDLE) return false
+    if (this.sendPhase === SEND_EMIT && (this.state === HandleState.Aborted || this.sendBroken)) {
+      this.sendPhase = SEND_COMPLETE // cancelled: the frame never goes out
+    }
+    out.queue = QueueCode.Send
+    out.bufferType = this.sendType
+    out.context = this.sendContext
+    if (this.sendPhase === SEND_COMPLETE) {
+      out.action = ActionCode.IndicateSendComplete
+      out.id = this.sendOutId = this.newId()
+      this.sendOut = OUT_SEND_COMPLETE
+      return true
+    }
+    if (this.sendIsControl) {
+      out.action = ActionCode.SendToNetwork
+      out.bufferCount = 1
+      out.buffer0 = this.controlFrame.subarray(0, this.sendFrameLength)
+      this.sendOutBytes = this.sendFrameLength
+    } else {
+      const payload = this.sendPayload
+      const remaining = payload.length - this.sendOffset
+      let chunk: Uint8Array
+      if (this.sendDirect) {
+        chunk = this.sendOffset === 0 ? payload : payload.subarray(this.sendOffset)
+      } else {
+        const length = remaining < this.sbuf.length ? remaining : this.sbuf.length
+        // The key sits in the last 4 header bytes; its offset for this chunk is sendOffset & 3.
+        const key = this.sendHeader.subarray(this.sendHeaderLength - 4, this.sendHeaderLength)
+        maskInto(payload, this.sendOffset, this.sendOffset + length, this.sbuf, 0, key, this.sendOffset & 3)
+        chunk = this.sbuf.subarray(0, length)
+      }
+      this.sendChunkLength = chunk.length
+      out.action = ActionCode.SendToNetwork
+      if (!this.sendHeaderSent) {
+        out.buffer0 = this.sendHeader.subarray(0, this.sendHeaderLength)
+        if (chunk.length > 0) {
+          out.buffer1 = chunk
+          out.bufferCount = 2
+        } else {
+          out.bufferCount = 1
+        }
+        this.sendOutBytes = this.sendHeaderLength + chunk.length
+      } else {
+        out.buffer0 = chunk
+        out.bufferCount = 1
+        this.sendOutBytes = chunk.length
+      }
+      if (this.sendOffset + chunk.length < payload.length) this.wireOwner = WIRE_SEND
+    }
+    out.id = this.sendOutId = this.newId()
+    this.sendOut = OUT_SEND_FRAME
+    return true
+  }
+
+  /**
+   * Whether the pending automatic pong may go out now: never in the middle of a frame of the send
+   * queue, one at a time, and not once our Close is on its way (then it is dropped).
+   */
+  private pongReady(): boolean {
+    if (this.pongPending === undefined || this.pongOut !== undefined || this.wireOwner !== WIRE_FREE) return false
+    if (
+      this.state === HandleState.CloseSent || this.state === HandleState.Closed || this.state === HandleState.Aborted ||
+      this.sendBroken
+    ) {
+      this.pongPending = undefined
+      return false
+    }
+    return true
+  }
+
+  /** Hands out the pending automatic pong (it belongs to the receive queue whichever queue carries it). */
+  private emitPong(out: ActionRecord): number {
+    const frame = this.pongPending!
+    this.pongPending = undefined
+    this.pongOut = frame
+    out.action = ActionCode.SendToNetwork
+    out.queue = QueueCode.Receive
+    out.bufferType = BufferTypeCode.PingPong
+    out.bufferCount = 1
+    out.buffer0 = frame
+    out.context = undefined
+    return (out.id = this.newId())
+  }
+
+  private receiveAction(out: ActionRecord): Status {
+    if (this.receiveOut !== OUT_NONE) return Status.Ok
+    if (this.state === HandleState.Aborted) {
+      this.pongPending = undefined
+      if (!this.receivePending) return Status.Ok
+      this.deliverKind = DELIVER_EOF
+      return this.deliver(out)
+    }
+    if (this.pongReady()) {
+      this.receiveOutId = this.emitPong(out)
+      this.receiveOut = OUT_PONG
+      return Status.Ok
+    }
+    if (!this.receivePending) return Status.Ok
+    if (this.failure !== undefined) {
+      return this.error(this.failure.status, this.failure.message, this.failure.closeStatus)
+    }
+    if (this.eof) {
+      this.deliverKind = DELIVER_EOF
+      return this.deliver(out)
+    }
+    const parsed = this.parse()
+    if (parsed === PARSE_DELIVER) return this.deliver(out)
+    if (parsed === PARSE_FAILED) {
+      const failure = this.failure!
+      return this.error(failure.status, failure.message, failure.closeStatus)
+    }
+    if (parsed === PARSE_PONG) {
+      this.receiveOutId = this.emitPong(out)
+      this.receiveOut = OUT_PONG
+      return Status.Ok
+    }
+    // PARSE_NEED_MORE: make room and ask for bytes
+    if (this.rstart === this.rend) {
+      this.rstart = this.rend = this.unmaskedEnd = RESERVE
+    } else if (this.rstart > RESERVE) {
+      const shift = this.rstart - RESERVE
+      this.rbuf.copyWithin(RESERVE, this.rstart, this.rend)
+      this.rstart = RESERVE
+      this.rend -= shift
+      this.unmaskedEnd = this.unmaskedEnd > shift + RESERVE ? this.unmaskedEnd - shift : RESERVE
+    }
+    out.action = ActionCode.ReceiveFromNetwork
+    out.queue = QueueCode.Receive
+    out.bufferCount = 1
+    out.buffer0 = this.rbuf.subarray(this.rend, this.rcap)
+    out.context = this.receiveContext
+    out.id = this.receiveOutId = this.newId()
+    this.receiveOut = OUT_RECEIVE_READ
+    return Status.Ok
+  }
+
+  private fail(status: Status, closeStatus: number, message: string): number {
+    this.failure = { status, closeStatus, message }
+    this.rstate = RS_FAILED
+    return PARSE_FAILED
+  }
+
+  /**
+   * Parses received bytes until something can be delivered, a pong must be sent, more bytes are
+   * needed, or the peer broke a rule.
+   */
+  private parse(): number {
+    const buf = this.rbuf
+    for (;;) {
+      switch (this.rstate) {
+        case RS_HEADER: {
+          const header = this.header
+          const n = parseHeader(header, buf, this.rstart, this.rend)
+          if (n === 0) return PARSE_NEED_MORE
+          if (n < 0) return this.fail(Status.InvalidFormat, 1002, headerErrorMessage(n))
+          // "MUST be 0 unless an extension is negotiated that defines meanings for non-zero values"
+          if (header.rsv !== 0) {
+            return this.fail(Status.InvalidFormat, 1002, `reserved bits RSV${rsvNames(header.rsv)} set without a negotiated extension`)
+          }
+          if (this.requireMasked && !header.masked) {
+            // "The server MUST close the connection upon receiving a frame that is not masked."
+            return this.fail(Status.InvalidFormat, 1002, "a client frame is not masked")
+          }
+          if (this.isClient && header.masked) {
+            // "A client MUST close a connection if it detects a masked frame."
+            return this.fail(Status.InvalidFormat, 1002, "a server frame is masked")
+          }
+          const opcode = header.opcode
+          this.rstart += n
+          if (isControlOpcode(opcode)) {
+            this.rstate = RS_CONTROL
+            continue
+          }
+          if (opcode === Opcode.Continuation) {
+            if (this.messageOpcode === 0) {
+              return this.fail(Status.InvalidOperation, 1002, "a continuation frame arrived with no message to continue")
+            }
+          } else if (this.messageOpcode !== 0) {
+            return this.fail(
+              Status.InvalidOperation,
+              1002,
+              "a new data frame arrived while a fragmented message is still open"
+            )
+          } else {
+            this.messageOpcode = opcode
+            this.messageSize = 0
+            this.utf8State = UTF8_ACCEPT
+          }
+          this.messageSize += header.payloadLength
+          if (this.messageSize > this.maxMessageSize) {
+            return this.fail(
+              Status.InvalidFormat,
+              1009,
+              `message of at least ${this.messageSize} bytes exceeds the maximum message size of ${this.maxMessageSize} bytes`
+            )
+          }
+          this.frameFin = header.fin
+          this.frameMasked = header.masked
+          this.payloadRemaining = header.payloadLength
+          this.payloadMaskOffset = 0
+          this.unmaskedEnd = this.rstart
+          if (this.carryLength > 0) {
+            // Move the held-back bytes of an incomplete code point right in front of this payload
+            // (they sit in consumed memory; RESERVE guarantees room).
+            const k = this.carryLength
+            buf.set(this.carry.subarray(0, k), this.rstart - k)
+            this.rstart -= k
+            this.payloadRemaining += k
+            this.carryLength = 0
+          }
+          this.rstate = RS_PAYLOAD
+          if (this.payloadRemaining === 0) {
+            if (!this.frameFin) {
+              this.rstate = RS_HEADER
+              continue
+            }
+            return this.prepareData(this.rstart, this.rstart)
+          }
+          continue
+        }
+        case RS_PAYLOAD: {
+          const start = this.rstart
+          const available = this.rend - start
+          if (available === 0) return PARSE_NEED_MORE
+          const end = start + (available < this.payloadRemaining ? available : this.payloadRemaining)
+          const from = this.unmaskedEnd > start ? this.unmaskedEnd : start
+          if (from < end) {
+            if (this.frameMasked) {
+              applyMask(buf, from, end, this.header.maskKey, this.payloadMaskOffset & 3)
+              this.payloadMaskOffset += end - from
+            }
+            if (this.messageOpcode === Opcode.Text && this.verifyUtf8) {
+              const state = utf8Step(this.utf8State, buf, from, end)
+              if (state === UTF8_REJECT) {
+                return this.fail(Status.InvalidFormat, 1007, "a text message is not valid UTF-8")
+              }
+              this.utf8State = state
+            }
+            this.unmaskedEnd = end
+          }
+          const frameDone = end - start === this.payloadRemaining
+          if (frameDone && this.frameFin) {
+            if (this.messageOpcode === Opcode.Text && this.verifyUtf8 && this.utf8State !== UTF8_ACCEPT) {
+              return this.fail(Status.InvalidFormat, 1007, "a text message ends inside a UTF-8 sequence")
+            }
+            return this.prepareData(start, end)
+          }
+          let deliverEnd = end
+          if (this.messageOpcode === Opcode.Text) {
+            deliverEnd = completeBoundary(buf, start, end)
+            if (deliverEnd === start) {
+              if (frameDone) {
+                // the frame's whole remaining payload is an incomplete code point: carry it over
+                this.holdCarry(start, end)
+                continue
+              }
+              return PARSE_NEED_MORE
+            }
+          }
+          return this.prepareData(start, deliverEnd)
+        }
+        case RS_CONTROL: {
+          const header = this.header
+          const length = header.payloadLength
+          const start = this.rstart
+          if (this.rend - start < length) return PARSE_NEED_MORE // compaction makes room
+          if (header.masked) applyMask(buf, start, start + length, header.maskKey, 0)
+          const end = start + length
+          switch (header.opcode) {
+            case Opcode.Ping: {
+              // "Upon receipt of a Ping frame, an endpoint MUST send a Pong frame in response ...
+              // with identical Application data"
+              this.rstart = end
+              this.rstate = RS_HEADER
+              // Only the latest ping is answered ("MAY elect to send a Pong frame for only the most
+              // recently processed Ping"); never overwrite the pong being written.
+              const target = this.pongOut === this.pongA ? this.pongB : this.pongA
+              const length = this.buildControlFrame(target, Opcode.Pong, buf.subarray(start, end), undefined)
+              this.pongPending = target.subarray(0, length)
+              if (this.pongReady()) return PARSE_PONG
+              continue
+            }
+            case Opcode.Pong: {
+              this.deliverKind = DELIVER_CONTROL
+              this.deliverType = BufferTypeCode.PingPong
+              this.deliverStart = start
+              this.deliverEnd = end
+              this.deliverControlLength = length
+              return PARSE_DELIVER
+            }
+            default: { // Close
+              const code = parseCloseCode(buf, start, end)
+              if (code === CLOSE_CODE_TRUNCATED) {
+                return this.fail(Status.InvalidFormat, 1002, "a Close frame has a 1-byte body")
+              }
+              if (code !== CLOSE_CODE_ABSENT && !isValidWireCloseCode(code)) {
+                return this.fail(Status.InvalidFormat, 1002, `a Close frame carries close code ${code}, which may not be sent`)
+              }
+              if (code !== CLOSE_CODE_ABSENT && !isValidUtf8(buf, start + 2, end)) {
+                return this.fail(Status.InvalidFormat, 1007, "a close reason is not valid UTF-8")
+              }
+              this.deliverKind = DELIVER_CONTROL
+              this.deliverType = BufferTypeCode.Close
+              this.deliverCloseStatus = code === CLOSE_CODE_ABSENT ? 1005 : code
+              this.deliverStart = code === CLOSE_CODE_ABSENT ? start : start + 2
+              this.deliverEnd = end
+              this.deliverControlLength = length
+              return PARSE_DELIVER
+            }
+          }
+        }
+        default:
+          return PARSE_FAILED
+      }
+    }
+  }
+
+  private holdCarry(start: number, end: number): void {
+    const k = end - start
+    this.carry.set(this.rbuf.subarray(start, end), 0)
+    this.carryLength = k
+    this.payloadRemaining -= k
+    this.rstart = end
+    this.rstate = RS_HEADER
+  }
+
+  private prepareData(start: number, end: number): number {
+    this.deliverKind = DELIVER_DATA
+    this.deliverStart = start
+    this.deliverEnd = end
+    return PARSE_DELIVER
+  }
+
+  /** Fills `out` with the prepared IndicateReceiveComplete. */
+  private deliver(out: ActionRecord): Status {
+    out.action = ActionCode.IndicateReceiveComplete
+    out.queue = QueueCode.Receive
+    out.context = this.receiveContext
+    out.bufferCount = 1
+    out.closeStatus = 0
+    const app = this.receiveBuffer
+    switch (this.deliverKind) {
+      case DELIVER_EOF:
+        out.bufferType = BufferTypeCode.Close
+        out.closeStatus = 1006
+        out.buffer0 = EMPTY
+        break
+      case DELIVER_CONTROL: {
+        out.bufferType = this.deliverType
+        out.closeStatus = this.deliverCloseStatus
+        let view = this.rbuf.subarray(this.deliverStart, this.deliverEnd)
+        if (app !== undefined) {
+          const n = view.length < app.length ? view.length : app.length
+          app.set(view.subarray(0, n), 0)
+          view = app.subarray(0, n)
+        }
+        out.buffer0 = view
+        break
+      }
+      default: {
+        const start = this.deliverStart
+        let end = this.deliverEnd
+        if (app !== undefined && end - start > app.length) {
+          end = start + app.length
+          if (this.messageOpcode === Opcode.Text) {
+            const boundary = completeBoundary(this.rbuf, start, end)
+            if (boundary > start) end = boundary
+          }
+          this.deliverEnd = end
+        }
+        const finalChunk = end - start === this.payloadRemaining && this.frameFin
+        const text = this.messageOpcode === Opcode.Text
+        out.bufferType = finalChunk
+          ? (text ? BufferTypeCode.Utf8Message : BufferTypeCode.BinaryMessage)
+          : (text ? BufferTypeCode.Utf8Fragment : BufferTypeCode.BinaryFragment)
+        let view = this.rbuf.subarray(start, end)
+        if (app !== undefined) {
+          app.set(view, 0)
+          view = app.subarray(0, end - start)
+        }
+        out.buffer0 = view
+      }
+    }
+    out.id = this.receiveOutId = this.newId()
+    this.receiveOut = OUT_RECEIVE_DELIVER
+    return Status.Ok
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // WebSocketCompleteAction
+  // ------------------------------------------------------------------------------------------
+
+  /**
+   * Reports what the driver did with action `id` (`WebSocketCompleteAction`): bytes written for
+   * `SendToNetwork` (fewer than handed out cancels the send), bytes read for `ReceiveFromNetwork`
+   * (0 = the transport ended), 0 otherwise. An unknown or already completed `id` fails with
+   * `InvalidOperation`.
+   */
+  completeAction(id: number, bytesTransferred: number): Status {
+    if (id !== 0 && id === this.sendOutId && this.sendOut !== OUT_NONE) {
+      const kind = this.sendOut
+      this.sendOut = OUT_NONE
+      this.sendOutId = 0
+      if (kind === OUT_PONG) return this.completePong(bytesTransferred)
+      if (kind === OUT_SEND_COMPLETE) {
+        this.sendPhase = SEND_IDLE
+        this.sendPayload = EMPTY
+        this.sendContext = undefined
+        return Status.Ok
+      }
+      if (bytesTransferred !== this.sendOutBytes) {
+        // "the send is cancelled": the frame is incomplete on the wire
+        this.sendBroken = true
+        this.wireOwner = WIRE_FREE
+        this.sendPhase = SEND_COMPLETE
+        return Status.Ok
+      }
+      if (this.sendIsControl) {
+        this.sendPhase = SEND_COMPLETE
+        return Status.Ok
+      }
+      this.sendHeaderSent = true
+      this.sendOffset += this.sendChunkLength
+      if (this.sendOffset >= this.sendPayload.length) {
+        this.sendPhase = SEND_COMPLETE
+        this.wireOwner = WIRE_FREE
+      }
+      return Status.Ok
+    }
+    if (id !== 0 && id === this.receiveOutId && this.receiveOut !== OUT_NONE) {
+      const kind = this.receiveOut
+      this.receiveOut = OUT_NONE
+      this.receiveOutId = 0
+      switch (kind) {
+        case OUT_PONG:
+          return this.completePong(bytesTransferred)
+        case OUT_RECEIVE_READ: {
+          const room = this.rcap - this.rend
+          if (!(bytesTransferred >= 0 && bytesTransferred <= room && Number.isInteger(bytesTransferred))) {
+            this.receiveOut = kind
+            this.receiveOutId = id
+            return this.error(
+              Status.InvalidParameter,
+              `bytesTransferred must be an integer from 0 to ${room} for this receive, got ${bytesTransferred}`
+            )
+          }
+          // "RECEIVE_FROM_NETWORK with 0: the receive is cancelled": the transport ended
+          if (bytesTransferred === 0) this.eof = true
+          else this.rend += bytesTransferred
+          return Status.Ok
+        }
+        default: // OUT_RECEIVE_DELIVER
+          this.completeDelivery()
+          return Status.Ok
+      }
+    }
+    return this.error(
+      Status.InvalidOperation,
+      "completeAction is not allowed: the action was already completed or does not belong to this handle"
+    )
+  }
+
+  private completePong(bytesTransferred: number): Status {
+    if (bytesTransferred !== this.pongOut!.length) this.sendBroken = true
+    this.pongOut = undefined
+    return Status.Ok
+  }
+
+  private completeDelivery(): void {
+    this.receivePending = false
+    this.receiveContext = undefined
+    this.receiveBuffer = undefined
+    switch (this.deliverKind) {
+      case DELIVER_EOF:
+        return
+      case DELIVER_CONTROL:
+        this.rstart += this.deliverControlLength
+        this.rstate = RS_HEADER
+        if (this.deliverType === BufferTypeCode.Close) {
+          this.state = this.state === HandleState.CloseSent ? HandleState.Closed : HandleState.CloseReceived
+        }
+        return
+      default: {
+        const delivered = this.deliverEnd - this.deliverStart
+        this.payloadRemaining -= delivered
+        this.rstart = this.deliverEnd
+        if (this.payloadRemaining === 0) {
+          this.rstate = RS_HEADER
+          if (this.frameFin) {
+            this.messageOpcode = 0
+            this.messageSize = 0
+          }
+        }
+      }
+    }
+  }
+
+  /** Decodes a delivered close reason (a helper for drivers; not on the hot path). */
+  static decodeReason(bytes: Uint8Array): string {
+    return textDecoder.decode(bytes)
+  }
+}
+
+const PARSE_NEED_MORE = 0
+const PARSE_DELIVER = 1
+const PARSE_PONG = 2
+const PARSE_FAILED = 3
+
+const headerErrorMessage = (code: number): string => {
+  switch (code) {
+    case HeaderError.ReservedOpcode:
+      return "a frame uses a reserved opcode"
+    case HeaderError.FragmentedControlFrame:
+      return "a control frame is fragmented (FIN is 0)"
+    case HeaderError.LengthMostSignificantBit:
+      return "a 64-bit payload length has its most significant bit set"
+    case HeaderError.LengthTooLarge:
+      return "a payload length exceeds 2^53-1 bytes"
+    default:
+      return "a control frame payload exceeds 125 bytes"
+  }
+}
+
+const rsvNames = (rsv: number): string =>
+  [(rsv & 4) !== 0 ? "1" : "", (rsv & 2) !== 0 ? "2" : "", (rsv & 1) !== 0 ? "3" : ""].filter((s) => s !== "").join("/")
