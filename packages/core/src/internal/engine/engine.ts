@@ -139,6 +139,12 @@ export interface EngineOptions {
   readonly allocatedBuffer: Uint8Array | undefined
   /** Fills a buffer with cryptographically strong random bytes (masking keys). */
   readonly randomFill: (bytes: Uint8Array) => void
+  /**
+   * Hand out automatic pongs on the send queue only (see {@link Engine.pongWaiting}), for drivers
+   * that serialize every network write through their send loop. Default: the receive queue, as
+   * websocket.h does.
+   */
+  readonly pongsOnSendQueue?: boolean | undefined
 }
 
 const EMPTY = new Uint8Array(0)
@@ -205,6 +211,7 @@ export class Engine {
   /** Server: incoming frames must be masked. */
   private readonly requireMasked: boolean
   private readonly randomFill: (bytes: Uint8Array) => void
+  private readonly pongsOnSendQueue: boolean
 
   // ---- memory ----
   /** Receive buffer: RESERVE bytes, then receiveBufferSize bytes read from the network. */
@@ -289,6 +296,7 @@ export class Engine {
     this.zeroKey = options.isClient && options.disableMasking
     this.requireMasked = !options.isClient && !options.disableMasking
     this.randomFill = options.randomFill
+    this.pongsOnSendQueue = options.pongsOnSendQueue === true
     this.rcap = RESERVE + options.receiveBufferSize
     const allocated = options.allocatedBuffer
     if (allocated !== undefined) {
@@ -298,6 +306,11 @@ export class Engine {
       this.rbuf = new Uint8Array(this.rcap)
       this.sbuf = new Uint8Array(this.isClient && !this.zeroKey ? options.sendBufferSize : 0)
     }
+  }
+
+  /** Whether an automatic pong waits to be handed out (drivers with `pongsOnSendQueue` then run the send queue). */
+  get pongWaiting(): boolean {
+    return this.pongPending !== undefined
   }
 
   /** The name of the current state. */
@@ -635,7 +648,7 @@ export class Engine {
       this.deliverKind = DELIVER_EOF
       return this.deliver(out)
     }
-    if (this.pongReady()) {
+    if (!this.pongsOnSendQueue && this.pongReady()) {
       this.receiveOutId = this.emitPong(out)
       this.receiveOut = OUT_PONG
       return Status.Ok
@@ -822,7 +835,7 @@ export class Engine {
               const target = this.pongOut === this.pongA ? this.pongB : this.pongA
               const length = this.buildControlFrame(target, Opcode.Pong, buf.subarray(start, end), undefined)
               this.pongPending = target.subarray(0, length)
-              if (this.pongReady()) return PARSE_PONG
+              if (!this.pongsOnSendQueue && this.pongReady()) return PARSE_PONG
               continue
             }
             case Opcode.Pong: {
