@@ -8,7 +8,8 @@
 import { Schema } from "effect"
 import { isToken } from "./Token.ts"
 
-const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/
+const CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/
+const BEYOND_LATIN1 = /[^\x00-\xff]/
 
 /**
  * A header field name: an RFC 7230 token (so it never contains `:`, as `WEB_SOCKET_HTTP_HEADER`
@@ -29,7 +30,11 @@ export const HeaderName = Schema.String.check(
  */
 export const HeaderValue = Schema.String.check(
   Schema.makeFilter((s: string) =>
-    FIELD_VALUE.test(s) || `header value ${JSON.stringify(s)} contains a control character`
+    CONTROL.test(s)
+      ? `header value ${JSON.stringify(s)} contains a control character`
+      : BEYOND_LATIN1.test(s)
+      ? `header value ${JSON.stringify(s)} contains a character above U+00FF`
+      : true
   )
 )
 

@@ -41,7 +41,8 @@ const GLOBAL_ONLY = ["keepaliveInterval", "supportedVersions"] as const
 
 /**
  * The handle properties a caller may pass to `createClientHandle` / `createServerHandle`. Every key
- * is optional; unknown keys are rejected.
+ * is optional; decode with `{ onExcessProperty: "error" }` to reject unknown keys, as the handle
+ * constructors do.
  *
  * @see websocket.h `WEB_SOCKET_PROPERTY` with `WEB_SOCKET_RECEIVE_BUFFER_SIZE_PROPERTY_TYPE` (0),
  * `..._SEND_BUFFER_SIZE_...` (1), `..._DISABLE_MASKING_...` (2), `..._ALLOCATED_BUFFER_...` (3),
