@@ -14,3 +14,7 @@ export * as CloseStatus from "./CloseStatus.ts"
 export * as WebSocket from "./WebSocket.ts"
 /** @since 0.1.0 */
 export * as WebSocketError from "./WebSocketError.ts"
+/** @since 0.1.0 */
+export * as Connection from "./Connection.ts"
+/** @since 0.1.0 */
+export * as Transport from "./Transport.ts"

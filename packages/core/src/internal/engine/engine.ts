@@ -211,7 +211,8 @@ export class Engine {
   /** Server: incoming frames must be masked. */
   private readonly requireMasked: boolean
   private readonly randomFill: (bytes: Uint8Array) => void
-  private readonly pongsOnSendQueue: boolean
+  /** See {@link EngineOptions.pongsOnSendQueue}; a driver may switch it on when it takes over a handle. */
+  pongsOnSendQueue: boolean
 
   // ---- memory ----
   /** Receive buffer: RESERVE bytes, then receiveBufferSize bytes read from the network. */

@@ -1,0 +1,591 @@
+/**
+ * The idiomatic layer over a websocket.h handle: a connection that sends whole messages (or a
+ * `Stream` of fragments), exposes received messages as a `Stream`, answers pings, runs the
+ * closing handshake with a timeout, and optionally keeps the connection alive. It drives the
+ * handle's `getAction` / `completeAction` loop over a {@link Transport.Transport}.
+ *
+ * Buffering is bounded both ways: received messages wait in a queue of `messageBuffer` entries
+ * (when it is full the connection stops reading, so the peer is slowed by the transport), and
+ * `send` completes only once its frame is handed to the transport, which itself waits when its
+ * outgoing buffer is full.
+ *
+ * @since 0.1.0
+ */
+import { Cause, Clock, Deferred, Duration, Effect, Fiber, Option, Predicate, Queue, Semaphore, Stream } from "effect"
+import type { Scope } from "effect/Scope"
+import * as BufferType from "./BufferType.ts"
+import { ActionCode, ActionRecord, type Engine, QueueCode, Status } from "./internal/engine/engine.ts"
+import { HandleState } from "./internal/engine/state.ts"
+import type { HandleImpl } from "./internal/handle.ts"
+import type { Transport } from "./Transport.ts"
+import { makeMemoryPair as makeMemoryPairTransport, TransportError } from "./Transport.ts"
+import * as WebSocket from "./WebSocket.ts"
+import type { Handle } from "./WebSocket.ts"
+import { InvalidParameter, InvalidProtocolFormat, InvalidProtocolOperation } from "./WebSocketError.ts"
+
+/**
+ * A string identifying connections.
+ *
+ * @category type ids
+ * @since 0.1.0
+ */
+export const TypeId = "~@effect-websocket/core/Connection"
+
+/**
+ * A received message: text as a `string`, binary as a `Uint8Array`.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type Message = string | Uint8Array
+
+/**
+ * How a connection ended.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface CloseInfo {
+  /** The close code: the peer's (1005 when its Close had none), ours when it never answered, 1006 when the transport ended without a Close. */
+  readonly code: number
+  readonly reason: string
+  /** Whether both Close frames were exchanged (RFC 6455 section 7.1.4: "cleanly"). */
+  readonly clean: boolean
+  /** Who sent the first Close: `"local"`, `"remote"`, or `"none"` when the connection ended without one. */
+  readonly initiator: "local" | "remote" | "none"
+}
+
+/**
+ * Why a connection failed: the peer broke the protocol (the close code sent is in `closeStatus`),
+ * or the transport failed or ended without a Close frame.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export type ConnectionError = InvalidProtocolFormat | InvalidProtocolOperation | TransportError
+
+/**
+ * Counts of what went through a connection.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface Stats {
+  readonly messagesIn: number
+  readonly bytesIn: number
+  readonly messagesOut: number
+  readonly bytesOut: number
+  readonly pingsIn: number
+  readonly pongsIn: number
+}
+
+/**
+ * An open WebSocket connection.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface Connection {
+  readonly [TypeId]: typeof TypeId
+  /** `"client"` or `"server"`. */
+  readonly kind: "client" | "server"
+  /** The negotiated subprotocol, or `""`. */
+  readonly protocol: string
+  /**
+   * Sends one message: a `string` as text, a `Uint8Array` as binary. Completes once the frame is
+   * handed to the transport (the bytes may then be reused). Concurrent sends go out one after the
+   * other. Fails with `InvalidProtocolOperation` once the connection is closing or closed.
+   */
+  readonly send: (message: Message) => Effect.Effect<void, InvalidProtocolOperation | TransportError>
+  /**
+   * Sends one message as fragments: every element of `fragments` becomes a frame (text or binary as
+   * chosen by `type`), the last one closing the message. Other sends wait until it is complete.
+   */
+  readonly sendFragments: <E, R>(
+    fragments: Stream.Stream<Message, E, R>,
+    type: "text" | "binary"
+  ) => Effect.Effect<void, InvalidProtocolOperation | TransportError | E, R>
+  /** Sends a Ping with an optional payload of at most 125 bytes; the Pong shows up in `stats.pongsIn`. */
+  readonly ping: (payload?: Uint8Array) => Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError>
+  /**
+   * The received messages, in order, for one consumer. Ends after the peer's Close (or ours, once
+   * answered); fails with a {@link ConnectionError} when the peer breaks the protocol or the transport
+   * ends without a Close frame.
+   */
+  readonly messages: Stream.Stream<Message, ConnectionError>
+  /**
+   * Starts the closing handshake with `code` (default 1000) and `reason`, and waits until it
+   * completes, or the close timeout cuts the transport. Returns how the connection ended; calling
+   * it again returns the same. Fails with `InvalidParameter` for a code that may not be sent
+   * (1005, 1006, 1015, 1004, below 1000, ...) or a reason over 123 UTF-8 bytes.
+   */
+  readonly close: (code?: number, reason?: string) => Effect.Effect<CloseInfo, InvalidParameter>
+  /** Completes with how the connection ended, once it has. */
+  readonly closed: Effect.Effect<CloseInfo>
+  /** Cuts the transport without a closing handshake (the close code is 1006). */
+  readonly abort: Effect.Effect<void>
+  /** What went through the connection so far. */
+  readonly stats: Stats
+}
+
+/**
+ * Keepalive settings: a frame every `interval` while the connection is open; with `timeout`, a
+ * peer that does not answer a ping (nor send anything) within it is cut off.
+ *
+ * @see websocket.h `WEB_SOCKET_KEEPALIVE_INTERVAL_PROPERTY_TYPE` (the interval; the frame is the
+ * application's choice)
+ * @category models
+ * @since 0.1.0
+ */
+export interface KeepaliveOptions {
+  readonly interval: Duration.Input
+  /** How long to wait for any traffic after a ping before giving up on the peer. */
+  readonly timeout?: Duration.Input | undefined
+  /** `"ping"` (default) expects an answer; `"pong"` sends unsolicited pongs, as websocket.h's users do. */
+  readonly frame?: "ping" | "pong" | undefined
+}
+
+/**
+ * Options of {@link make}.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface Options {
+  /** How long to wait for the peer's Close (and, as a client, for the server to end the transport). Default 5 seconds. */
+  readonly closeTimeout?: Duration.Input | undefined
+  /** How many received messages may wait for the consumer before reading pauses. Default 16. */
+  readonly messageBuffer?: number | undefined
+  readonly keepalive?: KeepaliveOptions | undefined
+  /** The negotiated subprotocol, reported as {@link Connection.protocol}. */
+  readonly protocol?: string | undefined
+  /** The close code sent when the connection's scope closes while it is open. Default 1001 (going away). */
+  readonly closeCodeOnScopeClose?: number | undefined
+}
+
+/**
+ * Whether `u` is a {@link Connection}.
+ *
+ * @category guards
+ * @since 0.1.0
+ */
+export const isConnection = (u: unknown): u is Connection => Predicate.hasProperty(u, TypeId)
+
+const textEncoder = new TextEncoder()
+const textDecoder = new TextDecoder()
+
+const joinChunks = (chunks: ReadonlyArray<Uint8Array>, length: number): Uint8Array => {
+  const out = new Uint8Array(length)
+  let offset = 0
+  for (const chunk of chunks) {
+    out.set(chunk, offset)
+    offset += chunk.length
+  }
+  return out
+}
+
+const engineError = (engine: Engine, operation: string): InvalidProtocolFormat | InvalidProtocolOperation => {
+  const error = engine.lastError!
+  if (error.status === Status.InvalidFormat) {
+    return new InvalidProtocolFormat(
+      error.closeStatus === undefined ? { message: error.message } : { message: error.message, closeStatus: error.closeStatus }
+    )
+  }
+  return new InvalidProtocolOperation(
+    error.closeStatus === undefined
+      ? { operation, state: engine.stateName, message: error.message }
+      : { operation, state: engine.stateName, message: error.message, closeStatus: error.closeStatus }
+  )
+}
+
+/**
+ * Runs a connection over an open handle (its handshake complete) and a transport, owned by the
+ * current scope. Closing the scope closes the connection (1001 by default, bounded by the close
+ * timeout), stops its fibers and closes the transport; the handle itself belongs to its own scope.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const make = (
+  handle: Handle,
+  transport: Transport,
+  options?: Options
+): Effect.Effect<Connection, never, Scope> =>
+  Effect.gen(function*() {
+    const h = handle as unknown as HandleImpl
+    const engine = h.engine
+    // Every network write goes through the send queue under `wireLock`, so frames never interleave.
+    engine.pongsOnSendQueue = true
+    const closeTimeout = Duration.fromInputUnsafe(options?.closeTimeout ?? Duration.seconds(5))
+    const queue = yield* Queue.bounded<Message, ConnectionError | Cause.Done>(options?.messageBuffer ?? 16)
+    const closedDeferred = yield* Deferred.make<CloseInfo>()
+    const messageLock = yield* Semaphore.make(1)
+    const wireLock = yield* Semaphore.make(1)
+    const stats = { messagesIn: 0, bytesIn: 0, messagesOut: 0, bytesOut: 0, pingsIn: 0, pongsIn: 0 }
+    const sendRecord = new ActionRecord()
+    let initiator: CloseInfo["initiator"] = "none"
+    let lastActivity = yield* Clock.currentTimeMillis
+    let transportClosed = false
+
+    const closeTransport = Effect.suspend(() => {
+      if (transportClosed) return Effect.void
+      transportClosed = true
+      return transport.close
+    })
+
+    /** Hands every pending SendToNetwork of the send queue to the transport (call under wireLock). */
+    const runSendQueue: Effect.Effect<void, TransportError> = Effect.suspend(function loop(): Effect.Effect<
+      void,
+      TransportError
+    > {
+      const record = sendRecord
+      engine.getAction(QueueCode.Send, record)
+      switch (record.action) {
+        case ActionCode.SendToNetwork: {
+          const id = record.id
+          const buffers = record.bufferCount === 2 ? [record.buffer0, record.buffer1] : [record.buffer0]
+          const bytes = record.bufferCount === 2 ? record.buffer0.length + record.buffer1.length : record.buffer0.length
+          return Effect.matchEffect(transport.write(buffers), {
+            onFailure: (error) => {
+              engine.completeAction(id, 0) // cancels the send: the frame is incomplete on the wire
+              return Effect.andThen(drainSendQueue, Effect.fail(error))
+            },
+            onSuccess: () => {
+              engine.completeAction(id, bytes)
+              return loop()
+            }
+          })
+        }
+        case ActionCode.IndicateSendComplete:
+          engine.completeAction(record.id, 0)
+          return loop()
+        default:
+          return Effect.void
+      }
+    })
+
+    /** Completes what is left on the send queue without writing it. */
+    const drainSendQueue = Effect.sync(() => {
+      for (let i = 0; i < 8; i++) {
+        engine.getAction(QueueCode.Send, sendRecord)
+        if (sendRecord.action === ActionCode.NoAction) return
+        engine.completeAction(sendRecord.id, 0)
+      }
+    })
+
+    /** Queues one frame on the handle and writes it out. */
+    const sendFrame = (
+      type: number,
+      payload: Uint8Array | undefined,
+      closeStatus: number | undefined
+    ): Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError> =>
+      wireLock.withPermit(
+        Effect.suspend((): Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError> => {
+          if (engine.send(type, payload, closeStatus, undefined) !== Status.Ok) {
+            const error = engine.lastError!
+            return Effect.fail(
+              error.status === Status.InvalidParameter
+                ? new InvalidParameter({ parameter: type === BufferType.BufferType.Close ? "close" : "payload", message: error.message })
+                : new InvalidProtocolOperation({ operation: "send", state: engine.stateName, message: closedMessage(error.message) })
+            )
+          }
+          return runSendQueue
+        })
+      )
+
+    const closedMessage = (message: string) =>
+      Deferred.isDoneUnsafe(closedDeferred) ? "the connection is closed" : message
+
+    const flushPong = Effect.suspend(() => (engine.pongWaiting ? wireLock.withPermit(runSendQueue) : Effect.void))
+
+    const finish = (info: CloseInfo, error?: ConnectionError) =>
+      Effect.gen(function*() {
+        if (error === undefined) yield* Queue.end(queue)
+        else yield* Queue.fail(queue, error)
+        yield* Deferred.succeed(closedDeferred, info)
+      })
+
+    /** The peer broke the protocol: send the close code it earned, cut the transport, fail. */
+    const failProtocol = (error: InvalidProtocolFormat | InvalidProtocolOperation) =>
+      Effect.gen(function*() {
+        const code = error.closeStatus ?? 1002
+        if (engine.state === HandleState.Open || engine.state === HandleState.CloseReceived) {
+          if (initiator === "none") initiator = "local"
+          yield* Effect.ignore(Effect.timeout(sendFrame(BufferType.BufferType.Close, undefined, code), closeTimeout))
+        }
+        engine.abort()
+        yield* closeTransport
+        yield* finish({ code, reason: error.message, clean: false, initiator }, error)
+      })
+
+    const failTransport = (error: TransportError) =>
+      Effect.gen(function*() {
+        engine.abort()
+        yield* closeTransport
+        yield* finish({ code: 1006, reason: error.message, clean: false, initiator }, error)
+      })
+
+    /** The client waits (bounded) for the server to end the transport first (RFC 6455 section 7.1.1). */
+    const awaitTransportEnd = Effect.suspend(() => {
+      const scratch = new Uint8Array(1024)
+      const loop: Effect.Effect<void, TransportError> = Effect.flatMap(
+        transport.read(scratch),
+        (n) => (n === 0 ? Effect.void : loop)
+      )
+      return Effect.ignore(Effect.timeout(loop, closeTimeout))
+    })
+
+    const onPeerClose = (code: number, reason: string) =>
+      Effect.gen(function*() {
+        if (engine.state === HandleState.CloseReceived) {
+          // "If an endpoint receives a Close frame and did not previously send a Close frame, the
+          // endpoint MUST send a Close frame in response" (echoing the code and reason it received)
+          initiator = "remote"
+          yield* Effect.ignore(
+            sendFrame(BufferType.BufferType.Close, code === 1005 ? undefined : textEncoder.encode(reason), code === 1005 ? undefined : code)
+          )
+        }
+        yield* Queue.end(queue)
+        if (h.kind === "client") yield* awaitTransportEnd
+        yield* closeTransport
+        yield* Deferred.succeed(closedDeferred, { code, reason, clean: true, initiator })
+      })
+
+    const deliver = (record: ActionRecord, fragments: Array<Uint8Array>, fragmentBytes: number) => {
+      const type = record.bufferType
+      const view = record.buffer0
+      const text = type === BufferType.BufferType.Utf8Message || type === BufferType.BufferType.Utf8Fragment
+      let message: Message
+      if (fragments.length === 0) {
+        message = text ? textDecoder.decode(view) : view.slice()
+      } else {
+        fragments.push(view.slice())
+        const joined = joinChunks(fragments, fragmentBytes + view.length)
+        fragments.length = 0
+        message = text ? textDecoder.decode(joined) : joined
+      }
+      return message
+    }
+
+    const readLoop = Effect.gen(function*() {
+      const record = new ActionRecord()
+      const fragments: Array<Uint8Array> = []
+      let fragmentBytes = 0
+      for (;;) {
+        if (engine.receive(undefined, undefined) !== Status.Ok) return
+        for (;;) {
+          const status = engine.getAction(QueueCode.Receive, record)
+          if (engine.pongWaiting) {
+            const flushed = yield* Effect.exit(flushPong)
+            if (flushed._tag === "Failure") {
+              return yield* failTransport(Option.getOrElse(Cause.findErrorOption(flushed.cause), () =>
+                new TransportError({ message: "writing a pong failed" })))
+            }
+          }
+          if (status !== Status.Ok) return yield* failProtocol(engineError(engine, "getAction"))
+          if (record.action === ActionCode.ReceiveFromNetwork) {
+            const id = record.id
+            const read = yield* Effect.exit(transport.read(record.buffer0))
+            if (read._tag === "Failure") {
+              engine.completeAction(id, 0)
+              return yield* failTransport(
+                Option.getOrElse(Cause.findErrorOption(read.cause), () => new TransportError({ message: "read failed" }))
+              )
+            }
+            if (read.value > 0) lastActivity = yield* Clock.currentTimeMillis
+            engine.completeAction(id, read.value)
+            continue
+          }
+          if (record.action !== ActionCode.IndicateReceiveComplete) break
+          const type = record.bufferType
+          if (BufferType.isData(type)) {
+            if (!BufferType.isMessageEnd(type)) {
+              fragments.push(record.buffer0.slice())
+              fragmentBytes += record.buffer0.length
+              engine.completeAction(record.id, 0)
+              break
+            }
+            const message = deliver(record, fragments, fragmentBytes)
+            const size = fragmentBytes + record.buffer0.length
+            fragmentBytes = 0
+            engine.completeAction(record.id, 0)
+            stats.messagesIn++
+            stats.bytesIn += size
+            if (!Queue.offerUnsafe(queue, message)) {
+              // the consumer is behind: wait (reading stops, so the peer is slowed by the transport)
+              if (!(yield* Queue.offer(queue, message))) return
+            }
+            break
+          }
+          if (type === BufferType.BufferType.PingPong) {
+            stats.pongsIn++
+            engine.completeAction(record.id, 0)
+            break
+          }
+          // Close: the peer's, or 1006 when the transport ended without one
+          const code = record.closeStatus
+          const reason = code === 1006 ? "" : textDecoder.decode(record.buffer0)
+          engine.completeAction(record.id, 0)
+          if (code === 1006) {
+            return yield* failTransport(
+              new TransportError({ message: "the connection ended without a Close frame (1006)" })
+            )
+          }
+          return yield* onPeerClose(code, reason)
+        }
+      }
+    })
+
+    const reader = yield* Effect.forkScoped(readLoop)
+
+    const close = (code = 1000, reason = ""): Effect.Effect<CloseInfo, InvalidParameter> =>
+      Effect.gen(function*() {
+        if (!Deferred.isDoneUnsafe(closedDeferred) && (engine.state === HandleState.Open || engine.state === HandleState.CloseReceived)) {
+          if (initiator === "none") initiator = "local"
+          const sent = yield* Effect.exit(messageLock.withPermit(sendFrame(BufferType.BufferType.Close, textEncoder.encode(reason), code)))
+          if (sent._tag === "Failure") {
+            const error = Cause.findErrorOption(sent.cause)
+            if (Option.isSome(error) && error.value._tag === "InvalidParameter") {
+              if (initiator === "local" && engine.state === HandleState.Open) initiator = "none"
+              return yield* Effect.fail(error.value)
+            }
+          }
+        }
+        const info = yield* Effect.timeoutOption(Deferred.await(closedDeferred), closeTimeout)
+        if (Option.isSome(info)) return info.value
+        // the peer never answered: cut it off
+        engine.abort()
+        yield* closeTransport
+        yield* Fiber.interrupt(reader)
+        yield* finish({ code: 1006, reason: "the peer did not answer the Close in time", clean: false, initiator })
+        return yield* Deferred.await(closedDeferred)
+      })
+
+    const abort = Effect.gen(function*() {
+      engine.abort()
+      yield* closeTransport
+      yield* Fiber.interrupt(reader)
+      yield* finish({ code: 1006, reason: "aborted", clean: false, initiator }, new TransportError({ message: "the connection was aborted" }))
+    })
+
+    const send = (message: Message): Effect.Effect<void, InvalidProtocolOperation | TransportError> =>
+      messageLock.withPermit(
+        Effect.suspend(() => {
+          const text = typeof message === "string"
+          const payload = text ? textEncoder.encode(message) : message
+          return Effect.tap(
+            sendFrame(text ? BufferType.BufferType.Utf8Message : BufferType.BufferType.BinaryMessage, payload, undefined),
+            () =>
+              Effect.sync(() => {
+                stats.messagesOut++
+                stats.bytesOut += payload.length
+              })
+          )
+        })
+      ) as Effect.Effect<void, InvalidProtocolOperation | TransportError>
+
+    const sendFragments = <E, R>(
+      fragments: Stream.Stream<Message, E, R>,
+      type: "text" | "binary"
+    ): Effect.Effect<void, InvalidProtocolOperation | TransportError | E, R> =>
+      messageLock.withPermit(
+        Effect.gen(function*() {
+          const fragmentType = type === "text" ? BufferType.BufferType.Utf8Fragment : BufferType.BufferType.BinaryFragment
+          const lastType = type === "text" ? BufferType.BufferType.Utf8Message : BufferType.BufferType.BinaryMessage
+          let bytes = 0
+          yield* Stream.runForEach(fragments, (fragment) => {
+            const payload = typeof fragment === "string" ? textEncoder.encode(fragment) : fragment
+            bytes += payload.length
+            return sendFrame(fragmentType, payload, undefined)
+          })
+          yield* sendFrame(lastType, undefined, undefined)
+          stats.messagesOut++
+          stats.bytesOut += bytes
+        })
+      ) as Effect.Effect<void, InvalidProtocolOperation | TransportError | E, R>
+
+    const ping = (payload?: Uint8Array) =>
+      messageLock.withPermit(sendFrame(BufferType.BufferType.PingPong, payload, undefined))
+
+    if (options?.keepalive !== undefined) {
+      const interval = Duration.fromInputUnsafe(options.keepalive.interval)
+      const timeout = options.keepalive.timeout === undefined ? undefined : Duration.fromInputUnsafe(options.keepalive.timeout)
+      const frame = options.keepalive.frame === "pong" ? BufferType.BufferType.UnsolicitedPong : BufferType.BufferType.PingPong
+      const keepalive = Effect.gen(function*() {
+        for (;;) {
+          yield* Effect.sleep(interval)
+          if (engine.state !== HandleState.Open) return
+          const sentAt = yield* Clock.currentTimeMillis
+          const sent = yield* Effect.exit(messageLock.withPermit(sendFrame(frame, undefined, undefined)))
+          if (sent._tag === "Failure") return
+          if (timeout !== undefined && frame === BufferType.BufferType.PingPong) {
+            yield* Effect.sleep(timeout)
+            if (lastActivity < sentAt && engine.state === HandleState.Open) {
+              return yield* Effect.andThen(
+                Fiber.interrupt(reader),
+                failTransport(new TransportError({ message: `no answer from the peer within ${Duration.format(timeout)} of a ping` }))
+              )
+            }
+          }
+        }
+      })
+      yield* Effect.forkScoped(keepalive)
+    }
+
+    const closeCodeOnScopeClose = options?.closeCodeOnScopeClose ?? 1001
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function*() {
+        if (!Deferred.isDoneUnsafe(closedDeferred)) yield* Effect.ignore(close(closeCodeOnScopeClose))
+        engine.abort()
+        yield* closeTransport
+        yield* Queue.end(queue)
+      })
+    )
+
+    const connection: Connection = {
+      [TypeId]: TypeId,
+      kind: h.kind,
+      protocol: options?.protocol ?? "",
+      send,
+      sendFragments,
+      ping,
+      messages: Stream.fromQueue(queue),
+      close,
+      closed: Deferred.await(closedDeferred),
+      abort,
+      stats
+    }
+    return connection
+  })
+
+/**
+ * A client connection and a server connection joined in memory, their opening handshake done with
+ * the handle functions: for tests and examples of code written against {@link Connection}.
+ *
+ * @category testing
+ * @since 0.1.0
+ */
+export const makeMemoryPair = (options?: {
+  readonly client?: WebSocket.HandleProperties | undefined
+  readonly server?: WebSocket.HandleProperties | undefined
+  readonly connection?: Options | undefined
+  /** Bytes each direction of the transport buffers before writers wait. */
+  readonly highWaterMark?: number | undefined
+}): Effect.Effect<readonly [client: Connection, server: Connection], InvalidParameter, Scope> =>
+  Effect.gen(function*() {
+    const client = yield* WebSocket.createClientHandle(options?.client)
+    const server = yield* WebSocket.createServerHandle(options?.server)
+    const handshake = Effect.gen(function*() {
+      const { requestHeaders } = yield* WebSocket.beginClientHandshake(client, {
+        initialHeaders: [{ name: "Host", value: "memory" }]
+      })
+      const { responseHeaders } = yield* WebSocket.beginServerHandshake(server, { requestHeaders })
+      yield* WebSocket.endServerHandshake(server)
+      yield* WebSocket.endClientHandshake(client, { responseHeaders })
+    })
+    yield* Effect.orDie(handshake)
+    const [a, b] = yield* makeMemoryPairTransport({ highWaterMark: options?.highWaterMark })
+    const clientConnection = yield* make(client, a, options?.connection)
+    const serverConnection = yield* make(server, b, options?.connection)
+    return [clientConnection, serverConnection] as const
+  })

@@ -1,0 +1,228 @@
+/**
+ * The byte stream under a WebSocket connection: what the driver of a handle reads
+ * `ReceiveFromNetwork` bytes from and writes `SendToNetwork` buffers to. Platform packages supply
+ * sockets (`@effect-websocket/platform-node`); {@link makeMemoryPair} connects two ends in memory
+ * for tests.
+ *
+ * @since 0.1.0
+ */
+import { Context, Effect, Predicate, Schema } from "effect"
+import type { Scope } from "effect/Scope"
+
+/**
+ * A string identifying transports and their errors.
+ *
+ * @category type ids
+ * @since 0.1.0
+ */
+export const TypeId = "~@effect-websocket/core/Transport"
+
+/**
+ * The transport failed: the connection was reset, a write hit a closed stream, the peer went away
+ * without a Close frame. `cause` keeps the underlying error.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class TransportError extends Schema.TaggedError<TransportError>()("TransportError", {
+  message: Schema.String,
+  cause: Schema.optionalKey(Schema.Defect())
+}) {
+  /** @internal */
+  readonly [TypeId] = TypeId
+}
+
+/**
+ * One connected byte stream.
+ *
+ * **Details**
+ *
+ * - `read(buffer)` waits for bytes, copies up to `buffer.length` into `buffer` and returns how
+ *   many; 0 means the stream ended (the peer half-closed, or the transport was closed).
+ * - `write(buffers)` writes the buffers in order, as one unit (writes never interleave), and
+ *   completes once the transport no longer needs them: the caller may then reuse the memory. It
+ *   waits while the transport's outgoing buffer is full (backpressure).
+ * - `end` half-closes: no more writes, the peer reads 0 once it has read everything.
+ * - `close` closes both directions and releases the resource; idempotent.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface Transport {
+  readonly [TypeId]: typeof TypeId
+  readonly read: (buffer: Uint8Array) => Effect.Effect<number, TransportError>
+  readonly write: (buffers: ReadonlyArray<Uint8Array>) => Effect.Effect<void, TransportError>
+  readonly end: Effect.Effect<void>
+  readonly close: Effect.Effect<void>
+}
+
+/**
+ * The transport of a connection, as a service.
+ *
+ * @category services
+ * @since 0.1.0
+ */
+export const Transport: Context.Service<Transport, Transport> = Context.Service<Transport>(
+  "@effect-websocket/core/Transport"
+)
+
+/**
+ * Whether `u` is a {@link Transport}.
+ *
+ * @category guards
+ * @since 0.1.0
+ */
+export const isTransport = (u: unknown): u is Transport =>
+  Predicate.hasProperty(u, TypeId) && Predicate.hasProperty(u, "read")
+
+/**
+ * Whether `u` is a {@link TransportError}.
+ *
+ * @category guards
+ * @since 0.1.0
+ */
+export const isTransportError = (u: unknown): u is TransportError => u instanceof TransportError
+
+/**
+ * Builds a transport from its four operations.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const make = (operations: Omit<Transport, typeof TypeId>): Transport => ({ [TypeId]: TypeId, ...operations })
+
+/** One direction of a memory pair: bounded chunks in flight, with waiting readers and writers. */
+class Pipe {
+  readonly chunks: Array<Uint8Array> = []
+  /** Offset into chunks[0] already read. */
+  head = 0
+  buffered = 0
+  ended = false
+  broken = false
+  readerWaiting: (() => void) | undefined = undefined
+  readonly writersWaiting: Array<() => void> = []
+  readonly highWaterMark: number
+  constructor(highWaterMark: number) {
+    this.highWaterMark = highWaterMark
+  }
+  wakeReader() {
+    const wake = this.readerWaiting
+    this.readerWaiting = undefined
+    wake?.()
+  }
+  wakeWriters() {
+    while (this.writersWaiting.length > 0 && (this.buffered < this.highWaterMark || this.broken)) {
+      this.writersWaiting.shift()!()
+    }
+  }
+  /** Copies what is buffered into `buffer`; -1 when nothing is and the pipe is still open. */
+  take(buffer: Uint8Array): number {
+    if (this.buffered === 0) return this.ended || this.broken ? 0 : -1
+    let n = 0
+    while (n < buffer.length && this.chunks.length > 0) {
+      const chunk = this.chunks[0]!
+      const count = Math.min(buffer.length - n, chunk.length - this.head)
+      buffer.set(chunk.subarray(this.head, this.head + count), n)
+      n += count
+      this.head += count
+      if (this.head === chunk.length) {
+        this.chunks.shift()
+        this.head = 0
+      }
+    }
+    this.buffered -= n
+    this.wakeWriters()
+    return n
+  }
+}
+
+const memoryEnd = (incoming: Pipe, outgoing: Pipe): Transport => {
+  const read = (buffer: Uint8Array): Effect.Effect<number, TransportError> =>
+    Effect.suspend(() => {
+      const n = incoming.take(buffer)
+      if (n >= 0) return Effect.succeed(n)
+      return Effect.flatMap(
+        Effect.callback<void>((resume) => {
+          incoming.readerWaiting = () => resume(Effect.void)
+          return Effect.sync(() => {
+            incoming.readerWaiting = undefined
+          })
+        }),
+        () => read(buffer)
+      )
+    })
+  const write = (buffers: ReadonlyArray<Uint8Array>): Effect.Effect<void, TransportError> =>
+    Effect.suspend(() => {
+      if (outgoing.broken || outgoing.ended) {
+        return Effect.fail(new TransportError({ message: "write after the transport was closed" }))
+      }
+      if (outgoing.buffered >= outgoing.highWaterMark) {
+        return Effect.flatMap(
+          Effect.callback<void>((resume) => {
+            const wake = () => resume(Effect.void)
+            outgoing.writersWaiting.push(wake)
+            return Effect.sync(() => {
+              const i = outgoing.writersWaiting.indexOf(wake)
+              if (i >= 0) outgoing.writersWaiting.splice(i, 1)
+            })
+          }),
+          () => write(buffers)
+        )
+      }
+      for (const buffer of buffers) {
+        if (buffer.length === 0) continue
+        outgoing.chunks.push(buffer.slice()) // the caller may reuse its memory once write completes
+        outgoing.buffered += buffer.length
+      }
+      outgoing.wakeReader()
+      return Effect.void
+    })
+  const end = Effect.sync(() => {
+    outgoing.ended = true
+    outgoing.wakeReader()
+  })
+  const close = Effect.sync(() => {
+    outgoing.ended = true
+    outgoing.wakeReader()
+    incoming.broken = true
+    incoming.chunks.length = 0
+    incoming.buffered = 0
+    incoming.wakeReader()
+    incoming.wakeWriters()
+  })
+  return make({ read, write, end, close })
+}
+
+/**
+ * Two transports connected in memory: what one writes, the other reads. Each direction buffers
+ * at most `highWaterMark` bytes (default 64 KiB) before writers wait, so backpressure behaves as
+ * over a socket. Closing the scope closes both ends.
+ *
+ * **Example**
+ *
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Transport } from "@effect-websocket/core"
+ *
+ * const program = Effect.gen(function*() {
+ *   const [a, b] = yield* Transport.makeMemoryPair()
+ *   yield* a.write([new TextEncoder().encode("hi")])
+ *   const buffer = new Uint8Array(16)
+ *   return yield* b.read(buffer) // 2
+ * })
+ * ```
+ *
+ * @category testing
+ * @since 0.1.0
+ */
+export const makeMemoryPair = (
+  options?: { readonly highWaterMark?: number | undefined }
+): Effect.Effect<readonly [Transport, Transport], never, Scope> =>
+  Effect.suspend(() => {
+    const highWaterMark = options?.highWaterMark ?? 64 * 1024
+    const ab = new Pipe(highWaterMark)
+    const ba = new Pipe(highWaterMark)
+    const a = memoryEnd(ba, ab)
+    const b = memoryEnd(ab, ba)
+    return Effect.as(Effect.addFinalizer(() => Effect.andThen(a.close, b.close)), [a, b] as const)
+  })
