@@ -18,3 +18,5 @@ export * as WebSocketError from "./WebSocketError.ts"
 export * as Connection from "./Connection.ts"
 /** @since 0.1.0 */
 export * as Transport from "./Transport.ts"
+/** @since 0.1.0 */
+export * as Client from "./Client.ts"

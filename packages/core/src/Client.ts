@@ -1,0 +1,343 @@
+/**
+ * Opening client connections as a service, so that a program written against {@link Client} runs
+ * over real sockets (`NodeClient.layer` in `@effect-websocket/platform-node`) or in memory
+ * ({@link layerMemory}) with no change. Also the pieces servers share across platforms: the
+ * request a handler sees ({@link UpgradeRequest}) and the handler type.
+ *
+ * @since 0.1.0
+ */
+import type { HttpHeader } from "@effect-websocket/schema"
+import { Context, Duration, Effect, Layer, Option, Predicate, Schema } from "effect"
+import type { Scope } from "effect/Scope"
+import * as Connection from "./Connection.ts"
+import { makeMemoryPair } from "./Transport.ts"
+import * as WebSocket from "./WebSocket.ts"
+import type {
+  InvalidParameter,
+  InvalidProtocolFormat,
+  UnsupportedExtension,
+  UnsupportedProtocolVersion,
+  UnsupportedSubprotocol
+} from "./WebSocketError.ts"
+import type { InvalidProtocolOperation } from "./WebSocketError.ts"
+
+/**
+ * A string identifying this module's errors.
+ *
+ * @category type ids
+ * @since 0.1.0
+ */
+export const TypeId = "~@effect-websocket/core/Client"
+
+/**
+ * The connection could not be opened: `reason` says why (`"Refused"`, `"HostNotFound"`,
+ * `"Timeout"` for the connect or the handshake, `"Tls"`, `"InvalidUrl"`, `"Unknown"`); `cause`
+ * keeps the platform error.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class ConnectError extends Schema.TaggedError<ConnectError>()("ConnectError", {
+  reason: Schema.Literals(["Refused", "HostNotFound", "Timeout", "Tls", "InvalidUrl", "Unknown"]),
+  url: Schema.String,
+  message: Schema.String,
+  cause: Schema.optionalKey(Schema.Defect())
+}) {
+  /** @internal */
+  readonly [TypeId] = TypeId
+}
+
+/**
+ * The server answered the upgrade request with something other than `101 Switching Protocols`.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class HandshakeRejected extends Schema.TaggedError<HandshakeRejected>()("HandshakeRejected", {
+  url: Schema.String,
+  status: Schema.Number,
+  statusText: Schema.String,
+  headers: Schema.Array(Schema.Struct({ name: Schema.String, value: Schema.String })),
+  message: Schema.String
+}) {
+  /** @internal */
+  readonly [TypeId] = TypeId
+}
+
+/**
+ * Why {@link Client.connect} failed.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export type ConnectFailure =
+  | ConnectError
+  | HandshakeRejected
+  | InvalidProtocolFormat
+  | UnsupportedSubprotocol
+  | UnsupportedExtension
+  | InvalidParameter
+
+/**
+ * What a client may ask for when it connects.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface ConnectOptions {
+  /** Subprotocols to offer, in order of preference. */
+  readonly protocols?: ReadonlyArray<string> | undefined
+  /** Extra request headers. */
+  readonly headers?: ReadonlyArray<HttpHeader.HttpHeader> | Readonly<Record<string, string>> | undefined
+  /** The `Origin` header, as browsers send it. */
+  readonly origin?: string | undefined
+  /** Limit for opening the connection and completing the handshake. Default 10 seconds. */
+  readonly handshakeTimeout?: Duration.Input | undefined
+  /** Largest message accepted, in bytes (close code 1009 beyond). Default 64 MiB. */
+  readonly maxMessageSize?: number | undefined
+  /** Further handle properties (`receiveBufferSize`, `sendBufferSize`, ...). */
+  readonly properties?: WebSocket.HandleProperties | undefined
+  /** Connection settings: keepalive, close timeout, message buffer. */
+  readonly connection?: Connection.Options | undefined
+}
+
+/**
+ * Opens client connections.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface Client {
+  /**
+   * Opens a connection to `url` (`ws://`, `wss://`, `http://`, `https://`), owned by the current
+   * scope: closing the scope closes it (1001).
+   */
+  readonly connect: (
+    url: string,
+    options?: ConnectOptions
+  ) => Effect.Effect<Connection.Connection, ConnectFailure, Scope>
+}
+
+/**
+ * The client service.
+ *
+ * @category services
+ * @since 0.1.0
+ */
+export const Client: Context.Service<Client, Client> = Context.Service<Client>("@effect-websocket/core/Client")
+
+/**
+ * Opens a connection with the {@link Client} in context.
+ *
+ * @category accessors
+ * @since 0.1.0
+ */
+export const connect = (
+  url: string,
+  options?: ConnectOptions
+): Effect.Effect<Connection.Connection, ConnectFailure, Client | Scope> =>
+  Effect.flatMap(Client, (client) => client.connect(url, options))
+
+/**
+ * The upgrade request a server handler sees.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface UpgradeRequest {
+  /** The request target, e.g. `/chat?room=1`. */
+  readonly url: string
+  readonly headers: ReadonlyArray<HttpHeader.HttpHeader>
+  /** The subprotocols the client offered, in order. */
+  readonly protocols: ReadonlyArray<string>
+  readonly remoteAddress: string | undefined
+}
+
+/**
+ * What a server runs for every connection, in its own fiber; the connection closes when it
+ * returns (1000), or with 1011 when it fails.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type Handler<E = never, R = never> = (
+  connection: Connection.Connection,
+  request: UpgradeRequest
+) => Effect.Effect<unknown, E, R>
+
+/**
+ * Options a server applies to every connection, shared by the platforms.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface ServeOptions {
+  /** Picks the subprotocol from the client's offer; none when it returns `undefined`. Default: none. */
+  readonly selectProtocol?: ((offered: ReadonlyArray<string>, request: UpgradeRequest) => string | undefined) | undefined
+  /** Largest message accepted, in bytes (close code 1009 beyond). Default 64 MiB. */
+  readonly maxMessageSize?: number | undefined
+  /** Further handle properties. */
+  readonly properties?: WebSocket.HandleProperties | undefined
+  /** Connection settings: keepalive, close timeout, message buffer. */
+  readonly connection?: Connection.Options | undefined
+}
+
+/**
+ * The connection properties used when none are given: 64 KiB buffers, so that the driver moves
+ * data in large pieces.
+ *
+ * @category constants
+ * @since 0.1.0
+ */
+export const defaultProperties: WebSocket.HandleProperties = { receiveBufferSize: 65536, sendBufferSize: 65536 }
+
+/**
+ * The handle properties from options: the defaults, the given ones, then `maxMessageSize`.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const handleProperties = (
+  options: { readonly properties?: WebSocket.HandleProperties | undefined; readonly maxMessageSize?: number | undefined } | undefined
+): WebSocket.HandleProperties => ({
+  ...defaultProperties,
+  ...options?.properties,
+  ...(options?.maxMessageSize === undefined ? {} : { maxMessageSize: options.maxMessageSize })
+})
+
+/**
+ * Normalizes request headers given as a list or a record.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const headerList = (
+  headers: ConnectOptions["headers"]
+): ReadonlyArray<HttpHeader.HttpHeader> =>
+  headers === undefined
+    ? []
+    : Array.isArray(headers)
+    ? headers as ReadonlyArray<HttpHeader.HttpHeader>
+    : Object.entries(headers).map(([name, value]) => ({ name, value: String(value) }))
+
+/**
+ * Whether `u` is a {@link ConnectError} or a {@link HandshakeRejected}.
+ *
+ * @category guards
+ * @since 0.1.0
+ */
+export const isClientError = (u: unknown): u is ConnectError | HandshakeRejected => Predicate.hasProperty(u, TypeId)
+
+/**
+ * A {@link Client} whose connections reach `handler` in memory: each `connect` runs the opening
+ * handshake between a client and a server handle, joins them with an in-memory transport, and
+ * runs `handler` on the server side in its own fiber. The same program then runs in tests with
+ * no sockets at all.
+ *
+ * @category layers
+ * @since 0.1.0
+ */
+export const layerMemory = <E, R>(
+  handler: Handler<E, R>,
+  options?: ServeOptions
+): Layer.Layer<Client, never, R> =>
+  Layer.effect(
+    Client,
+    Effect.gen(function*() {
+      const context = yield* Effect.context<R>()
+      const connect = (url: string, connectOptions?: ConnectOptions) =>
+        Effect.gen(function*() {
+          const path = memoryPath(url)
+          if (path === undefined) {
+            return yield* new ConnectError({ reason: "InvalidUrl", url, message: `${url} is not a ws:// or wss:// URL` })
+          }
+          const client = yield* WebSocket.createClientHandle(handleProperties(connectOptions))
+          const server = yield* WebSocket.createServerHandle(handleProperties(options))
+          const initialHeaders = [
+            { name: "Host", value: new URL(url.replace(/^ws/, "http")).host },
+            ...(connectOptions?.origin === undefined ? [] : [{ name: "Origin", value: connectOptions.origin }]),
+            ...headerList(connectOptions?.headers)
+          ]
+          const { requestHeaders } = yield* WebSocket.beginClientHandshake(client, {
+            subprotocols: connectOptions?.protocols,
+            initialHeaders
+          }).pipe(Effect.catchTag("InvalidProtocolOperation", (error) => Effect.die(error)))
+          const offered = connectOptions?.protocols ?? []
+          const request: UpgradeRequest = { url: path, headers: requestHeaders, protocols: offered, remoteAddress: "memory" }
+          const selected = options?.selectProtocol?.(offered, request)
+          const { responseHeaders } = yield* WebSocket.beginServerHandshake(server, {
+            requestHeaders,
+            subprotocol: selected
+          }).pipe(Effect.catch((error) => Effect.fail(rejection(url, error))))
+          const result = yield* WebSocket.endClientHandshake(client, { responseHeaders }).pipe(
+            Effect.catchTag("InvalidProtocolOperation", (error) => Effect.die(error))
+          )
+          const [a, b] = yield* makeMemoryPair()
+          const protocol = Option.getOrElse(result.subprotocol, () => "")
+          const serverConnection = yield* Connection.make(server, b, { ...options?.connection, protocol })
+          yield* Effect.forkScoped(
+            Effect.exit(handler(serverConnection, request)).pipe(
+              Effect.flatMap((exit) =>
+                exit._tag === "Success"
+                  ? serverConnection.close(1000)
+                  : Effect.andThen(Effect.logError("WebSocket handler failed", exit.cause), serverConnection.close(1011))
+              ),
+              Effect.provideContext(context)
+            )
+          )
+          return yield* Connection.make(client, a, { ...connectOptions?.connection, protocol })
+        }).pipe(
+          Effect.timeoutOrElse({
+            duration: Duration.fromInputUnsafe(connectOptions?.handshakeTimeout ?? Duration.seconds(10)),
+            orElse: () => Effect.fail(new ConnectError({ reason: "Timeout", url, message: `connecting to ${url} timed out` }))
+          })
+        )
+      return Client.of({ connect })
+    })
+  )
+
+/**
+ * The HTTP answer to a failed server handshake: 426 with `Sec-WebSocket-Version: 13` for an
+ * unsupported version (RFC 6455 section 4.4), 400 otherwise.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const rejectionStatus = (
+  error: ServerHandshakeFailure | InvalidProtocolOperation
+): { readonly status: number; readonly statusText: string; readonly headers: ReadonlyArray<HttpHeader.HttpHeader> } =>
+  error._tag === "UnsupportedProtocolVersion"
+    ? {
+      status: 426,
+      statusText: "Upgrade Required",
+      headers: [{ name: "Sec-WebSocket-Version", value: error.supported.join(", ") }]
+    }
+    : { status: 400, statusText: "Bad Request", headers: [] }
+
+const rejection = (url: string, error: ServerHandshakeFailure | InvalidProtocolOperation) => {
+  const { headers, status, statusText } = rejectionStatus(error)
+  return new HandshakeRejected({ url, status, statusText, headers, message: `${status} ${statusText}: ${error.message}` })
+}
+
+const memoryPath = (url: string): string | undefined => {
+  try {
+    const parsed = new URL(url)
+    if (parsed.protocol !== "ws:" && parsed.protocol !== "wss:") return undefined
+    return parsed.pathname + parsed.search
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Errors of the opening handshake that a server turns into an HTTP status.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export type ServerHandshakeFailure =
+  | InvalidProtocolFormat
+  | UnsupportedProtocolVersion
+  | UnsupportedSubprotocol
+  | UnsupportedExtension
+  | InvalidParameter

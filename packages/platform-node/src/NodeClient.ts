@@ -1,0 +1,223 @@
+/**
+ * WebSocket clients on Node.js: `connect` sends the upgrade request through `node:http` /
+ * `node:https` (Node's HTTP parser does the HTTP part), requires `101 Switching Protocols`, hands
+ * the response headers to `endClientHandshake`, then runs a `Connection` over the socket.
+ *
+ * @since 0.1.0
+ */
+import { Client, Connection, WebSocket } from "@effect-websocket/core"
+import type { HttpHeader } from "@effect-websocket/schema"
+import { HttpHeader as Headers } from "@effect-websocket/schema"
+import { Duration, Effect, Layer, Option } from "effect"
+import type { Scope } from "effect/Scope"
+import * as Http from "node:http"
+import * as Https from "node:https"
+import type * as Net from "node:net"
+import type * as Tls from "node:tls"
+import * as NodeTransport from "./NodeTransport.ts"
+
+/**
+ * Options of {@link connect}: those of every platform, plus TLS settings and a Unix socket path.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface ConnectOptions extends Client.ConnectOptions {
+  /** TLS settings for `wss://` (`ca`, `cert`, `key`, `rejectUnauthorized`, `servername`, ...). */
+  readonly tls?: Tls.ConnectionOptions | undefined
+  /** Connect to this Unix domain socket instead of the URL's host (also `ws+unix:///path.sock:/request-path`). */
+  readonly socketPath?: string | undefined
+}
+
+interface Target {
+  readonly secure: boolean
+  readonly hostname: string
+  readonly port: number
+  readonly host: string
+  readonly path: string
+  readonly socketPath: string | undefined
+}
+
+const parseTarget = (url: string, socketPath: string | undefined): Target | string => {
+  let parsed: URL
+  try {
+    parsed = new URL(url)
+  } catch {
+    return `${JSON.stringify(url)} is not a URL`
+  }
+  if (parsed.protocol === "ws+unix:") {
+    // ws+unix:///path/to.sock:/request/path
+    const [path, requestPath] = parsed.pathname.split(":")
+    return { secure: false, hostname: "localhost", port: 80, host: "localhost", path: (requestPath || "/") + parsed.search, socketPath: path! }
+  }
+  const secure = parsed.protocol === "wss:" || parsed.protocol === "https:"
+  if (!secure && parsed.protocol !== "ws:" && parsed.protocol !== "http:") {
+    return `${url} is not a ws://, wss://, http:// or https:// URL`
+  }
+  if (parsed.hash !== "") return `${url} has a fragment, which WebSocket URLs may not have (RFC 6455 section 3)`
+  const hostname = parsed.hostname.startsWith("[") ? parsed.hostname.slice(1, -1) : parsed.hostname
+  return {
+    secure,
+    hostname,
+    port: parsed.port === "" ? (secure ? 443 : 80) : Number(parsed.port),
+    host: parsed.host,
+    path: (parsed.pathname || "/") + parsed.search,
+    socketPath
+  }
+}
+
+const TLS_CODES = /^(ERR_TLS_|ERR_SSL_|CERT_|DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_(GET|VERIFY)|HOSTNAME_MISMATCH|ERR_OSSL)/
+
+const connectError = (url: string, cause: unknown): Client.ConnectError => {
+  const code = (cause as { code?: unknown } | undefined)?.code
+  const message = cause instanceof Error ? cause.message : String(cause)
+  const reason = code === "ECONNREFUSED" || code === "ENOENT"
+    ? "Refused"
+    : code === "ENOTFOUND" || code === "EAI_AGAIN"
+    ? "HostNotFound"
+    : code === "ETIMEDOUT"
+    ? "Timeout"
+    : typeof code === "string" && TLS_CODES.test(code)
+    ? "Tls"
+    : "Unknown"
+  return new Client.ConnectError({ reason, url, message: `connecting to ${url} failed: ${message}`, cause })
+}
+
+interface Upgraded {
+  readonly response: Http.IncomingMessage
+  readonly socket: Net.Socket
+  readonly head: Uint8Array
+}
+
+/** Sends the upgrade request and waits for the 101 response. */
+const request = (
+  url: string,
+  target: Target,
+  headers: ReadonlyArray<HttpHeader.HttpHeader>,
+  tls: Tls.ConnectionOptions | undefined
+): Effect.Effect<Upgraded, Client.ConnectError | Client.HandshakeRejected> =>
+  Effect.callback<Upgraded, Client.ConnectError | Client.HandshakeRejected>((resume) => {
+    const raw: Array<[string, string]> = headers.map((h) => [h.name, h.value])
+    const options: Https.RequestOptions = {
+      method: "GET",
+      path: target.path,
+      headers: raw as unknown as Http.OutgoingHttpHeaders,
+      setHost: false,
+      agent: false,
+      ...(target.socketPath === undefined ? { host: target.hostname, port: target.port } : { socketPath: target.socketPath }),
+      ...(target.secure ? { servername: target.hostname, ...tls } : {})
+    }
+    const req = (target.secure ? Https.request : Http.request)(options)
+    let settled = false
+    req.on("upgrade", (response, socket, head) => {
+      settled = true
+      resume(Effect.succeed({ response, socket: socket as Net.Socket, head }))
+    })
+    req.on("response", (response) => {
+      settled = true
+      response.resume()
+      const status = response.statusCode ?? 0
+      const statusText = response.statusMessage ?? ""
+      resume(Effect.fail(
+        new Client.HandshakeRejected({
+          url,
+          status,
+          statusText,
+          headers: Headers.fromRawHeaders(response.rawHeaders),
+          message: `the server answered ${status} ${statusText} instead of 101 Switching Protocols`
+        })
+      ))
+      req.destroy()
+    })
+    req.on("error", (cause) => {
+      if (!settled) resume(Effect.fail(connectError(url, cause)))
+    })
+    req.end()
+    return Effect.sync(() => {
+      if (!settled) req.destroy()
+    })
+  })
+
+/**
+ * Opens a WebSocket connection to `url` (`ws://`, `wss://`, `http://`, `https://`,
+ * `ws+unix:///path.sock:/path`), owned by the current scope: closing the scope closes it (1001)
+ * and releases the socket.
+ *
+ * Fails with `ConnectError` (refused, host not found, timeout, TLS, invalid URL),
+ * `HandshakeRejected` (any status but 101, with the status and headers), or the handshake errors
+ * of `WebSocket.endClientHandshake` (`InvalidProtocolFormat`, `UnsupportedSubprotocol`,
+ * `UnsupportedExtension`); `InvalidParameter` for a malformed option.
+ *
+ * **Example**
+ *
+ * ```ts
+ * import { NodeClient } from "@effect-websocket/platform-node"
+ * import { Effect, Stream } from "effect"
+ *
+ * const program = Effect.scoped(Effect.gen(function*() {
+ *   const connection = yield* NodeClient.connect("ws://127.0.0.1:8080/chat", { protocols: ["chat"] })
+ *   yield* connection.send("hello")
+ *   const [reply] = yield* Stream.runCollect(Stream.take(connection.messages, 1))
+ *   yield* connection.close(1000)
+ *   return reply
+ * }))
+ * ```
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const connect = (
+  url: string,
+  options?: ConnectOptions
+): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope> =>
+  Effect.gen(function*() {
+    const target = parseTarget(url, options?.socketPath)
+    if (typeof target === "string") return yield* new Client.ConnectError({ reason: "InvalidUrl", url, message: target })
+    const handle = yield* WebSocket.createClientHandle(Client.handleProperties(options))
+    const initialHeaders: Array<HttpHeader.HttpHeader> = [{ name: "Host", value: target.host }]
+    if (options?.origin !== undefined) initialHeaders.push({ name: "Origin", value: options.origin })
+    initialHeaders.push(...Client.headerList(options?.headers))
+    const { requestHeaders } = yield* WebSocket.beginClientHandshake(handle, {
+      subprotocols: options?.protocols,
+      initialHeaders
+    }).pipe(Effect.catchTag("InvalidProtocolOperation", (error) => Effect.die(error)))
+    const timeout = Duration.fromInputUnsafe(options?.handshakeTimeout ?? Duration.seconds(10))
+    const upgraded = yield* Effect.acquireRelease(
+      request(url, target, requestHeaders, options?.tls),
+      ({ socket }) => Effect.sync(() => socket.destroy())
+    ).pipe(
+      Effect.timeoutOrElse({
+        duration: timeout,
+        orElse: () =>
+          Effect.fail(
+            new Client.ConnectError({ reason: "Timeout", url, message: `connecting to ${url} timed out after ${Duration.format(timeout)}` })
+          )
+      })
+    )
+    const result = yield* WebSocket.endClientHandshake(handle, {
+      responseHeaders: Headers.fromRawHeaders(upgraded.response.rawHeaders)
+    }).pipe(Effect.catchTag("InvalidProtocolOperation", (error) => Effect.die(error)))
+    upgraded.socket.setNoDelay(true)
+    const transport = NodeTransport.fromDuplex(upgraded.socket, { head: upgraded.head })
+    return yield* Connection.make(handle, transport, {
+      ...options?.connection,
+      protocol: Option.getOrElse(result.subprotocol, () => "")
+    })
+  }).pipe(Effect.withSpan("WebSocket.connect", { attributes: { "url.full": url } }))
+
+/**
+ * The {@link Client.Client} of Node.js.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const make: Client.Client = Client.Client.of({ connect })
+
+/**
+ * A layer with the Node.js {@link Client.Client}: programs written against `Client.connect` reach
+ * real servers. Swap it for `Client.layerMemory(handler)` in tests.
+ *
+ * @category layers
+ * @since 0.1.0
+ */
+export const layer: Layer.Layer<Client.Client> = Layer.succeed(Client.Client, make)

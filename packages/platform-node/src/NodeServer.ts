@@ -1,0 +1,342 @@
+/**
+ * WebSocket servers on Node.js. The HTTP part of the opening handshake goes through `node:http`
+ * (its parser enforces the HTTP grammar, header size limits and request timeouts); this module
+ * checks what HTTP cannot see (method, version, path), asks the application whether to accept,
+ * runs `beginServerHandshake`, writes the `101` response and runs each connection's handler in its
+ * own fiber.
+ *
+ * - {@link makeUpgradeHandler}: a listener for the `upgrade` event of any `node:http` /
+ *   `node:https` server (like `ws`'s `noServer` mode).
+ * - {@link serve} / {@link layer}: a standalone server on a host and port.
+ *
+ * Bad requests never reach the handler: `400 Bad Request` with a short reason (`426 Upgrade
+ * Required` with `Sec-WebSocket-Version: 13` for another version), `405` for a method other than
+ * GET, `404` for another path, and the application's own status when it rejects a request.
+ *
+ * @since 0.1.0
+ */
+import { Client, Connection, WebSocket } from "@effect-websocket/core"
+import { HttpHeader, Token } from "@effect-websocket/schema"
+import { Context, Duration, Effect, Exit, FiberSet, Layer, Metric, Predicate, Schema, Scope } from "effect"
+import * as Http from "node:http"
+import * as Https from "node:https"
+import type * as Net from "node:net"
+import type { Duplex } from "node:stream"
+import type * as Tls from "node:tls"
+import * as NodeTransport from "./NodeTransport.ts"
+
+/**
+ * A string identifying this module's values.
+ *
+ * @category type ids
+ * @since 0.1.0
+ */
+export const TypeId = "~@effect-websocket/platform-node/NodeServer"
+
+/**
+ * Returned by an `authorize` hook to refuse a request with an HTTP status (401, 403, ...).
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class Rejection extends Schema.TaggedError<Rejection>()("Rejection", {
+  status: Schema.Number,
+  message: Schema.String,
+  headers: Schema.optionalKey(Schema.Array(Schema.Struct({ name: Schema.String, value: Schema.String })))
+}) {}
+
+/**
+ * The server could not start (e.g. the port is in use).
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class ServeError extends Schema.TaggedError<ServeError>()("ServeError", {
+  message: Schema.String,
+  cause: Schema.optionalKey(Schema.Defect())
+}) {}
+
+/**
+ * Options of {@link makeUpgradeHandler}.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface UpgradeOptions<RA = never> extends Client.ServeOptions {
+  /** Only this request path (without the query) is served; others get 404. Default: every path. */
+  readonly path?: string | undefined
+  /** Decides whether to accept a request (headers, `Origin`, path): fail with a {@link Rejection} to refuse. */
+  readonly authorize?: ((request: Client.UpgradeRequest) => Effect.Effect<void, Rejection, RA>) | undefined
+}
+
+/**
+ * Options of {@link serve}.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface ServeOptions<RA = never> extends UpgradeOptions<RA> {
+  /** Default `127.0.0.1`. */
+  readonly host?: string | undefined
+  /** Default 0: a free port (read it from the returned address). */
+  readonly port?: number | undefined
+  /** Serve `wss://` with these TLS settings (`cert`, `key`, ...). */
+  readonly tls?: Tls.SecureContextOptions & Tls.TlsOptions | undefined
+  /** Time a client has to send its whole upgrade request. Default 10 seconds. */
+  readonly handshakeTimeout?: Duration.Input | undefined
+  /** Largest size of the request headers in bytes. Default 16 KiB (Node's). */
+  readonly maxHeaderBytes?: number | undefined
+  /** How long shutting down waits for connections to finish their closing handshake. Default 5 seconds. */
+  readonly shutdownTimeout?: Duration.Input | undefined
+}
+
+/**
+ * A running server.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface Server {
+  readonly [TypeId]: typeof TypeId
+  readonly address: Net.AddressInfo
+  /** `ws://host:port/path` (or `wss://`), with IPv6 hosts in brackets. */
+  readonly url: string
+  /** Connections currently open. */
+  readonly connections: Effect.Effect<number>
+}
+
+/**
+ * The running server, as a service (see {@link layer}).
+ *
+ * @category services
+ * @since 0.1.0
+ */
+export const Server: Context.Service<Server, Server> = Context.Service<Server>("@effect-websocket/platform-node/NodeServer")
+
+/**
+ * Whether `u` is a {@link Server}.
+ *
+ * @category guards
+ * @since 0.1.0
+ */
+export const isServer = (u: unknown): u is Server => Predicate.hasProperty(u, TypeId)
+
+const connectionsOpened = Metric.counter("websocket_server_connections_opened_total", {
+  description: "WebSocket connections accepted",
+  incremental: true
+})
+const connectionsOpen = Metric.gauge("websocket_server_connections_open", { description: "WebSocket connections open" })
+const handshakeFailures = Metric.counter("websocket_server_handshake_failures_total", {
+  description: "WebSocket upgrade requests refused",
+  incremental: true
+})
+
+/** Writes a short HTTP error response and closes the socket. */
+const refuse = (
+  socket: Duplex,
+  status: number,
+  message: string,
+  headers: ReadonlyArray<{ readonly name: string; readonly value: string }> = []
+) => {
+  if (socket.destroyed) return
+  const body = `${message}\n`
+  const lines = [
+    `HTTP/1.1 ${status} ${Http.STATUS_CODES[status] ?? "Error"}`,
+    "Connection: close",
+    "Content-Type: text/plain; charset=utf-8",
+    `Content-Length: ${Buffer.byteLength(body)}`,
+    ...headers.map((h) => `${h.name}: ${h.value}`)
+  ]
+  socket.end(`${lines.join("\r\n")}\r\n\r\n${body}`)
+  const timer = setTimeout(() => socket.destroy(), 1000)
+  timer.unref()
+  socket.once("close", () => clearTimeout(timer))
+}
+
+const refusalReason = (tag: string) => ({ reason: tag })
+
+/**
+ * A listener for the `upgrade` event of a `node:http` or `node:https` server, running `handler`
+ * for every accepted connection in its own fiber, owned by the current scope: closing it
+ * interrupts the handlers, which closes their connections with 1001.
+ *
+ * **Example**
+ *
+ * ```ts
+ * import { NodeServer } from "@effect-websocket/platform-node"
+ * import { Effect, Stream } from "effect"
+ * import * as Http from "node:http"
+ *
+ * const program = Effect.gen(function*() {
+ *   const server = Http.createServer((_req, res) => res.end("hello"))
+ *   const onUpgrade = yield* NodeServer.makeUpgradeHandler((connection) =>
+ *     Stream.runForEach(connection.messages, connection.send), { path: "/echo" })
+ *   server.on("upgrade", onUpgrade)
+ *   server.listen(8080)
+ * })
+ * ```
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const makeUpgradeHandler = <E, R, RA = never>(
+  handler: Client.Handler<E, R>,
+  options?: UpgradeOptions<RA>
+): Effect.Effect<(request: Http.IncomingMessage, socket: Duplex, head: Buffer) => void, never, Scope.Scope | R | RA> =>
+  Effect.gen(function*() {
+    const run = yield* FiberSet.makeRuntime<R | RA>()
+    const properties = Client.handleProperties(options)
+    const accept = (req: Http.IncomingMessage, socket: Duplex, head: Buffer) =>
+      Effect.gen(function*() {
+        const url = req.url ?? "/"
+        const pathname = url.split("?")[0]!
+        if (req.method !== "GET") {
+          return refuse(socket, 405, `the WebSocket handshake needs GET, not ${req.method}`, [{ name: "Allow", value: "GET" }])
+        }
+        if (req.httpVersionMajor < 1 || (req.httpVersionMajor === 1 && req.httpVersionMinor < 1)) {
+          return refuse(socket, 505, "the WebSocket handshake needs HTTP/1.1 or later")
+        }
+        if (options?.path !== undefined && pathname !== options.path) {
+          return refuse(socket, 404, `no WebSocket endpoint at ${pathname}`)
+        }
+        const headers = HttpHeader.fromRawHeaders(req.rawHeaders)
+        const protocolHeader = HttpHeader.getCombined(headers, "Sec-WebSocket-Protocol")
+        const offered = protocolHeader === undefined ? [] : Token.splitList(protocolHeader)
+        const request: Client.UpgradeRequest = { url, headers, protocols: offered, remoteAddress: req.socket.remoteAddress }
+        if (options?.authorize !== undefined) {
+          const verdict = yield* Effect.exit(options.authorize(request))
+          if (Exit.isFailure(verdict)) {
+            const rejection = verdict.cause.reasons.find((r) => r._tag === "Fail")
+            yield* Metric.update(Metric.withAttributes(handshakeFailures, refusalReason("Rejected")), 1)
+            if (rejection !== undefined && rejection._tag === "Fail") {
+              return refuse(socket, rejection.error.status, rejection.error.message, rejection.error.headers)
+            }
+            return refuse(socket, 500, "the request could not be authorized")
+          }
+        }
+        const scope = yield* Scope.make()
+        const handle = yield* Scope.provide(WebSocket.createServerHandle(properties), scope).pipe(Effect.orDie)
+        const selected = options?.selectProtocol?.(offered, request)
+        const handshake = yield* Effect.exit(WebSocket.beginServerHandshake(handle, { requestHeaders: headers, subprotocol: selected }))
+        if (Exit.isFailure(handshake)) {
+          yield* Scope.close(scope, Exit.void)
+          const error = handshake.cause.reasons.find((r) => r._tag === "Fail")
+          if (error === undefined || error._tag !== "Fail") return refuse(socket, 500, "the handshake failed")
+          const { headers: extra, status } = Client.rejectionStatus(error.error)
+          yield* Metric.update(Metric.withAttributes(handshakeFailures, refusalReason(error.error._tag)), 1)
+          return refuse(socket, status, error.error.message, extra)
+        }
+        const response = [
+          "HTTP/1.1 101 Switching Protocols",
+          ...handshake.value.responseHeaders.map((h) => `${h.name}: ${h.value}`)
+        ]
+        socket.write(`${response.join("\r\n")}\r\n\r\n`)
+        yield* WebSocket.endServerHandshake(handle).pipe(Effect.orDie)
+        if ("setNoDelay" in socket && typeof socket.setNoDelay === "function") (socket as Net.Socket).setNoDelay(true)
+        const transport = NodeTransport.fromDuplex(socket, { head })
+        const connection = yield* Scope.provide(
+          Connection.make(handle, transport, { ...options?.connection, protocol: selected ?? "" }),
+          scope
+        )
+        yield* Metric.update(connectionsOpened, 1)
+        yield* Metric.modify(connectionsOpen, 1)
+        const exit = yield* Effect.exit(handler(connection, request))
+        if (Exit.isFailure(exit) && !Exit.hasInterrupts(exit)) {
+          yield* Effect.logError("WebSocket handler failed; closing its connection with 1011", exit.cause)
+          yield* Effect.ignore(connection.close(1011))
+        } else if (Exit.isSuccess(exit)) {
+          yield* Effect.ignore(connection.close(1000))
+        }
+        yield* Metric.modify(connectionsOpen, -1)
+        yield* Scope.close(scope, Exit.void)
+      }).pipe(
+        Effect.onInterrupt(() => Effect.sync(() => socket.destroyed || socket.destroy())),
+        Effect.withSpan("WebSocket.accept", { attributes: { "url.path": req.url ?? "/" } })
+      )
+    return (req: Http.IncomingMessage, socket: Duplex, head: Buffer) => {
+      socket.on("error", () => {}) // errors surface through the transport; never crash the process
+      run(accept(req, socket, head))
+    }
+  })
+
+/**
+ * Starts a standalone WebSocket server (`node:http`, or `node:https` with `tls`) on `host:port`,
+ * running `handler` for every connection. Requests that are not WebSocket upgrades get
+ * `426 Upgrade Required`. Owned by the current scope: closing it stops accepting, closes every
+ * connection with 1001 (waiting up to `shutdownTimeout` for their closing handshakes) and releases
+ * every socket.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const serve = <E, R, RA = never>(
+  handler: Client.Handler<E, R>,
+  options?: ServeOptions<RA>
+): Effect.Effect<Server, ServeError, Scope.Scope | R | RA> =>
+  Effect.gen(function*() {
+    const handshakeTimeout = Duration.toMillis(Duration.fromInputUnsafe(options?.handshakeTimeout ?? Duration.seconds(10)))
+    const serverOptions: Https.ServerOptions = {
+      ...options?.tls,
+      maxHeaderSize: options?.maxHeaderBytes ?? 16 * 1024,
+      headersTimeout: handshakeTimeout,
+      requestTimeout: handshakeTimeout,
+      connectionsCheckingInterval: Math.min(1000, handshakeTimeout)
+    }
+    const onRequest = (_req: Http.IncomingMessage, res: Http.ServerResponse) => {
+      res.writeHead(426, { "Content-Type": "text/plain; charset=utf-8", Upgrade: "websocket", Connection: "Upgrade" })
+      res.end("this is a WebSocket endpoint\n")
+    }
+    const server = options?.tls !== undefined
+      ? Https.createServer(serverOptions, onRequest)
+      : Http.createServer(serverOptions, onRequest)
+    server.on("clientError", (_error, socket) => refuse(socket, 400, "malformed HTTP request"))
+    const shutdownTimeout = Duration.fromInputUnsafe(options?.shutdownTimeout ?? Duration.seconds(5))
+    yield* Effect.addFinalizer(() =>
+      Effect.callback<void>((resume) => {
+        server.close(() => resume(Effect.void))
+        server.closeAllConnections()
+      })
+    )
+    yield* Effect.callback<void, ServeError>((resume) => {
+      const onError = (cause: Error) =>
+        resume(Effect.fail(new ServeError({ message: `cannot listen on ${options?.host ?? "127.0.0.1"}:${options?.port ?? 0}: ${cause.message}`, cause })))
+      server.once("error", onError)
+      server.listen(options?.port ?? 0, options?.host ?? "127.0.0.1", () => {
+        server.off("error", onError)
+        resume(Effect.void)
+      })
+    })
+    const connectionOptions = { ...options?.connection, closeTimeout: options?.connection?.closeTimeout ?? shutdownTimeout }
+    let open = 0
+    const counted: Client.Handler<E, R> = (connection, request) =>
+      Effect.ensuring(
+        Effect.suspend(() => {
+          open++
+          return handler(connection, request)
+        }),
+        Effect.sync(() => open--)
+      )
+    const onUpgrade = yield* makeUpgradeHandler(counted, { ...options, connection: connectionOptions })
+    server.on("upgrade", onUpgrade)
+    // Runs first on shutdown: stop accepting before the connections are closed.
+    yield* Effect.addFinalizer(() => Effect.sync(() => server.off("upgrade", onUpgrade)))
+    const address = server.address() as Net.AddressInfo
+    const host = address.family === "IPv6" ? `[${address.address}]` : address.address
+    return {
+      [TypeId]: TypeId,
+      address,
+      url: `${options?.tls !== undefined ? "wss" : "ws"}://${host}:${address.port}${options?.path ?? "/"}`,
+      connections: Effect.sync(() => open)
+    } satisfies Server
+  })
+
+/**
+ * A layer running {@link serve}: the {@link Server} service tells its address.
+ *
+ * @category layers
+ * @since 0.1.0
+ */
+export const layer = <E, R, RA = never>(
+  handler: Client.Handler<E, R>,
+  options?: ServeOptions<RA>
+): Layer.Layer<Server, ServeError, R | RA> => Layer.effect(Server, serve(handler, options))

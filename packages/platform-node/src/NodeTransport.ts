@@ -1,0 +1,166 @@
+/**
+ * `Transport`s over Node.js streams: `net.Socket`, `tls.TLSSocket`, or any `Duplex`.
+ *
+ * Backpressure is real both ways: incoming data is buffered up to `highWaterMark` bytes, then the
+ * socket is paused until the connection reads; a write completes only when Node has handed the
+ * bytes to the operating system (so the memory may be reused), and waits for `drain` while the
+ * socket's own buffer is full.
+ *
+ * @since 0.1.0
+ */
+import { Transport } from "@effect-websocket/core"
+import { Effect } from "effect"
+import type { Duplex } from "node:stream"
+
+/**
+ * Options of {@link fromDuplex}.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface Options {
+  /** Bytes read ahead of the connection before the socket is paused. Default 64 KiB. */
+  readonly highWaterMark?: number | undefined
+  /** Bytes that arrived before the transport was made (the `head` of an HTTP upgrade). */
+  readonly head?: Uint8Array | undefined
+}
+
+const toError = (cause: unknown, message: string) =>
+  new Transport.TransportError({ message: cause instanceof Error ? `${message}: ${cause.message}` : message, cause })
+
+/**
+ * A transport over a connected `Duplex` (a `net.Socket`, a `tls.TLSSocket`, ...). The transport
+ * takes the stream over: it listens for `data`, `end`, `error` and `close`, and destroys the
+ * stream on `close`.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transport => {
+  const highWaterMark = options?.highWaterMark ?? 64 * 1024
+  const chunks: Array<Uint8Array> = []
+  let head = 0
+  let buffered = 0
+  let ended = false
+  let failure: Transport.TransportError | undefined = undefined
+  let wakeReader: (() => void) | undefined = undefined
+  if (options?.head !== undefined && options.head.length > 0) {
+    chunks.push(options.head)
+    buffered = options.head.length
+  }
+  const wake = () => {
+    const resume = wakeReader
+    wakeReader = undefined
+    resume?.()
+  }
+  socket.on("data", (chunk: Uint8Array) => {
+    chunks.push(chunk)
+    buffered += chunk.length
+    if (buffered >= highWaterMark) socket.pause()
+    wake()
+  })
+  socket.on("end", () => {
+    ended = true
+    wake()
+  })
+  socket.on("error", (cause) => {
+    failure ??= toError(cause, "socket error")
+    wake()
+  })
+  socket.on("close", () => {
+    ended = true
+    wake()
+  })
+
+  /** Copies buffered bytes into `buffer`; -1 when there are none yet. */
+  const take = (buffer: Uint8Array): number => {
+    if (buffered === 0) return ended || failure !== undefined ? 0 : -1
+    let n = 0
+    while (n < buffer.length && chunks.length > 0) {
+      const chunk = chunks[0]!
+      const count = Math.min(buffer.length - n, chunk.length - head)
+      buffer.set(count === chunk.length ? chunk : chunk.subarray(head, head + count), n)
+      n += count
+      head += count
+      if (head === chunk.length) {
+        chunks.shift()
+        head = 0
+      }
+    }
+    buffered -= n
+    if (buffered < highWaterMark && socket.isPaused()) socket.resume()
+    return n
+  }
+
+  const read = (buffer: Uint8Array): Effect.Effect<number, Transport.TransportError> =>
+    Effect.suspend(() => {
+      if (buffered === 0 && failure !== undefined) return Effect.fail(failure)
+      const n = take(buffer)
+      if (n >= 0) return Effect.succeed(n)
+      if (socket.isPaused()) socket.resume()
+      return Effect.flatMap(
+        Effect.callback<void>((resume) => {
+          wakeReader = () => resume(Effect.void)
+          return Effect.sync(() => {
+            wakeReader = undefined
+          })
+        }),
+        () => read(buffer)
+      )
+    })
+
+  const write = (buffers: ReadonlyArray<Uint8Array>): Effect.Effect<void, Transport.TransportError> =>
+    Effect.callback<void, Transport.TransportError>((resume) => {
+      if (failure !== undefined) return resume(Effect.fail(failure))
+      if (socket.destroyed || !socket.writable) {
+        return resume(Effect.fail(new Transport.TransportError({ message: "write after the socket was closed" })))
+      }
+      const last = buffers.length - 1
+      if (last > 0) socket.cork()
+      let needDrain = false
+      let written = false
+      let drained = true
+      const done = () => {
+        if (written && drained) resume(Effect.void)
+      }
+      for (let i = 0; i <= last; i++) {
+        const buffer = buffers[i]!
+        if (i < last) {
+          socket.write(buffer)
+        } else {
+          needDrain = !socket.write(buffer, (error) => {
+            if (error) return resume(Effect.fail(toError(error, "write failed")))
+            written = true
+            done()
+          })
+        }
+      }
+      if (last > 0) socket.uncork()
+      if (needDrain) {
+        drained = false
+        socket.once("drain", () => {
+          drained = true
+          done()
+        })
+      }
+    })
+
+  const end = Effect.sync(() => {
+    if (!socket.writableEnded) socket.end()
+  })
+
+  const close = Effect.sync(() => {
+    if (socket.destroyed) return
+    if (socket.writable && !socket.writableEnded) {
+      // flush what is queued, send FIN, then release the socket
+      socket.end(() => socket.destroy())
+      const timer = setTimeout(() => socket.destroy(), 1000)
+      timer.unref()
+      socket.once("close", () => clearTimeout(timer))
+    } else {
+      socket.destroy()
+    }
+  })
+
+  return Transport.make({ read, write, end, close })
+}
