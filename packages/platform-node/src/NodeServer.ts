@@ -17,7 +17,8 @@
  */
 import { Client, Connection, WebSocket } from "@effect-websocket/core"
 import { HttpHeader, Token } from "@effect-websocket/schema"
-import { Context, Duration, Effect, Exit, FiberSet, Layer, Metric, Predicate, Schema, Scope } from "effect"
+import { Context, Duration, Effect, Exit, FiberSet, Layer, Metric, Predicate, Schema } from "effect"
+import type { Scope } from "effect"
 import * as Http from "node:http"
 import * as Https from "node:https"
 import type * as Net from "node:net"
@@ -214,41 +215,40 @@ export const makeUpgradeHandler = <E, R, RA = never>(
             return refuse(socket, 500, "the request could not be authorized")
           }
         }
-        const scope = yield* Scope.make()
-        const handle = yield* Scope.provide(WebSocket.createServerHandle(properties), scope).pipe(Effect.orDie)
-        const selected = options?.selectProtocol?.(offered, request)
-        const handshake = yield* Effect.exit(WebSocket.beginServerHandshake(handle, { requestHeaders: headers, subprotocol: selected }))
-        if (Exit.isFailure(handshake)) {
-          yield* Scope.close(scope, Exit.void)
-          const error = handshake.cause.reasons.find((r) => r._tag === "Fail")
-          if (error === undefined || error._tag !== "Fail") return refuse(socket, 500, "the handshake failed")
-          const { headers: extra, status } = Client.rejectionStatus(error.error)
-          yield* Metric.update(Metric.withAttributes(handshakeFailures, refusalReason(error.error._tag)), 1)
-          return refuse(socket, status, error.error.message, extra)
-        }
-        const response = [
-          "HTTP/1.1 101 Switching Protocols",
-          ...handshake.value.responseHeaders.map((h) => `${h.name}: ${h.value}`)
-        ]
-        socket.write(`${response.join("\r\n")}\r\n\r\n`)
-        yield* WebSocket.endServerHandshake(handle).pipe(Effect.orDie)
-        if ("setNoDelay" in socket && typeof socket.setNoDelay === "function") (socket as Net.Socket).setNoDelay(true)
-        const transport = NodeTransport.fromDuplex(socket, { head })
-        const connection = yield* Scope.provide(
-          Connection.make(handle, transport, { ...options?.connection, protocol: selected ?? "" }),
-          scope
-        )
-        yield* Metric.update(connectionsOpened, 1)
-        yield* Metric.modify(connectionsOpen, 1)
-        const exit = yield* Effect.exit(handler(connection, request))
-        if (Exit.isFailure(exit) && !Exit.hasInterrupts(exit)) {
-          yield* Effect.logError("WebSocket handler failed; closing its connection with 1011", exit.cause)
-          yield* Effect.ignore(connection.close(1011))
-        } else if (Exit.isSuccess(exit)) {
-          yield* Effect.ignore(connection.close(1000))
-        }
-        yield* Metric.modify(connectionsOpen, -1)
-        yield* Scope.close(scope, Exit.void)
+        // The connection's resources live in this scope: when the server shuts down, interrupting
+        // this fiber closes it, and the connection's finalizer runs the closing handshake (1001).
+        return yield* Effect.scoped(Effect.gen(function*() {
+          const handle = yield* Effect.orDie(WebSocket.createServerHandle(properties))
+          const selected = options?.selectProtocol?.(offered, request)
+          const handshake = yield* Effect.exit(
+            WebSocket.beginServerHandshake(handle, { requestHeaders: headers, subprotocol: selected })
+          )
+          if (Exit.isFailure(handshake)) {
+            const error = handshake.cause.reasons.find((r) => r._tag === "Fail")
+            if (error === undefined || error._tag !== "Fail") return refuse(socket, 500, "the handshake failed")
+            const { headers: extra, status } = Client.rejectionStatus(error.error)
+            yield* Metric.update(Metric.withAttributes(handshakeFailures, refusalReason(error.error._tag)), 1)
+            return refuse(socket, status, error.error.message, extra)
+          }
+          const response = [
+            "HTTP/1.1 101 Switching Protocols",
+            ...handshake.value.responseHeaders.map((h) => `${h.name}: ${h.value}`)
+          ]
+          socket.write(`${response.join("\r\n")}\r\n\r\n`)
+          yield* WebSocket.endServerHandshake(handle).pipe(Effect.orDie)
+          if ("setNoDelay" in socket && typeof socket.setNoDelay === "function") (socket as Net.Socket).setNoDelay(true)
+          const transport = NodeTransport.fromDuplex(socket, { head })
+          const connection = yield* Connection.make(handle, transport, { ...options?.connection, protocol: selected ?? "" })
+          yield* Metric.update(connectionsOpened, 1)
+          yield* Metric.modify(connectionsOpen, 1)
+          const exit = yield* Effect.exit(Effect.onExit(handler(connection, request), () => Metric.modify(connectionsOpen, -1)))
+          if (Exit.isFailure(exit) && !Exit.hasInterrupts(exit)) {
+            yield* Effect.logError("WebSocket handler failed; closing its connection with 1011", exit.cause)
+            yield* Effect.ignore(connection.close(1011))
+          } else if (Exit.isSuccess(exit)) {
+            yield* Effect.ignore(connection.close(1000))
+          }
+        }))
       }).pipe(
         Effect.onInterrupt(() => Effect.sync(() => socket.destroyed || socket.destroy())),
         Effect.withSpan("WebSocket.accept", { attributes: { "url.path": req.url ?? "/" } })
@@ -283,13 +283,18 @@ export const serve = <E, R, RA = never>(
       connectionsCheckingInterval: Math.min(1000, handshakeTimeout)
     }
     const onRequest = (_req: Http.IncomingMessage, res: Http.ServerResponse) => {
-      res.writeHead(426, { "Content-Type": "text/plain; charset=utf-8", Upgrade: "websocket", Connection: "Upgrade" })
+      res.writeHead(426, { "Content-Type": "text/plain; charset=utf-8", Upgrade: "websocket", Connection: "close" })
       res.end("this is a WebSocket endpoint\n")
     }
     const server = options?.tls !== undefined
       ? Https.createServer(serverOptions, onRequest)
       : Http.createServer(serverOptions, onRequest)
-    server.on("clientError", (_error, socket) => refuse(socket, 400, "malformed HTTP request"))
+    server.on("clientError", (error: Error & { code?: string }, socket) =>
+      error.code === "HPE_HEADER_OVERFLOW"
+        ? refuse(socket, 431, "request headers too large")
+        : error.code === "ERR_HTTP_REQUEST_TIMEOUT"
+        ? refuse(socket, 408, "the request took too long")
+        : refuse(socket, 400, "malformed HTTP request"))
     const shutdownTimeout = Duration.fromInputUnsafe(options?.shutdownTimeout ?? Duration.seconds(5))
     yield* Effect.addFinalizer(() =>
       Effect.callback<void>((resume) => {
