@@ -18,6 +18,14 @@ const project = (name: string) => ({
 
 export default defineConfig({
   test: {
-    projects: [project("schema"), project("core"), project("platform-node")]
+    projects: [
+      project("schema"),
+      project("core"),
+      project("platform-node"),
+      {
+        ...project("examples"),
+        test: { ...project("examples").test, root: "examples", include: ["*.test.ts"] }
+      }
+    ]
   }
 })

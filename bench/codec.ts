@@ -1,0 +1,597 @@
+/**
+ * Codec benchmark: the sans-I/O frame engine of `@effect-websocket/core` next to the framing code
+ * of the `ws` package (its `Receiver` stream and its static `Sender.frame`).
+ *
+ * For every frame size, direction (masked = client to server, unmasked = server to client), payload
+ * type (text, binary) and operation (decode = receive, encode = send) each contender runs for a
+ * fixed time box, alternating ours / ws, and the medians of the repetitions are printed.
+ *
+ * Usage: `node codec.ts [--reps=N] [--time=MS] [--filter=REGEX] [--contender=ours|ws|both]`
+ * (`--filter` matches "op dir type size", e.g. `--filter="decode masked text (16|125) B"`).
+ */
+import { webcrypto } from "node:crypto"
+import { createRequire } from "node:module"
+import type { Writable } from "node:stream"
+import * as ws from "ws"
+import {
+  ActionCode,
+  ActionRecord,
+  BufferTypeCode,
+  Engine,
+  QueueCode,
+  Status
+} from "../packages/core/src/internal/engine/engine.ts"
+import { HandleState } from "../packages/core/src/internal/engine/state.ts"
+
+// ws exports its Receiver and Sender classes but @types/ws does not declare them.
+interface FrameOptions {
+  readonly fin: boolean
+  readonly generateMask: ((mask: Buffer) => void) | undefined
+  readonly mask: boolean
+  readonly maskBuffer: Buffer | undefined
+  readonly opcode: number
+  readonly readOnly: boolean
+  readonly rsv1: boolean
+}
+interface ReceiverOptions {
+  readonly isServer: boolean
+  readonly binaryType: "nodebuffer"
+  readonly maxPayload: number
+  readonly skipUTF8Validation: boolean
+  readonly allowSynchronousEvents: boolean
+}
+const { Receiver, Sender } = ws as unknown as {
+  readonly Receiver: new(options: ReceiverOptions) => Writable
+  readonly Sender: { frame(data: Buffer, options: FrameOptions): Array<Buffer> }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Settings
+// ---------------------------------------------------------------------------------------------
+
+const argument = (name: string): string | undefined => {
+  const prefix = `--${name}=`
+  const found = process.argv.find((a) => a.startsWith(prefix))
+  return found === undefined ? undefined : found.slice(prefix.length)
+}
+
+const REPS = Math.max(1, Number(argument("reps") ?? 3))
+/** Timed milliseconds per measurement (one contender, one repetition). */
+const TIME_MS = Math.max(10, Number(argument("time") ?? 250))
+/** Timed milliseconds per contender and configuration in the warm-up round. */
+const WARMUP_MS = Math.max(5, Number(argument("warmup") ?? 25))
+const FILTER = argument("filter") === undefined ? undefined : new RegExp(argument("filter")!)
+const CONTENDER = argument("contender") ?? "both"
+
+/** Size of one transport read, as a socket delivers it. */
+const CHUNK = 64 * 1024
+const EMPTY = new Uint8Array(0)
+/** Engine receive and send buffer size (the largest allowed: best throughput). */
+const ENGINE_BUFFER = 65536
+const MAX_MESSAGE = 100 * 1024 * 1024
+/** Approximate payload bytes per pass (one pass = one timed slice). */
+const PASS_BYTES = 1024 * 1024
+
+const SIZES = [16, 125, 1024, 64 * 1024, 1024 * 1024]
+const OPS = ["decode", "encode"] as const
+const DIRS = ["masked", "unmasked"] as const
+const TYPES = ["text", "binary"] as const
+
+type Op = (typeof OPS)[number]
+type Dir = (typeof DIRS)[number]
+type Type = (typeof TYPES)[number]
+
+interface Config {
+  readonly op: Op
+  readonly dir: Dir
+  readonly type: Type
+  readonly size: number
+  readonly label: string
+}
+
+const sizeLabel = (size: number): string =>
+  size >= 1024 * 1024 ? `${size / 1024 / 1024} MiB` : size >= 1024 ? `${size / 1024} KiB` : `${size} B`
+
+const randomFill = (bytes: Uint8Array): void => {
+  // getRandomValues fills at most 65536 bytes per call
+  for (let o = 0; o < bytes.length; o += 65536) {
+    webcrypto.getRandomValues(bytes.subarray(o, Math.min(bytes.length, o + 65536)))
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Payloads and wire data
+// ---------------------------------------------------------------------------------------------
+
+/** Mostly ASCII JSON-like text with 2-, 3- and 4-byte sequences. */
+const TEXT_PATTERN = Buffer.from(
+  "{\"user\":\"Zoë\",\"t\":\"日本😀\",\"id\":12345,\"text\":\"lorem ipsum dolor sit amet, Ångström café\"},",
+  "utf8"
+)
+
+/** `size` bytes of valid UTF-8 text: the pattern repeated, cut at a code point, padded with spaces. */
+const textPayload = (size: number): Buffer => {
+  const out = Buffer.alloc(size, 0x20)
+  let o = 0
+  while (o < size) {
+    const n = Math.min(TEXT_PATTERN.length, size - o)
+    TEXT_PATTERN.copy(out, o, 0, n)
+    o += n
+  }
+  // back off to the start of a code point that does not fit completely
+  let end = size
+  let i = size - 1
+  while (i >= 0 && (out[i]! & 0xc0) === 0x80) i--
+  if (i >= 0) {
+    const lead = out[i]!
+    const length = lead < 0x80 ? 1 : lead < 0xe0 ? 2 : lead < 0xf0 ? 3 : 4
+    if (i + length > size) end = i
+  }
+  out.fill(0x20, end)
+  if (!Buffer.from(out.toString("utf8"), "utf8").equals(out)) throw new Error("text payload is not UTF-8")
+  return out
+}
+
+const payloadFor = (type: Type, size: number): Buffer => {
+  if (type === "text") return textPayload(size)
+  const out = Buffer.allocUnsafe(size)
+  randomFill(out)
+  return out
+}
+
+const framesPerPass = (size: number): number => Math.max(4, Math.floor(PASS_BYTES / size))
+
+interface Wire {
+  readonly frames: number
+  /** Untouched copies of the transport chunks. */
+  readonly pristine: ReadonlyArray<Buffer>
+  /** The chunks handed out; restored from `pristine` before every pass (ws unmasks in place). */
+  readonly chunks: ReadonlyArray<Buffer>
+  readonly bytes: number
+}
+
+/** `frames` frames of `payload` (each with a fresh masking key when masked), cut into 64 KiB reads. */
+const buildWire = (config: Config, payload: Buffer): Wire => {
+  const frames = framesPerPass(config.size)
+  const parts: Array<Buffer> = []
+  const opcode = config.type === "text" ? 1 : 2
+  for (let i = 0; i < frames; i++) {
+    const list = Sender.frame(payload, {
+      fin: true,
+      generateMask: undefined,
+      mask: config.dir === "masked",
+      maskBuffer: undefined,
+      opcode,
+      readOnly: true,
+      rsv1: false
+    })
+    for (const part of list) parts.push(Buffer.from(part))
+  }
+  const wire = Buffer.concat(parts)
+  const pristine: Array<Buffer> = []
+  const chunks: Array<Buffer> = []
+  for (let o = 0; o < wire.length; o += CHUNK) {
+    const piece = wire.subarray(o, Math.min(wire.length, o + CHUNK))
+    const a = Buffer.allocUnsafeSlow(piece.length)
+    piece.copy(a)
+    const b = Buffer.allocUnsafeSlow(piece.length)
+    piece.copy(b)
+    pristine.push(a)
+    chunks.push(b)
+  }
+  return { frames, pristine, chunks, bytes: wire.length }
+}
+
+const restore = (wire: Wire): void => {
+  for (let i = 0; i < wire.chunks.length; i++) wire.chunks[i]!.set(wire.pristine[i]!)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Contenders: each returns a "session" whose pass() runs one timed slice and returns the payload
+// bytes the application got (decode) or the bytes handed to the transport (encode).
+// ---------------------------------------------------------------------------------------------
+
+interface Session {
+  /** Frames processed per pass. */
+  readonly frames: number
+  readonly before?: () => void
+  /** One timed slice: the pass `repeat` times (decode: always 1, the wire is restored in between). */
+  readonly pass: (repeat: number) => void
+  /** Whether several passes may run in one timed slice (encode). */
+  readonly repeatable: boolean
+  /** Messages delivered (decode) or frames sent (encode) so far, for a sanity check. */
+  readonly count: () => number
+  /** Message bytes the application got (decode) or bytes handed to the transport (encode). */
+  readonly bytes: () => number
+  /** Whether bytes() must be exactly frames x size (decode) rather than at least (encode). */
+  readonly exactBytes: boolean
+}
+
+const fail = (what: string, engine: Engine): never => {
+  throw new Error(`${what}: ${JSON.stringify(engine.lastError ?? engine.failure)}`)
+}
+
+const newEngine = (isClient: boolean): Engine => {
+  const engine = new Engine({
+    isClient,
+    receiveBufferSize: ENGINE_BUFFER,
+    sendBufferSize: ENGINE_BUFFER,
+    disableMasking: false,
+    disableUtf8Verification: false,
+    maxMessageSize: MAX_MESSAGE,
+    allocatedBuffer: undefined,
+    randomFill
+  })
+  engine.state = HandleState.Open // as after the opening handshake
+  return engine
+}
+
+/**
+ * Ours, receive side. The masked direction is a server receiving from a client. Every transport
+ * chunk is copied into the engine's ReceiveFromNetwork buffer (as a driver must). The consumer
+ * gets every message whole: a message delivered in one chunk is used as is (a view into the
+ * engine's buffer, like ws's zero-copy view into the socket buffer); the chunks of a message
+ * delivered in several are copied into one new buffer, as ws concatenates fragments (and frames
+ * that straddle transport reads) into a new Buffer.
+ */
+const oursDecode = (config: Config, wire: Wire): Session => {
+  const engine = newEngine(config.dir === "unmasked")
+  const action = new ActionRecord()
+  // The message being assembled from several chunks: a new buffer per message (the application
+  // owns it, as with ws), sized from the previous message and doubled when too small.
+  let accumulator: Uint8Array = EMPTY
+  let accumulated = 0
+  let sizeHint = 0
+  let messages = 0
+  let messageBytes = 0
+  // the outstanding ReceiveFromNetwork action between passes
+  let readId = 0
+  let readBuffer: Uint8Array | undefined = undefined
+  if (engine.receive(undefined, undefined) !== Status.Ok) fail("receive", engine)
+
+  const pass = (): void => {
+    const chunks = wire.chunks
+    let ci = 0
+    let chunk = chunks[0]!
+    let offset = 0
+    for (;;) {
+      if (readBuffer !== undefined) {
+        if (ci === chunks.length) return // everything delivered: keep the read outstanding
+        const room = readBuffer.length
+        const left = chunk.length - offset
+        const n = left < room ? left : room
+        readBuffer.set(n === chunk.length ? chunk : chunk.subarray(offset, offset + n), 0)
+        offset += n
+        if (offset === chunk.length) {
+          ci++
+          offset = 0
+          if (ci < chunks.length) chunk = chunks[ci]!
+        }
+        const id = readId
+        readBuffer = undefined
+        if (engine.completeAction(id, n) !== Status.Ok) fail("completeAction(read)", engine)
+      }
+      if (engine.getAction(QueueCode.Receive, action) !== Status.Ok) fail("getAction", engine)
+      switch (action.action) {
+        case ActionCode.ReceiveFromNetwork:
+          readId = action.id
+          readBuffer = action.buffer0
+          break
+        case ActionCode.IndicateReceiveComplete: {
+          const view = action.buffer0
+          const type = action.bufferType
+          if (type === BufferTypeCode.Utf8Message || type === BufferTypeCode.BinaryMessage) {
+            if (accumulated === 0) {
+              messageBytes += view.length
+            } else {
+              accumulated = append(view, accumulated)
+              const message = accumulator.subarray(0, accumulated)
+              messageBytes += message.length
+              sizeHint = accumulated
+              accumulator = EMPTY
+              accumulated = 0
+            }
+            messages++
+          } else {
+            accumulated = append(view, accumulated)
+          }
+          if (engine.completeAction(action.id, 0) !== Status.Ok) fail("completeAction(deliver)", engine)
+          if (engine.receive(undefined, undefined) !== Status.Ok) fail("receive", engine)
+          break
+        }
+        default:
+          throw new Error(`unexpected action ${action.action}`)
+      }
+    }
+  }
+
+  const append = (view: Uint8Array, at: number): number => {
+    const need = at + view.length
+    if (need > accumulator.length) {
+      let capacity = at === 0 ? Math.max(sizeHint, 2 * view.length) : 2 * accumulator.length
+      while (capacity < need) capacity *= 2
+      const grown = Buffer.allocUnsafe(capacity)
+      if (at > 0) grown.set(accumulator.subarray(0, at))
+      accumulator = grown
+    }
+    accumulator.set(view, at)
+    return need
+  }
+
+  return { frames: wire.frames, before: () => restore(wire), pass, count: () => messages, bytes: () => messageBytes, exactBytes: true, repeatable: false }
+}
+
+/**
+ * ws, receive side: a `Receiver` (the Writable that `WebSocket` feeds with socket data) gets each
+ * transport chunk through `write`, as `socket.on("data")` does. ws validates text as UTF-8 and
+ * emits one Buffer per message (fragments concatenated).
+ */
+const wsDecode = (config: Config, wire: Wire): Session => {
+  const receiver = new Receiver({
+    isServer: config.dir === "masked",
+    binaryType: "nodebuffer",
+    maxPayload: MAX_MESSAGE,
+    skipUTF8Validation: false,
+    allowSynchronousEvents: true
+  })
+  let messages = 0
+  let messageBytes = 0
+  receiver.on("message", (data: Buffer) => {
+    messages++
+    messageBytes += data.length
+  })
+  receiver.on("error", (error: Error) => {
+    throw error
+  })
+  const pass = (): void => {
+    const chunks = wire.chunks
+    for (let i = 0; i < chunks.length; i++) receiver.write(chunks[i]!)
+  }
+  return { frames: wire.frames, before: () => restore(wire), pass, count: () => messages, bytes: () => messageBytes, exactBytes: true, repeatable: false }
+}
+
+/**
+ * Ours, send side: `send` then the send queue drained (SendToNetwork: the bytes of its one or two
+ * buffers are counted, not copied; IndicateSendComplete). A client masks into its send buffer,
+ * in actions of at most 64 KiB.
+ */
+const oursEncode = (config: Config, payload: Buffer): Session => {
+  const engine = newEngine(config.dir === "masked")
+  const action = new ActionRecord()
+  const bufferType = config.type === "text" ? BufferTypeCode.Utf8Message : BufferTypeCode.BinaryMessage
+  const frames = framesPerPass(config.size)
+  let sent = 0
+  let wireBytes = 0
+  const pass = (repeat: number): void => {
+    for (let i = 0; i < frames * repeat; i++) {
+      if (engine.send(bufferType, payload, undefined, undefined) !== Status.Ok) fail("send", engine)
+      for (;;) {
+        if (engine.getAction(QueueCode.Send, action) !== Status.Ok) fail("getAction", engine)
+        if (action.action === ActionCode.SendToNetwork) {
+          const n = action.bufferCount === 2 ? action.buffer0.length + action.buffer1.length : action.buffer0.length
+          wireBytes += n
+          if (engine.completeAction(action.id, n) !== Status.Ok) fail("completeAction(send)", engine)
+        } else if (action.action === ActionCode.IndicateSendComplete) {
+          if (engine.completeAction(action.id, 0) !== Status.Ok) fail("completeAction(complete)", engine)
+          break
+        } else {
+          throw new Error(`unexpected action ${action.action}`)
+        }
+      }
+      sent++
+    }
+  }
+  return { frames, pass, count: () => sent, bytes: () => wireBytes, exactBytes: false, repeatable: true }
+}
+
+/**
+ * ws, send side: `Sender.frame`, the static framing function behind `WebSocket#send`, with the
+ * options object `Sender#send` builds for a Buffer (`readOnly: true`: a masked payload is masked
+ * into a new header + payload buffer, the caller's data stays untouched). Masking keys come from
+ * ws's default pooled `randomFillSync`.
+ */
+const wsEncode = (config: Config, payload: Buffer): Session => {
+  const opcode = config.type === "text" ? 1 : 2
+  const mask = config.dir === "masked"
+  const frames = framesPerPass(config.size)
+  let sent = 0
+  let wireBytes = 0
+  const pass = (repeat: number): void => {
+    for (let i = 0; i < frames * repeat; i++) {
+      const list = Sender.frame(payload, {
+        fin: true,
+        generateMask: undefined,
+        mask,
+        maskBuffer: undefined,
+        opcode,
+        readOnly: true,
+        rsv1: false
+      })
+      wireBytes += list.length === 2 ? list[0]!.length + list[1]!.length : list[0]!.length
+      sent++
+    }
+  }
+  return { frames, pass, count: () => sent, bytes: () => wireBytes, exactBytes: false, repeatable: true }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurement
+// ---------------------------------------------------------------------------------------------
+
+interface Sample {
+  readonly framesPerSecond: number
+  readonly megabytesPerSecond: number
+}
+
+const yieldToLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
+
+/** Minimum length of one timed slice, so that the clock reads stay negligible. */
+const MIN_SLICE = 1_000_000n
+
+/** Runs timed slices until `budgetMs` of timed work; untimed preparation between slices. */
+const measure = async (session: Session, size: number, budgetMs: number): Promise<Sample> => {
+  const budget = BigInt(Math.round(budgetMs * 1e6))
+  let elapsed = 0n
+  let expected = 0
+  let repeat = 1
+  const start = session.count()
+  const startBytes = session.bytes()
+  while (elapsed < budget) {
+    session.before?.()
+    const t0 = process.hrtime.bigint()
+    session.pass(repeat)
+    const slice = process.hrtime.bigint() - t0
+    elapsed += slice
+    expected += session.frames * repeat
+    if (session.repeatable && slice < MIN_SLICE) repeat *= 2
+  }
+  const frames = session.count() - start
+  if (frames !== expected) {
+    throw new Error(`expected ${expected} messages, got ${frames}`)
+  }
+  // decode: every message arrives whole; encode: at least the payloads went out
+  const bytes = session.bytes() - startBytes
+  if (session.exactBytes ? bytes !== frames * size : bytes < frames * size) {
+    throw new Error(`expected ${frames * size} bytes, got ${bytes}`)
+  }
+  await yieldToLoop() // let stream bookkeeping scheduled with nextTick run
+  const seconds = Number(elapsed) / 1e9
+  return { framesPerSecond: frames / seconds, megabytesPerSecond: (frames * size) / seconds / 1e6 }
+}
+
+const median = (values: ReadonlyArray<number>): number => {
+  const sorted = [...values].sort((a, b) => a - b)
+  const mid = sorted.length >> 1
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
+}
+
+interface Inputs {
+  readonly payload: Buffer
+  readonly wire: Wire | undefined
+}
+
+const prepare = (config: Config): Inputs => {
+  const payload = payloadFor(config.type, config.size)
+  return { payload, wire: config.op === "decode" ? buildWire(config, payload) : undefined }
+}
+
+const session = (contender: "ours" | "ws", config: Config, inputs: Inputs): Session => {
+  if (config.op === "decode") {
+    return contender === "ours" ? oursDecode(config, inputs.wire!) : wsDecode(config, inputs.wire!)
+  }
+  return contender === "ours" ? oursEncode(config, inputs.payload) : wsEncode(config, inputs.payload)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Main
+// ---------------------------------------------------------------------------------------------
+
+const describeWs = (): string => {
+  const require = createRequire(import.meta.url)
+  const version = (require("ws/package.json") as { version: string }).version
+  const has = (name: string): boolean => {
+    try {
+      require.resolve(name)
+      return true
+    } catch {
+      return false
+    }
+  }
+  const http = require("node:http") as { websocketMask?: unknown }
+  const buffer = require("node:buffer") as { isUtf8?: unknown }
+  const utf8 = typeof buffer.isUtf8 === "function"
+    ? "JS loop below 24 B, buffer.isUtf8 from 24 B"
+    : has("utf-8-validate")
+    ? "JS loop below 32 B, utf-8-validate from 32 B"
+    : "JS loop"
+  const masking = typeof http.websocketMask === "function"
+    ? "http.websocketMask from 24 B"
+    : has("bufferutil") && process.env.WS_NO_BUFFER_UTIL === undefined
+    ? "bufferutil from 32/48 B"
+    : "JS byte loop (bufferutil not installed)"
+  return `ws ${version}; UTF-8 validation: ${utf8}; masking: ${masking}`
+}
+
+const configs: Array<Config> = []
+for (const op of OPS) {
+  for (const dir of DIRS) {
+    for (const type of TYPES) {
+      for (const size of SIZES) {
+        const label = `${op} ${dir} ${type} ${sizeLabel(size)}`
+        if (FILTER === undefined || FILTER.test(label)) configs.push({ op, dir, type, size, label })
+      }
+    }
+  }
+}
+
+const contenders: ReadonlyArray<"ours" | "ws"> = CONTENDER === "ours" ? ["ours"] : CONTENDER === "ws" ? ["ws"] : ["ours", "ws"]
+
+const main = async (): Promise<void> => {
+  const started = performance.now()
+  console.log(`node ${process.version}; ${describeWs()}`)
+  console.log(
+    `engine: receiveBufferSize ${ENGINE_BUFFER}, sendBufferSize ${ENGINE_BUFFER}; transport reads of ${CHUNK} B; ` +
+      `${REPS} x ${TIME_MS} ms per contender and case`
+  )
+
+  const inputs = new Map<Config, Inputs>()
+  for (const config of configs) inputs.set(config, prepare(config))
+
+  // Warm-up: every code path of both contenders once, so that the measured rounds see settled
+  // type feedback whatever their order.
+  for (const config of configs) {
+    for (const contender of contenders) await measure(session(contender, config, inputs.get(config)!), config.size, WARMUP_MS)
+  }
+
+  const rows: Array<{ config: Config; ours: Sample | undefined; ws: Sample | undefined }> = []
+  for (const config of configs) {
+    const samples: Record<"ours" | "ws", Array<Sample>> = { ours: [], ws: [] }
+    for (let r = 0; r < REPS; r++) {
+      for (const contender of contenders) {
+        samples[contender].push(await measure(session(contender, config, inputs.get(config)!), config.size, TIME_MS))
+      }
+    }
+    const summary = (list: Array<Sample>): Sample | undefined =>
+      list.length === 0 ? undefined : {
+        framesPerSecond: median(list.map((s) => s.framesPerSecond)),
+        megabytesPerSecond: median(list.map((s) => s.megabytesPerSecond))
+      }
+    const row = { config, ours: summary(samples.ours), ws: summary(samples.ws) }
+    rows.push(row)
+    process.stderr.write(`  ${config.label}: ${formatRatio(row.ours, row.ws)}\n`)
+  }
+
+  console.log("")
+  console.log(`codec (median of ${REPS}, ratio = ours / ws; > 1 means faster; MB = 10^6 payload bytes)`)
+  const header = ["op", "dir", "type", "size", "ours MB/s", "ws MB/s", "ours fr/s", "ws fr/s", "ratio"]
+  const table = rows.map(({ config, ours, ws }) => [
+    config.op,
+    config.dir,
+    config.type,
+    sizeLabel(config.size),
+    formatNumber(ours?.megabytesPerSecond),
+    formatNumber(ws?.megabytesPerSecond),
+    formatNumber(ours?.framesPerSecond),
+    formatNumber(ws?.framesPerSecond),
+    formatRatio(ours, ws)
+  ])
+  const widths = header.map((h, i) => Math.max(h.length, ...table.map((row) => row[i]!.length)))
+  const line = (cells: ReadonlyArray<string>): string =>
+    cells.map((c, i) => (i < 4 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ")
+  console.log(line(header))
+  for (const row of table) console.log(line(row))
+  console.log(`\ntotal ${((performance.now() - started) / 1000).toFixed(1)} s`)
+}
+
+const formatNumber = (value: number | undefined): string => {
+  if (value === undefined) return "-"
+  if (value >= 1e6) return `${(value / 1e6).toFixed(2)}M`
+  if (value >= 1e4) return `${(value / 1e3).toFixed(0)}k`
+  if (value >= 100) return value.toFixed(0)
+  return value.toFixed(1)
+}
+
+const formatRatio = (ours: Sample | undefined, ws: Sample | undefined): string =>
+  ours === undefined || ws === undefined ? "-" : (ours.framesPerSecond / ws.framesPerSecond).toFixed(2)
+
+await main()
