@@ -99,7 +99,10 @@ export interface Connection {
   readonly send: (message: Message) => Effect.Effect<void, InvalidProtocolOperation | TransportError>
   /**
    * Sends one message as fragments: every element of `fragments` becomes a frame (text or binary as
-   * chosen by `type`), the last one closing the message. Other sends wait until it is complete.
+   * chosen by `type`), and an empty final frame closes the message. Other sends wait until it is
+   * complete. When `fragments` fails or the send is interrupted after a fragment went out, the
+   * message stays incomplete on the wire: later sends fail with `InvalidProtocolOperation` (only
+   * pings and `close` remain possible).
    */
   readonly sendFragments: <E, R>(
     fragments: Stream.Stream<Message, E, R>,
@@ -108,16 +111,18 @@ export interface Connection {
   /** Sends a Ping with an optional payload of at most 125 bytes; the Pong shows up in `stats.pongsIn`. */
   readonly ping: (payload?: Uint8Array) => Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError>
   /**
-   * The received messages, in order, for one consumer. Ends after the peer's Close (or ours, once
-   * answered); fails with a {@link ConnectionError} when the peer breaks the protocol or the transport
-   * ends without a Close frame.
+   * The received messages, in order, for one consumer at a time: a consumer that stops (`Stream.take`,
+   * interruption) leaves the messages it did not take to the next one. Ends after the peer's Close
+   * (or ours, once answered); fails with a {@link ConnectionError} when the peer breaks the protocol or
+   * the transport ends without a Close frame.
    */
   readonly messages: Stream.Stream<Message, ConnectionError>
   /**
    * Starts the closing handshake with `code` (default 1000) and `reason`, and waits until it
-   * completes, or the close timeout cuts the transport. Returns how the connection ended; calling
-   * it again returns the same. Fails with `InvalidParameter` for a code that may not be sent
-   * (1005, 1006, 1015, 1004, below 1000, ...) or a reason over 123 UTF-8 bytes.
+   * completes, or the close timeout cuts the transport (the timeout also bounds waiting for a send
+   * in progress). Returns how the connection ended; calling it again returns the same. Fails with
+   * `InvalidParameter` for a code that may not be sent (1005, 1006, 1015, 1004, below 1000, ...) or
+   * a reason over 123 UTF-8 bytes.
    */
   readonly close: (code?: number, reason?: string) => Effect.Effect<CloseInfo, InvalidParameter>
   /** Completes with how the connection ended, once it has. */
@@ -224,6 +229,8 @@ export const make = (
     const stats = { messagesIn: 0, bytesIn: 0, messagesOut: 0, bytesOut: 0, pingsIn: 0, pongsIn: 0 }
     const sendRecord = new ActionRecord()
     let initiator: CloseInfo["initiator"] = "none"
+    /** A fragmented message was left incomplete on the wire: no data frame may follow it. */
+    let messageLeftOpen = false
     let lastActivity = yield* Clock.currentTimeMillis
     let transportClosed = false
 
@@ -440,18 +447,22 @@ export const make = (
 
     const close = (code = 1000, reason = ""): Effect.Effect<CloseInfo, InvalidParameter> =>
       Effect.gen(function*() {
-        if (!Deferred.isDoneUnsafe(closedDeferred) && (engine.state === HandleState.Open || engine.state === HandleState.CloseReceived)) {
-          if (initiator === "none") initiator = "local"
-          const sent = yield* Effect.exit(messageLock.withPermit(sendFrame(BufferType.BufferType.Close, textEncoder.encode(reason), code)))
-          if (sent._tag === "Failure") {
-            const error = Cause.findErrorOption(sent.cause)
-            if (Option.isSome(error) && error.value._tag === "InvalidParameter") {
-              if (initiator === "local" && engine.state === HandleState.Open) initiator = "none"
-              return yield* Effect.fail(error.value)
+        const handshake = Effect.gen(function*() {
+          if (!Deferred.isDoneUnsafe(closedDeferred) && (engine.state === HandleState.Open || engine.state === HandleState.CloseReceived)) {
+            if (initiator === "none") initiator = "local"
+            const sent = yield* Effect.exit(messageLock.withPermit(sendFrame(BufferType.BufferType.Close, textEncoder.encode(reason), code)))
+            if (sent._tag === "Failure") {
+              const error = Cause.findErrorOption(sent.cause)
+              if (Option.isSome(error) && error.value._tag === "InvalidParameter") {
+                if (initiator === "local" && engine.state === HandleState.Open) initiator = "none"
+                return yield* Effect.fail(error.value)
+              }
             }
           }
-        }
-        const info = yield* Effect.timeoutOption(Deferred.await(closedDeferred), closeTimeout)
+          return yield* Deferred.await(closedDeferred)
+        })
+        // the timeout also bounds the wait for a send in progress (a peer that stopped reading)
+        const info = yield* Effect.timeoutOption(handshake, closeTimeout)
         if (Option.isSome(info)) return info.value
         // the peer never answered: cut it off
         engine.abort()
@@ -468,9 +479,17 @@ export const make = (
       yield* finish({ code: 1006, reason: "aborted", clean: false, initiator }, new TransportError({ message: "the connection was aborted" }))
     })
 
+    const messageLeftOpenError = (operation: string) =>
+      new InvalidProtocolOperation({
+        operation,
+        state: engine.stateName,
+        message: `${operation} is not allowed: an earlier fragmented message was left incomplete`
+      })
+
     const send = (message: Message): Effect.Effect<void, InvalidProtocolOperation | TransportError> =>
       messageLock.withPermit(
         Effect.suspend(() => {
+          if (messageLeftOpen) return Effect.fail(messageLeftOpenError("send"))
           const text = typeof message === "string"
           const payload = text ? textEncoder.encode(message) : message
           return Effect.tap(
@@ -490,14 +509,22 @@ export const make = (
     ): Effect.Effect<void, InvalidProtocolOperation | TransportError | E, R> =>
       messageLock.withPermit(
         Effect.gen(function*() {
+          if (messageLeftOpen) return yield* Effect.fail(messageLeftOpenError("sendFragments"))
           const fragmentType = type === "text" ? BufferType.BufferType.Utf8Fragment : BufferType.BufferType.BinaryFragment
           const lastType = type === "text" ? BufferType.BufferType.Utf8Message : BufferType.BufferType.BinaryMessage
           let bytes = 0
+          let started = false
           yield* Stream.runForEach(fragments, (fragment) => {
             const payload = typeof fragment === "string" ? textEncoder.encode(fragment) : fragment
             bytes += payload.length
-            return sendFrame(fragmentType, payload, undefined)
-          })
+            return Effect.map(sendFrame(fragmentType, payload, undefined), () => {
+              started = true
+            })
+          }).pipe(Effect.onError(() =>
+            Effect.sync(() => {
+              if (started) messageLeftOpen = true
+            })
+          ))
           yield* sendFrame(lastType, undefined, undefined)
           stats.messagesOut++
           stats.bytesOut += bytes
@@ -549,7 +576,7 @@ export const make = (
       send,
       sendFragments,
       ping,
-      messages: Stream.fromQueue(queue),
+      messages: Stream.fromEffectRepeat(Queue.take(queue)),
       close,
       closed: Deferred.await(closedDeferred),
       abort,

@@ -111,7 +111,7 @@ class Pipe {
     wake?.()
   }
   wakeWriters() {
-    while (this.writersWaiting.length > 0 && (this.buffered < this.highWaterMark || this.broken)) {
+    while (this.writersWaiting.length > 0 && (this.buffered < this.highWaterMark || this.broken || this.ended)) {
       this.writersWaiting.shift()!()
     }
   }
@@ -180,10 +180,12 @@ const memoryEnd = (incoming: Pipe, outgoing: Pipe): Transport => {
   const end = Effect.sync(() => {
     outgoing.ended = true
     outgoing.wakeReader()
+    outgoing.wakeWriters() // writes waiting for room now fail
   })
   const close = Effect.sync(() => {
     outgoing.ended = true
     outgoing.wakeReader()
+    outgoing.wakeWriters()
     incoming.broken = true
     incoming.chunks.length = 0
     incoming.buffered = 0

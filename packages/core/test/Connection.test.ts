@@ -1,6 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Stream } from "effect"
-import { Connection } from "../src/index.ts"
+import { Effect, Exit, Fiber, Scope, Stream } from "effect"
+import { TestClock } from "effect/testing"
+import { Connection, Transport, WebSocket } from "../src/index.ts"
 
 describe("Connection", () => {
   it.effect("echo", () =>
@@ -15,5 +16,1010 @@ describe("Connection", () => {
       assert.deepStrictEqual(info, { code: 1000, reason: "bye", clean: true, initiator: "local" })
       const serverInfo = yield* server.closed
       assert.deepStrictEqual(serverInfo, { code: 1000, reason: "bye", clean: true, initiator: "remote" })
+    }))
+})
+
+// ---------------------------------------------------------------------------------------------
+// helpers
+// ---------------------------------------------------------------------------------------------
+
+const encoder = new TextEncoder()
+const decoder = new TextDecoder()
+
+/** Gives every other fiber many chances to run. */
+const settle = Effect.gen(function*() {
+  for (let i = 0; i < 500; i++) yield* Effect.yieldNow
+})
+
+/** Yields until `condition` holds; dies if it never does. */
+const waitUntil = (condition: () => boolean, what: string) =>
+  Effect.gen(function*() {
+    for (let i = 0; i < 100_000; i++) {
+      if (condition()) return
+      yield* Effect.yieldNow
+    }
+    return yield* Effect.die(new Error(`never happened: ${what}`))
+  })
+
+/** `length` bytes of a pattern that differs per `seed`. */
+const pattern = (length: number, seed: number) => {
+  const bytes = new Uint8Array(length)
+  for (let i = 0; i < length; i++) bytes[i] = (i * 7 + seed * 13 + (i >>> 8)) & 0xff
+  return bytes
+}
+
+const MASK_KEY = [0x37, 0xfa, 0x21, 0x3d] as const
+
+/** One frame as it goes on the wire; `mask` for client-to-server frames (a zero-free key, XOR by hand). */
+const frame = (
+  opcode: number,
+  payload: Uint8Array | string = new Uint8Array(0),
+  options: { readonly fin?: boolean; readonly rsv?: number; readonly mask?: boolean } = {}
+): Uint8Array => {
+  const data = typeof payload === "string" ? encoder.encode(payload) : payload
+  const masked = options.mask ?? false
+  const header: Array<number> = [((options.fin ?? true) ? 0x80 : 0) | ((options.rsv ?? 0) << 4) | opcode]
+  const maskBit = masked ? 0x80 : 0
+  const length = data.length
+  if (length < 126) header.push(maskBit | length)
+  else if (length < 65536) header.push(maskBit | 126, length >>> 8, length & 0xff)
+  else header.push(maskBit | 127, 0, 0, 0, 0, (length >>> 24) & 0xff, (length >>> 16) & 0xff, (length >>> 8) & 0xff, length & 0xff)
+  if (masked) header.push(...MASK_KEY)
+  const out = new Uint8Array(header.length + length)
+  out.set(header)
+  for (let i = 0; i < length; i++) out[header.length + i] = masked ? data[i]! ^ MASK_KEY[i & 3]! : data[i]!
+  return out
+}
+
+/** A Close frame body: the code, then the UTF-8 reason. */
+const closeBody = (code: number, reason = "") => {
+  const r = encoder.encode(reason)
+  const out = new Uint8Array(2 + r.length)
+  out[0] = code >>> 8
+  out[1] = code & 0xff
+  out.set(r, 2)
+  return out
+}
+
+interface Frame {
+  readonly fin: boolean
+  readonly rsv: number
+  readonly opcode: number
+  readonly masked: boolean
+  readonly payload: Uint8Array
+}
+
+/** The far end of a connection, driven by hand: raw bytes in, frames out. */
+class RawPeer {
+  private pending = new Uint8Array(0)
+  readonly transport: Transport.Transport
+  /** Frames to a server connection must be masked. */
+  readonly mask: boolean
+  constructor(transport: Transport.Transport, mask: boolean) {
+    this.transport = transport
+    this.mask = mask
+  }
+  write(...frames: ReadonlyArray<Uint8Array>) {
+    return this.transport.write(frames)
+  }
+  send(opcode: number, payload?: Uint8Array | string, options?: { readonly fin?: boolean; readonly rsv?: number }) {
+    return this.transport.write([frame(opcode, payload, { ...options, mask: this.mask })])
+  }
+  /** Reads until `n` bytes are pending; false when the stream ended first. */
+  private fill(n: number): Effect.Effect<boolean, Transport.TransportError> {
+    return Effect.gen({ self: this }, function*() {
+      const scratch = new Uint8Array(65536)
+      while (this.pending.length < n) {
+        const read = yield* this.transport.read(scratch)
+        if (read === 0) return false
+        const next = new Uint8Array(this.pending.length + read)
+        next.set(this.pending)
+        next.set(scratch.subarray(0, read), this.pending.length)
+        this.pending = next
+      }
+      return true
+    })
+  }
+  /** The next frame (unmasked), or "eof" when the stream ended at a frame boundary. */
+  readFrame(): Effect.Effect<Frame | "eof", Transport.TransportError> {
+    return Effect.gen({ self: this }, function*() {
+      if (!(yield* this.fill(2))) {
+        assert.strictEqual(this.pending.length, 0, "the stream ended inside a frame header")
+        return "eof" as const
+      }
+      const b0 = this.pending[0]!
+      const b1 = this.pending[1]!
+      const masked = (b1 & 0x80) !== 0
+      let length = b1 & 0x7f
+      let offset = 2
+      if (length === 126) {
+        assert.isTrue(yield* this.fill(4))
+        length = (this.pending[2]! << 8) | this.pending[3]!
+        offset = 4
+      } else if (length === 127) {
+        assert.isTrue(yield* this.fill(10))
+        length = 0
+        for (let i = 2; i < 10; i++) length = length * 256 + this.pending[i]!
+        offset = 10
+      }
+      const keyOffset = offset
+      if (masked) offset += 4
+      assert.isTrue(yield* this.fill(offset + length), "the stream ended inside a frame")
+      const payload = this.pending.slice(offset, offset + length)
+      if (masked) {
+        for (let i = 0; i < length; i++) payload[i] = payload[i]! ^ this.pending[keyOffset + (i & 3)]!
+      }
+      this.pending = this.pending.slice(offset + length)
+      return { fin: (b0 & 0x80) !== 0, rsv: (b0 >>> 4) & 7, opcode: b0 & 0x0f, masked, payload }
+    })
+  }
+  /** The next frame, which must exist. */
+  nextFrame() {
+    return Effect.map(this.readFrame(), (f) => {
+      if (f === "eof") throw new Error("expected a frame, the stream ended")
+      return f
+    })
+  }
+}
+
+const closeCodeOf = (f: Frame) => (f.payload[0]! << 8) | f.payload[1]!
+
+/** Client and server handles whose opening handshake was done in memory. */
+const handles = (client?: WebSocket.HandleProperties, server?: WebSocket.HandleProperties) =>
+  Effect.gen(function*() {
+    const clientHandle = yield* WebSocket.createClientHandle(client)
+    const serverHandle = yield* WebSocket.createServerHandle(server)
+    const { requestHeaders } = yield* WebSocket.beginClientHandshake(clientHandle, {
+      initialHeaders: [{ name: "Host", value: "memory" }]
+    })
+    const { responseHeaders } = yield* WebSocket.beginServerHandshake(serverHandle, { requestHeaders })
+    yield* WebSocket.endServerHandshake(serverHandle)
+    yield* WebSocket.endClientHandshake(clientHandle, { responseHeaders })
+    return { clientHandle, serverHandle }
+  }).pipe(Effect.orDie)
+
+/**
+ * One connection (`kind`) over a memory transport whose other end is a {@link RawPeer}. The
+ * connection is aborted before its scope closes, so that no test waits for a Close the raw
+ * peer would never send.
+ */
+const rawConnection = (
+  kind: "client" | "server",
+  options: {
+    readonly handle?: WebSocket.HandleProperties
+    readonly connection?: Connection.Options
+    readonly highWaterMark?: number
+  } = {}
+) =>
+  Effect.gen(function*() {
+    const { clientHandle, serverHandle } = yield* handles(
+      kind === "client" ? options.handle : undefined,
+      kind === "server" ? options.handle : undefined
+    )
+    const [a, b] = yield* Transport.makeMemoryPair({ highWaterMark: options.highWaterMark })
+    const connection = yield* Connection.make(kind === "client" ? clientHandle : serverHandle, a, options.connection)
+    yield* Effect.addFinalizer(() => connection.abort)
+    return { connection, peer: new RawPeer(b, kind === "server") }
+  })
+
+/** Collects messages until the stream ends or fails; returns them with the exit. */
+const drain = (connection: Connection.Connection) =>
+  Effect.gen(function*() {
+    const got: Array<Connection.Message> = []
+    const exit = yield* Effect.exit(Stream.runForEach(connection.messages, (m) => Effect.sync(() => got.push(m))))
+    return { got, exit }
+  })
+
+const failureOf = <A, E>(exit: Exit.Exit<A, E>): E => {
+  assert.isTrue(Exit.isFailure(exit), "expected a failure")
+  const error = Exit.findErrorOption(exit)
+  assert.isTrue(error._tag === "Some", "expected a typed error")
+  return (error as { readonly value: E }).value
+}
+
+/** Whether `closed` has not completed yet. */
+const isOpen = (connection: Connection.Connection) =>
+  Effect.gen(function*() {
+    const closed = yield* Effect.forkChild(connection.closed)
+    yield* Effect.yieldNow
+    const open = closed.pollUnsafe() === undefined
+    yield* Fiber.interrupt(closed)
+    return open
+  })
+
+// ---------------------------------------------------------------------------------------------
+// messages
+// ---------------------------------------------------------------------------------------------
+
+describe("Connection messages", () => {
+  it.effect("echoes text (non-ASCII, empty) and binary (empty, 1 MiB) messages in order", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair()
+      yield* Effect.forkScoped(Stream.runForEach(server.messages, (m) => server.send(m)))
+      const big = pattern(1024 * 1024, 1)
+      const sent: ReadonlyArray<Connection.Message> = [
+        "plain ASCII",
+        "héllo wörld, 日本語, emoji 🎉 and a surrogate pair 𝄞",
+        "",
+        new Uint8Array(0),
+        new Uint8Array([0, 255, 128, 1]),
+        big,
+        "after the big one"
+      ]
+      for (const m of sent) yield* client.send(m)
+      const got = yield* Stream.runCollect(Stream.take(client.messages, sent.length))
+      assert.strictEqual(got.length, sent.length)
+      for (let i = 0; i < sent.length; i++) {
+        const expected = sent[i]!
+        const actual = got[i]!
+        if (typeof expected === "string") {
+          assert.strictEqual(actual, expected, `message ${i}`)
+        } else {
+          assert.instanceOf(actual, Uint8Array, `message ${i} is binary`)
+          assert.isTrue(Buffer.from(actual as Uint8Array).equals(Buffer.from(expected)), `message ${i} bytes`)
+        }
+      }
+      assert.strictEqual(client.stats.messagesOut, sent.length)
+      assert.strictEqual(client.stats.messagesIn, sent.length)
+      assert.strictEqual(server.stats.messagesIn, sent.length)
+      const bytes = sent.reduce((n, m) => n + (typeof m === "string" ? encoder.encode(m).length : m.length), 0)
+      assert.strictEqual(client.stats.bytesOut, bytes)
+      assert.strictEqual(client.stats.bytesIn, bytes)
+    }))
+
+  it.effect("many messages arrive in order", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair()
+      const count = 500
+      const sender = yield* Effect.forkChild(Effect.gen(function*() {
+        for (let i = 0; i < count; i++) yield* client.send(i % 2 === 0 ? `#${i}` : new Uint8Array([i & 0xff, i >>> 8]))
+      }))
+      const got = yield* Stream.runCollect(Stream.take(server.messages, count))
+      yield* Fiber.join(sender)
+      for (let i = 0; i < count; i++) {
+        if (i % 2 === 0) assert.strictEqual(got[i], `#${i}`)
+        else assert.deepStrictEqual(got[i], new Uint8Array([i & 0xff, i >>> 8]))
+      }
+    }))
+
+  it.effect("sendFragments: a Stream of 3 text parts arrives as one message", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair()
+      yield* client.sendFragments(Stream.make("frag", "ment", "ed ✓"), "text")
+      yield* client.sendFragments(Stream.make(new Uint8Array([1]), new Uint8Array([2, 3]), new Uint8Array(0)), "binary")
+      yield* client.send("next")
+      const got = yield* Stream.runCollect(Stream.take(server.messages, 3))
+      assert.deepStrictEqual(got, ["fragmented ✓", new Uint8Array([1, 2, 3]), "next"])
+      assert.strictEqual(client.stats.messagesOut, 3)
+    }))
+
+  it.effect("sendFragments: a code point split across fragments arrives whole", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair()
+      const euro = encoder.encode("€") // 3 bytes
+      yield* client.sendFragments(Stream.make(euro.subarray(0, 1), euro.subarray(1, 2), euro.subarray(2)), "text")
+      const got = yield* Stream.runCollect(Stream.take(server.messages, 1))
+      assert.deepStrictEqual(got, ["€"])
+    }))
+
+  it.effect("sendFragments: the frames on the wire are one message (FIN only on the last)", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("client")
+      yield* connection.sendFragments(Stream.make("a", "b", "c"), "text")
+      const frames: Array<Frame> = []
+      for (;;) {
+        const f = yield* peer.nextFrame()
+        frames.push(f)
+        if (f.fin) break
+      }
+      assert.strictEqual(frames[0]!.opcode, 0x1)
+      assert.isTrue(frames.slice(1).every((f) => f.opcode === 0x0), "continuations")
+      assert.isTrue(frames.every((f) => f.masked), "a client masks every frame")
+      assert.strictEqual(frames.map((f) => decoder.decode(f.payload)).join(""), "abc")
+    }))
+
+  it.effect("concurrent sends from 50 fibers arrive intact while the server pings the client", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair({ client: { sendBufferSize: 1024 } })
+      const size = 100 * 1024
+      const count = 50
+      const message = (i: number) => {
+        const bytes = pattern(size, i)
+        bytes[0] = i
+        return bytes
+      }
+      const received = yield* Effect.forkChild(Stream.runCollect(Stream.take(server.messages, count)))
+      let pingsSent = 0
+      const pinger = yield* Effect.forkChild(Effect.gen(function*() {
+        for (let i = 0; i < 200; i++) {
+          yield* server.ping(new Uint8Array([i & 0xff]))
+          pingsSent++
+          yield* Effect.yieldNow
+        }
+      }))
+      yield* Effect.forEach(Array.from({ length: count }, (_, i) => i), (i) => client.send(message(i)), {
+        concurrency: "unbounded",
+        discard: true
+      })
+      const got = yield* Fiber.join(received)
+      yield* Fiber.join(pinger)
+      const seen = new Set<number>()
+      for (const m of got) {
+        assert.instanceOf(m, Uint8Array)
+        const bytes = m as Uint8Array
+        assert.strictEqual(bytes.length, size)
+        const i = bytes[0]!
+        seen.add(i)
+        assert.isTrue(Buffer.from(bytes).equals(Buffer.from(message(i))), `message ${i} is intact`)
+      }
+      assert.strictEqual(seen.size, count)
+      assert.strictEqual(pingsSent, 200)
+      // the client answered pings in between its frames (only the latest pending ping need be answered)
+      yield* waitUntil(() => server.stats.pongsIn > 0, "a pong from the client")
+      assert.isAtMost(server.stats.pongsIn, 200)
+      // and the connection is still healthy both ways
+      yield* server.send("done")
+      assert.deepStrictEqual(yield* Stream.runCollect(Stream.take(client.messages, 1)), ["done"])
+    }))
+
+  it.effect("ping: the peer answers automatically with a pong", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair()
+      assert.strictEqual(client.stats.pongsIn, 0)
+      yield* client.ping(encoder.encode("are you there?"))
+      yield* waitUntil(() => client.stats.pongsIn === 1, "the pong")
+      yield* client.ping()
+      yield* waitUntil(() => client.stats.pongsIn === 2, "the second pong")
+      // no message came out of it
+      yield* server.send("after pings")
+      assert.deepStrictEqual(yield* Stream.runCollect(Stream.take(client.messages, 1)), ["after pings"])
+      const error = yield* Effect.flip(client.ping(new Uint8Array(126)))
+      assert.strictEqual(error._tag, "InvalidParameter")
+    }))
+
+  it.effect("ping: the pong on the wire carries the ping's payload", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("server")
+      yield* peer.send(0x9, "payload!")
+      const pong = yield* peer.nextFrame()
+      assert.strictEqual(pong.opcode, 0xa)
+      assert.isFalse(pong.masked, "a server never masks")
+      assert.strictEqual(decoder.decode(pong.payload), "payload!")
+      // a pong from the peer is counted
+      yield* peer.send(0xa, "unsolicited")
+      yield* waitUntil(() => connection.stats.pongsIn === 1, "the pong to be counted")
+    }))
+})
+
+// ---------------------------------------------------------------------------------------------
+// closing handshake
+// ---------------------------------------------------------------------------------------------
+
+describe("Connection close", () => {
+  it.effect("close initiated by the client: both sides clean, both message streams end", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair()
+      const clientMessages = yield* Effect.forkChild(drain(client))
+      const serverMessages = yield* Effect.forkChild(drain(server))
+      yield* client.send("before close")
+      const info = yield* client.close(4001, "client done")
+      assert.deepStrictEqual(info, { code: 4001, reason: "client done", clean: true, initiator: "local" })
+      assert.deepStrictEqual(yield* server.closed, { code: 4001, reason: "client done", clean: true, initiator: "remote" })
+      assert.deepStrictEqual(yield* client.closed, info)
+      const c = yield* Fiber.join(clientMessages)
+      const s = yield* Fiber.join(serverMessages)
+      assert.isTrue(Exit.isSuccess(c.exit))
+      assert.isTrue(Exit.isSuccess(s.exit))
+      assert.deepStrictEqual(s.got, ["before close"])
+    }))
+
+  it.effect("close initiated by the server: both sides clean, both message streams end", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair()
+      const clientMessages = yield* Effect.forkChild(drain(client))
+      const serverMessages = yield* Effect.forkChild(drain(server))
+      yield* server.send("bye soon")
+      const info = yield* server.close(1001, "restarting")
+      assert.deepStrictEqual(info, { code: 1001, reason: "restarting", clean: true, initiator: "local" })
+      assert.deepStrictEqual(yield* client.closed, { code: 1001, reason: "restarting", clean: true, initiator: "remote" })
+      const c = yield* Fiber.join(clientMessages)
+      const s = yield* Fiber.join(serverMessages)
+      assert.isTrue(Exit.isSuccess(c.exit))
+      assert.isTrue(Exit.isSuccess(s.exit))
+      assert.deepStrictEqual(c.got, ["bye soon"])
+    }))
+
+  it.effect("close with the default code and no reason", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair()
+      assert.deepStrictEqual(yield* client.close(), { code: 1000, reason: "", clean: true, initiator: "local" })
+      assert.deepStrictEqual(yield* server.closed, { code: 1000, reason: "", clean: true, initiator: "remote" })
+    }))
+
+  it.effect("a peer Close without a body is reported as 1005 and answered with an empty Close", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("client")
+      yield* peer.send(0x8)
+      const answer = yield* peer.nextFrame()
+      assert.strictEqual(answer.opcode, 0x8)
+      assert.strictEqual(answer.payload.length, 0)
+      // the client waits for the server to end the transport
+      yield* peer.transport.close
+      assert.deepStrictEqual(yield* connection.closed, { code: 1005, reason: "", clean: true, initiator: "remote" })
+    }))
+
+  it.effect("the answer to a peer's Close echoes its code and reason", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("server")
+      const messages = yield* Effect.forkChild(drain(connection))
+      yield* peer.send(0x1, "last")
+      yield* peer.send(0x8, closeBody(3000, "app reason"))
+      const answer = yield* peer.nextFrame()
+      assert.strictEqual(answer.opcode, 0x8)
+      assert.strictEqual(closeCodeOf(answer), 3000)
+      assert.strictEqual(decoder.decode(answer.payload.subarray(2)), "app reason")
+      // the server ends the transport first
+      assert.strictEqual(yield* peer.readFrame(), "eof")
+      assert.deepStrictEqual(yield* connection.closed, { code: 3000, reason: "app reason", clean: true, initiator: "remote" })
+      const { exit, got } = yield* Fiber.join(messages)
+      assert.isTrue(Exit.isSuccess(exit))
+      assert.deepStrictEqual(got, ["last"])
+    }))
+
+  it.effect("close twice returns the same info", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair()
+      const first = yield* client.close(1000, "once")
+      const second = yield* client.close(4000, "twice")
+      assert.deepStrictEqual(second, first)
+      // the side that answered gets the same from its own close
+      const serverFirst = yield* server.closed
+      assert.deepStrictEqual(yield* server.close(), serverFirst)
+    }))
+
+  it.effect("concurrent closes from both sides both complete", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair()
+      const [c, s] = yield* Effect.all([client.close(1000, "c"), server.close(1000, "s")], { concurrency: 2 })
+      assert.strictEqual(c.code, 1000)
+      assert.strictEqual(s.code, 1000)
+      assert.deepStrictEqual(yield* client.closed, c)
+      assert.deepStrictEqual(yield* server.closed, s)
+    }))
+
+  it.effect("send, sendFragments and ping after close fail with InvalidProtocolOperation", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair()
+      yield* client.close()
+      yield* server.closed
+      for (const c of [client, server]) {
+        const sendError = yield* Effect.flip(c.send("too late"))
+        assert.strictEqual(sendError._tag, "InvalidProtocolOperation")
+        const fragmentsError = yield* Effect.flip(c.sendFragments(Stream.make("a"), "text"))
+        assert.strictEqual(fragmentsError._tag, "InvalidProtocolOperation")
+        const pingError = yield* Effect.flip(c.ping())
+        assert.strictEqual(pingError._tag, "InvalidProtocolOperation")
+      }
+    }))
+
+  it.effect("send after our Close was sent, before the answer, fails with InvalidProtocolOperation", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("client")
+      const closing = yield* Effect.forkChild(connection.close(1000))
+      const f = yield* peer.nextFrame()
+      assert.strictEqual(f.opcode, 0x8)
+      const error = yield* Effect.flip(connection.send("data after Close"))
+      assert.strictEqual(error._tag, "InvalidProtocolOperation")
+      yield* peer.send(0x8, closeBody(1000))
+      yield* peer.transport.close
+      assert.deepStrictEqual(yield* Fiber.join(closing), { code: 1000, reason: "", clean: true, initiator: "local" })
+    }))
+
+  it.effect("close with 1005, 999, 1006, 5000 or a reason over 123 bytes fails with InvalidParameter, the connection stays usable", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair()
+      yield* Effect.forkScoped(Stream.runForEach(server.messages, (m) => server.send(m)))
+      const invalid: ReadonlyArray<readonly [number, string]> = [
+        [1005, ""],
+        [999, ""],
+        [1006, ""],
+        [1015, ""],
+        [5000, ""],
+        [1000, "r".repeat(124)],
+        [1000, "é".repeat(62)] // 124 UTF-8 bytes
+      ]
+      for (const [code, reason] of invalid) {
+        const error = yield* Effect.flip(client.close(code, reason))
+        assert.strictEqual(error._tag, "InvalidParameter", `close(${code}, ${reason.length} chars)`)
+        assert.isTrue(yield* isOpen(client))
+      }
+      yield* client.send("still open")
+      assert.deepStrictEqual(yield* Stream.runCollect(Stream.take(client.messages, 1)), ["still open"])
+      const reason = "r".repeat(123)
+      assert.deepStrictEqual(yield* client.close(1000, reason), { code: 1000, reason, clean: true, initiator: "local" })
+    }))
+
+  it.effect("close timeout: a peer that never answers is cut off after closeTimeout", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("client", { connection: { closeTimeout: "3 seconds" } })
+      const closing = yield* Effect.forkChild(connection.close(1000, "bye"))
+      const f = yield* peer.nextFrame()
+      assert.strictEqual(f.opcode, 0x8)
+      assert.isTrue(f.masked)
+      assert.strictEqual(closeCodeOf(f), 1000)
+      assert.strictEqual(decoder.decode(f.payload.subarray(2)), "bye")
+      yield* TestClock.adjust("2 seconds")
+      assert.isUndefined(closing.pollUnsafe(), "still waiting for the answer")
+      yield* TestClock.adjust("1 second")
+      const info = yield* Fiber.join(closing)
+      assert.strictEqual(info.clean, false)
+      assert.strictEqual(info.code, 1006)
+      assert.strictEqual(info.initiator, "local")
+      // the transport is closed: the peer reads the end, and cannot write any more
+      assert.strictEqual(yield* peer.readFrame(), "eof")
+      const error = yield* Effect.flip(peer.send(0x8, closeBody(1000)))
+      assert.strictEqual(error._tag, "TransportError")
+    }))
+
+  it.effect("close timeout: a client waits (bounded) for the server to end the transport", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("client", { connection: { closeTimeout: "3 seconds" } })
+      const closing = yield* Effect.forkChild(connection.close(1000))
+      yield* peer.nextFrame()
+      yield* peer.send(0x8, closeBody(1000))
+      yield* settle
+      assert.isUndefined(closing.pollUnsafe(), "waiting for the server to end the transport")
+      yield* TestClock.adjust("3 seconds")
+      assert.deepStrictEqual(yield* Fiber.join(closing), { code: 1000, reason: "", clean: true, initiator: "local" })
+      assert.strictEqual(yield* peer.readFrame(), "eof")
+    }))
+
+  it.effect("closing the scope of an open connection sends 1001", () =>
+    Effect.gen(function*() {
+      const { clientHandle, serverHandle } = yield* handles()
+      const [a, b] = yield* Transport.makeMemoryPair()
+      const client = yield* Connection.make(clientHandle, a)
+      const serverScope = yield* Scope.make()
+      const server = yield* Connection.make(serverHandle, b).pipe(Scope.provide(serverScope))
+      yield* client.send("hi")
+      assert.deepStrictEqual(yield* Stream.runCollect(Stream.take(server.messages, 1)), ["hi"])
+      yield* Scope.close(serverScope, Exit.void)
+      assert.deepStrictEqual(yield* client.closed, { code: 1001, reason: "", clean: true, initiator: "remote" })
+      assert.deepStrictEqual(yield* server.closed, { code: 1001, reason: "", clean: true, initiator: "local" })
+    }))
+
+  it.effect("closeCodeOnScopeClose chooses the code sent when the scope closes", () =>
+    Effect.gen(function*() {
+      const { clientHandle, serverHandle } = yield* handles()
+      const [a, b] = yield* Transport.makeMemoryPair()
+      const server = yield* Connection.make(serverHandle, b)
+      const clientScope = yield* Scope.make()
+      yield* Connection.make(clientHandle, a, { closeCodeOnScopeClose: 4321 }).pipe(Scope.provide(clientScope))
+      yield* Scope.close(clientScope, Exit.void)
+      assert.deepStrictEqual(yield* server.closed, { code: 4321, reason: "", clean: true, initiator: "remote" })
+    }))
+})
+
+// ---------------------------------------------------------------------------------------------
+// failures
+// ---------------------------------------------------------------------------------------------
+
+describe("Connection failures", () => {
+  const violations: ReadonlyArray<{
+    readonly name: string
+    readonly kind: "client" | "server"
+    readonly bytes: () => Uint8Array
+    readonly code: number
+    /** The spec's FORMAT/OPERATION split: malformed bytes vs. an illegal sequence. */
+    readonly error?: "InvalidProtocolFormat" | "InvalidProtocolOperation"
+  }> = [
+    { name: "an unmasked frame to a server", kind: "server", bytes: () => frame(0x1, "no mask"), code: 1002 },
+    { name: "a masked frame to a client", kind: "client", bytes: () => frame(0x1, "masked", { mask: true }), code: 1002 },
+    { name: "a frame with RSV1 set", kind: "client", bytes: () => frame(0x1, "rsv", { rsv: 4 }), code: 1002 },
+    { name: "a reserved opcode", kind: "server", bytes: () => frame(0x3, "", { mask: true }), code: 1002 },
+    { name: "a fragmented ping", kind: "client", bytes: () => frame(0x9, "", { fin: false }), code: 1002 },
+    {
+      name: "a continuation with no message",
+      kind: "client",
+      bytes: () => frame(0x0, "x"),
+      code: 1002,
+      error: "InvalidProtocolOperation"
+    },
+    {
+      name: "invalid UTF-8 in a text frame",
+      kind: "client",
+      bytes: () => frame(0x1, new Uint8Array([0x61, 0xc3, 0x28])),
+      code: 1007
+    },
+    {
+      name: "invalid UTF-8 in a masked text frame",
+      kind: "server",
+      bytes: () => frame(0x1, new Uint8Array([0xed, 0xa0, 0x80]), { mask: true }), // a surrogate
+      code: 1007
+    },
+    { name: "a Close with close code 1005 on the wire", kind: "client", bytes: () => frame(0x8, closeBody(1005)), code: 1002 }
+  ]
+
+  for (const v of violations) {
+    const expected = v.error ?? "InvalidProtocolFormat"
+    it.effect(`protocol violation: ${v.name} -> ${v.code} on the wire, ${expected}, clean: false`, () =>
+      Effect.gen(function*() {
+        const { connection, peer } = yield* rawConnection(v.kind)
+        // a good message first: it is still delivered before the failure
+        yield* peer.send(0x1, "fine")
+        yield* peer.write(v.bytes())
+        const close = yield* peer.nextFrame()
+        assert.strictEqual(close.opcode, 0x8)
+        assert.strictEqual(close.masked, v.kind === "client")
+        assert.strictEqual(closeCodeOf(close), v.code)
+        // then the connection cuts the transport
+        assert.strictEqual(yield* peer.readFrame(), "eof")
+        const { got, exit } = yield* drain(connection)
+        assert.deepStrictEqual(got, ["fine"])
+        const error = failureOf(exit)
+        assert.strictEqual(error._tag, expected)
+        assert.strictEqual((error as { readonly closeStatus?: number }).closeStatus, v.code)
+        const info = yield* connection.closed
+        assert.strictEqual(info.code, v.code)
+        assert.strictEqual(info.clean, false)
+        // sending is over
+        assert.strictEqual((yield* Effect.flip(connection.send("x")))._tag, "InvalidProtocolOperation")
+      }))
+  }
+
+  it.effect("a new data frame inside a fragmented message fails with InvalidProtocolOperation (1002)", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("client")
+      yield* peer.send(0x1, "part", { fin: false })
+      yield* peer.send(0x1, "new message")
+      const close = yield* peer.nextFrame()
+      assert.strictEqual(closeCodeOf(close), 1002)
+      const { got, exit } = yield* drain(connection)
+      assert.deepStrictEqual(got, [])
+      const error = failureOf(exit)
+      assert.strictEqual(error._tag, "InvalidProtocolOperation")
+      assert.strictEqual((error as { readonly closeStatus?: number }).closeStatus, 1002)
+      assert.strictEqual((yield* connection.closed).clean, false)
+    }))
+
+  it.effect("a message over maxMessageSize fails with 1009", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("client", { handle: { maxMessageSize: 1000 } })
+      yield* peer.send(0x2, new Uint8Array(1001))
+      const close = yield* peer.nextFrame()
+      assert.strictEqual(closeCodeOf(close), 1009)
+      const error = failureOf((yield* drain(connection)).exit)
+      assert.strictEqual(error._tag, "InvalidProtocolFormat")
+      assert.deepStrictEqual(
+        { code: (yield* connection.closed).code, clean: (yield* connection.closed).clean },
+        { code: 1009, clean: false }
+      )
+    }))
+
+  it.effect("the transport ends without a Close: messages fail with TransportError, closed reports 1006", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("client")
+      yield* peer.send(0x1, "one")
+      yield* peer.transport.close
+      const { got, exit } = yield* drain(connection)
+      assert.deepStrictEqual(got, ["one"])
+      const error = failureOf(exit)
+      assert.strictEqual(error._tag, "TransportError")
+      const info = yield* connection.closed
+      assert.strictEqual(info.code, 1006)
+      assert.strictEqual(info.clean, false)
+      assert.strictEqual(info.initiator, "none")
+      assert.strictEqual((yield* Effect.flip(connection.send("x")))._tag, "InvalidProtocolOperation")
+      // close after the fact just reports how it ended
+      assert.deepStrictEqual(yield* connection.close(), info)
+    }))
+
+  it.effect("the transport ends inside a frame: 1006 as well", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("server")
+      yield* peer.write(frame(0x2, new Uint8Array(100), { mask: true }).subarray(0, 50))
+      yield* peer.transport.end
+      const error = failureOf((yield* drain(connection)).exit)
+      assert.strictEqual(error._tag, "TransportError")
+      assert.strictEqual((yield* connection.closed).code, 1006)
+    }))
+
+  it.effect("abort cuts the transport without a Close (1006)", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("client")
+      const messages = yield* Effect.forkChild(drain(connection))
+      yield* connection.abort
+      assert.strictEqual(yield* peer.readFrame(), "eof")
+      const info = yield* connection.closed
+      assert.strictEqual(info.code, 1006)
+      assert.strictEqual(info.clean, false)
+      assert.strictEqual(failureOf((yield* Fiber.join(messages)).exit)._tag, "TransportError")
+    }))
+})
+
+// ---------------------------------------------------------------------------------------------
+// keepalive
+// ---------------------------------------------------------------------------------------------
+
+describe("Connection keepalive", () => {
+  const keepalive = { interval: "30 seconds", timeout: "10 seconds" } as const
+
+  it.effect("a ping goes out every interval; a peer that never answers is cut off after the timeout", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("client", { connection: { keepalive } })
+      const messages = yield* Effect.forkChild(drain(connection))
+      yield* TestClock.adjust("29 seconds")
+      yield* peer.send(0x1, "traffic before the ping does not count as an answer")
+      yield* TestClock.adjust("1 second")
+      const ping = yield* peer.nextFrame()
+      assert.strictEqual(ping.opcode, 0x9)
+      assert.isTrue(ping.masked)
+      yield* TestClock.adjust("9 seconds")
+      assert.isTrue(yield* isOpen(connection), "still within the timeout")
+      yield* TestClock.adjust("1 second")
+      const info = yield* connection.closed
+      assert.strictEqual(info.code, 1006)
+      assert.strictEqual(info.clean, false)
+      const { got, exit } = yield* Fiber.join(messages)
+      assert.strictEqual(got.length, 1)
+      assert.strictEqual(failureOf(exit)._tag, "TransportError")
+      assert.strictEqual(yield* peer.readFrame(), "eof")
+    }))
+
+  it.effect("any traffic after the ping counts as an answer", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("server", { connection: { keepalive } })
+      yield* TestClock.adjust("30 seconds")
+      const ping = yield* peer.nextFrame()
+      assert.strictEqual(ping.opcode, 0x9)
+      assert.isFalse(ping.masked)
+      yield* TestClock.adjust("5 seconds")
+      yield* peer.send(0x2, new Uint8Array([1]))
+      yield* TestClock.adjust("5 seconds")
+      assert.isTrue(yield* isOpen(connection))
+      // the next interval pings again
+      yield* TestClock.adjust("30 seconds")
+      assert.strictEqual((yield* peer.nextFrame()).opcode, 0x9)
+    }))
+
+  it.effect("with an answering peer the connection stays open across several intervals", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair({ connection: { keepalive } })
+      for (let round = 1; round <= 4; round++) {
+        yield* TestClock.adjust("30 seconds")
+        yield* waitUntil(() => client.stats.pongsIn >= round && server.stats.pongsIn >= round, `pongs of round ${round}`)
+        yield* TestClock.adjust("10 seconds")
+        assert.isTrue(yield* isOpen(client), `client open after round ${round}`)
+        assert.isTrue(yield* isOpen(server), `server open after round ${round}`)
+      }
+      yield* client.send("still alive")
+      assert.deepStrictEqual(yield* Stream.runCollect(Stream.take(server.messages, 1)), ["still alive"])
+      assert.strictEqual((yield* client.close()).clean, true)
+    }))
+
+  it.effect("frame: \"pong\" sends unsolicited pongs and expects no answer", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("client", {
+        connection: { keepalive: { ...keepalive, frame: "pong" } }
+      })
+      for (let round = 0; round < 3; round++) {
+        yield* TestClock.adjust("30 seconds")
+        const pong = yield* peer.nextFrame()
+        assert.strictEqual(pong.opcode, 0xa)
+        assert.strictEqual(pong.payload.length, 0)
+      }
+      yield* TestClock.adjust("20 seconds")
+      assert.isTrue(yield* isOpen(connection), "a silent peer is fine with pongs")
+    }))
+
+  it.effect("no keepalive frame once the connection is closing", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("client", { connection: { keepalive, closeTimeout: "60 seconds" } })
+      const closing = yield* Effect.forkChild(connection.close())
+      assert.strictEqual((yield* peer.nextFrame()).opcode, 0x8)
+      yield* TestClock.adjust("45 seconds")
+      yield* peer.send(0x8, closeBody(1000))
+      // half-close only, so that whatever the connection wrote can still be read
+      yield* peer.transport.end
+      assert.strictEqual((yield* Fiber.join(closing)).clean, true)
+      // nothing but the Close was written, although an interval went by
+      assert.strictEqual(yield* peer.readFrame(), "eof")
+    }))
+})
+
+// ---------------------------------------------------------------------------------------------
+// backpressure and interruption
+// ---------------------------------------------------------------------------------------------
+
+describe("Connection backpressure", () => {
+  it.effect("a consumer that does not read stops the sender; reading resumes everything", () =>
+    Effect.gen(function*() {
+      const messageBuffer = 16
+      const size = 64 * 1024
+      const count = 1000
+      const [client, server] = yield* Connection.makeMemoryPair({ connection: { messageBuffer } })
+      const message = (i: number) => {
+        const bytes = new Uint8Array(size).fill(i & 0xff)
+        bytes[0] = i >>> 8
+        return bytes
+      }
+      let sent = 0
+      const sender = yield* Effect.forkChild(Effect.gen(function*() {
+        for (let i = 0; i < count; i++) {
+          yield* server.send(message(i))
+          sent++
+        }
+      }))
+      yield* waitUntil(() => sent >= messageBuffer, "the message buffer to fill")
+      yield* settle
+      const stalled = sent
+      yield* settle
+      assert.strictEqual(sent, stalled, "the sender is stuck")
+      assert.isUndefined(sender.pollUnsafe())
+      // the message buffer, the one message waiting for room, and a transport buffer or two
+      assert.isBelow(sent, messageBuffer + 6)
+      let received = 0
+      yield* Stream.runForEach(Stream.take(client.messages, count), (m) =>
+        Effect.sync(() => {
+          const bytes = m as Uint8Array
+          assert.strictEqual(bytes.length, size)
+          assert.strictEqual(bytes[0], received >>> 8)
+          assert.strictEqual(bytes[size - 1], received & 0xff)
+          received++
+        }))
+      yield* Fiber.join(sender)
+      assert.strictEqual(received, count)
+      assert.strictEqual(client.stats.messagesIn, count)
+    }))
+
+  it.effect("send waits while the peer does not read", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("client", { highWaterMark: 4096 })
+      const sender = yield* Effect.forkChild(connection.send(pattern(64 * 1024, 3)))
+      yield* settle
+      assert.isUndefined(sender.pollUnsafe())
+      const f = yield* peer.nextFrame()
+      yield* Fiber.join(sender)
+      assert.isTrue(Buffer.from(f.payload).equals(Buffer.from(pattern(64 * 1024, 3))))
+    }))
+})
+
+describe("Connection interruption", () => {
+  it.effect("interrupting a send blocked by a peer that does not read leaves the connection closable", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("client", { connection: { closeTimeout: "2 seconds" } })
+      const sender = yield* Effect.forkChild(connection.send(new Uint8Array(1024 * 1024)))
+      yield* settle
+      assert.isUndefined(sender.pollUnsafe())
+      yield* Fiber.interrupt(sender)
+      // part of the frame is on the wire: no more frames can follow it
+      const error = yield* Effect.flip(connection.send("next"))
+      assert.strictEqual(error._tag, "InvalidProtocolOperation")
+      const closing = yield* Effect.forkChild(connection.close())
+      yield* TestClock.adjust("2 seconds")
+      const info = yield* Fiber.join(closing)
+      assert.strictEqual(info.clean, false)
+      assert.strictEqual(info.code, 1006)
+      // what the peer reads is the partial frame, then the end
+      const scratch = new Uint8Array(65536)
+      let total = 0
+      for (;;) {
+        const n = yield* peer.transport.read(scratch)
+        if (n === 0) break
+        total += n
+      }
+      assert.isBelow(total, 1024 * 1024)
+    }))
+
+  it.effect("a send waiting behind another send can be interrupted without harm", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("client", { highWaterMark: 1024 })
+      const big = pattern(256 * 1024, 1)
+      const first = yield* Effect.forkChild(connection.send(big))
+      yield* settle
+      assert.isUndefined(first.pollUnsafe(), "the first send waits for the peer")
+      const second = yield* Effect.forkChild(connection.send("interrupted before it started"))
+      yield* settle
+      yield* Fiber.interrupt(second)
+      const third = yield* Effect.forkChild(connection.send("third"))
+      const f1 = yield* peer.nextFrame()
+      const f2 = yield* peer.nextFrame()
+      yield* Fiber.join(first)
+      yield* Fiber.join(third)
+      assert.strictEqual(f1.opcode, 0x2)
+      assert.isTrue(Buffer.from(f1.payload).equals(Buffer.from(big)))
+      assert.strictEqual(f2.opcode, 0x1)
+      assert.strictEqual(decoder.decode(f2.payload), "third")
+    }))
+
+  it.effect("close while a send is blocked by a peer that does not read completes within the close timeout", () =>
+    Effect.gen(function*() {
+      const { connection } = yield* rawConnection("client", { connection: { closeTimeout: "2 seconds" } })
+      const sender = yield* Effect.forkChild(connection.send(new Uint8Array(1024 * 1024)))
+      yield* settle
+      const closing = yield* Effect.forkChild(connection.close())
+      yield* TestClock.adjust("2 seconds")
+      yield* settle
+      assert.isDefined(closing.pollUnsafe(), "close is done")
+      const info = yield* Fiber.join(closing)
+      assert.strictEqual(info.clean, false)
+      // the blocked send fails instead of waiting forever
+      const exit = yield* Fiber.await(sender)
+      assert.isTrue(Exit.isFailure(exit))
+    }))
+
+  it.effect("interrupting the consumer of messages does not break the connection", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair()
+      const got: Array<Connection.Message> = []
+      const consumer = yield* Effect.forkChild(Stream.runForEach(client.messages, (m) => Effect.sync(() => got.push(m))))
+      yield* server.send("a")
+      yield* waitUntil(() => got.length === 1, "the first message")
+      yield* Fiber.interrupt(consumer)
+      yield* server.send("b")
+      yield* server.send("c")
+      assert.deepStrictEqual(yield* Stream.runCollect(Stream.take(client.messages, 2)), ["b", "c"])
+      assert.deepStrictEqual(got, ["a"])
+      assert.strictEqual((yield* client.close()).clean, true)
+    }))
+
+  it.effect("consumers one after the other get every message, none is lost between them", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair()
+      for (const m of ["1", "2", "3", "4", "5"]) yield* server.send(m)
+      yield* waitUntil(() => client.stats.messagesIn === 5, "all five to be buffered")
+      const first = yield* Stream.runCollect(Stream.take(client.messages, 1))
+      const next = yield* Effect.forkChild(Stream.runCollect(Stream.take(client.messages, 2)))
+      yield* settle
+      assert.isDefined(next.pollUnsafe(), "the second consumer got its messages")
+      const second = yield* Fiber.join(next)
+      const rest = yield* Effect.forkChild(Stream.runCollect(Stream.take(client.messages, 2)))
+      yield* settle
+      assert.isDefined(rest.pollUnsafe(), "the third consumer got its messages")
+      assert.deepStrictEqual([...first, ...second, ...(yield* Fiber.join(rest))], ["1", "2", "3", "4", "5"])
+    }))
+
+  it.effect("a fragment stream that fails mid-message does not glue the next send onto it", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair()
+      const received = yield* Effect.forkChild(drain(server))
+      const error = yield* Effect.flip(
+        client.sendFragments(Stream.concat(Stream.make("partial "), Stream.fail("source broke" as const)), "text")
+      )
+      assert.strictEqual(error, "source broke")
+      // the incomplete message is still open on the wire: no data may follow it
+      assert.strictEqual((yield* Effect.flip(client.send("separate message")))._tag, "InvalidProtocolOperation")
+      assert.strictEqual(
+        (yield* Effect.flip(client.sendFragments(Stream.make("more"), "text")))._tag,
+        "InvalidProtocolOperation"
+      )
+      // control frames still go out between fragments, and the connection closes cleanly
+      yield* client.ping()
+      yield* waitUntil(() => client.stats.pongsIn === 1, "the pong")
+      assert.strictEqual((yield* client.close()).clean, true)
+      const { got, exit } = yield* Fiber.join(received)
+      assert.isTrue(Exit.isSuccess(exit))
+      assert.deepStrictEqual(got, [])
+    }))
+
+  it.effect("interrupting sendFragments mid-message leaves no room for a glued message either", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair()
+      const fragments = yield* Effect.forkChild(
+        client.sendFragments(Stream.concat(Stream.make(new Uint8Array([1])), Stream.never), "binary")
+      )
+      yield* settle
+      yield* Fiber.interrupt(fragments)
+      assert.strictEqual((yield* Effect.flip(client.send(new Uint8Array([2]))))._tag, "InvalidProtocolOperation")
+      assert.strictEqual((yield* client.close()).clean, true)
+      assert.deepStrictEqual((yield* drain(server)).got, [])
+    }))
+
+  it.effect("a fragment stream that fails before its first fragment leaves the connection usable", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair()
+      assert.strictEqual(yield* Effect.flip(client.sendFragments(Stream.fail("nothing" as const), "text")), "nothing")
+      yield* client.send("fine")
+      assert.deepStrictEqual(yield* Stream.runCollect(Stream.take(server.messages, 1)), ["fine"])
     }))
 })

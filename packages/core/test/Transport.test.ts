@@ -1,0 +1,230 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Fiber } from "effect"
+import { Transport } from "../src/index.ts"
+
+const encoder = new TextEncoder()
+const decoder = new TextDecoder()
+
+/** Gives every other fiber many chances to run. */
+const settle = Effect.gen(function*() {
+  for (let i = 0; i < 200; i++) yield* Effect.yieldNow
+})
+
+/** Reads until the stream ends, returning everything read. */
+const readAll = (transport: Transport.Transport, size = 64) =>
+  Effect.gen(function*() {
+    const chunks: Array<number> = []
+    const buffer = new Uint8Array(size)
+    for (;;) {
+      const n = yield* transport.read(buffer)
+      if (n === 0) return Uint8Array.from(chunks)
+      for (let i = 0; i < n; i++) chunks.push(buffer[i]!)
+    }
+  })
+
+/** Reads exactly `length` bytes (fails the test if the stream ends first). */
+const readExactly = (transport: Transport.Transport, length: number, size = 1000) =>
+  Effect.gen(function*() {
+    const out = new Uint8Array(length)
+    const buffer = new Uint8Array(size)
+    let offset = 0
+    while (offset < length) {
+      const n = yield* transport.read(buffer.subarray(0, Math.min(size, length - offset)))
+      assert.isAbove(n, 0, `the stream ended after ${offset} of ${length} bytes`)
+      out.set(buffer.subarray(0, n), offset)
+      offset += n
+    }
+    return out
+  })
+
+describe("Transport.makeMemoryPair", () => {
+  it.effect("what one end writes the other reads, both ways", () =>
+    Effect.gen(function*() {
+      const [a, b] = yield* Transport.makeMemoryPair()
+      assert.isTrue(Transport.isTransport(a))
+      yield* a.write([encoder.encode("ping")])
+      const buffer = new Uint8Array(16)
+      const n = yield* b.read(buffer)
+      assert.strictEqual(decoder.decode(buffer.subarray(0, n)), "ping")
+      yield* b.write([encoder.encode("pong!")])
+      const m = yield* a.read(buffer)
+      assert.strictEqual(decoder.decode(buffer.subarray(0, m)), "pong!")
+    }))
+
+  it.effect("a read waits for the next write", () =>
+    Effect.gen(function*() {
+      const [a, b] = yield* Transport.makeMemoryPair()
+      const buffer = new Uint8Array(8)
+      const reader = yield* Effect.forkChild(b.read(buffer))
+      yield* settle
+      assert.isUndefined(reader.pollUnsafe())
+      yield* a.write([new Uint8Array([7, 8, 9])])
+      assert.strictEqual(yield* Fiber.join(reader), 3)
+      assert.deepStrictEqual(buffer.subarray(0, 3), new Uint8Array([7, 8, 9]))
+    }))
+
+  it.effect("several buffers of one write arrive in order, across small reads", () =>
+    Effect.gen(function*() {
+      const [a, b] = yield* Transport.makeMemoryPair()
+      yield* a.write([encoder.encode("abc"), new Uint8Array(0), encoder.encode("defgh"), encoder.encode("ij")])
+      yield* a.write([encoder.encode("KL")])
+      // reads of 4 bytes cut across the buffers of the write
+      const got = yield* readExactly(b, 12, 4)
+      assert.strictEqual(decoder.decode(got), "abcdefghijKL")
+    }))
+
+  it.effect("a short read leaves the rest for the next read", () =>
+    Effect.gen(function*() {
+      const [a, b] = yield* Transport.makeMemoryPair()
+      yield* a.write([encoder.encode("0123456789")])
+      const buffer = new Uint8Array(3)
+      assert.strictEqual(yield* b.read(buffer), 3)
+      assert.strictEqual(decoder.decode(buffer), "012")
+      const rest = yield* readExactly(b, 7)
+      assert.strictEqual(decoder.decode(rest), "3456789")
+    }))
+
+  it.effect("end: the peer reads what was written, then 0 (and 0 again)", () =>
+    Effect.gen(function*() {
+      const [a, b] = yield* Transport.makeMemoryPair()
+      yield* a.write([encoder.encode("last words")])
+      yield* a.end
+      const got = yield* readAll(b, 4)
+      assert.strictEqual(decoder.decode(got), "last words")
+      assert.strictEqual(yield* b.read(new Uint8Array(4)), 0)
+      // the other direction still works after a half-close
+      yield* b.write([encoder.encode("still here")])
+      const back = yield* readExactly(a, 10)
+      assert.strictEqual(decoder.decode(back), "still here")
+      // writing after end fails
+      const error = yield* Effect.flip(a.write([new Uint8Array([1])]))
+      assert.isTrue(Transport.isTransportError(error))
+    }))
+
+  it.effect("end wakes a reader waiting on the peer", () =>
+    Effect.gen(function*() {
+      const [a, b] = yield* Transport.makeMemoryPair()
+      const reader = yield* Effect.forkChild(b.read(new Uint8Array(8)))
+      yield* settle
+      assert.isUndefined(reader.pollUnsafe())
+      yield* a.end
+      assert.strictEqual(yield* Fiber.join(reader), 0)
+    }))
+
+  it.effect("close: later writes fail with TransportError on both ends, reads return 0", () =>
+    Effect.gen(function*() {
+      const [a, b] = yield* Transport.makeMemoryPair()
+      yield* b.write([encoder.encode("unread")])
+      yield* a.write([encoder.encode("sent before close")])
+      const pendingRead = yield* Effect.forkChild(a.read(new Uint8Array(8)).pipe(Effect.andThen(a.read(new Uint8Array(8)))))
+      yield* a.close
+      yield* a.close // idempotent
+      const error = yield* Effect.flip(a.write([new Uint8Array([1])]))
+      assert.strictEqual(error._tag, "TransportError")
+      assert.isTrue(Transport.isTransportError(error))
+      // what a had not read is discarded
+      assert.strictEqual(yield* a.read(new Uint8Array(8)), 0)
+      assert.strictEqual(yield* Fiber.join(pendingRead), 0)
+      // the peer still reads what a wrote before closing, then 0
+      const got = yield* readAll(b)
+      assert.strictEqual(decoder.decode(got), "sent before close")
+      const peerError = yield* Effect.flip(b.write([new Uint8Array([1])]))
+      assert.isTrue(Transport.isTransportError(peerError))
+    }))
+
+  it.effect("closing the scope closes both ends", () =>
+    Effect.gen(function*() {
+      const [a, b] = yield* Effect.scoped(Transport.makeMemoryPair())
+      assert.isTrue(Transport.isTransportError(yield* Effect.flip(a.write([new Uint8Array([1])]))))
+      assert.isTrue(Transport.isTransportError(yield* Effect.flip(b.write([new Uint8Array([1])]))))
+      assert.strictEqual(yield* a.read(new Uint8Array(4)), 0)
+      assert.strictEqual(yield* b.read(new Uint8Array(4)), 0)
+    }))
+
+  it.effect("backpressure: a writer waits while highWaterMark bytes are buffered", () =>
+    Effect.gen(function*() {
+      const [a, b] = yield* Transport.makeMemoryPair({ highWaterMark: 1024 })
+      const data = new Uint8Array(10 * 1024)
+      for (let i = 0; i < data.length; i++) data[i] = (i * 31 + 7) & 0xff
+      let written = 0
+      const writer = yield* Effect.forkChild(Effect.gen(function*() {
+        for (let offset = 0; offset < data.length; offset += 1024) {
+          yield* a.write([data.subarray(offset, offset + 1024)])
+          written += 1024
+        }
+      }))
+      yield* settle
+      // the first KiB fills the buffer; the writer now waits for the reader
+      assert.isUndefined(writer.pollUnsafe())
+      assert.strictEqual(written, 1024)
+      const got = yield* readExactly(b, data.length, 700)
+      yield* Fiber.join(writer)
+      assert.strictEqual(written, data.length)
+      assert.deepStrictEqual(got, data)
+    }))
+
+  it.effect("backpressure: a single large write is accepted while the buffer is below the mark, the next one waits", () =>
+    Effect.gen(function*() {
+      const [a, b] = yield* Transport.makeMemoryPair({ highWaterMark: 1024 })
+      yield* a.write([new Uint8Array(10 * 1024).fill(1)])
+      const writer = yield* Effect.forkChild(a.write([new Uint8Array([2])]))
+      yield* settle
+      assert.isUndefined(writer.pollUnsafe())
+      const got = yield* readExactly(b, 10 * 1024 + 1, 4096)
+      yield* Fiber.join(writer)
+      assert.strictEqual(got[10 * 1024 - 1], 1)
+      assert.strictEqual(got[10 * 1024], 2)
+    }))
+
+  it.effect("a waiting writer fails with TransportError when the peer closes", () =>
+    Effect.gen(function*() {
+      const [a, b] = yield* Transport.makeMemoryPair({ highWaterMark: 16 })
+      yield* a.write([new Uint8Array(16)])
+      const writer = yield* Effect.forkChild(a.write([new Uint8Array(1)]))
+      yield* settle
+      assert.isUndefined(writer.pollUnsafe())
+      yield* b.close
+      const error = yield* Effect.flip(Fiber.join(writer))
+      assert.isTrue(Transport.isTransportError(error))
+    }))
+
+  it.effect("a waiting writer fails with TransportError when its own end is closed or ended", () =>
+    Effect.gen(function*() {
+      const [a, b] = yield* Transport.makeMemoryPair({ highWaterMark: 16 })
+      yield* a.write([new Uint8Array(16)])
+      const writerA = yield* Effect.forkChild(a.write([new Uint8Array(1)]))
+      yield* b.write([new Uint8Array(16)])
+      const writerB = yield* Effect.forkChild(b.write([new Uint8Array(1)]))
+      yield* settle
+      assert.isUndefined(writerA.pollUnsafe())
+      assert.isUndefined(writerB.pollUnsafe())
+      yield* a.close
+      assert.isTrue(Transport.isTransportError(yield* Effect.flip(Fiber.join(writerA))))
+      yield* b.end
+      assert.isTrue(Transport.isTransportError(yield* Effect.flip(Fiber.join(writerB))))
+    }))
+
+  it.effect("an interrupted waiting writer leaves nothing behind", () =>
+    Effect.gen(function*() {
+      const [a, b] = yield* Transport.makeMemoryPair({ highWaterMark: 4 })
+      yield* a.write([encoder.encode("abcd")])
+      const writer = yield* Effect.forkChild(a.write([encoder.encode("lost")]))
+      yield* settle
+      yield* Fiber.interrupt(writer)
+      yield* a.write([encoder.encode("ef")]).pipe(Effect.forkChild)
+      const got = yield* readExactly(b, 6)
+      assert.strictEqual(decoder.decode(got), "abcdef")
+      yield* a.end
+      assert.strictEqual(yield* b.read(new Uint8Array(4)), 0)
+    }))
+
+  it.effect("the caller may reuse written memory once write completes", () =>
+    Effect.gen(function*() {
+      const [a, b] = yield* Transport.makeMemoryPair()
+      const memory = encoder.encode("original")
+      yield* a.write([memory.subarray(0, 4), memory.subarray(4)])
+      memory.fill(0x21)
+      const got = yield* readExactly(b, 8)
+      assert.strictEqual(decoder.decode(got), "original")
+    }))
+})
