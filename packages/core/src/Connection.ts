@@ -11,7 +11,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Deferred, Duration, Effect, Fiber, Option, Predicate, Queue, Semaphore, Stream } from "effect"
+import { Cause, Deferred, Duration, Effect, Fiber, Option, Predicate, Queue, Semaphore, Stream } from "effect"
 import type { Scope } from "effect/Scope"
 import * as BufferType from "./BufferType.ts"
 import { ActionCode, ActionRecord, type Engine, QueueCode, Status } from "./internal/engine/engine.ts"
@@ -226,12 +226,24 @@ export const make = (
     const closedDeferred = yield* Deferred.make<CloseInfo>()
     const messageLock = yield* Semaphore.make(1)
     const wireLock = yield* Semaphore.make(1)
-    const stats = { messagesIn: 0, bytesIn: 0, messagesOut: 0, bytesOut: 0, pingsIn: 0, pongsIn: 0 }
+    const stats = {
+      messagesIn: 0,
+      bytesIn: 0,
+      messagesOut: 0,
+      bytesOut: 0,
+      get pingsIn() {
+        return engine.pingsReceived
+      },
+      pongsIn: 0
+    }
     const sendRecord = new ActionRecord()
     let initiator: CloseInfo["initiator"] = "none"
     /** A fragmented message was left incomplete on the wire: no data frame may follow it. */
     let messageLeftOpen = false
-    let lastActivity = yield* Clock.currentTimeMillis
+    /** Counts reads that brought bytes: the keepalive watches it for signs of life. */
+    let activity = 0
+    /** Completed when a local close starts: a reader blocked on a full message buffer then drops messages. */
+    const closing = yield* Deferred.make<void>()
     let transportClosed = false
 
     const closeTransport = Effect.suspend(() => {
@@ -252,7 +264,13 @@ export const make = (
           const id = record.id
           const buffers = record.bufferCount === 2 ? [record.buffer0, record.buffer1] : [record.buffer0]
           const bytes = record.bufferCount === 2 ? record.buffer0.length + record.buffer1.length : record.buffer0.length
-          return Effect.matchEffect(transport.write(buffers), {
+          // An interrupted write leaves the frame incomplete on the wire: cancel it on the handle.
+          const write = Effect.onInterrupt(transport.write(buffers), () =>
+            Effect.andThen(
+              Effect.sync(() => engine.completeAction(id, 0)),
+              drainSendQueue
+            ))
+          return Effect.matchEffect(write, {
             onFailure: (error) => {
               engine.completeAction(id, 0) // cancels the send: the frame is incomplete on the wire
               return Effect.andThen(drainSendQueue, Effect.fail(error))
@@ -344,18 +362,20 @@ export const make = (
 
     const onPeerClose = (code: number, reason: string) =>
       Effect.gen(function*() {
+        let clean = true
         if (engine.state === HandleState.CloseReceived) {
           // "If an endpoint receives a Close frame and did not previously send a Close frame, the
           // endpoint MUST send a Close frame in response" (echoing the code and reason it received)
           initiator = "remote"
-          yield* Effect.ignore(
+          const echoed = yield* Effect.exit(
             sendFrame(BufferType.BufferType.Close, code === 1005 ? undefined : textEncoder.encode(reason), code === 1005 ? undefined : code)
           )
+          clean = echoed._tag === "Success"
         }
         yield* Queue.end(queue)
         if (h.kind === "client") yield* awaitTransportEnd
         yield* closeTransport
-        yield* Deferred.succeed(closedDeferred, { code, reason, clean: true, initiator })
+        yield* Deferred.succeed(closedDeferred, { code, reason, clean, initiator })
       })
 
     const deliver = (record: ActionRecord, fragments: Array<Uint8Array>, fragmentBytes: number) => {
@@ -399,7 +419,7 @@ export const make = (
                 Option.getOrElse(Cause.findErrorOption(read.cause), () => new TransportError({ message: "read failed" }))
               )
             }
-            if (read.value > 0) lastActivity = yield* Clock.currentTimeMillis
+            if (read.value > 0) activity++
             engine.completeAction(id, read.value)
             continue
           }
@@ -419,8 +439,14 @@ export const make = (
             stats.messagesIn++
             stats.bytesIn += size
             if (!Queue.offerUnsafe(queue, message)) {
-              // the consumer is behind: wait (reading stops, so the peer is slowed by the transport)
-              if (!(yield* Queue.offer(queue, message))) return
+              // The consumer is behind: wait (reading stops, so the peer is slowed by the transport),
+              // unless we are closing: then the peer's Close reply must get through, and messages
+              // nobody reads are dropped.
+              const outcome = yield* Effect.raceFirst(
+                Effect.map(Queue.offer(queue, message), (offered) => (offered ? "offered" : "done")),
+                Effect.as(Deferred.await(closing), "dropped")
+              )
+              if (outcome === "done") return
             }
             break
           }
@@ -450,6 +476,7 @@ export const make = (
         const handshake = Effect.gen(function*() {
           if (!Deferred.isDoneUnsafe(closedDeferred) && (engine.state === HandleState.Open || engine.state === HandleState.CloseReceived)) {
             if (initiator === "none") initiator = "local"
+            yield* Deferred.succeed(closing, undefined)
             const sent = yield* Effect.exit(messageLock.withPermit(sendFrame(BufferType.BufferType.Close, textEncoder.encode(reason), code)))
             if (sent._tag === "Failure") {
               const error = Cause.findErrorOption(sent.cause)
@@ -457,12 +484,14 @@ export const make = (
                 if (initiator === "local" && engine.state === HandleState.Open) initiator = "none"
                 return yield* Effect.fail(error.value)
               }
+              // the Close could not be written (the wire is broken): no answer can come
+              return Option.none<CloseInfo>()
             }
           }
-          return yield* Deferred.await(closedDeferred)
+          return Option.some(yield* Deferred.await(closedDeferred))
         })
         // the timeout also bounds the wait for a send in progress (a peer that stopped reading)
-        const info = yield* Effect.timeoutOption(handshake, closeTimeout)
+        const info = Option.flatten(yield* Effect.timeoutOption(handshake, closeTimeout))
         if (Option.isSome(info)) return info.value
         // the peer never answered: cut it off
         engine.abort()
@@ -542,12 +571,12 @@ export const make = (
         for (;;) {
           yield* Effect.sleep(interval)
           if (engine.state !== HandleState.Open) return
-          const sentAt = yield* Clock.currentTimeMillis
+          const before = activity
           const sent = yield* Effect.exit(messageLock.withPermit(sendFrame(frame, undefined, undefined)))
           if (sent._tag === "Failure") return
           if (timeout !== undefined && frame === BufferType.BufferType.PingPong) {
             yield* Effect.sleep(timeout)
-            if (lastActivity < sentAt && engine.state === HandleState.Open) {
+            if (activity === before && engine.state === HandleState.Open) {
               return yield* Effect.andThen(
                 Fiber.interrupt(reader),
                 failTransport(new TransportError({ message: `no answer from the peer within ${Duration.format(timeout)} of a ping` }))

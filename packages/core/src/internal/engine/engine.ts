@@ -194,6 +194,8 @@ const textDecoder = new TextDecoder()
  */
 export class Engine {
   state: HandleState = HandleState.Created
+  /** Pings received (each answered by an automatic pong). */
+  pingsReceived = 0
   /** Set when the receive side failed the connection; sticky. */
   failure: Failure | undefined = undefined
   /** Details of the last failed call. */
@@ -561,6 +563,10 @@ export class Engine {
     if (this.sendPhase === SEND_EMIT && (this.state === HandleState.Aborted || this.sendBroken)) {
       this.sendPhase = SEND_COMPLETE // cancelled: the frame never goes out
     }
+    // Frames are never interleaved on the wire (spec 5.3): a queued frame waits while an automatic
+    // pong handed out on the receive queue is being written. Control frames "MAY be injected in the
+    // middle of a fragmented message" (RFC 6455 section 5.4): between frames, never inside one.
+    if (this.sendPhase === SEND_EMIT && this.pongOut !== undefined) return false
     out.queue = QueueCode.Send
     out.bufferType = this.sendType
     out.context = this.sendContext
@@ -612,11 +618,15 @@ export class Engine {
   }
 
   /**
-   * Whether the pending automatic pong may go out now: never in the middle of a frame of the send
-   * queue, one at a time, and not once our Close is on its way (then it is dropped).
+   * Whether the pending automatic pong may go out now: never while a frame of the send queue is
+   * being written (handed out, or between the actions of a long frame), one at a time, and not once
+   * our Close is on its way (then it is dropped).
    */
   private pongReady(): boolean {
-    if (this.pongPending === undefined || this.pongOut !== undefined || this.wireOwner !== WIRE_FREE) return false
+    if (
+      this.pongPending === undefined || this.pongOut !== undefined || this.wireOwner !== WIRE_FREE ||
+      this.sendOut === OUT_SEND_FRAME
+    ) return false
     if (
       this.state === HandleState.CloseSent || this.state === HandleState.Closed || this.state === HandleState.Aborted ||
       this.sendBroken
@@ -827,13 +837,17 @@ export class Engine {
           const end = start + length
           switch (header.opcode) {
             case Opcode.Ping: {
+              this.pingsReceived++
               // "Upon receipt of a Ping frame, an endpoint MUST send a Pong frame in response ...
               // with identical Application data"
               this.rstart = end
               this.rstate = RS_HEADER
               // Only the latest ping is answered ("MAY elect to send a Pong frame for only the most
-              // recently processed Ping"); never overwrite the pong being written.
-              const target = this.pongOut === this.pongA ? this.pongB : this.pongA
+              // recently processed Ping"); never overwrite the pong being written (pongOut is a view:
+              // compare the memory behind it).
+              const target = this.pongOut !== undefined && this.pongOut.buffer === this.pongA.buffer
+                ? this.pongB
+                : this.pongA
               const length = this.buildControlFrame(target, Opcode.Pong, buf.subarray(start, end), undefined)
               this.pongPending = target.subarray(0, length)
               if (!this.pongsOnSendQueue && this.pongReady()) return PARSE_PONG
