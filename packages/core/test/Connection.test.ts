@@ -872,6 +872,19 @@ describe("Connection backpressure", () => {
       assert.strictEqual(client.stats.messagesIn, count)
     }))
 
+  it.effect("a local close completes cleanly even while unread messages fill the buffer", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair({ connection: { messageBuffer: 4 } })
+      const sender = yield* Effect.forkChild(Effect.ignore(Effect.forEach(Array.from({ length: 50 }, (_, i) => i), (i) => server.send(`m${i}`))))
+      yield* settle
+      const serverMessages = yield* Effect.forkChild(Stream.runDrain(server.messages))
+      const info = yield* client.close(1000, "enough")
+      assert.deepStrictEqual(info, { code: 1000, reason: "enough", clean: true, initiator: "local" })
+      assert.strictEqual((yield* server.closed).code, 1000)
+      yield* Fiber.join(serverMessages)
+      yield* Fiber.interrupt(sender)
+    }))
+
   it.effect("send waits while the peer does not read", () =>
     Effect.gen(function*() {
       const { connection, peer } = yield* rawConnection("client", { highWaterMark: 4096 })
