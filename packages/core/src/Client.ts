@@ -10,7 +10,7 @@ import type { HttpHeader } from "@effect-websocket/schema"
 import { Context, Duration, Effect, Layer, Option, Predicate, Schema } from "effect"
 import type { Scope } from "effect/Scope"
 import * as Connection from "./Connection.ts"
-import { makeMemoryPair } from "./Transport.ts"
+import { makeMemoryPair, type Transport } from "./Transport.ts"
 import * as WebSocket from "./WebSocket.ts"
 import type {
   InvalidParameter,
@@ -99,6 +99,8 @@ export interface ConnectOptions {
   readonly properties?: WebSocket.HandleProperties | undefined
   /** Connection settings: keepalive, close timeout, message buffer. */
   readonly connection?: Connection.Options | undefined
+  /** Wraps the transport of each connection, e.g. with `Transport.tap` to watch the bytes. */
+  readonly wrapTransport?: ((transport: Transport) => Transport) | undefined
 }
 
 /**
@@ -180,6 +182,8 @@ export interface ServeOptions {
   readonly properties?: WebSocket.HandleProperties | undefined
   /** Connection settings: keepalive, close timeout, message buffer. */
   readonly connection?: Connection.Options | undefined
+  /** Wraps the transport of each connection, e.g. with `Transport.tap` to watch the bytes. */
+  readonly wrapTransport?: ((transport: Transport) => Transport) | undefined
 }
 
 /**
@@ -274,7 +278,8 @@ export const layerMemory = <E, R>(
           )
           const [a, b] = yield* makeMemoryPair()
           const protocol = Option.getOrElse(result.subprotocol, () => "")
-          const serverConnection = yield* Connection.make(server, b, { ...options?.connection, protocol })
+          const handshake = { requestHeaders, responseHeaders }
+          const serverConnection = yield* Connection.make(server, options?.wrapTransport?.(b) ?? b, { ...options?.connection, protocol, handshake })
           yield* Effect.forkScoped(
             Effect.exit(handler(serverConnection, request)).pipe(
               Effect.flatMap((exit) =>
@@ -285,7 +290,8 @@ export const layerMemory = <E, R>(
               Effect.provideContext(context)
             )
           )
-          return yield* Connection.make(client, a, { ...connectOptions?.connection, protocol })
+          const transport = connectOptions?.wrapTransport?.(a) ?? a
+          return yield* Connection.make(client, transport, { ...connectOptions?.connection, protocol, handshake })
         }).pipe(
           Effect.timeoutOrElse({
             duration: Duration.fromInputUnsafe(connectOptions?.handshakeTimeout ?? Duration.seconds(10)),

@@ -12,6 +12,7 @@
  * @since 0.1.0
  */
 import { Cause, Deferred, Duration, Effect, Fiber, Option, Predicate, Queue, Semaphore, Stream } from "effect"
+import type { HttpHeader } from "@effect-websocket/schema"
 import type { Scope } from "effect/Scope"
 import * as BufferType from "./BufferType.ts"
 import { ActionCode, ActionRecord, type Engine, QueueCode, Status } from "./internal/engine/engine.ts"
@@ -91,6 +92,8 @@ export interface Connection {
   readonly kind: "client" | "server"
   /** The negotiated subprotocol, or `""`. */
   readonly protocol: string
+  /** The headers of the opening handshake: the upgrade request and the `101` response. */
+  readonly handshake: Handshake
   /**
    * Sends one message: a `string` as text, a `Uint8Array` as binary. Completes once the frame is
    * handed to the transport (the bytes may then be reused). Concurrent sends go out one after the
@@ -134,6 +137,17 @@ export interface Connection {
 }
 
 /**
+ * The headers exchanged in the opening handshake.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface Handshake {
+  readonly requestHeaders: ReadonlyArray<HttpHeader.HttpHeader>
+  readonly responseHeaders: ReadonlyArray<HttpHeader.HttpHeader>
+}
+
+/**
  * Keepalive settings: a frame every `interval` while the connection is open; with `timeout`, a
  * peer that does not answer a ping (nor send anything) within it is cut off.
  *
@@ -164,6 +178,8 @@ export interface Options {
   readonly keepalive?: KeepaliveOptions | undefined
   /** The negotiated subprotocol, reported as {@link Connection.protocol}. */
   readonly protocol?: string | undefined
+  /** The handshake headers, reported as {@link Connection.handshake}. */
+  readonly handshake?: Handshake | undefined
   /** The close code sent when the connection's scope closes while it is open. Default 1001 (going away). */
   readonly closeCodeOnScopeClose?: number | undefined
 }
@@ -602,6 +618,7 @@ export const make = (
       [TypeId]: TypeId,
       kind: h.kind,
       protocol: options?.protocol ?? "",
+      handshake: options?.handshake ?? { requestHeaders: [], responseHeaders: [] },
       send,
       sendFragments,
       ping,
@@ -631,17 +648,18 @@ export const makeMemoryPair = (options?: {
   Effect.gen(function*() {
     const client = yield* WebSocket.createClientHandle(options?.client)
     const server = yield* WebSocket.createServerHandle(options?.server)
-    const handshake = Effect.gen(function*() {
+    const exchange = Effect.gen(function*() {
       const { requestHeaders } = yield* WebSocket.beginClientHandshake(client, {
         initialHeaders: [{ name: "Host", value: "memory" }]
       })
       const { responseHeaders } = yield* WebSocket.beginServerHandshake(server, { requestHeaders })
       yield* WebSocket.endServerHandshake(server)
       yield* WebSocket.endClientHandshake(client, { responseHeaders })
+      return { requestHeaders, responseHeaders }
     })
-    yield* Effect.orDie(handshake)
+    const handshake = yield* Effect.orDie(exchange)
     const [a, b] = yield* makeMemoryPairTransport({ highWaterMark: options?.highWaterMark })
-    const clientConnection = yield* make(client, a, options?.connection)
-    const serverConnection = yield* make(server, b, options?.connection)
+    const clientConnection = yield* make(client, a, { ...options?.connection, handshake })
+    const serverConnection = yield* make(server, b, { ...options?.connection, handshake })
     return [clientConnection, serverConnection] as const
   })

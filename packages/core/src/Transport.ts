@@ -91,6 +91,36 @@ export const isTransportError = (u: unknown): u is TransportError => u instanceo
  */
 export const make = (operations: Omit<Transport, typeof TypeId>): Transport => ({ [TypeId]: TypeId, ...operations })
 
+/**
+ * A transport that reports what passes through it: `onRead` sees the bytes of every read,
+ * `onWrite` the buffers of every write (views, valid during the call). For debugging and
+ * transcripts; the hooks must not keep the views.
+ *
+ * @category combinators
+ * @since 0.1.0
+ */
+export const tap = (
+  transport: Transport,
+  hooks: {
+    readonly onRead?: ((bytes: Uint8Array) => void) | undefined
+    readonly onWrite?: ((buffers: ReadonlyArray<Uint8Array>) => void) | undefined
+  }
+): Transport =>
+  make({
+    read: (buffer) =>
+      Effect.tap(transport.read(buffer), (n) =>
+        Effect.sync(() => {
+          if (n > 0) hooks.onRead?.(buffer.subarray(0, n))
+        })),
+    write: (buffers) =>
+      Effect.suspend(() => {
+        hooks.onWrite?.(buffers)
+        return transport.write(buffers)
+      }),
+    end: transport.end,
+    close: transport.close
+  })
+
 /** One direction of a memory pair: bounded chunks in flight, with waiting readers and writers. */
 class Pipe {
   readonly chunks: Array<Uint8Array> = []

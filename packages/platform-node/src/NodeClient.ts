@@ -194,14 +194,17 @@ export const connect = (
           )
       })
     )
-    const result = yield* WebSocket.endClientHandshake(handle, {
-      responseHeaders: Headers.fromRawHeaders(upgraded.response.rawHeaders)
-    }).pipe(Effect.catchTag("InvalidProtocolOperation", (error) => Effect.die(error)))
+    const responseHeaders = Headers.fromRawHeaders(upgraded.response.rawHeaders)
+    const result = yield* WebSocket.endClientHandshake(handle, { responseHeaders }).pipe(
+      Effect.catchTag("InvalidProtocolOperation", (error) => Effect.die(error))
+    )
     upgraded.socket.setNoDelay(true)
-    const transport = NodeTransport.fromDuplex(upgraded.socket, { head: upgraded.head })
+    const socketTransport = NodeTransport.fromDuplex(upgraded.socket, { head: upgraded.head })
+    const transport = options?.wrapTransport?.(socketTransport) ?? socketTransport
     return yield* Connection.make(handle, transport, {
       ...options?.connection,
-      protocol: Option.getOrElse(result.subprotocol, () => "")
+      protocol: Option.getOrElse(result.subprotocol, () => ""),
+      handshake: { requestHeaders, responseHeaders }
     })
   }).pipe(Effect.withSpan("WebSocket.connect", { attributes: { "url.full": url } }))
 

@@ -237,8 +237,13 @@ export const makeUpgradeHandler = <E, R, RA = never>(
           socket.write(`${response.join("\r\n")}\r\n\r\n`)
           yield* WebSocket.endServerHandshake(handle).pipe(Effect.orDie)
           if ("setNoDelay" in socket && typeof socket.setNoDelay === "function") (socket as Net.Socket).setNoDelay(true)
-          const transport = NodeTransport.fromDuplex(socket, { head })
-          const connection = yield* Connection.make(handle, transport, { ...options?.connection, protocol: selected ?? "" })
+          const socketTransport = NodeTransport.fromDuplex(socket, { head })
+          const transport = options?.wrapTransport?.(socketTransport) ?? socketTransport
+          const connection = yield* Connection.make(handle, transport, {
+            ...options?.connection,
+            protocol: selected ?? "",
+            handshake: { requestHeaders: headers, responseHeaders: handshake.value.responseHeaders }
+          })
           yield* Metric.update(connectionsOpened, 1)
           yield* Metric.modify(connectionsOpen, 1)
           const exit = yield* Effect.exit(Effect.onExit(handler(connection, request), () => Metric.modify(connectionsOpen, -1)))
