@@ -11,12 +11,13 @@
  *
  * @since 0.1.0
  */
-import { Cause, Deferred, Duration, Effect, Fiber, Option, Predicate, Queue, Semaphore, Stream } from "effect"
+import { Cause, Deferred, Metric, Duration, Effect, Fiber, Option, Predicate, Queue, Semaphore, Stream } from "effect"
 import type { HttpHeader } from "@effect-websocket/schema"
 import type { Scope } from "effect/Scope"
 import * as BufferType from "./BufferType.ts"
 import { ActionCode, ActionRecord, type Engine, QueueCode, Status } from "./internal/engine/engine.ts"
 import { HandleState } from "./internal/engine/state.ts"
+import * as Metrics from "./Metrics.ts"
 import type { HandleImpl } from "./internal/handle.ts"
 import type { Transport } from "./Transport.ts"
 import { makeMemoryPair as makeMemoryPairTransport, TransportError } from "./Transport.ts"
@@ -262,6 +263,39 @@ export const make = (
     const closing = yield* Deferred.make<void>()
     let transportClosed = false
 
+    // Metrics are updated in place with the context captured here: no effect per message.
+    const context = yield* Effect.context()
+    const attributes = { side: h.kind }
+    const messagesIn = Metric.withAttributes(Metrics.messagesReceived, attributes)
+    const bytesIn = Metric.withAttributes(Metrics.bytesReceived, attributes)
+    const messagesOut = Metric.withAttributes(Metrics.messagesSent, attributes)
+    const bytesOut = Metric.withAttributes(Metrics.bytesSent, attributes)
+    const openGauge = Metric.withAttributes(Metrics.connectionsOpen, attributes)
+    openGauge.modifyUnsafe(1, context)
+    const countIn = (size: number) => {
+      stats.messagesIn++
+      stats.bytesIn += size
+      messagesIn.updateUnsafe(1, context)
+      bytesIn.updateUnsafe(size, context)
+    }
+    const countOut = (size: number) => {
+      stats.messagesOut++
+      stats.bytesOut += size
+      messagesOut.updateUnsafe(1, context)
+      bytesOut.updateUnsafe(size, context)
+    }
+    const complete = (info: CloseInfo) =>
+      Effect.flatMap(Deferred.succeed(closedDeferred, info), (first) =>
+        Effect.sync(() => {
+          if (!first) return
+          openGauge.modifyUnsafe(-1, context)
+          Metric.withAttributes(Metrics.connectionsClosed, {
+            side: h.kind,
+            code: String(info.code),
+            clean: String(info.clean)
+          }).updateUnsafe(1, context)
+        }))
+
     const closeTransport = Effect.suspend(() => {
       if (transportClosed) return Effect.void
       transportClosed = true
@@ -343,7 +377,7 @@ export const make = (
       Effect.gen(function*() {
         if (error === undefined) yield* Queue.end(queue)
         else yield* Queue.fail(queue, error)
-        yield* Deferred.succeed(closedDeferred, info)
+        yield* complete(info)
       })
 
     /** The peer broke the protocol: send the close code it earned, cut the transport, fail. */
@@ -391,7 +425,7 @@ export const make = (
         yield* Queue.end(queue)
         if (h.kind === "client") yield* awaitTransportEnd
         yield* closeTransport
-        yield* Deferred.succeed(closedDeferred, { code, reason, clean, initiator })
+        yield* complete({ code, reason, clean, initiator })
       })
 
     const deliver = (record: ActionRecord, fragments: Array<Uint8Array>, fragmentBytes: number) => {
@@ -452,8 +486,7 @@ export const make = (
             const size = fragmentBytes + record.buffer0.length
             fragmentBytes = 0
             engine.completeAction(record.id, 0)
-            stats.messagesIn++
-            stats.bytesIn += size
+            countIn(size)
             if (!Queue.offerUnsafe(queue, message)) {
               // The consumer is behind: wait (reading stops, so the peer is slowed by the transport),
               // unless we are closing: then the peer's Close reply must get through, and messages
@@ -541,8 +574,7 @@ export const make = (
             sendFrame(text ? BufferType.BufferType.Utf8Message : BufferType.BufferType.BinaryMessage, payload, undefined),
             () =>
               Effect.sync(() => {
-                stats.messagesOut++
-                stats.bytesOut += payload.length
+                countOut(payload.length)
               })
           )
         })
@@ -571,8 +603,7 @@ export const make = (
             })
           ))
           yield* sendFrame(lastType, undefined, undefined)
-          stats.messagesOut++
-          stats.bytesOut += bytes
+          countOut(bytes)
         })
       ) as Effect.Effect<void, InvalidProtocolOperation | TransportError | E, R>
 

@@ -5,10 +5,10 @@
  *
  * @since 0.1.0
  */
-import { Client, Connection, WebSocket } from "@effect-websocket/core"
+import { Client, Connection, Metrics, WebSocket } from "@effect-websocket/core"
 import type { HttpHeader } from "@effect-websocket/schema"
 import { HttpHeader as Headers } from "@effect-websocket/schema"
-import { Duration, Effect, Layer, Option } from "effect"
+import { Duration, Effect, Layer, Metric, Option } from "effect"
 import type { Scope } from "effect/Scope"
 import * as Http from "node:http"
 import * as Https from "node:https"
@@ -206,7 +206,12 @@ export const connect = (
       protocol: Option.getOrElse(result.subprotocol, () => ""),
       handshake: { requestHeaders, responseHeaders }
     })
-  }).pipe(Effect.withSpan("WebSocket.connect", { attributes: { "url.full": url } }))
+  }).pipe(
+    Effect.tapError((error) =>
+      Metric.update(Metric.withAttributes(Metrics.handshakeFailures, { side: "client", reason: error._tag }), 1)
+    ),
+    Effect.withSpan("WebSocket.connect", { attributes: { "url.full": url } })
+  )
 
 /**
  * The {@link Client.Client} of Node.js.

@@ -15,7 +15,7 @@
  *
  * @since 0.1.0
  */
-import { Client, Connection, WebSocket } from "@effect-websocket/core"
+import { Client, Connection, Metrics, WebSocket } from "@effect-websocket/core"
 import { HttpHeader, Token } from "@effect-websocket/schema"
 import { Context, Duration, Effect, Exit, FiberSet, Layer, Metric, Predicate, Schema } from "effect"
 import type { Scope } from "effect"
@@ -122,15 +122,8 @@ export const Server: Context.Service<Server, Server> = Context.Service<Server>("
  */
 export const isServer = (u: unknown): u is Server => Predicate.hasProperty(u, TypeId)
 
-const connectionsOpened = Metric.counter("websocket_server_connections_opened_total", {
-  description: "WebSocket connections accepted",
-  incremental: true
-})
-const connectionsOpen = Metric.gauge("websocket_server_connections_open", { description: "WebSocket connections open" })
-const handshakeFailures = Metric.counter("websocket_server_handshake_failures_total", {
-  description: "WebSocket upgrade requests refused",
-  incremental: true
-})
+const handshakeFailed = (reason: string) =>
+  Metric.update(Metric.withAttributes(Metrics.handshakeFailures, { side: "server", reason }), 1)
 
 /** Writes a short HTTP error response and closes the socket. */
 const refuse = (
@@ -153,8 +146,6 @@ const refuse = (
   timer.unref()
   socket.once("close", () => clearTimeout(timer))
 }
-
-const refusalReason = (tag: string) => ({ reason: tag })
 
 /**
  * A listener for the `upgrade` event of a `node:http` or `node:https` server, running `handler`
@@ -208,7 +199,7 @@ export const makeUpgradeHandler = <E, R, RA = never>(
           const verdict = yield* Effect.exit(options.authorize(request))
           if (Exit.isFailure(verdict)) {
             const rejection = verdict.cause.reasons.find((r) => r._tag === "Fail")
-            yield* Metric.update(Metric.withAttributes(handshakeFailures, refusalReason("Rejected")), 1)
+            yield* handshakeFailed("Rejected")
             if (rejection !== undefined && rejection._tag === "Fail") {
               return refuse(socket, rejection.error.status, rejection.error.message, rejection.error.headers)
             }
@@ -227,7 +218,7 @@ export const makeUpgradeHandler = <E, R, RA = never>(
             const error = handshake.cause.reasons.find((r) => r._tag === "Fail")
             if (error === undefined || error._tag !== "Fail") return refuse(socket, 500, "the handshake failed")
             const { headers: extra, status } = Client.rejectionStatus(error.error)
-            yield* Metric.update(Metric.withAttributes(handshakeFailures, refusalReason(error.error._tag)), 1)
+            yield* handshakeFailed(error.error._tag)
             return refuse(socket, status, error.error.message, extra)
           }
           const response = [
@@ -244,9 +235,7 @@ export const makeUpgradeHandler = <E, R, RA = never>(
             protocol: selected ?? "",
             handshake: { requestHeaders: headers, responseHeaders: handshake.value.responseHeaders }
           })
-          yield* Metric.update(connectionsOpened, 1)
-          yield* Metric.modify(connectionsOpen, 1)
-          const exit = yield* Effect.exit(Effect.onExit(handler(connection, request), () => Metric.modify(connectionsOpen, -1)))
+          const exit = yield* Effect.exit(handler(connection, request))
           if (Exit.isFailure(exit) && !Exit.hasInterrupts(exit)) {
             yield* Effect.logError("WebSocket handler failed; closing its connection with 1011", exit.cause)
             yield* Effect.ignore(connection.close(1011))

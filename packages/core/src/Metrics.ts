@@ -1,0 +1,85 @@
+/**
+ * The metrics connections report through `effect`'s `Metric` module: counters of messages and
+ * bytes each way, connections open and closed (with the close code and whether it was clean).
+ * Every metric carries a `side` attribute (`client` or `server`). They cost a few additions per
+ * message and show up wherever the application exports `effect` metrics.
+ *
+ * @since 0.1.0
+ */
+import { Metric } from "effect"
+
+/**
+ * Messages received.
+ *
+ * @category metrics
+ * @since 0.1.0
+ */
+export const messagesReceived = Metric.counter("websocket_messages_received_total", {
+  description: "WebSocket messages received",
+  incremental: true
+})
+
+/**
+ * Payload bytes received.
+ *
+ * @category metrics
+ * @since 0.1.0
+ */
+export const bytesReceived = Metric.counter("websocket_bytes_received_total", {
+  description: "WebSocket message bytes received",
+  incremental: true
+})
+
+/**
+ * Messages sent.
+ *
+ * @category metrics
+ * @since 0.1.0
+ */
+export const messagesSent = Metric.counter("websocket_messages_sent_total", {
+  description: "WebSocket messages sent",
+  incremental: true
+})
+
+/**
+ * Payload bytes sent.
+ *
+ * @category metrics
+ * @since 0.1.0
+ */
+export const bytesSent = Metric.counter("websocket_bytes_sent_total", {
+  description: "WebSocket message bytes sent",
+  incremental: true
+})
+
+/**
+ * Connections open now.
+ *
+ * @category metrics
+ * @since 0.1.0
+ */
+export const connectionsOpen = Metric.gauge("websocket_connections_open", { description: "WebSocket connections open" })
+
+/**
+ * Connections closed, with `code` and `clean` attributes.
+ *
+ * @category metrics
+ * @since 0.1.0
+ */
+export const connectionsClosed = Metric.counter("websocket_connections_closed_total", {
+  description: "WebSocket connections closed",
+  incremental: true
+})
+
+/**
+ * Failed attempts to open a connection (client) or refused upgrade requests (server), with a
+ * `reason` attribute: the error's tag (`ConnectError`, `HandshakeRejected`, `InvalidProtocolFormat`,
+ * `UnsupportedProtocolVersion`, `Rejected`, ...).
+ *
+ * @category metrics
+ * @since 0.1.0
+ */
+export const handshakeFailures = Metric.counter("websocket_handshake_failures_total", {
+  description: "WebSocket opening handshakes that failed",
+  incremental: true
+})

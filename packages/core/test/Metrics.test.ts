@@ -1,0 +1,30 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Metric, Stream } from "effect"
+import { Connection, Metrics } from "../src/index.ts"
+
+const count = (metric: Metric.Metric<number, Metric.CounterState<number>>, attributes: Record<string, string>) =>
+  Effect.map(Metric.value(Metric.withAttributes(metric, attributes)), (state) => Number(state.count))
+
+describe("Metrics", () => {
+  it.effect("connections count messages, bytes, and how they closed", () =>
+    Effect.gen(function*() {
+      const before = {
+        received: yield* count(Metrics.messagesReceived, { side: "server" }),
+        bytes: yield* count(Metrics.bytesReceived, { side: "server" }),
+        sent: yield* count(Metrics.messagesSent, { side: "client" }),
+        closed: yield* count(Metrics.connectionsClosed, { side: "client", code: "1000", clean: "true" })
+      }
+      const [client, server] = yield* Connection.makeMemoryPair()
+      yield* client.send("abc")
+      yield* client.send(new Uint8Array(10))
+      yield* Stream.runDrain(Stream.take(server.messages, 2))
+      yield* client.close(1000)
+      assert.strictEqual((yield* count(Metrics.messagesReceived, { side: "server" })) - before.received, 2)
+      assert.strictEqual((yield* count(Metrics.bytesReceived, { side: "server" })) - before.bytes, 13)
+      assert.strictEqual((yield* count(Metrics.messagesSent, { side: "client" })) - before.sent, 2)
+      assert.strictEqual(
+        (yield* count(Metrics.connectionsClosed, { side: "client", code: "1000", clean: "true" })) - before.closed,
+        1
+      )
+    }))
+})
