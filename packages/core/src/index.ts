@@ -20,3 +20,5 @@ export * as Connection from "./Connection.ts"
 export * as Transport from "./Transport.ts"
 /** @since 0.1.0 */
 export * as Client from "./Client.ts"
+/** @since 0.1.0 */
+export * as Metrics from "./Metrics.ts"
