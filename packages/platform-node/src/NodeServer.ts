@@ -125,6 +125,11 @@ export const isServer = (u: unknown): u is Server => Predicate.hasProperty(u, Ty
 const handshakeFailed = (reason: string) =>
   Metric.update(Metric.withAttributes(Metrics.handshakeFailures, { side: "server", reason }), 1)
 
+const CONNECTION_ERRORS = new Set(["InvalidProtocolFormat", "InvalidProtocolOperation", "TransportError"])
+
+const isConnectionError = (u: unknown): boolean =>
+  Predicate.hasProperty(u, "_tag") && CONNECTION_ERRORS.has(String(u._tag))
+
 /** Writes a short HTTP error response and closes the socket. */
 const refuse = (
   socket: Duplex,
@@ -237,7 +242,14 @@ export const makeUpgradeHandler = <E, R, RA = never>(
           })
           const exit = yield* Effect.exit(handler(connection, request))
           if (Exit.isFailure(exit) && !Exit.hasInterrupts(exit)) {
-            yield* Effect.logError("WebSocket handler failed; closing its connection with 1011", exit.cause)
+            const failure = exit.cause.reasons.find((r) => r._tag === "Fail")
+            if (failure !== undefined && failure._tag === "Fail" && isConnectionError(failure.error)) {
+              // the connection failed (the peer broke the protocol, the transport dropped) and the
+              // handler passed that on: the connection already ended with the right code
+              yield* Effect.logDebug("WebSocket connection failed", failure.error)
+            } else {
+              yield* Effect.logError("WebSocket handler failed; closing its connection with 1011", exit.cause)
+            }
             yield* Effect.ignore(connection.close(1011))
           } else if (Exit.isSuccess(exit)) {
             yield* Effect.ignore(connection.close(1000))
