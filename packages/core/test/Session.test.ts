@@ -1,0 +1,596 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Effect } from "effect"
+import { Action, BufferType, WebSocket, WebSocketError } from "../src/index.ts"
+
+// ---------------------------------------------------------------------------------------------
+// An in-memory wire and a small driver over the websocket.h action loop
+// ---------------------------------------------------------------------------------------------
+
+const encoder = new TextEncoder()
+const decoder = new TextDecoder("utf-8", { fatal: true })
+
+const hex = (s: string): Uint8Array => Uint8Array.from(s.replace(/\s+/g, "").match(/../g) ?? [], (h) => parseInt(h, 16))
+
+/** Bytes one side wrote and the other has not read yet. */
+class Pipe {
+  private chunks: Array<Uint8Array> = []
+  /** Set to report the end of the transport once the bytes run out. */
+  ended = false
+  write(buffers: ReadonlyArray<Uint8Array>): number {
+    let n = 0
+    for (const b of buffers) {
+      this.chunks.push(b.slice())
+      n += b.length
+    }
+    return n
+  }
+  get size(): number {
+    let n = 0
+    for (const c of this.chunks) n += c.length
+    return n
+  }
+  /** Copies as much as fits into `into`; 0 when empty. */
+  read(into: Uint8Array): number {
+    let n = 0
+    while (n < into.length && this.chunks.length > 0) {
+      const head = this.chunks[0]!
+      const k = Math.min(head.length, into.length - n)
+      into.set(head.subarray(0, k), n)
+      n += k
+      if (k === head.length) this.chunks.shift()
+      else this.chunks[0] = head.subarray(k)
+    }
+    return n
+  }
+}
+
+/** One end of a session: its handle, the bytes coming in and the bytes going out. */
+interface Peer {
+  readonly handle: WebSocket.Handle
+  readonly inbox: Pipe
+  readonly outbox: Pipe
+}
+
+/** A client and a server handle after an in-memory opening handshake, wired to each other. */
+const connect = (
+  clientProperties: WebSocket.HandleProperties = {},
+  serverProperties: WebSocket.HandleProperties = {}
+) =>
+  Effect.gen(function*() {
+    const client = yield* WebSocket.createClientHandle(clientProperties)
+    const server = yield* WebSocket.createServerHandle(serverProperties)
+    const { requestHeaders } = yield* WebSocket.beginClientHandshake(client, {
+      initialHeaders: [{ name: "Host", value: "example.com" }]
+    })
+    const { responseHeaders } = yield* WebSocket.beginServerHandshake(server, { requestHeaders })
+    yield* WebSocket.endServerHandshake(server)
+    yield* WebSocket.endClientHandshake(client, { responseHeaders })
+    const toServer = new Pipe()
+    const toClient = new Pipe()
+    return {
+      client: { handle: client, inbox: toClient, outbox: toServer } satisfies Peer,
+      server: { handle: server, inbox: toServer, outbox: toClient } satisfies Peer
+    }
+  })
+
+/** Runs the send queue until NoAction, writing everything; returns the contexts of the completed sends. */
+const flushSends = (peer: Peer) =>
+  Effect.gen(function*() {
+    const completed: Array<unknown> = []
+    for (;;) {
+      const action = yield* WebSocket.getAction(peer.handle, "Send")
+      switch (action._tag) {
+        case "NoAction":
+          return completed
+        case "SendToNetwork":
+          yield* WebSocket.completeAction(peer.handle, action.token, peer.outbox.write(action.buffers))
+          break
+        case "IndicateSendComplete":
+          completed.push(action.applicationContext)
+          yield* WebSocket.completeAction(peer.handle, action.token, 0)
+          break
+        default:
+          return yield* Effect.die(new Error(`unexpected ${action._tag} on the send queue`))
+      }
+    }
+  })
+
+/** Queues one send and writes it out. */
+const sendNow = (
+  peer: Peer,
+  bufferType: BufferType.BufferTypeName,
+  buffer?: Uint8Array | WebSocket.CloseBuffer
+) =>
+  Effect.gen(function*() {
+    yield* WebSocket.send(peer.handle, bufferType, buffer, bufferType)
+    const completed = yield* flushSends(peer)
+    assert.deepStrictEqual(completed, [bufferType])
+  })
+
+/** A completed receive: its buffer type's name, its data (copied) and close status. */
+interface Chunk {
+  readonly type: BufferType.BufferTypeName | undefined
+  readonly data: Uint8Array
+  readonly closeStatus: number | undefined
+}
+
+/**
+ * Queues one receive and drives the receive queue until it completes: reads come from the inbox
+ * (an empty inbox ends the transport only when it was marked ended), automatic pongs go to the
+ * outbox.
+ */
+const receiveOnce = (peer: Peer, buffer?: Uint8Array) =>
+  Effect.gen(function*() {
+    yield* WebSocket.receive(peer.handle, buffer, "receive")
+    for (;;) {
+      const action = yield* WebSocket.getAction(peer.handle, "Receive")
+      switch (action._tag) {
+        case "ReceiveFromNetwork": {
+          const n = peer.inbox.read(action.buffer)
+          if (n === 0 && !peer.inbox.ended) return yield* Effect.die(new Error("the receive needs bytes that were never sent"))
+          yield* WebSocket.completeAction(peer.handle, action.token, n)
+          break
+        }
+        case "SendToNetwork":
+          assert.strictEqual(action.queue, "Receive")
+          yield* WebSocket.completeAction(peer.handle, action.token, peer.outbox.write(action.buffers))
+          break
+        case "IndicateReceiveComplete": {
+          assert.strictEqual(action.applicationContext, "receive")
+          const chunk: Chunk = {
+            type: BufferType.nameOf(action.bufferType),
+            data: action.data.slice(),
+            closeStatus: action.closeStatus
+          }
+          yield* WebSocket.completeAction(peer.handle, action.token, 0)
+          return chunk
+        }
+        default:
+          return yield* Effect.die(new Error(`unexpected ${action._tag} on the receive queue`))
+      }
+    }
+  })
+
+/** Receives chunks until a message ends (or a control buffer arrives); returns the joined message. */
+const receiveMessage = (peer: Peer) =>
+  Effect.gen(function*() {
+    const parts: Array<Uint8Array> = []
+    for (;;) {
+      const chunk = yield* receiveOnce(peer)
+      parts.push(chunk.data)
+      if (chunk.type !== "Utf8Fragment" && chunk.type !== "BinaryFragment") {
+        const data = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
+        let offset = 0
+        for (const p of parts) {
+          data.set(p, offset)
+          offset += p.length
+        }
+        return { type: chunk.type, data, closeStatus: chunk.closeStatus, chunks: parts.length }
+      }
+    }
+  })
+
+const pattern = (length: number): Uint8Array => Uint8Array.from({ length }, (_, i) => (i * 31 + (i >>> 8)) & 0xff)
+
+// ---------------------------------------------------------------------------------------------
+// Sessions
+// ---------------------------------------------------------------------------------------------
+
+describe("session through the action loop", () => {
+  it.effect("echoes a text message", () =>
+    Effect.gen(function*() {
+      const { client, server } = yield* connect()
+      const message = "héllo, wörld 😀"
+      yield* sendNow(client, "Utf8Message", encoder.encode(message))
+      const atServer = yield* receiveMessage(server)
+      assert.strictEqual(atServer.type, "Utf8Message")
+      assert.strictEqual(decoder.decode(atServer.data), message)
+      yield* sendNow(server, "Utf8Message", atServer.data)
+      const atClient = yield* receiveMessage(client)
+      assert.strictEqual(atClient.type, "Utf8Message")
+      assert.strictEqual(decoder.decode(atClient.data), message)
+    }))
+
+  it.effect("echoes a binary message larger than the receive buffers, in chunks", () =>
+    Effect.gen(function*() {
+      const { client, server } = yield* connect({ receiveBufferSize: 256, sendBufferSize: 64 }, { receiveBufferSize: 512 })
+      const payload = pattern(10_000)
+      yield* sendNow(client, "BinaryMessage", payload)
+      const atServer = yield* receiveMessage(server)
+      assert.strictEqual(atServer.type, "BinaryMessage")
+      assert.deepStrictEqual(atServer.data, payload)
+      assert.isAbove(atServer.chunks, 10_000 / 512)
+      yield* sendNow(server, "BinaryMessage", atServer.data)
+      const atClient = yield* receiveMessage(client)
+      assert.deepStrictEqual(atClient.data, payload)
+      assert.isAbove(atClient.chunks, 10_000 / 256)
+    }))
+
+  it.effect("a fragmented message arrives as fragments, then the message end", () =>
+    Effect.gen(function*() {
+      const { client, server } = yield* connect()
+      yield* sendNow(client, "Utf8Fragment", encoder.encode("Hel"))
+      yield* sendNow(client, "Utf8Message", encoder.encode("lo"))
+      const first = yield* receiveOnce(server)
+      const second = yield* receiveOnce(server)
+      assert.deepStrictEqual([first.type, decoder.decode(first.data)], ["Utf8Fragment", "Hel"])
+      assert.deepStrictEqual([second.type, decoder.decode(second.data)], ["Utf8Message", "lo"])
+    }))
+
+  it.effect("a ping is answered automatically and the pong completes the peer's receive", () =>
+    Effect.gen(function*() {
+      const { client, server } = yield* connect()
+      yield* sendNow(client, "PingPong")
+      yield* sendNow(client, "Utf8Message", encoder.encode("after the ping"))
+      // the server answers the ping on its receive queue while receiving the message
+      const atServer = yield* receiveMessage(server)
+      assert.strictEqual(decoder.decode(atServer.data), "after the ping")
+      assert.isAbove(server.outbox.size, 0)
+      const pong = yield* receiveOnce(client)
+      assert.strictEqual(pong.type, "PingPong")
+      assert.strictEqual(pong.data.length, 0)
+    }))
+
+  it.effect("close handshake started by the client", () =>
+    Effect.gen(function*() {
+      const { client, server } = yield* connect()
+      yield* sendNow(client, "Close", { status: 1000, reason: "bye" })
+      const atServer = yield* receiveOnce(server)
+      assert.strictEqual(atServer.type, "Close")
+      assert.strictEqual(atServer.closeStatus, 1000)
+      assert.strictEqual(decoder.decode(atServer.data), "bye")
+      yield* sendNow(server, "Close", { status: 1000, reason: encoder.encode("ok") })
+      const atClient = yield* receiveOnce(client)
+      assert.strictEqual(atClient.type, "Close")
+      assert.strictEqual(atClient.closeStatus, 1000)
+      assert.strictEqual(decoder.decode(atClient.data), "ok")
+      // both sides are closed: nothing more to send or receive
+      for (const peer of [client, server]) {
+        const error = yield* Effect.flip(WebSocket.send(peer.handle, "Utf8Message", encoder.encode("x")))
+        assert.strictEqual(error._tag, "InvalidProtocolOperation")
+        const receiveError = yield* Effect.flip(WebSocket.receive(peer.handle))
+        assert.strictEqual(receiveError._tag, "InvalidProtocolOperation")
+        assert.match(receiveError.message, /Close was already received/)
+      }
+    }))
+
+  it.effect("close handshake started by the server, answered with an empty Close (1005)", () =>
+    Effect.gen(function*() {
+      const { client, server } = yield* connect()
+      yield* sendNow(server, "Close", { status: 1001, reason: "going away" })
+      const atClient = yield* receiveOnce(client)
+      assert.deepStrictEqual([atClient.type, atClient.closeStatus, decoder.decode(atClient.data)], ["Close", 1001, "going away"])
+      // the client may still send data after the peer's Close, then answers
+      yield* sendNow(client, "Utf8Message", encoder.encode("last words"))
+      yield* sendNow(client, "Close")
+      const last = yield* receiveMessage(server)
+      assert.strictEqual(decoder.decode(last.data), "last words")
+      const atServer = yield* receiveOnce(server)
+      assert.deepStrictEqual([atServer.type, atServer.closeStatus, atServer.data.length], ["Close", 1005, 0])
+    }))
+
+  it.effect("the end of the transport completes the receive with Close 1006", () =>
+    Effect.gen(function*() {
+      const { server } = yield* connect()
+      server.inbox.ended = true
+      const chunk = yield* receiveOnce(server)
+      assert.deepStrictEqual([chunk.type, chunk.closeStatus, chunk.data.length], ["Close", 1006, 0])
+    }))
+
+  it.effect("an application receive buffer gets the data copied", () =>
+    Effect.gen(function*() {
+      const { client, server } = yield* connect()
+      yield* sendNow(client, "BinaryMessage", pattern(20))
+      const buffer = new Uint8Array(8)
+      yield* WebSocket.receive(server.handle, buffer)
+      const read = yield* WebSocket.getAction(server.handle, "Receive")
+      assert.strictEqual(read._tag, "ReceiveFromNetwork")
+      if (read._tag !== "ReceiveFromNetwork") return
+      yield* WebSocket.completeAction(server.handle, read.token, server.inbox.read(read.buffer))
+      const done = yield* WebSocket.getAction(server.handle, "Receive")
+      assert.strictEqual(done._tag, "IndicateReceiveComplete")
+      if (done._tag !== "IndicateReceiveComplete") return
+      assert.strictEqual(done.data.buffer, buffer.buffer)
+      assert.deepStrictEqual(done.data, pattern(20).subarray(0, 8))
+      assert.strictEqual(done.bufferType, BufferType.BufferType.BinaryFragment)
+      assert.isUndefined(done.closeStatus)
+    }))
+
+  it.effect("data-last forms and the All queue", () =>
+    Effect.gen(function*() {
+      const { client, server } = yield* connect()
+      yield* client.handle.pipe(WebSocket.send("BinaryMessage", hex("010203"), "ctx"))
+      const write = yield* client.handle.pipe(WebSocket.getAction("All"))
+      assert.strictEqual(write._tag, "SendToNetwork")
+      if (write._tag !== "SendToNetwork") return
+      assert.strictEqual(write.action, Action.ActionCode.SendToNetwork)
+      assert.strictEqual(write.queue, "Send")
+      assert.strictEqual(write.applicationContext, "ctx")
+      yield* client.handle.pipe(WebSocket.completeAction(write.token, client.outbox.write(write.buffers)))
+      const done = yield* client.handle.pipe(WebSocket.getAction("All"))
+      assert.strictEqual(done._tag, "IndicateSendComplete")
+      const message = yield* receiveMessage(server)
+      assert.deepStrictEqual(message.data, hex("010203"))
+    }))
+})
+
+// ---------------------------------------------------------------------------------------------
+// Misuse and protocol violations
+// ---------------------------------------------------------------------------------------------
+
+const { HRESULT } = WebSocketError
+
+describe("misuse is an invalid operation", () => {
+  it.effect("a second outstanding send", () =>
+    Effect.gen(function*() {
+      const { client } = yield* connect()
+      yield* WebSocket.send(client.handle, "Utf8Message", encoder.encode("one"))
+      const error = yield* Effect.flip(WebSocket.send(client.handle, "Utf8Message", encoder.encode("two")))
+      assert.strictEqual(error._tag, "InvalidProtocolOperation")
+      assert.strictEqual(error.hresult, HRESULT.E_INVALID_PROTOCOL_OPERATION)
+      assert.strictEqual(error.hresult, 0x83760001)
+      assert.match(error.message, /another send is still outstanding/)
+      if (error._tag === "InvalidProtocolOperation") {
+        assert.strictEqual(error.operation, "send")
+        assert.strictEqual(error.state, "Open")
+      }
+    }))
+
+  it.effect("a second outstanding receive", () =>
+    Effect.gen(function*() {
+      const { server } = yield* connect()
+      yield* WebSocket.receive(server.handle)
+      const error = yield* Effect.flip(WebSocket.receive(server.handle))
+      assert.strictEqual(error._tag, "InvalidProtocolOperation")
+      assert.match(error.message, /another receive is still outstanding/)
+    }))
+
+  it.effect("a reused action token", () =>
+    Effect.gen(function*() {
+      const { client } = yield* connect()
+      yield* WebSocket.send(client.handle, "PingPong")
+      const action = yield* WebSocket.getAction(client.handle, "Send")
+      assert.strictEqual(action._tag, "SendToNetwork")
+      if (action._tag !== "SendToNetwork") return
+      yield* WebSocket.completeAction(client.handle, action.token, client.outbox.write(action.buffers))
+      const error = yield* Effect.flip(WebSocket.completeAction(client.handle, action.token, 0))
+      assert.strictEqual(error._tag, "InvalidProtocolOperation")
+      assert.strictEqual(error.hresult, 0x83760001)
+      assert.match(error.message, /already completed/)
+    }))
+
+  it.effect("a token of another handle", () =>
+    Effect.gen(function*() {
+      const { client, server } = yield* connect()
+      yield* WebSocket.send(client.handle, "PingPong")
+      const action = yield* WebSocket.getAction(client.handle, "Send")
+      assert.strictEqual(action._tag, "SendToNetwork")
+      if (action._tag !== "SendToNetwork") return
+      const error = yield* Effect.flip(WebSocket.completeAction(server.handle, action.token, 6))
+      assert.strictEqual(error._tag, "InvalidProtocolOperation")
+      assert.match(error.message, /token does not belong to this handle/)
+      // the client can still complete it
+      yield* WebSocket.completeAction(client.handle, action.token, client.outbox.write(action.buffers))
+    }))
+
+  it.effect("data after a Close was sent; a ping is still fine", () =>
+    Effect.gen(function*() {
+      const { client } = yield* connect()
+      yield* sendNow(client, "Close", { status: 1000 })
+      const error = yield* Effect.flip(WebSocket.send(client.handle, "BinaryMessage", pattern(3)))
+      assert.strictEqual(error._tag, "InvalidProtocolOperation")
+      assert.match(error.message, /Close was already sent/)
+      yield* sendNow(client, "PingPong")
+    }))
+
+  it.effect("session calls before the handshake", () =>
+    Effect.gen(function*() {
+      const client = yield* WebSocket.createClientHandle()
+      const errors = [
+        yield* Effect.flip(WebSocket.send(client, "Utf8Message", encoder.encode("early"))),
+        yield* Effect.flip(WebSocket.receive(client)),
+        yield* Effect.flip(WebSocket.getAction(client, "All"))
+      ]
+      yield* WebSocket.beginClientHandshake(client)
+      // a client is not open until endClientHandshake
+      errors.push(yield* Effect.flip(WebSocket.send(client, "PingPong")))
+      for (const error of errors) {
+        assert.strictEqual(error._tag, "InvalidProtocolOperation")
+        assert.strictEqual(error.hresult, 0x83760001)
+        assert.match(error.message, /handshake is not complete/)
+      }
+      // a server whose handshake began is opened by its first session call
+      const server = yield* WebSocket.createServerHandle()
+      const early = yield* Effect.flip(WebSocket.receive(server))
+      assert.strictEqual(early._tag, "InvalidProtocolOperation")
+      const { requestHeaders } = yield* WebSocket.beginClientHandshake(yield* WebSocket.createClientHandle(), {
+        initialHeaders: [{ name: "Host", value: "h" }]
+      })
+      yield* WebSocket.beginServerHandshake(server, { requestHeaders })
+      yield* WebSocket.send(server, "PingPong")
+    }))
+
+  it.effect("use after deleteHandle", () =>
+    Effect.gen(function*() {
+      const { client } = yield* connect()
+      yield* WebSocket.send(client.handle, "PingPong")
+      const action = yield* WebSocket.getAction(client.handle, "Send")
+      if (action._tag !== "SendToNetwork") return assert.fail(action._tag)
+      yield* WebSocket.deleteHandle(client.handle)
+      const errors = [
+        yield* Effect.flip(WebSocket.send(client.handle, "PingPong")),
+        yield* Effect.flip(WebSocket.receive(client.handle)),
+        yield* Effect.flip(WebSocket.getAction(client.handle, "Send")),
+        yield* Effect.flip(WebSocket.completeAction(client.handle, action.token, 6))
+      ]
+      for (const error of errors) {
+        assert.strictEqual(error._tag, "InvalidProtocolOperation")
+        assert.match(error.message, /deleted/)
+        if (error._tag === "InvalidProtocolOperation") assert.strictEqual(error.state, "Deleted")
+      }
+    }))
+
+  it.effect("use after the handle's scope closed", () =>
+    Effect.gen(function*() {
+      const { client, server } = yield* Effect.scoped(connect())
+      for (const peer of [client, server]) {
+        const error = yield* Effect.flip(WebSocket.send(peer.handle, "Utf8Message", encoder.encode("late")))
+        assert.strictEqual(error._tag, "InvalidProtocolOperation")
+        assert.match(error.message, /deleted/)
+        const getError = yield* Effect.flip(WebSocket.getAction(peer.handle, "Receive"))
+        assert.strictEqual(getError._tag, "InvalidProtocolOperation")
+      }
+    }))
+
+  it.effect("use after abortHandle; queued operations drain", () =>
+    Effect.gen(function*() {
+      const { client } = yield* connect()
+      yield* WebSocket.send(client.handle, "BinaryMessage", pattern(10), "pending send")
+      yield* WebSocket.receive(client.handle, undefined, "pending receive")
+      yield* WebSocket.abortHandle(client.handle)
+      const errors = [
+        yield* Effect.flip(WebSocket.send(client.handle, "PingPong")),
+        yield* Effect.flip(WebSocket.receive(client.handle))
+      ]
+      for (const error of errors) {
+        assert.strictEqual(error._tag, "InvalidProtocolOperation")
+        assert.match(error.message, /aborted/)
+      }
+      const sent = yield* WebSocket.getAction(client.handle, "Send")
+      assert.strictEqual(sent._tag, "IndicateSendComplete")
+      if (sent._tag !== "IndicateSendComplete") return
+      assert.strictEqual(sent.applicationContext, "pending send")
+      yield* WebSocket.completeAction(client.handle, sent.token, 0)
+      const received = yield* WebSocket.getAction(client.handle, "Receive")
+      assert.strictEqual(received._tag, "IndicateReceiveComplete")
+      if (received._tag !== "IndicateReceiveComplete") return
+      assert.strictEqual(received.closeStatus, 1006)
+      assert.strictEqual(received.applicationContext, "pending receive")
+      yield* WebSocket.completeAction(client.handle, received.token, 0)
+      assert.strictEqual((yield* WebSocket.getAction(client.handle, "All"))._tag, "NoAction")
+      assert.strictEqual(client.outbox.size, 0, "nothing was written")
+    }))
+
+  it.effect("abortHandle before the handshake is a no-op", () =>
+    Effect.gen(function*() {
+      const client = yield* WebSocket.createClientHandle()
+      yield* WebSocket.abortHandle(client)
+      yield* WebSocket.beginClientHandshake(client)
+    }))
+
+  it.effect("an unknown queue", () =>
+    Effect.gen(function*() {
+      const { client } = yield* connect()
+      const error = yield* Effect.flip(WebSocket.getAction(client.handle, "Both" as Action.ActionQueue))
+      assert.strictEqual(error._tag, "InvalidProtocolOperation")
+      assert.match(error.message, /not an action queue/)
+    }))
+})
+
+describe("invalid parameters", () => {
+  it.effect("close statuses that may not be sent, long reasons, long pings", () =>
+    Effect.gen(function*() {
+      const { client } = yield* connect()
+      const errors = [
+        yield* Effect.flip(WebSocket.send(client.handle, "Close", { status: 1005 })),
+        yield* Effect.flip(WebSocket.send(client.handle, "Close", { status: 999 })),
+        yield* Effect.flip(WebSocket.send(client.handle, "Close", { status: 1000, reason: "x".repeat(124) })),
+        yield* Effect.flip(WebSocket.send(client.handle, "PingPong", new Uint8Array(126))),
+        yield* Effect.flip(WebSocket.send(client.handle, "Utf8Message", { status: 1000 }))
+      ]
+      for (const error of errors) {
+        assert.strictEqual(error._tag, "InvalidParameter")
+        assert.strictEqual(error.hresult, 0x80070057)
+        assert.strictEqual(error.hresult, HRESULT.E_INVALIDARG)
+      }
+      assert.match(errors[0]!.message, /close status 1005 may not be sent/)
+      assert.match(errors[2]!.message, /124 bytes/)
+      // nothing was queued: a valid Close still goes out
+      yield* sendNow(client, "Close", { status: 1000, reason: "x".repeat(123) })
+    }))
+
+  it.effect("a read completed with more bytes than offered", () =>
+    Effect.gen(function*() {
+      const { server } = yield* connect()
+      yield* WebSocket.receive(server.handle)
+      const read = yield* WebSocket.getAction(server.handle, "Receive")
+      if (read._tag !== "ReceiveFromNetwork") return assert.fail(read._tag)
+      const error = yield* Effect.flip(WebSocket.completeAction(server.handle, read.token, read.buffer.length + 1))
+      assert.strictEqual(error._tag, "InvalidParameter")
+      assert.strictEqual(error.hresult, 0x80070057)
+    }))
+})
+
+describe("protocol violations surface from getAction", () => {
+  /** Puts raw bytes on the wire to `peer` and receives: the failure of getAction. */
+  const violation = (toClient: boolean, wire: string) =>
+    Effect.gen(function*() {
+      const { client, server } = yield* connect()
+      const peer = toClient ? client : server
+      peer.inbox.write([hex(wire)])
+      return { peer, error: yield* Effect.flip(receiveOnce(peer)) }
+    })
+
+  it.effect("an unmasked frame at a server: InvalidProtocolFormat, 1002", () =>
+    Effect.gen(function*() {
+      const { error, peer } = yield* violation(false, "81 05 48656c6c6f")
+      assert.strictEqual(error._tag, "InvalidProtocolFormat")
+      assert.strictEqual(error.hresult, 0x83760002)
+      assert.strictEqual(error.hresult, HRESULT.E_INVALID_PROTOCOL_FORMAT)
+      if (error._tag === "InvalidProtocolFormat") assert.strictEqual(error.closeStatus, 1002)
+      assert.match(error.message, /not masked/)
+      assert.isTrue(WebSocketError.isWebSocketError(error))
+      // the failure repeats; the application sends its Close and aborts, then the queues drain
+      const again = yield* Effect.flip(WebSocket.getAction(peer.handle, "Receive"))
+      assert.strictEqual(again._tag, "InvalidProtocolFormat")
+      yield* sendNow(peer, "Close", { status: 1002 })
+      yield* WebSocket.abortHandle(peer.handle)
+      const drained = yield* WebSocket.getAction(peer.handle, "Receive")
+      assert.strictEqual(drained._tag, "IndicateReceiveComplete")
+      if (drained._tag === "IndicateReceiveComplete") assert.strictEqual(drained.closeStatus, 1006)
+    }))
+
+  it.effect("a masked frame at a client: InvalidProtocolFormat, 1002", () =>
+    Effect.gen(function*() {
+      const { error } = yield* violation(true, "81 85 37fa213d 7f9f4d5158")
+      assert.strictEqual(error._tag, "InvalidProtocolFormat")
+      if (error._tag === "InvalidProtocolFormat") assert.strictEqual(error.closeStatus, 1002)
+      assert.match(error.message, /masked/)
+    }))
+
+  it.effect("invalid UTF-8: InvalidProtocolFormat, 1007", () =>
+    Effect.gen(function*() {
+      const { error } = yield* violation(false, "81 82 00000000 c328")
+      assert.strictEqual(error._tag, "InvalidProtocolFormat")
+      if (error._tag === "InvalidProtocolFormat") assert.strictEqual(error.closeStatus, 1007)
+      assert.match(error.message, /UTF-8/)
+    }))
+
+  it.effect("a continuation with no message: InvalidProtocolOperation, 1002", () =>
+    Effect.gen(function*() {
+      const { error } = yield* violation(true, "80 02 6c6f")
+      assert.strictEqual(error._tag, "InvalidProtocolOperation")
+      assert.strictEqual(error.hresult, 0x83760001)
+      if (error._tag === "InvalidProtocolOperation") {
+        assert.strictEqual(error.closeStatus, 1002)
+        assert.strictEqual(error.operation, "getAction")
+      }
+    }))
+
+  it.effect("a close code that may not be on the wire: InvalidProtocolFormat, 1002", () =>
+    Effect.gen(function*() {
+      const { error } = yield* violation(true, "88 02 03ed")
+      assert.strictEqual(error._tag, "InvalidProtocolFormat")
+      if (error._tag === "InvalidProtocolFormat") assert.strictEqual(error.closeStatus, 1002)
+      assert.match(error.message, /close code 1005/)
+    }))
+
+  it.effect("a message over maxMessageSize: InvalidProtocolFormat, 1009", () =>
+    Effect.gen(function*() {
+      const { server } = yield* connect({}, { maxMessageSize: 1000 })
+      server.inbox.write([hex("82 fe 03e9 00000000")])
+      const error = yield* Effect.flip(receiveOnce(server))
+      assert.strictEqual(error._tag, "InvalidProtocolFormat")
+      if (error._tag === "InvalidProtocolFormat") assert.strictEqual(error.closeStatus, 1009)
+    }))
+})

@@ -1,0 +1,1309 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Arbitrary, Schema } from "effect"
+import { ActionCode, BufferTypeCode, type Engine, QueueCode, Status } from "../../src/internal/engine/engine.ts"
+import { Opcode } from "../../src/internal/engine/frame.ts"
+import { HandleState } from "../../src/internal/engine/state.ts"
+import {
+  complete,
+  concat,
+  contentOf,
+  counting,
+  decodeUtf8,
+  drainSends,
+  type EngineOverrides,
+  expectAction,
+  expectFailure,
+  expectRejected,
+  expectSendRejected,
+  feed,
+  type FeedOptions,
+  hex,
+  isUtf8,
+  makeClient,
+  makeEngine,
+  makeServer,
+  messagesOf,
+  next,
+  parseFrames,
+  send,
+  sendAndDrain,
+  stepBytes,
+  toHex,
+  utf8
+} from "./helpers.ts"
+
+const { Utf8Message, Utf8Fragment, BinaryMessage, BinaryFragment, Close, PingPong, UnsolicitedPong } = BufferTypeCode
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures: RFC 6455 section 5.7, and streams built from them
+// ---------------------------------------------------------------------------------------------
+
+interface ReceiveFixture {
+  readonly name: string
+  readonly client: boolean
+  readonly wire: string
+  /** The deliveries, as {@link contentOf} renders them. */
+  readonly expected: ReadonlyArray<unknown>
+  /** What the receive side writes (automatic pongs), hex. */
+  readonly sent?: string
+  /** Split at every byte boundary (false: at a sample of them, for the 64 KiB fixture). */
+  readonly everyBoundary?: boolean
+}
+
+const text = (s: string) => ({ kind: "text", data: toHex(utf8(s)) })
+const binary = (bytes: Uint8Array) => ({ kind: "binary", data: toHex(bytes) })
+const pong = (s: string) => ({ kind: "pong", data: toHex(utf8(s)) })
+const closed = (closeStatus: number, reason = "") => ({ kind: "close", closeStatus, data: toHex(utf8(reason)) })
+
+const receiveFixtures: ReadonlyArray<ReceiveFixture> = [
+  {
+    name: "a single-frame masked text message at a server",
+    client: false,
+    wire: "81 85 37fa213d 7f9f4d5158",
+    expected: [text("Hello")]
+  },
+  {
+    name: "a single-frame unmasked text message at a client",
+    client: true,
+    wire: "81 05 48656c6c6f",
+    expected: [text("Hello")]
+  },
+  {
+    name: "a fragmented unmasked text message",
+    client: true,
+    wire: "01 03 48656c 80 02 6c6f",
+    expected: [text("Hello")]
+  },
+  {
+    name: "a fragmented masked text message",
+    client: false,
+    wire: "01 83 37fa213d 7f9f4d 80 82 37fa213d 5b95",
+    expected: [text("Hello")]
+  },
+  {
+    name: "an unmasked Ping at a client, answered with a masked Pong",
+    client: true,
+    wire: "89 05 48656c6c6f",
+    expected: [],
+    sent: "8a 85 37fa213d 7f9f4d5158"
+  },
+  {
+    name: "a masked Ping at a server, answered with an unmasked Pong",
+    client: false,
+    wire: "89 85 37fa213d 7f9f4d5158",
+    expected: [],
+    sent: "8a 05 48656c6c6f"
+  },
+  {
+    name: "an unmasked Pong at a client",
+    client: true,
+    wire: "8a 05 48656c6c6f",
+    expected: [pong("Hello")]
+  },
+  {
+    name: "a masked Pong at a server",
+    client: false,
+    wire: "8a 85 37fa213d 7f9f4d5158",
+    expected: [pong("Hello")]
+  },
+  {
+    name: "a 256-byte binary message (16-bit length)",
+    client: true,
+    wire: "82 7e 0100" + toHex(counting(256)),
+    expected: [binary(counting(256))]
+  },
+  {
+    name: "a 65536-byte binary message (64-bit length)",
+    client: true,
+    wire: "82 7f 0000000000010000" + toHex(counting(65536)),
+    expected: [binary(counting(65536))],
+    everyBoundary: false
+  },
+  {
+    name: "control frames between the fragments of a message, then a Close",
+    client: true,
+    wire: "01 03 48656c 89 05 48656c6c6f 8a 00 00 00 80 02 6c6f 82 00 88 05 03e8 627965",
+    expected: [pong(""), text("Hello"), binary(new Uint8Array(0)), closed(1000, "bye")],
+    sent: "8a 85 37fa213d 7f9f4d5158"
+  },
+  {
+    name: "a masked stream: text split inside a code point, binary, empty text, Close",
+    client: false,
+    // "é€" = c3a9 e282ac, fragmented as c3 | a9e2 | 82ac; then a 0x02 message "ab"; "" ; Close 1001
+    wire: "01 81 00000000 c3  00 82 00000000 a9e2  80 82 00000000 82ac" +
+      " 82 82 37fa213d 5698  81 80 37fa213d  88 82 00000000 03e9",
+    expected: [text("é€"), binary(utf8("ab")), text(""), closed(1001)]
+  }
+]
+
+interface Outcome {
+  readonly content: Array<unknown>
+  readonly sent: string
+  readonly failed: Status | undefined
+}
+
+const wireBytes = new Map<string, Uint8Array>()
+const wireOf = (fixture: ReceiveFixture): Uint8Array => {
+  let bytes = wireBytes.get(fixture.wire)
+  if (bytes === undefined) {
+    bytes = hex(fixture.wire)
+    wireBytes.set(fixture.wire, bytes)
+  }
+  return bytes
+}
+
+const receiveAll = (fixture: ReceiveFixture, options: FeedOptions & { engine?: EngineOverrides } = {}): Outcome => {
+  const engine = makeEngine(fixture.client, options.engine)
+  const result = feed(engine, wireOf(fixture), options)
+  return { content: contentOf(result.deliveries), sent: toHex(concat(result.sent)), failed: result.failed }
+}
+
+/** Split points: every boundary, or for a long wire every one in the first and last 300 bytes and every 251st. */
+const splitPoints = (length: number, every: boolean): Array<number> => {
+  const points: Array<number> = []
+  for (let i = 1; i < length; i++) {
+    if (every || i < 300 || length - i < 300 || i % 251 === 0) points.push(i)
+  }
+  return points
+}
+
+describe("RFC 6455 section 5.7 examples, received", () => {
+  for (const fixture of receiveFixtures) {
+    it(fixture.name, () => {
+      const outcome = receiveAll(fixture)
+      assert.strictEqual(outcome.failed, undefined)
+      assert.deepStrictEqual(outcome.content, fixture.expected)
+      assert.strictEqual(outcome.sent, toHex(hex(fixture.sent ?? "")))
+    })
+  }
+
+  it("the fragmented message arrives as Utf8Fragment then Utf8Message", () => {
+    const engine = makeClient()
+    const { deliveries } = feed(engine, "01 03 48656c 80 02 6c6f")
+    assert.deepStrictEqual(deliveries.map((d) => [d.bufferType, toHex(d.data)]), [
+      [Utf8Fragment, "48656c"],
+      [Utf8Message, "6c6f"]
+    ])
+  })
+
+  it("binary messages arrive as BinaryMessage, in one chunk when they fit the receive buffer", () => {
+    const engine = makeClient({ receiveBufferSize: 65536 })
+    const { deliveries } = feed(engine, "82 7e 0100" + toHex(counting(256)) + "82 7f 0000000000010000" + toHex(counting(65536)))
+    assert.deepStrictEqual(deliveries[0]!.bufferType, BinaryMessage)
+    assert.deepStrictEqual(deliveries[0]!.data, counting(256))
+    // the 64 KiB message shares the 64 KiB buffer with its header: a fragment, then the rest
+    assert.deepStrictEqual(deliveries.slice(1).map((d) => d.bufferType), [BinaryFragment, BinaryMessage])
+    assert.deepStrictEqual(concat(deliveries.slice(1).map((d) => d.data)), counting(65536))
+  })
+
+  it("a received Pong completes the receive as PingPong, a Ping does not", () => {
+    const engine = makeClient()
+    const ping = feed(engine, "89 05 48656c6c6f")
+    assert.deepStrictEqual(ping.deliveries, [])
+    assert.strictEqual(ping.sent.length, 1)
+    const received = feed(engine, "8a 05 48656c6c6f")
+    assert.deepStrictEqual(received.deliveries.map((d) => [d.bufferType, toHex(d.data)]), [[PingPong, "48656c6c6f"]])
+  })
+})
+
+describe("RFC 6455 section 5.7 examples, sent", () => {
+  it("a server sends Hello unmasked", () => {
+    assert.strictEqual(toHex(sendAndDrain(makeServer(), Utf8Message, utf8("Hello"))), "810548656c6c6f")
+  })
+
+  it("a client sends Hello masked with the key drawn", () => {
+    assert.strictEqual(toHex(sendAndDrain(makeClient(), Utf8Message, utf8("Hello"))), "818537fa213d7f9f4d5158")
+  })
+
+  it("a client with masking disabled sends a zero key", () => {
+    const wire = sendAndDrain(makeClient({ disableMasking: true }), Utf8Message, utf8("Hello"))
+    assert.strictEqual(toHex(wire), "81850000000048656c6c6f")
+  })
+
+  it("a server sends 256 and 65536 binary bytes with 16-bit and 64-bit lengths", () => {
+    const server = makeServer()
+    assert.strictEqual(toHex(sendAndDrain(server, BinaryMessage, counting(256))), "827e0100" + toHex(counting(256)))
+    assert.strictEqual(
+      toHex(sendAndDrain(server, BinaryMessage, counting(65536))),
+      "827f0000000000010000" + toHex(counting(65536))
+    )
+  })
+
+  it("a client masks 256 and 65536 binary bytes", () => {
+    const client = makeClient({ sendBufferSize: 4096 })
+    for (const length of [256, 65536]) {
+      const frames = parseFrames(sendAndDrain(client, BinaryMessage, counting(length)))
+      assert.strictEqual(frames.length, 1)
+      assert.isTrue(frames[0]!.masked)
+      assert.strictEqual(toHex(frames[0]!.maskKey), "37fa213d")
+      assert.deepStrictEqual(frames[0]!.payload, counting(length))
+    }
+  })
+
+  it("a server payload goes out from the caller's memory, header and payload as two buffers", () => {
+    const server = makeServer()
+    const payload = counting(300)
+    send(server, BinaryMessage, payload, undefined, "ctx")
+    const step = expectAction(next(server, QueueCode.Send), ActionCode.SendToNetwork, QueueCode.Send)
+    assert.strictEqual(step.buffers.length, 2)
+    assert.strictEqual(toHex(step.buffers[0]!), "827e012c")
+    assert.strictEqual(step.buffers[1]!.buffer, payload.buffer)
+    assert.strictEqual(step.context, "ctx")
+    assert.strictEqual(step.bufferType, BinaryMessage)
+    complete(server, step)
+    const done = expectAction(next(server, QueueCode.Send), ActionCode.IndicateSendComplete, QueueCode.Send)
+    assert.strictEqual(done.context, "ctx")
+    complete(server, done)
+    assert.strictEqual(next(server, QueueCode.Send).action, ActionCode.NoAction)
+  })
+
+  it("pings and pongs: Ping with Hello, an empty unsolicited Pong", () => {
+    assert.strictEqual(toHex(sendAndDrain(makeClient(), PingPong, utf8("Hello"))), "898537fa213d7f9f4d5158")
+    assert.strictEqual(toHex(sendAndDrain(makeServer(), PingPong)), "8900")
+    assert.strictEqual(toHex(sendAndDrain(makeServer(), UnsolicitedPong)), "8a00")
+    assert.strictEqual(toHex(sendAndDrain(makeClient(), UnsolicitedPong)), "8a8037fa213d")
+  })
+
+  it("a client's masked send leaves the caller's payload untouched", () => {
+    const payload = utf8("Hello")
+    sendAndDrain(makeClient(), Utf8Message, payload)
+    assert.strictEqual(toHex(payload), "48656c6c6f")
+  })
+})
+
+describe("received bytes split anywhere (spanning multiple reads)", () => {
+  for (const fixture of receiveFixtures) {
+    const every = fixture.everyBoundary !== false
+    it(`${fixture.name}: split at ${every ? "every byte boundary" : "a sample of byte boundaries"}`, () => {
+      const reference = receiveAll(fixture)
+      const length = wireOf(fixture).length
+      for (const at of splitPoints(length, every)) {
+        const outcome = receiveAll(fixture, { chunks: [at, length - at] })
+        assert.deepStrictEqual(outcome, reference, `split at ${at}`)
+      }
+    })
+    it(`${fixture.name}: one byte at a time`, () => {
+      assert.deepStrictEqual(receiveAll(fixture, { chunks: 1 }), receiveAll(fixture))
+    })
+  }
+
+  it("4 KiB of text in frames cut inside code points, 256-byte receive buffer, split in two at every 7th boundary", () => {
+    const message = "aé€😀".repeat(410) // 10 bytes a time
+    const payload = utf8(message)
+    // frames of 333 bytes: their boundaries fall inside code points
+    const frames: Array<Uint8Array> = []
+    for (let i = 0; i < payload.length; i += 333) {
+      const part = payload.subarray(i, Math.min(i + 333, payload.length))
+      const first = i === 0
+      const fin = i + 333 >= payload.length
+      frames.push(hex(((fin ? 0x80 : 0) | (first ? 1 : 0)).toString(16).padStart(2, "0") + "7e" + part.length.toString(16).padStart(4, "0")), part)
+    }
+    const wire = concat(frames)
+    const fixture: ReceiveFixture = { name: "", client: true, wire: toHex(wire), expected: [] }
+    const engineOptions = { engine: { receiveBufferSize: 256 } }
+    const reference = receiveAll(fixture, engineOptions)
+    assert.deepStrictEqual(reference.content, [text(message)])
+    for (let at = 1; at < wire.length; at += 7) {
+      assert.deepStrictEqual(receiveAll(fixture, { ...engineOptions, chunks: [at, wire.length - at] }), reference, `split at ${at}`)
+    }
+  })
+})
+
+// ---------------------------------------------------------------------------------------------
+// Receive-side rules (spec 7.2)
+// ---------------------------------------------------------------------------------------------
+
+const failing = (
+  client: boolean,
+  wire: string,
+  status: Status,
+  closeStatus: number,
+  message: RegExp,
+  overrides: EngineOverrides = {}
+) => {
+  const engine = makeEngine(client, overrides)
+  const result = feed(engine, wire)
+  expectFailure(engine, result, status, closeStatus, message)
+  return result
+}
+
+describe("masking (RFC 6455 section 5.3)", () => {
+  it("a server fails on an unmasked client frame (1002)", () => {
+    failing(false, "81 05 48656c6c6f", Status.InvalidFormat, 1002, /client frame is not masked/)
+  })
+
+  it("a server fails on an unmasked control frame too", () => {
+    failing(false, "89 00", Status.InvalidFormat, 1002, /not masked/)
+  })
+
+  it("a server with masking disabled accepts unmasked frames, and masked ones", () => {
+    const engine = makeServer({ disableMasking: true })
+    const result = feed(engine, "81 05 48656c6c6f 81 85 37fa213d 7f9f4d5158")
+    assert.strictEqual(result.failed, undefined)
+    assert.deepStrictEqual(contentOf(result.deliveries), [text("Hello"), text("Hello")])
+  })
+
+  it("a client fails on a masked server frame (1002)", () => {
+    failing(true, "81 85 37fa213d 7f9f4d5158", Status.InvalidFormat, 1002, /server frame is masked/)
+  })
+
+  it("a client fails on a masked frame even with a zero key", () => {
+    failing(true, "82 80 00000000", Status.InvalidFormat, 1002, /server frame is masked/)
+  })
+})
+
+describe("base framing (RFC 6455 section 5.2)", () => {
+  for (const [bits, name] of [["c1", "RSV1"], ["a1", "RSV2"], ["91", "RSV3"], ["f1", "RSV1/2/3"]] as const) {
+    it(`${name} set without an extension (1002)`, () => {
+      failing(true, `${bits} 05 48656c6c6f`, Status.InvalidFormat, 1002, new RegExp(`reserved bits ${name} set`))
+    })
+  }
+
+  it("RSV bits on a masked frame at a server (1002)", () => {
+    failing(false, "c1 85 37fa213d 7f9f4d5158", Status.InvalidFormat, 1002, /RSV1/)
+  })
+
+  for (const opcode of [0x3, 0x4, 0x5, 0x6, 0x7, 0xb, 0xc, 0xd, 0xe, 0xf]) {
+    it(`reserved opcode 0x${opcode.toString(16)} (1002)`, () => {
+      const b0 = (0x80 | opcode).toString(16)
+      failing(true, `${b0} 00`, Status.InvalidFormat, 1002, /reserved opcode/)
+      failing(false, `${b0} 80 00000000`, Status.InvalidFormat, 1002, /reserved opcode/)
+    })
+  }
+
+  it("a reserved opcode fails from the first byte, before the rest of the header", () => {
+    failing(true, "83", Status.InvalidFormat, 1002, /reserved opcode/)
+  })
+
+  it("a 64-bit length with its most significant bit set (1002)", () => {
+    failing(true, "82 7f 8000000000000000", Status.InvalidFormat, 1002, /most significant bit/)
+  })
+
+  it("a 64-bit length above 2^53-1 (1002)", () => {
+    failing(true, "82 7f 0020000000000000", Status.InvalidFormat, 1002, /2\^53-1/)
+  })
+
+  it("a non-minimal length encoding is accepted", () => {
+    const result = feed(makeClient(), "82 7e 0003 616263 82 7f 0000000000000001 64")
+    assert.deepStrictEqual(contentOf(result.deliveries), [binary(utf8("abc")), binary(utf8("d"))])
+  })
+})
+
+describe("control frames (RFC 6455 section 5.5)", () => {
+  it("a Ping with a 126-byte payload (1002)", () => {
+    failing(true, "89 7e 007e" + "00".repeat(126), Status.InvalidFormat, 1002, /exceeds 125 bytes/)
+  })
+
+  it("a Close with a 126-byte payload, announced with a 7-bit length of 126 (1002)", () => {
+    failing(false, "88 fe 007e", Status.InvalidFormat, 1002, /exceeds 125 bytes/)
+  })
+
+  it("a 125-byte Ping is answered", () => {
+    const result = feed(makeServer(), "89 fd 00000000" + "61".repeat(125))
+    assert.strictEqual(result.failed, undefined)
+    assert.strictEqual(toHex(concat(result.sent)), "8a7d" + "61".repeat(125))
+  })
+
+  it("a fragmented Ping, FIN=0 (1002)", () => {
+    failing(true, "09 00", Status.InvalidFormat, 1002, /control frame is fragmented/)
+  })
+
+  it("a fragmented Close and Pong (1002)", () => {
+    failing(true, "08 00", Status.InvalidFormat, 1002, /fragmented/)
+    failing(true, "0a 00", Status.InvalidFormat, 1002, /fragmented/)
+  })
+})
+
+describe("fragmentation (RFC 6455 section 5.4)", () => {
+  it("a continuation frame with no message to continue (1002, InvalidOperation)", () => {
+    failing(true, "80 02 6c6f", Status.InvalidOperation, 1002, /continuation frame arrived with no message/)
+  })
+
+  it("a continuation after a complete message (1002, InvalidOperation)", () => {
+    const result = failing(true, "81 05 48656c6c6f 00 01 61", Status.InvalidOperation, 1002, /continuation/)
+    assert.deepStrictEqual(contentOf(result.deliveries), [text("Hello")])
+  })
+
+  it("a new text frame inside a fragmented message (1002, InvalidOperation)", () => {
+    const result = failing(true, "01 03 48656c 81 02 6c6f", Status.InvalidOperation, 1002, /fragmented message is still open/)
+    assert.deepStrictEqual(result.deliveries.map((d) => [d.bufferType, toHex(d.data)]), [[Utf8Fragment, "48656c"]])
+  })
+
+  it("a new binary frame inside a fragmented text message (1002, InvalidOperation)", () => {
+    failing(false, "01 80 00000000 82 80 00000000", Status.InvalidOperation, 1002, /still open/)
+  })
+
+  it("empty fragments are skipped; an empty final frame ends the message with an empty chunk", () => {
+    const { deliveries } = feed(makeClient(), "01 00 00 03 48656c 00 00 00 02 6c6f 80 00")
+    assert.deepStrictEqual(deliveries.map((d) => [d.bufferType, toHex(d.data)]), [
+      [Utf8Fragment, "48656c"],
+      [Utf8Fragment, "6c6f"],
+      [Utf8Message, ""]
+    ])
+  })
+
+  it("binary fragments arrive as BinaryFragment then BinaryMessage", () => {
+    const { deliveries } = feed(makeClient(), "02 01 01 00 01 02 80 01 03")
+    assert.deepStrictEqual(deliveries.map((d) => [d.bufferType, toHex(d.data)]), [
+      [BinaryFragment, "01"],
+      [BinaryFragment, "02"],
+      [BinaryMessage, "03"]
+    ])
+  })
+})
+
+describe("UTF-8 (RFC 6455 sections 5.6 and 8.1)", () => {
+  it("invalid UTF-8 in a single text frame (1007)", () => {
+    failing(true, "81 02 c328", Status.InvalidFormat, 1007, /not valid UTF-8/)
+  })
+
+  it("a surrogate, an overlong form and a code point above U+10FFFF (1007)", () => {
+    failing(true, "81 03 eda080", Status.InvalidFormat, 1007, /not valid UTF-8/)
+    failing(true, "81 02 c0af", Status.InvalidFormat, 1007, /not valid UTF-8/)
+    failing(true, "81 04 f4908080", Status.InvalidFormat, 1007, /not valid UTF-8/)
+  })
+
+  it("fails as soon as a fragment is already invalid, before the rest of the message arrives", () => {
+    const engine = makeClient()
+    // first fragment: "Hel" c3 28 (invalid), the frame announces 200 bytes of which 5 arrived
+    const result = feed(engine, "01 7e 00c8 48656c c328")
+    expectFailure(engine, result, Status.InvalidFormat, 1007, /not valid UTF-8/)
+  })
+
+  it("fails on an invalid first fragment while the final fragment is still to come", () => {
+    const engine = makeServer()
+    const result = feed(engine, "01 82 00000000 c328")
+    expectFailure(engine, result, Status.InvalidFormat, 1007, /not valid UTF-8/)
+    assert.deepStrictEqual(result.deliveries, [])
+  })
+
+  it("a text message that ends inside a code point (1007)", () => {
+    failing(true, "81 03 48 e282", Status.InvalidFormat, 1007, /ends inside a UTF-8 sequence/)
+  })
+
+  it("a fragmented text message that ends inside a code point (1007)", () => {
+    const result = failing(true, "01 02 48e2 80 01 82", Status.InvalidFormat, 1007, /ends inside a UTF-8 sequence/)
+    assert.deepStrictEqual(result.deliveries.map((d) => toHex(d.data)), ["48"])
+  })
+
+  it("a code point split across fragments is valid, and delivered whole", () => {
+    const { deliveries } = feed(makeClient(), "01 02 48e2 00 01 82 80 01 ac")
+    assert.deepStrictEqual(deliveries.map((d) => [d.bufferType, decodeUtf8(d.data)]), [
+      [Utf8Fragment, "H"],
+      [Utf8Message, "€"]
+    ])
+  })
+
+  it("invalid UTF-8 is accepted with disableUtf8Verification", () => {
+    const engine = makeClient({ disableUtf8Verification: true })
+    const result = feed(engine, "81 02 c328 81 03 48 e282")
+    assert.strictEqual(result.failed, undefined)
+    assert.deepStrictEqual(result.deliveries.map((d) => [d.bufferType, toHex(d.data)]), [
+      [Utf8Message, "c328"],
+      [Utf8Message, "48e282"]
+    ])
+  })
+
+  it("binary messages are not checked", () => {
+    const { deliveries, failed } = feed(makeClient(), "82 02 c328")
+    assert.strictEqual(failed, undefined)
+    assert.deepStrictEqual(contentOf(deliveries), [binary(hex("c328"))])
+  })
+})
+
+describe("closing (RFC 6455 sections 5.5.1 and 7.4)", () => {
+  it("an invalid UTF-8 close reason (1007)", () => {
+    failing(true, "88 04 03e8 c328", Status.InvalidFormat, 1007, /close reason is not valid UTF-8/)
+  })
+
+  for (const code of [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2999, 5000, 65535]) {
+    it(`close code ${code} on the wire (1002)`, () => {
+      const wire = "88 02 " + code.toString(16).padStart(4, "0")
+      failing(true, wire, Status.InvalidFormat, 1002, new RegExp(`close code ${code}`))
+    })
+  }
+
+  for (const code of [1000, 1001, 1002, 1003, 1007, 1011, 1012, 1014, 3000, 3999, 4000, 4999]) {
+    it(`close code ${code} is accepted with its reason`, () => {
+      const engine = makeServer()
+      const result = feed(engine, "88 85 00000000 " + code.toString(16).padStart(4, "0") + "627965")
+      assert.strictEqual(result.failed, undefined)
+      assert.deepStrictEqual(contentOf(result.deliveries), [closed(code, "bye")])
+      assert.strictEqual(engine.state, HandleState.CloseReceived)
+    })
+  }
+
+  it("a 1-byte Close body (1002)", () => {
+    failing(true, "88 01 03", Status.InvalidFormat, 1002, /1-byte body/)
+  })
+
+  it("an empty Close body is reported as 1005", () => {
+    const { deliveries } = feed(makeClient(), "88 00")
+    assert.strictEqual(deliveries.length, 1)
+    assert.strictEqual(deliveries[0]!.bufferType, Close)
+    assert.strictEqual(deliveries[0]!.closeStatus, 1005)
+    assert.strictEqual(deliveries[0]!.data.length, 0)
+  })
+
+  it("frames after a received Close are not delivered, and receiving again is an invalid operation", () => {
+    const engine = makeClient()
+    const result = feed(engine, "88 02 03e8 81 05 48656c6c6f")
+    assert.deepStrictEqual(contentOf(result.deliveries), [closed(1000)])
+    expectRejected(engine, engine.receive(undefined, undefined), Status.InvalidOperation, /Close was already received/)
+  })
+
+  it("sending Close after receiving one reaches Closed; Close sent first then received too", () => {
+    const a = makeServer()
+    feed(a, "88 82 00000000 03e8")
+    assert.strictEqual(toHex(sendAndDrain(a, Close, undefined, 1000)), "880203e8")
+    assert.strictEqual(a.state, HandleState.Closed)
+    const b = makeClient()
+    assert.strictEqual(toHex(sendAndDrain(b, Close)), "888037fa213d")
+    assert.strictEqual(b.state, HandleState.CloseSent)
+    assert.deepStrictEqual(contentOf(feed(b, "88 00").deliveries), [closed(1005)])
+    assert.strictEqual(b.state, HandleState.Closed)
+  })
+})
+
+describe("message size limit (spec 5.4, 1009)", () => {
+  it("one frame over maxMessageSize fails before its payload arrives", () => {
+    const result = failing(true, "82 7e 0065", Status.InvalidFormat, 1009, /exceeds the maximum message size of 100 bytes/, {
+      maxMessageSize: 100
+    })
+    assert.strictEqual(result.deliveries.length, 0)
+  })
+
+  it("fragments adding up to more than maxMessageSize", () => {
+    const result = failing(
+      true,
+      "02 32" + "00".repeat(50) + "00 32" + "00".repeat(50) + "80 01 00",
+      Status.InvalidFormat,
+      1009,
+      /at least 101 bytes/,
+      { maxMessageSize: 100 }
+    )
+    assert.deepStrictEqual(result.deliveries.map((d) => d.data.length), [50, 50])
+  })
+
+  it("a message of exactly maxMessageSize bytes, and the next message counts from zero", () => {
+    const engine = makeClient({ maxMessageSize: 100 })
+    const result = feed(engine, "02 32" + "00".repeat(50) + "80 32" + "00".repeat(50) + "82 64" + "00".repeat(100))
+    assert.strictEqual(result.failed, undefined)
+    assert.deepStrictEqual(messagesOf(result.deliveries).map((m) => m.data.length), [100, 100])
+  })
+
+  it("control frames do not count", () => {
+    const engine = makeClient({ maxMessageSize: 3 })
+    const result = feed(engine, "01 02 6869 89 7d" + "00".repeat(125) + "80 01 21")
+    assert.strictEqual(result.failed, undefined)
+    assert.deepStrictEqual(contentOf(result.deliveries), [text("hi!")])
+  })
+})
+
+// ---------------------------------------------------------------------------------------------
+// Chunking and buffers (spec 5.4, section 4)
+// ---------------------------------------------------------------------------------------------
+
+/** Frames `payload` as an unmasked text message cut into frames at `cuts` (byte offsets). */
+const fragmentedText = (payload: Uint8Array, cuts: ReadonlyArray<number>): Uint8Array => {
+  const bounds = [0, ...cuts, payload.length]
+  const parts: Array<Uint8Array> = []
+  for (let i = 0; i + 1 < bounds.length; i++) {
+    const part = payload.subarray(bounds[i]!, bounds[i + 1]!)
+    const fin = i + 2 === bounds.length
+    const b0 = (fin ? 0x80 : 0) | (i === 0 ? Opcode.Text : Opcode.Continuation)
+    const header = part.length <= 125
+      ? [b0, part.length]
+      : [b0, 126, part.length >>> 8, part.length & 0xff]
+    parts.push(Uint8Array.from(header), part)
+  }
+  return concat(parts)
+}
+
+const checkTextChunks = (deliveries: ReadonlyArray<{ bufferType: number; data: Uint8Array }>, maxChunk: number) => {
+  for (const d of deliveries) {
+    assert.isAtMost(d.data.length, maxChunk, "chunk within the receive buffer")
+    assert.isTrue(isUtf8(d.data), `chunk ${toHex(d.data.subarray(0, 8))}... is valid UTF-8 on its own`)
+  }
+}
+
+describe("chunking (spec 5.4)", () => {
+  const message = "é€😀ü中".repeat(800) // 14 bytes a time: 11200 bytes
+  const payload = utf8(message)
+
+  it("a 10 KiB text frame arrives in chunks of at most 256 bytes, each valid UTF-8", () => {
+    const engine = makeClient({ receiveBufferSize: 256 })
+    const { deliveries } = feed(engine, concat([hex("81 7e" + payload.length.toString(16).padStart(4, "0")), payload]))
+    assert.isAbove(deliveries.length, 40)
+    checkTextChunks(deliveries, 256)
+    const [m] = messagesOf(deliveries)
+    assert.strictEqual(decodeUtf8(m!.data), message)
+  })
+
+  it("frame boundaries inside code points: every chunk is still valid UTF-8 on its own", () => {
+    // cuts at odd offsets, most of them inside a code point
+    const cuts: Array<number> = []
+    for (let at = 1; at < payload.length; at += 1 + (cuts.length * 37) % 301) cuts.push(at)
+    const wire = fragmentedText(payload, cuts)
+    for (const chunks of [undefined, 1, [3, 7, 250, 11]]) {
+      const engine = makeClient({ receiveBufferSize: 256 })
+      const { deliveries, failed } = feed(engine, wire, { chunks })
+      assert.strictEqual(failed, undefined)
+      checkTextChunks(deliveries, 256)
+      const [m] = messagesOf(deliveries)
+      assert.strictEqual(decodeUtf8(m!.data), message)
+    }
+  })
+
+  it("a masked 10 KiB text frame at a server with a 256-byte buffer", () => {
+    const masked = payload.map((b, i) => b ^ [0x37, 0xfa, 0x21, 0x3d][i & 3]!)
+    const engine = makeServer({ receiveBufferSize: 256 })
+    const { deliveries } = feed(
+      engine,
+      concat([hex("81 fe" + payload.length.toString(16).padStart(4, "0") + "37fa213d"), masked]),
+      { chunks: [5, 100, 1] }
+    )
+    checkTextChunks(deliveries, 256)
+    assert.strictEqual(decodeUtf8(messagesOf(deliveries)[0]!.data), message)
+  })
+
+  it("binary data is chunked by the receive buffer, not by frames", () => {
+    const engine = makeClient({ receiveBufferSize: 256 })
+    const { deliveries } = feed(engine, "82 7e 0400" + toHex(counting(1024)))
+    // 252 bytes share the first read with the header, then 256, 256, 256 and 4
+    assert.deepStrictEqual(deliveries.map((d) => [d.bufferType, d.data.length]), [
+      [BinaryFragment, 252],
+      [BinaryFragment, 256],
+      [BinaryFragment, 256],
+      [BinaryFragment, 256],
+      [BinaryMessage, 4]
+    ])
+    for (const d of deliveries) assert.isAtMost(d.data.length, 256)
+    assert.deepStrictEqual(messagesOf(deliveries)[0]!.data, counting(1024))
+  })
+
+  it("with an application buffer, chunks are copied there and fit it", () => {
+    const engine = makeClient()
+    const app = new Uint8Array(10)
+    assert.strictEqual(engine.receive(app, "r1"), Status.Ok)
+    const read = expectAction(next(engine, QueueCode.Receive), ActionCode.ReceiveFromNetwork)
+    const wire = hex("81 0d " + toHex(utf8("Hello, world!")))
+    read.buffers[0]!.set(wire)
+    complete(engine, read, wire.length)
+    const first = expectAction(next(engine, QueueCode.Receive), ActionCode.IndicateReceiveComplete)
+    assert.strictEqual(first.buffers[0]!.buffer, app.buffer, "the chunk is the application's buffer")
+    assert.strictEqual(decodeUtf8(first.buffers[0]!), "Hello, wor")
+    assert.strictEqual(first.bufferType, Utf8Fragment)
+    assert.strictEqual(first.context, "r1")
+    complete(engine, first)
+    assert.strictEqual(engine.receive(app, "r2"), Status.Ok)
+    const second = expectAction(next(engine, QueueCode.Receive), ActionCode.IndicateReceiveComplete)
+    assert.strictEqual(decodeUtf8(second.buffers[0]!), "ld!")
+    assert.strictEqual(second.bufferType, Utf8Message)
+    assert.strictEqual(second.context, "r2")
+  })
+
+  it("with an application buffer, text is split between code points", () => {
+    const engine = makeClient()
+    const app = new Uint8Array(7)
+    const message = "€€€€€" // 15 bytes
+    const { deliveries } = feed(engine, concat([hex("81 0f"), utf8(message)]), { buffer: app })
+    assert.deepStrictEqual(deliveries.map((d) => [d.bufferType, decodeUtf8(d.data)]), [
+      [Utf8Fragment, "€€"],
+      [Utf8Fragment, "€€"],
+      [Utf8Message, "€"]
+    ])
+  })
+
+  it("with an application buffer, control payloads are copied too", () => {
+    const app = new Uint8Array(64)
+    const { deliveries } = feed(makeClient(), "8a 02 6869 88 04 03e8 6f6b", { buffer: app })
+    assert.deepStrictEqual(contentOf(deliveries), [pong("hi"), closed(1000, "ok")])
+  })
+
+  it("an allocated buffer holds the receive buffer", () => {
+    const allocated = new Uint8Array(256 + 4096 + 256)
+    const engine = makeClient({ receiveBufferSize: 256, allocatedBuffer: allocated })
+    send(engine, BinaryMessage, counting(10))
+    const frames = parseFrames(drainSends(engine).wire)
+    assert.deepStrictEqual(frames[0]!.payload, counting(10))
+    assert.strictEqual(engine.receive(undefined, undefined), Status.Ok)
+    const read = expectAction(next(engine, QueueCode.Receive), ActionCode.ReceiveFromNetwork)
+    assert.strictEqual(read.buffers[0]!.buffer, allocated.buffer)
+    assert.isAtMost(read.buffers[0]!.length, 256)
+  })
+})
+
+describe("end of the transport (spec 3.9, 1006)", () => {
+  it("a read completed with 0 bytes completes the receive with Close 1006", () => {
+    const engine = makeClient()
+    const { deliveries } = feed(engine, "", { eof: true })
+    assert.deepStrictEqual(deliveries.map((d) => [d.bufferType, d.closeStatus, d.data.length]), [[Close, 1006, 0]])
+  })
+
+  it("the end of the transport in the middle of a message", () => {
+    const engine = makeClient()
+    const { deliveries } = feed(engine, "01 03 48656c 80 05 6c6f", { eof: true })
+    assert.deepStrictEqual(deliveries.map((d) => [d.bufferType, d.closeStatus, toHex(d.data)]), [
+      [Utf8Fragment, 0, "48656c"],
+      [Utf8Fragment, 0, "6c6f"],
+      [Close, 1006, ""]
+    ])
+  })
+
+  it("a read completed with more bytes than it offered is an invalid parameter", () => {
+    const engine = makeClient()
+    engine.receive(undefined, undefined)
+    const read = expectAction(next(engine, QueueCode.Receive), ActionCode.ReceiveFromNetwork)
+    expectRejected(engine, engine.completeAction(read.id, read.buffers[0]!.length + 1), Status.InvalidParameter, /bytesTransferred/)
+    // the read is still outstanding
+    read.buffers[0]!.set(hex("8a00"))
+    complete(engine, read, 2)
+    assert.strictEqual(expectAction(next(engine, QueueCode.Receive), ActionCode.IndicateReceiveComplete).bufferType, PingPong)
+  })
+})
+
+// ---------------------------------------------------------------------------------------------
+// Send side (spec 3.6, 5.5, 7.3)
+// ---------------------------------------------------------------------------------------------
+
+describe("sending", () => {
+  it("text fragments: opcode 1 without FIN, then opcode 0 with FIN", () => {
+    const server = makeServer()
+    assert.strictEqual(toHex(sendAndDrain(server, Utf8Fragment, utf8("Hel"))), "010348656c")
+    assert.strictEqual(toHex(sendAndDrain(server, Utf8Message, utf8("lo"))), "80026c6f")
+    const client = makeClient()
+    assert.strictEqual(toHex(sendAndDrain(client, Utf8Fragment, utf8("Hel"))), "018337fa213d7f9f4d")
+    assert.strictEqual(toHex(sendAndDrain(client, Utf8Message, utf8("lo"))), "808237fa213d5b95")
+  })
+
+  it("binary fragments, with a control frame between them", () => {
+    const server = makeServer()
+    const wire = concat([
+      sendAndDrain(server, BinaryFragment, hex("01")),
+      sendAndDrain(server, PingPong),
+      sendAndDrain(server, BinaryFragment, hex("02")),
+      sendAndDrain(server, BinaryMessage, hex("03"))
+    ])
+    assert.strictEqual(toHex(wire), "020101" + "8900" + "000102" + "800103")
+  })
+
+  it("text and binary do not mix in an open message", () => {
+    const server = makeServer()
+    sendAndDrain(server, Utf8Fragment, utf8("a"))
+    expectSendRejected(server, Status.InvalidOperation, /text message is open, it cannot continue with binary/, BinaryMessage, hex("00"))
+    expectSendRejected(server, Status.InvalidOperation, /text message is open/, BinaryFragment, hex("00"))
+    // the message can still be finished
+    assert.strictEqual(toHex(sendAndDrain(server, Utf8Message, utf8("b"))), "800162")
+    sendAndDrain(server, BinaryFragment, hex("00"))
+    expectSendRejected(server, Status.InvalidOperation, /binary message is open, it cannot continue with text/, Utf8Message, utf8("x"))
+  })
+
+  it("one outstanding send at a time", () => {
+    const server = makeServer()
+    send(server, Utf8Message, utf8("a"))
+    expectSendRejected(server, Status.InvalidOperation, /another send is still outstanding/, PingPong)
+    drainSends(server)
+    send(server, PingPong)
+  })
+
+  it("no data after a Close was sent, but pings are allowed", () => {
+    const server = makeServer()
+    assert.strictEqual(toHex(sendAndDrain(server, Close, utf8("bye"), 1000)), "880503e8627965")
+    assert.strictEqual(server.state, HandleState.CloseSent)
+    expectSendRejected(server, Status.InvalidOperation, /Close was already sent/, Utf8Message, utf8("x"))
+    expectSendRejected(server, Status.InvalidOperation, /Close was already sent/, BinaryFragment, utf8("x"))
+    expectSendRejected(server, Status.InvalidOperation, /Close was already sent/, Close, undefined, 1000)
+    assert.strictEqual(toHex(sendAndDrain(server, PingPong)), "8900")
+    assert.strictEqual(toHex(sendAndDrain(server, UnsolicitedPong)), "8a00")
+  })
+
+  it("after the closing handshake even pings are refused", () => {
+    const server = makeServer()
+    sendAndDrain(server, Close)
+    feed(server, "88 80 00000000")
+    assert.strictEqual(server.state, HandleState.Closed)
+    expectSendRejected(server, Status.InvalidOperation, /closing handshake is complete/, PingPong)
+  })
+
+  it("data may still be sent after the peer's Close", () => {
+    const server = makeServer()
+    feed(server, "88 80 00000000")
+    assert.strictEqual(server.state, HandleState.CloseReceived)
+    assert.strictEqual(toHex(sendAndDrain(server, Utf8Message, utf8("late"))), "81046c617465")
+  })
+
+  for (const code of [1005, 1006, 1015, 999, 0, 1004, 2999, 5000, 1.5]) {
+    it(`close status ${code} may not be sent (InvalidParameter)`, () => {
+      const server = makeServer()
+      expectSendRejected(server, Status.InvalidParameter, /may not be sent/, Close, undefined, code)
+      assert.strictEqual(server.state, HandleState.Open)
+    })
+  }
+
+  it("a close reason of 124 bytes is an invalid parameter, 123 bytes is fine", () => {
+    const server = makeServer()
+    expectSendRejected(server, Status.InvalidParameter, /124 bytes, more than the 123 allowed/, Close, new Uint8Array(124).fill(0x61), 1000)
+    assert.strictEqual(toHex(sendAndDrain(server, Close, new Uint8Array(123).fill(0x61), 1000)), "887d03e8" + "61".repeat(123))
+  })
+
+  it("a close reason must be UTF-8 and needs a status", () => {
+    const server = makeServer()
+    expectSendRejected(server, Status.InvalidParameter, /must be UTF-8/, Close, hex("c328"), 1000)
+    expectSendRejected(server, Status.InvalidParameter, /needs a close status/, Close, utf8("x"))
+  })
+
+  it("a ping payload of 126 bytes is an invalid parameter, 125 bytes is fine", () => {
+    const server = makeServer()
+    expectSendRejected(server, Status.InvalidParameter, /at most 125 bytes, got 126/, PingPong, new Uint8Array(126))
+    expectSendRejected(server, Status.InvalidParameter, /pong payload/, UnsolicitedPong, new Uint8Array(126))
+    assert.strictEqual(toHex(sendAndDrain(server, PingPong, new Uint8Array(125))), "897d" + "00".repeat(125))
+  })
+
+  it("an unknown buffer type is an invalid parameter", () => {
+    const server = makeServer()
+    expectSendRejected(server, Status.InvalidParameter, /not a buffer type/, 0x80000007)
+    expectSendRejected(server, Status.InvalidParameter, /not a buffer type/, 0x1ff)
+  })
+
+  it("a client frame larger than the send buffer goes out in several actions that make one frame", () => {
+    const client = makeClient({ sendBufferSize: 16 })
+    const payload = counting(100)
+    const { writes, wire, completed } = (() => {
+      send(client, BinaryMessage, payload, undefined, "big")
+      return drainSends(client)
+    })()
+    assert.deepStrictEqual(writes.map((w) => w.buffers.map((b) => b.length)), [[6, 16], [16], [16], [16], [16], [16], [4]])
+    assert.strictEqual(toHex(writes[0]!.buffers[0]!), "82e437fa213d")
+    const frames = parseFrames(wire)
+    assert.strictEqual(frames.length, 1)
+    assert.deepStrictEqual(frames[0]!.payload, payload)
+    assert.deepStrictEqual(payload, counting(100), "the caller's payload is untouched")
+    assert.deepStrictEqual(completed, ["big"])
+  })
+
+  it("a partial write cancels the send: IndicateSendComplete follows and later sends fail", () => {
+    const server = makeServer()
+    send(server, BinaryMessage, counting(100), undefined, "s")
+    const write = expectAction(next(server, QueueCode.Send), ActionCode.SendToNetwork)
+    complete(server, write, 50)
+    const done = expectAction(next(server, QueueCode.Send), ActionCode.IndicateSendComplete)
+    assert.strictEqual(done.context, "s")
+    complete(server, done)
+    assert.strictEqual(next(server, QueueCode.Send).action, ActionCode.NoAction)
+    expectSendRejected(server, Status.InvalidOperation, /only partly written/, BinaryMessage, counting(1))
+    expectSendRejected(server, Status.InvalidOperation, /only partly written/, PingPong)
+  })
+
+  it("a partial write in the middle of a multi-action frame cancels the rest", () => {
+    const client = makeClient({ sendBufferSize: 16 })
+    send(client, BinaryMessage, counting(100))
+    complete(client, expectAction(next(client, QueueCode.Send), ActionCode.SendToNetwork))
+    complete(client, expectAction(next(client, QueueCode.Send), ActionCode.SendToNetwork), 3)
+    expectAction(next(client, QueueCode.Send), ActionCode.IndicateSendComplete)
+  })
+
+  it("an action can be completed once", () => {
+    const server = makeServer()
+    send(server, PingPong)
+    const write = expectAction(next(server, QueueCode.Send), ActionCode.SendToNetwork)
+    complete(server, write)
+    expectRejected(server, server.completeAction(write.id, 2), Status.InvalidOperation, /already completed/)
+    expectRejected(server, server.completeAction(12345, 0), Status.InvalidOperation, /does not belong/)
+    expectRejected(server, server.completeAction(0, 0), Status.InvalidOperation, /already completed/)
+  })
+
+  it("one action per queue at a time", () => {
+    const client = makeClient({ sendBufferSize: 16 })
+    send(client, BinaryMessage, counting(40))
+    expectAction(next(client, QueueCode.Send), ActionCode.SendToNetwork)
+    assert.strictEqual(next(client, QueueCode.Send).action, ActionCode.NoAction)
+  })
+})
+
+// ---------------------------------------------------------------------------------------------
+// Ping/pong and the wire (spec 5.3, 5.6)
+// ---------------------------------------------------------------------------------------------
+
+describe("automatic pongs (RFC 6455 section 5.5.2)", () => {
+  it("a ping arriving while a client frame is half written is answered after the frame", () => {
+    const client = makeClient({ sendBufferSize: 16 })
+    const payload = counting(100)
+    send(client, BinaryMessage, payload, undefined, "data")
+    const first = expectAction(next(client, QueueCode.Send), ActionCode.SendToNetwork, QueueCode.Send)
+    const written = [stepBytes(first)]
+    complete(client, first)
+    // the ping arrives now: the receive queue may not write its pong in the middle of the frame
+    const received = feed(client, "89 05 48656c6c6f")
+    assert.deepStrictEqual(received.sent, [])
+    assert.isTrue(client.pongWaiting)
+    // the rest of the frame, then the pong, then the completion
+    const rest = drainSends(client)
+    assert.deepStrictEqual(rest.completed, ["data"])
+    const pongWrites = rest.writes.filter((w) => w.bufferType === PingPong)
+    assert.strictEqual(pongWrites.length, 1)
+    assert.strictEqual(pongWrites[0]!.queue, QueueCode.Receive, "the pong belongs to the receive queue")
+    assert.strictEqual(rest.writes[rest.writes.length - 1], pongWrites[0], "the pong is written after the last piece of the frame")
+    const frames = parseFrames(concat([...written, rest.wire]))
+    assert.deepStrictEqual(frames.map((f) => [f.opcode, f.fin, f.masked]), [[Opcode.Binary, true, true], [Opcode.Pong, true, true]])
+    assert.deepStrictEqual(frames[0]!.payload, payload)
+    assert.strictEqual(decodeUtf8(frames[1]!.payload), "Hello")
+  })
+
+  it("the receive queue answers the ping itself once the frame is written", () => {
+    const client = makeClient({ sendBufferSize: 16 })
+    send(client, BinaryMessage, counting(40), undefined, "data")
+    complete(client, expectAction(next(client, QueueCode.Send), ActionCode.SendToNetwork))
+    assert.strictEqual(client.receive(undefined, "r"), Status.Ok)
+    const read1 = expectAction(next(client, QueueCode.Receive), ActionCode.ReceiveFromNetwork)
+    read1.buffers[0]!.set(hex("89 01 41"))
+    complete(client, read1, 3)
+    // the ping is parsed, its pong has to wait: the receive queue asks for more bytes instead
+    const read2 = expectAction(next(client, QueueCode.Receive), ActionCode.ReceiveFromNetwork)
+    assert.isTrue(client.pongWaiting)
+    complete(client, expectAction(next(client, QueueCode.Send), ActionCode.SendToNetwork))
+    complete(client, expectAction(next(client, QueueCode.Send), ActionCode.SendToNetwork))
+    read2.buffers[0]!.set(hex("8a 00"))
+    complete(client, read2, 2)
+    // the frame is out: the receive queue hands out the pong, then the Pong that arrived
+    const pongStep = expectAction(next(client, QueueCode.Receive), ActionCode.SendToNetwork, QueueCode.Receive)
+    assert.strictEqual(toHex(stepBytes(pongStep)), "8a8137fa213d" + (0x41 ^ 0x37).toString(16))
+    assert.strictEqual(pongStep.context, undefined)
+    complete(client, pongStep)
+    const delivered = expectAction(next(client, QueueCode.Receive), ActionCode.IndicateReceiveComplete)
+    assert.strictEqual(delivered.bufferType, PingPong)
+    assert.strictEqual(delivered.context, "r")
+    complete(client, delivered)
+    assert.strictEqual(expectAction(next(client, QueueCode.Send), ActionCode.IndicateSendComplete).context, "data")
+  })
+
+  it("with pongsOnSendQueue the pong comes out of the send queue", () => {
+    const server = makeServer({ pongsOnSendQueue: true })
+    const received = feed(server, "89 85 37fa213d 7f9f4d5158")
+    assert.deepStrictEqual(received.sent, [])
+    assert.isTrue(server.pongWaiting)
+    const drained = drainSends(server)
+    assert.strictEqual(toHex(drained.wire), "8a0548656c6c6f")
+    assert.isFalse(server.pongWaiting)
+  })
+
+  it("with pongsOnSendQueue the pong waits for a half-written frame too", () => {
+    const client = makeClient({ sendBufferSize: 16, pongsOnSendQueue: true })
+    send(client, BinaryMessage, counting(40), undefined, "data")
+    const first = expectAction(next(client, QueueCode.Send), ActionCode.SendToNetwork)
+    const written = stepBytes(first)
+    complete(client, first)
+    feed(client, "89 00")
+    const rest = drainSends(client)
+    assert.deepStrictEqual(rest.writes.map((w) => w.bufferType), [BinaryMessage, BinaryMessage, PingPong])
+    const frames = parseFrames(concat([written, rest.wire]))
+    assert.deepStrictEqual(frames.map((f) => f.opcode), [Opcode.Binary, Opcode.Pong])
+    assert.deepStrictEqual(frames[0]!.payload, counting(40))
+  })
+
+  it("only the latest ping waiting for the wire is answered", () => {
+    const client = makeClient({ sendBufferSize: 16 })
+    send(client, BinaryMessage, counting(40))
+    const first = expectAction(next(client, QueueCode.Send), ActionCode.SendToNetwork)
+    const written = stepBytes(first)
+    complete(client, first)
+    feed(client, "89 01 31 89 01 32 89 01 33")
+    const frames = parseFrames(concat([written, drainSends(client).wire]))
+    assert.deepStrictEqual(frames.slice(1).map((f) => [f.opcode, decodeUtf8(f.payload)]), [[Opcode.Pong, "3"]])
+  })
+
+  it("a pong being written is not overwritten by the answer to a newer ping", () => {
+    const server = makeServer({ pongsOnSendQueue: true })
+    feed(server, "89 85 37fa213d 7f9f4d5158")
+    const first = expectAction(next(server, QueueCode.Send), ActionCode.SendToNetwork)
+    const view = first.buffers[0]!
+    assert.strictEqual(toHex(view), "8a0548656c6c6f")
+    // a second ping is parsed while the first pong is still being written
+    feed(server, "89 82 00000000 4142")
+    assert.strictEqual(toHex(view), "8a0548656c6c6f", "the pong handed out is left alone")
+    complete(server, first)
+    assert.strictEqual(toHex(drainSends(server).wire), "8a024142")
+  })
+
+  it("a pong being written on the send queue is not overwritten in the default mode either", () => {
+    const client = makeClient({ sendBufferSize: 16 })
+    send(client, BinaryMessage, counting(20))
+    complete(client, expectAction(next(client, QueueCode.Send), ActionCode.SendToNetwork))
+    feed(client, "89 01 31")
+    complete(client, expectAction(next(client, QueueCode.Send), ActionCode.SendToNetwork))
+    const pong1 = expectAction(next(client, QueueCode.Send), ActionCode.SendToNetwork)
+    const bytes1 = toHex(stepBytes(pong1))
+    // the receive queue parses another ping while the first pong is on its way
+    const second = feed(client, "89 01 32")
+    assert.strictEqual(toHex(stepBytes(pong1)), bytes1)
+    complete(client, pong1)
+    const pongs = [...parseFrames(hex(bytes1)), ...parseFrames(concat(second.sent)), ...parseFrames(drainSends(client, QueueCode.All).wire)]
+    assert.deepStrictEqual(pongs.map((f) => decodeUtf8(f.payload)), ["1", "2"])
+  })
+
+  it("an application frame waits while an automatic pong is being written", () => {
+    const client = makeClient({ sendBufferSize: 16 })
+    client.receive(undefined, undefined)
+    const read = expectAction(next(client, QueueCode.Receive), ActionCode.ReceiveFromNetwork)
+    read.buffers[0]!.set(hex("89 01 31"))
+    complete(client, read, 3)
+    const pongStep = expectAction(next(client, QueueCode.Receive), ActionCode.SendToNetwork, QueueCode.Receive)
+    // the send queue is driven while the pong is still being written
+    send(client, BinaryMessage, counting(40))
+    assert.strictEqual(next(client, QueueCode.Send).action, ActionCode.NoAction, "the frame waits for the pong")
+    complete(client, pongStep)
+    const frames = parseFrames(concat([stepBytes(pongStep), drainSends(client).wire]))
+    assert.deepStrictEqual(frames.map((f) => f.opcode), [Opcode.Pong, Opcode.Binary])
+  })
+
+  it("an automatic pong waits while an application frame is being written", () => {
+    const server = makeServer()
+    send(server, BinaryMessage, counting(300), undefined, "data")
+    const frame = expectAction(next(server, QueueCode.Send), ActionCode.SendToNetwork, QueueCode.Send)
+    // the ping is parsed while header and payload are still being written
+    const received = feed(server, "89 82 00000000 4142")
+    assert.deepStrictEqual(received.sent, [], "the pong does not go out in the middle of the frame")
+    complete(server, frame)
+    const rest = drainSends(server)
+    assert.deepStrictEqual(rest.completed, ["data"])
+    const frames = parseFrames(concat([stepBytes(frame), rest.wire]))
+    assert.deepStrictEqual(frames.map((f) => [f.opcode, toHex(f.payload.subarray(0, 2))]), [[Opcode.Binary, "0001"], [Opcode.Pong, "4142"]])
+  })
+
+  it("no automatic pong once our Close was sent", () => {
+    const server = makeServer()
+    sendAndDrain(server, Close, undefined, 1000)
+    const result = feed(server, "89 85 37fa213d 7f9f4d5158")
+    assert.deepStrictEqual(result.sent, [])
+    assert.isFalse(server.pongWaiting)
+    assert.strictEqual(toHex(drainSends(server, QueueCode.All).wire), "")
+  })
+
+  it("a partial pong write breaks the wire: later sends fail", () => {
+    const server = makeServer()
+    server.receive(undefined, undefined)
+    const read = expectAction(next(server, QueueCode.Receive), ActionCode.ReceiveFromNetwork)
+    read.buffers[0]!.set(hex("89 80 00000000"))
+    complete(server, read, 6)
+    const pongStep = expectAction(next(server, QueueCode.Receive), ActionCode.SendToNetwork)
+    complete(server, pongStep, 1)
+    expectSendRejected(server, Status.InvalidOperation, /partly written/, PingPong)
+  })
+})
+
+describe("abort (spec 3.10)", () => {
+  it("a pending send completes unwritten, a pending receive completes with Close 1006, new calls fail", () => {
+    const server = makeServer()
+    send(server, BinaryMessage, counting(10), undefined, "s")
+    assert.strictEqual(server.receive(undefined, "r"), Status.Ok)
+    server.abort()
+    assert.strictEqual(server.state, HandleState.Aborted)
+    const done = expectAction(next(server, QueueCode.Send), ActionCode.IndicateSendComplete)
+    assert.strictEqual(done.context, "s")
+    complete(server, done)
+    const closedStep = expectAction(next(server, QueueCode.Receive), ActionCode.IndicateReceiveComplete)
+    assert.strictEqual(closedStep.bufferType, Close)
+    assert.strictEqual(closedStep.closeStatus, 1006)
+    assert.strictEqual(closedStep.context, "r")
+    complete(server, closedStep)
+    assert.strictEqual(next(server, QueueCode.All).action, ActionCode.NoAction)
+    expectSendRejected(server, Status.InvalidOperation, /aborted/, PingPong)
+    expectRejected(server, server.receive(undefined, undefined), Status.InvalidOperation, /aborted/)
+  })
+
+  it("abort in the middle of a multi-action frame completes the send", () => {
+    const client = makeClient({ sendBufferSize: 16 })
+    send(client, BinaryMessage, counting(100))
+    complete(client, expectAction(next(client, QueueCode.Send), ActionCode.SendToNetwork))
+    client.abort()
+    expectAction(next(client, QueueCode.Send), ActionCode.IndicateSendComplete)
+  })
+
+  it("an outstanding read finishes, then the receive completes with Close 1006", () => {
+    const client = makeClient()
+    client.receive(undefined, undefined)
+    const read = expectAction(next(client, QueueCode.Receive), ActionCode.ReceiveFromNetwork)
+    client.abort()
+    assert.strictEqual(next(client, QueueCode.Receive).action, ActionCode.NoAction)
+    complete(client, read, 0)
+    const step = expectAction(next(client, QueueCode.Receive), ActionCode.IndicateReceiveComplete)
+    assert.strictEqual(step.closeStatus, 1006)
+  })
+
+  it("abort clears a failure: the queues drain", () => {
+    const client = makeClient()
+    const result = feed(client, "83")
+    assert.strictEqual(result.failed, Status.InvalidFormat)
+    client.abort()
+    const step = expectAction(next(client, QueueCode.Receive), ActionCode.IndicateReceiveComplete)
+    assert.strictEqual(step.closeStatus, 1006)
+  })
+
+  it("abort before the handshake is a no-op", () => {
+    const engine = makeClient()
+    engine.state = HandleState.Created
+    engine.abort()
+    assert.strictEqual(engine.state, HandleState.Created)
+    expectSendRejected(engine, Status.InvalidOperation, /handshake is not complete/, PingPong)
+    const step = next(engine, QueueCode.All)
+    assert.strictEqual(step.status, Status.InvalidOperation)
+  })
+})
+
+// ---------------------------------------------------------------------------------------------
+// Client and server engines back to back (properties)
+// ---------------------------------------------------------------------------------------------
+
+const int = (minimum: number, maximum: number) => Arbitrary.schema(Schema.Int.check(Schema.isBetween({ minimum, maximum })))
+
+/** A code point by UTF-8 length class: ASCII, 2 bytes, 3 bytes (no surrogates), astral. */
+const codePoint = Arbitrary.all([int(0, 3), int(0, 0x10ffff)]).pipe(
+  Arbitrary.map(([kind, value]) => {
+    switch (kind) {
+      case 0:
+        return value % 0x80
+      case 1:
+        return 0x80 + (value % (0x800 - 0x80))
+      case 2: {
+        const cp = 0x800 + (value % (0x10000 - 0x800))
+        return cp >= 0xd800 && cp <= 0xdfff ? cp + 0x800 : cp
+      }
+      default:
+        return 0x10000 + (value % 0x100000)
+    }
+  })
+)
+
+/** Bytes from a 32-bit seed (xorshift), for long random payloads without a generated array per byte. */
+const seededBytes = (length: number, seed: number): Uint8Array => {
+  const out = new Uint8Array(length)
+  let x = seed | 1
+  for (let i = 0; i < length; i++) {
+    x ^= x << 13
+    x ^= x >>> 17
+    x ^= x << 5
+    out[i] = x & 0xff
+  }
+  return out
+}
+
+type Content = { readonly text: string } | { readonly bytes: Uint8Array }
+
+/** Text of up to 750 random code points (up to 3000 bytes), or up to 3000 random bytes. */
+const content: Arbitrary.Arbitrary<Content> = Arbitrary.all([int(0, 1), int(0, 750), int(0, 3000), int(0, 0x7fffffff)]).pipe(
+  Arbitrary.flatMap(([kind, codePoints, length, seed]) =>
+    kind === 0
+      ? Arbitrary.array(codePoint, { minLength: codePoints, maxLength: codePoints }).pipe(
+        Arbitrary.map((cps): Content => ({ text: String.fromCodePoint(...cps) }))
+      )
+      : Arbitrary.Constant<Content>({ bytes: seededBytes(length, seed) })
+  )
+)
+
+interface MessagePlan {
+  readonly content: Content
+  /** Fragment boundaries, as fractions of the payload (0 fragments: sent whole). */
+  readonly cuts: ReadonlyArray<number>
+  /** Ping payload lengths, one per frame position (-1: no ping there). */
+  readonly pings: ReadonlyArray<number>
+}
+
+const messagePlan: Arbitrary.Arbitrary<MessagePlan> = Arbitrary.all({
+  content,
+  cuts: Arbitrary.array(int(0, 1000), { maxLength: 4 }),
+  pings: Arbitrary.array(int(-3, 125), { maxLength: 5 })
+})
+
+const scenario = Arbitrary.all({
+  messages: Arbitrary.array(messagePlan, { minLength: 1, maxLength: 5 }),
+  chunks: Arbitrary.array(int(1, 700), { minLength: 1, maxLength: 8 }),
+  receiveBufferSize: int(256, 1024),
+  sendBufferSize: int(16, 1024),
+  pongsOnSendQueue: Arbitrary.schema(Schema.Boolean)
+})
+
+type Scenario = typeof scenario extends Arbitrary.Arbitrary<infer A> ? A : never
+
+const payloadOf = (c: Content): Uint8Array => "text" in c ? utf8(c.text) : c.bytes
+
+/** Sends every planned message from `sender`, returning the wire and the ping payloads sent. */
+const sendPlan = (sender: Engine, plan: Scenario): { wire: Uint8Array; pings: Array<string> } => {
+  const parts: Array<Uint8Array> = []
+  const pings: Array<string> = []
+  for (const message of plan.messages) {
+    const payload = payloadOf(message.content)
+    const text = "text" in message.content
+    const bounds = [...new Set(message.cuts.map((c) => Math.floor((c / 1000) * payload.length)))].sort((a, b) => a - b)
+    const edges = [0, ...bounds, payload.length]
+    for (let i = 0; i + 1 < edges.length; i++) {
+      const ping = message.pings[i] ?? -1
+      if (ping >= 0) {
+        const data = seededBytes(ping, i + 7)
+        pings.push(toHex(data))
+        send(sender, PingPong, data)
+        parts.push(drainSends(sender).wire)
+      }
+      const last = i + 2 === edges.length
+      const type = text ? (last ? Utf8Message : Utf8Fragment) : (last ? BinaryMessage : BinaryFragment)
+      send(sender, type, payload.subarray(edges[i]!, edges[i + 1]!))
+      parts.push(drainSends(sender).wire)
+    }
+  }
+  return { wire: concat(parts), pings }
+}
+
+const backToBack = (clientSends: boolean, plan: Scenario) => {
+  const sender = makeEngine(clientSends, { sendBufferSize: plan.sendBufferSize })
+  const receiver = makeEngine(!clientSends, { receiveBufferSize: plan.receiveBufferSize, pongsOnSendQueue: plan.pongsOnSendQueue })
+  const { wire, pings } = sendPlan(sender, plan)
+  // masks never leak: every frame of a client has MASK=1, of a server MASK=0
+  for (const frame of parseFrames(wire)) assert.strictEqual(frame.masked, clientSends)
+  const result = feed(receiver, wire, { chunks: plan.chunks, drivePongs: plan.pongsOnSendQueue })
+  assert.strictEqual(result.failed, undefined, receiver.failure?.message)
+  for (const d of result.deliveries) {
+    assert.isAtMost(d.data.length, plan.receiveBufferSize, "a chunk fits the receive buffer")
+    if (d.bufferType === Utf8Fragment || d.bufferType === Utf8Message) assert.isTrue(isUtf8(d.data), "a text chunk is valid UTF-8 on its own")
+  }
+  const received = messagesOf(result.deliveries)
+  assert.strictEqual(received.length, plan.messages.length)
+  plan.messages.forEach((message, i) => {
+    const got = received[i]!
+    if ("text" in message.content) {
+      assert.strictEqual(got.kind, "text")
+      assert.strictEqual(decodeUtf8(got.data), message.content.text)
+    } else {
+      assert.strictEqual(got.kind, "binary")
+      assert.deepStrictEqual(got.data, message.content.bytes)
+    }
+  })
+  // pings answered in order by the receiver, with its own masking rule: every one of them when
+  // the receive queue writes pongs at once; on the send queue only the latest waiting one
+  const pongWire = concat([...result.sent, drainSends(receiver, QueueCode.All).wire])
+  const pongs = parseFrames(pongWire).map((f) => toHex(f.payload))
+  if (plan.pongsOnSendQueue) {
+    let i = 0
+    for (const p of pongs) {
+      while (i < pings.length && pings[i] !== p) i++
+      assert.isBelow(i, pings.length, "each pong answers a ping, in order")
+      i++
+    }
+    assert.strictEqual(pongs.length > 0, pings.length > 0)
+    if (pings.length > 0) assert.strictEqual(pongs[pongs.length - 1], pings[pings.length - 1], "the latest ping is answered")
+  } else {
+    assert.deepStrictEqual(pongs, pings)
+  }
+  for (const f of parseFrames(pongWire)) {
+    assert.strictEqual(f.opcode, Opcode.Pong)
+    assert.strictEqual(f.masked, !clientSends)
+  }
+}
+
+describe("client and server engines back to back", () => {
+  it.prop("client to server: messages survive fragmenting, pings and any chunking", [scenario], ([plan]) => {
+    backToBack(true, plan)
+  }, { timeout: 20000, arbitrary: { runs: 40 } })
+
+  it.prop("server to client: messages survive fragmenting, pings and any chunking", [scenario], ([plan]) => {
+    backToBack(false, plan)
+  }, { timeout: 20000, arbitrary: { runs: 40 } })
+})
