@@ -21,4 +21,6 @@ export * as Transport from "./Transport.ts"
 /** @since 0.1.0 */
 export * as Client from "./Client.ts"
 /** @since 0.1.0 */
+export * as EffectSocket from "./EffectSocket.ts"
+/** @since 0.1.0 */
 export * as Metrics from "./Metrics.ts"

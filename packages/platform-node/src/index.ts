@@ -10,3 +10,5 @@ export * as NodeClient from "./NodeClient.ts"
 export * as NodeTransport from "./NodeTransport.ts"
 /** @since 0.1.0 */
 export * as NodeServer from "./NodeServer.ts"
+/** @since 0.1.0 */
+export * as NodeSocketAdapter from "./NodeSocketAdapter.ts"

@@ -1,0 +1,256 @@
+/**
+ * Tests of the `effect/socket` bridges: `toSocket` over in-memory connections, and
+ * `Socket.makeWebSocket` over the constructor layer with an in-memory `Client`.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { Deferred, Effect, Exit, Fiber, Layer, Scope, Stream } from "effect"
+import { Socket } from "effect/socket"
+import { Client, Connection, EffectSocket } from "../src/index.ts"
+
+/** Pulls until `count` messages have arrived. */
+const pullN = (reader: Socket.Reader, count: number) =>
+  Effect.gen(function*() {
+    const out: Array<string | Uint8Array> = []
+    while (out.length < count) out.push(...(yield* reader.pull))
+    return out
+  })
+
+/** The `SocketError` reason a failing effect ends with. */
+const reasonOf = <A>(effect: Effect.Effect<A, Socket.SocketError>) =>
+  Effect.map(Effect.flip(effect), (error) => error.reason)
+
+const echo = (connection: Connection.Connection) => Stream.runForEach(connection.messages, (m) => connection.send(m))
+
+describe("EffectSocket.toSocket", () => {
+  it.live("echoes text and binary through reader.pull / writer.write", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair()
+      yield* Effect.forkScoped(echo(server))
+      const socket = EffectSocket.toSocket(client)
+      assert.isTrue(Socket.isSocket(socket))
+      const writer = yield* socket.writer
+      const reader = yield* socket.reader
+      yield* writer.write("hello")
+      yield* writer.write(new Uint8Array([1, 2, 3]).subarray(1))
+      yield* writer.writeAll(["a", new Uint8Array([9])])
+      const got = yield* pullN(reader, 4)
+      assert.deepStrictEqual(got, ["hello", new Uint8Array([2, 3]), "a", new Uint8Array([9])])
+      assert.strictEqual(server.stats.messagesIn, 4)
+    }))
+
+  it.live("echoes through Socket.toChannelString", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair()
+      yield* Effect.forkScoped(echo(server))
+      const out = yield* Stream.make("abc", "def").pipe(
+        Stream.pipeThroughChannel(Socket.toChannelString(EffectSocket.toSocket(client))),
+        Stream.take(2),
+        Stream.runCollect
+      )
+      assert.deepStrictEqual(out, ["abc", "def"])
+    }))
+
+  it.live("a close from the peer fails the reader with its code and reason, after the pending messages", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair()
+      const socket = EffectSocket.toSocket(client)
+      yield* Effect.scoped(Effect.gen(function*() {
+        const reader = yield* socket.reader
+        yield* server.send("last words")
+        const info = yield* server.close(4001, "x")
+        assert.strictEqual(info.code, 4001)
+        assert.deepStrictEqual(yield* reader.pull, ["last words"])
+        const reason = yield* reasonOf(reader.pull)
+        assert.instanceOf(reason, Socket.SocketCloseError)
+        assert.deepInclude(reason, { _tag: "SocketCloseError", code: 4001, closeReason: "x" })
+        assert.deepInclude(yield* reasonOf(reader.pull), { code: 4001 })
+      }))
+      // a later reader reports the same close
+      const later = yield* Effect.scoped(Effect.flatMap(socket.reader, (r) => reasonOf(r.pull)))
+      assert.deepInclude(later, { _tag: "SocketCloseError", code: 4001, closeReason: "x" })
+      // writes after the close are discarded
+      const writer = yield* socket.writer
+      yield* writer.write("too late")
+    }))
+
+  it.live("writing a CloseEvent closes the connection with its code and reason", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair()
+      const serverSaw = yield* Effect.forkScoped(Stream.runCollect(server.messages))
+      const socket = EffectSocket.toSocket(client)
+      const writer = yield* socket.writer
+      const reader = yield* socket.reader
+      yield* writer.write("before")
+      yield* writer.write(new Socket.CloseEvent(4002, "bye"))
+      const reason = yield* reasonOf(reader.pull)
+      assert.deepInclude(reason, { _tag: "SocketCloseError", code: 4002, closeReason: "bye" })
+      const info = yield* server.closed
+      assert.deepStrictEqual(info, { code: 4002, reason: "bye", clean: true, initiator: "remote" })
+      assert.deepStrictEqual(yield* Fiber.join(serverSaw), ["before"])
+    }))
+
+  it.live("a CloseEvent with a code that may not be sent fails with SocketWriteError and keeps the connection", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair()
+      yield* Effect.forkScoped(echo(server))
+      const socket = EffectSocket.toSocket(client)
+      const writer = yield* socket.writer
+      const reader = yield* socket.reader
+      const reason = yield* reasonOf(writer.write(new Socket.CloseEvent(1005)))
+      assert.strictEqual(reason._tag, "SocketWriteError")
+      assert.strictEqual((reason as Socket.SocketWriteError).cause instanceof Error, true)
+      const long = yield* reasonOf(writer.write(new Socket.CloseEvent(1000, "x".repeat(124))))
+      assert.strictEqual(long._tag, "SocketWriteError")
+      yield* writer.write("still open")
+      assert.deepStrictEqual(yield* reader.pull, ["still open"])
+    }))
+
+  it.live("a transport failure fails the reader with SocketReadError", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair()
+      const reader = yield* EffectSocket.toSocket(client).reader
+      yield* server.abort
+      const reason = yield* reasonOf(reader.pull)
+      assert.strictEqual(reason._tag, "SocketReadError")
+      assert.strictEqual(((reason as Socket.SocketReadError).cause as { _tag: string })._tag, "TransportError")
+    }))
+
+  it.live("readers are exclusive and hand over the messages they did not pull", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair()
+      const socket = EffectSocket.toSocket(client)
+      const first = yield* Effect.scoped(Effect.gen(function*() {
+        const reader = yield* socket.reader
+        const acquired = yield* Deferred.make<void>()
+        const second = yield* Effect.forkChild(
+          Effect.scoped(Effect.andThen(socket.reader, Deferred.succeed(acquired, undefined)))
+        )
+        yield* server.send("one")
+        const batch = yield* reader.pull
+        yield* Effect.sleep("20 millis")
+        // the second acquisition waits while the first reader is held
+        assert.isFalse(yield* Deferred.isDone(acquired))
+        yield* server.send("two")
+        yield* server.send("three")
+        yield* Effect.sleep("20 millis")
+        return { batch, second, acquired }
+      }))
+      assert.deepStrictEqual(first.batch, ["one"])
+      yield* Fiber.join(first.second)
+      assert.isTrue(yield* Deferred.isDone(first.acquired))
+      const rest = yield* Effect.scoped(Effect.flatMap(socket.reader, (reader) => pullN(reader, 2)))
+      assert.deepStrictEqual(rest, ["two", "three"])
+    }))
+
+  it.live("closing a reader's scope fails its suspended pull with 1006 and keeps the connection", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair()
+      yield* Effect.forkScoped(echo(server))
+      const socket = EffectSocket.toSocket(client)
+      const pending = yield* Effect.scoped(Effect.gen(function*() {
+        const reader = yield* socket.reader
+        const fiber = yield* Effect.forkDetach(reader.pull)
+        yield* Effect.sleep("10 millis")
+        return fiber
+      }))
+      const reason = yield* reasonOf(Fiber.join(pending))
+      assert.deepInclude(reason, { _tag: "SocketCloseError", code: 1006 })
+      const writer = yield* socket.writer
+      yield* writer.write("again")
+      const got = yield* Effect.scoped(Effect.flatMap(socket.reader, (reader) => reader.pull))
+      assert.deepStrictEqual(got, ["again"])
+    }))
+})
+
+describe("EffectSocket.layerWebSocketConstructor", () => {
+  const memoryServer = Client.layerMemory(
+    (connection, request) =>
+      Effect.andThen(
+        connection.send(`hi ${request.url} ${connection.protocol}`),
+        echo(connection)
+      ),
+    { selectProtocol: (offered) => offered.find((p) => p === "v2") }
+  )
+  const Constructor = EffectSocket.layerWebSocketConstructor.pipe(Layer.provide(memoryServer))
+
+  it.live("Socket.makeWebSocket runs over a Client", () =>
+    Effect.gen(function*() {
+      const socket = yield* Socket.makeWebSocket("ws://memory/room?x=1", { protocols: ["v1", "v2"] })
+      const writer = yield* socket.writer
+      const reader = yield* socket.reader
+      yield* writer.write("ping")
+      yield* writer.write(new Uint8Array([7, 8]))
+      const got = yield* pullN(reader, 3)
+      assert.deepStrictEqual(got, ["hi /room?x=1 v2", "ping", new Uint8Array([7, 8])])
+      yield* writer.write(new Socket.CloseEvent(4000, "done"))
+      assert.deepInclude(yield* reasonOf(reader.pull), { _tag: "SocketCloseError", code: 4000, closeReason: "done" })
+    }).pipe(Effect.provide(Constructor)))
+
+  it.live("the WebSocket-like object goes through its ready states and honours once", () =>
+    Effect.gen(function*() {
+      const make = yield* Socket.WebSocketConstructor
+      const ws = make("ws://memory/", "chat") as EffectSocket.ClientWebSocket
+      const log: Array<string> = []
+      const closed = yield* Deferred.make<EffectSocket.ClientWebSocketEvent>()
+      assert.strictEqual(ws.readyState, 0)
+      assert.throws(() => ws.send("early"))
+      ws.addEventListener("open", () => log.push(`open ${ws.readyState}`), { once: true })
+      ws.addEventListener("message", (e) => log.push(`message ${String(e.data)}`))
+      const onceMessage = () => log.push("once")
+      ws.addEventListener("message", onceMessage, { once: true })
+      ws.addEventListener("close", (e) => Deferred.doneUnsafe(closed, Exit.succeed(e)))
+      yield* Effect.sleep("20 millis")
+      assert.strictEqual(ws.readyState, 1)
+      assert.strictEqual(ws.protocol, "")
+      ws.send("a")
+      ws.send("b")
+      yield* Effect.sleep("20 millis")
+      assert.throws(() => ws.close(1005))
+      ws.close(4001, "x")
+      assert.strictEqual(ws.readyState, 2)
+      ws.send("discarded")
+      const event = yield* Deferred.await(closed)
+      assert.strictEqual(ws.readyState, 3)
+      assert.deepInclude(event, { type: "close", code: 4001, reason: "x", wasClean: true })
+      assert.deepStrictEqual(log, ["open 1", "message hi / ", "once", "message a", "message b"])
+    }).pipe(Effect.provide(Constructor)))
+
+  it.live("closing while connecting abandons the connect: error, then close 1006", () =>
+    Effect.gen(function*() {
+      const make = yield* Socket.WebSocketConstructor
+      const ws = make("ws://memory/")
+      const events: Array<Socket.WebSocketEvent> = []
+      const closed = yield* Deferred.make<void>()
+      ws.addEventListener("error", (e) => events.push(e))
+      ws.addEventListener("close", (e) => {
+        events.push(e)
+        Deferred.doneUnsafe(closed, Exit.void)
+      })
+      ws.close()
+      yield* Deferred.await(closed)
+      assert.strictEqual(ws.readyState, 3)
+      assert.deepStrictEqual(events.map((e) => e.type), ["error", "close"])
+      assert.strictEqual(events[1]!.code, 1006)
+    }).pipe(Effect.provide(Constructor)))
+
+  it.live("the constructor throws once its scope is closed", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const make = yield* EffectSocket.makeWebSocketConstructor(Client.connect).pipe(Scope.provide(scope))
+      const ws = make("ws://memory/")
+      assert.strictEqual(ws.readyState, 0)
+      yield* Scope.close(scope, Exit.void)
+      assert.strictEqual(ws.readyState, 3)
+      assert.throws(() => make("ws://memory/"), /closed/)
+    }).pipe(Effect.provide(memoryServer)))
+
+  it.live("a refused connect fails the reader with SocketOpenError", () =>
+    Effect.gen(function*() {
+      const socket = yield* Socket.makeWebSocket("http+bogus://memory/")
+      const reason = yield* Effect.scoped(Effect.flatMap(socket.reader, (r) => r.pull)).pipe(reasonOf)
+      assert.strictEqual(reason._tag, "SocketOpenError")
+      assert.strictEqual((reason as Socket.SocketOpenError).kind, "Unknown")
+      const cause = (reason as Socket.SocketOpenError).cause as EffectSocket.ClientWebSocketEvent
+      assert.strictEqual((cause.error as Client.ConnectError).reason, "InvalidUrl")
+    }).pipe(Effect.provide(Constructor)))
+})

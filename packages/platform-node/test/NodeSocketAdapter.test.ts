@@ -1,0 +1,205 @@
+/**
+ * Tests of `NodeSocketAdapter`: programs written only against `effect/socket`
+ * (`Socket.makeWebSocket`, `Socket.Socket`) talking to this library's Node.js server.
+ */
+import type { Connection } from "@effect-websocket/core"
+import { assert, describe, it } from "@effect/vitest"
+import { Deferred, Effect, Exit, Layer, Scope, Stream } from "effect"
+import { Socket } from "effect/socket"
+import * as Net from "node:net"
+import { NodeServer, NodeSocketAdapter } from "../src/index.ts"
+
+const echoServer = NodeServer.serve((c) => Stream.runForEach(c.messages, c.send))
+
+/** Pulls until `count` messages have arrived. */
+const pullN = (reader: Socket.Reader, count: number) =>
+  Effect.gen(function*() {
+    const out: Array<string | Uint8Array> = []
+    while (out.length < count) out.push(...(yield* reader.pull))
+    return out
+  })
+
+/** The `SocketError` reason a failing effect ends with. */
+const reasonOf = <A, R>(effect: Effect.Effect<A, Socket.SocketError, R>) =>
+  Effect.map(Effect.flip(effect), (error) => error.reason)
+
+/** A port nothing listens on. */
+const closedPort = Effect.callback<number>((resume) => {
+  const server = Net.createServer()
+  server.listen(0, "127.0.0.1", () => {
+    const { port } = server.address() as Net.AddressInfo
+    server.close(() => resume(Effect.succeed(port)))
+  })
+})
+
+describe("NodeSocketAdapter", () => {
+  it.live("Socket.makeWebSocket echoes text and binary, and a written CloseEvent closes", () =>
+    Effect.gen(function*() {
+      const server = yield* echoServer
+      const socket = yield* Socket.makeWebSocket(server.url)
+      const writer = yield* socket.writer
+      const reader = yield* socket.reader
+      yield* writer.write("hello")
+      yield* writer.write(new Uint8Array([0, 1, 2, 255]))
+      yield* writer.writeAll(["a", new Uint8Array([1, 2, 3, 4]).subarray(2)])
+      const got = yield* pullN(reader, 4)
+      assert.deepStrictEqual(got, ["hello", new Uint8Array([0, 1, 2, 255]), "a", new Uint8Array([3, 4])])
+      yield* writer.write(new Socket.CloseEvent(1000, "bye"))
+      const reason = yield* reasonOf(reader.pull)
+      assert.instanceOf(reason, Socket.SocketCloseError)
+      assert.deepInclude(reason, { _tag: "SocketCloseError", code: 1000, closeReason: "bye" })
+    }).pipe(Effect.provide(NodeSocketAdapter.layerWebSocketConstructor)))
+
+  it.live("echoes through Socket.toChannelString", () =>
+    Effect.gen(function*() {
+      const server = yield* echoServer
+      const socket = yield* Socket.makeWebSocket(server.url)
+      const out = yield* Stream.make("abc", "def", "ghi").pipe(
+        Stream.pipeThroughChannel(Socket.toChannelString(socket)),
+        Stream.take(3),
+        Stream.runCollect
+      )
+      assert.deepStrictEqual(out, ["abc", "def", "ghi"])
+    }).pipe(Effect.provide(NodeSocketAdapter.layerWebSocketConstructor)))
+
+  it.live("offers subprotocols and reads the one the server selected", () =>
+    Effect.gen(function*() {
+      const server = yield* NodeServer.serve(
+        (c, request) => Effect.andThen(c.send(`${c.protocol} of ${request.protocols.join(",")}`), Effect.never),
+        { selectProtocol: (offered) => offered.find((p) => p === "v2") }
+      )
+      const socket = yield* Socket.makeWebSocket(server.url, { protocols: ["v1", "v2"] })
+      const reader = yield* socket.reader
+      assert.deepStrictEqual(yield* reader.pull, ["v2 of v1,v2"])
+    }).pipe(Effect.provide(NodeSocketAdapter.layerWebSocketConstructor)))
+
+  it.live("sends handshake headers", () =>
+    Effect.gen(function*() {
+      const server = yield* NodeServer.serve((c, request) =>
+        Effect.andThen(
+          c.send(request.headers.find((h) => h.name.toLowerCase() === "x-token")?.value ?? "none"),
+          Effect.never
+        )
+      )
+      const socket = yield* Socket.makeWebSocket(server.url, { headers: { "x-token": "abc" }, protocols: "p" })
+      const reader = yield* socket.reader
+      assert.deepStrictEqual(yield* reader.pull, ["abc"])
+    }).pipe(Effect.provide(NodeSocketAdapter.layerWebSocketConstructor)))
+
+  it.live("a close from the server fails the reader with its code and reason", () =>
+    Effect.gen(function*() {
+      const server = yield* NodeServer.serve((c) =>
+        Effect.gen(function*() {
+          yield* c.send("goodbye")
+          yield* c.close(4001, "x")
+        })
+      )
+      const socket = yield* Socket.makeWebSocket(server.url)
+      const reader = yield* socket.reader
+      assert.deepStrictEqual(yield* pullN(reader, 1), ["goodbye"])
+      const reason = yield* reasonOf(reader.pull)
+      assert.deepInclude(reason, { _tag: "SocketCloseError", code: 4001, closeReason: "x" })
+    }).pipe(Effect.provide(NodeSocketAdapter.layerWebSocketConstructor)))
+
+  it.live("a connect to a closed port fails the reader with SocketOpenError", () =>
+    Effect.gen(function*() {
+      const port = yield* closedPort
+      const socket = yield* Socket.makeWebSocket(`ws://127.0.0.1:${port}/`)
+      const reason = yield* reasonOf(socket.reader)
+      assert.instanceOf(reason, Socket.SocketOpenError)
+      const open = reason as Socket.SocketOpenError
+      assert.strictEqual(open.kind, "Unknown")
+      // the cause is the `error` event, carrying the library's ConnectError
+      const event = open.cause as { readonly type: string; readonly error: { readonly _tag: string; readonly reason: string } }
+      assert.strictEqual(event.type, "error")
+      assert.strictEqual(event.error._tag, "ConnectError")
+      assert.strictEqual(event.error.reason, "Refused")
+    }).pipe(Effect.provide(NodeSocketAdapter.layerWebSocketConstructor)))
+
+  it.live("an open timeout fails the reader with SocketOpenError Timeout, without waiting for the connect", () =>
+    Effect.gen(function*() {
+      // accepts TCP connections and never answers the upgrade request
+      const accepted = new Set<Net.Socket>()
+      const silent = Net.createServer((conn) => {
+        accepted.add(conn)
+        conn.on("error", () => {})
+      })
+      yield* Effect.acquireRelease(
+        Effect.callback<void>((resume) => {
+          silent.listen(0, "127.0.0.1", () => resume(Effect.void))
+        }),
+        () =>
+          Effect.sync(() => {
+            for (const conn of accepted) conn.destroy()
+            silent.close()
+          })
+      )
+      const { port } = silent.address() as Net.AddressInfo
+      const start = Date.now()
+      const reason = yield* Effect.gen(function*() {
+        const socket = yield* Socket.makeWebSocket(`ws://127.0.0.1:${port}/`, { openTimeout: "200 millis" })
+        return yield* reasonOf(Effect.scoped(socket.reader))
+      }).pipe(Effect.provide(NodeSocketAdapter.layerWebSocketConstructor))
+      const elapsed = Date.now() - start
+      assert.deepInclude(reason, { _tag: "SocketOpenError", kind: "Timeout" })
+      assert.strictEqual(accepted.size, 1)
+      // the reader and the layer are both released promptly
+      assert.isBelow(elapsed, 2000)
+    }))
+
+  it.live("closing the constructor layer closes open sockets with 1001", () =>
+    Effect.gen(function*() {
+      const serverClosed = yield* Deferred.make<Connection.CloseInfo>()
+      const server = yield* NodeServer.serve((c) =>
+        Effect.andThen(
+          Stream.runForEach(c.messages, c.send),
+          Effect.flatMap(c.closed, (info) => Deferred.succeed(serverClosed, info))
+        )
+      )
+      const layerScope = yield* Scope.make()
+      const context = yield* Layer.buildWithScope(NodeSocketAdapter.layerWebSocketConstructor, layerScope)
+      const socket = yield* Socket.makeWebSocket(server.url).pipe(Effect.provideContext(context))
+      const writer = yield* socket.writer
+      const reader = yield* socket.reader
+      yield* writer.write("up")
+      assert.deepStrictEqual(yield* reader.pull, ["up"])
+      yield* Scope.close(layerScope, Exit.void)
+      const info = yield* Deferred.await(serverClosed)
+      assert.strictEqual(info.code, 1001)
+      assert.deepInclude(yield* reasonOf(reader.pull), { _tag: "SocketCloseError", code: 1001 })
+    }))
+
+  it.live("a small highWaterMark pauses and resumes without losing or reordering messages", () =>
+    Effect.gen(function*() {
+      const count = 300
+      const payload = "x".repeat(1024)
+      const server = yield* NodeServer.serve((c) =>
+        Effect.andThen(
+          Effect.forEach(Array.from({ length: count }, (_, i) => `${i}:${payload}`), c.send, { discard: true }),
+          Effect.never
+        )
+      )
+      const socket = yield* Socket.makeWebSocket(server.url, { highWaterMark: 4096 })
+      const reader = yield* socket.reader
+      const got: Array<string | Uint8Array> = []
+      while (got.length < count) {
+        got.push(...(yield* reader.pull))
+        yield* Effect.sleep("1 millis")
+      }
+      assert.strictEqual(got.length, count)
+      got.forEach((m, i) => assert.strictEqual(m, `${i}:${payload}`))
+    }).pipe(Effect.provide(NodeSocketAdapter.layerWebSocketConstructor)))
+
+  it.live("layerWebSocket provides a Socket.Socket", () =>
+    Effect.gen(function*() {
+      const server = yield* echoServer
+      const reply = yield* Effect.gen(function*() {
+        const socket = yield* Socket.Socket
+        const writer = yield* socket.writer
+        const reader = yield* socket.reader
+        yield* writer.write("via layer")
+        return yield* reader.pull
+      }).pipe(Effect.provide(NodeSocketAdapter.layerWebSocket(server.url)))
+      assert.deepStrictEqual(reply, ["via layer"])
+    }))
+})
