@@ -184,7 +184,8 @@ export const connect = (
     const timeout = Duration.fromInputUnsafe(options?.handshakeTimeout ?? Duration.seconds(10))
     const upgraded = yield* Effect.acquireRelease(
       request(url, target, requestHeaders, options?.tls),
-      ({ socket }) => Effect.sync(() => socket.destroy())
+      ({ socket }) => Effect.sync(() => socket.destroy()),
+      { interruptible: true } // the handshake timeout must be able to cut a server that never answers
     ).pipe(
       Effect.timeoutOrElse({
         duration: timeout,
