@@ -6,8 +6,9 @@
  * type (text, binary) and operation (decode = receive, encode = send) each contender runs for a
  * fixed time box, alternating ours / ws, and the medians of the repetitions are printed.
  *
- * Usage: `node codec.ts [--reps=N] [--time=MS] [--filter=REGEX] [--contender=ours|ws|both]`
- * (`--filter` matches "op dir type size", e.g. `--filter="decode masked text (16|125) B"`).
+ * Usage: `node codec.ts [--reps=N] [--time=MS] [--warmup=MS] [--filter=REGEX] [--contender=ours|ws|both]`
+ * (`--filter` matches "op dir type size", e.g. `--filter="decode masked text (16|125) B"`;
+ * `--contender=ours` is handy under `node --cpu-prof`). Defaults: 3 repetitions of 250 ms.
  */
 import { webcrypto } from "node:crypto"
 import { createRequire } from "node:module"
@@ -308,7 +309,7 @@ const oursDecode = (config: Config, wire: Wire): Session => {
   const append = (view: Uint8Array, at: number): number => {
     const need = at + view.length
     if (need > accumulator.length) {
-      let capacity = at === 0 ? Math.max(sizeHint, 2 * view.length) : 2 * accumulator.length
+      let capacity = at === 0 && sizeHint >= need ? sizeHint : 2 * Math.max(accumulator.length, view.length)
       while (capacity < need) capacity *= 2
       const grown = Buffer.allocUnsafe(capacity)
       if (at > 0) grown.set(accumulator.subarray(0, at))
