@@ -1,6 +1,6 @@
 /**
  * Codec benchmark: the sans-I/O frame engine of `@effect-websocket/core` next to the framing code
- * of the `ws` package (its `Receiver` stream and its static `Sender.frame`).
+ * of the `ws` package (its `Receiver` stream and its `Sender`, writing to a socket that counts).
  *
  * For every frame size, direction (masked = client to server, unmasked = server to client), payload
  * type (text, binary) and operation (decode = receive, encode = send) each contender runs for a
@@ -41,9 +41,23 @@ interface ReceiverOptions {
   readonly skipUTF8Validation: boolean
   readonly allowSynchronousEvents: boolean
 }
+interface SendOptions {
+  readonly binary: boolean
+  readonly compress: boolean
+  readonly fin: boolean
+  readonly mask: boolean
+}
+interface CountingSocket {
+  cork(): void
+  uncork(): void
+  write(chunk: Buffer): boolean
+}
 const { Receiver, Sender } = ws as unknown as {
   readonly Receiver: new(options: ReceiverOptions) => Writable
-  readonly Sender: { frame(data: Buffer, options: FrameOptions): Array<Buffer> }
+  readonly Sender: {
+    new(socket: CountingSocket): { send(data: Buffer, options: SendOptions, cb: undefined): void }
+    frame(data: Buffer, options: FrameOptions): Array<Buffer>
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -386,29 +400,31 @@ const oursEncode = (config: Config, payload: Buffer): Session => {
 }
 
 /**
- * ws, send side: `Sender.frame`, the static framing function behind `WebSocket#send`, with the
- * options object `Sender#send` builds for a Buffer (`readOnly: true`: a masked payload is masked
- * into a new header + payload buffer, the caller's data stays untouched). Masking keys come from
- * ws's default pooled `randomFillSync`.
+ * ws, send side: its `Sender#send` (what `WebSocket#send` calls for a Buffer: framing, a masked
+ * payload masked into a new buffer, then `cork` / `write` / `uncork` on the socket) writing to a
+ * socket that counts the bytes. Masking keys come from ws's default pooled `randomFillSync`.
  */
 const wsEncode = (config: Config, payload: Buffer): Session => {
-  const opcode = config.type === "text" ? 1 : 2
+  const binary = config.type === "binary"
   const mask = config.dir === "masked"
   const frames = framesPerPass(config.size)
   let sent = 0
   let wireBytes = 0
+  // ws's own sender (`Sender#send`, what `WebSocket#send` calls) writing to a socket that only
+  // counts: the same work as ours, from the message to buffers handed to the transport.
+  const socket = {
+    cork: () => {},
+    uncork: () => {},
+    write: (chunk: Buffer) => {
+      wireBytes += chunk.length
+      return true
+    }
+  }
+  const sender = new Sender(socket)
+  const options = { binary, compress: false, fin: true, mask }
   const pass = (repeat: number): void => {
     for (let i = 0; i < frames * repeat; i++) {
-      const list = Sender.frame(payload, {
-        fin: true,
-        generateMask: undefined,
-        mask,
-        maskBuffer: undefined,
-        opcode,
-        readOnly: true,
-        rsv1: false
-      })
-      wireBytes += list.length === 2 ? list[0]!.length + list[1]!.length : list[0]!.length
+      sender.send(payload, options, undefined)
       sent++
     }
   }

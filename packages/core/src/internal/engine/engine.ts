@@ -229,7 +229,12 @@ export class Engine {
   private readonly pongB = new Uint8Array(CONTROL_FRAME_LENGTH)
   private readonly keyPool = new Uint8Array(KEY_POOL_SIZE)
   private keyPoolOffset = KEY_POOL_SIZE
+  /** Masking key of the control frame being built. */
   private readonly key = new Uint8Array(4)
+  /** Masking key of the data frame being sent (it may go out in several actions). */
+  private readonly sendKey = new Uint8Array(4)
+  /** Micro-optimisation: views of the send header for each header length, made once. */
+  private readonly headerViews: Array<Uint8Array> = []
   private nextId = 1
 
   // ---- send side ----
@@ -300,6 +305,7 @@ export class Engine {
     this.requireMasked = !options.isClient && !options.disableMasking
     this.randomFill = options.randomFill
     this.pongsOnSendQueue = options.pongsOnSendQueue === true
+    for (let length = 0; length <= MAX_HEADER_LENGTH; length++) this.headerViews.push(this.sendHeader.subarray(0, length))
     this.rcap = RESERVE + options.receiveBufferSize
     const allocated = options.allocatedBuffer
     if (allocated !== undefined) {
@@ -346,8 +352,8 @@ export class Engine {
     }
   }
 
-  private nextKey(): Uint8Array {
-    const key = this.key
+  /** Fills `key` with the next masking key from the pooled random block (all zero without masking). */
+  private nextKey(key: Uint8Array): Uint8Array {
     if (this.zeroKey) return key // stays all zero
     if (this.keyPoolOffset + 4 > KEY_POOL_SIZE) {
       this.randomFill(this.keyPool)
@@ -457,7 +463,7 @@ export class Engine {
         this.state = this.state === HandleState.CloseReceived ? HandleState.Closed : HandleState.CloseSent
       }
     } else {
-      const key = this.maskOutgoing ? this.nextKey() : undefined
+      const key = this.maskOutgoing ? this.nextKey(this.sendKey) : undefined
       this.sendHeaderLength = encodeHeader(this.sendHeader, 0, fin, 0, opcode, data.length, key)
       this.sendIsControl = false
       this.sendPayload = data
@@ -471,7 +477,7 @@ export class Engine {
   /** Writes a whole control frame (header and payload) into `target`; sets sendFrameLength / pongLength. */
   private buildControlFrame(target: Uint8Array, opcode: number, data: Uint8Array, closeStatus: number | undefined): number {
     const bodyLength = opcode === Opcode.Close && closeStatus !== undefined ? 2 + data.length : data.length
-    const key = this.maskOutgoing ? this.nextKey() : undefined
+    const key = this.maskOutgoing ? this.nextKey(this.key) : undefined
     const h = encodeHeader(target, 0, true, 0, opcode, bodyLength, key)
     if (opcode === Opcode.Close && closeStatus !== undefined) encodeCloseBody(target, h, closeStatus, data)
     else target.set(data, h)
@@ -588,16 +594,16 @@ export class Engine {
       if (this.sendDirect) {
         chunk = this.sendOffset === 0 ? payload : payload.subarray(this.sendOffset)
       } else {
-        const length = remaining < this.sbuf.length ? remaining : this.sbuf.length
-        // The key sits in the last 4 header bytes; its offset for this chunk is sendOffset & 3.
-        const key = this.sendHeader.subarray(this.sendHeaderLength - 4, this.sendHeaderLength)
-        maskInto(payload, this.sendOffset, this.sendOffset + length, this.sbuf, 0, key, this.sendOffset & 3)
-        chunk = this.sbuf.subarray(0, length)
+        const sbuf = this.sbuf
+        const length = remaining < sbuf.length ? remaining : sbuf.length
+        // the key offset for this chunk is sendOffset & 3
+        maskInto(payload, this.sendOffset, this.sendOffset + length, sbuf, 0, this.sendKey, this.sendOffset & 3)
+        chunk = length === sbuf.length ? sbuf : sbuf.subarray(0, length)
       }
       this.sendChunkLength = chunk.length
       out.action = ActionCode.SendToNetwork
       if (!this.sendHeaderSent) {
-        out.buffer0 = this.sendHeader.subarray(0, this.sendHeaderLength)
+        out.buffer0 = this.headerViews[this.sendHeaderLength]!
         if (chunk.length > 0) {
           out.buffer1 = chunk
           out.bufferCount = 2

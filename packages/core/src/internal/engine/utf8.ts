@@ -125,6 +125,26 @@ const nativeDecoder: Decoder | undefined = typeof globalThis.TextDecoder === "fu
   ? new globalThis.TextDecoder("utf-8", { fatal: true })
   : undefined
 
+/**
+ * A validator that builds no string, where the runtime has one: Node's `buffer.isUtf8`, found by
+ * feature detection through `process.getBuiltinModule` (no platform import; elsewhere it is
+ * `undefined` and the decoder or the JavaScript path is used). Measured on Node 24: 20 ns at
+ * 125 bytes, 42 ns at 1 KiB, 1.8 µs at 64 KiB, against 60 ns / 388 ns / 16.6 µs for `stepJs`.
+ */
+const nativeIsUtf8: ((input: Uint8Array) => boolean) | undefined = (() => {
+  const runtime = (globalThis as { readonly process?: { readonly getBuiltinModule?: (id: string) => unknown } }).process
+  const module = runtime?.getBuiltinModule?.("buffer") as { readonly isUtf8?: unknown } | undefined
+  return typeof module?.isUtf8 === "function" ? module.isUtf8 as (input: Uint8Array) => boolean : undefined
+})()
+
+/**
+ * Input length from which {@link nativeIsUtf8} beats the JavaScript path, creating the view included
+ * (measured: about even at 32 bytes, 3x faster at 125).
+ *
+ * @since 0.1.0
+ */
+export const UTF8_IS_UTF8_THRESHOLD = 48
+
 /** Whether the runtime's decoder accepts `bytes[start, end)`; it throws on invalid input. */
 const nativeValid = (decoder: Decoder, bytes: Uint8Array, start: number, end: number): boolean => {
   try {
@@ -222,9 +242,11 @@ const stepJs = (state: number, bytes: Uint8Array, start: number, end: number): n
  * @since 0.1.0
  */
 export const utf8Step = (state: number, bytes: Uint8Array, start: number, end: number): number => {
-  if (end - start < UTF8_NATIVE_THRESHOLD || nativeDecoder === undefined || state === UTF8_REJECT) {
-    return stepJs(state, bytes, start, end)
-  }
+  const length = end - start
+  const native = nativeIsUtf8 !== undefined
+    ? length >= UTF8_IS_UTF8_THRESHOLD
+    : length >= UTF8_NATIVE_THRESHOLD && nativeDecoder !== undefined
+  if (!native || state === UTF8_REJECT) return stepJs(state, bytes, start, end)
   let i = start
   // finish a sequence left open by the previous piece (at most 3 bytes)
   while (state !== UTF8_ACCEPT && i < end) {
@@ -235,7 +257,10 @@ export const utf8Step = (state: number, bytes: Uint8Array, start: number, end: n
   // Micro-optimisation: the vectorised native decoder for the bulk (see UTF8_NATIVE_THRESHOLD). It
   // sees whole sequences only; a sequence split at `end` stays with the DFA, keeping the state exact.
   const boundary = completeBoundary(bytes, i, end)
-  if (!nativeValid(nativeDecoder, bytes, i, boundary)) return UTF8_REJECT
+  const valid = nativeIsUtf8 !== undefined
+    ? nativeIsUtf8(bytes.subarray(i, boundary))
+    : nativeValid(nativeDecoder!, bytes, i, boundary)
+  if (!valid) return UTF8_REJECT
   return stepJs(UTF8_ACCEPT, bytes, boundary, end)
 }
 
