@@ -12,7 +12,7 @@ import { Duration, Effect, Layer, Metric, Option } from "effect"
 import type { Scope } from "effect/Scope"
 import * as Http from "node:http"
 import * as Https from "node:https"
-import type * as Net from "node:net"
+import * as Net from "node:net"
 import type * as Tls from "node:tls"
 import * as NodeTransport from "./NodeTransport.ts"
 
@@ -105,7 +105,8 @@ const request = (
       setHost: false,
       agent: false,
       ...(target.socketPath === undefined ? { host: target.hostname, port: target.port } : { socketPath: target.socketPath }),
-      ...(target.secure ? { servername: target.hostname, ...tls } : {})
+      // SNI carries host names only (RFC 6066 section 3), never an IP address
+      ...(target.secure ? { ...(Net.isIP(target.hostname) === 0 ? { servername: target.hostname } : {}), ...tls } : {})
     }
     const req = (target.secure ? Https.request : Http.request)(options)
     let settled = false
