@@ -233,6 +233,8 @@ export class Engine {
   private readonly key = new Uint8Array(4)
   /** Masking key of the data frame being sent (it may go out in several actions). */
   private readonly sendKey = new Uint8Array(4)
+  /** The view of `sbuf` handed out last. */
+  private chunkView: Uint8Array = EMPTY
   /** Micro-optimisation: views of the send header for each header length, made once. */
   private readonly headerViews: Array<Uint8Array> = []
   private nextId = 1
@@ -598,7 +600,9 @@ export class Engine {
         const length = remaining < sbuf.length ? remaining : sbuf.length
         // the key offset for this chunk is sendOffset & 3
         maskInto(payload, this.sendOffset, this.sendOffset + length, sbuf, 0, this.sendKey, this.sendOffset & 3)
-        chunk = length === sbuf.length ? sbuf : sbuf.subarray(0, length)
+        // Micro-optimisation: frames of the same size in a row reuse the view of the chunk.
+        if (this.chunkView.length !== length) this.chunkView = length === sbuf.length ? sbuf : sbuf.subarray(0, length)
+        chunk = this.chunkView
       }
       this.sendChunkLength = chunk.length
       out.action = ActionCode.SendToNetwork

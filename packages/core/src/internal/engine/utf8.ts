@@ -219,7 +219,9 @@ const stepJs = (state: number, bytes: Uint8Array, start: number, end: number): n
     }
   }
   for (; i < end; i++) {
-    state = DFA[CLASS_TABLE_SIZE + state + DFA[bytes[i]!]!]!
+    const c = bytes[i]!
+    if (state === UTF8_ACCEPT && c < ASCII_LIMIT) continue // micro-optimisation: ASCII tail
+    state = DFA[CLASS_TABLE_SIZE + state + DFA[c]!]!
     if (state === UTF8_REJECT) return UTF8_REJECT
   }
   return state
