@@ -42,6 +42,7 @@ export default defineConfig({
       project("core"),
       project("platform-node", { exclude: ["test/interop/**"] }),
       project("examples", { root: "examples", include: ["*.test.ts"] }),
+      project("cli", { testTimeout: 30_000 }),
       ...(interopSelected
         ? [project("interop", {
           root: "packages/platform-node",

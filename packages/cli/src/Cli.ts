@@ -1,0 +1,79 @@
+/**
+ * The `ews` command: `ews serve` and `ews connect`, and how a run ends (exit status, flushing).
+ *
+ * @since 0.1.0
+ */
+import { Cause, Exit, Runtime } from "effect"
+import { Command } from "effect/cli"
+import * as Connect from "./Connect.ts"
+import * as Serve from "./Serve.ts"
+
+/**
+ * The version `ews --version` prints.
+ *
+ * @category constants
+ * @since 0.1.0
+ */
+export const VERSION = "0.1.0"
+
+/**
+ * The `ews` command with its subcommands.
+ *
+ * @category commands
+ * @since 0.1.0
+ */
+export const command = Command.make("ews").pipe(
+  Command.withDescription(
+    "A WebSocket client and server for the command line (like wscat / websocat), built on @effect-websocket. Run `ews <command> --help` for the flags of each command."
+  ),
+  Command.withExamples([
+    { command: "ews serve --port 8080 --echo", description: "Start an echo server" },
+    { command: "ews connect ws://127.0.0.1:8080/", description: "Connect and chat through stdin / stdout" }
+  ]),
+  Command.withSubcommands([Serve.command, Connect.command])
+)
+
+/**
+ * Runs `ews` with the process arguments.
+ *
+ * @category running
+ * @since 0.1.0
+ */
+export const run = Command.run(command, { version: VERSION })
+
+/**
+ * Runs `ews` with the given arguments (without `node` and the script).
+ *
+ * @category running
+ * @since 0.1.0
+ */
+export const runWith = Command.runWith(command, { version: VERSION })
+
+/**
+ * The exit status of a run: 0 on success and after SIGINT / SIGTERM (the connections were closed
+ * on the way out), the failure's own status otherwise (1 for every `ews` error and usage error).
+ *
+ * @category running
+ * @since 0.1.0
+ */
+export const exitCode = <A, E>(exit: Exit.Exit<A, E>): number =>
+  Exit.isSuccess(exit) || Cause.hasInterruptsOnly(exit.cause) ? 0 : Runtime.getErrorExitCode(Cause.squash(exit.cause))
+
+/**
+ * Ends the process once stdout and stderr are flushed. Exiting explicitly matters: stdin may
+ * still be open (a server in `--echo` mode never reads it, a client whose peer closed stops
+ * reading it), and it would keep the process alive.
+ *
+ * @category running
+ * @since 0.1.0
+ */
+export const teardown: Runtime.Teardown = (exit, _onExit) => {
+  const code = exitCode(exit)
+  process.exitCode = code
+  let pending = 2
+  const done = () => {
+    if (--pending === 0) process.exit(code)
+  }
+  process.stdout.write("", done)
+  process.stderr.write("", done)
+}

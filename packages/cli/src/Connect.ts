@@ -1,0 +1,261 @@
+/**
+ * `ews connect URL`: a WebSocket client. Interactive by default (stdin lines out, received
+ * messages on stdout, EOF closes with 1000); `--echo` sends every received message back until the
+ * peer closes.
+ *
+ * Exit status: 0 when the closing handshake completed with 1000, 1001 or 1005; 1 otherwise, with a
+ * one-line reason on stderr (refused, host not found, handshake rejected with status N, protocol
+ * error with close code N, connection lost, closed with code N).
+ *
+ * @since 0.1.0
+ */
+import type { Client, Connection } from "@effect-websocket/core"
+import { NodeClient } from "@effect-websocket/platform-node"
+import { HttpHeader } from "@effect-websocket/schema"
+import { Cause, Duration, Effect, Exit, Fiber, Option, Schema, Stream } from "effect"
+import { Argument, Command, Flag } from "effect/cli"
+import * as Net from "node:net"
+import type * as Tls from "node:tls"
+import {
+  controlFrames,
+  fail,
+  json,
+  NORMAL_CLOSE_CODES,
+  orUndefined,
+  stats,
+  stdinLines,
+  subprotocols,
+  watchControlFrames
+} from "./Common.ts"
+import * as Output from "./Output.ts"
+
+const decodeHeader = Schema.decodeUnknownExit(HttpHeader.HttpHeader)
+
+/**
+ * Parses `Name: value` into a header, or says what is wrong with it.
+ *
+ * @category parsing
+ * @since 0.1.0
+ */
+export const parseHeader = (raw: string): HttpHeader.HttpHeader | string => {
+  const colon = raw.indexOf(":")
+  if (colon <= 0) return `invalid header ${JSON.stringify(raw)}: expected "Name: value"`
+  const decoded = decodeHeader({ name: raw.slice(0, colon).trim(), value: raw.slice(colon + 1).trim() })
+  if (Exit.isSuccess(decoded)) return decoded.value
+  const problem = Option.match(Cause.findErrorOption(decoded.cause), { onNone: () => "malformed", onSome: (e) => e.message })
+  return `invalid header ${JSON.stringify(raw)}: ${Output.oneLine(problem)}`
+}
+
+const header = Flag.String("header").pipe(
+  Flag.withAlias("H"),
+  Flag.withMetavar("'Name: value'"),
+  Flag.withDescription("Add a request header (repeatable), e.g. -H 'Authorization: Bearer abc'"),
+  Flag.filterMap((raw) => {
+    const parsed = parseHeader(raw)
+    return typeof parsed === "string" ? Option.none() : Option.some(parsed)
+  }, (raw) => {
+    const parsed = parseHeader(raw)
+    return typeof parsed === "string" ? parsed : `invalid header ${JSON.stringify(raw)}`
+  }),
+  Flag.atLeast(0)
+)
+
+const flags = {
+  url: Argument.String("url").pipe(
+    Argument.withDescription("ws://, wss://, http://, https:// or ws+unix:///path.sock:/request-path URL to connect to")
+  ),
+  subprotocol: subprotocols("Offer this subprotocol (repeatable, in order of preference)"),
+  header,
+  origin: Flag.String("origin").pipe(
+    Flag.withMetavar("origin"),
+    Flag.withDescription("Send this Origin header, as a browser would (e.g. https://example.com)"),
+    Flag.optional
+  ),
+  echo: Flag.Boolean("echo").pipe(
+    Flag.withDescription(
+      "Send every received message back unchanged (same type) until the peer closes; stdin is not read and messages are not printed (use --json to see them)"
+    ),
+    Flag.withDefault(false)
+  ),
+  binary: Flag.Boolean("binary").pipe(
+    Flag.withDescription("Send each stdin line as a binary message (its UTF-8 bytes) instead of a text message"),
+    Flag.withDefault(false)
+  ),
+  pingInterval: Flag.Int("ping-interval").pipe(
+    Flag.withMetavar("ms"),
+    Flag.withDescription("Send a ping every MS milliseconds while the connection is open (pongs show as `pong` events)"),
+    Flag.filter((ms) => ms > 0, (ms) => `--ping-interval must be a positive number of milliseconds, got ${ms}`),
+    Flag.optional
+  ),
+  wait: Flag.Int("wait").pipe(
+    Flag.withMetavar("ms"),
+    Flag.withDescription(
+      "When stdin ends, keep receiving for MS milliseconds before closing (for replies to the last lines; default 0)"
+    ),
+    Flag.filter((ms) => ms >= 0, (ms) => `--wait must be a number of milliseconds, got ${ms}`),
+    Flag.withDefault(0)
+  ),
+  insecure: Flag.Boolean("insecure").pipe(
+    Flag.withAlias("k"),
+    Flag.withDescription("wss://: accept any server certificate (self-signed, wrong host name): TLS rejectUnauthorized false"),
+    Flag.withDefault(false)
+  ),
+  json,
+  stats
+}
+
+/** Reports why `connect` failed and fails. */
+const connectFailure = (output: Output.Output, error: Client.ConnectFailure) => {
+  switch (error._tag) {
+    case "ConnectError": {
+      const what = {
+        Refused: "connection refused",
+        HostNotFound: "host not found",
+        Timeout: "timed out",
+        Tls: "TLS error",
+        InvalidUrl: "invalid URL",
+        Unknown: "cannot connect"
+      }[error.reason]
+      const hint = error.reason === "Tls" ? " (--insecure accepts any certificate)" : ""
+      return fail(output, `${what}: ${Output.oneLine(error.message)}${hint}`, { tag: `ConnectError.${error.reason}` })
+    }
+    case "HandshakeRejected":
+      return fail(
+        output,
+        `handshake rejected with status ${error.status}${error.statusText === "" ? "" : ` ${error.statusText}`} by ${error.url}`,
+        { tag: error._tag, status: error.status }
+      )
+    case "InvalidParameter":
+      return fail(output, `invalid option: ${Output.oneLine(error.message)}`, { tag: error._tag })
+    default:
+      return fail(output, `handshake failed: ${Output.oneLine(error.message)}`, { tag: error._tag })
+  }
+}
+
+/** Reports how the connection ended; fails unless it ended normally. */
+const finish = (
+  output: Output.Output,
+  connection: Connection.Connection,
+  info: Connection.CloseInfo,
+  error: Connection.ConnectionError | undefined,
+  printStats: boolean
+) =>
+  Effect.gen(function*() {
+    yield* output.emit({ event: "close", code: info.code, reason: info.reason, clean: info.clean, initiator: info.initiator })
+    if (printStats) yield* output.emit({ event: "stats", ...Output.totalsOf(connection.stats) })
+    if (error !== undefined) {
+      if (error._tag === "TransportError") {
+        return yield* fail(output, `connection lost: ${Output.oneLine(error.message)}`, { tag: error._tag, code: info.code })
+      }
+      return yield* fail(
+        output,
+        `protocol error, closed with code ${info.code}: ${Output.oneLine(error.message)}`,
+        { tag: error._tag, code: info.code }
+      )
+    }
+    if (!info.clean) {
+      const reason = info.reason === "" ? "" : `: ${info.reason}`
+      return yield* fail(output, `connection closed abnormally with code ${Output.describeCode(info.code)}${reason}`, {
+        tag: "AbnormalClose",
+        code: info.code
+      })
+    }
+    if (!NORMAL_CLOSE_CODES.has(info.code)) {
+      const reason = info.reason === "" ? "" : `: ${info.reason}`
+      return yield* fail(output, `connection closed with code ${Output.describeCode(info.code)}${reason}`, {
+        tag: "CloseCode",
+        code: info.code
+      })
+    }
+  })
+
+const utf8 = new TextEncoder()
+
+/**
+ * TLS settings for `wss://`: `--insecure` turns certificate checks off. An IP address is not
+ * sent as the TLS server name (SNI may only carry host names, RFC 6066; Node warns otherwise).
+ */
+const tlsOptions = (url: string, insecure: boolean): Tls.ConnectionOptions | undefined => {
+  let ipHost = false
+  try {
+    const hostname = new URL(url).hostname
+    ipHost = Net.isIP(hostname.startsWith("[") ? hostname.slice(1, -1) : hostname) !== 0
+  } catch {
+    // an invalid URL is reported by connect
+  }
+  if (!insecure && !ipHost) return undefined
+  return { ...(insecure ? { rejectUnauthorized: false } : {}), ...(ipHost ? { servername: undefined } : {}) }
+}
+
+/**
+ * The `connect` command.
+ *
+ * @category commands
+ * @since 0.1.0
+ */
+export const command = Command.make(
+  "connect",
+  flags,
+  Effect.fn("ews.connect")(function*(options) {
+    const output = Output.make(options.json)
+    const pingInterval = orUndefined(options.pingInterval)
+    const connectOptions: NodeClient.ConnectOptions = {
+      protocols: options.subprotocol,
+      headers: options.header,
+      origin: orUndefined(options.origin),
+      tls: tlsOptions(options.url, options.insecure),
+      ...(pingInterval === undefined ? {} : { connection: { keepalive: { interval: Duration.millis(pingInterval) } } })
+    }
+    yield* Effect.scoped(Effect.gen(function*() {
+      const connection = yield* NodeClient.connect(options.url, connectOptions).pipe(
+        Effect.catch((error) => connectFailure(output, error))
+      )
+      yield* output.emit({ event: "open", url: options.url, protocol: connection.protocol })
+      const checkControl = controlFrames(connection.stats, output)
+      yield* Effect.forkScoped(watchControlFrames(checkControl))
+
+      const received = options.echo
+        ? Stream.runForEach(connection.messages, (message) =>
+          Effect.andThen(output.message(message, undefined, false), Effect.ignore(connection.send(message))))
+        : Stream.runForEach(connection.messages, (message) => output.message(message))
+      // stdin: every line is a message; EOF starts the closing handshake (1000)
+      const send = Stream.runForEach(stdinLines, (line) => connection.send(options.binary ? utf8.encode(line) : line)).pipe(
+        Effect.andThen(options.wait > 0 ? Effect.sleep(Duration.millis(options.wait)) : Effect.void),
+        Effect.andThen(connection.close(1000)),
+        Effect.ignore
+      )
+
+      const session = Effect.gen(function*() {
+        const sender = options.echo ? undefined : yield* Effect.forkChild(send)
+        const result = yield* Effect.exit(received)
+        if (sender !== undefined) yield* Fiber.interrupt(sender)
+        const info = yield* connection.closed
+        yield* checkControl
+        return { info, error: Exit.isFailure(result) ? Option.getOrUndefined(Cause.findErrorOption(result.cause)) : undefined }
+      }).pipe(
+        // SIGINT / SIGTERM: close with 1001 and still say how it ended
+        Effect.onInterrupt(() =>
+          Effect.flatMap(Effect.orDie(connection.close(1001)), (info) =>
+            Effect.ignore(finish(output, connection, info, undefined, options.stats)))
+        )
+      )
+      const { error, info } = yield* session
+      yield* finish(output, connection, info, error, options.stats)
+    }))
+  })
+).pipe(
+  Command.withShortDescription("Connect to a WebSocket server (stdin lines out, received messages on stdout)"),
+  Command.withDescription(
+    "Connect to a WebSocket server. Each stdin line is sent as a message (text, or binary with --binary) and each received message is printed on stdout (text as is, binary as `<binary N bytes: HEX>`); EOF on stdin closes the connection with 1000. Exit status 0 after a normal close (1000, 1001, 1005), 1 otherwise with a one-line reason on stderr."
+  ),
+  Command.withExamples([
+    { command: "ews connect ws://127.0.0.1:8080/", description: "Chat interactively" },
+    {
+      command: "echo hello | ews connect ws://127.0.0.1:8080/ --wait 500",
+      description: "Send one message, print what comes back within half a second, close"
+    },
+    { command: "ews connect wss://localhost:8443/ --insecure -s chat -H 'Authorization: Bearer abc'", description: "TLS with a self-signed certificate, a subprotocol and a header" },
+    { command: "ews connect ws://127.0.0.1:9001/runCase?case=1 --echo", description: "Echo everything back (a conformance test suite's client driver)" },
+    { command: "ews connect ws://127.0.0.1:8080/ --json --stats < /dev/null", description: "Machine-readable events, then the counts" }
+  ])
+)

@@ -1,0 +1,224 @@
+/**
+ * `ews serve`: a WebSocket server. Once it listens it prints `listening ws://HOST:PORT/PATH` on
+ * stdout, then logs connections on stderr. Modes: `--echo` (every message back to its sender),
+ * `--broadcast` (every message to every other client), or by default interactive (received
+ * messages on stdout, stdin lines to every client). SIGINT / SIGTERM close every connection with
+ * 1001 and exit 0.
+ *
+ * @since 0.1.0
+ */
+import type { Client, Connection } from "@effect-websocket/core"
+import { NodeServer } from "@effect-websocket/platform-node"
+import { Cause, Console, Effect, Exit, Fiber, FileSystem, Option, Stream } from "effect"
+import { Command, Flag } from "effect/cli"
+import * as Tls from "node:tls"
+import { controlFrames, fail, json, orUndefined, stats, stdinLines, subprotocols, watchControlFrames } from "./Common.ts"
+import * as Output from "./Output.ts"
+
+const flags = {
+  host: Flag.String("host").pipe(
+    Flag.withMetavar("host"),
+    Flag.withDescription("Interface to listen on (0.0.0.0 or :: for every interface)"),
+    Flag.withDefault("127.0.0.1")
+  ),
+  port: Flag.Int("port").pipe(
+    Flag.withAlias("p"),
+    Flag.withMetavar("port"),
+    Flag.withDescription("TCP port to listen on; 0 picks a free one (the `listening` line tells which)"),
+    Flag.filter((p) => p >= 0 && p <= 65535, (p) => `--port must be between 0 and 65535, got ${p}`),
+    Flag.withDefault(8080)
+  ),
+  path: Flag.String("path").pipe(
+    Flag.withMetavar("/path"),
+    Flag.withDescription("Only accept connections to this path (others get 404); default: every path"),
+    Flag.filter((p) => p.startsWith("/"), (p) => `--path must start with "/", got ${JSON.stringify(p)}`),
+    Flag.optional
+  ),
+  echo: Flag.Boolean("echo").pipe(
+    Flag.withDescription("Send every message back to its sender, with the same type (text or binary)"),
+    Flag.withDefault(false)
+  ),
+  broadcast: Flag.Boolean("broadcast").pipe(
+    Flag.withDescription("Relay every message to every other connected client"),
+    Flag.withDefault(false)
+  ),
+  subprotocol: subprotocols(
+    "Accept this subprotocol (repeatable): the first one the client offers that is in this list is selected"
+  ),
+  maxMessageSize: Flag.Int("max-message-size").pipe(
+    Flag.withMetavar("bytes"),
+    Flag.withDescription("Largest message accepted, in bytes; a bigger one closes the connection with 1009 (default 64 MiB)"),
+    Flag.filter((n) => n > 0, (n) => `--max-message-size must be positive, got ${n}`),
+    Flag.optional
+  ),
+  tlsCert: Flag.String("tls-cert").pipe(
+    Flag.withMetavar("file"),
+    Flag.withDescription("Serve wss:// with this PEM certificate (chain) file; needs --tls-key"),
+    Flag.optional
+  ),
+  tlsKey: Flag.String("tls-key").pipe(
+    Flag.withMetavar("file"),
+    Flag.withDescription("PEM private key file of --tls-cert"),
+    Flag.optional
+  ),
+  json,
+  stats
+}
+
+/** Reads the TLS files and checks that they make a usable certificate and key. */
+const loadTls = (output: Output.Output, certFile: string, keyFile: string) =>
+  Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    const read = (file: string, what: string) =>
+      fs.readFile(file).pipe(
+        Effect.catch((error) => fail(output, `cannot read TLS ${what} file ${JSON.stringify(file)}: ${Output.oneLine(error.message)}`, { tag: "TlsFileError" }))
+      )
+    const cert = Buffer.from(yield* read(certFile, "certificate"))
+    const key = Buffer.from(yield* read(keyFile, "key"))
+    const check = (what: string, secureContext: Tls.SecureContextOptions) =>
+      Effect.try({ try: () => Tls.createSecureContext(secureContext), catch: (cause) => cause }).pipe(
+        Effect.catch((cause) =>
+          fail(output, `${what}: ${Output.oneLine(cause instanceof Error ? cause.message : String(cause))}`, { tag: "TlsFileError" })
+        )
+      )
+    yield* check(`invalid TLS certificate in ${JSON.stringify(certFile)}`, { cert })
+    yield* check(`invalid TLS key in ${JSON.stringify(keyFile)}, or it does not match the certificate`, { cert, key })
+    return { cert, key }
+  })
+
+/**
+ * The `serve` command.
+ *
+ * @category commands
+ * @since 0.1.0
+ */
+export const command = Command.make(
+  "serve",
+  flags,
+  Effect.fn("ews.serve")(function*(options) {
+    const output = Output.make(options.json)
+    if (options.echo && options.broadcast) return yield* fail(output, "--echo and --broadcast cannot be used together")
+    const certFile = orUndefined(options.tlsCert)
+    const keyFile = orUndefined(options.tlsKey)
+    if ((certFile === undefined) !== (keyFile === undefined)) {
+      return yield* fail(output, "--tls-cert and --tls-key must be given together")
+    }
+    const tls = certFile !== undefined && keyFile !== undefined ? yield* loadTls(output, certFile, keyFile) : undefined
+    const mode = options.echo ? "echo" : options.broadcast ? "broadcast" : "interactive"
+    const accepted = options.subprotocol
+
+    const clients = new Map<number, Connection.Connection>()
+    /** The counts of the connections that ended. */
+    let ended: Output.Totals = Output.sumTotals([])
+    let lastId = 0
+
+    const relay = (message: Connection.Message, targets: Iterable<Connection.Connection>) =>
+      Effect.forEach(targets, (target) => Effect.ignore(target.send(message)), { concurrency: "unbounded", discard: true })
+
+    const handler: Client.Handler = (connection, request) => {
+      const id = ++lastId
+      const checkControl = controlFrames(connection.stats, output, id)
+      const closeEvent = (info: Connection.CloseInfo) =>
+        output.emit({ event: "close", client: id, code: info.code, reason: info.reason, clean: info.clean, initiator: info.initiator })
+      const messages = Stream.runForEach(connection.messages, (message) => {
+        switch (mode) {
+          case "echo":
+            return Effect.andThen(output.message(message, id, false), Effect.ignore(connection.send(message)))
+          case "broadcast":
+            return Effect.andThen(
+              output.message(message, id, false),
+              Effect.suspend(() => relay(message, [...clients].filter(([other]) => other !== id).map(([, c]) => c)))
+            )
+          case "interactive":
+            return output.message(message, id)
+        }
+      })
+      return Effect.gen(function*() {
+        clients.set(id, connection)
+        yield* output.emit({
+          event: "open",
+          client: id,
+          path: request.url,
+          ...(request.remoteAddress === undefined ? {} : { remoteAddress: request.remoteAddress }),
+          protocol: connection.protocol
+        })
+        const watcher = yield* Effect.forkChild(watchControlFrames(checkControl))
+        const result = yield* Effect.exit(messages)
+        if (Exit.isFailure(result)) {
+          const error = Option.getOrUndefined(Cause.findErrorOption(result.cause))
+          if (error !== undefined) {
+            yield* output.emit({ event: "error", client: id, tag: error._tag, message: Output.oneLine(error.message) })
+          }
+        }
+        const info = yield* connection.closed
+        yield* Fiber.interrupt(watcher)
+        yield* checkControl
+        yield* closeEvent(info)
+      }).pipe(
+        // the server is shutting down: close with 1001 (going away)
+        Effect.onInterrupt(() =>
+          Effect.gen(function*() {
+            const info = yield* Effect.orDie(connection.close(1001, "server shutting down"))
+            yield* closeEvent(info)
+          })
+        ),
+        Effect.ensuring(Effect.sync(() => {
+          clients.delete(id)
+          ended = Output.sumTotals([ended, connection.stats])
+        }))
+      )
+    }
+
+    yield* Effect.scoped(Effect.gen(function*() {
+      const server = yield* NodeServer.serve(handler, {
+        host: options.host,
+        port: options.port,
+        path: orUndefined(options.path),
+        maxMessageSize: orUndefined(options.maxMessageSize),
+        selectProtocol: (offered) => offered.find((p) => accepted.includes(p)),
+        ...(tls === undefined ? {} : { tls })
+      }).pipe(
+        Effect.catchTag("ServeError", (error) => {
+          const inUse = (error.cause as { code?: unknown } | undefined)?.code === "EADDRINUSE"
+          return fail(output, `${Output.oneLine(error.message)}${inUse ? " (another process uses this port; --port 0 picks a free one)" : ""}`, {
+            tag: error._tag
+          })
+        })
+      )
+      yield* output.emit({ event: "listening", url: server.url })
+      if (mode === "interactive") {
+        // every stdin line goes to every client; EOF on stdin leaves the server running
+        yield* Effect.forkScoped(
+          Stream.runForEach(stdinLines, (line) =>
+            clients.size === 0
+              ? (output.json ? Effect.void : Console.error("no client connected; line dropped"))
+              : relay(line, [...clients.values()])).pipe(Effect.ignore)
+        )
+      }
+      return yield* Effect.never
+    })).pipe(
+      Effect.ensuring(
+        options.stats
+          ? Effect.suspend(() =>
+            output.emit({
+              event: "stats",
+              connections: lastId,
+              ...Output.sumTotals([ended, ...[...clients.values()].map((c) => c.stats)])
+            })
+          )
+          : Effect.void
+      )
+    )
+  })
+).pipe(
+  Command.withShortDescription("Start a WebSocket server (echo, broadcast, or stdin / stdout)"),
+  Command.withDescription(
+    "Start a WebSocket server. Prints `listening ws://HOST:PORT/PATH` on stdout as soon as it listens, then logs connections on stderr. Without --echo or --broadcast, received messages are printed on stdout (text as is, binary as `<binary N bytes: HEX>`) and each stdin line is sent to every client. SIGINT / SIGTERM close every connection with 1001 and exit 0."
+  ),
+  Command.withExamples([
+    { command: "ews serve --port 8080 --echo", description: "An echo server on ws://127.0.0.1:8080/" },
+    { command: "ews serve --port 0 --broadcast --path /chat", description: "A chat relay on a free port, at /chat only" },
+    { command: "ews serve --host 0.0.0.0 -p 8443 --tls-cert cert.pem --tls-key key.pem --echo", description: "wss:// on every interface" },
+    { command: "ews serve -p 8080 -s chat.v2 -s chat.v1 --json", description: "Accept two subprotocols, print JSON events" }
+  ])
+)

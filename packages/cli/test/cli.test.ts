@@ -1,0 +1,97 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Effect } from "effect"
+import { ewsRun } from "./fixtures.ts"
+
+describe("ews command line", () => {
+  it.live("--help documents both commands; each command's --help documents its flags", () =>
+    Effect.gen(function*() {
+      const [root, serve, connect] = yield* Effect.all([
+        ewsRun(["--help"]),
+        ewsRun(["serve", "--help"]),
+        ewsRun(["connect", "--help"])
+      ], { concurrency: "unbounded" })
+      assert.strictEqual(root.code, 0)
+      const rootText = root.stdout.join("\n")
+      assert.match(rootText, /^\s+serve\s+\S/m)
+      assert.match(rootText, /^\s+connect\s+\S/m)
+      assert.strictEqual(serve.code, 0)
+      const serveText = serve.stdout.join("\n")
+      for (
+        const flag of [
+          "--host",
+          "--port",
+          "--path",
+          "--echo",
+          "--broadcast",
+          "--subprotocol",
+          "--max-message-size",
+          "--tls-cert",
+          "--tls-key",
+          "--json",
+          "--stats"
+        ]
+      ) assert.include(serveText, flag)
+      assert.strictEqual(connect.code, 0)
+      const connectText = connect.stdout.join("\n")
+      for (
+        const flag of [
+          "<url>",
+          "--subprotocol",
+          "--header, -H",
+          "--origin",
+          "--echo",
+          "--binary",
+          "--ping-interval",
+          "--wait",
+          "--insecure",
+          "--json",
+          "--stats"
+        ]
+      ) assert.include(connectText, flag)
+    }))
+
+  it.live("--version", () =>
+    Effect.gen(function*() {
+      const result = yield* ewsRun(["--version"])
+      assert.strictEqual(result.code, 0)
+      assert.deepStrictEqual(result.stdout, ["ews v0.1.0"])
+    }))
+
+  it.live("an unknown flag: non-zero exit naming it", () =>
+    Effect.gen(function*() {
+      const [connect, serve] = yield* Effect.all([
+        ewsRun(["connect", "ws://127.0.0.1:1/", "--bogus"]),
+        ewsRun(["serve", "--port", "0", "--nope"])
+      ], { concurrency: "unbounded" })
+      assert.strictEqual(connect.code, 1)
+      assert.include(connect.stderr, "Unrecognized flag: --bogus")
+      assert.strictEqual(serve.code, 1)
+      assert.include(serve.stderr, "Unrecognized flag: --nope")
+    }))
+
+  it.live("invalid values: non-zero exit with a message", () =>
+    Effect.gen(function*() {
+      const results = yield* Effect.all([
+        ewsRun(["serve", "--port", "70000"]),
+        ewsRun(["serve", "--port", "http"]),
+        ewsRun(["serve", "--echo", "--broadcast", "--port", "0"]),
+        ewsRun(["serve", "--path", "nochar", "--port", "0"]),
+        ewsRun(["connect", "ws://127.0.0.1:1/", "-H", "no colon"]),
+        ewsRun(["connect", "ws://127.0.0.1:1/", "-s", "bad protocol"]),
+        ewsRun(["connect", "ws://127.0.0.1:1/", "--ping-interval", "0"]),
+        ewsRun(["connect"]),
+        ewsRun(["bogus"])
+      ], { concurrency: 3 })
+      for (const result of results) assert.strictEqual(result.code, 1, result.stderr)
+      const [port, portText, modes, path, header, protocol, ping, missing, subcommand] = results.map((r) => r.stderr)
+      assert.include(port, "--port must be between 0 and 65535, got 70000")
+      assert.include(portText, "--port")
+      assert.strictEqual(modes!.trim(), "ews: --echo and --broadcast cannot be used together")
+      assert.include(path, `--path must start with "/"`)
+      assert.include(header, `invalid header "no colon": expected "Name: value"`)
+      assert.include(protocol, `"bad protocol" is not a valid subprotocol name`)
+      assert.include(ping, "--ping-interval must be a positive number of milliseconds")
+      assert.include(missing, "Missing required argument: url")
+      assert.include(subcommand, "bogus")
+    }))
+})

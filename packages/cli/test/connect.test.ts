@@ -1,0 +1,218 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Effect } from "effect"
+import type * as Http from "node:http"
+import { closedPort, eventually, ews, ewsRun, httpServer, parseLines, type Peer, rawServer, serve, within, wsServer } from "./fixtures.ts"
+
+describe("ews connect", () => {
+  it.live("round trip with ews serve --echo: stdin lines out, echoes on stdout, EOF closes with 1000 and exits 0", () =>
+    Effect.gen(function*() {
+      const server = yield* serve(["--echo"])
+      const client = yield* ews(["connect", server.url])
+      yield* client.write("hello\n")
+      assert.strictEqual(yield* client.line("the first echo"), "hello")
+      yield* client.write("wörld\n\nlast line\n")
+      assert.strictEqual(yield* client.line("the second echo"), "wörld")
+      assert.strictEqual(yield* client.line("the empty line's echo"), "")
+      assert.strictEqual(yield* client.line("the last echo"), "last line")
+      yield* client.end
+      const ended = yield* client.ended
+      assert.deepStrictEqual(ended, { code: 0, signal: null })
+      assert.deepStrictEqual(client.stdout, ["hello", "wörld", "", "last line"])
+      assert.match(client.stderr(), /^connected to ws:\/\/127\.0\.0\.1:\d+\/$/m)
+      assert.match(client.stderr(), /^closed 1000 \(normal closure\), by us$/m)
+    }))
+
+  it.live("--json: one JSON object per event; --stats: the counts", () =>
+    Effect.gen(function*() {
+      const server = yield* serve(["--echo"])
+      const client = yield* ews(["connect", server.url, "--json", "--stats"])
+      yield* client.write("abc\n")
+      const open = JSON.parse(yield* client.line("the open event"))
+      assert.deepStrictEqual(open, { event: "open", url: server.url, protocol: "" })
+      const message = JSON.parse(yield* client.line("the message event"))
+      assert.deepStrictEqual(message, { event: "message", type: "text", size: 3, preview: "abc", truncated: false })
+      yield* client.write(`${"é".repeat(300)}\n`)
+      const long = JSON.parse(yield* client.line("the long message event"))
+      assert.deepStrictEqual(
+        { ...long, preview: long.preview.length },
+        { event: "message", type: "text", size: 600, preview: 256, truncated: true }
+      )
+      yield* client.end
+      assert.strictEqual((yield* client.ended).code, 0)
+      const events = parseLines(client.stdout)
+      assert.deepStrictEqual(events.map((e) => e.event), ["open", "message", "message", "close", "stats"])
+      assert.deepStrictEqual(events[3], { event: "close", code: 1000, reason: "", clean: true, initiator: "local" })
+      assert.deepStrictEqual(events[4], {
+        event: "stats",
+        messagesIn: 2,
+        bytesIn: 603,
+        messagesOut: 2,
+        bytesOut: 603,
+        pongsIn: 0
+      })
+    }))
+
+  it.live("--binary sends lines as binary messages; binary messages print as <binary N bytes: HEX>", () =>
+    Effect.gen(function*() {
+      const url = yield* wsServer((peer) => {
+        peer.ws.on("message", (data, binary) => peer.ws.send(Buffer.from(`${binary ? "binary" : "text"}:${String(data)}`), { binary: true }))
+      })
+      const client = yield* ews(["connect", url, "--binary"])
+      yield* client.write("hi\n")
+      assert.strictEqual(yield* client.line("the reply"), "<binary 9 bytes: 62696e6172793a6869>") // "binary:hi"
+      yield* client.end
+      assert.strictEqual((yield* client.ended).code, 0)
+    }))
+
+  it.live("--echo sends every message back unchanged until the peer closes, then exits 0", () =>
+    Effect.gen(function*() {
+      let resolvePeer: (peer: Peer) => void = () => {}
+      const peerPromise = new Promise<Peer>((resolve) => {
+        resolvePeer = resolve
+      })
+      const url = yield* wsServer((peer) => resolvePeer(peer))
+      const client = yield* ews(["connect", url, "--echo", "--json"], { stdin: "ignore" })
+      const peer = yield* within(Effect.promise(() => peerPromise), 10_000, "the client to connect")
+      peer.ws.send("text ✓")
+      peer.ws.send(Buffer.from([1, 2, 3]))
+      peer.ws.send(Buffer.alloc(100_000, 9))
+      const text = yield* peer.message("the text back")
+      const binary = yield* peer.message("the binary back")
+      const big = yield* peer.message("the big binary back")
+      assert.deepStrictEqual([text.binary, text.data.toString()], [false, "text ✓"])
+      assert.deepStrictEqual([binary.binary, [...binary.data]], [true, [1, 2, 3]])
+      assert.deepStrictEqual([big.binary, big.data.length, big.data.every((b) => b === 9)], [true, 100_000, true])
+      peer.ws.close(1000, "done")
+      assert.deepStrictEqual(yield* peer.closed, { code: 1000, reason: "done" })
+      assert.deepStrictEqual(yield* client.ended, { code: 0, signal: null })
+      const events = parseLines(client.stdout)
+      assert.deepStrictEqual(events.map((e) => e.event), ["open", "message", "message", "message", "close"])
+      assert.deepStrictEqual(events[3], {
+        event: "message",
+        type: "binary",
+        size: 100_000,
+        preview: "09".repeat(64),
+        truncated: true
+      })
+      assert.deepStrictEqual(events[4], { event: "close", code: 1000, reason: "done", clean: true, initiator: "remote" })
+    }))
+
+  it.live("sends --subprotocol, -H and --origin in the upgrade request", () =>
+    Effect.gen(function*() {
+      let request: Http.IncomingMessage | undefined
+      const url = yield* wsServer((_peer, req) => {
+        request = req
+      }, { handleProtocols: (protocols) => (protocols.has("b") ? "b" : false) })
+      const client = yield* ewsRun([
+        "connect", url, "-s", "a", "--subprotocol", "b", "-H", "X-Token: abc 123", "-H", "X-Other:v",
+        "--origin", "https://example.test", "--json"
+      ])
+      assert.strictEqual(client.code, 0)
+      assert.deepStrictEqual(parseLines(client.stdout)[0], { event: "open", url, protocol: "b" })
+      assert.strictEqual(request?.headers["sec-websocket-protocol"], "a, b")
+      assert.strictEqual(request?.headers["x-token"], "abc 123")
+      assert.strictEqual(request?.headers["x-other"], "v")
+      assert.strictEqual(request?.headers["origin"], "https://example.test")
+    }))
+
+  it.live("--ping-interval pings the server; pongs show as pong events", () =>
+    Effect.gen(function*() {
+      const server = yield* serve(["--echo"])
+      const client = yield* ews(["connect", server.url, "--ping-interval", "50", "--json", "--stats"])
+      assert.strictEqual(JSON.parse(yield* client.line("the open event")).event, "open")
+      const pong = JSON.parse(yield* client.line("a pong event"))
+      assert.deepStrictEqual(pong, { event: "pong" })
+      yield* client.end
+      assert.strictEqual((yield* client.ended).code, 0)
+      const stats = parseLines(client.stdout).find((e) => e.event === "stats")!
+      assert.isAtLeast(stats.pongsIn as number, 1)
+      const pongEvents = parseLines(client.stdout).filter((e) => e.event === "pong").length
+      assert.strictEqual(pongEvents, stats.pongsIn)
+    }))
+
+  it.live("pings from the server show as ping events (the library answers them)", () =>
+    Effect.gen(function*() {
+      let resolvePeer: (peer: Peer) => void = () => {}
+      const peerPromise = new Promise<Peer>((resolve) => {
+        resolvePeer = resolve
+      })
+      const url = yield* wsServer((peer) => resolvePeer(peer))
+      const client = yield* ews(["connect", url, "--json"])
+      const peer = yield* within(Effect.promise(() => peerPromise), 10_000, "the client to connect")
+      assert.strictEqual(JSON.parse(yield* client.line("the open event")).event, "open")
+      peer.ws.ping()
+      assert.deepStrictEqual(JSON.parse(yield* client.line("the ping event")), { event: "ping" })
+      yield* eventually(() => peer.pongs() === 1, 5000, "the pong at the server")
+      yield* client.end
+      assert.strictEqual((yield* client.ended).code, 0)
+    }))
+
+  it.live("a closed port: non-zero exit, one line saying the connection was refused", () =>
+    Effect.gen(function*() {
+      const port = yield* closedPort
+      const result = yield* ewsRun(["connect", `ws://127.0.0.1:${port}/`])
+      assert.strictEqual(result.code, 1)
+      assert.deepStrictEqual(result.stdout, [])
+      const lines = result.stderr.trim().split("\n")
+      assert.strictEqual(lines.length, 1)
+      assert.match(lines[0]!, /^ews: connection refused: .*ECONNREFUSED/)
+    }))
+
+  it.live("a server rejecting the handshake: non-zero exit, stderr tells the status", () =>
+    Effect.gen(function*() {
+      const port = yield* httpServer(404)
+      const result = yield* ewsRun(["connect", `ws://127.0.0.1:${port}/nope`])
+      assert.strictEqual(result.code, 1)
+      assert.strictEqual(result.stderr.trim(), `ews: handshake rejected with status 404 Not Found by ws://127.0.0.1:${port}/nope`)
+      const json = yield* ewsRun(["connect", `ws://127.0.0.1:${port}/nope`, "--json"])
+      assert.strictEqual(json.code, 1)
+      assert.deepStrictEqual(parseLines(json.stdout), [{
+        event: "error",
+        tag: "HandshakeRejected",
+        message: `handshake rejected with status 404 Not Found by ws://127.0.0.1:${port}/nope`,
+        status: 404
+      }])
+    }))
+
+  it.live("a protocol error: non-zero exit, stderr tells the close code", () =>
+    Effect.gen(function*() {
+      const port = yield* rawServer(new Uint8Array([0x83, 0x00])) // a frame with the reserved opcode 3
+      const result = yield* ewsRun(["connect", `ws://127.0.0.1:${port}/`])
+      assert.strictEqual(result.code, 1)
+      assert.match(result.stderr, /^ews: protocol error, closed with code 1002: .*reserved opcode/m)
+    }))
+
+  it.live("a close with an error code: non-zero exit", () =>
+    Effect.gen(function*() {
+      const url = yield* wsServer((peer) => peer.ws.close(4000, "go away"))
+      const result = yield* ewsRun(["connect", url])
+      assert.strictEqual(result.code, 1)
+      assert.match(result.stderr, /^ews: connection closed with code 4000: go away$/m)
+    }))
+
+  it.live("a bad URL: non-zero exit with the reason", () =>
+    Effect.gen(function*() {
+      const notUrl = yield* ewsRun(["connect", "not a url"])
+      assert.strictEqual(notUrl.code, 1)
+      assert.strictEqual(notUrl.stderr.trim(), `ews: invalid URL: "not a url" is not a URL`)
+      const ftp = yield* ewsRun(["connect", "ftp://127.0.0.1/"])
+      assert.strictEqual(ftp.code, 1)
+      assert.match(ftp.stderr, /^ews: invalid URL: ftp:\/\/127\.0\.0\.1\/ is not a ws:\/\//)
+    }))
+
+  it.live("SIGINT closes the connection with 1001 and exits 0", () =>
+    Effect.gen(function*() {
+      let resolvePeer: (peer: Peer) => void = () => {}
+      const peerPromise = new Promise<Peer>((resolve) => {
+        resolvePeer = resolve
+      })
+      const url = yield* wsServer((peer) => resolvePeer(peer))
+      const client = yield* ews(["connect", url])
+      const peer = yield* within(Effect.promise(() => peerPromise), 10_000, "the client to connect")
+      peer.ws.send("ready")
+      assert.strictEqual(yield* client.line("the message"), "ready")
+      yield* client.kill("SIGINT")
+      assert.strictEqual((yield* peer.closed).code, 1001)
+      assert.deepStrictEqual(yield* client.ended, { code: 0, signal: null })
+    }))
+})

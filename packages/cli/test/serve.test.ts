@@ -1,0 +1,200 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Effect } from "effect"
+import { execFileSync } from "node:child_process"
+import * as Fs from "node:fs"
+import * as Os from "node:os"
+import * as Path from "node:path"
+import { eventually, ews, ewsRun, httpServer, parseLines, serve, wsClient } from "./fixtures.ts"
+
+describe("ews serve", () => {
+  it.live("--echo answers a ws client with the same message types, answers pings and honours the close handshake", () =>
+    Effect.gen(function*() {
+      const { proc, url } = yield* serve(["--echo"])
+      assert.match(url, /^ws:\/\/127\.0\.0\.1:\d+\/$/)
+      const peer = yield* wsClient(url)
+      peer.ws.send("héllo")
+      peer.ws.send(Buffer.from([0, 1, 2, 255]))
+      const text = yield* peer.message("the text echo")
+      const binary = yield* peer.message("the binary echo")
+      assert.deepStrictEqual([text.binary, text.data.toString("utf8")], [false, "héllo"])
+      assert.deepStrictEqual([binary.binary, [...binary.data]], [true, [0, 1, 2, 255]])
+      peer.ws.ping(Buffer.from("p"))
+      yield* eventually(() => peer.pongs() === 1, 5000, "a pong")
+      peer.ws.close(1000, "bye")
+      const closed = yield* peer.closed
+      assert.deepStrictEqual(closed, { code: 1000, reason: "bye" })
+      // the connection shows on stderr
+      yield* eventually(() => /closed 1000/.test(proc.stderr()), 5000, "the close to be logged")
+      assert.match(proc.stderr(), /\[#1\] connected from 127\.0\.0\.1 to \//)
+      assert.match(proc.stderr(), /\[#1\] closed 1000 \(normal closure\) "bye", by the peer/)
+      assert.match(proc.stderr(), /\[#1\] received ping/)
+    }))
+
+  it.live("--broadcast relays every message to every other client, not back to its sender", () =>
+    Effect.gen(function*() {
+      const { url } = yield* serve(["--broadcast"])
+      const a = yield* wsClient(url)
+      const b = yield* wsClient(url)
+      const c = yield* wsClient(url)
+      a.ws.send("from a")
+      const atB = yield* b.message("a's message at b")
+      const atC = yield* c.message("a's message at c")
+      assert.strictEqual(atB.data.toString(), "from a")
+      assert.strictEqual(atC.data.toString(), "from a")
+      b.ws.send(Buffer.from([7, 8]))
+      const atA = yield* a.message("b's message at a")
+      assert.deepStrictEqual([atA.binary, [...atA.data]], [true, [7, 8]])
+      const atC2 = yield* c.message("b's message at c")
+      assert.strictEqual(atC2.binary, true)
+      // a got nothing of its own: the next thing it receives is c's message
+      c.ws.send("from c")
+      const next = yield* a.message("c's message at a")
+      assert.strictEqual(next.data.toString(), "from c")
+    }))
+
+  it.live("without a mode, prints received messages and sends stdin lines to every client", () =>
+    Effect.gen(function*() {
+      const { proc, url } = yield* serve([])
+      const a = yield* wsClient(url)
+      const b = yield* wsClient(url)
+      a.ws.send("line from a")
+      assert.strictEqual(yield* proc.line("a's message on stdout"), "line from a")
+      b.ws.send(Buffer.from("AB"))
+      assert.strictEqual(yield* proc.line("b's binary message on stdout"), "<binary 2 bytes: 4142>")
+      yield* proc.write("to everyone\n")
+      const atA = yield* a.message("the stdin line at a")
+      const atB = yield* b.message("the stdin line at b")
+      assert.deepStrictEqual([atA.binary, atA.data.toString()], [false, "to everyone"])
+      assert.deepStrictEqual([atB.binary, atB.data.toString()], [false, "to everyone"])
+    }))
+
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    it.live(`${signal} closes every connection with 1001 and exits 0`, () =>
+      Effect.gen(function*() {
+        const { proc, url } = yield* serve(["--echo"])
+        const a = yield* wsClient(url)
+        const b = yield* wsClient(url)
+        a.ws.send("ready")
+        yield* a.message("the echo, once the connection runs")
+        yield* proc.kill(signal)
+        const [closedA, closedB] = yield* Effect.all([a.closed, b.closed])
+        assert.strictEqual(closedA.code, 1001)
+        assert.strictEqual(closedB.code, 1001)
+        const ended = yield* proc.ended
+        assert.deepStrictEqual(ended, { code: 0, signal: null })
+        assert.match(proc.stderr(), /closed 1001 \(going away\)/)
+      }))
+  }
+
+  it.live("--json prints the listening line and connection events as JSON, --stats the totals", () =>
+    Effect.gen(function*() {
+      // with --json the first line is a JSON event too
+      const proc = yield* ews(["serve", "--port", "0", "--echo", "--json", "--stats", "--subprotocol", "chat"])
+      const first = JSON.parse(yield* proc.line("the listening event")) as { event: string; url: string }
+      assert.strictEqual(first.event, "listening")
+      assert.match(first.url, /^ws:\/\/127\.0\.0\.1:\d+\/$/)
+      const url = first.url
+      const peer = yield* wsClient(url, ["other", "chat"])
+      assert.strictEqual(peer.ws.protocol, "chat")
+      peer.ws.send("abc")
+      yield* peer.message("the echo")
+      peer.ws.close(1000)
+      yield* peer.closed
+      const events = [JSON.parse(yield* proc.line("open")), JSON.parse(yield* proc.line("message")), JSON.parse(yield* proc.line("close"))]
+      assert.deepStrictEqual(events[0], { event: "open", client: 1, path: "/", remoteAddress: "127.0.0.1", protocol: "chat" })
+      assert.deepStrictEqual(events[1], { event: "message", client: 1, type: "text", size: 3, preview: "abc", truncated: false })
+      assert.deepStrictEqual(events[2], { event: "close", client: 1, code: 1000, reason: "", clean: true, initiator: "remote" })
+      yield* proc.kill("SIGINT")
+      assert.strictEqual((yield* proc.ended).code, 0)
+      const stats = parseLines(proc.stdout).find((e) => e.event === "stats")
+      assert.deepStrictEqual(stats, {
+        event: "stats",
+        connections: 1,
+        messagesIn: 1,
+        bytesIn: 3,
+        messagesOut: 1,
+        bytesOut: 3,
+        pongsIn: 0
+      })
+    }))
+
+  it.live("--path serves only that path; other paths get 404", () =>
+    Effect.gen(function*() {
+      const { url } = yield* serve(["--echo", "--path", "/chat"])
+      assert.match(url, /\/chat$/)
+      const peer = yield* wsClient(url)
+      peer.ws.send("x")
+      assert.strictEqual((yield* peer.message("the echo")).data.toString(), "x")
+      const status = yield* Effect.flip(wsClient(url.replace(/\/chat$/, "/other")))
+      assert.match(status.message, /404/)
+    }))
+
+  it.live("--max-message-size closes with 1009 on a bigger message", () =>
+    Effect.gen(function*() {
+      const { url } = yield* serve(["--echo", "--max-message-size", "10"])
+      const peer = yield* wsClient(url)
+      peer.ws.send("x".repeat(11))
+      assert.strictEqual((yield* peer.closed).code, 1009)
+    }))
+
+  it.live("a port in use: non-zero exit and a clear message", () =>
+    Effect.gen(function*() {
+      const port = yield* httpServer(200)
+      const result = yield* ewsRun(["serve", "--port", String(port), "--echo"])
+      assert.strictEqual(result.code, 1)
+      assert.deepStrictEqual(result.stdout, [])
+      assert.match(result.stderr, /^ews: cannot listen on 127\.0\.0\.1:\d+: .*address already in use/m)
+      assert.strictEqual(result.stderr.trim().split("\n").length, 1)
+    }))
+
+  it.live("unreadable TLS files: non-zero exit naming the file", () =>
+    Effect.gen(function*() {
+      const missing = Path.join(Os.tmpdir(), `ews-missing-${process.pid}.pem`)
+      const result = yield* ewsRun(["serve", "--tls-cert", missing, "--tls-key", missing])
+      assert.strictEqual(result.code, 1)
+      assert.include(result.stderr, `cannot read TLS certificate file ${JSON.stringify(missing)}`)
+      const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "ews-tls-"))
+      const garbage = Path.join(dir, "garbage.pem")
+      Fs.writeFileSync(garbage, "not a certificate\n")
+      const invalid = yield* ewsRun(["serve", "--tls-cert", garbage, "--tls-key", garbage]).pipe(
+        Effect.ensuring(Effect.sync(() => Fs.rmSync(dir, { recursive: true, force: true })))
+      )
+      assert.strictEqual(invalid.code, 1)
+      assert.include(invalid.stderr, "invalid TLS certificate")
+      const half = yield* ewsRun(["serve", "--tls-cert", garbage])
+      assert.strictEqual(half.code, 1)
+      assert.include(half.stderr, "--tls-cert and --tls-key must be given together")
+    }))
+
+  const openssl = (() => {
+    try {
+      execFileSync("openssl", ["version"], { stdio: "ignore" })
+      return true
+    } catch {
+      return false
+    }
+  })()
+
+  it.live.skipIf(!openssl)("--tls-cert / --tls-key serve wss://, which connect --insecure reaches", () =>
+    Effect.gen(function*() {
+      const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "ews-tls-"))
+      yield* Effect.addFinalizer(() => Effect.sync(() => Fs.rmSync(dir, { recursive: true, force: true })))
+      const cert = Path.join(dir, "cert.pem")
+      const key = Path.join(dir, "key.pem")
+      execFileSync("openssl", [
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=localhost"
+      ], { stdio: "ignore" })
+      const { url } = yield* serve(["--echo", "--tls-cert", cert, "--tls-key", key])
+      assert.match(url, /^wss:\/\//)
+      const strict = yield* ewsRun(["connect", url])
+      assert.strictEqual(strict.code, 1)
+      assert.match(strict.stderr, /^ews: TLS error: .*self-signed/m)
+      const client = yield* ews(["connect", url, "--insecure"])
+      yield* client.write("over tls\n")
+      assert.strictEqual(yield* client.line("the echo over TLS"), "over tls")
+      yield* client.end
+      assert.strictEqual((yield* client.ended).code, 0)
+      assert.notInclude(client.stderr(), "DeprecationWarning")
+    }))
+})
