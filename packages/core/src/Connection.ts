@@ -11,7 +11,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Deferred, Metric, Duration, Effect, Fiber, Option, Predicate, Queue, Semaphore, Stream } from "effect"
+import { Cause, Deferred, Exit, Metric, Duration, Effect, Fiber, Option, Predicate, Queue, Semaphore, Stream } from "effect"
 import type { HttpHeader } from "@effect-websocket/schema"
 import type { Scope } from "effect/Scope"
 import * as BufferType from "./BufferType.ts"
@@ -239,6 +239,8 @@ export const make = (
     // Every network write goes through the send queue under `wireLock`, so frames never interleave.
     engine.pongsOnSendQueue = true
     const closeTimeout = Duration.fromInputUnsafe(options?.closeTimeout ?? Duration.seconds(5))
+    /** How long the answer to a peer's Close waits for the consumer to handle earlier messages. */
+    const consumerGrace = Duration.min(closeTimeout, Duration.seconds(1))
     const queue = yield* Queue.bounded<Message, ConnectionError | Cause.Done>(options?.messageBuffer ?? 16)
     const closedDeferred = yield* Deferred.make<CloseInfo>()
     const messageLock = yield* Semaphore.make(1)
@@ -257,6 +259,40 @@ export const make = (
     let initiator: CloseInfo["initiator"] = "none"
     /** A fragmented message was left incomplete on the wire: no data frame may follow it. */
     let messageLeftOpen = false
+    /**
+     * The consumer of `messages`: how many streams run, how many wait for a message, and who waits
+     * for the consumer to be idle (no stream, or every message handled and the next one asked for).
+     */
+    let consumers = 0
+    let waitingTakers = 0
+    let consumerIdle: Deferred.Deferred<void> | undefined = undefined
+    const consumerIsIdle = () => consumers === 0 || (waitingTakers > 0 && Queue.sizeUnsafe(queue) === 0)
+    const signalIfIdle = () => {
+      if (consumerIdle !== undefined && consumerIsIdle()) {
+        Deferred.doneUnsafe(consumerIdle, Exit.void)
+        consumerIdle = undefined
+      }
+    }
+    const take = Effect.suspend(() => {
+      waitingTakers++
+      signalIfIdle()
+      return Effect.ensuring(
+        Queue.take(queue),
+        Effect.sync(() => {
+          waitingTakers--
+        })
+      )
+    })
+    const messages = Stream.suspend(() => {
+      consumers++
+      return Stream.ensuring(
+        Stream.fromEffectRepeat(take),
+        Effect.sync(() => {
+          consumers--
+          signalIfIdle()
+        })
+      )
+    })
     /** Counts reads that brought bytes: the keepalive watches it for signs of life. */
     let activity = 0
     /** Completed when a local close starts: a reader blocked on a full message buffer then drops messages. */
@@ -410,9 +446,23 @@ export const make = (
       return Effect.ignore(Effect.timeout(loop, closeTimeout))
     })
 
+    /**
+     * Waits (at most a second) until the application has handled the messages that
+     * arrived before the peer's Close: its consumer asks for the next message with none left. An
+     * echo handler then answers every message before our Close goes out, as with `ws`, where
+     * messages are handled before the Close frame behind them.
+     */
+    const awaitConsumerIdle = Effect.suspend(() => {
+      if (consumerIsIdle()) return Effect.void
+      const idle = Deferred.makeUnsafe<void>()
+      consumerIdle = idle
+      return Effect.ignore(Effect.timeout(Deferred.await(idle), consumerGrace))
+    })
+
     const onPeerClose = (code: number, reason: string) =>
       Effect.gen(function*() {
         let clean = true
+        if (engine.state === HandleState.CloseReceived) yield* awaitConsumerIdle
         if (engine.state === HandleState.CloseReceived) {
           // "If an endpoint receives a Close frame and did not previously send a Close frame, the
           // endpoint MUST send a Close frame in response" (echoing the code and reason it received)
@@ -653,7 +703,7 @@ export const make = (
       send,
       sendFragments,
       ping,
-      messages: Stream.fromEffectRepeat(Queue.take(queue)),
+      messages,
       close,
       closed: Deferred.await(closedDeferred),
       abort,

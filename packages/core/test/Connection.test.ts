@@ -885,6 +885,18 @@ describe("Connection backpressure", () => {
       yield* Fiber.interrupt(sender)
     }))
 
+  it.effect("an echo handler answers every message that came before the peer's Close", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair()
+      const echo = yield* Effect.forkChild(Effect.exit(Stream.runForEach(server.messages, (m) => server.send(m))))
+      yield* settle // the handler runs before the messages arrive, as in a server
+      for (const m of ["a", "b", "c"]) yield* client.send(m)
+      const info = yield* client.close(1000)
+      assert.isTrue(info.clean)
+      assert.deepStrictEqual(yield* Stream.runCollect(client.messages), ["a", "b", "c"])
+      assert.strictEqual((yield* Fiber.join(echo))._tag, "Success")
+    }))
+
   it.effect("send waits while the peer does not read", () =>
     Effect.gen(function*() {
       const { connection, peer } = yield* rawConnection("client", { highWaterMark: 4096 })

@@ -292,9 +292,17 @@ export const serve = <E, R, RA = never>(
       res.writeHead(426, { "Content-Type": "text/plain; charset=utf-8", Upgrade: "websocket", Connection: "close" })
       res.end("this is a WebSocket endpoint\n")
     }
-    const server = options?.tls !== undefined
-      ? Https.createServer(serverOptions, onRequest)
-      : Http.createServer(serverOptions, onRequest)
+    const server = yield* Effect.try({
+      try: () =>
+        options?.tls !== undefined
+          ? Https.createServer(serverOptions, onRequest)
+          : Http.createServer(serverOptions, onRequest),
+      catch: (cause) =>
+        new ServeError({
+          message: `cannot create the server: ${cause instanceof Error ? cause.message : String(cause)}`,
+          cause
+        })
+    })
     server.on("clientError", (error: Error & { code?: string }, socket) =>
       error.code === "HPE_HEADER_OVERFLOW"
         ? refuse(socket, 431, "request headers too large")

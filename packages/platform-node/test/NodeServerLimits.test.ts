@@ -159,3 +159,14 @@ describe("limits and lifecycle", () => {
       assert.match(error.message, /EADDRINUSE|in use/)
     }))
 })
+
+describe("TLS settings", () => {
+  it.live("an invalid certificate is a ServeError, not a crash", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(
+        NodeServer.serve(() => Effect.void, { tls: { cert: "not a certificate", key: "not a key" } })
+      )
+      assert.strictEqual(error._tag, "ServeError")
+      assert.match(error.message, /cannot create the server/)
+    }))
+})
