@@ -25,6 +25,9 @@ export interface Options {
   readonly head?: Uint8Array | undefined
 }
 
+/** Writes up to this many bytes are copied and complete without waiting for Node. */
+const COPY_LIMIT = 16 * 1024
+
 const toError = (cause: unknown, message: string) =>
   new Transport.TransportError({ message: cause instanceof Error ? `${message}: ${cause.message}` : message, cause })
 
@@ -109,12 +112,50 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
       )
     })
 
+  const closedError = () => new Transport.TransportError({ message: "write after the socket was closed" })
+
+  /**
+   * Small writes (the common case: a frame header and a short payload) are copied into one new
+   * buffer that Node may keep as long as it likes, so the write completes at once unless the
+   * socket's buffer is full: frames pipeline instead of waiting one event-loop turn each. Larger
+   * writes hand the caller's memory to Node and complete when Node is done with it.
+   */
   const write = (buffers: ReadonlyArray<Uint8Array>): Effect.Effect<void, Transport.TransportError> =>
-    Effect.callback<void, Transport.TransportError>((resume) => {
-      if (failure !== undefined) return resume(Effect.fail(failure))
-      if (socket.destroyed || !socket.writable) {
-        return resume(Effect.fail(new Transport.TransportError({ message: "write after the socket was closed" })))
+    Effect.suspend(() => {
+      if (failure !== undefined) return Effect.fail(failure)
+      if (socket.destroyed || !socket.writable) return Effect.fail(closedError())
+      let total = 0
+      for (let i = 0; i < buffers.length; i++) total += buffers[i]!.length
+      if (total <= COPY_LIMIT) {
+        const copy = Buffer.allocUnsafe(total)
+        let offset = 0
+        for (let i = 0; i < buffers.length; i++) {
+          copy.set(buffers[i]!, offset)
+          offset += buffers[i]!.length
+        }
+        if (socket.write(copy)) return Effect.void
+        return Effect.callback<void, Transport.TransportError>((resume) => {
+          const onDrain = () => {
+            socket.off("close", onClose)
+            resume(Effect.void)
+          }
+          const onClose = () => {
+            socket.off("drain", onDrain)
+            resume(Effect.fail(failure ?? closedError()))
+          }
+          socket.once("drain", onDrain)
+          socket.once("close", onClose)
+          return Effect.sync(() => {
+            socket.off("drain", onDrain)
+            socket.off("close", onClose)
+          })
+        })
       }
+      return writeAndWait(buffers)
+    })
+
+  const writeAndWait = (buffers: ReadonlyArray<Uint8Array>): Effect.Effect<void, Transport.TransportError> =>
+    Effect.callback<void, Transport.TransportError>((resume) => {
       const last = buffers.length - 1
       if (last > 0) socket.cork()
       let needDrain = false
