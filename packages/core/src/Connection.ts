@@ -193,18 +193,11 @@ export interface Options {
  */
 export const isConnection = (u: unknown): u is Connection => Predicate.hasProperty(u, TypeId)
 
+/** The largest buffer a connection keeps between text messages for assembling the next one. */
+const RETAINED_ACCUMULATOR = 1024 * 1024
+
 const textEncoder = new TextEncoder()
 const textDecoder = new TextDecoder()
-
-const joinChunks = (chunks: ReadonlyArray<Uint8Array>, length: number): Uint8Array => {
-  const out = new Uint8Array(length)
-  let offset = 0
-  for (const chunk of chunks) {
-    out.set(chunk, offset)
-    offset += chunk.length
-  }
-  return out
-}
 
 const engineError = (engine: Engine, operation: string): InvalidProtocolFormat | InvalidProtocolOperation => {
   const error = engine.lastError!
@@ -273,7 +266,21 @@ export const make = (
         consumerIdle = undefined
       }
     }
+    /** Resumes the reader waiting for room in the message buffer. */
+    let wakeReader: (() => void) | undefined = undefined
+    const wake = () => {
+      const resume = wakeReader
+      if (resume !== undefined) {
+        wakeReader = undefined
+        resume()
+      }
+    }
     const take = Effect.suspend(() => {
+      const ready = Queue.takeUnsafe(queue)
+      if (ready !== undefined) {
+        wake()
+        return ready
+      }
       waitingTakers++
       signalIfIdle()
       return Effect.ensuring(
@@ -478,26 +485,50 @@ export const make = (
         yield* complete({ code, reason, clean, initiator })
       })
 
-    const deliver = (record: ActionRecord, fragments: Array<Uint8Array>, fragmentBytes: number) => {
+    /** The message being assembled from several chunks; sized from the previous one, doubled when too small. */
+    let accumulator = new Uint8Array(0)
+    let accumulated = 0
+    let sizeHint = 0
+    const append = (view: Uint8Array) => {
+      const need = accumulated + view.length
+      if (need > accumulator.length) {
+        let capacity = accumulated === 0 && sizeHint >= need ? sizeHint : Math.max(need, 2 * accumulator.length)
+        if (capacity < need) capacity = need
+        const grown = new Uint8Array(capacity)
+        if (accumulated > 0) grown.set(accumulator.subarray(0, accumulated))
+        accumulator = grown
+      }
+      accumulator.set(view, accumulated)
+      accumulated = need
+    }
+    /** The received message that `record` completes: text decoded, binary copied out of the handle's buffer. */
+    const deliver = (record: ActionRecord): Message => {
       const type = record.bufferType
       const view = record.buffer0
       const text = type === BufferType.BufferType.Utf8Message || type === BufferType.BufferType.Utf8Fragment
       let message: Message
-      if (fragments.length === 0) {
+      if (accumulated === 0) {
         message = text ? textDecoder.decode(view) : view.slice()
       } else {
-        fragments.push(view.slice())
-        const joined = joinChunks(fragments, fragmentBytes + view.length)
-        fragments.length = 0
-        message = text ? textDecoder.decode(joined) : joined
+        append(view)
+        const joined = accumulator.length === accumulated ? accumulator : accumulator.subarray(0, accumulated)
+        sizeHint = accumulated
+        if (text) {
+          message = textDecoder.decode(joined)
+          // the accumulator stays for the next message, unless it is large
+          if (accumulator.length > RETAINED_ACCUMULATOR) accumulator = new Uint8Array(0)
+        } else {
+          // the message takes the accumulator; a copy when more than half of it would be slack
+          message = accumulator.length > 2 * accumulated ? joined.slice() : joined
+          accumulator = new Uint8Array(0)
+        }
+        accumulated = 0
       }
       return message
     }
 
     const readLoop = Effect.gen(function*() {
       const record = new ActionRecord()
-      const fragments: Array<Uint8Array> = []
-      let fragmentBytes = 0
       for (;;) {
         if (engine.receive(undefined, undefined) !== Status.Ok) return
         for (;;) {
@@ -527,25 +558,31 @@ export const make = (
           const type = record.bufferType
           if (BufferType.isData(type)) {
             if (!BufferType.isMessageEnd(type)) {
-              fragments.push(record.buffer0.slice())
-              fragmentBytes += record.buffer0.length
+              append(record.buffer0)
               engine.completeAction(record.id, 0)
               break
             }
-            const message = deliver(record, fragments, fragmentBytes)
-            const size = fragmentBytes + record.buffer0.length
-            fragmentBytes = 0
+            const size = accumulated + record.buffer0.length
+            const message = deliver(record)
             engine.completeAction(record.id, 0)
             countIn(size)
             if (!Queue.offerUnsafe(queue, message)) {
               // The consumer is behind: wait (reading stops, so the peer is slowed by the transport),
               // unless we are closing: then the peer's Close reply must get through, and messages
               // nobody reads are dropped.
-              const outcome = yield* Effect.raceFirst(
-                Effect.map(Queue.offer(queue, message), (offered) => (offered ? "offered" : "done")),
-                Effect.as(Deferred.await(closing), "dropped")
-              )
-              if (outcome === "done") return
+              for (;;) {
+                if (Deferred.isDoneUnsafe(closing)) break
+                if (!Queue.isFullUnsafe(queue)) {
+                  if (Queue.offerUnsafe(queue, message)) break
+                  return // the queue is done
+                }
+                yield* Effect.callback<void>((resume) => {
+                  wakeReader = () => resume(Effect.void)
+                  return Effect.sync(() => {
+                    wakeReader = undefined
+                  })
+                })
+              }
             }
             break
           }
@@ -576,6 +613,7 @@ export const make = (
           if (!Deferred.isDoneUnsafe(closedDeferred) && (engine.state === HandleState.Open || engine.state === HandleState.CloseReceived)) {
             if (initiator === "none") initiator = "local"
             yield* Deferred.succeed(closing, undefined)
+            wake()
             const sent = yield* Effect.exit(messageLock.withPermit(sendFrame(BufferType.BufferType.Close, textEncoder.encode(reason), code)))
             if (sent._tag === "Failure") {
               const error = Cause.findErrorOption(sent.cause)
@@ -614,29 +652,58 @@ export const make = (
         message: `${operation} is not allowed: an earlier fragmented message was left incomplete`
       })
 
-    const send = (message: Message): Effect.Effect<void, InvalidProtocolOperation | TransportError> =>
-      messageLock.withPermit(
-        Effect.suspend(() => {
+    /** Whether `sendFragments` has a message open: other data frames must wait for `messageLock`. */
+    let fragmenting = false
+
+    /**
+     * Sends a whole message under `wireLock` only (micro-optimisation: one lock instead of two per
+     * message); `false` when a fragmented message is open, and `send` takes `messageLock` instead.
+     */
+    const sendWhole = (type: number, payload: Uint8Array) =>
+      wireLock.withPermit(
+        Effect.suspend((): Effect.Effect<boolean, InvalidProtocolOperation | TransportError> => {
+          if (fragmenting) return Effect.succeed(false)
           if (messageLeftOpen) return Effect.fail(messageLeftOpenError("send"))
-          const text = typeof message === "string"
-          const payload = text ? textEncoder.encode(message) : message
-          return Effect.tap(
-            sendFrame(text ? BufferType.BufferType.Utf8Message : BufferType.BufferType.BinaryMessage, payload, undefined),
-            () =>
-              Effect.sync(() => {
-                countOut(payload.length)
+          if (engine.send(type, payload, undefined, undefined) !== Status.Ok) {
+            return Effect.fail(
+              new InvalidProtocolOperation({
+                operation: "send",
+                state: engine.stateName,
+                message: closedMessage(engine.lastError!.message)
               })
-          )
+            )
+          }
+          return Effect.map(runSendQueue, () => {
+            countOut(payload.length)
+            return true
+          })
         })
-      ) as Effect.Effect<void, InvalidProtocolOperation | TransportError>
+      )
+
+    const send = (message: Message): Effect.Effect<void, InvalidProtocolOperation | TransportError> =>
+      Effect.suspend(() => {
+        const text = typeof message === "string"
+        const payload = text ? textEncoder.encode(message) : message
+        const type = text ? BufferType.BufferType.Utf8Message : BufferType.BufferType.BinaryMessage
+        return Effect.flatMap(sendWhole(type, payload), (sent) =>
+          sent
+            ? Effect.void
+            : messageLock.withPermit(Effect.asVoid(sendWhole(type, payload))))
+      })
 
     const sendFragments = <E, R>(
       fragments: Stream.Stream<Message, E, R>,
       type: "text" | "binary"
     ): Effect.Effect<void, InvalidProtocolOperation | TransportError | E, R> =>
-      messageLock.withPermit(
+      messageLock.withPermit(Effect.scoped(
         Effect.gen(function*() {
           if (messageLeftOpen) return yield* Effect.fail(messageLeftOpenError("sendFragments"))
+          fragmenting = true
+          yield* Effect.addFinalizer(() =>
+            Effect.sync(() => {
+              fragmenting = false
+            })
+          )
           const fragmentType = type === "text" ? BufferType.BufferType.Utf8Fragment : BufferType.BufferType.BinaryFragment
           const lastType = type === "text" ? BufferType.BufferType.Utf8Message : BufferType.BufferType.BinaryMessage
           let bytes = 0
@@ -654,7 +721,7 @@ export const make = (
           ))
           yield* sendFrame(lastType, undefined, undefined)
           countOut(bytes)
-        })
+        }))
       ) as Effect.Effect<void, InvalidProtocolOperation | TransportError | E, R>
 
     const ping = (payload?: Uint8Array) =>

@@ -120,6 +120,12 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
    * socket's buffer is full: frames pipeline instead of waiting one event-loop turn each. Larger
    * writes hand the caller's memory to Node and complete when Node is done with it.
    */
+  // The small writes of one tick leave together: the socket stays corked until the tick ends.
+  let corked = false
+  const uncork = () => {
+    corked = false
+    socket.uncork()
+  }
   const write = (buffers: ReadonlyArray<Uint8Array>): Effect.Effect<void, Transport.TransportError> =>
     Effect.suspend(() => {
       if (failure !== undefined) return Effect.fail(failure)
@@ -132,6 +138,11 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
         for (let i = 0; i < buffers.length; i++) {
           copy.set(buffers[i]!, offset)
           offset += buffers[i]!.length
+        }
+        if (!corked) {
+          corked = true
+          socket.cork()
+          process.nextTick(uncork)
         }
         if (socket.write(copy)) return Effect.void
         return Effect.callback<void, Transport.TransportError>((resume) => {
