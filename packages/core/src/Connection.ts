@@ -193,6 +193,29 @@ export interface Options {
  */
 export const isConnection = (u: unknown): u is Connection => Predicate.hasProperty(u, TypeId)
 
+/**
+ * Micro-optimisation: small binary messages are copied into slices of a shared slab instead of an
+ * allocation each (as Node's `Buffer` pool does): a slab lives as long as a message cut from it.
+ */
+const SLAB_SIZE = 16 * 1024
+const SLAB_MAX_MESSAGE = 2 * 1024
+let slab = new Uint8Array(0)
+let slabOffset = 0
+
+/** A copy of `view` that outlives the handle's receive buffer. */
+const copyOut = (view: Uint8Array): Uint8Array => {
+  const length = view.length
+  if (length > SLAB_MAX_MESSAGE) return view.slice()
+  if (slabOffset + length > slab.length) {
+    slab = new Uint8Array(SLAB_SIZE)
+    slabOffset = 0
+  }
+  const copy = slab.subarray(slabOffset, slabOffset + length)
+  copy.set(view)
+  slabOffset = (slabOffset + length + 7) & ~7 // keep slices 8-byte aligned
+  return copy
+}
+
 /** The largest buffer a connection keeps between text messages for assembling the next one. */
 const RETAINED_ACCUMULATOR = 1024 * 1024
 
@@ -508,7 +531,7 @@ export const make = (
       const text = type === BufferType.BufferType.Utf8Message || type === BufferType.BufferType.Utf8Fragment
       let message: Message
       if (accumulated === 0) {
-        message = text ? textDecoder.decode(view) : view.slice()
+        message = text ? textDecoder.decode(view) : copyOut(view)
       } else {
         append(view)
         const joined = accumulator.length === accumulated ? accumulator : accumulator.subarray(0, accumulated)
