@@ -343,17 +343,8 @@ const endClient = Effect.fnUntraced(function*(handle: HandleImpl, response: Clie
   yield* requireState(handle, "endClientHandshake", HandleState.HandshakeStarted)
   yield* requireKind(handle, "client", "endClientHandshake")
   const headers = yield* Handshake.peerHeaders(response.responseHeaders)
-  yield* Handshake.decodeHeader(HandshakeHeaders.Upgrade, "Upgrade", yield* Handshake.requiredListHeader(headers, "Upgrade"))
-  yield* Handshake.decodeHeader(
-    HandshakeHeaders.Connection,
-    "Connection",
-    yield* Handshake.requiredListHeader(headers, "Connection")
-  )
-  const accept = yield* Handshake.decodeHeader(
-    HandshakeHeaders.SecWebSocketAccept,
-    "Sec-WebSocket-Accept",
-    yield* Handshake.requiredHeader(headers, "Sec-WebSocket-Accept")
-  )
+  yield* Handshake.checkUpgradeHeaders(headers)
+  const accept = yield* Handshake.decodeRequired(HandshakeHeaders.SecWebSocketAccept, headers, "Sec-WebSocket-Accept")
   const expected = yield* Handshake.computeAccept(handle.crypto, handle.key!)
   if (accept !== expected) {
     return yield* new InvalidProtocolFormat({
@@ -381,12 +372,9 @@ const endClient = Effect.fnUntraced(function*(handle: HandleImpl, response: Clie
     }
     selectedSubprotocol = Option.some(index)
   }
-  const extensionsValue = HttpHeader.getCombined(headers, "Sec-WebSocket-Extensions")
-  const extensions = extensionsValue === undefined ? [] : yield* Handshake.decodeHeader(
-    HandshakeHeaders.SecWebSocketExtensions,
-    "Sec-WebSocket-Extensions",
-    extensionsValue
-  )
+  const extensions =
+    (yield* Handshake.decodeOptionalList(HandshakeHeaders.SecWebSocketExtensions, headers, "Sec-WebSocket-Extensions")) ??
+      []
   const selectedExtensions: Array<number> = []
   for (const extension of extensions) {
     const index = handle.offeredExtensions.indexOf(extension.name)
@@ -479,22 +467,9 @@ export interface ServerHandshakeResponse {
 const beginServer = Effect.fnUntraced(function*(handle: HandleImpl, options: ServerHandshakeOptions) {
   const headers = yield* Handshake.peerHeaders(options.requestHeaders)
   yield* Handshake.requiredHeader(headers, "Host")
-  yield* Handshake.decodeHeader(HandshakeHeaders.Upgrade, "Upgrade", yield* Handshake.requiredListHeader(headers, "Upgrade"))
-  yield* Handshake.decodeHeader(
-    HandshakeHeaders.Connection,
-    "Connection",
-    yield* Handshake.requiredListHeader(headers, "Connection")
-  )
-  const key = yield* Handshake.decodeHeader(
-    HandshakeHeaders.SecWebSocketKey,
-    "Sec-WebSocket-Key",
-    yield* Handshake.requiredHeader(headers, "Sec-WebSocket-Key")
-  )
-  const version = yield* Handshake.decodeHeader(
-    HandshakeHeaders.SecWebSocketVersion,
-    "Sec-WebSocket-Version",
-    yield* Handshake.requiredHeader(headers, "Sec-WebSocket-Version")
-  )
+  yield* Handshake.checkUpgradeHeaders(headers)
+  const key = yield* Handshake.decodeRequired(HandshakeHeaders.SecWebSocketKey, headers, "Sec-WebSocket-Key")
+  const version = yield* Handshake.decodeRequired(HandshakeHeaders.SecWebSocketVersion, headers, "Sec-WebSocket-Version")
   if (version !== HandshakeHeaders.SUPPORTED_VERSION) {
     return yield* new UnsupportedProtocolVersion({
       received: version,
@@ -502,15 +477,11 @@ const beginServer = Effect.fnUntraced(function*(handle: HandleImpl, options: Ser
       message: `Sec-WebSocket-Version ${version} is not supported; this server speaks version ${HandshakeHeaders.SUPPORTED_VERSION}`
     })
   }
-  const protocolValue = HttpHeader.getCombined(headers, "Sec-WebSocket-Protocol")
-  const offeredSubprotocols: ReadonlyArray<string> = protocolValue === undefined
-    ? []
-    : yield* Handshake.decodeHeader(HandshakeHeaders.SecWebSocketProtocol, "Sec-WebSocket-Protocol", protocolValue)
-  const extensionsValue = HttpHeader.getCombined(headers, "Sec-WebSocket-Extensions")
-  const offeredExtensions = extensionsValue === undefined
-    ? []
-    : (yield* Handshake.decodeHeader(HandshakeHeaders.SecWebSocketExtensions, "Sec-WebSocket-Extensions", extensionsValue))
-      .map((e) => e.name)
+  const offeredSubprotocols: ReadonlyArray<string> =
+    (yield* Handshake.decodeOptionalList(HandshakeHeaders.SecWebSocketProtocol, headers, "Sec-WebSocket-Protocol")) ?? []
+  const offeredExtensions =
+    ((yield* Handshake.decodeOptionalList(HandshakeHeaders.SecWebSocketExtensions, headers, "Sec-WebSocket-Extensions")) ??
+      []).map((e) => e.name)
   const responseHeaders: Array<HttpHeader.HttpHeader> = [
     { name: "Connection", value: "Upgrade" },
     { name: "Upgrade", value: "websocket" },

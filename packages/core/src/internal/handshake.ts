@@ -128,3 +128,33 @@ export const decodeExtensionParameter = (
       : Effect.fail(
         new InvalidParameter({ parameter, message: `${parameter} must name exactly one extension, got ${list.length}` })
       ))
+
+/** Decodes a header that must appear exactly once. */
+export const decodeRequired = <S extends Schema.ConstraintDecoder<unknown>>(
+  schema: S,
+  headers: ReadonlyArray<HttpHeader.HttpHeader>,
+  name: string
+): Effect.Effect<S["Type"], InvalidProtocolFormat> =>
+  Effect.flatMap(requiredHeader(headers, name), (value) => decodeHeader(schema, name, value))
+
+/** Decodes a list header when present (its fields combined), `undefined` when absent. */
+export const decodeOptionalList = <S extends Schema.ConstraintDecoder<unknown>>(
+  schema: S,
+  headers: ReadonlyArray<HttpHeader.HttpHeader>,
+  name: string
+): Effect.Effect<S["Type"] | undefined, InvalidProtocolFormat> => {
+  const value = HttpHeader.getCombined(headers, name)
+  return value === undefined ? Effect.succeed(undefined) : decodeHeader(schema, name, value)
+}
+
+/** `Upgrade: websocket` and `Connection: Upgrade`, required in the request and the response. */
+export const checkUpgradeHeaders = (
+  headers: ReadonlyArray<HttpHeader.HttpHeader>
+): Effect.Effect<void, InvalidProtocolFormat> =>
+  Effect.andThen(
+    Effect.flatMap(requiredListHeader(headers, "Upgrade"), (value) => decodeHeader(HandshakeHeaders.Upgrade, "Upgrade", value)),
+    Effect.flatMap(
+      requiredListHeader(headers, "Connection"),
+      (value) => decodeHeader(HandshakeHeaders.Connection, "Connection", value)
+    )
+  )

@@ -26,44 +26,15 @@ import {
   parseCloseCode,
   parseHeader
 } from "./frame.ts"
+import { ActionCode, ActionQueue as QueueCode } from "../../Action.ts"
+import { BufferType as BufferTypeCode } from "../../BufferType.ts"
 import { applyMask, maskInto } from "./mask.ts"
 import { HandleState, stateNames } from "./state.ts"
 import { completeBoundary, isValidUtf8, UTF8_ACCEPT, UTF8_REJECT, utf8Step } from "./utf8.ts"
 
-/**
- * `WEB_SOCKET_ACTION` values.
- *
- * @since 0.1.0
- */
-export const ActionCode = {
-  NoAction: 0,
-  SendToNetwork: 1,
-  IndicateSendComplete: 2,
-  ReceiveFromNetwork: 3,
-  IndicateReceiveComplete: 4
-} as const
-
-/**
- * `WEB_SOCKET_ACTION_QUEUE` flags.
- *
- * @since 0.1.0
- */
-export const QueueCode = { Send: 1, Receive: 2, All: 3 } as const
-
-/**
- * `WEB_SOCKET_BUFFER_TYPE` values.
- *
- * @since 0.1.0
- */
-export const BufferTypeCode = {
-  Utf8Message: 0x80000000,
-  Utf8Fragment: 0x80000001,
-  BinaryMessage: 0x80000002,
-  BinaryFragment: 0x80000003,
-  Close: 0x80000004,
-  PingPong: 0x80000005,
-  UnsolicitedPong: 0x80000006
-} as const
+// The websocket.h constants, from the public modules (plain values, no effect import).
+export { ActionCode, ActionQueue as QueueCode } from "../../Action.ts"
+export { BufferType as BufferTypeCode } from "../../BufferType.ts"
 
 /**
  * What an engine call returns: `Ok`, or the kind of failure (details in {@link Engine.failure} /
