@@ -2,9 +2,8 @@
  * `Transport`s over Node.js streams: `net.Socket`, `tls.TLSSocket`, or any `Duplex`.
  *
  * Backpressure is real both ways: incoming data is buffered up to `highWaterMark` bytes, then the
- * socket is paused until the connection reads; a write completes only when Node has handed the
- * bytes to the operating system (so the memory may be reused), and waits for `drain` while the
- * socket's own buffer is full.
+ * socket is paused until the connection reads; outgoing data is buffered up to `writeBufferLimit`
+ * bytes (copied, so the caller may reuse its memory at once), then writes wait for `drain`.
  *
  * @since 0.1.0
  */
@@ -23,10 +22,16 @@ export interface Options {
   readonly highWaterMark?: number | undefined
   /** Bytes that arrived before the transport was made (the `head` of an HTTP upgrade). */
   readonly head?: Uint8Array | undefined
+  /**
+   * Bytes the socket may hold, written but not yet handed to the operating system, before writes
+   * wait for it to drain. Default 1 MiB.
+   */
+  readonly writeBufferLimit?: number | undefined
 }
 
-/** Writes up to this many bytes are copied and complete without waiting for Node. */
-const COPY_LIMIT = 16 * 1024
+
+/** Writes larger than this are not copied (a copy would cost more than waiting for Node). */
+const COPY_LIMIT = 64 * 1024
 
 const toError = (cause: unknown, message: string) =>
   new Transport.TransportError({ message: cause instanceof Error ? `${message}: ${cause.message}` : message, cause })
@@ -41,6 +46,8 @@ const toError = (cause: unknown, message: string) =>
  */
 export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transport => {
   const highWaterMark = options?.highWaterMark ?? 64 * 1024
+  const bufferLimit = options?.writeBufferLimit ?? 1024 * 1024
+  const copyLimit = Math.min(bufferLimit, COPY_LIMIT)
   const chunks: Array<Uint8Array> = []
   let head = 0
   let buffered = 0
@@ -115,12 +122,12 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
   const closedError = () => new Transport.TransportError({ message: "write after the socket was closed" })
 
   /**
-   * Small writes (the common case: a frame header and a short payload) are copied into one new
-   * buffer that Node may keep as long as it likes, so the write completes at once unless the
-   * socket's buffer is full: frames pipeline instead of waiting one event-loop turn each. Larger
-   * writes hand the caller's memory to Node and complete when Node is done with it.
+   * Writes up to 64 KiB (a frame header and its payload, nearly always) are copied into one new
+   * buffer that Node may keep as long as it likes, so the write completes at once while the
+   * socket's buffer holds at most `writeBufferLimit` bytes: frames pipeline instead of waiting one
+   * event-loop turn each. Larger writes hand the caller's memory to Node and complete when Node is
+   * done with it. The writes of one tick leave together: the socket stays corked until the tick ends.
    */
-  // The small writes of one tick leave together: the socket stays corked until the tick ends.
   let corked = false
   const uncork = () => {
     corked = false
@@ -132,7 +139,7 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
       if (socket.destroyed || !socket.writable) return Effect.fail(closedError())
       let total = 0
       for (let i = 0; i < buffers.length; i++) total += buffers[i]!.length
-      if (total <= COPY_LIMIT) {
+      if (total <= copyLimit) {
         const copy = Buffer.allocUnsafe(total)
         let offset = 0
         for (let i = 0; i < buffers.length; i++) {
@@ -144,7 +151,10 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
           socket.cork()
           process.nextTick(uncork)
         }
-        if (socket.write(copy)) return Effect.void
+        socket.write(copy)
+        // Bounded buffering: the write completes at once while the socket holds at most
+        // `bufferLimit` bytes not yet handed to the operating system, else when it drains.
+        if (socket.writableLength <= bufferLimit) return Effect.void
         return Effect.callback<void, Transport.TransportError>((resume) => {
           const onDrain = () => {
             socket.off("close", onClose)
