@@ -252,7 +252,7 @@ export const make = (
   Effect.gen(function*() {
     const h = handle as unknown as HandleImpl
     const engine = h.engine
-    // Every network write goes through the send queue under `wireLock`, so frames never interleave.
+    // Every network write goes through the send queue under the wire lock, so frames never interleave.
     engine.pongsOnSendQueue = true
     const closeTimeout = Duration.fromInputUnsafe(options?.closeTimeout ?? Duration.seconds(5))
     /** How long the answer to a peer's Close waits for the consumer to handle earlier messages. */
@@ -260,7 +260,6 @@ export const make = (
     const queue = yield* Queue.bounded<Message, ConnectionError | Cause.Done>(options?.messageBuffer ?? 16)
     const closedDeferred = yield* Deferred.make<CloseInfo>()
     const messageLock = yield* Semaphore.make(1)
-    const wireLock = yield* Semaphore.make(1)
     const stats = {
       messagesIn: 0,
       bytesIn: 0,
@@ -368,42 +367,99 @@ export const make = (
       return transport.close
     })
 
-    /** Hands every pending SendToNetwork of the send queue to the transport (call under wireLock). */
-    const runSendQueue: Effect.Effect<void, TransportError> = Effect.suspend(function loop(): Effect.Effect<
-      void,
-      TransportError
-    > {
-      const record = sendRecord
-      engine.getAction(QueueCode.Send, record)
-      switch (record.action) {
-        case ActionCode.SendToNetwork: {
-          const id = record.id
-          const buffers = record.bufferCount === 2 ? [record.buffer0, record.buffer1] : [record.buffer0]
-          const bytes = record.bufferCount === 2 ? record.buffer0.length + record.buffer1.length : record.buffer0.length
-          // An interrupted write leaves the frame incomplete on the wire: cancel it on the handle.
-          const write = Effect.onInterrupt(transport.write(buffers), () =>
-            Effect.andThen(
-              Effect.sync(() => engine.completeAction(id, 0)),
-              drainSendQueue
-            ))
-          return Effect.matchEffect(write, {
-            onFailure: (error) => {
-              engine.completeAction(id, 0) // cancels the send: the frame is incomplete on the wire
-              return Effect.andThen(drainSendQueue, Effect.fail(error))
-            },
-            onSuccess: () => {
-              engine.completeAction(id, bytes)
-              return loop()
-            }
-          })
-        }
-        case ActionCode.IndicateSendComplete:
-          engine.completeAction(record.id, 0)
-          return loop()
-        default:
-          return Effect.void
+    /**
+     * The wire lock: one holder runs the send queue at a time, the others wait in order. It can be
+     * taken synchronously (`tryTakeWire`), so that a send finding the wire free runs without an
+     * effect per frame and keeps the lock only if a write must wait.
+     */
+    let wireHeld = false
+    const wireWaiters: Array<{ readonly resume: () => void; granted: boolean }> = []
+    const tryTakeWire = (): boolean => {
+      if (wireHeld) return false
+      wireHeld = true
+      return true
+    }
+    const releaseWire = () => {
+      const next = wireWaiters.shift()
+      if (next === undefined) {
+        wireHeld = false
+      } else {
+        next.granted = true // the lock passes to the next waiter, still held
+        next.resume()
       }
+    }
+    const releaseWireEffect = Effect.sync(releaseWire)
+    const takeWire = Effect.callback<void>((resume) => {
+      if (tryTakeWire()) return resume(Effect.void)
+      const waiter = { resume: () => resume(Effect.void), granted: false }
+      wireWaiters.push(waiter)
+      return Effect.sync(() => {
+        if (waiter.granted) return releaseWire()
+        const i = wireWaiters.indexOf(waiter)
+        if (i >= 0) wireWaiters.splice(i, 1)
+      })
     })
+    const withWire = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.andThen(restore(takeWire), Effect.ensuring(restore(effect), releaseWireEffect))
+      )
+
+    const buffersOf = (record: ActionRecord) =>
+      record.bufferCount === 2 ? [record.buffer0, record.buffer1] : [record.buffer0]
+
+    /** Writes the SendToNetwork action `id`, then runs the rest of the send queue (call under the wire lock). */
+    const writeAction = (
+      id: number,
+      buffers: ReadonlyArray<Uint8Array>,
+      bytes: number
+    ): Effect.Effect<void, TransportError> => {
+      // An interrupted write leaves the frame incomplete on the wire: cancel it on the handle.
+      const write = Effect.onInterrupt(transport.write(buffers), () =>
+        Effect.andThen(
+          Effect.sync(() => engine.completeAction(id, 0)),
+          drainSendQueue
+        ))
+      return Effect.matchEffect(write, {
+        onFailure: (error) => {
+          engine.completeAction(id, 0) // cancels the send: the frame is incomplete on the wire
+          return Effect.andThen(drainSendQueue, Effect.fail(error))
+        },
+        onSuccess: () => {
+          engine.completeAction(id, bytes)
+          return runSendQueue
+        }
+      })
+    }
+
+    /**
+     * Runs the send queue without yielding while the transport takes every write at once; returns
+     * `undefined` when the queue is done, or the effect that finishes it once a write must wait.
+     */
+    const runSendQueueSync = (): Effect.Effect<void, TransportError> | undefined => {
+      const record = sendRecord
+      for (;;) {
+        engine.getAction(QueueCode.Send, record)
+        switch (record.action) {
+          case ActionCode.SendToNetwork: {
+            const buffers = buffersOf(record)
+            const bytes = record.bufferCount === 2 ? record.buffer0.length + record.buffer1.length : record.buffer0.length
+            if (transport.tryWrite !== undefined && transport.tryWrite(buffers)) {
+              engine.completeAction(record.id, bytes)
+              continue
+            }
+            return writeAction(record.id, buffers, bytes)
+          }
+          case ActionCode.IndicateSendComplete:
+            engine.completeAction(record.id, 0)
+            continue
+          default:
+            return undefined
+        }
+      }
+    }
+
+    /** Hands every pending SendToNetwork of the send queue to the transport (call under the wire lock). */
+    const runSendQueue: Effect.Effect<void, TransportError> = Effect.suspend(() => runSendQueueSync() ?? Effect.void)
 
     /** Completes what is left on the send queue without writing it. */
     const drainSendQueue = Effect.sync(() => {
@@ -420,7 +476,7 @@ export const make = (
       payload: Uint8Array | undefined,
       closeStatus: number | undefined
     ): Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError> =>
-      wireLock.withPermit(
+      withWire(
         Effect.suspend((): Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError> => {
           if (engine.send(type, payload, closeStatus, undefined) !== Status.Ok) {
             const error = engine.lastError!
@@ -437,7 +493,7 @@ export const make = (
     const closedMessage = (message: string) =>
       Deferred.isDoneUnsafe(closedDeferred) ? "the connection is closed" : message
 
-    const flushPong = Effect.suspend(() => (engine.pongWaiting ? wireLock.withPermit(runSendQueue) : Effect.void))
+    const flushPong = Effect.suspend(() => (engine.pongWaiting ? withWire(runSendQueue) : Effect.void))
 
     const finish = (info: CloseInfo, error?: ConnectionError) =>
       Effect.gen(function*() {
@@ -679,11 +735,37 @@ export const make = (
     let fragmenting = false
 
     /**
-     * Sends a whole message under `wireLock` only (micro-optimisation: one lock instead of two per
+     * Sends a whole message under the wire lock only (micro-optimisation: one lock instead of two per
      * message); `false` when a fragmented message is open, and `send` takes `messageLock` instead.
      */
-    const sendWhole = (type: number, payload: Uint8Array) =>
-      wireLock.withPermit(
+    const sendWhole = (type: number, payload: Uint8Array): Effect.Effect<boolean, InvalidProtocolOperation | TransportError> =>
+      Effect.uninterruptibleMask((restore) => {
+        if (fragmenting || messageLeftOpen || !tryTakeWire()) return restore(sendWholeLocked(type, payload))
+        // Micro-optimisation: the wire was free and is ours; the frame goes out synchronously when
+        // the transport takes it at once, and only a write that must wait keeps the lock longer.
+        if (engine.send(type, payload, undefined, undefined) !== Status.Ok) {
+          releaseWire()
+          return Effect.fail(
+            new InvalidProtocolOperation({ operation: "send", state: engine.stateName, message: closedMessage(engine.lastError!.message) })
+          )
+        }
+        const rest = runSendQueueSync()
+        if (rest === undefined) {
+          releaseWire()
+          countOut(payload.length)
+          return Effect.succeed(true)
+        }
+        return Effect.ensuring(
+          Effect.map(restore(rest), () => {
+            countOut(payload.length)
+            return true
+          }),
+          releaseWireEffect
+        )
+      })
+
+    const sendWholeLocked = (type: number, payload: Uint8Array) =>
+      withWire(
         Effect.suspend((): Effect.Effect<boolean, InvalidProtocolOperation | TransportError> => {
           if (fragmenting) return Effect.succeed(false)
           if (messageLeftOpen) return Effect.fail(messageLeftOpenError("send"))

@@ -44,6 +44,10 @@ export class TransportError extends Schema.TaggedError<TransportError>()("Transp
  *   waits while the transport's outgoing buffer is full (backpressure).
  * - `end` half-closes: no more writes, the peer reads 0 once it has read everything.
  * - `close` closes both directions and releases the resource; idempotent.
+ * - `tryWrite(buffers)`, optional, is `write` without waiting: it takes the buffers and returns
+ *   `true` when it can do so at once (the caller may then reuse the memory), else it takes
+ *   nothing and returns `false`, and the caller uses `write`. Connections use it to send without
+ *   an effect per frame.
  *
  * @category models
  * @since 0.1.0
@@ -54,6 +58,7 @@ export interface Transport {
   readonly write: (buffers: ReadonlyArray<Uint8Array>) => Effect.Effect<void, TransportError>
   readonly end: Effect.Effect<void>
   readonly close: Effect.Effect<void>
+  readonly tryWrite?: ((buffers: ReadonlyArray<Uint8Array>) => boolean) | undefined
 }
 
 /**
@@ -118,7 +123,12 @@ export const tap = (
         return transport.write(buffers)
       }),
     end: transport.end,
-    close: transport.close
+    close: transport.close,
+    tryWrite: transport.tryWrite === undefined ? undefined : (buffers) => {
+      const taken = transport.tryWrite!(buffers)
+      if (taken) hooks.onWrite?.(buffers)
+      return taken
+    }
   })
 
 /** One direction of a memory pair: bounded chunks in flight, with waiting readers and writers. */
@@ -181,6 +191,19 @@ const memoryEnd = (incoming: Pipe, outgoing: Pipe): Transport => {
         () => read(buffer)
       )
     })
+  const tryWrite = (buffers: ReadonlyArray<Uint8Array>): boolean => {
+    if (outgoing.broken || outgoing.ended || outgoing.buffered >= outgoing.highWaterMark) return false
+    push(buffers)
+    return true
+  }
+  const push = (buffers: ReadonlyArray<Uint8Array>) => {
+    for (const buffer of buffers) {
+      if (buffer.length === 0) continue
+      outgoing.chunks.push(buffer.slice()) // the caller may reuse its memory once write completes
+      outgoing.buffered += buffer.length
+    }
+    outgoing.wakeReader()
+  }
   const write = (buffers: ReadonlyArray<Uint8Array>): Effect.Effect<void, TransportError> =>
     Effect.suspend(() => {
       if (outgoing.broken || outgoing.ended) {
@@ -199,12 +222,7 @@ const memoryEnd = (incoming: Pipe, outgoing: Pipe): Transport => {
           () => write(buffers)
         )
       }
-      for (const buffer of buffers) {
-        if (buffer.length === 0) continue
-        outgoing.chunks.push(buffer.slice()) // the caller may reuse its memory once write completes
-        outgoing.buffered += buffer.length
-      }
-      outgoing.wakeReader()
+      push(buffers)
       return Effect.void
     })
   const end = Effect.sync(() => {
@@ -222,7 +240,7 @@ const memoryEnd = (incoming: Pipe, outgoing: Pipe): Transport => {
     incoming.wakeReader()
     incoming.wakeWriters()
   })
-  return make({ read, write, end, close })
+  return make({ read, write, end, close, tryWrite })
 }
 
 /**

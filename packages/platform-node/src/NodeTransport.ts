@@ -133,25 +133,43 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
     corked = false
     socket.uncork()
   }
+  /** Copies `buffers` into one buffer and writes it, the socket corked until the tick ends. */
+  const copyAndWrite = (buffers: ReadonlyArray<Uint8Array>, total: number): void => {
+    const copy = Buffer.allocUnsafe(total)
+    let offset = 0
+    for (let i = 0; i < buffers.length; i++) {
+      copy.set(buffers[i]!, offset)
+      offset += buffers[i]!.length
+    }
+    if (!corked) {
+      corked = true
+      socket.cork()
+      process.nextTick(uncork)
+    }
+    socket.write(copy)
+  }
+
+  const totalLength = (buffers: ReadonlyArray<Uint8Array>): number => {
+    let total = 0
+    for (let i = 0; i < buffers.length; i++) total += buffers[i]!.length
+    return total
+  }
+
+  const tryWrite = (buffers: ReadonlyArray<Uint8Array>): boolean => {
+    if (failure !== undefined || socket.destroyed || !socket.writable || socket.writableLength > bufferLimit) return false
+    const total = totalLength(buffers)
+    if (total > copyLimit) return false
+    copyAndWrite(buffers, total)
+    return true
+  }
+
   const write = (buffers: ReadonlyArray<Uint8Array>): Effect.Effect<void, Transport.TransportError> =>
     Effect.suspend(() => {
       if (failure !== undefined) return Effect.fail(failure)
       if (socket.destroyed || !socket.writable) return Effect.fail(closedError())
-      let total = 0
-      for (let i = 0; i < buffers.length; i++) total += buffers[i]!.length
+      const total = totalLength(buffers)
       if (total <= copyLimit) {
-        const copy = Buffer.allocUnsafe(total)
-        let offset = 0
-        for (let i = 0; i < buffers.length; i++) {
-          copy.set(buffers[i]!, offset)
-          offset += buffers[i]!.length
-        }
-        if (!corked) {
-          corked = true
-          socket.cork()
-          process.nextTick(uncork)
-        }
-        socket.write(copy)
+        copyAndWrite(buffers, total)
         // Bounded buffering: the write completes at once while the socket holds at most
         // `bufferLimit` bytes not yet handed to the operating system, else when it drains.
         if (socket.writableLength <= bufferLimit) return Effect.void
@@ -224,5 +242,5 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
     }
   })
 
-  return Transport.make({ read, write, end, close })
+  return Transport.make({ read, write, end, close, tryWrite })
 }
