@@ -39,3 +39,18 @@ describe("NodeServer + NodeClient", () => {
       assert.strictEqual(reply, "from ws")
     }))
 })
+
+describe("addresses", () => {
+  it.live("IPv6 loopback: a server on ::1 and a client to ws://[::1]:port", () =>
+    Effect.gen(function*() {
+      const server = yield* NodeServer.serve((connection) => Stream.runForEach(connection.messages, (m) => connection.send(m)), {
+        host: "::1"
+      })
+      assert.match(server.url, /^ws:\/\/\[::1\]:\d+\/$/)
+      const connection = yield* NodeClient.connect(server.url)
+      yield* connection.send("over IPv6")
+      const [reply] = yield* Stream.runCollect(Stream.take(connection.messages, 1))
+      assert.strictEqual(reply, "over IPv6")
+      assert.isTrue((yield* connection.close()).clean)
+    }))
+})
