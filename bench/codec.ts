@@ -23,6 +23,7 @@ import {
   Status
 } from "../packages/core/src/internal/engine/engine.ts"
 import { HandleState } from "../packages/core/src/internal/engine/state.ts"
+import { formatNumber, formatRatio, median, printTable, sizeLabel } from "./report.ts"
 
 // ws exports its Receiver and Sender classes but @types/ws does not declare them.
 interface FrameOptions {
@@ -103,9 +104,6 @@ interface Config {
   readonly size: number
   readonly label: string
 }
-
-const sizeLabel = (size: number): string =>
-  size >= 1024 * 1024 ? `${size / 1024 / 1024} MiB` : size >= 1024 ? `${size / 1024} KiB` : `${size} B`
 
 const randomFill = (bytes: Uint8Array): void => {
   // getRandomValues fills at most 65536 bytes per call
@@ -476,12 +474,6 @@ const measure = async (session: Session, size: number, budgetMs: number): Promis
   return { framesPerSecond: frames / seconds, megabytesPerSecond: (frames * size) / seconds / 1e6 }
 }
 
-const median = (values: ReadonlyArray<number>): number => {
-  const sorted = [...values].sort((a, b) => a - b)
-  const mid = sorted.length >> 1
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
-}
-
 interface Inputs {
   readonly payload: Buffer
   readonly wire: Wire | undefined
@@ -575,7 +567,7 @@ const main = async (): Promise<void> => {
       }
     const row = { config, ours: summary(samples.ours), ws: summary(samples.ws) }
     rows.push(row)
-    process.stderr.write(`  ${config.label}: ${formatRatio(row.ours, row.ws)}\n`)
+    process.stderr.write(`  ${config.label}: ${formatRatio(row.ours?.framesPerSecond, row.ws?.framesPerSecond)}\n`)
   }
 
   console.log("")
@@ -590,25 +582,10 @@ const main = async (): Promise<void> => {
     formatNumber(ws?.megabytesPerSecond),
     formatNumber(ours?.framesPerSecond),
     formatNumber(ws?.framesPerSecond),
-    formatRatio(ours, ws)
+    formatRatio(ours?.framesPerSecond, ws?.framesPerSecond)
   ])
-  const widths = header.map((h, i) => Math.max(h.length, ...table.map((row) => row[i]!.length)))
-  const line = (cells: ReadonlyArray<string>): string =>
-    cells.map((c, i) => (i < 4 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ")
-  console.log(line(header))
-  for (const row of table) console.log(line(row))
+  printTable(header, table, 4)
   console.log(`\ntotal ${((performance.now() - started) / 1000).toFixed(1)} s`)
 }
-
-const formatNumber = (value: number | undefined): string => {
-  if (value === undefined) return "-"
-  if (value >= 1e6) return `${(value / 1e6).toFixed(2)}M`
-  if (value >= 1e4) return `${(value / 1e3).toFixed(0)}k`
-  if (value >= 100) return value.toFixed(0)
-  return value.toFixed(1)
-}
-
-const formatRatio = (ours: Sample | undefined, ws: Sample | undefined): string =>
-  ours === undefined || ws === undefined ? "-" : (ours.framesPerSecond / ws.framesPerSecond).toFixed(2)
 
 await main()

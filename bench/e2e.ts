@@ -38,6 +38,7 @@ import { createRequire } from "node:module"
 import * as Os from "node:os"
 import { fileURLToPath } from "node:url"
 import type { RunRequest, RunResult, ToParent, ToWorker } from "./e2e-worker.ts"
+import { formatNumber, formatRatio, median, printTable, sizeLabel } from "./report.ts"
 
 // ---------------------------------------------------------------------------------------------
 // Settings
@@ -80,9 +81,6 @@ interface Config {
   readonly size: number
   readonly label: string
 }
-
-const sizeLabel = (size: number): string =>
-  size >= 1024 * 1024 ? `${size / 1024 / 1024} MiB` : size >= 1024 ? `${size / 1024} KiB` : `${size} B`
 
 // ---------------------------------------------------------------------------------------------
 // Workers
@@ -225,12 +223,6 @@ const measure = async (config: Config, pair: Pair, timeMs: number): Promise<Samp
   }
 }
 
-const median = (values: ReadonlyArray<number>): number => {
-  const sorted = [...values].sort((a, b) => a - b)
-  const mid = sorted.length >> 1
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
-}
-
 const summary = (list: ReadonlyArray<Sample>): Sample | undefined =>
   list.length === 0 ? undefined : {
     messagesPerSecond: median(list.map((s) => s.messagesPerSecond)),
@@ -254,18 +246,6 @@ for (const { mode, inFlight } of MODES) {
 }
 
 const contenders: ReadonlyArray<Contender> = CONTENDER === "ours" ? ["ours"] : CONTENDER === "ws" ? ["ws"] : ["ours", "ws"]
-
-const formatNumber = (value: number | undefined): string => {
-  if (value === undefined) return "-"
-  if (value >= 1e6) return `${(value / 1e6).toFixed(2)}M`
-  if (value >= 1e4) return `${(value / 1e3).toFixed(0)}k`
-  if (value >= 100) return value.toFixed(0)
-  if (value >= 10) return value.toFixed(1)
-  return value.toFixed(2)
-}
-
-const formatRatio = (ours: Sample | undefined, ws: Sample | undefined): string =>
-  ours === undefined || ws === undefined ? "-" : (ours.messagesPerSecond / ws.messagesPerSecond).toFixed(2)
 
 const main = async (): Promise<void> => {
   const started = performance.now()
@@ -313,7 +293,7 @@ const main = async (): Promise<void> => {
     const spread = (list: ReadonlyArray<Sample>) =>
       list.map((s) => formatNumber(s.messagesPerSecond)).join(" ")
     process.stderr.write(
-      `  ${config.label}: ${formatRatio(row.ours, row.ws)}  (ours ${spread(samples.ours)} / ws ${spread(samples.ws)} msg/s)\n`
+      `  ${config.label}: ${formatRatio(row.ours?.messagesPerSecond, row.ws?.messagesPerSecond)}  (ours ${spread(samples.ours)} / ws ${spread(samples.ws)} msg/s)\n`
     )
   }
   await stopWorkers()
@@ -352,13 +332,9 @@ const main = async (): Promise<void> => {
     formatNumber(ws?.rttUs),
     formatNumber(ours?.cpuUsPerMessage),
     formatNumber(ws?.cpuUsPerMessage),
-    formatRatio(ours, ws)
+    formatRatio(ours?.messagesPerSecond, ws?.messagesPerSecond)
   ])
-  const widths = header.map((h, i) => Math.max(h.length, ...table.map((row) => row[i]!.length)))
-  const line = (cells: ReadonlyArray<string>): string =>
-    cells.map((c, i) => (i < 4 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ")
-  console.log(line(header))
-  for (const row of table) console.log(line(row))
+  printTable(header, table, 4)
   console.log(`\ntotal ${((performance.now() - started) / 1000).toFixed(1)} s`)
 }
 

@@ -1,0 +1,41 @@
+/**
+ * What the benchmarks share: size labels, medians, number formatting and the printed table.
+ */
+
+/** `16 B`, `1 KiB`, `1 MiB`. */
+export const sizeLabel = (size: number): string =>
+  size >= 1024 * 1024 ? `${size / 1024 / 1024} MiB` : size >= 1024 ? `${size / 1024} KiB` : `${size} B`
+
+/** The median of `values`. */
+export const median = (values: ReadonlyArray<number>): number => {
+  const sorted = [...values].sort((a, b) => a - b)
+  const mid = sorted.length >> 1
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
+}
+
+/** A number in a few characters: `1.25M`, `340k`, `812`, `12.5`, `3.41`; `-` when absent. */
+export const formatNumber = (value: number | undefined): string => {
+  if (value === undefined) return "-"
+  if (value >= 1e6) return `${(value / 1e6).toFixed(2)}M`
+  if (value >= 1e4) return `${(value / 1e3).toFixed(0)}k`
+  if (value >= 100) return value.toFixed(0)
+  if (value >= 10) return value.toFixed(1)
+  return value.toFixed(2)
+}
+
+/** `ours / ws` with two decimals; `-` when either is absent. */
+export const formatRatio = (ours: number | undefined, ws: number | undefined): string =>
+  ours === undefined || ws === undefined ? "-" : (ours / ws).toFixed(2)
+
+/** Prints a table: the first `leftColumns` columns left-aligned, the others right-aligned. */
+export const printTable = (
+  header: ReadonlyArray<string>,
+  rows: ReadonlyArray<ReadonlyArray<string>>,
+  leftColumns: number
+): void => {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)))
+  const line = (cells: ReadonlyArray<string>): string =>
+    cells.map((c, i) => (i < leftColumns ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ")
+  console.log(line(header))
+  for (const row of rows) console.log(line(row))
+}
