@@ -247,6 +247,9 @@ const newEngine = (isClient: boolean): Engine => {
  * delivered in several are copied into one new buffer, as ws concatenates fragments (and frames
  * that straddle transport reads) into a new Buffer.
  */
+/** The least room added when the buffer of a message is full. */
+const MIN_TAIL = 16 * 1024
+
 const oursDecode = (config: Config, wire: Wire): Session => {
   const engine = newEngine(config.dir === "unmasked")
   const action = new ActionRecord()
@@ -309,7 +312,9 @@ const oursDecode = (config: Config, wire: Wire): Session => {
             accumulated = append(view, accumulated)
           }
           if (engine.completeAction(action.id, 0) !== Status.Ok) fail("completeAction(deliver)", engine)
-          if (engine.receive(undefined, undefined) !== Status.Ok) fail("receive", engine)
+          // The rest of a message goes straight into its buffer (the websocket.h receive with an
+          // application buffer), so large payloads are not copied through the engine's buffer.
+          if (engine.receive(accumulated === 0 ? undefined : tail(), undefined) !== Status.Ok) fail("receive", engine)
           break
         }
         default:
@@ -318,8 +323,23 @@ const oursDecode = (config: Config, wire: Wire): Session => {
     }
   }
 
+  /** Room after the assembled part, grown when small. */
+  const tail = (): Uint8Array => {
+    if (accumulated === accumulator.length) grow(accumulated + MIN_TAIL)
+    return accumulator.subarray(accumulated)
+  }
+  const grow = (need: number): void => {
+    let capacity = 2 * Math.max(accumulator.length, 1)
+    while (capacity < need) capacity *= 2
+    const grown = Buffer.allocUnsafe(capacity)
+    if (accumulated > 0) grown.set(accumulator.subarray(0, accumulated))
+    accumulator = grown
+  }
+
   const append = (view: Uint8Array, at: number): number => {
     const need = at + view.length
+    // already in place: received into the tail
+    if (at > 0 && view.buffer === accumulator.buffer && view.byteOffset === accumulator.byteOffset + at) return need
     if (need > accumulator.length) {
       let capacity = at === 0 && sizeHint >= need ? sizeHint : 2 * Math.max(accumulator.length, view.length)
       while (capacity < need) capacity *= 2

@@ -721,6 +721,40 @@ describe("chunking (spec 5.4)", () => {
     assert.deepStrictEqual(contentOf(deliveries), [pong("hi"), closed(1000, "ok")])
   })
 
+  it("with an application buffer, binary payload is read straight into it, masked or not", () => {
+    for (const isClient of [true, false]) {
+      const payload = counting(10000)
+      const wire = sendAndDrain(makeEngine(!isClient), BinaryMessage, payload)
+      const engine = makeEngine(isClient, { receiveBufferSize: 256 })
+      const app = new Uint8Array(3000)
+      const received: Array<Uint8Array> = []
+      let offset = 0
+      let directReads = 0
+      for (let guard = 0; guard < 100; guard++) {
+        assert.strictEqual(engine.receive(app, "r"), Status.Ok)
+        let step = next(engine, QueueCode.Receive)
+        while (step.action === ActionCode.ReceiveFromNetwork) {
+          const target = step.buffers[0]!
+          if (target.buffer === app.buffer) directReads++
+          const n = Math.min(target.length, wire.length - offset, 1500) // the transport delivers 1500 at most
+          target.set(wire.subarray(offset, offset + n))
+          offset += n
+          complete(engine, step, n)
+          step = next(engine, QueueCode.Receive)
+        }
+        expectAction(step, ActionCode.IndicateReceiveComplete)
+        assert.strictEqual(step.buffers[0]!.buffer, app.buffer)
+        received.push(step.buffers[0]!.slice())
+        const bufferType = step.bufferType
+        complete(engine, step)
+        if (bufferType === BinaryMessage) break
+        assert.strictEqual(bufferType, BinaryFragment)
+      }
+      assert.deepStrictEqual(concat(received), payload)
+      assert.isAbove(directReads, 3, "most of the payload skipped the receive buffer")
+    }
+  })
+
   it("an allocated buffer holds the receive buffer", () => {
     const allocated = new Uint8Array(256 + 4096 + 256)
     const engine = makeClient({ receiveBufferSize: 256, allocatedBuffer: allocated })
@@ -1219,7 +1253,9 @@ const scenario = Arbitrary.all({
   chunks: Arbitrary.array(int(1, 700), { minLength: 1, maxLength: 8 }),
   receiveBufferSize: int(256, 1024),
   sendBufferSize: int(16, 1024),
-  pongsOnSendQueue: Arbitrary.schema(Schema.Boolean)
+  pongsOnSendQueue: Arbitrary.schema(Schema.Boolean),
+  /** An application receive buffer of this size (0: none; binary payload may then skip the receive buffer). */
+  appBuffer: int(0, 600)
 })
 
 type Scenario = typeof scenario extends Arbitrary.Arbitrary<infer A> ? A : never
@@ -1258,7 +1294,11 @@ const backToBack = (clientSends: boolean, plan: Scenario) => {
   const { wire, pings } = sendPlan(sender, plan)
   // masks never leak: every frame of a client has MASK=1, of a server MASK=0
   for (const frame of parseFrames(wire)) assert.strictEqual(frame.masked, clientSends)
-  const result = feed(receiver, wire, { chunks: plan.chunks, drivePongs: plan.pongsOnSendQueue })
+  const result = feed(receiver, wire, {
+    chunks: plan.chunks,
+    drivePongs: plan.pongsOnSendQueue,
+    buffer: plan.appBuffer === 0 ? undefined : new Uint8Array(Math.max(4, plan.appBuffer))
+  })
   assert.strictEqual(result.failed, undefined, receiver.failure?.message)
   for (const d of result.deliveries) {
     assert.isAtMost(d.data.length, plan.receiveBufferSize, "a chunk fits the receive buffer")

@@ -140,6 +140,7 @@ const OUT_SEND_FRAME = 1
 const OUT_SEND_COMPLETE = 2
 const OUT_RECEIVE_READ = 3
 const OUT_RECEIVE_DELIVER = 4
+const OUT_RECEIVE_DIRECT = 6
 const OUT_PONG = 5
 
 // Phases of the pending application send.
@@ -155,6 +156,7 @@ const WIRE_SEND = 1
 const DELIVER_DATA = 0
 const DELIVER_CONTROL = 1
 const DELIVER_EOF = 2
+const DELIVER_DIRECT = 3
 
 const textDecoder = new TextDecoder()
 
@@ -261,6 +263,10 @@ export class Engine {
   private pongOut: Uint8Array | undefined = undefined
   // the prepared delivery
   private deliverKind = DELIVER_DATA
+  /** Payload bytes read straight into the caller's receive buffer, waiting to be delivered. */
+  private directLength = 0
+  /** Room handed out for a direct read. */
+  private directCapacity = 0
   private deliverType = 0
   private deliverStart = 0
   private deliverEnd = 0
@@ -653,6 +659,10 @@ export class Engine {
       this.deliverKind = DELIVER_EOF
       return this.deliver(out)
     }
+    if (this.directLength > 0) {
+      this.deliverKind = DELIVER_DIRECT
+      return this.deliver(out)
+    }
     const parsed = this.parse()
     if (parsed === PARSE_DELIVER) return this.deliver(out)
     if (parsed === PARSE_FAILED) {
@@ -664,7 +674,25 @@ export class Engine {
       this.receiveOut = OUT_PONG
       return Status.Ok
     }
-    // PARSE_NEED_MORE: make room and ask for bytes
+    // PARSE_NEED_MORE
+    const app = this.receiveBuffer
+    if (app !== undefined && this.rstate === RS_PAYLOAD && this.rstart === this.rend && this.messageOpcode === Opcode.Binary) {
+      // Micro-optimisation: binary payload goes straight into the caller's buffer, not through the
+      // receive buffer (one copy fewer for large messages).
+      // a chunk never exceeds the receive buffer size, wherever it is read to
+      let n = app.length < this.payloadRemaining ? app.length : this.payloadRemaining
+      if (n > this.receiveBufferSize) n = this.receiveBufferSize
+      out.action = ActionCode.ReceiveFromNetwork
+      out.queue = QueueCode.Receive
+      out.bufferCount = 1
+      out.buffer0 = n === app.length ? app : app.subarray(0, n)
+      out.context = this.receiveContext
+      out.id = this.receiveOutId = this.newId()
+      this.directCapacity = n
+      this.receiveOut = OUT_RECEIVE_DIRECT
+      return Status.Ok
+    }
+    // make room and ask for bytes
     if (this.rstart === this.rend) {
       this.rstart = this.rend = this.unmaskedEnd = RESERVE
     } else if (this.rstart > RESERVE) {
@@ -899,6 +927,14 @@ export class Engine {
         out.closeStatus = 1006
         out.buffer0 = EMPTY
         break
+      case DELIVER_DIRECT: {
+        const n = this.directLength
+        out.bufferType = n === this.payloadRemaining && this.frameFin
+          ? BufferTypeCode.BinaryMessage
+          : BufferTypeCode.BinaryFragment
+        out.buffer0 = n === app!.length ? app! : app!.subarray(0, n)
+        break
+      }
       case DELIVER_CONTROL: {
         out.bufferType = this.deliverType
         out.closeStatus = this.deliverCloseStatus
@@ -1003,6 +1039,27 @@ export class Engine {
           else this.rend += bytesTransferred
           return Status.Ok
         }
+        case OUT_RECEIVE_DIRECT: {
+          const room = this.directCapacity
+          if (!(bytesTransferred >= 0 && bytesTransferred <= room && Number.isInteger(bytesTransferred))) {
+            this.receiveOut = kind
+            this.receiveOutId = id
+            return this.error(
+              Status.InvalidParameter,
+              `bytesTransferred must be an integer from 0 to ${room} for this receive, got ${bytesTransferred}`
+            )
+          }
+          if (bytesTransferred === 0) {
+            this.eof = true
+            return Status.Ok
+          }
+          if (this.frameMasked) {
+            applyMask(this.receiveBuffer!, 0, bytesTransferred, this.header.maskKey, this.payloadMaskOffset & 3)
+            this.payloadMaskOffset += bytesTransferred
+          }
+          this.directLength = bytesTransferred
+          return Status.Ok
+        }
         default: // OUT_RECEIVE_DELIVER
           this.completeDelivery()
           return Status.Ok
@@ -1027,6 +1084,10 @@ export class Engine {
     switch (this.deliverKind) {
       case DELIVER_EOF:
         return
+      case DELIVER_DIRECT:
+        this.consumePayload(this.directLength)
+        this.directLength = 0
+        return
       case DELIVER_CONTROL:
         this.rstart += this.deliverControlLength
         this.rstate = RS_HEADER
@@ -1034,17 +1095,20 @@ export class Engine {
           this.state = this.state === HandleState.CloseSent ? HandleState.Closed : HandleState.CloseReceived
         }
         return
-      default: {
-        const delivered = this.deliverEnd - this.deliverStart
-        this.payloadRemaining -= delivered
+      default:
+        this.consumePayload(this.deliverEnd - this.deliverStart)
         this.rstart = this.deliverEnd
-        if (this.payloadRemaining === 0) {
-          this.rstate = RS_HEADER
-          if (this.frameFin) {
-            this.messageOpcode = 0
-            this.messageSize = 0
-          }
-        }
+    }
+  }
+
+  /** Accounts for `delivered` payload bytes handed to the application; at the frame's end, expects a header. */
+  private consumePayload(delivered: number): void {
+    this.payloadRemaining -= delivered
+    if (this.payloadRemaining === 0) {
+      this.rstate = RS_HEADER
+      if (this.frameFin) {
+        this.messageOpcode = 0
+        this.messageSize = 0
       }
     }
   }
