@@ -590,8 +590,24 @@ export const make = (
     let accumulator = new Uint8Array(0)
     let accumulated = 0
     let sizeHint = 0
+    /**
+     * The room after the assembled part of the message, grown when it could not hold a control
+     * frame's payload (a Pong or a Close arriving meanwhile is copied there too).
+     */
+    const accumulatorTail = (): Uint8Array => {
+      if (accumulator.length - accumulated < 128) {
+        const grown = new Uint8Array(Math.max(2 * accumulator.length, accumulated + 16 * 1024))
+        grown.set(accumulator.subarray(0, accumulated))
+        accumulator = grown
+      }
+      return accumulator.subarray(accumulated)
+    }
     const append = (view: Uint8Array) => {
       const need = accumulated + view.length
+      if (view.buffer === accumulator.buffer && view.byteOffset === accumulator.byteOffset + accumulated) {
+        accumulated = need // received in place
+        return
+      }
       if (need > accumulator.length) {
         let capacity = accumulated === 0 && sizeHint >= need ? sizeHint : Math.max(need, 2 * accumulator.length)
         if (capacity < need) capacity = need
@@ -631,7 +647,10 @@ export const make = (
     const readLoop = Effect.gen(function*() {
       const record = new ActionRecord()
       for (;;) {
-        if (engine.receive(undefined, undefined) !== Status.Ok) return
+        // The rest of a message that came in several chunks is received straight into its buffer
+        // (the websocket.h receive with an application buffer): binary payload then skips the
+        // handle's receive buffer.
+        if (engine.receive(accumulated === 0 ? undefined : accumulatorTail(), undefined) !== Status.Ok) return
         for (;;) {
           const status = engine.getAction(QueueCode.Receive, record)
           if (engine.pongWaiting) {
