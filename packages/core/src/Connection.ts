@@ -591,17 +591,12 @@ export const make = (
     let accumulated = 0
     let sizeHint = 0
     /**
-     * The room after the assembled part of the message, grown when it could not hold a control
-     * frame's payload (a Pong or a Close arriving meanwhile is copied there too).
+     * The room after the assembled part of the message to receive the rest into, when it can hold
+     * a control frame's payload too (a Pong or a Close arriving meanwhile is copied there);
+     * `undefined` otherwise, and chunks come through the handle's buffer.
      */
-    const accumulatorTail = (): Uint8Array => {
-      if (accumulator.length - accumulated < 128) {
-        const grown = new Uint8Array(Math.max(2 * accumulator.length, accumulated + 16 * 1024))
-        grown.set(accumulator.subarray(0, accumulated))
-        accumulator = grown
-      }
-      return accumulator.subarray(accumulated)
-    }
+    const accumulatorTail = (): Uint8Array | undefined =>
+      accumulator.length - accumulated < 128 ? undefined : accumulator.subarray(accumulated)
     const append = (view: Uint8Array) => {
       const need = accumulated + view.length
       if (view.buffer === accumulator.buffer && view.byteOffset === accumulator.byteOffset + accumulated) {
