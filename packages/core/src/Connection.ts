@@ -11,12 +11,13 @@
  *
  * @since 0.1.0
  */
-import { Cause, Deferred, Exit, Metric, Duration, Effect, Fiber, Option, Predicate, Queue, Semaphore, Stream } from "effect"
+import { Cause, Deferred, Exit, Metric, Duration, Effect, Fiber, Option, Predicate, Semaphore, Stream } from "effect"
 import type { HttpHeader } from "@effect-websocket/schema"
 import type { Scope } from "effect/Scope"
 import * as BufferType from "./BufferType.ts"
 import { ActionCode, ActionRecord, type Engine, QueueCode, Status } from "./internal/engine/engine.ts"
 import { HandleState } from "./internal/engine/state.ts"
+import { Mailbox } from "./internal/mailbox.ts"
 import * as Metrics from "./Metrics.ts"
 import type { HandleImpl } from "./internal/handle.ts"
 import type { Transport } from "./Transport.ts"
@@ -260,7 +261,7 @@ export const make = (
     const closeTimeout = Duration.fromInputUnsafe(options?.closeTimeout ?? Duration.seconds(5))
     /** How long the answer to a peer's Close waits for the consumer to handle earlier messages. */
     const consumerGrace = Duration.min(closeTimeout, Duration.seconds(1))
-    const queue = yield* Queue.bounded<Message, ConnectionError | Cause.Done>(options?.messageBuffer ?? 16)
+    const mailbox = new Mailbox<Message, ConnectionError>(options?.messageBuffer ?? 16)
     const closedDeferred = yield* Deferred.make<CloseInfo>()
     const messageLock = yield* Semaphore.make(1)
     const stats = {
@@ -284,7 +285,7 @@ export const make = (
     let consumers = 0
     let waitingTakers = 0
     let consumerIdle: Deferred.Deferred<void> | undefined = undefined
-    const consumerIsIdle = () => consumers === 0 || (waitingTakers > 0 && Queue.sizeUnsafe(queue) === 0)
+    const consumerIsIdle = () => consumers === 0 || (waitingTakers > 0 && mailbox.size === 0)
     const signalIfIdle = () => {
       if (consumerIdle !== undefined && consumerIsIdle()) {
         Deferred.doneUnsafe(consumerIdle, Exit.void)
@@ -301,15 +302,15 @@ export const make = (
       }
     }
     const take = Effect.suspend(() => {
-      const ready = Queue.takeUnsafe(queue)
+      const ready = mailbox.poll()
       if (ready !== undefined) {
         wake()
-        return ready
+        return Effect.succeed(ready)
       }
       waitingTakers++
       signalIfIdle()
       return Effect.ensuring(
-        Queue.take(queue),
+        mailbox.take,
         Effect.sync(() => {
           waitingTakers--
         })
@@ -519,8 +520,8 @@ export const make = (
 
     const finish = (info: CloseInfo, error?: ConnectionError) =>
       Effect.gen(function*() {
-        if (error === undefined) yield* Queue.end(queue)
-        else yield* Queue.fail(queue, error)
+        if (error === undefined) mailbox.end()
+        else mailbox.fail(error)
         yield* complete(info)
       })
 
@@ -580,7 +581,7 @@ export const make = (
           )
           clean = echoed._tag === "Success"
         }
-        yield* Queue.end(queue)
+        mailbox.end()
         if (h.kind === "client") yield* awaitTransportEnd
         yield* closeTransport
         yield* complete({ code, reason, clean, initiator })
@@ -682,16 +683,14 @@ export const make = (
             const message = deliver(record)
             engine.completeAction(record.id, 0)
             countIn(size)
-            if (!Queue.offerUnsafe(queue, message)) {
+            if (!mailbox.offer(message)) {
               // The consumer is behind: wait (reading stops, so the peer is slowed by the transport),
               // unless we are closing: then the peer's Close reply must get through, and messages
               // nobody reads are dropped.
               for (;;) {
                 if (Deferred.isDoneUnsafe(closing)) break
-                if (!Queue.isFullUnsafe(queue)) {
-                  if (Queue.offerUnsafe(queue, message)) break
-                  return // the queue is done
-                }
+                if (mailbox.isDone) return
+                if (mailbox.offer(message)) break
                 yield* Effect.callback<void>((resume) => {
                   wakeReader = () => resume(Effect.void)
                   return Effect.sync(() => {
@@ -900,7 +899,7 @@ export const make = (
         if (!Deferred.isDoneUnsafe(closedDeferred)) yield* Effect.ignore(close(closeCodeOnScopeClose))
         engine.abort()
         yield* closeTransport
-        yield* Queue.end(queue)
+        mailbox.end()
       })
     )
 

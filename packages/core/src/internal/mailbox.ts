@@ -1,0 +1,117 @@
+/**
+ * A bounded mailbox between one producer that never waits (it checks `offer`'s result) and the
+ * fibers that take from it. A taker that waits is handed the next message in a microtask, so a
+ * connection's consumer runs before the next network event instead of a scheduler turn later.
+ * Messages offered before the end (or a failure) are all taken before it.
+ *
+ * @since 0.1.0
+ */
+import { Cause, Effect, Exit } from "effect"
+
+interface Taker<A, E> {
+  readonly resume: (effect: Effect.Effect<A, E | Cause.Done>) => void
+  cancelled: boolean
+}
+
+/** @internal */
+export class Mailbox<A, E> {
+  private items: Array<A> = []
+  private head = 0
+  private ending: Exit.Exit<never, E | Cause.Done> | undefined = undefined
+  private readonly takers: Array<Taker<A, E>> = []
+  readonly capacity: number
+
+  constructor(capacity: number) {
+    this.capacity = capacity
+  }
+
+  /** Messages waiting. */
+  get size(): number {
+    return this.items.length - this.head
+  }
+
+  /** Fibers waiting for a message. */
+  get waiting(): number {
+    return this.takers.length
+  }
+
+  /** Whether the mailbox ended or failed. */
+  get isDone(): boolean {
+    return this.ending !== undefined
+  }
+
+  /** Hands `a` to a waiting taker or keeps it; `false` when full or done (then `a` is not taken). */
+  offer(a: A): boolean {
+    if (this.ending !== undefined) return false
+    const taker = this.takers.shift()
+    if (taker !== undefined) {
+      queueMicrotask(() => {
+        if (taker.cancelled) this.putBack(a)
+        else taker.resume(Effect.succeed(a))
+      })
+      return true
+    }
+    if (this.size >= this.capacity) return false
+    this.items.push(a)
+    return true
+  }
+
+  /** A message handed to a taker that went away goes back to the front. */
+  private putBack(a: A): void {
+    const taker = this.takers.shift()
+    if (taker !== undefined) {
+      queueMicrotask(() => {
+        if (taker.cancelled) this.putBack(a)
+        else taker.resume(Effect.succeed(a))
+      })
+      return
+    }
+    if (this.head > 0) this.items[--this.head] = a
+    else this.items.unshift(a)
+  }
+
+  /** The next message, if one waits. */
+  poll(): A | undefined {
+    if (this.head === this.items.length) return undefined
+    const a = this.items[this.head]!
+    this.items[this.head++] = undefined as A
+    if (this.head === this.items.length) {
+      this.items = []
+      this.head = 0
+    }
+    return a
+  }
+
+  /** Takes the next message, waiting for one; fails with `Cause.Done` after the end, or with the failure. */
+  readonly take: Effect.Effect<A, E | Cause.Done> = Effect.suspend(() => {
+    const a = this.poll()
+    if (a !== undefined) return Effect.succeed(a)
+    if (this.ending !== undefined) return this.ending
+    return Effect.callback<A, E | Cause.Done>((resume) => {
+      const taker: Taker<A, E> = { resume, cancelled: false }
+      this.takers.push(taker)
+      return Effect.sync(() => {
+        taker.cancelled = true
+        const i = this.takers.indexOf(taker)
+        if (i >= 0) this.takers.splice(i, 1)
+      })
+    })
+  })
+
+  /** Ends the mailbox: takers get what waits, then `Cause.Done`. */
+  end(): void {
+    this.finish(Exit.fail(Cause.Done()))
+  }
+
+  /** Fails the mailbox: takers get what waits, then `error`. */
+  fail(error: E): void {
+    this.finish(Exit.fail(error))
+  }
+
+  private finish(exit: Exit.Exit<never, E | Cause.Done>): void {
+    if (this.ending !== undefined) return
+    this.ending = exit
+    const takers = this.takers.splice(0)
+    for (const taker of takers) queueMicrotask(() => taker.cancelled || taker.resume(exit))
+  }
+}

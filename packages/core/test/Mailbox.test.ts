@@ -1,0 +1,66 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Cause, Effect, Exit, Fiber } from "effect"
+import { Mailbox } from "../src/internal/mailbox.ts"
+
+describe("Mailbox", () => {
+  it.effect("offers up to its capacity, then refuses", () =>
+    Effect.gen(function*() {
+      const mailbox = new Mailbox<number, string>(2)
+      assert.isTrue(mailbox.offer(1))
+      assert.isTrue(mailbox.offer(2))
+      assert.isFalse(mailbox.offer(3))
+      assert.strictEqual(yield* mailbox.take, 1)
+      assert.isTrue(mailbox.offer(3))
+      assert.strictEqual(yield* mailbox.take, 2)
+      assert.strictEqual(yield* mailbox.take, 3)
+      assert.strictEqual(mailbox.size, 0)
+    }))
+
+  it.effect("a waiting taker gets the next message", () =>
+    Effect.gen(function*() {
+      const mailbox = new Mailbox<string, never>(1)
+      const taker = yield* Effect.forkChild(mailbox.take)
+      yield* Effect.yieldNow
+      assert.strictEqual(mailbox.waiting, 1)
+      assert.isTrue(mailbox.offer("hi"))
+      assert.strictEqual(yield* Fiber.join(taker), "hi")
+    }))
+
+  it.effect("a message handed to a taker that was interrupted goes back to the front", () =>
+    Effect.gen(function*() {
+      const mailbox = new Mailbox<string, never>(4)
+      const first = yield* Effect.forkChild(mailbox.take)
+      yield* Effect.yieldNow
+      assert.isTrue(mailbox.offer("a")) // handed to `first`, delivered in a microtask
+      yield* Fiber.interrupt(first)
+      yield* Effect.promise(() => Promise.resolve()) // let the microtask run
+      assert.isTrue(mailbox.offer("b"))
+      assert.strictEqual(yield* mailbox.take, "a")
+      assert.strictEqual(yield* mailbox.take, "b")
+    }))
+
+  it.effect("messages before the end are taken, then Done", () =>
+    Effect.gen(function*() {
+      const mailbox = new Mailbox<number, string>(4)
+      mailbox.offer(1)
+      mailbox.end()
+      assert.isFalse(mailbox.offer(2))
+      assert.strictEqual(yield* mailbox.take, 1)
+      const exit = yield* Effect.exit(mailbox.take)
+      assert.isTrue(Exit.isFailure(exit) && Cause.isDone(Exit.findErrorOption(exit).pipe((o) => o._tag === "Some" ? o.value : undefined)))
+    }))
+
+  it.effect("messages before a failure are taken, then the failure; waiting takers get it too", () =>
+    Effect.gen(function*() {
+      const mailbox = new Mailbox<number, string>(4)
+      const waiting = new Mailbox<number, string>(4)
+      const taker = yield* Effect.forkChild(Effect.flip(waiting.take))
+      yield* Effect.yieldNow
+      waiting.fail("boom")
+      assert.strictEqual(yield* Fiber.join(taker), "boom")
+      mailbox.offer(7)
+      mailbox.fail("broken")
+      assert.strictEqual(yield* mailbox.take, 7)
+      assert.strictEqual(yield* Effect.flip(mailbox.take), "broken")
+    }))
+})
