@@ -247,6 +247,9 @@ const newEngine = (isClient: boolean): Engine => {
  * delivered in several are copied into one new buffer, as ws concatenates fragments (and frames
  * that straddle transport reads) into a new Buffer.
  */
+/** From this message size on, messages are received straight into their own buffer. */
+const MIN_DIRECT_START = 8192
+
 /** The least room added when the buffer of a message is full. */
 const MIN_TAIL = 16 * 1024
 
@@ -298,7 +301,10 @@ const oursDecode = (config: Config, wire: Wire): Session => {
           const type = action.bufferType
           if (type === BufferTypeCode.Utf8Message || type === BufferTypeCode.BinaryMessage) {
             if (accumulated === 0) {
+              // one chunk: a view (of the engine's buffer, or of the message buffer it was read into)
               messageBytes += view.length
+              if (view.buffer === accumulator.buffer) accumulator = EMPTY // that buffer is the message now
+              else sizeHint = view.length
             } else {
               accumulated = append(view, accumulated)
               const message = accumulator.subarray(0, accumulated)
@@ -314,13 +320,23 @@ const oursDecode = (config: Config, wire: Wire): Session => {
           if (engine.completeAction(action.id, 0) !== Status.Ok) fail("completeAction(deliver)", engine)
           // The rest of a message goes straight into its buffer (the websocket.h receive with an
           // application buffer), so large payloads are not copied through the engine's buffer.
-          if (engine.receive(accumulated === 0 ? undefined : tail(), undefined) !== Status.Ok) fail("receive", engine)
+          // When messages are large, the next one is received into a new buffer of the size of the
+          // last one from its start: the engine then reads its header on its own and the payload
+          // straight into that buffer.
+          if (engine.receive(accumulated === 0 ? start() : tail(), undefined) !== Status.Ok) fail("receive", engine)
           break
         }
         default:
           throw new Error(`unexpected action ${action.action}`)
       }
     }
+  }
+
+  /** The buffer for the next message when messages are large, `undefined` otherwise. */
+  const start = (): Uint8Array | undefined => {
+    if (sizeHint < MIN_DIRECT_START) return undefined
+    if (accumulator.length < sizeHint) accumulator = Buffer.allocUnsafe(sizeHint)
+    return accumulator
   }
 
   /** Room after the assembled part, grown when small. */
@@ -339,7 +355,7 @@ const oursDecode = (config: Config, wire: Wire): Session => {
   const append = (view: Uint8Array, at: number): number => {
     const need = at + view.length
     // already in place: received into the tail
-    if (at > 0 && view.buffer === accumulator.buffer && view.byteOffset === accumulator.byteOffset + at) return need
+    if (view.buffer === accumulator.buffer && view.byteOffset === accumulator.byteOffset + at) return need
     if (need > accumulator.length) {
       let capacity = at === 0 && sizeHint >= need ? sizeHint : 2 * Math.max(accumulator.length, view.length)
       while (capacity < need) capacity *= 2

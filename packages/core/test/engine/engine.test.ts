@@ -755,6 +755,35 @@ describe("chunking (spec 5.4)", () => {
     }
   })
 
+  it("with an application buffer of 8 KiB or more, a header is read on its own, then the payload into the buffer", () => {
+    const payload = counting(70000)
+    const wire = sendAndDrain(makeServer(), BinaryMessage, payload) // 82 7f <8-byte length> <payload>
+    const engine = makeClient({ receiveBufferSize: 65536 })
+    const app = new Uint8Array(70000)
+    const reads: Array<readonly [length: number, intoApp: boolean]> = []
+    let offset = 0
+    let received = 0
+    for (let guard = 0; guard < 20 && received < payload.length; guard++) {
+      assert.strictEqual(engine.receive(app.subarray(received), "r"), Status.Ok)
+      let step = next(engine, QueueCode.Receive)
+      while (step.action === ActionCode.ReceiveFromNetwork) {
+        const target = step.buffers[0]!
+        reads.push([target.length, target.buffer === app.buffer])
+        const n = Math.min(target.length, wire.length - offset)
+        target.set(wire.subarray(offset, offset + n))
+        offset += n
+        complete(engine, step, n)
+        step = next(engine, QueueCode.Receive)
+      }
+      expectAction(step, ActionCode.IndicateReceiveComplete)
+      received += step.buffers[0]!.length
+      complete(engine, step)
+    }
+    assert.deepStrictEqual(app, payload)
+    // 2 header bytes, the 8 bytes of the length, then the payload in receive-buffer-sized reads
+    assert.deepStrictEqual(reads, [[2, false], [8, false], [65536, true], [70000 - 65536, true]])
+  })
+
   it("an allocated buffer holds the receive buffer", () => {
     const allocated = new Uint8Array(256 + 4096 + 256)
     const engine = makeClient({ receiveBufferSize: 256, allocatedBuffer: allocated })
@@ -1297,7 +1326,8 @@ const backToBack = (clientSends: boolean, plan: Scenario) => {
   const result = feed(receiver, wire, {
     chunks: plan.chunks,
     drivePongs: plan.pongsOnSendQueue,
-    buffer: plan.appBuffer === 0 ? undefined : new Uint8Array(Math.max(4, plan.appBuffer))
+    // above 550, a buffer large enough for the engine to read headers on their own
+    buffer: plan.appBuffer === 0 ? undefined : new Uint8Array(plan.appBuffer > 550 ? 9000 : Math.max(4, plan.appBuffer))
   })
   assert.strictEqual(result.failed, undefined, receiver.failure?.message)
   for (const d of result.deliveries) {

@@ -17,6 +17,7 @@ import {
   encodeHeader,
   FrameHeader,
   HeaderError,
+  headerBytesMissing,
   isControlOpcode,
   isValidWireCloseCode,
   MAX_CLOSE_REASON_LENGTH,
@@ -127,6 +128,8 @@ const EMPTY = new Uint8Array(0)
 const RESERVE = 4
 const CONTROL_FRAME_LENGTH = MAX_HEADER_LENGTH + MAX_CONTROL_PAYLOAD
 const KEY_POOL_SIZE = 4096
+/** From this application buffer size on, headers are read on their own (see `receiveAction`). */
+const DIRECT_HEADER_THRESHOLD = 8192
 
 // Receive parser states.
 const RS_HEADER = 0
@@ -693,6 +696,10 @@ export class Engine {
       return Status.Ok
     }
     // make room and ask for bytes
+    // Micro-optimisation: a caller whose buffer is large expects large messages; the next header
+    // is then read on its own, so that the payload after it goes straight into that buffer.
+    const headerOnly = app !== undefined && app.length >= DIRECT_HEADER_THRESHOLD && this.rstate === RS_HEADER &&
+      this.carryLength === 0
     if (this.rstart === this.rend) {
       this.rstart = this.rend = this.unmaskedEnd = RESERVE
     } else if (this.rstart > RESERVE) {
@@ -705,7 +712,10 @@ export class Engine {
     out.action = ActionCode.ReceiveFromNetwork
     out.queue = QueueCode.Receive
     out.bufferCount = 1
-    out.buffer0 = this.rbuf.subarray(this.rend, this.rcap)
+    out.buffer0 = this.rbuf.subarray(
+      this.rend,
+      headerOnly ? this.rend + headerBytesMissing(this.rbuf, this.rstart, this.rend) : this.rcap
+    )
     out.context = this.receiveContext
     out.id = this.receiveOutId = this.newId()
     this.receiveOut = OUT_RECEIVE_READ

@@ -278,6 +278,24 @@ export const parseHeader = (header: FrameHeader, bytes: Uint8Array, start: numbe
 }
 
 /**
+ * How many more bytes the incomplete header at `bytes[start, end)` needs (RFC 6455 section 5.2):
+ * the first two bytes tell the length encoding and whether a masking key follows.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const headerBytesMissing = (bytes: Uint8Array, start: number, end: number): number => {
+  const available = end - start
+  if (available < BASE_HEADER_LENGTH) return BASE_HEADER_LENGTH - available
+  const b1 = bytes[start + 1]!
+  const code = b1 & LENGTH_BITS
+  const total = BASE_HEADER_LENGTH +
+    (code === LENGTH_16 ? EXTENDED_16_LENGTH : code === LENGTH_64 ? EXTENDED_64_LENGTH : 0) +
+    ((b1 & MASK_BIT) !== 0 ? MASK_KEY_LENGTH : 0)
+  return total - available
+}
+
+/**
  * The length of the minimal header for a payload of `payloadLength` bytes (RFC 6455 section 5.2):
  * 2, 4 or 10 bytes, plus 4 when masked.
  *
