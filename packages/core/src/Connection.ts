@@ -217,6 +217,9 @@ const copyOut = (view: Uint8Array): Uint8Array => {
   return copy
 }
 
+/** From this size of the last message on, the next one is received straight into a buffer of its own. */
+const DIRECT_MESSAGE_SIZE = 8192
+
 /** Messages counted before the metrics are updated (they are also updated when a connection waits for the network). */
 const METRIC_BATCH = 64
 
@@ -598,6 +601,16 @@ export const make = (
      */
     const accumulatorTail = (): Uint8Array | undefined =>
       accumulator.length - accumulated < 128 ? undefined : accumulator.subarray(accumulated)
+    /**
+     * When messages are large (the last one was 8 KiB or more), the buffer to receive the next one
+     * into from its start: the handle then reads the header on its own and binary payload goes
+     * straight into it. `undefined` otherwise.
+     */
+    const messageStart = (): Uint8Array | undefined => {
+      if (sizeHint < DIRECT_MESSAGE_SIZE) return undefined
+      if (accumulator.length < sizeHint) accumulator = new Uint8Array(sizeHint)
+      return accumulator
+    }
     const append = (view: Uint8Array) => {
       const need = accumulated + view.length
       if (view.buffer === accumulator.buffer && view.byteOffset === accumulator.byteOffset + accumulated) {
@@ -621,7 +634,20 @@ export const make = (
       const text = type === BufferType.BufferType.Utf8Message || type === BufferType.BufferType.Utf8Fragment
       let message: Message
       if (accumulated === 0) {
-        message = text ? textDecoder.decode(view) : copyOut(view)
+        sizeHint = view.length
+        if (view.buffer === accumulator.buffer) {
+          // received into the message buffer (see messageStart)
+          if (text) {
+            message = textDecoder.decode(view)
+          } else if (accumulator.length > 2 * view.length) {
+            message = view.slice()
+          } else {
+            message = view
+            accumulator = new Uint8Array(0)
+          }
+        } else {
+          message = text ? textDecoder.decode(view) : copyOut(view)
+        }
       } else {
         append(view)
         const joined = accumulator.length === accumulated ? accumulator : accumulator.subarray(0, accumulated)
@@ -646,7 +672,7 @@ export const make = (
         // The rest of a message that came in several chunks is received straight into its buffer
         // (the websocket.h receive with an application buffer): binary payload then skips the
         // handle's receive buffer.
-        if (engine.receive(accumulated === 0 ? undefined : accumulatorTail(), undefined) !== Status.Ok) return
+        if (engine.receive(accumulated === 0 ? messageStart() : accumulatorTail(), undefined) !== Status.Ok) return
         for (;;) {
           const status = engine.getAction(QueueCode.Receive, record)
           if (engine.pongWaiting) {
