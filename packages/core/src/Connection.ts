@@ -15,8 +15,9 @@ import { Cause, Deferred, Exit, Metric, Duration, Effect, Fiber, Option, Predica
 import type { HttpHeader } from "@effect-websocket/schema"
 import type { Scope } from "effect/Scope"
 import * as BufferType from "./BufferType.ts"
-import { ActionCode, ActionRecord, type Engine, QueueCode, Status } from "./internal/engine/engine.ts"
+import { ActionCode, ActionRecord, QueueCode, Status } from "./internal/engine/engine.ts"
 import { HandleState } from "./internal/engine/state.ts"
+import { engineError } from "./internal/engineError.ts"
 import { Mailbox } from "./internal/mailbox.ts"
 import * as Metrics from "./Metrics.ts"
 import type { HandleImpl } from "./internal/handle.ts"
@@ -228,20 +229,6 @@ const RETAINED_ACCUMULATOR = 1024 * 1024
 
 const textEncoder = new TextEncoder()
 const textDecoder = new TextDecoder()
-
-const engineError = (engine: Engine, operation: string): InvalidProtocolFormat | InvalidProtocolOperation => {
-  const error = engine.lastError!
-  if (error.status === Status.InvalidFormat) {
-    return new InvalidProtocolFormat(
-      error.closeStatus === undefined ? { message: error.message } : { message: error.message, closeStatus: error.closeStatus }
-    )
-  }
-  return new InvalidProtocolOperation(
-    error.closeStatus === undefined
-      ? { operation, state: engine.stateName, message: error.message }
-      : { operation, state: engine.stateName, message: error.message, closeStatus: error.closeStatus }
-  )
-}
 
 /**
  * Runs a connection over an open handle (its handshake complete) and a transport, owned by the
@@ -682,7 +669,7 @@ export const make = (
                 new TransportError({ message: "writing a pong failed" })))
             }
           }
-          if (status !== Status.Ok) return yield* failProtocol(engineError(engine, "getAction"))
+          if (status !== Status.Ok) return yield* failProtocol(engineError(engine, "getAction", "queue") as InvalidProtocolFormat | InvalidProtocolOperation)
           if (record.action === ActionCode.ReceiveFromNetwork) {
             const id = record.id
             reportMetrics()

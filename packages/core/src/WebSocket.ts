@@ -23,6 +23,7 @@ import * as Action from "./Action.ts"
 import * as BufferType from "./BufferType.ts"
 import { ActionRecord, Status } from "./internal/engine/engine.ts"
 import { HandleState } from "./internal/engine/state.ts"
+import { engineError } from "./internal/engineError.ts"
 import * as Handshake from "./internal/handshake.ts"
 import { HandleImpl, TypeId as HandleTypeId, type WebCryptoApi } from "./internal/handle.ts"
 import {
@@ -666,27 +667,6 @@ export const getGlobalProperty: {
 // Session functions
 // ---------------------------------------------------------------------------------------------
 
-/** Maps an engine status to the tagged error of the call. */
-const engineError = (handle: HandleImpl, operation: string, parameter: string) => {
-  const error = handle.engine.lastError!
-  switch (error.status) {
-    case Status.InvalidFormat:
-      return new InvalidProtocolFormat(
-        error.closeStatus === undefined
-          ? { message: error.message }
-          : { message: error.message, closeStatus: error.closeStatus }
-      )
-    case Status.InvalidParameter:
-      return new InvalidParameter({ parameter, message: error.message })
-    default:
-      return new InvalidProtocolOperation(
-        error.closeStatus === undefined
-          ? { operation, state: handle.stateName, message: error.message }
-          : { operation, state: handle.stateName, message: error.message, closeStatus: error.closeStatus }
-      )
-  }
-}
-
 /**
  * The body of a Close send: the status code and an optional reason (a string, or UTF-8 bytes) of
  * at most 123 bytes.
@@ -726,7 +706,7 @@ const sendImpl = (
     }
     return h.engine.send(type, payload, closeStatus, context) === Status.Ok
       ? Effect.void
-      : Effect.fail(engineError(h, "send", "buffer") as InvalidProtocolOperation | InvalidParameter)
+      : Effect.fail(engineError(h.engine, "send", "buffer") as InvalidProtocolOperation | InvalidParameter)
   })
 
 /**
@@ -790,7 +770,7 @@ export const receive: {
     const h = impl(handle)
     return h.engine.receive(buffer, context) === Status.Ok
       ? Effect.void
-      : Effect.fail(engineError(h, "receive", "buffer") as InvalidProtocolOperation | InvalidParameter)
+      : Effect.fail(engineError(h.engine, "receive", "buffer") as InvalidProtocolOperation | InvalidParameter)
   }))
 
 const NO_ACTION: Action.NoAction = { _tag: "NoAction", action: Action.ActionCode.NoAction }
@@ -891,7 +871,7 @@ export const getAction: {
     }
     return h.engine.getAction(code, record) === Status.Ok
       ? Effect.succeed(toAction(h, record))
-      : Effect.fail(engineError(h, "getAction", "queue") as InvalidProtocolFormat | InvalidProtocolOperation)
+      : Effect.fail(engineError(h.engine, "getAction", "queue") as InvalidProtocolFormat | InvalidProtocolOperation)
   }))
 
 /**
@@ -937,7 +917,7 @@ export const completeAction: {
     }
     return h.engine.completeAction(token.id, bytesTransferred) === Status.Ok
       ? Effect.void
-      : Effect.fail(engineError(h, "completeAction", "bytesTransferred") as InvalidProtocolOperation | InvalidParameter)
+      : Effect.fail(engineError(h.engine, "completeAction", "bytesTransferred") as InvalidProtocolOperation | InvalidParameter)
   }))
 
 /**
