@@ -7,6 +7,7 @@ import {
   complete,
   concat,
   contentOf,
+  codePoint,
   counting,
   decodeUtf8,
   drainSends,
@@ -18,6 +19,7 @@ import {
   feed,
   type FeedOptions,
   hex,
+  int,
   isUtf8,
   makeClient,
   makeEngine,
@@ -1216,26 +1218,6 @@ describe("abort (spec 3.10)", () => {
 // ---------------------------------------------------------------------------------------------
 // Client and server engines back to back (properties)
 // ---------------------------------------------------------------------------------------------
-
-const int = (minimum: number, maximum: number) => Arbitrary.schema(Schema.Int.check(Schema.isBetween({ minimum, maximum })))
-
-/** A code point by UTF-8 length class: ASCII, 2 bytes, 3 bytes (no surrogates), astral. */
-const codePoint = Arbitrary.all([int(0, 3), int(0, 0x10ffff)]).pipe(
-  Arbitrary.map(([kind, value]) => {
-    switch (kind) {
-      case 0:
-        return value % 0x80
-      case 1:
-        return 0x80 + (value % (0x800 - 0x80))
-      case 2: {
-        const cp = 0x800 + (value % (0x10000 - 0x800))
-        return cp >= 0xd800 && cp <= 0xdfff ? cp + 0x800 : cp
-      }
-      default:
-        return 0x10000 + (value % 0x100000)
-    }
-  })
-)
 
 /** Bytes from a 32-bit seed (xorshift), for long random payloads without a generated array per byte. */
 const seededBytes = (length: number, seed: number): Uint8Array => {

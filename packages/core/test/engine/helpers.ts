@@ -17,6 +17,7 @@ import {
 import { FrameHeader, parseHeader } from "../../src/internal/engine/frame.ts"
 import { applyMask } from "../../src/internal/engine/mask.ts"
 import { HandleState } from "../../src/internal/engine/state.ts"
+import { Arbitrary, Schema } from "effect"
 
 // ---------------------------------------------------------------------------------------------
 // Bytes
@@ -478,3 +479,30 @@ export const parseFrames = (wire: Uint8Array): Array<WireFrame> => {
   }
   return frames
 }
+
+/** An arbitrary integer from `minimum` to `maximum`. */
+export const int = (minimum: number, maximum: number) =>
+  Arbitrary.schema(Schema.Int.check(Schema.isBetween({ minimum, maximum })))
+
+const EDGE_CODE_POINTS = [0x00, 0x7f, 0x80, 0x7ff, 0x800, 0xd7ff, 0xe000, 0xfffd, 0xffff, 0x10000, 0x10ffff]
+
+/** A code point, by UTF-8 length class (ASCII, 2 bytes, 3 bytes without surrogates, astral), with the range edges over-represented. */
+export const codePoint = Arbitrary.all([int(0, 4), int(0, 0x10ffff)]).pipe(
+  Arbitrary.map(([kind, value]) => {
+    switch (kind) {
+      case 0:
+        return value % 0x80
+      case 1:
+        return 0x80 + (value % (0x800 - 0x80))
+      case 2: {
+        const cp = 0x800 + (value % (0x10000 - 0x800))
+        return cp >= 0xd800 && cp <= 0xdfff ? cp + 0x800 : cp
+      }
+      case 3:
+        return 0x10000 + (value % 0x100000)
+      default:
+        return EDGE_CODE_POINTS[value % EDGE_CODE_POINTS.length]!
+    }
+  })
+)
+

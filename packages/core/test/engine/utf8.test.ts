@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Arbitrary, Schema } from "effect"
+import { Arbitrary } from "effect"
 import {
   completeBoundary,
   isValidUtf8,
@@ -9,9 +9,8 @@ import {
   utf8Step,
   utf8StepSimple
 } from "../../src/internal/engine/utf8.ts"
+import { codePoint, hex, int } from "./helpers.ts"
 
-const hex = (s: string): Uint8Array =>
-  Uint8Array.from(s.replace(/\s+/g, "").match(/../g) ?? [], (h) => parseInt(h, 16))
 const encoder = new TextEncoder()
 const decoder = new TextDecoder("utf-8", { fatal: true })
 const nativeValid = (bytes: Uint8Array): boolean => {
@@ -39,31 +38,6 @@ const boundaryAtOrBefore = (bytes: Uint8Array, position: number): number => {
   while (i > 0 && i < bytes.length && (bytes[i]! & 0xc0) === 0x80) i--
   return i
 }
-
-const int = (minimum: number, maximum: number) =>
-  Arbitrary.schema(Schema.Int.check(Schema.isBetween({ minimum, maximum })))
-
-const EDGE_CODE_POINTS = [0x00, 0x7f, 0x80, 0x7ff, 0x800, 0xd7ff, 0xe000, 0xfffd, 0xffff, 0x10000, 0x10ffff]
-
-/** A code point, by UTF-8 length class, with the range edges over-represented. */
-const codePoint = Arbitrary.all([int(0, 4), int(0, 0x10ffff)]).pipe(
-  Arbitrary.map(([kind, value]) => {
-    switch (kind) {
-      case 0:
-        return value % 0x80
-      case 1:
-        return 0x80 + (value % (0x800 - 0x80))
-      case 2: {
-        const cp = 0x800 + (value % (0x10000 - 0x800))
-        return cp >= 0xd800 && cp <= 0xdfff ? cp + 0x800 : cp
-      }
-      case 3:
-        return 0x10000 + (value % 0x100000)
-      default:
-        return EDGE_CODE_POINTS[value % EDGE_CODE_POINTS.length]!
-    }
-  })
-)
 
 /** Valid UTF-8: up to 200 random code points, repeated up to `maxRepeat` times. */
 const utf8Text = (maxRepeat: number) =>
