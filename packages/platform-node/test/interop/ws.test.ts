@@ -6,7 +6,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Scope, Stream } from "effect"
 import * as Http from "node:http"
 import * as Path from "node:path"
-import { WebSocket as WsClient, WebSocketServer } from "ws"
+import { type ClientOptions, WebSocket as WsClient, WebSocketServer } from "ws"
 import { NodeClient, NodeServer } from "../../src/index.ts"
 import {
   bytesOfSize,
@@ -44,6 +44,24 @@ const BINARY_PIECES = [bytesOfSize(1000), new Uint8Array(0), bytesOfSize(70_000)
 const BINARY = Buffer.concat(BINARY_PIECES)
 
 const PING_PAYLOADS = [new Uint8Array(0), encoder.encode("hello"), bytesOfSize(125)]
+
+
+/** The HTTP response with which a server refuses a `ws` client's upgrade (fails if it accepts). */
+const refusal = (url: string, options: ClientOptions) =>
+  within(
+    Effect.callback<Http.IncomingMessage, Error>((resume) => {
+      const socket = new WsClient(url, options)
+      socket.on("unexpected-response", (_request, response) => {
+        resume(Effect.succeed(response))
+        socket.terminate()
+      })
+      socket.on("open", () => resume(Effect.fail(new Error("the upgrade was accepted"))))
+      socket.on("error", (error) => resume(Effect.fail(error)))
+      return Effect.sync(() => socket.terminate())
+    }),
+    10_000,
+    "the refusal"
+  )
 
 describe("ws client → our server", () => {
   for (const kind of KINDS) {
@@ -235,21 +253,11 @@ describe("ws client → our server", () => {
   it.live("a ws client speaking WebSocket version 8 gets 426 with Sec-WebSocket-Version: 13", () =>
     Effect.gen(function*() {
       const { server } = yield* echoServer()
-      const response = yield* within(
-        Effect.callback<{ readonly status: number | undefined; readonly version: unknown }, Error>((resume) => {
-          const socket = new WsClient(server.url, { protocolVersion: 8 })
-          socket.on("unexpected-response", (_request, response) => {
-            resume(Effect.succeed({ status: response.statusCode, version: response.headers["sec-websocket-version"] }))
-            socket.terminate()
-          })
-          socket.on("open", () => resume(Effect.fail(new Error("the upgrade was accepted"))))
-          socket.on("error", (error) => resume(Effect.fail(error)))
-          return Effect.sync(() => socket.terminate())
-        }),
-        10_000,
-        "the refusal"
+      const response = yield* refusal(server.url, { protocolVersion: 8 })
+      assert.deepStrictEqual(
+        { status: response.statusCode, version: response.headers["sec-websocket-version"] },
+        { status: 426, version: "13" }
       )
-      assert.deepStrictEqual(response, { status: 426, version: "13" })
     }))
 
   it.live("our authorize refusing a ws client answers with its status and headers", () =>
@@ -268,21 +276,11 @@ describe("ws client → our server", () => {
             )
           })
       })
-      const response = yield* within(
-        Effect.callback<{ readonly status: number | undefined; readonly challenge: unknown }, Error>((resume) => {
-          const socket = new WsClient(server.url, { origin: "http://example.com" })
-          socket.on("unexpected-response", (_request, response) => {
-            resume(Effect.succeed({ status: response.statusCode, challenge: response.headers["www-authenticate"] }))
-            socket.terminate()
-          })
-          socket.on("open", () => resume(Effect.fail(new Error("the upgrade was accepted"))))
-          socket.on("error", (error) => resume(Effect.fail(error)))
-          return Effect.sync(() => socket.terminate())
-        }),
-        10_000,
-        "the refusal"
+      const response = yield* refusal(server.url, { origin: "http://example.com" })
+      assert.deepStrictEqual(
+        { status: response.statusCode, challenge: response.headers["www-authenticate"] },
+        { status: 401, challenge: "Bearer" }
       )
-      assert.deepStrictEqual(response, { status: 401, challenge: "Bearer" })
       assert.deepStrictEqual(origins, ["http://example.com"])
       assert.strictEqual(yield* server.connections, 0)
     }))
