@@ -1031,34 +1031,27 @@ export class Engine {
       const kind = this.receiveOut
       this.receiveOut = OUT_NONE
       this.receiveOutId = 0
+      if (kind === OUT_RECEIVE_READ || kind === OUT_RECEIVE_DIRECT) {
+        const room = kind === OUT_RECEIVE_READ ? this.rcap - this.rend : this.directCapacity
+        if (!(bytesTransferred >= 0 && bytesTransferred <= room && Number.isInteger(bytesTransferred))) {
+          this.receiveOut = kind // the read stays outstanding
+          this.receiveOutId = id
+          return this.error(
+            Status.InvalidParameter,
+            `bytesTransferred must be an integer from 0 to ${room} for this receive, got ${bytesTransferred}`
+          )
+        }
+      }
       switch (kind) {
         case OUT_PONG:
           return this.completePong(bytesTransferred)
         case OUT_RECEIVE_READ: {
-          const room = this.rcap - this.rend
-          if (!(bytesTransferred >= 0 && bytesTransferred <= room && Number.isInteger(bytesTransferred))) {
-            this.receiveOut = kind
-            this.receiveOutId = id
-            return this.error(
-              Status.InvalidParameter,
-              `bytesTransferred must be an integer from 0 to ${room} for this receive, got ${bytesTransferred}`
-            )
-          }
           // "RECEIVE_FROM_NETWORK with 0: the receive is cancelled": the transport ended
           if (bytesTransferred === 0) this.eof = true
           else this.rend += bytesTransferred
           return Status.Ok
         }
         case OUT_RECEIVE_DIRECT: {
-          const room = this.directCapacity
-          if (!(bytesTransferred >= 0 && bytesTransferred <= room && Number.isInteger(bytesTransferred))) {
-            this.receiveOut = kind
-            this.receiveOutId = id
-            return this.error(
-              Status.InvalidParameter,
-              `bytesTransferred must be an integer from 0 to ${room} for this receive, got ${bytesTransferred}`
-            )
-          }
           if (bytesTransferred === 0) {
             this.eof = true
             return Status.Ok
