@@ -23,7 +23,7 @@ import {
   Status
 } from "../packages/core/src/internal/engine/engine.ts"
 import { HandleState } from "../packages/core/src/internal/engine/state.ts"
-import { formatNumber, formatRatio, median, printTable, sizeLabel } from "./report.ts"
+import { argument, formatNumber, formatRatio, median, printTable, sizeLabel } from "./report.ts"
 
 // ws exports its Receiver and Sender classes but @types/ws does not declare them.
 interface FrameOptions {
@@ -64,12 +64,6 @@ const { Receiver, Sender } = ws as unknown as {
 // ---------------------------------------------------------------------------------------------
 // Settings
 // ---------------------------------------------------------------------------------------------
-
-const argument = (name: string): string | undefined => {
-  const prefix = `--${name}=`
-  const found = process.argv.find((a) => a.startsWith(prefix))
-  return found === undefined ? undefined : found.slice(prefix.length)
-}
 
 const REPS = Math.max(1, Number(argument("reps") ?? 3))
 /** Timed milliseconds per measurement (one contender, one repetition). */

@@ -38,17 +38,11 @@ import { createRequire } from "node:module"
 import * as Os from "node:os"
 import { fileURLToPath } from "node:url"
 import type { RunRequest, RunResult, ToParent, ToWorker } from "./e2e-worker.ts"
-import { formatNumber, formatRatio, median, printTable, sizeLabel } from "./report.ts"
+import { argument, formatNumber, formatRatio, median, printTable, sizeLabel } from "./report.ts"
 
 // ---------------------------------------------------------------------------------------------
 // Settings
 // ---------------------------------------------------------------------------------------------
-
-const argument = (name: string): string | undefined => {
-  const prefix = `--${name}=`
-  const found = process.argv.find((a) => a.startsWith(prefix))
-  return found === undefined ? undefined : found.slice(prefix.length)
-}
 
 const REPS = Math.max(1, Number(argument("reps") ?? 3))
 /** Milliseconds during which new messages are sent, per measurement. */

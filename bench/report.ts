@@ -1,6 +1,14 @@
 /**
- * What the benchmarks share: size labels, medians, number formatting and the printed table.
+ * What the benchmarks share: command-line options, size labels, medians, number formatting and
+ * the printed table.
  */
+
+/** The value of `--name=value` on the command line, if given. */
+export const argument = (name: string): string | undefined => {
+  const prefix = `--${name}=`
+  const found = process.argv.find((a) => a.startsWith(prefix))
+  return found === undefined ? undefined : found.slice(prefix.length)
+}
 
 /** `16 B`, `1 KiB`, `1 MiB`. */
 export const sizeLabel = (size: number): string =>
