@@ -19,6 +19,7 @@ import { ActionCode, ActionRecord, QueueCode, Status } from "./internal/engine/e
 import { HandleState } from "./internal/engine/state.ts"
 import { engineError } from "./internal/engineError.ts"
 import { Mailbox } from "./internal/mailbox.ts"
+import { allocateUninitialized } from "./internal/runtime.ts"
 import * as Metrics from "./Metrics.ts"
 import type { HandleImpl } from "./internal/handle.ts"
 import type { Transport } from "./Transport.ts"
@@ -248,6 +249,8 @@ export const make = (
     const engine = h.engine
     // Every network write goes through the send queue under the wire lock, so frames never interleave.
     engine.pongsOnSendQueue = true
+    // Masked frames are built in buffers of their own that the transport keeps: no copy of them.
+    engine.allocateFrame = allocateUninitialized
     const closeTimeout = Duration.fromInputUnsafe(options?.closeTimeout ?? Duration.seconds(5))
     /** How long the answer to a peer's Close waits for the consumer to handle earlier messages. */
     const consumerGrace = Duration.min(closeTimeout, Duration.seconds(1))
@@ -424,10 +427,11 @@ export const make = (
     const writeAction = (
       id: number,
       buffers: ReadonlyArray<Uint8Array>,
-      bytes: number
+      bytes: number,
+      owned: boolean
     ): Effect.Effect<void, TransportError> => {
       // An interrupted write leaves the frame incomplete on the wire: cancel it on the handle.
-      const write = Effect.onInterrupt(transport.write(buffers), () =>
+      const write = Effect.onInterrupt(transport.write(buffers, owned), () =>
         Effect.andThen(
           Effect.sync(() => engine.completeAction(id, 0)),
           drainSendQueue
@@ -456,11 +460,11 @@ export const make = (
           case ActionCode.SendToNetwork: {
             const buffers = buffersOf(record)
             const bytes = record.bufferCount === 2 ? record.buffer0.length + record.buffer1.length : record.buffer0.length
-            if (transport.tryWrite !== undefined && transport.tryWrite(buffers)) {
+            if (transport.tryWrite !== undefined && transport.tryWrite(buffers, record.owned)) {
               engine.completeAction(record.id, bytes)
               continue
             }
-            return writeAction(record.id, buffers, bytes)
+            return writeAction(record.id, buffers, bytes, record.owned)
           }
           case ActionCode.IndicateSendComplete:
             engine.completeAction(record.id, 0)
@@ -595,7 +599,7 @@ export const make = (
      */
     const messageStart = (): Uint8Array | undefined => {
       if (sizeHint < DIRECT_MESSAGE_SIZE) return undefined
-      if (accumulator.length < sizeHint) accumulator = new Uint8Array(sizeHint)
+      if (accumulator.length < sizeHint) accumulator = allocateUninitialized(sizeHint)
       return accumulator
     }
     const append = (view: Uint8Array) => {
@@ -607,7 +611,7 @@ export const make = (
       if (need > accumulator.length) {
         let capacity = accumulated === 0 && sizeHint >= need ? sizeHint : Math.max(need, 2 * accumulator.length)
         if (capacity < need) capacity = need
-        const grown = new Uint8Array(capacity)
+        const grown = allocateUninitialized(capacity)
         if (accumulated > 0) grown.set(accumulator.subarray(0, accumulated))
         accumulator = grown
       }

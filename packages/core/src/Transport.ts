@@ -39,12 +39,14 @@ export class TransportError extends Schema.TaggedError<TransportError>()("Transp
  *
  * - `read(buffer)` waits for bytes, copies up to `buffer.length` into `buffer` and returns how
  *   many; 0 means the stream ended (the peer half-closed, or the transport was closed).
- * - `write(buffers)` writes the buffers in order, as one unit (writes never interleave), and
- *   completes once the transport no longer needs them: the caller may then reuse the memory. It
- *   waits while the transport's outgoing buffer is full (backpressure).
+ * - `write(buffers, owned?)` writes the buffers in order, as one unit (writes never interleave),
+ *   and completes once the transport no longer needs them: the caller may then reuse the memory.
+ *   It waits while the transport's outgoing buffer is full (backpressure). With `owned`, the
+ *   caller gives the buffers away (it never touches them again): the transport may keep them
+ *   instead of copying them.
  * - `end` half-closes: no more writes, the peer reads 0 once it has read everything.
  * - `close` closes both directions and releases the resource; idempotent.
- * - `tryWrite(buffers)`, optional, is `write` without waiting: it takes the buffers and returns
+ * - `tryWrite(buffers, owned?)`, optional, is `write` without waiting: it takes the buffers and returns
  *   `true` when it can do so at once (the caller may then reuse the memory), else it takes
  *   nothing and returns `false`, and the caller uses `write`. Connections use it to send without
  *   an effect per frame.
@@ -55,10 +57,10 @@ export class TransportError extends Schema.TaggedError<TransportError>()("Transp
 export interface Transport {
   readonly [TypeId]: typeof TypeId
   readonly read: (buffer: Uint8Array) => Effect.Effect<number, TransportError>
-  readonly write: (buffers: ReadonlyArray<Uint8Array>) => Effect.Effect<void, TransportError>
+  readonly write: (buffers: ReadonlyArray<Uint8Array>, owned?: boolean) => Effect.Effect<void, TransportError>
   readonly end: Effect.Effect<void>
   readonly close: Effect.Effect<void>
-  readonly tryWrite?: ((buffers: ReadonlyArray<Uint8Array>) => boolean) | undefined
+  readonly tryWrite?: ((buffers: ReadonlyArray<Uint8Array>, owned?: boolean) => boolean) | undefined
 }
 
 /**
@@ -117,15 +119,15 @@ export const tap = (
         Effect.sync(() => {
           if (n > 0) hooks.onRead?.(buffer.subarray(0, n))
         })),
-    write: (buffers) =>
+    write: (buffers, owned) =>
       Effect.suspend(() => {
         hooks.onWrite?.(buffers)
-        return transport.write(buffers)
+        return transport.write(buffers, owned)
       }),
     end: transport.end,
     close: transport.close,
-    tryWrite: transport.tryWrite === undefined ? undefined : (buffers) => {
-      const taken = transport.tryWrite!(buffers)
+    tryWrite: transport.tryWrite === undefined ? undefined : (buffers, owned) => {
+      const taken = transport.tryWrite!(buffers, owned)
       if (taken) hooks.onWrite?.(buffers)
       return taken
     }
@@ -191,20 +193,21 @@ const memoryEnd = (incoming: Pipe, outgoing: Pipe): Transport => {
         () => read(buffer)
       )
     })
-  const tryWrite = (buffers: ReadonlyArray<Uint8Array>): boolean => {
+  const tryWrite = (buffers: ReadonlyArray<Uint8Array>, owned?: boolean): boolean => {
     if (outgoing.broken || outgoing.ended || outgoing.buffered >= outgoing.highWaterMark) return false
-    push(buffers)
+    push(buffers, owned)
     return true
   }
-  const push = (buffers: ReadonlyArray<Uint8Array>) => {
+  const push = (buffers: ReadonlyArray<Uint8Array>, owned: boolean | undefined) => {
     for (const buffer of buffers) {
       if (buffer.length === 0) continue
-      outgoing.chunks.push(buffer.slice()) // the caller may reuse its memory once write completes
+      // the caller may reuse its memory once write completes, unless it gave the buffers away
+      outgoing.chunks.push(owned === true ? buffer : buffer.slice())
       outgoing.buffered += buffer.length
     }
     outgoing.wakeReader()
   }
-  const write = (buffers: ReadonlyArray<Uint8Array>): Effect.Effect<void, TransportError> =>
+  const write = (buffers: ReadonlyArray<Uint8Array>, owned?: boolean): Effect.Effect<void, TransportError> =>
     Effect.suspend(() => {
       if (outgoing.broken || outgoing.ended) {
         return Effect.fail(new TransportError({ message: "write after the transport was closed" }))
@@ -219,10 +222,10 @@ const memoryEnd = (incoming: Pipe, outgoing: Pipe): Transport => {
               if (i >= 0) outgoing.writersWaiting.splice(i, 1)
             })
           }),
-          () => write(buffers)
+          () => write(buffers, owned)
         )
       }
-      push(buffers)
+      push(buffers, owned)
       return Effect.void
     })
   const end = Effect.sync(() => {

@@ -227,4 +227,15 @@ describe("Transport.makeMemoryPair", () => {
       const got = yield* readExactly(b, 8)
       assert.strictEqual(decoder.decode(got), "original")
     }))
+
+  it.effect("owned buffers are kept as they are, not copied", () =>
+    Effect.gen(function*() {
+      const [a, b] = yield* Transport.makeMemoryPair()
+      const given = encoder.encode("given away")
+      assert.isTrue(a.tryWrite!([given], true))
+      // the transport holds the caller's memory itself: a change before the read shows
+      given[0] = 0x47 // "G"
+      yield* a.write([encoder.encode("!")], true)
+      assert.strictEqual(decoder.decode(yield* readExactly(b, 11)), "Given away!")
+    }))
 })

@@ -3,7 +3,8 @@
  *
  * Backpressure is real both ways: incoming data is buffered up to `highWaterMark` bytes, then the
  * socket is paused until the connection reads; outgoing data is buffered up to `writeBufferLimit`
- * bytes (copied, so the caller may reuse its memory at once), then writes wait for `drain`.
+ * bytes (copied, so the caller may reuse its memory at once, unless the caller gave the buffers
+ * away), then writes wait for `drain`.
  *
  * @since 0.1.0
  */
@@ -125,13 +126,21 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
    * Writes up to 64 KiB (a frame header and its payload, nearly always) are copied into one new
    * buffer that Node may keep as long as it likes, so the write completes at once while the
    * socket's buffer holds at most `writeBufferLimit` bytes: frames pipeline instead of waiting one
-   * event-loop turn each. Larger writes hand the caller's memory to Node and complete when Node is
-   * done with it. The writes of one tick leave together: the socket stays corked until the tick ends.
+   * event-loop turn each. Buffers the caller gives away (`owned`) are not copied, whatever their
+   * size, and complete the same way. Other larger writes hand the caller's memory to Node and
+   * complete when Node is done with it. The writes of one tick leave together: the socket stays
+   * corked until the tick ends.
    */
   let corked = false
   const uncork = () => {
     corked = false
     socket.uncork()
+  }
+  const corkUntilTickEnds = () => {
+    if (corked) return
+    corked = true
+    socket.cork()
+    process.nextTick(uncork)
   }
   /** Copies `buffers` into one buffer and writes it, the socket corked until the tick ends. */
   const copyAndWrite = (buffers: ReadonlyArray<Uint8Array>, total: number): void => {
@@ -141,11 +150,7 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
       copy.set(buffers[i]!, offset)
       offset += buffers[i]!.length
     }
-    if (!corked) {
-      corked = true
-      socket.cork()
-      process.nextTick(uncork)
-    }
+    corkUntilTickEnds()
     socket.write(copy)
   }
 
@@ -155,21 +160,32 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
     return total
   }
 
-  const tryWrite = (buffers: ReadonlyArray<Uint8Array>): boolean => {
+  /** Writes buffers given away by the caller as they are (Node keeps them until written), corked until the tick ends. */
+  const writeOwned = (buffers: ReadonlyArray<Uint8Array>): void => {
+    corkUntilTickEnds()
+    for (let i = 0; i < buffers.length; i++) socket.write(buffers[i]!)
+  }
+
+  const tryWrite = (buffers: ReadonlyArray<Uint8Array>, owned?: boolean): boolean => {
     if (failure !== undefined || socket.destroyed || !socket.writable || socket.writableLength > bufferLimit) return false
+    if (owned === true) {
+      writeOwned(buffers)
+      return true
+    }
     const total = totalLength(buffers)
     if (total > copyLimit) return false
     copyAndWrite(buffers, total)
     return true
   }
 
-  const write = (buffers: ReadonlyArray<Uint8Array>): Effect.Effect<void, Transport.TransportError> =>
+  const write = (buffers: ReadonlyArray<Uint8Array>, owned?: boolean): Effect.Effect<void, Transport.TransportError> =>
     Effect.suspend(() => {
       if (failure !== undefined) return Effect.fail(failure)
       if (socket.destroyed || !socket.writable) return Effect.fail(closedError())
-      const total = totalLength(buffers)
-      if (total <= copyLimit) {
-        copyAndWrite(buffers, total)
+      const total = owned === true ? 0 : totalLength(buffers)
+      if (owned === true || total <= copyLimit) {
+        if (owned === true) writeOwned(buffers)
+        else copyAndWrite(buffers, total)
         // Bounded buffering: the write completes at once while the socket holds at most
         // `bufferLimit` bytes not yet handed to the operating system, else when it drains.
         if (socket.writableLength <= bufferLimit) return Effect.void

@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Arbitrary, Schema } from "effect"
-import { ActionCode, BufferTypeCode, type Engine, QueueCode, Status } from "../../src/internal/engine/engine.ts"
+import { ActionCode, ActionRecord, BufferTypeCode, type Engine, QueueCode, Status } from "../../src/internal/engine/engine.ts"
 import { Opcode } from "../../src/internal/engine/frame.ts"
 import { HandleState } from "../../src/internal/engine/state.ts"
 import {
@@ -1358,4 +1358,57 @@ describe("client and server engines back to back", () => {
   it.prop("server to client: messages survive fragmenting, pings and any chunking", [scenario], ([plan]) => {
     backToBack(false, plan)
   }, { timeout: 20000, arbitrary: { runs: 40 } })
+})
+
+describe("masked frames in buffers of their own (allocateFrame)", () => {
+  it.prop("the wire is the same as from the send buffer, one new buffer per action", [scenario], ([plan]) => {
+    const plain = makeClient({ sendBufferSize: plan.sendBufferSize })
+    const owning = makeClient({ sendBufferSize: plan.sendBufferSize })
+    const allocated: Array<Uint8Array> = []
+    owning.allocateFrame = (size) => {
+      const buffer = new Uint8Array(size)
+      allocated.push(buffer)
+      return buffer
+    }
+    assert.deepStrictEqual(sendPlan(owning, plan).wire, sendPlan(plain, plan).wire)
+    assert.strictEqual(new Set(allocated).size, allocated.length, "no buffer is handed out twice")
+  }, { timeout: 20000, arbitrary: { runs: 40 } })
+
+  it("data frames come out owned (header and masked chunk together), control frames do not", () => {
+    const engine = makeClient({ sendBufferSize: 8 })
+    engine.allocateFrame = (size) => new Uint8Array(size)
+    const record = new ActionRecord()
+    const actions: Array<{ owned: boolean; bytes: Uint8Array; count: number }> = []
+    const drain = () => {
+      for (;;) {
+        assert.strictEqual(engine.getAction(QueueCode.Send, record), Status.Ok)
+        if (record.action === ActionCode.NoAction) return
+        const n = record.action === ActionCode.SendToNetwork
+          ? record.buffer0.length + (record.bufferCount === 2 ? record.buffer1.length : 0)
+          : 0
+        if (record.action === ActionCode.SendToNetwork) {
+          actions.push({ owned: record.owned, bytes: record.buffer0, count: record.bufferCount })
+        }
+        assert.strictEqual(engine.completeAction(record.id, n), Status.Ok)
+      }
+    }
+    const payload = counting(20)
+    assert.strictEqual(engine.send(BinaryMessage, payload, undefined, undefined), Status.Ok)
+    drain()
+    assert.strictEqual(engine.send(PingPong, utf8("hi"), undefined, undefined), Status.Ok)
+    drain()
+    // 20 bytes in chunks of at most 8: header + 8, 8, 4; then the ping
+    assert.deepStrictEqual(actions.map((a) => [a.owned, a.count, a.bytes.length]), [
+      [true, 1, 6 + 8],
+      [true, 1, 8],
+      [true, 1, 4],
+      [false, 1, 6 + 2]
+    ])
+    const frame = parseFrames(concat(actions.slice(0, 3).map((a) => a.bytes)))
+    assert.strictEqual(frame.length, 1)
+    assert.isTrue(frame[0]!.masked)
+    assert.deepStrictEqual(frame[0]!.payload, payload)
+    // the payload is untouched
+    assert.deepStrictEqual(payload, counting(20))
+  })
 })

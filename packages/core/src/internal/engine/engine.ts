@@ -94,6 +94,11 @@ export class ActionRecord {
   context: unknown = undefined
   /** The action context: pass it to `completeAction`. */
   id = 0
+  /**
+   * SendToNetwork: the buffers were made for this action only (see {@link Engine.allocateFrame}):
+   * the engine never touches them again, so the driver may hand them to the transport to keep.
+   */
+  owned = false
 }
 
 /**
@@ -191,6 +196,13 @@ export class Engine {
   private readonly randomFill: (bytes: Uint8Array) => void
   /** See {@link EngineOptions.pongsOnSendQueue}; a driver may switch it on when it takes over a handle. */
   pongsOnSendQueue: boolean
+  /**
+   * Where masked data frames are built. `undefined` (websocket.h): in the handle's send buffer,
+   * which the next action reuses. A driver that does not want to copy what it writes sets an
+   * allocator: each SendToNetwork of a masked data frame is then one new buffer (the header and
+   * the masked chunk together), marked {@link ActionRecord.owned}.
+   */
+  allocateFrame: ((size: number) => Uint8Array) | undefined = undefined
 
   // ---- memory ----
   /** Receive buffer: RESERVE bytes, then receiveBufferSize bytes read from the network. */
@@ -515,6 +527,7 @@ export class Engine {
    */
   getAction(queue: number, out: ActionRecord): Status {
     out.action = ActionCode.NoAction
+    out.owned = false
     out.bufferCount = 0
     out.bufferType = 0
     out.context = undefined
@@ -569,6 +582,8 @@ export class Engine {
       out.bufferCount = 1
       out.buffer0 = this.controlFrame.subarray(0, this.sendFrameLength)
       this.sendOutBytes = this.sendFrameLength
+    } else if (!this.sendDirect && this.allocateFrame !== undefined) {
+      this.emitOwnedChunk(out, this.allocateFrame)
     } else {
       const payload = this.sendPayload
       const remaining = payload.length - this.sendOffset
@@ -605,6 +620,25 @@ export class Engine {
     out.id = this.sendOutId = this.newId()
     this.sendOut = OUT_SEND_FRAME
     return true
+  }
+
+  /** The next chunk of a masked data frame (the header before the first) in a new buffer of its own. */
+  private emitOwnedChunk(out: ActionRecord, allocate: (size: number) => Uint8Array): void {
+    const payload = this.sendPayload
+    const offset = this.sendOffset
+    const remaining = payload.length - offset
+    const length = remaining < this.sbuf.length ? remaining : this.sbuf.length
+    const headerLength = this.sendHeaderSent ? 0 : this.sendHeaderLength
+    const frame = allocate(headerLength + length)
+    if (headerLength > 0) frame.set(this.headerViews[headerLength]!, 0)
+    maskInto(payload, offset, offset + length, frame, headerLength, this.sendKey, offset & 3)
+    this.sendChunkLength = length
+    this.sendOutBytes = headerLength + length
+    out.action = ActionCode.SendToNetwork
+    out.buffer0 = frame
+    out.bufferCount = 1
+    out.owned = true
+    if (offset + length < payload.length) this.wireOwner = WIRE_SEND
   }
 
   /**

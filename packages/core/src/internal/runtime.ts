@@ -1,0 +1,38 @@
+/**
+ * Fast paths the runtime offers, found by feature detection: Node's `buffer` module through
+ * `process.getBuiltinModule`, with no platform import. Elsewhere every export falls back to
+ * plain JavaScript.
+ *
+ * @since 0.1.0
+ */
+
+interface BufferModule {
+  readonly isUtf8?: unknown
+  readonly Buffer?: { readonly allocUnsafe?: unknown }
+}
+
+const bufferModule: BufferModule | undefined = (() => {
+  const runtime = (globalThis as { readonly process?: { readonly getBuiltinModule?: (id: string) => unknown } }).process
+  return runtime?.getBuiltinModule?.("buffer") as BufferModule | undefined
+})()
+
+/**
+ * A UTF-8 validator that builds no string (Node's `buffer.isUtf8`), or `undefined`. Measured on
+ * Node 24: 20 ns at 125 bytes, 42 ns at 1 KiB, 1.8 µs at 64 KiB.
+ */
+export const nativeIsUtf8: ((input: Uint8Array) => boolean) | undefined = typeof bufferModule?.isUtf8 === "function"
+  ? bufferModule.isUtf8 as (input: Uint8Array) => boolean
+  : undefined
+
+const nativeAllocUnsafe = typeof bufferModule?.Buffer?.allocUnsafe === "function"
+  ? bufferModule.Buffer.allocUnsafe as (size: number) => Uint8Array<ArrayBuffer>
+  : undefined
+
+/**
+ * `size` bytes whose content is unspecified, for memory that is written in full before it is read:
+ * Node's `Buffer.allocUnsafe` (no zero fill; small sizes come from a shared pool), else a new
+ * `Uint8Array`.
+ */
+export const allocateUninitialized: (size: number) => Uint8Array<ArrayBuffer> = nativeAllocUnsafe === undefined
+  ? (size) => new Uint8Array(size)
+  : (size) => nativeAllocUnsafe(size)

@@ -1,0 +1,93 @@
+/**
+ * Tests of `NodeTransport.fromDuplex` over real loopback TCP sockets: reads and writes, copied and
+ * owned buffers, and backpressure both ways.
+ */
+import { Transport } from "@effect-websocket/core"
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Fiber } from "effect"
+import * as Net from "node:net"
+import { NodeTransport } from "../src/index.ts"
+
+/** A connected pair of loopback sockets (client end, server end), destroyed with the scope. */
+const socketPair = Effect.acquireRelease(
+  Effect.callback<readonly [Net.Socket, Net.Socket, Net.Server]>((resume) => {
+    const server = Net.createServer()
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as Net.AddressInfo
+      server.once("connection", (accepted) => resume(Effect.succeed([client, accepted, server] as const)))
+      const client = Net.connect(port, "127.0.0.1")
+    })
+  }),
+  ([client, accepted, server]) =>
+    Effect.sync(() => {
+      client.destroy()
+      accepted.destroy()
+      server.close()
+    })
+)
+
+/** Reads exactly `length` bytes. */
+const readExactly = (transport: Transport.Transport, length: number) =>
+  Effect.gen(function*() {
+    const out = new Uint8Array(length)
+    let got = 0
+    while (got < length) {
+      const n = yield* transport.read(out.subarray(got))
+      if (n === 0) return yield* Effect.die(`the stream ended after ${got} of ${length} bytes`)
+      got += n
+    }
+    return out
+  })
+
+const pattern = (length: number, seed: number) => Uint8Array.from({ length }, (_, i) => (i * 31 + seed) & 0xff)
+
+describe("NodeTransport.fromDuplex", () => {
+  it.live("copied writes may be reused at once; owned buffers go out as they are, whatever their size", () =>
+    Effect.gen(function*() {
+      const [client, accepted] = yield* socketPair
+      const a = NodeTransport.fromDuplex(client)
+      const b = NodeTransport.fromDuplex(accepted)
+      const small = pattern(100, 1)
+      assert.isTrue(a.tryWrite!([small.subarray(0, 10), small.subarray(10)]))
+      small.fill(0) // copied: the write completed, the memory is the caller's again
+      const owned = pattern(300 * 1024, 2) // larger than any copy
+      assert.isTrue(a.tryWrite!([owned], true))
+      yield* a.write([pattern(70 * 1024, 3)], true)
+      yield* a.write([pattern(10, 4)])
+      assert.deepStrictEqual(yield* readExactly(b, 100), pattern(100, 1))
+      assert.deepStrictEqual(yield* readExactly(b, 300 * 1024), pattern(300 * 1024, 2))
+      assert.deepStrictEqual(yield* readExactly(b, 70 * 1024), pattern(70 * 1024, 3))
+      assert.deepStrictEqual(yield* readExactly(b, 10), pattern(10, 4))
+      yield* a.end
+      assert.strictEqual(yield* b.read(new Uint8Array(8)), 0)
+    }))
+
+  it.live("a peer that does not read makes writes wait: the socket holds at most writeBufferLimit bytes", () =>
+    Effect.gen(function*() {
+      const [client, accepted] = yield* socketPair
+      accepted.pause() // nobody reads on the other end
+      const limit = 256 * 1024
+      const a = NodeTransport.fromDuplex(client, { writeBufferLimit: limit })
+      const chunk = pattern(64 * 1024, 5)
+      // far more than the kernel buffers: owned writes are taken until the socket's buffer is full
+      const writer = yield* Effect.forkChild(Effect.gen(function*() {
+        for (let i = 0; i < 2000; i++) yield* a.write([chunk], true)
+      }))
+      yield* Effect.sleep("200 millis")
+      assert.isUndefined(writer.pollUnsafe(), "the writer waits")
+      assert.isAtMost(client.writableLength, limit + chunk.length, "bounded buffering")
+      assert.isFalse(a.tryWrite!([chunk], true), "tryWrite refuses while the socket is full")
+      yield* Fiber.interrupt(writer)
+    }))
+
+  it.live("reading pauses the socket once highWaterMark bytes wait, and resumes as they are read", () =>
+    Effect.gen(function*() {
+      const [client, accepted] = yield* socketPair
+      const b = NodeTransport.fromDuplex(accepted, { highWaterMark: 16 * 1024 })
+      const total = 512 * 1024
+      client.write(pattern(total, 6))
+      yield* Effect.sleep("100 millis")
+      assert.isTrue(accepted.isPaused(), "paused while the transport holds highWaterMark bytes")
+      assert.deepStrictEqual(yield* readExactly(b, total), pattern(total, 6))
+    }))
+})
