@@ -786,6 +786,57 @@ describe("chunking (spec 5.4)", () => {
     assert.deepStrictEqual(reads, [[2, false], [8, false], [65536, true], [70000 - 65536, true]])
   })
 
+  it("short direct reads gather in the caller's buffer: one delivery per chunk, and what was read comes before the end", () => {
+    for (const isClient of [true, false]) {
+      const payload = counting(70000)
+      const wire = sendAndDrain(makeEngine(!isClient), BinaryMessage, payload)
+      const engine = makeEngine(isClient, { receiveBufferSize: 65536 })
+      const app = new Uint8Array(70000)
+      const deliveries: Array<readonly [type: number, length: number]> = []
+      let offset = 0
+      let received = 0
+      while (received < payload.length) {
+        assert.strictEqual(engine.receive(app.subarray(received), "r"), Status.Ok)
+        let step = next(engine, QueueCode.Receive)
+        while (step.action === ActionCode.ReceiveFromNetwork) {
+          const n = Math.min(step.buffers[0]!.length, wire.length - offset, 1000) // 1000 bytes per read
+          step.buffers[0]!.set(wire.subarray(offset, offset + n))
+          offset += n
+          complete(engine, step, n)
+          step = next(engine, QueueCode.Receive)
+        }
+        expectAction(step, ActionCode.IndicateReceiveComplete)
+        deliveries.push([step.bufferType, step.buffers[0]!.length])
+        received += step.buffers[0]!.length
+        complete(engine, step)
+      }
+      assert.deepStrictEqual(deliveries, [[BinaryFragment, 65536], [BinaryMessage, 70000 - 65536]])
+      assert.deepStrictEqual(app, payload)
+    }
+    // the transport ends in the middle of a chunk: the bytes read so far are delivered, then the end
+    const wire = sendAndDrain(makeServer(), BinaryMessage, counting(20000))
+    const engine = makeClient({ receiveBufferSize: 65536 })
+    const app = new Uint8Array(20000)
+    assert.strictEqual(engine.receive(app, "r"), Status.Ok)
+    const sent = wire.length - 100 // the last 100 bytes never come
+    let offset = 0
+    let step = next(engine, QueueCode.Receive)
+    while (step.action === ActionCode.ReceiveFromNetwork) {
+      const n = Math.min(step.buffers[0]!.length, sent - offset, 5000)
+      step.buffers[0]!.set(wire.subarray(offset, offset + n))
+      offset += n
+      complete(engine, step, n) // 0 once everything sent was read: the transport ended
+      step = next(engine, QueueCode.Receive)
+    }
+    expectAction(step, ActionCode.IndicateReceiveComplete)
+    assert.deepStrictEqual([step.bufferType, step.buffers[0]!.length], [BinaryFragment, 20000 - 100])
+    assert.deepStrictEqual(step.buffers[0], counting(20000).subarray(0, 19900))
+    complete(engine, step)
+    assert.strictEqual(engine.receive(app, "r"), Status.Ok)
+    step = expectAction(next(engine, QueueCode.Receive), ActionCode.IndicateReceiveComplete)
+    assert.deepStrictEqual([step.bufferType, step.closeStatus], [Close, 1006])
+  })
+
   it("an allocated buffer holds the receive buffer", () => {
     const allocated = new Uint8Array(256 + 4096 + 256)
     const engine = makeClient({ receiveBufferSize: 256, allocatedBuffer: allocated })

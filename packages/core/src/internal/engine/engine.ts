@@ -282,6 +282,8 @@ export class Engine {
   private directLength = 0
   /** Room handed out for a direct read. */
   private directCapacity = 0
+  /** Payload bytes the direct reads into the caller's buffer gather before they are delivered. */
+  private directTarget = 0
   private deliverType = 0
   private deliverStart = 0
   private deliverEnd = 0
@@ -545,6 +547,19 @@ export class Engine {
     return Status.Ok
   }
 
+  /** Hands out a read of payload straight into `room`, a part of the caller's receive buffer. */
+  private readDirect(out: ActionRecord, room: Uint8Array): Status {
+    out.action = ActionCode.ReceiveFromNetwork
+    out.queue = QueueCode.Receive
+    out.bufferCount = 1
+    out.buffer0 = room
+    out.context = this.receiveContext
+    out.id = this.receiveOutId = this.newId()
+    this.directCapacity = room.length
+    this.receiveOut = OUT_RECEIVE_DIRECT
+    return Status.Ok
+  }
+
   private newId(): number {
     const id = this.nextId
     this.nextId = id === 0x7fffffff ? 1 : id + 1
@@ -692,13 +707,18 @@ export class Engine {
     if (this.failure !== undefined) {
       return this.error(this.failure.status, this.failure.message, this.failure.closeStatus)
     }
+    if (this.directLength > 0 && (this.eof || this.directLength >= this.directTarget)) {
+      this.deliverKind = DELIVER_DIRECT
+      return this.deliver(out)
+    }
     if (this.eof) {
       this.deliverKind = DELIVER_EOF
       return this.deliver(out)
     }
     if (this.directLength > 0) {
-      this.deliverKind = DELIVER_DIRECT
-      return this.deliver(out)
+      // Micro-optimisation: a short direct read is followed by more, into the same buffer, until
+      // the chunk is whole: one delivery per chunk rather than one per transport read.
+      return this.readDirect(out, this.receiveBuffer!.subarray(this.directLength, this.directTarget))
     }
     const parsed = this.parse()
     if (parsed === PARSE_DELIVER) return this.deliver(out)
@@ -719,15 +739,8 @@ export class Engine {
       // a chunk never exceeds the receive buffer size, wherever it is read to
       let n = app.length < this.payloadRemaining ? app.length : this.payloadRemaining
       if (n > this.receiveBufferSize) n = this.receiveBufferSize
-      out.action = ActionCode.ReceiveFromNetwork
-      out.queue = QueueCode.Receive
-      out.bufferCount = 1
-      out.buffer0 = n === app.length ? app : app.subarray(0, n)
-      out.context = this.receiveContext
-      out.id = this.receiveOutId = this.newId()
-      this.directCapacity = n
-      this.receiveOut = OUT_RECEIVE_DIRECT
-      return Status.Ok
+      this.directTarget = n
+      return this.readDirect(out, n === app.length ? app : app.subarray(0, n))
     }
     // make room and ask for bytes
     // Micro-optimisation: a caller whose buffer is large expects large messages; the next header
@@ -1090,11 +1103,12 @@ export class Engine {
             this.eof = true
             return Status.Ok
           }
+          const from = this.directLength
           if (this.frameMasked) {
-            applyMask(this.receiveBuffer!, 0, bytesTransferred, this.header.maskKey, this.payloadMaskOffset & 3)
+            applyMask(this.receiveBuffer!, from, from + bytesTransferred, this.header.maskKey, this.payloadMaskOffset & 3)
             this.payloadMaskOffset += bytesTransferred
           }
-          this.directLength = bytesTransferred
+          this.directLength = from + bytesTransferred
           return Status.Ok
         }
         default: // OUT_RECEIVE_DELIVER
