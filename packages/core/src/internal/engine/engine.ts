@@ -31,7 +31,8 @@ import { ActionCode, ActionQueue as QueueCode } from "../../Action.ts"
 import { BufferType as BufferTypeCode } from "../../BufferType.ts"
 import { applyMask, maskInto } from "./mask.ts"
 import { HandleState, stateNames } from "./state.ts"
-import { completeBoundary, isValidUtf8, UTF8_ACCEPT, UTF8_REJECT, utf8Step } from "./utf8.ts"
+import { nativeIsUtf8 } from "../runtime.ts"
+import { completeBoundary, isValidUtf8, UTF8_ACCEPT, UTF8_IS_UTF8_THRESHOLD, UTF8_REJECT, utf8Step } from "./utf8.ts"
 
 // The websocket.h constants, from the public modules (plain values, no effect import).
 export { ActionCode, ActionQueue as QueueCode } from "../../Action.ts"
@@ -284,6 +285,8 @@ export class Engine {
   private directCapacity = 0
   /** Payload bytes the direct reads into the caller's buffer gather before they are delivered. */
   private directTarget = 0
+  /** The view of the prepared delivery when validation already made it (see `parse`). */
+  private deliverView: Uint8Array | undefined = undefined
   private deliverType = 0
   private deliverStart = 0
   private deliverEnd = 0
@@ -865,7 +868,19 @@ export class Engine {
               this.payloadMaskOffset += end - from
             }
             if (this.messageOpcode === Opcode.Text && this.verifyUtf8) {
-              const state = utf8Step(this.utf8State, buf, from, end)
+              let state: number
+              if (
+                nativeIsUtf8 !== undefined && from === start && end - start === this.payloadRemaining && this.frameFin &&
+                this.utf8State === UTF8_ACCEPT && end - start >= UTF8_IS_UTF8_THRESHOLD
+              ) {
+                // Micro-optimisation: the last frame of a message, whole in one piece, is validated
+                // through the view that is then delivered (one view fewer, about 20 ns).
+                const view = buf.subarray(start, end)
+                state = nativeIsUtf8(view) ? UTF8_ACCEPT : UTF8_REJECT
+                this.deliverView = view
+              } else {
+                state = utf8Step(this.utf8State, buf, from, end)
+              }
               if (state === UTF8_REJECT) {
                 return this.fail(Status.InvalidFormat, 1007, "a text message is not valid UTF-8")
               }
@@ -1020,7 +1035,11 @@ export class Engine {
         out.bufferType = finalChunk
           ? (text ? BufferTypeCode.Utf8Message : BufferTypeCode.BinaryMessage)
           : (text ? BufferTypeCode.Utf8Fragment : BufferTypeCode.BinaryFragment)
-        let view = this.rbuf.subarray(start, end)
+        const made = this.deliverView
+        this.deliverView = undefined
+        let view = made !== undefined && made.length === end - start && made.byteOffset === this.rbuf.byteOffset + start
+          ? made
+          : this.rbuf.subarray(start, end)
         if (app !== undefined) {
           app.set(view, 0)
           view = app.subarray(0, end - start)
