@@ -513,6 +513,61 @@ describe("UTF-8 (RFC 6455 sections 5.6 and 8.1)", () => {
   })
 })
 
+describe("UTF-8 read straight into the caller's buffer", () => {
+  /** About 30 KB of text with 1- to 4-byte code points, so that reads cut code points. */
+  const longText = "a€😀ßxyz日本".repeat(1500)
+  const options = (chunks: number) => ({ chunks, buffer: new Uint8Array(9000) })
+
+  it("code points cut by reads and chunks come out whole, every chunk valid on its own", () => {
+    for (const isClient of [true, false]) {
+      const wire = sendAndDrain(makeEngine(!isClient), Utf8Message, utf8(longText))
+      for (const chunks of [1000, 777, 4099, 3]) {
+        const result = feed(makeEngine(isClient, { receiveBufferSize: 4096 }), wire, options(chunks))
+        assert.strictEqual(result.failed, undefined)
+        for (const d of result.deliveries) {
+          assert.isTrue(isUtf8(d.data), "each chunk is valid UTF-8")
+          assert.isAtMost(d.data.length, 4096)
+        }
+        assert.strictEqual(result.deliveries.at(-1)!.bufferType, Utf8Message)
+        assert.strictEqual(decodeUtf8(concat(result.deliveries.map((d) => d.data))), longText)
+      }
+    }
+  })
+
+  it("a fragmented message whose frames cut code points", () => {
+    const payload = utf8(longText)
+    const sender = makeServer()
+    const cuts = [0, 10001, 20002, payload.length]
+    const parts: Array<Uint8Array> = []
+    for (let i = 0; i + 1 < cuts.length; i++) {
+      parts.push(sendAndDrain(sender, i + 2 === cuts.length ? Utf8Message : Utf8Fragment, payload.subarray(cuts[i]!, cuts[i + 1]!)))
+    }
+    const result = feed(makeClient({ receiveBufferSize: 4096 }), concat(parts), options(1500))
+    assert.strictEqual(result.failed, undefined)
+    for (const d of result.deliveries) assert.isTrue(isUtf8(d.data))
+    assert.strictEqual(decodeUtf8(concat(result.deliveries.map((d) => d.data))), longText)
+  })
+
+  it("invalid UTF-8 fails (1007) and nothing invalid is delivered", () => {
+    const payload = utf8(longText)
+    payload[25000] = 0xff
+    const wire = sendAndDrain(makeServer(), Utf8Message, payload)
+    const engine = makeClient({ receiveBufferSize: 4096 })
+    const result = feed(engine, wire, options(1000))
+    expectFailure(engine, result, Status.InvalidFormat, 1007, /not valid UTF-8/)
+    for (const d of result.deliveries) assert.isTrue(isUtf8(d.data))
+    assert.isBelow(concat(result.deliveries.map((d) => d.data)).length, 25000)
+  })
+
+  it("a long text message that ends inside a code point (1007)", () => {
+    const payload = concat([utf8(longText), hex("e282")])
+    const wire = sendAndDrain(makeServer(), Utf8Message, payload)
+    const engine = makeClient({ receiveBufferSize: 4096 })
+    const result = feed(engine, wire, options(1000))
+    expectFailure(engine, result, Status.InvalidFormat, 1007, /ends inside a UTF-8 sequence/)
+  })
+})
+
 describe("closing (RFC 6455 sections 5.5.1 and 7.4)", () => {
   it("an invalid UTF-8 close reason (1007)", () => {
     failing(true, "88 04 03e8 c328", Status.InvalidFormat, 1007, /close reason is not valid UTF-8/)

@@ -134,6 +134,8 @@ const EMPTY = new Uint8Array(0)
 const RESERVE = 4
 const CONTROL_FRAME_LENGTH = MAX_HEADER_LENGTH + MAX_CONTROL_PAYLOAD
 const KEY_POOL_SIZE = 4096
+/** The least chunk a text message is read straight into the caller's buffer in: room for whole code points. */
+const MIN_DIRECT_TEXT = 8
 /** From this application buffer size on, headers are read on their own (see `receiveAction`). */
 const DIRECT_HEADER_THRESHOLD = 8192
 
@@ -736,14 +738,26 @@ export class Engine {
     }
     // PARSE_NEED_MORE
     const app = this.receiveBuffer
-    if (app !== undefined && this.rstate === RS_PAYLOAD && this.rstart === this.rend && this.messageOpcode === Opcode.Binary) {
-      // Micro-optimisation: binary payload goes straight into the caller's buffer, not through the
-      // receive buffer (one copy fewer for large messages).
+    if (app !== undefined && this.rstate === RS_PAYLOAD) {
+      // Micro-optimisation: payload goes straight into the caller's buffer, not through the receive
+      // buffer (one copy fewer for large messages). Text may start with the held-back bytes of an
+      // incomplete code point (already unmasked and checked), which move to the caller's buffer first.
+      const pending = this.rend - this.rstart
       // a chunk never exceeds the receive buffer size, wherever it is read to
       let n = app.length < this.payloadRemaining ? app.length : this.payloadRemaining
       if (n > this.receiveBufferSize) n = this.receiveBufferSize
-      this.directTarget = n
-      return this.readDirect(out, n === app.length ? app : app.subarray(0, n))
+      if (
+        pending === 0 ? this.messageOpcode === Opcode.Binary || n >= MIN_DIRECT_TEXT :
+          this.messageOpcode === Opcode.Text && n >= MIN_DIRECT_TEXT && pending < 4 && this.unmaskedEnd >= this.rend
+      ) {
+        if (pending > 0) {
+          app.set(this.rbuf.subarray(this.rstart, this.rend), 0)
+          this.rstart = this.rend
+        }
+        this.directLength = pending
+        this.directTarget = n
+        return this.readDirect(out, pending === 0 && n === app.length ? app : app.subarray(pending, n))
+      }
     }
     // make room and ask for bytes
     // Micro-optimisation: a caller whose buffer is large expects large messages; the next header
@@ -1000,10 +1014,34 @@ export class Engine {
         out.buffer0 = EMPTY
         break
       case DELIVER_DIRECT: {
-        const n = this.directLength
-        out.bufferType = n === this.payloadRemaining && this.frameFin
-          ? BufferTypeCode.BinaryMessage
-          : BufferTypeCode.BinaryFragment
+        let n = this.directLength
+        const text = this.messageOpcode === Opcode.Text
+        const last = n === this.payloadRemaining && this.frameFin
+        if (text && last) {
+          if (this.verifyUtf8 && this.utf8State !== UTF8_ACCEPT) {
+            const message = "a text message ends inside a UTF-8 sequence"
+            this.fail(Status.InvalidFormat, 1007, message)
+            return this.error(Status.InvalidFormat, message, 1007)
+          }
+        } else if (text) {
+          // The bytes of a code point cut by the end of the chunk go back to the receive buffer
+          // (it is empty during direct reads), to come first in the next chunk.
+          const end = completeBoundary(app!, 0, n)
+          if (end < n) {
+            this.rbuf.set(app!.subarray(end, n), RESERVE)
+            this.rstart = RESERVE
+            this.rend = this.unmaskedEnd = RESERVE + n - end
+            this.directLength = n = end
+          }
+          if (n === 0) {
+            // only part of a code point arrived before the transport ended
+            this.deliverKind = DELIVER_EOF
+            return this.deliver(out)
+          }
+        }
+        out.bufferType = last
+          ? (text ? BufferTypeCode.Utf8Message : BufferTypeCode.BinaryMessage)
+          : (text ? BufferTypeCode.Utf8Fragment : BufferTypeCode.BinaryFragment)
         out.buffer0 = n === app!.length ? app! : app!.subarray(0, n)
         break
       }
@@ -1123,11 +1161,18 @@ export class Engine {
             return Status.Ok
           }
           const from = this.directLength
+          const app = this.receiveBuffer!
           if (this.frameMasked) {
-            applyMask(this.receiveBuffer!, from, from + bytesTransferred, this.header.maskKey, this.payloadMaskOffset & 3)
+            applyMask(app, from, from + bytesTransferred, this.header.maskKey, this.payloadMaskOffset & 3)
             this.payloadMaskOffset += bytesTransferred
           }
           this.directLength = from + bytesTransferred
+          if (this.messageOpcode === Opcode.Text && this.verifyUtf8) {
+            // checked as it arrives: an invalid piece fails the connection before any of it is delivered
+            const state = utf8Step(this.utf8State, app, from, from + bytesTransferred)
+            if (state === UTF8_REJECT) this.fail(Status.InvalidFormat, 1007, "a text message is not valid UTF-8")
+            else this.utf8State = state
+          }
           return Status.Ok
         }
         default: // OUT_RECEIVE_DELIVER
