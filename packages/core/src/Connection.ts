@@ -11,7 +11,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Deferred, Exit, Metric, Duration, Effect, Fiber, Option, Predicate, Semaphore, Stream } from "effect"
+import { Cause, Context, Deferred, Exit, Metric, Duration, Effect, Fiber, Option, Predicate, Semaphore, Stream } from "effect"
 import type { HttpHeader } from "@effect-websocket/schema"
 import type { Scope } from "effect/Scope"
 import * as BufferType from "./BufferType.ts"
@@ -330,15 +330,15 @@ export const make = (
     const closing = yield* Deferred.make<void>()
     let transportClosed = false
 
-    // Metrics are updated in place with the context captured here: no effect per message.
+    // Metrics are updated in place with the context captured here: no effect per message. The
+    // context carries the connection's attributes, made once (the metrics cache the series key of
+    // the attributes object they saw last).
     const context = yield* Effect.context()
-    const attributes = { side: h.kind }
-    const messagesIn = Metric.withAttributes(Metrics.messagesReceived, attributes)
-    const bytesIn = Metric.withAttributes(Metrics.bytesReceived, attributes)
-    const messagesOut = Metric.withAttributes(Metrics.messagesSent, attributes)
-    const bytesOut = Metric.withAttributes(Metrics.bytesSent, attributes)
-    const openGauge = Metric.withAttributes(Metrics.connectionsOpen, attributes)
-    openGauge.modifyUnsafe(1, context)
+    const metricContext = Context.add(context, Metric.CurrentMetricAttributes, {
+      ...Context.get(context, Metric.CurrentMetricAttributes),
+      side: h.kind
+    })
+    Metrics.connectionsOpen.modifyUnsafe(1, metricContext)
     // Micro-optimisation: the counters reach the metrics in batches (a registry lookup each), when
     // the reader waits for the network, every METRIC_BATCH messages, and when the connection ends.
     let unreportedIn = 0
@@ -347,13 +347,13 @@ export const make = (
     let unreportedBytesOut = 0
     const reportMetrics = () => {
       if (unreportedIn > 0) {
-        messagesIn.updateUnsafe(unreportedIn, context)
-        bytesIn.updateUnsafe(unreportedBytesIn, context)
+        Metrics.messagesReceived.updateUnsafe(unreportedIn, metricContext)
+        Metrics.bytesReceived.updateUnsafe(unreportedBytesIn, metricContext)
         unreportedIn = unreportedBytesIn = 0
       }
       if (unreportedOut > 0) {
-        messagesOut.updateUnsafe(unreportedOut, context)
-        bytesOut.updateUnsafe(unreportedBytesOut, context)
+        Metrics.messagesSent.updateUnsafe(unreportedOut, metricContext)
+        Metrics.bytesSent.updateUnsafe(unreportedBytesOut, metricContext)
         unreportedOut = unreportedBytesOut = 0
       }
     }
@@ -374,12 +374,11 @@ export const make = (
         Effect.sync(() => {
           if (!first) return
           reportMetrics()
-          openGauge.modifyUnsafe(-1, context)
+          Metrics.connectionsOpen.modifyUnsafe(-1, metricContext)
           Metric.withAttributes(Metrics.connectionsClosed, {
-            side: h.kind,
             code: String(info.code),
             clean: String(info.clean)
-          }).updateUnsafe(1, context)
+          }).updateUnsafe(1, metricContext)
         }))
 
     const closeTransport = Effect.suspend(() => {
