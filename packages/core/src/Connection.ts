@@ -100,8 +100,11 @@ export interface Connection {
   readonly handshake: Handshake
   /**
    * Sends one message: a `string` as text, a `Uint8Array` as binary. Completes once the frame is
-   * handed to the transport (the bytes may then be reused). Concurrent sends go out one after the
-   * other. Fails with `InvalidProtocolOperation` once the connection is closing or closed.
+   * handed to the transport. Concurrent sends go out one after the other. Fails with
+   * `InvalidProtocolOperation` once the connection is closing or closed.
+   *
+   * A `Uint8Array` is handed over, not copied (as with `ws` and Node's `socket.write`): the
+   * transport may still hold it after `send` completes, so do not modify it afterwards.
    */
   readonly send: (message: Message) => Effect.Effect<void, InvalidProtocolOperation | TransportError>
   /**
@@ -109,7 +112,7 @@ export interface Connection {
    * chosen by `type`), and an empty final frame closes the message. Other sends wait until it is
    * complete. When `fragments` fails or the send is interrupted after a fragment went out, the
    * message stays incomplete on the wire: later sends fail with `InvalidProtocolOperation` (only
-   * pings and `close` remain possible).
+   * pings and `close` remain possible). Like `send`, fragments are handed over, not copied.
    */
   readonly sendFragments: <E, R>(
     fragments: Stream.Stream<Message, E, R>,
@@ -249,7 +252,8 @@ export const make = (
     const engine = h.engine
     // Every network write goes through the send queue under the wire lock, so frames never interleave.
     engine.pongsOnSendQueue = true
-    // Masked frames are built in buffers of their own that the transport keeps: no copy of them.
+    // Frames go to the transport without a copy: masked ones are built in buffers of their own,
+    // larger unmasked payloads follow a header of their own (payloads are handed over, see `send`).
     engine.allocateFrame = allocateUninitialized
     const closeTimeout = Duration.fromInputUnsafe(options?.closeTimeout ?? Duration.seconds(5))
     /** How long the answer to a peer's Close waits for the consumer to handle earlier messages. */

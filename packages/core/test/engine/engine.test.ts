@@ -1467,17 +1467,19 @@ describe("client and server engines back to back", () => {
 })
 
 describe("masked frames in buffers of their own (allocateFrame)", () => {
-  it.prop("the wire is the same as from the send buffer, one new buffer per action", [scenario], ([plan]) => {
-    const plain = makeClient({ sendBufferSize: plan.sendBufferSize })
-    const owning = makeClient({ sendBufferSize: plan.sendBufferSize })
-    const allocated: Array<Uint8Array> = []
-    owning.allocateFrame = (size) => {
-      const buffer = new Uint8Array(size)
-      allocated.push(buffer)
-      return buffer
+  it.prop("the wire is the same as without it (client and server), one new buffer per action", [scenario], ([plan]) => {
+    for (const isClient of [true, false]) {
+      const plain = makeEngine(isClient, { sendBufferSize: plan.sendBufferSize })
+      const owning = makeEngine(isClient, { sendBufferSize: plan.sendBufferSize })
+      const allocated: Array<Uint8Array> = []
+      owning.allocateFrame = (size) => {
+        const buffer = new Uint8Array(size)
+        allocated.push(buffer)
+        return buffer
+      }
+      assert.deepStrictEqual(sendPlan(owning, plan).wire, sendPlan(plain, plan).wire)
+      assert.strictEqual(new Set(allocated).size, allocated.length, "no buffer is handed out twice")
     }
-    assert.deepStrictEqual(sendPlan(owning, plan).wire, sendPlan(plain, plan).wire)
-    assert.strictEqual(new Set(allocated).size, allocated.length, "no buffer is handed out twice")
   }, { timeout: 20000, arbitrary: { runs: 40 } })
 
   it("data frames come out owned (header and masked chunk together), control frames do not", () => {
@@ -1516,5 +1518,33 @@ describe("masked frames in buffers of their own (allocateFrame)", () => {
     assert.deepStrictEqual(frame[0]!.payload, payload)
     // the payload is untouched
     assert.deepStrictEqual(payload, counting(20))
+  })
+
+  it("an unmasked payload of 1 KiB or more goes out as it is, after a header of its own", () => {
+    const engine = makeServer({ sendBufferSize: 16 })
+    const headers: Array<Uint8Array> = []
+    engine.allocateFrame = (size) => {
+      const buffer = new Uint8Array(size)
+      headers.push(buffer)
+      return buffer
+    }
+    const record = new ActionRecord()
+    for (const [length, owned] of [[1023, false], [1024, true], [70000, true]] as const) {
+      const payload = counting(length)
+      assert.strictEqual(engine.send(BinaryMessage, payload, undefined, undefined), Status.Ok)
+      assert.strictEqual(engine.getAction(QueueCode.Send, record), Status.Ok)
+      assert.strictEqual(record.action, ActionCode.SendToNetwork)
+      assert.strictEqual(record.owned, owned, `${length} bytes`)
+      assert.strictEqual(record.bufferCount, 2)
+      assert.strictEqual(record.buffer1, payload, "the caller's memory, not a copy")
+      if (owned) assert.strictEqual(record.buffer0, headers.at(-1), "a header buffer of its own")
+      const frame = parseFrames(concat([record.buffer0, record.buffer1]))
+      assert.deepStrictEqual([frame.length, frame[0]!.masked, frame[0]!.payload.length], [1, false, length])
+      assert.strictEqual(engine.completeAction(record.id, record.buffer0.length + record.buffer1.length), Status.Ok)
+      assert.strictEqual(engine.getAction(QueueCode.Send, record), Status.Ok)
+      assert.strictEqual(record.action, ActionCode.IndicateSendComplete)
+      assert.strictEqual(engine.completeAction(record.id, 0), Status.Ok)
+    }
+    assert.strictEqual(headers.length, 2)
   })
 })

@@ -134,6 +134,12 @@ const EMPTY = new Uint8Array(0)
 const RESERVE = 4
 const CONTROL_FRAME_LENGTH = MAX_HEADER_LENGTH + MAX_CONTROL_PAYLOAD
 const KEY_POOL_SIZE = 4096
+/**
+ * With {@link Engine.allocateFrame}, unmasked payloads from this size on are handed out as they
+ * are, after a header of their own, and marked owned (the transport keeps them, no copy); smaller
+ * ones as the header view and the payload, which a transport copies together into one write.
+ */
+const OWNED_DIRECT_PAYLOAD = 1024
 /** The least chunk a text message is read straight into the caller's buffer in: room for whole code points. */
 const MIN_DIRECT_TEXT = 8
 /** From this application buffer size on, headers are read on their own (see `receiveAction`). */
@@ -200,10 +206,12 @@ export class Engine {
   /** See {@link EngineOptions.pongsOnSendQueue}; a driver may switch it on when it takes over a handle. */
   pongsOnSendQueue: boolean
   /**
-   * Where masked data frames are built. `undefined` (websocket.h): in the handle's send buffer,
-   * which the next action reuses. A driver that does not want to copy what it writes sets an
-   * allocator: each SendToNetwork of a masked data frame is then one new buffer (the header and
-   * the masked chunk together), marked {@link ActionRecord.owned}.
+   * Where data frames are built. `undefined` (websocket.h): masked ones in the handle's send
+   * buffer, which the next action reuses, after the handle's header buffer. A driver that does not
+   * want to copy what it writes sets an allocator: each SendToNetwork of a masked data frame is then
+   * one new buffer (the header and the masked chunk together), and an unmasked payload of 1 KiB or
+   * more comes after a new header buffer; such actions are marked {@link ActionRecord.owned}. The
+   * driver then promises that the payloads it sends are not modified afterwards.
    */
   allocateFrame: ((size: number) => Uint8Array) | undefined = undefined
 
@@ -604,6 +612,21 @@ export class Engine {
       this.sendOutBytes = this.sendFrameLength
     } else if (!this.sendDirect && this.allocateFrame !== undefined) {
       this.emitOwnedChunk(out, this.allocateFrame)
+    } else if (
+      this.sendDirect && this.allocateFrame !== undefined && !this.sendHeaderSent && this.sendOffset === 0 &&
+      this.sendPayload.length >= OWNED_DIRECT_PAYLOAD
+    ) {
+      // an unmasked payload goes out from the caller's memory, after a header of its own
+      const h = this.sendHeaderLength
+      const header = this.allocateFrame(h)
+      header.set(this.headerViews[h]!, 0)
+      this.sendChunkLength = this.sendPayload.length
+      this.sendOutBytes = h + this.sendPayload.length
+      out.action = ActionCode.SendToNetwork
+      out.buffer0 = header
+      out.buffer1 = this.sendPayload
+      out.bufferCount = 2
+      out.owned = true
     } else {
       const payload = this.sendPayload
       const remaining = payload.length - this.sendOffset
