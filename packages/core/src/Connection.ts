@@ -19,7 +19,7 @@ import { ActionCode, ActionRecord, QueueCode, Status } from "./internal/engine/e
 import { HandleState } from "./internal/engine/state.ts"
 import { engineError } from "./internal/engineError.ts"
 import { Mailbox } from "./internal/mailbox.ts"
-import { allocateUninitialized } from "./internal/runtime.ts"
+import { allocatePlainUninitialized, allocateUninitialized } from "./internal/runtime.ts"
 import * as Metrics from "./Metrics.ts"
 import type { HandleImpl } from "./internal/handle.ts"
 import type { Transport } from "./Transport.ts"
@@ -213,7 +213,7 @@ const copyOut = (view: Uint8Array): Uint8Array => {
   const length = view.length
   if (length > SLAB_MAX_MESSAGE) return view.slice()
   if (slabOffset + length > slab.length) {
-    slab = new Uint8Array(SLAB_SIZE)
+    slab = allocatePlainUninitialized(SLAB_SIZE)
     slabOffset = 0
   }
   const copy = slab.subarray(slabOffset, slabOffset + length)
@@ -607,7 +607,7 @@ export const make = (
      */
     const messageStart = (): Uint8Array | undefined => {
       if (sizeHint < DIRECT_MESSAGE_SIZE) return undefined
-      if (accumulator.length < sizeHint) accumulator = allocateUninitialized(sizeHint)
+      if (accumulator.length < sizeHint) accumulator = allocatePlainUninitialized(sizeHint)
       return accumulator
     }
     const append = (view: Uint8Array) => {
@@ -619,7 +619,7 @@ export const make = (
       if (need > accumulator.length) {
         let capacity = accumulated === 0 && sizeHint >= need ? sizeHint : Math.max(need, 2 * accumulator.length)
         if (capacity < need) capacity = need
-        const grown = allocateUninitialized(capacity)
+        const grown = allocatePlainUninitialized(capacity)
         if (accumulated > 0) grown.set(accumulator.subarray(0, accumulated))
         accumulator = grown
       }

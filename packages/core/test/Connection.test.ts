@@ -244,7 +244,8 @@ describe("Connection messages", () => {
         new Uint8Array(0),
         new Uint8Array([0, 255, 128, 1]),
         big,
-        "after the big one"
+        pattern(100 * 1024, 2), // received into a buffer sized from the previous message
+        "after the big ones"
       ]
       for (const m of sent) yield* client.send(m)
       const got = yield* Stream.runCollect(Stream.take(client.messages, sent.length))
@@ -256,6 +257,8 @@ describe("Connection messages", () => {
           assert.strictEqual(actual, expected, `message ${i}`)
         } else {
           assert.instanceOf(actual, Uint8Array, `message ${i} is binary`)
+          // a plain Uint8Array whatever its size (not a Node Buffer, whose toString differs)
+          assert.strictEqual(Object.getPrototypeOf(actual), Uint8Array.prototype, `message ${i} is a plain Uint8Array`)
           assert.isTrue(Buffer.from(actual as Uint8Array).equals(Buffer.from(expected)), `message ${i} bytes`)
         }
       }

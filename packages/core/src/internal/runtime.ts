@@ -36,3 +36,14 @@ const nativeAllocUnsafe = typeof bufferModule?.Buffer?.allocUnsafe === "function
 export const allocateUninitialized: (size: number) => Uint8Array<ArrayBuffer> = nativeAllocUnsafe === undefined
   ? (size) => new Uint8Array(size)
   : (size) => nativeAllocUnsafe(size)
+
+/**
+ * Like {@link allocateUninitialized}, as a plain `Uint8Array` (not a Node `Buffer`, whose methods
+ * such as `toString` differ): for memory handed to applications, such as received messages.
+ */
+export const allocatePlainUninitialized: (size: number) => Uint8Array<ArrayBuffer> = nativeAllocUnsafe === undefined
+  ? (size) => new Uint8Array(size)
+  : (size) => {
+    const bytes = nativeAllocUnsafe(size)
+    return new Uint8Array(bytes.buffer, bytes.byteOffset, size)
+  }
