@@ -33,6 +33,9 @@ export interface Options {
 
 /** Writes larger than this are not copied (a copy would cost more than waiting for Node). */
 const COPY_LIMIT = 64 * 1024
+/** Copied writes up to this size are gathered in a slab of {@link SLAB_SIZE} bytes. */
+const GATHER_LIMIT = 4 * 1024
+const SLAB_SIZE = 16 * 1024
 
 const toError = (cause: unknown, message: string) =>
   new Transport.TransportError({ message: cause instanceof Error ? `${message}: ${cause.message}` : message, cause })
@@ -123,35 +126,67 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
   const closedError = () => new Transport.TransportError({ message: "write after the socket was closed" })
 
   /**
-   * Writes up to 64 KiB (a frame header and its payload, nearly always) are copied into one new
-   * buffer that Node may keep as long as it likes, so the write completes at once while the
-   * socket's buffer holds at most `writeBufferLimit` bytes: frames pipeline instead of waiting one
-   * event-loop turn each. Buffers the caller gives away (`owned`) are not copied, whatever their
-   * size, and complete the same way. Other larger writes hand the caller's memory to Node and
-   * complete when Node is done with it. The writes of one tick leave together: the socket stays
-   * corked until the tick ends.
+   * Writes up to 64 KiB (a frame header and its payload, nearly always) are copied, so the write
+   * completes at once while the socket's buffer holds at most `writeBufferLimit` bytes: frames
+   * pipeline instead of waiting one event-loop turn each. Buffers the caller gives away (`owned`)
+   * are not copied, whatever their size, and complete the same way. Other larger writes hand the
+   * caller's memory to Node and complete when Node is done with it. The writes of one tick leave
+   * together: the socket stays corked until the tick ends.
+   *
+   * Micro-optimisation: small copied writes of a tick are gathered one after the other in a slab and
+   * reach the socket as one buffer when the tick ends (one `socket.write` for many frames).
    */
+  let slab: Buffer = Buffer.alloc(0)
+  /** The gathered bytes not yet handed to the socket: `slab[gatheredStart, gatheredEnd)`. */
+  let gatheredStart = 0
+  let gatheredEnd = 0
+  const flushGathered = () => {
+    if (gatheredEnd === gatheredStart) return
+    socket.write(slab.subarray(gatheredStart, gatheredEnd))
+    gatheredStart = gatheredEnd
+  }
   let corked = false
-  const uncork = () => {
+  const endOfTick = () => {
     corked = false
+    flushGathered()
     socket.uncork()
   }
   const corkUntilTickEnds = () => {
     if (corked) return
     corked = true
     socket.cork()
-    process.nextTick(uncork)
+    process.nextTick(endOfTick)
   }
-  /** Copies `buffers` into one buffer and writes it, the socket corked until the tick ends. */
+  /**
+   * Whether writes must wait for `drain`: the socket holds more than `bufferLimit` bytes not yet
+   * handed to the operating system, and Node said so (a `write` returned `false`, so `drain` comes).
+   * The bytes gathered this tick (at most a slab) join them when the tick ends.
+   */
+  const mustWait = () => socket.writableLength > bufferLimit && socket.writableNeedDrain
+  /** Copies `buffers` into one buffer (gathered when small) and writes it, the socket corked until the tick ends. */
   const copyAndWrite = (buffers: ReadonlyArray<Uint8Array>, total: number): void => {
-    const copy = Buffer.allocUnsafe(total)
-    let offset = 0
+    corkUntilTickEnds()
+    let target: Buffer
+    let offset: number
+    if (total <= GATHER_LIMIT) {
+      if (gatheredEnd + total > slab.length) {
+        flushGathered()
+        slab = Buffer.allocUnsafe(SLAB_SIZE)
+        gatheredStart = gatheredEnd = 0
+      }
+      target = slab
+      offset = gatheredEnd
+      gatheredEnd += total
+    } else {
+      flushGathered()
+      target = Buffer.allocUnsafe(total)
+      offset = 0
+    }
     for (let i = 0; i < buffers.length; i++) {
-      copy.set(buffers[i]!, offset)
+      target.set(buffers[i]!, offset)
       offset += buffers[i]!.length
     }
-    corkUntilTickEnds()
-    socket.write(copy)
+    if (target !== slab) socket.write(target)
   }
 
   const totalLength = (buffers: ReadonlyArray<Uint8Array>): number => {
@@ -163,32 +198,38 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
   /** Writes buffers given away by the caller as they are (Node keeps them until written), corked until the tick ends. */
   const writeOwned = (buffers: ReadonlyArray<Uint8Array>): void => {
     corkUntilTickEnds()
+    flushGathered()
     for (let i = 0; i < buffers.length; i++) socket.write(buffers[i]!)
   }
 
-  const tryWrite = (buffers: ReadonlyArray<Uint8Array>, owned?: boolean): boolean => {
-    if (failure !== undefined || socket.destroyed || !socket.writable || socket.writableLength > bufferLimit) return false
-    if (owned === true) {
-      writeOwned(buffers)
+  /**
+   * Writes `buffers` without waiting when it can: small ones gathered, owned ones as they are,
+   * others up to the copy limit copied. `false` for a larger write the caller did not give away.
+   */
+  const writeNow = (buffers: ReadonlyArray<Uint8Array>, owned: boolean | undefined): boolean => {
+    const total = totalLength(buffers)
+    if (total <= GATHER_LIMIT || (owned !== true && total <= copyLimit)) {
+      copyAndWrite(buffers, total)
       return true
     }
-    const total = totalLength(buffers)
-    if (total > copyLimit) return false
-    copyAndWrite(buffers, total)
+    if (owned !== true) return false
+    writeOwned(buffers)
     return true
+  }
+
+  const tryWrite = (buffers: ReadonlyArray<Uint8Array>, owned?: boolean): boolean => {
+    if (failure !== undefined || socket.destroyed || !socket.writable || mustWait()) return false
+    return writeNow(buffers, owned)
   }
 
   const write = (buffers: ReadonlyArray<Uint8Array>, owned?: boolean): Effect.Effect<void, Transport.TransportError> =>
     Effect.suspend(() => {
       if (failure !== undefined) return Effect.fail(failure)
       if (socket.destroyed || !socket.writable) return Effect.fail(closedError())
-      const total = owned === true ? 0 : totalLength(buffers)
-      if (owned === true || total <= copyLimit) {
-        if (owned === true) writeOwned(buffers)
-        else copyAndWrite(buffers, total)
+      if (writeNow(buffers, owned)) {
         // Bounded buffering: the write completes at once while the socket holds at most
         // `bufferLimit` bytes not yet handed to the operating system, else when it drains.
-        if (socket.writableLength <= bufferLimit) return Effect.void
+        if (!mustWait()) return Effect.void
         return Effect.callback<void, Transport.TransportError>((resume) => {
           const onDrain = () => {
             socket.off("close", onClose)
@@ -211,6 +252,7 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
 
   const writeAndWait = (buffers: ReadonlyArray<Uint8Array>): Effect.Effect<void, Transport.TransportError> =>
     Effect.callback<void, Transport.TransportError>((resume) => {
+      flushGathered() // what was written before goes first
       const last = buffers.length - 1
       if (last > 0) socket.cork()
       let needDrain = false
@@ -242,13 +284,16 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
     })
 
   const end = Effect.sync(() => {
-    if (!socket.writableEnded) socket.end()
+    if (socket.writableEnded) return
+    flushGathered()
+    socket.end()
   })
 
   const close = Effect.sync(() => {
     if (socket.destroyed) return
     if (socket.writable && !socket.writableEnded) {
       // flush what is queued, send FIN, then release the socket
+      flushGathered()
       socket.end(() => socket.destroy())
       const timer = setTimeout(() => socket.destroy(), 1000)
       timer.unref()

@@ -62,6 +62,24 @@ describe("NodeTransport.fromDuplex", () => {
       assert.strictEqual(yield* b.read(new Uint8Array(8)), 0)
     }))
 
+  it.live("small writes of a tick are gathered and arrive in order, whatever the write buffer limit", () =>
+    Effect.gen(function*() {
+      const [client, accepted] = yield* socketPair
+      const a = NodeTransport.fromDuplex(client, { writeBufferLimit: 1024 }) // below Node's own mark
+      const b = NodeTransport.fromDuplex(accepted)
+      const expected: Array<Uint8Array> = []
+      for (let i = 0; i < 3000; i++) {
+        const piece = pattern(1 + (i % 50), i)
+        expected.push(piece)
+        if (i % 7 === 0) yield* a.write([piece.subarray(0, 1), piece.subarray(1)])
+        else if (!a.tryWrite!([piece])) yield* a.write([piece])
+      }
+      yield* a.end // flushes what is gathered
+      const all = Buffer.concat(expected)
+      assert.deepStrictEqual(yield* readExactly(b, all.length), new Uint8Array(all))
+      assert.strictEqual(yield* b.read(new Uint8Array(8)), 0)
+    }))
+
   it.live("a peer that does not read makes writes wait: the socket holds at most writeBufferLimit bytes", () =>
     Effect.gen(function*() {
       const [client, accepted] = yield* socketPair

@@ -1482,8 +1482,8 @@ describe("masked frames in buffers of their own (allocateFrame)", () => {
     }
   }, { timeout: 20000, arbitrary: { runs: 40 } })
 
-  it("data frames come out owned (header and masked chunk together), control frames do not", () => {
-    const engine = makeClient({ sendBufferSize: 8 })
+  it("masked frames of 1 KiB or more come out owned (header and masked chunk together); smaller and control frames do not", () => {
+    const engine = makeClient({ sendBufferSize: 1024 })
     engine.allocateFrame = (size) => new Uint8Array(size)
     const record = new ActionRecord()
     const actions: Array<{ owned: boolean; bytes: Uint8Array; count: number }> = []
@@ -1495,29 +1495,29 @@ describe("masked frames in buffers of their own (allocateFrame)", () => {
           ? record.buffer0.length + (record.bufferCount === 2 ? record.buffer1.length : 0)
           : 0
         if (record.action === ActionCode.SendToNetwork) {
-          actions.push({ owned: record.owned, bytes: record.buffer0, count: record.bufferCount })
+          const bytes = record.bufferCount === 2 ? concat([record.buffer0, record.buffer1]) : record.buffer0
+          actions.push({ owned: record.owned, bytes, count: record.bufferCount })
         }
         assert.strictEqual(engine.completeAction(record.id, n), Status.Ok)
       }
     }
-    const payload = counting(20)
-    assert.strictEqual(engine.send(BinaryMessage, payload, undefined, undefined), Status.Ok)
-    drain()
-    assert.strictEqual(engine.send(PingPong, utf8("hi"), undefined, undefined), Status.Ok)
-    drain()
-    // 20 bytes in chunks of at most 8: header + 8, 8, 4; then the ping
+    const payload = counting(2000)
+    for (const [type, data] of [[BinaryMessage, payload], [BinaryMessage, counting(20)], [PingPong, utf8("hi")]] as const) {
+      assert.strictEqual(engine.send(type, data, undefined, undefined), Status.Ok)
+      drain()
+    }
+    // 2000 bytes in chunks of at most 1024: header (2 + 2 + 4 key) + 1024, then 976; 20 bytes; the ping
     assert.deepStrictEqual(actions.map((a) => [a.owned, a.count, a.bytes.length]), [
-      [true, 1, 6 + 8],
-      [true, 1, 8],
-      [true, 1, 4],
+      [true, 1, 8 + 1024],
+      [true, 1, 976],
+      [false, 2, 6 + 20],
       [false, 1, 6 + 2]
     ])
-    const frame = parseFrames(concat(actions.slice(0, 3).map((a) => a.bytes)))
-    assert.strictEqual(frame.length, 1)
-    assert.isTrue(frame[0]!.masked)
-    assert.deepStrictEqual(frame[0]!.payload, payload)
+    const frames = parseFrames(concat(actions.map((a) => a.bytes)))
+    assert.deepStrictEqual(frames.map((f) => [f.masked, f.payload.length]), [[true, 2000], [true, 20], [true, 2]])
+    assert.deepStrictEqual(frames[0]!.payload, payload)
     // the payload is untouched
-    assert.deepStrictEqual(payload, counting(20))
+    assert.deepStrictEqual(payload, counting(2000))
   })
 
   it("an unmasked payload of 1 KiB or more goes out as it is, after a header of its own", () => {

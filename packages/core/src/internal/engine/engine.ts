@@ -135,11 +135,11 @@ const RESERVE = 4
 const CONTROL_FRAME_LENGTH = MAX_HEADER_LENGTH + MAX_CONTROL_PAYLOAD
 const KEY_POOL_SIZE = 4096
 /**
- * With {@link Engine.allocateFrame}, unmasked payloads from this size on are handed out as they
- * are, after a header of their own, and marked owned (the transport keeps them, no copy); smaller
- * ones as the header view and the payload, which a transport copies together into one write.
+ * With {@link Engine.allocateFrame}, frames with payloads from this size on are handed out in
+ * owned buffers (the transport keeps them, no copy); smaller ones from the handle's buffers, which
+ * a transport copies, several small frames into one write.
  */
-const OWNED_DIRECT_PAYLOAD = 1024
+const OWNED_PAYLOAD = 1024
 /** The least chunk a text message is read straight into the caller's buffer in: room for whole code points. */
 const MIN_DIRECT_TEXT = 8
 /** From this application buffer size on, headers are read on their own (see `receiveAction`). */
@@ -208,10 +208,11 @@ export class Engine {
   /**
    * Where data frames are built. `undefined` (websocket.h): masked ones in the handle's send
    * buffer, which the next action reuses, after the handle's header buffer. A driver that does not
-   * want to copy what it writes sets an allocator: each SendToNetwork of a masked data frame is then
-   * one new buffer (the header and the masked chunk together), and an unmasked payload of 1 KiB or
-   * more comes after a new header buffer; such actions are marked {@link ActionRecord.owned}. The
-   * driver then promises that the payloads it sends are not modified afterwards.
+   * want to copy what it writes sets an allocator: for payloads of 1 KiB or more, each SendToNetwork
+   * of a masked frame is then one new buffer (the header and the masked chunk together), and an
+   * unmasked payload comes after a new header buffer; such actions are marked
+   * {@link ActionRecord.owned}. The driver then promises that the payloads it sends are not
+   * modified afterwards.
    */
   allocateFrame: ((size: number) => Uint8Array) | undefined = undefined
 
@@ -610,12 +611,9 @@ export class Engine {
       out.bufferCount = 1
       out.buffer0 = this.controlFrame.subarray(0, this.sendFrameLength)
       this.sendOutBytes = this.sendFrameLength
-    } else if (!this.sendDirect && this.allocateFrame !== undefined) {
+    } else if (this.allocateFrame !== undefined && this.sendPayload.length >= OWNED_PAYLOAD && !this.sendDirect) {
       this.emitOwnedChunk(out, this.allocateFrame)
-    } else if (
-      this.sendDirect && this.allocateFrame !== undefined && !this.sendHeaderSent && this.sendOffset === 0 &&
-      this.sendPayload.length >= OWNED_DIRECT_PAYLOAD
-    ) {
+    } else if (this.allocateFrame !== undefined && this.sendPayload.length >= OWNED_PAYLOAD && !this.sendHeaderSent) {
       // an unmasked payload goes out from the caller's memory, after a header of its own
       const h = this.sendHeaderLength
       const header = this.allocateFrame(h)
