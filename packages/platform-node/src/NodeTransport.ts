@@ -25,7 +25,8 @@ export interface Options {
   readonly head?: Uint8Array | undefined
   /**
    * Bytes the socket may hold, written but not yet handed to the operating system, before writes
-   * wait for it to drain. Default 1 MiB.
+   * wait for it to drain. Default 1 MiB; a smaller value than the stream's own
+   * `writableHighWaterMark` (16 KiB for sockets) acts as that mark.
    */
   readonly writeBufferLimit?: number | undefined
 }
