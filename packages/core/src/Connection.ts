@@ -684,16 +684,21 @@ export const make = (
           if (status !== Status.Ok) return yield* failProtocol(engineError(engine, "getAction", "queue") as InvalidProtocolFormat | InvalidProtocolOperation)
           if (record.action === ActionCode.ReceiveFromNetwork) {
             const id = record.id
-            reportMetrics()
-            const read = yield* Effect.exit(transport.read(record.buffer0))
-            if (read._tag === "Failure") {
-              engine.completeAction(id, 0)
-              return yield* failTransport(
-                Option.getOrElse(Cause.findErrorOption(read.cause), () => new TransportError({ message: "read failed" }))
-              )
+            // Micro-optimisation: bytes already there are taken without an effect.
+            let n = transport.tryRead === undefined ? -1 : transport.tryRead(record.buffer0)
+            if (n < 0) {
+              reportMetrics()
+              const read = yield* Effect.exit(transport.read(record.buffer0))
+              if (read._tag === "Failure") {
+                engine.completeAction(id, 0)
+                return yield* failTransport(
+                  Option.getOrElse(Cause.findErrorOption(read.cause), () => new TransportError({ message: "read failed" }))
+                )
+              }
+              n = read.value
             }
-            if (read.value > 0) activity++
-            engine.completeAction(id, read.value)
+            if (n > 0) activity++
+            engine.completeAction(id, n)
             continue
           }
           if (record.action !== ActionCode.IndicateReceiveComplete) break

@@ -46,6 +46,8 @@ export class TransportError extends Schema.TaggedError<TransportError>()("Transp
  *   instead of copying them.
  * - `end` half-closes: no more writes, the peer reads 0 once it has read everything.
  * - `close` closes both directions and releases the resource; idempotent.
+ * - `tryRead(buffer)`, optional, is `read` without waiting: the bytes already there, 0 at the end,
+ *   or -1 when there are none yet (or the transport failed), and the caller uses `read`.
  * - `tryWrite(buffers, owned?)`, optional, is `write` without waiting: it takes the buffers and returns
  *   `true` when it can do so at once (the caller may then reuse the memory), else it takes
  *   nothing and returns `false`, and the caller uses `write`. Connections use it to send without
@@ -61,6 +63,7 @@ export interface Transport {
   readonly end: Effect.Effect<void>
   readonly close: Effect.Effect<void>
   readonly tryWrite?: ((buffers: ReadonlyArray<Uint8Array>, owned?: boolean) => boolean) | undefined
+  readonly tryRead?: ((buffer: Uint8Array) => number) | undefined
 }
 
 /**
@@ -126,6 +129,11 @@ export const tap = (
       }),
     end: transport.end,
     close: transport.close,
+    tryRead: transport.tryRead === undefined ? undefined : (buffer) => {
+      const n = transport.tryRead!(buffer)
+      if (n > 0) hooks.onRead?.(buffer.subarray(0, n))
+      return n
+    },
     tryWrite: transport.tryWrite === undefined ? undefined : (buffers, owned) => {
       const taken = transport.tryWrite!(buffers, owned)
       if (taken) hooks.onWrite?.(buffers)
@@ -243,7 +251,8 @@ const memoryEnd = (incoming: Pipe, outgoing: Pipe): Transport => {
     incoming.wakeReader()
     incoming.wakeWriters()
   })
-  return make({ read, write, end, close, tryWrite })
+  const tryRead = (buffer: Uint8Array): number => incoming.take(buffer)
+  return make({ read, write, end, close, tryWrite, tryRead })
 }
 
 /**

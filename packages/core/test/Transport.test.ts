@@ -228,6 +228,20 @@ describe("Transport.makeMemoryPair", () => {
       assert.strictEqual(decoder.decode(got), "original")
     }))
 
+  it.effect("tryRead: -1 while nothing is there, then the bytes, then 0 at the end", () =>
+    Effect.gen(function*() {
+      const [a, b] = yield* Transport.makeMemoryPair()
+      const buffer = new Uint8Array(4)
+      assert.strictEqual(b.tryRead!(buffer), -1)
+      yield* a.write([encoder.encode("abcdef")])
+      assert.strictEqual(b.tryRead!(buffer), 4)
+      assert.strictEqual(decoder.decode(buffer), "abcd")
+      assert.strictEqual(b.tryRead!(buffer), 2)
+      assert.strictEqual(b.tryRead!(buffer), -1)
+      yield* a.end
+      assert.strictEqual(b.tryRead!(buffer), 0)
+    }))
+
   it.effect("owned buffers are kept as they are, not copied", () =>
     Effect.gen(function*() {
       const [a, b] = yield* Transport.makeMemoryPair()

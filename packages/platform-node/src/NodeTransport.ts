@@ -107,6 +107,8 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
     return n
   }
 
+  const tryRead = (buffer: Uint8Array): number => buffered === 0 && failure !== undefined ? -1 : take(buffer)
+
   const read = (buffer: Uint8Array): Effect.Effect<number, Transport.TransportError> =>
     Effect.suspend(() => {
       if (buffered === 0 && failure !== undefined) return Effect.fail(failure)
@@ -304,5 +306,5 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
     }
   })
 
-  return Transport.make({ read, write, end, close, tryWrite })
+  return Transport.make({ read, write, end, close, tryWrite, tryRead })
 }

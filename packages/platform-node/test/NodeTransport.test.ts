@@ -60,6 +60,24 @@ describe("NodeTransport.fromDuplex", () => {
       assert.deepStrictEqual(yield* readExactly(b, 10), pattern(10, 4))
       yield* a.end
       assert.strictEqual(yield* b.read(new Uint8Array(8)), 0)
+      assert.strictEqual(b.tryRead!(new Uint8Array(8)), 0, "tryRead: the end")
+    }))
+
+  it.live("tryRead takes what arrived without waiting, -1 when nothing did", () =>
+    Effect.gen(function*() {
+      const [client, accepted] = yield* socketPair
+      const b = NodeTransport.fromDuplex(accepted)
+      const buffer = new Uint8Array(16)
+      assert.strictEqual(b.tryRead!(buffer), -1)
+      client.write(pattern(10, 9))
+      let n = -1
+      for (let i = 0; i < 100 && n < 0; i++) {
+        yield* Effect.sleep("5 millis")
+        n = b.tryRead!(buffer)
+      }
+      assert.strictEqual(n, 10)
+      assert.deepStrictEqual(buffer.subarray(0, 10), pattern(10, 9))
+      assert.strictEqual(b.tryRead!(buffer), -1)
     }))
 
   it.live("small writes of a tick are gathered and arrive in order, whatever the write buffer limit", () =>
