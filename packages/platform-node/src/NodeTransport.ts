@@ -145,7 +145,8 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
   let gatheredEnd = 0
   const flushGathered = () => {
     if (gatheredEnd === gatheredStart) return
-    socket.write(slab.subarray(gatheredStart, gatheredEnd))
+    // a socket destroyed meanwhile takes nothing more (the failure is already reported)
+    if (!socket.destroyed) socket.write(slab.subarray(gatheredStart, gatheredEnd))
     gatheredStart = gatheredEnd
   }
   let corked = false
