@@ -255,6 +255,8 @@ const oursDecode = (config: Config, wire: Wire): Session => {
   let accumulator: Uint8Array = EMPTY
   let accumulated = 0
   let sizeHint = 0
+  /** Whether the pending receive was given the message buffer: data then arrives in place (as in the connection). */
+  let inPlace = false
   let messages = 0
   let messageBytes = 0
   // the outstanding ReceiveFromNetwork action between passes
@@ -297,7 +299,7 @@ const oursDecode = (config: Config, wire: Wire): Session => {
             if (accumulated === 0) {
               // one chunk: a view (of the engine's buffer, or of the message buffer it was read into)
               messageBytes += view.length
-              if (view.buffer === accumulator.buffer) accumulator = EMPTY // that buffer is the message now
+              if (inPlace) accumulator = EMPTY // that buffer is the message now
               else sizeHint = view.length
             } else {
               accumulated = append(view, accumulated)
@@ -317,7 +319,9 @@ const oursDecode = (config: Config, wire: Wire): Session => {
           // When messages are large, the next one is received into a new buffer of the size of the
           // last one from its start: the engine then reads its header on its own and the payload
           // straight into that buffer.
-          if (engine.receive(accumulated === 0 ? start() : tail(), undefined) !== Status.Ok) fail("receive", engine)
+          const into = accumulated === 0 ? start() : tail()
+          inPlace = into !== undefined
+          if (engine.receive(into, undefined) !== Status.Ok) fail("receive", engine)
           break
         }
         default:
@@ -349,7 +353,7 @@ const oursDecode = (config: Config, wire: Wire): Session => {
   const append = (view: Uint8Array, at: number): number => {
     const need = at + view.length
     // already in place: received into the tail
-    if (view.buffer === accumulator.buffer && view.byteOffset === accumulator.byteOffset + at) return need
+    if (inPlace) return need
     if (need > accumulator.length) {
       let capacity = at === 0 && sizeHint >= need ? sizeHint : 2 * Math.max(accumulator.length, view.length)
       while (capacity < need) capacity *= 2
