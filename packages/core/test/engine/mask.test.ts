@@ -110,6 +110,25 @@ describe("masking (RFC 6455 section 5.3)", () => {
     }
   })
 
+  it("the same array masked again after its buffer grew or shrank (resizable ArrayBuffer)", () => {
+    const buffer = new ArrayBuffer(256, { maxByteLength: 4096 })
+    const data = new Uint8Array(buffer) // tracks the buffer's length
+    const check = (length: number) => {
+      data.set(pattern(length, length))
+      const expected = data.slice(0, length)
+      applyMaskSimple(expected, 0, length, KEY, 1)
+      applyMask(data, 0, length, KEY, 1)
+      assert.deepStrictEqual(data.subarray(0, length), expected, `${length} bytes`)
+    }
+    check(256)
+    buffer.resize(4096)
+    check(4096)
+    buffer.resize(128)
+    check(128)
+    buffer.resize(2048)
+    check(2048)
+  })
+
   it("touches nothing outside the range", () => {
     const data = new Uint8Array(1024)
     applyMask(data, 3, 1021, KEY, 0)
