@@ -303,16 +303,17 @@ export const make = (
      * (micro-optimisation: it then offers a run of messages per wake-up instead of one).
      */
     const resumeReadingAt = mailbox.capacity >> 1
-    const take = Effect.suspend(() => {
+    /** One message for the stream's pull, as the array a pull yields (one message at a time, see `messages`). */
+    const takeOne: Effect.Effect<readonly [Message], ConnectionError | Cause.Done> = Effect.suspend(() => {
       const ready = mailbox.poll()
       if (ready !== undefined) {
         if (mailbox.size <= resumeReadingAt) wake()
-        return Effect.succeed(ready)
+        return Effect.succeed([ready] as const)
       }
       waitingTakers++
       signalIfIdle()
       return Effect.ensuring(
-        mailbox.take,
+        Effect.map(mailbox.take, (message) => [message] as const),
         Effect.sync(() => {
           waitingTakers--
         })
@@ -321,7 +322,7 @@ export const make = (
     const messages = Stream.suspend(() => {
       consumers++
       return Stream.ensuring(
-        Stream.fromEffectRepeat(take),
+        Stream.fromPull(Effect.succeed(takeOne)),
         Effect.sync(() => {
           consumers--
           signalIfIdle()
