@@ -143,8 +143,10 @@ export const tap = (
 
 /** One direction of a memory pair: bounded chunks in flight, with waiting readers and writers. */
 class Pipe {
-  readonly chunks: Array<Uint8Array> = []
-  /** Offset into chunks[0] already read. */
+  /** The chunks in flight: `chunks[first]` onwards. */
+  chunks: Array<Uint8Array | undefined> = []
+  first = 0
+  /** Offset into chunks[first] already read. */
   head = 0
   buffered = 0
   ended = false
@@ -169,16 +171,20 @@ class Pipe {
   take(buffer: Uint8Array): number {
     if (this.buffered === 0) return this.ended || this.broken ? 0 : -1
     let n = 0
-    while (n < buffer.length && this.chunks.length > 0) {
-      const chunk = this.chunks[0]!
+    while (n < buffer.length && this.first < this.chunks.length) {
+      const chunk = this.chunks[this.first]!
       const count = Math.min(buffer.length - n, chunk.length - this.head)
-      buffer.set(chunk.subarray(this.head, this.head + count), n)
+      buffer.set(count === chunk.length ? chunk : chunk.subarray(this.head, this.head + count), n)
       n += count
       this.head += count
       if (this.head === chunk.length) {
-        this.chunks.shift()
+        this.chunks[this.first++] = undefined
         this.head = 0
       }
+    }
+    if (this.first === this.chunks.length) {
+      this.chunks = []
+      this.first = 0
     }
     this.buffered -= n
     this.wakeWriters()
@@ -207,12 +213,22 @@ const memoryEnd = (incoming: Pipe, outgoing: Pipe): Transport => {
     return true
   }
   const push = (buffers: ReadonlyArray<Uint8Array>, owned: boolean | undefined) => {
-    for (const buffer of buffers) {
-      if (buffer.length === 0) continue
-      // the caller may reuse its memory once write completes, unless it gave the buffers away
-      outgoing.chunks.push(owned === true ? buffer : buffer.slice())
-      outgoing.buffered += buffer.length
+    let total = 0
+    for (const buffer of buffers) total += buffer.length
+    if (total === 0) return
+    if (owned === true) {
+      for (const buffer of buffers) if (buffer.length > 0) outgoing.chunks.push(buffer)
+    } else {
+      // the caller may reuse its memory once write completes: one copy of the whole write
+      const copy = new Uint8Array(total)
+      let offset = 0
+      for (const buffer of buffers) {
+        copy.set(buffer, offset)
+        offset += buffer.length
+      }
+      outgoing.chunks.push(copy)
     }
+    outgoing.buffered += total
     outgoing.wakeReader()
   }
   const write = (buffers: ReadonlyArray<Uint8Array>, owned?: boolean): Effect.Effect<void, TransportError> =>
@@ -246,7 +262,9 @@ const memoryEnd = (incoming: Pipe, outgoing: Pipe): Transport => {
     outgoing.wakeReader()
     outgoing.wakeWriters()
     incoming.broken = true
-    incoming.chunks.length = 0
+    incoming.chunks = []
+    incoming.first = 0
+    incoming.head = 0
     incoming.buffered = 0
     incoming.wakeReader()
     incoming.wakeWriters()
