@@ -11,7 +11,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Context, Deferred, Exit, Metric, Duration, Effect, Fiber, Option, Predicate, Semaphore, Stream } from "effect"
+import { Cause, Deferred, Exit, Metric, Duration, Effect, Fiber, Option, Predicate, Semaphore, Stream } from "effect"
 import type { HttpHeader } from "@effect-websocket/schema"
 import type { Scope } from "effect/Scope"
 import * as BufferType from "./BufferType.ts"
@@ -335,15 +335,10 @@ export const make = (
     const closing = yield* Deferred.make<void>()
     let transportClosed = false
 
-    // Metrics are updated in place with the context captured here: no effect per message. The
-    // context carries the connection's attributes, made once (the metrics cache the series key of
-    // the attributes object they saw last).
+    // Metrics are updated in place with the context captured here: no effect per message.
     const context = yield* Effect.context()
-    const metricContext = Context.add(context, Metric.CurrentMetricAttributes, {
-      ...Context.get(context, Metric.CurrentMetricAttributes),
-      side: h.kind
-    })
-    Metrics.connectionsOpen.modifyUnsafe(1, metricContext)
+    const metrics = Metrics.ofSide(h.kind)
+    metrics.connectionsOpen.modifyUnsafe(1, context)
     // Micro-optimisation: the counters reach the metrics in batches (a registry lookup each), when
     // the reader waits for the network, every METRIC_BATCH messages, and when the connection ends.
     let unreportedIn = 0
@@ -352,13 +347,13 @@ export const make = (
     let unreportedBytesOut = 0
     const reportMetrics = () => {
       if (unreportedIn > 0) {
-        Metrics.messagesReceived.updateUnsafe(unreportedIn, metricContext)
-        Metrics.bytesReceived.updateUnsafe(unreportedBytesIn, metricContext)
+        metrics.messagesReceived.updateUnsafe(unreportedIn, context)
+        metrics.bytesReceived.updateUnsafe(unreportedBytesIn, context)
         unreportedIn = unreportedBytesIn = 0
       }
       if (unreportedOut > 0) {
-        Metrics.messagesSent.updateUnsafe(unreportedOut, metricContext)
-        Metrics.bytesSent.updateUnsafe(unreportedBytesOut, metricContext)
+        metrics.messagesSent.updateUnsafe(unreportedOut, context)
+        metrics.bytesSent.updateUnsafe(unreportedBytesOut, context)
         unreportedOut = unreportedBytesOut = 0
       }
     }
@@ -379,11 +374,12 @@ export const make = (
         Effect.sync(() => {
           if (!first) return
           reportMetrics()
-          Metrics.connectionsOpen.modifyUnsafe(-1, metricContext)
+          metrics.connectionsOpen.modifyUnsafe(-1, context)
           Metric.withAttributes(Metrics.connectionsClosed, {
+            side: h.kind,
             code: String(info.code),
             clean: String(info.clean)
-          }).updateUnsafe(1, metricContext)
+          }).updateUnsafe(1, context)
         }))
 
     const closeTransport = Effect.suspend(() => {

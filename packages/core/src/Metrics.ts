@@ -83,3 +83,26 @@ export const handshakeFailures = Metric.counter("websocket_handshake_failures_to
   description: "WebSocket opening handshakes that failed",
   incremental: true
 })
+
+/** A counter of the same series as `metric`'s, with the `side` attribute built in. */
+const sidedCounter = (metric: Metric.Metric<number, Metric.CounterState<number>>, side: string) =>
+  Metric.counter(metric.id, { description: metric.description, incremental: true, attributes: { side } })
+
+const makeSide = (side: "client" | "server") => ({
+  messagesReceived: sidedCounter(messagesReceived, side),
+  bytesReceived: sidedCounter(bytesReceived, side),
+  messagesSent: sidedCounter(messagesSent, side),
+  bytesSent: sidedCounter(bytesSent, side),
+  connectionsOpen: Metric.gauge(connectionsOpen.id, { description: connectionsOpen.description, attributes: { side } })
+})
+
+const sides = { client: makeSide("client"), server: makeSide("server") }
+
+/**
+ * The connection metrics of one side, with the `side` attribute built in: the same series as
+ * `withAttributes(metric, { side })`, whose series key `effect` then works out once instead of on
+ * every update.
+ *
+ * @internal
+ */
+export const ofSide = (side: "client" | "server") => sides[side]

@@ -5,6 +5,9 @@ import { Connection, Metrics } from "../src/index.ts"
 const count = (metric: Metric.Metric<number, Metric.CounterState<number>>, attributes: Record<string, string>) =>
   Effect.map(Metric.value(Metric.withAttributes(metric, attributes)), (state) => Number(state.count))
 
+const open = (side: string) =>
+  Effect.map(Metric.value(Metric.withAttributes(Metrics.connectionsOpen, { side })), (state) => Number(state.value))
+
 describe("Metrics", () => {
   it.effect("connections count messages, bytes, and how they closed", () =>
     Effect.gen(function*() {
@@ -14,11 +17,15 @@ describe("Metrics", () => {
         sent: yield* count(Metrics.messagesSent, { side: "client" }),
         closed: yield* count(Metrics.connectionsClosed, { side: "client", code: "1000", clean: "true" })
       }
+      const openBefore = { client: yield* open("client"), server: yield* open("server") }
       const [client, server] = yield* Connection.makeMemoryPair()
+      assert.strictEqual((yield* open("client")) - openBefore.client, 1, "one client connection open")
+      assert.strictEqual((yield* open("server")) - openBefore.server, 1, "one server connection open")
       yield* client.send("abc")
       yield* client.send(new Uint8Array(10))
       yield* Stream.runDrain(Stream.take(server.messages, 2))
       yield* client.close(1000)
+      assert.strictEqual((yield* open("client")) - openBefore.client, 0, "the client is closed")
       assert.strictEqual((yield* count(Metrics.messagesReceived, { side: "server" })) - before.received, 2)
       assert.strictEqual((yield* count(Metrics.bytesReceived, { side: "server" })) - before.bytes, 13)
       assert.strictEqual((yield* count(Metrics.messagesSent, { side: "client" })) - before.sent, 2)
