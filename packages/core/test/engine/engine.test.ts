@@ -1482,8 +1482,8 @@ describe("masked frames in buffers of their own (allocateFrame)", () => {
     }
   }, { timeout: 20000, arbitrary: { runs: 40 } })
 
-  it("masked frames of 1 KiB or more come out owned (header and masked chunk together); smaller and control frames do not", () => {
-    const engine = makeClient({ sendBufferSize: 1024 })
+  it("masked frames of 4 KiB or more come out owned (header and masked chunk together); smaller and control frames do not", () => {
+    const engine = makeClient({ sendBufferSize: 4096 })
     engine.allocateFrame = (size) => new Uint8Array(size)
     const record = new ActionRecord()
     const actions: Array<{ owned: boolean; bytes: Uint8Array; count: number }> = []
@@ -1501,26 +1501,26 @@ describe("masked frames in buffers of their own (allocateFrame)", () => {
         assert.strictEqual(engine.completeAction(record.id, n), Status.Ok)
       }
     }
-    const payload = counting(2000)
+    const payload = counting(5000)
     for (const [type, data] of [[BinaryMessage, payload], [BinaryMessage, counting(20)], [PingPong, utf8("hi")]] as const) {
       assert.strictEqual(engine.send(type, data, undefined, undefined), Status.Ok)
       drain()
     }
-    // 2000 bytes in chunks of at most 1024: header (2 + 2 + 4 key) + 1024, then 976; 20 bytes; the ping
+    // 5000 bytes in chunks of at most 4096: header (2 + 2 + 4 key) + 4096, then 904; 20 bytes; the ping
     assert.deepStrictEqual(actions.map((a) => [a.owned, a.count, a.bytes.length]), [
-      [true, 1, 8 + 1024],
-      [true, 1, 976],
+      [true, 1, 8 + 4096],
+      [true, 1, 904],
       [false, 2, 6 + 20],
       [false, 1, 6 + 2]
     ])
     const frames = parseFrames(concat(actions.map((a) => a.bytes)))
-    assert.deepStrictEqual(frames.map((f) => [f.masked, f.payload.length]), [[true, 2000], [true, 20], [true, 2]])
+    assert.deepStrictEqual(frames.map((f) => [f.masked, f.payload.length]), [[true, 5000], [true, 20], [true, 2]])
     assert.deepStrictEqual(frames[0]!.payload, payload)
     // the payload is untouched
-    assert.deepStrictEqual(payload, counting(2000))
+    assert.deepStrictEqual(payload, counting(5000))
   })
 
-  it("an unmasked payload of 1 KiB or more goes out as it is, after a header of its own", () => {
+  it("an unmasked payload of 4 KiB or more goes out as it is, after a header of its own", () => {
     const engine = makeServer({ sendBufferSize: 16 })
     const headers: Array<Uint8Array> = []
     engine.allocateFrame = (size) => {
@@ -1529,7 +1529,7 @@ describe("masked frames in buffers of their own (allocateFrame)", () => {
       return buffer
     }
     const record = new ActionRecord()
-    for (const [length, owned] of [[1023, false], [1024, true], [70000, true]] as const) {
+    for (const [length, owned] of [[4095, false], [4096, true], [70000, true]] as const) {
       const payload = counting(length)
       assert.strictEqual(engine.send(BinaryMessage, payload, undefined, undefined), Status.Ok)
       assert.strictEqual(engine.getAction(QueueCode.Send, record), Status.Ok)

@@ -136,10 +136,11 @@ const CONTROL_FRAME_LENGTH = MAX_HEADER_LENGTH + MAX_CONTROL_PAYLOAD
 const KEY_POOL_SIZE = 4096
 /**
  * With {@link Engine.allocateFrame}, frames with payloads from this size on are handed out in
- * owned buffers (the transport keeps them, no copy); smaller ones from the handle's buffers, which
- * a transport copies, several small frames into one write.
+ * owned buffers (the transport keeps them, no copy); smaller ones from the handle's buffers: a
+ * transport copies small writes anyway (the Node one gathers those up to 4 KiB into one write), so
+ * a buffer of their own would be an allocation for nothing.
  */
-const OWNED_PAYLOAD = 1024
+const OWNED_PAYLOAD = 4096
 /** The least chunk a text message is read straight into the caller's buffer in: room for whole code points. */
 const MIN_DIRECT_TEXT = 8
 /** From this application buffer size on, headers are read on their own (see `receiveAction`). */
@@ -208,7 +209,7 @@ export class Engine {
   /**
    * Where data frames are built. `undefined` (websocket.h): masked ones in the handle's send
    * buffer, which the next action reuses, after the handle's header buffer. A driver that does not
-   * want to copy what it writes sets an allocator: for payloads of 1 KiB or more, each SendToNetwork
+   * want to copy what it writes sets an allocator: for payloads of 4 KiB or more, each SendToNetwork
    * of a masked frame is then one new buffer (the header and the masked chunk together), and an
    * unmasked payload comes after a new header buffer; such actions are marked
    * {@link ActionRecord.owned}. The driver then promises that the payloads it sends are not
