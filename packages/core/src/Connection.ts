@@ -19,7 +19,7 @@ import { ActionCode, ActionRecord, QueueCode, Status } from "./internal/engine/e
 import { HandleState } from "./internal/engine/state.ts"
 import { engineError } from "./internal/engineError.ts"
 import { Mailbox } from "./internal/mailbox.ts"
-import { allocatePlainUninitialized, allocateUninitialized } from "./internal/runtime.ts"
+import { allocatePlainUninitialized, allocateUninitialized, encodeUtf8 } from "./internal/runtime.ts"
 import * as Metrics from "./Metrics.ts"
 import type { HandleImpl } from "./internal/handle.ts"
 import type { Transport } from "./Transport.ts"
@@ -231,7 +231,6 @@ const METRIC_BATCH = 64
 /** The largest buffer a connection keeps between text messages for assembling the next one. */
 const RETAINED_ACCUMULATOR = 1024 * 1024
 
-const textEncoder = new TextEncoder()
 const textDecoder = new TextDecoder()
 
 /**
@@ -576,7 +575,7 @@ export const make = (
           // endpoint MUST send a Close frame in response" (echoing the code and reason it received)
           initiator = "remote"
           const echoed = yield* Effect.exit(
-            sendFrame(BufferType.BufferType.Close, code === 1005 ? undefined : textEncoder.encode(reason), code === 1005 ? undefined : code)
+            sendFrame(BufferType.BufferType.Close, code === 1005 ? undefined : encodeUtf8(reason), code === 1005 ? undefined : code)
           )
           clean = echoed._tag === "Success"
         }
@@ -763,7 +762,7 @@ export const make = (
             if (initiator === "none") initiator = "local"
             yield* Deferred.succeed(closing, undefined)
             wake()
-            const sent = yield* Effect.exit(messageLock.withPermit(sendFrame(BufferType.BufferType.Close, textEncoder.encode(reason), code)))
+            const sent = yield* Effect.exit(messageLock.withPermit(sendFrame(BufferType.BufferType.Close, encodeUtf8(reason), code)))
             if (sent._tag === "Failure") {
               const error = Cause.findErrorOption(sent.cause)
               if (Option.isSome(error) && error.value._tag === "InvalidParameter") {
@@ -857,7 +856,7 @@ export const make = (
     const send = (message: Message): Effect.Effect<void, InvalidProtocolOperation | TransportError> =>
       Effect.uninterruptibleMask((restore) => {
         const text = typeof message === "string"
-        const payload = text ? textEncoder.encode(message) : message
+        const payload = text ? encodeUtf8(message) : message
         const type = text ? BufferType.BufferType.Utf8Message : BufferType.BufferType.BinaryMessage
         // Micro-optimisation: one lock (the wire's) per message; `messageLock` only while a
         // fragmented message is open, which `sendWholeLocked` reports with `false`.
@@ -887,7 +886,7 @@ export const make = (
           let bytes = 0
           let started = false
           yield* Stream.runForEach(fragments, (fragment) => {
-            const payload = typeof fragment === "string" ? textEncoder.encode(fragment) : fragment
+            const payload = typeof fragment === "string" ? encodeUtf8(fragment) : fragment
             bytes += payload.length
             return Effect.map(sendFrame(fragmentType, payload, undefined), () => {
               started = true

@@ -20,9 +20,9 @@ import * as Socket from "effect/socket/Socket"
 import * as Client from "./Client.ts"
 import * as CloseStatus from "./CloseStatus.ts"
 import type * as Connection from "./Connection.ts"
+import { utf8ByteLength } from "./internal/runtime.ts"
 import { InvalidParameter } from "./WebSocketError.ts"
 
-const textEncoder = new TextEncoder()
 
 const closeError = (code: number, closeReason?: string | undefined) =>
   new Socket.SocketError({ reason: new Socket.SocketCloseError({ code, closeReason }) })
@@ -37,7 +37,7 @@ const invalidClose = (code: number, reason: string): InvalidParameter | undefine
       message: `close status ${code} may not be sent: use 1000-1003, 1007-1014 or 3000-4999`
     })
   }
-  const bytes = textEncoder.encode(reason).length
+  const bytes = utf8ByteLength(reason)
   if (bytes > CloseStatus.MAX_CLOSE_REASON_LENGTH) {
     return new InvalidParameter({
       parameter: "close",
@@ -327,7 +327,7 @@ class ClientWebSocketImpl implements ClientWebSocket {
     }
     if (this.readyState !== OPEN) return
     const message = typeof data === "string" ? data : toBytes(data)
-    const size = typeof message === "string" ? textEncoder.encode(message).length : message.length
+    const size = typeof message === "string" ? utf8ByteLength(message) : message.length
     this.bufferedAmount += size
     this.outgoing.push({ _tag: "data", data: message, size })
     this.wake()

@@ -8,7 +8,7 @@
 
 interface BufferModule {
   readonly isUtf8?: unknown
-  readonly Buffer?: { readonly allocUnsafe?: unknown }
+  readonly Buffer?: { readonly allocUnsafe?: unknown; readonly from?: unknown; readonly byteLength?: unknown }
 }
 
 const bufferModule: BufferModule | undefined = (() => {
@@ -47,3 +47,26 @@ export const allocatePlainUninitialized: (size: number) => Uint8Array<ArrayBuffe
     const bytes = nativeAllocUnsafe(size)
     return new Uint8Array(bytes.buffer, bytes.byteOffset, size)
   }
+
+const textEncoder = new TextEncoder()
+
+const nativeFrom = typeof bufferModule?.Buffer?.from === "function"
+  ? bufferModule.Buffer.from as (text: string, encoding: "utf8") => Uint8Array<ArrayBuffer>
+  : undefined
+
+/**
+ * The UTF-8 bytes of `text`: Node's `Buffer.from` (5-10x faster than `TextEncoder.encode` on
+ * Node 24: 64 vs 305 ns at 16 characters, 111 vs 1164 ns at 1 KiB), else `TextEncoder`.
+ */
+export const encodeUtf8: (text: string) => Uint8Array<ArrayBuffer> = nativeFrom === undefined
+  ? (text) => textEncoder.encode(text)
+  : (text) => nativeFrom(text, "utf8")
+
+const nativeByteLength = typeof bufferModule?.Buffer?.byteLength === "function"
+  ? bufferModule.Buffer.byteLength as (text: string, encoding: "utf8") => number
+  : undefined
+
+/** How many bytes `text` takes in UTF-8, without encoding it where the runtime can tell. */
+export const utf8ByteLength: (text: string) => number = nativeByteLength === undefined
+  ? (text) => textEncoder.encode(text).length
+  : (text) => nativeByteLength(text, "utf8")
