@@ -197,15 +197,18 @@ const memoryEnd = (incoming: Pipe, outgoing: Pipe): Transport => {
     Effect.suspend(() => {
       const n = incoming.take(buffer)
       if (n >= 0) return Effect.succeed(n)
-      return Effect.flatMap(
-        Effect.callback<void>((resume) => {
-          incoming.readerWaiting = () => resume(Effect.void)
-          return Effect.sync(() => {
-            incoming.readerWaiting = undefined
-          })
-        }),
-        () => read(buffer)
-      )
+      return Effect.callback<number>((resume) => {
+        // woken by a write, the end or the close: the bytes are taken at once
+        const onWake = () => {
+          const m = incoming.take(buffer)
+          if (m < 0) incoming.readerWaiting = onWake
+          else resume(Effect.succeed(m))
+        }
+        incoming.readerWaiting = onWake
+        return Effect.sync(() => {
+          incoming.readerWaiting = undefined
+        })
+      })
     })
   const tryWrite = (buffers: ReadonlyArray<Uint8Array>, owned?: boolean): boolean => {
     if (outgoing.broken || outgoing.ended || outgoing.buffered >= outgoing.highWaterMark) return false

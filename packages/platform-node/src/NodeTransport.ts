@@ -109,21 +109,30 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
 
   const tryRead = (buffer: Uint8Array): number => buffered === 0 && failure !== undefined ? -1 : take(buffer)
 
+  /** The outcome of a read now: bytes taken, the end (0) or the failure; `undefined` while nothing came. */
+  const readNow = (buffer: Uint8Array): Effect.Effect<number, Transport.TransportError> | undefined => {
+    if (buffered === 0 && failure !== undefined) return Effect.fail(failure)
+    const n = take(buffer)
+    return n >= 0 ? Effect.succeed(n) : undefined
+  }
+
   const read = (buffer: Uint8Array): Effect.Effect<number, Transport.TransportError> =>
     Effect.suspend(() => {
-      if (buffered === 0 && failure !== undefined) return Effect.fail(failure)
-      const n = take(buffer)
-      if (n >= 0) return Effect.succeed(n)
+      const ready = readNow(buffer)
+      if (ready !== undefined) return ready
       if (socket.isPaused()) socket.resume()
-      return Effect.flatMap(
-        Effect.callback<void>((resume) => {
-          wakeReader = () => resume(Effect.void)
-          return Effect.sync(() => {
-            wakeReader = undefined
-          })
-        }),
-        () => read(buffer)
-      )
+      return Effect.callback<number, Transport.TransportError>((resume) => {
+        // woken by data, the end, an error or the close: the outcome is taken at once
+        const onWake = () => {
+          const outcome = readNow(buffer)
+          if (outcome === undefined) wakeReader = onWake
+          else resume(outcome)
+        }
+        wakeReader = onWake
+        return Effect.sync(() => {
+          wakeReader = undefined
+        })
+      })
     })
 
   const closedError = () => new Transport.TransportError({ message: "write after the socket was closed" })
