@@ -279,9 +279,8 @@ export const make = (
      * for the consumer to be idle (no stream, or every message handled and the next one asked for).
      */
     let consumers = 0
-    let waitingTakers = 0
     let consumerIdle: Deferred.Deferred<void> | undefined = undefined
-    const consumerIsIdle = () => consumers === 0 || (waitingTakers > 0 && mailbox.size === 0)
+    const consumerIsIdle = () => consumers === 0 || (mailbox.waiting > 0 && mailbox.size === 0)
     const signalIfIdle = () => {
       if (consumerIdle !== undefined && consumerIsIdle()) {
         Deferred.doneUnsafe(consumerIdle, Exit.void)
@@ -302,6 +301,7 @@ export const make = (
      * (micro-optimisation: it then offers a run of messages per wake-up instead of one).
      */
     const resumeReadingAt = mailbox.capacity >> 1
+    const asPull = (message: Message) => [message] as const
     /** One message for the stream's pull, as the array a pull yields (one message at a time, see `messages`). */
     const takeOne: Effect.Effect<readonly [Message], ConnectionError | Cause.Done> = Effect.suspend(() => {
       const ready = mailbox.poll()
@@ -309,14 +309,7 @@ export const make = (
         if (mailbox.size <= resumeReadingAt) wake()
         return Effect.succeed([ready] as const)
       }
-      waitingTakers++
-      signalIfIdle()
-      return Effect.ensuring(
-        Effect.map(mailbox.take, (message) => [message] as const),
-        Effect.sync(() => {
-          waitingTakers--
-        })
-      )
+      return mailbox.takeWith(asPull, signalIfIdle)
     })
     const messages = Stream.suspend(() => {
       consumers++

@@ -9,9 +9,13 @@
 import { Cause, Effect, Exit } from "effect"
 
 interface Taker<A, E> {
-  readonly resume: (effect: Effect.Effect<A, E | Cause.Done>) => void
+  readonly resume: (effect: Effect.Effect<any, E | Cause.Done>) => void
+  /** What the taker is handed for a message. */
+  readonly map: (a: A) => unknown
   cancelled: boolean
 }
+
+const identity = <A>(a: A): A => a
 
 /** @internal */
 export class Mailbox<A, E> {
@@ -47,7 +51,7 @@ export class Mailbox<A, E> {
     if (taker !== undefined) {
       queueMicrotask(() => {
         if (taker.cancelled) this.putBack(a)
-        else taker.resume(Effect.succeed(a))
+        else taker.resume(Effect.succeed(taker.map(a)))
       })
       return true
     }
@@ -62,7 +66,7 @@ export class Mailbox<A, E> {
     if (taker !== undefined) {
       queueMicrotask(() => {
         if (taker.cancelled) this.putBack(a)
-        else taker.resume(Effect.succeed(a))
+        else taker.resume(Effect.succeed(taker.map(a)))
       })
       return
     }
@@ -83,20 +87,27 @@ export class Mailbox<A, E> {
   }
 
   /** Takes the next message, waiting for one; fails with `Cause.Done` after the end, or with the failure. */
-  readonly take: Effect.Effect<A, E | Cause.Done> = Effect.suspend(() => {
+  readonly take: Effect.Effect<A, E | Cause.Done> = Effect.suspend(() => this.takeWith(identity))
+
+  /**
+   * Takes the next message as `map(message)`, waiting for one (`onWait` is called once this taker
+   * counts in `waiting`); fails with `Cause.Done` after the end, or with the failure.
+   */
+  takeWith<B>(map: (a: A) => B, onWait?: () => void): Effect.Effect<B, E | Cause.Done> {
     const a = this.poll()
-    if (a !== undefined) return Effect.succeed(a)
+    if (a !== undefined) return Effect.succeed(map(a))
     if (this.ending !== undefined) return this.ending
-    return Effect.callback<A, E | Cause.Done>((resume) => {
-      const taker: Taker<A, E> = { resume, cancelled: false }
+    return Effect.callback<B, E | Cause.Done>((resume) => {
+      const taker: Taker<A, E> = { resume, map, cancelled: false }
       this.takers.push(taker)
+      onWait?.()
       return Effect.sync(() => {
         taker.cancelled = true
         const i = this.takers.indexOf(taker)
         if (i >= 0) this.takers.splice(i, 1)
       })
     })
-  })
+  }
 
   /** Ends the mailbox: takers get what waits, then `Cause.Done`. */
   end(): void {
