@@ -26,6 +26,25 @@ describe("Mailbox", () => {
       assert.strictEqual(yield* Fiber.join(taker), "hi")
     }))
 
+  it.effect("takeWith hands a message mapped, at once or after waiting (onWait then counts the taker)", () =>
+    Effect.gen(function*() {
+      const mailbox = new Mailbox<string, never>(2)
+      assert.isTrue(mailbox.offer("a"))
+      let waits = 0
+      const onWait = () => {
+        waits++
+        assert.strictEqual(mailbox.waiting, 1, "the taker is registered when onWait runs")
+      }
+      assert.deepStrictEqual(yield* mailbox.takeWith((m) => [m], onWait), ["a"])
+      assert.strictEqual(waits, 0)
+      const taker = yield* Effect.forkChild(mailbox.takeWith((m) => [m], onWait))
+      yield* Effect.yieldNow
+      assert.strictEqual(waits, 1)
+      assert.isTrue(mailbox.offer("b"))
+      assert.strictEqual(mailbox.waiting, 0, "handed over")
+      assert.deepStrictEqual(yield* Fiber.join(taker), ["b"])
+    }))
+
   it.effect("a message handed to a taker that was interrupted goes back to the front", () =>
     Effect.gen(function*() {
       const mailbox = new Mailbox<string, never>(4)
