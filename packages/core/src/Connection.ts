@@ -228,6 +228,9 @@ const DIRECT_MESSAGE_SIZE = 8192
 /** Messages counted before the metrics are updated (they are also updated when a connection waits for the network). */
 const METRIC_BATCH = 64
 
+/** The least time between two metric updates made because a connection waits for the network. */
+const METRIC_INTERVAL_MS = 50
+
 /** The largest buffer a connection keeps between text messages for assembling the next one. */
 const RETAINED_ACCUMULATOR = 1024 * 1024
 
@@ -331,13 +334,28 @@ export const make = (
     const context = yield* Effect.context()
     const metrics = Metrics.ofSide(h.kind)
     metrics.connectionsOpen.modifyUnsafe(1, context)
-    // Micro-optimisation: the counters reach the metrics in batches (a registry lookup each), when
-    // the reader waits for the network, every METRIC_BATCH messages, and when the connection ends.
+    // Micro-optimisation: the counters reach the metrics in batches (a registry lookup each): every
+    // METRIC_BATCH messages, when the connection ends, and when the reader waits for the network, at
+    // most every METRIC_INTERVAL_MS (a timer sends what a wait left unreported).
     let unreportedIn = 0
     let unreportedBytesIn = 0
     let unreportedOut = 0
     let unreportedBytesOut = 0
+    let lastReport = 0
+    let reportTimer: ReturnType<typeof setTimeout> | undefined = undefined
+    const reportWhileWaiting = () => {
+      if (unreportedIn === 0 && unreportedOut === 0) return
+      if (Date.now() - lastReport >= METRIC_INTERVAL_MS) return reportMetrics()
+      if (reportTimer !== undefined) return
+      reportTimer = setTimeout(() => {
+        reportTimer = undefined
+        reportMetrics()
+      }, METRIC_INTERVAL_MS)
+      // the timer does not keep a Node process alive
+      ;(reportTimer as { unref?: () => void }).unref?.()
+    }
     const reportMetrics = () => {
+      lastReport = Date.now()
       if (unreportedIn > 0) {
         metrics.messagesReceived.updateUnsafe(unreportedIn, context)
         metrics.bytesReceived.updateUnsafe(unreportedBytesIn, context)
@@ -365,6 +383,8 @@ export const make = (
       Effect.flatMap(Deferred.succeed(closedDeferred, info), (first) =>
         Effect.sync(() => {
           if (!first) return
+          if (reportTimer !== undefined) clearTimeout(reportTimer)
+          reportTimer = undefined
           reportMetrics()
           metrics.connectionsOpen.modifyUnsafe(-1, context)
           Metric.withAttributes(Metrics.connectionsClosed, {
@@ -683,7 +703,7 @@ export const make = (
             // Micro-optimisation: bytes already there are taken without an effect.
             let n = transport.tryRead === undefined ? -1 : transport.tryRead(record.buffer0)
             if (n < 0) {
-              reportMetrics()
+              reportWhileWaiting()
               const read = yield* Effect.exit(transport.read(record.buffer0))
               if (read._tag === "Failure") {
                 engine.completeAction(id, 0)

@@ -9,6 +9,18 @@ const open = (side: string) =>
   Effect.map(Metric.value(Metric.withAttributes(Metrics.connectionsOpen, { side })), (state) => Number(state.value))
 
 describe("Metrics", () => {
+  it.live("an open, idle connection has reported what it counted within a moment", () =>
+    Effect.gen(function*() {
+      const before = yield* count(Metrics.messagesReceived, { side: "server" })
+      const [client, server] = yield* Connection.makeMemoryPair()
+      yield* client.send("m")
+      yield* Stream.runDrain(Stream.take(server.messages, 1)) // reported when the reader waits
+      for (let i = 0; i < 4; i++) yield* client.send("m")
+      yield* Stream.runDrain(Stream.take(server.messages, 4)) // too soon after: left to the timer
+      yield* Effect.sleep("200 millis") // more than the 50 ms between updates while waiting
+      assert.strictEqual((yield* count(Metrics.messagesReceived, { side: "server" })) - before, 5)
+    }))
+
   it.effect("connections count messages, bytes, and how they closed", () =>
     Effect.gen(function*() {
       const before = {
