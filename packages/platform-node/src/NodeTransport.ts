@@ -142,8 +142,7 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
    * completes at once while the socket's buffer holds at most `writeBufferLimit` bytes: frames
    * pipeline instead of waiting one event-loop turn each. Buffers the caller gives away (`owned`)
    * are not copied, whatever their size, and complete the same way. Other larger writes hand the
-   * caller's memory to Node and complete when Node is done with it. The writes of one tick leave
-   * together: the socket stays corked until the tick ends.
+   * caller's memory to Node and complete when Node is done with it.
    *
    * Micro-optimisation: small copied writes of a tick are gathered one after the other in a slab and
    * reach the socket as one buffer when the tick ends (one `socket.write` for many frames).
@@ -152,23 +151,16 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
   /** The gathered bytes not yet handed to the socket: `slab[gatheredStart, gatheredEnd)`. */
   let gatheredStart = 0
   let gatheredEnd = 0
+  let flushScheduled = false
   const flushGathered = () => {
     if (gatheredEnd === gatheredStart) return
     // a socket destroyed meanwhile takes nothing more (the failure is already reported)
     if (!socket.destroyed) socket.write(slab.subarray(gatheredStart, gatheredEnd))
     gatheredStart = gatheredEnd
   }
-  let corked = false
   const endOfTick = () => {
-    corked = false
+    flushScheduled = false
     flushGathered()
-    socket.uncork()
-  }
-  const corkUntilTickEnds = () => {
-    if (corked) return
-    corked = true
-    socket.cork()
-    process.nextTick(endOfTick)
   }
   /**
    * Whether writes must wait for `drain`: the socket holds more than `bufferLimit` bytes not yet
@@ -176,9 +168,8 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
    * The bytes gathered this tick (at most a slab) join them when the tick ends.
    */
   const mustWait = () => socket.writableLength > bufferLimit && socket.writableNeedDrain
-  /** Copies `buffers` into one buffer (gathered when small) and writes it, the socket corked until the tick ends. */
+  /** Copies `buffers` into one buffer (gathered until the tick ends when small) and writes it. */
   const copyAndWrite = (buffers: ReadonlyArray<Uint8Array>, total: number): void => {
-    corkUntilTickEnds()
     let target: Buffer
     let offset: number
     if (total <= GATHER_LIMIT) {
@@ -190,6 +181,10 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
       target = slab
       offset = gatheredEnd
       gatheredEnd += total
+      if (!flushScheduled) {
+        flushScheduled = true
+        process.nextTick(endOfTick)
+      }
     } else {
       flushGathered()
       target = Buffer.allocUnsafe(total)
@@ -208,11 +203,16 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
     return total
   }
 
-  /** Writes buffers given away by the caller as they are (Node keeps them until written), corked until the tick ends. */
+  /** Writes buffers given away by the caller as they are (Node keeps them until written), in one `writev`. */
   const writeOwned = (buffers: ReadonlyArray<Uint8Array>): void => {
-    corkUntilTickEnds()
     flushGathered()
+    if (buffers.length === 1) {
+      socket.write(buffers[0]!)
+      return
+    }
+    socket.cork()
     for (let i = 0; i < buffers.length; i++) socket.write(buffers[i]!)
+    socket.uncork()
   }
 
   /**
