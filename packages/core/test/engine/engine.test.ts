@@ -684,6 +684,17 @@ const checkTextChunks = (deliveries: ReadonlyArray<{ bufferType: number; data: U
   }
 }
 
+/** A binary message of `length` counting bytes on the wire from the peer, the receiving engine and an application buffer. */
+const binaryReceiver = (isClient: boolean, length: number, receiveBufferSize: number, appLength: number) => {
+  const payload = counting(length)
+  return {
+    payload,
+    wire: sendAndDrain(makeEngine(!isClient), BinaryMessage, payload),
+    engine: makeEngine(isClient, { receiveBufferSize }),
+    app: new Uint8Array(appLength)
+  }
+}
+
 describe("chunking (spec 5.4)", () => {
   const message = "é€😀ü中".repeat(800) // 14 bytes a time: 11200 bytes
   const payload = utf8(message)
@@ -780,10 +791,7 @@ describe("chunking (spec 5.4)", () => {
 
   it("with an application buffer, binary payload is read straight into it, masked or not", () => {
     for (const isClient of [true, false]) {
-      const payload = counting(10000)
-      const wire = sendAndDrain(makeEngine(!isClient), BinaryMessage, payload)
-      const engine = makeEngine(isClient, { receiveBufferSize: 256 })
-      const app = new Uint8Array(3000)
+      const { payload, wire, engine, app } = binaryReceiver(isClient, 10000, 256, 3000)
       const received: Array<Uint8Array> = []
       let offset = 0
       let directReads = 0
@@ -843,10 +851,7 @@ describe("chunking (spec 5.4)", () => {
 
   it("short direct reads gather in the caller's buffer: one delivery per chunk, and what was read comes before the end", () => {
     for (const isClient of [true, false]) {
-      const payload = counting(70000)
-      const wire = sendAndDrain(makeEngine(!isClient), BinaryMessage, payload)
-      const engine = makeEngine(isClient, { receiveBufferSize: 65536 })
-      const app = new Uint8Array(70000)
+      const { payload, wire, engine, app } = binaryReceiver(isClient, 70000, 65536, 70000)
       const deliveries: Array<readonly [type: number, length: number]> = []
       let offset = 0
       let received = 0
