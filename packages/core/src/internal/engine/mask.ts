@@ -95,8 +95,35 @@ const keyWord = (key: Uint8Array, keyOffset: number): number => {
 }
 
 /**
+ * Bytewise masking of `data[start, end)` in place, unrolled by the key length.
+ *
+ * Micro-optimisation: a loop of its own rather than {@link maskBytes} with the same array twice, so
+ * that V8 keeps separate type feedback for unmasking received bytes in place and for masking a
+ * payload into a send buffer. In a benchmark run that does both, the shared loop made masked
+ * 16-byte sends about 15 % slower (0.85x ws instead of 1.0x) and 16-byte receives about 10 % slower.
+ */
+const maskBytesInPlace = (data: Uint8Array, start: number, end: number, key: Uint8Array, keyOffset: number): void => {
+  const k = keyOffset & 3
+  const k0 = key[k]!
+  const k1 = key[(k + 1) & 3]!
+  const k2 = key[(k + 2) & 3]!
+  const k3 = key[(k + 3) & 3]!
+  let i = start
+  const stop = start + ((end - start) & ~3)
+  for (; i < stop; i += 4) {
+    data[i] = data[i]! ^ k0
+    data[i + 1] = data[i + 1]! ^ k1
+    data[i + 2] = data[i + 2]! ^ k2
+    data[i + 3] = data[i + 3]! ^ k3
+  }
+  if (i < end) data[i] = data[i]! ^ k0
+  if (i + 1 < end) data[i + 1] = data[i + 1]! ^ k1
+  if (i + 2 < end) data[i + 2] = data[i + 2]! ^ k2
+}
+
+/**
  * Bytewise masking of `source[sourceStart, sourceEnd)` into `target` from `targetStart`, unrolled by
- * the key length; in place when `target` is `source` at the same offset.
+ * the key length.
  */
 const maskBytes = (
   source: Uint8Array,
@@ -158,7 +185,7 @@ export const applyMask = (
     const misalignment = (data.byteOffset + i) & 3
     if (misalignment !== 0) {
       const head = 4 - misalignment
-      maskBytes(data, i, i + head, data, i, key, k)
+      maskBytesInPlace(data, i, i + head, key, k)
       i += head
       k = (k + head) & 3
     }
@@ -171,7 +198,7 @@ export const applyMask = (
     // whole words leave the key position unchanged
     i += words << 2
   }
-  maskBytes(data, i, end, data, i, key, k)
+  maskBytesInPlace(data, i, end, key, k)
 }
 
 /**
