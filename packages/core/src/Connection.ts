@@ -310,7 +310,7 @@ export const make = (
       const ready = mailbox.poll()
       if (ready !== undefined) {
         if (mailbox.size <= resumeReadingAt) wake()
-        return Effect.succeed([ready] as const)
+        return Effect.succeed(asPull(ready))
       }
       return mailbox.takeWith(asPull, signalIfIdle)
     })
@@ -866,19 +866,26 @@ export const make = (
         })
       )
 
+    /**
+     * A whole message that could not go out at once: under the wire lock once it is free, or, when
+     * a fragmented message is open (`sendWholeLocked` says `false`), after it under `messageLock`.
+     */
+    const sendWholeLater = (type: number, payload: Uint8Array): Effect.Effect<void, InvalidProtocolOperation | TransportError> =>
+      Effect.flatMap(sendWholeLocked(type, payload), (sent) =>
+        sent
+          ? Effect.void
+          : messageLock.withPermit(Effect.uninterruptibleMask((restore) =>
+            sendWholeNow(type, payload, restore) ?? restore(Effect.asVoid(sendWholeLocked(type, payload)))
+          )))
+
     const send = (message: Message): Effect.Effect<void, InvalidProtocolOperation | TransportError> =>
       Effect.uninterruptibleMask((restore) => {
         const text = typeof message === "string"
         const payload = text ? encodeUtf8(message) : message
         const type = text ? BufferType.BufferType.Utf8Message : BufferType.BufferType.BinaryMessage
-        // Micro-optimisation: one lock (the wire's) per message; `messageLock` only while a
-        // fragmented message is open, which `sendWholeLocked` reports with `false`.
-        return sendWholeNow(type, payload, restore) ?? restore(Effect.flatMap(sendWholeLocked(type, payload), (sent) =>
-          sent
-            ? Effect.void
-            : messageLock.withPermit(Effect.uninterruptibleMask((restore) =>
-              sendWholeNow(type, payload, restore) ?? restore(Effect.asVoid(sendWholeLocked(type, payload)))
-            ))))
+        // Micro-optimisation: one lock (the wire's) per message, and no effect at all when the
+        // transport takes the frame at once.
+        return sendWholeNow(type, payload, restore) ?? restore(sendWholeLater(type, payload))
       })
 
     const sendFragments = <E, R>(

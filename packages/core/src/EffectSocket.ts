@@ -23,7 +23,6 @@ import type * as Connection from "./Connection.ts"
 import { utf8ByteLength } from "./internal/runtime.ts"
 import { InvalidParameter } from "./WebSocketError.ts"
 
-
 const closeError = (code: number, closeReason?: string | undefined) =>
   new Socket.SocketError({ reason: new Socket.SocketCloseError({ code, closeReason }) })
 

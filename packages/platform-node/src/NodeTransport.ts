@@ -111,9 +111,9 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
 
   /** The outcome of a read now: bytes taken, the end (0) or the failure; `undefined` while nothing came. */
   const readNow = (buffer: Uint8Array): Effect.Effect<number, Transport.TransportError> | undefined => {
-    if (buffered === 0 && failure !== undefined) return Effect.fail(failure)
-    const n = take(buffer)
-    return n >= 0 ? Effect.succeed(n) : undefined
+    const n = tryRead(buffer)
+    if (n >= 0) return Effect.succeed(n)
+    return failure === undefined ? undefined : Effect.fail(failure)
   }
 
   const read = (buffer: Uint8Array): Effect.Effect<number, Transport.TransportError> =>

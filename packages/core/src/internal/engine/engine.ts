@@ -612,20 +612,9 @@ export class Engine {
       out.bufferCount = 1
       out.buffer0 = this.controlFrame.subarray(0, this.sendFrameLength)
       this.sendOutBytes = this.sendFrameLength
-    } else if (this.allocateFrame !== undefined && this.sendPayload.length >= OWNED_PAYLOAD && !this.sendDirect) {
-      this.emitOwnedChunk(out, this.allocateFrame)
-    } else if (this.allocateFrame !== undefined && this.sendPayload.length >= OWNED_PAYLOAD && !this.sendHeaderSent) {
-      // an unmasked payload goes out from the caller's memory, after a header of its own
-      const h = this.sendHeaderLength
-      const header = this.allocateFrame(h)
-      header.set(this.headerViews[h]!, 0)
-      this.sendChunkLength = this.sendPayload.length
-      this.sendOutBytes = h + this.sendPayload.length
-      out.action = ActionCode.SendToNetwork
-      out.buffer0 = header
-      out.buffer1 = this.sendPayload
-      out.bufferCount = 2
-      out.owned = true
+    } else if (this.allocateFrame !== undefined && this.sendPayload.length >= OWNED_PAYLOAD) {
+      if (this.sendDirect) this.emitOwnedHeader(out, this.allocateFrame)
+      else this.emitOwnedChunk(out, this.allocateFrame)
     } else {
       const payload = this.sendPayload
       const remaining = payload.length - this.sendOffset
@@ -662,6 +651,23 @@ export class Engine {
     out.id = this.sendOutId = this.newId()
     this.sendOut = OUT_SEND_FRAME
     return true
+  }
+
+  /**
+   * An unmasked frame in one action: a header in a new buffer of its own, then the payload from
+   * the caller's memory (a direct send is never split, so its header always comes first).
+   */
+  private emitOwnedHeader(out: ActionRecord, allocate: (size: number) => Uint8Array): void {
+    const h = this.sendHeaderLength
+    const header = allocate(h)
+    header.set(this.headerViews[h]!, 0)
+    this.sendChunkLength = this.sendPayload.length
+    this.sendOutBytes = h + this.sendPayload.length
+    out.action = ActionCode.SendToNetwork
+    out.buffer0 = header
+    out.buffer1 = this.sendPayload
+    out.bufferCount = 2
+    out.owned = true
   }
 
   /** The next chunk of a masked data frame (the header before the first) in a new buffer of its own. */

@@ -67,14 +67,10 @@ const wordView = (data: Uint8Array, minWords: number): Int32Array => {
   // a cached view is stale if the buffer was resized since
   if (buffer === cachedBuffer0 && cachedView0.length === buffer.byteLength >>> 2) {
     view = cachedView0
-  } else if (buffer === cachedBuffer1 && cachedView1.length === buffer.byteLength >>> 2) {
-    view = cachedView1
-    cachedBuffer1 = cachedBuffer0
-    cachedView1 = cachedView0
-    cachedBuffer0 = buffer
-    cachedView0 = view
   } else {
-    view = new Int32Array(buffer, 0, buffer.byteLength >>> 2)
+    view = buffer === cachedBuffer1 && cachedView1.length === buffer.byteLength >>> 2
+      ? cachedView1
+      : new Int32Array(buffer, 0, buffer.byteLength >>> 2)
     cachedBuffer1 = cachedBuffer0
     cachedView1 = cachedView0
     cachedBuffer0 = buffer

@@ -126,7 +126,6 @@ const nativeDecoder: Decoder | undefined = typeof globalThis.TextDecoder === "fu
   ? new globalThis.TextDecoder("utf-8", { fatal: true })
   : undefined
 
-
 /**
  * Input length from which {@link nativeIsUtf8} beats the JavaScript path, creating the view included
  * (measured: about even at 32 bytes, 3x faster at 125).
