@@ -256,7 +256,8 @@ export const make = (
     engine.pongsOnSendQueue = true
     // Frames go to the transport without a copy: masked ones are built in buffers of their own,
     // larger unmasked payloads follow a header of their own (payloads are handed over, see `send`).
-    engine.allocateFrame = allocateUninitialized
+    // The transport may supply (and recycle) that memory.
+    engine.allocateFrame = transport.allocate ?? allocateUninitialized
     const closeTimeout = Duration.fromInputUnsafe(options?.closeTimeout ?? Duration.seconds(5))
     /** How long the answer to a peer's Close waits for the consumer to handle earlier messages. */
     const consumerGrace = Duration.min(closeTimeout, Duration.seconds(1))

@@ -52,6 +52,9 @@ export class TransportError extends Schema.TaggedError<TransportError>()("Transp
  *   `true` when it can do so at once (the caller may then reuse the memory), else it takes
  *   nothing and returns `false`, and the caller uses `write`. Connections use it to send without
  *   an effect per frame.
+ * - `allocate(size)`, optional, gives memory for a buffer the caller fills and then writes with
+ *   `owned`: a transport may hand out memory it recycles once such a write is done (fewer large
+ *   allocations, so less garbage collection). Connections build large frames in it.
  *
  * @category models
  * @since 0.1.0
@@ -64,6 +67,7 @@ export interface Transport {
   readonly close: Effect.Effect<void>
   readonly tryWrite?: ((buffers: ReadonlyArray<Uint8Array>, owned?: boolean) => boolean) | undefined
   readonly tryRead?: ((buffer: Uint8Array) => number) | undefined
+  readonly allocate?: ((size: number) => Uint8Array) | undefined
 }
 
 /**
@@ -129,6 +133,7 @@ export const tap = (
       }),
     end: transport.end,
     close: transport.close,
+    allocate: transport.allocate,
     tryRead: transport.tryRead === undefined ? undefined : (buffer) => {
       const n = transport.tryRead!(buffer)
       if (n > 0) hooks.onRead?.(buffer.subarray(0, n))

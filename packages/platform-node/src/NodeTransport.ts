@@ -10,6 +10,7 @@
  */
 import { Transport } from "@effect-websocket/core"
 import { Effect } from "effect"
+import * as Net from "node:net"
 import type { Duplex } from "node:stream"
 
 /**
@@ -37,6 +38,45 @@ const COPY_LIMIT = 64 * 1024
 /** Copied writes up to this size are gathered in a slab of {@link SLAB_SIZE} bytes. */
 const GATHER_LIMIT = 4 * 1024
 const SLAB_SIZE = 16 * 1024
+
+/**
+ * Frame memory that transports hand out (`allocate`) and take back once Node has written it:
+ * buffers of {@link POOLED_SIZE} bytes (a 64 KiB chunk and the longest frame header), shared by
+ * every transport of the process, at most {@link POOL_LIMIT} of them kept. A client masks large
+ * messages into them, so a steady stream of large sends allocates nothing.
+ *
+ * Only sockets take part: once a socket's write is done the operating system (or TLS) has copied
+ * the bytes, whereas other streams may pass the very buffer on to a reader that keeps it.
+ */
+const POOLED_SIZE = 64 * 1024 + 14
+/** Requests from this size on are served from the pool (smaller ones come from Node's own pool). */
+const POOLED_MIN = 16 * 1024
+const POOL_LIMIT = 32
+const pool: Array<ArrayBuffer> = []
+/** The memory that came from the pool: only that goes back to it (other owned buffers may be the application's). */
+const pooled = new WeakSet<ArrayBuffer>()
+
+const allocate = (size: number): Uint8Array => {
+  if (size < POOLED_MIN || size > POOLED_SIZE) return Buffer.allocUnsafe(size)
+  let memory = pool.pop()
+  if (memory === undefined) {
+    memory = Buffer.allocUnsafeSlow(POOLED_SIZE).buffer as ArrayBuffer
+    pooled.add(memory)
+  }
+  return new Uint8Array(memory, 0, size)
+}
+
+/** `socket.write(buffer)`, giving `buffer`'s memory back to the pool once written when it came from there. */
+const writeMaybePooled = (socket: Duplex, buffer: Uint8Array): void => {
+  const memory = buffer.buffer as ArrayBuffer
+  if (buffer.length < POOLED_MIN || !pooled.has(memory)) {
+    socket.write(buffer)
+    return
+  }
+  socket.write(buffer, () => {
+    if (pool.length < POOL_LIMIT) pool.push(memory)
+  })
+}
 
 const toError = (cause: unknown, message: string) =>
   new Transport.TransportError({ message: cause instanceof Error ? `${message}: ${cause.message}` : message, cause })
@@ -207,11 +247,11 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
   const writeOwned = (buffers: ReadonlyArray<Uint8Array>): void => {
     flushGathered()
     if (buffers.length === 1) {
-      socket.write(buffers[0]!)
+      writeMaybePooled(socket, buffers[0]!)
       return
     }
     socket.cork()
-    for (let i = 0; i < buffers.length; i++) socket.write(buffers[i]!)
+    for (let i = 0; i < buffers.length; i++) writeMaybePooled(socket, buffers[i]!)
     socket.uncork()
   }
 
@@ -316,5 +356,13 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
     }
   })
 
-  return Transport.make({ read, write, end, close, tryWrite, tryRead })
+  return Transport.make({
+    read,
+    write,
+    end,
+    close,
+    tryWrite,
+    tryRead,
+    allocate: socket instanceof Net.Socket ? allocate : undefined
+  })
 }

@@ -22,6 +22,30 @@ describe("NodeServer + NodeClient", () => {
       assert.isTrue(info.clean)
     }))
 
+  it.live("large messages sent at once by two clients come back intact (frame memory is recycled meanwhile)", () =>
+    Effect.gen(function*() {
+      const server = yield* echo
+      const sizes = Array.from({ length: 30 }, (_, i) => 16 * 1024 + ((i * 40_009) % (300 * 1024)))
+      const message = (client: number, i: number) =>
+        Uint8Array.from({ length: sizes[i]! }, (_, j) => (j * 7 + i * 13 + client * 101) & 0xff)
+      const roundTrip = (client: number) =>
+        Effect.gen(function*() {
+          const connection = yield* NodeClient.connect(server.url)
+          yield* Effect.forEach(sizes, (_, i) => connection.send(message(client, i)), { concurrency: "unbounded", discard: true })
+          const got = yield* Stream.runCollect(Stream.take(connection.messages, sizes.length))
+          assert.strictEqual(got.length, sizes.length)
+          // concurrent sends may go out in any order: match echoes by content
+          const expected = sizes.map((_, i) => message(client, i))
+          for (const echoed of got) {
+            const at = expected.findIndex((bytes) => bytes !== undefined && Buffer.compare(bytes, echoed as Uint8Array) === 0)
+            assert.isAtLeast(at, 0, `an echo of ${(echoed as Uint8Array).length} bytes matches no message sent`)
+            expected.splice(at, 1, undefined as never)
+          }
+          yield* connection.close(1000)
+        }).pipe(Effect.scoped)
+      yield* Effect.all([roundTrip(1), roundTrip(2)], { concurrency: 2, discard: true })
+    }))
+
   it.live("a ws client talks to our server", () =>
     Effect.gen(function*() {
       const server = yield* echo

@@ -6,6 +6,7 @@ import { Transport } from "@effect-websocket/core"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber } from "effect"
 import * as Net from "node:net"
+import { duplexPair } from "node:stream"
 import { NodeTransport } from "../src/index.ts"
 
 /** A connected pair of loopback sockets (client end, server end), destroyed with the scope. */
@@ -125,5 +126,31 @@ describe("NodeTransport.fromDuplex", () => {
       yield* Effect.sleep("100 millis")
       assert.isTrue(accepted.isPaused(), "paused while the transport holds highWaterMark bytes")
       assert.deepStrictEqual(yield* readExactly(b, total), pattern(total, 6))
+    }))
+
+  it.live("frame memory from allocate comes back once written; owned application buffers never do", () =>
+    Effect.gen(function*() {
+      const [client, accepted] = yield* socketPair
+      const a = NodeTransport.fromDuplex(client)
+      const b = NodeTransport.fromDuplex(accepted)
+      const size = 64 * 1024 + 14
+      const frame = a.allocate!(size)
+      frame.set(pattern(size, 7))
+      yield* a.write([frame], true)
+      const application = pattern(size, 8) // the application's own memory, given away by send
+      yield* a.write([application], true)
+      assert.deepStrictEqual(yield* readExactly(b, size), pattern(size, 7))
+      assert.deepStrictEqual(yield* readExactly(b, size), pattern(size, 8))
+      yield* Effect.sleep("10 millis") // the write callbacks have run
+      const next = [a.allocate!(size), a.allocate!(size)]
+      assert.isTrue(next.some((bytes) => bytes.buffer === frame.buffer), "written frame memory is reused")
+      assert.isFalse(next.some((bytes) => bytes.buffer === application.buffer), "application memory is not")
+      assert.strictEqual(a.allocate!(100).length, 100, "small sizes: plain allocations")
+    }))
+
+  it.live("streams that are not sockets get no recycled memory: they may pass the written buffer on", () =>
+    Effect.sync(() => {
+      const [left] = duplexPair()
+      assert.isUndefined(NodeTransport.fromDuplex(left).allocate)
     }))
 })
