@@ -52,7 +52,7 @@ export type ToParent =
   | RunResult
   | RunFailure
 
-export type ToWorker = RunRequest | { readonly type: "cpu"; readonly id: number; readonly gc: boolean }
+export type ToWorker = RunRequest | { readonly type: "cpu"; readonly id: number }
 
 const [role, impl] = process.argv.slice(2)
 if ((role !== "server" && role !== "client") || (impl !== "ours" && impl !== "ws")) {
@@ -68,10 +68,6 @@ process.on("disconnect", () => process.exit(0))
 const cpuMicros = (): number => {
   const usage = process.cpuUsage()
   return usage.user + usage.system
-}
-
-const collectGarbage = (): void => {
-  ;(globalThis as { gc?: () => void }).gc?.()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -286,7 +282,6 @@ const startClient = (): void => {
   const run = impl === "ours" ? runOurs : runWs
   process.on("message", (message: ToWorker) => {
     if (message.type !== "run") return
-    collectGarbage()
     run(message).then(
       (result) => post(result),
       (error: unknown) => post({ type: "error", id: message.id, message: error instanceof Error ? error.stack ?? error.message : String(error) })
@@ -298,7 +293,6 @@ const startClient = (): void => {
 if (role === "server") {
   process.on("message", (message: ToWorker) => {
     if (message.type === "cpu") {
-      if (message.gc) collectGarbage()
       post({ type: "cpu", id: message.id, cpuUs: cpuMicros() })
     }
   })

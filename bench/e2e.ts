@@ -22,7 +22,10 @@
  * measurement runs. One measurement opens a new connection, sends new messages for `--time`
  * milliseconds, waits for the ones in flight, and closes the connection; only the part from the
  * first send to the last echo is timed. Contenders alternate (ours, ws, ours, ws, ...), after one
- * warm-up measurement each; the medians of the repetitions are printed.
+ * warm-up measurement each; the medians of the repetitions are printed. No garbage collection is
+ * forced between measurements: a forced full collection resets V8's heap sizing (the young
+ * generation shrinks back), and the collections that follow it would be measured instead of a
+ * process in its steady state, as a server runs.
  *
  * "CPU µs/msg" is the CPU time (user + system) of the process being compared (the server for side
  * "server", the client for side "client") divided by the messages echoed: it stays meaningful
@@ -94,7 +97,7 @@ let nextId = 1
 
 const startWorker = (role: "server" | "client", impl: Contender): Promise<Worker> => {
   const name = `${impl}-${role}`
-  const execArgv = ["--conditions=@effect-websocket/source", "--expose-gc"]
+  const execArgv = ["--conditions=@effect-websocket/source"]
   if (CPU_PROF.has(name)) execArgv.push("--cpu-prof", `--cpu-prof-dir=${CPU_PROF_DIR}`, `--cpu-prof-name=${name}-${process.pid}.cpuprofile`)
   const child = fork(WORKER, [role, impl], { execArgv, stdio: ["ignore", "inherit", "inherit", "ipc"] })
   const pending = new Map<number, { resolve: (m: ToParent) => void; reject: (e: Error) => void }>()
@@ -201,9 +204,9 @@ const measure = async (config: Config, pair: Pair, timeMs: number): Promise<Samp
     timeMs,
     limitMs: timeMs + LIMIT_MS
   }
-  const before = await pair.server.request<{ type: "cpu"; id: number; cpuUs: number }>({ type: "cpu", id: nextId++, gc: true }, 10_000)
+  const before = await pair.server.request<{ type: "cpu"; id: number; cpuUs: number }>({ type: "cpu", id: nextId++ }, 10_000)
   const result = await pair.client.request<RunResult>(request, request.limitMs + 10_000)
-  const after = await pair.server.request<{ type: "cpu"; id: number; cpuUs: number }>({ type: "cpu", id: nextId++, gc: false }, 10_000)
+  const after = await pair.server.request<{ type: "cpu"; id: number; cpuUs: number }>({ type: "cpu", id: nextId++ }, 10_000)
   if (result.messages < 1 || result.bytes !== result.messages * config.size) {
     throw new Error(`${config.label}: ${result.messages} echoes with ${result.bytes} bytes`)
   }
