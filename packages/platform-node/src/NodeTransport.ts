@@ -48,7 +48,7 @@ const SLAB_SIZE = 16 * 1024
  * Only sockets take part: once a socket's write is done the operating system (or TLS) has copied
  * the bytes, whereas other streams may pass the very buffer on to a reader that keeps it.
  */
-const POOLED_SIZE = 64 * 1024 + 14
+const POOLED_SIZE = 64 * 1024 + 14 // RFC 6455 section 5.2: 2 + 8 (length) + 4 (masking key) header bytes
 /** Requests from this size on are served from the pool (smaller ones come from Node's own pool). */
 const POOLED_MIN = 16 * 1024
 const POOL_LIMIT = 32
@@ -68,8 +68,9 @@ const allocate = (size: number): Uint8Array => {
 
 /** `socket.write(buffer)`, giving `buffer`'s memory back to the pool once written when it came from there. */
 const writeMaybePooled = (socket: Duplex, buffer: Uint8Array): void => {
-  const memory = buffer.buffer as ArrayBuffer
-  if (buffer.length < POOLED_MIN || !pooled.has(memory)) {
+  // small buffers (frame headers) skip the `buffer` getter and the lookup
+  const memory = buffer.length < POOLED_MIN ? undefined : buffer.buffer as ArrayBuffer
+  if (memory === undefined || !pooled.has(memory)) {
     socket.write(buffer)
     return
   }
