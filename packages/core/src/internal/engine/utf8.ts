@@ -9,7 +9,10 @@
  *
  * @since 0.1.0
  */
-import { nativeIsUtf8 } from "../runtime.ts"
+import { nativeIsUtf8 as nativeIsUtf8Import } from "../runtime.ts"
+
+// Micro-optimisation: a module-level alias is folded by V8, a read through the import is not.
+const nativeIsUtf8 = nativeIsUtf8Import
 
 /**
  * The DFA state at a code point boundary: the bytes so far are valid, complete UTF-8 (RFC 6455
