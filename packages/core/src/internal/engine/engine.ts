@@ -819,7 +819,11 @@ export class Engine {
       this.receiveOut = OUT_PONG
       return Status.Ok
     }
-    // PARSE_NEED_MORE
+    return this.requestBytes(out)
+  }
+
+  /** Hands out a ReceiveFromNetwork: into the caller's buffer when payload can go there, else into the receive buffer. */
+  private requestBytes(out: ActionRecord): Status {
     const app = this.receiveBuffer
     if (app !== undefined && this.rstate === RS_PAYLOAD) {
       // Micro-optimisation: payload goes straight into the caller's buffer, not through the receive
@@ -1089,88 +1093,102 @@ export class Engine {
     out.context = this.receiveContext
     out.bufferCount = 1
     out.closeStatus = 0
-    const app = this.receiveBuffer
-    switch (this.deliverKind) {
-      case DELIVER_EOF:
-        out.bufferType = BufferTypeCode.Close
-        out.closeStatus = 1006
-        out.buffer0 = EMPTY
-        break
-      case DELIVER_DIRECT: {
-        let n = this.directLength
-        const text = this.messageOpcode === Opcode.Text
-        const last = n === this.payloadRemaining && this.frameFin
-        if (text && last) {
-          if (this.verifyUtf8 && this.utf8State !== UTF8_ACCEPT) {
-            const message = "a text message ends inside a UTF-8 sequence"
-            this.fail(Status.InvalidFormat, 1007, message)
-            return this.error(Status.InvalidFormat, message, 1007)
-          }
-        } else if (text) {
-          // The bytes of a code point cut by the end of the chunk go back to the receive buffer
-          // (it is empty during direct reads), to come first in the next chunk.
-          const end = completeBoundary(app!, 0, n)
-          if (end < n) {
-            this.rbuf.set(app!.subarray(end, n), RESERVE)
-            this.rstart = RESERVE
-            this.rend = this.unmaskedEnd = RESERVE + n - end
-            this.directLength = n = end
-          }
-          if (n === 0) {
-            // only part of a code point arrived before the transport ended
-            this.deliverKind = DELIVER_EOF
-            return this.deliver(out)
-          }
-        }
-        out.bufferType = last
-          ? (text ? BufferTypeCode.Utf8Message : BufferTypeCode.BinaryMessage)
-          : (text ? BufferTypeCode.Utf8Fragment : BufferTypeCode.BinaryFragment)
-        out.buffer0 = n === app!.length ? app! : app!.subarray(0, n)
-        break
-      }
-      case DELIVER_CONTROL: {
-        out.bufferType = this.deliverType
-        out.closeStatus = this.deliverCloseStatus
-        let view = this.rbuf.subarray(this.deliverStart, this.deliverEnd)
-        if (app !== undefined) {
-          const n = view.length < app.length ? view.length : app.length
-          app.set(view.subarray(0, n), 0)
-          view = app.subarray(0, n)
-        }
-        out.buffer0 = view
-        break
-      }
-      default: {
-        const start = this.deliverStart
-        let end = this.deliverEnd
-        if (app !== undefined && end - start > app.length) {
-          end = start + app.length
-          if (this.messageOpcode === Opcode.Text) {
-            const boundary = completeBoundary(this.rbuf, start, end)
-            if (boundary > start) end = boundary
-          }
-          this.deliverEnd = end
-        }
-        const finalChunk = end - start === this.payloadRemaining && this.frameFin
-        const text = this.messageOpcode === Opcode.Text
-        out.bufferType = finalChunk
-          ? (text ? BufferTypeCode.Utf8Message : BufferTypeCode.BinaryMessage)
-          : (text ? BufferTypeCode.Utf8Fragment : BufferTypeCode.BinaryFragment)
-        const made = this.deliverView
-        this.deliverView = undefined
-        let view = made !== undefined && made.length === end - start && made.byteOffset === this.rbuf.byteOffset + start
-          ? made
-          : this.rbuf.subarray(start, end)
-        if (app !== undefined) {
-          app.set(view, 0)
-          view = app.subarray(0, end - start)
-        }
-        out.buffer0 = view
-      }
+    // Micro-optimisation: one method per kind keeps this one small enough for V8 to inline.
+    const kind = this.deliverKind
+    if (kind === DELIVER_DATA) this.deliverData(out, this.receiveBuffer)
+    else if (kind === DELIVER_CONTROL) this.deliverControl(out, this.receiveBuffer)
+    else if (kind === DELIVER_EOF) this.deliverEof(out)
+    else {
+      const status = this.deliverDirect(out, this.receiveBuffer!)
+      if (status !== Status.Ok) return status
     }
     out.id = this.receiveOutId = this.newId()
     this.receiveOut = OUT_RECEIVE_DELIVER
     return Status.Ok
+  }
+
+  /** Data from the receive buffer: a view of it, or copied into the caller's buffer. */
+  private deliverData(out: ActionRecord, app: Uint8Array | undefined): void {
+    const start = this.deliverStart
+    let end = this.deliverEnd
+    if (app !== undefined && end - start > app.length) {
+      end = start + app.length
+      if (this.messageOpcode === Opcode.Text) {
+        const boundary = completeBoundary(this.rbuf, start, end)
+        if (boundary > start) end = boundary
+      }
+      this.deliverEnd = end
+    }
+    const finalChunk = end - start === this.payloadRemaining && this.frameFin
+    const text = this.messageOpcode === Opcode.Text
+    out.bufferType = finalChunk
+      ? (text ? BufferTypeCode.Utf8Message : BufferTypeCode.BinaryMessage)
+      : (text ? BufferTypeCode.Utf8Fragment : BufferTypeCode.BinaryFragment)
+    const made = this.deliverView
+    this.deliverView = undefined
+    let view = made !== undefined && made.length === end - start && made.byteOffset === this.rbuf.byteOffset + start
+      ? made
+      : this.rbuf.subarray(start, end)
+    if (app !== undefined) {
+      app.set(view, 0)
+      view = app.subarray(0, end - start)
+    }
+    out.buffer0 = view
+  }
+
+  /** Data read straight into the caller's buffer. */
+  private deliverDirect(out: ActionRecord, app: Uint8Array): Status {
+    let n = this.directLength
+    const text = this.messageOpcode === Opcode.Text
+    const last = n === this.payloadRemaining && this.frameFin
+    if (text && last) {
+      if (this.verifyUtf8 && this.utf8State !== UTF8_ACCEPT) {
+        const message = "a text message ends inside a UTF-8 sequence"
+        this.fail(Status.InvalidFormat, 1007, message)
+        return this.error(Status.InvalidFormat, message, 1007)
+      }
+    } else if (text) {
+      // The bytes of a code point cut by the end of the chunk go back to the receive buffer
+      // (it is empty during direct reads), to come first in the next chunk.
+      const end = completeBoundary(app, 0, n)
+      if (end < n) {
+        this.rbuf.set(app.subarray(end, n), RESERVE)
+        this.rstart = RESERVE
+        this.rend = this.unmaskedEnd = RESERVE + n - end
+        this.directLength = n = end
+      }
+      if (n === 0) {
+        // only part of a code point arrived before the transport ended
+        this.deliverEof(out)
+        return Status.Ok
+      }
+    }
+    out.bufferType = last
+      ? (text ? BufferTypeCode.Utf8Message : BufferTypeCode.BinaryMessage)
+      : (text ? BufferTypeCode.Utf8Fragment : BufferTypeCode.BinaryFragment)
+    out.buffer0 = n === app.length ? app : app.subarray(0, n)
+    return Status.Ok
+  }
+
+  /** A received pong or Close. */
+  private deliverControl(out: ActionRecord, app: Uint8Array | undefined): void {
+    out.bufferType = this.deliverType
+    out.closeStatus = this.deliverCloseStatus
+    let view = this.rbuf.subarray(this.deliverStart, this.deliverEnd)
+    if (app !== undefined) {
+      const n = view.length < app.length ? view.length : app.length
+      app.set(view.subarray(0, n), 0)
+      view = app.subarray(0, n)
+    }
+    out.buffer0 = view
+  }
+
+  /** The end of the transport without a Close: status 1006. */
+  private deliverEof(out: ActionRecord): void {
+    this.deliverKind = DELIVER_EOF
+    out.bufferType = BufferTypeCode.Close
+    out.closeStatus = 1006
+    out.buffer0 = EMPTY
   }
 
   // ------------------------------------------------------------------------------------------
@@ -1229,50 +1247,51 @@ export class Engine {
     const kind = this.receiveOut
     this.receiveOut = OUT_NONE
     this.receiveOutId = 0
-    if (kind === OUT_RECEIVE_READ || kind === OUT_RECEIVE_DIRECT) {
-      const room = kind === OUT_RECEIVE_READ ? this.rcap - this.rend : this.directCapacity
-      if (!(bytesTransferred >= 0 && bytesTransferred <= room && Number.isInteger(bytesTransferred))) {
-        this.receiveOut = kind // the read stays outstanding
-        this.receiveOutId = id
-        return this.error(
-          Status.InvalidParameter,
-          `bytesTransferred must be an integer from 0 to ${room} for this receive, got ${bytesTransferred}`
-        )
-      }
-    }
     switch (kind) {
-      case OUT_PONG:
-        return this.completePong(bytesTransferred)
-      case OUT_RECEIVE_READ: {
-        // "RECEIVE_FROM_NETWORK with 0: the receive is cancelled": the transport ended
-        if (bytesTransferred === 0) this.eof = true
-        else this.rend += bytesTransferred
-        return Status.Ok
-      }
-      case OUT_RECEIVE_DIRECT: {
-        if (bytesTransferred === 0) {
-          this.eof = true
-          return Status.Ok
-        }
-        const from = this.directLength
-        const app = this.receiveBuffer!
-        if (this.frameMasked) {
-          applyMask(app, from, from + bytesTransferred, this.header.maskKey, this.payloadMaskOffset & 3)
-          this.payloadMaskOffset += bytesTransferred
-        }
-        this.directLength = from + bytesTransferred
-        if (this.messageOpcode === Opcode.Text && this.verifyUtf8) {
-          // checked as it arrives: an invalid piece fails the connection before any of it is delivered
-          const state = utf8Step(this.utf8State, app, from, from + bytesTransferred)
-          if (state === UTF8_REJECT) this.fail(Status.InvalidFormat, 1007, "a text message is not valid UTF-8")
-          else this.utf8State = state
-        }
-        return Status.Ok
-      }
-      default: // OUT_RECEIVE_DELIVER
+      case OUT_RECEIVE_DELIVER:
         this.completeDelivery()
         return Status.Ok
+      case OUT_PONG:
+        return this.completePong(bytesTransferred)
+      default:
+        return this.completeRead(id, kind, bytesTransferred)
     }
+  }
+
+  /** A ReceiveFromNetwork done: into the receive buffer, or straight into the caller's. */
+  private completeRead(id: number, kind: number, bytesTransferred: number): Status {
+    const room = kind === OUT_RECEIVE_READ ? this.rcap - this.rend : this.directCapacity
+    if (!(bytesTransferred >= 0 && bytesTransferred <= room && Number.isInteger(bytesTransferred))) {
+      this.receiveOut = kind // the read stays outstanding
+      this.receiveOutId = id
+      return this.error(
+        Status.InvalidParameter,
+        `bytesTransferred must be an integer from 0 to ${room} for this receive, got ${bytesTransferred}`
+      )
+    }
+    // "RECEIVE_FROM_NETWORK with 0: the receive is cancelled": the transport ended
+    if (bytesTransferred === 0) {
+      this.eof = true
+      return Status.Ok
+    }
+    if (kind === OUT_RECEIVE_READ) {
+      this.rend += bytesTransferred
+      return Status.Ok
+    }
+    const from = this.directLength
+    const app = this.receiveBuffer!
+    if (this.frameMasked) {
+      applyMask(app, from, from + bytesTransferred, this.header.maskKey, this.payloadMaskOffset & 3)
+      this.payloadMaskOffset += bytesTransferred
+    }
+    this.directLength = from + bytesTransferred
+    if (this.messageOpcode === Opcode.Text && this.verifyUtf8) {
+      // checked as it arrives: an invalid piece fails the connection before any of it is delivered
+      const state = utf8Step(this.utf8State, app, from, from + bytesTransferred)
+      if (state === UTF8_REJECT) this.fail(Status.InvalidFormat, 1007, "a text message is not valid UTF-8")
+      else this.utf8State = state
+    }
+    return Status.Ok
   }
 
   private completePong(bytesTransferred: number): Status {
