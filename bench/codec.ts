@@ -3,8 +3,9 @@
  * of the `ws` package (its `Receiver` stream and its `Sender`, writing to a socket that counts).
  *
  * For every frame size, direction (masked = client to server, unmasked = server to client), payload
- * type (text, binary) and operation (decode = receive, encode = send) each contender runs for a
- * fixed time box, alternating ours / ws, and the medians of the repetitions are printed.
+ * type (text: mostly ASCII JSON with 2- to 4-byte code points; ascii: the same JSON in ASCII only;
+ * binary) and operation (decode = receive, encode = send) each contender runs for a fixed time box,
+ * alternating ours / ws, and the medians of the repetitions are printed.
  *
  * Usage: `node codec.ts [--reps=N] [--time=MS] [--warmup=MS] [--filter=REGEX] [--contender=ours|ws|both]`
  * (`--filter` matches "op dir type size", e.g. `--filter="decode masked text (16|125) B"`;
@@ -92,7 +93,7 @@ const PASS_BYTES = 1024 * 1024
 const SIZES = [16, 125, 1024, 64 * 1024, 1024 * 1024]
 const OPS = ["decode", "encode"] as const
 const DIRS = ["masked", "unmasked"] as const
-const TYPES = ["text", "binary"] as const
+const TYPES = ["text", "ascii", "binary"] as const
 
 type Op = (typeof OPS)[number]
 type Dir = (typeof DIRS)[number]
@@ -123,13 +124,19 @@ const TEXT_PATTERN = Buffer.from(
   "utf8"
 )
 
+/** The same JSON-like text in ASCII only (as most JSON on the wire is). */
+const ASCII_PATTERN = Buffer.from(
+  "{\"user\":\"Zoe\",\"t\":\"abc:-)\",\"id\":12345,\"text\":\"lorem ipsum dolor sit amet, Angstrom cafe\"},",
+  "utf8"
+)
+
 /** `size` bytes of valid UTF-8 text: the pattern repeated, cut at a code point, padded with spaces. */
-const textPayload = (size: number): Buffer => {
+const textPayload = (size: number, pattern: Buffer): Buffer => {
   const out = Buffer.alloc(size, 0x20)
   let o = 0
   while (o < size) {
-    const n = Math.min(TEXT_PATTERN.length, size - o)
-    TEXT_PATTERN.copy(out, o, 0, n)
+    const n = Math.min(pattern.length, size - o)
+    pattern.copy(out, o, 0, n)
     o += n
   }
   // back off to the start of a code point that does not fit completely
@@ -147,7 +154,8 @@ const textPayload = (size: number): Buffer => {
 }
 
 const payloadFor = (type: Type, size: number): Buffer => {
-  if (type === "text") return textPayload(size)
+  if (type === "text") return textPayload(size, TEXT_PATTERN)
+  if (type === "ascii") return textPayload(size, ASCII_PATTERN)
   const out = Buffer.allocUnsafe(size)
   randomFill(out)
   return out
@@ -168,7 +176,7 @@ interface Wire {
 const buildWire = (config: Config, payload: Buffer): Wire => {
   const frames = framesPerPass(config.size)
   const parts: Array<Buffer> = []
-  const opcode = config.type === "text" ? 1 : 2
+  const opcode = config.type === "binary" ? 2 : 1
   for (let i = 0; i < frames; i++) {
     const list = Sender.frame(payload, {
       fin: true,
@@ -412,7 +420,7 @@ const wsDecode = (config: Config, wire: Wire): Session => {
 const oursEncode = (config: Config, payload: Buffer): Session => {
   const engine = newEngine(config.dir === "masked")
   const action = new ActionRecord()
-  const bufferType = config.type === "text" ? BufferTypeCode.Utf8Message : BufferTypeCode.BinaryMessage
+  const bufferType = config.type === "binary" ? BufferTypeCode.BinaryMessage : BufferTypeCode.Utf8Message
   const frames = framesPerPass(config.size)
   let sent = 0
   let wireBytes = 0

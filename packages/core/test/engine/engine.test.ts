@@ -506,6 +506,44 @@ describe("UTF-8 (RFC 6455 sections 5.6 and 8.1)", () => {
     ])
   })
 
+  it.prop("text of 48 bytes and more (word-wise ASCII skip): ASCII, mixed and invalid messages in any order", [
+    Arbitrary.array(Arbitrary.all([int(0, 2), int(48, 600), int(0, 1 << 20)]), { minLength: 1, maxLength: 150 })
+  ], ([messages]) => {
+    // 0: ASCII; 1: ASCII with a 2-byte code point somewhere; 2: ASCII with an invalid byte somewhere
+    const sender = makeServer()
+    const wires: Array<Uint8Array> = []
+    const expected: Array<string> = []
+    let invalid = false
+    for (const [kind, length, at] of messages) {
+      const payload = utf8("x".repeat(length))
+      const position = at % (length - 1)
+      if (kind === 1) payload.set([0xc3, 0xa9], position)
+      if (kind === 2) payload[position] = 0xff
+      wires.push(sendAndDrain(sender, Utf8Message, payload))
+      if (kind === 2) {
+        invalid = true
+        break
+      }
+      expected.push(decodeUtf8(payload))
+    }
+    for (const chunks of [undefined, 37]) {
+      const engine = makeClient()
+      const result = feed(engine, concat(wires), { chunks })
+      if (invalid) expectFailure(engine, result, Status.InvalidFormat, 1007, /not valid UTF-8/)
+      else assert.strictEqual(result.failed, undefined)
+      const received: Array<string> = []
+      let pieces: Array<Uint8Array> = []
+      for (const d of result.deliveries) {
+        pieces.push(d.data)
+        if (d.bufferType === Utf8Message) {
+          received.push(decodeUtf8(concat(pieces)))
+          pieces = []
+        }
+      }
+      assert.deepStrictEqual(received, expected)
+    }
+  })
+
   it("binary messages are not checked", () => {
     const { deliveries, failed } = feed(makeClient(), "82 02 c328")
     assert.strictEqual(failed, undefined)

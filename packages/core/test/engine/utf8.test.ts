@@ -3,6 +3,7 @@ import { Arbitrary } from "effect"
 import {
   completeBoundary,
   isValidUtf8,
+  skipAscii,
   UTF8_ACCEPT,
   UTF8_NATIVE_THRESHOLD,
   UTF8_REJECT,
@@ -227,6 +228,33 @@ describe("UTF-8 validation (RFC 3629, RFC 6455 section 8.1)", () => {
       const state = utf8Step(utf8Step(UTF8_ACCEPT, bytes, 0, split), bytes, split, bytes.length)
       if (state !== UTF8_ACCEPT) assert.fail(`split at ${split}: ${state}`)
     }
+  })
+})
+
+describe("ASCII runs (skipAscii)", () => {
+  /** ASCII bytes with a few non-ASCII ones, at any offset of a 4-aligned buffer. */
+  const mostlyAscii = Arbitrary.all([
+    Arbitrary.array(int(0, 0x7f), { minLength: 1, maxLength: 300 }),
+    // the non-ASCII bytes: word, byte in the word, value
+    Arbitrary.array(Arbitrary.all([int(0, 80), int(0, 3), int(0x80, 0xff)]), { minLength: 1, maxLength: 2 }),
+    int(0, 1 << 20),
+    int(0, 1 << 20)
+  ])
+
+  it.prop("stops at or at most 3 bytes before the first non-ASCII byte, with only ASCII before", [mostlyAscii], (
+    [[ascii, highs, a, b]]
+  ) => {
+    const bytes = new Uint8Array(ascii.length + 8)
+    bytes.set(ascii, 4)
+    for (const [word, lane, value] of highs) bytes[4 + ((4 * word + lane) % ascii.length)] = value
+    const words = new Int32Array(bytes.buffer, 0, bytes.length >>> 2)
+    const start = 4 + (a % 8)
+    const end = Math.max(start, bytes.length - (b % 8))
+    let first = start
+    while (first < end && bytes[first]! < 0x80) first++
+    const stop = skipAscii(bytes, words, start, end)
+    if (first === end) assert.strictEqual(stop, end)
+    else assert.isTrue(stop <= first && stop >= Math.max(start, first - 3), `${start}..${end}: ${stop} for ${first}`)
   })
 })
 
