@@ -112,8 +112,10 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
   socket.on("data", (chunk: Uint8Array) => {
     chunks.push(chunk)
     buffered += chunk.length
-    if (buffered >= highWaterMark) socket.pause()
+    // A waiting reader takes the bytes at once (it runs in `wake`): the socket is paused only when
+    // they stay, so that a reader that keeps up never stops Node's read loop.
     wake()
+    if (buffered >= highWaterMark && !socket.isPaused()) socket.pause()
   })
   socket.on("end", () => {
     ended = true

@@ -128,6 +128,24 @@ describe("NodeTransport.fromDuplex", () => {
       assert.deepStrictEqual(yield* readExactly(b, total), pattern(total, 6))
     }))
 
+  it.live("a reader that keeps up never pauses the socket", () =>
+    Effect.gen(function*() {
+      const [client, accepted] = yield* socketPair
+      let pauses = 0
+      const pause = accepted.pause.bind(accepted)
+      accepted.pause = () => {
+        pauses++
+        return pause()
+      }
+      const b = NodeTransport.fromDuplex(accepted, { highWaterMark: 16 * 1024 })
+      const total = 4 * 1024 * 1024
+      const reader = yield* Effect.forkChild(readExactly(b, total))
+      yield* Effect.sleep("10 millis") // the reader waits
+      client.write(pattern(total, 9))
+      assert.deepStrictEqual(yield* Fiber.join(reader), pattern(total, 9))
+      assert.strictEqual(pauses, 0, "every chunk was taken as it came")
+    }))
+
   it.live("frame memory from allocate comes back once written; owned application buffers never do", () =>
     Effect.gen(function*() {
       const [client, accepted] = yield* socketPair
