@@ -595,15 +595,21 @@ const main = async (): Promise<void> => {
   const inputs = new Map<Config, Inputs>()
   for (const config of configs) inputs.set(config, prepare(config))
 
-  // Warm-up: every code path of both contenders once, so that the measured rounds see settled
-  // type feedback whatever their order.
-  for (const config of configs) {
+  /** A short run of each contender on `config`, left out of the results. */
+  const warmUp = async (config: Config): Promise<void> => {
     for (const contender of contenders) await measure(session(contender, config, inputs.get(config)!), config.size, WARMUP_MS)
   }
+
+  // Warm-up: every code path of both contenders once, so that the measured rounds see settled
+  // type feedback whatever their order.
+  for (const config of configs) await warmUp(config)
 
   const rows: Array<{ config: Config; ours: Sample | undefined; ws: Sample | undefined }> = []
   for (const config of configs) {
     const samples: Record<"ours" | "ws", Array<Sample>> = { ours: [], ws: [] }
+    // each contender settles on this case first (the code it shares with other cases was last
+    // compiled for those)
+    await warmUp(config)
     for (let r = 0; r < REPS; r++) {
       for (const contender of contenders) {
         samples[contender].push(await measure(session(contender, config, inputs.get(config)!), config.size, TIME_MS))
