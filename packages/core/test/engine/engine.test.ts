@@ -975,6 +975,17 @@ describe("end of the transport (spec 3.9, 1006)", () => {
     complete(engine, read, 2)
     assert.strictEqual(expectAction(next(engine, QueueCode.Receive), ActionCode.IndicateReceiveComplete).bufferType, PingPong)
   })
+
+  it("a header read on its own (large caller buffer) takes no more bytes than it offered", () => {
+    const engine = makeClient()
+    engine.receive(new Uint8Array(16 * 1024), undefined)
+    const read = expectAction(next(engine, QueueCode.Receive), ActionCode.ReceiveFromNetwork)
+    assert.strictEqual(read.buffers[0]!.length, 2, "the first two header bytes only")
+    expectRejected(engine, engine.completeAction(read.id, 3), Status.InvalidParameter, /bytesTransferred/)
+    read.buffers[0]!.set(hex("8a00"))
+    complete(engine, read, 2)
+    assert.strictEqual(expectAction(next(engine, QueueCode.Receive), ActionCode.IndicateReceiveComplete).bufferType, PingPong)
+  })
 })
 
 // ---------------------------------------------------------------------------------------------

@@ -35,8 +35,8 @@ import { nativeIsUtf8 as nativeIsUtf8Import } from "../runtime.ts"
 import {
   ASCII_WORDS_LIMIT as ASCII_WORDS_LIMITImport,
   completeBoundary,
-  skipAscii,
   isValidUtf8,
+  skipAscii,
   UTF8_ACCEPT as UTF8_ACCEPTImport,
   UTF8_IS_UTF8_THRESHOLD as UTF8_IS_UTF8_THRESHOLDImport,
   UTF8_REJECT as UTF8_REJECTImport,
@@ -328,8 +328,8 @@ export class Engine {
   private deliverKind = DELIVER_DATA
   /** Payload bytes read straight into the caller's receive buffer, waiting to be delivered. */
   private directLength = 0
-  /** Room handed out for a direct read. */
-  private directCapacity = 0
+  /** Room handed out with the outstanding ReceiveFromNetwork, in the receive buffer or the caller's. */
+  private readRoom = 0
   /** Payload bytes the direct reads into the caller's buffer gather before they are delivered. */
   private directTarget = 0
   /** The view of the prepared delivery when validation already made it (see `parse`). */
@@ -628,7 +628,7 @@ export class Engine {
     out.buffer0 = room
     out.context = this.receiveContext
     out.id = this.receiveOutId = this.newId()
-    this.directCapacity = room.length
+    this.readRoom = room.length
     this.receiveOut = OUT_RECEIVE_DIRECT
     return Status.Ok
   }
@@ -879,6 +879,7 @@ export class Engine {
       this.rend,
       headerOnly ? this.rend + headerBytesMissing(this.rbuf, this.rstart, this.rend) : this.rcap
     )
+    this.readRoom = out.buffer0.length
     out.context = this.receiveContext
     out.id = this.receiveOutId = this.newId()
     this.receiveOut = OUT_RECEIVE_READ
@@ -1145,11 +1146,7 @@ export class Engine {
       }
       this.deliverEnd = end
     }
-    const finalChunk = end - start === this.payloadRemaining && this.frameFin
-    const text = this.messageOpcode === Opcode.Text
-    out.bufferType = finalChunk
-      ? (text ? BufferTypeCode.Utf8Message : BufferTypeCode.BinaryMessage)
-      : (text ? BufferTypeCode.Utf8Fragment : BufferTypeCode.BinaryFragment)
+    out.bufferType = this.dataBufferType(end - start === this.payloadRemaining && this.frameFin)
     const made = this.deliverView
     this.deliverView = undefined
     let view = made !== undefined && made.length === end - start && made.byteOffset === this.rbuf.byteOffset + start
@@ -1189,11 +1186,17 @@ export class Engine {
         return Status.Ok
       }
     }
-    out.bufferType = last
-      ? (text ? BufferTypeCode.Utf8Message : BufferTypeCode.BinaryMessage)
-      : (text ? BufferTypeCode.Utf8Fragment : BufferTypeCode.BinaryFragment)
+    out.bufferType = this.dataBufferType(last)
     out.buffer0 = n === app.length ? app : app.subarray(0, n)
     return Status.Ok
+  }
+
+  /** The buffer type of a delivered piece of the current message: the message's end or a fragment. */
+  private dataBufferType(last: boolean): number {
+    const text = this.messageOpcode === Opcode.Text
+    return last
+      ? (text ? BufferTypeCode.Utf8Message : BufferTypeCode.BinaryMessage)
+      : (text ? BufferTypeCode.Utf8Fragment : BufferTypeCode.BinaryFragment)
   }
 
   /** A received pong or Close. */
@@ -1286,7 +1289,7 @@ export class Engine {
 
   /** A ReceiveFromNetwork done: into the receive buffer, or straight into the caller's. */
   private completeRead(id: number, kind: number, bytesTransferred: number): Status {
-    const room = kind === OUT_RECEIVE_READ ? this.rcap - this.rend : this.directCapacity
+    const room = this.readRoom
     if (!(bytesTransferred >= 0 && bytesTransferred <= room && Number.isInteger(bytesTransferred))) {
       this.receiveOut = kind // the read stays outstanding
       this.receiveOutId = id
