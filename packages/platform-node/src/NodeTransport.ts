@@ -129,6 +129,11 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
     ended = true
     wake()
   })
+  // What happened before the transport took the stream over (a peer that ended, went away or
+  // failed while the opening handshake was still being answered) is not emitted again: it is read
+  // off the stream. Bytes that came before stay buffered in it and arrive first.
+  if (socket.readableEnded || socket.destroyed) ended = true
+  if (socket.errored !== null) failure ??= toError(socket.errored, "socket error")
 
   /** Copies buffered bytes into `buffer`; -1 when there are none yet. */
   const take = (buffer: Uint8Array): number => {

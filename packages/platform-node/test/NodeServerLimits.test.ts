@@ -8,8 +8,11 @@ const echoHandler = NodeServer.serve((connection) => Stream.runForEach(connectio
 
 const KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 
-/** Sends raw bytes to the server and collects everything it answers until it closes the socket. */
-const rawExchange = (port: number, request: string, options?: { readonly endAfterMs?: number }) =>
+/**
+ * Sends raw bytes to the server (then, with `end`, ends the client's side at once) and collects
+ * everything it answers until it closes the socket (cut after `endAfterMs`, default 5 s).
+ */
+const rawExchange = (port: number, request: string, options?: { readonly endAfterMs?: number; readonly end?: boolean }) =>
   Effect.promise(() =>
     new Promise<{ response: string; closedAfterMs: number }>((resolve) => {
       const started = Date.now()
@@ -19,6 +22,7 @@ const rawExchange = (port: number, request: string, options?: { readonly endAfte
       socket.on("close", () => resolve({ response, closedAfterMs: Date.now() - started }))
       socket.on("error", () => {})
       socket.write(request)
+      if (options?.end === true) socket.end()
       const timer = setTimeout(() => socket.destroy(), options?.endAfterMs ?? 5000)
       socket.on("close", () => clearTimeout(timer))
     })
@@ -80,6 +84,20 @@ describe("bad requests never reach the handler", () => {
       const server = yield* NodeServer.serve(() => Effect.void, { handshakeTimeout: "500 millis" })
       const { closedAfterMs } = yield* rawExchange(server.address.port, "GET / HTTP/1.1\r\nHost: x\r\n", { endAfterMs: 10000 })
       assert.isBelow(closedAfterMs, 5000)
+    }))
+
+  it.live("a client that sends its request and FIN at once is let go, not kept open", () =>
+    Effect.gen(function*() {
+      // the end arrives while the upgrade is being answered: the connection must still see it
+      const server = yield* echoHandler
+      for (let i = 0; i < 5; i++) {
+        const { closedAfterMs, response } = yield* rawExchange(server.address.port, upgradeRequest(goodHeaders), {
+          end: true,
+          endAfterMs: 4000
+        })
+        assert.match(statusLine(response)!, /^HTTP\/1.1 101/)
+        assert.isBelow(closedAfterMs, 2000)
+      }
     }))
 
   it.live("oversized headers are refused", () =>

@@ -146,6 +146,26 @@ describe("NodeTransport.fromDuplex", () => {
       assert.strictEqual(pauses, 0, "every chunk was taken as it came")
     }))
 
+  it.live("a peer that ended or went away before the transport took the socket over reads as ended", () =>
+    Effect.gen(function*() {
+      // as when a client sends its request, its first frames and FIN at once: the end comes while
+      // the upgrade is being answered, with the frames in `head`
+      const [client, accepted] = yield* socketPair
+      client.end()
+      yield* Effect.callback<void>((resume) => void accepted.once("end", () => resume(Effect.void)))
+      const ended = NodeTransport.fromDuplex(accepted, { head: Buffer.from("frames") })
+      const buffer = new Uint8Array(64)
+      const first = yield* Effect.timeout(ended.read(buffer), "2 seconds")
+      assert.strictEqual(Buffer.from(buffer.subarray(0, first)).toString(), "frames")
+      assert.strictEqual(yield* Effect.timeout(ended.read(buffer), "2 seconds"), 0)
+
+      const [client2, accepted2] = yield* socketPair
+      client2.destroy()
+      yield* Effect.callback<void>((resume) => void accepted2.once("close", () => resume(Effect.void)))
+      const closed = NodeTransport.fromDuplex(accepted2)
+      assert.strictEqual(yield* Effect.timeout(closed.read(buffer), "2 seconds"), 0)
+    }))
+
   it.live("frame memory from allocate comes back once written; owned application buffers never do", () =>
     Effect.gen(function*() {
       const [client, accepted] = yield* socketPair
