@@ -416,6 +416,28 @@ describe("control frames (RFC 6455 section 5.5)", () => {
   })
 })
 
+describe("the first bytes of a frame are judged as they arrive", () => {
+  // each wire stops inside a header (a length that needs more bytes, or no length byte yet)
+  it("reserved bits, a continuation or not, and masking fail before the rest of the header comes (1002)", () => {
+    failing(true, "c1", Status.InvalidFormat, 1002, /reserved bits RSV1 set/)
+    failing(true, "80", Status.InvalidOperation, 1002, /continuation frame arrived with no message/)
+    failing(true, "01 01 61 82", Status.InvalidOperation, 1002, /new data frame arrived while a fragmented message/)
+    failing(false, "81 7e 00", Status.InvalidFormat, 1002, /client frame is not masked/)
+    failing(true, "81 fe", Status.InvalidFormat, 1002, /server frame is masked/)
+  })
+
+  it("the valid start of a header waits for the rest", () => {
+    for (const [client, wire] of [[true, "81"], [true, "01 01 61 80 7f 00"], [false, "82 fe 01"], [true, "89"]] as const) {
+      const engine = makeEngine(client)
+      const result = feed(engine, wire)
+      assert.isUndefined(result.failed, wire)
+      assert.isUndefined(engine.failure, wire)
+    }
+    const lenient = makeServer({ disableMasking: true })
+    assert.isUndefined(feed(lenient, "81 7e").failed, "a server with masking disabled")
+  })
+})
+
 describe("fragmentation (RFC 6455 section 5.4)", () => {
   it("a continuation frame with no message to continue (1002, InvalidOperation)", () => {
     failing(true, "80 02 6c6f", Status.InvalidOperation, 1002, /continuation frame arrived with no message/)

@@ -19,13 +19,16 @@ import {
   HeaderError,
   headerBytesMissing,
   isControlOpcode,
+  isMaskedOf,
   isValidWireCloseCode,
   MAX_CLOSE_REASON_LENGTH as MAX_CLOSE_REASON_LENGTHImport,
   MAX_CONTROL_PAYLOAD as MAX_CONTROL_PAYLOADImport,
   MAX_HEADER_LENGTH as MAX_HEADER_LENGTHImport,
   Opcode as OpcodeImport,
+  opcodeOf,
   parseCloseCode,
-  parseHeader
+  parseHeader,
+  rsvOf
 } from "./frame.ts"
 import { ActionCode as ActionCodeImport, ActionQueue as QueueCodeImport } from "../../Action.ts"
 import { BufferType as BufferTypeCodeImport } from "../../BufferType.ts"
@@ -893,6 +896,44 @@ export class Engine {
   }
 
   /**
+   * The rules the first bytes of a frame break on their own (reserved bits, a continuation or
+   * not, masking), checked while the rest of its header has not arrived: a broken frame fails at
+   * once, as it does when its header is whole, even if the rest never comes.
+   */
+  private checkFrameStart(buf: Uint8Array): number {
+    const b0 = buf[this.rstart]!
+    const rsv = rsvOf(b0)
+    if (rsv !== 0) return this.failReservedBits(rsv)
+    const opcode = opcodeOf(b0)
+    if (!isControlOpcode(opcode) && (opcode === Opcode.Continuation) === (this.messageOpcode === 0)) {
+      return this.failFrameOrder(opcode === Opcode.Continuation)
+    }
+    if (this.rend - this.rstart >= 2) {
+      const masked = isMaskedOf(buf[this.rstart + 1]!)
+      if (masked ? this.isClient : this.requireMasked) return this.failMasking(masked)
+    }
+    return PARSE_NEED_MORE
+  }
+
+  private failReservedBits(rsv: number): number {
+    // "MUST be 0 unless an extension is negotiated that defines meanings for non-zero values"
+    return this.fail(Status.InvalidFormat, 1002, `reserved bits RSV${rsvNames(rsv)} set without a negotiated extension`)
+  }
+
+  private failMasking(masked: boolean): number {
+    // "The server MUST close the connection upon receiving a frame that is not masked."
+    // "A client MUST close a connection if it detects a masked frame."
+    return this.fail(Status.InvalidFormat, 1002, masked ? "a server frame is masked" : "a client frame is not masked")
+  }
+
+  /** A continuation with no message to continue, or a new data frame inside a fragmented message. */
+  private failFrameOrder(continuation: boolean): number {
+    return continuation
+      ? this.fail(Status.InvalidOperation, 1002, "a continuation frame arrived with no message to continue")
+      : this.fail(Status.InvalidOperation, 1002, "a new data frame arrived while a fragmented message is still open")
+  }
+
+  /**
    * Parses received bytes until something can be delivered, a pong must be sent, more bytes are
    * needed, or the peer broke a rule.
    */
@@ -903,20 +944,11 @@ export class Engine {
         case RS_HEADER: {
           const header = this.header
           const n = parseHeader(header, buf, this.rstart, this.rend)
-          if (n === 0) return PARSE_NEED_MORE
+          if (n === 0) return this.rend > this.rstart ? this.checkFrameStart(buf) : PARSE_NEED_MORE
           if (n < 0) return this.fail(Status.InvalidFormat, 1002, headerErrorMessage(n))
-          // "MUST be 0 unless an extension is negotiated that defines meanings for non-zero values"
-          if (header.rsv !== 0) {
-            return this.fail(Status.InvalidFormat, 1002, `reserved bits RSV${rsvNames(header.rsv)} set without a negotiated extension`)
-          }
-          if (this.requireMasked && !header.masked) {
-            // "The server MUST close the connection upon receiving a frame that is not masked."
-            return this.fail(Status.InvalidFormat, 1002, "a client frame is not masked")
-          }
-          if (this.isClient && header.masked) {
-            // "A client MUST close a connection if it detects a masked frame."
-            return this.fail(Status.InvalidFormat, 1002, "a server frame is masked")
-          }
+          if (header.rsv !== 0) return this.failReservedBits(header.rsv)
+          if (this.requireMasked && !header.masked) return this.failMasking(false)
+          if (this.isClient && header.masked) return this.failMasking(true)
           const opcode = header.opcode
           this.rstart += n
           if (isControlOpcode(opcode)) {
@@ -924,15 +956,9 @@ export class Engine {
             continue
           }
           if (opcode === Opcode.Continuation) {
-            if (this.messageOpcode === 0) {
-              return this.fail(Status.InvalidOperation, 1002, "a continuation frame arrived with no message to continue")
-            }
+            if (this.messageOpcode === 0) return this.failFrameOrder(true)
           } else if (this.messageOpcode !== 0) {
-            return this.fail(
-              Status.InvalidOperation,
-              1002,
-              "a new data frame arrived while a fragmented message is still open"
-            )
+            return this.failFrameOrder(false)
           } else {
             this.messageOpcode = opcode
             this.messageSize = 0

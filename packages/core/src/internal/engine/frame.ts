@@ -223,7 +223,7 @@ export const parseHeader = (header: FrameHeader, bytes: Uint8Array, start: numbe
   const available = end - start
   if (available < 1) return 0
   const b0 = bytes[start]!
-  const opcode = b0 & OPCODE_BITS
+  const opcode = opcodeOf(b0)
   const fin = (b0 & FIN_BIT) !== 0
   // "If an unknown opcode is received, the receiving endpoint MUST _Fail the WebSocket Connection_."
   if (!isKnownOpcode(opcode)) return HeaderError.ReservedOpcode
@@ -232,7 +232,7 @@ export const parseHeader = (header: FrameHeader, bytes: Uint8Array, start: numbe
   if (control && !fin) return HeaderError.FragmentedControlFrame
   if (available < BASE_HEADER_LENGTH) return 0
   const b1 = bytes[start + 1]!
-  const masked = (b1 & MASK_BIT) !== 0
+  const masked = isMaskedOf(b1)
   let payloadLength = b1 & LENGTH_BITS
   let length = BASE_HEADER_LENGTH
   if (payloadLength === LENGTH_16) {
@@ -269,7 +269,7 @@ export const parseHeader = (header: FrameHeader, bytes: Uint8Array, start: numbe
     key[3] = 0
   }
   header.fin = fin
-  header.rsv = (b0 >>> RSV_SHIFT) & RSV_BITS
+  header.rsv = rsvOf(b0)
   header.opcode = opcode
   header.masked = masked
   header.payloadLength = payloadLength
@@ -291,9 +291,33 @@ export const headerBytesMissing = (bytes: Uint8Array, start: number, end: number
   const code = b1 & LENGTH_BITS
   const total = BASE_HEADER_LENGTH +
     (code === LENGTH_16 ? EXTENDED_16_LENGTH : code === LENGTH_64 ? EXTENDED_64_LENGTH : 0) +
-    ((b1 & MASK_BIT) !== 0 ? MASK_KEY_LENGTH : 0)
+    (isMaskedOf(b1) ? MASK_KEY_LENGTH : 0)
   return total - available
 }
+
+/**
+ * The reserved bits (RSV1-3 as a number from 0 to 7) of the frame whose first byte is `b0`.
+ *
+ * @category getters
+ * @since 0.1.0
+ */
+export const rsvOf = (b0: number): number => (b0 >>> RSV_SHIFT) & RSV_BITS
+
+/**
+ * The opcode of the frame whose first byte is `b0`.
+ *
+ * @category getters
+ * @since 0.1.0
+ */
+export const opcodeOf = (b0: number): number => b0 & OPCODE_BITS
+
+/**
+ * Whether the frame whose second byte is `b1` is masked.
+ *
+ * @category getters
+ * @since 0.1.0
+ */
+export const isMaskedOf = (b1: number): boolean => (b1 & MASK_BIT) !== 0
 
 /**
  * The length of the minimal header for a payload of `payloadLength` bytes (RFC 6455 section 5.2):
