@@ -542,6 +542,8 @@ export const make = (
       Effect.gen(function*() {
         const code = error.closeStatus ?? 1002
         if (engine.state === HandleState.Open || engine.state === HandleState.CloseReceived) {
+          // the messages that came before the broken frame are handled first, as with a Close
+          yield* awaitConsumerIdle
           if (initiator === "none") initiator = "local"
           yield* Effect.ignore(Effect.timeout(sendFrame(BufferType.BufferType.Close, undefined, code), closeTimeout))
         }
@@ -568,10 +570,10 @@ export const make = (
     })
 
     /**
-     * Waits (at most a second) until the application has handled the messages that
-     * arrived before the peer's Close: its consumer asks for the next message with none left. An
-     * echo handler then answers every message before our Close goes out, as with `ws`, where
-     * messages are handled before the Close frame behind them.
+     * Waits (at most a second) until the application has handled the messages that arrived before
+     * the peer's Close, a broken frame or the end of the peer's side: its consumer asks for the
+     * next message with none left. An echo handler then answers every message before our Close
+     * goes out, as with `ws`, where messages are handled before the frame behind them is parsed.
      */
     const awaitConsumerIdle = Effect.suspend(() => {
       if (consumerIsIdle()) return Effect.void
@@ -758,6 +760,9 @@ export const make = (
           const reason = code === 1006 ? "" : textDecoder.decode(record.buffer0)
           engine.completeAction(record.id, 0)
           if (code === 1006) {
+            // The peer ended its side without a Close; it may still read (a half-closed TCP
+            // connection): the application handles what came before, as with a Close.
+            if (engine.state === HandleState.Open) yield* awaitConsumerIdle
             return yield* failTransport(
               new TransportError({ message: "the connection ended without a Close frame (1006)" })
             )

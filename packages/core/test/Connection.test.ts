@@ -900,6 +900,28 @@ describe("Connection backpressure", () => {
       assert.strictEqual((yield* Fiber.join(echo))._tag, "Success")
     }))
 
+  for (const ending of ["a broken frame", "the end of the peer's side"] as const) {
+    it.effect(`an echo handler answers every message that came before ${ending}`, () =>
+      Effect.gen(function*() {
+        const { connection, peer } = yield* rawConnection("server")
+        const echo = yield* Effect.forkChild(Effect.exit(Stream.runForEach(connection.messages, (m) => connection.send(m))))
+        yield* settle // the handler runs before the messages arrive, as in a server
+        // everything arrives at once, so the reader meets the ending before the handler runs
+        yield* peer.transport.write([
+          frame(0x1, "a", { mask: true }),
+          frame(0x2, new Uint8Array([1, 2]), { mask: true }),
+          ending === "a broken frame" ? frame(0x0, "x", { mask: true }) : new Uint8Array(0)
+        ])
+        if (ending !== "a broken frame") yield* peer.transport.end
+        assert.strictEqual(new TextDecoder().decode((yield* peer.nextFrame()).payload), "a")
+        assert.deepStrictEqual((yield* peer.nextFrame()).payload, new Uint8Array([1, 2]))
+        if (ending === "a broken frame") assert.strictEqual(closeCodeOf(yield* peer.nextFrame()), 1002)
+        assert.strictEqual(yield* peer.readFrame(), "eof")
+        assert.strictEqual((yield* connection.closed).code, ending === "a broken frame" ? 1002 : 1006)
+        assert.strictEqual((yield* Fiber.join(echo))._tag, "Failure")
+      }))
+  }
+
   it.effect("send waits while the peer does not read", () =>
     Effect.gen(function*() {
       const { connection, peer } = yield* rawConnection("client", { highWaterMark: 4096 })
