@@ -166,6 +166,22 @@ describe("NodeTransport.fromDuplex", () => {
       assert.strictEqual(yield* Effect.timeout(closed.read(buffer), "2 seconds"), 0)
     }))
 
+  it.live("the peer's FIN ends reading only: what is written after it still reaches the peer", () =>
+    Effect.gen(function*() {
+      // a Close answering a peer that sent a broken frame and its FIN at once must still go out
+      const [client, accepted] = yield* socketPair
+      const transport = NodeTransport.fromDuplex(accepted)
+      let received = ""
+      client.on("data", (chunk: Buffer) => (received += chunk.toString()))
+      client.end()
+      assert.strictEqual(yield* Effect.timeout(transport.read(new Uint8Array(16)), "2 seconds"), 0)
+      yield* Effect.sleep("20 millis") // past the turn in which Node would end our side
+      yield* transport.write([Buffer.from("after the end")])
+      yield* transport.close
+      yield* Effect.callback<void>((resume) => void client.once("close", () => resume(Effect.void)))
+      assert.strictEqual(received, "after the end")
+    }))
+
   it.live("frame memory from allocate comes back once written; owned application buffers never do", () =>
     Effect.gen(function*() {
       const [client, accepted] = yield* socketPair
