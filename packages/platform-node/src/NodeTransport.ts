@@ -110,7 +110,10 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
     wakeReader = undefined
     resume?.()
   }
+  /** Whether the transport was closed: what still arrives is dropped (see `close`). */
+  let discarding = false
   socket.on("data", (chunk: Uint8Array) => {
+    if (discarding) return
     chunks.push(chunk)
     buffered += chunk.length
     // A waiting reader takes the bytes at once (it runs in `wake`): the socket is paused only when
@@ -355,18 +358,31 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
     socket.end()
   })
 
+  /**
+   * Flushes what is queued, sends FIN, and releases the socket once the peer has ended its side
+   * too (at most a second later). Meanwhile what the peer still sends is read and dropped: closing
+   * a socket with unread bytes makes the operating system answer with a reset, and a reset can
+   * make the peer lose our last frames (a Close) before its application has read them.
+   */
   const close = Effect.sync(() => {
     if (socket.destroyed) return
+    discarding = true
+    chunks.length = 0
+    head = 0
+    buffered = 0
     if (socket.writable && !socket.writableEnded) {
-      // flush what is queued, send FIN, then release the socket
       flushGathered()
-      socket.end(() => socket.destroy())
-      const timer = setTimeout(() => socket.destroy(), 1000)
-      timer.unref()
-      socket.once("close", () => clearTimeout(timer))
-    } else {
-      socket.destroy()
+      socket.end()
     }
+    if (socket.readableEnded || !socket.readable) {
+      socket.destroy()
+      return
+    }
+    if (socket.isPaused()) socket.resume()
+    socket.once("end", () => socket.destroy())
+    const timer = setTimeout(() => socket.destroy(), 1000)
+    timer.unref()
+    socket.once("close", () => clearTimeout(timer))
   })
 
   return Transport.make({

@@ -182,6 +182,31 @@ describe("NodeTransport.fromDuplex", () => {
       assert.strictEqual(received, "after the end")
     }))
 
+  it.live("close lingers: what the peer still sends is dropped until it ends, so it gets our last bytes and no reset", () =>
+    Effect.gen(function*() {
+      const [client, accepted] = yield* socketPair
+      const transport = NodeTransport.fromDuplex(accepted)
+      let received = ""
+      let error: Error | undefined
+      client.on("data", (chunk: Buffer) => (received += chunk.toString("latin1")))
+      client.on("error", (e) => (error = e))
+      // the peer keeps writing for a while (as a peer does that has not yet seen our Close)
+      const started = Date.now()
+      const keepWriting = () => {
+        if (client.destroyed) return
+        if (Date.now() - started > 200) return void client.end()
+        client.write(pattern(1024, 1))
+        setImmediate(keepWriting)
+      }
+      keepWriting()
+      yield* Effect.sleep("20 millis")
+      yield* transport.write([Buffer.from("last words")])
+      yield* transport.close
+      yield* Effect.callback<void>((resume) => void client.once("close", () => resume(Effect.void)))
+      assert.isTrue(received.endsWith("last words"))
+      assert.isUndefined(error, "no reset")
+    }))
+
   it.live("frame memory from allocate comes back once written; owned application buffers never do", () =>
     Effect.gen(function*() {
       const [client, accepted] = yield* socketPair
