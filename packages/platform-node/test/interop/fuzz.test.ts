@@ -24,7 +24,8 @@ import * as WsModule from "ws"
 import { NodeClient, NodeServer } from "../../src/index.ts"
 import { wsConnect, wsSend } from "./helpers.ts"
 
-const MAX_MESSAGE = 4096
+/** The maximum message size of both our side and `ws`'s parser; some generated messages exceed it. */
+const MAX_MESSAGE = 64 * 1024
 /** How long a connection may take to end once the peer has sent everything and ended its side. */
 const CLOSE_BOUND_MS = 3000
 
@@ -66,7 +67,7 @@ const parseWithWs = (bytes: Uint8Array, isServer: boolean): Promise<Parsed> =>
   new Promise((resolve) => {
     const receiver = new Receiver({
       isServer,
-      maxPayload: isServer ? MAX_MESSAGE : 0,
+      maxPayload: MAX_MESSAGE,
       binaryType: "nodebuffer",
       skipUTF8Validation: false,
       allowSynchronousEvents: true
@@ -123,6 +124,12 @@ const int = (minimum: number, maximum: number) => Arbitrary.schema(Schema.Int.ch
 const bytes = (maxLength: number) => Arbitrary.array(int(0, 255), { maxLength }).pipe(Arbitrary.map((b) => Uint8Array.from(b)))
 const text = Arbitrary.schema(Schema.String.check(Schema.isMaxLength(60)))
 
+/** A payload of about `size` bytes: counting bytes, or text with 1- to 4-byte characters. */
+const largePayload = (binary: boolean, size: number): Uint8Array =>
+  binary
+    ? Uint8Array.from({ length: size }, (_, i) => (i * 31 + size) & 0xff)
+    : Buffer.from("ab\u00e9\u65e5\u{1f600}".repeat(Math.ceil(size / 11)))
+
 /**
  * A piece of a byte stream from a client (`masking`) or a server: mostly a well-formed frame;
  * sometimes one with reserved bits, masked the wrong way or not final; a Close (any code, a reason
@@ -137,6 +144,8 @@ const piece = (masking: boolean) =>
     masked: int(0, 39),
     text,
     binary: bytes(300),
+    large: int(0, 7),
+    largeSize: int(126, MAX_MESSAGE + MAX_MESSAGE / 2),
     key: Arbitrary.array(int(0, 255), { minLength: 4, maxLength: 4 }),
     closeCode: int(0, CLOSE_CODES.length - 1),
     closeShape: int(0, 5),
@@ -156,7 +165,11 @@ const piece = (masking: boolean) =>
     }
     const opcode = OPCODES[p.opcode]!
     // text and continuations carry UTF-8 text mostly; control frames at most 125 bytes
-    const payload = opcode === 2 || p.binary.length % 4 === 0 ? p.binary : Buffer.from(p.text)
+    const payload = p.large === 0 && opcode < 8
+      ? largePayload(opcode === 2, p.largeSize)
+      : opcode === 2 || p.binary.length % 4 === 0
+      ? p.binary
+      : Buffer.from(p.text)
     return frame(
       opcode,
       p.fin !== 0,
@@ -179,8 +192,10 @@ const byteStream = (masking: boolean) =>
     return stream
   }))
 
-/** Sizes of the pieces the bytes are written in, in turn (none: all at once). */
-const pieceSizes = Arbitrary.array(int(1, 64), { maxLength: 6 })
+/** Sizes of the pieces the bytes are written in, in turn (none: all at once), small or large. */
+const pieceSizes = Arbitrary.all({ sizes: Arbitrary.array(int(1, 64), { maxLength: 6 }), scale: int(0, 2) }).pipe(
+  Arbitrary.map(({ scale, sizes }) => sizes.map((size) => scale === 0 ? size * 1024 : size))
+)
 
 /** Writes `stream` to `socket` in pieces of the given sizes, each in its own tick, then ends it. */
 const writeInPieces = (socket: Net.Socket, stream: Uint8Array, sizes: ReadonlyArray<number>, ended: () => void) => {
