@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Arbitrary, Effect, Exit, Schema } from "effect"
 import { Action, BufferType, WebSocket, WebSocketError } from "../src/index.ts"
 
 // ---------------------------------------------------------------------------------------------
@@ -593,4 +593,128 @@ describe("protocol violations surface from getAction", () => {
       assert.strictEqual(error._tag, "InvalidProtocolFormat")
       if (error._tag === "InvalidProtocolFormat") assert.strictEqual(error.closeStatus, 1009)
     }))
+})
+
+// ---------------------------------------------------------------------------------------------
+// Any sequence of calls
+// ---------------------------------------------------------------------------------------------
+
+const int = (minimum: number, maximum: number) => Arbitrary.schema(Schema.Int.check(Schema.isBetween({ minimum, maximum })))
+
+const BUFFER_TYPES = [...Object.keys(BufferType.BufferType), 0x80000007, 0] as ReadonlyArray<BufferType.BufferTypeName | number>
+const QUEUES = ["Send", "Receive", "All", "Both"] as ReadonlyArray<Action.ActionQueue | string>
+/** bytesTransferred values a driver may get wrong. */
+const ODD_BYTES = [-1, 0.5, Number.NaN, Number.POSITIVE_INFINITY, 1e9]
+
+/** One call: on the client or the server handle, with arguments right or wrong. */
+const call = Arbitrary.all({
+  server: int(0, 1),
+  kind: int(0, 19),
+  bufferType: int(0, BUFFER_TYPES.length - 1),
+  size: int(0, 200),
+  closeCode: int(0, 5),
+  queue: int(0, QUEUES.length - 1),
+  pick: int(0, 1000),
+  bytes: int(0, ODD_BYTES.length + 4)
+})
+
+/** The bytesTransferred a driver reports for `action`: what it moved, or (by `choice`) a wrong value. */
+const bytesFor = (peer: Peer, action: Action.Action, choice: number): number =>
+  choice < ODD_BYTES.length
+    ? ODD_BYTES[choice]!
+    : action._tag === "SendToNetwork"
+    ? peer.outbox.write(action.buffers)
+    : action._tag === "ReceiveFromNetwork"
+    ? peer.inbox.read(action.buffer)
+    : 0
+
+const TYPED_ERRORS = ["InvalidProtocolFormat", "InvalidProtocolOperation", "InvalidParameter"]
+
+describe("any sequence of session calls", () => {
+  it.effect.prop(
+    "never throws or dies: every call succeeds or fails with a typed error, and a correct driver still runs to the end",
+    { calls: Arbitrary.array(call, { minLength: 20, maxLength: 80 }) },
+    ({ calls }) =>
+      Effect.gen(function*() {
+        const { client, server } = yield* connect({ receiveBufferSize: 256, sendBufferSize: 256 }, { receiveBufferSize: 256 })
+        const tokens: Array<{ readonly peer: Peer; readonly action: Action.Action }> = []
+        const closeCodes = [1000, 1005, 1006, 999, 4000, 3000]
+        for (const c of calls) {
+          const peer = c.server === 1 ? server : client
+          const payload = pattern(c.size)
+          let effect: Effect.Effect<unknown, WebSocketError.WebSocketError>
+          switch (c.kind) {
+            case 0:
+            case 1:
+            case 2:
+            case 3: {
+              const type = BUFFER_TYPES[c.bufferType]!
+              effect = WebSocket.send(
+                peer.handle,
+                type as BufferType.BufferTypeName,
+                type === "Close" ? { status: closeCodes[c.closeCode]!, reason: payload.subarray(0, c.size % 130) } : payload
+              )
+              break
+            }
+            case 4:
+            case 5:
+              effect = WebSocket.receive(peer.handle, c.size % 3 === 0 ? undefined : new Uint8Array(c.size % 40))
+              break
+            case 6:
+            case 7:
+            case 8:
+            case 9: {
+              effect = Effect.tap(
+                WebSocket.getAction(peer.handle, QUEUES[c.queue] as Action.ActionQueue),
+                (action) => Effect.sync(() => action._tag !== "NoAction" && tokens.push({ peer, action }))
+              )
+              break
+            }
+            case 10:
+            case 11:
+            case 12: {
+              // the next action, done as a driver does (or with a wrong byte count)
+              effect = Effect.flatMap(WebSocket.getAction(peer.handle, "All"), (action) => {
+                if (action._tag === "NoAction") return Effect.void
+                tokens.push({ peer, action })
+                return WebSocket.completeAction(peer.handle, action.token, bytesFor(peer, action, c.bytes))
+              })
+              break
+            }
+            case 13:
+            case 14: {
+              // a token handed out before (perhaps completed already), on its handle or the other one
+              const taken = tokens[c.pick % Math.max(tokens.length, 1)]
+              if (taken === undefined || taken.action._tag === "NoAction") continue
+              const handle = c.kind === 14 ? peer.handle : taken.peer.handle
+              effect = WebSocket.completeAction(handle, taken.action.token, bytesFor(taken.peer, taken.action, c.bytes))
+              break
+            }
+            case 19:
+              effect = WebSocket.abortHandle(peer.handle)
+              break
+            default:
+              effect = flushSends(peer)
+          }
+          const exit = yield* Effect.exit(effect)
+          if (exit._tag === "Failure") {
+            const error = Exit.findErrorOption(exit)
+            assert.isTrue(error._tag === "Some", `a typed failure, not a defect: ${String(exit.cause)}`)
+            if (error._tag === "Some") assert.include(TYPED_ERRORS, (error.value as { readonly _tag: string })._tag)
+          }
+        }
+        // whatever happened, draining both handles as a driver does ends (no action loops forever)
+        for (const peer of [client, server]) {
+          for (let i = 0; i < 10_000; i++) {
+            const next = yield* Effect.exit(WebSocket.getAction(peer.handle, "All"))
+            if (next._tag === "Failure" || next.value._tag === "NoAction") break
+            const action = next.value
+            const completed = yield* Effect.exit(WebSocket.completeAction(peer.handle, action.token, bytesFor(peer, action, ODD_BYTES.length)))
+            assert.isFalse(completed._tag === "Failure" && Exit.hasDies(completed), "no defect")
+            assert.isBelow(i, 9_999, "the action loop ends")
+          }
+        }
+      }),
+    { arbitrary: { runs: 300 } }
+  )
 })
