@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Stream } from "effect"
+import { Arbitrary, Effect, Fiber, Schema, Stream } from "effect"
 import { WebSocket as WsClient } from "ws"
 import { NodeClient, NodeServer } from "../src/index.ts"
 
@@ -77,4 +77,101 @@ describe("addresses", () => {
       assert.strictEqual(reply, "over IPv6")
       assert.isTrue((yield* connection.close()).clean)
     }))
+})
+
+// ---------------------------------------------------------------------------------------------
+// Any mix of messages, sizes, buffer sizes and concurrency
+// ---------------------------------------------------------------------------------------------
+
+const int = (minimum: number, maximum: number) => Arbitrary.schema(Schema.Int.check(Schema.isBetween({ minimum, maximum })))
+
+/** Message sizes, mostly small, some around the buffer sizes and a few large. */
+const messageSize = Arbitrary.all({ scale: int(0, 9), size: int(0, 300 * 1024) }).pipe(
+  Arbitrary.map(({ scale, size }) => scale < 5 ? size % 200 : scale < 8 ? size % 70_000 : size)
+)
+
+const TEXT = "ab\u00e9\u65e5\u{1f600}" // characters of 1 to 4 bytes
+
+/** The message `index` of sender `sender`: its id first, then `size` bytes (binary) or characters (text). */
+const messageOf = (sender: number, index: number, size: number, text: boolean): string | Uint8Array => {
+  if (text) {
+    const characters = Array.from(TEXT.repeat(Math.ceil(size / 5) + 1)).slice(0, size)
+    return `${sender}:${index}:${characters.join("")}`
+  }
+  const bytes = new Uint8Array(4 + size)
+  bytes[0] = sender
+  bytes[1] = index >> 8
+  bytes[2] = index & 0xff
+  for (let i = 3; i < bytes.length; i++) bytes[i] = (i * 31 + index * 7 + sender) & 0xff
+  return bytes
+}
+
+const idOf = (message: string | Uint8Array): readonly [number, number] =>
+  typeof message === "string"
+    ? [Number(message.split(":")[0]), Number(message.split(":")[1])]
+    : [message[0]!, (message[1]! << 8) | message[2]!]
+
+describe("echo under any mix", () => {
+  it.live.prop(
+    "messages of any size from concurrent senders come back whole, once, and in each sender's order, whatever the buffer sizes",
+    {
+      senders: Arbitrary.array(Arbitrary.array(Arbitrary.all({ size: messageSize, text: int(0, 2) }), { minLength: 2, maxLength: 24 }), {
+        minLength: 1,
+        maxLength: 4
+      }),
+      clientBuffer: int(256, 65536),
+      serverBuffer: int(256, 65536),
+      messageBuffer: int(1, 16),
+      consumerPause: int(0, 3),
+      burst: int(0, 2)
+    },
+    ({ burst, clientBuffer, consumerPause, messageBuffer, senders, serverBuffer }) =>
+      Effect.gen(function*() {
+        const server = yield* NodeServer.serve(
+          (connection): Effect.Effect<void, unknown> => Stream.runForEach(connection.messages, (m) => connection.send(m)),
+          {
+            properties: { receiveBufferSize: serverBuffer, sendBufferSize: serverBuffer },
+            connection: { messageBuffer }
+          }
+        )
+        const connection = yield* NodeClient.connect(server.url, {
+          properties: { receiveBufferSize: clientBuffer, sendBufferSize: clientBuffer },
+          connection: { messageBuffer }
+        })
+        const plans = senders.map((plan, sender) =>
+          plan.map(({ size, text }, index) => messageOf(sender, index, size, text === 0))
+        )
+        const total = plans.reduce((n, plan) => n + plan.length, 0)
+        // a consumer that sometimes stops for a moment (the mailbox fills, reading stops)
+        let taken = 0
+        const received = yield* Effect.forkChild(
+          Stream.runCollect(Stream.take(connection.messages, total).pipe(
+            Stream.tap(() => consumerPause > 0 && taken++ % (4 * consumerPause) === 0 ? Effect.sleep(consumerPause) : Effect.void)
+          ))
+        )
+        // each sender sends its messages one after the other, or (burst) all at once
+        yield* Effect.forEach(
+          plans,
+          (plan) => Effect.forEach(plan, (m) => connection.send(m), { discard: true, concurrency: burst === 0 ? "unbounded" : 1 }),
+          { concurrency: "unbounded", discard: true }
+        )
+        const got = yield* Fiber.join(received)
+        assert.strictEqual(got.length, total)
+        const next = plans.map(() => 0)
+        const seen = new Set<string>()
+        for (const message of got) {
+          const [sender, index] = idOf(message)
+          if (burst !== 0) assert.strictEqual(index, next[sender], `sender ${sender}: message ${index} out of order`)
+          next[sender]!++
+          assert.isFalse(seen.has(`${sender}:${index}`), "each message once")
+          seen.add(`${sender}:${index}`)
+          const sent = plans[sender]![index]!
+          if (typeof sent === "string") assert.strictEqual(message, sent)
+          else assert.isTrue(message instanceof Uint8Array && Buffer.compare(message, sent) === 0, "binary intact")
+        }
+        const info = yield* connection.close(1000)
+        assert.isTrue(info.clean)
+      }),
+    { timeout: 120_000, arbitrary: { runs: 60 } }
+  )
 })
