@@ -7,7 +7,8 @@
  * @since 0.1.0
  */
 import type { HttpHeader } from "@effect-websocket/schema"
-import { Context, Duration, Effect, Layer, Option, Predicate, Schema } from "effect"
+import { Context, Duration, Effect, Exit, Layer, Option, Predicate, Schema } from "effect"
+import * as Scopes from "effect/Scope"
 import type { Scope } from "effect/Scope"
 import * as Connection from "./Connection.ts"
 import { makeMemoryPair, type Transport } from "./Transport.ts"
@@ -233,6 +234,25 @@ export const headerList = (
 export const isClientError = (u: unknown): u is ConnectError | HandshakeRejected => Predicate.hasProperty(u, TypeId)
 
 /**
+ * Runs a connection attempt in a scope of its own, closed with the caller's: what a failed (or
+ * interrupted) attempt acquired (its handle, socket, fibers) is released at once rather than when
+ * the caller's scope closes, so that retries in a long-lived scope do not pile resources up. Every
+ * {@link Client.connect} runs its attempt this way.
+ *
+ * @category combinators
+ * @since 0.1.0
+ */
+export const releaseOnFailure = <A, E, R>(attempt: Effect.Effect<A, E, R>): Effect.Effect<A, E, Exclude<R, Scope> | Scope> =>
+  Effect.uninterruptibleMask((restore) =>
+    Effect.gen(function*() {
+      const scope = yield* Scopes.fork(yield* Effect.scope)
+      const exit = yield* Effect.exit(restore(Scopes.provide(attempt, scope)))
+      if (Exit.isFailure(exit)) yield* Scopes.close(scope, exit)
+      return yield* exit
+    })
+  )
+
+/**
  * A {@link Client} whose connections reach `handler` in memory: each `connect` runs the opening
  * handshake between a client and a server handle, joins them with an in-memory transport, and
  * runs `handler` on the server side in its own fiber. The same program then runs in tests with
@@ -250,7 +270,7 @@ export const layerMemory = <E, R>(
     Effect.gen(function*() {
       const context = yield* Effect.context<R>()
       const connect = (url: string, connectOptions?: ConnectOptions) =>
-        Effect.gen(function*() {
+        releaseOnFailure(Effect.gen(function*() {
           const path = memoryPath(url)
           if (path === undefined) {
             return yield* new ConnectError({ reason: "InvalidUrl", url, message: `${url} is not a ws:// or wss:// URL` })
@@ -297,7 +317,7 @@ export const layerMemory = <E, R>(
             duration: Duration.fromInputUnsafe(connectOptions?.handshakeTimeout ?? Duration.seconds(10)),
             orElse: () => Effect.fail(new ConnectError({ reason: "Timeout", url, message: `connecting to ${url} timed out` }))
           })
-        )
+        ))
       return Client.of({ connect })
     })
   )

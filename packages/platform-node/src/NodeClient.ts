@@ -174,7 +174,7 @@ export const connect = (
   url: string,
   options?: ConnectOptions
 ): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope> =>
-  Effect.gen(function*() {
+  Client.releaseOnFailure(Effect.gen(function*() {
     const target = parseTarget(url, options?.socketPath)
     if (typeof target === "string") return yield* new Client.ConnectError({ reason: "InvalidUrl", url, message: target })
     const handle = yield* WebSocket.createClientHandle(Client.handleProperties(options))
@@ -211,7 +211,7 @@ export const connect = (
       protocol: Option.getOrElse(result.subprotocol, () => ""),
       handshake: { requestHeaders, responseHeaders }
     })
-  }).pipe(
+  })).pipe(
     Effect.tapError((error) =>
       Metric.update(Metric.withAttributes(Metrics.handshakeFailures, { side: "client", reason: error._tag }), 1)
     ),

@@ -80,6 +80,35 @@ describe("NodeClient.connect failures", () => {
       assert.strictEqual(error._tag, "InvalidProtocolFormat")
     }))
 
+  it.live("a failed attempt releases its socket at once, not when the caller's scope closes (retries do not pile up)", () =>
+    Effect.gen(function*() {
+      const { port, server } = yield* listen(() => Http.createServer())
+      let open = 0
+      server.on("upgrade", (_req, socket) => {
+        open++
+        let gone = false
+        const leave = () => {
+          if (!gone) open--
+          gone = true
+          socket.destroy()
+        }
+        socket.on("end", leave) // the client closed its socket (the server's side stays half-open)
+        socket.on("close", leave)
+        socket.on("error", () => {})
+        socket.resume()
+        socket.write(
+          "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: wrong\r\n\r\n"
+        )
+      })
+      // five attempts in the same (still open) scope, as a retry loop makes them
+      for (let i = 0; i < 5; i++) {
+        const error = yield* Effect.flip(NodeClient.connect(`ws://127.0.0.1:${port}/`))
+        assert.strictEqual(error._tag, "InvalidProtocolFormat")
+      }
+      for (let i = 0; i < 100 && open > 0; i++) yield* Effect.sleep("10 millis")
+      assert.strictEqual(open, 0, "every failed attempt's socket is closed")
+    }))
+
   it.live("URLs that are not WebSocket URLs are refused up front", () =>
     Effect.gen(function*() {
       for (const url of ["ftp://127.0.0.1/", "not a url", "ws://127.0.0.1/#fragment"]) {
