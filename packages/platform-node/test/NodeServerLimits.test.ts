@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Scope, Stream } from "effect"
+import { Arbitrary, Effect, Exit, Schema, Scope, Stream } from "effect"
 import * as Net from "node:net"
 import { WebSocket as WsClient } from "ws"
 import { NodeServer } from "../src/index.ts"
@@ -34,6 +34,8 @@ const upgradeRequest = (lines: ReadonlyArray<string>, start = "GET / HTTP/1.1") 
 const goodHeaders = ["Upgrade: websocket", "Connection: Upgrade", `Sec-WebSocket-Key: ${KEY}`, "Sec-WebSocket-Version: 13"]
 
 const statusLine = (response: string) => response.split("\r\n")[0]
+
+const int = (minimum: number, maximum: number) => Arbitrary.schema(Schema.Int.check(Schema.isBetween({ minimum, maximum })))
 
 describe("bad requests never reach the handler", () => {
   const cases: ReadonlyArray<readonly [string, string, RegExp, RegExp?]> = [
@@ -187,4 +189,100 @@ describe("TLS settings", () => {
       assert.strictEqual(error._tag, "ServeError")
       assert.match(error.message, /cannot create the server/)
     }))
+})
+
+describe("connection churn", () => {
+  /** A masked frame (the masking key is zero, so the payload reads as is). */
+  const maskedFrame = (opcode: number, payload: Uint8Array) =>
+    Buffer.concat([Uint8Array.of(0x80 | opcode, 0x80 | payload.length, 0, 0, 0, 0), payload])
+
+  /** How a client behaves: every way a connection can end, well or badly, at any stage. */
+  const BEHAVIOURS = [
+    "echo and close",
+    "half a frame, then gone",
+    "a frame, then FIN",
+    "half a request, then gone",
+    "half a request, then FIN",
+    "upgraded, then gone",
+    "garbage, then gone",
+    "a Close, then gone before the answer",
+    "the request and FIN at once"
+  ] as const
+
+  /** Runs one client of the given behaviour to its end (the socket closed), bounded. */
+  const client = (port: number, behaviour: (typeof BEHAVIOURS)[number], delay: number) =>
+    Effect.callback<void>((resume) => {
+      const socket = Net.connect(port, "127.0.0.1")
+      let response = Buffer.alloc(0)
+      let upgraded = false
+      const timer = setTimeout(() => socket.destroy(), 5000)
+      socket.on("error", () => {})
+      socket.on("close", () => {
+        clearTimeout(timer)
+        resume(Effect.void)
+      })
+      const request = upgradeRequest(goodHeaders)
+      const half = behaviour.startsWith("half a request")
+      socket.on("data", (chunk: Buffer) => {
+        response = Buffer.concat([response, chunk])
+        if (half || upgraded || response.indexOf("\r\n\r\n") < 0) return
+        upgraded = true
+        setTimeout(() => {
+          switch (behaviour) {
+            case "echo and close":
+              socket.write(maskedFrame(0x1, Buffer.from("hello")))
+              socket.write(maskedFrame(0x8, Uint8Array.of(0x03, 0xe8)))
+              return // the server answers the Close and closes the socket
+            case "half a frame, then gone":
+              socket.write(maskedFrame(0x2, new Uint8Array(100)).subarray(0, 50))
+              return void setTimeout(() => socket.destroy(), delay)
+            case "a frame, then FIN":
+              socket.write(maskedFrame(0x2, new Uint8Array(10)))
+              return void socket.end()
+            case "upgraded, then gone":
+              return void socket.destroy()
+            case "garbage, then gone":
+              socket.write(Buffer.from("\x00\xff garbage"))
+              return void setTimeout(() => socket.destroy(), delay)
+            case "a Close, then gone before the answer":
+              socket.write(maskedFrame(0x8, Uint8Array.of(0x03, 0xe8)))
+              return void socket.destroy()
+            default:
+              return // the server ends the connection
+          }
+        }, delay)
+      })
+      if (half) {
+        socket.write(request.slice(0, 30))
+        setTimeout(() => (behaviour.endsWith("gone") ? socket.destroy() : socket.end()), delay)
+      } else {
+        socket.write(request)
+        if (behaviour === "the request and FIN at once") socket.end()
+      }
+    })
+
+  const tcpSockets = () => process.getActiveResourcesInfo().filter((r) => r === "TCPSocketWrap").length
+
+  it.live.prop(
+    "whatever the clients do, every connection and socket of the server is released",
+    { clients: Arbitrary.array(Arbitrary.all([int(0, BEHAVIOURS.length - 1), int(0, 20)]), { minLength: 1, maxLength: 20 }) },
+    ({ clients }) =>
+      Effect.gen(function*() {
+        // sockets of the run before may still be lingering (at most a second)
+        for (let i = 0; i < 150 && tcpSockets() > 0; i++) yield* Effect.sleep("10 millis")
+        const before = tcpSockets()
+        const server = yield* NodeServer.serve((connection) => Stream.runForEach(connection.messages, (m) => connection.send(m)))
+        yield* Effect.forEach(clients, ([behaviour, delay]) => client(server.address.port, BEHAVIOURS[behaviour]!, delay), {
+          concurrency: "unbounded",
+          discard: true
+        })
+        // the lingering close waits at most a second for a peer that went away
+        for (let i = 0; i < 300 && ((yield* server.connections) > 0 || tcpSockets() > before); i++) {
+          yield* Effect.sleep("10 millis")
+        }
+        assert.strictEqual(yield* server.connections, 0, "handlers still running")
+        assert.strictEqual(tcpSockets(), before, "sockets still open")
+      }),
+    { timeout: 120_000, arbitrary: { runs: 30 } }
+  )
 })
