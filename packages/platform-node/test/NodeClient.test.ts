@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Arbitrary, Effect, Exit, Schema } from "effect"
 import * as Http from "node:http"
 import * as Net from "node:net"
 import { NodeClient } from "../src/index.ts"
@@ -117,4 +117,92 @@ describe("NodeClient.connect failures", () => {
         if (error._tag === "ConnectError") assert.strictEqual(error.reason, "InvalidUrl")
       }
     }))
+})
+
+describe("NodeClient.connect against servers that misbehave", () => {
+  const ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" // for the key below
+  const GOOD_101 = `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${ACCEPT}\r\n\r\n`
+
+  /** What the server does once the request came: every way an answer can go wrong, at any stage. */
+  const ANSWERS = [
+    "close at once",
+    "reset at once",
+    "half a status line, then FIN",
+    "half the headers, then silence",
+    "a 200 with a body",
+    "a 101 without Upgrade",
+    "a 101 with a wrong accept",
+    "a 101 with a subprotocol never offered",
+    "a 101 with an extension never offered",
+    "a good 101, then reset",
+    "a good 101 and a Close, then FIN",
+    "garbage"
+  ] as const
+
+  const answer = (socket: Net.Socket, how: (typeof ANSWERS)[number]) => {
+    switch (how) {
+      case "close at once":
+        return void socket.end()
+      case "reset at once":
+        return void socket.resetAndDestroy()
+      case "half a status line, then FIN":
+        return void socket.end("HTTP/1.1 10")
+      case "half the headers, then silence":
+        return void socket.write("HTTP/1.1 101 Switching Protocols\r\nUpgrade: web")
+      case "a 200 with a body":
+        return void socket.end("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+      case "a 101 without Upgrade":
+        return void socket.write(`HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${ACCEPT}\r\n\r\n`)
+      case "a 101 with a wrong accept":
+        return void socket.write(GOOD_101.replace(ACCEPT, "AAAA"))
+      case "a 101 with a subprotocol never offered":
+        return void socket.write(GOOD_101.replace("\r\n\r\n", "\r\nSec-WebSocket-Protocol: chat\r\n\r\n"))
+      case "a 101 with an extension never offered":
+        return void socket.write(GOOD_101.replace("\r\n\r\n", "\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"))
+      case "a good 101, then reset":
+        socket.write(GOOD_101)
+        return void setTimeout(() => socket.resetAndDestroy(), 5)
+      case "a good 101 and a Close, then FIN":
+        return void socket.end(Buffer.concat([Buffer.from(GOOD_101), Uint8Array.of(0x88, 0x02, 0x03, 0xe8)]))
+      default:
+        return void socket.end("\x00\x01garbage\r\n\r\n")
+    }
+  }
+
+  const tcpSockets = () => process.getActiveResourcesInfo().filter((r) => r === "TCPSocketWrap").length
+
+  it.live.prop(
+    "every attempt ends within the handshake timeout with a typed failure (or a connection that then ends), and leaves no socket open",
+    { answers: Arbitrary.array(Arbitrary.schema(Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: ANSWERS.length - 1 }))), { minLength: 1, maxLength: 6 }) },
+    ({ answers }) =>
+      Effect.gen(function*() {
+        let next = 0
+        const { port } = yield* listen(() =>
+          Net.createServer((socket) => {
+            const how = ANSWERS[answers[next++ % answers.length]!]!
+            socket.on("error", () => {})
+            socket.once("data", () => answer(socket, how)) // once the request came
+          })
+        )
+        yield* Effect.forEach(answers, () =>
+          Effect.gen(function*() {
+            const started = Date.now()
+            const outcome = yield* Effect.exit(Effect.scoped(Effect.gen(function*() {
+              const connection = yield* NodeClient.connect(`ws://127.0.0.1:${port}/`, { handshakeTimeout: "300 millis" })
+              // connected: the connection then ends, whatever the server did next
+              return yield* Effect.timeout(connection.closed, "3 seconds")
+            })))
+            if (outcome._tag === "Failure") {
+              const error = Exit.findErrorOption(outcome)
+              assert.isTrue(error._tag === "Some", `a typed failure, not a defect: ${String(outcome.cause)}`)
+            }
+            assert.isBelow(Date.now() - started, 3000)
+          }), { discard: true })
+      }).pipe(Effect.scoped, Effect.andThen(Effect.gen(function*() {
+        // the server's sockets are closed with its scope; the client's must be gone too
+        for (let i = 0; i < 150 && tcpSockets() > 0; i++) yield* Effect.sleep("10 millis")
+        assert.strictEqual(tcpSockets(), 0, "sockets still open")
+      }))),
+    { timeout: 120_000, arbitrary: { runs: 25 } }
+  )
 })
