@@ -359,10 +359,11 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
   })
 
   /**
-   * Flushes what is queued, sends FIN, and releases the socket once the peer has ended its side
-   * too (at most a second later). Meanwhile what the peer still sends is read and dropped: closing
-   * a socket with unread bytes makes the operating system answer with a reset, and a reset can
-   * make the peer lose our last frames (a Close) before its application has read them.
+   * Flushes what is queued, sends FIN, and releases the socket once both sides are done: what we
+   * wrote handed to the operating system, and the peer's side ended (at most a second later).
+   * Meanwhile what the peer still sends is read and dropped: closing a socket with unread bytes
+   * makes the operating system answer with a reset, and a reset can make the peer lose our last
+   * frames (a Close) before its application has read them.
    */
   const close = Effect.sync(() => {
     if (socket.destroyed) return
@@ -370,19 +371,32 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
     chunks.length = 0
     head = 0
     buffered = 0
-    if (socket.writable && !socket.writableEnded) {
-      flushGathered()
-      socket.end()
-    }
-    if (socket.readableEnded || !socket.readable) {
-      socket.destroy()
-      return
-    }
-    if (socket.isPaused()) socket.resume()
-    socket.once("end", () => socket.destroy())
     const timer = setTimeout(() => socket.destroy(), 1000)
     timer.unref()
     socket.once("close", () => clearTimeout(timer))
+    if (!socket.writableEnded) {
+      flushGathered()
+      socket.end()
+    }
+    let written = socket.writableFinished
+    let peerEnded = socket.readableEnded || !socket.readable
+    const release = () => {
+      if (written && peerEnded) socket.destroy()
+    }
+    if (!written) {
+      socket.once("finish", () => {
+        written = true
+        release()
+      })
+    }
+    if (!peerEnded) {
+      if (socket.isPaused()) socket.resume()
+      socket.once("end", () => {
+        peerEnded = true
+        release()
+      })
+    }
+    release()
   })
 
   return Transport.make({

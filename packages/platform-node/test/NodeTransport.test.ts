@@ -207,6 +207,22 @@ describe("NodeTransport.fromDuplex", () => {
       assert.isUndefined(error, "no reset")
     }))
 
+  it.live("close after the peer's end still delivers everything written before it", () =>
+    Effect.gen(function*() {
+      const [client, accepted] = yield* socketPair
+      const transport = NodeTransport.fromDuplex(accepted, { writeBufferLimit: 16 * 1024 * 1024 })
+      let received = 0
+      client.on("data", (chunk: Buffer) => (received += chunk.length))
+      client.end()
+      assert.strictEqual(yield* Effect.timeout(transport.read(new Uint8Array(16)), "2 seconds"), 0)
+      // more than the socket takes at once: most of it is still queued in Node when close runs
+      const total = 8 * 1024 * 1024
+      yield* transport.write([new Uint8Array(total)], true)
+      yield* transport.close
+      yield* Effect.callback<void>((resume) => void client.once("close", () => resume(Effect.void)))
+      assert.strictEqual(received, total)
+    }))
+
   it.live("frame memory from allocate comes back once written; owned application buffers never do", () =>
     Effect.gen(function*() {
       const [client, accepted] = yield* socketPair
