@@ -7,9 +7,7 @@
  * @since 0.1.0
  */
 import type { HttpHeader } from "@effect-websocket/schema"
-import { Context, Duration, Effect, Exit, Layer, Option, Predicate, Schema } from "effect"
-import * as Scopes from "effect/Scope"
-import type { Scope } from "effect/Scope"
+import { Context, Duration, Effect, Exit, Layer, Option, Predicate, Schema, Scope } from "effect"
 import * as Connection from "./Connection.ts"
 import { makeMemoryPair, type Transport } from "./Transport.ts"
 import * as WebSocket from "./WebSocket.ts"
@@ -118,7 +116,7 @@ export interface Client {
   readonly connect: (
     url: string,
     options?: ConnectOptions
-  ) => Effect.Effect<Connection.Connection, ConnectFailure, Scope>
+  ) => Effect.Effect<Connection.Connection, ConnectFailure, Scope.Scope>
 }
 
 /**
@@ -138,7 +136,7 @@ export const Client: Context.Service<Client, Client> = Context.Service<Client>("
 export const connect = (
   url: string,
   options?: ConnectOptions
-): Effect.Effect<Connection.Connection, ConnectFailure, Client | Scope> =>
+): Effect.Effect<Connection.Connection, ConnectFailure, Client | Scope.Scope> =>
   Effect.flatMap(Client, (client) => client.connect(url, options))
 
 /**
@@ -242,12 +240,14 @@ export const isClientError = (u: unknown): u is ConnectError | HandshakeRejected
  * @category combinators
  * @since 0.1.0
  */
-export const releaseOnFailure = <A, E, R>(attempt: Effect.Effect<A, E, R>): Effect.Effect<A, E, Exclude<R, Scope> | Scope> =>
+export const releaseOnFailure = <A, E, R>(
+  attempt: Effect.Effect<A, E, R>
+): Effect.Effect<A, E, Exclude<R, Scope.Scope> | Scope.Scope> =>
   Effect.uninterruptibleMask((restore) =>
     Effect.gen(function*() {
-      const scope = yield* Scopes.fork(yield* Effect.scope)
-      const exit = yield* Effect.exit(restore(Scopes.provide(attempt, scope)))
-      if (Exit.isFailure(exit)) yield* Scopes.close(scope, exit)
+      const scope = yield* Scope.fork(yield* Effect.scope)
+      const exit = yield* Effect.exit(restore(Scope.provide(attempt, scope)))
+      if (Exit.isFailure(exit)) yield* Scope.close(scope, exit)
       return yield* exit
     })
   )
