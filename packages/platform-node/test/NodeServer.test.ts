@@ -1,5 +1,6 @@
+import type { Connection } from "@effect-websocket/core"
 import { assert, describe, it } from "@effect/vitest"
-import { Arbitrary, Effect, Fiber, Schema, Stream } from "effect"
+import { Arbitrary, Deferred, Effect, Fiber, Schema, Stream } from "effect"
 import { WebSocket as WsClient } from "ws"
 import { NodeClient, NodeServer } from "../src/index.ts"
 
@@ -171,6 +172,86 @@ describe("echo under any mix", () => {
         }
         const info = yield* connection.close(1000)
         assert.isTrue(info.clean)
+      }),
+    { timeout: 120_000, arbitrary: { runs: 60 } }
+  )
+})
+
+// ---------------------------------------------------------------------------------------------
+// Closing at any moment, from either side or both
+// ---------------------------------------------------------------------------------------------
+
+describe("closing at any moment", () => {
+  it.live.prop(
+    "both sides agree on how the connection ended, and what arrived before is intact and in order",
+    {
+      sizes: Arbitrary.array(messageSize, { maxLength: 10 }),
+      clientCloses: int(0, 3),
+      serverCloses: int(0, 3),
+      clientDelay: int(0, 15),
+      serverDelay: int(0, 15),
+      clientCode: int(0, 2),
+      serverCode: int(0, 2)
+    },
+    ({ clientCloses, clientCode, clientDelay, serverCloses, serverCode, serverDelay, sizes }) =>
+      Effect.gen(function*() {
+        const codes = [1000, 4000, 4999]
+        // at least one side closes
+        const client = { closes: clientCloses !== 0 || serverCloses === 0, code: codes[clientCode]!, reason: "client" }
+        const server = { closes: serverCloses !== 0, code: codes[serverCode]!, reason: "server" }
+        const serverSide = yield* Deferred.make<Connection.Connection>()
+        const listening = yield* NodeServer.serve((connection): Effect.Effect<void, unknown> =>
+          Effect.gen(function*() {
+            yield* Deferred.succeed(serverSide, connection)
+            if (server.closes) {
+              yield* Effect.forkChild(
+                Effect.andThen(Effect.sleep(serverDelay), connection.close(server.code, server.reason))
+              )
+            }
+            yield* Stream.runForEach(connection.messages, (m) => connection.send(m)).pipe(Effect.ignore)
+            yield* connection.closed
+          })
+        )
+        const connection = yield* NodeClient.connect(listening.url)
+        const serverConnection = yield* Deferred.await(serverSide)
+        const sent = sizes.map((size, i) => messageOf(0, i, size, i % 2 === 0))
+        const sender = yield* Effect.forkChild(Effect.forEach(sent, (m) => connection.send(m), { discard: true }).pipe(Effect.ignore))
+        const received: Array<Connection.Message> = []
+        const reader = yield* Effect.forkChild(
+          Stream.runForEach(connection.messages, (m) => Effect.sync(() => received.push(m))).pipe(Effect.ignore)
+        )
+        if (client.closes) {
+          yield* Effect.sleep(clientDelay)
+          yield* connection.close(client.code, client.reason)
+        }
+        const clientInfo = yield* Effect.timeout(connection.closed, "5 seconds")
+        yield* Fiber.join(sender)
+        yield* Fiber.join(reader)
+        const serverInfo = yield* Effect.timeout(serverConnection.closed, "5 seconds")
+        const context = JSON.stringify({ client, server, clientInfo, serverInfo })
+        // a closing handshake took place: clean on both sides
+        assert.isTrue(clientInfo.clean && serverInfo.clean, context)
+        // each reports the Close it received from the other
+        const expected = (from: typeof client) => ({ code: from.code, reason: from.reason })
+        if (client.closes && !server.closes) {
+          assert.deepStrictEqual({ code: serverInfo.code, reason: serverInfo.reason }, expected(client), context)
+          assert.strictEqual(serverInfo.initiator, "remote", context)
+          assert.strictEqual(clientInfo.initiator, "local", context)
+        } else if (server.closes && !client.closes) {
+          assert.deepStrictEqual({ code: clientInfo.code, reason: clientInfo.reason }, expected(server), context)
+          assert.strictEqual(clientInfo.initiator, "remote", context)
+        } else {
+          // both closed: whoever was first, each side got the other's Close or its echo
+          assert.include([client.code, server.code], clientInfo.code, context)
+          assert.include([client.code, server.code], serverInfo.code, context)
+        }
+        // what came back is the beginning of what was sent, whole and in order
+        assert.isAtMost(received.length, sent.length)
+        received.forEach((message, i) => {
+          const original = sent[i]!
+          if (typeof original === "string") assert.strictEqual(message, original)
+          else assert.isTrue(message instanceof Uint8Array && Buffer.compare(message, original) === 0)
+        })
       }),
     { timeout: 120_000, arbitrary: { runs: 60 } }
   )
