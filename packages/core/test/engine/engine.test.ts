@@ -650,8 +650,9 @@ describe("closing (RFC 6455 sections 5.5.1 and 7.4)", () => {
     })
   }
 
-  it("a 1-byte Close body (1002)", () => {
+  it("a 1-byte Close body (1002), as soon as the header says so", () => {
     failing(true, "88 01 03", Status.InvalidFormat, 1002, /1-byte body/)
+    failing(true, "88 01", Status.InvalidFormat, 1002, /1-byte body/)
   })
 
   it("an empty Close body is reported as 1005", () => {

@@ -285,6 +285,12 @@ describe("frame header (RFC 6455 section 5.2)", () => {
       expectError("8a fe 00ff 37fa213d", HeaderError.ControlPayloadTooLong, 4)
     })
 
+    it("rejects a Close frame with a 1-byte body from its header", () => {
+      expectError("88 01", HeaderError.CloseBodyTruncated, 2)
+      expectError("88 81 37fa213d", HeaderError.CloseBodyTruncated, 2)
+      expectError("88 7e 0001", HeaderError.CloseBodyTruncated, 4)
+    })
+
     it("rejects a 64-bit length with the most significant bit set", () => {
       expectError("82 7f 8000000000000000", HeaderError.LengthMostSignificantBit, 10)
       expectError("82 ff ffffffffffffffff 37fa213d", HeaderError.LengthMostSignificantBit, 10)

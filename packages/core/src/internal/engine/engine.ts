@@ -12,7 +12,6 @@
  */
 import {
   CLOSE_CODE_ABSENT as CLOSE_CODE_ABSENTImport,
-  CLOSE_CODE_TRUNCATED as CLOSE_CODE_TRUNCATEDImport,
   encodeCloseBody,
   encodeHeader,
   FrameHeader,
@@ -56,7 +55,6 @@ const HandleState = HandleStateImport
 type HandleState = HandleStateImport
 const Opcode = OpcodeImport
 const CLOSE_CODE_ABSENT = CLOSE_CODE_ABSENTImport
-const CLOSE_CODE_TRUNCATED = CLOSE_CODE_TRUNCATEDImport
 const MAX_CLOSE_REASON_LENGTH = MAX_CLOSE_REASON_LENGTHImport
 const MAX_CONTROL_PAYLOAD = MAX_CONTROL_PAYLOADImport
 const MAX_HEADER_LENGTH = MAX_HEADER_LENGTHImport
@@ -1097,10 +1095,8 @@ export class Engine {
               return PARSE_DELIVER
             }
             default: { // Close
+              // (a 1-byte body failed with the header)
               const code = parseCloseCode(buf, start, end)
-              if (code === CLOSE_CODE_TRUNCATED) {
-                return this.fail(Status.InvalidFormat, 1002, "a Close frame has a 1-byte body")
-              }
               if (code !== CLOSE_CODE_ABSENT && !isValidWireCloseCode(code)) {
                 return this.fail(Status.InvalidFormat, 1002, `a Close frame carries close code ${code}, which may not be sent`)
               }
@@ -1412,6 +1408,8 @@ const headerErrorMessage = (code: number): string => {
       return "a 64-bit payload length has its most significant bit set"
     case HeaderError.LengthTooLarge:
       return "a payload length exceeds 2^53-1 bytes"
+    case HeaderError.CloseBodyTruncated:
+      return "a Close frame has a 1-byte body"
     default:
       return "a control frame payload exceeds 125 bytes"
   }

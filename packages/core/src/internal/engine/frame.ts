@@ -161,7 +161,12 @@ export const HeaderError = {
    * Control frame payload above 125 bytes: "All control frames MUST have a payload length of 125
    * bytes or less" (section 5.5).
    */
-  ControlPayloadTooLong: -5
+  ControlPayloadTooLong: -5,
+  /**
+   * Close frame with a 1-byte body: a body, if any, "MUST contain a 2-byte unsigned integer"
+   * first (section 5.5.1).
+   */
+  CloseBodyTruncated: -6
 } as const
 
 /**
@@ -253,6 +258,7 @@ export const parseHeader = (header: FrameHeader, bytes: Uint8Array, start: numbe
   }
   // "All control frames MUST have a payload length of 125 bytes or less"
   if (control && payloadLength > MAX_CONTROL_PAYLOAD) return HeaderError.ControlPayloadTooLong
+  if (opcode === Opcode.Close && payloadLength === 1) return HeaderError.CloseBodyTruncated
   if (masked) {
     if (available < length + MASK_KEY_LENGTH) return 0
     const key = header.maskKey
