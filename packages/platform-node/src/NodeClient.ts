@@ -109,9 +109,9 @@ const request = (
       ...(target.secure ? { ...(Net.isIP(target.hostname) === 0 ? { servername: target.hostname } : {}), ...tls } : {})
     }
     const req = (target.secure ? Https.request : Http.request)(options)
-    // the connection ends its side itself, after the closing handshake, even when the server's FIN
+    // the connection ends its side itself, after the closing handshake, even when the server's end
     // comes with the 101 response (see NodeTransport.fromDuplex)
-    if (!target.secure) req.on("socket", (socket) => void (socket.allowHalfOpen = true))
+    req.on("socket", (socket) => void (socket.allowHalfOpen = true))
     let settled = false
     req.on("upgrade", (response, socket, head) => {
       settled = true

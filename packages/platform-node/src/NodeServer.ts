@@ -21,7 +21,7 @@ import { Context, Duration, Effect, Exit, FiberSet, Layer, Metric, Predicate, Sc
 import type { Scope } from "effect"
 import * as Http from "node:http"
 import * as Https from "node:https"
-import type * as Net from "node:net"
+import * as Net from "node:net"
 import type { Duplex } from "node:stream"
 import type * as Tls from "node:tls"
 import * as NodeTransport from "./NodeTransport.ts"
@@ -261,6 +261,9 @@ export const makeUpgradeHandler = <E, R, RA = never>(
       )
     return (req: Http.IncomingMessage, socket: Duplex, head: Buffer) => {
       socket.on("error", () => {}) // errors surface through the transport; never crash the process
+      // The answer to the request (and later the closing handshake) must get out even when the
+      // client ended its side right after the request (TLS sockets end ours with it by default).
+      if (socket instanceof Net.Socket) socket.allowHalfOpen = true
       run(accept(req, socket, head))
     }
   })

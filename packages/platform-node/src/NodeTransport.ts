@@ -12,7 +12,6 @@ import { Transport } from "@effect-websocket/core"
 import { Effect } from "effect"
 import * as Net from "node:net"
 import type { Duplex } from "node:stream"
-import * as Tls from "node:tls"
 
 /**
  * Options of {@link fromDuplex}.
@@ -133,10 +132,10 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
     ended = true
     wake()
   })
-  // The transport ends its side itself, once the closing handshake is done: a peer's FIN must not
-  // end it first (Node's default for client sockets), or the Close answering a peer that sent a
-  // broken frame and its FIN at once could not be written. (TLS sockets keep Node's default.)
-  if (socket instanceof Net.Socket && !(socket instanceof Tls.TLSSocket)) socket.allowHalfOpen = true
+  // The transport ends its side itself, once the closing handshake is done: a peer's FIN (or TLS
+  // close_notify) must not end it first (Node's default for client and TLS sockets), or the Close
+  // answering a peer that sent a broken frame and its end at once could not be written.
+  if (socket instanceof Net.Socket) socket.allowHalfOpen = true
   // What happened before the transport took the stream over (a peer that ended, went away or
   // failed while the opening handshake was still being answered) is not emitted again: it is read
   // off the stream. Bytes that came before stay buffered in it and arrive first.

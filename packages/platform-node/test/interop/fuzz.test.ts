@@ -19,10 +19,11 @@ import { assert, describe, it } from "@effect/vitest"
 import { Arbitrary, Effect, Schema, Stream } from "effect"
 import { createHash } from "node:crypto"
 import * as Net from "node:net"
+import * as Tls from "node:tls"
 import type { Writable } from "node:stream"
 import * as WsModule from "ws"
 import { NodeClient, NodeServer } from "../../src/index.ts"
-import { wsConnect, wsSend } from "./helpers.ts"
+import { certificate, wsConnect, wsSend } from "./helpers.ts"
 
 /** The maximum message size of both our side and `ws`'s parser; some generated messages exceed it. */
 const MAX_MESSAGE = 64 * 1024
@@ -236,9 +237,11 @@ const UPGRADE = [
  * ends the client's side, and collects what the server writes after its 101 response until it
  * closes the socket. Fails when that takes longer than {@link CLOSE_BOUND_MS} after the end.
  */
-const exchange = (port: number, stream: Uint8Array, sizes: ReadonlyArray<number>) =>
+const exchange = (port: number, stream: Uint8Array, sizes: ReadonlyArray<number>, secure: boolean) =>
   Effect.callback<Buffer, Error>((resume) => {
-    const socket = Net.connect(port, "127.0.0.1")
+    const socket: Net.Socket = secure
+      ? Tls.connect({ port, host: "127.0.0.1", rejectUnauthorized: false })
+      : Net.connect(port, "127.0.0.1")
     const received: Array<Buffer> = []
     let timer: ReturnType<typeof setTimeout> | undefined
     socket.on("data", (chunk: Buffer) => received.push(chunk))
@@ -307,49 +310,71 @@ const PROTOCOL_FAILURE_CODES = [1002, 1007, 1009]
 /** What the runs covered, checked once they are done. */
 const covered = { runs: 0, failures: 0, closes: 0, echoes: 0, clientRuns: 0 }
 const RUNS = 200
+const TLS_RUNS = 60
+
+/**
+ * One run of the server property: `stream` written in pieces of `sizes` to our echo server (over
+ * TLS with `tls`), judged against `ws`'s parser.
+ */
+const serverRun = (stream: Buffer, sizes: ReadonlyArray<number>, tls?: { readonly cert: string; readonly key: string }) =>
+  Effect.gen(function*() {
+    const server = yield* NodeServer.serve(
+      (connection) => Stream.runForEach(connection.messages, (message) => connection.send(message)),
+      { maxMessageSize: MAX_MESSAGE, ...(tls === undefined ? {} : { tls }) }
+    )
+    const expected = yield* Effect.promise(() => parseWithWs(stream, true))
+    const output = yield* exchange(server.address.port, stream, sizes, tls !== undefined)
+    const answer = yield* Effect.promise(() => parseWithWs(output, false))
+    const context = JSON.stringify({
+      stream: stream.toString("hex"),
+      expected: { ...expected, messages: expected.messages.length },
+      answer: { ...answer, messages: answer.messages.length }
+    })
+    covered.runs++
+    // well-formed server frames
+    assert.isUndefined(answer.failure, context)
+    // the echoes are the messages ws takes from the same bytes, in order, all of them
+    assert.strictEqual(answer.messages.length, expected.messages.length, context)
+    answer.messages.forEach((message, i) => {
+      assert.strictEqual(message.binary, expected.messages[i]!.binary, context)
+      assert.isTrue(message.data.equals(expected.messages[i]!.data), context)
+    })
+    covered.echoes += answer.messages.length
+    if (expected.failureCode !== undefined) {
+      covered.failures++
+      assert.include(PROTOCOL_FAILURE_CODES, answer.closeCode, context)
+    } else if (expected.closeCode !== undefined) {
+      covered.closes++
+      assert.include([expected.closeCode, 1007], answer.closeCode, context)
+    }
+    // the server still serves a well-behaved client
+    const peer = yield* wsConnect(server.url, undefined, { rejectUnauthorized: false })
+    yield* wsSend(peer, "still here")
+    const echo = yield* peer.next(5000)
+    assert.strictEqual(echo.data.toString("utf8"), "still here")
+  })
+
+/** The certificate for the `wss://` runs, made once. */
+let tlsSettings: { readonly cert: string; readonly key: string } | undefined
+const tlsOnce = Effect.suspend(() =>
+  tlsSettings === undefined
+    ? Effect.tap(Effect.scoped(certificate), (settings) => Effect.sync(() => (tlsSettings = settings)))
+    : Effect.succeed(tlsSettings)
+)
 
 describe("any bytes after the upgrade", () => {
   it.live.prop(
     "the server stays well-formed, in step with ws's parser, never hangs, and serves the next client",
     { stream: byteStream(true), sizes: pieceSizes },
-    ({ sizes, stream }) =>
-      Effect.gen(function*() {
-        const server = yield* NodeServer.serve(
-          (connection) => Stream.runForEach(connection.messages, (message) => connection.send(message)),
-          { maxMessageSize: MAX_MESSAGE }
-        )
-        const expected = yield* Effect.promise(() => parseWithWs(stream, true))
-        const output = yield* exchange(server.address.port, stream, sizes)
-        const answer = yield* Effect.promise(() => parseWithWs(output, false))
-        const context = JSON.stringify({
-          stream: stream.toString("hex"),
-          expected: { ...expected, messages: expected.messages.length },
-          answer: { ...answer, messages: answer.messages.length }
-        })
-        covered.runs++
-        // well-formed server frames
-        assert.isUndefined(answer.failure, context)
-        // the echoes are the messages ws takes from the same bytes, in order, all of them
-        assert.strictEqual(answer.messages.length, expected.messages.length, context)
-        answer.messages.forEach((message, i) => {
-          assert.strictEqual(message.binary, expected.messages[i]!.binary, context)
-          assert.isTrue(message.data.equals(expected.messages[i]!.data), context)
-        })
-        covered.echoes += answer.messages.length
-        if (expected.failureCode !== undefined) {
-          covered.failures++
-          assert.include(PROTOCOL_FAILURE_CODES, answer.closeCode, context)
-        } else if (expected.closeCode !== undefined) {
-          covered.closes++
-          assert.include([expected.closeCode, 1007], answer.closeCode, context)
-        }
-        // the server still serves a well-behaved client
-        const peer = yield* wsConnect(server.url)
-        yield* wsSend(peer, "still here")
-        const echo = yield* peer.next(5000)
-        assert.strictEqual(echo.data.toString("utf8"), "still here")
-      }),
+    ({ sizes, stream }) => serverRun(stream, sizes),
     { timeout: 120_000, arbitrary: { runs: RUNS } }
+  )
+
+  it.live.prop(
+    "the same over wss://",
+    { stream: byteStream(true), sizes: pieceSizes },
+    ({ sizes, stream }) => Effect.flatMap(tlsOnce, (tls) => serverRun(stream, sizes, tls)),
+    { timeout: 120_000, arbitrary: { runs: TLS_RUNS } }
   )
 
   it.live.prop(
@@ -395,7 +420,7 @@ describe("any bytes after the upgrade", () => {
   )
 
   it("the runs covered failures, clean closes and echoes", () => {
-    assert.strictEqual(covered.runs, RUNS)
+    assert.strictEqual(covered.runs, RUNS + TLS_RUNS)
     assert.strictEqual(covered.clientRuns, RUNS)
     assert.isAbove(covered.failures, RUNS / 10, JSON.stringify(covered))
     assert.isAbove(covered.closes, RUNS / 30, JSON.stringify(covered))

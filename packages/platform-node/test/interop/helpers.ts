@@ -419,3 +419,31 @@ export const run = (command: string, args: ReadonlyArray<string>, millis: number
     }
     return result
   }))
+
+/** A self-signed certificate for `127.0.0.1`, valid for a day. */
+export const certificate = Effect.gen(function*() {
+  const dir = yield* tempDir("interop-tls-")
+  const keyFile = Path.join(dir, "key.pem")
+  const certFile = Path.join(dir, "cert.pem")
+  yield* run("openssl", [
+    "req",
+    "-x509",
+    "-newkey",
+    "rsa:2048",
+    "-nodes",
+    "-subj",
+    "/CN=localhost",
+    "-addext",
+    "subjectAltName=IP:127.0.0.1",
+    "-days",
+    "1",
+    "-keyout",
+    keyFile,
+    "-out",
+    certFile
+  ], 30_000)
+  const cert = yield* attempt("reading the certificate", () => Fs.readFile(certFile, "utf8"))
+  const key = yield* attempt("reading the key", () => Fs.readFile(keyFile, "utf8"))
+  if (!cert.includes("BEGIN CERTIFICATE")) return yield* Effect.fail(new Error(`openssl wrote no certificate: ${cert.slice(0, 200)}`))
+  return { cert, key }
+})

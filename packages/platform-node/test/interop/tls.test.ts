@@ -5,23 +5,19 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import * as Fs from "node:fs/promises"
 import * as Https from "node:https"
 import type * as Net from "node:net"
-import * as Path from "node:path"
 import { WebSocketServer } from "ws"
 import { NodeClient } from "../../src/index.ts"
 import {
-  attempt,
   bytesOfSize,
+  certificate,
   digest,
   echoing,
   echoServer,
   Mailbox,
   messageReader,
-  run,
   SIZES,
-  tempDir,
   textOfSize,
   within,
   wsConnect,
@@ -31,33 +27,6 @@ import {
   wsSend
 } from "./helpers.ts"
 
-/** A self-signed certificate for `127.0.0.1`, valid for a day. */
-const certificate = Effect.gen(function*() {
-  const dir = yield* tempDir("interop-tls-")
-  const keyFile = Path.join(dir, "key.pem")
-  const certFile = Path.join(dir, "cert.pem")
-  yield* run("openssl", [
-    "req",
-    "-x509",
-    "-newkey",
-    "rsa:2048",
-    "-nodes",
-    "-subj",
-    "/CN=localhost",
-    "-addext",
-    "subjectAltName=IP:127.0.0.1",
-    "-days",
-    "1",
-    "-keyout",
-    keyFile,
-    "-out",
-    certFile
-  ], 30_000)
-  const cert = yield* attempt("reading the certificate", () => Fs.readFile(certFile, "utf8"))
-  const key = yield* attempt("reading the key", () => Fs.readFile(keyFile, "utf8"))
-  assert.match(cert, /BEGIN CERTIFICATE/)
-  return { cert, key }
-})
 
 /** A `ws` server on a `node:https` server with `cert` and `key`, closed with the scope. */
 const wssServer = (tls: { readonly cert: string; readonly key: string }) =>
