@@ -158,8 +158,9 @@ export const HeaderError = {
   /** 64-bit length above 2^53 - 1, beyond what this implementation represents exactly. */
   LengthTooLarge: -4,
   /**
-   * Control frame payload above 125 bytes: "All control frames MUST have a payload length of 125
-   * bytes or less" (section 5.5).
+   * Control frame payload above 125 bytes, or a 16- or 64-bit length code on a control frame: "All
+   * control frames MUST have a payload length of 125 bytes or less" (section 5.5), and "the minimal
+   * number of bytes MUST be used to encode the length" (section 5.2).
    */
   ControlPayloadTooLong: -5,
   /**
@@ -218,8 +219,10 @@ export class FrameHeader {
  *
  * Returns the header length once the whole header is present (and only then fills `header`), `0`
  * while more bytes are needed, or a negative {@link HeaderError} as soon as the bytes so far show
- * the header is invalid. Non-minimal length encodings are accepted. The RSV bits and the MASK
- * bit are reported, not judged: they depend on the endpoint and on negotiated extensions.
+ * the header is invalid. Non-minimal length encodings are accepted for data frames; a control
+ * frame must use the 7-bit length (its payload is at most 125 bytes and the minimal encoding is
+ * required), so a 16- or 64-bit length code fails it at once. The RSV bits and the MASK bit are
+ * reported, not judged: they depend on the endpoint and on negotiated extensions.
  *
  * @category constructors
  * @since 0.1.0
@@ -239,6 +242,9 @@ export const parseHeader = (header: FrameHeader, bytes: Uint8Array, start: numbe
   const b1 = bytes[start + 1]!
   const masked = isMaskedOf(b1)
   let payloadLength = b1 & LENGTH_BITS
+  // "All control frames MUST have a payload length of 125 bytes or less", in the 7-bit form: a
+  // 16- or 64-bit length code is too long already
+  if (control && payloadLength > MAX_LENGTH_7) return HeaderError.ControlPayloadTooLong
   let length = BASE_HEADER_LENGTH
   if (payloadLength === LENGTH_16) {
     length += EXTENDED_16_LENGTH
@@ -256,8 +262,6 @@ export const parseHeader = (header: FrameHeader, bytes: Uint8Array, start: numbe
     const low = ((b6 << 24) | (bytes[start + 7]! << 16) | (bytes[start + 8]! << 8) | bytes[start + 9]!) >>> 0
     payloadLength = high * UINT32_RANGE + low
   }
-  // "All control frames MUST have a payload length of 125 bytes or less"
-  if (control && payloadLength > MAX_CONTROL_PAYLOAD) return HeaderError.ControlPayloadTooLong
   if (opcode === Opcode.Close && payloadLength === 1) return HeaderError.CloseBodyTruncated
   if (masked) {
     if (available < length + MASK_KEY_LENGTH) return 0
