@@ -186,9 +186,13 @@ export const connect = (
       initialHeaders
     }).pipe(Effect.catchTag("InvalidProtocolOperation", (error) => Effect.die(error)))
     const timeout = Duration.fromInputUnsafe(options?.handshakeTimeout ?? Duration.seconds(10))
+    // The socket is the attempt's until the connection takes it over; from then on the connection
+    // releases it after its closing handshake (cutting it here could lose a last Close still being
+    // encrypted by TLS).
+    let handedOver = false
     const upgraded = yield* Effect.acquireRelease(
       request(url, target, requestHeaders, options?.tls),
-      ({ socket }) => Effect.sync(() => socket.destroy()),
+      ({ socket }) => Effect.sync(() => handedOver || socket.destroy()),
       { interruptible: true } // the handshake timeout must be able to cut a server that never answers
     ).pipe(
       Effect.timeoutOrElse({
@@ -206,11 +210,13 @@ export const connect = (
     upgraded.socket.setNoDelay(true)
     const socketTransport = NodeTransport.fromDuplex(upgraded.socket, { head: upgraded.head })
     const transport = options?.wrapTransport?.(socketTransport) ?? socketTransport
-    return yield* Connection.make(handle, transport, {
+    const connection = yield* Connection.make(handle, transport, {
       ...options?.connection,
       protocol: Option.getOrElse(result.subprotocol, () => ""),
       handshake: { requestHeaders, responseHeaders }
     })
+    handedOver = true
+    return connection
   })).pipe(
     Effect.tapError((error) =>
       Metric.update(Metric.withAttributes(Metrics.handshakeFailures, { side: "client", reason: error._tag }), 1)

@@ -27,6 +27,12 @@ import { certificate, wsConnect, wsSend } from "./helpers.ts"
 
 /** The maximum message size of both our side and `ws`'s parser; some generated messages exceed it. */
 const MAX_MESSAGE = 64 * 1024
+
+/** A certificate and its key, for the `wss://` runs. */
+interface TlsSettings {
+  readonly cert: string
+  readonly key: string
+}
 /** How long a connection may take to end once the peer has sent everything and ended its side. */
 const CLOSE_BOUND_MS = 3000
 
@@ -273,12 +279,12 @@ const exchange = (port: number, stream: Uint8Array, sizes: ReadonlyArray<number>
  * A raw server on 127.0.0.1 that answers one upgrade with 101, writes `stream` in pieces, ends
  * its side, and collects what the client writes after its request until the socket closes.
  */
-const rawServer = (stream: Uint8Array, sizes: ReadonlyArray<number>) =>
+const rawServer = (stream: Uint8Array, sizes: ReadonlyArray<number>, tls?: TlsSettings) =>
   Effect.acquireRelease(
     Effect.callback<{ readonly port: number; readonly received: Promise<Buffer>; readonly server: Net.Server }>((resume) => {
       let deliver: (bytes: Buffer) => void = () => {}
       const received = new Promise<Buffer>((resolve) => (deliver = resolve))
-      const server = Net.createServer((socket) => {
+      const onSocket = (socket: Net.Socket) => {
         let chunks: Array<Buffer> = []
         let upgraded = false
         socket.on("error", () => {})
@@ -298,7 +304,8 @@ const rawServer = (stream: Uint8Array, sizes: ReadonlyArray<number>) =>
           )
           writeInPieces(socket, stream, sizes, () => {})
         })
-      })
+      }
+      const server = tls === undefined ? Net.createServer(onSocket) : Tls.createServer(tls, onSocket)
       server.listen(0, "127.0.0.1", () =>
         resume(Effect.succeed({ port: (server.address() as Net.AddressInfo).port, received, server })))
     }),
@@ -316,7 +323,7 @@ const TLS_RUNS = 60
  * One run of the server property: `stream` written in pieces of `sizes` to our echo server (over
  * TLS with `tls`), judged against `ws`'s parser.
  */
-const serverRun = (stream: Buffer, sizes: ReadonlyArray<number>, tls?: { readonly cert: string; readonly key: string }) =>
+const serverRun = (stream: Buffer, sizes: ReadonlyArray<number>, tls?: TlsSettings) =>
   Effect.gen(function*() {
     const server = yield* NodeServer.serve(
       (connection) => Stream.runForEach(connection.messages, (message) => connection.send(message)),
@@ -355,12 +362,56 @@ const serverRun = (stream: Buffer, sizes: ReadonlyArray<number>, tls?: { readonl
   })
 
 /** The certificate for the `wss://` runs, made once. */
-let tlsSettings: { readonly cert: string; readonly key: string } | undefined
+let tlsSettings: TlsSettings | undefined
 const tlsOnce = Effect.suspend(() =>
   tlsSettings === undefined
     ? Effect.tap(Effect.scoped(certificate), (settings) => Effect.sync(() => (tlsSettings = settings)))
     : Effect.succeed(tlsSettings)
 )
+
+/**
+ * One run of the client property: our client against a raw server (over TLS with `tls`) that
+ * answers the upgrade, then writes `stream` in pieces of `sizes`; judged against `ws`'s parser.
+ */
+const clientRun = (stream: Buffer, sizes: ReadonlyArray<number>, tls?: TlsSettings) =>
+  Effect.gen(function*() {
+    const server = yield* rawServer(stream, sizes, tls)
+    const expected = yield* Effect.promise(() => parseWithWs(stream, false))
+    const { closed, messages } = yield* Effect.scoped(Effect.gen(function*() {
+      const connection = yield* NodeClient.connect(`${tls === undefined ? "ws" : "wss"}://127.0.0.1:${server.port}/`, {
+        maxMessageSize: MAX_MESSAGE,
+        tls: { rejectUnauthorized: false }
+      })
+      const messages: Array<Connection.Message> = []
+      yield* Effect.exit(Stream.runForEach(connection.messages, (m) => Effect.sync(() => messages.push(m))))
+      return { closed: yield* connection.closed, messages }
+    })).pipe(Effect.timeout(CLOSE_BOUND_MS))
+    const output = yield* Effect.promise(() => server.received).pipe(Effect.timeout(CLOSE_BOUND_MS))
+    const answer = yield* Effect.promise(() => parseWithWs(output, true))
+    const context = JSON.stringify({
+      stream: stream.toString("hex"),
+      expected: { ...expected, messages: expected.messages.length },
+      answer: { ...answer, messages: answer.messages.length },
+      closed,
+      messages: messages.length
+    })
+    covered.clientRuns++
+    // well-formed client frames (masked), and no data: the client only answered
+    assert.isUndefined(answer.failure, context)
+    assert.strictEqual(answer.messages.length, 0, context)
+    // every message ws takes from the same bytes, in order
+    assert.strictEqual(messages.length, expected.messages.length, context)
+    messages.forEach((message, i) => {
+      assert.strictEqual(typeof message !== "string", expected.messages[i]!.binary, context)
+      assert.isTrue(Buffer.from(message).equals(expected.messages[i]!.data), context)
+    })
+    if (expected.failureCode !== undefined) {
+      assert.include(PROTOCOL_FAILURE_CODES, answer.closeCode, context)
+      assert.strictEqual(closed.code, answer.closeCode, context)
+    } else if (expected.closeCode !== undefined) {
+      assert.include([expected.closeCode, 1007], answer.closeCode, context)
+    }
+  })
 
 describe("any bytes after the upgrade", () => {
   it.live.prop(
@@ -380,48 +431,20 @@ describe("any bytes after the upgrade", () => {
   it.live.prop(
     "our client takes what ws takes from the same bytes, answers well-formed, and never hangs",
     { stream: byteStream(false), sizes: pieceSizes },
-    ({ sizes, stream }) =>
-      Effect.gen(function*() {
-        const server = yield* rawServer(stream, sizes)
-        const expected = yield* Effect.promise(() => parseWithWs(stream, false))
-        const { closed, messages } = yield* Effect.scoped(Effect.gen(function*() {
-          const connection = yield* NodeClient.connect(`ws://127.0.0.1:${server.port}/`, { maxMessageSize: MAX_MESSAGE })
-          const messages: Array<Connection.Message> = []
-          yield* Effect.exit(Stream.runForEach(connection.messages, (m) => Effect.sync(() => messages.push(m))))
-          return { closed: yield* connection.closed, messages }
-        })).pipe(Effect.timeout(CLOSE_BOUND_MS))
-        const output = yield* Effect.promise(() => server.received).pipe(Effect.timeout(CLOSE_BOUND_MS))
-        const answer = yield* Effect.promise(() => parseWithWs(output, true))
-        const context = JSON.stringify({
-          stream: stream.toString("hex"),
-          expected: { ...expected, messages: expected.messages.length },
-          answer: { ...answer, messages: answer.messages.length },
-          closed,
-          messages: messages.length
-        })
-        covered.clientRuns++
-        // well-formed client frames (masked), and no data: the client only answered
-        assert.isUndefined(answer.failure, context)
-        assert.strictEqual(answer.messages.length, 0, context)
-        // every message ws takes from the same bytes, in order
-        assert.strictEqual(messages.length, expected.messages.length, context)
-        messages.forEach((message, i) => {
-          assert.strictEqual(typeof message !== "string", expected.messages[i]!.binary, context)
-          assert.isTrue(Buffer.from(message).equals(expected.messages[i]!.data), context)
-        })
-        if (expected.failureCode !== undefined) {
-          assert.include(PROTOCOL_FAILURE_CODES, answer.closeCode, context)
-          assert.strictEqual(closed.code, answer.closeCode, context)
-        } else if (expected.closeCode !== undefined) {
-          assert.include([expected.closeCode, 1007], answer.closeCode, context)
-        }
-      }),
+    ({ sizes, stream }) => clientRun(stream, sizes),
     { timeout: 120_000, arbitrary: { runs: RUNS } }
+  )
+
+  it.live.prop(
+    "the same over wss://, our client",
+    { stream: byteStream(false), sizes: pieceSizes },
+    ({ sizes, stream }) => Effect.flatMap(tlsOnce, (tls) => clientRun(stream, sizes, tls)),
+    { timeout: 120_000, arbitrary: { runs: TLS_RUNS } }
   )
 
   it("the runs covered failures, clean closes and echoes", () => {
     assert.strictEqual(covered.runs, RUNS + TLS_RUNS)
-    assert.strictEqual(covered.clientRuns, RUNS)
+    assert.strictEqual(covered.clientRuns, RUNS + TLS_RUNS)
     assert.isAbove(covered.failures, RUNS / 10, JSON.stringify(covered))
     assert.isAbove(covered.closes, RUNS / 30, JSON.stringify(covered))
     assert.isAbove(covered.echoes, RUNS / 4, JSON.stringify(covered))
