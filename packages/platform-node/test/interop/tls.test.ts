@@ -6,7 +6,9 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import * as Https from "node:https"
+import { createHash } from "node:crypto"
 import type * as Net from "node:net"
+import * as Tls from "node:tls"
 import { WebSocketServer } from "ws"
 import { NodeClient } from "../../src/index.ts"
 import {
@@ -114,6 +116,58 @@ describe("TLS", () => {
       const info = yield* within(connection.close(3001, "bye"), 10_000, "our close")
       assert.deepStrictEqual(info, { code: 3001, reason: "bye", clean: true, initiator: "local" })
       assert.deepStrictEqual(yield* peer.closed, { code: 3001, reason: "bye" })
+    }))
+
+  it.live("our Close answering a broken frame reaches a wss:// server, even when the scope closes at once", () =>
+    Effect.gen(function*() {
+      const { cert, key } = yield* certificate
+      // a raw TLS server: 101, then a continuation with no message (1002); it ends once it has our
+      // Close (or after 3 seconds)
+      const received = yield* Effect.callback<{ readonly port: number; readonly bytes: Promise<Buffer> }>((resume) => {
+        let deliver: (bytes: Buffer) => void = () => {}
+        const bytes = new Promise<Buffer>((resolve) => (deliver = resolve))
+        const server = Tls.createServer({ cert, key }, (socket) => {
+          let chunks: Array<Buffer> = []
+          socket.on("error", () => {})
+          socket.on("close", () => {
+            deliver(Buffer.concat(chunks))
+            server.close()
+          })
+          socket.once("data", (request: Buffer) => {
+            const key = /sec-websocket-key: *(\S+)/i.exec(request.toString("latin1"))?.[1] ?? ""
+            const accept = createHash("sha1").update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest("base64")
+            chunks = []
+            socket.on("data", (chunk: Buffer) => {
+              chunks.push(chunk)
+              if (Buffer.concat(chunks).length >= 8) socket.end() // a whole Close came
+            })
+            setTimeout(() => socket.end(), 3000)
+            socket.write(
+              `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`
+            )
+            // then a byte a turn, as a peer that has not seen our Close yet
+            const frame = Uint8Array.of(0x00, 0x01, 0x61)
+            let sent = 0
+            const more = () => {
+              if (socket.writableEnded || socket.destroyed) return
+              socket.write(Uint8Array.of(frame[sent++ % frame.length]!))
+              setImmediate(more)
+            }
+            setImmediate(more)
+          })
+        })
+        server.listen(0, "127.0.0.1", () => resume(Effect.succeed({ port: (server.address() as Net.AddressInfo).port, bytes })))
+      })
+      const closed = yield* Effect.scoped(Effect.gen(function*() {
+        const connection = yield* NodeClient.connect(`wss://127.0.0.1:${received.port}/`, { tls: { ca: cert } })
+        return yield* within(connection.closed, 5_000, "our connection to fail")
+      }))
+      assert.strictEqual(closed.code, 1002)
+      const bytes = yield* within(Effect.promise(() => received.bytes), 5_000, "the server socket to close")
+      // our masked Close: 0x88, length 2 with the mask bit, the key, then 1002 masked
+      assert.strictEqual(bytes[0], 0x88)
+      assert.strictEqual(bytes[1], 0x82)
+      assert.strictEqual(((bytes[6]! ^ bytes[2]!) << 8) | (bytes[7]! ^ bytes[3]!), 1002)
     }))
 
   it.live("connect without the CA fails with ConnectError reason Tls", () =>
