@@ -414,33 +414,24 @@ const clientRun = (stream: Buffer, sizes: ReadonlyArray<number>, tls?: TlsSettin
   })
 
 describe("any bytes after the upgrade", () => {
-  it.live.prop(
-    "the server stays well-formed, in step with ws's parser, never hangs, and serves the next client",
-    { stream: byteStream(true), sizes: pieceSizes },
-    ({ sizes, stream }) => serverRun(stream, sizes),
-    { timeout: 120_000, arbitrary: { runs: RUNS } }
-  )
-
-  it.live.prop(
-    "the same over wss://",
-    { stream: byteStream(true), sizes: pieceSizes },
-    ({ sizes, stream }) => Effect.flatMap(tlsOnce, (tls) => serverRun(stream, sizes, tls)),
-    { timeout: 120_000, arbitrary: { runs: TLS_RUNS } }
-  )
-
-  it.live.prop(
-    "our client takes what ws takes from the same bytes, answers well-formed, and never hangs",
-    { stream: byteStream(false), sizes: pieceSizes },
-    ({ sizes, stream }) => clientRun(stream, sizes),
-    { timeout: 120_000, arbitrary: { runs: RUNS } }
-  )
-
-  it.live.prop(
-    "the same over wss://, our client",
-    { stream: byteStream(false), sizes: pieceSizes },
-    ({ sizes, stream }) => Effect.flatMap(tlsOnce, (tls) => clientRun(stream, sizes, tls)),
-    { timeout: 120_000, arbitrary: { runs: TLS_RUNS } }
-  )
+  const properties = [
+    ["the server stays well-formed, in step with ws's parser, never hangs, and serves the next client", true, serverRun],
+    ["our client takes what ws takes from the same bytes, answers well-formed, and never hangs", false, clientRun]
+  ] as const
+  for (const [name, fromClient, run] of properties) {
+    it.live.prop(
+      name,
+      { stream: byteStream(fromClient), sizes: pieceSizes },
+      ({ sizes, stream }) => run(stream, sizes),
+      { timeout: 120_000, arbitrary: { runs: RUNS } }
+    )
+    it.live.prop(
+      `${name}, over wss://`,
+      { stream: byteStream(fromClient), sizes: pieceSizes },
+      ({ sizes, stream }) => Effect.flatMap(tlsOnce, (tls) => run(stream, sizes, tls)),
+      { timeout: 120_000, arbitrary: { runs: TLS_RUNS } }
+    )
+  }
 
   it("the runs covered failures, clean closes and echoes", () => {
     assert.strictEqual(covered.runs, RUNS + TLS_RUNS)
