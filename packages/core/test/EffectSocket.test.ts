@@ -3,7 +3,7 @@
  * `Socket.makeWebSocket` over the constructor layer with an in-memory `Client`.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Exit, Fiber, Layer, Scope, Stream } from "effect"
+import { Arbitrary, Deferred, Effect, Exit, Fiber, Layer, Schema, Scope, Stream } from "effect"
 import { Socket } from "effect/socket"
 import { Client, Connection, EffectSocket } from "../src/index.ts"
 
@@ -18,6 +18,8 @@ const pullN = (reader: Socket.Reader, count: number) =>
 /** The `SocketError` reason a failing effect ends with. */
 const reasonOf = <A>(effect: Effect.Effect<A, Socket.SocketError>) =>
   Effect.map(Effect.flip(effect), (error) => error.reason)
+
+const int = (minimum: number, maximum: number) => Arbitrary.schema(Schema.Int.check(Schema.isBetween({ minimum, maximum })))
 
 const echo = (connection: Connection.Connection) => Stream.runForEach(connection.messages, (m) => connection.send(m))
 
@@ -214,6 +216,79 @@ describe("EffectSocket.layerWebSocketConstructor", () => {
       assert.deepInclude(event, { type: "close", code: 4001, reason: "x", wasClean: true })
       assert.deepStrictEqual(log, ["open 1", "message hi / ", "once", "message a", "message b"])
     }).pipe(Effect.provide(Constructor)))
+
+  it.live.prop(
+    "the WebSocket-like object under any sequence of calls: events in order, ready states forward, echoes in order",
+    { calls: Arbitrary.array(Arbitrary.all([int(0, 9), int(0, 300), int(0, 30)]), { minLength: 5, maxLength: 30 }), early: int(0, 4) },
+    ({ calls, early }) =>
+      Effect.gen(function*() {
+        const make = yield* Socket.WebSocketConstructor
+        const ws = make("ws://memory/") as EffectSocket.ClientWebSocket
+        const events: Array<{ readonly type: string; readonly state: number }> = []
+        const received: Array<string | Uint8Array> = []
+        const closed = yield* Deferred.make<void>()
+        const opened = yield* Deferred.make<void>()
+        ws.addEventListener("open", () => Deferred.doneUnsafe(opened, Exit.void))
+        for (const type of ["open", "message", "error", "close"] as const) {
+          ws.addEventListener(type, (event) => {
+            events.push({ type, state: ws.readyState })
+            if (type === "message") {
+              const data = event.data
+              received.push(typeof data === "string" ? data : new Uint8Array(data as ArrayBuffer))
+            }
+            if (type === "close") Deferred.doneUnsafe(closed, Exit.void)
+          })
+        }
+        const sent: Array<string | Uint8Array> = []
+        let closing = false
+        // mostly from the open state on; sometimes (early) while still connecting
+        if (early !== 0) yield* Effect.timeout(Deferred.await(opened), "5 seconds")
+        for (const [kind, size, wait] of calls) {
+          const state = ws.readyState
+          if (kind <= 5) {
+            const message = kind <= 2 ? "é".repeat(size) : Uint8Array.from({ length: size }, (_, i) => (i * 7 + size) & 0xff)
+            if (state === 0) {
+              assert.throws(() => ws.send(message)) // not open yet
+            } else {
+              ws.send(message)
+              if (state === 1) sent.push(message) // once closing, sends are discarded
+            }
+          } else if (kind === 6) {
+            ws.close(size % 2 === 0 ? 1000 : 4000 + size, "bye")
+            closing = true
+          } else if (kind === 7) {
+            // a code that may not be sent: a RangeError, and nothing changes
+            assert.throws(() => ws.close(1005), RangeError)
+            assert.strictEqual(ws.readyState, state)
+          } else if (kind === 8) {
+            ws.pause()
+          } else {
+            ws.resume()
+          }
+          if (wait > 20) yield* Effect.sleep(wait - 20)
+        }
+        if (!closing) ws.close(1000)
+        ws.resume()
+        yield* Effect.timeout(Deferred.await(closed), "5 seconds")
+        assert.strictEqual(ws.readyState, 3)
+        const types = events.map((e) => e.type)
+        // one close, last; at most one open, before every message; at most one error
+        assert.strictEqual(types.filter((t) => t === "close").length, 1, types.join())
+        assert.strictEqual(types.at(-1), "close")
+        assert.isAtMost(types.filter((t) => t === "open").length, 1)
+        assert.isAtMost(types.filter((t) => t === "error").length, 1)
+        if (types.includes("message")) assert.isBelow(types.indexOf("open"), types.indexOf("message"))
+        // ready states only go forward
+        events.forEach((e, i) => i > 0 && assert.isAtLeast(e.state, events[i - 1]!.state))
+        // the greeting, then echoes of what was sent while open: whole, in order (a prefix when the
+        // close came first)
+        if (received.length > 0) assert.strictEqual(received[0], "hi / ")
+        const echoes = received.slice(1)
+        assert.isAtMost(echoes.length, sent.length)
+        echoes.forEach((message, i) => assert.deepStrictEqual(message, sent[i]))
+      }).pipe(Effect.provide(Constructor)),
+    { timeout: 60_000, arbitrary: { runs: 60 } }
+  )
 
   it.live("closing while connecting abandons the connect: error, then close 1006", () =>
     Effect.gen(function*() {
