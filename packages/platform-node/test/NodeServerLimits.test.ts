@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Arbitrary, Effect, Exit, Schema, Scope, Stream } from "effect"
+import { Arbitrary, Effect, Exit, Fiber, Schema, Scope, Stream } from "effect"
 import * as Net from "node:net"
 import { WebSocket as WsClient } from "ws"
 import { NodeServer } from "../src/index.ts"
@@ -284,5 +284,38 @@ describe("connection churn", () => {
         assert.strictEqual(tcpSockets(), before, "sockets still open")
       }),
     { timeout: 120_000, arbitrary: { runs: 30 } }
+  )
+
+  it.live.prop(
+    "shutting the server down at any moment, whatever the clients are doing, ends in time and releases every socket",
+    {
+      clients: Arbitrary.array(Arbitrary.all([int(0, BEHAVIOURS.length - 1), int(0, 20)]), { minLength: 1, maxLength: 12 }),
+      shutdownAfter: int(0, 30)
+    },
+    ({ clients, shutdownAfter }) =>
+      Effect.gen(function*() {
+        for (let i = 0; i < 150 && tcpSockets() > 0; i++) yield* Effect.sleep("10 millis")
+        const before = tcpSockets()
+        const scope = yield* Scope.make()
+        const server = yield* NodeServer.serve(
+          (connection) => Stream.runForEach(connection.messages, (m) => connection.send(m)),
+          { shutdownTimeout: "500 millis" }
+        ).pipe(Scope.provide(scope))
+        const running = yield* Effect.forkChild(
+          Effect.forEach(clients, ([behaviour, delay]) => client(server.address.port, BEHAVIOURS[behaviour]!, delay), {
+            concurrency: "unbounded",
+            discard: true
+          })
+        )
+        yield* Effect.sleep(shutdownAfter)
+        const started = Date.now()
+        yield* Scope.close(scope, Exit.void)
+        // the shutdown timeout, plus the lingering close of a socket whose peer went silent
+        assert.isBelow(Date.now() - started, 500 + 1500, "shutdown took too long")
+        yield* Effect.timeout(Fiber.join(running), "6 seconds")
+        for (let i = 0; i < 300 && tcpSockets() > before; i++) yield* Effect.sleep("10 millis")
+        assert.strictEqual(tcpSockets(), before, "sockets still open")
+      }),
+    { timeout: 120_000, arbitrary: { runs: 25 } }
   )
 })
