@@ -3,6 +3,7 @@ import { NodeClient, NodeServer } from "@effect-websocket/platform-node"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Stream } from "effect"
 import { readFileSync } from "node:fs"
+import { chatRoom } from "./chat.ts"
 import { greet } from "./client.ts"
 import { program } from "./handles.ts"
 
@@ -25,6 +26,29 @@ describe("the client example", () => {
       assert.strictEqual(result.reply, "hello")
       assert.strictEqual(result.protocol, "chat.v1")
       assert.deepStrictEqual(result.closed, { code: 1000, reason: "bye", clean: true, initiator: "local" })
+    }))
+})
+
+describe("the chat example", () => {
+  it.live("relays every message to the other clients, never back to its sender", () =>
+    Effect.gen(function*() {
+      const server = yield* NodeServer.serve(yield* chatRoom)
+      const [alice, bob, carol] = yield* Effect.all([
+        NodeClient.connect(server.url),
+        NodeClient.connect(server.url),
+        NodeClient.connect(server.url)
+      ])
+      // everyone is in the room once the three handlers run (and have subscribed)
+      for (let i = 0; i < 200 && (yield* server.connections) < 3; i++) yield* Effect.sleep("5 millis")
+      yield* Effect.sleep("50 millis")
+      yield* alice.send("hello from alice")
+      const next = (connection: typeof alice) => Effect.map(Stream.runCollect(Stream.take(connection.messages, 1)), (m) => m[0])
+      assert.strictEqual(yield* next(bob), "hello from alice")
+      assert.strictEqual(yield* next(carol), "hello from alice")
+      yield* bob.send(new Uint8Array([1, 2, 3]))
+      // alice's first message is bob's: her own never came back
+      assert.deepStrictEqual(yield* next(alice), new Uint8Array([1, 2, 3]))
+      assert.deepStrictEqual(yield* next(carol), new Uint8Array([1, 2, 3]))
     }))
 })
 
