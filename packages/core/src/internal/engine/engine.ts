@@ -894,23 +894,25 @@ export class Engine {
   }
 
   /**
-   * The rules the first bytes of a frame break on their own (reserved bits, a continuation or
-   * not, masking), checked while the rest of its header has not arrived: a broken frame fails at
-   * once, as it does when its header is whole, even if the rest never comes.
+   * The rules a frame's first bytes break on their own: reserved bits, masking (`masked` is
+   * `undefined` while the second byte has not arrived), a continuation or not. Judged as soon as
+   * those bytes are there, whether or not the rest of the header is, so that a broken frame fails
+   * at once even if the rest never comes; `PARSE_NEED_MORE` when none is broken.
    */
-  private checkFrameStart(buf: Uint8Array): number {
-    const b0 = buf[this.rstart]!
-    const rsv = rsvOf(b0)
+  private judgeFrameStart(rsv: number, opcode: number, masked: boolean | undefined): number {
     if (rsv !== 0) return this.failReservedBits(rsv)
-    const opcode = opcodeOf(b0)
+    if (masked !== undefined && (masked ? this.isClient : this.requireMasked)) return this.failMasking(masked)
     if (!isControlOpcode(opcode) && (opcode === Opcode.Continuation) === (this.messageOpcode === 0)) {
       return this.failFrameOrder(opcode === Opcode.Continuation)
     }
-    if (this.rend - this.rstart >= 2) {
-      const masked = isMaskedOf(buf[this.rstart + 1]!)
-      if (masked ? this.isClient : this.requireMasked) return this.failMasking(masked)
-    }
     return PARSE_NEED_MORE
+  }
+
+  /** {@link judgeFrameStart} on the first bytes of a header that is not whole yet. */
+  private judgePartialHeader(buf: Uint8Array): number {
+    const b0 = buf[this.rstart]!
+    const masked = this.rend - this.rstart >= 2 ? isMaskedOf(buf[this.rstart + 1]!) : undefined
+    return this.judgeFrameStart(rsvOf(b0), opcodeOf(b0), masked)
   }
 
   private failReservedBits(rsv: number): number {
@@ -942,22 +944,17 @@ export class Engine {
         case RS_HEADER: {
           const header = this.header
           const n = parseHeader(header, buf, this.rstart, this.rend)
-          if (n === 0) return this.rend > this.rstart ? this.checkFrameStart(buf) : PARSE_NEED_MORE
+          if (n === 0) return this.rend > this.rstart ? this.judgePartialHeader(buf) : PARSE_NEED_MORE
           if (n < 0) return this.fail(Status.InvalidFormat, 1002, headerErrorMessage(n))
-          if (header.rsv !== 0) return this.failReservedBits(header.rsv)
-          if (this.requireMasked && !header.masked) return this.failMasking(false)
-          if (this.isClient && header.masked) return this.failMasking(true)
           const opcode = header.opcode
+          const broken = this.judgeFrameStart(header.rsv, opcode, header.masked)
+          if (broken !== PARSE_NEED_MORE) return broken
           this.rstart += n
           if (isControlOpcode(opcode)) {
             this.rstate = RS_CONTROL
             continue
           }
-          if (opcode === Opcode.Continuation) {
-            if (this.messageOpcode === 0) return this.failFrameOrder(true)
-          } else if (this.messageOpcode !== 0) {
-            return this.failFrameOrder(false)
-          } else {
+          if (opcode !== Opcode.Continuation) {
             this.messageOpcode = opcode
             this.messageSize = 0
             this.utf8State = UTF8_ACCEPT
