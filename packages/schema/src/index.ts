@@ -12,6 +12,8 @@ export * as HandshakeHeaders from "./HandshakeHeaders.ts"
 /** @since 0.1.0 */
 export * as HttpHeader from "./HttpHeader.ts"
 /** @since 0.1.0 */
+export * as Options from "./Options.ts"
+/** @since 0.1.0 */
 export * as Property from "./Property.ts"
 /** @since 0.1.0 */
 export * as Token from "./Token.ts"

@@ -1,0 +1,163 @@
+/**
+ * The options of connections, clients and servers that are not handle properties: timeouts,
+ * buffer bounds, keepalive, the close code sent when a scope closes, the listening port. Decoded
+ * once, where a connection, a client attempt or a server starts, so that a bad value is an
+ * `InvalidParameter` at once rather than a crash, a busy loop or a hang later.
+ *
+ * @since 0.1.0
+ */
+import { Duration, Option, Schema, SchemaTransformation } from "effect"
+import { CloseCode } from "./CloseStatus.ts"
+
+const UNITS = new Set(["weeks", "days", "hours", "minutes", "seconds", "millis", "micros", "nanos"])
+
+/** Whether `input` is an object of units (`{ seconds: 5 }`) with a number for every key. */
+const isUnitObject = (input: object): boolean =>
+  Object.entries(input).every(([unit, value]) => UNITS.has(unit) && typeof value === "number" && Number.isFinite(value))
+
+/** Whether `input` has the shape of one of the forms of `Duration.Input`. */
+const isDurationInput = (input: unknown): boolean => {
+  switch (typeof input) {
+    case "number":
+      return !Number.isNaN(input)
+    case "bigint":
+    case "string":
+      return true
+    case "object":
+      if (input === null) return false
+      if (Duration.isDuration(input)) return true
+      if (Array.isArray(input)) return input.length === 2 && input.every((n) => typeof n === "number" && Number.isFinite(n))
+      return isUnitObject(input)
+    default:
+      return false
+  }
+}
+
+/**
+ * The duration `input` stands for, `undefined` when it is none. Duration.fromInput is lenient (it
+ * reads `null`, `NaN` and `{ seconds: "x" }` as zero), hence the shape check first.
+ */
+const durationOf = (input: unknown): Duration.Duration | undefined => {
+  if (!isDurationInput(input)) return undefined
+  try {
+    return Option.getOrUndefined(Duration.fromInput(input as Duration.Input))
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * A duration as the options take it (`Duration.Input`: a `Duration`, milliseconds, `"5 seconds"`,
+ * ...), decoded to a `Duration`. `minimum` is `"zero"` (zero allowed) or `"positive"`; `finite`
+ * refuses `Infinity`.
+ *
+ * @category schemas
+ * @since 0.1.0
+ */
+export const DurationInput = (
+  name: string,
+  rules: { readonly minimum: "zero" | "positive"; readonly finite: boolean }
+) =>
+  Schema.Unknown.check(
+    Schema.makeFilter((input: unknown) => {
+      const duration = durationOf(input)
+      if (duration === undefined) {
+        return `${name} must be a duration (milliseconds, "5 seconds", a Duration, ...), got ${formatInput(input)}`
+      }
+      // (a negative number of milliseconds too small for a nanosecond still says "negative")
+      if (Duration.isNegative(duration) || (typeof input === "number" && input < 0)) return `${name} may not be negative, got ${formatInput(input)}`
+      if (rules.minimum === "positive" && Duration.isZero(duration)) return `${name} must be more than zero`
+      if (rules.finite && !Duration.isFinite(duration)) return `${name} must be finite`
+      return true
+    })
+  ).pipe(
+    Schema.decodeTo(
+      Schema.Duration,
+      SchemaTransformation.transform<Duration.Duration, unknown>({
+        decode: (input) => durationOf(input)!,
+        encode: (duration) => duration
+      })
+    )
+  )
+
+const formatInput = (input: unknown): string => {
+  if (typeof input === "string") return JSON.stringify(input)
+  if (typeof input === "number" || typeof input === "bigint" || typeof input === "boolean") return String(input)
+  return input === null ? "null" : typeof input
+}
+
+const count = (name: string, minimum: number) =>
+  Schema.Number.check(
+    Schema.makeFilter((n: number) =>
+      (Number.isSafeInteger(n) && n >= minimum) || `${name} must be an integer of at least ${minimum}, got ${n}`
+    )
+  )
+
+/**
+ * A byte bound: a whole number of at least `minimum`, or `Infinity` when `unbounded` is allowed.
+ *
+ * @category schemas
+ * @since 0.1.0
+ */
+export const ByteLimit = (name: string, minimum: number, unbounded: boolean) =>
+  Schema.Number.check(
+    Schema.makeFilter((n: number) =>
+      (Number.isSafeInteger(n) && n >= minimum) || (unbounded && n === Number.POSITIVE_INFINITY) ||
+      `${name} must be a whole number of bytes of at least ${minimum}${unbounded ? " (or Infinity)" : ""}, got ${n}`
+    )
+  )
+
+/**
+ * The keepalive of a connection: a frame every `interval` (positive, finite), with an optional
+ * dead-peer `timeout` (positive, finite) after each ping.
+ *
+ * @see websocket.h `WEB_SOCKET_KEEPALIVE_INTERVAL_PROPERTY_TYPE`
+ * @category schemas
+ * @since 0.1.0
+ */
+export const KeepaliveOptions = Schema.Struct({
+  interval: DurationInput("keepalive.interval", { minimum: "positive", finite: true }),
+  timeout: Schema.optional(DurationInput("keepalive.timeout", { minimum: "positive", finite: true })),
+  frame: Schema.optional(Schema.Literals(["ping", "pong"]))
+})
+
+/**
+ * The settings of a connection (see `Connection.Options` in `@effect-websocket/core`): the close
+ * timeout (zero or more, `Infinity` allowed), the message buffer (at least 1 message), the
+ * keepalive, and the close code sent when the connection's scope closes (one that may be sent).
+ *
+ * @category schemas
+ * @since 0.1.0
+ */
+export const ConnectionOptions = Schema.Struct({
+  closeTimeout: Schema.optional(DurationInput("closeTimeout", { minimum: "zero", finite: false })),
+  messageBuffer: Schema.optional(count("messageBuffer", 1)),
+  keepalive: Schema.optional(KeepaliveOptions),
+  protocol: Schema.optional(Schema.String),
+  handshake: Schema.optional(Schema.Unknown),
+  closeCodeOnScopeClose: Schema.optional(CloseCode)
+})
+
+/**
+ * How much a socket buffers each way: `highWaterMark` bytes read ahead (at least 1) and
+ * `writeBufferLimit` bytes written but not yet sent (0 or more, or `Infinity` for no bound).
+ *
+ * @category schemas
+ * @since 0.1.0
+ */
+export const SocketBuffers = Schema.Struct({
+  highWaterMark: Schema.optional(ByteLimit("socketBuffers.highWaterMark", 1, false)),
+  writeBufferLimit: Schema.optional(ByteLimit("socketBuffers.writeBufferLimit", 0, true))
+})
+
+/**
+ * A TCP port to listen on: 0 (any free port) to 65535.
+ *
+ * @category schemas
+ * @since 0.1.0
+ */
+export const Port = Schema.Number.check(
+  Schema.makeFilter((n: number) =>
+    (Number.isInteger(n) && n >= 0 && n <= 65535) || `port must be an integer from 0 to 65535, got ${n}`
+  )
+)
