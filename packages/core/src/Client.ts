@@ -6,19 +6,20 @@
  *
  * @since 0.1.0
  */
-import type { HttpHeader } from "@effect-websocket/schema"
+import { type HttpHeader, Options, Property } from "@effect-websocket/schema"
 import { Context, Duration, Effect, Exit, Layer, Option, Predicate, Schema, Scope } from "effect"
 import * as Connection from "./Connection.ts"
+import { decodeParameter } from "./internal/handshake.ts"
 import { makeMemoryPair, type Transport } from "./Transport.ts"
 import * as WebSocket from "./WebSocket.ts"
 import type {
-  InvalidParameter,
   InvalidProtocolFormat,
   UnsupportedExtension,
   UnsupportedProtocolVersion,
   UnsupportedSubprotocol
 } from "./WebSocketError.ts"
 import type { InvalidProtocolOperation } from "./WebSocketError.ts"
+import { InvalidParameter } from "./WebSocketError.ts"
 
 /**
  * A string identifying this module's errors.
@@ -209,6 +210,67 @@ export const handleProperties = (
 })
 
 /**
+ * Decodes an option with its schema (from `@effect-websocket/schema`), failing with an
+ * `InvalidParameter` that names it: the check every platform runs on its own options.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const decodeOption: <S extends Schema.ConstraintDecoder<unknown>>(
+  schema: S,
+  name: string,
+  value: unknown
+) => Effect.Effect<S["Type"], InvalidParameter> = decodeParameter
+
+/**
+ * Decodes a timeout option (`handshakeTimeout`, `shutdownTimeout`, ...): `fallback` when absent,
+ * else a duration that must be finite and, unless `zero` allows it, positive.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const decodeTimeout = (
+  name: string,
+  input: Duration.Input | undefined,
+  fallback: Duration.Duration,
+  zero: "zero" | "positive" = "positive"
+): Effect.Effect<Duration.Duration, InvalidParameter> =>
+  input === undefined
+    ? Effect.succeed(fallback)
+    : decodeParameter(Options.DurationInput(name, { minimum: zero, finite: true }), name, input)
+
+/**
+ * Checks what a server applies to every connection before it accepts any: the handle properties
+ * (with `maxMessageSize`) and the connection options. A server that starts with a bad option
+ * would otherwise fail every connection.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const checkServeOptions = (options: ServeOptions | undefined): Effect.Effect<void, InvalidParameter> =>
+  Effect.andThen(
+    decodeParameter(Property.ServerHandleProperties, "properties", handleProperties(options)),
+    Connection.decodeOptions(options?.connection)
+  )
+
+/**
+ * Checks the options of a connection attempt that are used only once it is open (the handle
+ * properties and the connection options), so that a bad one fails the attempt before it
+ * reaches the network; and decodes its handshake timeout (default 10 seconds).
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const checkConnectOptions = (options: ConnectOptions | undefined): Effect.Effect<Duration.Duration, InvalidParameter> =>
+  Effect.andThen(
+    Effect.andThen(
+      decodeParameter(Property.ClientHandleProperties, "properties", handleProperties(options)),
+      Connection.decodeOptions(options?.connection)
+    ),
+    decodeTimeout("handshakeTimeout", options?.handshakeTimeout, Duration.seconds(10))
+  )
+
+/**
  * Normalizes request headers given as a list or a record.
  *
  * @category constructors
@@ -264,13 +326,14 @@ export const releaseOnFailure = <A, E, R>(
 export const layerMemory = <E, R>(
   handler: Handler<E, R>,
   options?: ServeOptions
-): Layer.Layer<Client, never, R> =>
+): Layer.Layer<Client, InvalidParameter, R> =>
   Layer.effect(
     Client,
     Effect.gen(function*() {
+      yield* checkServeOptions(options)
       const context = yield* Effect.context<R>()
       const connect = (url: string, connectOptions?: ConnectOptions) =>
-        releaseOnFailure(Effect.gen(function*() {
+        Effect.flatMap(checkConnectOptions(connectOptions), (handshakeTimeout) => releaseOnFailure(Effect.gen(function*() {
           const path = memoryPath(url)
           if (path === undefined) {
             return yield* new ConnectError({ reason: "InvalidUrl", url, message: `${url} is not a ws:// or wss:// URL` })
@@ -314,10 +377,10 @@ export const layerMemory = <E, R>(
           return yield* Connection.make(client, transport, { ...connectOptions?.connection, protocol, handshake })
         }).pipe(
           Effect.timeoutOrElse({
-            duration: Duration.fromInputUnsafe(connectOptions?.handshakeTimeout ?? Duration.seconds(10)),
+            duration: handshakeTimeout,
             orElse: () => Effect.fail(new ConnectError({ reason: "Timeout", url, message: `connecting to ${url} timed out` }))
           })
-        ))
+        )))
       return Client.of({ connect })
     })
   )

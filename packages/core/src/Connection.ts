@@ -12,11 +12,12 @@
  * @since 0.1.0
  */
 import { Cause, Deferred, Exit, Metric, Duration, Effect, Fiber, Option, Predicate, Semaphore, Stream } from "effect"
-import type { HttpHeader } from "@effect-websocket/schema"
+import { type HttpHeader, Options as OptionsSchema } from "@effect-websocket/schema"
 import type { Scope } from "effect/Scope"
 import * as BufferType from "./BufferType.ts"
 import { ActionCode, ActionRecord, QueueCode, Status } from "./internal/engine/engine.ts"
 import { HandleState } from "./internal/engine/state.ts"
+import { decodeParameter } from "./internal/handshake.ts"
 import { engineError } from "./internal/engineError.ts"
 import { Mailbox } from "./internal/mailbox.ts"
 import { allocatePlainUninitialized, allocateUninitialized, encodeUtf8 } from "./internal/runtime.ts"
@@ -237,6 +238,18 @@ const RETAINED_ACCUMULATOR = 1024 * 1024
 const textDecoder = new TextDecoder()
 
 /**
+ * Checks connection options and decodes their durations: an `InvalidParameter` names the first bad
+ * one (a close timeout that is not a duration or is negative, a message buffer below 1, a keepalive
+ * interval or timeout that is not positive and finite, a close code that may not be sent). {@link make}
+ * runs it first; clients and servers run it before they connect or listen.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const decodeOptions = (options: Options | undefined) =>
+  decodeParameter(OptionsSchema.ConnectionOptions, "connection", options ?? {})
+
+/**
  * Runs a connection over an open handle (its handshake complete) and a transport, owned by the
  * current scope. Closing the scope closes the connection (1001 by default, bounded by the close
  * timeout), stops its fibers and closes the transport; the handle itself belongs to its own scope.
@@ -248,8 +261,9 @@ export const make = (
   handle: Handle,
   transport: Transport,
   options?: Options
-): Effect.Effect<Connection, never, Scope> =>
+): Effect.Effect<Connection, InvalidParameter, Scope> =>
   Effect.gen(function*() {
+    const settings = yield* decodeOptions(options)
     const h = handle as unknown as HandleImpl
     const engine = h.engine
     // Every network write goes through the send queue under the wire lock, so frames never interleave.
@@ -258,10 +272,10 @@ export const make = (
     // larger unmasked payloads follow a header of their own (payloads are handed over, see `send`).
     // The transport may supply (and recycle) that memory.
     engine.allocateFrame = transport.allocate ?? allocateUninitialized
-    const closeTimeout = Duration.fromInputUnsafe(options?.closeTimeout ?? Duration.seconds(5))
+    const closeTimeout = settings.closeTimeout ?? Duration.seconds(5)
     /** How long the answer to a peer's Close waits for the consumer to handle earlier messages. */
     const consumerGrace = Duration.min(closeTimeout, Duration.seconds(1))
-    const mailbox = new Mailbox<Message, ConnectionError>(options?.messageBuffer ?? 16)
+    const mailbox = new Mailbox<Message, ConnectionError>(settings.messageBuffer ?? 16)
     const closedDeferred = yield* Deferred.make<CloseInfo>()
     const messageLock = yield* Semaphore.make(1)
     const stats = {
@@ -930,10 +944,9 @@ export const make = (
     const ping = (payload?: Uint8Array) =>
       messageLock.withPermit(sendFrame(BufferType.BufferType.PingPong, payload, undefined))
 
-    if (options?.keepalive !== undefined) {
-      const interval = Duration.fromInputUnsafe(options.keepalive.interval)
-      const timeout = options.keepalive.timeout === undefined ? undefined : Duration.fromInputUnsafe(options.keepalive.timeout)
-      const frame = options.keepalive.frame === "pong" ? BufferType.BufferType.UnsolicitedPong : BufferType.BufferType.PingPong
+    if (settings.keepalive !== undefined) {
+      const { interval, timeout } = settings.keepalive
+      const frame = settings.keepalive.frame === "pong" ? BufferType.BufferType.UnsolicitedPong : BufferType.BufferType.PingPong
       const keepalive = Effect.gen(function*() {
         for (;;) {
           yield* Effect.sleep(interval)
@@ -955,7 +968,7 @@ export const make = (
       yield* Effect.forkScoped(keepalive)
     }
 
-    const closeCodeOnScopeClose = options?.closeCodeOnScopeClose ?? 1001
+    const closeCodeOnScopeClose = settings.closeCodeOnScopeClose ?? 1001
     yield* Effect.addFinalizer(() =>
       Effect.gen(function*() {
         if (!Deferred.isDoneUnsafe(closedDeferred)) yield* Effect.ignore(close(closeCodeOnScopeClose))

@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Scope } from "effect"
-import { Client } from "../src/index.ts"
+import { Effect, Exit, Layer, Scope, Stream } from "effect"
+import { Client, type Connection } from "../src/index.ts"
 
 describe("Client.releaseOnFailure", () => {
   /** An attempt that acquires something (recording its release) and then fails or not. */
@@ -31,5 +31,48 @@ describe("Client.releaseOnFailure", () => {
       assert.deepStrictEqual(events, ["acquired"])
       yield* Scope.close(scope, Exit.void)
       assert.deepStrictEqual(events, ["acquired", "released"])
+    }))
+})
+
+describe("Client options", () => {
+  it.effect("a memory server with a bad option fails to build, naming it", () =>
+    Effect.gen(function*() {
+      const handler = (connection: Connection.Connection) => Stream.runForEach(connection.messages, connection.send)
+      for (
+        const [options, fragment] of [
+          [{ maxMessageSize: 0 }, "maxMessageSize"],
+          [{ properties: { receiveBufferSize: 10 } }, "receiveBufferSize"],
+          [{ connection: { messageBuffer: -1 } }, "messageBuffer"]
+        ] as const
+      ) {
+        const error = yield* Effect.flip(Layer.build(Client.layerMemory(handler, options)))
+        assert.strictEqual(error._tag, "InvalidParameter")
+        assert.include(error.message, fragment)
+      }
+    }))
+
+  it.effect("a connection attempt with a bad option fails before the server sees it", () =>
+    Effect.gen(function*() {
+      let accepted = 0
+      const layer = Client.layerMemory((connection) => {
+        accepted++
+        return Stream.runForEach(connection.messages, connection.send)
+      })
+      const context = yield* Layer.build(layer)
+      const connect = (options: Client.ConnectOptions) =>
+        Effect.flip(Effect.provide(Client.connect("ws://memory/", options), context))
+      for (
+        const [options, fragment] of [
+          [{ handshakeTimeout: 0 }, "handshakeTimeout must be more than zero"],
+          [{ handshakeTimeout: "soon" as never }, "handshakeTimeout must be a duration"],
+          [{ maxMessageSize: -1 }, "maxMessageSize"],
+          [{ connection: { keepalive: { interval: -5 } } }, "keepalive.interval"]
+        ] as const
+      ) {
+        const error = yield* connect(options)
+        assert.strictEqual(error._tag, "InvalidParameter")
+        assert.include(error.message, fragment)
+      }
+      assert.strictEqual(accepted, 0)
     }))
 })

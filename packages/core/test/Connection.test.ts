@@ -17,6 +17,27 @@ describe("Connection", () => {
       const serverInfo = yield* server.closed
       assert.deepStrictEqual(serverInfo, { code: 1000, reason: "bye", clean: true, initiator: "remote" })
     }))
+
+  it.effect("bad options are an InvalidParameter that names them, never a crash, a busy loop or a hang", () =>
+    Effect.gen(function*() {
+      const cases: ReadonlyArray<readonly [Connection.Options, string]> = [
+        [{ messageBuffer: 0 }, "messageBuffer"],
+        [{ messageBuffer: Number.NaN }, "messageBuffer"],
+        [{ closeTimeout: "whenever" as never }, "closeTimeout"],
+        [{ closeTimeout: -1 }, "closeTimeout may not be negative"],
+        [{ keepalive: { interval: 0 } }, "keepalive.interval must be more than zero"],
+        [{ keepalive: { interval: "1 second", timeout: Number.POSITIVE_INFINITY } }, "keepalive.timeout must be finite"],
+        [{ closeCodeOnScopeClose: 1006 }, "close code 1006 may not be sent"],
+        [{ closeTimout: 5 } as never, "closeTimout"]
+      ]
+      for (const [options, fragment] of cases) {
+        const error = yield* Effect.flip(Effect.scoped(Connection.makeMemoryPair({ connection: options })))
+        assert.strictEqual(error._tag, "InvalidParameter", fragment)
+        assert.include(error.message, fragment)
+      }
+      const decoded = yield* Connection.decodeOptions({ closeTimeout: "2 seconds", messageBuffer: 1 })
+      assert.strictEqual(decoded.messageBuffer, 1)
+    }))
 })
 
 // ---------------------------------------------------------------------------------------------
