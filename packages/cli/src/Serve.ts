@@ -178,8 +178,8 @@ export const command = Command.make(
         selectProtocol: (offered) => offered.find((p) => accepted.includes(p)),
         ...(tls === undefined ? {} : { tls })
       }).pipe(
-        Effect.catchTag("ServeError", (error) => {
-          const inUse = (error.cause as { code?: unknown } | undefined)?.code === "EADDRINUSE"
+        Effect.catch((error) => {
+          const inUse = error._tag === "ServeError" && (error.cause as { code?: unknown } | undefined)?.code === "EADDRINUSE"
           return fail(output, `${Output.oneLine(error.message)}${inUse ? " (another process uses this port; --port 0 picks a free one)" : ""}`, {
             tag: error._tag
           })

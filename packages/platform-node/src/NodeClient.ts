@@ -7,7 +7,7 @@
  */
 import { Client, Connection, Metrics, WebSocket } from "@effect-websocket/core"
 import type { HttpHeader } from "@effect-websocket/schema"
-import { HttpHeader as Headers } from "@effect-websocket/schema"
+import { HttpHeader as Headers, Options } from "@effect-websocket/schema"
 import { Duration, Effect, Layer, Metric, Option } from "effect"
 import type { Scope } from "effect/Scope"
 import * as Http from "node:http"
@@ -27,6 +27,8 @@ export interface ConnectOptions extends Client.ConnectOptions {
   readonly tls?: Tls.ConnectionOptions | undefined
   /** Connect to this Unix domain socket instead of the URL's host (also `ws+unix:///path.sock:/request-path`). */
   readonly socketPath?: string | undefined
+  /** How much the socket buffers each way before backpressure applies (defaults: 64 KiB read, 1 MiB write). */
+  readonly socketBuffers?: NodeTransport.BufferOptions | undefined
 }
 
 interface Target {
@@ -175,6 +177,8 @@ export const connect = (
   options?: ConnectOptions
 ): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope> =>
   Client.releaseOnFailure(Effect.gen(function*() {
+    const timeout = yield* Client.checkConnectOptions(options)
+    const socketBuffers = yield* Client.decodeOption(Options.SocketBuffers, "socketBuffers", options?.socketBuffers ?? {})
     const target = parseTarget(url, options?.socketPath)
     if (typeof target === "string") return yield* new Client.ConnectError({ reason: "InvalidUrl", url, message: target })
     const handle = yield* WebSocket.createClientHandle(Client.handleProperties(options))
@@ -185,7 +189,6 @@ export const connect = (
       subprotocols: options?.protocols,
       initialHeaders
     }).pipe(Effect.catchTag("InvalidProtocolOperation", (error) => Effect.die(error)))
-    const timeout = Duration.fromInputUnsafe(options?.handshakeTimeout ?? Duration.seconds(10))
     // The socket is the attempt's until the connection takes it over; from then on the connection
     // releases it after its closing handshake (cutting it here could lose a last Close still being
     // encrypted by TLS).
@@ -208,7 +211,7 @@ export const connect = (
       Effect.catchTag("InvalidProtocolOperation", (error) => Effect.die(error))
     )
     upgraded.socket.setNoDelay(true)
-    const socketTransport = NodeTransport.fromDuplex(upgraded.socket, { head: upgraded.head })
+    const socketTransport = NodeTransport.fromDuplex(upgraded.socket, { ...socketBuffers, head: upgraded.head })
     const transport = options?.wrapTransport?.(socketTransport) ?? socketTransport
     const connection = yield* Connection.make(handle, transport, {
       ...options?.connection,

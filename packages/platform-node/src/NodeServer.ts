@@ -15,8 +15,8 @@
  *
  * @since 0.1.0
  */
-import { Client, Connection, Metrics, WebSocket } from "@effect-websocket/core"
-import { HttpHeader, Token } from "@effect-websocket/schema"
+import { Client, Connection, Metrics, WebSocket, type WebSocketError } from "@effect-websocket/core"
+import { HttpHeader, Options, Token } from "@effect-websocket/schema"
 import { Context, Duration, Effect, Exit, FiberSet, Layer, Metric, Predicate, Schema } from "effect"
 import type { Scope } from "effect"
 import * as Http from "node:http"
@@ -68,6 +68,8 @@ export interface UpgradeOptions<RA = never> extends Client.ServeOptions {
   readonly path?: string | undefined
   /** Decides whether to accept a request (headers, `Origin`, path): fail with a {@link Rejection} to refuse. */
   readonly authorize?: ((request: Client.UpgradeRequest) => Effect.Effect<void, Rejection, RA>) | undefined
+  /** How much each connection's socket buffers each way before backpressure applies (defaults: 64 KiB read, 1 MiB write). */
+  readonly socketBuffers?: NodeTransport.BufferOptions | undefined
 }
 
 /**
@@ -90,6 +92,15 @@ export interface ServeOptions<RA = never> extends UpgradeOptions<RA> {
   /** How long shutting down waits for connections to finish their closing handshake. Default 5 seconds. */
   readonly shutdownTimeout?: Duration.Input | undefined
 }
+
+/**
+ * Why a server did not start: it could not listen ({@link ServeError}), or an option is invalid
+ * (`InvalidParameter`, naming it).
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export type ServeFailure = ServeError | WebSocketError.InvalidParameter
 
 /**
  * A running server.
@@ -179,8 +190,10 @@ const refuse = (
 export const makeUpgradeHandler = <E, R, RA = never>(
   handler: Client.Handler<E, R>,
   options?: UpgradeOptions<RA>
-): Effect.Effect<(request: Http.IncomingMessage, socket: Duplex, head: Buffer) => void, never, Scope.Scope | R | RA> =>
+): Effect.Effect<(request: Http.IncomingMessage, socket: Duplex, head: Buffer) => void, WebSocketError.InvalidParameter, Scope.Scope | R | RA> =>
   Effect.gen(function*() {
+    yield* Client.checkServeOptions(options)
+    const socketBuffers = yield* Client.decodeOption(Options.SocketBuffers, "socketBuffers", options?.socketBuffers ?? {})
     const run = yield* FiberSet.makeRuntime<R | RA>()
     const properties = Client.handleProperties(options)
     const accept = (req: Http.IncomingMessage, socket: Duplex, head: Buffer) =>
@@ -215,7 +228,13 @@ export const makeUpgradeHandler = <E, R, RA = never>(
         // this fiber closes it, and the connection's finalizer runs the closing handshake (1001).
         return yield* Effect.scoped(Effect.gen(function*() {
           const handle = yield* Effect.orDie(WebSocket.createServerHandle(properties))
-          const selected = options?.selectProtocol?.(offered, request)
+          const selection = Effect.try({ try: () => options?.selectProtocol?.(offered, request), catch: (cause) => cause })
+          const selectedExit = yield* Effect.exit(selection)
+          if (Exit.isFailure(selectedExit)) {
+            yield* Effect.logError("WebSocket selectProtocol threw; the request gets 500", selectedExit.cause)
+            return refuse(socket, 500, "the subprotocol could not be selected")
+          }
+          const selected = selectedExit.value
           const handshake = yield* Effect.exit(
             WebSocket.beginServerHandshake(handle, { requestHeaders: headers, subprotocol: selected })
           )
@@ -233,7 +252,7 @@ export const makeUpgradeHandler = <E, R, RA = never>(
           socket.write(`${response.join("\r\n")}\r\n\r\n`)
           yield* WebSocket.endServerHandshake(handle).pipe(Effect.orDie)
           if ("setNoDelay" in socket && typeof socket.setNoDelay === "function") (socket as Net.Socket).setNoDelay(true)
-          const socketTransport = NodeTransport.fromDuplex(socket, { head })
+          const socketTransport = NodeTransport.fromDuplex(socket, { ...socketBuffers, head })
           const transport = options?.wrapTransport?.(socketTransport) ?? socketTransport
           const connection = yield* Connection.make(handle, transport, {
             ...options?.connection,
@@ -256,7 +275,14 @@ export const makeUpgradeHandler = <E, R, RA = never>(
           }
         }))
       }).pipe(
-        Effect.onInterrupt(() => Effect.sync(() => socket.destroyed || socket.destroy())),
+        // Whatever ends the upgrade early (interruption at shutdown, a defect), the socket goes:
+        // a socket left open would hold its client, and the server's shutdown, forever.
+        Effect.onExit((exit) =>
+          Exit.isSuccess(exit) ? Effect.void : Effect.andThen(
+            Exit.hasInterrupts(exit) ? Effect.void : Effect.logError("WebSocket upgrade failed; its socket is destroyed", exit.cause),
+            Effect.sync(() => socket.destroyed || socket.destroy())
+          )
+        ),
         Effect.withSpan("WebSocket.accept", { attributes: { "url.path": req.url ?? "/" } })
       )
     return (req: Http.IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -281,9 +307,13 @@ export const makeUpgradeHandler = <E, R, RA = never>(
 export const serve = <E, R, RA = never>(
   handler: Client.Handler<E, R>,
   options?: ServeOptions<RA>
-): Effect.Effect<Server, ServeError, Scope.Scope | R | RA> =>
+): Effect.Effect<Server, ServeFailure, Scope.Scope | R | RA> =>
   Effect.gen(function*() {
-    const handshakeTimeout = Duration.toMillis(Duration.fromInputUnsafe(options?.handshakeTimeout ?? Duration.seconds(10)))
+    const port = yield* Client.decodeOption(Options.Port, "port", options?.port ?? 0)
+    const handshakeTimeout = Duration.toMillis(
+      yield* Client.decodeTimeout("handshakeTimeout", options?.handshakeTimeout, Duration.seconds(10))
+    )
+    const shutdownTimeout = yield* Client.decodeTimeout("shutdownTimeout", options?.shutdownTimeout, Duration.seconds(5), "zero")
     const serverOptions: Https.ServerOptions = {
       ...options?.tls,
       maxHeaderSize: options?.maxHeaderBytes ?? 16 * 1024,
@@ -312,7 +342,6 @@ export const serve = <E, R, RA = never>(
         : error.code === "ERR_HTTP_REQUEST_TIMEOUT"
         ? refuse(socket, 408, "the request took too long")
         : refuse(socket, 400, "malformed HTTP request"))
-    const shutdownTimeout = Duration.fromInputUnsafe(options?.shutdownTimeout ?? Duration.seconds(5))
     yield* Effect.addFinalizer(() =>
       Effect.callback<void>((resume) => {
         server.close(() => resume(Effect.void))
@@ -321,9 +350,9 @@ export const serve = <E, R, RA = never>(
     )
     yield* Effect.callback<void, ServeError>((resume) => {
       const onError = (cause: Error) =>
-        resume(Effect.fail(new ServeError({ message: `cannot listen on ${options?.host ?? "127.0.0.1"}:${options?.port ?? 0}: ${cause.message}`, cause })))
+        resume(Effect.fail(new ServeError({ message: `cannot listen on ${options?.host ?? "127.0.0.1"}:${port}: ${cause.message}`, cause })))
       server.once("error", onError)
-      server.listen(options?.port ?? 0, options?.host ?? "127.0.0.1", () => {
+      server.listen(port, options?.host ?? "127.0.0.1", () => {
         server.off("error", onError)
         resume(Effect.void)
       })
@@ -361,4 +390,4 @@ export const serve = <E, R, RA = never>(
 export const layer = <E, R, RA = never>(
   handler: Client.Handler<E, R>,
   options?: ServeOptions<RA>
-): Layer.Layer<Server, ServeError, R | RA> => Layer.effect(Server, serve(handler, options))
+): Layer.Layer<Server, ServeFailure, R | RA> => Layer.effect(Server, serve(handler, options))

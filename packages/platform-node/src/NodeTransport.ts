@@ -14,16 +14,23 @@ import * as Net from "node:net"
 import type { Duplex } from "node:stream"
 
 /**
- * Options of {@link fromDuplex}.
+ * How much a socket transport buffers each way (the client's and the server's `socketBuffers`).
+ *
+ * **Details**
+ *
+ * Both bounds are what makes backpressure work: a connection whose peer does not read stops
+ * `send` once `writeBufferLimit` bytes wait, and a peer that sends faster than the application
+ * reads is paused once `highWaterMark` bytes wait. Two peers that each answer every message from
+ * the fiber that reads, with more bytes in flight than these buffers and the kernel's hold, wait on
+ * each other; send from a fiber of its own, or raise `writeBufferLimit` above the bytes in flight
+ * (`ws` never waits: its send buffer has no bound).
  *
  * @category models
  * @since 0.1.0
  */
-export interface Options {
+export interface BufferOptions {
   /** Bytes read ahead of the connection before the socket is paused. Default 64 KiB. */
   readonly highWaterMark?: number | undefined
-  /** Bytes that arrived before the transport was made (the `head` of an HTTP upgrade). */
-  readonly head?: Uint8Array | undefined
   /**
    * Bytes the socket may hold, written but not yet handed to the operating system, before writes
    * wait for it to drain. Default 1 MiB; a smaller value than the stream's own
@@ -32,6 +39,16 @@ export interface Options {
   readonly writeBufferLimit?: number | undefined
 }
 
+/**
+ * Options of {@link fromDuplex}.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface Options extends BufferOptions {
+  /** Bytes that arrived before the transport was made (the `head` of an HTTP upgrade). */
+  readonly head?: Uint8Array | undefined
+}
 
 /** Writes larger than this are not copied (a copy would cost more than waiting for Node). */
 const COPY_LIMIT = 64 * 1024

@@ -1,5 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Arbitrary, Effect, Exit, Schema } from "effect"
+import { Arbitrary, Effect, Exit, Fiber, Schema } from "effect"
+import { createHash } from "node:crypto"
 import * as Http from "node:http"
 import * as Net from "node:net"
 import { NodeClient } from "../src/index.ts"
@@ -116,6 +117,87 @@ describe("NodeClient.connect failures", () => {
         assert.strictEqual(error._tag, "ConnectError")
         if (error._tag === "ConnectError") assert.strictEqual(error.reason, "InvalidUrl")
       }
+    }))
+})
+
+describe("NodeClient options", () => {
+  it.live("a bad option fails the attempt with an InvalidParameter before any socket is opened", () =>
+    Effect.gen(function*() {
+      let connections = 0
+      const { port } = yield* listen(() => Net.createServer((socket) => {
+        connections++
+        socket.destroy()
+      }))
+      const cases: ReadonlyArray<readonly [NodeClient.ConnectOptions, string]> = [
+        [{ handshakeTimeout: "abc" as never }, "handshakeTimeout must be a duration"],
+        [{ handshakeTimeout: -1 }, "handshakeTimeout may not be negative"],
+        [{ maxMessageSize: 0 }, "maxMessageSize"],
+        [{ connection: { messageBuffer: 1.5 } }, "messageBuffer"],
+        [{ connection: { closeTimeout: "x" as never } }, "closeTimeout"],
+        [{ connection: { keepalive: { interval: 0 } } }, "keepalive.interval"],
+        [{ connection: { closeCodeOnScopeClose: 1005 } }, "close code 1005"],
+        [{ socketBuffers: { highWaterMark: -1 } }, "socketBuffers.highWaterMark"],
+        [{ socketBuffers: { writeBufferLimit: Number.NaN } }, "socketBuffers.writeBufferLimit"]
+      ]
+      for (const [options, fragment] of cases) {
+        const error = yield* Effect.flip(Effect.scoped(NodeClient.connect(`ws://127.0.0.1:${port}/`, options)))
+        assert.strictEqual(error._tag, "InvalidParameter", fragment)
+        assert.include(error.message, fragment)
+      }
+      yield* Effect.sleep("50 millis")
+      assert.strictEqual(connections, 0)
+    }))
+
+  /** A server that completes the handshake, then never reads: what the client writes stays in buffers. */
+  const deafServer = Effect.gen(function*() {
+    const sockets = new Set<Net.Socket>()
+    const listening = yield* listen(() =>
+      Net.createServer((socket) => {
+        sockets.add(socket)
+        let request = ""
+        const onData = (chunk: Buffer) => {
+          request += chunk.toString("latin1")
+          if (!request.includes("\r\n\r\n")) return
+          socket.off("data", onData)
+          socket.pause()
+          const key = /sec-websocket-key: *(\S+)/i.exec(request)![1]
+          const accept = createHash("sha1").update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest("base64")
+          socket.write(
+            `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`
+          )
+        }
+        socket.on("data", onData)
+        socket.on("error", () => {})
+      })
+    )
+    // (before the server's close, which waits for its sockets)
+    yield* Effect.addFinalizer(() => Effect.sync(() => sockets.forEach((socket) => socket.destroy())))
+    return listening
+  })
+
+  it.live("socketBuffers.writeBufferLimit bounds what waits for a peer that does not read (Infinity: no bound, as with ws)", () =>
+    Effect.gen(function*() {
+      const { port } = yield* deafServer
+      const payload = new Uint8Array(1024 * 1024)
+      /** How many of 24 one-MiB sends complete within half a second. */
+      const sendsDone = (options?: NodeClient.ConnectOptions) =>
+        Effect.scoped(Effect.gen(function*() {
+          const connection = yield* NodeClient.connect(`ws://127.0.0.1:${port}/`, {
+            ...options,
+            connection: { closeTimeout: "100 millis" }
+          })
+          let done = 0
+          const sends = Effect.forEach(Array.from({ length: 24 }), () => Effect.map(connection.send(payload), () => done++), {
+            discard: true
+          })
+          const fiber = yield* Effect.forkChild(sends)
+          yield* Effect.sleep("500 millis")
+          yield* Fiber.interrupt(fiber)
+          return done
+        }))
+      // by default sends wait once about 1 MiB is queued on top of what the kernel holds (a few MiB)
+      assert.isBelow(yield* sendsDone(), 16, "sends waited for the peer")
+      assert.strictEqual(yield* sendsDone({ socketBuffers: { writeBufferLimit: Number.POSITIVE_INFINITY } }), 24)
     }))
 })
 

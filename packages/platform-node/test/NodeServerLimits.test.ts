@@ -2,7 +2,8 @@ import { assert, describe, it } from "@effect/vitest"
 import { Arbitrary, Effect, Exit, Fiber, Schema, Scope, Stream } from "effect"
 import * as Net from "node:net"
 import { WebSocket as WsClient } from "ws"
-import { NodeServer } from "../src/index.ts"
+import type { Connection } from "@effect-websocket/core"
+import { NodeServer, type NodeTransport } from "../src/index.ts"
 
 const echoHandler = NodeServer.serve((connection) => Stream.runForEach(connection.messages, (m) => connection.send(m)))
 
@@ -177,6 +178,91 @@ describe("limits and lifecycle", () => {
       const error = yield* Effect.flip(NodeServer.serve(() => Effect.void, { port: first.address.port }))
       assert.strictEqual(error._tag, "ServeError")
       assert.match(error.message, /EADDRINUSE|in use/)
+    }))
+})
+
+describe("options and callbacks", () => {
+  it.live("a server with a bad option does not start: an InvalidParameter names the option", () =>
+    Effect.gen(function*() {
+      const handler = (c: Connection.Connection) => Stream.runForEach(c.messages, (m) => c.send(m))
+      const cases: ReadonlyArray<readonly [NodeServer.ServeOptions, string]> = [
+        [{ maxMessageSize: -5 }, "maxMessageSize"],
+        [{ properties: { receiveBufferSize: 3 } }, "receiveBufferSize"],
+        [{ connection: { messageBuffer: 0 } }, "messageBuffer"],
+        [{ connection: { closeCodeOnScopeClose: 1005 } }, "close code 1005"],
+        [{ connection: { keepalive: { interval: 0 } } }, "keepalive.interval"],
+        [{ handshakeTimeout: "abc" as never }, "handshakeTimeout must be a duration"],
+        [{ shutdownTimeout: -1 }, "shutdownTimeout may not be negative"],
+        [{ port: 99_999 }, "port must be an integer from 0 to 65535"],
+        [{ socketBuffers: { highWaterMark: 0 } }, "socketBuffers.highWaterMark"],
+        [{ socketBuffers: { writeBufferLimit: Number.NaN } }, "socketBuffers.writeBufferLimit"]
+      ]
+      for (const [options, fragment] of cases) {
+        const error = yield* Effect.flip(Effect.scoped(NodeServer.serve(handler, options)))
+        assert.strictEqual(error._tag, "InvalidParameter", fragment)
+        assert.include(error.message, fragment)
+      }
+      const error = yield* Effect.flip(Effect.scoped(NodeServer.makeUpgradeHandler(handler, { maxMessageSize: 0 })))
+      assert.strictEqual(error._tag, "InvalidParameter")
+    }))
+
+  it.live("socketBuffers.writeBufferLimit bounds what waits for a client that does not read (Infinity: no bound, as with ws)", () =>
+    Effect.gen(function*() {
+      const payload = new Uint8Array(1024 * 1024)
+      /** How many of 24 one-MiB sends of the handler complete within half a second to a client that stopped reading. */
+      const sendsDone = (socketBuffers?: NodeTransport.BufferOptions) =>
+        Effect.scoped(Effect.gen(function*() {
+          let done = 0
+          const server = yield* NodeServer.serve(
+            (c) => Effect.forEach(Array.from({ length: 24 }), () => Effect.map(c.send(payload), () => done++), { discard: true }),
+            { socketBuffers, shutdownTimeout: "1 second", connection: { closeTimeout: "100 millis" } }
+          )
+          const socket = Net.connect(server.address.port, "127.0.0.1")
+          socket.on("error", () => {})
+          yield* Effect.addFinalizer(() => Effect.sync(() => socket.destroy()))
+          socket.write(upgradeRequest(goodHeaders))
+          yield* Effect.promise(() => new Promise((resolve) => socket.once("data", resolve)))
+          socket.pause()
+          yield* Effect.sleep("500 millis")
+          return done
+        }))
+      assert.isBelow(yield* sendsDone(), 16, "sends waited for the client")
+      assert.strictEqual(yield* sendsDone({ writeBufferLimit: Number.POSITIVE_INFINITY }), 24)
+    }))
+
+  it.live("a selectProtocol that throws gets its request a 500; the server goes on serving", () =>
+    Effect.gen(function*() {
+      const server = yield* NodeServer.serve((c) => Stream.runForEach(c.messages, (m) => c.send(m)), {
+        selectProtocol: (offered) => {
+          if (offered.includes("boom")) throw new Error("boom")
+          return offered[0]
+        }
+      })
+      const port = server.address.port
+      const refused = yield* rawExchange(port, upgradeRequest([...goodHeaders, "Sec-WebSocket-Protocol: boom"]))
+      assert.strictEqual(statusLine(refused.response), "HTTP/1.1 500 Internal Server Error")
+      const fine = yield* rawExchange(port, upgradeRequest([...goodHeaders, "Sec-WebSocket-Protocol: chat"]), { endAfterMs: 300 })
+      assert.strictEqual(statusLine(fine.response), "HTTP/1.1 101 Switching Protocols")
+    }))
+
+  it.live("a wrapTransport that throws costs its connection only: the socket is released and shutdown ends in time", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const server = yield* Scope.provide(
+        NodeServer.serve((c) => Stream.runForEach(c.messages, (m) => c.send(m)), {
+          shutdownTimeout: "2 seconds",
+          wrapTransport: () => {
+            throw new Error("boom")
+          }
+        }),
+        scope
+      )
+      const exchange = yield* rawExchange(server.address.port, upgradeRequest(goodHeaders))
+      assert.strictEqual(statusLine(exchange.response), "HTTP/1.1 101 Switching Protocols")
+      assert.isBelow(exchange.closedAfterMs, 2000, "the socket was released")
+      const started = Date.now()
+      yield* Scope.close(scope, Exit.void)
+      assert.isBelow(Date.now() - started, 2500)
     }))
 })
 
