@@ -685,6 +685,11 @@ const utf8 = new TextEncoder()
 const bufferTypeOf = (type: BufferType.BufferTypeName | BufferType.BufferType): number =>
   typeof type === "string" ? (BufferType.BufferType[type] ?? -1) : type
 
+const isCloseBuffer = (u: unknown): u is CloseBuffer =>
+  typeof u === "object" && u !== null && typeof (u as CloseBuffer).status === "number" &&
+  ((u as CloseBuffer).reason === undefined || typeof (u as CloseBuffer).reason === "string" ||
+    (u as CloseBuffer).reason instanceof Uint8Array)
+
 const sendImpl = (
   handle: Handle,
   bufferType: BufferType.BufferTypeName | BufferType.BufferType,
@@ -698,6 +703,13 @@ const sendImpl = (
     let closeStatus: number | undefined
     if (buffer instanceof Uint8Array || buffer === undefined) {
       payload = buffer
+    } else if (!isCloseBuffer(buffer)) {
+      return Effect.fail(
+        new InvalidParameter({
+          parameter: "buffer",
+          message: "a buffer is a Uint8Array, or for a Close { status: number, reason?: string | Uint8Array }"
+        })
+      )
     } else if (type === BufferType.BufferType.Close) {
       closeStatus = buffer.status
       payload = typeof buffer.reason === "string" ? utf8.encode(buffer.reason) : buffer.reason
@@ -768,6 +780,9 @@ export const receive: {
 } = dual((args) => isHandle(args[0]), (handle: Handle, buffer?: Uint8Array, context?: unknown) =>
   Effect.suspend(() => {
     const h = impl(handle)
+    if (buffer !== undefined && !(buffer instanceof Uint8Array)) {
+      return Effect.fail(new InvalidParameter({ parameter: "buffer", message: "a receive buffer is a Uint8Array (or none)" }))
+    }
     return h.engine.receive(buffer, context) === Status.Ok
       ? Effect.void
       : Effect.fail(engineError(h.engine, "receive", "buffer") as InvalidProtocolOperation | InvalidParameter)

@@ -509,6 +509,21 @@ describe("invalid parameters", () => {
       yield* sendNow(client, "Close", { status: 1000, reason: "x".repeat(123) })
     }))
 
+  it.effect("buffers of the wrong kind (from untyped callers) are InvalidParameter, and leave nothing queued", () =>
+    Effect.gen(function*() {
+      const { client } = yield* connect()
+      for (const buffer of [42, "text", [1, 2], null, { status: "1000" }, { status: 1000, reason: 5 }, new ArrayBuffer(4)]) {
+        for (const type of ["BinaryMessage", "Close", "PingPong"] as const) {
+          const error = yield* Effect.flip(WebSocket.send(client.handle, type, buffer as never))
+          assert.strictEqual(error._tag, "InvalidParameter", `${type} ${JSON.stringify(buffer)}`)
+        }
+        const error = yield* Effect.flip(WebSocket.receive(client.handle, buffer as never))
+        assert.strictEqual(error._tag, "InvalidParameter", `receive ${JSON.stringify(buffer)}`)
+      }
+      yield* sendNow(client, "BinaryMessage", new Uint8Array([1, 2, 3]))
+      yield* WebSocket.receive(client.handle, new Uint8Array(16))
+    }))
+
   it.effect("a read completed with more bytes than offered", () =>
     Effect.gen(function*() {
       const { server } = yield* connect()
