@@ -102,12 +102,14 @@ export interface Connection {
   /**
    * Sends one message: a `string` as text, a `Uint8Array` as binary. Completes once the frame is
    * handed to the transport. Concurrent sends go out one after the other. Fails with
-   * `InvalidProtocolOperation` once the connection is closing or closed.
+   * `InvalidProtocolOperation` once the connection is closing or closed, and with
+   * `InvalidParameter` for anything else than text or bytes (as `ws` does, an `ArrayBuffer` or
+   * another typed array or `DataView` is sent as its bytes).
    *
    * A `Uint8Array` is handed over, not copied (as with `ws` and Node's `socket.write`): the
    * transport may still hold it after `send` completes, so do not modify it afterwards.
    */
-  readonly send: (message: Message) => Effect.Effect<void, InvalidProtocolOperation | TransportError>
+  readonly send: (message: Message) => Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError>
   /**
    * Sends one message as fragments: every element of `fragments` becomes a frame (text or binary as
    * chosen by `type`), and an empty final frame closes the message. Other sends wait until it is
@@ -118,9 +120,12 @@ export interface Connection {
   readonly sendFragments: <E, R>(
     fragments: Stream.Stream<Message, E, R>,
     type: "text" | "binary"
-  ) => Effect.Effect<void, InvalidProtocolOperation | TransportError | E, R>
-  /** Sends a Ping with an optional payload of at most 125 bytes; the Pong shows up in `stats.pongsIn`. */
-  readonly ping: (payload?: Uint8Array) => Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError>
+  ) => Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError | E, R>
+  /**
+   * Sends a Ping with an optional payload (bytes, or a string sent as UTF-8) of at most 125 bytes;
+   * the Pong shows up in `stats.pongsIn`.
+   */
+  readonly ping: (payload?: Message) => Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError>
   /**
    * The received messages, in order, for one consumer at a time: a consumer that stops (`Stream.take`,
    * interruption) leaves the messages it did not take to the next one. Ends after the peer's Close
@@ -236,6 +241,27 @@ const METRIC_INTERVAL_MS = 50
 const RETAINED_ACCUMULATOR = 1024 * 1024
 
 const textDecoder = new TextDecoder()
+
+/**
+ * The bytes of binary data given at run time: a `Uint8Array` (a `Buffer`) as it is, another typed
+ * array, a `DataView` or an `ArrayBuffer` as a view of its bytes (what `ws` sends for them);
+ * `undefined` for anything else.
+ */
+const bytesOf = (data: unknown): Uint8Array | undefined => {
+  if (data instanceof Uint8Array) return data
+  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
+  if (data instanceof ArrayBuffer) return new Uint8Array(data)
+  return undefined
+}
+
+const describeValue = (value: unknown): string =>
+  value === null ? "null" : typeof value === "object" ? (value.constructor?.name ?? "an object") : typeof value
+
+const notAMessage = (parameter: string, value: unknown): InvalidParameter =>
+  new InvalidParameter({
+    parameter,
+    message: `a ${parameter} is a string (text) or bytes (a Uint8Array, another typed array, an ArrayBuffer), got ${describeValue(value)}`
+  })
 
 /**
  * Checks connection options and decodes their durations: an `InvalidParameter` names the first bad
@@ -790,6 +816,9 @@ export const make = (
 
     const close = (code = 1000, reason = ""): Effect.Effect<CloseInfo, InvalidParameter> =>
       Effect.gen(function*() {
+        if (typeof reason !== "string") {
+          return yield* new InvalidParameter({ parameter: "reason", message: `a close reason is a string, got ${describeValue(reason)}` })
+        }
         const handshake = Effect.gen(function*() {
           if (!Deferred.isDoneUnsafe(closedDeferred) && (engine.state === HandleState.Open || engine.state === HandleState.CloseReceived)) {
             if (initiator === "none") initiator = "local"
@@ -898,10 +927,11 @@ export const make = (
             sendWholeNow(type, payload, restore) ?? restore(Effect.asVoid(sendWholeLocked(type, payload)))
           )))
 
-    const send = (message: Message): Effect.Effect<void, InvalidProtocolOperation | TransportError> =>
-      Effect.uninterruptibleMask((restore) => {
+    const send = (message: Message): Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError> =>
+      Effect.uninterruptibleMask((restore): Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError> => {
         const text = typeof message === "string"
-        const payload = text ? encodeUtf8(message) : message
+        const payload = text ? encodeUtf8(message) : message instanceof Uint8Array ? message : bytesOf(message)
+        if (payload === undefined) return Effect.fail(notAMessage("message", message))
         const type = text ? BufferType.BufferType.Utf8Message : BufferType.BufferType.BinaryMessage
         // Micro-optimisation: one lock (the wire's) per message, and no effect at all when the
         // transport takes the frame at once.
@@ -911,7 +941,7 @@ export const make = (
     const sendFragments = <E, R>(
       fragments: Stream.Stream<Message, E, R>,
       type: "text" | "binary"
-    ): Effect.Effect<void, InvalidProtocolOperation | TransportError | E, R> =>
+    ): Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError | E, R> =>
       messageLock.withPermit(Effect.scoped(
         Effect.gen(function*() {
           if (messageLeftOpen) return yield* Effect.fail(messageLeftOpenError("sendFragments"))
@@ -926,7 +956,8 @@ export const make = (
           let bytes = 0
           let started = false
           yield* Stream.runForEach(fragments, (fragment) => {
-            const payload = typeof fragment === "string" ? encodeUtf8(fragment) : fragment
+            const payload = typeof fragment === "string" ? encodeUtf8(fragment) : bytesOf(fragment)
+            if (payload === undefined) return Effect.fail(notAMessage("fragment", fragment))
             bytes += payload.length
             return Effect.map(sendFrame(fragmentType, payload, undefined), () => {
               started = true
@@ -939,10 +970,13 @@ export const make = (
           yield* sendFrame(lastType, undefined, undefined)
           countOut(bytes)
         }))
-      ) as Effect.Effect<void, InvalidProtocolOperation | TransportError | E, R>
+      ) as Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError | E, R>
 
-    const ping = (payload?: Uint8Array) =>
-      messageLock.withPermit(sendFrame(BufferType.BufferType.PingPong, payload, undefined))
+    const ping = (payload?: Message) => {
+      const bytes = payload === undefined ? undefined : typeof payload === "string" ? encodeUtf8(payload) : bytesOf(payload)
+      if (payload !== undefined && bytes === undefined) return Effect.fail(notAMessage("payload", payload))
+      return messageLock.withPermit(sendFrame(BufferType.BufferType.PingPong, bytes, undefined))
+    }
 
     if (settings.keepalive !== undefined) {
       const { interval, timeout } = settings.keepalive

@@ -147,6 +147,7 @@ export const toSocket = (connection: Connection.Connection): Socket.Socket => {
       Effect.catchTags({
         // closing or closed: discarded, the reader reports the close
         InvalidProtocolOperation: () => Effect.void,
+        InvalidParameter: (error) => Effect.fail(writeError(error)),
         TransportError: (error) => Effect.fail(writeError(error))
       })
     )

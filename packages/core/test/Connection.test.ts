@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, Scope, Stream } from "effect"
+import { Arbitrary, Effect, Exit, Fiber, Schema, Scope, Stream } from "effect"
 import { TestClock } from "effect/testing"
 import { Connection, Transport, WebSocket } from "../src/index.ts"
 
@@ -16,6 +16,79 @@ describe("Connection", () => {
       assert.deepStrictEqual(info, { code: 1000, reason: "bye", clean: true, initiator: "local" })
       const serverInfo = yield* server.closed
       assert.deepStrictEqual(serverInfo, { code: 1000, reason: "bye", clean: true, initiator: "remote" })
+    }))
+
+  /** Ways to hold the bytes `[start, start + length)` of a buffer, `length` a multiple of 8. */
+  const VIEWS: ReadonlyArray<readonly [string, (buffer: ArrayBuffer, start: number, length: number) => unknown]> = [
+    ["Int8Array", (b, s, n) => new Int8Array(b, s, n)],
+    ["Uint8ClampedArray", (b, s, n) => new Uint8ClampedArray(b, s, n)],
+    ["Int16Array", (b, s, n) => new Int16Array(b, s, n / 2)],
+    ["Uint16Array", (b, s, n) => new Uint16Array(b, s, n / 2)],
+    ["Int32Array", (b, s, n) => new Int32Array(b, s, n / 4)],
+    ["Uint32Array", (b, s, n) => new Uint32Array(b, s, n / 4)],
+    ["Float32Array", (b, s, n) => new Float32Array(b, s, n / 4)],
+    ["Float64Array", (b, s, n) => new Float64Array(b, s, n / 8)],
+    ["BigInt64Array", (b, s, n) => new BigInt64Array(b, s, n / 8)],
+    ["BigUint64Array", (b, s, n) => new BigUint64Array(b, s, n / 8)],
+    ["DataView", (b, s, n) => new DataView(b, s, n)],
+    ["ArrayBuffer", (b, s, n) => b.slice(s, s + n)],
+    ["Buffer", (b, s, n) => Buffer.from(b, s, n)]
+  ]
+  const int = (minimum: number, maximum: number) => Arbitrary.schema(Schema.Int.check(Schema.isBetween({ minimum, maximum })))
+
+  it.effect.prop(
+    "a typed array, a DataView or an ArrayBuffer is sent as exactly its bytes (as ws does), whatever its offset",
+    {
+      words: Arbitrary.array(int(0, 255), { minLength: 0, maxLength: 64 }),
+      kind: int(0, VIEWS.length - 1),
+      skip: int(0, 2)
+    },
+    ({ kind, skip, words }) =>
+      Effect.gen(function*() {
+        const [client, server] = yield* Connection.makeMemoryPair()
+        // whole 8-byte words after `skip` of them, so that every element size fits
+        const buffer = new ArrayBuffer(8 * (skip + words.length))
+        const all = new Uint8Array(buffer)
+        words.forEach((w, i) => all.fill((w + i) & 0xff, 8 * (skip + i), 8 * (skip + i + 1)))
+        const [name, view] = VIEWS[kind]!
+        const start = 8 * skip
+        const data = view(buffer, start, 8 * words.length)
+        yield* client.send(data as never)
+        yield* client.sendFragments(Stream.make(data as never, data as never), "binary")
+        yield* client.ping(data as never).pipe(Effect.ignore) // up to 125 bytes
+        const got = yield* Stream.runCollect(Stream.take(server.messages, 2))
+        const expected = all.slice(start)
+        assert.deepStrictEqual(got[0], expected, name)
+        const twice = new Uint8Array(2 * expected.length)
+        twice.set(expected)
+        twice.set(expected, expected.length)
+        assert.deepStrictEqual(got[1], twice, name)
+      }),
+    { arbitrary: { runs: 100 } }
+  )
+
+  it.effect("what is neither text nor bytes is an InvalidParameter, and the connection goes on", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair()
+      yield* Effect.forkScoped(Stream.runForEach(server.messages, (m) => server.send(m)))
+      for (const value of [null, undefined, 42, true, {}, [1, 2, 3], Symbol("x"), () => "x", new Map()]) {
+        const label = String(typeof value === "symbol" ? "symbol" : value)
+        if (value !== undefined) {
+          const sent = yield* Effect.flip(client.send(value as never))
+          assert.strictEqual(sent._tag, "InvalidParameter", `send ${label}`)
+          const pinged = yield* Effect.flip(client.ping(value as never))
+          assert.strictEqual(pinged._tag, "InvalidParameter", `ping ${label}`)
+        }
+        const fragment = yield* Effect.flip(client.sendFragments(Stream.make(value as never), "binary"))
+        assert.strictEqual(fragment._tag, "InvalidParameter", `fragment ${label}`)
+        if (value !== undefined && value !== null) {
+          const closed = yield* Effect.flip(client.close(1000, value as never))
+          assert.strictEqual(closed._tag, "InvalidParameter", `close reason ${label}`)
+        }
+        yield* client.send(`still fine after ${label}`)
+        assert.strictEqual(yield* Stream.runHead(client.messages).pipe(Effect.map((m) => m._tag === "Some" ? m.value : undefined)), `still fine after ${label}`)
+      }
+      assert.strictEqual((yield* client.close(1000)).clean, true)
     }))
 
   it.effect("bad options are an InvalidParameter that names them, never a crash, a busy loop or a hang", () =>
