@@ -232,15 +232,27 @@ export interface ClientHandshakeRequest {
   readonly requestHeaders: ReadonlyArray<HttpHeader.HttpHeader>
 }
 
+/** A list parameter from an untyped caller: absent is empty, anything but an array is an InvalidParameter. */
+const listParameter = <A>(parameter: string, list: ReadonlyArray<A> | undefined): Effect.Effect<ReadonlyArray<A>, InvalidParameter> =>
+  list === undefined
+    ? Effect.succeed([])
+    : Array.isArray(list)
+    ? Effect.succeed(list)
+    : Effect.fail(new InvalidParameter({ parameter, message: `${parameter} is a list (an array), got ${typeof list}` }))
+
 const beginClient = Effect.fnUntraced(function*(handle: HandleImpl, options: ClientHandshakeOptions) {
   yield* requireState(handle, "beginClientHandshake", HandleState.Created)
   yield* requireKind(handle, "client", "beginClientHandshake")
   const subprotocols: Array<string> = []
-  for (const [i, name] of (options.subprotocols ?? []).entries()) {
+  for (const [i, name] of (yield* listParameter("subprotocols", options.subprotocols)).entries()) {
     subprotocols.push(yield* Handshake.decodeParameter(HandshakeHeaders.SecWebSocketProtocolResponse, `subprotocols[${i}]`, name))
+    if (subprotocols.indexOf(name) < i) {
+      // RFC 6455 section 4.1: the offered subprotocols "MUST all be unique strings"
+      return yield* new InvalidParameter({ parameter: `subprotocols[${i}]`, message: `subprotocol ${JSON.stringify(name)} is offered twice` })
+    }
   }
   const extensions: Array<HandshakeHeaders.Extension> = []
-  for (const [i, extension] of (options.extensions ?? []).entries()) {
+  for (const [i, extension] of (yield* listParameter("extensions", options.extensions)).entries()) {
     extensions.push(yield* Handshake.decodeExtensionParameter(`extensions[${i}]`, extension))
   }
   const initialHeaders = yield* Handshake.appHeaders("initialHeaders", options.initialHeaders)

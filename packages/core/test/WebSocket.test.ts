@@ -205,6 +205,26 @@ describe("malformed requests", () => {
       assert.strictEqual(error._tag, "InvalidParameter")
     }))
 
+  it.effect("a client offers each subprotocol once, in a list (RFC 6455 section 4.1: \"MUST all be unique strings\")", () =>
+    Effect.gen(function*() {
+      const offer = (subprotocols: unknown, extensions?: unknown) =>
+        Effect.gen(function*() {
+          const client = yield* WebSocket.createClientHandle()
+          return yield* Effect.flip(WebSocket.beginClientHandshake(client, { subprotocols, extensions } as never))
+        })
+      const twice = yield* offer(["chat", "superchat", "chat"])
+      assert.strictEqual(twice._tag, "InvalidParameter")
+      assert.match(twice.message, /"chat" is offered twice/)
+      for (const [subprotocols, extensions] of [["chat", undefined], [{ 0: "chat" }, undefined], [undefined, "permessage-deflate"]]) {
+        const error = yield* offer(subprotocols, extensions)
+        assert.strictEqual(error._tag, "InvalidParameter", JSON.stringify([subprotocols, extensions]))
+        assert.match(error.message, /is a list/)
+      }
+      // names differing in case are different subprotocols
+      const { result } = yield* handshake({ subprotocols: ["chat", "Chat"] }, { subprotocol: "Chat" })
+      assert.strictEqual(Option.getOrUndefined(result.subprotocol), "Chat")
+    }))
+
   it.effect("a failed handshake leaves the handle failed", () =>
     Effect.gen(function*() {
       const server = yield* WebSocket.createServerHandle()
