@@ -6,7 +6,7 @@
  *
  * @since 0.1.0
  */
-import { type HttpHeader, Options, Property } from "@effect-websocket/schema"
+import { HttpHeader, Options, Property } from "@effect-websocket/schema"
 import { Context, Duration, Effect, Exit, Layer, Option, Predicate, Schema, Scope } from "effect"
 import * as Connection from "./Connection.ts"
 import { decodeParameter } from "./internal/handshake.ts"
@@ -168,6 +168,25 @@ export type Handler<E = never, R = never> = (
 ) => Effect.Effect<unknown, E, R>
 
 /**
+ * Runs an application callback that must return an Effect (a server's handler, an `authorize`
+ * hook). A callback that throws, or returns something else (the Promise of an `async` function,
+ * say), becomes a defect that says so: the runtime would otherwise stop the fiber on the spot,
+ * without running its finalizers, and leave its connection open forever.
+ *
+ * @category combinators
+ * @since 0.1.0
+ */
+export const runCallback = <A, E, R>(name: string, callback: () => Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.suspend(() => {
+    const result: unknown = callback()
+    if (Effect.isEffect(result)) return result as Effect.Effect<A, E, R>
+    const what = Predicate.hasProperty(result, "then") && typeof result.then === "function"
+      ? "a Promise (run async code with Effect.promise or Effect.tryPromise)"
+      : result === null ? "null" : typeof result
+    return Effect.die(new TypeError(`the ${name} returned ${what}, not an Effect`))
+  })
+
+/**
  * Options a server applies to every connection, shared by the platforms.
  *
  * @category models
@@ -262,13 +281,15 @@ export const checkServeOptions = (options: ServeOptions | undefined): Effect.Eff
  * @since 0.1.0
  */
 export const checkConnectOptions = (options: ConnectOptions | undefined): Effect.Effect<Duration.Duration, InvalidParameter> =>
-  Effect.andThen(
-    Effect.andThen(
-      decodeParameter(Property.ClientHandleProperties, "properties", handleProperties(options)),
-      Connection.decodeOptions(options?.connection)
-    ),
-    decodeTimeout("handshakeTimeout", options?.handshakeTimeout, Duration.seconds(10))
-  )
+  Effect.gen(function*() {
+    const headers: unknown = options?.headers
+    if (headers !== undefined && (typeof headers !== "object" || headers === null)) {
+      return yield* new InvalidParameter({ parameter: "headers", message: `headers are a list of { name, value } or a record, got ${headers === null ? "null" : typeof headers}` })
+    }
+    yield* decodeParameter(Property.ClientHandleProperties, "properties", handleProperties(options))
+    yield* Connection.decodeOptions(options?.connection)
+    return yield* decodeTimeout("handshakeTimeout", options?.handshakeTimeout, Duration.seconds(10))
+  })
 
 /**
  * Normalizes request headers given as a list or a record.
@@ -284,6 +305,22 @@ export const headerList = (
     : Array.isArray(headers)
     ? headers as ReadonlyArray<HttpHeader.HttpHeader>
     : Object.entries(headers).map(([name, value]) => ({ name, value: String(value) }))
+
+/**
+ * The headers a client starts its upgrade request with: `Host`, then `Origin` when given, then
+ * the caller's `headers`, which replace either of them when they name it (as with `ws`).
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const requestHeaderList = (
+  host: string,
+  options: Pick<ConnectOptions, "headers" | "origin"> | undefined
+): ReadonlyArray<HttpHeader.HttpHeader> =>
+  HttpHeader.merge(
+    options?.origin === undefined ? [{ name: "Host", value: host }] : [{ name: "Host", value: host }, { name: "Origin", value: options.origin }],
+    headerList(options?.headers)
+  )
 
 /**
  * Whether `u` is a {@link ConnectError} or a {@link HandshakeRejected}.
@@ -340,11 +377,7 @@ export const layerMemory = <E, R>(
           }
           const client = yield* WebSocket.createClientHandle(handleProperties(connectOptions))
           const server = yield* WebSocket.createServerHandle(handleProperties(options))
-          const initialHeaders = [
-            { name: "Host", value: new URL(url.replace(/^ws/, "http")).host },
-            ...(connectOptions?.origin === undefined ? [] : [{ name: "Origin", value: connectOptions.origin }]),
-            ...headerList(connectOptions?.headers)
-          ]
+          const initialHeaders = requestHeaderList(new URL(url.replace(/^ws/, "http")).host, connectOptions)
           const { requestHeaders } = yield* WebSocket.beginClientHandshake(client, {
             subprotocols: connectOptions?.protocols,
             initialHeaders
@@ -364,7 +397,7 @@ export const layerMemory = <E, R>(
           const handshake = { requestHeaders, responseHeaders }
           const serverConnection = yield* Connection.make(server, options?.wrapTransport?.(b) ?? b, { ...options?.connection, protocol, handshake })
           yield* Effect.forkScoped(
-            Effect.exit(handler(serverConnection, request)).pipe(
+            Effect.exit(runCallback("handler", () => handler(serverConnection, request))).pipe(
               Effect.flatMap((exit) =>
                 exit._tag === "Success"
                   ? serverConnection.close(1000)

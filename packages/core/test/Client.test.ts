@@ -76,3 +76,27 @@ describe("Client options", () => {
       assert.strictEqual(accepted, 0)
     }))
 })
+
+describe("Client.requestHeaderList", () => {
+  it("starts with Host and Origin; the caller's headers replace them when they name them, whatever the case", () => {
+    assert.deepStrictEqual(Client.requestHeaderList("a:1", { origin: "https://o", headers: { "X-A": "1" } }), [
+      { name: "Host", value: "a:1" },
+      { name: "Origin", value: "https://o" },
+      { name: "X-A", value: "1" }
+    ])
+    assert.deepStrictEqual(Client.requestHeaderList("a:1", { origin: "https://o", headers: [{ name: "host", value: "b" }, { name: "ORIGIN", value: "https://p" }] }), [
+      { name: "host", value: "b" },
+      { name: "ORIGIN", value: "https://p" }
+    ])
+  })
+})
+
+describe("Client.layerMemory handlers", () => {
+  it.effect("a handler that returns something else than an Effect closes its connection with 1011", () =>
+    Effect.gen(function*() {
+      const context = yield* Layer.build(Client.layerMemory((async () => {}) as unknown as Client.Handler))
+      const connection = yield* Effect.provide(Client.connect("ws://memory/"), context)
+      const info = yield* connection.closed
+      assert.strictEqual(info.code, 1011)
+    }))
+})

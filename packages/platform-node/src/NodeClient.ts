@@ -182,9 +182,7 @@ export const connect = (
     const target = parseTarget(url, options?.socketPath)
     if (typeof target === "string") return yield* new Client.ConnectError({ reason: "InvalidUrl", url, message: target })
     const handle = yield* WebSocket.createClientHandle(Client.handleProperties(options))
-    const initialHeaders: Array<HttpHeader.HttpHeader> = [{ name: "Host", value: target.host }]
-    if (options?.origin !== undefined) initialHeaders.push({ name: "Origin", value: options.origin })
-    initialHeaders.push(...Client.headerList(options?.headers))
+    const initialHeaders = Client.requestHeaderList(target.host, options)
     const { requestHeaders } = yield* WebSocket.beginClientHandshake(handle, {
       subprotocols: options?.protocols,
       initialHeaders

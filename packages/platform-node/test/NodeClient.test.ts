@@ -3,7 +3,7 @@ import { Arbitrary, Effect, Exit, Fiber, Schema } from "effect"
 import { createHash } from "node:crypto"
 import * as Http from "node:http"
 import * as Net from "node:net"
-import { NodeClient } from "../src/index.ts"
+import { NodeClient, NodeServer } from "../src/index.ts"
 
 /** A loopback server built from `make`, closed with the test's scope. */
 const listen = <S extends Net.Server>(make: () => S) =>
@@ -146,6 +146,20 @@ describe("NodeClient options", () => {
       }
       yield* Effect.sleep("50 millis")
       assert.strictEqual(connections, 0)
+    }))
+
+  it.live("a Host or Origin header given by the caller replaces the one from the URL or the origin option, as with ws", () =>
+    Effect.gen(function*() {
+      const seen: Array<ReadonlyArray<{ readonly name: string; readonly value: string }>> = []
+      const server = yield* NodeServer.serve((c) => c.close(1000), {
+        authorize: (request) => Effect.sync(() => void seen.push(request.headers))
+      })
+      yield* Effect.scoped(NodeClient.connect(server.url, { origin: "https://a.example", headers: { host: "b.example", "X-Extra": "1" } }))
+      const headers = seen[0]!
+      const values = (name: string) => headers.filter((h) => h.name.toLowerCase() === name).map((h) => h.value)
+      assert.deepStrictEqual(values("host"), ["b.example"])
+      assert.deepStrictEqual(values("origin"), ["https://a.example"])
+      assert.deepStrictEqual(values("x-extra"), ["1"])
     }))
 
   /** A server that completes the handshake, then never reads: what the client writes stays in buffers. */
