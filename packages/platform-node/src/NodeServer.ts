@@ -41,9 +41,11 @@ export const TypeId = "~@effect-websocket/platform-node/NodeServer"
  * @since 0.1.0
  */
 export class Rejection extends Schema.TaggedError<Rejection>()("Rejection", {
-  status: Schema.Number,
+  /** An HTTP status from 300 to 599 (a redirect or an error). */
+  status: Schema.Int.check(Schema.isBetween({ minimum: 300, maximum: 599 })),
   message: Schema.String,
-  headers: Schema.optionalKey(Schema.Array(Schema.Struct({ name: Schema.String, value: Schema.String })))
+  /** Extra response headers: token names, values without control characters (no response splitting). */
+  headers: Schema.optionalKey(HttpHeader.HttpHeaders)
 }) {}
 
 /**
@@ -214,13 +216,15 @@ export const makeUpgradeHandler = <E, R, RA = never>(
         const offered = protocolHeader === undefined ? [] : Token.splitList(protocolHeader)
         const request: Client.UpgradeRequest = { url, headers, protocols: offered, remoteAddress: req.socket.remoteAddress }
         if (options?.authorize !== undefined) {
-          const verdict = yield* Effect.exit(options.authorize(request))
+          const authorize = options.authorize
+          const verdict = yield* Effect.exit(Client.runCallback("authorize hook", () => authorize(request)))
           if (Exit.isFailure(verdict)) {
             const rejection = verdict.cause.reasons.find((r) => r._tag === "Fail")
             yield* handshakeFailed("Rejected")
-            if (rejection !== undefined && rejection._tag === "Fail") {
+            if (rejection !== undefined && rejection._tag === "Fail" && rejection.error instanceof Rejection) {
               return refuse(socket, rejection.error.status, rejection.error.message, rejection.error.headers)
             }
+            yield* Effect.logError("WebSocket authorize hook failed without a Rejection; the request gets 500", verdict.cause)
             return refuse(socket, 500, "the request could not be authorized")
           }
         }
@@ -259,7 +263,7 @@ export const makeUpgradeHandler = <E, R, RA = never>(
             protocol: selected ?? "",
             handshake: { requestHeaders: headers, responseHeaders: handshake.value.responseHeaders }
           })
-          const exit = yield* Effect.exit(handler(connection, request))
+          const exit = yield* Effect.exit(Client.runCallback("handler", () => handler(connection, request)))
           if (Exit.isFailure(exit) && !Exit.hasInterrupts(exit)) {
             const failure = exit.cause.reasons.find((r) => r._tag === "Fail")
             if (failure !== undefined && failure._tag === "Fail" && isConnectionError(failure.error)) {
@@ -363,7 +367,7 @@ export const serve = <E, R, RA = never>(
       Effect.ensuring(
         Effect.suspend(() => {
           open++
-          return handler(connection, request)
+          return Client.runCallback("handler", () => handler(connection, request))
         }),
         Effect.sync(() => open--)
       )

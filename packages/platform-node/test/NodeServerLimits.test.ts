@@ -2,7 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Arbitrary, Effect, Exit, Fiber, Schema, Scope, Stream } from "effect"
 import * as Net from "node:net"
 import { WebSocket as WsClient } from "ws"
-import type { Connection } from "@effect-websocket/core"
+import type { Client, Connection } from "@effect-websocket/core"
 import { NodeServer, type NodeTransport } from "../src/index.ts"
 
 const echoHandler = NodeServer.serve((connection) => Stream.runForEach(connection.messages, (m) => connection.send(m)))
@@ -243,6 +243,48 @@ describe("options and callbacks", () => {
       assert.strictEqual(statusLine(refused.response), "HTTP/1.1 500 Internal Server Error")
       const fine = yield* rawExchange(port, upgradeRequest([...goodHeaders, "Sec-WebSocket-Protocol: chat"]), { endAfterMs: 300 })
       assert.strictEqual(statusLine(fine.response), "HTTP/1.1 101 Switching Protocols")
+    }))
+
+  it.live("a handler that returns something else than an Effect (an async function) closes its connection with 1011; shutdown still ends", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const server = yield* Scope.provide(
+        NodeServer.serve((async () => {}) as unknown as Client.Handler, { shutdownTimeout: "2 seconds" }),
+        scope
+      )
+      const code = yield* Effect.promise(() =>
+        new Promise<number>((resolve) => {
+          const ws = new WsClient(server.url)
+          ws.on("close", (code) => resolve(code))
+          ws.on("error", () => {})
+        })
+      )
+      assert.strictEqual(code, 1011)
+      assert.strictEqual(yield* server.connections, 0)
+      const started = Date.now()
+      yield* Scope.close(scope, Exit.void)
+      assert.isBelow(Date.now() - started, 2500)
+    }))
+
+  it.live("an authorize hook that throws, dies, or fails with something else than a Rejection gets 500", () =>
+    Effect.gen(function*() {
+      const hooks: ReadonlyArray<() => Effect.Effect<void, NodeServer.Rejection>> = [
+        () => {
+          throw new Error("boom")
+        },
+        () => Effect.die("boom"),
+        () => Effect.fail("no" as never),
+        // a Rejection that cannot be built (a 200 is no refusal) throws inside the hook
+        () => Effect.fail(new NodeServer.Rejection({ status: 200, message: "fine" })),
+        // nor can one whose header would split the response
+        () => Effect.fail(new NodeServer.Rejection({ status: 401, message: "no", headers: [{ name: "X", value: "a\r\nSet-Cookie: x=1" }] }))
+      ]
+      for (const authorize of hooks) {
+        const server = yield* NodeServer.serve((c) => Stream.runDrain(c.messages), { authorize })
+        const exchange = yield* rawExchange(server.address.port, upgradeRequest(goodHeaders))
+        assert.strictEqual(statusLine(exchange.response), "HTTP/1.1 500 Internal Server Error")
+        assert.notInclude(exchange.response, "Set-Cookie")
+      }
     }))
 
   it.live("a wrapTransport that throws costs its connection only: the socket is released and shutdown ends in time", () =>
