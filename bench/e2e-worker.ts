@@ -22,6 +22,8 @@ export interface RunRequest {
   readonly size: number
   /** Messages kept in flight (1 for latency). */
   readonly inFlight: number
+  /** Our client writes without a bound (`socketBuffers.writeBufferLimit: Infinity`), as the `ws` client does. */
+  readonly unboundedWrites: boolean
   /** New messages are sent until this many milliseconds have passed; then the ones in flight are awaited. */
   readonly timeMs: number
   /** Give up (and fail) when the measurement has not finished after this many milliseconds. */
@@ -247,15 +249,18 @@ const runWs = (request: RunRequest): Promise<RunResult> =>
 
 /**
  * Our client, shaped like the `ws` one: the first messages sent, then `connection.messages`
- * consumed by one fiber that sends the next message for every echo while the time lasts. (The
- * peer is always the `ws` echo server, which reads whatever it is sent, so a send waiting for the
- * socket cannot stall the echoes it waits for.)
+ * consumed by one fiber that sends the next message for every echo while the time lasts. (A `ws`
+ * echo server reads whatever it is sent, so a send waiting for the socket cannot stall the echoes it
+ * waits for; against our server, which waits as well, `unboundedWrites` lifts our bound.)
  */
 const runOurs = (request: RunRequest): Promise<RunResult> => {
   const tally = new Tally(request, payloadOf(request.size))
   const payload = tally.payload
   const program = Effect.gen(function*() {
-    const connection = yield* NodeClient.connect(request.url)
+    const connection = yield* NodeClient.connect(
+      request.url,
+      request.unboundedWrites ? { socketBuffers: { writeBufferLimit: Number.POSITIVE_INFINITY } } : undefined
+    )
     tally.begin()
     for (let i = 0; i < request.inFlight; i++) {
       tally.onSend()

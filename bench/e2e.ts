@@ -31,8 +31,16 @@
  * "server", the client for side "client") divided by the messages echoed: it stays meaningful
  * when the machine is noisy or the other side is the bottleneck.
  *
+ * The fixed side is `ws` by default. With `--peer=ours` it is ours instead (our client against both
+ * servers, both clients against our server): when the fixed side is the slower one (the `ws` client
+ * masks large messages in JavaScript, bufferutil not being installed), it sets the pace whoever is
+ * compared, and the comparison says little; a faster peer shows more of the compared side. Our
+ * client then writes without a bound, as the `ws` client does, so that two peers of ours that both
+ * echo from the fiber that reads never wait on each other (see `socketBuffers` in the README).
+ *
  * Usage: `node --conditions=@effect-websocket/source e2e.ts [--reps=N] [--time=MS] [--warmup=MS]
- * [--filter=REGEX] [--contender=ours|ws|both] [--cpu-prof=ours-server,ours-client,...] [--cpu-prof-dir=DIR]`
+ * [--filter=REGEX] [--contender=ours|ws|both] [--peer=ws|ours] [--cpu-prof=ours-server,ours-client,...]
+ * [--cpu-prof-dir=DIR]`
  * (`--filter` matches "mode side size", e.g. `--filter="throughput server (16 B|1 KiB)"`;
  * `--cpu-prof` starts the named workers under `node --cpu-prof`). Defaults: 3 repetitions of 500 ms.
  */
@@ -53,6 +61,8 @@ const TIME_MS = Math.max(20, Number(argument("time") ?? 500))
 const WARMUP_MS = Math.max(10, Number(argument("warmup") ?? 250))
 const FILTER = argument("filter") === undefined ? undefined : new RegExp(argument("filter")!)
 const CONTENDER = argument("contender") ?? "both"
+/** The fixed other side of each comparison: the `ws` client and server (default), or ours. */
+const PEER: Contender = argument("peer") === "ours" ? "ours" : "ws"
 const CPU_PROF = new Set((argument("cpu-prof") ?? "").split(",").filter((s) => s !== ""))
 const CPU_PROF_DIR = argument("cpu-prof-dir") ?? "profiles"
 /** A measurement that has not finished this long after its sending time is a failure. */
@@ -201,6 +211,7 @@ const measure = async (config: Config, pair: Pair, timeMs: number): Promise<Samp
     mode: config.mode,
     size: config.size,
     inFlight: config.inFlight,
+    unboundedWrites: PEER === "ours",
     timeMs,
     limitMs: timeMs + LIMIT_MS
   }
@@ -257,8 +268,8 @@ const main = async (): Promise<void> => {
   const needs = new Set<string>()
   for (const config of configs) {
     for (const contender of contenders) {
-      needs.add(config.side === "server" ? `${contender}-server` : "ws-server")
-      needs.add(config.side === "client" ? `${contender}-client` : "ws-client")
+      needs.add(config.side === "server" ? `${contender}-server` : `${PEER}-server`)
+      needs.add(config.side === "client" ? `${contender}-client` : `${PEER}-client`)
     }
   }
   const started_ = await Promise.all([...needs].map((name) => {
@@ -268,8 +279,8 @@ const main = async (): Promise<void> => {
   const byName = new Map(started_)
   const pairOf = (config: Config, contender: Contender): Pair =>
     config.side === "server"
-      ? { client: byName.get("ws-client")!, server: byName.get(`${contender}-server`)! }
-      : { client: byName.get(`${contender}-client`)!, server: byName.get("ws-server")! }
+      ? { client: byName.get(`${PEER}-client`)!, server: byName.get(`${contender}-server`)! }
+      : { client: byName.get(`${contender}-client`)!, server: byName.get(`${PEER}-server`)! }
 
   // Warm-up: every code path of every contender once, so that the measured rounds see settled
   // type feedback whatever their order.
@@ -300,7 +311,7 @@ const main = async (): Promise<void> => {
     `e2e echo (median of ${REPS}; ratio = ours / ws messages per second, > 1 means faster; MB = 10^6 payload bytes ` +
       `one way; RTT = median round trip; CPU µs/msg = CPU time of the compared side per message)`
   )
-  console.log(`side server: ws client -> our server vs ws server; side client: our client vs ws client -> ws server`)
+  console.log(`side server: ${PEER} client -> our server vs ws server; side client: our client vs ws client -> ${PEER} server`)
   const header = [
     "mode",
     "in flight",
