@@ -1,9 +1,11 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Arbitrary, Effect, Exit, Fiber, Schema } from "effect"
+import { Arbitrary, Duration, Effect, Exit, Fiber, Option, Schema, Stream } from "effect"
 import { createHash } from "node:crypto"
 import * as Http from "node:http"
 import * as Net from "node:net"
 import { NodeClient, NodeServer } from "../src/index.ts"
+
+const int = (minimum: number, maximum: number) => Arbitrary.schema(Schema.Int.check(Schema.isBetween({ minimum, maximum })))
 
 /** A loopback server built from `make`, closed with the test's scope. */
 const listen = <S extends Net.Server>(make: () => S) =>
@@ -213,6 +215,67 @@ describe("NodeClient options", () => {
       assert.isBelow(yield* sendsDone(), 16, "sends waited for the peer")
       assert.strictEqual(yield* sendsDone({ socketBuffers: { writeBufferLimit: Number.POSITIVE_INFINITY } }), 24)
     }))
+})
+
+describe("NodeClient.connect with any options", () => {
+  /** Values of every kind an untyped caller might pass, good and bad. */
+  const VALUES: ReadonlyArray<unknown> = [
+    0, 1, -1, 1.5, 300, 65536, 1005, 4000, Number.NaN, Number.POSITIVE_INFINITY, "abc", "a b", "50 millis",
+    "2 seconds", "pong", null, {}, [], ["chat"], ["chat", "chat"], { "X-A": "1" }, { Host: "elsewhere" }, true,
+    Duration.millis(20)
+  ]
+  const PATHS = [
+    "handshakeTimeout", "maxMessageSize", "protocols", "origin", "headers",
+    "properties.receiveBufferSize", "properties.sendBufferSize", "properties.disableMasking",
+    "connection.closeTimeout", "connection.messageBuffer", "connection.closeCodeOnScopeClose",
+    "connection.keepalive.interval", "connection.keepalive.frame",
+    "socketBuffers.highWaterMark", "socketBuffers.writeBufferLimit"
+  ] as const
+  const TYPED = new Set(["InvalidParameter", "ConnectError", "HandshakeRejected", "UnsupportedSubprotocol"])
+  const seen = { failed: 0, connected: 0 }
+
+  it.live.prop(
+    "an attempt with any options either fails with a typed error or connects and echoes",
+    {
+      choices: Arbitrary.array(Arbitrary.all([int(0, 6), int(0, VALUES.length - 1)]), {
+        minLength: PATHS.length,
+        maxLength: PATHS.length
+      })
+    },
+    ({ choices }) =>
+      Effect.gen(function*() {
+        // a path is set when its die shows 3 (generated integers lean to the ends of their range)
+        const options: Record<string, unknown> = {}
+        PATHS.forEach((path, i) => {
+          const [die, choice] = choices[i]!
+          if (die !== 3) return
+          const keys = path.split(".")
+          let target = options
+          for (const key of keys.slice(0, -1)) target = (target[key] ??= {}) as Record<string, unknown>
+          target[keys[keys.length - 1]!] = VALUES[choice]
+        })
+        const server = yield* NodeServer.serve((c) => Stream.runForEach(c.messages, (m) => c.send(m)), {
+          selectProtocol: (offered) => offered[0]
+        })
+        const attempt = Effect.scoped(Effect.gen(function*() {
+          const connection = yield* NodeClient.connect(server.url, options as NodeClient.ConnectOptions)
+          yield* connection.send("x")
+          const echo = yield* Stream.runHead(connection.messages)
+          assert.deepStrictEqual(echo, Option.some("x"), JSON.stringify(options))
+        }))
+        const exit = yield* Effect.exit(Effect.timeout(attempt, "5 seconds"))
+        if (Exit.isSuccess(exit)) return void seen.connected++
+        const tags = exit.cause.reasons.map((r) => (r._tag === "Fail" ? r.error._tag : r._tag))
+        assert.isTrue(tags.length > 0 && tags.every((tag) => TYPED.has(tag)), `${JSON.stringify(options)}: ${tags.join(", ")}`)
+        seen.failed++
+      }),
+    { timeout: 60_000, arbitrary: { runs: 60 } }
+  )
+
+  it("the runs above covered both outcomes", () => {
+    assert.isAtLeast(seen.failed, 5, JSON.stringify(seen))
+    assert.isAtLeast(seen.connected, 5, JSON.stringify(seen))
+  })
 })
 
 describe("NodeClient.connect against servers that misbehave", () => {

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Arbitrary, Effect, Exit, Fiber, Schema, Scope, Stream } from "effect"
+import { Arbitrary, Duration, Effect, Exit, Fiber, Schema, Scope, Stream } from "effect"
 import * as Net from "node:net"
 import { WebSocket as WsClient } from "ws"
 import type { Client, Connection } from "@effect-websocket/core"
@@ -306,6 +306,94 @@ describe("options and callbacks", () => {
       yield* Scope.close(scope, Exit.void)
       assert.isBelow(Date.now() - started, 2500)
     }))
+})
+
+describe("any options", () => {
+  /** Values of every kind an untyped caller might pass, good and bad. */
+  const VALUES: ReadonlyArray<unknown> = [
+    0, 1, -1, 1.5, 300, 65536, 1005, 4000, Number.NaN, Number.POSITIVE_INFINITY, -Infinity,
+    "abc", "50 millis", "2 seconds", "ping", "pong", null, {}, [], true, Duration.millis(20), { seconds: 1 }
+  ]
+  const PATHS = [
+    "maxMessageSize", "handshakeTimeout", "shutdownTimeout", "maxHeaderBytes", "port",
+    "properties.receiveBufferSize", "properties.sendBufferSize", "properties.disableUtf8Verification",
+    "connection.closeTimeout", "connection.messageBuffer", "connection.closeCodeOnScopeClose",
+    "connection.keepalive.interval", "connection.keepalive.timeout", "connection.keepalive.frame",
+    "socketBuffers.highWaterMark", "socketBuffers.writeBufferLimit"
+  ] as const
+  /**
+   * Options with each path absent or set to one of {@link VALUES}: a path is present when its die
+   * shows 3 (a middle value, since generated integers lean to the ends of their range).
+   */
+  const optionsFrom = (choices: ReadonlyArray<readonly [die: number, value: number]>): Record<string, unknown> => {
+    const options: Record<string, unknown> = {}
+    PATHS.forEach((path, i) => {
+      const [die, choice] = choices[i]!
+      if (die !== 3) return
+      const keys = path.split(".")
+      let target = options
+      for (const key of keys.slice(0, -1)) target = (target[key] ??= {}) as Record<string, unknown>
+      target[keys[keys.length - 1]!] = VALUES[choice]
+    })
+    return options
+  }
+  const TYPED = new Set(["InvalidParameter", "ServeError"])
+  /** What the runs did, for the coverage check after them. */
+  const seen = { refused: 0, served: 0 }
+
+  it.live.prop(
+    "a server started with any options either fails with a typed error or serves, and shuts down in time",
+    {
+      choices: Arbitrary.array(Arbitrary.all([int(0, 6), int(0, VALUES.length - 1)]), {
+        minLength: PATHS.length,
+        maxLength: PATHS.length
+      })
+    },
+    ({ choices }) =>
+      Effect.gen(function*() {
+        const options = optionsFrom(choices)
+        const scope = yield* Scope.make()
+        const started = yield* Effect.exit(Scope.provide(
+          NodeServer.serve((c) => Stream.runForEach(c.messages, (m) => c.send(m)), options as NodeServer.ServeOptions),
+          scope
+        ))
+        if (Exit.isFailure(started)) {
+          yield* Scope.close(scope, Exit.void)
+          const tags = started.cause.reasons.map((r) => (r._tag === "Fail" ? r.error._tag : r._tag))
+          assert.isTrue(tags.length > 0 && tags.every((tag) => TYPED.has(tag)), `${JSON.stringify(options)}: ${tags.join(", ")}`)
+          seen.refused++
+          return
+        }
+        const outcome = yield* Effect.promise(() =>
+          new Promise<string>((resolve) => {
+            const ws = new WsClient(started.value.url)
+            const timer = setTimeout(() => resolve("no answer within 5 s"), 5000)
+            const done = (what: string) => {
+              clearTimeout(timer)
+              ws.terminate()
+              resolve(what)
+            }
+            ws.on("open", () => ws.send("x"))
+            ws.on("message", (data) => done(String(data) === "x" ? "echo" : "wrong echo"))
+            ws.on("unexpected-response", (_request, response) => done(`refused ${response.statusCode}`))
+            ws.on("error", () => done("error"))
+          })
+        )
+        // a request header limit below the request's size refuses it (431); any other accepted
+        // options must serve
+        assert.match(outcome, /^(echo|refused 431)$/, JSON.stringify(options))
+        seen.served++
+        const closing = Date.now()
+        yield* Scope.close(scope, Exit.void)
+        assert.isBelow(Date.now() - closing, 3000, JSON.stringify(options))
+      }),
+    { timeout: 60_000, arbitrary: { runs: 60 } }
+  )
+
+  it("the runs above covered both outcomes", () => {
+    assert.isAtLeast(seen.refused, 5, JSON.stringify(seen))
+    assert.isAtLeast(seen.served, 5, JSON.stringify(seen))
+  })
 })
 
 describe("TLS settings", () => {
