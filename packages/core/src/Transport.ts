@@ -6,8 +6,11 @@
  *
  * @since 0.1.0
  */
+import { Options } from "@effect-websocket/schema"
 import { Context, Effect, Predicate, Schema } from "effect"
 import type { Scope } from "effect/Scope"
+import { decodeParameter } from "./internal/handshake.ts"
+import type { InvalidParameter } from "./WebSocketError.ts"
 
 /**
  * A string identifying transports and their errors.
@@ -281,10 +284,16 @@ const memoryEnd = (incoming: Pipe, outgoing: Pipe): Transport => {
   return make({ read, write, end, close, tryWrite, tryRead })
 }
 
+const memoryHighWaterMark = (highWaterMark: number | undefined): Effect.Effect<number, InvalidParameter> =>
+  highWaterMark === undefined
+    ? Effect.succeed(64 * 1024)
+    : decodeParameter(Options.ByteLimit("highWaterMark", 1, true), "highWaterMark", highWaterMark)
+
 /**
  * Two transports connected in memory: what one writes, the other reads. Each direction buffers
- * at most `highWaterMark` bytes (default 64 KiB) before writers wait, so backpressure behaves as
- * over a socket. Closing the scope closes both ends.
+ * at most `highWaterMark` bytes (default 64 KiB; at least 1, or `Infinity`) before writers wait,
+ * so backpressure behaves as over a socket; another value is an `InvalidParameter`. Closing the
+ * scope closes both ends.
  *
  * **Example**
  *
@@ -305,9 +314,8 @@ const memoryEnd = (incoming: Pipe, outgoing: Pipe): Transport => {
  */
 export const makeMemoryPair = (
   options?: { readonly highWaterMark?: number | undefined }
-): Effect.Effect<readonly [Transport, Transport], never, Scope> =>
-  Effect.suspend(() => {
-    const highWaterMark = options?.highWaterMark ?? 64 * 1024
+): Effect.Effect<readonly [Transport, Transport], InvalidParameter, Scope> =>
+  Effect.flatMap(memoryHighWaterMark(options?.highWaterMark), (highWaterMark) => {
     const ab = new Pipe(highWaterMark)
     const ba = new Pipe(highWaterMark)
     const a = memoryEnd(ba, ab)

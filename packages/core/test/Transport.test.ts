@@ -141,6 +141,18 @@ describe("Transport.makeMemoryPair", () => {
       assert.strictEqual(yield* b.read(new Uint8Array(4)), 0)
     }))
 
+  it.effect("a highWaterMark that would stop every write (0, negative) or bound nothing by mistake (NaN) is an InvalidParameter", () =>
+    Effect.gen(function*() {
+      for (const highWaterMark of [0, -1, 0.5, Number.NaN, Number.NEGATIVE_INFINITY]) {
+        const error = yield* Effect.flip(Transport.makeMemoryPair({ highWaterMark }))
+        assert.strictEqual(error._tag, "InvalidParameter", String(highWaterMark))
+        assert.include(error.message, "highWaterMark")
+      }
+      const [a, b] = yield* Transport.makeMemoryPair({ highWaterMark: Number.POSITIVE_INFINITY })
+      yield* a.write([new Uint8Array(1 << 20)])
+      assert.strictEqual(yield* b.read(new Uint8Array(1 << 21)), 1 << 20)
+    }))
+
   it.effect("backpressure: a writer waits while highWaterMark bytes are buffered", () =>
     Effect.gen(function*() {
       const [a, b] = yield* Transport.makeMemoryPair({ highWaterMark: 1024 })
