@@ -195,6 +195,7 @@ export const makeUpgradeHandler = <E, R, RA = never>(
 ): Effect.Effect<(request: Http.IncomingMessage, socket: Duplex, head: Buffer) => void, WebSocketError.InvalidParameter, Scope.Scope | R | RA> =>
   Effect.gen(function*() {
     yield* Client.checkServeOptions(options)
+    if (options?.path !== undefined) yield* Client.decodeOption(Options.RequestPath, "path", options.path)
     const socketBuffers = yield* Client.decodeOption(Options.SocketBuffers, "socketBuffers", options?.socketBuffers ?? {})
     const run = yield* FiberSet.makeRuntime<R | RA>()
     const properties = Client.handleProperties(options)

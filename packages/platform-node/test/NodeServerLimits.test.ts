@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Arbitrary, Duration, Effect, Exit, Fiber, Schema, Scope, Stream } from "effect"
+import { Arbitrary, Duration, Effect, Exit, Fiber, References, Schema, Scope, Stream } from "effect"
 import * as Net from "node:net"
 import { WebSocket as WsClient } from "ws"
 import type { Client, Connection } from "@effect-websocket/core"
@@ -195,7 +195,9 @@ describe("options and callbacks", () => {
         [{ shutdownTimeout: -1 }, "shutdownTimeout may not be negative"],
         [{ port: 99_999 }, "port must be an integer from 0 to 65535"],
         [{ socketBuffers: { highWaterMark: 0 } }, "socketBuffers.highWaterMark"],
-        [{ socketBuffers: { writeBufferLimit: Number.NaN } }, "socketBuffers.writeBufferLimit"]
+        [{ socketBuffers: { writeBufferLimit: Number.NaN } }, "socketBuffers.writeBufferLimit"],
+        [{ path: "chat" }, "path must start with \"/\""],
+        [{ path: "/chat?room=1" }, "no query"]
       ]
       for (const [options, fragment] of cases) {
         const error = yield* Effect.flip(Effect.scoped(NodeServer.serve(handler, options)))
@@ -285,7 +287,7 @@ describe("options and callbacks", () => {
         assert.strictEqual(statusLine(exchange.response), "HTTP/1.1 500 Internal Server Error")
         assert.notInclude(exchange.response, "Set-Cookie")
       }
-    }))
+    }).pipe(Effect.provideService(References.MinimumLogLevel, "None"))) // the hooks' failures are logged at length
 
   it.live("a wrapTransport that throws costs its connection only: the socket is released and shutdown ends in time", () =>
     Effect.gen(function*() {
@@ -312,14 +314,14 @@ describe("any options", () => {
   /** Values of every kind an untyped caller might pass, good and bad. */
   const VALUES: ReadonlyArray<unknown> = [
     0, 1, -1, 1.5, 300, 65536, 1005, 4000, Number.NaN, Number.POSITIVE_INFINITY, -Infinity,
-    "abc", "50 millis", "2 seconds", "ping", "pong", null, {}, [], true, Duration.millis(20), { seconds: 1 }
+    "abc", "50 millis", "2 seconds", "ping", "pong", null, {}, [], true, Duration.millis(20), { seconds: 1 }, "/", "/x?y"
   ]
   const PATHS = [
     "maxMessageSize", "handshakeTimeout", "shutdownTimeout", "maxHeaderBytes", "port",
     "properties.receiveBufferSize", "properties.sendBufferSize", "properties.disableUtf8Verification",
     "connection.closeTimeout", "connection.messageBuffer", "connection.closeCodeOnScopeClose",
     "connection.keepalive.interval", "connection.keepalive.timeout", "connection.keepalive.frame",
-    "socketBuffers.highWaterMark", "socketBuffers.writeBufferLimit"
+    "socketBuffers.highWaterMark", "socketBuffers.writeBufferLimit", "path"
   ] as const
   /**
    * Options with each path absent or set to one of {@link VALUES}: a path is present when its die

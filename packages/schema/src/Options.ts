@@ -161,3 +161,17 @@ export const Port = Schema.Number.check(
     (Number.isInteger(n) && n >= 0 && n <= 65535) || `port must be an integer from 0 to 65535, got ${n}`
   )
 )
+
+/**
+ * A request path a server answers on: it starts with `/` and has no query or fragment (the
+ * query is ignored when matching).
+ *
+ * @category schemas
+ * @since 0.1.0
+ */
+export const RequestPath = Schema.String.check(
+  Schema.makeFilter((path: string) =>
+    (path.startsWith("/") && !path.includes("?") && !path.includes("#")) ||
+    `path must start with "/" and have no query or fragment, got ${JSON.stringify(path)}`
+  )
+)
