@@ -98,6 +98,16 @@ describe("Options", () => {
     })
   })
 
+  describe("RequestPath", () => {
+    it("starts with / and carries no query or fragment", () => {
+      for (const path of ["/", "/chat", "/a/b%20c"]) assert.strictEqual(decodeOk(Options.RequestPath, path), path)
+      assertRejects(Options.RequestPath, "chat", "path must start with \"/\"")
+      assertRejects(Options.RequestPath, "", "path must start with \"/\"")
+      assertRejects(Options.RequestPath, "/chat?room=1", "no query or fragment")
+      assertRejects(Options.RequestPath, "/chat#top", "no query or fragment")
+    })
+  })
+
   describe("Port", () => {
     it.prop(
       "an integer decodes iff it is a TCP port",
