@@ -4,8 +4,7 @@ import { createHash } from "node:crypto"
 import * as Http from "node:http"
 import * as Net from "node:net"
 import { NodeClient, NodeServer } from "../src/index.ts"
-
-const int = (minimum: number, maximum: number) => Arbitrary.schema(Schema.Int.check(Schema.isBetween({ minimum, maximum })))
+import { anyOptions, failureTags } from "./anyOptions.ts"
 
 /** A loopback server built from `make`, closed with the test's scope. */
 const listen = <S extends Net.Server>(make: () => S) =>
@@ -236,24 +235,9 @@ describe("NodeClient.connect with any options", () => {
 
   it.live.prop(
     "an attempt with any options either fails with a typed error or connects and echoes",
-    {
-      choices: Arbitrary.array(Arbitrary.all([int(0, 6), int(0, VALUES.length - 1)]), {
-        minLength: PATHS.length,
-        maxLength: PATHS.length
-      })
-    },
-    ({ choices }) =>
+    { options: anyOptions(PATHS, VALUES) },
+    ({ options }) =>
       Effect.gen(function*() {
-        // a path is set when its die shows 3 (generated integers lean to the ends of their range)
-        const options: Record<string, unknown> = {}
-        PATHS.forEach((path, i) => {
-          const [die, choice] = choices[i]!
-          if (die !== 3) return
-          const keys = path.split(".")
-          let target = options
-          for (const key of keys.slice(0, -1)) target = (target[key] ??= {}) as Record<string, unknown>
-          target[keys[keys.length - 1]!] = VALUES[choice]
-        })
         const server = yield* NodeServer.serve((c) => Stream.runForEach(c.messages, (m) => c.send(m)), {
           selectProtocol: (offered) => offered[0]
         })
@@ -265,7 +249,7 @@ describe("NodeClient.connect with any options", () => {
         }))
         const exit = yield* Effect.exit(Effect.timeout(attempt, "5 seconds"))
         if (Exit.isSuccess(exit)) return void seen.connected++
-        const tags = exit.cause.reasons.map((r) => (r._tag === "Fail" ? r.error._tag : r._tag))
+        const tags = failureTags(exit.cause.reasons)
         assert.isTrue(tags.length > 0 && tags.every((tag) => TYPED.has(tag)), `${JSON.stringify(options)}: ${tags.join(", ")}`)
         seen.failed++
       }),

@@ -4,6 +4,7 @@ import * as Net from "node:net"
 import { WebSocket as WsClient } from "ws"
 import type { Client, Connection } from "@effect-websocket/core"
 import { NodeServer, type NodeTransport } from "../src/index.ts"
+import { anyOptions, failureTags } from "./anyOptions.ts"
 
 const echoHandler = NodeServer.serve((connection) => Stream.runForEach(connection.messages, (m) => connection.send(m)))
 
@@ -323,37 +324,15 @@ describe("any options", () => {
     "connection.keepalive.interval", "connection.keepalive.timeout", "connection.keepalive.frame",
     "socketBuffers.highWaterMark", "socketBuffers.writeBufferLimit", "path"
   ] as const
-  /**
-   * Options with each path absent or set to one of {@link VALUES}: a path is present when its die
-   * shows 3 (a middle value, since generated integers lean to the ends of their range).
-   */
-  const optionsFrom = (choices: ReadonlyArray<readonly [die: number, value: number]>): Record<string, unknown> => {
-    const options: Record<string, unknown> = {}
-    PATHS.forEach((path, i) => {
-      const [die, choice] = choices[i]!
-      if (die !== 3) return
-      const keys = path.split(".")
-      let target = options
-      for (const key of keys.slice(0, -1)) target = (target[key] ??= {}) as Record<string, unknown>
-      target[keys[keys.length - 1]!] = VALUES[choice]
-    })
-    return options
-  }
   const TYPED = new Set(["InvalidParameter", "ServeError"])
   /** What the runs did, for the coverage check after them. */
   const seen = { refused: 0, served: 0 }
 
   it.live.prop(
     "a server started with any options either fails with a typed error or serves, and shuts down in time",
-    {
-      choices: Arbitrary.array(Arbitrary.all([int(0, 6), int(0, VALUES.length - 1)]), {
-        minLength: PATHS.length,
-        maxLength: PATHS.length
-      })
-    },
-    ({ choices }) =>
+    { options: anyOptions(PATHS, VALUES) },
+    ({ options }) =>
       Effect.gen(function*() {
-        const options = optionsFrom(choices)
         const scope = yield* Scope.make()
         const started = yield* Effect.exit(Scope.provide(
           NodeServer.serve((c) => Stream.runForEach(c.messages, (m) => c.send(m)), options as NodeServer.ServeOptions),
@@ -361,7 +340,7 @@ describe("any options", () => {
         ))
         if (Exit.isFailure(started)) {
           yield* Scope.close(scope, Exit.void)
-          const tags = started.cause.reasons.map((r) => (r._tag === "Fail" ? r.error._tag : r._tag))
+          const tags = failureTags(started.cause.reasons)
           assert.isTrue(tags.length > 0 && tags.every((tag) => TYPED.has(tag)), `${JSON.stringify(options)}: ${tags.join(", ")}`)
           seen.refused++
           return
