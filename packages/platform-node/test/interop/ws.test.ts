@@ -7,6 +7,7 @@ import { Deferred, Effect, Exit, Scope, Stream } from "effect"
 import * as Http from "node:http"
 import * as Path from "node:path"
 import { type ClientOptions, WebSocket as WsClient, WebSocketServer } from "ws"
+import { HttpHeader } from "@effect-websocket/schema"
 import { NodeClient, NodeServer } from "../../src/index.ts"
 import {
   bytesOfSize,
@@ -163,6 +164,22 @@ describe("ws client → our server", () => {
       assert.strictEqual(peer.socket.protocol, "b")
       assert.strictEqual(side.connection.protocol, "b")
       assert.deepStrictEqual(offers, [["a", "b"]])
+    }))
+
+  it.live("ws offers permessage-deflate: our server declines it, and compressible text still arrives as sent", () =>
+    Effect.gen(function*() {
+      const { accepted, server } = yield* echoServer()
+      const peer = yield* wsConnect(server.url, undefined, { perMessageDeflate: { threshold: 0 } })
+      const side = yield* accepted
+      assert.strictEqual(peer.socket.extensions, "")
+      assert.isUndefined(HttpHeader.getCombined(side.connection.handshake.responseHeaders, "Sec-WebSocket-Extensions"))
+      assert.include(HttpHeader.getCombined(side.connection.handshake.requestHeaders, "Sec-WebSocket-Extensions") ?? "", "permessage-deflate")
+      const text = "compress me ".repeat(1000)
+      yield* wsSend(peer, text)
+      const echoed = yield* peer.next(10_000)
+      assert.deepStrictEqual(wsMessageDigest(echoed), digest(text))
+      assert.deepStrictEqual(side.received, [digest(text)])
+      assert.deepStrictEqual(peer.errors, [])
     }))
 
   it.live("ws closes with 4000 \"custom reason\": our closed has it, clean", () =>
