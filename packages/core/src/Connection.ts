@@ -930,7 +930,7 @@ export const make = (
     const send = (message: Message): Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError> =>
       Effect.uninterruptibleMask((restore): Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError> => {
         const text = typeof message === "string"
-        const payload = text ? encodeUtf8(message) : message instanceof Uint8Array ? message : bytesOf(message)
+        const payload = text ? encodeUtf8(message) : bytesOf(message)
         if (payload === undefined) return Effect.fail(notAMessage("message", message))
         const type = text ? BufferType.BufferType.Utf8Message : BufferType.BufferType.BinaryMessage
         // Micro-optimisation: one lock (the wire's) per message, and no effect at all when the
