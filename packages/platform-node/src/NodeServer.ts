@@ -17,7 +17,7 @@
  */
 import { Client, Connection, Metrics, WebSocket, type WebSocketError } from "@effect-websocket/core"
 import { HttpHeader, Options, Token } from "@effect-websocket/schema"
-import { Context, Duration, Effect, Exit, FiberSet, Layer, Metric, Predicate, Schema } from "effect"
+import { Context, Duration, Effect, Exit, Fiber, FiberSet, Layer, Metric, Predicate, Schema } from "effect"
 import type { Scope } from "effect"
 import * as Http from "node:http"
 import * as Https from "node:https"
@@ -363,26 +363,45 @@ export const serve = <E, R, RA = never>(
       })
     })
     const connectionOptions = { ...options?.connection, closeTimeout: options?.connection?.closeTimeout ?? shutdownTimeout }
-    let open = 0
+    /** The connections whose handlers run. */
+    const live = new Set<Connection.Connection>()
     const counted: Client.Handler<E, R> = (connection, request) =>
       Effect.ensuring(
         Effect.suspend(() => {
-          open++
+          live.add(connection)
           return Client.runCallback("handler", () => handler(connection, request))
         }),
-        Effect.sync(() => open--)
+        Effect.sync(() => live.delete(connection))
       )
+    // Shutdown is bounded by shutdownTimeout even when the connections' own close timeout is longer:
+    // past it, the closing handshakes still waiting for a silent peer are cut off (1006). The
+    // watchdog starts once accepting stops and goes once every connection has closed.
+    let watchdog: Fiber.Fiber<void> | undefined = undefined
+    yield* Effect.addFinalizer(() => watchdog === undefined ? Effect.void : Fiber.interrupt(watchdog))
     const onUpgrade = yield* makeUpgradeHandler(counted, { ...options, connection: connectionOptions })
     server.on("upgrade", onUpgrade)
     // Runs first on shutdown: stop accepting before the connections are closed.
-    yield* Effect.addFinalizer(() => Effect.sync(() => server.off("upgrade", onUpgrade)))
+    yield* Effect.addFinalizer(() =>
+      Effect.andThen(
+        Effect.sync(() => server.off("upgrade", onUpgrade)),
+        Effect.map(
+          Effect.forkDetach(Effect.andThen(
+            Effect.sleep(shutdownTimeout),
+            Effect.forEach([...live], (connection) => connection.abort, { discard: true })
+          )),
+          (fiber) => {
+            watchdog = fiber
+          }
+        )
+      )
+    )
     const address = server.address() as Net.AddressInfo
     const host = address.family === "IPv6" ? `[${address.address}]` : address.address
     return {
       [TypeId]: TypeId,
       address,
       url: `${options?.tls !== undefined ? "wss" : "ws"}://${host}:${address.port}${options?.path ?? "/"}`,
-      connections: Effect.sync(() => open)
+      connections: Effect.sync(() => live.size)
     } satisfies Server
   })
 

@@ -173,6 +173,33 @@ describe("limits and lifecycle", () => {
       assert.isTrue(refused)
     }))
 
+  it.live("shutdownTimeout bounds the shutdown even when the connections' close timeout is longer", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const server = yield* Scope.provide(
+        NodeServer.serve((c) => Stream.runDrain(c.messages), { shutdownTimeout: "300 millis", connection: { closeTimeout: "20 seconds" } }),
+        scope
+      )
+      // a client that completes the handshake, then never answers (nor reads)
+      const socket = Net.connect(server.address.port, "127.0.0.1")
+      socket.on("error", () => {})
+      yield* Effect.addFinalizer(() => Effect.sync(() => socket.destroy()))
+      const received: Array<Buffer> = []
+      socket.on("data", (chunk: Buffer) => received.push(chunk))
+      socket.write(upgradeRequest(goodHeaders))
+      for (let i = 0; i < 200 && (yield* server.connections) === 0; i++) yield* Effect.sleep("5 millis")
+      assert.strictEqual(yield* server.connections, 1)
+      const started = Date.now()
+      yield* Scope.close(scope, Exit.void)
+      const took = Date.now() - started
+      assert.isAtLeast(took, 250, "the closing handshake was waited for")
+      assert.isBelow(took, 1500, "then cut at the shutdown timeout")
+      // the client was sent a Close with 1001 before being cut off
+      const bytes = Buffer.concat(received)
+      const frame = bytes.subarray(bytes.indexOf("\r\n\r\n") + 4)
+      assert.deepStrictEqual([...frame.subarray(0, 4)], [0x88, 0x02, 0x03, 0xe9])
+    }))
+
   it.live("a port in use is a ServeError", () =>
     Effect.gen(function*() {
       const first = yield* echoHandler
@@ -368,7 +395,7 @@ describe("any options", () => {
         yield* Scope.close(scope, Exit.void)
         assert.isBelow(Date.now() - closing, 3000, JSON.stringify(options))
       }),
-    { timeout: 60_000, arbitrary: { runs: 60 } }
+    { timeout: 60_000, arbitrary: { runs: 150 } }
   )
 
   it("the runs above covered both outcomes", () => {
