@@ -283,7 +283,9 @@ export const checkServeOptions = (options: ServeOptions | undefined): Effect.Eff
 export const checkConnectOptions = (options: ConnectOptions | undefined): Effect.Effect<Duration.Duration, InvalidParameter> =>
   Effect.gen(function*() {
     const headers: unknown = options?.headers
-    if (headers !== undefined && (typeof headers !== "object" || headers === null)) {
+    if (Array.isArray(headers)) {
+      yield* decodeParameter(HttpHeader.HttpHeaders, "headers", headers)
+    } else if (headers !== undefined && (typeof headers !== "object" || headers === null)) {
       return yield* new InvalidParameter({ parameter: "headers", message: `headers are a list of { name, value } or a record, got ${headers === null ? "null" : typeof headers}` })
     }
     yield* decodeParameter(Property.ClientHandleProperties, "properties", handleProperties(options))

@@ -138,7 +138,9 @@ describe("NodeClient options", () => {
         [{ connection: { keepalive: { interval: 0 } } }, "keepalive.interval"],
         [{ connection: { closeCodeOnScopeClose: 1005 } }, "close code 1005"],
         [{ socketBuffers: { highWaterMark: -1 } }, "socketBuffers.highWaterMark"],
-        [{ socketBuffers: { writeBufferLimit: Number.NaN } }, "socketBuffers.writeBufferLimit"]
+        [{ socketBuffers: { writeBufferLimit: Number.NaN } }, "socketBuffers.writeBufferLimit"],
+        [{ headers: ["chat"] as never }, "headers"],
+        [{ headers: [{ name: "X", value: 5 }] as never }, "headers"]
       ]
       for (const [options, fragment] of cases) {
         const error = yield* Effect.flip(Effect.scoped(NodeClient.connect(`ws://127.0.0.1:${port}/`, options)))
@@ -253,7 +255,7 @@ describe("NodeClient.connect with any options", () => {
         assert.isTrue(tags.length > 0 && tags.every((tag) => TYPED.has(tag)), `${JSON.stringify(options)}: ${tags.join(", ")}`)
         seen.failed++
       }),
-    { timeout: 60_000, arbitrary: { runs: 60 } }
+    { timeout: 60_000, arbitrary: { runs: 150 } }
   )
 
   it("the runs above covered both outcomes", () => {
