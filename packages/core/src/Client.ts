@@ -422,7 +422,8 @@ export const layerMemory = <E, R>(
 
 /**
  * The HTTP answer to a failed server handshake: 426 with `Sec-WebSocket-Version: 13` for an
- * unsupported version (RFC 6455 section 4.4), 400 otherwise.
+ * unsupported version (RFC 6455 section 4.4), 500 for an `InvalidParameter` (the server's own
+ * selection is malformed: the fault is not the client's), 400 otherwise.
  *
  * @category constructors
  * @since 0.1.0
@@ -436,6 +437,8 @@ export const rejectionStatus = (
       statusText: "Upgrade Required",
       headers: [{ name: "Sec-WebSocket-Version", value: error.supported.join(", ") }]
     }
+    : error._tag === "InvalidParameter"
+    ? { status: 500, statusText: "Internal Server Error", headers: [] }
     : { status: 400, statusText: "Bad Request", headers: [] }
 
 const rejection = (url: string, error: ServerHandshakeFailure | InvalidProtocolOperation) => {

@@ -275,6 +275,13 @@ describe("options and callbacks", () => {
       assert.strictEqual(statusLine(fine.response), "HTTP/1.1 101 Switching Protocols")
     }))
 
+  it.live("a selectProtocol that picks a malformed name is the server's fault: 500, not 400", () =>
+    Effect.gen(function*() {
+      const server = yield* NodeServer.serve((c) => Stream.runDrain(c.messages), { selectProtocol: () => "not a token" })
+      const exchange = yield* rawExchange(server.address.port, upgradeRequest([...goodHeaders, "Sec-WebSocket-Protocol: chat"]))
+      assert.strictEqual(statusLine(exchange.response), "HTTP/1.1 500 Internal Server Error")
+    }))
+
   it.live("a handler that returns something else than an Effect (an async function) closes its connection with 1011; shutdown still ends", () =>
     Effect.gen(function*() {
       const scope = yield* Scope.make()
