@@ -518,7 +518,7 @@ const beginServer = Effect.fnUntraced(function*(handle: HandleImpl, options: Ser
     responseHeaders.push({ name: "Sec-WebSocket-Protocol", value: selected })
   }
   const selectedExtensions: Array<HandshakeHeaders.Extension> = []
-  for (const [i, value] of (options.extensions ?? []).entries()) {
+  for (const [i, value] of (yield* listParameter("extensions", options.extensions)).entries()) {
     const extension = yield* Handshake.decodeExtensionParameter(`extensions[${i}]`, value)
     if (!offeredExtensions.includes(extension.name)) {
       return yield* new UnsupportedExtension({

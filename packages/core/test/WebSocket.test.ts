@@ -225,6 +225,15 @@ describe("malformed requests", () => {
       assert.strictEqual(Option.getOrUndefined(result.subprotocol), "Chat")
     }))
 
+  it.effect("a server's extension selection must be a list: otherwise an InvalidParameter, not a TypeError", () =>
+    Effect.gen(function*() {
+      for (const extensions of ["permessage-deflate", 1, { 0: "x" }]) {
+        const error = yield* serverFailure(validRequest, { extensions } as never)
+        assert.strictEqual(error._tag, "InvalidParameter", JSON.stringify(extensions))
+        assert.match(error.message, /extensions is a list/)
+      }
+    }))
+
   it.effect("a failed handshake leaves the handle failed", () =>
     Effect.gen(function*() {
       const server = yield* WebSocket.createServerHandle()
