@@ -435,6 +435,39 @@ describe("arbitrary input", () => {
       }
     }))
 
+  /** Values of every kind an untyped caller might pass as a handshake option. */
+  const AnyOption = Schema.Union([
+    Schema.Undefined,
+    Schema.Null,
+    Schema.Number,
+    Schema.String,
+    Schema.Array(Schema.Union([Schema.String, Schema.Number, Schema.Null])),
+    Schema.Array(Schema.Struct({ name: Schema.Union([Name, Schema.String]), value: Schema.Union([Value, Schema.Number]) })),
+    Schema.Record(Schema.String, Schema.String)
+  ])
+
+  it.effect.prop(
+    "any handshake options from untyped callers end in a typed error or a handshake, never a defect",
+    { subprotocols: AnyOption, extensions: AnyOption, initialHeaders: AnyOption, subprotocol: AnyOption, selected: AnyOption },
+    ({ extensions, initialHeaders, selected, subprotocol, subprotocols }) =>
+      Effect.gen(function*() {
+        const client = yield* WebSocket.createClientHandle()
+        const begun = yield* Effect.exit(WebSocket.beginClientHandshake(client, { subprotocols, extensions, initialHeaders } as never))
+        const server = yield* WebSocket.createServerHandle()
+        const requestHeaders = Exit.isSuccess(begun) ? begun.value.requestHeaders : validRequest
+        const accepted = yield* Effect.exit(
+          WebSocket.beginServerHandshake(server, { requestHeaders, subprotocol, extensions: selected } as never)
+        )
+        for (const exit of [Exit.asVoid(begun), Exit.asVoid(accepted)]) {
+          if (Exit.isFailure(exit)) {
+            const error = Exit.findErrorOption(exit)
+            assert.isTrue(Option.isSome(error) && expected.has(error.value._tag), String(exit.cause))
+          }
+        }
+      }),
+    { arbitrary: { runs: 300 } }
+  )
+
   it.effect.prop("arbitrary response headers never throw or defect", { headers: Headers }, ({ headers }) =>
     Effect.gen(function*() {
       const client = yield* WebSocket.createClientHandle()
