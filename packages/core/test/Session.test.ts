@@ -524,6 +524,25 @@ describe("invalid parameters", () => {
       yield* WebSocket.receive(client.handle, new Uint8Array(16))
     }))
 
+  it.effect("a write completed with a count that is not a number of its bytes is an InvalidParameter; the action stays outstanding", () =>
+    Effect.gen(function*() {
+      const { client, server } = yield* connect()
+      yield* WebSocket.send(client.handle, "BinaryMessage", pattern(10))
+      const write = yield* WebSocket.getAction(client.handle, "Send")
+      if (write._tag !== "SendToNetwork") return assert.fail(write._tag)
+      const length = write.buffers.reduce((n, b) => n + b.length, 0)
+      for (const bytes of [Number.NaN, -1, 1.5, length + 1, Number.POSITIVE_INFINITY, "3" as never, null as never]) {
+        const error = yield* Effect.flip(WebSocket.completeAction(client.handle, write.token, bytes))
+        assert.strictEqual(error._tag, "InvalidParameter", String(bytes))
+        assert.match(error.message, new RegExp(`from 0 to ${length} for this send`))
+      }
+      // the same token, completed properly, still finishes the send, and the message arrives whole
+      yield* WebSocket.completeAction(client.handle, write.token, client.outbox.write(write.buffers))
+      assert.deepStrictEqual(yield* flushSends(client), [undefined])
+      const chunk = yield* receiveOnce(server)
+      assert.deepStrictEqual(chunk.data, pattern(10))
+    }))
+
   it.effect("a read completed with more bytes than offered", () =>
     Effect.gen(function*() {
       const { server } = yield* connect()

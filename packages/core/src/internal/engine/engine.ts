@@ -210,6 +210,9 @@ const DELIVER_DIRECT = 3
 
 const textDecoder = new TextDecoder()
 
+/** Whether `n` is a whole number of bytes from 0 to `limit` (what a completion may report). */
+const isByteCount = (n: number, limit: number): boolean => n >= 0 && n <= limit && Number.isInteger(n)
+
 /**
  * One handle's protocol state machine.
  *
@@ -1262,6 +1265,10 @@ export class Engine {
 
   private completeSend(bytesTransferred: number): Status {
     const kind = this.sendOut
+    if (kind !== OUT_SEND_COMPLETE) {
+      const length = kind === OUT_PONG ? this.pongOut!.length : this.sendOutBytes
+      if (!isByteCount(bytesTransferred, length)) return this.badWriteCount(bytesTransferred, length)
+    }
     this.sendOut = OUT_NONE
     this.sendOutId = 0
     if (kind === OUT_PONG) return this.completePong(bytesTransferred)
@@ -1291,8 +1298,23 @@ export class Engine {
     return Status.Ok
   }
 
+  /**
+   * A write completed with a count that is not a number of bytes of its action (as for a read,
+   * a bad parameter): the action stays outstanding. Any count from 0 to all of it is a write,
+   * a partial one cancelling the send.
+   */
+  private badWriteCount(bytesTransferred: number, length: number): Status {
+    return this.error(
+      Status.InvalidParameter,
+      `bytesTransferred must be an integer from 0 to ${length} for this send, got ${bytesTransferred}`
+    )
+  }
+
   private completeReceive(id: number, bytesTransferred: number): Status {
     const kind = this.receiveOut
+    if (kind === OUT_PONG && !isByteCount(bytesTransferred, this.pongOut!.length)) {
+      return this.badWriteCount(bytesTransferred, this.pongOut!.length)
+    }
     this.receiveOut = OUT_NONE
     this.receiveOutId = 0
     switch (kind) {
@@ -1309,7 +1331,7 @@ export class Engine {
   /** A ReceiveFromNetwork done: into the receive buffer, or straight into the caller's. */
   private completeRead(id: number, kind: number, bytesTransferred: number): Status {
     const room = this.readRoom
-    if (!(bytesTransferred >= 0 && bytesTransferred <= room && Number.isInteger(bytesTransferred))) {
+    if (!isByteCount(bytesTransferred, room)) {
       this.receiveOut = kind // the read stays outstanding
       this.receiveOutId = id
       return this.error(
