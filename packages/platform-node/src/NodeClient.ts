@@ -38,25 +38,50 @@ interface Target {
   readonly host: string
   readonly path: string
   readonly socketPath: string | undefined
+  /** `user:password` from the URL's userinfo (percent-decoded), sent as Basic authorization, as `ws` does. */
+  readonly credentials: string | undefined
 }
 
-const parseTarget = (url: string, socketPath: string | undefined): Target | string => {
+const credentialsOf = (parsed: URL): string | undefined =>
+  parsed.username === "" && parsed.password === ""
+    ? undefined
+    : `${decodeURIComponent(parsed.username)}:${decodeURIComponent(parsed.password)}`
+
+/** `url` with the password and user name of its userinfo replaced, for error messages and spans. */
+const redacted = (url: string): string => {
+  try {
+    const parsed = new URL(url)
+    if (parsed.username === "" && parsed.password === "") return url
+    if (parsed.username !== "") parsed.username = "REDACTED"
+    if (parsed.password !== "") parsed.password = "REDACTED"
+    return parsed.toString()
+  } catch {
+    return url
+  }
+}
+
+/** The target of `url`, or why there is none (`shown` is the URL as error messages show it). */
+const parseTarget = (url: string, shown: string, socketPath: string | undefined): Target | string => {
   let parsed: URL
   try {
     parsed = new URL(url)
   } catch {
-    return `${JSON.stringify(url)} is not a URL`
+    return `${JSON.stringify(shown)} is not a URL`
   }
+  const credentials = credentialsOf(parsed)
   if (parsed.protocol === "ws+unix:") {
     // ws+unix:///path/to.sock:/request/path
     const [path, requestPath] = parsed.pathname.split(":")
-    return { secure: false, hostname: "localhost", port: 80, host: "localhost", path: (requestPath || "/") + parsed.search, socketPath: path! }
+    if (path === undefined || path === "") return `${shown} names no socket path (ws+unix:///path/to.sock:/request/path)`
+    return { secure: false, hostname: "localhost", port: 80, host: "localhost", path: (requestPath || "/") + parsed.search, socketPath: path, credentials }
   }
   const secure = parsed.protocol === "wss:" || parsed.protocol === "https:"
   if (!secure && parsed.protocol !== "ws:" && parsed.protocol !== "http:") {
-    return `${url} is not a ws://, wss://, http:// or https:// URL`
+    return `${shown} is not a ws://, wss://, http:// or https:// URL`
   }
-  if (parsed.hash !== "") return `${url} has a fragment, which WebSocket URLs may not have (RFC 6455 section 3)`
+  if (parsed.hash !== "") return `${shown} has a fragment, which WebSocket URLs may not have (RFC 6455 section 3)`
+  // Node would take port 0 for "the default port" and connect there
+  if (parsed.port === "0" && socketPath === undefined) return `${shown} names port 0, which cannot be connected to`
   const hostname = parsed.hostname.startsWith("[") ? parsed.hostname.slice(1, -1) : parsed.hostname
   return {
     secure,
@@ -64,7 +89,8 @@ const parseTarget = (url: string, socketPath: string | undefined): Target | stri
     port: parsed.port === "" ? (secure ? 443 : 80) : Number(parsed.port),
     host: parsed.host,
     path: (parsed.pathname || "/") + parsed.search,
-    socketPath
+    socketPath,
+    credentials
   }
 }
 
@@ -177,12 +203,16 @@ export const connect = (
   options?: ConnectOptions
 ): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope> =>
   Client.releaseOnFailure(Effect.gen(function*() {
+    const shown = redacted(url)
     const timeout = yield* Client.checkConnectOptions(options)
     const socketBuffers = yield* Client.decodeOption(Options.SocketBuffers, "socketBuffers", options?.socketBuffers ?? {})
-    const target = parseTarget(url, options?.socketPath)
-    if (typeof target === "string") return yield* new Client.ConnectError({ reason: "InvalidUrl", url, message: target })
+    const target = parseTarget(url, shown, options?.socketPath)
+    if (typeof target === "string") return yield* new Client.ConnectError({ reason: "InvalidUrl", url: shown, message: target })
     const handle = yield* WebSocket.createClientHandle(Client.handleProperties(options))
-    const initialHeaders = Client.requestHeaderList(target.host, options)
+    const headers = Client.requestHeaderList(target.host, options)
+    const initialHeaders = target.credentials === undefined || Headers.getCombined(headers, "Authorization") !== undefined
+      ? headers
+      : [...headers, { name: "Authorization", value: `Basic ${Buffer.from(target.credentials, "utf8").toString("base64")}` }]
     const { requestHeaders } = yield* WebSocket.beginClientHandshake(handle, {
       subprotocols: options?.protocols,
       initialHeaders
@@ -192,7 +222,7 @@ export const connect = (
     // encrypted by TLS).
     let handedOver = false
     const upgraded = yield* Effect.acquireRelease(
-      request(url, target, requestHeaders, options?.tls),
+      request(shown, target, requestHeaders, options?.tls),
       ({ socket }) => Effect.sync(() => handedOver || socket.destroy()),
       { interruptible: true } // the handshake timeout must be able to cut a server that never answers
     ).pipe(
@@ -200,7 +230,7 @@ export const connect = (
         duration: timeout,
         orElse: () =>
           Effect.fail(
-            new Client.ConnectError({ reason: "Timeout", url, message: `connecting to ${url} timed out after ${Duration.format(timeout)}` })
+            new Client.ConnectError({ reason: "Timeout", url: shown, message: `connecting to ${shown} timed out after ${Duration.format(timeout)}` })
           )
       })
     )
@@ -222,7 +252,7 @@ export const connect = (
     Effect.tapError((error) =>
       Metric.update(Metric.withAttributes(Metrics.handshakeFailures, { side: "client", reason: error._tag }), 1)
     ),
-    Effect.withSpan("WebSocket.connect", { attributes: { "url.full": url } })
+    Effect.withSpan("WebSocket.connect", { attributes: { "url.full": redacted(url) } })
   )
 
 /**

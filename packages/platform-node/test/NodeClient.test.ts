@@ -3,6 +3,7 @@ import { Arbitrary, Duration, Effect, Exit, Fiber, Option, Schema, Stream } from
 import { createHash } from "node:crypto"
 import * as Http from "node:http"
 import * as Net from "node:net"
+import { HttpHeader } from "@effect-websocket/schema"
 import { NodeClient, NodeServer } from "../src/index.ts"
 import { anyOptions, failureTags } from "./anyOptions.ts"
 
@@ -113,7 +114,8 @@ describe("NodeClient.connect failures", () => {
 
   it.live("URLs that are not WebSocket URLs are refused up front", () =>
     Effect.gen(function*() {
-      for (const url of ["ftp://127.0.0.1/", "not a url", "ws://127.0.0.1/#fragment"]) {
+      // (port 0 would make Node connect to port 80; ws+unix:// without a path to localhost:80)
+      for (const url of ["ftp://127.0.0.1/", "not a url", "ws://127.0.0.1/#fragment", "ws://127.0.0.1:0/", "ws+unix://", "ws+unix://:/x"]) {
         const error = yield* Effect.flip(NodeClient.connect(url))
         assert.strictEqual(error._tag, "ConnectError")
         if (error._tag === "ConnectError") assert.strictEqual(error.reason, "InvalidUrl")
@@ -163,6 +165,25 @@ describe("NodeClient options", () => {
       assert.deepStrictEqual(values("host"), ["b.example"])
       assert.deepStrictEqual(values("origin"), ["https://a.example"])
       assert.deepStrictEqual(values("x-extra"), ["1"])
+    }))
+
+  it.live("credentials in the URL go out as Basic authorization, as with ws, and never show in errors", () =>
+    Effect.gen(function*() {
+      const seen: Array<string | undefined> = []
+      const server = yield* NodeServer.serve((c) => c.close(1000), {
+        authorize: (request) => Effect.sync(() => void seen.push(HttpHeader.getCombined(request.headers, "Authorization")))
+      })
+      const withCredentials = (userinfo: string) => server.url.replace("ws://", `ws://${userinfo}@`)
+      yield* Effect.scoped(NodeClient.connect(withCredentials("al%40ice:s%3Acret")))
+      yield* Effect.scoped(NodeClient.connect(withCredentials("bob:secret"), { headers: { authorization: "Bearer t" } }))
+      assert.deepStrictEqual(seen, [`Basic ${Buffer.from("al@ice:s:cret").toString("base64")}`, "Bearer t"])
+      // a failed attempt names the URL with its credentials replaced
+      const { port, server: closed } = yield* listen(() => Net.createServer())
+      yield* Effect.promise(() => new Promise<void>((resolve) => closed.close(() => resolve())))
+      const error = yield* Effect.flip(NodeClient.connect(`ws://bob:secret@127.0.0.1:${port}/`))
+      assert.strictEqual(error._tag, "ConnectError")
+      assert.notInclude(error.message, "secret")
+      if (error._tag === "ConnectError") assert.strictEqual(error.url, `ws://REDACTED:REDACTED@127.0.0.1:${port}/`)
     }))
 
   /** A server that completes the handshake, then never reads: what the client writes stays in buffers. */
