@@ -203,6 +203,47 @@ export interface ServeOptions {
   readonly connection?: Connection.Options | undefined
   /** Wraps the transport of each connection, e.g. with `Transport.tap` to watch the bytes. */
   readonly wrapTransport?: ((transport: Transport) => Transport) | undefined
+  /**
+   * Extra headers for the `101 Switching Protocols` answer (a `Set-Cookie`, say, as `ws` users add
+   * in its `headers` event): a list, or a function of the request. The headers of the handshake
+   * itself (`Upgrade`, `Connection`, `Sec-WebSocket-*`) cannot be set.
+   */
+  readonly responseHeaders?:
+    | ReadonlyArray<HttpHeader.HttpHeader>
+    | ((request: UpgradeRequest) => ReadonlyArray<HttpHeader.HttpHeader>)
+    | undefined
+}
+
+/** Response headers the handshake sets itself (lower case). */
+const HANDSHAKE_RESPONSE_HEADERS = new Set(["upgrade", "connection", "sec-websocket-accept", "sec-websocket-protocol", "sec-websocket-extensions", "sec-websocket-version"])
+
+const decodeResponseHeaders = (headers: unknown): Effect.Effect<ReadonlyArray<HttpHeader.HttpHeader>, InvalidParameter> =>
+  Effect.flatMap(decodeParameter(HttpHeader.HttpHeaders, "responseHeaders", headers), (list) => {
+    const reserved = list.find((h) => HANDSHAKE_RESPONSE_HEADERS.has(h.name.toLowerCase()))
+    return reserved === undefined
+      ? Effect.succeed(list)
+      : Effect.fail(
+        new InvalidParameter({ parameter: "responseHeaders", message: `responseHeaders may not set ${reserved.name}: the handshake sets it` })
+      )
+  })
+
+/**
+ * The extra headers of a server's `101` answer for `request` ({@link ServeOptions.responseHeaders}),
+ * checked: well-formed names and values, none of the handshake's own. An `InvalidParameter`
+ * otherwise (the server answers 500); a function that throws is a defect.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const responseHeadersFor = (
+  options: Pick<ServeOptions, "responseHeaders"> | undefined,
+  request: UpgradeRequest
+): Effect.Effect<ReadonlyArray<HttpHeader.HttpHeader>, InvalidParameter> => {
+  const given = options?.responseHeaders
+  if (given === undefined) return Effect.succeed([])
+  return typeof given === "function"
+    ? Effect.flatMap(Effect.sync(() => given(request)), decodeResponseHeaders)
+    : decodeResponseHeaders(given)
 }
 
 /**
@@ -267,10 +308,12 @@ export const decodeTimeout = (
  * @since 0.1.0
  */
 export const checkServeOptions = (options: ServeOptions | undefined): Effect.Effect<void, InvalidParameter> =>
-  Effect.andThen(
-    decodeParameter(Property.ServerHandleProperties, "properties", handleProperties(options)),
-    Connection.decodeOptions(options?.connection)
-  )
+  Effect.gen(function*() {
+    yield* decodeParameter(Property.ServerHandleProperties, "properties", handleProperties(options))
+    yield* Connection.decodeOptions(options?.connection)
+    const responseHeaders: unknown = options?.responseHeaders
+    if (responseHeaders !== undefined && typeof responseHeaders !== "function") yield* decodeResponseHeaders(responseHeaders)
+  })
 
 /**
  * Checks the options of a connection attempt that are used only once it is open (the handle
@@ -387,10 +430,12 @@ export const layerMemory = <E, R>(
           const offered = connectOptions?.protocols ?? []
           const request: UpgradeRequest = { url: path, headers: requestHeaders, protocols: offered, remoteAddress: "memory" }
           const selected = options?.selectProtocol?.(offered, request)
-          const { responseHeaders } = yield* WebSocket.beginServerHandshake(server, {
+          const handshakeHeaders = yield* WebSocket.beginServerHandshake(server, {
             requestHeaders,
             subprotocol: selected
           }).pipe(Effect.catch((error) => Effect.fail(rejection(url, error))))
+          const extra = yield* responseHeadersFor(options, request).pipe(Effect.catch((error) => Effect.fail(rejection(url, error))))
+          const responseHeaders = [...handshakeHeaders.responseHeaders, ...extra]
           const result = yield* WebSocket.endClientHandshake(client, { responseHeaders }).pipe(
             Effect.catchTag("InvalidProtocolOperation", (error) => Effect.die(error))
           )

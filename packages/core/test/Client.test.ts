@@ -100,3 +100,19 @@ describe("Client.layerMemory handlers", () => {
       assert.strictEqual(info.code, 1011)
     }))
 })
+
+describe("Client.layerMemory responseHeaders", () => {
+  it.effect("the 101 carries them, made from the request; the handshake's own headers cannot be set", () =>
+    Effect.gen(function*() {
+      const context = yield* Layer.build(Client.layerMemory((c) => Stream.runDrain(c.messages), {
+        responseHeaders: (request) => [{ name: "Set-Cookie", value: `path=${request.url}` }]
+      }))
+      const connection = yield* Effect.provide(Client.connect("ws://memory/room"), context)
+      assert.deepInclude(connection.handshake.responseHeaders, { name: "Set-Cookie", value: "path=/room" })
+      const error = yield* Effect.flip(Layer.build(Client.layerMemory(() => Effect.void, {
+        responseHeaders: [{ name: "Connection", value: "close" }]
+      })))
+      assert.strictEqual(error._tag, "InvalidParameter")
+      assert.include(error.message, "may not set Connection")
+    }))
+})

@@ -250,9 +250,15 @@ export const makeUpgradeHandler = <E, R, RA = never>(
             yield* handshakeFailed(error.error._tag)
             return refuse(socket, status, error.error.message, extra)
           }
+          const extra = yield* Effect.exit(Client.responseHeadersFor(options, request))
+          if (Exit.isFailure(extra)) {
+            yield* Effect.logError("WebSocket responseHeaders failed; the request gets 500", extra.cause)
+            return refuse(socket, 500, "the response headers could not be made")
+          }
           const response = [
             "HTTP/1.1 101 Switching Protocols",
-            ...handshake.value.responseHeaders.map((h) => `${h.name}: ${h.value}`)
+            ...handshake.value.responseHeaders.map((h) => `${h.name}: ${h.value}`),
+            ...extra.value.map((h) => `${h.name}: ${h.value}`)
           ]
           socket.write(`${response.join("\r\n")}\r\n\r\n`)
           yield* WebSocket.endServerHandshake(handle).pipe(Effect.orDie)
@@ -262,7 +268,7 @@ export const makeUpgradeHandler = <E, R, RA = never>(
           const connection = yield* Connection.make(handle, transport, {
             ...options?.connection,
             protocol: selected ?? "",
-            handshake: { requestHeaders: headers, responseHeaders: handshake.value.responseHeaders }
+            handshake: { requestHeaders: headers, responseHeaders: [...handshake.value.responseHeaders, ...extra.value] }
           })
           const exit = yield* Effect.exit(Client.runCallback("handler", () => handler(connection, request)))
           if (Exit.isFailure(exit) && !Exit.hasInterrupts(exit)) {

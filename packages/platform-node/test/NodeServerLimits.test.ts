@@ -1,5 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Arbitrary, Duration, Effect, Exit, Fiber, References, Schema, Scope, Stream } from "effect"
+import type * as Http from "node:http"
 import * as Net from "node:net"
 import { WebSocket as WsClient } from "ws"
 import type { Client, Connection } from "@effect-websocket/core"
@@ -275,6 +276,39 @@ describe("options and callbacks", () => {
       assert.strictEqual(statusLine(fine.response), "HTTP/1.1 101 Switching Protocols")
     }))
 
+  it.live("responseHeaders add headers to the 101 (a cookie from the request), never the handshake's own", () =>
+    Effect.gen(function*() {
+      const server = yield* NodeServer.serve((c) => Stream.runForEach(c.messages, (m) => c.send(m)), {
+        responseHeaders: (request) => [{ name: "Set-Cookie", value: `session=${request.url.slice(1)}` }, { name: "X-Served-By", value: "test" }]
+      })
+      const headers = yield* Effect.promise(() =>
+        new Promise<Http.IncomingHttpHeaders>((resolve, reject) => {
+          const ws = new WsClient(server.url + "abc")
+          ws.on("upgrade", (response) => resolve(response.headers))
+          ws.on("open", () => ws.close())
+          ws.on("error", reject)
+        })
+      )
+      assert.deepStrictEqual(headers["set-cookie"], ["session=abc"])
+      assert.strictEqual(headers["x-served-by"], "test")
+      // a static list is checked when the server starts
+      for (const [responseHeaders, fragment] of [
+        [[{ name: "Sec-WebSocket-Accept", value: "x" }], "may not set Sec-WebSocket-Accept"],
+        [[{ name: "Bad Name", value: "x" }], "responseHeaders"],
+        [[{ name: "X", value: "a\r\nSet-Cookie: y" }], "control character"]
+      ] as const) {
+        const error = yield* Effect.flip(Effect.scoped(NodeServer.serve(() => Effect.void, { responseHeaders })))
+        assert.strictEqual(error._tag, "InvalidParameter")
+        assert.include(error.message, fragment)
+      }
+      // a function that throws or returns the handshake's own headers costs its request a 500
+      for (const responseHeaders of [() => { throw new Error("boom") }, () => [{ name: "upgrade", value: "h2c" }]]) {
+        const failing = yield* NodeServer.serve((c) => Stream.runDrain(c.messages), { responseHeaders })
+        const exchange = yield* rawExchange(failing.address.port, upgradeRequest(goodHeaders))
+        assert.strictEqual(statusLine(exchange.response), "HTTP/1.1 500 Internal Server Error")
+      }
+    }).pipe(Effect.provideService(References.MinimumLogLevel, "None")))
+
   it.live("a selectProtocol that picks a malformed name is the server's fault: 500, not 400", () =>
     Effect.gen(function*() {
       const server = yield* NodeServer.serve((c) => Stream.runDrain(c.messages), { selectProtocol: () => "not a token" })
@@ -349,14 +383,15 @@ describe("any options", () => {
   /** Values of every kind an untyped caller might pass, good and bad. */
   const VALUES: ReadonlyArray<unknown> = [
     0, 1, -1, 1.5, 300, 65536, 1005, 4000, Number.NaN, Number.POSITIVE_INFINITY, -Infinity,
-    "abc", "50 millis", "2 seconds", "ping", "pong", null, {}, [], true, Duration.millis(20), { seconds: 1 }, "/", "/x?y"
+    "abc", "50 millis", "2 seconds", "ping", "pong", null, {}, [], true, Duration.millis(20), { seconds: 1 }, "/", "/x?y",
+    [{ name: "X-A", value: "1" }], [{ name: "Upgrade", value: "h2c" }]
   ]
   const PATHS = [
     "maxMessageSize", "handshakeTimeout", "shutdownTimeout", "maxHeaderBytes", "port",
     "properties.receiveBufferSize", "properties.sendBufferSize", "properties.disableUtf8Verification",
     "connection.closeTimeout", "connection.messageBuffer", "connection.closeCodeOnScopeClose",
     "connection.keepalive.interval", "connection.keepalive.timeout", "connection.keepalive.frame",
-    "socketBuffers.highWaterMark", "socketBuffers.writeBufferLimit", "path"
+    "socketBuffers.highWaterMark", "socketBuffers.writeBufferLimit", "path", "responseHeaders"
   ] as const
   const TYPED = new Set(["InvalidParameter", "ServeError"])
   /** What the runs did, for the coverage check after them. */
