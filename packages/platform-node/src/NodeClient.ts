@@ -45,7 +45,16 @@ interface Target {
 const credentialsOf = (parsed: URL): string | undefined =>
   parsed.username === "" && parsed.password === ""
     ? undefined
-    : `${decodeURIComponent(parsed.username)}:${decodeURIComponent(parsed.password)}`
+    : `${percentDecoded(parsed.username)}:${percentDecoded(parsed.password)}`
+
+/** `s` percent-decoded, or as it is when it is not valid percent-encoding (`%ZZ`). */
+const percentDecoded = (s: string): string => {
+  try {
+    return decodeURIComponent(s)
+  } catch {
+    return s
+  }
+}
 
 /** `url` with the password and user name of its userinfo replaced, for error messages and spans. */
 const redacted = (url: string): string => {

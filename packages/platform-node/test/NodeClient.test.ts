@@ -176,7 +176,13 @@ describe("NodeClient options", () => {
       const withCredentials = (userinfo: string) => server.url.replace("ws://", `ws://${userinfo}@`)
       yield* Effect.scoped(NodeClient.connect(withCredentials("al%40ice:s%3Acret")))
       yield* Effect.scoped(NodeClient.connect(withCredentials("bob:secret"), { headers: { authorization: "Bearer t" } }))
-      assert.deepStrictEqual(seen, [`Basic ${Buffer.from("al@ice:s:cret").toString("base64")}`, "Bearer t"])
+      // not valid percent-encoding: sent as it is
+      yield* Effect.scoped(NodeClient.connect(withCredentials("a%ZZ:b")))
+      assert.deepStrictEqual(seen, [
+        `Basic ${Buffer.from("al@ice:s:cret").toString("base64")}`,
+        "Bearer t",
+        `Basic ${Buffer.from("a%ZZ:b").toString("base64")}`
+      ])
       // a failed attempt names the URL with its credentials replaced
       const { port, server: closed } = yield* listen(() => Net.createServer())
       yield* Effect.promise(() => new Promise<void>((resolve) => closed.close(() => resolve())))
