@@ -199,8 +199,10 @@ export const makeUpgradeHandler = <E, R, RA = never>(
     const socketBuffers = yield* Client.decodeOption(Options.SocketBuffers, "socketBuffers", options?.socketBuffers ?? {})
     const run = yield* FiberSet.makeRuntime<R | RA>()
     const properties = Client.handleProperties(options)
-    const accept = (req: Http.IncomingMessage, socket: Duplex, head: Buffer) =>
-      Effect.gen(function*() {
+    const accept = (req: Http.IncomingMessage, socket: Duplex, head: Buffer) => {
+      /** Whether the 101 went out: from then on a failure can only drop the socket. */
+      let switched = false
+      return Effect.gen(function*() {
         const url = req.url ?? "/"
         const pathname = url.split("?")[0]!
         if (req.method !== "GET") {
@@ -225,21 +227,14 @@ export const makeUpgradeHandler = <E, R, RA = never>(
             if (rejection !== undefined && rejection._tag === "Fail" && rejection.error instanceof Rejection) {
               return refuse(socket, rejection.error.status, rejection.error.message, rejection.error.headers)
             }
-            yield* Effect.logError("WebSocket authorize hook failed without a Rejection; the request gets 500", verdict.cause)
-            return refuse(socket, 500, "the request could not be authorized")
+            return yield* Effect.failCause(verdict.cause) // not a refusal: a 500 (see below)
           }
         }
         // The connection's resources live in this scope: when the server shuts down, interrupting
         // this fiber closes it, and the connection's finalizer runs the closing handshake (1001).
         return yield* Effect.scoped(Effect.gen(function*() {
           const handle = yield* Effect.orDie(WebSocket.createServerHandle(properties))
-          const selection = Effect.try({ try: () => options?.selectProtocol?.(offered, request), catch: (cause) => cause })
-          const selectedExit = yield* Effect.exit(selection)
-          if (Exit.isFailure(selectedExit)) {
-            yield* Effect.logError("WebSocket selectProtocol threw; the request gets 500", selectedExit.cause)
-            return refuse(socket, 500, "the subprotocol could not be selected")
-          }
-          const selected = selectedExit.value
+          const selected = options?.selectProtocol?.(offered, request)
           const handshake = yield* Effect.exit(
             WebSocket.beginServerHandshake(handle, { requestHeaders: headers, subprotocol: selected })
           )
@@ -250,17 +245,9 @@ export const makeUpgradeHandler = <E, R, RA = never>(
             yield* handshakeFailed(error.error._tag)
             return refuse(socket, status, error.error.message, extra)
           }
-          const extra = yield* Effect.exit(Client.responseHeadersFor(options, request))
-          if (Exit.isFailure(extra)) {
-            yield* Effect.logError("WebSocket responseHeaders failed; the request gets 500", extra.cause)
-            return refuse(socket, 500, "the response headers could not be made")
-          }
-          const response = [
-            "HTTP/1.1 101 Switching Protocols",
-            ...handshake.value.responseHeaders.map((h) => `${h.name}: ${h.value}`),
-            ...extra.value.map((h) => `${h.name}: ${h.value}`)
-          ]
-          socket.write(`${response.join("\r\n")}\r\n\r\n`)
+          const responseHeaders = [...handshake.value.responseHeaders, ...yield* Client.responseHeadersFor(options, request)]
+          switched = true
+          socket.write(`${["HTTP/1.1 101 Switching Protocols", ...responseHeaders.map((h) => `${h.name}: ${h.value}`)].join("\r\n")}\r\n\r\n`)
           yield* WebSocket.endServerHandshake(handle).pipe(Effect.orDie)
           if ("setNoDelay" in socket && typeof socket.setNoDelay === "function") (socket as Net.Socket).setNoDelay(true)
           const socketTransport = NodeTransport.fromDuplex(socket, { ...socketBuffers, head })
@@ -268,7 +255,7 @@ export const makeUpgradeHandler = <E, R, RA = never>(
           const connection = yield* Connection.make(handle, transport, {
             ...options?.connection,
             protocol: selected ?? "",
-            handshake: { requestHeaders: headers, responseHeaders: [...handshake.value.responseHeaders, ...extra.value] }
+            handshake: { requestHeaders: headers, responseHeaders }
           })
           const exit = yield* Effect.exit(Client.runCallback("handler", () => handler(connection, request)))
           if (Exit.isFailure(exit) && !Exit.hasInterrupts(exit)) {
@@ -286,16 +273,24 @@ export const makeUpgradeHandler = <E, R, RA = never>(
           }
         }))
       }).pipe(
-        // Whatever ends the upgrade early (interruption at shutdown, a defect), the socket goes:
-        // a socket left open would hold its client, and the server's shutdown, forever.
-        Effect.onExit((exit) =>
-          Exit.isSuccess(exit) ? Effect.void : Effect.andThen(
-            Exit.hasInterrupts(exit) ? Effect.void : Effect.logError("WebSocket upgrade failed; its socket is destroyed", exit.cause),
-            Effect.sync(() => socket.destroyed || socket.destroy())
+        // Whatever else ends the upgrade early (an application callback that throws or fails, a
+        // defect, interruption at shutdown), the request is answered: 500 while no 101 went out,
+        // else the socket goes. A socket left open would hold its client, and the server's
+        // shutdown, forever.
+        Effect.onExit((exit) => {
+          if (Exit.isSuccess(exit)) return Effect.void
+          const interrupted = Exit.hasInterrupts(exit)
+          return Effect.andThen(
+            interrupted ? Effect.void : Effect.logError(
+              switched ? "WebSocket connection setup failed; its socket is destroyed" : "WebSocket upgrade failed; the request gets 500",
+              exit.cause
+            ),
+            Effect.sync(() => switched || interrupted ? socket.destroyed || socket.destroy() : refuse(socket, 500, "the upgrade failed"))
           )
-        ),
+        }),
         Effect.withSpan("WebSocket.accept", { attributes: { "url.path": req.url ?? "/" } })
       )
+    }
     return (req: Http.IncomingMessage, socket: Duplex, head: Buffer) => {
       socket.on("error", () => {}) // errors surface through the transport; never crash the process
       // The answer to the request (and later the closing handshake) must get out even when the
