@@ -254,6 +254,9 @@ const bytesOf = (data: unknown): Uint8Array | undefined => {
   return undefined
 }
 
+/** The bytes of a message, fragment or ping payload: text as UTF-8, binary data as {@link bytesOf}. */
+const payloadOf = (data: unknown): Uint8Array | undefined => typeof data === "string" ? encodeUtf8(data) : bytesOf(data)
+
 const describeValue = (value: unknown): string =>
   value === null ? "null" : typeof value === "object" ? (value.constructor?.name ?? "an object") : typeof value
 
@@ -930,7 +933,7 @@ export const make = (
     const send = (message: Message): Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError> =>
       Effect.uninterruptibleMask((restore): Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError> => {
         const text = typeof message === "string"
-        const payload = text ? encodeUtf8(message) : bytesOf(message)
+        const payload = payloadOf(message)
         if (payload === undefined) return Effect.fail(notAMessage("message", message))
         const type = text ? BufferType.BufferType.Utf8Message : BufferType.BufferType.BinaryMessage
         // Micro-optimisation: one lock (the wire's) per message, and no effect at all when the
@@ -956,7 +959,7 @@ export const make = (
           let bytes = 0
           let started = false
           yield* Stream.runForEach(fragments, (fragment) => {
-            const payload = typeof fragment === "string" ? encodeUtf8(fragment) : bytesOf(fragment)
+            const payload = payloadOf(fragment)
             if (payload === undefined) return Effect.fail(notAMessage("fragment", fragment))
             bytes += payload.length
             return Effect.map(sendFrame(fragmentType, payload, undefined), () => {
@@ -973,7 +976,7 @@ export const make = (
       ) as Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError | E, R>
 
     const ping = (payload?: Message) => {
-      const bytes = payload === undefined ? undefined : typeof payload === "string" ? encodeUtf8(payload) : bytesOf(payload)
+      const bytes = payload === undefined ? undefined : payloadOf(payload)
       if (payload !== undefined && bytes === undefined) return Effect.fail(notAMessage("payload", payload))
       return messageLock.withPermit(sendFrame(BufferType.BufferType.PingPong, bytes, undefined))
     }
