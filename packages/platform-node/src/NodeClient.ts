@@ -210,9 +210,10 @@ const request = (
 export const connect = (
   url: string,
   options?: ConnectOptions
-): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope> =>
-  Client.releaseOnFailure(Effect.gen(function*() {
-    const shown = redacted(url)
+): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope> => {
+  /** The URL as errors and the span show it. */
+  const shown = redacted(url)
+  return Client.releaseOnFailure(Effect.gen(function*() {
     const timeout = yield* Client.checkConnectOptions(options)
     const socketBuffers = yield* Client.decodeOption(Options.SocketBuffers, "socketBuffers", options?.socketBuffers ?? {})
     const target = parseTarget(url, shown, options?.socketPath)
@@ -261,8 +262,9 @@ export const connect = (
     Effect.tapError((error) =>
       Metric.update(Metric.withAttributes(Metrics.handshakeFailures, { side: "client", reason: error._tag }), 1)
     ),
-    Effect.withSpan("WebSocket.connect", { attributes: { "url.full": redacted(url) } })
+    Effect.withSpan("WebSocket.connect", { attributes: { "url.full": shown } })
   )
+}
 
 /**
  * The {@link Client.Client} of Node.js.
