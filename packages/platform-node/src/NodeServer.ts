@@ -117,6 +117,12 @@ export interface Server {
   readonly url: string
   /** Connections currently open. */
   readonly connections: Effect.Effect<number>
+  /**
+   * The connections currently open (those whose handler runs), as `ws`'s `server.clients`: for
+   * example to broadcast, `Effect.forEach(yield* server.clients, (c) => Effect.ignore(c.send(m)),
+   * { concurrency: "unbounded" })` (a connection that is closing refuses sends).
+   */
+  readonly clients: Effect.Effect<ReadonlyArray<Connection.Connection>>
 }
 
 /**
@@ -402,7 +408,8 @@ export const serve = <E, R, RA = never>(
       [TypeId]: TypeId,
       address,
       url: `${options?.tls !== undefined ? "wss" : "ws"}://${host}:${address.port}${options?.path ?? "/"}`,
-      connections: Effect.sync(() => live.size)
+      connections: Effect.sync(() => live.size),
+      clients: Effect.sync(() => Array.from(live))
     } satisfies Server
   })
 

@@ -47,6 +47,24 @@ describe("NodeServer + NodeClient", () => {
       yield* Effect.all([roundTrip(1), roundTrip(2)], { concurrency: 2, discard: true })
     }))
 
+  it.live("clients lists the open connections: a broadcast reaches each of them once", () =>
+    Effect.gen(function*() {
+      const server = yield* NodeServer.serve((connection) => Effect.andThen(connection.closed, Effect.void))
+      const connections = yield* Effect.forEach([1, 2, 3], () => NodeClient.connect(server.url))
+      for (let i = 0; i < 400 && (yield* server.clients).length < 3; i++) yield* Effect.sleep("5 millis")
+      const clients = yield* server.clients
+      assert.strictEqual(clients.length, 3)
+      assert.strictEqual(new Set(clients).size, 3)
+      yield* Effect.forEach(clients, (client) => client.send("to all"), { concurrency: "unbounded", discard: true })
+      for (const connection of connections) {
+        assert.deepStrictEqual(yield* Stream.runCollect(Stream.take(connection.messages, 1)), ["to all"])
+      }
+      yield* connections[0]!.close(1000)
+      for (let i = 0; i < 400 && (yield* server.clients).length > 2; i++) yield* Effect.sleep("5 millis")
+      assert.strictEqual((yield* server.clients).length, 2)
+      assert.strictEqual(yield* server.connections, 2)
+    }))
+
   it.live("a ws client talks to our server", () =>
     Effect.gen(function*() {
       const server = yield* echo
