@@ -29,9 +29,21 @@ export interface ConnectOptions extends Client.ConnectOptions {
   readonly socketPath?: string | undefined
   /** How much the socket buffers each way before backpressure applies (defaults: 64 KiB read, 1 MiB write). */
   readonly socketBuffers?: NodeTransport.BufferOptions | undefined
+  /**
+   * Follow redirects: a `3xx` answer with a `Location` header leads to a new attempt at that URL
+   * (relative to the current one), as `ws`'s `followRedirects` does. `Authorization` and `Cookie`
+   * headers are dropped from the first hop that leaves the original host (or goes from `wss://` to
+   * `ws://`) on, and a custom `Host` header from the first hop to another host on. Default false: a
+   * redirect is a `HandshakeRejected`.
+   */
+  readonly followRedirects?: boolean | undefined
+  /** How many redirects are followed at most (default 10); the answer beyond is a `HandshakeRejected`. */
+  readonly maxRedirects?: number | undefined
 }
 
 interface Target {
+  /** The URL itself, against which a redirect's `Location` is resolved. */
+  readonly url: string
   readonly secure: boolean
   readonly hostname: string
   readonly port: number
@@ -82,7 +94,7 @@ const parseTarget = (url: string, shown: string, socketPath: string | undefined)
     // ws+unix:///path/to.sock:/request/path
     const [path, requestPath] = parsed.pathname.split(":")
     if (path === undefined || path === "") return `${shown} names no socket path (ws+unix:///path/to.sock:/request/path)`
-    return { secure: false, hostname: "localhost", port: 80, host: "localhost", path: (requestPath || "/") + parsed.search, socketPath: path, credentials }
+    return { url, secure: false, hostname: "localhost", port: 80, host: "localhost", path: (requestPath || "/") + parsed.search, socketPath: path, credentials }
   }
   const secure = parsed.protocol === "wss:" || parsed.protocol === "https:"
   if (!secure && parsed.protocol !== "ws:" && parsed.protocol !== "http:") {
@@ -93,6 +105,7 @@ const parseTarget = (url: string, shown: string, socketPath: string | undefined)
   if (parsed.port === "0" && socketPath === undefined) return `${shown} names port 0, which cannot be connected to`
   const hostname = parsed.hostname.startsWith("[") ? parsed.hostname.slice(1, -1) : parsed.hostname
   return {
+    url,
     secure,
     hostname,
     port: parsed.port === "" ? (secure ? 443 : 80) : Number(parsed.port),
@@ -213,13 +226,94 @@ export const connect = (
 ): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope> => {
   /** The URL as errors and the span show it. */
   const shown = redacted(url)
-  return Client.releaseOnFailure(Effect.gen(function*() {
+  return Effect.gen(function*() {
     const timeout = yield* Client.checkConnectOptions(options)
     const socketBuffers = yield* Client.decodeOption(Options.SocketBuffers, "socketBuffers", options?.socketBuffers ?? {})
+    const redirects = yield* Client.decodeOption(Options.RedirectOptions, "redirects", {
+      followRedirects: options?.followRedirects,
+      maxRedirects: options?.maxRedirects
+    })
     const target = parseTarget(url, shown, options?.socketPath)
     if (typeof target === "string") return yield* new Client.ConnectError({ reason: "InvalidUrl", url: shown, message: target })
+    const attempt = (hop: Hop): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope> =>
+      Client.releaseOnFailure(open(hop, timeout, socketBuffers, options))
+    if (redirects.followRedirects !== true) return yield* attempt({ target, shown, headers: Client.headerList(options?.headers) })
+    return yield* followRedirects(attempt, target, shown, Client.headerList(options?.headers), {
+      maxRedirects: redirects.maxRedirects ?? 10,
+      socketPath: options?.socketPath
+    })
+  }).pipe(
+    Effect.tapError((error) =>
+      Metric.update(Metric.withAttributes(Metrics.handshakeFailures, { side: "client", reason: error._tag }), 1)
+    ),
+    Effect.withSpan("WebSocket.connect", { attributes: { "url.full": shown } })
+  )
+}
+
+/** One attempt of {@link connect}: its target, the URL as errors show it, and the extra request headers. */
+interface Hop {
+  readonly target: Target
+  readonly shown: string
+  readonly headers: ReadonlyArray<HttpHeader.HttpHeader>
+}
+
+const isRedirect = (status: number): boolean => status >= 300 && status < 400
+
+/**
+ * Runs `attempt` and, while it is answered with a redirect, again at the `Location`, as `ws`
+ * does: credentials and cookies do not follow to another host or from `wss://` to `ws://`.
+ */
+const followRedirects = (
+  attempt: (hop: Hop) => Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope>,
+  original: Target,
+  shown: string,
+  headers: ReadonlyArray<HttpHeader.HttpHeader>,
+  { maxRedirects, socketPath }: { readonly maxRedirects: number; readonly socketPath: string | undefined }
+): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope> => {
+  const originalPlace = original.socketPath ?? original.host
+  const from = (hop: Hop, followed: number): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope> =>
+    Effect.catchTag(attempt(hop), "HandshakeRejected", (rejected) => {
+      const location = Headers.getCombined(rejected.headers, "Location")
+      if (!isRedirect(rejected.status) || location === undefined) return Effect.fail(rejected)
+      if (followed >= maxRedirects) {
+        return Effect.fail(
+          new Client.HandshakeRejected({ ...rejected, message: `${rejected.message}; not followed: ${maxRedirects} redirects already` })
+        )
+      }
+      let next: string
+      try {
+        next = new URL(location, hop.target.url).toString()
+      } catch {
+        return Effect.fail(
+          new Client.ConnectError({ reason: "InvalidUrl", url: hop.shown, message: `${hop.shown} redirects to ${JSON.stringify(location)}, which is not a URL` })
+        )
+      }
+      const nextShown = redacted(next)
+      const target = parseTarget(next, nextShown, socketPath)
+      if (typeof target === "string") return Effect.fail(new Client.ConnectError({ reason: "InvalidUrl", url: nextShown, message: target }))
+      const sameHost = (target.socketPath ?? target.host) === originalPlace
+      const keepCredentials = sameHost && !(original.secure && !target.secure)
+      const kept = hop.headers.filter((h) => {
+        const name = h.name.toLowerCase()
+        return name === "authorization" || name === "cookie" ? keepCredentials : name === "host" ? sameHost : true
+      })
+      // as with ws, even credentials in the new URL are not sent to another host
+      return from({ target: keepCredentials ? target : { ...target, credentials: undefined }, shown: nextShown, headers: kept }, followed + 1)
+    })
+  return from({ target: original, shown, headers }, 0)
+}
+
+/** Opens the socket of one hop, runs the opening handshake over it, and starts the connection. */
+const open = (
+  hop: Hop,
+  timeout: Duration.Duration,
+  socketBuffers: NodeTransport.BufferOptions,
+  options: ConnectOptions | undefined
+): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope> =>
+  Effect.gen(function*() {
+    const { shown, target } = hop
     const handle = yield* WebSocket.createClientHandle(Client.handleProperties(options))
-    const headers = Client.requestHeaderList(target.host, options)
+    const headers = Client.requestHeaderList(target.host, { origin: options?.origin, headers: hop.headers })
     const initialHeaders = target.credentials === undefined || Headers.getCombined(headers, "Authorization") !== undefined
       ? headers
       : [...headers, { name: "Authorization", value: `Basic ${Buffer.from(target.credentials, "utf8").toString("base64")}` }]
@@ -258,13 +352,7 @@ export const connect = (
     })
     handedOver = true
     return connection
-  })).pipe(
-    Effect.tapError((error) =>
-      Metric.update(Metric.withAttributes(Metrics.handshakeFailures, { side: "client", reason: error._tag }), 1)
-    ),
-    Effect.withSpan("WebSocket.connect", { attributes: { "url.full": shown } })
-  )
-}
+  })
 
 /**
  * The {@link Client.Client} of Node.js.

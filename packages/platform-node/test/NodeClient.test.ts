@@ -142,7 +142,9 @@ describe("NodeClient options", () => {
         [{ socketBuffers: { highWaterMark: -1 } }, "socketBuffers.highWaterMark"],
         [{ socketBuffers: { writeBufferLimit: Number.NaN } }, "socketBuffers.writeBufferLimit"],
         [{ headers: ["chat"] as never }, "headers"],
-        [{ headers: [{ name: "X", value: 5 }] as never }, "headers"]
+        [{ headers: [{ name: "X", value: 5 }] as never }, "headers"],
+        [{ maxRedirects: -1 }, "maxRedirects"],
+        [{ followRedirects: "yes" as never }, "followRedirects"]
       ]
       for (const [options, fragment] of cases) {
         const error = yield* Effect.flip(Effect.scoped(NodeClient.connect(`ws://127.0.0.1:${port}/`, options)))
@@ -245,6 +247,103 @@ describe("NodeClient options", () => {
     }))
 })
 
+describe("NodeClient redirects", () => {
+  /** An HTTP server answering each path with the redirect `routes` gives it (else 403), recording every request. */
+  const redirector = (routes: Record<string, readonly [number, string | undefined]>) =>
+    Effect.gen(function*() {
+      const requests: Array<{ readonly path: string; readonly headers: Http.IncomingHttpHeaders }> = []
+      const listening = yield* listen(() =>
+        Http.createServer((req, res) => {
+          requests.push({ path: req.url ?? "", headers: req.headers })
+          const route = routes[req.url ?? ""]
+          if (route === undefined) res.writeHead(403)
+          else res.writeHead(route[0], route[1] === undefined ? {} : { Location: route[1] })
+          res.end()
+        })
+      )
+      return { ...listening, requests, base: `ws://127.0.0.1:${listening.port}` }
+    })
+
+  /** An echo server that records the headers of every upgrade request. */
+  const recordingEcho = Effect.gen(function*() {
+    const seen: Array<ReadonlyArray<HttpHeader.HttpHeader>> = []
+    const server = yield* NodeServer.serve((c) => Stream.runForEach(c.messages, (m) => c.send(m)), {
+      authorize: (request) => Effect.sync(() => void seen.push(request.headers))
+    })
+    return { server, seen }
+  })
+
+  it.live("a redirect is a HandshakeRejected with its Location unless followRedirects is set, as with ws", () =>
+    Effect.gen(function*() {
+      const { server } = yield* recordingEcho
+      const { base, requests } = yield* redirector({ "/old": [302, server.url] })
+      const error = yield* Effect.flip(NodeClient.connect(`${base}/old`))
+      assert.strictEqual(error._tag, "HandshakeRejected")
+      if (error._tag === "HandshakeRejected") {
+        assert.strictEqual(error.status, 302)
+        assert.strictEqual(HttpHeader.getCombined(error.headers, "Location"), server.url)
+      }
+      assert.strictEqual(requests.length, 1)
+    }))
+
+  it.live("followRedirects follows relative and absolute Locations (301, 302, 303, 307, 308) to the server", () =>
+    Effect.gen(function*() {
+      const { server, seen } = yield* recordingEcho
+      const { base, requests } = yield* redirector({
+        "/a": [301, "/b"],
+        "/b": [302, "c"],
+        "/c": [303, "/d?x=1"],
+        "/d?x=1": [307, "/e"],
+        "/e": [308, server.url.replace("ws://", "http://")]
+      })
+      const connection = yield* NodeClient.connect(`${base}/a`, { followRedirects: true })
+      yield* connection.send("after five redirects")
+      assert.deepStrictEqual(yield* Stream.runHead(connection.messages), Option.some("after five redirects"))
+      assert.deepStrictEqual(requests.map((r) => r.path), ["/a", "/b", "/c", "/d?x=1", "/e"])
+      assert.strictEqual(seen.length, 1)
+      // every hop is a fresh handshake: the server saw a request of its own
+      assert.strictEqual(HttpHeader.getCombined(seen[0]!, "Host"), server.url.slice("ws://".length, -1))
+    }))
+
+  it.live("maxRedirects bounds a redirect loop; a redirect without a Location is not followed", () =>
+    Effect.gen(function*() {
+      const { base, requests } = yield* redirector({ "/loop": [302, "/loop"], "/nowhere": [302, undefined] })
+      for (const [maxRedirects, attempts] of [[3, 4], [0, 1], [undefined, 11]] as const) {
+        requests.length = 0
+        const error = yield* Effect.flip(Effect.scoped(NodeClient.connect(`${base}/loop`, { followRedirects: true, maxRedirects })))
+        assert.strictEqual(error._tag, "HandshakeRejected")
+        assert.include(error.message, `${maxRedirects ?? 10} redirects already`)
+        assert.strictEqual(requests.length, attempts)
+      }
+      requests.length = 0
+      const error = yield* Effect.flip(Effect.scoped(NodeClient.connect(`${base}/nowhere`, { followRedirects: true })))
+      assert.strictEqual(error._tag, "HandshakeRejected")
+      if (error._tag === "HandshakeRejected") assert.strictEqual(error.status, 302)
+      assert.strictEqual(requests.length, 1)
+    }))
+
+  it.live("credentials and cookies follow a redirect on the same host only, as with ws", () =>
+    Effect.gen(function*() {
+      const { server, seen } = yield* recordingEcho
+      const { requests, port } = yield* redirector({ "/first": [302, "/second"], "/second": [302, server.url] })
+      const connection = yield* NodeClient.connect(`ws://user:pass@127.0.0.1:${port}/first`, {
+        followRedirects: true,
+        headers: { Cookie: "session=1", "X-Kept": "yes" }
+      })
+      assert.isTrue((yield* connection.close(1000)).clean)
+      const basic = `Basic ${Buffer.from("user:pass").toString("base64")}`
+      // the same host: sent again
+      assert.deepStrictEqual(requests.map((r) => [r.path, r.headers.authorization, r.headers.cookie]), [
+        ["/first", basic, "session=1"],
+        ["/second", basic, "session=1"]
+      ])
+      // another host (another port): dropped; other headers kept
+      assert.strictEqual(HttpHeader.getCombined(seen[0]!, "Authorization"), undefined)
+      assert.strictEqual(HttpHeader.getCombined(seen[0]!, "Cookie"), undefined)
+      assert.strictEqual(HttpHeader.getCombined(seen[0]!, "X-Kept"), "yes")
+    }))
+})
+
 describe("NodeClient.connect with any options", () => {
   /** Values of every kind an untyped caller might pass, good and bad. */
   const VALUES: ReadonlyArray<unknown> = [
@@ -257,7 +356,7 @@ describe("NodeClient.connect with any options", () => {
     "properties.receiveBufferSize", "properties.sendBufferSize", "properties.disableMasking",
     "connection.closeTimeout", "connection.messageBuffer", "connection.closeCodeOnScopeClose",
     "connection.keepalive.interval", "connection.keepalive.frame",
-    "socketBuffers.highWaterMark", "socketBuffers.writeBufferLimit"
+    "socketBuffers.highWaterMark", "socketBuffers.writeBufferLimit", "followRedirects", "maxRedirects"
   ] as const
   const TYPED = new Set(["InvalidParameter", "ConnectError", "HandshakeRejected", "UnsupportedSubprotocol"])
   const seen = { failed: 0, connected: 0 }

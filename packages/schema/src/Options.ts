@@ -151,6 +151,22 @@ export const SocketBuffers = Schema.Struct({
 })
 
 /**
+ * Whether a client follows HTTP redirects (`3xx` with a `Location`) in the opening handshake, and
+ * how many at most: a whole number from 0.
+ *
+ * @category schemas
+ * @since 0.1.0
+ */
+export const RedirectOptions = Schema.Struct({
+  followRedirects: Schema.optional(Schema.Boolean),
+  maxRedirects: Schema.optional(Schema.Number.check(
+    Schema.makeFilter((n: number) =>
+      (Number.isSafeInteger(n) && n >= 0) || `maxRedirects must be a whole number from 0, got ${n}`
+    )
+  ))
+})
+
+/**
  * A TCP port to listen on: 0 (any free port) to 65535.
  *
  * @category schemas
