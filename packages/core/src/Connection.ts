@@ -113,7 +113,8 @@ export interface Connection {
   /**
    * Sends one message as fragments: every element of `fragments` becomes a frame (text or binary as
    * chosen by `type`), and an empty final frame closes the message. Other sends wait until it is
-   * complete. When `fragments` fails or the send is interrupted after a fragment went out, the
+   * complete; `ping` and `close` do not (control frames may go out between fragments), and once
+   * the Close went out, the rest of the message fails with `InvalidProtocolOperation`. When `fragments` fails or the send is interrupted after a fragment went out, the
    * message stays incomplete on the wire: later sends fail with `InvalidProtocolOperation` (only
    * pings and `close` remain possible). Like `send`, fragments are handed over, not copied.
    */
@@ -827,7 +828,8 @@ export const make = (
             if (initiator === "none") initiator = "local"
             yield* Deferred.succeed(closing, undefined)
             wake()
-            const sent = yield* Effect.exit(messageLock.withPermit(sendFrame(BufferType.BufferType.Close, encodeUtf8(reason), code)))
+            // a control frame: it may go out between the fragments of a message (RFC 6455 section 5.4)
+            const sent = yield* Effect.exit(sendFrame(BufferType.BufferType.Close, encodeUtf8(reason), code))
             if (sent._tag === "Failure") {
               const error = Cause.findErrorOption(sent.cause)
               if (Option.isSome(error) && error.value._tag === "InvalidParameter") {
@@ -978,7 +980,8 @@ export const make = (
     const ping = (payload?: Message) => {
       const bytes = payload === undefined ? undefined : payloadOf(payload)
       if (payload !== undefined && bytes === undefined) return Effect.fail(notAMessage("payload", payload))
-      return messageLock.withPermit(sendFrame(BufferType.BufferType.PingPong, bytes, undefined))
+      // a control frame: it may go out between the fragments of a message (RFC 6455 section 5.4)
+      return sendFrame(BufferType.BufferType.PingPong, bytes, undefined)
     }
 
     if (settings.keepalive !== undefined) {
@@ -989,7 +992,7 @@ export const make = (
           yield* Effect.sleep(interval)
           if (engine.state !== HandleState.Open) return
           const before = activity
-          const sent = yield* Effect.exit(messageLock.withPermit(sendFrame(frame, undefined, undefined)))
+          const sent = yield* Effect.exit(sendFrame(frame, undefined, undefined))
           if (sent._tag === "Failure") return
           if (timeout !== undefined && frame === BufferType.BufferType.PingPong) {
             yield* Effect.sleep(timeout)

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Arbitrary, Effect, Exit, Fiber, Schema, Scope, Stream } from "effect"
+import { Arbitrary, Deferred, Effect, Exit, Fiber, Schema, Scope, Stream } from "effect"
 import { TestClock } from "effect/testing"
 import { Connection, Transport, WebSocket } from "../src/index.ts"
 
@@ -597,6 +597,31 @@ describe("Connection close", () => {
         const pingError = yield* Effect.flip(c.ping())
         assert.strictEqual(pingError._tag, "InvalidProtocolOperation")
       }
+    }))
+
+  it.live("ping and close go out between the fragments of a message, as control frames may (RFC 6455 section 5.4)", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("client")
+      const more = yield* Deferred.make<string>()
+      // a fragmented message that waits after its first fragment
+      const fragments = yield* Effect.forkChild(
+        connection.sendFragments(Stream.concat(Stream.make("first"), Stream.fromEffect(Deferred.await(more))), "text")
+      )
+      const first = yield* peer.nextFrame()
+      assert.deepStrictEqual([first.opcode, first.fin, decoder.decode(first.payload)], [0x1, false, "first"])
+      yield* Effect.timeout(connection.ping("p"), "2 seconds")
+      const ping = yield* peer.nextFrame()
+      assert.deepStrictEqual([ping.opcode, decoder.decode(ping.payload)], [0x9, "p"])
+      const closing = yield* Effect.forkChild(connection.close(1000, "bye"))
+      const close = yield* Effect.timeout(peer.nextFrame(), "2 seconds")
+      assert.deepStrictEqual([close.opcode, closeCodeOf(close)], [0x8, 1000])
+      yield* peer.send(0x8, closeBody(1000))
+      yield* peer.transport.close
+      assert.deepStrictEqual(yield* Fiber.join(closing), { code: 1000, reason: "", clean: true, initiator: "local" })
+      // the message cannot be finished after the Close
+      yield* Deferred.succeed(more, "second")
+      const error = yield* Effect.flip(Fiber.join(fragments))
+      assert.strictEqual(error._tag, "InvalidProtocolOperation")
     }))
 
   it.effect("send after our Close was sent, before the answer, fails with InvalidProtocolOperation", () =>
