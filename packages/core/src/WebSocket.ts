@@ -903,7 +903,8 @@ export const getAction: {
 
 /**
  * Reports what the driver did with an action: the bytes written for `SendToNetwork` (fewer than
- * handed out cancels the send), the bytes read for `ReceiveFromNetwork` (0: the transport ended,
+ * handed out cancels the send; when a frame went out in part, later sends fail, as no frame may
+ * follow an incomplete one, while 0 bytes of a frame's first action leave the wire usable), the bytes read for `ReceiveFromNetwork` (0: the transport ended,
  * and the receive completes with a `Close` of status 1006), 0 for the others. A token can be used
  * once: a second use, or a token of another handle, fails with `InvalidProtocolOperation`.
  *

@@ -1143,6 +1143,28 @@ describe("sending", () => {
     expectSendRejected(server, Status.InvalidOperation, /only partly written/, PingPong)
   })
 
+  it("a write of 0 bytes of a frame's first action cancels the send and leaves the wire usable", () => {
+    const server = makeServer()
+    send(server, BinaryMessage, counting(100), undefined, "s")
+    complete(server, expectAction(next(server, QueueCode.Send), ActionCode.SendToNetwork), 0)
+    const done = expectAction(next(server, QueueCode.Send), ActionCode.IndicateSendComplete)
+    assert.strictEqual(done.context, "s")
+    complete(server, done)
+    // nothing of it is on the wire: the next message goes out whole
+    send(server, BinaryMessage, counting(3))
+    const { wire } = drainSends(server)
+    assert.deepStrictEqual(parseFrames(wire).map((f) => f.payload), [counting(3)])
+  })
+
+  it("a write of 0 bytes after a frame's first action leaves the frame incomplete: later sends fail", () => {
+    const client = makeClient({ sendBufferSize: 16 })
+    send(client, BinaryMessage, counting(100))
+    complete(client, expectAction(next(client, QueueCode.Send), ActionCode.SendToNetwork))
+    complete(client, expectAction(next(client, QueueCode.Send), ActionCode.SendToNetwork), 0)
+    complete(client, expectAction(next(client, QueueCode.Send), ActionCode.IndicateSendComplete))
+    expectSendRejected(client, Status.InvalidOperation, /only partly written/, BinaryMessage, counting(1))
+  })
+
   it("a partial write in the middle of a multi-action frame cancels the rest", () => {
     const client = makeClient({ sendBufferSize: 16 })
     send(client, BinaryMessage, counting(100))
@@ -1336,6 +1358,17 @@ describe("automatic pongs (RFC 6455 section 5.5.2)", () => {
     const pongStep = expectAction(next(server, QueueCode.Receive), ActionCode.SendToNetwork)
     complete(server, pongStep, 1)
     expectSendRejected(server, Status.InvalidOperation, /partly written/, PingPong)
+  })
+
+  it("a pong write of 0 bytes leaves the wire usable", () => {
+    const server = makeServer()
+    server.receive(undefined, undefined)
+    const read = expectAction(next(server, QueueCode.Receive), ActionCode.ReceiveFromNetwork)
+    read.buffers[0]!.set(hex("89 80 00000000"))
+    complete(server, read, 6)
+    complete(server, expectAction(next(server, QueueCode.Receive), ActionCode.SendToNetwork), 0)
+    send(server, BinaryMessage, counting(3))
+    assert.deepStrictEqual(parseFrames(drainSends(server).wire).map((f) => f.payload), [counting(3)])
   })
 })
 

@@ -1279,8 +1279,9 @@ export class Engine {
       return Status.Ok
     }
     if (bytesTransferred !== this.sendOutBytes) {
-      // "the send is cancelled": the frame is incomplete on the wire
-      this.sendBroken = true
+      // "the send is cancelled". Nothing of the frame written (0 bytes of its first action): the
+      // wire is as it was and sends go on; else the frame is incomplete on it and none may follow.
+      if (bytesTransferred > 0 || this.sendHeaderSent) this.sendBroken = true
       this.wireOwner = WIRE_FREE
       this.sendPhase = SEND_COMPLETE
       return Status.Ok
@@ -1365,7 +1366,7 @@ export class Engine {
   }
 
   private completePong(bytesTransferred: number): Status {
-    if (bytesTransferred !== this.pongOut!.length) this.sendBroken = true
+    if (bytesTransferred > 0 && bytesTransferred !== this.pongOut!.length) this.sendBroken = true
     this.pongOut = undefined
     return Status.Ok
   }
