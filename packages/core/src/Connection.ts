@@ -101,7 +101,11 @@ export interface Connection {
   readonly handshake: Handshake
   /**
    * Sends one message: a `string` as text, a `Uint8Array` as binary. Completes once the frame is
-   * handed to the transport. Concurrent sends go out one after the other. Fails with
+   * handed to the transport. Concurrent sends go out one after the other. Interrupted while it
+   * waits for the transport (a peer that does not read) before any of it went out, a send leaves
+   * nothing on the wire and the connection goes on. A client's message larger than its send
+   * buffer (64 KiB by default) goes out in parts: interrupted after the first, it leaves its frame
+   * incomplete, and later sends fail with `InvalidProtocolOperation` (ping and close still work). Fails with
    * `InvalidProtocolOperation` once the connection is closing or closed, and with
    * `InvalidParameter` for anything else than text or bytes (as `ws` does, an `ArrayBuffer` or
    * another typed array or `DataView` is sent as its bytes).
@@ -124,14 +128,16 @@ export interface Connection {
   ) => Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError | E, R>
   /**
    * Sends a Ping with an optional payload (bytes, or a string sent as UTF-8) of at most 125 bytes;
-   * the Pong shows up in `stats.pongsIn`.
+   * the Pong shows up in `stats.pongsIn` (a peer may answer only the latest of pings sent in a
+   * row, RFC 6455 section 5.5.3).
    */
   readonly ping: (payload?: Message) => Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError>
   /**
-   * The received messages, in order, for one consumer at a time: a consumer that stops (`Stream.take`,
-   * interruption) leaves the messages it did not take to the next one. Ends after the peer's Close
-   * (or ours, once answered); fails with a {@link ConnectionError} when the peer breaks the protocol or
-   * the transport ends without a Close frame.
+   * The received messages, in order, for one consumer at a time: a consumer that stops
+   * (`Stream.take`, interruption) leaves the messages it did not take to the next one. Ends after
+   * the peer's Close (or ours, once answered or once `close` stopped waiting for the answer);
+   * fails with a {@link ConnectionError} when the peer breaks the protocol or the transport ends
+   * without a Close frame.
    */
   readonly messages: Stream.Stream<Message, ConnectionError>
   /**
@@ -144,7 +150,10 @@ export interface Connection {
   readonly close: (code?: number, reason?: string) => Effect.Effect<CloseInfo, InvalidParameter>
   /** Completes with how the connection ended, once it has. */
   readonly closed: Effect.Effect<CloseInfo>
-  /** Cuts the transport without a closing handshake (the close code is 1006). */
+  /**
+   * Cuts the transport at once, without a closing handshake: what is still queued is dropped, as
+   * with `ws`'s `terminate()`. The close code is 1006.
+   */
   readonly abort: Effect.Effect<void>
   /** What went through the connection so far. */
   readonly stats: Stats
@@ -444,6 +453,11 @@ export const make = (
       transportClosed = true
       return transport.close
     })
+    /** Closes the transport at once, dropping what is queued: for a peer given up on (close timeout, abort, dead peer). */
+    const cutTransport = Effect.suspend(() => {
+      transportClosed = true
+      return transport.destroy ?? transport.close
+    })
 
     /**
      * The wire lock: one holder runs the send queue at a time, the others wait in order. It can be
@@ -626,6 +640,9 @@ export const make = (
       return Effect.ignore(Effect.timeout(Deferred.await(idle), consumerGrace))
     })
 
+    /** How the closing handshake ended once both Close frames went, while the transport's end may still be awaited. */
+    let answered: CloseInfo | undefined = undefined
+
     const onPeerClose = (code: number, reason: string) =>
       Effect.gen(function*() {
         let clean = true
@@ -639,6 +656,7 @@ export const make = (
           )
           clean = echoed._tag === "Success"
         }
+        answered = { code, reason, clean, initiator }
         mailbox.end()
         if (h.kind === "client") yield* awaitTransportEnd
         yield* closeTransport
@@ -823,6 +841,8 @@ export const make = (
         if (typeof reason !== "string") {
           return yield* new InvalidParameter({ parameter: "reason", message: `a close reason is a string, got ${describeValue(reason)}` })
         }
+        /** Why our Close is not on the wire: not written yet (""), could not be (why), or it is (`undefined`). */
+        let unsent: string | undefined = ""
         const handshake = Effect.gen(function*() {
           if (!Deferred.isDoneUnsafe(closedDeferred) && (engine.state === HandleState.Open || engine.state === HandleState.CloseReceived)) {
             if (initiator === "none") initiator = "local"
@@ -837,26 +857,41 @@ export const make = (
                 return yield* Effect.fail(error.value)
               }
               // the Close could not be written (the wire is broken): no answer can come
+              unsent = Option.isSome(error) ? error.value.message : "interrupted"
               return Option.none<CloseInfo>()
             }
           }
+          unsent = undefined
           return Option.some(yield* Deferred.await(closedDeferred))
         })
         // the timeout also bounds the wait for a send in progress (a peer that stopped reading)
         const info = Option.flatten(yield* Effect.timeoutOption(handshake, closeTimeout))
         if (Option.isSome(info)) return info.value
-        // the peer never answered: cut it off
+        // The peer never answered: cut it off. Or it did, and only the end of its side is late:
+        // the closing handshake is complete all the same.
+        // (the reader stops first: it would take the end of the transport for the peer's doing)
         engine.abort()
-        yield* closeTransport
         yield* Fiber.interrupt(reader)
-        yield* finish({ code: 1006, reason: "the peer did not answer the Close in time", clean: false, initiator })
+        yield* (answered === undefined ? cutTransport : closeTransport)
+        yield* finish(
+          answered ?? {
+            code: 1006,
+            reason: unsent === undefined
+              ? "the peer did not answer the Close in time"
+              : unsent === ""
+              ? "the Close could not be sent in time (the peer does not read)"
+              : `the Close could not be sent: ${unsent}`,
+            clean: false,
+            initiator
+          }
+        )
         return yield* Deferred.await(closedDeferred)
       })
 
     const abort = Effect.gen(function*() {
       engine.abort()
-      yield* closeTransport
       yield* Fiber.interrupt(reader)
+      yield* cutTransport
       yield* finish({ code: 1006, reason: "aborted", clean: false, initiator }, new TransportError({ message: "the connection was aborted" }))
     })
 
@@ -998,7 +1033,7 @@ export const make = (
             yield* Effect.sleep(timeout)
             if (activity === before && engine.state === HandleState.Open) {
               return yield* Effect.andThen(
-                Fiber.interrupt(reader),
+                Effect.andThen(Fiber.interrupt(reader), cutTransport),
                 failTransport(new TransportError({ message: `no answer from the peer within ${Duration.format(timeout)} of a ping` }))
               )
             }

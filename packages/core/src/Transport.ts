@@ -44,11 +44,16 @@ export class TransportError extends Schema.TaggedError<TransportError>()("Transp
  *   many; 0 means the stream ended (the peer half-closed, or the transport was closed).
  * - `write(buffers, owned?)` writes the buffers in order, as one unit (writes never interleave),
  *   and completes once the transport no longer needs them: the caller may then reuse the memory.
- *   It waits while the transport's outgoing buffer is full (backpressure). With `owned`, the
+ *   It waits while the transport's outgoing buffer is full (backpressure), before it takes the
+ *   buffers: interrupted while it waits, it wrote nothing, and once it took them they go out whole
+ *   (a connection relies on this to know whether an interrupted frame is on the wire). With `owned`, the
  *   caller gives the buffers away (it never touches them again): the transport may keep them
  *   instead of copying them.
  * - `end` half-closes: no more writes, the peer reads 0 once it has read everything.
- * - `close` closes both directions and releases the resource; idempotent.
+ * - `close` closes both directions and releases the resource; idempotent. It may first let what
+ *   is queued go out (a socket flushes, then ends).
+ * - `destroy`, optional, is `close` at once: what is still queued is dropped. Connections use it to
+ *   cut off a peer they give up on (a close timeout, `abort`); without it they use `close`.
  * - `tryRead(buffer)`, optional, is `read` without waiting: the bytes already there, 0 at the end,
  *   or -1 when there are none yet (or the transport failed), and the caller uses `read`.
  * - `tryWrite(buffers, owned?)`, optional, is `write` without waiting: it takes the buffers and returns
@@ -68,6 +73,7 @@ export interface Transport {
   readonly write: (buffers: ReadonlyArray<Uint8Array>, owned?: boolean) => Effect.Effect<void, TransportError>
   readonly end: Effect.Effect<void>
   readonly close: Effect.Effect<void>
+  readonly destroy?: Effect.Effect<void> | undefined
   readonly tryWrite?: ((buffers: ReadonlyArray<Uint8Array>, owned?: boolean) => boolean) | undefined
   readonly tryRead?: ((buffer: Uint8Array) => number) | undefined
   readonly allocate?: ((size: number) => Uint8Array) | undefined
@@ -129,13 +135,11 @@ export const tap = (
         Effect.sync(() => {
           if (n > 0) hooks.onRead?.(buffer.subarray(0, n))
         })),
-    write: (buffers, owned) =>
-      Effect.suspend(() => {
-        hooks.onWrite?.(buffers)
-        return transport.write(buffers, owned)
-      }),
+    // reported once written: a write interrupted while it waits writes nothing
+    write: (buffers, owned) => Effect.tap(transport.write(buffers, owned), () => Effect.sync(() => hooks.onWrite?.(buffers))),
     end: transport.end,
     close: transport.close,
+    destroy: transport.destroy,
     allocate: transport.allocate,
     tryRead: transport.tryRead === undefined ? undefined : (buffer) => {
       const n = transport.tryRead!(buffer)

@@ -696,6 +696,37 @@ describe("Connection close", () => {
       assert.strictEqual(yield* peer.readFrame(), "eof")
     }))
 
+  it.effect("close timeout: a server that answered the Close but ends the transport late still closed cleanly", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("client", { connection: { closeTimeout: "3 seconds" } })
+      const closing = yield* Effect.forkChild(connection.close(1000))
+      yield* peer.nextFrame()
+      yield* TestClock.adjust("1 second")
+      yield* peer.send(0x8, closeBody(1000, "ack"))
+      yield* settle
+      // close()'s own timeout (3 s after it began) comes before the wait for the end (3 s after the answer)
+      yield* TestClock.adjust("2 seconds")
+      const info = { code: 1000, reason: "ack", clean: true, initiator: "local" }
+      assert.deepStrictEqual(yield* Fiber.join(closing), info)
+      assert.deepStrictEqual(yield* connection.closed, info)
+      assert.strictEqual(yield* peer.readFrame(), "eof")
+    }))
+
+  it.effect("close timeout: a Close that cannot go out because the peer does not read says so", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("client", { connection: { closeTimeout: "3 seconds" }, highWaterMark: 1024 })
+      // the peer reads nothing: this send waits, and holds the wire
+      yield* Effect.forkChild(connection.send(new Uint8Array(256 * 1024)))
+      yield* settle
+      const closing = yield* Effect.forkChild(connection.close(1000))
+      yield* settle
+      yield* TestClock.adjust("3 seconds")
+      const info = yield* Fiber.join(closing)
+      assert.strictEqual(info.code, 1006)
+      assert.strictEqual(info.reason, "the Close could not be sent in time (the peer does not read)")
+      void peer
+    }))
+
   it.effect("closing the scope of an open connection sends 1001", () =>
     Effect.gen(function*() {
       const { clientHandle, serverHandle } = yield* handles()

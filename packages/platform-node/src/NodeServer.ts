@@ -208,6 +208,8 @@ export const makeUpgradeHandler = <E, R, RA = never>(
     const accept = (req: Http.IncomingMessage, socket: Duplex, head: Buffer) => {
       /** Whether the 101 went out: from then on a failure can only drop the socket. */
       let switched = false
+      /** Whether a connection took the socket over: it then ends it (gracefully) when its scope closes. */
+      let handedOver = false
       return Effect.gen(function*() {
         const url = req.url ?? "/"
         const pathname = url.split("?")[0]!
@@ -263,6 +265,7 @@ export const makeUpgradeHandler = <E, R, RA = never>(
             protocol: selected ?? "",
             handshake: { requestHeaders: headers, responseHeaders }
           })
+          handedOver = true
           const exit = yield* Effect.exit(Client.runCallback("handler", () => handler(connection, request)))
           if (Exit.isFailure(exit) && !Exit.hasInterrupts(exit)) {
             const failure = exit.cause.reasons.find((r) => r._tag === "Fail")
@@ -281,10 +284,11 @@ export const makeUpgradeHandler = <E, R, RA = never>(
       }).pipe(
         // Whatever else ends the upgrade early (an application callback that throws or fails, a
         // defect, interruption at shutdown), the request is answered: 500 while no 101 went out,
-        // else the socket goes. A socket left open would hold its client, and the server's
-        // shutdown, forever.
+        // else the socket goes (unless a connection took it over: its scope closed it, and
+        // destroying it now could cut what it still flushes). A socket left open would hold its
+        // client, and the server's shutdown, forever.
         Effect.onExit((exit) => {
-          if (Exit.isSuccess(exit)) return Effect.void
+          if (Exit.isSuccess(exit) || handedOver) return Effect.void
           const interrupted = Exit.hasInterrupts(exit)
           return Effect.andThen(
             interrupted ? Effect.void : Effect.logError(

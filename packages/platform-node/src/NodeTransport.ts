@@ -110,7 +110,6 @@ const toError = (cause: unknown, message: string) =>
 export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transport => {
   const highWaterMark = options?.highWaterMark ?? 64 * 1024
   const bufferLimit = options?.writeBufferLimit ?? 1024 * 1024
-  const copyLimit = Math.min(bufferLimit, COPY_LIMIT)
   const chunks: Array<Uint8Array> = []
   let head = 0
   let buffered = 0
@@ -211,10 +210,11 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
 
   /**
    * Writes up to 64 KiB (a frame header and its payload, nearly always) are copied, so the write
-   * completes at once while the socket's buffer holds at most `writeBufferLimit` bytes: frames
+   * completes at once once the socket's buffer holds at most `writeBufferLimit` bytes: frames
    * pipeline instead of waiting one event-loop turn each. Buffers the caller gives away (`owned`)
    * are not copied, whatever their size, and complete the same way. Other larger writes hand the
-   * caller's memory to Node and complete when Node is done with it.
+   * caller's memory to Node and complete when Node is done with it (interrupting that wait does
+   * not take the bytes back).
    *
    * Micro-optimisation: small copied writes of a tick are gathered one after the other in a slab and
    * reach the socket as one buffer when the tick ends (one `socket.write` for many frames).
@@ -293,7 +293,7 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
    */
   const writeNow = (buffers: ReadonlyArray<Uint8Array>, owned: boolean | undefined): boolean => {
     const total = totalLength(buffers)
-    if (total <= GATHER_LIMIT || (owned !== true && total <= copyLimit)) {
+    if (total <= GATHER_LIMIT || (owned !== true && total <= COPY_LIMIT)) {
       copyAndWrite(buffers, total)
       return true
     }
@@ -307,31 +307,33 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
     return writeNow(buffers, owned)
   }
 
+  /** Waits until the socket's buffer drains (or the socket closes: then fails). */
+  const drained = Effect.callback<void, Transport.TransportError>((resume) => {
+    const onDrain = () => {
+      socket.off("close", onClose)
+      resume(Effect.void)
+    }
+    const onClose = () => {
+      socket.off("drain", onDrain)
+      resume(Effect.fail(failure ?? closedError()))
+    }
+    socket.once("drain", onDrain)
+    socket.once("close", onClose)
+    return Effect.sync(() => {
+      socket.off("drain", onDrain)
+      socket.off("close", onClose)
+    })
+  })
+
   const write = (buffers: ReadonlyArray<Uint8Array>, owned?: boolean): Effect.Effect<void, Transport.TransportError> =>
     Effect.suspend(() => {
       if (failure !== undefined) return Effect.fail(failure)
       if (socket.destroyed || !socket.writable) return Effect.fail(closedError())
-      if (writeNow(buffers, owned)) {
-        // Bounded buffering: the write completes at once while the socket holds at most
-        // `bufferLimit` bytes not yet handed to the operating system, else when it drains.
-        if (!mustWait()) return Effect.void
-        return Effect.callback<void, Transport.TransportError>((resume) => {
-          const onDrain = () => {
-            socket.off("close", onClose)
-            resume(Effect.void)
-          }
-          const onClose = () => {
-            socket.off("drain", onDrain)
-            resume(Effect.fail(failure ?? closedError()))
-          }
-          socket.once("drain", onDrain)
-          socket.once("close", onClose)
-          return Effect.sync(() => {
-            socket.off("drain", onDrain)
-            socket.off("close", onClose)
-          })
-        })
-      }
+      // Bounded buffering: a write waits while the socket holds more than `bufferLimit` bytes not
+      // yet handed to the operating system, then takes its buffers at once. Interrupted while it
+      // waits, it took nothing; once taken, the bytes go out whole (what a frame needs).
+      if (mustWait()) return Effect.andThen(drained, write(buffers, owned))
+      if (writeNow(buffers, owned)) return Effect.void
       return writeAndWait(buffers)
     })
 
@@ -415,11 +417,21 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
     release()
   })
 
+  /** Drops what is queued and releases the socket now. */
+  const destroy = Effect.sync(() => {
+    discarding = true
+    chunks.length = 0
+    head = 0
+    buffered = 0
+    socket.destroy()
+  })
+
   return Transport.make({
     read,
     write,
     end,
     close,
+    destroy,
     tryWrite,
     tryRead,
     allocate: socket instanceof Net.Socket ? allocate : undefined

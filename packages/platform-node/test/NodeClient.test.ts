@@ -218,8 +218,23 @@ describe("NodeClient options", () => {
     )
     // (before the server's close, which waits for its sockets)
     yield* Effect.addFinalizer(() => Effect.sync(() => sockets.forEach((socket) => socket.destroy())))
-    return listening
+    return { ...listening, sockets }
   })
+
+  it.live("abort cuts the socket at once, dropping what waits for a peer that does not read (as ws's terminate)", () =>
+    Effect.gen(function*() {
+      const { port } = yield* deafServer
+      const connection = yield* NodeClient.connect(`ws://127.0.0.1:${port}/`)
+      yield* Effect.forkChild(Effect.forever(connection.send(new Uint8Array(1024 * 1024))))
+      yield* Effect.sleep("300 millis") // the sends now wait for the peer
+      const tcpSockets = () => process.getActiveResourcesInfo().filter((r) => r === "TCPSocketWrap").length
+      const before = tcpSockets()
+      yield* connection.abort
+      assert.strictEqual((yield* connection.closed).code, 1006)
+      // a graceful end would wait for the queued bytes to drain (never) and give up after a second
+      yield* Effect.sleep("200 millis")
+      assert.strictEqual(tcpSockets(), before - 1, "our socket is released")
+    }))
 
   it.live("socketBuffers.writeBufferLimit bounds what waits for a peer that does not read (Infinity: no bound, as with ws)", () =>
     Effect.gen(function*() {

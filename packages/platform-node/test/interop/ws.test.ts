@@ -3,7 +3,7 @@
  * `ws` clients, and our client with `ws` servers.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Exit, Scope, Stream } from "effect"
+import { Deferred, Effect, Exit, Fiber, Scope, Stream } from "effect"
 import * as Http from "node:http"
 import * as Path from "node:path"
 import { type ClientOptions, WebSocket as WsClient, WebSocketServer } from "ws"
@@ -492,6 +492,68 @@ describe("our client → ws server", () => {
       const info = yield* within(connection.close(3001, "bye"), 10_000, "our close")
       assert.deepStrictEqual(yield* peer.closed, { code: 3001, reason: "bye" })
       assert.deepStrictEqual(info, { code: 3001, reason: "bye", clean: true, initiator: "local" })
+    }))
+})
+
+describe("sends interrupted while a ws peer does not read", () => {
+  it.live("our client: a timed-out send is not on the wire; the next send and a clean close follow, and ws sees only whole frames", () =>
+    Effect.gen(function*() {
+      const ws = yield* wsServer()
+      const connection = yield* NodeClient.connect(ws.url)
+      const peer = yield* ws.accepted
+      peer.socket.pause() // the ws server reads nothing for now
+      let sent = 0
+      for (; sent < 2000; sent++) {
+        const exit = yield* Effect.exit(Effect.timeout(connection.send(new Uint8Array(32 * 1024).fill(sent % 251)), "200 millis"))
+        if (Exit.isFailure(exit)) break
+      }
+      assert.isBelow(sent, 2000, "a send ended up waiting for the peer")
+      const after = yield* Effect.forkChild(connection.send("after"))
+      peer.socket.resume()
+      yield* within(Fiber.join(after), 10_000, "the send after the timed-out one")
+      for (let i = 0; i < sent; i++) {
+        const message = yield* peer.next()
+        assert.deepStrictEqual([message.isBinary, message.data.length, message.data[0]], [true, 32 * 1024, i % 251])
+      }
+      // the timed-out message never went out: the text follows the last whole one
+      assert.deepStrictEqual(yield* peer.next(), { data: Buffer.from("after"), isBinary: false })
+      assert.isTrue((yield* within(connection.close(1000), 10_000, "our close")).clean)
+      assert.deepStrictEqual(yield* peer.closed, { code: 1000, reason: "" })
+      assert.deepStrictEqual(peer.errors, [])
+    }))
+
+  it.live("our server: shutting down while a handler's send waits for a ws client that reads again later sends 1001 after whole frames", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const sending = yield* Deferred.make<void>()
+      const server = yield* NodeServer.serve(
+        (connection) =>
+          Effect.gen(function*() {
+            for (let i = 0; i < 100_000; i++) {
+              yield* connection.send(new Uint8Array(64 * 1024).fill(i % 251))
+              if (i === 50) yield* Deferred.succeed(sending, undefined)
+            }
+          }),
+        { shutdownTimeout: "5 seconds" }
+      ).pipe(Scope.provide(scope))
+      const peer = yield* wsConnect(server.url)
+      peer.raw.pause() // reads nothing until the shutdown began
+      yield* within(Deferred.await(sending), 10_000, "the handler to send")
+      yield* Effect.sleep("200 millis") // the handler now waits for the client
+      const shutdown = yield* Effect.forkChild(Scope.close(scope, Exit.void))
+      yield* Effect.sleep("100 millis")
+      peer.raw.resume()
+      // every message before the Close is whole and in order (ws would fail on a broken frame)
+      assert.deepStrictEqual(yield* peer.closed, { code: 1001, reason: "" })
+      assert.deepStrictEqual(peer.errors, [])
+      let received = 0
+      for (;; received++) {
+        const message = yield* Effect.exit(peer.next(100))
+        if (Exit.isFailure(message)) break
+        assert.deepStrictEqual([message.value.data.length, message.value.data[0]], [64 * 1024, received % 251])
+      }
+      assert.isAbove(received, 50)
+      yield* within(Fiber.join(shutdown), 10_000, "the shutdown")
     }))
 })
 
