@@ -5,7 +5,7 @@
  *
  * @since 0.1.0
  */
-import { Client, Connection, Metrics, WebSocket } from "@effect-websocket/core"
+import { Client, Connection, Metrics, WebSocket, WebSocketError } from "@effect-websocket/core"
 import type { HttpHeader } from "@effect-websocket/schema"
 import { HttpHeader as Headers, Options } from "@effect-websocket/schema"
 import { Duration, Effect, Layer, Metric, Option } from "effect"
@@ -139,14 +139,26 @@ interface Upgraded {
   readonly head: Uint8Array
 }
 
+/** The handshake error of a 101 response that does not upgrade to WebSocket (RFC 6455 section 4.1). */
+const switchingWithout = (response: Http.IncomingMessage): WebSocketError.InvalidProtocolFormat =>
+  response.headers.upgrade === undefined
+    ? new WebSocketError.InvalidProtocolFormat({
+      header: "Upgrade",
+      message: "the 101 response has no Upgrade header (it must be \"websocket\")"
+    })
+    : new WebSocketError.InvalidProtocolFormat({
+      header: "Connection",
+      message: `the 101 response's Connection header (${JSON.stringify(response.headers.connection ?? "")}) does not contain \"Upgrade\"`
+    })
+
 /** Sends the upgrade request and waits for the 101 response. */
 const request = (
   url: string,
   target: Target,
   headers: ReadonlyArray<HttpHeader.HttpHeader>,
   tls: Tls.ConnectionOptions | undefined
-): Effect.Effect<Upgraded, Client.ConnectError | Client.HandshakeRejected> =>
-  Effect.callback<Upgraded, Client.ConnectError | Client.HandshakeRejected>((resume) => {
+): Effect.Effect<Upgraded, Client.ConnectError | Client.HandshakeRejected | WebSocketError.InvalidProtocolFormat> =>
+  Effect.callback<Upgraded, Client.ConnectError | Client.HandshakeRejected | WebSocketError.InvalidProtocolFormat>((resume) => {
     const raw: Array<[string, string]> = headers.map((h) => [h.name, h.value])
     const options: Https.RequestOptions = {
       method: "GET",
@@ -172,6 +184,9 @@ const request = (
       response.resume()
       const status = response.statusCode ?? 0
       const statusText = response.statusMessage ?? ""
+      req.destroy()
+      // Node hands over the socket of a 101 only with `Connection: Upgrade` and an `Upgrade` header
+      if (status === 101) return resume(Effect.fail(switchingWithout(response)))
       resume(Effect.fail(
         new Client.HandshakeRejected({
           url,
@@ -181,7 +196,6 @@ const request = (
           message: `the server answered ${status} ${statusText} instead of 101 Switching Protocols`
         })
       ))
-      req.destroy()
     })
     req.on("error", (cause) => {
       if (!settled) resume(Effect.fail(connectError(url, cause)))

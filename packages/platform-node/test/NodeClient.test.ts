@@ -83,6 +83,27 @@ describe("NodeClient.connect failures", () => {
       assert.strictEqual(error._tag, "InvalidProtocolFormat")
     }))
 
+  it.live("a 101 without Upgrade: websocket or Connection: Upgrade is InvalidProtocolFormat naming the header", () =>
+    Effect.gen(function*() {
+      for (
+        const [headers, header] of [
+          ["Connection: Upgrade", "Upgrade"],
+          ["Upgrade: websocket", "Connection"],
+          ["Upgrade: websocket\r\nConnection: keep-alive", "Connection"]
+        ] as const
+      ) {
+        const { port } = yield* listen(() =>
+          Net.createServer((socket) => {
+            socket.on("error", () => {})
+            socket.once("data", () => socket.end(`HTTP/1.1 101 Switching Protocols\r\n${headers}\r\n\r\n`))
+          })
+        )
+        const error = yield* Effect.flip(Effect.scoped(NodeClient.connect(`ws://127.0.0.1:${port}/`)))
+        assert.strictEqual(error._tag, "InvalidProtocolFormat", headers)
+        if (error._tag === "InvalidProtocolFormat") assert.strictEqual(error.header, header)
+      }
+    }))
+
   it.live("a failed attempt releases its socket at once, not when the caller's scope closes (retries do not pile up)", () =>
     Effect.gen(function*() {
       const { port, server } = yield* listen(() => Http.createServer())
