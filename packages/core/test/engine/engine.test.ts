@@ -381,8 +381,9 @@ describe("base framing (RFC 6455 section 5.2)", () => {
     failing(true, "82 7f 8000000000000000", Status.InvalidFormat, 1002, /most significant bit/)
   })
 
-  it("a 64-bit length above 2^53-1 (1002)", () => {
-    failing(true, "82 7f 0020000000000000", Status.InvalidFormat, 1002, /2\^53-1/)
+  it("a 64-bit length above 2^53-1 is too big for any message (1009, as ws answers)", () => {
+    failing(true, "82 7f 0020000000000000", Status.InvalidFormat, 1009, /2\^53-1/)
+    failing(true, "82 7f 7fffffffffffffff", Status.InvalidFormat, 1009, /2\^53-1/)
   })
 
   it("a non-minimal length encoding is accepted", () => {

@@ -948,7 +948,8 @@ export class Engine {
           const header = this.header
           const n = parseHeader(header, buf, this.rstart, this.rend)
           if (n === 0) return this.rend > this.rstart ? this.judgePartialHeader(buf) : PARSE_NEED_MORE
-          if (n < 0) return this.fail(Status.InvalidFormat, 1002, headerErrorMessage(n))
+          // a length beyond 2^53-1 is too big for any message (1009, as ws answers); the others break the protocol
+          if (n < 0) return this.fail(Status.InvalidFormat, n === HeaderError.LengthTooLarge ? 1009 : 1002, headerErrorMessage(n))
           const opcode = header.opcode
           const broken = this.judgeFrameStart(header.rsv, opcode, header.masked)
           if (broken !== PARSE_NEED_MORE) return broken
