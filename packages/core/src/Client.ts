@@ -147,7 +147,7 @@ export const connect = (
  * @since 0.1.0
  */
 export interface UpgradeRequest {
-  /** The request target, e.g. `/chat?room=1`. */
+  /** The request target as path and query, e.g. `/chat?room=1` (also for a target in absolute form). */
   readonly url: string
   readonly headers: ReadonlyArray<HttpHeader.HttpHeader>
   /** The subprotocols the client offered, in order. */

@@ -172,6 +172,21 @@ const refuse = (
 }
 
 /**
+ * The request target as path and query: an absolute URI (`GET http://host/chat`, which RFC 6455
+ * section 4.2.1 allows) gives its path and query.
+ */
+const requestTarget = (target: string | undefined): string => {
+  if (target === undefined || target === "") return "/"
+  if (target.startsWith("/") || !/^(https?|wss?):\/\//i.test(target)) return target
+  try {
+    const parsed = new URL(target)
+    return parsed.pathname + parsed.search
+  } catch {
+    return target
+  }
+}
+
+/**
  * A listener for the `upgrade` event of a `node:http` or `node:https` server, running `handler`
  * for every accepted connection in its own fiber, owned by the current scope: closing it
  * interrupts the handlers, which closes their connections with 1001.
@@ -211,7 +226,7 @@ export const makeUpgradeHandler = <E, R, RA = never>(
       /** Whether a connection took the socket over: it then ends it (gracefully) when its scope closes. */
       let handedOver = false
       return Effect.gen(function*() {
-        const url = req.url ?? "/"
+        const url = requestTarget(req.url)
         const pathname = url.split("?")[0]!
         if (req.method !== "GET") {
           return refuse(socket, 405, `the WebSocket handshake needs GET, not ${req.method}`, [{ name: "Allow", value: "GET" }])
@@ -298,7 +313,7 @@ export const makeUpgradeHandler = <E, R, RA = never>(
             Effect.sync(() => switched || interrupted ? socket.destroyed || socket.destroy() : refuse(socket, 500, "the upgrade failed"))
           )
         }),
-        Effect.withSpan("WebSocket.accept", { attributes: { "url.path": req.url ?? "/" } })
+        Effect.withSpan("WebSocket.accept", { attributes: { "url.path": requestTarget(req.url).split("?")[0]! } })
       )
     }
     return (req: Http.IncomingMessage, socket: Duplex, head: Buffer) => {

@@ -68,6 +68,22 @@ describe("bad requests never reach the handler", () => {
       assert.match(statusLine(response)!, /^HTTP\/1.1 404/)
     }))
 
+  it.live("a request target in absolute form (RFC 6455 section 4.2.1) is matched by its path", () =>
+    Effect.gen(function*() {
+      const seen: Array<string> = []
+      const server = yield* NodeServer.serve((c, request) => Effect.andThen(Effect.sync(() => seen.push(request.url)), c.close(1000)), {
+        path: "/ws"
+      })
+      const { port } = server.address
+      const accepted = yield* rawExchange(port, upgradeRequest(goodHeaders, `GET http://127.0.0.1:${port}/ws?room=1 HTTP/1.1`), {
+        endAfterMs: 300 // (the raw client never answers the Close)
+      })
+      assert.match(statusLine(accepted.response)!, /^HTTP\/1.1 101/)
+      assert.deepStrictEqual(seen, ["/ws?room=1"])
+      const other = yield* rawExchange(port, upgradeRequest(goodHeaders, `GET http://127.0.0.1:${port}/other HTTP/1.1`))
+      assert.match(statusLine(other.response)!, /^HTTP\/1.1 404/)
+    }))
+
   it.live("authorize can reject with its own status", () =>
     Effect.gen(function*() {
       const server = yield* NodeServer.serve(() => Effect.void, {
