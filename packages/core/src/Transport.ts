@@ -9,6 +9,7 @@
 import { Options } from "@effect-websocket/schema"
 import { Context, Effect, Predicate, Schema } from "effect"
 import type { Scope } from "effect/Scope"
+import * as EventLoop from "./internal/eventLoop.ts"
 import { decodeParameter } from "./internal/handshake.ts"
 import type { InvalidParameter } from "./WebSocketError.ts"
 
@@ -169,14 +170,20 @@ class Pipe {
   constructor(highWaterMark: number) {
     this.highWaterMark = highWaterMark
   }
+  // A waiting fiber resumes at once, inside the caller: the two ends of a busy pair would take
+  // turns forever without the event loop turning, so past a budget the wake-up waits for it.
   wakeReader() {
     const wake = this.readerWaiting
     this.readerWaiting = undefined
-    wake?.()
+    if (wake === undefined) return
+    if (EventLoop.mayContinue()) wake()
+    else EventLoop.nextTurn(wake)
   }
   wakeWriters() {
     while (this.writersWaiting.length > 0 && (this.buffered < this.highWaterMark || this.broken || this.ended)) {
-      this.writersWaiting.shift()!()
+      const wake = this.writersWaiting.shift()!
+      if (EventLoop.mayContinue()) wake()
+      else EventLoop.nextTurn(wake)
     }
   }
   /** Copies what is buffered into `buffer`; -1 when nothing is and the pipe is still open. */
@@ -210,15 +217,19 @@ const memoryEnd = (incoming: Pipe, outgoing: Pipe): Transport => {
       const n = incoming.take(buffer)
       if (n >= 0) return Effect.succeed(n)
       return Effect.callback<number>((resume) => {
-        // woken by a write, the end or the close: the bytes are taken at once
+        // woken by a write, the end or the close: the bytes are taken at once (unless this read
+        // was interrupted while its wake-up waited for the event loop)
+        let cancelled = false
         const onWake = () => {
+          if (cancelled) return
           const m = incoming.take(buffer)
           if (m < 0) incoming.readerWaiting = onWake
           else resume(Effect.succeed(m))
         }
         incoming.readerWaiting = onWake
         return Effect.sync(() => {
-          incoming.readerWaiting = undefined
+          cancelled = true
+          if (incoming.readerWaiting === onWake) incoming.readerWaiting = undefined
         })
       })
     })

@@ -399,6 +399,22 @@ describe("Connection messages", () => {
       assert.deepStrictEqual(got, ["€"])
     }))
 
+  it.live("an echo flood over an in-memory pair does not starve timers or the close", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair()
+      yield* Effect.forkChild(Stream.runForEach(server.messages, (m) => server.send(m)))
+      yield* Effect.forkChild(Stream.runDrain(client.messages))
+      const flood = yield* Effect.forkChild(Effect.gen(function*() {
+        for (let i = 0; i < 300_000; i++) yield* client.send(new Uint8Array(10_000))
+      }))
+      // the two ends wake each other at once, which must not keep the event loop from turning
+      yield* Effect.sleep("20 millis")
+      assert.isUndefined(flood.pollUnsafe(), "the timer fired while the flood goes on")
+      assert.isTrue((yield* client.close()).clean)
+      const stopped = yield* Fiber.await(flood)
+      assert.isTrue(Exit.isFailure(stopped), "the flood ends with the close")
+    }))
+
   it.effect("sendFragments: the frames on the wire are one message (FIN only on the last)", () =>
     Effect.gen(function*() {
       const { connection, peer } = yield* rawConnection("client")

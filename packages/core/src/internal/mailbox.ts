@@ -7,6 +7,7 @@
  * @since 0.1.0
  */
 import { Cause, Effect, Exit } from "effect"
+import * as EventLoop from "./eventLoop.ts"
 
 interface Taker<A, E> {
   readonly resume: (effect: Effect.Effect<any, E | Cause.Done>) => void
@@ -16,6 +17,12 @@ interface Taker<A, E> {
 }
 
 const identity = <A>(a: A): A => a
+
+/** Runs `f` soon: in a microtask, or on the next turn of the event loop once it is overdue. */
+const handOver = (f: () => void): void => {
+  if (EventLoop.mayContinue()) queueMicrotask(f)
+  else EventLoop.nextTurn(f)
+}
 
 /** @internal */
 export class Mailbox<A, E> {
@@ -49,7 +56,7 @@ export class Mailbox<A, E> {
     if (this.ending !== undefined) return false
     const taker = this.takers.shift()
     if (taker !== undefined) {
-      queueMicrotask(() => {
+      handOver(() => {
         if (taker.cancelled) this.putBack(a)
         else taker.resume(Effect.succeed(taker.map(a)))
       })
@@ -64,7 +71,7 @@ export class Mailbox<A, E> {
   private putBack(a: A): void {
     const taker = this.takers.shift()
     if (taker !== undefined) {
-      queueMicrotask(() => {
+      handOver(() => {
         if (taker.cancelled) this.putBack(a)
         else taker.resume(Effect.succeed(taker.map(a)))
       })
