@@ -1350,24 +1350,25 @@ describe("automatic pongs (RFC 6455 section 5.5.2)", () => {
     assert.strictEqual(toHex(drainSends(server, QueueCode.All).wire), "")
   })
 
-  it("a partial pong write breaks the wire: later sends fail", () => {
+  /** A server that received an empty Ping, and the SendToNetwork of its automatic pong. */
+  const pongHandedOut = () => {
     const server = makeServer()
     server.receive(undefined, undefined)
     const read = expectAction(next(server, QueueCode.Receive), ActionCode.ReceiveFromNetwork)
     read.buffers[0]!.set(hex("89 80 00000000"))
     complete(server, read, 6)
-    const pongStep = expectAction(next(server, QueueCode.Receive), ActionCode.SendToNetwork)
-    complete(server, pongStep, 1)
+    return { server, pong: expectAction(next(server, QueueCode.Receive), ActionCode.SendToNetwork) }
+  }
+
+  it("a partial pong write breaks the wire: later sends fail", () => {
+    const { server, pong } = pongHandedOut()
+    complete(server, pong, 1)
     expectSendRejected(server, Status.InvalidOperation, /partly written/, PingPong)
   })
 
   it("a pong write of 0 bytes leaves the wire usable", () => {
-    const server = makeServer()
-    server.receive(undefined, undefined)
-    const read = expectAction(next(server, QueueCode.Receive), ActionCode.ReceiveFromNetwork)
-    read.buffers[0]!.set(hex("89 80 00000000"))
-    complete(server, read, 6)
-    complete(server, expectAction(next(server, QueueCode.Receive), ActionCode.SendToNetwork), 0)
+    const { server, pong } = pongHandedOut()
+    complete(server, pong, 0)
     send(server, BinaryMessage, counting(3))
     assert.deepStrictEqual(parseFrames(drainSends(server).wire).map((f) => f.payload), [counting(3)])
   })
