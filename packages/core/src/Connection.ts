@@ -101,14 +101,16 @@ export interface Connection {
   readonly handshake: Handshake
   /**
    * Sends one message: a `string` as text, a `Uint8Array` as binary. Completes once the frame is
-   * handed to the transport. Concurrent sends go out one after the other. Interrupted while it
-   * waits for the transport (a peer that does not read) before any of it went out, a send leaves
-   * nothing on the wire and the connection goes on. A client's message larger than its send
-   * buffer (64 KiB by default) goes out in parts: interrupted after the first, it leaves its frame
-   * incomplete, and later sends fail with `InvalidProtocolOperation` (ping and close still work). Fails with
+   * handed to the transport. Concurrent sends go out one after the other. Fails with
    * `InvalidProtocolOperation` once the connection is closing or closed, and with
    * `InvalidParameter` for anything else than text or bytes (as `ws` does, an `ArrayBuffer` or
    * another typed array or `DataView` is sent as its bytes).
+   *
+   * Interrupted while it waits for the transport (a peer that does not read) before any of it
+   * went out, a send leaves nothing on the wire and the connection goes on. A client's message
+   * larger than its send buffer (64 KiB by default) goes out in parts: interrupted after the
+   * first, it leaves its frame incomplete, and later sends fail with `InvalidProtocolOperation`
+   * (ping and close still work).
    *
    * A `Uint8Array` is handed over, not copied (as with `ws` and Node's `socket.write`): the
    * transport may still hold it after `send` completes, so do not modify it afterwards.
@@ -118,9 +120,10 @@ export interface Connection {
    * Sends one message as fragments: every element of `fragments` becomes a frame (text or binary as
    * chosen by `type`), and an empty final frame closes the message. Other sends wait until it is
    * complete; `ping` and `close` do not (control frames may go out between fragments), and once
-   * the Close went out, the rest of the message fails with `InvalidProtocolOperation`. When `fragments` fails or the send is interrupted after a fragment went out, the
-   * message stays incomplete on the wire: later sends fail with `InvalidProtocolOperation` (only
-   * pings and `close` remain possible). Like `send`, fragments are handed over, not copied.
+   * the Close went out, the rest of the message fails with `InvalidProtocolOperation`. When
+   * `fragments` fails or the send is interrupted after a fragment went out, the message stays
+   * incomplete on the wire: later sends fail with `InvalidProtocolOperation` (only pings and
+   * `close` remain possible). Like `send`, fragments are handed over, not copied.
    */
   readonly sendFragments: <E, R>(
     fragments: Stream.Stream<Message, E, R>,

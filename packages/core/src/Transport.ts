@@ -46,10 +46,10 @@ export class TransportError extends Schema.TaggedError<TransportError>()("Transp
  * - `write(buffers, owned?)` writes the buffers in order, as one unit (writes never interleave),
  *   and completes once the transport no longer needs them: the caller may then reuse the memory.
  *   It waits while the transport's outgoing buffer is full (backpressure), before it takes the
- *   buffers: interrupted while it waits, it wrote nothing, and once it took them they go out whole
- *   (a connection relies on this to know whether an interrupted frame is on the wire). With `owned`, the
- *   caller gives the buffers away (it never touches them again): the transport may keep them
- *   instead of copying them.
+ *   buffers: interrupted while it waits, it wrote nothing, and once it took them they go out
+ *   whole (a connection relies on this to know whether an interrupted frame is on the wire). With
+ *   `owned`, the caller gives the buffers away (it never touches them again): the transport may
+ *   keep them instead of copying them.
  * - `end` half-closes: no more writes, the peer reads 0 once it has read everything.
  * - `close` closes both directions and releases the resource; idempotent. It may first let what
  *   is queued go out (a socket flushes, then ends).
@@ -175,15 +175,11 @@ class Pipe {
   wakeReader() {
     const wake = this.readerWaiting
     this.readerWaiting = undefined
-    if (wake === undefined) return
-    if (EventLoop.mayContinue()) wake()
-    else EventLoop.nextTurn(wake)
+    if (wake !== undefined) EventLoop.wake(wake)
   }
   wakeWriters() {
     while (this.writersWaiting.length > 0 && (this.buffered < this.highWaterMark || this.broken || this.ended)) {
-      const wake = this.writersWaiting.shift()!
-      if (EventLoop.mayContinue()) wake()
-      else EventLoop.nextTurn(wake)
+      EventLoop.wake(this.writersWaiting.shift()!)
     }
   }
   /** Copies what is buffered into `buffer`; -1 when nothing is and the pipe is still open. */

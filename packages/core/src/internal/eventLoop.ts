@@ -38,3 +38,13 @@ export const mayContinue = (): boolean => {
   if (inARow === 0) nextTurn(reset)
   return ++inARow <= BUDGET
 }
+
+/**
+ * Runs `f` now while the budget lasts (see {@link mayContinue}), else on the next turn.
+ *
+ * @internal
+ */
+export const wake = (f: () => void): void => {
+  if (mayContinue()) f()
+  else nextTurn(f)
+}
