@@ -436,20 +436,22 @@ export const make = (
       unreportedBytesOut += size
       if (++unreportedOut >= METRIC_BATCH) reportMetrics()
     }
+    // The metrics are updated in the same step as `closed` completes: whoever waits for it may
+    // close the connection's scope at once, and nothing after that step would run.
     const complete = (info: CloseInfo) =>
-      Effect.flatMap(Deferred.succeed(closedDeferred, info), (first) =>
-        Effect.sync(() => {
-          if (!first) return
-          if (reportTimer !== undefined) clearTimeout(reportTimer)
-          reportTimer = undefined
-          reportMetrics()
-          metrics.connectionsOpen.modifyUnsafe(-1, context)
-          Metric.withAttributes(Metrics.connectionsClosed, {
-            side: h.kind,
-            code: String(info.code),
-            clean: String(info.clean)
-          }).updateUnsafe(1, context)
-        }))
+      Effect.suspend(() => {
+        if (Deferred.isDoneUnsafe(closedDeferred)) return Effect.void
+        if (reportTimer !== undefined) clearTimeout(reportTimer)
+        reportTimer = undefined
+        reportMetrics()
+        metrics.connectionsOpen.modifyUnsafe(-1, context)
+        Metric.withAttributes(Metrics.connectionsClosed, {
+          side: h.kind,
+          code: String(info.code),
+          clean: String(info.clean)
+        }).updateUnsafe(1, context)
+        return Deferred.succeed(closedDeferred, info)
+      })
 
     const closeTransport = Effect.suspend(() => {
       if (transportClosed) return Effect.void

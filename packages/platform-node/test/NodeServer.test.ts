@@ -1,6 +1,6 @@
-import type { Connection } from "@effect-websocket/core"
+import { type Connection, Metrics } from "@effect-websocket/core"
 import { assert, describe, it } from "@effect/vitest"
-import { Arbitrary, Deferred, Effect, Fiber, Schema, Stream } from "effect"
+import { Arbitrary, Deferred, Effect, Fiber, Metric, Schema, Stream } from "effect"
 import { WebSocket as WsClient } from "ws"
 import { NodeClient, NodeServer } from "../src/index.ts"
 
@@ -63,6 +63,30 @@ describe("NodeServer + NodeClient", () => {
       for (let i = 0; i < 400 && (yield* server.clients).length > 2; i++) yield* Effect.sleep("5 millis")
       assert.strictEqual((yield* server.clients).length, 2)
       assert.strictEqual(yield* server.connections, 2)
+    }))
+
+  it.live("metrics: a connection closed cleanly over sockets counts as closed on both sides", () =>
+    Effect.gen(function*() {
+      const open = (side: string) =>
+        Effect.map(Metric.value(Metric.withAttributes(Metrics.connectionsOpen, { side })), (state) => Number(state.value))
+      const closed = (side: string) =>
+        Effect.map(
+          Metric.value(Metric.withAttributes(Metrics.connectionsClosed, { side, code: "1000", clean: "true" })),
+          (state) => Number(state.count)
+        )
+      const before = { client: yield* open("client"), server: yield* open("server"), closedClient: yield* closed("client"), closedServer: yield* closed("server") }
+      const server = yield* echo
+      yield* Effect.scoped(Effect.gen(function*() {
+        const connection = yield* NodeClient.connect(server.url)
+        yield* connection.send("one")
+        yield* Stream.runDrain(Stream.take(connection.messages, 1))
+        yield* connection.close(1000)
+      }))
+      for (let i = 0; i < 200 && (yield* closed("server")) === before.closedServer; i++) yield* Effect.sleep("5 millis")
+      assert.deepStrictEqual(
+        { client: yield* open("client"), server: yield* open("server"), closedClient: yield* closed("client"), closedServer: yield* closed("server") },
+        { ...before, closedClient: before.closedClient + 1, closedServer: before.closedServer + 1 }
+      )
     }))
 
   it.live("a ws client talks to our server", () =>
