@@ -73,8 +73,10 @@ export const connectionsClosed = Metric.counter("websocket_connections_closed_to
 
 /**
  * Failed attempts to open a connection (client) or refused upgrade requests (server), with a
- * `reason` attribute: the error's tag (`ConnectError`, `HandshakeRejected`, `InvalidProtocolFormat`,
- * `UnsupportedProtocolVersion`, `Rejected`, ...).
+ * `reason` attribute. Client: the error's tag (`ConnectError`, `HandshakeRejected`,
+ * `InvalidProtocolFormat`, ...). Server: the handshake error's tag (`InvalidProtocolFormat`,
+ * `UnsupportedProtocolVersion`, ...), `Rejected` (by `authorize`), `NotFound` (another path),
+ * `MethodNotAllowed`, `HttpVersionNotSupported`, or `ServerError` (a callback failed: 500).
  *
  * @category metrics
  * @since 0.1.0

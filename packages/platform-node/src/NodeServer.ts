@@ -229,12 +229,15 @@ export const makeUpgradeHandler = <E, R, RA = never>(
         const url = requestTarget(req.url)
         const pathname = url.split("?")[0]!
         if (req.method !== "GET") {
+          yield* handshakeFailed("MethodNotAllowed")
           return refuse(socket, 405, `the WebSocket handshake needs GET, not ${req.method}`, [{ name: "Allow", value: "GET" }])
         }
         if (req.httpVersionMajor < 1 || (req.httpVersionMajor === 1 && req.httpVersionMinor < 1)) {
+          yield* handshakeFailed("HttpVersionNotSupported")
           return refuse(socket, 505, "the WebSocket handshake needs HTTP/1.1 or later")
         }
         if (options?.path !== undefined && pathname !== options.path) {
+          yield* handshakeFailed("NotFound")
           return refuse(socket, 404, `no WebSocket endpoint at ${pathname}`)
         }
         const headers = HttpHeader.fromRawHeaders(req.rawHeaders)
@@ -246,8 +249,8 @@ export const makeUpgradeHandler = <E, R, RA = never>(
           const verdict = yield* Effect.exit(Client.runCallback("authorize hook", () => authorize(request)))
           if (Exit.isFailure(verdict)) {
             const rejection = verdict.cause.reasons.find((r) => r._tag === "Fail")
-            yield* handshakeFailed("Rejected")
             if (rejection !== undefined && rejection._tag === "Fail" && rejection.error instanceof Rejection) {
+              yield* handshakeFailed("Rejected")
               return refuse(socket, rejection.error.status, rejection.error.message, rejection.error.headers)
             }
             return yield* Effect.failCause(verdict.cause) // not a refusal: a 500 (see below)
@@ -263,7 +266,7 @@ export const makeUpgradeHandler = <E, R, RA = never>(
           )
           if (Exit.isFailure(handshake)) {
             const error = handshake.cause.reasons.find((r) => r._tag === "Fail")
-            if (error === undefined || error._tag !== "Fail") return refuse(socket, 500, "the handshake failed")
+            if (error === undefined || error._tag !== "Fail") return yield* Effect.failCause(handshake.cause) // a 500 (see below)
             const { headers: extra, status } = Client.rejectionStatus(error.error)
             yield* handshakeFailed(error.error._tag)
             return refuse(socket, status, error.error.message, extra)
@@ -306,9 +309,12 @@ export const makeUpgradeHandler = <E, R, RA = never>(
           if (Exit.isSuccess(exit) || handedOver) return Effect.void
           const interrupted = Exit.hasInterrupts(exit)
           return Effect.andThen(
-            interrupted ? Effect.void : Effect.logError(
-              switched ? "WebSocket connection setup failed; its socket is destroyed" : "WebSocket upgrade failed; the request gets 500",
-              exit.cause
+            interrupted ? Effect.void : Effect.andThen(
+              switched ? Effect.void : handshakeFailed("ServerError"),
+              Effect.logError(
+                switched ? "WebSocket connection setup failed; its socket is destroyed" : "WebSocket upgrade failed; the request gets 500",
+                exit.cause
+              )
             ),
             Effect.sync(() => switched || interrupted ? socket.destroyed || socket.destroy() : refuse(socket, 500, "the upgrade failed"))
           )

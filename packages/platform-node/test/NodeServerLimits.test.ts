@@ -1,9 +1,9 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Arbitrary, Duration, Effect, Exit, Fiber, References, Schema, Scope, Stream } from "effect"
+import { Arbitrary, Duration, Effect, Exit, Fiber, Metric, References, Schema, Scope, Stream } from "effect"
 import type * as Http from "node:http"
 import * as Net from "node:net"
 import { WebSocket as WsClient } from "ws"
-import type { Client, Connection } from "@effect-websocket/core"
+import { type Client, type Connection, Metrics } from "@effect-websocket/core"
 import { NodeServer, type NodeTransport } from "../src/index.ts"
 import { anyOptions, failureTags } from "./anyOptions.ts"
 
@@ -126,6 +126,51 @@ describe("bad requests never reach the handler", () => {
       const server = yield* NodeServer.serve(() => Effect.void, { maxHeaderBytes: 1024 })
       const { response } = yield* rawExchange(server.address.port, upgradeRequest([...goodHeaders, `X-Big: ${"a".repeat(4096)}`]))
       assert.match(statusLine(response)!, /^HTTP\/1.1 431/)
+    }))
+})
+
+describe("handshake failure metrics", () => {
+  const failures = (reason: string) =>
+    Effect.map(
+      Metric.value(Metric.withAttributes(Metrics.handshakeFailures, { side: "server", reason })),
+      (state) => Number(state.count)
+    )
+
+  it.live("every refused upgrade request counts once, with its reason", () =>
+    Effect.gen(function*() {
+      const server = yield* NodeServer.serve(() => Effect.void, {
+        path: "/ws",
+        authorize: (request) =>
+          request.url === "/ws?deny"
+            ? Effect.fail(new NodeServer.Rejection({ status: 403, message: "no" }))
+            : request.url === "/ws?throw"
+            ? Effect.sync(() => {
+              throw new Error("authorize broke")
+            })
+            : Effect.void
+      })
+      const { port } = server.address
+      const cases: ReadonlyArray<readonly [string, string, string]> = [
+        ["MethodNotAllowed", upgradeRequest(goodHeaders, "POST /ws HTTP/1.1"), "405"],
+        ["HttpVersionNotSupported", upgradeRequest(goodHeaders, "GET /ws HTTP/1.0"), "505"],
+        ["NotFound", upgradeRequest(goodHeaders, "GET /elsewhere HTTP/1.1"), "404"],
+        ["Rejected", upgradeRequest(goodHeaders, "GET /ws?deny HTTP/1.1"), "403"],
+        ["ServerError", upgradeRequest(goodHeaders, "GET /ws?throw HTTP/1.1"), "500"],
+        ["UnsupportedProtocolVersion", upgradeRequest([...goodHeaders.slice(0, 3), "Sec-WebSocket-Version: 8"], "GET /ws HTTP/1.1"), "426"],
+        ["InvalidProtocolFormat", upgradeRequest(goodHeaders.slice(0, 2).concat("Sec-WebSocket-Version: 13"), "GET /ws HTTP/1.1"), "400"]
+      ]
+      const reasons = cases.map(([reason]) => reason)
+      for (const [reason, request, status] of cases) {
+        const before = yield* Effect.forEach(reasons, failures)
+        const { response } = yield* rawExchange(port, request)
+        assert.match(statusLine(response)!, new RegExp(`^HTTP/1.1 ${status}`), reason)
+        const after = yield* Effect.forEach(reasons, failures)
+        assert.deepStrictEqual(
+          after.map((n, i) => n - before[i]!),
+          reasons.map((r) => (r === reason ? 1 : 0)),
+          reason
+        )
+      }
     }))
 })
 
