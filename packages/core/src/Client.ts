@@ -7,7 +7,7 @@
  * @since 0.1.0
  */
 import { HttpHeader, Options, Property } from "@effect-websocket/schema"
-import { Context, Duration, Effect, Exit, Layer, Option, Predicate, Schema, Scope } from "effect"
+import { Cause, Context, Duration, Effect, Exit, Layer, Metric, Option, Predicate, Schema, Scope } from "effect"
 import * as Connection from "./Connection.ts"
 import { decodeParameter } from "./internal/handshake.ts"
 import { makeMemoryPair, type Transport } from "./Transport.ts"
@@ -20,6 +20,11 @@ import type {
 } from "./WebSocketError.ts"
 import type { InvalidProtocolOperation } from "./WebSocketError.ts"
 import { InvalidParameter } from "./WebSocketError.ts"
+import * as Metrics from "./Metrics.ts"
+
+import { parseTarget, redacted, withCredentials } from "./internal/target.ts"
+
+export { parseTarget, redacted as redactedUrl, type Target, withCredentials } from "./internal/target.ts"
 
 /**
  * A string identifying this module's errors.
@@ -397,10 +402,32 @@ export const releaseOnFailure = <A, E, R>(
   )
 
 /**
+ * Runs a client's connection attempt to `shown` (the URL with its credentials redacted) in a
+ * `WebSocket.connect` span, and counts its failure in {@link Metrics.handshakeFailures} (side
+ * `client`, the error's tag as reason; a malformed option is no attempt and does not count).
+ *
+ * @category combinators
+ * @since 0.1.0
+ */
+export const instrumentConnect = (shown: string) =>
+<A, R>(attempt: Effect.Effect<A, ConnectFailure, R>): Effect.Effect<A, ConnectFailure, R> =>
+  attempt.pipe(
+    Effect.tapError((error) =>
+      error._tag === "InvalidParameter"
+        ? Effect.void
+        : Metric.update(Metric.withAttributes(Metrics.handshakeFailures, { side: "client", reason: error._tag }), 1)
+    ),
+    Effect.withSpan("WebSocket.connect", { attributes: { "url.full": shown } })
+  )
+
+/**
  * A {@link Client} whose connections reach `handler` in memory: each `connect` runs the opening
  * handshake between a client and a server handle, joins them with an in-memory transport, and
  * runs `handler` on the server side in its own fiber. The same program then runs in tests with
- * no sockets at all.
+ * no sockets at all, with the outcomes of a real server: the same URLs are accepted (the
+ * request's `remoteAddress` is `"memory"`), a failed server handshake is a `HandshakeRejected`
+ * with the status a server answers (500 when a callback throws), and the spans and metrics are
+ * those of sockets.
  *
  * @category layers
  * @since 0.1.0
@@ -414,43 +441,46 @@ export const layerMemory = <E, R>(
     Effect.gen(function*() {
       yield* checkServeOptions(options)
       const context = yield* Effect.context<R>()
-      const connect = (url: string, connectOptions?: ConnectOptions) =>
-        Effect.flatMap(checkConnectOptions(connectOptions), (handshakeTimeout) => releaseOnFailure(Effect.gen(function*() {
-          const path = memoryPath(url)
-          if (path === undefined) {
-            return yield* new ConnectError({ reason: "InvalidUrl", url, message: `${url} is not a ws:// or wss:// URL` })
-          }
+      const connect = (url: string, connectOptions?: ConnectOptions) => {
+        const shown = redacted(url)
+        return Effect.flatMap(checkConnectOptions(connectOptions), (handshakeTimeout) => releaseOnFailure(Effect.gen(function*() {
+          const target = parseTarget(url, shown, undefined)
+          if (typeof target === "string") return yield* new ConnectError({ reason: "InvalidUrl", url: shown, message: target })
           const client = yield* WebSocket.createClientHandle(handleProperties(connectOptions))
           const server = yield* WebSocket.createServerHandle(handleProperties(options))
-          const initialHeaders = requestHeaderList(new URL(url.replace(/^ws/, "http")).host, connectOptions)
           const { requestHeaders } = yield* WebSocket.beginClientHandshake(client, {
             subprotocols: connectOptions?.protocols,
-            initialHeaders
+            initialHeaders: withCredentials(requestHeaderList(target.host, connectOptions), target)
           }).pipe(Effect.catchTag("InvalidProtocolOperation", (error) => Effect.die(error)))
           const offered = connectOptions?.protocols ?? []
-          const request: UpgradeRequest = { url: path, headers: requestHeaders, protocols: offered, remoteAddress: "memory" }
-          const selected = options?.selectProtocol?.(offered, request)
-          const handshakeHeaders = yield* WebSocket.beginServerHandshake(server, {
-            requestHeaders,
-            subprotocol: selected
-          }).pipe(Effect.catch((error) => Effect.fail(rejection(url, error))))
-          const extra = yield* responseHeadersFor(options, request).pipe(Effect.catch((error) => Effect.fail(rejection(url, error))))
-          const responseHeaders = [...handshakeHeaders.responseHeaders, ...extra]
+          const request: UpgradeRequest = { url: target.path, headers: requestHeaders, protocols: offered, remoteAddress: "memory" }
+          const { responseHeaders, selected } = yield* acceptInMemory(server, request, shown, options)
           const result = yield* WebSocket.endClientHandshake(client, { responseHeaders }).pipe(
             Effect.catchTag("InvalidProtocolOperation", (error) => Effect.die(error))
           )
           const [a, b] = yield* makeMemoryPair()
           const protocol = Option.getOrElse(result.subprotocol, () => "")
           const handshake = { requestHeaders, responseHeaders }
-          const serverConnection = yield* Connection.make(server, options?.wrapTransport?.(b) ?? b, { ...options?.connection, protocol, handshake })
-          yield* Effect.forkScoped(
-            Effect.exit(runCallback("handler", () => handler(serverConnection, request))).pipe(
-              Effect.flatMap((exit) =>
-                exit._tag === "Success"
-                  ? serverConnection.close(1000)
-                  : Effect.andThen(Effect.logError("WebSocket handler failed", exit.cause), serverConnection.close(1011))
-              ),
-              Effect.provideContext(context)
+          // the server's side; as over a socket, a setup that fails costs the connection only
+          yield* Effect.gen(function*() {
+            const serverConnection = yield* Connection.make(server, options?.wrapTransport?.(b) ?? b, {
+              ...options?.connection,
+              protocol: selected ?? "",
+              handshake
+            })
+            yield* Effect.forkScoped(
+              Effect.exit(runCallback("handler", () => handler(serverConnection, request))).pipe(
+                Effect.flatMap((exit) =>
+                  exit._tag === "Success"
+                    ? serverConnection.close(1000)
+                    : Effect.andThen(Effect.logError("WebSocket handler failed", exit.cause), serverConnection.close(1011))
+                ),
+                Effect.provideContext(context)
+              )
+            )
+          }).pipe(
+            Effect.catchCause((cause) =>
+              Effect.andThen(Effect.logError("WebSocket connection setup failed; its transport is closed", cause), b.close)
             )
           )
           const transport = connectOptions?.wrapTransport?.(a) ?? a
@@ -458,12 +488,52 @@ export const layerMemory = <E, R>(
         }).pipe(
           Effect.timeoutOrElse({
             duration: handshakeTimeout,
-            orElse: () => Effect.fail(new ConnectError({ reason: "Timeout", url, message: `connecting to ${url} timed out` }))
+            orElse: () => Effect.fail(new ConnectError({ reason: "Timeout", url: shown, message: `connecting to ${shown} timed out` }))
           })
-        )))
+        ))).pipe(instrumentConnect(shown))
+      }
       return Client.of({ connect })
     })
   )
+
+/**
+ * The server's half of an opening handshake in memory, as a server answers the upgrade request:
+ * a failed handshake is the status it would answer (counted in the handshake failures), a
+ * callback that throws a 500.
+ */
+const acceptInMemory = (
+  server: WebSocket.ServerHandle,
+  request: UpgradeRequest,
+  shown: string,
+  options: ServeOptions | undefined
+) =>
+  Effect.gen(function*() {
+    const selected = options?.selectProtocol?.(request.protocols, request)
+    const handshake = yield* WebSocket.beginServerHandshake(server, { requestHeaders: request.headers, subprotocol: selected })
+    const extra = yield* responseHeadersFor(options, request)
+    return { responseHeaders: [...handshake.responseHeaders, ...extra], selected }
+  }).pipe(
+    Effect.catchCause((cause) => {
+      const failure = Cause.findErrorOption(cause)
+      if (Option.isSome(failure)) {
+        return Effect.andThen(serverHandshakeFailed(failure.value._tag), Effect.fail(rejection(shown, failure.value)))
+      }
+      return Effect.andThen(
+        Effect.andThen(serverHandshakeFailed("ServerError"), Effect.logError("WebSocket upgrade failed; the request gets 500", cause)),
+        Effect.fail(rejected(shown, 500, "Internal Server Error", [], "the upgrade failed"))
+      )
+    }),
+    Effect.withSpan("WebSocket.accept", { attributes: { "url.path": request.url.split("?")[0]! } })
+  )
+
+/**
+ * Counts a refused upgrade request in {@link Metrics.handshakeFailures} (side `server`).
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const serverHandshakeFailed = (reason: string): Effect.Effect<void> =>
+  Metric.update(Metric.withAttributes(Metrics.handshakeFailures, { side: "server", reason }), 1)
 
 /**
  * The HTTP answer to a failed server handshake: 426 with `Sec-WebSocket-Version: 13` for an
@@ -486,20 +556,20 @@ export const rejectionStatus = (
     ? { status: 500, statusText: "Internal Server Error", headers: [] }
     : { status: 400, statusText: "Bad Request", headers: [] }
 
+/** What a client is told of a refused upgrade in memory: what it would be told over a socket, and why. */
 const rejection = (url: string, error: ServerHandshakeFailure | InvalidProtocolOperation) => {
   const { headers, status, statusText } = rejectionStatus(error)
-  return new HandshakeRejected({ url, status, statusText, headers, message: `${status} ${statusText}: ${error.message}` })
+  return rejected(url, status, statusText, headers, error.message)
 }
 
-const memoryPath = (url: string): string | undefined => {
-  try {
-    const parsed = new URL(url)
-    if (parsed.protocol !== "ws:" && parsed.protocol !== "wss:") return undefined
-    return parsed.pathname + parsed.search
-  } catch {
-    return undefined
-  }
-}
+const rejected = (url: string, status: number, statusText: string, headers: ReadonlyArray<HttpHeader.HttpHeader>, why: string) =>
+  new HandshakeRejected({
+    url,
+    status,
+    statusText,
+    headers,
+    message: `the server answered ${status} ${statusText} instead of 101 Switching Protocols: ${why}`
+  })
 
 /**
  * Errors of the opening handshake that a server turns into an HTTP status.

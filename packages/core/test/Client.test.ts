@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Layer, Scope, Stream } from "effect"
-import { Client, type Connection } from "../src/index.ts"
+import { Effect, Exit, Layer, Metric, Scope, Stream } from "effect"
+import { Client, type Connection, Metrics } from "../src/index.ts"
 
 describe("Client.releaseOnFailure", () => {
   /** An attempt that acquires something (recording its release) and then fails or not. */
@@ -114,5 +114,69 @@ describe("Client.layerMemory responseHeaders", () => {
       })))
       assert.strictEqual(error._tag, "InvalidParameter")
       assert.include(error.message, "may not set Connection")
+    }))
+})
+
+describe("Client.layerMemory behaves as a server over sockets", () => {
+  /** A memory client whose server records the requests and echoes. */
+  const memory = (options?: Client.ServeOptions) =>
+    Effect.gen(function*() {
+      const requests: Array<Client.UpgradeRequest> = []
+      const context = yield* Layer.build(Client.layerMemory((c, request) => {
+        requests.push(request)
+        return Stream.runForEach(c.messages, (m) => c.send(m))
+      }, options))
+      return { requests, connect: (url: string, connectOptions?: Client.ConnectOptions) => Effect.provide(Client.connect(url, connectOptions), context) }
+    })
+
+  it.effect("the same URLs: http(s) schemes are accepted; fragments, port 0 and other schemes are InvalidUrl", () =>
+    Effect.gen(function*() {
+      const { connect, requests } = yield* memory()
+      for (const url of ["ws://h/a", "wss://h/b?x=1", "http://h/c", "https://h:8443/d"]) yield* Effect.scoped(connect(url))
+      assert.deepStrictEqual(requests.map((r) => r.url), ["/a", "/b?x=1", "/c", "/d"])
+      for (const url of ["ws://h/#frag", "ws://h:0/", "ftp://h/", "not a url"]) {
+        const error = yield* Effect.flip(Effect.scoped(connect(url)))
+        assert.deepStrictEqual([error._tag, error._tag === "ConnectError" ? error.reason : ""], ["ConnectError", "InvalidUrl"], url)
+      }
+    }))
+
+  it.effect("credentials in the URL go out as Basic authorization and never show in errors", () =>
+    Effect.gen(function*() {
+      const { connect, requests } = yield* memory()
+      yield* Effect.scoped(connect("ws://al%40ice:s%3Acret@h/"))
+      const authorization = requests[0]!.headers.find((h) => h.name.toLowerCase() === "authorization")
+      assert.strictEqual(authorization?.value, `Basic ${btoa("al@ice:s:cret")}`)
+      const error = yield* Effect.flip(Effect.scoped(connect("ftp://bob:secret@h/")))
+      assert.notInclude(error.message, "secret")
+    }))
+
+  it.effect("a selectProtocol or responseHeaders that throws gets the client a 500; a server wrapTransport that throws, a 1006", () =>
+    Effect.gen(function*() {
+      const broken = () => {
+        throw new Error("broken")
+      }
+      for (const options of [{ selectProtocol: broken }, { responseHeaders: broken }]) {
+        const { connect } = yield* memory(options)
+        const error = yield* Effect.flip(Effect.scoped(connect("ws://h/", { protocols: ["p"] })))
+        assert.deepStrictEqual([error._tag, error._tag === "HandshakeRejected" ? error.status : 0], ["HandshakeRejected", 500])
+      }
+      const { connect } = yield* memory({ wrapTransport: broken })
+      const info = yield* Effect.scoped(Effect.flatMap(connect("ws://h/"), (c) => c.closed))
+      assert.deepStrictEqual([info.code, info.clean], [1006, false])
+    }))
+
+  it.effect("handshake failures count in the metrics on both sides, as over sockets", () =>
+    Effect.gen(function*() {
+      const count = (side: string, reason: string) =>
+        Effect.map(Metric.value(Metric.withAttributes(Metrics.handshakeFailures, { side, reason })), (state) => Number(state.count))
+      const before = { client: yield* count("client", "HandshakeRejected"), server: yield* count("server", "UnsupportedSubprotocol") }
+      // the server selects a subprotocol the client did not offer
+      const { connect } = yield* memory({ selectProtocol: () => "other" })
+      const error = yield* Effect.flip(Effect.scoped(connect("ws://h/", { protocols: ["p"] })))
+      assert.strictEqual(error._tag, "HandshakeRejected")
+      assert.deepStrictEqual(
+        { client: yield* count("client", "HandshakeRejected"), server: yield* count("server", "UnsupportedSubprotocol") },
+        { client: before.client + 1, server: before.server + 1 }
+      )
     }))
 })

@@ -5,10 +5,10 @@
  *
  * @since 0.1.0
  */
-import { Client, Connection, Metrics, WebSocket, WebSocketError } from "@effect-websocket/core"
+import { Client, Connection, WebSocket, WebSocketError } from "@effect-websocket/core"
 import type { HttpHeader } from "@effect-websocket/schema"
 import { HttpHeader as Headers, Options } from "@effect-websocket/schema"
-import { Duration, Effect, Layer, Metric, Option } from "effect"
+import { Duration, Effect, Layer, Option } from "effect"
 import type { Scope } from "effect/Scope"
 import * as Http from "node:http"
 import * as Https from "node:https"
@@ -39,81 +39,6 @@ export interface ConnectOptions extends Client.ConnectOptions {
   readonly followRedirects?: boolean | undefined
   /** How many redirects are followed at most (default 10); the answer beyond is a `HandshakeRejected`. */
   readonly maxRedirects?: number | undefined
-}
-
-interface Target {
-  /** The URL itself, against which a redirect's `Location` is resolved. */
-  readonly url: string
-  readonly secure: boolean
-  readonly hostname: string
-  readonly port: number
-  readonly host: string
-  readonly path: string
-  readonly socketPath: string | undefined
-  /** `user:password` from the URL's userinfo (percent-decoded), sent as Basic authorization, as `ws` does. */
-  readonly credentials: string | undefined
-}
-
-const credentialsOf = (parsed: URL): string | undefined =>
-  parsed.username === "" && parsed.password === ""
-    ? undefined
-    : `${percentDecoded(parsed.username)}:${percentDecoded(parsed.password)}`
-
-/** `s` percent-decoded, or as it is when it is not valid percent-encoding (`%ZZ`). */
-const percentDecoded = (s: string): string => {
-  try {
-    return decodeURIComponent(s)
-  } catch {
-    return s
-  }
-}
-
-/** `url` with the password and user name of its userinfo replaced, for error messages and spans. */
-const redacted = (url: string): string => {
-  try {
-    const parsed = new URL(url)
-    if (parsed.username === "" && parsed.password === "") return url
-    if (parsed.username !== "") parsed.username = "REDACTED"
-    if (parsed.password !== "") parsed.password = "REDACTED"
-    return parsed.toString()
-  } catch {
-    return url
-  }
-}
-
-/** The target of `url`, or why there is none (`shown` is the URL as error messages show it). */
-const parseTarget = (url: string, shown: string, socketPath: string | undefined): Target | string => {
-  let parsed: URL
-  try {
-    parsed = new URL(url)
-  } catch {
-    return `${JSON.stringify(shown)} is not a URL`
-  }
-  const credentials = credentialsOf(parsed)
-  if (parsed.protocol === "ws+unix:") {
-    // ws+unix:///path/to.sock:/request/path
-    const [path, requestPath] = parsed.pathname.split(":")
-    if (path === undefined || path === "") return `${shown} names no socket path (ws+unix:///path/to.sock:/request/path)`
-    return { url, secure: false, hostname: "localhost", port: 80, host: "localhost", path: (requestPath || "/") + parsed.search, socketPath: path, credentials }
-  }
-  const secure = parsed.protocol === "wss:" || parsed.protocol === "https:"
-  if (!secure && parsed.protocol !== "ws:" && parsed.protocol !== "http:") {
-    return `${shown} is not a ws://, wss://, http:// or https:// URL`
-  }
-  if (parsed.hash !== "") return `${shown} has a fragment, which WebSocket URLs may not have (RFC 6455 section 3)`
-  // Node would take port 0 for "the default port" and connect there
-  if (parsed.port === "0" && socketPath === undefined) return `${shown} names port 0, which cannot be connected to`
-  const hostname = parsed.hostname.startsWith("[") ? parsed.hostname.slice(1, -1) : parsed.hostname
-  return {
-    url,
-    secure,
-    hostname,
-    port: parsed.port === "" ? (secure ? 443 : 80) : Number(parsed.port),
-    host: parsed.host,
-    path: (parsed.pathname || "/") + parsed.search,
-    socketPath,
-    credentials
-  }
 }
 
 const TLS_CODES = /^(ERR_TLS_|ERR_SSL_|CERT_|DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_(GET|VERIFY)|HOSTNAME_MISMATCH|ERR_OSSL)/
@@ -154,7 +79,7 @@ const switchingWithout = (response: Http.IncomingMessage): WebSocketError.Invali
 /** Sends the upgrade request and waits for the 101 response. */
 const request = (
   url: string,
-  target: Target,
+  target: Client.Target,
   headers: ReadonlyArray<HttpHeader.HttpHeader>,
   tls: Tls.ConnectionOptions | undefined
 ): Effect.Effect<Upgraded, Client.ConnectError | Client.HandshakeRejected | WebSocketError.InvalidProtocolFormat> =>
@@ -239,7 +164,7 @@ export const connect = (
   options?: ConnectOptions
 ): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope> => {
   /** The URL as errors and the span show it. */
-  const shown = redacted(url)
+  const shown = Client.redactedUrl(url)
   return Effect.gen(function*() {
     const timeout = yield* Client.checkConnectOptions(options)
     const socketBuffers = yield* Client.decodeOption(Options.SocketBuffers, "socketBuffers", options?.socketBuffers ?? {})
@@ -247,7 +172,7 @@ export const connect = (
       followRedirects: options?.followRedirects,
       maxRedirects: options?.maxRedirects
     })
-    const target = parseTarget(url, shown, options?.socketPath)
+    const target = Client.parseTarget(url, shown, options?.socketPath)
     if (typeof target === "string") return yield* new Client.ConnectError({ reason: "InvalidUrl", url: shown, message: target })
     const attempt = (hop: Hop): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope> =>
       Client.releaseOnFailure(open(hop, timeout, socketBuffers, options))
@@ -256,17 +181,12 @@ export const connect = (
       maxRedirects: redirects.maxRedirects ?? 10,
       socketPath: options?.socketPath
     })
-  }).pipe(
-    Effect.tapError((error) =>
-      Metric.update(Metric.withAttributes(Metrics.handshakeFailures, { side: "client", reason: error._tag }), 1)
-    ),
-    Effect.withSpan("WebSocket.connect", { attributes: { "url.full": shown } })
-  )
+  }).pipe(Client.instrumentConnect(shown))
 }
 
 /** One attempt of {@link connect}: its target, the URL as errors show it, and the extra request headers. */
 interface Hop {
-  readonly target: Target
+  readonly target: Client.Target
   readonly shown: string
   readonly headers: ReadonlyArray<HttpHeader.HttpHeader>
 }
@@ -279,7 +199,7 @@ const isRedirect = (status: number): boolean => status >= 300 && status < 400
  */
 const followRedirects = (
   attempt: (hop: Hop) => Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope>,
-  original: Target,
+  original: Client.Target,
   shown: string,
   headers: ReadonlyArray<HttpHeader.HttpHeader>,
   { maxRedirects, socketPath }: { readonly maxRedirects: number; readonly socketPath: string | undefined }
@@ -302,8 +222,8 @@ const followRedirects = (
           new Client.ConnectError({ reason: "InvalidUrl", url: hop.shown, message: `${hop.shown} redirects to ${JSON.stringify(location)}, which is not a URL` })
         )
       }
-      const nextShown = redacted(next)
-      const target = parseTarget(next, nextShown, socketPath)
+      const nextShown = Client.redactedUrl(next)
+      const target = Client.parseTarget(next, nextShown, socketPath)
       if (typeof target === "string") return Effect.fail(new Client.ConnectError({ reason: "InvalidUrl", url: nextShown, message: target }))
       const sameHost = (target.socketPath ?? target.host) === originalPlace
       const keepCredentials = sameHost && !(original.secure && !target.secure)
@@ -328,9 +248,7 @@ const open = (
     const { shown, target } = hop
     const handle = yield* WebSocket.createClientHandle(Client.handleProperties(options))
     const headers = Client.requestHeaderList(target.host, { origin: options?.origin, headers: hop.headers })
-    const initialHeaders = target.credentials === undefined || Headers.getCombined(headers, "Authorization") !== undefined
-      ? headers
-      : [...headers, { name: "Authorization", value: `Basic ${Buffer.from(target.credentials, "utf8").toString("base64")}` }]
+    const initialHeaders = Client.withCredentials(headers, target)
     const { requestHeaders } = yield* WebSocket.beginClientHandshake(handle, {
       subprotocols: options?.protocols,
       initialHeaders

@@ -15,9 +15,9 @@
  *
  * @since 0.1.0
  */
-import { Client, Connection, Metrics, WebSocket, type WebSocketError } from "@effect-websocket/core"
+import { Client, Connection, WebSocket, type WebSocketError } from "@effect-websocket/core"
 import { HttpHeader, Options, Token } from "@effect-websocket/schema"
-import { Context, Duration, Effect, Exit, Fiber, FiberSet, Layer, Metric, Predicate, Schema } from "effect"
+import { Context, Duration, Effect, Exit, Fiber, FiberSet, Layer, Predicate, Schema } from "effect"
 import type { Scope } from "effect"
 import * as Http from "node:http"
 import * as Https from "node:https"
@@ -141,9 +141,6 @@ export const Server: Context.Service<Server, Server> = Context.Service<Server>("
  */
 export const isServer = (u: unknown): u is Server => Predicate.hasProperty(u, TypeId)
 
-const handshakeFailed = (reason: string) =>
-  Metric.update(Metric.withAttributes(Metrics.handshakeFailures, { side: "server", reason }), 1)
-
 const CONNECTION_ERRORS = new Set(["InvalidProtocolFormat", "InvalidProtocolOperation", "TransportError"])
 
 const isConnectionError = (u: unknown): boolean =>
@@ -229,15 +226,15 @@ export const makeUpgradeHandler = <E, R, RA = never>(
         const url = requestTarget(req.url)
         const pathname = url.split("?")[0]!
         if (req.method !== "GET") {
-          yield* handshakeFailed("MethodNotAllowed")
+          yield* Client.serverHandshakeFailed("MethodNotAllowed")
           return refuse(socket, 405, `the WebSocket handshake needs GET, not ${req.method}`, [{ name: "Allow", value: "GET" }])
         }
         if (req.httpVersionMajor < 1 || (req.httpVersionMajor === 1 && req.httpVersionMinor < 1)) {
-          yield* handshakeFailed("HttpVersionNotSupported")
+          yield* Client.serverHandshakeFailed("HttpVersionNotSupported")
           return refuse(socket, 505, "the WebSocket handshake needs HTTP/1.1 or later")
         }
         if (options?.path !== undefined && pathname !== options.path) {
-          yield* handshakeFailed("NotFound")
+          yield* Client.serverHandshakeFailed("NotFound")
           return refuse(socket, 404, `no WebSocket endpoint at ${pathname}`)
         }
         const headers = HttpHeader.fromRawHeaders(req.rawHeaders)
@@ -250,7 +247,7 @@ export const makeUpgradeHandler = <E, R, RA = never>(
           if (Exit.isFailure(verdict)) {
             const rejection = verdict.cause.reasons.find((r) => r._tag === "Fail")
             if (rejection !== undefined && rejection._tag === "Fail" && rejection.error instanceof Rejection) {
-              yield* handshakeFailed("Rejected")
+              yield* Client.serverHandshakeFailed("Rejected")
               return refuse(socket, rejection.error.status, rejection.error.message, rejection.error.headers)
             }
             return yield* Effect.failCause(verdict.cause) // not a refusal: a 500 (see below)
@@ -268,7 +265,7 @@ export const makeUpgradeHandler = <E, R, RA = never>(
             const error = handshake.cause.reasons.find((r) => r._tag === "Fail")
             if (error === undefined || error._tag !== "Fail") return yield* Effect.failCause(handshake.cause) // a 500 (see below)
             const { headers: extra, status } = Client.rejectionStatus(error.error)
-            yield* handshakeFailed(error.error._tag)
+            yield* Client.serverHandshakeFailed(error.error._tag)
             return refuse(socket, status, error.error.message, extra)
           }
           const responseHeaders = [...handshake.value.responseHeaders, ...yield* Client.responseHeadersFor(options, request)]
@@ -310,7 +307,7 @@ export const makeUpgradeHandler = <E, R, RA = never>(
           const interrupted = Exit.hasInterrupts(exit)
           return Effect.andThen(
             interrupted ? Effect.void : Effect.andThen(
-              switched ? Effect.void : handshakeFailed("ServerError"),
+              switched ? Effect.void : Client.serverHandshakeFailed("ServerError"),
               Effect.logError(
                 switched ? "WebSocket connection setup failed; its socket is destroyed" : "WebSocket upgrade failed; the request gets 500",
                 exit.cause

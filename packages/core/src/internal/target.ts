@@ -1,0 +1,121 @@
+/**
+ * Where a WebSocket URL leads (RFC 6455 section 3): scheme, host, port, request path, the
+ * credentials of its userinfo, and the URL as messages may show it (credentials redacted).
+ * Shared by every client, so that they accept and refuse the same URLs.
+ *
+ * @since 0.1.0
+ */
+import { encodeUtf8 } from "./runtime.ts"
+
+/**
+ * The target of a WebSocket URL.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface Target {
+  /** The URL itself, against which a redirect's `Location` is resolved. */
+  readonly url: string
+  readonly secure: boolean
+  readonly hostname: string
+  readonly port: number
+  readonly host: string
+  readonly path: string
+  readonly socketPath: string | undefined
+  /** `user:password` from the URL's userinfo (percent-decoded), sent as Basic authorization, as `ws` does. */
+  readonly credentials: string | undefined
+}
+
+const credentialsOf = (parsed: URL): string | undefined =>
+  parsed.username === "" && parsed.password === ""
+    ? undefined
+    : `${percentDecoded(parsed.username)}:${percentDecoded(parsed.password)}`
+
+/** `s` percent-decoded, or as it is when it is not valid percent-encoding (`%ZZ`). */
+const percentDecoded = (s: string): string => {
+  try {
+    return decodeURIComponent(s)
+  } catch {
+    return s
+  }
+}
+
+/**
+ * `url` with the password and user name of its userinfo replaced, for error messages and spans.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const redacted = (url: string): string => {
+  try {
+    const parsed = new URL(url)
+    if (parsed.username === "" && parsed.password === "") return url
+    if (parsed.username !== "") parsed.username = "REDACTED"
+    if (parsed.password !== "") parsed.password = "REDACTED"
+    return parsed.toString()
+  } catch {
+    return url
+  }
+}
+
+/**
+ * The target of `url`, or why there is none (`shown` is the URL as error messages show it;
+ * `socketPath`, a Unix socket to connect to instead of the host).
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const parseTarget = (url: string, shown: string, socketPath: string | undefined): Target | string => {
+  let parsed: URL
+  try {
+    parsed = new URL(url)
+  } catch {
+    return `${JSON.stringify(shown)} is not a URL`
+  }
+  const credentials = credentialsOf(parsed)
+  if (parsed.protocol === "ws+unix:") {
+    // ws+unix:///path/to.sock:/request/path
+    const [path, requestPath] = parsed.pathname.split(":")
+    if (path === undefined || path === "") return `${shown} names no socket path (ws+unix:///path/to.sock:/request/path)`
+    return { url, secure: false, hostname: "localhost", port: 80, host: "localhost", path: (requestPath || "/") + parsed.search, socketPath: path, credentials }
+  }
+  const secure = parsed.protocol === "wss:" || parsed.protocol === "https:"
+  if (!secure && parsed.protocol !== "ws:" && parsed.protocol !== "http:") {
+    return `${shown} is not a ws://, wss://, http:// or https:// URL`
+  }
+  if (parsed.hash !== "") return `${shown} has a fragment, which WebSocket URLs may not have (RFC 6455 section 3)`
+  // Node would take port 0 for "the default port" and connect there
+  if (parsed.port === "0" && socketPath === undefined) return `${shown} names port 0, which cannot be connected to`
+  const hostname = parsed.hostname.startsWith("[") ? parsed.hostname.slice(1, -1) : parsed.hostname
+  return {
+    url,
+    secure,
+    hostname,
+    port: parsed.port === "" ? (secure ? 443 : 80) : Number(parsed.port),
+    host: parsed.host,
+    path: (parsed.pathname || "/") + parsed.search,
+    socketPath,
+    credentials
+  }
+}
+
+/**
+ * `headers` with the Basic authorization of `target`'s credentials added, as `ws` sends them,
+ * unless they have an `Authorization` header already.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const withCredentials = <H extends { readonly name: string; readonly value: string }>(
+  headers: ReadonlyArray<H>,
+  target: Target
+): ReadonlyArray<H | { readonly name: string; readonly value: string }> =>
+  target.credentials === undefined || headers.some((h) => h.name.toLowerCase() === "authorization")
+    ? headers
+    : [...headers, { name: "Authorization", value: `Basic ${base64(encodeUtf8(target.credentials))}` }]
+
+const base64 = (bytes: Uint8Array): string => {
+  let binary = ""
+  for (let i = 0; i < bytes.length; i++) binary += String.fromCharCode(bytes[i]!)
+  return btoa(binary)
+}
