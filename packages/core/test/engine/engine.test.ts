@@ -851,6 +851,22 @@ describe("chunking (spec 5.4)", () => {
     assert.deepStrictEqual(contentOf(deliveries), [pong("hi"), closed(1000, "ok")])
   })
 
+  it("with an application buffer too small for a pong's payload or a close reason, they come whole all the same", () => {
+    const reason = "a reason of some length"
+    const wire = concat([hex("8a 0b"), utf8("pong-prefix"), hex(`88 ${(2 + reason.length).toString(16)} 03e8`), utf8(reason)])
+    const { deliveries } = feed(makeClient(), wire, { buffer: new Uint8Array(4) })
+    assert.deepStrictEqual(contentOf(deliveries), [pong("pong-prefix"), closed(1000, reason)])
+  })
+
+  it("an application buffer under 4 bytes (no room for every code point) is an InvalidParameter", () => {
+    const engine = makeClient()
+    for (const size of [0, 1, 2, 3]) {
+      assert.strictEqual(engine.receive(new Uint8Array(size), undefined), Status.InvalidParameter)
+      assert.match(engine.lastError!.message, /at least 4 bytes/)
+    }
+    assert.strictEqual(engine.receive(new Uint8Array(4), undefined), Status.Ok)
+  })
+
   it("with an application buffer, binary payload is read straight into it, masked or not", () => {
     for (const isClient of [true, false]) {
       const { payload, wire, engine, app } = binaryReceiver(isClient, 10000, 256, 3000)
