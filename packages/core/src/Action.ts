@@ -51,6 +51,14 @@ export const ActionQueue = {
 export type ActionQueue = keyof typeof ActionQueue
 
 /**
+ * The C value of an action queue (`WEB_SOCKET_ACTION_QUEUE`): 1, 2 or 3.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type ActionQueueCode = (typeof ActionQueue)[ActionQueue]
+
+/**
  * A string identifying action tokens.
  *
  * @category type ids

@@ -440,8 +440,10 @@ export const endClientHandshake: {
   >
 } = dual(
   (args) => isHandle(args[0]),
-  (handle: ClientHandle, response: ClientHandshakeResponse) => {
+  (handle: ClientHandle, given: ClientHandshakeResponse) => {
     const h = impl(handle)
+    // (untyped callers may give nothing: the missing header list is malformed, not a crash)
+    const response = given ?? ({} as ClientHandshakeResponse)
     return h.state === HandleState.HandshakeStarted ? failsHandle(h, endClient(h, response)) : endClient(h, response)
   }
 )
@@ -586,7 +588,8 @@ export const beginServerHandshake: {
         requireState(h, "beginServerHandshake", HandleState.Created),
         requireKind(h, "server", "beginServerHandshake")
       ),
-      () => failsHandle(h, beginServer(h, options))
+      // (untyped callers may give nothing: the missing header list is malformed, not a crash)
+      () => failsHandle(h, beginServer(h, options ?? ({} as ServerHandshakeOptions)))
     )
   }
 )
@@ -768,12 +771,14 @@ export const send: {
 /**
  * Queues one receive. It completes with exactly one `IndicateReceiveComplete`: a chunk of a
  * message (never larger than the receive buffer size, text split only between code points), a
- * Pong, or a Close. Pings are answered on the receive queue without completing it. With `buffer`,
- * data is copied there (at most its length per chunk); without, `data` is a view into the handle's
- * receive buffer.
+ * Pong, or a Close. Pings are answered on the receive queue without completing it. With `buffer`
+ * (at least 4 bytes: a whole code point), data is copied there (at most its length per chunk),
+ * and so is a Pong's payload or a close reason when it fits (else `data` is a view of it in the
+ * handle's receive buffer: it is never cut); without, `data` is a view into the handle's receive
+ * buffer.
  *
  * Fails with `InvalidProtocolOperation` when another receive is outstanding, the peer's Close was
- * already received, or the handle is not open.
+ * already received, or the handle is not open; with `InvalidParameter` for a buffer under 4 bytes.
  *
  * @see websocket.h `WebSocketReceive`
  * @category session
@@ -857,8 +862,19 @@ const toAction = (handle: HandleImpl, record: ActionRecord): Action.Action => {
   }
 }
 
+/** The C value of an action queue given by name or value (an own key only: not `"toString"`). */
+const queueCode = (queue: unknown): number | undefined =>
+  typeof queue === "string"
+    ? Object.hasOwn(Action.ActionQueue, queue) ? Action.ActionQueue[queue as Action.ActionQueue] : undefined
+    : queue === 1 || queue === 2 || queue === 3
+    ? queue
+    : undefined
+
+const describeQueue = (queue: unknown): string => typeof queue === "string" ? JSON.stringify(queue) : String(queue)
+
 /**
- * Hands out the next action of `queue` (`"Send"`, `"Receive"` or `"All"`): what the driver must do
+ * Hands out the next action of `queue` (`"Send"`, `"Receive"` or `"All"`, or its C value 1, 2 or 3;
+ * anything else is an `InvalidParameter`): what the driver must do
  * next. At most one action per queue is out at a time; the next appears once it is completed with
  * {@link completeAction}. Buffers in the action are views valid until then.
  *
@@ -874,25 +890,24 @@ const toAction = (handle: HandleImpl, record: ActionRecord): Action.Action => {
  */
 export const getAction: {
   /** Data-last. */
-  (queue: Action.ActionQueue): (
+  (queue: Action.ActionQueue | Action.ActionQueueCode): (
     handle: Handle
-  ) => Effect.Effect<Action.Action, InvalidProtocolFormat | InvalidProtocolOperation>
+  ) => Effect.Effect<Action.Action, InvalidProtocolFormat | InvalidProtocolOperation | InvalidParameter>
   /** Data-first. */
-  (handle: Handle, queue: Action.ActionQueue): Effect.Effect<
+  (handle: Handle, queue: Action.ActionQueue | Action.ActionQueueCode): Effect.Effect<
     Action.Action,
-    InvalidProtocolFormat | InvalidProtocolOperation
+    InvalidProtocolFormat | InvalidProtocolOperation | InvalidParameter
   >
-} = dual(2, (handle: Handle, queue: Action.ActionQueue) =>
-  Effect.suspend(() => {
+} = dual(2, (handle: Handle, queue: Action.ActionQueue | Action.ActionQueueCode) =>
+  Effect.suspend((): Effect.Effect<Action.Action, InvalidProtocolFormat | InvalidProtocolOperation | InvalidParameter> => {
     const h = impl(handle)
     const record = new ActionRecord()
-    const code = Action.ActionQueue[queue]
+    const code = queueCode(queue)
     if (code === undefined) {
       return Effect.fail(
-        new InvalidProtocolOperation({
-          operation: "getAction",
-          state: h.stateName,
-          message: `${String(queue)} is not an action queue: use "Send", "Receive" or "All"`
+        new InvalidParameter({
+          parameter: "queue",
+          message: `${describeQueue(queue)} is not an action queue: use "Send", "Receive" or "All" (or 1, 2, 3)`
         })
       )
     }
@@ -904,8 +919,9 @@ export const getAction: {
 /**
  * Reports what the driver did with an action: the bytes written for `SendToNetwork` (fewer than
  * handed out cancels the send; when a frame went out in part, later sends fail, as no frame may
- * follow an incomplete one, while 0 bytes of a frame's first action leave the wire usable), the bytes read for `ReceiveFromNetwork` (0: the transport ended,
- * and the receive completes with a `Close` of status 1006), 0 for the others. A token can be used
+ * follow an incomplete one, while 0 bytes of a frame's first action leave the wire usable), the
+ * bytes read for `ReceiveFromNetwork` (0: the transport ended, and the receive completes with a
+ * `Close` of status 1006), 0 for the others. A token can be used
  * once: a second use, or a token of another handle, fails with `InvalidProtocolOperation`.
  *
  * @see websocket.h `WebSocketCompleteAction`

@@ -478,16 +478,32 @@ describe("misuse is an invalid operation", () => {
       yield* WebSocket.beginClientHandshake(client)
     }))
 
-  it.effect("an unknown queue", () =>
+  it.effect("an unknown queue is an InvalidParameter (E_INVALIDARG); the C values 1, 2, 3 name the queues too", () =>
     Effect.gen(function*() {
       const { client } = yield* connect()
-      const error = yield* Effect.flip(WebSocket.getAction(client.handle, "Both" as Action.ActionQueue))
-      assert.strictEqual(error._tag, "InvalidProtocolOperation")
-      assert.match(error.message, /not an action queue/)
+      for (const queue of ["Both", "send", "toString", "constructor", "__proto__", 0, 4, 1.5, null]) {
+        const error = yield* Effect.flip(WebSocket.getAction(client.handle, queue as Action.ActionQueue))
+        assert.strictEqual(error._tag, "InvalidParameter", String(queue))
+        assert.match(error.message, /not an action queue/)
+      }
+      yield* WebSocket.send(client.handle, "BinaryMessage", new Uint8Array([1]))
+      assert.strictEqual((yield* WebSocket.getAction(client.handle, 1))._tag, "SendToNetwork")
+      assert.strictEqual((yield* WebSocket.getAction(client.handle, 2))._tag, "NoAction")
     }))
 })
 
 describe("invalid parameters", () => {
+  it.effect("a handshake call given no options (from untyped code) fails with InvalidProtocolFormat, not a crash", () =>
+    Effect.gen(function*() {
+      const client = yield* WebSocket.createClientHandle()
+      yield* WebSocket.beginClientHandshake(client, { initialHeaders: [{ name: "Host", value: "h" }] })
+      const ended = yield* Effect.flip(WebSocket.endClientHandshake(client, undefined as never))
+      assert.strictEqual(ended._tag, "InvalidProtocolFormat")
+      const server = yield* WebSocket.createServerHandle()
+      const begun = yield* Effect.flip(WebSocket.beginServerHandshake(server, undefined as never))
+      assert.strictEqual(begun._tag, "InvalidProtocolFormat")
+    }))
+
   it.effect("close statuses that may not be sent, long reasons, long pings", () =>
     Effect.gen(function*() {
       const { client } = yield* connect()
