@@ -12,16 +12,9 @@ import * as Connection from "./Connection.ts"
 import { decodeParameter } from "./internal/handshake.ts"
 import { makeMemoryPair, type Transport } from "./Transport.ts"
 import * as WebSocket from "./WebSocket.ts"
-import type {
-  InvalidProtocolFormat,
-  UnsupportedExtension,
-  UnsupportedProtocolVersion,
-  UnsupportedSubprotocol
-} from "./WebSocketError.ts"
-import type { InvalidProtocolOperation } from "./WebSocketError.ts"
-import { InvalidParameter } from "./WebSocketError.ts"
+import type { InvalidProtocolFormat, InvalidProtocolOperation, UnsupportedExtension, UnsupportedProtocolVersion } from "./WebSocketError.ts"
+import { InvalidParameter, UnsupportedSubprotocol } from "./WebSocketError.ts"
 import * as Metrics from "./Metrics.ts"
-
 import { parseTarget, redacted, withCredentials } from "./internal/target.ts"
 
 export { parseTarget, redacted as redactedUrl, type Target, withCredentials } from "./internal/target.ts"
@@ -402,6 +395,30 @@ export const releaseOnFailure = <A, E, R>(
   )
 
 /**
+ * The subprotocol of a client's connection: the server's selection, or `""` when the client
+ * offered none. A server that selects none of the offered ones fails the connection with
+ * `UnsupportedSubprotocol`, as with `ws` and browsers (RFC 6455 leaves it to the client).
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const selectedProtocol = (
+  offered: ReadonlyArray<string> | undefined,
+  result: WebSocket.ClientHandshakeResult
+): Effect.Effect<string, UnsupportedSubprotocol> =>
+  Option.isSome(result.subprotocol)
+    ? Effect.succeed(result.subprotocol.value)
+    : offered === undefined || offered.length === 0
+    ? Effect.succeed("")
+    : Effect.fail(
+      new UnsupportedSubprotocol({
+        offered: [...offered],
+        selected: "",
+        message: `the server selected none of the offered subprotocols (${offered.join(", ")})`
+      })
+    )
+
+/**
  * Runs a client's connection attempt to `shown` (the URL with its credentials redacted) in a
  * `WebSocket.connect` span, and counts its failure in {@link Metrics.handshakeFailures} (side
  * `client`, the error's tag as reason; a malformed option is no attempt and does not count).
@@ -459,7 +476,7 @@ export const layerMemory = <E, R>(
             Effect.catchTag("InvalidProtocolOperation", (error) => Effect.die(error))
           )
           const [a, b] = yield* makeMemoryPair()
-          const protocol = Option.getOrElse(result.subprotocol, () => "")
+          const protocol = yield* selectedProtocol(connectOptions?.protocols, result)
           const handshake = { requestHeaders, responseHeaders }
           // the server's side; as over a socket, a setup that fails costs the connection only
           yield* Effect.gen(function*() {

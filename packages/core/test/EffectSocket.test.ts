@@ -191,7 +191,7 @@ describe("EffectSocket.layerWebSocketConstructor", () => {
   it.live("the WebSocket-like object goes through its ready states and honours once", () =>
     Effect.gen(function*() {
       const make = yield* Socket.WebSocketConstructor
-      const ws = make("ws://memory/", "chat") as EffectSocket.ClientWebSocket
+      const ws = make("ws://memory/") as EffectSocket.ClientWebSocket
       const log: Array<string> = []
       const closed = yield* Deferred.make<EffectSocket.ClientWebSocketEvent>()
       assert.strictEqual(ws.readyState, 0)

@@ -8,7 +8,7 @@
 import { Client, Connection, WebSocket, WebSocketError } from "@effect-websocket/core"
 import type { HttpHeader } from "@effect-websocket/schema"
 import { HttpHeader as Headers, Options } from "@effect-websocket/schema"
-import { Duration, Effect, Layer, Option } from "effect"
+import { Duration, Effect, Layer } from "effect"
 import type { Scope } from "effect/Scope"
 import * as Http from "node:http"
 import * as Https from "node:https"
@@ -279,7 +279,7 @@ const open = (
     const transport = options?.wrapTransport?.(socketTransport) ?? socketTransport
     const connection = yield* Connection.make(handle, transport, {
       ...options?.connection,
-      protocol: Option.getOrElse(result.subprotocol, () => ""),
+      protocol: yield* Client.selectedProtocol(options?.protocols, result),
       handshake: { requestHeaders, responseHeaders }
     })
     handedOver = true

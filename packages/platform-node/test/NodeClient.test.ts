@@ -104,6 +104,16 @@ describe("NodeClient.connect failures", () => {
       }
     }))
 
+  it.live("a server that selects none of the offered subprotocols is UnsupportedSubprotocol, as with ws and browsers", () =>
+    Effect.gen(function*() {
+      const server = yield* NodeServer.serve((c) => c.close(1000))
+      const error = yield* Effect.flip(Effect.scoped(NodeClient.connect(server.url, { protocols: ["chat", "chat.v2"] })))
+      assert.strictEqual(error._tag, "UnsupportedSubprotocol")
+      assert.include(error.message, "none of the offered subprotocols")
+      // offering none, a server that selects none is fine
+      assert.strictEqual((yield* Effect.scoped(Effect.map(NodeClient.connect(server.url), (c) => c.protocol))), "")
+    }))
+
   it.live("a failed attempt releases its socket at once, not when the caller's scope closes (retries do not pile up)", () =>
     Effect.gen(function*() {
       const { port, server } = yield* listen(() => Http.createServer())

@@ -79,8 +79,7 @@ describe("NodeSocketAdapter", () => {
         Effect.andThen(
           c.send(request.headers.find((h) => h.name.toLowerCase() === "x-token")?.value ?? "none"),
           Effect.never
-        )
-      )
+        ), { selectProtocol: (offered) => offered[0] })
       const socket = yield* Socket.makeWebSocket(server.url, { headers: { "x-token": "abc" }, protocols: "p" })
       const reader = yield* socket.reader
       assert.deepStrictEqual(yield* reader.pull, ["abc"])
