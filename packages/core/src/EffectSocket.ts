@@ -14,7 +14,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Deferred, Effect, Exit, Fiber, FiberSet, Latch, Layer, Option, Pull, Scope, Semaphore, Stream } from "effect"
+import { Cause, Deferred, Duration, Effect, Exit, Fiber, FiberSet, Latch, Layer, Option, Pull, Scope, Semaphore, Stream } from "effect"
 import type { NonEmptyReadonlyArray } from "effect/Array"
 import * as Socket from "effect/socket/Socket"
 import * as Client from "./Client.ts"
@@ -264,6 +264,9 @@ type Outgoing =
   | { readonly _tag: "data"; readonly data: string | Uint8Array; readonly size: number }
   | { readonly _tag: "close"; readonly code: number; readonly reason: string }
 
+/** How long closing a constructor's scope waits for its closing sockets to finish. */
+const CLOSING_GRACE = Duration.seconds(5)
+
 const CONNECTING = 0
 const OPEN = 1
 const CLOSING = 2
@@ -340,7 +343,8 @@ class ClientWebSocketImpl implements ClientWebSocket {
     if (invalid !== undefined) throw new RangeError(invalid.message)
     if (this.readyState === CONNECTING) {
       this.readyState = CLOSING
-      this.abandon?.()
+      // after this call returns: the abandon dispatches `error` and `close`
+      queueMicrotask(() => this.abandon?.())
       return
     }
     if (this.readyState !== OPEN) return
@@ -500,7 +504,9 @@ const connectOptions = (options: Socket.WebSocketConstructorOptions | undefined)
  * Makes a `Socket.WebSocketConstructor` function whose {@link ClientWebSocket}s open their
  * connections with `connect` (given the URL, the subprotocols and the headers). Each socket runs
  * in its own fiber, with the services of the current context, owned by the current scope:
- * closing the scope closes the open sockets (1001, going away) and abandons the connecting ones.
+ * closing the scope lets the sockets asked to close finish (their queued messages, then their
+ * Close; at most 5 seconds), closes the open ones (1001, going away) and abandons the connecting
+ * ones.
  * Once the scope is closed, the constructor throws.
  *
  * @category constructors
@@ -511,12 +517,26 @@ export const makeWebSocketConstructor = <E, R>(
 ): Effect.Effect<Socket.WebSocketConstructor["Service"], never, Scope.Scope | Exclude<R, Scope.Scope>> =>
   Effect.gen(function*() {
     const run = yield* FiberSet.makeRuntime<Exclude<R, Scope.Scope>>()
+    /** The sockets whose fiber runs. */
+    const sockets = new Map<ClientWebSocketImpl, Fiber.Fiber<void>>()
+    // Runs before the fiber set interrupts the sockets: those asked to close get to send what
+    // was queued before and their Close (bounded), as a platform's socket does once the program
+    // that closed it has ended (`Socket.makeWebSocket` closes with 1000 as its scope ends).
+    yield* Effect.addFinalizer(() =>
+      Effect.forEach(
+        Array.from(sockets).filter(([ws]) => ws.readyState === CLOSING),
+        ([, fiber]) => Effect.ignore(Effect.timeout(Fiber.await(fiber), CLOSING_GRACE)),
+        { concurrency: "unbounded", discard: true }
+      )
+    )
     return (url: string, options?: Socket.WebSocketConstructorOptions | undefined): ClientWebSocket => {
       const ws = new ClientWebSocketImpl(url)
       const fiber = run(ws.run(connect as Connect<unknown, never>, connectOptions(options)) as Effect.Effect<void>)
       if (fiber.pollUnsafe() !== undefined) {
         throw new Error("the scope of this WebSocket constructor is closed")
       }
+      sockets.set(ws, fiber)
+      fiber.addObserver(() => sockets.delete(ws))
       ws.abandon = () => fiber.interruptUnsafe()
       return ws
     }

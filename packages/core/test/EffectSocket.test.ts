@@ -302,6 +302,8 @@ describe("EffectSocket.layerWebSocketConstructor", () => {
         Deferred.doneUnsafe(closed, Exit.void)
       })
       ws.close()
+      // nothing is dispatched from inside close(): the socket is closing until the events come
+      assert.deepStrictEqual([ws.readyState, events.length], [2, 0])
       yield* Deferred.await(closed)
       assert.strictEqual(ws.readyState, 3)
       assert.deepStrictEqual(events.map((e) => e.type), ["error", "close"])

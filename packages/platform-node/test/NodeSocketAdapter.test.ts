@@ -73,6 +73,29 @@ describe("NodeSocketAdapter", () => {
       assert.deepStrictEqual(yield* reader.pull, ["v2 of v1,v2"])
     }).pipe(Effect.provide(NodeSocketAdapter.layerWebSocketConstructor)))
 
+  it.live("a program that writes and ends, with the layer provided to it alone, delivers every message and its close", () =>
+    Effect.gen(function*() {
+      const received: Array<Connection.Message> = []
+      const closed = yield* Deferred.make<Connection.CloseInfo>()
+      const server = yield* NodeServer.serve((c) =>
+        Effect.andThen(
+          Stream.runForEach(c.messages, (m) => Effect.sync(() => received.push(m))),
+          Effect.flatMap(c.closed, (info) => Deferred.succeed(closed, info))
+        )
+      )
+      // the writes are queued when the program ends; the layer closes right after it
+      yield* Effect.scoped(Effect.gen(function*() {
+        const socket = yield* Socket.makeWebSocket(server.url)
+        yield* socket.reader // (writes wait for the socket to open)
+        const writer = yield* socket.writer
+        for (let i = 0; i < 200; i++) yield* writer.write(`m${i}`)
+        yield* writer.write(new Socket.CloseEvent(4000, "done"))
+      })).pipe(Effect.provide(NodeSocketAdapter.layerWebSocketConstructor))
+      const info = yield* Deferred.await(closed)
+      assert.deepStrictEqual([info.code, info.reason], [4000, "done"])
+      assert.deepStrictEqual(received, Array.from({ length: 200 }, (_, i) => `m${i}`))
+    }))
+
   it.live("sends handshake headers", () =>
     Effect.gen(function*() {
       const server = yield* NodeServer.serve((c, request) =>
