@@ -206,7 +206,8 @@ export type BinaryType = "arraybuffer" | "uint8array"
 /**
  * A WHATWG-`WebSocket`-like object over a connection of this library, as built by the
  * constructor of {@link makeWebSocketConstructor}. It has what `Socket.fromWebSocket` uses, plus
- * the usual read-only properties and `pause` / `resume`:
+ * the usual read-only properties, the ready-state constants, the `onopen` / `onmessage` /
+ * `onerror` / `onclose` handlers, and `pause` / `resume`:
  *
  * - `readyState` goes 0 (connecting) → 1 (open) → 2 (closing, after `close()`) → 3 (closed);
  *   a failed connect goes from 0 to 3 with an `error` then a `close` event (code 1006).
@@ -228,6 +229,15 @@ export type BinaryType = "arraybuffer" | "uint8array"
 export interface ClientWebSocket extends Socket.WebSocketLike {
   readonly url: string
   readonly readyState: 0 | 1 | 2 | 3
+  readonly CONNECTING: 0
+  readonly OPEN: 1
+  readonly CLOSING: 2
+  readonly CLOSED: 3
+  /** Called with each event of its type, after the listeners added with `addEventListener`. */
+  onopen: ((event: ClientWebSocketEvent) => void) | null
+  onmessage: ((event: ClientWebSocketEvent) => void) | null
+  onerror: ((event: ClientWebSocketEvent) => void) | null
+  onclose: ((event: ClientWebSocketEvent) => void) | null
   /** The subprotocol the server selected, `""` until open or when none. */
   readonly protocol: string
   /** Always `""`: no extension is negotiated. */
@@ -267,10 +277,10 @@ type Outgoing =
 /** How long closing a constructor's scope waits for its closing sockets to finish. */
 const CLOSING_GRACE = Duration.seconds(5)
 
-const CONNECTING = 0
-const OPEN = 1
-const CLOSING = 2
-const CLOSED = 3
+const CONNECTING = 0 as const
+const OPEN = 1 as const
+const CLOSING = 2 as const
+const CLOSED = 3 as const
 
 const toBytes = (data: ArrayBufferLike | ArrayBufferView): Uint8Array =>
   ArrayBuffer.isView(data)
@@ -284,6 +294,14 @@ const toArrayBuffer = (bytes: Uint8Array): ArrayBuffer =>
 
 class ClientWebSocketImpl implements ClientWebSocket {
   readyState: 0 | 1 | 2 | 3 = CONNECTING
+  readonly CONNECTING = CONNECTING
+  readonly OPEN = OPEN
+  readonly CLOSING = CLOSING
+  readonly CLOSED = CLOSED
+  onopen: ((event: ClientWebSocketEvent) => void) | null = null
+  onmessage: ((event: ClientWebSocketEvent) => void) | null = null
+  onerror: ((event: ClientWebSocketEvent) => void) | null = null
+  onclose: ((event: ClientWebSocketEvent) => void) | null = null
   protocol = ""
   readonly extensions = ""
   bufferedAmount = 0
@@ -382,15 +400,20 @@ class ClientWebSocketImpl implements ClientWebSocket {
     return Effect.suspend(() => {
       const listeners = this.listeners[event.type]
       const failures: Array<unknown> = []
-      for (const [listener, once] of Array.from(listeners)) {
-        if (!listeners.has(listener)) continue
-        if (once) listeners.delete(listener)
+      const call = (listener: Listener) => {
         try {
           listener(event)
         } catch (error) {
           failures.push(error)
         }
       }
+      for (const [listener, once] of Array.from(listeners)) {
+        if (!listeners.has(listener)) continue
+        if (once) listeners.delete(listener)
+        call(listener)
+      }
+      const handler = this[`on${event.type}`]
+      if (typeof handler === "function") call(handler)
       return failures.length === 0
         ? Effect.void
         : Effect.logError(`a WebSocket "${event.type}" listener threw`, ...failures)

@@ -200,6 +200,8 @@ describe("EffectSocket.layerWebSocketConstructor", () => {
       ws.addEventListener("message", (e) => log.push(`message ${String(e.data)}`))
       const onceMessage = () => log.push("once")
       ws.addEventListener("message", onceMessage, { once: true })
+      ws.onmessage = (e) => log.push(`onmessage ${String(e.data)}`)
+      assert.deepStrictEqual([ws.CONNECTING, ws.OPEN, ws.CLOSING, ws.CLOSED], [0, 1, 2, 3])
       ws.addEventListener("close", (e) => Deferred.doneUnsafe(closed, Exit.succeed(e)))
       yield* Effect.sleep("20 millis")
       assert.strictEqual(ws.readyState, 1)
@@ -214,7 +216,16 @@ describe("EffectSocket.layerWebSocketConstructor", () => {
       const event = yield* Deferred.await(closed)
       assert.strictEqual(ws.readyState, 3)
       assert.deepInclude(event, { type: "close", code: 4001, reason: "x", wasClean: true })
-      assert.deepStrictEqual(log, ["open 1", "message hi / ", "once", "message a", "message b"])
+      assert.deepStrictEqual(log, [
+        "open 1",
+        "message hi / ",
+        "once",
+        "onmessage hi / ",
+        "message a",
+        "onmessage a",
+        "message b",
+        "onmessage b"
+      ])
     }).pipe(Effect.provide(Constructor)))
 
   it.live.prop(
