@@ -352,9 +352,9 @@ const oursDecode = (config: Config, wire: Wire): Session => {
     return accumulator
   }
 
-  /** Room after the assembled part, grown when small (a receive buffer holds a control frame's payload, as in the connection). */
+  /** Room after the assembled part, grown when small. */
   const tail = (): Uint8Array => {
-    if (accumulator.length - accumulated < 128) grow(accumulated + MIN_TAIL)
+    if (accumulated === accumulator.length) grow(accumulated + MIN_TAIL)
     return accumulator.subarray(accumulated)
   }
   const grow = (need: number): void => {

@@ -771,14 +771,14 @@ export const send: {
 /**
  * Queues one receive. It completes with exactly one `IndicateReceiveComplete`: a chunk of a
  * message (never larger than the receive buffer size, text split only between code points), a
- * Pong, or a Close. Pings are answered on the receive queue without completing it. With `buffer`
- * (at least 4 bytes: a whole code point), data is copied there (at most its length per chunk),
- * and so is a Pong's payload or a close reason when it fits (else `data` is a view of it in the
- * handle's receive buffer: it is never cut); without, `data` is a view into the handle's receive
- * buffer.
+ * Pong, or a Close. Pings are answered on the receive queue without completing it. With `buffer`,
+ * data is copied there (at most its length per chunk; text is split between code points when the
+ * buffer holds at least 4 bytes, the longest one), and so is a Pong's payload or a close reason
+ * when it fits (else `data` is a view of it in the handle's receive buffer: it is never cut);
+ * without, `data` is a view into the handle's receive buffer.
  *
  * Fails with `InvalidProtocolOperation` when another receive is outstanding, the peer's Close was
- * already received, or the handle is not open; with `InvalidParameter` for a buffer under 4 bytes.
+ * already received, or the handle is not open; with `InvalidParameter` for an empty buffer.
  *
  * @see websocket.h `WebSocketReceive`
  * @category session

@@ -858,14 +858,6 @@ describe("chunking (spec 5.4)", () => {
     assert.deepStrictEqual(contentOf(deliveries), [pong("pong-prefix"), closed(1000, reason)])
   })
 
-  it("an application buffer under 4 bytes (no room for every code point) is an InvalidParameter", () => {
-    const engine = makeClient()
-    for (const size of [0, 1, 2, 3]) {
-      assert.strictEqual(engine.receive(new Uint8Array(size), undefined), Status.InvalidParameter)
-      assert.match(engine.lastError!.message, /at least 4 bytes/)
-    }
-    assert.strictEqual(engine.receive(new Uint8Array(4), undefined), Status.Ok)
-  })
 
   it("with an application buffer, binary payload is read straight into it, masked or not", () => {
     for (const isClient of [true, false]) {

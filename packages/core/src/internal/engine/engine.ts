@@ -171,8 +171,6 @@ const KEY_POOL_SIZE = 4096
  * a buffer of their own would be an allocation for nothing.
  */
 const OWNED_PAYLOAD = 4096
-/** The smallest caller's receive buffer: text is delivered in whole code points, of up to 4 bytes. */
-const MIN_RECEIVE_BUFFER = 4
 /** The least chunk a text message is read straight into the caller's buffer in: room for whole code points. */
 const MIN_DIRECT_TEXT = 8
 /** After text that is not all ASCII, pieces checked without trying the ASCII skip first. */
@@ -579,11 +577,8 @@ export class Engine {
     if (this.state === HandleState.CloseReceived || this.state === HandleState.Closed) {
       return this.error(Status.InvalidOperation, "receive is not allowed: the peer's Close was already received")
     }
-    if (buffer !== undefined && buffer.length < MIN_RECEIVE_BUFFER) {
-      return this.error(
-        Status.InvalidParameter,
-        `a receive buffer holds at least ${MIN_RECEIVE_BUFFER} bytes (a whole UTF-8 code point), got ${buffer.length}`
-      )
+    if (buffer !== undefined && buffer.length === 0) {
+      return this.error(Status.InvalidParameter, "a receive buffer must not be empty")
     }
     this.receivePending = true
     this.receiveContext = context
