@@ -169,6 +169,22 @@ const refuse = (
 }
 
 /**
+ * Refuses an upgrade request with `status`: counted in the handshake failures with `reason`, and
+ * recorded on the `WebSocket.accept` span.
+ */
+const refused = (
+  reason: string,
+  socket: Duplex,
+  status: number,
+  message: string,
+  headers?: ReadonlyArray<{ readonly name: string; readonly value: string }>
+): Effect.Effect<void> =>
+  Effect.andThen(
+    Effect.andThen(Client.serverHandshakeFailed(reason), Effect.annotateCurrentSpan({ "http.response.status_code": status, "websocket.refused": reason })),
+    Effect.sync(() => refuse(socket, status, message, headers))
+  )
+
+/**
  * The request target as path and query: an absolute URI (`GET http://host/chat`, which RFC 6455
  * section 4.2.1 allows) gives its path and query.
  */
@@ -226,16 +242,13 @@ export const makeUpgradeHandler = <E, R, RA = never>(
         const url = requestTarget(req.url)
         const pathname = url.split("?")[0]!
         if (req.method !== "GET") {
-          yield* Client.serverHandshakeFailed("MethodNotAllowed")
-          return refuse(socket, 405, `the WebSocket handshake needs GET, not ${req.method}`, [{ name: "Allow", value: "GET" }])
+          return yield* refused("MethodNotAllowed", socket, 405, `the WebSocket handshake needs GET, not ${req.method}`, [{ name: "Allow", value: "GET" }])
         }
         if (req.httpVersionMajor < 1 || (req.httpVersionMajor === 1 && req.httpVersionMinor < 1)) {
-          yield* Client.serverHandshakeFailed("HttpVersionNotSupported")
-          return refuse(socket, 505, "the WebSocket handshake needs HTTP/1.1 or later")
+          return yield* refused("HttpVersionNotSupported", socket, 505, "the WebSocket handshake needs HTTP/1.1 or later")
         }
         if (options?.path !== undefined && pathname !== options.path) {
-          yield* Client.serverHandshakeFailed("NotFound")
-          return refuse(socket, 404, `no WebSocket endpoint at ${pathname}`)
+          return yield* refused("NotFound", socket, 404, `no WebSocket endpoint at ${pathname}`)
         }
         const headers = HttpHeader.fromRawHeaders(req.rawHeaders)
         const protocolHeader = HttpHeader.getCombined(headers, "Sec-WebSocket-Protocol")
@@ -247,8 +260,7 @@ export const makeUpgradeHandler = <E, R, RA = never>(
           if (Exit.isFailure(verdict)) {
             const rejection = verdict.cause.reasons.find((r) => r._tag === "Fail")
             if (rejection !== undefined && rejection._tag === "Fail" && rejection.error instanceof Rejection) {
-              yield* Client.serverHandshakeFailed("Rejected")
-              return refuse(socket, rejection.error.status, rejection.error.message, rejection.error.headers)
+              return yield* refused("Rejected", socket, rejection.error.status, rejection.error.message, rejection.error.headers)
             }
             return yield* Effect.failCause(verdict.cause) // not a refusal: a 500 (see below)
           }
@@ -265,8 +277,7 @@ export const makeUpgradeHandler = <E, R, RA = never>(
             const error = handshake.cause.reasons.find((r) => r._tag === "Fail")
             if (error === undefined || error._tag !== "Fail") return yield* Effect.failCause(handshake.cause) // a 500 (see below)
             const { headers: extra, status } = Client.rejectionStatus(error.error)
-            yield* Client.serverHandshakeFailed(error.error._tag)
-            return refuse(socket, status, error.error.message, extra)
+            return yield* refused(error.error._tag, socket, status, error.error.message, extra)
           }
           const responseHeaders = [...handshake.value.responseHeaders, ...yield* Client.responseHeadersFor(options, request)]
           switched = true
@@ -305,15 +316,15 @@ export const makeUpgradeHandler = <E, R, RA = never>(
         Effect.onExit((exit) => {
           if (Exit.isSuccess(exit) || handedOver) return Effect.void
           const interrupted = Exit.hasInterrupts(exit)
+          if (switched || interrupted) {
+            return Effect.andThen(
+              interrupted ? Effect.void : Effect.logError("WebSocket connection setup failed; its socket is destroyed", exit.cause),
+              Effect.sync(() => socket.destroyed || socket.destroy())
+            )
+          }
           return Effect.andThen(
-            interrupted ? Effect.void : Effect.andThen(
-              switched ? Effect.void : Client.serverHandshakeFailed("ServerError"),
-              Effect.logError(
-                switched ? "WebSocket connection setup failed; its socket is destroyed" : "WebSocket upgrade failed; the request gets 500",
-                exit.cause
-              )
-            ),
-            Effect.sync(() => switched || interrupted ? socket.destroyed || socket.destroy() : refuse(socket, 500, "the upgrade failed"))
+            Effect.logError("WebSocket upgrade failed; the request gets 500", exit.cause),
+            refused("ServerError", socket, 500, "the upgrade failed")
           )
         }),
         Effect.withSpan("WebSocket.accept", { attributes: { "url.path": requestTarget(req.url).split("?")[0]! } })

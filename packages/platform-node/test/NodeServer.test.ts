@@ -1,6 +1,6 @@
 import { type Connection, Metrics } from "@effect-websocket/core"
 import { assert, describe, it } from "@effect/vitest"
-import { Arbitrary, Deferred, Effect, Fiber, Metric, Schema, Stream } from "effect"
+import { Arbitrary, Deferred, Effect, Fiber, Metric, Schema, Stream, Tracer } from "effect"
 import { WebSocket as WsClient } from "ws"
 import { NodeClient, NodeServer } from "../src/index.ts"
 
@@ -87,6 +87,35 @@ describe("NodeServer + NodeClient", () => {
         { client: yield* open("client"), server: yield* open("server"), closedClient: yield* closed("client"), closedServer: yield* closed("server") },
         { ...before, closedClient: before.closedClient + 1, closedServer: before.closedServer + 1 }
       )
+    }))
+
+  it.live("spans: WebSocket.connect with its URL, WebSocket.accept with the request's path, and a refusal's status and reason", () =>
+    Effect.gen(function*() {
+      const spans: Array<Tracer.NativeSpan> = []
+      const tracer = Tracer.make({
+        span(options) {
+          const span = new Tracer.NativeSpan(options)
+          spans.push(span)
+          return span
+        }
+      })
+      const server = yield* NodeServer.serve((c) => c.close(1000), { path: "/ws" }).pipe(Effect.provideService(Tracer.Tracer, tracer))
+      const base = `ws://127.0.0.1:${server.address.port}`
+      yield* Effect.scoped(NodeClient.connect(`${base}/ws`)).pipe(Effect.provideService(Tracer.Tracer, tracer))
+      const refused = yield* Effect.flip(Effect.scoped(NodeClient.connect(`${base}/elsewhere`))).pipe(
+        Effect.provideService(Tracer.Tracer, tracer)
+      )
+      assert.strictEqual(refused._tag, "HandshakeRejected")
+      for (let i = 0; i < 200 && spans.filter((s) => s.name === "WebSocket.accept" && s.status._tag === "Ended").length < 2; i++) {
+        yield* Effect.sleep("5 millis")
+      }
+      const attributes = (name: string) =>
+        spans.filter((s) => s.name === name).map((s) => Object.fromEntries(s.attributes))
+      assert.deepStrictEqual(attributes("WebSocket.connect"), [{ "url.full": `${base}/ws` }, { "url.full": `${base}/elsewhere` }])
+      assert.deepStrictEqual(attributes("WebSocket.accept"), [
+        { "url.path": "/ws" },
+        { "url.path": "/elsewhere", "http.response.status_code": 404, "websocket.refused": "NotFound" }
+      ])
     }))
 
   it.live("a ws client talks to our server", () =>
