@@ -184,7 +184,10 @@ export interface Handshake {
  */
 export interface KeepaliveOptions {
   readonly interval: Duration.Input
-  /** How long to wait for any traffic after a ping before giving up on the peer. */
+  /**
+   * How long to wait for any traffic after a ping before giving up on the peer (1006); also how
+   * long the ping may wait to go out (behind a send that waits for a peer that reads nothing).
+   */
   readonly timeout?: Duration.Input | undefined
   /** `"ping"` (default) expects an answer; `"pong"` sends unsolicited pongs, as websocket.h's users do. */
   readonly frame?: "ping" | "pong" | undefined
@@ -1027,21 +1030,29 @@ export const make = (
     if (settings.keepalive !== undefined) {
       const { interval, timeout } = settings.keepalive
       const frame = settings.keepalive.frame === "pong" ? BufferType.BufferType.UnsolicitedPong : BufferType.BufferType.PingPong
+      const deadPeer = (message: string) =>
+        Effect.andThen(Effect.andThen(Fiber.interrupt(reader), cutTransport), failTransport(new TransportError({ message })))
       const keepalive = Effect.gen(function*() {
         for (;;) {
           yield* Effect.sleep(interval)
           if (engine.state !== HandleState.Open) return
           const before = activity
-          const sent = yield* Effect.exit(sendFrame(frame, undefined, undefined))
+          if (timeout === undefined || frame !== BufferType.BufferType.PingPong) {
+            const sent = yield* Effect.exit(sendFrame(frame, undefined, undefined))
+            if (sent._tag === "Failure") return
+            continue
+          }
+          // A ping that cannot even go out within the timeout (a send waits for a peer that
+          // reads nothing) counts as unanswered too: a dead peer is cut off all the same.
+          const sent = yield* Effect.exit(Effect.timeoutOption(sendFrame(frame, undefined, undefined), timeout))
           if (sent._tag === "Failure") return
-          if (timeout !== undefined && frame === BufferType.BufferType.PingPong) {
-            yield* Effect.sleep(timeout)
-            if (activity === before && engine.state === HandleState.Open) {
-              return yield* Effect.andThen(
-                Effect.andThen(Fiber.interrupt(reader), cutTransport),
-                failTransport(new TransportError({ message: `no answer from the peer within ${Duration.format(timeout)} of a ping` }))
-              )
-            }
+          if (Option.isNone(sent.value)) {
+            if (activity !== before || engine.state !== HandleState.Open) continue
+            return yield* deadPeer(`no answer from the peer within ${Duration.format(timeout)}: a ping could not even be sent`)
+          }
+          yield* Effect.sleep(timeout)
+          if (activity === before && engine.state === HandleState.Open) {
+            return yield* deadPeer(`no answer from the peer within ${Duration.format(timeout)} of a ping`)
           }
         }
       })

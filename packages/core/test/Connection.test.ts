@@ -981,6 +981,22 @@ describe("Connection keepalive", () => {
       assert.isTrue(yield* isOpen(connection), "a silent peer is fine with pongs")
     }))
 
+  it.effect("a dead peer is cut off after the timeout even when a send waits for it and holds the wire", () =>
+    Effect.gen(function*() {
+      // the peer neither reads nor sends: this send fills the transport and waits for room
+      const { connection } = yield* rawConnection("client", { connection: { keepalive }, highWaterMark: 1024 })
+      const sending = yield* Effect.forkChild(connection.send(new Uint8Array(256 * 1024)))
+      yield* settle
+      assert.isUndefined(sending.pollUnsafe(), "the send waits for the peer")
+      // the ping cannot go out: past the timeout after it was due, the peer counts as gone
+      yield* TestClock.adjust("30 seconds")
+      yield* TestClock.adjust("10 seconds")
+      const info = yield* connection.closed
+      assert.deepStrictEqual([info.code, info.clean], [1006, false])
+      assert.include(info.reason, "no answer from the peer")
+      assert.isTrue(Exit.isFailure(yield* Fiber.await(sending)), "the waiting send fails")
+    }))
+
   it.effect("no keepalive frame once the connection is closing", () =>
     Effect.gen(function*() {
       const { connection, peer } = yield* rawConnection("client", { connection: { keepalive, closeTimeout: "60 seconds" } })
