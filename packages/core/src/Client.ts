@@ -532,13 +532,16 @@ const acceptInMemory = (
   }).pipe(
     Effect.catchCause((cause) => {
       const failure = Cause.findErrorOption(cause)
-      if (Option.isSome(failure)) {
-        return Effect.andThen(serverHandshakeFailed(failure.value._tag), Effect.fail(rejection(shown, failure.value)))
-      }
-      return Effect.andThen(
-        Effect.andThen(serverHandshakeFailed("ServerError"), Effect.logError("WebSocket upgrade failed; the request gets 500", cause)),
-        Effect.fail(rejected(shown, 500, "Internal Server Error", [], "the upgrade failed"))
-      )
+      const refusal = Option.isSome(failure)
+        ? rejection(shown, failure.value)
+        : rejected(shown, 500, "Internal Server Error", [], "the upgrade failed")
+      const reason = Option.isSome(failure) ? failure.value._tag : "ServerError"
+      return Effect.gen(function*() {
+        if (Option.isNone(failure)) yield* Effect.logError("WebSocket upgrade failed; the request gets 500", cause)
+        yield* serverHandshakeFailed(reason)
+        yield* Effect.annotateCurrentSpan({ "http.response.status_code": refusal.status, "websocket.refused": reason })
+        return yield* Effect.fail(refusal)
+      })
     }),
     Effect.withSpan("WebSocket.accept", { attributes: { "url.path": request.url.split("?")[0]! } })
   )
