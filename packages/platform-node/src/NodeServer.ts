@@ -402,7 +402,6 @@ export const serve = <E, R, RA = never>(
         resume(Effect.void)
       })
     })
-    const connectionOptions = { ...options?.connection, closeTimeout: options?.connection?.closeTimeout ?? shutdownTimeout }
     /** The connections whose handlers run. */
     const live = new Set<Connection.Connection>()
     const counted: Client.Handler<E, R> = (connection, request) =>
@@ -418,7 +417,7 @@ export const serve = <E, R, RA = never>(
     // watchdog starts once accepting stops and goes once every connection has closed.
     let watchdog: Fiber.Fiber<void> | undefined = undefined
     yield* Effect.addFinalizer(() => watchdog === undefined ? Effect.void : Fiber.interrupt(watchdog))
-    const onUpgrade = yield* makeUpgradeHandler(counted, { ...options, connection: connectionOptions })
+    const onUpgrade = yield* makeUpgradeHandler(counted, options)
     server.on("upgrade", onUpgrade)
     // Runs first on shutdown: stop accepting before the connections are closed.
     yield* Effect.addFinalizer(() =>

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Arbitrary, Duration, Effect, Exit, Fiber, Metric, References, Schema, Scope, Stream } from "effect"
+import { Arbitrary, Deferred, Duration, Effect, Exit, Fiber, Metric, References, Schema, Scope, Stream } from "effect"
 import type * as Http from "node:http"
 import * as Net from "node:net"
 import { WebSocket as WsClient } from "ws"
@@ -233,6 +233,19 @@ describe("limits and lifecycle", () => {
         })
       )
       assert.isTrue(refused)
+    }))
+
+  it.live("shutdownTimeout bounds the shutdown only: a connection's own close keeps its close timeout", () =>
+    Effect.gen(function*() {
+      const closed = yield* Deferred.make<Connection.CloseInfo>()
+      const server = yield* NodeServer.serve(
+        (c) => Effect.flatMap(c.close(1000), (info) => Deferred.succeed(closed, info)),
+        { shutdownTimeout: 0 }
+      )
+      const client = new WsClient(server.url)
+      client.on("error", () => {})
+      const info = yield* Deferred.await(closed)
+      assert.deepStrictEqual([info.code, info.clean], [1000, true])
     }))
 
   it.live("shutdownTimeout bounds the shutdown even when the connections' close timeout is longer", () =>
