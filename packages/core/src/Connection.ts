@@ -46,6 +46,15 @@ export const TypeId = "~@effect-websocket/core/Connection"
 export type Message = string | Uint8Array
 
 /**
+ * What `send`, `sendFragments` and `ping` take: text as a `string`, bytes as any typed array, a
+ * `DataView` or an `ArrayBuffer` (as with `ws`). A received {@link Message} can be sent as it is.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type Outgoing = string | ArrayBufferView | ArrayBuffer
+
+/**
  * How a connection ended.
  *
  * @category models
@@ -115,7 +124,7 @@ export interface Connection {
    * A `Uint8Array` is handed over, not copied (as with `ws` and Node's `socket.write`): the
    * transport may still hold it after `send` completes, so do not modify it afterwards.
    */
-  readonly send: (message: Message) => Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError>
+  readonly send: (message: Outgoing) => Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError>
   /**
    * Sends one message as fragments: every element of `fragments` becomes a frame (text or binary as
    * chosen by `type`), and an empty final frame closes the message. Other sends wait until it is
@@ -126,7 +135,7 @@ export interface Connection {
    * `close` remain possible). Like `send`, fragments are handed over, not copied.
    */
   readonly sendFragments: <E, R>(
-    fragments: Stream.Stream<Message, E, R>,
+    fragments: Stream.Stream<Outgoing, E, R>,
     type: "text" | "binary"
   ) => Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError | E, R>
   /**
@@ -134,7 +143,7 @@ export interface Connection {
    * the Pong shows up in `stats.pongsIn` (a peer may answer only the latest of pings sent in a
    * row, RFC 6455 section 5.5.3).
    */
-  readonly ping: (payload?: Message) => Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError>
+  readonly ping: (payload?: Outgoing) => Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError>
   /**
    * The received messages, in order, for one consumer at a time: a consumer that stops
    * (`Stream.take`, interruption) leaves the messages it did not take to the next one. Ends after
@@ -975,7 +984,7 @@ export const make = (
             sendWholeNow(type, payload, restore) ?? restore(Effect.asVoid(sendWholeLocked(type, payload)))
           )))
 
-    const send = (message: Message): Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError> =>
+    const send = (message: Outgoing): Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError> =>
       Effect.uninterruptibleMask((restore): Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError> => {
         const text = typeof message === "string"
         const payload = payloadOf(message)
@@ -987,7 +996,7 @@ export const make = (
       })
 
     const sendFragments = <E, R>(
-      fragments: Stream.Stream<Message, E, R>,
+      fragments: Stream.Stream<Outgoing, E, R>,
       type: "text" | "binary"
     ): Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError | E, R> =>
       messageLock.withPermit(Effect.scoped(
@@ -1020,7 +1029,7 @@ export const make = (
         }))
       ) as Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError | E, R>
 
-    const ping = (payload?: Message) => {
+    const ping = (payload?: Outgoing) => {
       const bytes = payload === undefined ? undefined : payloadOf(payload)
       if (payload !== undefined && bytes === undefined) return Effect.fail(notAMessage("payload", payload))
       // a control frame: it may go out between the fragments of a message (RFC 6455 section 5.4)

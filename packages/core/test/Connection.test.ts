@@ -19,7 +19,7 @@ describe("Connection", () => {
     }))
 
   /** Ways to hold the bytes `[start, start + length)` of a buffer, `length` a multiple of 8. */
-  const VIEWS: ReadonlyArray<readonly [string, (buffer: ArrayBuffer, start: number, length: number) => unknown]> = [
+  const VIEWS: ReadonlyArray<readonly [string, (buffer: ArrayBuffer, start: number, length: number) => Connection.Outgoing]> = [
     ["Int8Array", (b, s, n) => new Int8Array(b, s, n)],
     ["Uint8ClampedArray", (b, s, n) => new Uint8ClampedArray(b, s, n)],
     ["Int16Array", (b, s, n) => new Int16Array(b, s, n / 2)],
@@ -53,9 +53,10 @@ describe("Connection", () => {
         const [name, view] = VIEWS[kind]!
         const start = 8 * skip
         const data = view(buffer, start, 8 * words.length)
-        yield* client.send(data as never)
-        yield* client.sendFragments(Stream.make(data as never, data as never), "binary")
-        yield* client.ping(data as never).pipe(Effect.ignore) // up to 125 bytes
+        // (typed: each kind is a Connection.Outgoing)
+        yield* client.send(data)
+        yield* client.sendFragments(Stream.make(data, data), "binary")
+        yield* client.ping(data).pipe(Effect.ignore) // up to 125 bytes
         const got = yield* Stream.runCollect(Stream.take(server.messages, 2))
         const expected = all.slice(start)
         assert.deepStrictEqual(got[0], expected, name)
