@@ -160,7 +160,7 @@ export interface UpgradeRequest {
  * @category models
  * @since 0.1.0
  */
-export type Handler<E = never, R = never> = (
+export type Handler<E = unknown, R = never> = (
   connection: Connection.Connection,
   request: UpgradeRequest
 ) => Effect.Effect<unknown, E, R>

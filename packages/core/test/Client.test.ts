@@ -92,6 +92,15 @@ describe("Client.requestHeaderList", () => {
 })
 
 describe("Client.layerMemory handlers", () => {
+  it.effect("the simplest echo is a Client.Handler as it is (its errors need no type argument)", () =>
+    Effect.gen(function*() {
+      const echo: Client.Handler = (c) => Stream.runForEach(c.messages, (m) => c.send(m))
+      const context = yield* Layer.build(Client.layerMemory(echo))
+      const connection = yield* Effect.provide(Client.connect("ws://memory/"), context)
+      yield* connection.send("hi")
+      assert.deepStrictEqual(yield* Stream.runCollect(Stream.take(connection.messages, 1)), ["hi"])
+    }))
+
   it.effect("a handler that returns something else than an Effect closes its connection with 1011", () =>
     Effect.gen(function*() {
       const context = yield* Layer.build(Client.layerMemory((async () => {}) as unknown as Client.Handler))
