@@ -302,3 +302,15 @@ export const make: Client.Client = Client.Client.of({ connect })
  * @since 0.1.0
  */
 export const layer: Layer.Layer<Client.Client> = Layer.succeed(Client.Client, make)
+
+/**
+ * {@link layer} with `defaults` for every connection: the Node.js settings (`tls`, `socketPath`,
+ * `socketBuffers`, `followRedirects`, ...) that `Client.connect`'s options, those of every
+ * platform, do not have. The options given to `connect` come first (merged one level deep: a
+ * `connection` given there replaces the default one).
+ *
+ * @category layers
+ * @since 0.1.0
+ */
+export const layerWith = (defaults: ConnectOptions): Layer.Layer<Client.Client> =>
+  Layer.succeed(Client.Client, Client.Client.of({ connect: (url, options) => connect(url, { ...defaults, ...options }) }))

@@ -3,6 +3,7 @@ import { Arbitrary, Duration, Effect, Exit, Fiber, Option, Schema, Stream } from
 import { createHash } from "node:crypto"
 import * as Http from "node:http"
 import * as Net from "node:net"
+import { Client } from "@effect-websocket/core"
 import { HttpHeader } from "@effect-websocket/schema"
 import { NodeClient, NodeServer } from "../src/index.ts"
 import { anyOptions, failureTags } from "./anyOptions.ts"
@@ -366,6 +367,20 @@ describe("NodeClient redirects", () => {
       assert.strictEqual(error._tag, "HandshakeRejected")
       if (error._tag === "HandshakeRejected") assert.strictEqual(error.status, 302)
       assert.strictEqual(requests.length, 1)
+    }))
+
+  it.live("NodeClient.layerWith gives Node settings (here followRedirects) to programs written against Client.connect", () =>
+    Effect.gen(function*() {
+      const { server } = yield* recordingEcho
+      const { base } = yield* redirector({ "/old": [302, server.url] })
+      const program = Effect.scoped(Effect.gen(function*() {
+        const connection = yield* Client.connect(`${base}/old`)
+        yield* connection.send("via the layer")
+        return yield* Stream.runHead(connection.messages)
+      }))
+      assert.deepStrictEqual(yield* program.pipe(Effect.provide(NodeClient.layerWith({ followRedirects: true }))), Option.some("via the layer"))
+      const error = yield* Effect.flip(program.pipe(Effect.provide(NodeClient.layer)))
+      assert.strictEqual(error._tag, "HandshakeRejected")
     }))
 
   it.live("credentials and cookies follow a redirect on the same host only, as with ws", () =>
