@@ -381,12 +381,16 @@ export const serve = <E, R, RA = never>(
           cause
         })
     })
-    server.on("clientError", (error: Error & { code?: string }, socket) =>
-      error.code === "HPE_HEADER_OVERFLOW"
-        ? refuse(socket, 431, "request headers too large")
+    // requests that Node's parser refuses before any upgrade: counted as refused upgrades too
+    server.on("clientError", (error: Error & { code?: string }, socket) => {
+      const [reason, status, message] = error.code === "HPE_HEADER_OVERFLOW"
+        ? ["HeaderTooLarge", 431, "request headers too large"] as const
         : error.code === "ERR_HTTP_REQUEST_TIMEOUT"
-        ? refuse(socket, 408, "the request took too long")
-        : refuse(socket, 400, "malformed HTTP request"))
+        ? ["RequestTimeout", 408, "the request took too long"] as const
+        : ["BadRequest", 400, "malformed HTTP request"] as const
+      Effect.runSync(Client.serverHandshakeFailed(reason))
+      refuse(socket, status, message)
+    })
     yield* Effect.addFinalizer(() =>
       Effect.callback<void>((resume) => {
         server.close(() => resume(Effect.void))

@@ -157,7 +157,9 @@ describe("handshake failure metrics", () => {
         ["Rejected", upgradeRequest(goodHeaders, "GET /ws?deny HTTP/1.1"), "403"],
         ["ServerError", upgradeRequest(goodHeaders, "GET /ws?throw HTTP/1.1"), "500"],
         ["UnsupportedProtocolVersion", upgradeRequest([...goodHeaders.slice(0, 3), "Sec-WebSocket-Version: 8"], "GET /ws HTTP/1.1"), "426"],
-        ["InvalidProtocolFormat", upgradeRequest(goodHeaders.slice(0, 2).concat("Sec-WebSocket-Version: 13"), "GET /ws HTTP/1.1"), "400"]
+        ["InvalidProtocolFormat", upgradeRequest(goodHeaders.slice(0, 2).concat("Sec-WebSocket-Version: 13"), "GET /ws HTTP/1.1"), "400"],
+        ["BadRequest", "NOT HTTP AT ALL\r\n\r\n", "400"],
+        ["HeaderTooLarge", upgradeRequest([...goodHeaders, `X-Big: ${"x".repeat(20_000)}`], "GET /ws HTTP/1.1"), "431"]
       ]
       const reasons = cases.map(([reason]) => reason)
       for (const [reason, request, status] of cases) {
