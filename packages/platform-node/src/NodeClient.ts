@@ -43,7 +43,7 @@ export interface ConnectOptions extends Client.ConnectOptions {
 
 const TLS_CODES = /^(ERR_TLS_|ERR_SSL_|CERT_|DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_(GET|VERIFY)|HOSTNAME_MISMATCH|ERR_OSSL)/
 
-const connectError = (url: string, cause: unknown): Client.ConnectError => {
+const connectError = (url: string, cause: unknown, secure: boolean): Client.ConnectError => {
   const code = (cause as { code?: unknown } | undefined)?.code
   const message = cause instanceof Error ? cause.message : String(cause)
   const reason = code === "ECONNREFUSED" || code === "ENOENT"
@@ -52,7 +52,8 @@ const connectError = (url: string, cause: unknown): Client.ConnectError => {
     ? "HostNotFound"
     : code === "ETIMEDOUT"
     ? "Timeout"
-    : typeof code === "string" && TLS_CODES.test(code)
+    // (a TLS handshake with a server that does not speak TLS ends in EPROTO: "wrong version number")
+    : typeof code === "string" && (TLS_CODES.test(code) || (secure && code === "EPROTO"))
     ? "Tls"
     : "Unknown"
   return new Client.ConnectError({ reason, url, message: `connecting to ${url} failed: ${message}`, cause })
@@ -123,7 +124,7 @@ const request = (
       ))
     })
     req.on("error", (cause) => {
-      if (!settled) resume(Effect.fail(connectError(url, cause)))
+      if (!settled) resume(Effect.fail(connectError(url, cause, target.secure)))
     })
     req.end()
     return Effect.sync(() => {

@@ -53,6 +53,13 @@ describe("NodeClient.connect failures", () => {
       sockets.forEach((s) => s.destroy())
     }))
 
+  it.live("wss:// to a server that does not speak TLS is a ConnectError with reason Tls", () =>
+    Effect.gen(function*() {
+      const server = yield* NodeServer.serve((c) => c.close(1000))
+      const error = yield* Effect.flip(Effect.scoped(NodeClient.connect(server.url.replace("ws://", "wss://"))))
+      assert.deepStrictEqual([error._tag, error._tag === "ConnectError" ? error.reason : ""], ["ConnectError", "Tls"])
+    }))
+
   it.live("a non-101 answer is HandshakeRejected with the status and headers", () =>
     Effect.gen(function*() {
       const { port } = yield* listen(() =>
