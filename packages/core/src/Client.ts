@@ -185,12 +185,30 @@ export const runCallback = <A, E, R>(name: string, callback: () => Effect.Effect
   })
 
 /**
+ * Returned by an `authorize` hook to refuse a request with an HTTP status (401, 403, ...).
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class Rejection extends Schema.TaggedError<Rejection>()("Rejection", {
+  /** An HTTP status from 300 to 599 (a redirect or an error). */
+  status: Schema.Int.check(Schema.isBetween({ minimum: 300, maximum: 599 })),
+  message: Schema.String,
+  /** Extra response headers: token names, values without control characters (no response splitting). */
+  headers: Schema.optionalKey(HttpHeader.HttpHeaders)
+}) {}
+
+/**
  * Options a server applies to every connection, shared by the platforms.
  *
  * @category models
  * @since 0.1.0
  */
-export interface ServeOptions {
+export interface ServeOptions<RA = never> {
+  /** Only this request path (without the query) is served; others get 404. Default: every path. */
+  readonly path?: string | undefined
+  /** Decides whether to accept a request (headers, `Origin`, path): fail with a {@link Rejection} to refuse. */
+  readonly authorize?: ((request: UpgradeRequest) => Effect.Effect<void, Rejection, RA>) | undefined
   /** Picks the subprotocol from the client's offer; none when it returns `undefined`. Default: none. */
   readonly selectProtocol?: ((offered: ReadonlyArray<string>, request: UpgradeRequest) => string | undefined) | undefined
   /** Largest message accepted, in bytes (close code 1009 beyond). Default 64 MiB. */
@@ -305,8 +323,9 @@ export const decodeTimeout = (
  * @category constructors
  * @since 0.1.0
  */
-export const checkServeOptions = (options: ServeOptions | undefined): Effect.Effect<void, InvalidParameter> =>
+export const checkServeOptions = (options: ServeOptions<any> | undefined): Effect.Effect<void, InvalidParameter> =>
   Effect.gen(function*() {
+    if (options?.path !== undefined) yield* decodeParameter(Options.RequestPath, "path", options.path)
     yield* decodeParameter(Property.ServerHandleProperties, "properties", handleProperties(options))
     yield* Connection.decodeOptions(options?.connection)
     const responseHeaders: unknown = options?.responseHeaders
@@ -449,15 +468,15 @@ export const instrumentConnect = (shown: string) =>
  * @category layers
  * @since 0.1.0
  */
-export const layerMemory = <E, R>(
+export const layerMemory = <E, R, RA = never>(
   handler: Handler<E, R>,
-  options?: ServeOptions
-): Layer.Layer<Client, InvalidParameter, R> =>
+  options?: ServeOptions<RA>
+): Layer.Layer<Client, InvalidParameter, R | RA> =>
   Layer.effect(
     Client,
     Effect.gen(function*() {
       yield* checkServeOptions(options)
-      const context = yield* Effect.context<R>()
+      const context = yield* Effect.context<R | RA>()
       const connect = (url: string, connectOptions?: ConnectOptions) => {
         const shown = redacted(url)
         return Effect.flatMap(checkConnectOptions(connectOptions), (handshakeTimeout) => releaseOnFailure(Effect.gen(function*() {
@@ -471,7 +490,9 @@ export const layerMemory = <E, R>(
           }).pipe(Effect.catchTag("InvalidProtocolOperation", (error) => Effect.die(error)))
           const offered = connectOptions?.protocols ?? []
           const request: UpgradeRequest = { url: target.path, headers: requestHeaders, protocols: offered, remoteAddress: "memory" }
-          const { responseHeaders, selected } = yield* acceptInMemory(server, request, shown, options)
+          const { responseHeaders, selected } = yield* acceptInMemory(server, request, shown, options).pipe(
+            Effect.updateContext((current: Context.Context<never>) => Context.merge(context, current))
+          )
           const result = yield* WebSocket.endClientHandshake(client, { responseHeaders }).pipe(
             Effect.catchTag("InvalidProtocolOperation", (error) => Effect.die(error))
           )
@@ -518,33 +539,81 @@ export const layerMemory = <E, R>(
  * a failed handshake is the status it would answer (counted in the handshake failures), a
  * callback that throws a 500.
  */
-const acceptInMemory = (
+const acceptInMemory = <RA>(
   server: WebSocket.ServerHandle,
   request: UpgradeRequest,
   shown: string,
-  options: ServeOptions | undefined
-) =>
-  Effect.gen(function*() {
+  options: ServeOptions<RA> | undefined
+) => {
+  /** Answers the request with `status`, as a server over a socket: counted and on the span. */
+  const refuse = (reason: string, status: number, headers: ReadonlyArray<HttpHeader.HttpHeader>, why: string) =>
+    Effect.gen(function*() {
+      yield* serverHandshakeFailed(reason)
+      yield* Effect.annotateCurrentSpan({ "http.response.status_code": status, "websocket.refused": reason })
+      return yield* Effect.fail(rejected(shown, status, STATUS_TEXT[status] ?? "", headers, why))
+    })
+  const pathname = request.url.split("?")[0]!
+  return Effect.gen(function*() {
+    if (options?.path !== undefined && pathname !== options.path) {
+      return yield* refuse("NotFound", 404, [], `no WebSocket endpoint at ${pathname}`)
+    }
+    const authorize = options?.authorize
+    if (authorize !== undefined) {
+      const verdict = yield* Effect.exit(runCallback("authorize hook", () => authorize(request)))
+      if (Exit.isFailure(verdict)) {
+        const failure = Cause.findErrorOption(verdict.cause)
+        if (Option.isSome(failure) && failure.value instanceof Rejection) {
+          const { headers, message, status } = failure.value
+          return yield* refuse("Rejected", status, headers ?? [], message)
+        }
+        return yield* Effect.die(Cause.squash(verdict.cause)) // not a refusal: a 500 (see below)
+      }
+    }
     const selected = options?.selectProtocol?.(request.protocols, request)
-    const handshake = yield* WebSocket.beginServerHandshake(server, { requestHeaders: request.headers, subprotocol: selected })
-    const extra = yield* responseHeadersFor(options, request)
+    const handshake = yield* WebSocket.beginServerHandshake(server, { requestHeaders: request.headers, subprotocol: selected }).pipe(
+      Effect.catch((error) => {
+        const { headers, status } = rejectionStatus(error)
+        return refuse(error._tag, status, headers, error.message)
+      })
+    )
+    const extra = yield* responseHeadersFor(options, request).pipe(
+      Effect.catch((error) => refuse(error._tag, 500, [], error.message))
+    )
     return { responseHeaders: [...handshake.responseHeaders, ...extra], selected }
   }).pipe(
-    Effect.catchCause((cause) => {
-      const failure = Cause.findErrorOption(cause)
-      const refusal = Option.isSome(failure)
-        ? rejection(shown, failure.value)
-        : rejected(shown, 500, "Internal Server Error", [], "the upgrade failed")
-      const reason = Option.isSome(failure) ? failure.value._tag : "ServerError"
-      return Effect.gen(function*() {
-        if (Option.isNone(failure)) yield* Effect.logError("WebSocket upgrade failed; the request gets 500", cause)
-        yield* serverHandshakeFailed(reason)
-        yield* Effect.annotateCurrentSpan({ "http.response.status_code": refusal.status, "websocket.refused": reason })
-        return yield* Effect.fail(refusal)
-      })
-    }),
-    Effect.withSpan("WebSocket.accept", { attributes: { "url.path": request.url.split("?")[0]! } })
+    // a callback that threw or failed otherwise: 500
+    Effect.catchDefect((defect) =>
+      Effect.andThen(
+        Effect.logError("WebSocket upgrade failed; the request gets 500", defect),
+        refuse("ServerError", 500, [], "the upgrade failed")
+      )
+    ),
+    Effect.withSpan("WebSocket.accept", { attributes: { "url.path": pathname } })
   )
+}
+
+/** Reason phrases of the statuses a server may refuse an upgrade with (RFC 9110 section 15). */
+const STATUS_TEXT: Readonly<Record<number, string>> = {
+  300: "Multiple Choices",
+  301: "Moved Permanently",
+  302: "Found",
+  303: "See Other",
+  307: "Temporary Redirect",
+  308: "Permanent Redirect",
+  400: "Bad Request",
+  401: "Unauthorized",
+  403: "Forbidden",
+  404: "Not Found",
+  405: "Method Not Allowed",
+  409: "Conflict",
+  410: "Gone",
+  426: "Upgrade Required",
+  429: "Too Many Requests",
+  500: "Internal Server Error",
+  501: "Not Implemented",
+  502: "Bad Gateway",
+  503: "Service Unavailable"
+}
 
 /**
  * Counts a refused upgrade request in {@link Metrics.handshakeFailures} (side `server`).
@@ -577,11 +646,6 @@ export const rejectionStatus = (
     : { status: 400, statusText: "Bad Request", headers: [] }
 
 /** What a client is told of a refused upgrade in memory: what it would be told over a socket, and why. */
-const rejection = (url: string, error: ServerHandshakeFailure | InvalidProtocolOperation) => {
-  const { headers, status, statusText } = rejectionStatus(error)
-  return rejected(url, status, statusText, headers, error.message)
-}
-
 const rejected = (url: string, status: number, statusText: string, headers: ReadonlyArray<HttpHeader.HttpHeader>, why: string) =>
   new HandshakeRejected({
     url,

@@ -174,6 +174,31 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
       assert.deepStrictEqual([info.code, info.clean], [1006, false])
     }))
 
+  it.effect("path and authorize as with a server: 404 for another path, a Rejection's status and headers, 500 for a hook that breaks", () =>
+    Effect.gen(function*() {
+      const { connect, requests } = yield* memory({
+        path: "/chat",
+        authorize: (request) =>
+          request.url.endsWith("deny")
+            ? Effect.fail(new Client.Rejection({ status: 403, message: "go away", headers: [{ name: "X-Why", value: "denied" }] }))
+            : request.url.endsWith("break")
+            ? Effect.die(new Error("broken hook"))
+            : Effect.void
+      })
+      yield* Effect.scoped(connect("ws://h/chat?room=1"))
+      assert.deepStrictEqual(requests.map((r) => r.url), ["/chat?room=1"])
+      const statusOf = (url: string) =>
+        Effect.map(Effect.flip(Effect.scoped(connect(url))), (error) =>
+          error._tag === "HandshakeRejected" ? [error.status, error.statusText, error.headers] : [error._tag])
+      assert.deepStrictEqual(yield* statusOf("ws://h/other"), [404, "Not Found", []])
+      assert.deepStrictEqual(yield* statusOf("ws://h/chat?deny"), [403, "Forbidden", [{ name: "X-Why", value: "denied" }]])
+      assert.deepStrictEqual(yield* statusOf("ws://h/chat?break"), [500, "Internal Server Error", []])
+      assert.strictEqual(requests.length, 1, "no refused request reached the handler")
+      // a bad path is refused when the layer is built, as by a server
+      const error = yield* Effect.flip(Layer.build(Client.layerMemory(() => Effect.void, { path: "chat" })))
+      assert.strictEqual(error._tag, "InvalidParameter")
+    }))
+
   it.effect("handshake failures count in the metrics on both sides, as over sockets", () =>
     Effect.gen(function*() {
       const count = (side: string, reason: string) =>

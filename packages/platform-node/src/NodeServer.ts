@@ -35,18 +35,21 @@ import * as NodeTransport from "./NodeTransport.ts"
 export const TypeId = "~@effect-websocket/platform-node/NodeServer"
 
 /**
- * Returned by an `authorize` hook to refuse a request with an HTTP status (401, 403, ...).
+ * Returned by an `authorize` hook to refuse a request with an HTTP status (401, 403, ...): the
+ * same class as `Client.Rejection`, so that a hook works with `Client.layerMemory` too.
  *
  * @category errors
  * @since 0.1.0
  */
-export class Rejection extends Schema.TaggedError<Rejection>()("Rejection", {
-  /** An HTTP status from 300 to 599 (a redirect or an error). */
-  status: Schema.Int.check(Schema.isBetween({ minimum: 300, maximum: 599 })),
-  message: Schema.String,
-  /** Extra response headers: token names, values without control characters (no response splitting). */
-  headers: Schema.optionalKey(HttpHeader.HttpHeaders)
-}) {}
+export const Rejection: typeof Client.Rejection = Client.Rejection
+
+/**
+ * An `authorize` hook's refusal (see the value of the same name).
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export type Rejection = Client.Rejection
 
 /**
  * The server could not start (e.g. the port is in use).
@@ -65,11 +68,7 @@ export class ServeError extends Schema.TaggedError<ServeError>()("ServeError", {
  * @category models
  * @since 0.1.0
  */
-export interface UpgradeOptions<RA = never> extends Client.ServeOptions {
-  /** Only this request path (without the query) is served; others get 404. Default: every path. */
-  readonly path?: string | undefined
-  /** Decides whether to accept a request (headers, `Origin`, path): fail with a {@link Rejection} to refuse. */
-  readonly authorize?: ((request: Client.UpgradeRequest) => Effect.Effect<void, Rejection, RA>) | undefined
+export interface UpgradeOptions<RA = never> extends Client.ServeOptions<RA> {
   /** How much each connection's socket buffers each way before backpressure applies (defaults: 64 KiB read, 1 MiB write). */
   readonly socketBuffers?: NodeTransport.BufferOptions | undefined
 }
@@ -229,7 +228,6 @@ export const makeUpgradeHandler = <E, R, RA = never>(
 ): Effect.Effect<(request: Http.IncomingMessage, socket: Duplex, head: Buffer) => void, WebSocketError.InvalidParameter, Scope.Scope | R | RA> =>
   Effect.gen(function*() {
     yield* Client.checkServeOptions(options)
-    if (options?.path !== undefined) yield* Client.decodeOption(Options.RequestPath, "path", options.path)
     const socketBuffers = yield* Client.decodeOption(Options.SocketBuffers, "socketBuffers", options?.socketBuffers ?? {})
     const run = yield* FiberSet.makeRuntime<R | RA>()
     const properties = Client.handleProperties(options)
