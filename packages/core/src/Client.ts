@@ -315,6 +315,12 @@ export const decodeTimeout = (
     ? Effect.succeed(fallback)
     : decodeParameter(Options.DurationInput(name, { minimum: zero, finite: true }), name, input)
 
+/** The `maxMessageSize` option on its own, so that a bad one is named as the caller wrote it. */
+const decodeMaxMessageSize = (maxMessageSize: unknown): Effect.Effect<unknown, InvalidParameter> =>
+  maxMessageSize === undefined
+    ? Effect.void
+    : decodeParameter(Property.HandlePropertiesInput, "maxMessageSize", { maxMessageSize })
+
 /**
  * Checks what a server applies to every connection before it accepts any: the handle properties
  * (with `maxMessageSize`) and the connection options. A server that starts with a bad option
@@ -326,6 +332,7 @@ export const decodeTimeout = (
 export const checkServeOptions = (options: ServeOptions<any> | undefined): Effect.Effect<void, InvalidParameter> =>
   Effect.gen(function*() {
     if (options?.path !== undefined) yield* decodeParameter(Options.RequestPath, "path", options.path)
+    yield* decodeMaxMessageSize(options?.maxMessageSize)
     yield* decodeParameter(Property.ServerHandleProperties, "properties", handleProperties(options))
     yield* Connection.decodeOptions(options?.connection)
     const responseHeaders: unknown = options?.responseHeaders
@@ -345,9 +352,12 @@ export const checkConnectOptions = (options: ConnectOptions | undefined): Effect
     const headers: unknown = options?.headers
     if (Array.isArray(headers)) {
       yield* decodeParameter(HttpHeader.HttpHeaders, "headers", headers)
-    } else if (headers !== undefined && (typeof headers !== "object" || headers === null)) {
+    } else if (typeof headers === "object" && headers !== null) {
+      yield* decodeParameter(HttpHeader.HttpHeaders, "headers", headerList(headers as Readonly<Record<string, string>>))
+    } else if (headers !== undefined) {
       return yield* new InvalidParameter({ parameter: "headers", message: `headers are a list of { name, value } or a record, got ${headers === null ? "null" : typeof headers}` })
     }
+    yield* decodeMaxMessageSize(options?.maxMessageSize)
     yield* decodeParameter(Property.ClientHandleProperties, "properties", handleProperties(options))
     yield* Connection.decodeOptions(options?.connection)
     return yield* decodeTimeout("handshakeTimeout", options?.handshakeTimeout, Duration.seconds(10))

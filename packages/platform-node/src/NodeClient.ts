@@ -169,10 +169,10 @@ export const connect = (
   return Effect.gen(function*() {
     const timeout = yield* Client.checkConnectOptions(options)
     const socketBuffers = yield* Client.decodeOption(Options.SocketBuffers, "socketBuffers", options?.socketBuffers ?? {})
-    const redirects = yield* Client.decodeOption(Options.RedirectOptions, "redirects", {
-      followRedirects: options?.followRedirects,
-      maxRedirects: options?.maxRedirects
-    })
+    const redirects = {
+      ...yield* Client.decodeOption(Options.RedirectOptions, "followRedirects", { followRedirects: options?.followRedirects }),
+      ...yield* Client.decodeOption(Options.RedirectOptions, "maxRedirects", { maxRedirects: options?.maxRedirects })
+    }
     const target = Client.parseTarget(url, shown, options?.socketPath)
     if (typeof target === "string") return yield* new Client.ConnectError({ reason: "InvalidUrl", url: shown, message: target })
     const attempt = (hop: Hop): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope> =>

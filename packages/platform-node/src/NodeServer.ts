@@ -353,13 +353,15 @@ export const serve = <E, R, RA = never>(
 ): Effect.Effect<Server, ServeFailure, Scope.Scope | R | RA> =>
   Effect.gen(function*() {
     const port = yield* Client.decodeOption(Options.Port, "port", options?.port ?? 0)
+    const host = yield* Client.decodeOption(Options.Host, "host", options?.host ?? "127.0.0.1")
+    const maxHeaderBytes = yield* Client.decodeOption(Options.ByteLimit("maxHeaderBytes", 1, false), "maxHeaderBytes", options?.maxHeaderBytes ?? 16 * 1024)
     const handshakeTimeout = Duration.toMillis(
       yield* Client.decodeTimeout("handshakeTimeout", options?.handshakeTimeout, Duration.seconds(10))
     )
     const shutdownTimeout = yield* Client.decodeTimeout("shutdownTimeout", options?.shutdownTimeout, Duration.seconds(5), "zero")
     const serverOptions: Https.ServerOptions = {
       ...options?.tls,
-      maxHeaderSize: options?.maxHeaderBytes ?? 16 * 1024,
+      maxHeaderSize: maxHeaderBytes,
       headersTimeout: handshakeTimeout,
       requestTimeout: handshakeTimeout,
       connectionsCheckingInterval: Math.min(1000, handshakeTimeout)
@@ -397,9 +399,9 @@ export const serve = <E, R, RA = never>(
     )
     yield* Effect.callback<void, ServeError>((resume) => {
       const onError = (cause: Error) =>
-        resume(Effect.fail(new ServeError({ message: `cannot listen on ${options?.host ?? "127.0.0.1"}:${port}: ${cause.message}`, cause })))
+        resume(Effect.fail(new ServeError({ message: `cannot listen on ${host}:${port}: ${cause.message}`, cause })))
       server.once("error", onError)
-      server.listen(port, options?.host ?? "127.0.0.1", () => {
+      server.listen(port, host, () => {
         server.off("error", onError)
         resume(Effect.void)
       })
@@ -437,11 +439,11 @@ export const serve = <E, R, RA = never>(
       )
     )
     const address = server.address() as Net.AddressInfo
-    const host = address.family === "IPv6" ? `[${address.address}]` : address.address
+    const urlHost = address.family === "IPv6" ? `[${address.address}]` : address.address
     return {
       [TypeId]: TypeId,
       address,
-      url: `${options?.tls !== undefined ? "wss" : "ws"}://${host}:${address.port}${options?.path ?? "/"}`,
+      url: `${options?.tls !== undefined ? "wss" : "ws"}://${urlHost}:${address.port}${options?.path ?? "/"}`,
       connections: Effect.sync(() => live.size),
       clients: Effect.sync(() => Array.from(live))
     } satisfies Server

@@ -302,7 +302,11 @@ describe("options and callbacks", () => {
         [{ socketBuffers: { highWaterMark: 0 } }, "socketBuffers.highWaterMark"],
         [{ socketBuffers: { writeBufferLimit: Number.NaN } }, "socketBuffers.writeBufferLimit"],
         [{ path: "chat" }, "path must start with \"/\""],
-        [{ path: "/chat?room=1" }, "no query"]
+        [{ path: "/chat?room=1" }, "no query"],
+        [{ host: 5 as never }, "host"],
+        [{ host: "" }, "host must be a host name or address"],
+        [{ maxHeaderBytes: -1 }, "maxHeaderBytes must be a whole number of bytes of at least 1"],
+        [{ maxHeaderBytes: "x" as never }, "maxHeaderBytes"]
       ]
       for (const [options, fragment] of cases) {
         const error = yield* Effect.flip(Effect.scoped(NodeServer.serve(handler, options)))
@@ -467,7 +471,7 @@ describe("any options", () => {
     "properties.receiveBufferSize", "properties.sendBufferSize", "properties.disableUtf8Verification",
     "connection.closeTimeout", "connection.messageBuffer", "connection.closeCodeOnScopeClose",
     "connection.keepalive.interval", "connection.keepalive.timeout", "connection.keepalive.frame",
-    "socketBuffers.highWaterMark", "socketBuffers.writeBufferLimit", "path", "responseHeaders"
+    "socketBuffers.highWaterMark", "socketBuffers.writeBufferLimit", "path", "responseHeaders", "maxHeaderBytes"
   ] as const
   const TYPED = new Set(["InvalidParameter", "ServeError"])
   /** What the runs did, for the coverage check after them. */

@@ -179,6 +179,16 @@ export const Port = Schema.Number.check(
 )
 
 /**
+ * A host name or address to listen on: a non-empty string (`127.0.0.1`, `::1`, `localhost`, ...).
+ *
+ * @category schemas
+ * @since 0.1.0
+ */
+export const Host = Schema.String.check(
+  Schema.makeFilter((s: string) => (s.length > 0 && !/\s/.test(s)) || `host must be a host name or address, got ${JSON.stringify(s)}`)
+)
+
+/**
  * A request path a server answers on: it starts with `/` and has no query or fragment (the
  * query is ignored when matching).
  *

@@ -112,9 +112,22 @@ export const decodeParameter = <S extends Schema.ConstraintDecoder<unknown>>(
   const result = Schema.decodeUnknownResult(schema)(value, { onExcessProperty: "error" })
   return Result.isSuccess(result)
     ? Effect.succeed(result.success)
-    : Effect.fail(
-      new InvalidParameter({ parameter, message: `${parameter}: ${result.failure.message}`, cause: result.failure })
-    )
+    : Effect.fail(new InvalidParameter({ parameter, message: parameterMessage(parameter, result.failure.message), cause: result.failure }))
+}
+
+/**
+ * A schema's failure message as one line that names the parameter once: `parameter: ` in front
+ * unless the message names it (or the option it is about) already, and where it is inside the
+ * value (`at [0]["value"]`) unless the message names that too.
+ */
+const parameterMessage = (parameter: string, message: string): string => {
+  const [first = "", ...rest] = message.split("\n")
+  const path = rest.map((line) => line.trim()).filter((line) => line.startsWith("at ")).map((line) => line.slice(3)).join(" ")
+  const keys = Array.from(path.matchAll(/\["([^"]+)"\]/g), (match) => match[1]!)
+  const last = keys[keys.length - 1]
+  const namesTheOption = last !== undefined && (first.startsWith(last) || first.includes(`.${last}`))
+  const head = first.includes(parameter) || namesTheOption ? first : `${parameter}: ${first}`
+  return path === "" || namesTheOption ? head : `${head} (at ${path})`
 }
 
 /** One extension as the application names it (`name; param=value`), parsed. */
