@@ -77,6 +77,10 @@ const switchingWithout = (response: Http.IncomingMessage): WebSocketError.Invali
       message: `the 101 response's Connection header (${JSON.stringify(response.headers.connection ?? "")}) does not contain \"Upgrade\"`
     })
 
+/** How much of a refusal's body is read for its reason, and for how long at most. */
+const REASON_BYTES = 200
+const REASON_WAIT_MS = 100
+
 /** Sends the upgrade request and waits for the 101 response. */
 const request = (
   url: string,
@@ -107,21 +111,42 @@ const request = (
     })
     req.on("response", (response) => {
       settled = true
-      response.resume()
       const status = response.statusCode ?? 0
       const statusText = response.statusMessage ?? ""
-      req.destroy()
       // Node hands over the socket of a 101 only with `Connection: Upgrade` and an `Upgrade` header
-      if (status === 101) return resume(Effect.fail(switchingWithout(response)))
-      resume(Effect.fail(
-        new Client.HandshakeRejected({
-          url,
-          status,
-          statusText,
-          headers: Headers.fromRawHeaders(response.rawHeaders),
-          message: `the server answered ${status} ${statusText} instead of 101 Switching Protocols`
-        })
-      ))
+      if (status === 101) {
+        req.destroy()
+        return resume(Effect.fail(switchingWithout(response)))
+      }
+      // the start of a text body says why (a server of ours writes its reason there): read for a
+      // moment, at most REASON_BYTES
+      const textual = /^text\//i.test(response.headers["content-type"] ?? "text/plain")
+      let body = ""
+      let answered = false
+      const done = () => {
+        if (answered) return
+        answered = true
+        clearTimeout(timer)
+        req.destroy()
+        const why = textual ? body.replace(/[\x00-\x1f\x7f]+/g, " ").trim().slice(0, REASON_BYTES) : ""
+        resume(Effect.fail(
+          new Client.HandshakeRejected({
+            url,
+            status,
+            statusText,
+            headers: Headers.fromRawHeaders(response.rawHeaders),
+            message: `the server answered ${status} ${statusText} instead of 101 Switching Protocols${why === "" ? "" : `: ${why}`}`
+          })
+        ))
+      }
+      const timer = setTimeout(done, REASON_WAIT_MS)
+      response.setEncoding("utf8")
+      response.on("data", (chunk: string) => {
+        body += chunk
+        if (body.length >= REASON_BYTES) done()
+      })
+      response.once("end", done)
+      response.once("error", done)
     })
     req.on("error", (cause) => {
       if (!settled) resume(Effect.fail(connectError(url, cause, target.secure)))

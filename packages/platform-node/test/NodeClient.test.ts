@@ -73,7 +73,15 @@ describe("NodeClient.connect failures", () => {
       if (error._tag === "HandshakeRejected") {
         assert.strictEqual(error.status, 403)
         assert.isTrue(error.headers.some((h) => h.name.toLowerCase() === "x-reason" && h.value === "no"))
+        // the start of a text body says why
+        assert.strictEqual(error.message, "the server answered 403 Forbidden instead of 101 Switching Protocols: forbidden")
       }
+      // a server of ours writes its reason there: the client's error says it
+      const server = yield* NodeServer.serve(() => Effect.void, {
+        authorize: () => Effect.fail(new NodeServer.Rejection({ status: 401, message: "a token is needed" }))
+      })
+      const refused = yield* Effect.flip(Effect.scoped(NodeClient.connect(server.url)))
+      assert.include(refused.message, "401 Unauthorized instead of 101 Switching Protocols: a token is needed")
     }))
 
   it.live("a wrong Sec-WebSocket-Accept is InvalidProtocolFormat", () =>
