@@ -15,9 +15,7 @@ import * as WebSocket from "./WebSocket.ts"
 import type { InvalidProtocolFormat, InvalidProtocolOperation, UnsupportedExtension, UnsupportedProtocolVersion } from "./WebSocketError.ts"
 import { InvalidParameter, UnsupportedSubprotocol } from "./WebSocketError.ts"
 import * as Metrics from "./Metrics.ts"
-import { parseTarget, redacted, withCredentials } from "./internal/target.ts"
-
-export { parseTarget, redacted as redactedUrl, type Target, withCredentials } from "./internal/target.ts"
+import * as Targets from "./internal/target.ts"
 
 /**
  * A string identifying this module's errors.
@@ -100,6 +98,40 @@ export interface ConnectOptions {
   /** Wraps the transport of each connection, e.g. with `Transport.tap` to watch the bytes. */
   readonly wrapTransport?: ((transport: Transport) => Transport) | undefined
 }
+
+/**
+ * Where a WebSocket URL leads: scheme, host, port, request path, the credentials of its userinfo.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type Target = Targets.Target
+
+/**
+ * The {@link Target} of a URL (`ws:`, `wss:`, `http:`, `https:`, `ws+unix:`), or why it is not a
+ * WebSocket URL; the rule every client applies, so that they accept the same URLs.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const parseTarget: (url: string, shown: string, socketPath: string | undefined) => Target | string = Targets.parseTarget
+
+/**
+ * A URL with the user name and password of its userinfo replaced, as errors and spans show it.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const redactedUrl: (url: string) => string = Targets.redacted
+
+/**
+ * Request headers with the Basic authorization of a target's credentials added (as `ws` sends
+ * them), unless they have an `Authorization` header already.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const withCredentials = Targets.withCredentials
 
 /**
  * Opens client connections.
@@ -447,6 +479,30 @@ export const selectedProtocol = (
       })
     )
 
+const CONNECTION_ERRORS = new Set(["InvalidProtocolFormat", "InvalidProtocolOperation", "TransportError"])
+
+/**
+ * Ends a server's connection once its handler has: 1000 when it returned, 1011 when it failed
+ * (logged). A failure that is the connection's own (the peer broke the protocol, the transport
+ * dropped), passed on by the handler, is logged at debug level only: the connection already
+ * ended with its code. An interrupted handler leaves the connection to its scope (1001).
+ *
+ * @category combinators
+ * @since 0.1.0
+ */
+export const closeAfterHandler = <E>(connection: Connection.Connection, exit: Exit.Exit<unknown, E>): Effect.Effect<void> => {
+  if (Exit.isSuccess(exit)) return Effect.asVoid(Effect.ignore(connection.close(1000)))
+  if (Exit.hasInterrupts(exit)) return Effect.void
+  const failure = Cause.findErrorOption(exit.cause)
+  const own = Option.isSome(failure) && Predicate.hasProperty(failure.value, "_tag") && CONNECTION_ERRORS.has(String(failure.value._tag))
+  return Effect.andThen(
+    own
+      ? Effect.logDebug("WebSocket connection failed", failure.value)
+      : Effect.logError("WebSocket handler failed; closing its connection with 1011", exit.cause),
+    Effect.ignore(connection.close(1011))
+  )
+}
+
 /**
  * Runs a client's connection attempt to `shown` (the URL with its credentials redacted) in a
  * `WebSocket.connect` span, and counts its failure in {@link Metrics.handshakeFailures} (side
@@ -488,15 +544,15 @@ export const layerMemory = <E, R, RA = never>(
       yield* checkServeOptions(options)
       const context = yield* Effect.context<R | RA>()
       const connect = (url: string, connectOptions?: ConnectOptions) => {
-        const shown = redacted(url)
+        const shown = Targets.redacted(url)
         return Effect.flatMap(checkConnectOptions(connectOptions), (handshakeTimeout) => releaseOnFailure(Effect.gen(function*() {
-          const target = parseTarget(url, shown, undefined)
+          const target = Targets.parseTarget(url, shown, undefined)
           if (typeof target === "string") return yield* new ConnectError({ reason: "InvalidUrl", url: shown, message: target })
           const client = yield* WebSocket.createClientHandle(handleProperties(connectOptions))
           const server = yield* WebSocket.createServerHandle(handleProperties(options))
           const { requestHeaders } = yield* WebSocket.beginClientHandshake(client, {
             subprotocols: connectOptions?.protocols,
-            initialHeaders: withCredentials(requestHeaderList(target.host, connectOptions), target)
+            initialHeaders: Targets.withCredentials(requestHeaderList(target.host, connectOptions), target)
           }).pipe(Effect.catchTag("InvalidProtocolOperation", (error) => Effect.die(error)))
           const offered = connectOptions?.protocols ?? []
           const request: UpgradeRequest = { url: target.path, headers: requestHeaders, protocols: offered, remoteAddress: "memory" }
@@ -518,11 +574,7 @@ export const layerMemory = <E, R, RA = never>(
             })
             yield* Effect.forkScoped(
               Effect.exit(runCallback("handler", () => handler(serverConnection, request))).pipe(
-                Effect.flatMap((exit) =>
-                  exit._tag === "Success"
-                    ? serverConnection.close(1000)
-                    : Effect.andThen(Effect.logError("WebSocket handler failed", exit.cause), serverConnection.close(1011))
-                ),
+                Effect.flatMap((exit) => closeAfterHandler(serverConnection, exit)),
                 Effect.provideContext(context)
               )
             )

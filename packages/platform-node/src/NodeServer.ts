@@ -140,10 +140,6 @@ export const Server: Context.Service<Server, Server> = Context.Service<Server>("
  */
 export const isServer = (u: unknown): u is Server => Predicate.hasProperty(u, TypeId)
 
-const CONNECTION_ERRORS = new Set(["InvalidProtocolFormat", "InvalidProtocolOperation", "TransportError"])
-
-const isConnectionError = (u: unknown): boolean =>
-  Predicate.hasProperty(u, "_tag") && CONNECTION_ERRORS.has(String(u._tag))
 
 /** Writes a short HTTP error response and closes the socket. */
 const refuse = (
@@ -291,19 +287,7 @@ export const makeUpgradeHandler = <E, R, RA = never>(
           })
           handedOver = true
           const exit = yield* Effect.exit(Client.runCallback("handler", () => handler(connection, request)))
-          if (Exit.isFailure(exit) && !Exit.hasInterrupts(exit)) {
-            const failure = exit.cause.reasons.find((r) => r._tag === "Fail")
-            if (failure !== undefined && failure._tag === "Fail" && isConnectionError(failure.error)) {
-              // the connection failed (the peer broke the protocol, the transport dropped) and the
-              // handler passed that on: the connection already ended with the right code
-              yield* Effect.logDebug("WebSocket connection failed", failure.error)
-            } else {
-              yield* Effect.logError("WebSocket handler failed; closing its connection with 1011", exit.cause)
-            }
-            yield* Effect.ignore(connection.close(1011))
-          } else if (Exit.isSuccess(exit)) {
-            yield* Effect.ignore(connection.close(1000))
-          }
+          yield* Client.closeAfterHandler(connection, exit)
         }))
       }).pipe(
         // Whatever else ends the upgrade early (an application callback that throws or fails, a
