@@ -395,6 +395,11 @@ export const make = (
     })
     /** Counts reads that brought bytes: the keepalive watches it for signs of life. */
     let activity = 0
+    /**
+     * Whether the reader waits for the consumer (the message buffer is full): it reads nothing
+     * meanwhile, so a silent peer then says nothing about the peer (keepalive).
+     */
+    let waitingForConsumer = false
     /** Completed when a local close starts: a reader blocked on a full message buffer then drops messages. */
     const closing = yield* Deferred.make<void>()
     let transportClosed = false
@@ -819,12 +824,16 @@ export const make = (
                 if (Deferred.isDoneUnsafe(closing)) break
                 if (mailbox.isDone) return
                 if (mailbox.offer(message)) break
+                waitingForConsumer = true
                 yield* Effect.callback<void>((resume) => {
                   wakeReader = () => resume(Effect.void)
                   return Effect.sync(() => {
                     wakeReader = undefined
                   })
-                })
+                }).pipe(Effect.ensuring(Effect.sync(() => {
+                  waitingForConsumer = false
+                  activity++ // the peer's answer may be waiting unread meanwhile
+                })))
               }
             }
             break
@@ -887,30 +896,33 @@ export const make = (
         // The peer never answered: cut it off. Or it did, and only the end of its side is late:
         // the closing handshake is complete all the same.
         // (the reader stops first: it would take the end of the transport for the peer's doing)
-        engine.abort()
-        yield* Fiber.interrupt(reader)
-        yield* (answered === undefined ? cutTransport : closeTransport)
-        yield* finish(
-          answered ?? {
-            code: 1006,
-            reason: unsent === undefined
-              ? "the peer did not answer the Close in time"
-              : unsent === ""
-              ? "the Close could not be sent in time (the peer does not read)"
-              : `the Close could not be sent: ${unsent}`,
-            clean: false,
-            initiator
-          }
-        )
+        yield* Effect.uninterruptible(Effect.gen(function*() {
+          engine.abort()
+          yield* Fiber.interrupt(reader)
+          yield* (answered === undefined ? cutTransport : closeTransport)
+          yield* finish(
+            answered ?? {
+              code: 1006,
+              reason: unsent === undefined
+                ? "the peer did not answer the Close in time"
+                : unsent === ""
+                ? "the Close could not be sent in time (the peer does not read)"
+                : `the Close could not be sent: ${unsent}`,
+              clean: false,
+              initiator
+            }
+          )
+        }))
         return yield* Deferred.await(closedDeferred)
       })
 
-    const abort = Effect.gen(function*() {
+    // (whole or not at all: interrupted half-way it would leave a connection that looks open)
+    const abort = Effect.uninterruptible(Effect.gen(function*() {
       engine.abort()
       yield* Fiber.interrupt(reader)
       yield* cutTransport
       yield* finish({ code: 1006, reason: "aborted", clean: false, initiator }, new TransportError({ message: "the connection was aborted" }))
-    })
+    }))
 
     const messageLeftOpenError = (operation: string) =>
       new InvalidProtocolOperation({
@@ -1056,11 +1068,11 @@ export const make = (
           const sent = yield* Effect.exit(Effect.timeoutOption(sendFrame(frame, undefined, undefined), timeout))
           if (sent._tag === "Failure") return
           if (Option.isNone(sent.value)) {
-            if (activity !== before || engine.state !== HandleState.Open) continue
+            if (activity !== before || waitingForConsumer || engine.state !== HandleState.Open) continue
             return yield* deadPeer(`no answer from the peer within ${Duration.format(timeout)}: a ping could not even be sent`)
           }
           yield* Effect.sleep(timeout)
-          if (activity === before && engine.state === HandleState.Open) {
+          if (activity === before && !waitingForConsumer && engine.state === HandleState.Open) {
             return yield* deadPeer(`no answer from the peer within ${Duration.format(timeout)} of a ping`)
           }
         }

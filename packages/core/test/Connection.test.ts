@@ -998,6 +998,20 @@ describe("Connection keepalive", () => {
       assert.isTrue(Exit.isFailure(yield* Fiber.await(sending)), "the waiting send fails")
     }))
 
+  it.effect("a consumer that is behind is not a dead peer: nothing is read meanwhile, and nothing is lost", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("client", { connection: { keepalive, messageBuffer: 2 } })
+      // more messages than the buffer holds, and nobody reads them yet
+      for (let i = 0; i < 10; i++) yield* peer.send(0x1, `m${i}`)
+      yield* settle
+      yield* TestClock.adjust("30 seconds")
+      yield* TestClock.adjust("10 seconds")
+      yield* TestClock.adjust("40 seconds")
+      assert.isTrue(yield* isOpen(connection), "the connection stays open while its consumer is behind")
+      const got = yield* Stream.runCollect(Stream.take(connection.messages, 10))
+      assert.deepStrictEqual(got, Array.from({ length: 10 }, (_, i) => `m${i}`))
+    }))
+
   it.effect("no keepalive frame once the connection is closing", () =>
     Effect.gen(function*() {
       const { connection, peer } = yield* rawConnection("client", { connection: { keepalive, closeTimeout: "60 seconds" } })
