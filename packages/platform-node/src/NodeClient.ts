@@ -81,14 +81,16 @@ const switchingWithout = (response: Http.IncomingMessage): WebSocketError.Invali
 const REASON_BYTES = 200
 const REASON_WAIT_MS = 100
 
+type RequestFailure = Client.ConnectError | Client.HandshakeRejected | WebSocketError.InvalidProtocolFormat | WebSocketError.InvalidParameter
+
 /** Sends the upgrade request and waits for the 101 response. */
 const request = (
   url: string,
   target: Client.Target,
   headers: ReadonlyArray<HttpHeader.HttpHeader>,
   tls: Tls.ConnectionOptions | undefined
-): Effect.Effect<Upgraded, Client.ConnectError | Client.HandshakeRejected | WebSocketError.InvalidProtocolFormat> =>
-  Effect.callback<Upgraded, Client.ConnectError | Client.HandshakeRejected | WebSocketError.InvalidProtocolFormat>((resume) => {
+): Effect.Effect<Upgraded, RequestFailure> =>
+  Effect.callback<Upgraded, RequestFailure>((resume) => {
     const raw: Array<[string, string]> = headers.map((h) => [h.name, h.value])
     const options: Https.RequestOptions = {
       method: "GET",
@@ -100,7 +102,15 @@ const request = (
       // SNI carries host names only (RFC 6066 section 3), never an IP address
       ...(target.secure ? { ...(Net.isIP(target.hostname) === 0 ? { servername: target.hostname } : {}), ...tls } : {})
     }
-    const req = (target.secure ? Https.request : Http.request)(options)
+    let req: Http.ClientRequest
+    try {
+      req = (target.secure ? Https.request : Http.request)(options)
+    } catch (cause) {
+      // Node checks the TLS settings (and little else) as the request is made
+      return resume(Effect.fail(
+        new WebSocketError.InvalidParameter({ parameter: "tls", message: `tls: ${cause instanceof Error ? cause.message : String(cause)}` })
+      ))
+    }
     // the connection ends its side itself, after the closing handshake, even when the server's end
     // comes with the 101 response (see NodeTransport.fromDuplex)
     req.on("socket", (socket) => void (socket.allowHalfOpen = true))

@@ -163,6 +163,9 @@ const refuse = (
   socket.once("close", () => clearTimeout(timer))
 }
 
+/** How long a shutting-down server lets its last sockets end on their own before destroying them. */
+const SOCKET_GRACE_MS = 1000
+
 /**
  * Refuses an upgrade request with `status`: counted in the handshake failures with `reason`, and
  * recorded on the `WebSocket.accept` span.
@@ -345,6 +348,8 @@ export const serve = <E, R, RA = never>(
     const shutdownTimeout = yield* Client.decodeTimeout("shutdownTimeout", options?.shutdownTimeout, Duration.seconds(5), "zero")
     const serverOptions: Https.ServerOptions = {
       ...options?.tls,
+      // a client that does not finish its TLS handshake is dropped as one that sends no request
+      ...(options?.tls !== undefined ? { handshakeTimeout: options.tls.handshakeTimeout ?? handshakeTimeout } : {}),
       maxHeaderSize: maxHeaderBytes,
       headersTimeout: handshakeTimeout,
       requestTimeout: handshakeTimeout,
@@ -375,9 +380,21 @@ export const serve = <E, R, RA = never>(
       Effect.runSync(Client.serverHandshakeFailed(reason))
       refuse(socket, status, message)
     })
+    /** Every TCP connection, including those still in their TLS handshake, which Node's `closeAllConnections` does not know. */
+    const sockets = new Set<Net.Socket>()
+    server.on("connection", (socket: Net.Socket) => {
+      sockets.add(socket)
+      socket.once("close", () => sockets.delete(socket))
+    })
+    // Runs last: the connections have ended; what is still open a moment later (a socket ending
+    // gracefully, a client still in its TLS handshake) is destroyed, so the shutdown is bounded.
     yield* Effect.addFinalizer(() =>
       Effect.callback<void>((resume) => {
-        server.close(() => resume(Effect.void))
+        const timer = setTimeout(() => sockets.forEach((socket) => socket.destroy()), SOCKET_GRACE_MS)
+        server.close(() => {
+          clearTimeout(timer)
+          resume(Effect.void)
+        })
         server.closeAllConnections()
       })
     )

@@ -53,6 +53,13 @@ describe("NodeClient.connect failures", () => {
       sockets.forEach((s) => s.destroy())
     }))
 
+  it.live("TLS settings that Node refuses are an InvalidParameter naming tls, not a crash", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(Effect.scoped(NodeClient.connect("wss://127.0.0.1:9/", { tls: { minVersion: "TLSv9" as never } })))
+      assert.strictEqual(error._tag, "InvalidParameter")
+      assert.include(error.message, "tls: ")
+    }))
+
   it.live("wss:// to a server that does not speak TLS is a ConnectError with reason Tls", () =>
     Effect.gen(function*() {
       const server = yield* NodeServer.serve((c) => c.close(1000))

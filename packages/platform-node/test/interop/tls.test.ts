@@ -4,10 +4,10 @@
  * failures when the certificate cannot be trusted.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Exit, Fiber, Scope } from "effect"
 import * as Https from "node:https"
 import { createHash } from "node:crypto"
-import type * as Net from "node:net"
+import * as Net from "node:net"
 import * as Tls from "node:tls"
 import { WebSocketServer } from "ws"
 import { NodeClient } from "../../src/index.ts"
@@ -178,6 +178,29 @@ describe("TLS", () => {
       assert.strictEqual(error._tag, "ConnectError")
       assert.strictEqual(error._tag === "ConnectError" ? error.reason : undefined, "Tls", error.message)
       assert.strictEqual(yield* server.connections, 0)
+    }))
+
+  it.live("a TCP client that never finishes its TLS handshake is dropped after handshakeTimeout and does not hold the shutdown", () =>
+    Effect.gen(function*() {
+      const { cert, key } = yield* certificate
+      const scope = yield* Scope.make()
+      const { server } = yield* echoServer({ tls: { cert, key }, handshakeTimeout: "300 millis" }).pipe(Scope.provide(scope))
+      /** A TCP connection that sends nothing: resolves with how long the server kept it. */
+      const silent = () =>
+        Effect.callback<number>((resume) => {
+          const started = Date.now()
+          const socket = Net.connect(server.address.port, "127.0.0.1")
+          socket.on("error", () => {})
+          socket.on("close", () => resume(Effect.succeed(Date.now() - started)))
+          return Effect.sync(() => socket.destroy())
+        })
+      const kept = yield* within(silent(), 10_000, "the server to drop a silent TLS client")
+      assert.isBelow(kept, 5_000, "dropped after about handshakeTimeout (Node's TLS default is 120 s)")
+      // another silent client is there when the server shuts down: the shutdown ends all the same
+      const second = yield* Effect.forkChild(silent())
+      yield* Effect.sleep("50 millis")
+      yield* within(Scope.close(scope, Exit.void), 5_000, "the shutdown")
+      yield* within(Fiber.join(second), 5_000, "the silent client to be dropped")
     }))
 
   it.live("connect with the CA but expecting another server name fails with ConnectError reason Tls", () =>
