@@ -1031,12 +1031,15 @@ export const make = (
             return Effect.map(sendFrame(fragmentType, payload, undefined), () => {
               started = true
             })
-          }).pipe(Effect.onError(() =>
-            Effect.sync(() => {
-              if (started) messageLeftOpen = true
-            })
-          ))
-          yield* sendFrame(lastType, undefined, undefined)
+          }).pipe(
+            Effect.andThen(sendFrame(lastType, undefined, undefined)),
+            // a message that began on the wire and did not end there stays open: no data may follow
+            Effect.onError(() =>
+              Effect.sync(() => {
+                if (started) messageLeftOpen = true
+              })
+            )
+          )
           countOut(bytes)
         }))
       ) as Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError | E, R>

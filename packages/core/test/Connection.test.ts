@@ -641,6 +641,32 @@ describe("Connection close", () => {
       assert.strictEqual(error._tag, "InvalidProtocolOperation")
     }))
 
+  it.live("sendFragments interrupted while its first frame waits leaves nothing open; interrupted at its final frame, the message stays open", () =>
+    Effect.gen(function*() {
+      // the peer reads nothing: the transport holds 1 KiB, then writes wait
+      const first = yield* rawConnection("server", { highWaterMark: 1024 })
+      yield* first.connection.send(new Uint8Array(2048)) // fills the transport
+      const cut = yield* Effect.exit(Effect.timeout(first.connection.sendFragments(Stream.make("a", "b"), "text"), "50 millis"))
+      assert.isTrue(Exit.isFailure(cut))
+      const after = yield* Effect.forkChild(first.connection.send("after"))
+      const frames: Array<Frame> = []
+      for (let i = 0; i < 2; i++) frames.push(yield* first.peer.nextFrame())
+      yield* Fiber.join(after)
+      // nothing of the fragmented message went out: "after" is a message of its own
+      assert.deepStrictEqual(frames.map((f) => [f.opcode, f.fin]), [[0x2, true], [0x1, true]])
+      assert.strictEqual(decoder.decode(frames[1]!.payload), "after")
+
+      const second = yield* rawConnection("server", { highWaterMark: 1024 })
+      // the one fragment goes out and fills the transport: the final frame waits, and is cut
+      const cutAtTheEnd = yield* Effect.exit(
+        Effect.timeout(second.connection.sendFragments(Stream.make(new Uint8Array(4096)), "binary"), "50 millis")
+      )
+      assert.isTrue(Exit.isFailure(cutAtTheEnd))
+      const error = yield* Effect.flip(second.connection.send("after"))
+      assert.strictEqual(error._tag, "InvalidProtocolOperation")
+      assert.include(error.message, "left incomplete")
+    }))
+
   it.effect("send after our Close was sent, before the answer, fails with InvalidProtocolOperation", () =>
     Effect.gen(function*() {
       const { connection, peer } = yield* rawConnection("client")

@@ -1165,6 +1165,29 @@ describe("sending", () => {
     assert.deepStrictEqual(parseFrames(wire).map((f) => f.payload), [counting(3)])
   })
 
+  it("a first fragment cancelled with 0 bytes opens no message: the next message goes out whole", () => {
+    const server = makeServer()
+    send(server, Utf8Fragment, utf8("part"))
+    complete(server, expectAction(next(server, QueueCode.Send), ActionCode.SendToNetwork), 0)
+    complete(server, expectAction(next(server, QueueCode.Send), ActionCode.IndicateSendComplete))
+    send(server, BinaryMessage, counting(3))
+    const frames = parseFrames(drainSends(server).wire)
+    assert.deepStrictEqual(frames.map((f) => [f.opcode, f.fin]), [[0x2, true]])
+  })
+
+  it("a final fragment cancelled with 0 bytes leaves its message open, to be ended by the next send", () => {
+    const server = makeServer()
+    send(server, Utf8Fragment, utf8("part"))
+    drainSends(server)
+    send(server, Utf8Message, utf8("end"))
+    complete(server, expectAction(next(server, QueueCode.Send), ActionCode.SendToNetwork), 0)
+    complete(server, expectAction(next(server, QueueCode.Send), ActionCode.IndicateSendComplete))
+    // the message is still open: binary cannot start, text continues it
+    expectSendRejected(server, Status.InvalidOperation, /text message is open/, BinaryMessage, counting(1))
+    send(server, Utf8Message, utf8("end"))
+    assert.deepStrictEqual(parseFrames(drainSends(server).wire).map((f) => [f.opcode, f.fin]), [[0x0, true]])
+  })
+
   it("a write of 0 bytes after a frame's first action leaves the frame incomplete: later sends fail", () => {
     const client = makeClient({ sendBufferSize: 16 })
     send(client, BinaryMessage, counting(100))

@@ -298,6 +298,8 @@ export class Engine {
   private sendMessageOpcode = 0
   /** A SEND_TO_NETWORK completed short: the wire is corrupt, no further frames. */
   private sendBroken = false
+  /** The open message's opcode before the pending data frame (see `queueDataFrame`). */
+  private sendOpenBefore = 0
   private wireOwner = WIRE_FREE
 
   // ---- receive side ----
@@ -438,8 +440,8 @@ export class Engine {
     if (
       this.state === HandleState.Open && this.sendPhase === SEND_IDLE && !this.sendBroken && this.sendMessageOpcode === 0
     ) {
-      if (bufferType === BufferTypeCode.BinaryMessage) return this.queueDataFrame(bufferType, Opcode.Binary, true, data, context)
-      if (bufferType === BufferTypeCode.Utf8Message) return this.queueDataFrame(bufferType, Opcode.Text, true, data, context)
+      if (bufferType === BufferTypeCode.BinaryMessage) return this.queueDataFrame(bufferType, Opcode.Binary, true, data, context, 0)
+      if (bufferType === BufferTypeCode.Utf8Message) return this.queueDataFrame(bufferType, Opcode.Text, true, data, context, 0)
     }
     return this.sendChecked(bufferType, data, closeStatus, context)
   }
@@ -455,6 +457,7 @@ export class Engine {
     }
     let opcode: number
     let fin = true
+    const openBefore = this.sendMessageOpcode
     switch (bufferType) {
       case BufferTypeCode.Utf8Message:
       case BufferTypeCode.Utf8Fragment:
@@ -517,7 +520,7 @@ export class Engine {
       default:
         return this.error(Status.InvalidParameter, `0x${(bufferType >>> 0).toString(16)} is not a buffer type`)
     }
-    if (!isControlOpcode(opcode)) return this.queueDataFrame(bufferType, opcode, fin, data, context)
+    if (!isControlOpcode(opcode)) return this.queueDataFrame(bufferType, opcode, fin, data, context, openBefore)
     this.buildControlFrame(this.controlFrame, opcode, data, closeStatus)
     if (opcode === Opcode.Close) {
       this.state = this.state === HandleState.CloseReceived ? HandleState.Closed : HandleState.CloseSent
@@ -526,8 +529,12 @@ export class Engine {
     return Status.Ok
   }
 
-  /** Queues a data frame of `data` (a checked send). */
-  private queueDataFrame(bufferType: number, opcode: number, fin: boolean, data: Uint8Array, context: unknown): Status {
+  /**
+   * Queues a data frame of `data` (a checked send); `openBefore` is the open message's opcode
+   * before this frame (0: none), restored if the frame is cancelled before any of it went out.
+   */
+  private queueDataFrame(bufferType: number, opcode: number, fin: boolean, data: Uint8Array, context: unknown, openBefore: number): Status {
+    this.sendOpenBefore = openBefore
     const key = this.maskOutgoing ? this.nextKey(this.sendKey) : undefined
     this.sendHeaderLength = encodeHeader(this.sendHeader, 0, fin, 0, opcode, data.length, key)
     this.sendPayload = data
@@ -1284,6 +1291,8 @@ export class Engine {
       // "the send is cancelled". Nothing of the frame written (0 bytes of its first action): the
       // wire is as it was and sends go on; else the frame is incomplete on it and none may follow.
       if (bytesTransferred > 0 || this.sendHeaderSent) this.sendBroken = true
+      // as if the frame had never been sent: the message it opened or closed is as it was
+      else if (!this.sendIsControl) this.sendMessageOpcode = this.sendOpenBefore
       this.wireOwner = WIRE_FREE
       this.sendPhase = SEND_COMPLETE
       return Status.Ok
