@@ -371,13 +371,16 @@ export const serve = <E, R, RA = never>(
         })
     })
     // requests that Node's parser refuses before any upgrade: counted as refused upgrades too
+    // (in the program's metrics); a connection that failed (reset) is no request, as for Node
+    const services = yield* Effect.context<never>()
     server.on("clientError", (error: Error & { code?: string }, socket) => {
+      if (error.code === "ECONNRESET" || !socket.writable) return socket.destroy()
       const [reason, status, message] = error.code === "HPE_HEADER_OVERFLOW"
         ? ["HeaderTooLarge", 431, "request headers too large"] as const
         : error.code === "ERR_HTTP_REQUEST_TIMEOUT"
         ? ["RequestTimeout", 408, "the request took too long"] as const
         : ["BadRequest", 400, "malformed HTTP request"] as const
-      Effect.runSync(Client.serverHandshakeFailed(reason))
+      Effect.runSyncWith(services)(Client.serverHandshakeFailed(reason))
       refuse(socket, status, message)
     })
     /** Every TCP connection, including those still in their TLS handshake, which Node's `closeAllConnections` does not know. */

@@ -173,6 +173,22 @@ describe("handshake failure metrics", () => {
           reason
         )
       }
+      // a client that resets its connection in the middle of a request made no request
+      const before = yield* Effect.forEach(reasons, failures)
+      yield* Effect.promise(() =>
+        new Promise<void>((resolve) => {
+          const socket = Net.connect(port, "127.0.0.1", () => {
+            socket.write("GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            setTimeout(() => {
+              socket.resetAndDestroy()
+              resolve()
+            }, 50)
+          })
+          socket.on("error", () => {})
+        })
+      )
+      yield* Effect.sleep("100 millis")
+      assert.deepStrictEqual(yield* Effect.forEach(reasons, failures), before, "a reset is not counted")
     }))
 })
 
