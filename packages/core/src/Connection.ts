@@ -456,8 +456,8 @@ export const make = (
     // The metrics are updated in the same step as `closed` completes: whoever waits for it may
     // close the connection's scope at once, and nothing after that step would run.
     const complete = (info: CloseInfo) =>
-      Effect.suspend(() => {
-        if (Deferred.isDoneUnsafe(closedDeferred)) return Effect.void
+      Effect.sync(() => {
+        if (Deferred.isDoneUnsafe(closedDeferred)) return
         if (reportTimer !== undefined) clearTimeout(reportTimer)
         reportTimer = undefined
         reportMetrics()
@@ -467,7 +467,7 @@ export const make = (
           code: String(info.code),
           clean: String(info.clean)
         }).updateUnsafe(1, context)
-        return Deferred.succeed(closedDeferred, info)
+        Deferred.doneUnsafe(closedDeferred, Exit.succeed(info))
       })
 
     const closeTransport = Effect.suspend(() => {

@@ -115,6 +115,7 @@ const request = (
     // comes with the 101 response (see NodeTransport.fromDuplex)
     req.on("socket", (socket) => void (socket.allowHalfOpen = true))
     let settled = false
+    let stopReading = () => {}
     req.on("upgrade", (response, socket, head) => {
       settled = true
       resume(Effect.succeed({ response, socket: socket as Net.Socket, head }))
@@ -150,6 +151,7 @@ const request = (
         ))
       }
       const timer = setTimeout(done, REASON_WAIT_MS)
+      stopReading = () => clearTimeout(timer)
       response.setEncoding("utf8")
       response.on("data", (chunk: string) => {
         body += chunk
@@ -162,8 +164,11 @@ const request = (
       if (!settled) resume(Effect.fail(connectError(url, cause, target.secure)))
     })
     req.end()
+    // interrupted (a handshake timeout, say) before the answer was handed on, even while the
+    // reason of a refusal is read: the request goes at once
     return Effect.sync(() => {
-      if (!settled) req.destroy()
+      stopReading()
+      req.destroy()
     })
   })
 
@@ -243,7 +248,8 @@ const followRedirects = (
   const originalPlace = original.socketPath ?? original.host
   const from = (hop: Hop, followed: number): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope> =>
     Effect.catchTag(attempt(hop), "HandshakeRejected", (rejected) => {
-      const location = Headers.getCombined(rejected.headers, "Location")
+      // (the first, as Node keeps of a repeated Location)
+      const location = Headers.getAll(rejected.headers, "Location")[0]
       if (!isRedirect(rejected.status) || location === undefined) return Effect.fail(rejected)
       if (followed >= maxRedirects) {
         return Effect.fail(

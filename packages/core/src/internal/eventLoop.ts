@@ -14,14 +14,25 @@ const BUDGET = 1024
 let inARow = 0
 
 /**
- * Runs `f` on a later turn of the event loop: `setImmediate` where the runtime has it, else
- * `setTimeout(f, 0)`.
+ * Runs `f` on a later turn of the event loop: `setImmediate` where the runtime has it, else a
+ * `MessageChannel` message (browsers clamp `setTimeout(f, 0)` to 4 ms), else `setTimeout`.
  *
  * @internal
  */
 export const nextTurn: (f: () => void) => void = (() => {
   const immediate = (globalThis as { readonly setImmediate?: (f: () => void) => unknown }).setImmediate
-  return immediate === undefined ? (f) => void setTimeout(f, 0) : (f) => void immediate(f)
+  if (immediate !== undefined) return (f) => void immediate(f)
+  if (typeof MessageChannel === "function") {
+    const queue: Array<() => void> = []
+    const channel = new MessageChannel()
+    // (setting onmessage starts the port, in browsers)
+    ;(channel.port1 as unknown as { onmessage: (() => void) | null }).onmessage = () => queue.shift()?.()
+    return (f) => {
+      queue.push(f)
+      channel.port2.postMessage(undefined)
+    }
+  }
+  return (f) => void setTimeout(f, 0)
 })()
 
 const reset = () => {
