@@ -122,7 +122,9 @@ const connectFailure = (output: Output.Output, error: Client.ConnectFailure) => 
     case "HandshakeRejected":
       return fail(
         output,
-        `handshake rejected with status ${error.status}${error.statusText === "" ? "" : ` ${error.statusText}`} by ${error.url}`,
+        `handshake rejected with status ${error.status}${error.statusText === "" ? "" : ` ${error.statusText}`} by ${error.url}${
+          error.reason === undefined ? "" : `: ${Output.oneLine(error.reason)}`
+        }`,
         { tag: error._tag, status: error.status }
       )
     case "InvalidParameter":

@@ -163,13 +163,14 @@ describe("ews connect", () => {
       const port = yield* httpServer(404)
       const result = yield* ewsRun(["connect", `ws://127.0.0.1:${port}/nope`])
       assert.strictEqual(result.code, 1)
-      assert.strictEqual(result.stderr.trim(), `ews: handshake rejected with status 404 Not Found by ws://127.0.0.1:${port}/nope`)
+      // with the server's reason, the start of its text body
+      assert.strictEqual(result.stderr.trim(), `ews: handshake rejected with status 404 Not Found by ws://127.0.0.1:${port}/nope: not here`)
       const json = yield* ewsRun(["connect", `ws://127.0.0.1:${port}/nope`, "--json"])
       assert.strictEqual(json.code, 1)
       assert.deepStrictEqual(parseLines(json.stdout), [{
         event: "error",
         tag: "HandshakeRejected",
-        message: `handshake rejected with status 404 Not Found by ws://127.0.0.1:${port}/nope`,
+        message: `handshake rejected with status 404 Not Found by ws://127.0.0.1:${port}/nope: not here`,
         status: 404
       }])
     }))

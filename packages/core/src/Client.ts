@@ -54,6 +54,8 @@ export class HandshakeRejected extends Schema.TaggedError<HandshakeRejected>()("
   status: Schema.Number,
   statusText: Schema.String,
   headers: Schema.Array(Schema.Struct({ name: Schema.String, value: Schema.String })),
+  /** Why, as the server said it: the start of its answer's text body (when there is one). */
+  reason: Schema.optionalKey(Schema.String),
   message: Schema.String
 }) {
   /** @internal */
@@ -714,6 +716,7 @@ const rejected = (url: string, status: number, statusText: string, headers: Read
     status,
     statusText,
     headers,
+    reason: why,
     message: `the server answered ${status} ${statusText} instead of 101 Switching Protocols: ${why}`
   })
 

@@ -146,6 +146,7 @@ const request = (
             status,
             statusText,
             headers: Headers.fromRawHeaders(response.rawHeaders),
+            ...(why === "" ? {} : { reason: why }),
             message: `the server answered ${status} ${statusText} instead of 101 Switching Protocols${why === "" ? "" : `: ${why}`}`
           })
         ))

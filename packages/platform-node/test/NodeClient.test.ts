@@ -82,6 +82,7 @@ describe("NodeClient.connect failures", () => {
         assert.isTrue(error.headers.some((h) => h.name.toLowerCase() === "x-reason" && h.value === "no"))
         // the start of a text body says why
         assert.strictEqual(error.message, "the server answered 403 Forbidden instead of 101 Switching Protocols: forbidden")
+        assert.strictEqual(error.reason, "forbidden")
       }
       // a server of ours writes its reason there: the client's error says it
       const server = yield* NodeServer.serve(() => Effect.void, {
