@@ -503,19 +503,28 @@ export const make = (
       }
     }
     const releaseWireEffect = Effect.sync(releaseWire)
-    const takeWire = Effect.callback<void>((resume) => {
-      if (tryTakeWire()) return resume(Effect.void)
-      const waiter = { resume: () => resume(Effect.void), granted: false }
-      wireWaiters.push(waiter)
-      return Effect.sync(() => {
-        if (waiter.granted) return releaseWire()
-        const i = wireWaiters.indexOf(waiter)
-        if (i >= 0) wireWaiters.splice(i, 1)
-      })
-    })
+    /**
+     * Runs `effect` holding the wire lock. The lock is taken where nothing can interrupt (at once
+     * when free), and only the wait for it can be interrupted; interrupted however late in that
+     * wait (even once the lock was handed over), the waiter gives it back or leaves the queue.
+     */
     const withWire = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
       Effect.uninterruptibleMask((restore) =>
-        Effect.andThen(restore(takeWire), Effect.ensuring(restore(effect), releaseWireEffect))
+        Effect.suspend(() => {
+          const holding = Effect.ensuring(restore(effect), releaseWireEffect)
+          if (tryTakeWire()) return holding
+          const waiter: { resume: () => void; granted: boolean } = { resume: () => {}, granted: false }
+          const wait = Effect.callback<void>((resume) => {
+            waiter.resume = () => resume(Effect.void)
+            wireWaiters.push(waiter)
+          })
+          const leave = Effect.sync(() => {
+            if (waiter.granted) return releaseWire()
+            const i = wireWaiters.indexOf(waiter)
+            if (i >= 0) wireWaiters.splice(i, 1)
+          })
+          return Effect.andThen(Effect.onInterrupt(restore(wait), () => leave), holding)
+        })
       )
 
     const buffersOf = (record: ActionRecord) =>

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Arbitrary, Deferred, Effect, Exit, Fiber, Schema, Scope, Stream } from "effect"
+import { Arbitrary, Deferred, Effect, Exit, Fiber, Option, Scheduler, Schema, Scope, Stream } from "effect"
 import { TestClock } from "effect/testing"
 import { Connection, Transport, WebSocket } from "../src/index.ts"
 
@@ -665,6 +665,17 @@ describe("Connection close", () => {
       const error = yield* Effect.flip(second.connection.send("after"))
       assert.strictEqual(error._tag, "InvalidProtocolOperation")
       assert.include(error.message, "left incomplete")
+    }))
+
+  it.live("an operation interrupted right after it took the wire gives it back (the fiber may yield at any step)", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair()
+      yield* Effect.forkChild(Stream.runDrain(server.messages))
+      // a fiber that yields every few steps, interrupted at once
+      yield* Effect.timeoutOption(client.ping("x"), 0).pipe(Effect.provideService(Scheduler.MaxOpsBeforeYield, 4))
+      const sent = yield* Effect.timeoutOption(client.send("after the ping"), "2 seconds")
+      assert.isTrue(Option.isSome(sent), "the wire is free again")
+      assert.isTrue((yield* client.close(1000)).clean)
     }))
 
   it.effect("send after our Close was sent, before the answer, fails with InvalidProtocolOperation", () =>
