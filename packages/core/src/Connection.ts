@@ -20,7 +20,9 @@ import { HandleState } from "./internal/engine/state.ts"
 import { decodeParameter } from "./internal/handshake.ts"
 import { engineError } from "./internal/engineError.ts"
 import { Mailbox } from "./internal/mailbox.ts"
-import { allocatePlainUninitialized, allocateUninitialized, encodeUtf8 } from "./internal/runtime.ts"
+import { isValidWireCloseCode } from "./internal/engine/frame.ts"
+import { allocatePlainUninitialized, allocateUninitialized, encodeUtf8, utf8ByteLength } from "./internal/runtime.ts"
+import { MAX_CLOSE_REASON_LENGTH } from "./CloseStatus.ts"
 import * as Metrics from "./Metrics.ts"
 import type { HandleImpl } from "./internal/handle.ts"
 import type { Transport } from "./Transport.ts"
@@ -517,6 +519,7 @@ export const make = (
           const wait = Effect.callback<void>((resume) => {
             waiter.resume = () => resume(Effect.void)
             wireWaiters.push(waiter)
+            return Effect.void // (interruptible: what the interruption undoes is done by `leave`)
           })
           const leave = Effect.sync(() => {
             if (waiter.granted) return releaseWire()
@@ -871,11 +874,15 @@ export const make = (
 
     const reader = yield* Effect.forkScoped(readLoop)
 
-    const close = (code = 1000, reason = ""): Effect.Effect<CloseInfo, InvalidParameter> =>
+    /**
+     * The closing handshake started by the first `close`: once asked for, the Close goes out and
+     * the close timeout applies whether or not the caller keeps waiting (as `ws`'s `close`, which
+     * cannot be taken back); a caller that is interrupted only stops waiting.
+     */
+    let closingHandshake: Fiber.Fiber<CloseInfo> | undefined = undefined
+
+    const runClosingHandshake = (code: number, reason: string): Effect.Effect<CloseInfo> =>
       Effect.gen(function*() {
-        if (typeof reason !== "string") {
-          return yield* new InvalidParameter({ parameter: "reason", message: `a close reason is a string, got ${describeValue(reason)}` })
-        }
         /** Why our Close is not on the wire: not written yet (""), could not be (why), or it is (`undefined`). */
         let unsent: string | undefined = ""
         const handshake = Effect.gen(function*() {
@@ -886,12 +893,8 @@ export const make = (
             // a control frame: it may go out between the fragments of a message (RFC 6455 section 5.4)
             const sent = yield* Effect.exit(sendFrame(BufferType.BufferType.Close, encodeUtf8(reason), code))
             if (sent._tag === "Failure") {
-              const error = Cause.findErrorOption(sent.cause)
-              if (Option.isSome(error) && error.value._tag === "InvalidParameter") {
-                if (initiator === "local" && engine.state === HandleState.Open) initiator = "none"
-                return yield* Effect.fail(error.value)
-              }
               // the Close could not be written (the wire is broken): no answer can come
+              const error = Cause.findErrorOption(sent.cause)
               unsent = Option.isSome(error) ? error.value.message : "interrupted"
               return Option.none<CloseInfo>()
             }
@@ -923,6 +926,29 @@ export const make = (
           )
         }))
         return yield* Deferred.await(closedDeferred)
+      })
+
+    const close = (code = 1000, reason = ""): Effect.Effect<CloseInfo, InvalidParameter> =>
+      Effect.gen(function*() {
+        if (typeof reason !== "string") {
+          return yield* new InvalidParameter({ parameter: "reason", message: `a close reason is a string, got ${describeValue(reason)}` })
+        }
+        // checked here, so that a bad code or reason leaves the connection as it was
+        if (!isValidWireCloseCode(code)) {
+          return yield* new InvalidParameter({
+            parameter: "close",
+            message: `close status ${code} may not be sent: use 1000-1003, 1007-1014 or 3000-4999`
+          })
+        }
+        const reasonLength = utf8ByteLength(reason)
+        if (reasonLength > MAX_CLOSE_REASON_LENGTH) {
+          return yield* new InvalidParameter({
+            parameter: "close",
+            message: `close reason is ${reasonLength} bytes, more than the ${MAX_CLOSE_REASON_LENGTH} allowed`
+          })
+        }
+        if (closingHandshake === undefined) closingHandshake = yield* Effect.forkDetach(runClosingHandshake(code, reason))
+        return yield* Fiber.join(closingHandshake)
       })
 
     // (whole or not at all: interrupted half-way it would leave a connection that looks open)

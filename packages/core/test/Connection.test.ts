@@ -678,6 +678,28 @@ describe("Connection close", () => {
       assert.isTrue((yield* client.close(1000)).clean)
     }))
 
+  it.live("a close whose caller stops waiting (a timeout) still goes out, after what was queued, and the handshake completes", () =>
+    Effect.gen(function*() {
+      const { clientHandle, serverHandle } = yield* handles()
+      const [a, b] = yield* Transport.makeMemoryPair({ highWaterMark: 1024 })
+      const client = yield* Connection.make(clientHandle, a)
+      // nobody reads yet: this fills the transport, and the Close must wait for room
+      yield* client.send(new Uint8Array(2000))
+      const timedOut = yield* Effect.exit(Effect.timeout(client.close(1013, "try again"), "20 millis"))
+      assert.isTrue(Exit.isFailure(timedOut))
+      // a send now waits behind the Close (its caller can stop waiting), and is refused once the
+      // Close went out
+      const waited = yield* Effect.flip(Effect.timeout(client.send("stopped waiting"), "100 millis"))
+      assert.strictEqual(waited._tag, "TimeoutError")
+      const after = yield* Effect.forkChild(Effect.flip(client.send("after close")))
+      // now the server reads: the message, then the Close
+      const server = yield* Connection.make(serverHandle, b)
+      assert.deepStrictEqual(yield* Stream.runCollect(server.messages), [new Uint8Array(2000)])
+      assert.strictEqual((yield* Fiber.join(after))._tag, "InvalidProtocolOperation")
+      assert.deepStrictEqual(yield* server.closed, { code: 1013, reason: "try again", clean: true, initiator: "remote" })
+      assert.deepStrictEqual(yield* client.closed, { code: 1013, reason: "try again", clean: true, initiator: "local" })
+    }))
+
   it.effect("send after our Close was sent, before the answer, fails with InvalidProtocolOperation", () =>
     Effect.gen(function*() {
       const { connection, peer } = yield* rawConnection("client")
