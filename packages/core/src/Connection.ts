@@ -39,6 +39,9 @@ import { InvalidParameter, InvalidProtocolFormat, InvalidProtocolOperation } fro
  */
 export const TypeId = "~@effect-websocket/core/Connection"
 
+/** What `Effect.uninterruptibleMask` hands over: makes an effect interruptible again. */
+type Restore = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+
 /**
  * A received message: text as a `string`, binary as a `Uint8Array`.
  *
@@ -506,14 +509,16 @@ export const make = (
     }
     const releaseWireEffect = Effect.sync(releaseWire)
     /**
-     * Runs `effect` holding the wire lock. The lock is taken where nothing can interrupt (at once
-     * when free), and only the wait for it can be interrupted; interrupted however late in that
-     * wait (even once the lock was handed over), the waiter gives it back or leaves the queue.
+     * Runs `use(restore)` holding the wire lock. The lock is taken where nothing can interrupt (at
+     * once when free), and only the wait for it can be interrupted; interrupted however late in
+     * that wait (even once the lock was handed over), the waiter gives it back or leaves the queue.
+     * Under the lock nothing can interrupt either, but what `use` wraps in `restore` (the waits of
+     * the transport): so the handle's send queue is never left half-run.
      */
-    const withWire = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    const withWire = <A, E, R>(use: (restore: Restore) => Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
       Effect.uninterruptibleMask((restore) =>
         Effect.suspend(() => {
-          const holding = Effect.ensuring(restore(effect), releaseWireEffect)
+          const holding = Effect.ensuring(Effect.suspend(() => use(restore)), releaseWireEffect)
           if (tryTakeWire()) return holding
           const waiter: { resume: () => void; granted: boolean } = { resume: () => {}, granted: false }
           const wait = Effect.callback<void>((resume) => {
@@ -538,10 +543,11 @@ export const make = (
       id: number,
       buffers: ReadonlyArray<Uint8Array>,
       bytes: number,
-      owned: boolean
+      owned: boolean,
+      restore: Restore
     ): Effect.Effect<void, TransportError> => {
-      // An interrupted write leaves the frame incomplete on the wire: cancel it on the handle.
-      const write = Effect.onInterrupt(transport.write(buffers, owned), () =>
+      // An interrupted write (only its wait for room can be) took nothing: cancel it on the handle.
+      const write = Effect.onInterrupt(restore(transport.write(buffers, owned)), () =>
         Effect.andThen(
           Effect.sync(() => engine.completeAction(id, 0)),
           drainSendQueue
@@ -553,7 +559,7 @@ export const make = (
         },
         onSuccess: () => {
           engine.completeAction(id, bytes)
-          return runSendQueue
+          return runSendQueue(restore)
         }
       })
     }
@@ -562,7 +568,7 @@ export const make = (
      * Runs the send queue without yielding while the transport takes every write at once; returns
      * `undefined` when the queue is done, or the effect that finishes it once a write must wait.
      */
-    const runSendQueueSync = (): Effect.Effect<void, TransportError> | undefined => {
+    const runSendQueueSync = (restore: Restore): Effect.Effect<void, TransportError> | undefined => {
       const record = sendRecord
       for (;;) {
         engine.getAction(QueueCode.Send, record)
@@ -574,7 +580,7 @@ export const make = (
               engine.completeAction(record.id, bytes)
               continue
             }
-            return writeAction(record.id, buffers, bytes, record.owned)
+            return writeAction(record.id, buffers, bytes, record.owned, restore)
           }
           case ActionCode.IndicateSendComplete:
             engine.completeAction(record.id, 0)
@@ -586,7 +592,8 @@ export const make = (
     }
 
     /** Hands every pending SendToNetwork of the send queue to the transport (call under the wire lock). */
-    const runSendQueue: Effect.Effect<void, TransportError> = Effect.suspend(() => runSendQueueSync() ?? Effect.void)
+    const runSendQueue = (restore: Restore): Effect.Effect<void, TransportError> =>
+      Effect.suspend(() => runSendQueueSync(restore) ?? Effect.void)
 
     /** Completes what is left on the send queue without writing it. */
     const drainSendQueue = Effect.sync(() => {
@@ -603,8 +610,7 @@ export const make = (
       payload: Uint8Array | undefined,
       closeStatus: number | undefined
     ): Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError> =>
-      withWire(
-        Effect.suspend((): Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError> => {
+      withWire((restore): Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError> => {
           if (engine.send(type, payload, closeStatus, undefined) !== Status.Ok) {
             const error = engine.lastError!
             return Effect.fail(
@@ -613,9 +619,8 @@ export const make = (
                 : new InvalidProtocolOperation({ operation: "send", state: engine.stateName, message: closedMessage(error.message) })
             )
           }
-          return runSendQueue
+          return runSendQueue(restore)
         })
-      )
 
     const closedMessage = (message: string) =>
       Deferred.isDoneUnsafe(closedDeferred) ? "the connection is closed" : message
@@ -977,7 +982,7 @@ export const make = (
     const sendWholeNow = (
       type: number,
       payload: Uint8Array,
-      restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+      restore: Restore
     ): Effect.Effect<void, InvalidProtocolOperation | TransportError> | undefined => {
       if (fragmenting || messageLeftOpen || !tryTakeWire()) return undefined
       if (engine.send(type, payload, undefined, undefined) !== Status.Ok) {
@@ -986,21 +991,21 @@ export const make = (
           new InvalidProtocolOperation({ operation: "send", state: engine.stateName, message: closedMessage(engine.lastError!.message) })
         )
       }
-      const rest = runSendQueueSync()
+      const rest = runSendQueueSync(restore)
       if (rest === undefined) {
         releaseWire()
         countOut(payload.length)
         return Effect.void
       }
+      // (only the transport's waits in `rest` can be interrupted)
       return Effect.ensuring(
-        Effect.map(restore(rest), () => countOut(payload.length)),
+        Effect.map(rest, () => countOut(payload.length)),
         releaseWireEffect
       )
     }
 
     const sendWholeLocked = (type: number, payload: Uint8Array) =>
-      withWire(
-        Effect.suspend((): Effect.Effect<boolean, InvalidProtocolOperation | TransportError> => {
+      withWire((restore): Effect.Effect<boolean, InvalidProtocolOperation | TransportError> => {
           if (fragmenting) return Effect.succeed(false)
           if (messageLeftOpen) return Effect.fail(messageLeftOpenError("send"))
           if (engine.send(type, payload, undefined, undefined) !== Status.Ok) {
@@ -1012,12 +1017,11 @@ export const make = (
               })
             )
           }
-          return Effect.map(runSendQueue, () => {
+          return Effect.map(runSendQueue(restore), () => {
             countOut(payload.length)
             return true
           })
         })
-      )
 
     /**
      * A whole message that could not go out at once: under the wire lock once it is free, or, when
