@@ -522,6 +522,11 @@ export const make = (
           if (tryTakeWire()) return holding
           const waiter: { resume: () => void; granted: boolean } = { resume: () => {}, granted: false }
           const wait = Effect.callback<void>((resume) => {
+            // the wire may have come free since it was tried (the fiber may have yielded)
+            if (tryTakeWire()) {
+              waiter.granted = true
+              return resume(Effect.void)
+            }
             waiter.resume = () => resume(Effect.void)
             wireWaiters.push(waiter)
             return Effect.void // (interruptible: what the interruption undoes is done by `leave`)

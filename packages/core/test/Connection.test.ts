@@ -675,6 +675,12 @@ describe("Connection close", () => {
       yield* Effect.timeoutOption(client.ping("x"), 0).pipe(Effect.provideService(Scheduler.MaxOpsBeforeYield, 4))
       const sent = yield* Effect.timeoutOption(client.send("after the ping"), "2 seconds")
       assert.isTrue(Option.isSome(sent), "the wire is free again")
+      // many senders that yield every few steps: none waits for a wire that came free meanwhile
+      const all = Effect.forEach(Array.from({ length: 30 }, (_, i) => i), (i) => client.send(`m${i}`), {
+        concurrency: "unbounded",
+        discard: true
+      }).pipe(Effect.provideService(Scheduler.MaxOpsBeforeYield, 4))
+      assert.isTrue(Option.isSome(yield* Effect.timeoutOption(all, "2 seconds")), "every send went out")
       assert.isTrue((yield* client.close(1000)).clean)
     }))
 
