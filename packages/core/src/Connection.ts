@@ -161,9 +161,9 @@ export interface Connection {
    * Starts the closing handshake with `code` (default 1000) and `reason`, and waits until it
    * completes, or the close timeout cuts the transport (the timeout also bounds waiting for a send
    * in progress). Once started it goes through whether or not the caller keeps waiting: an
-   * interrupted `close` only stops waiting. Returns how the connection ended; calling it again returns the same. Fails with
-   * `InvalidParameter` for a code that may not be sent (1005, 1006, 1015, 1004, below 1000, ...) or
-   * a reason over 123 UTF-8 bytes.
+   * interrupted `close` only stops waiting. Returns how the connection ended; calling it again
+   * returns the same. Fails with `InvalidParameter` for a code that may not be sent (1005, 1006,
+   * 1015, 1004, below 1000, ...) or a reason over 123 UTF-8 bytes.
    */
   readonly close: (code?: number, reason?: string) => Effect.Effect<CloseInfo, InvalidParameter>
   /** Completes with how the connection ended, once it has. */
