@@ -15,14 +15,12 @@ import { Cause, Deferred, Exit, Metric, Duration, Effect, Fiber, Option, Predica
 import { type HttpHeader, Options as OptionsSchema } from "@effect-websocket/schema"
 import type { Scope } from "effect/Scope"
 import * as BufferType from "./BufferType.ts"
-import { ActionCode, ActionRecord, QueueCode, Status } from "./internal/engine/engine.ts"
+import { ActionCode, ActionRecord, closeFrameProblem, QueueCode, Status } from "./internal/engine/engine.ts"
 import { HandleState } from "./internal/engine/state.ts"
 import { decodeParameter } from "./internal/handshake.ts"
 import { engineError } from "./internal/engineError.ts"
 import { Mailbox } from "./internal/mailbox.ts"
-import { isValidWireCloseCode } from "./internal/engine/frame.ts"
-import { allocatePlainUninitialized, allocateUninitialized, encodeUtf8, utf8ByteLength } from "./internal/runtime.ts"
-import { MAX_CLOSE_REASON_LENGTH } from "./CloseStatus.ts"
+import { allocatePlainUninitialized, allocateUninitialized, encodeUtf8 } from "./internal/runtime.ts"
 import * as Metrics from "./Metrics.ts"
 import type { HandleImpl } from "./internal/handle.ts"
 import type { Transport } from "./Transport.ts"
@@ -523,7 +521,7 @@ export const make = (
           if (tryTakeWire()) return holding
           const waiter: { resume: () => void; granted: boolean } = { resume: () => {}, granted: false }
           const wait = Effect.callback<void>((resume) => {
-            // the wire may have come free since it was tried (the fiber may have yielded)
+            // tried again as the wait starts: the wire may have come free (the fiber may have yielded)
             if (tryTakeWire()) {
               waiter.granted = true
               return resume(Effect.void)
@@ -617,16 +615,16 @@ export const make = (
       closeStatus: number | undefined
     ): Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError> =>
       withWire((restore): Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError> => {
-          if (engine.send(type, payload, closeStatus, undefined) !== Status.Ok) {
-            const error = engine.lastError!
-            return Effect.fail(
-              error.status === Status.InvalidParameter
-                ? new InvalidParameter({ parameter: type === BufferType.BufferType.Close ? "close" : "payload", message: error.message })
-                : new InvalidProtocolOperation({ operation: "send", state: engine.stateName, message: closedMessage(error.message) })
-            )
-          }
-          return runSendQueue(restore)
-        })
+        if (engine.send(type, payload, closeStatus, undefined) !== Status.Ok) {
+          const error = engine.lastError!
+          return Effect.fail(
+            error.status === Status.InvalidParameter
+              ? new InvalidParameter({ parameter: type === BufferType.BufferType.Close ? "close" : "payload", message: error.message })
+              : new InvalidProtocolOperation({ operation: "send", state: engine.stateName, message: closedMessage(error.message) })
+          )
+        }
+        return runSendQueue(restore)
+      })
 
     const closedMessage = (message: string) =>
       Deferred.isDoneUnsafe(closedDeferred) ? "the connection is closed" : message
@@ -892,7 +890,7 @@ export const make = (
      */
     let closingHandshake: Fiber.Fiber<CloseInfo> | undefined = undefined
 
-    const runClosingHandshake = (code: number, reason: string): Effect.Effect<CloseInfo> =>
+    const runClosingHandshake = (code: number, reason: Uint8Array): Effect.Effect<CloseInfo> =>
       Effect.gen(function*() {
         /** Why our Close is not on the wire: not written yet (""), could not be (why), or it is (`undefined`). */
         let unsent: string | undefined = ""
@@ -902,7 +900,7 @@ export const make = (
             yield* Deferred.succeed(closing, undefined)
             wake()
             // a control frame: it may go out between the fragments of a message (RFC 6455 section 5.4)
-            const sent = yield* Effect.exit(sendFrame(BufferType.BufferType.Close, encodeUtf8(reason), code))
+            const sent = yield* Effect.exit(sendFrame(BufferType.BufferType.Close, reason, code))
             if (sent._tag === "Failure") {
               // the Close could not be written (the wire is broken): no answer can come
               const error = Cause.findErrorOption(sent.cause)
@@ -944,21 +942,12 @@ export const make = (
         if (typeof reason !== "string") {
           return yield* new InvalidParameter({ parameter: "reason", message: `a close reason is a string, got ${describeValue(reason)}` })
         }
-        // checked here, so that a bad code or reason leaves the connection as it was
-        if (!isValidWireCloseCode(code)) {
-          return yield* new InvalidParameter({
-            parameter: "close",
-            message: `close status ${code} may not be sent: use 1000-1003, 1007-1014 or 3000-4999`
-          })
-        }
-        const reasonLength = utf8ByteLength(reason)
-        if (reasonLength > MAX_CLOSE_REASON_LENGTH) {
-          return yield* new InvalidParameter({
-            parameter: "close",
-            message: `close reason is ${reasonLength} bytes, more than the ${MAX_CLOSE_REASON_LENGTH} allowed`
-          })
-        }
-        if (closingHandshake === undefined) closingHandshake = yield* Effect.forkDetach(runClosingHandshake(code, reason))
+        // checked here (by the handle's own rule), so that a bad code or reason leaves the
+        // connection as it was
+        const reasonBytes = encodeUtf8(reason)
+        const problem = closeFrameProblem(code, reasonBytes)
+        if (problem !== undefined) return yield* new InvalidParameter({ parameter: "close", message: problem })
+        if (closingHandshake === undefined) closingHandshake = yield* Effect.forkDetach(runClosingHandshake(code, reasonBytes))
         return yield* Fiber.join(closingHandshake)
       })
 
@@ -1012,22 +1001,22 @@ export const make = (
 
     const sendWholeLocked = (type: number, payload: Uint8Array) =>
       withWire((restore): Effect.Effect<boolean, InvalidProtocolOperation | TransportError> => {
-          if (fragmenting) return Effect.succeed(false)
-          if (messageLeftOpen) return Effect.fail(messageLeftOpenError("send"))
-          if (engine.send(type, payload, undefined, undefined) !== Status.Ok) {
-            return Effect.fail(
-              new InvalidProtocolOperation({
-                operation: "send",
-                state: engine.stateName,
-                message: closedMessage(engine.lastError!.message)
-              })
-            )
-          }
-          return Effect.map(runSendQueue(restore), () => {
-            countOut(payload.length)
-            return true
-          })
+        if (fragmenting) return Effect.succeed(false)
+        if (messageLeftOpen) return Effect.fail(messageLeftOpenError("send"))
+        if (engine.send(type, payload, undefined, undefined) !== Status.Ok) {
+          return Effect.fail(
+            new InvalidProtocolOperation({
+              operation: "send",
+              state: engine.stateName,
+              message: closedMessage(engine.lastError!.message)
+            })
+          )
+        }
+        return Effect.map(runSendQueue(restore), () => {
+          countOut(payload.length)
+          return true
         })
+      })
 
     /**
      * A whole message that could not go out at once: under the wire lock once it is free, or, when

@@ -69,6 +69,23 @@ export { ActionCode, ActionQueue as QueueCode } from "../../Action.ts"
 export { BufferType as BufferTypeCode } from "../../BufferType.ts"
 
 /**
+ * Why a Close with `closeStatus` and the reason `data` may not be sent (RFC 6455 sections 5.5.1
+ * and 7.4), or `undefined` when it may.
+ */
+export const closeFrameProblem = (closeStatus: number | undefined, data: Uint8Array): string | undefined => {
+  if (closeStatus === undefined) {
+    if (data.length > 0) return "a close reason needs a close status"
+  } else if (!isValidWireCloseCode(closeStatus)) {
+    return `close status ${closeStatus} may not be sent: use 1000-1003, 1007-1014 or 3000-4999`
+  }
+  if (data.length > MAX_CLOSE_REASON_LENGTH) {
+    return `close reason is ${data.length} bytes, more than the ${MAX_CLOSE_REASON_LENGTH} allowed`
+  }
+  if (!isValidUtf8(data)) return "a close reason must be UTF-8"
+  return undefined
+}
+
+/**
  * What an engine call returns: `Ok`, or the kind of failure (details in {@link Engine.failure} /
  * {@link Engine.lastError}).
  *
@@ -483,23 +500,8 @@ export class Engine {
         if (this.state === HandleState.CloseSent || this.state === HandleState.Closed) {
           return this.error(Status.InvalidOperation, "send is not allowed: a Close was already sent")
         }
-        if (closeStatus === undefined) {
-          if (data.length > 0) {
-            return this.error(Status.InvalidParameter, "a close reason needs a close status")
-          }
-        } else if (!isValidWireCloseCode(closeStatus)) {
-          return this.error(
-            Status.InvalidParameter,
-            `close status ${closeStatus} may not be sent: use 1000-1003, 1007-1014 or 3000-4999`
-          )
-        }
-        if (data.length > MAX_CLOSE_REASON_LENGTH) {
-          return this.error(
-            Status.InvalidParameter,
-            `close reason is ${data.length} bytes, more than the ${MAX_CLOSE_REASON_LENGTH} allowed`
-          )
-        }
-        if (!isValidUtf8(data)) return this.error(Status.InvalidParameter, "a close reason must be UTF-8")
+        const problem = closeFrameProblem(closeStatus, data)
+        if (problem !== undefined) return this.error(Status.InvalidParameter, problem)
         opcode = Opcode.Close
         break
       }
