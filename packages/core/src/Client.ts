@@ -612,8 +612,7 @@ const acceptInMemory = <RA>(
   /** Answers the request with `status`, as a server over a socket: counted and on the span. */
   const refuse = (reason: string, status: number, headers: ReadonlyArray<HttpHeader.HttpHeader>, why: string) =>
     Effect.gen(function*() {
-      yield* serverHandshakeFailed(reason)
-      yield* Effect.annotateCurrentSpan({ "http.response.status_code": status, "websocket.refused": reason })
+      yield* serverHandshakeFailed(reason, status)
       return yield* Effect.fail(rejected(shown, status, STATUS_TEXT[status] ?? "", headers, why))
     })
   const pathname = request.url.split("?")[0]!
@@ -680,13 +679,17 @@ const STATUS_TEXT: Readonly<Record<number, string>> = {
 }
 
 /**
- * Counts a refused upgrade request in {@link Metrics.handshakeFailures} (side `server`).
+ * Counts an upgrade request refused with the HTTP `status` in {@link Metrics.handshakeFailures}
+ * (side `server`), and records the status and reason on the current span, if any.
  *
  * @category constructors
  * @since 0.1.0
  */
-export const serverHandshakeFailed = (reason: string): Effect.Effect<void> =>
-  Metric.update(Metric.withAttributes(Metrics.handshakeFailures, { side: "server", reason }), 1)
+export const serverHandshakeFailed = (reason: string, status: number): Effect.Effect<void> =>
+  Effect.andThen(
+    Metric.update(Metric.withAttributes(Metrics.handshakeFailures, { side: "server", reason }), 1),
+    Effect.annotateCurrentSpan({ "http.response.status_code": status, "websocket.refused": reason })
+  )
 
 /**
  * The HTTP answer to a failed server handshake: 426 with `Sec-WebSocket-Version: 13` for an

@@ -178,7 +178,7 @@ const refused = (
   headers?: ReadonlyArray<{ readonly name: string; readonly value: string }>
 ): Effect.Effect<void> =>
   Effect.andThen(
-    Effect.andThen(Client.serverHandshakeFailed(reason), Effect.annotateCurrentSpan({ "http.response.status_code": status, "websocket.refused": reason })),
+    Client.serverHandshakeFailed(reason, status),
     Effect.sync(() => refuse(socket, status, message, headers))
   )
 
@@ -380,7 +380,7 @@ export const serve = <E, R, RA = never>(
         : error.code === "ERR_HTTP_REQUEST_TIMEOUT"
         ? ["RequestTimeout", 408, "the request took too long"] as const
         : ["BadRequest", 400, "malformed HTTP request"] as const
-      Effect.runSyncWith(services)(Client.serverHandshakeFailed(reason))
+      Effect.runSyncWith(services)(Client.serverHandshakeFailed(reason, status))
       refuse(socket, status, message)
     })
     /** Every TCP connection, including those still in their TLS handshake, which Node's `closeAllConnections` does not know. */
