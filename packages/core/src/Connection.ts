@@ -968,6 +968,9 @@ export const make = (
 
     /** Whether `sendFragments` has a message open: other data frames must wait for `messageLock`. */
     let fragmenting = false
+    const resetFragmenting = Effect.sync(() => {
+      fragmenting = false
+    })
 
     /**
      * Sends a whole message at once when the wire is free and no fragmented message is open
@@ -1027,7 +1030,11 @@ export const make = (
         sent
           ? Effect.void
           : messageLock.withPermit(Effect.uninterruptibleMask((restore) =>
-            sendWholeNow(type, payload, restore) ?? restore(Effect.asVoid(sendWholeLocked(type, payload)))
+            sendWholeNow(type, payload, restore) ?? restore(Effect.flatMap(sendWholeLocked(type, payload), (sentNow) =>
+              sentNow
+                ? Effect.void
+                // under messageLock no fragmented message can be open: a send is never reported done unsent
+                : Effect.die(new Error("a whole message found a fragmented message open under the message lock"))))
           )))
 
     const send = (message: Outgoing): Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError> =>
@@ -1045,38 +1052,35 @@ export const make = (
       fragments: Stream.Stream<Outgoing, E, R>,
       type: "text" | "binary"
     ): Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError | E, R> =>
-      messageLock.withPermit(Effect.scoped(
+      messageLock.withPermit(Effect.ensuring(
         Effect.gen(function*() {
           if (messageLeftOpen) return yield* Effect.fail(messageLeftOpenError("sendFragments"))
           fragmenting = true
-          yield* Effect.addFinalizer(() =>
-            Effect.sync(() => {
-              fragmenting = false
-            })
-          )
           const fragmentType = type === "text" ? BufferType.BufferType.Utf8Fragment : BufferType.BufferType.BinaryFragment
           const lastType = type === "text" ? BufferType.BufferType.Utf8Message : BufferType.BufferType.BinaryMessage
           let bytes = 0
-          let started = false
           yield* Stream.runForEach(fragments, (fragment) => {
             const payload = payloadOf(fragment)
             if (payload === undefined) return Effect.fail(notAMessage("fragment", fragment))
             bytes += payload.length
-            return Effect.map(sendFrame(fragmentType, payload, undefined), () => {
-              started = true
-            })
+            return sendFrame(fragmentType, payload, undefined)
           }).pipe(
             Effect.andThen(sendFrame(lastType, undefined, undefined)),
             // a message that began on the wire and did not end there stays open: no data may follow
+            // (asked of the handle: an interruption may come between a frame and what follows it)
             Effect.onError(() =>
               Effect.sync(() => {
-                if (started) messageLeftOpen = true
+                if (engine.messageOpen) messageLeftOpen = true
               })
             )
           )
           countOut(bytes)
-        }))
-      ) as Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError | E, R>
+        }),
+        // (installed before the flag is set: a finalizer added after it would be lost to an
+        // interruption in between, and a flag left set makes every later send report success
+        // without sending)
+        resetFragmenting
+      )) as Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError | E, R>
 
     const ping = (payload?: Outgoing) => {
       const bytes = payload === undefined ? undefined : payloadOf(payload)

@@ -1327,6 +1327,32 @@ describe("Connection interruption", () => {
       assert.deepStrictEqual((yield* drain(server)).got, [])
     }))
 
+  it.effect("sendFragments interrupted at any step: a later send goes out as a message of its own, or fails (never reported sent and dropped, nor glued)", () =>
+    Effect.gen(function*() {
+      // a fiber that yields every `budget` steps, interrupted at its first yield: every step is tried
+      for (let budget = 2; budget <= 64; budget++) {
+        yield* Effect.scoped(Effect.gen(function*() {
+          const [client, server] = yield* Connection.makeMemoryPair()
+          const fragments = yield* Effect.forkChild(
+            client.sendFragments(Stream.make("fragment"), "text").pipe(Effect.provideService(Scheduler.MaxOpsBeforeYield, budget))
+          )
+          yield* Effect.yieldNow
+          yield* Fiber.interrupt(fragments)
+          const after = yield* Effect.exit(client.send("after"))
+          assert.strictEqual((yield* client.close()).clean, true)
+          const { got } = yield* drain(server)
+          const at = `yielding every ${budget} steps`
+          if (Exit.isSuccess(after)) {
+            assert.deepStrictEqual(got.filter((m) => m !== "fragment"), ["after"], at)
+          } else {
+            // the fragment went out, its final frame did not: the message stays open
+            assert.include(failureOf(after).message, "left incomplete", at)
+            assert.deepStrictEqual(got, [], at)
+          }
+        }))
+      }
+    }))
+
   it.effect("a fragment stream that fails before its first fragment leaves the connection usable", () =>
     Effect.gen(function*() {
       const [client, server] = yield* Connection.makeMemoryPair()

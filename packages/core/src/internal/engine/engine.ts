@@ -394,6 +394,14 @@ export class Engine {
     return this.pongPending !== undefined
   }
 
+  /**
+   * Whether a fragmented message is open: a fragment was sent (or is being sent) and the final
+   * frame was not. A data frame cancelled before any of it went out leaves this as it was.
+   */
+  get messageOpen(): boolean {
+    return this.sendMessageOpcode !== 0
+  }
+
   /** The name of the current state. */
   get stateName(): string {
     return stateNames[this.state]!
