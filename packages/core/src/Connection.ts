@@ -474,16 +474,18 @@ export const make = (
         Deferred.doneUnsafe(closedDeferred, Exit.succeed(info))
       })
 
-    const closeTransport = Effect.suspend(() => {
+    // Both are uninterruptible: the flag and the close go together, or a fiber interrupted
+    // between them (the reader, by a close timeout) would leave the flag set and the socket open.
+    const closeTransport = Effect.uninterruptible(Effect.suspend(() => {
       if (transportClosed) return Effect.void
       transportClosed = true
       return transport.close
-    })
+    }))
     /** Closes the transport at once, dropping what is queued: for a peer given up on (close timeout, abort, dead peer). */
-    const cutTransport = Effect.suspend(() => {
+    const cutTransport = Effect.uninterruptible(Effect.suspend(() => {
       transportClosed = true
       return transport.destroy ?? transport.close
-    })
+    }))
 
     /**
      * The wire lock: one holder runs the send queue at a time, the others wait in order. It can be

@@ -794,6 +794,40 @@ describe("Connection close", () => {
       assert.strictEqual(yield* peer.readFrame(), "eof")
     }))
 
+  it.effect("close timeout: the transport is closed even when the reader is interrupted while it closes it", () =>
+    Effect.gen(function*() {
+      const { clientHandle } = yield* handles()
+      const [a, b] = yield* Transport.makeMemoryPair()
+      // a transport whose close takes a while (an effectful wrapper): the reader is inside it when
+      // close()'s timeout interrupts the reader
+      const gate = yield* Deferred.make<void>()
+      let closeStarted = false
+      const slowClose = Transport.make({
+        ...a,
+        close: Effect.suspend(() => {
+          closeStarted = true
+          return Effect.andThen(Deferred.await(gate), a.close)
+        })
+      })
+      const connection = yield* Connection.make(clientHandle, slowClose, { closeTimeout: "3 seconds" })
+      const peer = new RawPeer(b, false)
+      const closing = yield* Effect.forkChild(connection.close(1000))
+      yield* peer.nextFrame()
+      yield* TestClock.adjust("1 second")
+      yield* peer.send(0x8, closeBody(1000, "ack"))
+      yield* peer.transport.end
+      yield* waitUntil(() => closeStarted, "the reader closes the transport")
+      yield* TestClock.adjust("2 seconds") // close()'s timeout: the reader is interrupted
+      yield* settle
+      yield* Deferred.succeed(gate, undefined)
+      assert.strictEqual((yield* Fiber.join(closing)).clean, true)
+      // the peer sees the end of our side: the transport was closed
+      const last = yield* Effect.forkChild(peer.readFrame())
+      yield* settle
+      const exit = last.pollUnsafe()
+      assert.isTrue(exit !== undefined && Exit.isSuccess(exit) && exit.value === "eof", "the transport is still open")
+    }))
+
   it.effect("close timeout: a Close that cannot go out because the peer does not read says so", () =>
     Effect.gen(function*() {
       const { connection, peer } = yield* rawConnection("client", { connection: { closeTimeout: "3 seconds" }, highWaterMark: 1024 })
