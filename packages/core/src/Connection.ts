@@ -320,7 +320,9 @@ export const make = (
   transport: Transport,
   options?: Options
 ): Effect.Effect<Connection, InvalidParameter, Scope> =>
-  Effect.gen(function*() {
+  // Whole or not at all (nothing here waits): interrupted between counting the connection open
+  // and adding the finalizer that closes it, it would stay counted open forever.
+  Effect.uninterruptible(Effect.gen(function*() {
     const settings = yield* decodeOptions(options)
     const h = handle as unknown as HandleImpl
     const engine = h.engine
@@ -387,16 +389,19 @@ export const make = (
       }
       return mailbox.takeWith(asPull, signalIfIdle)
     })
-    const messages = Stream.suspend(() => {
-      consumers++
-      return Stream.ensuring(
-        Stream.fromPull(Effect.succeed(takeOne)),
+    // (counted in the step that adds the finalizer: an interruption in between would leave the
+    // consumer counted, and the answer to a peer's Close would wait for it in vain)
+    const messages = Stream.unwrap(Effect.acquireRelease(
+      Effect.sync(() => {
+        consumers++
+        return Stream.fromPull(Effect.succeed(takeOne))
+      }),
+      () =>
         Effect.sync(() => {
           consumers--
           signalIfIdle()
         })
-      )
-    })
+    ))
     /** Counts reads that brought bytes: the keepalive watches it for signs of life. */
     let activity = 0
     /**
@@ -610,11 +615,15 @@ export const make = (
       }
     })
 
-    /** Queues one frame on the handle and writes it out. */
+    /**
+     * Queues one frame on the handle and writes it out; `onSent` runs once it is written, in the
+     * same uninterruptible step (so that an interruption cannot skip it).
+     */
     const sendFrame = (
       type: number,
       payload: Uint8Array | undefined,
-      closeStatus: number | undefined
+      closeStatus: number | undefined,
+      onSent?: () => void
     ): Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError> =>
       withWire((restore): Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError> => {
         if (engine.send(type, payload, closeStatus, undefined) !== Status.Ok) {
@@ -625,7 +634,7 @@ export const make = (
               : new InvalidProtocolOperation({ operation: "send", state: engine.stateName, message: closedMessage(error.message) })
           )
         }
-        return runSendQueue(restore)
+        return onSent === undefined ? runSendQueue(restore) : Effect.map(runSendQueue(restore), onSent)
       })
 
     const closedMessage = (message: string) =>
@@ -1067,7 +1076,8 @@ export const make = (
             bytes += payload.length
             return sendFrame(fragmentType, payload, undefined)
           }).pipe(
-            Effect.andThen(sendFrame(lastType, undefined, undefined)),
+            // (counted as the final frame is written: a step after it could be skipped by an interruption)
+            Effect.andThen(sendFrame(lastType, undefined, undefined, () => countOut(bytes))),
             // a message that began on the wire and did not end there stays open: no data may follow
             // (asked of the handle: an interruption may come between a frame and what follows it)
             Effect.onError(() =>
@@ -1076,7 +1086,6 @@ export const make = (
               })
             )
           )
-          countOut(bytes)
         }),
         // (installed before the flag is set: a finalizer added after it would be lost to an
         // interruption in between, and a flag left set makes every later send report success
@@ -1148,7 +1157,7 @@ export const make = (
       stats
     }
     return connection
-  })
+  }))
 
 /**
  * A client connection and a server connection joined in memory, their opening handshake done with

@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Arbitrary, Deferred, Effect, Exit, Fiber, Option, Scheduler, Schema, Scope, Stream } from "effect"
+import { Arbitrary, Deferred, Effect, Exit, Fiber, Metric, Option, Scheduler, Schema, Scope, Stream } from "effect"
 import { TestClock } from "effect/testing"
-import { Connection, Transport, WebSocket } from "../src/index.ts"
+import { Connection, Metrics, Transport, WebSocket } from "../src/index.ts"
 
 describe("Connection", () => {
   it.effect("echo", () =>
@@ -1384,6 +1384,72 @@ describe("Connection interruption", () => {
             assert.deepStrictEqual(got, [], at)
           }
         }))
+      }
+    }))
+
+  it.effect("sendFragments interrupted at any step: stats count exactly the messages the peer got", () =>
+    Effect.gen(function*() {
+      for (let budget = 2; budget <= 64; budget++) {
+        yield* Effect.scoped(Effect.gen(function*() {
+          const [client, server] = yield* Connection.makeMemoryPair()
+          const fragments = yield* Effect.forkChild(
+            client.sendFragments(Stream.make("a", "b"), "text").pipe(Effect.provideService(Scheduler.MaxOpsBeforeYield, budget))
+          )
+          yield* Effect.yieldNow
+          yield* Fiber.interrupt(fragments)
+          yield* Effect.exit(client.send("after"))
+          assert.strictEqual((yield* client.close()).clean, true)
+          const { got } = yield* drain(server)
+          assert.strictEqual(client.stats.messagesOut, got.length, `yielding every ${budget} steps: ${JSON.stringify(got)}`)
+        }))
+      }
+    }))
+
+  it.effect("a consumer of messages interrupted at any step as it starts does not delay the answer to the peer's Close", () =>
+    Effect.gen(function*() {
+      for (let budget = 2; budget <= 64; budget++) {
+        yield* Effect.scoped(Effect.gen(function*() {
+          const [client, server] = yield* Connection.makeMemoryPair()
+          yield* server.send("a")
+          const consumer = yield* Effect.forkChild(
+            Stream.runDrain(Stream.take(client.messages, 1)).pipe(Effect.provideService(Scheduler.MaxOpsBeforeYield, budget))
+          )
+          yield* Effect.yieldNow
+          yield* Fiber.interrupt(consumer)
+          const closing = yield* Effect.forkChild(server.close())
+          yield* settle
+          const answered = closing.pollUnsafe() !== undefined
+          yield* TestClock.adjust("2 seconds") // (lets a connection that waits for a consumer end)
+          assert.isTrue(answered, `yielding every ${budget} steps: the Close is answered without waiting`)
+        }))
+      }
+    }))
+
+  it.effect("make interrupted at any step does not leave a connection counted open", () =>
+    Effect.gen(function*() {
+      const openClients = Metric.value(Metric.withAttributes(Metrics.connectionsOpen, { side: "client" }))
+      for (let budget = 2; budget <= 64; budget++) {
+        const before = (yield* openClients).value
+        yield* Effect.scoped(Effect.gen(function*() {
+          const { clientHandle } = yield* handles()
+          const [transport] = yield* Transport.makeMemoryPair()
+          const scope = yield* Scope.make()
+          const making = yield* Effect.forkChild(
+            Scope.provide(Connection.make(clientHandle, transport, { closeTimeout: "100 millis" }), scope).pipe(
+              Effect.provideService(Scheduler.MaxOpsBeforeYield, budget)
+            )
+          )
+          yield* Effect.yieldNow
+          yield* Fiber.interrupt(making)
+          // (a connection made closes with its scope: nothing answers its Close, the timeout ends it)
+          const closing = yield* Effect.forkChild(Scope.close(scope, Exit.void))
+          for (let i = 0; i < 10 && closing.pollUnsafe() === undefined; i++) {
+            yield* settle
+            yield* TestClock.adjust("1 second")
+          }
+          yield* Fiber.join(closing)
+        }))
+        assert.strictEqual((yield* openClients).value, before, `yielding every ${budget} steps`)
       }
     }))
 
