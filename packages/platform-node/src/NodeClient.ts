@@ -83,12 +83,16 @@ const REASON_WAIT_MS = 100
 
 type RequestFailure = Client.ConnectError | Client.HandshakeRejected | WebSocketError.InvalidProtocolFormat | WebSocketError.InvalidParameter
 
-/** Sends the upgrade request and waits for the 101 response. */
+/**
+ * Sends the upgrade request and waits for the 101 response; `onUpgrade` is given the socket as it
+ * arrives, before the waiting fiber is resumed.
+ */
 const request = (
   url: string,
   target: Client.Target,
   headers: ReadonlyArray<HttpHeader.HttpHeader>,
-  tls: Tls.ConnectionOptions | undefined
+  tls: Tls.ConnectionOptions | undefined,
+  onUpgrade: (socket: Net.Socket) => void
 ): Effect.Effect<Upgraded, RequestFailure> =>
   Effect.callback<Upgraded, RequestFailure>((resume) => {
     const raw: Array<[string, string]> = headers.map((h) => [h.name, h.value])
@@ -118,6 +122,7 @@ const request = (
     let stopReading = () => {}
     req.on("upgrade", (response, socket, head) => {
       settled = true
+      onUpgrade(socket as Net.Socket)
       resume(Effect.succeed({ response, socket: socket as Net.Socket, head }))
     })
     req.on("response", (response) => {
@@ -298,13 +303,15 @@ const open = (
     }).pipe(Effect.catchTag("InvalidProtocolOperation", (error) => Effect.die(error)))
     // The socket is the attempt's until the connection takes it over; from then on the connection
     // releases it after its closing handshake (cutting it here could lose a last Close still being
-    // encrypted by TLS).
+    // encrypted by TLS). Its release is in place before the request goes: an interruption just as
+    // the 101 arrives, before an `acquireRelease` would have added it, must not leave it open.
+    let upgradedSocket: Net.Socket | undefined = undefined
     let handedOver = false
-    const upgraded = yield* Effect.acquireRelease(
-      request(shown, target, requestHeaders, options?.tls),
-      ({ socket }) => Effect.sync(() => handedOver || socket.destroy()),
-      { interruptible: true } // the handshake timeout must be able to cut a server that never answers
-    ).pipe(
+    yield* Effect.addFinalizer(() => Effect.sync(() => handedOver || upgradedSocket?.destroy()))
+    // (interruptible: the handshake timeout must be able to cut a server that never answers)
+    const upgraded = yield* request(shown, target, requestHeaders, options?.tls, (socket) => {
+      upgradedSocket = socket
+    }).pipe(
       Effect.timeoutOrElse({
         duration: timeout,
         orElse: () =>

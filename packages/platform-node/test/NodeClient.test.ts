@@ -1,12 +1,14 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Arbitrary, Duration, Effect, Exit, Fiber, Option, Schema, Stream } from "effect"
+import { Arbitrary, Duration, Effect, Exit, Fiber, Metric, Option, Scheduler, Schema, Scope, Stream } from "effect"
 import { createHash } from "node:crypto"
 import * as Http from "node:http"
 import * as Net from "node:net"
-import { Client } from "@effect-websocket/core"
+import { WebSocketServer } from "ws"
+import { Client, Metrics } from "@effect-websocket/core"
 import { HttpHeader } from "@effect-websocket/schema"
 import { NodeClient, NodeServer } from "../src/index.ts"
 import { anyOptions, failureTags } from "./anyOptions.ts"
+import { eventually, InterruptAt } from "./interruptAt.ts"
 
 /** A loopback server built from `make`, closed with the test's scope. */
 const listen = <S extends Net.Server>(make: () => S) =>
@@ -472,6 +474,46 @@ describe("NodeClient.connect with any options", () => {
     assert.isAtLeast(seen.failed, 5, JSON.stringify(seen))
     assert.isAtLeast(seen.connected, 5, JSON.stringify(seen))
   })
+})
+
+describe("NodeClient.connect interrupted", () => {
+  it.live("at any step: no socket is left open, no connection is left counted open", () =>
+    Effect.gen(function*() {
+      const sockets = new Set<Net.Socket>()
+      const { port, server } = yield* listen(() => Http.createServer())
+      server.on("connection", (socket: Net.Socket) => {
+        sockets.add(socket)
+        socket.once("close", () => sockets.delete(socket))
+      })
+      const wss = new WebSocketServer({ server })
+      yield* Effect.addFinalizer(() =>
+        Effect.sync(() => {
+          wss.close()
+          sockets.forEach((socket) => socket.destroy()) // (left open by a failure)
+        })
+      )
+      const openClients = Metric.value(Metric.withAttributes(Metrics.connectionsOpen, { side: "client" }))
+      const before = (yield* openClients).value
+      for (const ops of [3, 4, 5]) {
+        // interrupted at the k-th task of its fibers, until it completes a few times
+        for (let k = 1, connected = 0; connected < 3; k++) {
+          const scheduler = new InterruptAt(k, ops)
+          const scope = yield* Scope.make()
+          const connecting = yield* Effect.forkDetach(
+            Scope.provide(NodeClient.connect(`ws://127.0.0.1:${port}/`, { connection: { closeTimeout: 200 } }), scope).pipe(
+              Effect.provideService(Scheduler.Scheduler, scheduler)
+            )
+          )
+          scheduler.atTask = () => connecting.interruptUnsafe()
+          const exit = yield* Fiber.await(connecting)
+          if (Exit.isSuccess(exit)) connected++
+          yield* Scope.close(scope, Exit.void)
+          const at = `yielding every ${ops - 1} steps, interrupted at task ${k} (${exit._tag})`
+          assert.isTrue(yield* eventually(() => sockets.size === 0), `${at}: the socket is closed`)
+          assert.strictEqual((yield* openClients).value, before, `${at}: no connection counted open`)
+        }
+      }
+    }), { timeout: 60_000 })
 })
 
 describe("NodeClient.connect against servers that misbehave", () => {

@@ -1,8 +1,9 @@
 import { type Connection, Metrics } from "@effect-websocket/core"
 import { assert, describe, it } from "@effect/vitest"
-import { Arbitrary, Deferred, Effect, Fiber, Metric, Schema, Stream, Tracer } from "effect"
+import { Arbitrary, Deferred, Effect, Exit, Fiber, Metric, Scheduler, Schema, Scope, Stream, Tracer } from "effect"
 import { WebSocket as WsClient } from "ws"
 import { NodeClient, NodeServer } from "../src/index.ts"
+import { eventually, InterruptAt } from "./interruptAt.ts"
 
 const echo = NodeServer.serve((connection) => Stream.runForEach(connection.messages, (m) => connection.send(m)), {
   selectProtocol: (offered) => offered[0]
@@ -326,4 +327,50 @@ describe("closing at any moment", () => {
       }),
     { timeout: 120_000, arbitrary: { runs: 60 } }
   )
+})
+
+describe("shutting down at any step of an accept", () => {
+  it.live("the shutdown is bounded, the client's socket closes, no connection is left counted open", () =>
+    Effect.gen(function*() {
+      const openServers = Metric.value(Metric.withAttributes(Metrics.connectionsOpen, { side: "server" }))
+      const before = (yield* openServers).value
+      for (const ops of [3, 4, 5]) {
+        // shut down at the k-th task of the accept's fibers, until the handler runs first a few times
+        for (let k = 1, served = 0; served < 3; k++) {
+          const scheduler = new InterruptAt(k, ops)
+          const scope = yield* Scope.make()
+          const server = yield* Scope.provide(
+            NodeServer.serve((connection) => Effect.andThen(connection.send("hi"), Effect.never), {
+              shutdownTimeout: 500,
+              connection: { closeTimeout: 300 }
+            }),
+            scope
+          ).pipe(Effect.provideService(Scheduler.Scheduler, scheduler))
+          scheduler.tasks = 0
+          let shutdown: Fiber.Fiber<void> | undefined = undefined
+          let started = 0
+          const shutDown = () => {
+            started = Date.now()
+            shutdown = Effect.runFork(Scope.close(scope, Exit.void))
+          }
+          scheduler.atTask = shutDown
+          const ws = new WsClient(server.url)
+          ws.on("error", () => {})
+          let greeted = false
+          let closed = false
+          ws.on("message", () => greeted = true)
+          ws.on("close", () => closed = true)
+          yield* eventually(() => shutdown !== undefined || greeted || closed)
+          if (shutdown === undefined) {
+            served++
+            shutDown()
+          }
+          yield* Fiber.join(shutdown!)
+          const at = `yielding every ${ops - 1} steps, shut down at task ${k}`
+          assert.isBelow(Date.now() - started, 2500, `${at}: the shutdown is bounded`)
+          assert.isTrue(yield* eventually(() => closed), `${at}: the client's socket is closed`)
+          assert.strictEqual((yield* openServers).value, before, `${at}: no connection counted open`)
+        }
+      }
+    }), { timeout: 60_000 })
 })
