@@ -798,7 +798,10 @@ export const make = (
       return message
     }
 
+    /** Whether the reader ever ran (it does not when the connection's scope was closed already). */
+    let readerRan = false
     const readLoop = Effect.gen(function*() {
+      readerRan = true
       const record = new ActionRecord()
       for (;;) {
         // The rest of a message that came in several chunks is received straight into its buffer
@@ -1133,9 +1136,23 @@ export const make = (
     }
 
     const closeCodeOnScopeClose = settings.closeCodeOnScopeClose ?? 1001
+    /**
+     * The scope was already closed as the connection was made (a connect that completed after its
+     * caller gave up): the reader never ran, so no answer to our Close can be read. The Close goes
+     * out (bounded) and the connection ends at once instead of waiting out the close timeout.
+     */
+    const closeUnread = Effect.gen(function*() {
+      if (initiator === "none") initiator = "local"
+      yield* Effect.ignore(Effect.timeout(sendFrame(BufferType.BufferType.Close, undefined, closeCodeOnScopeClose), closeTimeout))
+      engine.abort()
+      yield* closeTransport
+      yield* finish({ code: 1006, reason: "the connection was closed as it was made: no answer could be read", clean: false, initiator })
+    })
     yield* Effect.addFinalizer(() =>
       Effect.gen(function*() {
-        if (!Deferred.isDoneUnsafe(closedDeferred)) yield* Effect.ignore(close(closeCodeOnScopeClose))
+        if (!Deferred.isDoneUnsafe(closedDeferred)) {
+          yield* (!readerRan && reader.pollUnsafe() !== undefined ? closeUnread : Effect.ignore(close(closeCodeOnScopeClose)))
+        }
         engine.abort()
         yield* closeTransport
         mailbox.end()
