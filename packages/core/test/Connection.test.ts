@@ -312,6 +312,17 @@ const failureOf = <A, E>(exit: Exit.Exit<A, E>): E => {
   return (error as { readonly value: E }).value
 }
 
+/**
+ * Runs `effect` in a fiber that yields every `budget` steps and interrupts it at its first yield:
+ * a sweep over budgets interrupts an operation at each of its steps in turn.
+ */
+const interruptAtFirstYield = <A, E>(effect: Effect.Effect<A, E>, budget: number) =>
+  Effect.gen(function*() {
+    const fiber = yield* Effect.forkChild(effect.pipe(Effect.provideService(Scheduler.MaxOpsBeforeYield, budget)))
+    yield* Effect.yieldNow
+    yield* Fiber.interrupt(fiber)
+  })
+
 /** Whether `closed` has not completed yet. */
 const isOpen = (connection: Connection.Connection) =>
   Effect.gen(function*() {
@@ -1388,11 +1399,7 @@ describe("Connection interruption", () => {
       for (let budget = 2; budget <= 64; budget++) {
         yield* Effect.scoped(Effect.gen(function*() {
           const [client, server] = yield* Connection.makeMemoryPair()
-          const fragments = yield* Effect.forkChild(
-            client.sendFragments(Stream.make("fragment"), "text").pipe(Effect.provideService(Scheduler.MaxOpsBeforeYield, budget))
-          )
-          yield* Effect.yieldNow
-          yield* Fiber.interrupt(fragments)
+          yield* interruptAtFirstYield(client.sendFragments(Stream.make("fragment"), "text"), budget)
           const after = yield* Effect.exit(client.send("after"))
           assert.strictEqual((yield* client.close()).clean, true)
           const { got } = yield* drain(server)
@@ -1413,11 +1420,7 @@ describe("Connection interruption", () => {
       for (let budget = 2; budget <= 64; budget++) {
         yield* Effect.scoped(Effect.gen(function*() {
           const [client, server] = yield* Connection.makeMemoryPair()
-          const fragments = yield* Effect.forkChild(
-            client.sendFragments(Stream.make("a", "b"), "text").pipe(Effect.provideService(Scheduler.MaxOpsBeforeYield, budget))
-          )
-          yield* Effect.yieldNow
-          yield* Fiber.interrupt(fragments)
+          yield* interruptAtFirstYield(client.sendFragments(Stream.make("a", "b"), "text"), budget)
           yield* Effect.exit(client.send("after"))
           assert.strictEqual((yield* client.close()).clean, true)
           const { got } = yield* drain(server)
@@ -1432,11 +1435,7 @@ describe("Connection interruption", () => {
         yield* Effect.scoped(Effect.gen(function*() {
           const [client, server] = yield* Connection.makeMemoryPair()
           yield* server.send("a")
-          const consumer = yield* Effect.forkChild(
-            Stream.runDrain(Stream.take(client.messages, 1)).pipe(Effect.provideService(Scheduler.MaxOpsBeforeYield, budget))
-          )
-          yield* Effect.yieldNow
-          yield* Fiber.interrupt(consumer)
+          yield* interruptAtFirstYield(Stream.runDrain(Stream.take(client.messages, 1)), budget)
           const closing = yield* Effect.forkChild(server.close())
           yield* settle
           const answered = closing.pollUnsafe() !== undefined
@@ -1455,13 +1454,7 @@ describe("Connection interruption", () => {
           const { clientHandle } = yield* handles()
           const [transport] = yield* Transport.makeMemoryPair()
           const scope = yield* Scope.make()
-          const making = yield* Effect.forkChild(
-            Scope.provide(Connection.make(clientHandle, transport, { closeTimeout: "100 millis" }), scope).pipe(
-              Effect.provideService(Scheduler.MaxOpsBeforeYield, budget)
-            )
-          )
-          yield* Effect.yieldNow
-          yield* Fiber.interrupt(making)
+          yield* interruptAtFirstYield(Scope.provide(Connection.make(clientHandle, transport, { closeTimeout: "100 millis" }), scope), budget)
           // (a connection made closes with its scope: nothing answers its Close, the timeout ends it)
           const closing = yield* Effect.forkChild(Scope.close(scope, Exit.void))
           for (let i = 0; i < 10 && closing.pollUnsafe() === undefined; i++) {

@@ -8,7 +8,7 @@ import { Client, Metrics } from "@effect-websocket/core"
 import { HttpHeader } from "@effect-websocket/schema"
 import { NodeClient, NodeServer } from "../src/index.ts"
 import { anyOptions, failureTags } from "./anyOptions.ts"
-import { eventually, InterruptAt } from "./interruptAt.ts"
+import { eventually, sweepInterruptions } from "./interruptAt.ts"
 
 /** A loopback server built from `make`, closed with the test's scope. */
 const listen = <S extends Net.Server>(make: () => S) =>
@@ -494,10 +494,9 @@ describe("NodeClient.connect interrupted", () => {
       )
       const openClients = Metric.value(Metric.withAttributes(Metrics.connectionsOpen, { side: "client" }))
       const before = (yield* openClients).value
-      for (const ops of [3, 4, 5]) {
-        // interrupted at the k-th task of its fibers, until it completes a few times
-        for (let k = 1, connected = 0; connected < 3; k++) {
-          const scheduler = new InterruptAt(k, ops)
+      // interrupted at the k-th task of its fibers, until it completes a few times
+      yield* sweepInterruptions((scheduler, at) =>
+        Effect.gen(function*() {
           const scope = yield* Scope.make()
           const connecting = yield* Effect.forkDetach(
             Scope.provide(NodeClient.connect(`ws://127.0.0.1:${port}/`, { connection: { closeTimeout: 200 } }), scope).pipe(
@@ -506,13 +505,12 @@ describe("NodeClient.connect interrupted", () => {
           )
           scheduler.atTask = () => connecting.interruptUnsafe()
           const exit = yield* Fiber.await(connecting)
-          if (Exit.isSuccess(exit)) connected++
           yield* Scope.close(scope, Exit.void)
-          const at = `yielding every ${ops - 1} steps, interrupted at task ${k} (${exit._tag})`
-          assert.isTrue(yield* eventually(() => sockets.size === 0), `${at}: the socket is closed`)
-          assert.strictEqual((yield* openClients).value, before, `${at}: no connection counted open`)
-        }
-      }
+          assert.isTrue(yield* eventually(() => sockets.size === 0), `${at} (${exit._tag}): the socket is closed`)
+          assert.strictEqual((yield* openClients).value, before, `${at} (${exit._tag}): no connection counted open`)
+          return Exit.isSuccess(exit)
+        })
+      )
     }), { timeout: 60_000 })
 })
 

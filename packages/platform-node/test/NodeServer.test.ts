@@ -3,7 +3,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Arbitrary, Deferred, Effect, Exit, Fiber, Metric, Scheduler, Schema, Scope, Stream, Tracer } from "effect"
 import { WebSocket as WsClient } from "ws"
 import { NodeClient, NodeServer } from "../src/index.ts"
-import { eventually, InterruptAt } from "./interruptAt.ts"
+import { eventually, sweepInterruptions } from "./interruptAt.ts"
 
 const echo = NodeServer.serve((connection) => Stream.runForEach(connection.messages, (m) => connection.send(m)), {
   selectProtocol: (offered) => offered[0]
@@ -334,10 +334,9 @@ describe("shutting down at any step of an accept", () => {
     Effect.gen(function*() {
       const openServers = Metric.value(Metric.withAttributes(Metrics.connectionsOpen, { side: "server" }))
       const before = (yield* openServers).value
-      for (const ops of [3, 4, 5]) {
-        // shut down at the k-th task of the accept's fibers, until the handler runs first a few times
-        for (let k = 1, served = 0; served < 3; k++) {
-          const scheduler = new InterruptAt(k, ops)
+      // shut down at the k-th task of the accept's fibers, until the handler runs first a few times
+      yield* sweepInterruptions((scheduler, at) =>
+        Effect.gen(function*() {
           const scope = yield* Scope.make()
           const server = yield* Scope.provide(
             NodeServer.serve((connection) => Effect.andThen(connection.send("hi"), Effect.never), {
@@ -361,16 +360,14 @@ describe("shutting down at any step of an accept", () => {
           ws.on("message", () => greeted = true)
           ws.on("close", () => closed = true)
           yield* eventually(() => shutdown !== undefined || greeted || closed)
-          if (shutdown === undefined) {
-            served++
-            shutDown()
-          }
+          const served = shutdown === undefined
+          if (served) shutDown()
           yield* Fiber.join(shutdown!)
-          const at = `yielding every ${ops - 1} steps, shut down at task ${k}`
           assert.isBelow(Date.now() - started, 2500, `${at}: the shutdown is bounded`)
           assert.isTrue(yield* eventually(() => closed), `${at}: the client's socket is closed`)
           assert.strictEqual((yield* openServers).value, before, `${at}: no connection counted open`)
-        }
-      }
+          return served
+        })
+      )
     }), { timeout: 60_000 })
 })

@@ -32,6 +32,20 @@ export class InterruptAt implements Scheduler.Scheduler {
   }
 }
 
+/**
+ * Runs `attempt` under an {@link InterruptAt} for every `k` from 1, with fibers yielding every 2, 3
+ * and 4 steps, until for each the operation completed before its interruption 3 times. `attempt`
+ * gets the scheduler and a label for its assertions, and says whether the operation completed.
+ */
+export const sweepInterruptions = <E, R>(attempt: (scheduler: InterruptAt, at: string) => Effect.Effect<boolean, E, R>) =>
+  Effect.gen(function*() {
+    for (const ops of [3, 4, 5]) {
+      for (let k = 1, completed = 0; completed < 3; k++) {
+        if (yield* attempt(new InterruptAt(k, ops), `yielding every ${ops - 1} steps, interrupted at task ${k}`)) completed++
+      }
+    }
+  })
+
 /** Waits (real time, at most `ms`) until `condition` holds; whether it did. */
 export const eventually = (condition: () => boolean, ms = 3000) =>
   Effect.promise(() =>
