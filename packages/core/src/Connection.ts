@@ -479,18 +479,25 @@ export const make = (
         Deferred.doneUnsafe(closedDeferred, Exit.succeed(info))
       })
 
-    // Both are uninterruptible: the flag and the close go together, or a fiber interrupted
-    // between them (the reader, by a close timeout) would leave the flag set and the socket open.
-    const closeTransport = Effect.uninterruptible(Effect.suspend(() => {
-      if (transportClosed) return Effect.void
-      transportClosed = true
-      return transport.close
-    }))
+    /**
+     * The flag and the start of the transport's close (or destroy) go together, uninterruptibly: a
+     * fiber interrupted between them (the reader, by a close timeout) would leave the flag set and
+     * the socket open. The close runs in a fiber of its own and only the wait for it can be
+     * interrupted: a close that takes long (a transport that flushes first) must not hold the
+     * close timeout, which interrupts the reader.
+     */
+    const runTransportClose = (cut: boolean) =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.suspend(() => {
+          if (!cut && transportClosed) return Effect.void
+          transportClosed = true
+          const close = cut ? transport.destroy ?? transport.close : transport.close
+          return Effect.flatMap(Effect.forkDetach(close, { startImmediately: true }), (fiber) => restore(Fiber.join(fiber)))
+        })
+      )
+    const closeTransport = runTransportClose(false)
     /** Closes the transport at once, dropping what is queued: for a peer given up on (close timeout, abort, dead peer). */
-    const cutTransport = Effect.uninterruptible(Effect.suspend(() => {
-      transportClosed = true
-      return transport.destroy ?? transport.close
-    }))
+    const cutTransport = runTransportClose(true)
 
     /**
      * The wire lock: one holder runs the send queue at a time, the others wait in order. It can be

@@ -860,6 +860,36 @@ describe("Connection close", () => {
       assert.isTrue(exit !== undefined && Exit.isSuccess(exit) && exit.value === "eof", "the transport is still open")
     }))
 
+  it.effect("close timeout: a transport whose close never completes does not hold close or the scope forever", () =>
+    Effect.gen(function*() {
+      const { clientHandle } = yield* handles()
+      const [a, b] = yield* Transport.makeMemoryPair()
+      // a transport whose close waits for something that never comes (a flush to a peer that no
+      // longer reads, say): the reader is inside it when close()'s timeout gives up on the peer
+      let closeStarted = false
+      const stuckClose = Transport.make({
+        ...a,
+        close: Effect.suspend(() => {
+          closeStarted = true
+          return Effect.never
+        })
+      })
+      const scope = yield* Scope.make()
+      const connection = yield* Connection.make(clientHandle, stuckClose, { closeTimeout: "3 seconds" }).pipe(Scope.provide(scope))
+      const peer = new RawPeer(b, false)
+      const closing = yield* Effect.forkChild(connection.close(1000))
+      yield* peer.nextFrame()
+      yield* peer.send(0x8, closeBody(1000, "ack"))
+      yield* peer.transport.end
+      yield* waitUntil(() => closeStarted, "the reader closes the transport")
+      yield* TestClock.adjust("3 seconds") // close()'s timeout
+      yield* settle
+      assert.isDefined(closing.pollUnsafe(), "close waits for the transport's close forever")
+      const scopeClosing = yield* Effect.forkChild(Scope.close(scope, Exit.void))
+      yield* settle
+      assert.isDefined(scopeClosing.pollUnsafe(), "closing the scope waits for the transport's close forever")
+    }))
+
   it.effect("close timeout: a Close that cannot go out because the peer does not read says so", () =>
     Effect.gen(function*() {
       const { connection, peer } = yield* rawConnection("client", { connection: { closeTimeout: "3 seconds" }, highWaterMark: 1024 })
