@@ -64,7 +64,11 @@ export type Outgoing = string | ArrayBufferView | ArrayBuffer
  * @since 0.1.0
  */
 export interface CloseInfo {
-  /** The close code: the peer's (1005 when its Close had none), ours when it never answered, 1006 when the transport ended without a Close. */
+  /**
+   * The close code: the peer's (1005 when its Close had none); ours when we failed the connection
+   * because the peer broke the protocol (1002, 1007, 1009); 1006 when no Close came back (the
+   * transport ended without one, the peer did not answer in time, or the connection was aborted).
+   */
   readonly code: number
   readonly reason: string
   /** Whether both Close frames were exchanged (RFC 6455 section 7.1.4: "cleanly"). */
