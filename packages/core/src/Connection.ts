@@ -488,7 +488,8 @@ export const make = (
      * fiber interrupted between them (the reader, by a close timeout) would leave the flag set and
      * the socket open. The close runs in a fiber of its own and only the wait for it can be
      * interrupted: a close that takes long (a transport that flushes first) must not hold the
-     * close timeout, which interrupts the reader.
+     * close timeout, which interrupts the reader. A cut is not waited for at all: it is for a
+     * peer given up on, and a transport without `destroy` cuts with a close that may take long.
      */
     const runTransportClose = (cut: boolean) =>
       Effect.uninterruptibleMask((restore) =>
@@ -496,7 +497,8 @@ export const make = (
           if (!cut && transportClosed) return Effect.void
           transportClosed = true
           const close = cut ? transport.destroy ?? transport.close : transport.close
-          return Effect.flatMap(Effect.forkDetach(close, { startImmediately: true }), (fiber) => restore(Fiber.join(fiber)))
+          const closing = Effect.forkDetach(close, { startImmediately: true })
+          return cut ? Effect.asVoid(closing) : Effect.flatMap(closing, (fiber) => restore(Fiber.join(fiber)))
         })
       )
     const closeTransport = runTransportClose(false)

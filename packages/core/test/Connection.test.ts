@@ -890,6 +890,19 @@ describe("Connection close", () => {
       assert.isDefined(scopeClosing.pollUnsafe(), "closing the scope waits for the transport's close forever")
     }))
 
+  it.effect("abort does not wait for a transport that cannot be cut and whose close never completes", () =>
+    Effect.gen(function*() {
+      const { clientHandle } = yield* handles()
+      const [a] = yield* Transport.makeMemoryPair()
+      // no destroy: abort falls back to a close, which waits for something that never comes
+      const stuck = Transport.make({ ...a, destroy: undefined, close: Effect.never })
+      const connection = yield* Connection.make(clientHandle, stuck)
+      const aborting = yield* Effect.forkChild(connection.abort)
+      yield* settle
+      assert.isDefined(aborting.pollUnsafe(), "abort waits for the transport's close forever")
+      assert.strictEqual((yield* connection.closed).reason, "aborted")
+    }))
+
   it.effect("close timeout: a Close that cannot go out because the peer does not read says so", () =>
     Effect.gen(function*() {
       const { connection, peer } = yield* rawConnection("client", { connection: { closeTimeout: "3 seconds" }, highWaterMark: 1024 })
