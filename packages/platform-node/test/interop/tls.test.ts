@@ -4,15 +4,13 @@
  * failures when the certificate cannot be trusted.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, Metric, Scheduler, Scope } from "effect"
+import { Effect, Exit, Fiber, Scope } from "effect"
 import * as Https from "node:https"
 import { createHash } from "node:crypto"
 import * as Net from "node:net"
 import * as Tls from "node:tls"
 import { WebSocketServer } from "ws"
-import { Metrics } from "@effect-websocket/core"
 import { NodeClient } from "../../src/index.ts"
-import { eventually, sweepInterruptions } from "../interruptAt.ts"
 import {
   bytesOfSize,
   certificate,
@@ -171,47 +169,6 @@ describe("TLS", () => {
       assert.strictEqual(bytes[1], 0x82)
       assert.strictEqual(((bytes[6]! ^ bytes[2]!) << 8) | (bytes[7]! ^ bytes[3]!), 1002)
     }))
-
-  it.live("wss:// connect interrupted at any step: no TLS socket is left open, no connection is left counted open", () =>
-    Effect.gen(function*() {
-      const tls = yield* certificate
-      const https = Https.createServer({ cert: tls.cert, key: tls.key })
-      const sockets = new Set<Net.Socket>()
-      https.on("connection", (socket: Net.Socket) => {
-        sockets.add(socket)
-        socket.once("close", () => sockets.delete(socket))
-      })
-      const wss = new WebSocketServer({ server: https })
-      yield* Effect.callback<void>((resume) => {
-        https.listen(0, "127.0.0.1", () => resume(Effect.void))
-      })
-      yield* Effect.addFinalizer(() =>
-        Effect.sync(() => {
-          wss.close()
-          sockets.forEach((socket) => socket.destroy()) // (left open by a failure)
-          https.close()
-        })
-      )
-      const url = `wss://127.0.0.1:${(https.address() as Net.AddressInfo).port}/`
-      const openClients = Metric.value(Metric.withAttributes(Metrics.connectionsOpen, { side: "client" }))
-      const before = (yield* openClients).value
-      yield* sweepInterruptions((scheduler, at) =>
-        Effect.gen(function*() {
-          const scope = yield* Scope.make()
-          const connecting = yield* Effect.forkDetach(
-            Scope.provide(NodeClient.connect(url, { tls: { ca: tls.cert }, connection: { closeTimeout: 200 } }), scope).pipe(
-              Effect.provideService(Scheduler.Scheduler, scheduler)
-            )
-          )
-          scheduler.atTask = () => connecting.interruptUnsafe()
-          const exit = yield* Fiber.await(connecting)
-          yield* Scope.close(scope, Exit.void)
-          assert.isTrue(yield* eventually(() => sockets.size === 0), `${at} (${exit._tag}): the socket is closed`)
-          assert.strictEqual((yield* openClients).value, before, `${at} (${exit._tag}): no connection counted open`)
-          return Exit.isSuccess(exit)
-        })
-      )
-    }), 120_000)
 
   it.live("connect without the CA fails with ConnectError reason Tls", () =>
     Effect.gen(function*() {
