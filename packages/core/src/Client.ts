@@ -481,6 +481,22 @@ export const selectedProtocol = (
       })
     )
 
+/**
+ * `Connection.make`, with `tookOver` run in the same uninterruptible step: an interruption held
+ * back while the connection is made lands as soon as it is, and whoever held the socket must know
+ * by then that the connection owns it (and releases it after its closing handshake).
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const makeTakingOver = (
+  handle: WebSocket.Handle,
+  transport: Transport,
+  options: Connection.Options | undefined,
+  tookOver: () => void
+): Effect.Effect<Connection.Connection, InvalidParameter, Scope.Scope> =>
+  Effect.uninterruptible(Effect.tap(Connection.make(handle, transport, options), () => Effect.sync(tookOver)))
+
 const CONNECTION_ERRORS = new Set(["InvalidProtocolFormat", "InvalidProtocolOperation", "TransportError"])
 
 /**

@@ -662,19 +662,28 @@ export const make = (
         yield* complete(info)
       })
 
-    /** The peer broke the protocol: send the close code it earned, cut the transport, fail. */
-    const failProtocol = (error: InvalidProtocolFormat | InvalidProtocolOperation) =>
+    /**
+     * Sends our Close with `code` (bounded by the close timeout) if one may still go, then ends the
+     * connection without waiting for an answer, reporting `reportedCode` and `reason`.
+     */
+    const closeUnanswered = (code: number, reportedCode: number, reason: string, error?: ConnectionError) =>
       Effect.gen(function*() {
-        const code = error.closeStatus ?? 1002
         if (engine.state === HandleState.Open || engine.state === HandleState.CloseReceived) {
-          // the messages that came before the broken frame are handled first, as with a Close
-          yield* awaitConsumerIdle
           if (initiator === "none") initiator = "local"
           yield* Effect.ignore(Effect.timeout(sendFrame(BufferType.BufferType.Close, undefined, code), closeTimeout))
         }
         engine.abort()
         yield* closeTransport
-        yield* finish({ code, reason: error.message, clean: false, initiator }, error)
+        yield* finish({ code: reportedCode, reason, clean: false, initiator }, error)
+      })
+
+    /** The peer broke the protocol: send the close code it earned, cut the transport, fail. */
+    const failProtocol = (error: InvalidProtocolFormat | InvalidProtocolOperation) =>
+      Effect.gen(function*() {
+        const code = error.closeStatus ?? 1002
+        // the messages that came before the broken frame are handled first, as with a Close
+        if (engine.state === HandleState.Open || engine.state === HandleState.CloseReceived) yield* awaitConsumerIdle
+        yield* closeUnanswered(code, code, error.message, error)
       })
 
     const failTransport = (error: TransportError) =>
@@ -1149,22 +1158,15 @@ export const make = (
     }
 
     const closeCodeOnScopeClose = settings.closeCodeOnScopeClose ?? 1001
-    /**
-     * The scope was already closed as the connection was made (a connect that completed after its
-     * caller gave up): the reader never ran, so no answer to our Close can be read. The Close goes
-     * out (bounded) and the connection ends at once instead of waiting out the close timeout.
-     */
-    const closeUnread = Effect.gen(function*() {
-      if (initiator === "none") initiator = "local"
-      yield* Effect.ignore(Effect.timeout(sendFrame(BufferType.BufferType.Close, undefined, closeCodeOnScopeClose), closeTimeout))
-      engine.abort()
-      yield* closeTransport
-      yield* finish({ code: 1006, reason: "the connection was closed as it was made: no answer could be read", clean: false, initiator })
-    })
     yield* Effect.addFinalizer(() =>
       Effect.gen(function*() {
         if (!Deferred.isDoneUnsafe(closedDeferred)) {
-          yield* (!readerRan && reader.pollUnsafe() !== undefined ? closeUnread : Effect.ignore(close(closeCodeOnScopeClose)))
+          // The scope was already closed as the connection was made (a connect that completed
+          // after its caller gave up): the reader never ran, so no answer to our Close can be
+          // read, and the connection ends at once instead of waiting out the close timeout.
+          yield* (!readerRan && reader.pollUnsafe() !== undefined
+            ? closeUnanswered(closeCodeOnScopeClose, 1006, "the connection was closed as it was made: no answer could be read")
+            : Effect.ignore(close(closeCodeOnScopeClose)))
         }
         engine.abort()
         yield* closeTransport

@@ -327,19 +327,13 @@ const open = (
     upgraded.socket.setNoDelay(true)
     const socketTransport = NodeTransport.fromDuplex(upgraded.socket, { ...socketBuffers, head: upgraded.head })
     const transport = options?.wrapTransport?.(socketTransport) ?? socketTransport
-    // taken over in the step that makes the connection: an interruption held back while it is
-    // made lands as soon as it is, and the socket must be the connection's by then
-    const connection = yield* Effect.uninterruptible(Effect.map(
-      Connection.make(handle, transport, {
-        ...options?.connection,
-        protocol: yield* Client.selectedProtocol(options?.protocols, result),
-        handshake: { requestHeaders, responseHeaders }
-      }),
-      (made) => {
-        handedOver = true
-        return made
-      }
-    ))
+    const connection = yield* Client.makeTakingOver(handle, transport, {
+      ...options?.connection,
+      protocol: yield* Client.selectedProtocol(options?.protocols, result),
+      handshake: { requestHeaders, responseHeaders }
+    }, () => {
+      handedOver = true
+    })
     return connection
   })
 

@@ -283,19 +283,13 @@ export const makeUpgradeHandler = <E, R, RA = never>(
           if ("setNoDelay" in socket && typeof socket.setNoDelay === "function") (socket as Net.Socket).setNoDelay(true)
           const socketTransport = NodeTransport.fromDuplex(socket, { ...socketBuffers, head })
           const transport = options?.wrapTransport?.(socketTransport) ?? socketTransport
-          // taken over in the step that makes the connection: an interruption held back while it is
-          // made lands as soon as it is, and the socket must be the connection's by then
-          const connection = yield* Effect.uninterruptible(Effect.map(
-            Connection.make(handle, transport, {
-              ...options?.connection,
-              protocol: selected ?? "",
-              handshake: { requestHeaders: headers, responseHeaders }
-            }),
-            (made) => {
-              handedOver = true
-              return made
-            }
-          ))
+          const connection = yield* Client.makeTakingOver(handle, transport, {
+            ...options?.connection,
+            protocol: selected ?? "",
+            handshake: { requestHeaders: headers, responseHeaders }
+          }, () => {
+            handedOver = true
+          })
           const exit = yield* Effect.exit(Client.runCallback("handler", () => handler(connection, request)))
           yield* Client.closeAfterHandler(connection, exit)
         }))
