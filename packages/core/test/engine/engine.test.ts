@@ -919,6 +919,39 @@ describe("chunking (spec 5.4)", () => {
     assert.deepStrictEqual(reads, [[2, false], [8, false], [65536, true], [70000 - 65536, true]])
   })
 
+  it("transport chunks of the receive buffer size that do not line up with the payload are read once each, not cut in two", () => {
+    for (const isClient of [true, false]) {
+      const size = 65536
+      const { payload, wire, engine, app } = binaryReceiver(isClient, 16 * size, size, 16 * size)
+      // the transport hands out its data in chunks of `size` bytes: a read takes what is left of the
+      // current chunk, up to the room it is given (as a socket's data events are read)
+      let offset = 0
+      let reads = 0
+      let received = 0
+      while (received < payload.length) {
+        assert.strictEqual(engine.receive(app.subarray(received), "r"), Status.Ok)
+        let step = next(engine, QueueCode.Receive)
+        while (step.action === ActionCode.ReceiveFromNetwork) {
+          const chunkLeft = size - (offset % size)
+          const n = Math.min(step.buffers[0]!.length, wire.length - offset, chunkLeft)
+          step.buffers[0]!.set(wire.subarray(offset, offset + n))
+          offset += n
+          reads++
+          complete(engine, step, n)
+          step = next(engine, QueueCode.Receive)
+        }
+        expectAction(step, ActionCode.IndicateReceiveComplete)
+        assert.isAtMost(step.buffers[0]!.length, size)
+        received += step.buffers[0]!.length
+        complete(engine, step)
+      }
+      assert.deepStrictEqual(app, payload)
+      // the header's two reads, then one read per transport chunk (17: the header moved the payload
+      // across one more); cut at every chunk limit, this would be 2 reads per chunk
+      assert.strictEqual(reads, 2 + Math.ceil(wire.length / size))
+    }
+  })
+
   it("short direct reads gather in the caller's buffer: one delivery per chunk, and what was read comes before the end", () => {
     for (const isClient of [true, false]) {
       const { payload, wire, engine, app } = binaryReceiver(isClient, 70000, 65536, 70000)
@@ -940,7 +973,8 @@ describe("chunking (spec 5.4)", () => {
         received += step.buffers[0]!.length
         complete(engine, step)
       }
-      assert.deepStrictEqual(deliveries, [[BinaryFragment, 65536], [BinaryMessage, 70000 - 65536]])
+      // the chunk is delivered when the next 1000-byte read would not fit in it (65000 < 65536)
+      assert.deepStrictEqual(deliveries, [[BinaryFragment, 65000], [BinaryMessage, 5000]])
       assert.deepStrictEqual(app, payload)
     }
     // the transport ends in the middle of a chunk: the bytes read so far are delivered, then the end

@@ -355,6 +355,10 @@ export class Engine {
   private readRoom = 0
   /** Payload bytes the direct reads into the caller's buffer gather before they are delivered. */
   private directTarget = 0
+  /** Whether `directTarget` is set by the size of a chunk rather than by the end of the frame. */
+  private directCapped = false
+  /** Bytes the latest direct read brought. */
+  private directLastRead = 0
   /** The view of the prepared delivery when validation already made it (see `parse`). */
   private deliverView: Uint8Array | undefined = undefined
   private deliverType = 0
@@ -828,7 +832,7 @@ export class Engine {
     if (this.failure !== undefined) {
       return this.error(this.failure.status, this.failure.message, this.failure.closeStatus)
     }
-    if (this.directLength > 0 && (this.eof || this.directLength >= this.directTarget)) {
+    if (this.directLength > 0 && (this.eof || this.directLength >= this.directTarget || this.directCutShort())) {
       this.deliverKind = DELIVER_DIRECT
       return this.deliver(out)
     }
@@ -855,6 +859,17 @@ export class Engine {
     return this.requestBytes(out)
   }
 
+  /**
+   * Whether the chunk being read straight into the caller's buffer is delivered before it is whole:
+   * when it ends only because a chunk is at most the receive buffer size (not at the end of the
+   * frame) and the room left is smaller than the latest read. The next read would then most likely
+   * be cut in two at that limit, and every transport read after it too: delivering now lets the next
+   * chunk start where the transport's data does (one read per transport chunk, not two).
+   */
+  private directCutShort(): boolean {
+    return this.directCapped && this.directTarget - this.directLength < this.directLastRead
+  }
+
   /** Hands out a ReceiveFromNetwork: into the caller's buffer when payload can go there, else into the receive buffer. */
   private requestBytes(out: ActionRecord): Status {
     const app = this.receiveBuffer
@@ -876,6 +891,7 @@ export class Engine {
         }
         this.directLength = pending
         this.directTarget = n
+        this.directCapped = n < this.payloadRemaining
         return this.readDirect(out, pending === 0 && n === app.length ? app : app.subarray(pending, n))
       }
     }
@@ -1377,6 +1393,7 @@ export class Engine {
       this.payloadMaskOffset += bytesTransferred
     }
     this.directLength = from + bytesTransferred
+    this.directLastRead = bytesTransferred
     if (this.messageOpcode === Opcode.Text && this.verifyUtf8) {
       // checked as it arrives: an invalid piece fails the connection before any of it is delivered
       const state = utf8Step(this.utf8State, app, from, from + bytesTransferred)
