@@ -952,6 +952,47 @@ describe("chunking (spec 5.4)", () => {
     }
   })
 
+  it("large messages in a row: the header of each after the first is read in one go; a shorter header after them loses nothing", () => {
+    for (const isClient of [true, false]) {
+      const sizes = [70000, 70000, 70000, 300, 70000, 20, 70000]
+      const payloads = sizes.map((size, i) => counting(size + i).subarray(i))
+      const sender = makeEngine(!isClient)
+      const wire = concat(payloads.map((p) => sendAndDrain(sender, BinaryMessage, p)))
+      const engine = makeEngine(isClient, { receiveBufferSize: 65536 })
+      let offset = 0
+      const headerReads: Array<number> = []
+      for (const payload of payloads) {
+        const app = new Uint8Array(100000)
+        let received = 0
+        let reads = 0
+        for (;;) {
+          assert.strictEqual(engine.receive(app.subarray(received), "r"), Status.Ok)
+          let step = next(engine, QueueCode.Receive)
+          while (step.action === ActionCode.ReceiveFromNetwork) {
+            const target = step.buffers[0]!
+            if (target.buffer !== app.buffer) reads++ // into the engine's buffer: the header
+            const n = Math.min(target.length, wire.length - offset)
+            target.set(wire.subarray(offset, offset + n))
+            offset += n
+            complete(engine, step, n)
+            step = next(engine, QueueCode.Receive)
+          }
+          expectAction(step, ActionCode.IndicateReceiveComplete)
+          received += step.buffers[0]!.length
+          const type = step.bufferType
+          complete(engine, step)
+          if (type === BinaryMessage) break
+        }
+        assert.deepStrictEqual(app.subarray(0, received), payload)
+        headerReads.push(reads)
+      }
+      // 2 + 8 (+ 4 masking key) bytes: two reads for the first header, then one; the 300-byte
+      // message's shorter header (4 (+ 4)) is read with some payload, and so is the 20-byte one's
+      assert.deepStrictEqual(headerReads.slice(0, 3), [2, 1, 1])
+      assert.strictEqual(offset, wire.length)
+    }
+  })
+
   it("short direct reads gather in the caller's buffer: one delivery per chunk, and what was read comes before the end", () => {
     for (const isClient of [true, false]) {
       const { payload, wire, engine, app } = binaryReceiver(isClient, 70000, 65536, 70000)

@@ -359,6 +359,8 @@ export class Engine {
   private directCapped = false
   /** Bytes the latest direct read brought. */
   private directLastRead = 0
+  /** The header length of the latest data frame: the guess for the next header read on its own. */
+  private lastHeaderLength = 2 // the shortest header
   /** The view of the prepared delivery when validation already made it (see `parse`). */
   private deliverView: Uint8Array | undefined = undefined
   private deliverType = 0
@@ -870,6 +872,16 @@ export class Engine {
     return this.directCapped && this.directTarget - this.directLength < this.directLastRead
   }
 
+  /**
+   * How many bytes a header read on its own asks for: what the header still lacks once its first
+   * bytes are there; before that, as many as the latest data frame's header had (large messages of
+   * one kind come in a row, and their header is then read in one go). A shorter header leaves a few
+   * payload bytes in the receive buffer, handled as any bytes read ahead.
+   */
+  private headerBytesWanted(): number {
+    return this.rend === this.rstart ? this.lastHeaderLength : headerBytesMissing(this.rbuf, this.rstart, this.rend)
+  }
+
   /** Hands out a ReceiveFromNetwork: into the caller's buffer when payload can go there, else into the receive buffer. */
   private requestBytes(out: ActionRecord): Status {
     const app = this.receiveBuffer
@@ -914,7 +926,7 @@ export class Engine {
     out.bufferCount = 1
     out.buffer0 = this.rbuf.subarray(
       this.rend,
-      headerOnly ? this.rend + headerBytesMissing(this.rbuf, this.rstart, this.rend) : this.rcap
+      headerOnly ? this.rend + this.headerBytesWanted() : this.rcap
     )
     this.readRoom = out.buffer0.length
     out.context = this.receiveContext
@@ -991,6 +1003,7 @@ export class Engine {
             this.rstate = RS_CONTROL
             continue
           }
+          this.lastHeaderLength = n
           if (opcode !== Opcode.Continuation) {
             this.messageOpcode = opcode
             this.messageSize = 0
