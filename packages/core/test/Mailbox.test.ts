@@ -58,6 +58,53 @@ describe("Mailbox", () => {
       assert.strictEqual(yield* mailbox.take, "b")
     }))
 
+  it.effect("a message handed to a taker interrupted before it ran keeps its place ahead of later ones, whoever takes next", () =>
+    Effect.gen(function*() {
+      const mailbox = new Mailbox<string, never>(4)
+      const first = yield* Effect.forkChild(mailbox.take)
+      yield* Effect.yieldNow
+      assert.strictEqual(mailbox.waiting, 1)
+      // in one step (no microtask in between): "a" goes to `first`, which is interrupted at once;
+      // the next consumer then waits, and "b" arrives
+      const next = yield* Effect.sync(() => {
+        assert.isTrue(mailbox.offer("a"))
+        first.interruptUnsafe()
+        return Effect.runFork(Effect.all([mailbox.take, mailbox.take]))
+      })
+      yield* Effect.sync(() => {
+        assert.strictEqual(mailbox.waiting, 1, "the next consumer waits")
+        assert.isTrue(mailbox.offer("b"))
+      })
+      assert.deepStrictEqual(yield* Fiber.join(next), ["a", "b"])
+    }))
+
+  it.effect("a woken taker whose message another fiber took first waits again, and gets the next one", () =>
+    Effect.gen(function*() {
+      const mailbox = new Mailbox<string, never>(1)
+      const first = yield* Effect.forkChild(mailbox.take)
+      yield* Effect.yieldNow
+      yield* Effect.sync(() => {
+        assert.isTrue(mailbox.offer("a")) // `first` is woken
+        assert.strictEqual(mailbox.poll(), "a") // another consumer takes it first
+      })
+      yield* Effect.promise(() => Promise.resolve()) // `first` runs, finds nothing
+      assert.strictEqual(mailbox.waiting, 1, "waits again")
+      assert.isTrue(mailbox.offer("b"))
+      assert.strictEqual(yield* Fiber.join(first), "b")
+    }))
+
+  it.effect("messages on their way to woken takers do not count against the capacity", () =>
+    Effect.gen(function*() {
+      const mailbox = new Mailbox<number, never>(2)
+      const taker = yield* Effect.forkChild(mailbox.take)
+      yield* Effect.yieldNow
+      const accepted = yield* Effect.sync(() => [1, 2, 3, 4].map((n) => mailbox.offer(n)))
+      assert.deepStrictEqual(accepted, [true, true, true, false])
+      assert.strictEqual(yield* Fiber.join(taker), 1)
+      assert.strictEqual(yield* mailbox.take, 2)
+      assert.strictEqual(yield* mailbox.take, 3)
+    }))
+
   it.effect("messages before the end are taken, then Done", () =>
     Effect.gen(function*() {
       const mailbox = new Mailbox<number, string>(4)

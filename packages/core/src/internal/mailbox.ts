@@ -1,7 +1,8 @@
 /**
  * A bounded mailbox between one producer that never waits (it checks `offer`'s result) and the
- * fibers that take from it. A taker that waits is handed the next message in a microtask, so a
- * connection's consumer runs before the next network event instead of a scheduler turn later.
+ * fibers that take from it. A taker that waits is woken in a microtask and takes the first message
+ * then, so a connection's consumer runs before the next network event instead of a scheduler turn
+ * later, and messages keep their order even when a taker is interrupted on its way.
  * Messages offered before the end (or a failure) are all taken before it.
  *
  * @since 0.1.0
@@ -30,6 +31,8 @@ export class Mailbox<A, E> {
   private head = 0
   private ending: Exit.Exit<never, E | Cause.Done> | undefined = undefined
   private readonly takers: Array<Taker<A, E>> = []
+  /** Takers woken and not yet run: the messages waiting for them do not count against the capacity. */
+  private woken = 0
   readonly capacity: number
 
   constructor(capacity: number) {
@@ -51,34 +54,38 @@ export class Mailbox<A, E> {
     return this.ending !== undefined
   }
 
-  /** Hands `a` to a waiting taker or keeps it; `false` when full or done (then `a` is not taken). */
+  /**
+   * Keeps `a` and wakes the first waiting taker, if any; `false` when full or done (then `a` is not
+   * taken). A woken taker takes the first message when it runs, so messages keep their order
+   * whichever taker ends up with them.
+   */
   offer(a: A): boolean {
     if (this.ending !== undefined) return false
-    const taker = this.takers.shift()
-    if (taker !== undefined) {
-      handOver(() => {
-        if (taker.cancelled) this.putBack(a)
-        else taker.resume(Effect.succeed(taker.map(a)))
-      })
-      return true
-    }
-    if (this.size >= this.capacity) return false
+    if (this.size - this.woken >= this.capacity) return false
     this.items.push(a)
+    const taker = this.takers.shift()
+    if (taker !== undefined) this.wakeUp(taker)
     return true
   }
 
-  /** A message handed to a taker that went away goes back to the front. */
-  private putBack(a: A): void {
-    const taker = this.takers.shift()
-    if (taker !== undefined) {
-      handOver(() => {
-        if (taker.cancelled) this.putBack(a)
-        else taker.resume(Effect.succeed(taker.map(a)))
-      })
-      return
-    }
-    if (this.head > 0) this.items[--this.head] = a
-    else this.items.unshift(a)
+  /**
+   * Hands `taker` the first message soon. If it went away meanwhile, the next waiting taker is woken
+   * instead; if another fiber took the message meanwhile, the taker waits again, first in line.
+   */
+  private wakeUp(taker: Taker<A, E>): void {
+    this.woken++
+    handOver(() => {
+      this.woken--
+      if (taker.cancelled) {
+        const next = this.size > this.woken ? this.takers.shift() : undefined
+        if (next !== undefined) this.wakeUp(next)
+        return
+      }
+      const a = this.poll()
+      if (a !== undefined) taker.resume(Effect.succeed(taker.map(a)))
+      else if (this.ending !== undefined) taker.resume(this.ending)
+      else this.takers.unshift(taker)
+    })
   }
 
   /** The next message, if one waits. */
