@@ -757,6 +757,43 @@ const binaryReceiver = (isClient: boolean, length: number, receiveBufferSize: nu
   }
 }
 
+/**
+ * Receives the next whole message from `wire` (read from `cursor.offset` on) into `app`, each
+ * receive given the rest of `app` after what was delivered; a read brings what the room handed out
+ * holds, at most `readSize(room, offset)` bytes. Returns every read (room, whether into `app`), every
+ * delivery (buffer type, length) and the bytes received.
+ */
+const receiveMessage = (
+  engine: Engine,
+  wire: Uint8Array,
+  cursor: { offset: number },
+  app: Uint8Array,
+  readSize: (room: number, offset: number) => number = (room) => room
+) => {
+  const reads: Array<readonly [room: number, intoApp: boolean]> = []
+  const deliveries: Array<readonly [type: number, length: number]> = []
+  let received = 0
+  for (;;) {
+    assert.strictEqual(engine.receive(app.subarray(received), "r"), Status.Ok)
+    let step = next(engine, QueueCode.Receive)
+    while (step.action === ActionCode.ReceiveFromNetwork) {
+      const target = step.buffers[0]!
+      reads.push([target.length, target.buffer === app.buffer])
+      const n = Math.min(readSize(target.length, cursor.offset), wire.length - cursor.offset)
+      target.set(wire.subarray(cursor.offset, cursor.offset + n))
+      cursor.offset += n
+      complete(engine, step, n)
+      step = next(engine, QueueCode.Receive)
+    }
+    expectAction(step, ActionCode.IndicateReceiveComplete)
+    const type = step.bufferType
+    deliveries.push([type, step.buffers[0]!.length])
+    received += step.buffers[0]!.length
+    complete(engine, step)
+    if (type === BinaryMessage || type === Utf8Message) return { reads, deliveries, received }
+  }
+}
+
 describe("chunking (spec 5.4)", () => {
   const message = "é€😀ü中".repeat(800) // 14 bytes a time: 11200 bytes
   const payload = utf8(message)
@@ -895,25 +932,7 @@ describe("chunking (spec 5.4)", () => {
     const wire = sendAndDrain(makeServer(), BinaryMessage, payload) // 82 7f <8-byte length> <payload>
     const engine = makeClient({ receiveBufferSize: 65536 })
     const app = new Uint8Array(70000)
-    const reads: Array<readonly [length: number, intoApp: boolean]> = []
-    let offset = 0
-    let received = 0
-    for (let guard = 0; guard < 20 && received < payload.length; guard++) {
-      assert.strictEqual(engine.receive(app.subarray(received), "r"), Status.Ok)
-      let step = next(engine, QueueCode.Receive)
-      while (step.action === ActionCode.ReceiveFromNetwork) {
-        const target = step.buffers[0]!
-        reads.push([target.length, target.buffer === app.buffer])
-        const n = Math.min(target.length, wire.length - offset)
-        target.set(wire.subarray(offset, offset + n))
-        offset += n
-        complete(engine, step, n)
-        step = next(engine, QueueCode.Receive)
-      }
-      expectAction(step, ActionCode.IndicateReceiveComplete)
-      received += step.buffers[0]!.length
-      complete(engine, step)
-    }
+    const { reads } = receiveMessage(engine, wire, { offset: 0 }, app)
     assert.deepStrictEqual(app, payload)
     // 2 header bytes, the 8 bytes of the length, then the payload in receive-buffer-sized reads
     assert.deepStrictEqual(reads, [[2, false], [8, false], [65536, true], [70000 - 65536, true]])
@@ -925,30 +944,13 @@ describe("chunking (spec 5.4)", () => {
       const { payload, wire, engine, app } = binaryReceiver(isClient, 16 * size, size, 16 * size)
       // the transport hands out its data in chunks of `size` bytes: a read takes what is left of the
       // current chunk, up to the room it is given (as a socket's data events are read)
-      let offset = 0
-      let reads = 0
-      let received = 0
-      while (received < payload.length) {
-        assert.strictEqual(engine.receive(app.subarray(received), "r"), Status.Ok)
-        let step = next(engine, QueueCode.Receive)
-        while (step.action === ActionCode.ReceiveFromNetwork) {
-          const chunkLeft = size - (offset % size)
-          const n = Math.min(step.buffers[0]!.length, wire.length - offset, chunkLeft)
-          step.buffers[0]!.set(wire.subarray(offset, offset + n))
-          offset += n
-          reads++
-          complete(engine, step, n)
-          step = next(engine, QueueCode.Receive)
-        }
-        expectAction(step, ActionCode.IndicateReceiveComplete)
-        assert.isAtMost(step.buffers[0]!.length, size)
-        received += step.buffers[0]!.length
-        complete(engine, step)
-      }
+      const cursor = { offset: 0 }
+      const { reads, deliveries } = receiveMessage(engine, wire, cursor, app, (room, offset) => Math.min(room, size - (offset % size)))
+      for (const [, length] of deliveries) assert.isAtMost(length, size)
       assert.deepStrictEqual(app, payload)
       // the header's two reads, then one read per transport chunk (17: the header moved the payload
       // across one more); cut at every chunk limit, this would be 2 reads per chunk
-      assert.strictEqual(reads, 2 + Math.ceil(wire.length / size))
+      assert.strictEqual(reads.length, 2 + Math.ceil(wire.length / size))
     }
   })
 
@@ -959,61 +961,26 @@ describe("chunking (spec 5.4)", () => {
       const sender = makeEngine(!isClient)
       const wire = concat(payloads.map((p) => sendAndDrain(sender, BinaryMessage, p)))
       const engine = makeEngine(isClient, { receiveBufferSize: 65536 })
-      let offset = 0
+      const cursor = { offset: 0 }
       const headerReads: Array<number> = []
       for (const payload of payloads) {
         const app = new Uint8Array(100000)
-        let received = 0
-        let reads = 0
-        for (;;) {
-          assert.strictEqual(engine.receive(app.subarray(received), "r"), Status.Ok)
-          let step = next(engine, QueueCode.Receive)
-          while (step.action === ActionCode.ReceiveFromNetwork) {
-            const target = step.buffers[0]!
-            if (target.buffer !== app.buffer) reads++ // into the engine's buffer: the header
-            const n = Math.min(target.length, wire.length - offset)
-            target.set(wire.subarray(offset, offset + n))
-            offset += n
-            complete(engine, step, n)
-            step = next(engine, QueueCode.Receive)
-          }
-          expectAction(step, ActionCode.IndicateReceiveComplete)
-          received += step.buffers[0]!.length
-          const type = step.bufferType
-          complete(engine, step)
-          if (type === BinaryMessage) break
-        }
+        const { reads, received } = receiveMessage(engine, wire, cursor, app)
         assert.deepStrictEqual(app.subarray(0, received), payload)
-        headerReads.push(reads)
+        // reads into the engine's buffer: the header's
+        headerReads.push(reads.filter(([, intoApp]) => !intoApp).length)
       }
       // 2 + 8 (+ 4 masking key) bytes: two reads for the first header, then one; the 300-byte
       // message's shorter header (4 (+ 4)) is read with some payload, and so is the 20-byte one's
       assert.deepStrictEqual(headerReads.slice(0, 3), [2, 1, 1])
-      assert.strictEqual(offset, wire.length)
+      assert.strictEqual(cursor.offset, wire.length)
     }
   })
 
   it("short direct reads gather in the caller's buffer: one delivery per chunk, and what was read comes before the end", () => {
     for (const isClient of [true, false]) {
       const { payload, wire, engine, app } = binaryReceiver(isClient, 70000, 65536, 70000)
-      const deliveries: Array<readonly [type: number, length: number]> = []
-      let offset = 0
-      let received = 0
-      while (received < payload.length) {
-        assert.strictEqual(engine.receive(app.subarray(received), "r"), Status.Ok)
-        let step = next(engine, QueueCode.Receive)
-        while (step.action === ActionCode.ReceiveFromNetwork) {
-          const n = Math.min(step.buffers[0]!.length, wire.length - offset, 1000) // 1000 bytes per read
-          step.buffers[0]!.set(wire.subarray(offset, offset + n))
-          offset += n
-          complete(engine, step, n)
-          step = next(engine, QueueCode.Receive)
-        }
-        expectAction(step, ActionCode.IndicateReceiveComplete)
-        deliveries.push([step.bufferType, step.buffers[0]!.length])
-        received += step.buffers[0]!.length
-        complete(engine, step)
-      }
+      const { deliveries } = receiveMessage(engine, wire, { offset: 0 }, app, (room) => Math.min(room, 1000)) // 1000 bytes per read
       // the chunk is delivered when the next 1000-byte read would not fit in it (65000 < 65536)
       assert.deepStrictEqual(deliveries, [[BinaryFragment, 65000], [BinaryMessage, 5000]])
       assert.deepStrictEqual(app, payload)
