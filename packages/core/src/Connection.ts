@@ -273,6 +273,11 @@ const METRIC_INTERVAL_MS = 50
 /** The largest buffer a connection keeps between text messages for assembling the next one. */
 const RETAINED_ACCUMULATOR = 1024 * 1024
 
+// What became of the latest send queued on a handle (see `sendOutcome`).
+const SEND_PENDING = 0
+const SEND_WRITTEN = 1
+const SEND_CANCELLED = 2
+
 const textDecoder = new TextDecoder()
 
 /**
@@ -588,6 +593,30 @@ export const make = (
       })
     }
 
+    /** What became of the latest send queued on the handle (under the wire lock, one at a time). */
+    let sendResult = SEND_PENDING
+    /** Queues a send whose completion counts `messageBytes` as a message sent (`undefined`: not a message end). */
+    const queueSend = (type: number, payload: Uint8Array | undefined, closeStatus: number | undefined, messageBytes: number | undefined) => {
+      sendResult = SEND_PENDING
+      return engine.send(type, payload, closeStatus, messageBytes)
+    }
+    /**
+     * The outcome of the send just run: done when it went out whole; an `InvalidProtocolOperation`
+     * when the handle cancelled it (aborted while it was being written).
+     */
+    const sendOutcome = (operation: string): Effect.Effect<void, InvalidProtocolOperation> =>
+      sendResult === SEND_WRITTEN
+        ? Effect.void
+        : sendResult === SEND_CANCELLED
+        ? Effect.fail(
+          new InvalidProtocolOperation({
+            operation,
+            state: engine.stateName,
+            message: closedMessage("the send was cancelled: the connection was aborted while it was being written")
+          })
+        )
+        : Effect.die(new Error("the send queue stopped before the send completed"))
+
     /**
      * Runs the send queue without yielding while the transport takes every write at once; returns
      * `undefined` when the queue is done, or the effect that finishes it once a write must wait.
@@ -606,9 +635,16 @@ export const make = (
             }
             return writeAction(record.id, buffers, bytes, record.owned, restore)
           }
-          case ActionCode.IndicateSendComplete:
+          case ActionCode.IndicateSendComplete: {
+            // The send that holds the wire is done, in this step: a message is counted here, and
+            // what the queue holds after it (a pong queued meanwhile) is not part of it; whoever
+            // queued that writes it once the wire is theirs (the reader, see `flushPong`).
+            const messageBytes = record.context as number | undefined
+            sendResult = engine.sendWritten ? SEND_WRITTEN : SEND_CANCELLED
             engine.completeAction(record.id, 0)
-            continue
+            if (sendResult === SEND_WRITTEN && messageBytes !== undefined) countOut(messageBytes)
+            return undefined
+          }
           default:
             return undefined
         }
@@ -619,27 +655,31 @@ export const make = (
     const runSendQueue = (restore: Restore): Effect.Effect<void, TransportError> =>
       Effect.suspend(() => runSendQueueSync(restore) ?? Effect.void)
 
-    /** Completes what is left on the send queue without writing it. */
+    /**
+     * Completes what is left of the send whose write was cut, without writing it, up to its
+     * IndicateSendComplete (a pong queued after it stays for whoever queued it).
+     */
     const drainSendQueue = Effect.sync(() => {
       for (let i = 0; i < 8; i++) {
         engine.getAction(QueueCode.Send, sendRecord)
         if (sendRecord.action === ActionCode.NoAction) return
         engine.completeAction(sendRecord.id, 0)
+        if (sendRecord.action === ActionCode.IndicateSendComplete) return
       }
     })
 
     /**
-     * Queues one frame on the handle and writes it out; `onSent` runs once it is written, in the
-     * same uninterruptible step (so that an interruption cannot skip it).
+     * Queues one frame on the handle and writes it out; the frame that ends a message counts it as
+     * sent (`messageBytes`), in the step that completes it (so that an interruption cannot skip it).
      */
     const sendFrame = (
       type: number,
       payload: Uint8Array | undefined,
       closeStatus: number | undefined,
-      onSent?: () => void
+      messageBytes?: number
     ): Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError> =>
       withWire((restore): Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError> => {
-        if (engine.send(type, payload, closeStatus, undefined) !== Status.Ok) {
+        if (queueSend(type, payload, closeStatus, messageBytes) !== Status.Ok) {
           const error = engine.lastError!
           return Effect.fail(
             error.status === Status.InvalidParameter
@@ -647,7 +687,7 @@ export const make = (
               : new InvalidProtocolOperation({ operation: "send", state: engine.stateName, message: closedMessage(error.message) })
           )
         }
-        return onSent === undefined ? runSendQueue(restore) : Effect.map(runSendQueue(restore), onSent)
+        return Effect.andThen(runSendQueue(restore), Effect.suspend(() => sendOutcome("send")))
       })
 
     const closedMessage = (message: string) =>
@@ -1019,7 +1059,7 @@ export const make = (
       restore: Restore
     ): Effect.Effect<void, InvalidProtocolOperation | TransportError> | undefined => {
       if (fragmenting || messageLeftOpen || !tryTakeWire()) return undefined
-      if (engine.send(type, payload, undefined, undefined) !== Status.Ok) {
+      if (queueSend(type, payload, undefined, payload.length) !== Status.Ok) {
         releaseWire()
         return Effect.fail(
           new InvalidProtocolOperation({ operation: "send", state: engine.stateName, message: closedMessage(engine.lastError!.message) })
@@ -1028,12 +1068,11 @@ export const make = (
       const rest = runSendQueueSync(restore)
       if (rest === undefined) {
         releaseWire()
-        countOut(payload.length)
-        return Effect.void
+        return sendOutcome("send")
       }
       // (only the transport's waits in `rest` can be interrupted)
       return Effect.ensuring(
-        Effect.map(rest, () => countOut(payload.length)),
+        Effect.andThen(rest, Effect.suspend(() => sendOutcome("send"))),
         releaseWireEffect
       )
     }
@@ -1042,7 +1081,7 @@ export const make = (
       withWire((restore): Effect.Effect<boolean, InvalidProtocolOperation | TransportError> => {
         if (fragmenting) return Effect.succeed(false)
         if (messageLeftOpen) return Effect.fail(messageLeftOpenError("send"))
-        if (engine.send(type, payload, undefined, undefined) !== Status.Ok) {
+        if (queueSend(type, payload, undefined, payload.length) !== Status.Ok) {
           return Effect.fail(
             new InvalidProtocolOperation({
               operation: "send",
@@ -1051,10 +1090,7 @@ export const make = (
             })
           )
         }
-        return Effect.map(runSendQueue(restore), () => {
-          countOut(payload.length)
-          return true
-        })
+        return Effect.as(Effect.andThen(runSendQueue(restore), Effect.suspend(() => sendOutcome("send"))), true)
       })
 
     /**
@@ -1102,7 +1138,7 @@ export const make = (
             return sendFrame(fragmentType, payload, undefined)
           }).pipe(
             // (counted as the final frame is written: a step after it could be skipped by an interruption)
-            Effect.andThen(sendFrame(lastType, undefined, undefined, () => countOut(bytes))),
+            Effect.andThen(sendFrame(lastType, undefined, undefined, bytes)),
             // a message that began on the wire and did not end there stays open: no data may follow
             // (asked of the handle: an interruption may come between a frame and what follows it)
             Effect.onError(() =>

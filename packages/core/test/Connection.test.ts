@@ -678,6 +678,67 @@ describe("Connection close", () => {
       assert.include(error.message, "left incomplete")
     }))
 
+  it.live("a send is done once its frame is written: a pong that must wait behind it is not part of it (interrupted then, the send stands and the pong still goes out)", () =>
+    Effect.gen(function*() {
+      // the peer reads nothing yet: the transport holds 1 KiB, then writes wait
+      const { connection, peer } = yield* rawConnection("server", { highWaterMark: 1024 })
+      yield* connection.send(new Uint8Array(2048).fill(1)) // fills the transport
+      const sending = yield* Effect.forkChild(connection.send(new Uint8Array(2048).fill(2)))
+      yield* settle
+      // a ping arrives while the send waits: its pong is queued behind the send's frame
+      yield* peer.send(0x9, "p")
+      yield* settle
+      // the peer reads the first message: the second one's frame is written and fills the transport
+      // again, so the pong must wait
+      assert.deepStrictEqual((yield* peer.nextFrame()).payload, new Uint8Array(2048).fill(1))
+      yield* settle
+      // the send's caller stops waiting now: the message went out, so the send stands
+      yield* Fiber.interrupt(sending)
+      assert.isTrue(Exit.isSuccess(yield* Fiber.await(sending)), "the send completed once its frame was written")
+      assert.strictEqual(connection.stats.messagesOut, 2)
+      const second = yield* peer.nextFrame()
+      assert.deepStrictEqual([second.opcode, second.payload], [0x2, new Uint8Array(2048).fill(2)])
+      const pong = yield* peer.nextFrame()
+      assert.deepStrictEqual([pong.opcode, decoder.decode(pong.payload)], [0xa, "p"])
+    }))
+
+  it.live("a send interrupted while its frame waits leaves the pong queued meanwhile to go out", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("server", { highWaterMark: 1024 })
+      yield* connection.send(new Uint8Array(2048).fill(1)) // fills the transport
+      const sending = yield* Effect.forkChild(connection.send(new Uint8Array(2048).fill(2)))
+      yield* settle
+      yield* peer.send(0x9, "p") // its pong waits for the send's frame
+      yield* settle
+      yield* Fiber.interrupt(sending) // the frame was not written: the send is cancelled
+      assert.isTrue(Exit.hasInterrupts(yield* Fiber.await(sending)))
+      assert.deepStrictEqual((yield* peer.nextFrame()).payload, new Uint8Array(2048).fill(1))
+      const pong = yield* peer.nextFrame()
+      assert.deepStrictEqual([pong.opcode, decoder.decode(pong.payload)], [0xa, "p"])
+      assert.strictEqual(connection.stats.messagesOut, 1)
+    }))
+
+  it.effect("a send cancelled by an abort while its frame is being written fails, and is not counted as sent", () =>
+    Effect.gen(function*() {
+      const { clientHandle } = yield* handles()
+      const [a] = yield* Transport.makeMemoryPair({ highWaterMark: Infinity })
+      // the handle is aborted while the second part of the client's masked frame is written
+      let writes = 0
+      const aborting = Transport.make({
+        ...a,
+        tryWrite: undefined,
+        write: (buffers, owned) =>
+          ++writes === 2 ? Effect.andThen(WebSocket.abortHandle(clientHandle), a.write(buffers, owned)) : a.write(buffers, owned)
+      })
+      const connection = yield* Connection.make(clientHandle, aborting)
+      const error = yield* Effect.flip(connection.send(new Uint8Array(20000)))
+      assert.strictEqual(writes, 2, "the frame was cut after its second part")
+      assert.strictEqual(error._tag, "InvalidProtocolOperation")
+      assert.include(error.message, "cancelled")
+      assert.strictEqual(connection.stats.messagesOut, 0)
+      yield* connection.abort // (the handle was aborted behind the connection's back: it does not know)
+    }))
+
   it.live("an operation interrupted right after it took the wire gives it back (the fiber may yield at any step)", () =>
     Effect.gen(function*() {
       const [client, server] = yield* Connection.makeMemoryPair()

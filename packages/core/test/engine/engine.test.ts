@@ -1375,6 +1375,8 @@ describe("automatic pongs (RFC 6455 section 5.5.2)", () => {
     complete(client, expectAction(next(client, QueueCode.Send), ActionCode.SendToNetwork))
     feed(client, "89 01 31")
     complete(client, expectAction(next(client, QueueCode.Send), ActionCode.SendToNetwork))
+    // the send that is done says so first, then the pong that waited for its frame goes out
+    complete(client, expectAction(next(client, QueueCode.Send), ActionCode.IndicateSendComplete))
     const pong1 = expectAction(next(client, QueueCode.Send), ActionCode.SendToNetwork)
     const bytes1 = toHex(stepBytes(pong1))
     // the receive queue parses another ping while the first pong is on its way

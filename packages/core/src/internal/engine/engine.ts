@@ -300,6 +300,8 @@ export class Engine {
   private sendPhase = SEND_IDLE
   private sendType = 0
   private sendContext: unknown = undefined
+  /** Whether the latest send to complete went out whole (see `sendWritten`). */
+  private sendWhole = false
   private sendPayload: Uint8Array = EMPTY
   private sendOffset = 0
   private sendHeaderLength = 0
@@ -393,6 +395,15 @@ export class Engine {
     this.rwords = (this.rbuf.byteOffset & 3) === 0
       ? new Int32Array(this.rbuf.buffer, this.rbuf.byteOffset, this.rbuf.length >>> 2)
       : undefined
+  }
+
+  /**
+   * Whether the latest send to complete (the one whose `IndicateSendComplete` is handed out, or was
+   * last) went out whole; `false` when it was cancelled (the handle aborted, or a write that took
+   * less than its action), as websocket.h reports both with the same action.
+   */
+  get sendWritten(): boolean {
+    return this.sendWhole
   }
 
   /** Whether an automatic pong waits to be handed out (drivers with `pongsOnSendQueue` then run the send queue). */
@@ -669,8 +680,9 @@ export class Engine {
   private sendAction(out: ActionRecord): boolean {
     if (this.sendOut !== OUT_NONE) return false
     // A pong that had to wait for a frame of this queue goes out right after it, between frames,
-    // so that it is not stuck while the receive queue waits for the network.
-    if (!(this.sendPhase === SEND_EMIT && this.sendHeaderSent) && this.pongReady()) {
+    // so that it is not stuck while the receive queue waits for the network; a send that is done
+    // says so first (its IndicateSendComplete), so that a pong that must wait does not hold it.
+    if (this.sendPhase === SEND_IDLE ? this.pongReady() : this.sendPhase === SEND_EMIT && !this.sendHeaderSent && this.pongReady()) {
       this.sendOutId = this.emitPong(out)
       this.sendOut = OUT_PONG
       return true
@@ -678,6 +690,7 @@ export class Engine {
     if (this.sendPhase === SEND_IDLE) return false
     if (this.sendPhase === SEND_EMIT && (this.state === HandleState.Aborted || this.sendBroken)) {
       this.sendPhase = SEND_COMPLETE // cancelled: the frame never goes out
+      this.sendWhole = false
     }
     // Frames are never interleaved on the wire (spec 5.3): a queued frame waits while an automatic
     // pong handed out on the receive queue is being written. Control frames "MAY be injected in the
@@ -1334,16 +1347,19 @@ export class Engine {
       else if (!this.sendIsControl) this.sendMessageOpcode = this.sendOpenBefore
       this.wireOwner = WIRE_FREE
       this.sendPhase = SEND_COMPLETE
+      this.sendWhole = false
       return Status.Ok
     }
     if (this.sendIsControl) {
       this.sendPhase = SEND_COMPLETE
+      this.sendWhole = true
       return Status.Ok
     }
     this.sendHeaderSent = true
     this.sendOffset += this.sendChunkLength
     if (this.sendOffset >= this.sendPayload.length) {
       this.sendPhase = SEND_COMPLETE
+      this.sendWhole = true
       this.wireOwner = WIRE_FREE
     }
     return Status.Ok
