@@ -323,6 +323,21 @@ const interruptAtFirstYield = <A, E>(effect: Effect.Effect<A, E>, budget: number
     yield* Fiber.interrupt(fiber)
   })
 
+/**
+ * A server connection whose peer reads nothing yet (the transport holds 1 KiB, then writes wait):
+ * a first message of 2 KiB fills the transport, a second one (`sending`) waits, and a ping arrives
+ * meanwhile, whose pong is queued behind the second message's frame.
+ */
+const sendWaitingWithPongBehind = Effect.gen(function*() {
+  const { connection, peer } = yield* rawConnection("server", { highWaterMark: 1024 })
+  yield* connection.send(new Uint8Array(2048).fill(1))
+  const sending = yield* Effect.forkChild(connection.send(new Uint8Array(2048).fill(2)))
+  yield* settle
+  yield* peer.send(0x9, "p")
+  yield* settle
+  return { connection, peer, sending }
+})
+
 /** Whether `closed` has not completed yet. */
 const isOpen = (connection: Connection.Connection) =>
   Effect.gen(function*() {
@@ -680,14 +695,7 @@ describe("Connection close", () => {
 
   it.live("a send is done once its frame is written: a pong that must wait behind it is not part of it (interrupted then, the send stands and the pong still goes out)", () =>
     Effect.gen(function*() {
-      // the peer reads nothing yet: the transport holds 1 KiB, then writes wait
-      const { connection, peer } = yield* rawConnection("server", { highWaterMark: 1024 })
-      yield* connection.send(new Uint8Array(2048).fill(1)) // fills the transport
-      const sending = yield* Effect.forkChild(connection.send(new Uint8Array(2048).fill(2)))
-      yield* settle
-      // a ping arrives while the send waits: its pong is queued behind the send's frame
-      yield* peer.send(0x9, "p")
-      yield* settle
+      const { connection, peer, sending } = yield* sendWaitingWithPongBehind
       // the peer reads the first message: the second one's frame is written and fills the transport
       // again, so the pong must wait
       assert.deepStrictEqual((yield* peer.nextFrame()).payload, new Uint8Array(2048).fill(1))
@@ -704,12 +712,7 @@ describe("Connection close", () => {
 
   it.live("a send interrupted while its frame waits leaves the pong queued meanwhile to go out", () =>
     Effect.gen(function*() {
-      const { connection, peer } = yield* rawConnection("server", { highWaterMark: 1024 })
-      yield* connection.send(new Uint8Array(2048).fill(1)) // fills the transport
-      const sending = yield* Effect.forkChild(connection.send(new Uint8Array(2048).fill(2)))
-      yield* settle
-      yield* peer.send(0x9, "p") // its pong waits for the send's frame
-      yield* settle
+      const { connection, peer, sending } = yield* sendWaitingWithPongBehind
       yield* Fiber.interrupt(sending) // the frame was not written: the send is cancelled
       assert.isTrue(Exit.hasInterrupts(yield* Fiber.await(sending)))
       assert.deepStrictEqual((yield* peer.nextFrame()).payload, new Uint8Array(2048).fill(1))
