@@ -601,21 +601,23 @@ export const make = (
       return engine.send(type, payload, closeStatus, messageBytes)
     }
     /**
-     * The outcome of the send just run: done when it went out whole; an `InvalidProtocolOperation`
-     * when the handle cancelled it (aborted while it was being written).
+     * The outcome of the send just run (ask while holding the wire): done when it went out whole; an
+     * `InvalidProtocolOperation` when the handle cancelled it (aborted while it was being written).
      */
-    const sendOutcome = (operation: string): Effect.Effect<void, InvalidProtocolOperation> =>
+    const sendOutcome = (): Effect.Effect<void, InvalidProtocolOperation> =>
       sendResult === SEND_WRITTEN
         ? Effect.void
         : sendResult === SEND_CANCELLED
         ? Effect.fail(
           new InvalidProtocolOperation({
-            operation,
+            operation: "send",
             state: engine.stateName,
             message: closedMessage("the send was cancelled: the connection was aborted while it was being written")
           })
         )
         : Effect.die(new Error("the send queue stopped before the send completed"))
+    /** {@link sendOutcome} once the send queue has run. */
+    const afterSend = Effect.suspend(sendOutcome)
 
     /**
      * Runs the send queue without yielding while the transport takes every write at once; returns
@@ -687,7 +689,7 @@ export const make = (
               : new InvalidProtocolOperation({ operation: "send", state: engine.stateName, message: closedMessage(error.message) })
           )
         }
-        return Effect.andThen(runSendQueue(restore), Effect.suspend(() => sendOutcome("send")))
+        return Effect.andThen(runSendQueue(restore), afterSend)
       })
 
     const closedMessage = (message: string) =>
@@ -1068,11 +1070,11 @@ export const make = (
       const rest = runSendQueueSync(restore)
       if (rest === undefined) {
         releaseWire()
-        return sendOutcome("send")
+        return sendOutcome()
       }
       // (only the transport's waits in `rest` can be interrupted)
       return Effect.ensuring(
-        Effect.andThen(rest, Effect.suspend(() => sendOutcome("send"))),
+        Effect.andThen(rest, afterSend),
         releaseWireEffect
       )
     }
@@ -1090,7 +1092,7 @@ export const make = (
             })
           )
         }
-        return Effect.as(Effect.andThen(runSendQueue(restore), Effect.suspend(() => sendOutcome("send"))), true)
+        return Effect.as(Effect.andThen(runSendQueue(restore), afterSend), true)
       })
 
     /**

@@ -682,7 +682,7 @@ export class Engine {
     // A pong that had to wait for a frame of this queue goes out right after it, between frames,
     // so that it is not stuck while the receive queue waits for the network; a send that is done
     // says so first (its IndicateSendComplete), so that a pong that must wait does not hold it.
-    if (this.sendPhase === SEND_IDLE ? this.pongReady() : this.sendPhase === SEND_EMIT && !this.sendHeaderSent && this.pongReady()) {
+    if ((this.sendPhase === SEND_IDLE || (this.sendPhase === SEND_EMIT && !this.sendHeaderSent)) && this.pongReady()) {
       this.sendOutId = this.emitPong(out)
       this.sendOut = OUT_PONG
       return true
