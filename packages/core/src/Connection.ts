@@ -1069,8 +1069,11 @@ export const make = (
       }
       const rest = runSendQueueSync(restore)
       if (rest === undefined) {
+        // (asked before the wire goes: the next holder may run at once, inside `releaseWire`, and
+        // queue a send of its own)
+        const outcome = sendOutcome()
         releaseWire()
-        return sendOutcome()
+        return outcome
       }
       // (only the transport's waits in `rest` can be interrupted)
       return Effect.ensuring(

@@ -742,6 +742,47 @@ describe("Connection close", () => {
       yield* connection.abort // (the handle was aborted behind the connection's back: it does not know)
     }))
 
+  it.live("a pong waiting for the wire behind two sends still goes out when the second send is interrupted while it waits", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("server", { highWaterMark: 1024 })
+      yield* connection.send(new Uint8Array(2048).fill(1)) // fills the transport
+      const second = yield* Effect.forkChild(connection.send(new Uint8Array(2048).fill(2))) // waits, holding the wire
+      yield* settle
+      const third = yield* Effect.forkChild(connection.send(new Uint8Array(16).fill(3))) // waits for the wire
+      yield* settle
+      yield* peer.send(0x9, "p") // the reader's pong waits for the wire, behind the third send
+      yield* settle
+      assert.deepStrictEqual((yield* peer.nextFrame()).payload, new Uint8Array(2048).fill(1))
+      yield* settle
+      // the second message is written and fills the transport; the third send has the wire now (the
+      // reader waits behind it): interrupted while it waits for room, it must not take the pong along
+      yield* Fiber.interrupt(third)
+      yield* settle
+      assert.deepStrictEqual((yield* peer.nextFrame()).payload, new Uint8Array(2048).fill(2))
+      assert.isTrue(Exit.isSuccess(yield* Fiber.await(second)))
+      const pong = yield* Effect.timeoutOption(peer.nextFrame(), "500 millis")
+      assert.isTrue(Option.isSome(pong), "the pong went out")
+      const frame = Option.getOrThrow(pong)
+      assert.deepStrictEqual([frame.opcode, decoder.decode(frame.payload)], [0xa, "p"])
+    }))
+
+  it.live("a send written at once succeeds though the wire passes, in the same step, to a send that must wait (the answer to a Close)", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("server", { highWaterMark: 1024 })
+      // the peer waits for bytes; woken inside the connection's write (the memory transport resumes
+      // it at once), it reads one byte and sends a Close: the connection's reader, woken in turn,
+      // answers it once the wire is free, and that answer must wait (the transport is full)
+      const peerSide = yield* Effect.forkChild(Effect.gen(function*() {
+        yield* peer.transport.read(new Uint8Array(1))
+        yield* peer.send(0x8, new Uint8Array([0x03, 0xe8]))
+      }))
+      yield* settle
+      const exit = yield* Effect.exit(connection.send(new Uint8Array(2048).fill(1)))
+      yield* Fiber.join(peerSide)
+      assert.isTrue(Exit.isSuccess(exit), String(exit))
+      assert.strictEqual(connection.stats.messagesOut, 1)
+    }))
+
   it.live("an operation interrupted right after it took the wire gives it back (the fiber may yield at any step)", () =>
     Effect.gen(function*() {
       const [client, server] = yield* Connection.makeMemoryPair()

@@ -1345,6 +1345,24 @@ describe("automatic pongs (RFC 6455 section 5.5.2)", () => {
     assert.deepStrictEqual(frames[0]!.payload, counting(40))
   })
 
+  it("a send queued while a pong waits goes out first, and its writer never gets the pong (cancelled, it would take the pong along)", () => {
+    const server = makeServer({ pongsOnSendQueue: true })
+    feed(server, "89 85 37fa213d 7f9f4d5158")
+    assert.isTrue(server.pongWaiting)
+    send(server, BinaryMessage, counting(3), undefined, "data")
+    // the send's writer is interrupted before anything of its frame is written
+    const frame = expectAction(next(server, QueueCode.Send), ActionCode.SendToNetwork)
+    assert.strictEqual(frame.bufferType, BinaryMessage)
+    complete(server, frame, 0)
+    const done = expectAction(next(server, QueueCode.Send), ActionCode.IndicateSendComplete)
+    assert.strictEqual(done.context, "data")
+    assert.isFalse(server.sendWritten)
+    complete(server, done)
+    // the pong is still owed, for whoever runs the send queue next
+    assert.isTrue(server.pongWaiting)
+    assert.strictEqual(toHex(drainSends(server).wire), "8a0548656c6c6f")
+  })
+
   it("only the latest ping waiting for the wire is answered", () => {
     const client = makeClient({ sendBufferSize: 16 })
     send(client, BinaryMessage, counting(40))

@@ -679,10 +679,12 @@ export class Engine {
 
   private sendAction(out: ActionRecord): boolean {
     if (this.sendOut !== OUT_NONE) return false
-    // A pong that had to wait for a frame of this queue goes out right after it, between frames,
+    // A pong that had to wait for a frame of this queue goes out right after it, between sends,
     // so that it is not stuck while the receive queue waits for the network; a send that is done
-    // says so first (its IndicateSendComplete), so that a pong that must wait does not hold it.
-    if ((this.sendPhase === SEND_IDLE || (this.sendPhase === SEND_EMIT && !this.sendHeaderSent)) && this.pongReady()) {
+    // says so first (its IndicateSendComplete), so that a pong that must wait does not hold it,
+    // and a send queued meanwhile goes first: whoever writes that send is not made to write the
+    // pong (cancelled, it would take the pong with it).
+    if (this.sendPhase === SEND_IDLE && this.pongReady()) {
       this.sendOutId = this.emitPong(out)
       this.sendOut = OUT_PONG
       return true
