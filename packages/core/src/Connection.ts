@@ -602,7 +602,7 @@ export const make = (
     }
     /**
      * The outcome of the send just run (ask while holding the wire): done when it went out whole; an
-     * `InvalidProtocolOperation` when the handle cancelled it (aborted while it was being written).
+     * `InvalidProtocolOperation` when it was cut (the handle aborted or deleted while it was written).
      */
     const sendOutcome = (): Effect.Effect<void, InvalidProtocolOperation> =>
       sendResult === SEND_WRITTEN
@@ -612,7 +612,7 @@ export const make = (
           new InvalidProtocolOperation({
             operation: "send",
             state: engine.stateName,
-            message: closedMessage("the send was cancelled: the connection was aborted while it was being written")
+            message: closedMessage("the send was cancelled: the handle was aborted or deleted while it was being written")
           })
         )
         : Effect.die(new Error("the send queue stopped before the send completed"))
@@ -626,7 +626,11 @@ export const make = (
     const runSendQueueSync = (restore: Restore): Effect.Effect<void, TransportError> | undefined => {
       const record = sendRecord
       for (;;) {
-        engine.getAction(QueueCode.Send, record)
+        if (engine.getAction(QueueCode.Send, record) !== Status.Ok) {
+          // the handle can go no further (deleted while a write was on its way): the send is cut
+          sendResult = SEND_CANCELLED
+          return undefined
+        }
         switch (record.action) {
           case ActionCode.SendToNetwork: {
             const buffers = buffersOf(record)

@@ -742,6 +742,28 @@ describe("Connection close", () => {
       yield* connection.abort // (the handle was aborted behind the connection's back: it does not know)
     }))
 
+  it.effect("a send whose handle is deleted while its frame is being written fails (it does not die)", () =>
+    Effect.gen(function*() {
+      const handleScope = yield* Scope.make()
+      const { clientHandle } = yield* Scope.provide(handles(), handleScope)
+      const [a] = yield* Transport.makeMemoryPair({ highWaterMark: Infinity })
+      // the handle's scope closes (WebSocketDeleteHandle) while the second part of the client's
+      // masked frame is written
+      let writes = 0
+      const deleting = Transport.make({
+        ...a,
+        tryWrite: undefined,
+        write: (buffers, owned) =>
+          ++writes === 2 ? Effect.andThen(Scope.close(handleScope, Exit.void), a.write(buffers, owned)) : a.write(buffers, owned)
+      })
+      const connection = yield* Connection.make(clientHandle, deleting)
+      const exit = yield* Effect.exit(connection.send(new Uint8Array(20000)))
+      assert.strictEqual(writes, 2, "the frame was cut after its second part")
+      assert.strictEqual(failureOf(exit)._tag, "InvalidProtocolOperation")
+      assert.strictEqual(connection.stats.messagesOut, 0)
+      yield* connection.abort
+    }))
+
   it.live("a pong waiting for the wire behind two sends still goes out when the second send is interrupted while it waits", () =>
     Effect.gen(function*() {
       const { connection, peer } = yield* rawConnection("server", { highWaterMark: 1024 })
