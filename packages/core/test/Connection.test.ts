@@ -721,47 +721,42 @@ describe("Connection close", () => {
       assert.strictEqual(connection.stats.messagesOut, 1)
     }))
 
+  /**
+   * Sends a 20 000-byte message from a client connection whose masked frame goes out in several
+   * writes; `cut` runs as the second write starts (the write then completes); returns the failure.
+   */
+  const sendCutAtSecondWrite = (clientHandle: WebSocket.ClientHandle, cut: Effect.Effect<void>) =>
+    Effect.gen(function*() {
+      const [a] = yield* Transport.makeMemoryPair({ highWaterMark: Infinity })
+      let writes = 0
+      const cutting = Transport.make({
+        ...a,
+        tryWrite: undefined,
+        write: (buffers, owned) => ++writes === 2 ? Effect.andThen(cut, a.write(buffers, owned)) : a.write(buffers, owned)
+      })
+      const connection = yield* Connection.make(clientHandle, cutting)
+      const exit = yield* Effect.exit(connection.send(new Uint8Array(20000)))
+      assert.strictEqual(writes, 2, "the frame was cut after its second part")
+      assert.strictEqual(connection.stats.messagesOut, 0, "not counted as sent")
+      yield* connection.abort // (the handle was cut behind the connection's back: it does not know)
+      return failureOf(exit)
+    })
+
   it.effect("a send cancelled by an abort while its frame is being written fails, and is not counted as sent", () =>
     Effect.gen(function*() {
       const { clientHandle } = yield* handles()
-      const [a] = yield* Transport.makeMemoryPair({ highWaterMark: Infinity })
-      // the handle is aborted while the second part of the client's masked frame is written
-      let writes = 0
-      const aborting = Transport.make({
-        ...a,
-        tryWrite: undefined,
-        write: (buffers, owned) =>
-          ++writes === 2 ? Effect.andThen(WebSocket.abortHandle(clientHandle), a.write(buffers, owned)) : a.write(buffers, owned)
-      })
-      const connection = yield* Connection.make(clientHandle, aborting)
-      const error = yield* Effect.flip(connection.send(new Uint8Array(20000)))
-      assert.strictEqual(writes, 2, "the frame was cut after its second part")
+      const error = yield* sendCutAtSecondWrite(clientHandle, WebSocket.abortHandle(clientHandle))
       assert.strictEqual(error._tag, "InvalidProtocolOperation")
       assert.include(error.message, "cancelled")
-      assert.strictEqual(connection.stats.messagesOut, 0)
-      yield* connection.abort // (the handle was aborted behind the connection's back: it does not know)
     }))
 
   it.effect("a send whose handle is deleted while its frame is being written fails (it does not die)", () =>
     Effect.gen(function*() {
       const handleScope = yield* Scope.make()
       const { clientHandle } = yield* Scope.provide(handles(), handleScope)
-      const [a] = yield* Transport.makeMemoryPair({ highWaterMark: Infinity })
-      // the handle's scope closes (WebSocketDeleteHandle) while the second part of the client's
-      // masked frame is written
-      let writes = 0
-      const deleting = Transport.make({
-        ...a,
-        tryWrite: undefined,
-        write: (buffers, owned) =>
-          ++writes === 2 ? Effect.andThen(Scope.close(handleScope, Exit.void), a.write(buffers, owned)) : a.write(buffers, owned)
-      })
-      const connection = yield* Connection.make(clientHandle, deleting)
-      const exit = yield* Effect.exit(connection.send(new Uint8Array(20000)))
-      assert.strictEqual(writes, 2, "the frame was cut after its second part")
-      assert.strictEqual(failureOf(exit)._tag, "InvalidProtocolOperation")
-      assert.strictEqual(connection.stats.messagesOut, 0)
-      yield* connection.abort
+      // the handle's scope closes: WebSocketDeleteHandle
+      const error = yield* sendCutAtSecondWrite(clientHandle, Scope.close(handleScope, Exit.void))
+      assert.strictEqual(error._tag, "InvalidProtocolOperation")
     }))
 
   it.live("a pong waiting for the wire behind two sends still goes out when the second send is interrupted while it waits", () =>
