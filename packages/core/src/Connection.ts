@@ -866,6 +866,21 @@ export const make = (
       return message
     }
 
+    /** Whether a fiber writes the automatic pongs the reader queued (see `writePongs`). */
+    let writingPongs = false
+    const writePongs: Effect.Effect<void> = Effect.gen(function*() {
+      for (let i = 0; i < 1000 && engine.pongWaiting; i++) {
+        const flushed = yield* Effect.exit(flushPong)
+        if (flushed._tag === "Failure") {
+          writingPongs = false
+          const error = Cause.findErrorOption(flushed.cause)
+          if (Option.isNone(error) || Deferred.isDoneUnsafe(closedDeferred)) return
+          return yield* Effect.andThen(Fiber.interrupt(reader), failTransport(error.value))
+        }
+      }
+      writingPongs = false // (in the same step as the last look at `pongWaiting`)
+    })
+
     /** Whether the reader ever ran (it does not when the connection's scope was closed already). */
     let readerRan = false
     const readLoop = Effect.gen(function*() {
@@ -880,12 +895,11 @@ export const make = (
         if (engine.receive(into, undefined) !== Status.Ok) return
         for (;;) {
           const status = engine.getAction(QueueCode.Receive, record)
-          if (engine.pongWaiting) {
-            const flushed = yield* Effect.exit(flushPong)
-            if (flushed._tag === "Failure") {
-              return yield* failTransport(Option.getOrElse(Cause.findErrorOption(flushed.cause), () =>
-                new TransportError({ message: "writing a pong failed" })))
-            }
+          // (written by a fiber of its own: the reader waiting for the wire would stop reading, and a
+          // send that holds the wire may wait for a peer that reads nothing until its own send is done)
+          if (engine.pongWaiting && !writingPongs) {
+            writingPongs = true // (before the fork: the writer may be done before it returns)
+            yield* Effect.forkScoped(writePongs, { startImmediately: true })
           }
           if (status !== Status.Ok) return yield* failProtocol(engineError(engine, "getAction", "queue") as InvalidProtocolFormat | InvalidProtocolOperation)
           if (record.action === ActionCode.ReceiveFromNetwork) {

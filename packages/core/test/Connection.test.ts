@@ -710,6 +710,60 @@ describe("Connection close", () => {
       assert.deepStrictEqual([pong.opcode, decoder.decode(pong.payload)], [0xa, "p"])
     }))
 
+  it.effect("a pong that cannot be written fails the connection (1006, the messages fail with the transport's error)", () =>
+    Effect.gen(function*() {
+      const { serverHandle } = yield* handles()
+      const [a, b] = yield* Transport.makeMemoryPair()
+      // a transport that takes everything but Pong frames
+      const isPong = (buffers: ReadonlyArray<Uint8Array>) => buffers.length > 0 && buffers[0]![0] === 0x8a
+      const failing = Transport.make({
+        ...a,
+        tryWrite: undefined,
+        write: (buffers, owned) =>
+          isPong(buffers) ? Effect.fail(new Transport.TransportError({ message: "pong refused" })) : a.write(buffers, owned)
+      })
+      const connection = yield* Connection.make(serverHandle, failing)
+      const peer = new RawPeer(b, true)
+      const messages = yield* Effect.forkChild(drain(connection))
+      yield* peer.send(0x1, "before")
+      yield* peer.send(0x9, "p")
+      const info = yield* connection.closed
+      assert.deepStrictEqual([info.code, info.clean], [1006, false])
+      assert.include(info.reason, "pong refused")
+      const { got, exit } = yield* Fiber.join(messages)
+      assert.deepStrictEqual(got, ["before"])
+      assert.strictEqual(failureOf(exit)._tag, "TransportError")
+    }))
+
+  it.live("two connections that keep sending large messages and pings to each other do not deadlock on their pongs", () =>
+    Effect.gen(function*() {
+      // each reader parses a ping while its own send holds the wire and waits for the other side to
+      // read: a reader that waits for the wire to write the pong stops reading, and so does the other
+      const [client, server] = yield* Connection.makeMemoryPair({ highWaterMark: 1024 })
+      const rounds = 20
+      const gotClient = yield* Effect.forkChild(Stream.runCollect(Stream.take(client.messages, rounds)))
+      const gotServer = yield* Effect.forkChild(Stream.runCollect(Stream.take(server.messages, rounds)))
+      const big = new Uint8Array(64 * 1024).fill(7)
+      const loop = (c: Connection.Connection) =>
+        Effect.gen(function*() {
+          for (let i = 0; i < rounds; i++) {
+            yield* c.send(big)
+            yield* c.ping("x")
+          }
+        })
+      const a = yield* Effect.forkChild(loop(client))
+      const b = yield* Effect.forkChild(loop(server))
+      const done = yield* Effect.timeoutOption(Effect.all([Fiber.join(a), Fiber.join(b)]), "3 seconds")
+      assert.isTrue(
+        Option.isSome(done),
+        `both loops completed (client out ${client.stats.messagesOut}, server out ${server.stats.messagesOut})`
+      )
+      assert.strictEqual((yield* Fiber.join(gotClient)).length, rounds)
+      assert.strictEqual((yield* Fiber.join(gotServer)).length, rounds)
+      // (only the latest of pings that come in a row is answered)
+      yield* waitUntil(() => client.stats.pongsIn > 0 && server.stats.pongsIn > 0, "pings answered")
+    }), 20_000)
+
   it.live("a send interrupted while its frame waits leaves the pong queued meanwhile to go out", () =>
     Effect.gen(function*() {
       const { connection, peer, sending } = yield* sendWaitingWithPongBehind
