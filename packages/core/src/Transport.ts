@@ -213,6 +213,10 @@ const memoryEnd = (incoming: Pipe, outgoing: Pipe): Transport => {
       const n = incoming.take(buffer)
       if (n >= 0) return Effect.succeed(n)
       return Effect.callback<number>((resume) => {
+        // looked at again as the wait starts: the fiber may have yielded since, and a write that
+        // came meanwhile found no reader to wake
+        const m = incoming.take(buffer)
+        if (m >= 0) return resume(Effect.succeed(m))
         // woken by a write, the end or the close: the bytes are taken at once (unless this read
         // was interrupted while its wake-up waited for the event loop)
         let cancelled = false
@@ -261,6 +265,9 @@ const memoryEnd = (incoming: Pipe, outgoing: Pipe): Transport => {
       if (outgoing.buffered >= outgoing.highWaterMark) {
         return Effect.flatMap(
           Effect.callback<void>((resume) => {
+            // looked at again as the wait starts (the fiber may have yielded since): room made
+            // meanwhile woke no one
+            if (outgoing.buffered < outgoing.highWaterMark || outgoing.broken || outgoing.ended) return resume(Effect.void)
             const wake = () => resume(Effect.void)
             outgoing.writersWaiting.push(wake)
             return Effect.sync(() => {

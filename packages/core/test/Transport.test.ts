@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Fiber } from "effect"
+import { Effect, Fiber, Option, Scheduler } from "effect"
 import { Transport } from "../src/index.ts"
 
 const encoder = new TextEncoder()
@@ -62,6 +62,29 @@ describe("Transport.makeMemoryPair", () => {
       assert.strictEqual(yield* Fiber.join(reader), 3)
       assert.deepStrictEqual(buffer.subarray(0, 3), new Uint8Array([7, 8, 9]))
     }))
+
+  it.live("a read or a write that must wait is woken by what came while it was on its way to wait (the fiber may yield at any step)", () =>
+    Effect.gen(function*() {
+      // (from 3: with a budget of 2 an Effect fiber makes no progress at all)
+      for (let budget = 3; budget <= 30; budget++) {
+        yield* Effect.scoped(Effect.gen(function*() {
+          const [a, b] = yield* Transport.makeMemoryPair({ highWaterMark: 4 })
+          // a read that must wait; the write comes as soon as the reader yields
+          const reader = yield* Effect.forkChild(b.read(new Uint8Array(8)).pipe(Effect.provideService(Scheduler.MaxOpsBeforeYield, budget)))
+          yield* Effect.yieldNow
+          yield* a.write([new Uint8Array([1, 2])])
+          const read = yield* Effect.timeoutOption(Fiber.join(reader), "1 second")
+          assert.deepStrictEqual(read, Option.some(2), `budget ${budget}: the read was woken`)
+          // a write that must wait (the pipe is full); room is made as soon as the writer yields
+          yield* a.write([new Uint8Array(8)])
+          const writer = yield* Effect.forkChild(a.write([new Uint8Array([9])]).pipe(Effect.provideService(Scheduler.MaxOpsBeforeYield, budget)))
+          yield* Effect.yieldNow
+          assert.strictEqual(yield* b.read(new Uint8Array(8)), 8)
+          const written = yield* Effect.timeoutOption(Fiber.join(writer), "1 second")
+          assert.isTrue(Option.isSome(written), `budget ${budget}: the write was woken`)
+        }))
+      }
+    }), 60_000)
 
   it.effect("several buffers of one write arrive in order, across small reads", () =>
     Effect.gen(function*() {

@@ -193,6 +193,10 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
       if (ready !== undefined) return ready
       if (socket.isPaused()) socket.resume()
       return Effect.callback<number, Transport.TransportError>((resume) => {
+        // looked at again as the wait starts: the fiber may have yielded since, and data that came
+        // meanwhile found no reader to wake
+        const now = readNow(buffer)
+        if (now !== undefined) return resume(now)
         // woken by data, the end, an error or the close: the outcome is taken at once
         const onWake = () => {
           const outcome = readNow(buffer)
@@ -309,6 +313,10 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
 
   /** Waits until the socket's buffer drains (or the socket closes: then fails). */
   const drained = Effect.callback<void, Transport.TransportError>((resume) => {
+    // looked at again as the wait starts: the fiber may have yielded since `mustWait`, and a
+    // `drain` or `close` emitted meanwhile would never come again
+    if (socket.destroyed) return resume(Effect.fail(failure ?? closedError()))
+    if (!mustWait()) return resume(Effect.void)
     const onDrain = () => {
       socket.off("close", onClose)
       resume(Effect.void)

@@ -4,9 +4,9 @@
  */
 import { Transport } from "@effect-websocket/core"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Fiber } from "effect"
+import { Effect, Fiber, Option, Scheduler } from "effect"
 import * as Net from "node:net"
-import { duplexPair } from "node:stream"
+import { Duplex, duplexPair } from "node:stream"
 import { NodeTransport } from "../src/index.ts"
 
 /** A connected pair of loopback sockets (client end, server end), destroyed with the scope. */
@@ -116,6 +116,40 @@ describe("NodeTransport.fromDuplex", () => {
       assert.isFalse(a.tryWrite!([chunk], true), "tryWrite refuses while the socket is full")
       yield* Fiber.interrupt(writer)
     }))
+
+  it.live("a write or a read that must wait is woken by what came while it was on its way to wait (the fiber may yield at any step)", () =>
+    Effect.gen(function*() {
+      // (from 3: with a budget of 2 an Effect fiber makes no progress at all)
+      for (let budget = 3; budget <= 40; budget++) {
+        // a stream whose writes complete when the test says so
+        const held: Array<() => void> = []
+        const stream = new Duplex({
+          writableHighWaterMark: 16,
+          read() {},
+          write(_chunk, _encoding, callback) {
+            held.push(callback)
+          }
+        })
+        const transport = NodeTransport.fromDuplex(stream, { writeBufferLimit: 16 })
+        yield* transport.write([new Uint8Array(8192)]) // taken; the stream now holds more than the limit
+        const writer = yield* Effect.forkChild(
+          transport.write([new Uint8Array(8192)]).pipe(Effect.provideService(Scheduler.MaxOpsBeforeYield, budget))
+        )
+        yield* Effect.yieldNow
+        while (held.length > 0) held.shift()!() // the stream takes everything: it emits drain
+        const done = yield* Effect.timeoutOption(Fiber.join(writer), "1 second")
+        assert.isTrue(Option.isSome(done), `budget ${budget}: the write was woken`)
+        // a read that must wait; the data comes as soon as the reader yields
+        const reader = yield* Effect.forkChild(
+          transport.read(new Uint8Array(8)).pipe(Effect.provideService(Scheduler.MaxOpsBeforeYield, budget))
+        )
+        yield* Effect.yieldNow
+        stream.push(new Uint8Array([1, 2]))
+        const read = yield* Effect.timeoutOption(Fiber.join(reader), "1 second")
+        assert.deepStrictEqual(read, Option.some(2), `budget ${budget}: the read was woken`)
+        stream.destroy()
+      }
+    }), 60_000)
 
   it.live("reading pauses the socket once highWaterMark bytes wait, and resumes as they are read", () =>
     Effect.gen(function*() {
