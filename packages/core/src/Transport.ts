@@ -213,10 +213,6 @@ const memoryEnd = (incoming: Pipe, outgoing: Pipe): Transport => {
       const n = incoming.take(buffer)
       if (n >= 0) return Effect.succeed(n)
       return Effect.callback<number>((resume) => {
-        // looked at again as the wait starts: the fiber may have yielded since, and a write that
-        // came meanwhile found no reader to wake
-        const m = incoming.take(buffer)
-        if (m >= 0) return resume(Effect.succeed(m))
         // woken by a write, the end or the close: the bytes are taken at once (unless this read
         // was interrupted while its wake-up waited for the event loop)
         let cancelled = false
@@ -226,7 +222,9 @@ const memoryEnd = (incoming: Pipe, outgoing: Pipe): Transport => {
           if (m < 0) incoming.readerWaiting = onWake
           else resume(Effect.succeed(m))
         }
-        incoming.readerWaiting = onWake
+        // the wait starts with a look of its own: the fiber may have yielded since the one above,
+        // and a write that came meanwhile found no reader to wake
+        onWake()
         return Effect.sync(() => {
           cancelled = true
           if (incoming.readerWaiting === onWake) incoming.readerWaiting = undefined

@@ -193,17 +193,15 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
       if (ready !== undefined) return ready
       if (socket.isPaused()) socket.resume()
       return Effect.callback<number, Transport.TransportError>((resume) => {
-        // looked at again as the wait starts: the fiber may have yielded since, and data that came
-        // meanwhile found no reader to wake
-        const now = readNow(buffer)
-        if (now !== undefined) return resume(now)
         // woken by data, the end, an error or the close: the outcome is taken at once
         const onWake = () => {
           const outcome = readNow(buffer)
           if (outcome === undefined) wakeReader = onWake
           else resume(outcome)
         }
-        wakeReader = onWake
+        // the wait starts with a look of its own: the fiber may have yielded since the one above,
+        // and data that came meanwhile found no reader to wake
+        onWake()
         return Effect.sync(() => {
           wakeReader = undefined
         })
