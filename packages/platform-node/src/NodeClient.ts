@@ -33,8 +33,8 @@ export interface ConnectOptions extends Client.ConnectOptions {
    * Follow redirects: a `3xx` answer with a `Location` header leads to a new attempt at that URL
    * (relative to the current one), as `ws`'s `followRedirects` does. `Authorization` and `Cookie`
    * headers are dropped from the first hop that leaves the original host (or goes from `wss://` to
-   * `ws://`) on, and a custom `Host` header from the first hop to another host on. Default false: a
-   * redirect is a `HandshakeRejected`.
+   * `ws://`) on, and a custom `Host` header from the first hop to another host on. The handshake
+   * timeout bounds all the hops together. Default false: a redirect is a `HandshakeRejected`.
    */
   readonly followRedirects?: boolean | undefined
   /** How many redirects are followed at most (default 10); the answer beyond is a `HandshakeRejected`. */
@@ -224,10 +224,12 @@ export const connect = (
     const attempt = (hop: Hop): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope> =>
       Client.releaseOnFailure(open(hop, timeout, socketBuffers, options))
     if (redirects.followRedirects !== true) return yield* attempt({ target, shown, headers: Client.headerList(options?.headers) })
+    // the handshake timeout bounds the whole connect, not each hop: a server that redirects every
+    // request just within it would otherwise hold the caller maxRedirects times as long
     return yield* followRedirects(attempt, target, shown, Client.headerList(options?.headers), {
       maxRedirects: redirects.maxRedirects ?? 10,
       socketPath: options?.socketPath
-    })
+    }).pipe(Effect.timeoutOrElse({ duration: timeout, orElse: () => Effect.fail(timedOut(shown, timeout)) }))
   }).pipe(Client.instrumentConnect(shown))
 }
 
@@ -285,6 +287,10 @@ const followRedirects = (
   return from({ target: original, shown, headers }, 0)
 }
 
+/** The failure of a connect that did not complete within the handshake timeout. */
+const timedOut = (shown: string, timeout: Duration.Duration): Client.ConnectError =>
+  new Client.ConnectError({ reason: "Timeout", url: shown, message: `connecting to ${shown} timed out after ${Duration.format(timeout)}` })
+
 /** Opens the socket of one hop, runs the opening handshake over it, and starts the connection. */
 const open = (
   hop: Hop,
@@ -311,15 +317,7 @@ const open = (
     // (interruptible: the handshake timeout must be able to cut a server that never answers)
     const upgraded = yield* request(shown, target, requestHeaders, options?.tls, (socket) => {
       upgradedSocket = socket
-    }).pipe(
-      Effect.timeoutOrElse({
-        duration: timeout,
-        orElse: () =>
-          Effect.fail(
-            new Client.ConnectError({ reason: "Timeout", url: shown, message: `connecting to ${shown} timed out after ${Duration.format(timeout)}` })
-          )
-      })
-    )
+    }).pipe(Effect.timeoutOrElse({ duration: timeout, orElse: () => Effect.fail(timedOut(shown, timeout)) }))
     const responseHeaders = Headers.fromRawHeaders(upgraded.response.rawHeaders)
     const result = yield* WebSocket.endClientHandshake(handle, { responseHeaders }).pipe(
       Effect.catchTag("InvalidProtocolOperation", (error) => Effect.die(error))
