@@ -802,12 +802,13 @@ export const make = (
     const accumulatorTail = (): Uint8Array | undefined =>
       accumulator.length - accumulated < 128 ? undefined : accumulator.subarray(accumulated)
     /**
-     * When messages are large (the last one was 8 KiB or more), the buffer to receive the next one
-     * into from its start: the handle then reads the header on its own and binary payload goes
-     * straight into it. `undefined` otherwise.
+     * When messages are large (the last one was from 8 KiB to 1 MiB), the buffer to receive the
+     * next one into from its start: the handle then reads the header on its own and binary payload
+     * goes straight into it. `undefined` otherwise: the buffer is made before the next message shows
+     * its size, and one larger than the retained size would stay with a connection gone quiet.
      */
     const messageStart = (): Uint8Array | undefined => {
-      if (sizeHint < DIRECT_MESSAGE_SIZE) return undefined
+      if (sizeHint < DIRECT_MESSAGE_SIZE || sizeHint > RETAINED_ACCUMULATOR) return undefined
       if (accumulator.length < sizeHint) accumulator = allocatePlainUninitialized(sizeHint)
       return accumulator
     }
