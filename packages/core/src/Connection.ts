@@ -785,7 +785,7 @@ export const make = (
         yield* complete({ code, reason, clean, initiator })
       })
 
-    /** The message being assembled from several chunks; sized from the previous one, doubled when too small. */
+    /** The message being assembled from several chunks; sized from the previous one, doubled when too small (up to maxMessageSize). */
     let accumulator = new Uint8Array(0)
     let accumulated = 0
     let sizeHint = 0
@@ -819,7 +819,8 @@ export const make = (
         return
       }
       if (need > accumulator.length) {
-        let capacity = accumulated === 0 && sizeHint >= need ? sizeHint : Math.max(need, 2 * accumulator.length)
+        // doubled, but never past the largest message the handle lets through
+        let capacity = accumulated === 0 && sizeHint >= need ? sizeHint : Math.min(2 * accumulator.length, engine.maxMessageSize)
         if (capacity < need) capacity = need
         const grown = allocatePlainUninitialized(capacity)
         if (accumulated > 0) grown.set(accumulator.subarray(0, accumulated))

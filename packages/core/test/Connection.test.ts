@@ -1216,6 +1216,21 @@ describe("Connection failures", () => {
       )
     }))
 
+  it.effect("a message assembled from fragments never takes a buffer larger than maxMessageSize", () =>
+    Effect.gen(function*() {
+      const maxMessageSize = 100_000
+      for (const [first, second] of [[60_000, 39_000], [70_000, 30_000], [50_001, 49_999]] as const) {
+        const { connection, peer } = yield* rawConnection("client", { handle: { maxMessageSize } })
+        yield* peer.send(0x2, pattern(first, 1), { fin: false })
+        yield* peer.send(0x0, pattern(second, 2))
+        const bytes = Option.getOrThrow(yield* Stream.runHead(connection.messages))
+        assert.instanceOf(bytes, Uint8Array)
+        assert.strictEqual(bytes.length, first + second)
+        assert.deepStrictEqual(bytes.subarray(first), pattern(second, 2))
+        assert.isAtMost(bytes.buffer.byteLength, maxMessageSize, `${first} + ${second}`)
+      }
+    }))
+
   it.effect("the transport ends without a Close: messages fail with TransportError, closed reports 1006", () =>
     Effect.gen(function*() {
       const { connection, peer } = yield* rawConnection("client")
