@@ -86,7 +86,11 @@ export interface ServeOptions<RA = never> extends UpgradeOptions<RA> {
   readonly port?: number | undefined
   /** Serve `wss://` with these TLS settings (`cert`, `key`, ...). */
   readonly tls?: Tls.SecureContextOptions & Tls.TlsOptions | undefined
-  /** Time a client has to send its whole upgrade request. Default 10 seconds. */
+  /**
+   * Time a client has to send its whole upgrade request. Default 10 seconds. Node checks its
+   * request timeouts on an interval (here a quarter of this timeout, at most a second), so a slow
+   * client is dropped up to that much later.
+   */
   readonly handshakeTimeout?: Duration.Input | undefined
   /** Largest size of the request headers in bytes. Default 16 KiB (Node's). */
   readonly maxHeaderBytes?: number | undefined
@@ -354,7 +358,7 @@ export const serve = <E, R, RA = never>(
       maxHeaderSize: maxHeaderBytes,
       headersTimeout: handshakeTimeout,
       requestTimeout: handshakeTimeout,
-      connectionsCheckingInterval: Math.min(1000, handshakeTimeout)
+      connectionsCheckingInterval: Math.min(1000, Math.max(10, Math.ceil(handshakeTimeout / 4)))
     }
     const onRequest = (_req: Http.IncomingMessage, res: Http.ServerResponse) => {
       res.writeHead(426, { "Content-Type": "text/plain; charset=utf-8", Upgrade: "websocket", Connection: "close" })
