@@ -97,6 +97,11 @@ export interface Stats {
   readonly bytesIn: number
   readonly messagesOut: number
   readonly bytesOut: number
+  /**
+   * Pings received. The connection answers them itself; of pings that arrive together (in one
+   * read, or while one of its frames is being written) only the latest gets a pong, as RFC 6455
+   * section 5.5.3 allows, and none once its Close has gone out.
+   */
   readonly pingsIn: number
   readonly pongsIn: number
 }
