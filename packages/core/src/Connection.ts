@@ -98,9 +98,9 @@ export interface Stats {
   readonly messagesOut: number
   readonly bytesOut: number
   /**
-   * Pings received. The connection answers them itself; of pings that arrive together (in one
-   * read, or while one of its frames is being written) only the latest gets a pong, as RFC 6455
-   * section 5.5.3 allows, and none once its Close has gone out.
+   * Pings received. The connection answers each itself, in order (of a flood that keeps more than
+   * 16 pongs waiting for the wire, the latest takes the last place, as RFC 6455 section 5.5.3
+   * allows), and none once its Close has gone out.
    */
   readonly pingsIn: number
   readonly pongsIn: number

@@ -180,6 +180,13 @@ const EMPTY = new Uint8Array(0)
  */
 const RESERVE = 4
 const CONTROL_FRAME_LENGTH = MAX_HEADER_LENGTH + MAX_CONTROL_PAYLOAD
+/**
+ * Automatic pongs that may wait to go out at once. Every ping is answered while fewer wait; beyond,
+ * the latest ping's pong takes the place of the last one waiting (RFC 6455 section 5.5.3: an
+ * endpoint "MAY elect to send a Pong frame for only the most recently processed Ping frame"), so
+ * that a peer flooding pings and reading nothing holds a bounded amount of memory.
+ */
+const MAX_WAITING_PONGS = 16
 const KEY_POOL_SIZE = 4096
 /**
  * With {@link Engine.allocateFrame}, frames with payloads from this size on are handed out in
@@ -281,9 +288,8 @@ export class Engine {
   private readonly sbuf: Uint8Array
   private readonly sendHeader = new Uint8Array(MAX_HEADER_LENGTH)
   private readonly controlFrame = new Uint8Array(CONTROL_FRAME_LENGTH)
-  /** Two pong frames, so that a ping can be answered while the previous pong is still being written. */
-  private readonly pongA = new Uint8Array(CONTROL_FRAME_LENGTH)
-  private readonly pongB = new Uint8Array(CONTROL_FRAME_LENGTH)
+  /** Where the pong answering a ping is built, before it is copied into a frame of its own. */
+  private readonly pongFrame = new Uint8Array(CONTROL_FRAME_LENGTH)
   private readonly keyPool = new Uint8Array(KEY_POOL_SIZE)
   private keyPoolOffset = KEY_POOL_SIZE
   /** Masking key of the control frame being built. */
@@ -345,8 +351,8 @@ export class Engine {
   /** Bytes of an incomplete code point at the end of a non-final text frame. */
   private readonly carry = new Uint8Array(4)
   private carryLength = 0
-  /** The pong frame waiting to go out (answering the latest ping), if any. */
-  private pongPending: Uint8Array | undefined = undefined
+  /** The pong frames waiting to go out, oldest first (at most {@link MAX_WAITING_PONGS}). */
+  private readonly pongsWaiting: Array<Uint8Array> = []
   /** The pong frame handed out and not yet completed, if any. */
   private pongOut: Uint8Array | undefined = undefined
   // the prepared delivery
@@ -408,7 +414,7 @@ export class Engine {
 
   /** Whether an automatic pong waits to be handed out (drivers with `pongsOnSendQueue` then run the send queue). */
   get pongWaiting(): boolean {
-    return this.pongPending !== undefined
+    return this.pongsWaiting.length > 0
   }
 
   /**
@@ -805,23 +811,22 @@ export class Engine {
    */
   private pongReady(): boolean {
     if (
-      this.pongPending === undefined || this.pongOut !== undefined || this.wireOwner !== WIRE_FREE ||
+      this.pongsWaiting.length === 0 || this.pongOut !== undefined || this.wireOwner !== WIRE_FREE ||
       this.sendOut === OUT_SEND_FRAME
     ) return false
     if (
       this.state === HandleState.CloseSent || this.state === HandleState.Closed || this.state === HandleState.Aborted ||
       this.sendBroken
     ) {
-      this.pongPending = undefined
+      this.pongsWaiting.length = 0
       return false
     }
     return true
   }
 
-  /** Hands out the pending automatic pong (it belongs to the receive queue whichever queue carries it). */
+  /** Hands out the oldest waiting automatic pong (it belongs to the receive queue whichever queue carries it). */
   private emitPong(out: ActionRecord): number {
-    const frame = this.pongPending!
-    this.pongPending = undefined
+    const frame = this.pongsWaiting.shift()!
     this.pongOut = frame
     out.action = ActionCode.SendToNetwork
     out.queue = QueueCode.Receive
@@ -835,7 +840,7 @@ export class Engine {
   private receiveAction(out: ActionRecord): Status {
     if (this.receiveOut !== OUT_NONE) return Status.Ok
     if (this.state === HandleState.Aborted) {
-      this.pongPending = undefined
+      this.pongsWaiting.length = 0
       if (!this.receivePending) return Status.Ok
       this.deliverKind = DELIVER_EOF
       return this.deliver(out)
@@ -1137,14 +1142,12 @@ export class Engine {
               // with identical Application data"
               this.rstart = end
               this.rstate = RS_HEADER
-              // Only the latest ping is answered ("MAY elect to send a Pong frame for only the most
-              // recently processed Ping"); never overwrite the pong being written (pongOut is a view:
-              // compare the memory behind it).
-              const target = this.pongOut !== undefined && this.pongOut.buffer === this.pongA.buffer
-                ? this.pongB
-                : this.pongA
-              const length = this.buildControlFrame(target, Opcode.Pong, buf.subarray(start, end), undefined)
-              this.pongPending = target.subarray(0, length)
+              // Every ping is answered, in order, up to MAX_WAITING_PONGS waiting; beyond, the
+              // latest takes the place of the last one waiting.
+              const length = this.buildControlFrame(this.pongFrame, Opcode.Pong, buf.subarray(start, end), undefined)
+              const pong = this.pongFrame.slice(0, length)
+              if (this.pongsWaiting.length < MAX_WAITING_PONGS) this.pongsWaiting.push(pong)
+              else this.pongsWaiting[MAX_WAITING_PONGS - 1] = pong
               if (!this.pongsOnSendQueue && this.pongReady()) return PARSE_PONG
               continue
             }
