@@ -125,7 +125,8 @@ export interface Connection {
    * handed to the transport. Concurrent sends go out one after the other. Fails with
    * `InvalidProtocolOperation` once the connection is closing or closed, and with
    * `InvalidParameter` for anything else than text or bytes (as `ws` does, an `ArrayBuffer` or
-   * another typed array or `DataView` is sent as its bytes).
+   * another typed array or `DataView` is sent as its bytes), and with `TransportError` when the
+   * transport broke (the peer went away): the connection then ends with 1006.
    *
    * Interrupted while it waits for the transport (a peer that does not read) before any of it
    * went out, a send leaves nothing on the wire and the connection goes on. A client's message
@@ -162,6 +163,11 @@ export interface Connection {
    * the peer's Close (or ours, once answered or once `close` stopped waiting for the answer);
    * fails with a {@link ConnectionError} when the peer breaks the protocol or the transport ends
    * without a Close frame.
+   *
+   * Messages nobody takes are not dropped (as `ws` drops those no listener takes): once
+   * `messageBuffer` of them wait, the connection stops reading, and so sees neither the peer's
+   * Close nor the end of its socket until a send fails. A handler that has no use for them drains
+   * them (`Stream.runDrain(connection.messages)`, which also ends when the connection does).
    */
   readonly messages: Stream.Stream<Message, ConnectionError>
   /**
@@ -173,7 +179,10 @@ export interface Connection {
    * 1015, 1004, below 1000, ...) or a reason over 123 UTF-8 bytes.
    */
   readonly close: (code?: number, reason?: string) => Effect.Effect<CloseInfo, InvalidParameter>
-  /** Completes with how the connection ended, once it has. */
+  /**
+   * Completes with how the connection ended, once it has: also when a send or ping fails because
+   * the transport broke (1006), though the connection was not reading (see {@link messages}).
+   */
   readonly closed: Effect.Effect<CloseInfo>
   /**
    * Cuts the transport at once, without a closing handshake: what is still queued is dropped, as
@@ -589,7 +598,7 @@ export const make = (
       return Effect.matchEffect(write, {
         onFailure: (error) => {
           engine.completeAction(id, 0) // cancels the send: the frame is incomplete on the wire
-          return Effect.andThen(drainSendQueue, Effect.fail(error))
+          return Effect.andThen(Effect.andThen(drainSendQueue, lostTransport(error)), Effect.fail(error))
         },
         onSuccess: () => {
           engine.completeAction(id, bytes)
@@ -743,6 +752,24 @@ export const make = (
         yield* closeTransport
         yield* finish({ code: 1006, reason: error.message, clean: false, initiator }, error)
       })
+
+    /**
+     * A write failed while the connection was open: the peer is gone. The connection ends (1006)
+     * though the reader may not see it: it reads nothing while the consumer is behind (a handler
+     * that sends and never takes its messages), and a paused socket reports no end. Done by a fiber
+     * of its own, as the writer may be the reader itself; once a Close went either way, the
+     * closing handshake ends the connection (within the close timeout).
+     */
+    const lostTransport = (error: TransportError) =>
+      Effect.suspend(() =>
+        Deferred.isDoneUnsafe(closedDeferred) || engine.state !== HandleState.Open
+          ? Effect.void
+          : Effect.asVoid(Effect.forkDetach(Effect.uninterruptible(Effect.gen(function*() {
+            if (Deferred.isDoneUnsafe(closedDeferred)) return
+            yield* Fiber.interrupt(reader)
+            yield* failTransport(error)
+          }))))
+      )
 
     /** The client waits (bounded) for the server to end the transport first (RFC 6455 section 7.1.1). */
     const awaitTransportEnd = Effect.suspend(() => {

@@ -1,6 +1,7 @@
-import { type Connection, Metrics } from "@effect-websocket/core"
+import { Client, type Connection, Metrics } from "@effect-websocket/core"
+import { HttpHeader } from "@effect-websocket/schema"
 import { assert, describe, it } from "@effect/vitest"
-import { Arbitrary, Deferred, Effect, Exit, Fiber, Metric, Scheduler, Schema, Scope, Stream, Tracer } from "effect"
+import { Arbitrary, Cause, Deferred, Effect, Exit, Fiber, Metric, Scheduler, Schema, Scope, Stream, Tracer } from "effect"
 import { WebSocket as WsClient } from "ws"
 import { NodeClient, NodeServer } from "../src/index.ts"
 import { eventually, sweepInterruptions } from "./interruptAt.ts"
@@ -119,6 +120,28 @@ describe("NodeServer + NodeClient", () => {
       ])
     }))
 
+  it.live("the handler gets the very request object authorize saw: what authorize found (a user) reaches it in a WeakMap", () =>
+    Effect.gen(function*() {
+      const users = new WeakMap<Client.UpgradeRequest, string>()
+      const options: Client.ServeOptions = {
+        authorize: (request) => {
+          const token = HttpHeader.getCombined(request.headers, "Authorization")
+          if (token !== "Bearer alice-token") return Effect.fail(new NodeServer.Rejection({ status: 401, message: "who are you?" }))
+          users.set(request, "alice")
+          return Effect.void
+        }
+      }
+      const handler: Client.Handler = (connection, request) => connection.send(`hello ${users.get(request)}`)
+      const greeting = Effect.scoped(Effect.gen(function*() {
+        const connection = yield* Client.connect(url, { headers: { Authorization: "Bearer alice-token" } })
+        return yield* Stream.runCollect(connection.messages)
+      }))
+      let url = (yield* NodeServer.serve(handler, options)).url
+      assert.deepStrictEqual(yield* greeting.pipe(Effect.provide(NodeClient.layer)), ["hello alice"])
+      url = "ws://memory.test/"
+      assert.deepStrictEqual(yield* greeting.pipe(Effect.provide(Client.layerMemory(handler, options))), ["hello alice"])
+    }))
+
   it.live("a ws client talks to our server", () =>
     Effect.gen(function*() {
       const server = yield* echo
@@ -134,6 +157,73 @@ describe("NodeServer + NodeClient", () => {
         })
       )
       assert.strictEqual(reply, "from ws")
+    }))
+})
+
+describe("a peer that goes away", () => {
+  it.live("while nobody reads its messages: the next send that fails ends the connection (1006) and its handler", () =>
+    Effect.gen(function*() {
+      // a push-only handler: it sends ticks, ignores what the client says and waits for the end
+      const ended = yield* Deferred.make<Connection.CloseInfo>()
+      const server = yield* NodeServer.serve((connection) =>
+        Effect.gen(function*() {
+          yield* Effect.forkChild(Effect.forever(Effect.andThen(Effect.ignore(connection.send("tick")), Effect.sleep("10 millis"))))
+          yield* Deferred.succeed(ended, yield* connection.closed)
+        }), { connection: { messageBuffer: 4 } })
+      // the client fills the message buffer (the server stops reading), then its socket goes
+      yield* Effect.promise(() =>
+        new Promise<void>((resolve, reject) => {
+          const ws = new WsClient(server.url)
+          ws.on("open", () => {
+            for (let i = 0; i < 20; i++) ws.send(`unread ${i}`)
+            setTimeout(() => {
+              ws.terminate()
+              resolve()
+            }, 100)
+          })
+          ws.on("error", reject)
+        })
+      )
+      const info = yield* Deferred.await(ended).pipe(Effect.timeout("3 seconds"))
+      assert.strictEqual(info.code, 1006)
+      assert.isFalse(info.clean)
+      for (let i = 0; i < 200 && (yield* server.connections) > 0; i++) yield* Effect.sleep("10 millis")
+      assert.strictEqual(yield* server.connections, 0)
+    }))
+
+  it.live("a failed send leaves the messages that came before it to the consumer, then the stream fails", () =>
+    Effect.gen(function*() {
+      const got = yield* Deferred.make<{ readonly messages: ReadonlyArray<Connection.Message>; readonly error: string }>()
+      const server = yield* NodeServer.serve((connection) =>
+        Effect.gen(function*() {
+          // waits until the client is gone, then sends until a send fails
+          yield* Effect.sleep("300 millis")
+          for (let i = 0; i < 100; i++) {
+            const sent = yield* Effect.exit(connection.send("are you there?"))
+            if (Exit.isFailure(sent)) break
+            yield* Effect.sleep("10 millis")
+          }
+          const messages: Array<Connection.Message> = []
+          const exit = yield* Effect.exit(Stream.runForEach(connection.messages, (m) => Effect.sync(() => messages.push(m))))
+          yield* Deferred.succeed(got, { messages, error: Exit.isFailure(exit) ? String(Cause.squash(exit.cause)) : "none" })
+        }), { connection: { messageBuffer: 4 } })
+      yield* Effect.promise(() =>
+        new Promise<void>((resolve, reject) => {
+          const ws = new WsClient(server.url)
+          ws.on("open", () => {
+            for (let i = 0; i < 10; i++) ws.send(`m${i}`)
+            setTimeout(() => {
+              ws.terminate()
+              resolve()
+            }, 100)
+          })
+          ws.on("error", reject)
+        })
+      )
+      const { error, messages } = yield* Deferred.await(got).pipe(Effect.timeout("5 seconds"))
+      // the buffered messages come first (the one the reader held may be dropped with it)
+      assert.deepStrictEqual(messages.slice(0, 4), ["m0", "m1", "m2", "m3"])
+      assert.include(error, "TransportError")
     }))
 })
 
