@@ -173,7 +173,10 @@ export const connect = (
   Effect.flatMap(Client, (client) => client.connect(url, options))
 
 /**
- * The upgrade request a server handler sees.
+ * The upgrade request a server handler sees. A server makes one object per request and hands that
+ * same object to `authorize`, `selectProtocol`, `responseHeaders` and the handler, so what a hook
+ * found out (the user behind a token) can reach the handler in a `WeakMap` keyed by it, where
+ * `ws` users put it on `req` in `verifyClient`.
  *
  * @category models
  * @since 0.1.0
@@ -241,9 +244,17 @@ export class Rejection extends Schema.TaggedError<Rejection>()("Rejection", {
 export interface ServeOptions<RA = never> {
   /** Only this request path (without the query) is served; others get 404. Default: every path. */
   readonly path?: string | undefined
-  /** Decides whether to accept a request (headers, `Origin`, path): fail with a {@link Rejection} to refuse. */
+  /**
+   * Decides whether to accept a request (headers, `Origin`, path), as `ws`'s `verifyClient`: fail
+   * with a {@link Rejection} to refuse. The handler later gets the same request object (see
+   * {@link UpgradeRequest}).
+   */
   readonly authorize?: ((request: UpgradeRequest) => Effect.Effect<void, Rejection, RA>) | undefined
-  /** Picks the subprotocol from the client's offer; none when it returns `undefined`. Default: none. */
+  /**
+   * Picks the subprotocol from the client's offer; none when it returns `undefined`. Default: none.
+   * Called only when the client offers subprotocols, as `ws`'s `handleProtocols` is; a pick that
+   * is not among them is the server's fault: the request gets 500, and the error is logged.
+   */
   readonly selectProtocol?: ((offered: ReadonlyArray<string>, request: UpgradeRequest) => string | undefined) | undefined
   /** Largest message accepted, in bytes (close code 1009 beyond). Default 64 MiB. */
   readonly maxMessageSize?: number | undefined
@@ -263,6 +274,21 @@ export interface ServeOptions<RA = never> {
     | ((request: UpgradeRequest) => ReadonlyArray<HttpHeader.HttpHeader>)
     | undefined
 }
+
+/**
+ * The subprotocol a server selects for `request` ({@link ServeOptions.selectProtocol}): none
+ * without asking when the client offered none.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const selectProtocolFor = (
+  options: Pick<ServeOptions, "selectProtocol"> | undefined,
+  request: UpgradeRequest
+): string | undefined =>
+  request.protocols.length === 0 || options?.selectProtocol === undefined
+    ? undefined
+    : options.selectProtocol(request.protocols, request)
 
 /** Response headers the handshake sets itself (lower case). */
 const HANDSHAKE_RESPONSE_HEADERS = new Set(["upgrade", "connection", "sec-websocket-accept", "sec-websocket-protocol", "sec-websocket-extensions", "sec-websocket-version"])
@@ -648,11 +674,14 @@ const acceptInMemory = <RA>(
         return yield* Effect.die(Cause.squash(verdict.cause)) // not a refusal: a 500 (see below)
       }
     }
-    const selected = options?.selectProtocol?.(request.protocols, request)
+    const selected = selectProtocolFor(options, request)
     const handshake = yield* WebSocket.beginServerHandshake(server, { requestHeaders: request.headers, subprotocol: selected }).pipe(
       Effect.catch((error) => {
         const { headers, status } = rejectionStatus(error)
-        return refuse(error._tag, status, headers, error.message)
+        return Effect.andThen(
+          status >= 500 ? Effect.logError("WebSocket upgrade failed; the request gets 500", error) : Effect.void,
+          refuse(error._tag, status, headers, error.message)
+        )
       })
     )
     const extra = yield* responseHeadersFor(options, request).pipe(
@@ -709,8 +738,9 @@ export const serverHandshakeFailed = (reason: string, status: number): Effect.Ef
 
 /**
  * The HTTP answer to a failed server handshake: 426 with `Sec-WebSocket-Version: 13` for an
- * unsupported version (RFC 6455 section 4.4), 500 for an `InvalidParameter` (the server's own
- * selection is malformed: the fault is not the client's), 400 otherwise.
+ * unsupported version (RFC 6455 section 4.4), 500 for an `InvalidParameter`, an
+ * `UnsupportedSubprotocol` or an `UnsupportedExtension` (the server's own selection is malformed
+ * or was not offered: the fault is not the client's), 400 otherwise.
  *
  * @category constructors
  * @since 0.1.0
@@ -724,7 +754,7 @@ export const rejectionStatus = (
       statusText: "Upgrade Required",
       headers: [{ name: "Sec-WebSocket-Version", value: error.supported.join(", ") }]
     }
-    : error._tag === "InvalidParameter"
+    : error._tag === "InvalidParameter" || error._tag === "UnsupportedSubprotocol" || error._tag === "UnsupportedExtension"
     ? { status: 500, statusText: "Internal Server Error", headers: [] }
     : { status: 400, statusText: "Bad Request", headers: [] }
 

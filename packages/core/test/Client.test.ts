@@ -199,6 +199,20 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
       assert.strictEqual(error._tag, "InvalidParameter")
     }))
 
+  it.effect("selectProtocol is asked only when the client offers subprotocols: a fallback pick still lets a client that offers none in", () =>
+    Effect.gen(function*() {
+      const asked: Array<ReadonlyArray<string>> = []
+      const { connect } = yield* memory({
+        selectProtocol: (offered) => {
+          asked.push(offered)
+          return offered.includes("v2") ? "v2" : "v1"
+        }
+      })
+      assert.strictEqual(yield* Effect.scoped(Effect.map(connect("ws://h/"), (c) => c.protocol)), "")
+      assert.strictEqual(yield* Effect.scoped(Effect.map(connect("ws://h/", { protocols: ["v1", "v2"] }), (c) => c.protocol)), "v2")
+      assert.deepStrictEqual(asked, [["v1", "v2"]])
+    }))
+
   it.effect("handshake failures count in the metrics on both sides, as over sockets", () =>
     Effect.gen(function*() {
       const count = (side: string, reason: string) =>
@@ -208,6 +222,8 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
       const { connect } = yield* memory({ selectProtocol: () => "other" })
       const error = yield* Effect.flip(Effect.scoped(connect("ws://h/", { protocols: ["p"] })))
       assert.strictEqual(error._tag, "HandshakeRejected")
+      // the server's fault, not the client's
+      assert.strictEqual(error._tag === "HandshakeRejected" ? error.status : 0, 500)
       assert.deepStrictEqual(
         { client: yield* count("client", "HandshakeRejected"), server: yield* count("server", "UnsupportedSubprotocol") },
         { client: before.client + 1, server: before.server + 1 }

@@ -270,7 +270,7 @@ export const makeUpgradeHandler = <E, R, RA = never>(
         // this fiber closes it, and the connection's finalizer runs the closing handshake (1001).
         return yield* Effect.scoped(Effect.gen(function*() {
           const handle = yield* Effect.orDie(WebSocket.createServerHandle(properties))
-          const selected = options?.selectProtocol?.(offered, request)
+          const selected = Client.selectProtocolFor(options, request)
           const handshake = yield* Effect.exit(
             WebSocket.beginServerHandshake(handle, { requestHeaders: headers, subprotocol: selected })
           )
@@ -278,6 +278,7 @@ export const makeUpgradeHandler = <E, R, RA = never>(
             const error = handshake.cause.reasons.find((r) => r._tag === "Fail")
             if (error === undefined || error._tag !== "Fail") return yield* Effect.failCause(handshake.cause) // a 500 (see below)
             const { headers: extra, status } = Client.rejectionStatus(error.error)
+            if (status >= 500) yield* Effect.logError("WebSocket upgrade failed; the request gets 500", error.error)
             return yield* refused(error.error._tag, socket, status, error.error.message, extra)
           }
           const responseHeaders = [...handshake.value.responseHeaders, ...yield* Client.responseHeadersFor(options, request)]

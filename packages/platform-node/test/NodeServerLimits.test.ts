@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Arbitrary, Deferred, Duration, Effect, Exit, Fiber, Metric, References, Schema, Scope, Stream } from "effect"
+import { Arbitrary, Deferred, Duration, Effect, Exit, Fiber, Logger, Metric, References, Schema, Scope, Stream } from "effect"
 import type * as Http from "node:http"
 import * as Net from "node:net"
 import { WebSocket as WsClient } from "ws"
@@ -410,6 +410,43 @@ describe("options and callbacks", () => {
       const server = yield* NodeServer.serve((c) => Stream.runDrain(c.messages), { selectProtocol: () => "not a token" })
       const exchange = yield* rawExchange(server.address.port, upgradeRequest([...goodHeaders, "Sec-WebSocket-Protocol: chat"]))
       assert.strictEqual(statusLine(exchange.response), "HTTP/1.1 500 Internal Server Error")
+    }))
+
+  it.live("a selectProtocol that picks a subprotocol the client did not offer is the server's fault: 500, logged", () =>
+    Effect.gen(function*() {
+      const logged: Array<string> = []
+      const logger = Logger.make((options) => logged.push(`${options.logLevel}: ${String(options.message)}`))
+      const server = yield* NodeServer.serve((c) => Stream.runDrain(c.messages), {
+        selectProtocol: (offered) => (offered.includes("v2") ? "v2" : "v1")
+      }).pipe(Effect.provideService(Logger.CurrentLoggers, new Set([logger])))
+      const exchange = yield* rawExchange(server.address.port, upgradeRequest([...goodHeaders, "Sec-WebSocket-Protocol: v3"]))
+      assert.strictEqual(statusLine(exchange.response), "HTTP/1.1 500 Internal Server Error")
+      assert.isTrue(logged.some((line) => line.startsWith("Error") && line.includes("the request gets 500")), logged.join("\n"))
+    }))
+
+  it.live("selectProtocol is not asked when the client offers no subprotocol, as ws's handleProtocols", () =>
+    Effect.gen(function*() {
+      const asked: Array<ReadonlyArray<string>> = []
+      const server = yield* NodeServer.serve((c) => Stream.runForEach(c.messages, (m) => c.send(m)), {
+        selectProtocol: (offered) => {
+          asked.push(offered)
+          return offered.includes("v2") ? "v2" : "v1"
+        }
+      })
+      const protocols = yield* Effect.promise(() =>
+        Promise.all([[], ["v2"]].map((offer) =>
+          new Promise<string>((resolve, reject) => {
+            const ws = new WsClient(server.url, offer)
+            ws.on("open", () => {
+              resolve(ws.protocol)
+              ws.close(1000)
+            })
+            ws.on("error", reject)
+          })
+        ))
+      )
+      assert.deepStrictEqual(protocols, ["", "v2"])
+      assert.deepStrictEqual(asked, [["v2"]])
     }))
 
   it.live("a handler that returns something else than an Effect (an async function) closes its connection with 1011; shutdown still ends", () =>
