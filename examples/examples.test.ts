@@ -3,6 +3,7 @@ import { NodeClient, NodeServer } from "@effect-websocket/platform-node"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Stream } from "effect"
 import { readFileSync } from "node:fs"
+import * as Net from "node:net"
 import { chatRoom } from "./chat.ts"
 import { greet } from "./client.ts"
 import { program } from "./handles.ts"
@@ -32,7 +33,7 @@ describe("the client example", () => {
 describe("the chat example", () => {
   it.live("relays every message to the other clients, never back to its sender", () =>
     Effect.gen(function*() {
-      const server = yield* NodeServer.serve(yield* chatRoom)
+      const server = yield* NodeServer.serve(yield* chatRoom())
       const [alice, bob, carol] = yield* Effect.all([
         NodeClient.connect(server.url),
         NodeClient.connect(server.url),
@@ -49,6 +50,39 @@ describe("the chat example", () => {
       // alice's first message is bob's: her own never came back
       assert.deepStrictEqual(yield* next(alice), new Uint8Array([1, 2, 3]))
       assert.deepStrictEqual(yield* next(carol), new Uint8Array([1, 2, 3]))
+    }))
+})
+
+describe("the chat example with a client that stops reading", () => {
+  it.live("the others get every message, and the slow client is cut off once its outbox is full", () =>
+    Effect.gen(function*() {
+      const server = yield* NodeServer.serve(yield* chatRoom(64))
+      // a client that answers the handshake and then reads nothing
+      const slow = Net.connect(server.address.port, "127.0.0.1")
+      slow.on("error", () => {})
+      slow.once("data", () => slow.pause())
+      slow.write(
+        ["GET / HTTP/1.1", "Host: 127.0.0.1", "Upgrade: websocket", "Connection: Upgrade",
+          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13", "", ""].join("\r\n")
+      )
+      const [alice, bob] = yield* Effect.all([NodeClient.connect(server.url), NodeClient.connect(server.url)])
+      for (let i = 0; i < 200 && (yield* server.connections) < 3; i++) yield* Effect.sleep("5 millis")
+      yield* Effect.sleep("50 millis")
+      // alice talks in rounds that bob keeps up with; in all, far more than the slow client's
+      // socket buffers and outbox hold
+      const message = "x".repeat(32 * 1024)
+      for (let round = 0; round < 16; round++) {
+        yield* Effect.forEach(Array.from({ length: 50 }), () => alice.send(message), { discard: true })
+        const got = yield* Stream.runCount(Stream.take(bob.messages, 50)).pipe(Effect.timeout("5 seconds"))
+        assert.strictEqual(got, 50)
+      }
+      // the server cut the slow client off: it sees the end of its socket once it reads again
+      for (let i = 0; i < 200 && (yield* server.connections) > 2; i++) yield* Effect.sleep("5 millis")
+      assert.strictEqual(yield* server.connections, 2)
+      yield* Effect.callback<void>((resume) => {
+        slow.once("close", () => resume(Effect.void))
+        slow.resume()
+      }).pipe(Effect.timeout("5 seconds"))
     }))
 })
 
