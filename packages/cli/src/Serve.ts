@@ -9,11 +9,23 @@
  */
 import type { Client, Connection } from "@effect-websocket/core"
 import { NodeServer } from "@effect-websocket/platform-node"
-import { Cause, Console, Effect, Exit, Fiber, FileSystem, Option, Stream } from "effect"
+import { Cause, Console, Effect, Exit, Fiber, FileSystem, Option, Queue, Stream } from "effect"
 import { Command, Flag } from "effect/cli"
 import * as Tls from "node:tls"
 import { controlFrames, fail, json, orUndefined, stats, stdinLines, subprotocols, watchControlFrames } from "./Common.ts"
 import * as Output from "./Output.ts"
+
+/**
+ * Messages relayed to one client (`--broadcast`, stdin lines) that may wait while it is slow; a
+ * client that falls further behind (it stopped reading) is cut off, so that it stalls no one.
+ */
+const OUTBOX = 1024
+
+/** A connected client and the messages relayed to it, sent by a fiber of its own. */
+interface Peer {
+  readonly connection: Connection.Connection
+  readonly outbox: Queue.Queue<Connection.Message>
+}
 
 const flags = {
   host: Flag.String("host").pipe(
@@ -107,13 +119,18 @@ export const command = Command.make(
     const mode = options.echo ? "echo" : options.broadcast ? "broadcast" : "interactive"
     const accepted = options.subprotocol
 
-    const clients = new Map<number, Connection.Connection>()
+    const clients = new Map<number, Peer>()
     /** The counts of the connections that ended. */
     let ended: Output.Totals = Output.sumTotals([])
     let lastId = 0
 
-    const relay = (message: Connection.Message, targets: Iterable<Connection.Connection>) =>
-      Effect.forEach(targets, (target) => Effect.ignore(target.send(message)), { concurrency: "unbounded", discard: true })
+    /** Hands `message` to the outbox of every target; one whose outbox is full is cut off (1006). */
+    const relay = (message: Connection.Message, targets: Iterable<Peer>) =>
+      Effect.forEach(
+        targets,
+        (target) => Effect.flatMap(Queue.offer(target.outbox, message), (queued) => (queued ? Effect.void : target.connection.abort)),
+        { discard: true }
+      )
 
     const handler: Client.Handler = (connection, request) => {
       const id = ++lastId
@@ -134,7 +151,9 @@ export const command = Command.make(
         }
       })
       return Effect.gen(function*() {
-        clients.set(id, connection)
+        const outbox = yield* Queue.dropping<Connection.Message>(OUTBOX)
+        const sender = yield* Effect.forkChild(Stream.runForEach(Stream.fromQueue(outbox), (message) => Effect.ignore(connection.send(message))))
+        clients.set(id, { connection, outbox })
         yield* output.emit({
           event: "open",
           client: id,
@@ -151,6 +170,7 @@ export const command = Command.make(
           }
         }
         const info = yield* connection.closed
+        yield* Fiber.interrupt(sender)
         yield* Fiber.interrupt(watcher)
         yield* checkControl
         yield* closeEvent(info)
@@ -203,7 +223,7 @@ export const command = Command.make(
             output.emit({
               event: "stats",
               connections: lastId,
-              ...Output.sumTotals([ended, ...[...clients.values()].map((c) => c.stats)])
+              ...Output.sumTotals([ended, ...[...clients.values()].map((c) => c.connection.stats)])
             })
           )
           : Effect.void

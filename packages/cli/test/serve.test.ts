@@ -2,9 +2,10 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { execFileSync } from "node:child_process"
 import * as Fs from "node:fs"
+import * as Net from "node:net"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { eventually, ews, ewsRun, httpServer, parseLines, serve, wsClient } from "./fixtures.ts"
+import { eventually, ews, ewsRun, httpServer, parseLines, serve, within, wsClient } from "./fixtures.ts"
 
 describe("ews serve", () => {
   it.live("--echo answers a ws client with the same message types, answers pings and honours the close handshake", () =>
@@ -51,6 +52,42 @@ describe("ews serve", () => {
       const next = yield* a.message("c's message at a")
       assert.strictEqual(next.data.toString(), "from c")
     }))
+
+  it.live("--broadcast: a client that stops reading is cut off, and the others get every message", () =>
+    Effect.gen(function*() {
+      const { proc, url } = yield* serve(["--broadcast"])
+      const port = Number(new URL(url).port)
+      // a client that answers the handshake and then reads nothing
+      const slow = yield* Effect.acquireRelease(
+        Effect.sync(() => Net.connect(port, "127.0.0.1")),
+        (socket) => Effect.sync(() => socket.destroy())
+      )
+      slow.on("error", () => {})
+      slow.once("data", () => slow.pause())
+      slow.write(
+        ["GET / HTTP/1.1", "Host: 127.0.0.1", "Upgrade: websocket", "Connection: Upgrade",
+          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13", "", ""].join("\r\n")
+      )
+      yield* eventually(() => /\[#1\] connected/.test(proc.stderr()), 5000, "the slow client to connect")
+      const a = yield* wsClient(url)
+      const b = yield* wsClient(url)
+      // far more than the slow client's socket buffers and outbox hold, in rounds b keeps up with
+      const message = "x".repeat(32 * 1024)
+      for (let round = 0; round < 16; round++) {
+        for (let i = 0; i < 100; i++) a.ws.send(message)
+        for (let i = 0; i < 100; i++) assert.strictEqual((yield* b.message(`message ${round * 100 + i} at b`)).data.length, message.length)
+      }
+      // the slow client was cut off: it sees the end of its socket once it reads again
+      yield* within(
+        Effect.callback<void>((resume) => {
+          slow.once("close", () => resume(Effect.void))
+          slow.resume()
+        }),
+        5000,
+        "the slow client's socket to close"
+      )
+      yield* eventually(() => /\[#1\] closed 1006/.test(proc.stderr()), 5000, "the cut to be logged")
+    }), 60_000)
 
   it.live("without a mode, prints received messages and sends stdin lines to every client", () =>
     Effect.gen(function*() {
