@@ -191,6 +191,14 @@ export interface Connection {
   readonly abort: Effect.Effect<void>
   /** What went through the connection so far. */
   readonly stats: Stats
+  /**
+   * Bytes of frames handed to the transport that it has not yet passed on to the network, as
+   * `ws`'s `bufferedAmount` (0 when the transport cannot tell). Since `send` waits while the
+   * transport's outgoing buffer is full, it stays near that limit (`socketBuffers.writeBufferLimit`
+   * over Node sockets) rather than growing: a broadcast can use it to skip, or cut off, a client
+   * that falls behind.
+   */
+  readonly bufferedAmount: number
 }
 
 /**
@@ -1279,7 +1287,10 @@ export const make = (
       close,
       closed: Deferred.await(closedDeferred),
       abort,
-      stats
+      stats,
+      get bufferedAmount() {
+        return transport.bufferedAmount?.() ?? 0
+      }
     }
     return connection
   }))

@@ -64,6 +64,9 @@ export class TransportError extends Schema.TaggedError<TransportError>()("Transp
  * - `allocate(size)`, optional, gives memory for a buffer the caller fills and then writes with
  *   `owned`: a transport may hand out memory it recycles once such a write is done (fewer large
  *   allocations, so less garbage collection). Connections build large frames in it.
+ * - `bufferedAmount()`, optional, is how many bytes writes handed over that the transport has not
+ *   yet passed on (to the network, or to the peer of a memory pair): what `ws` reports as
+ *   `bufferedAmount`.
  *
  * @category models
  * @since 0.1.0
@@ -78,6 +81,7 @@ export interface Transport {
   readonly tryWrite?: ((buffers: ReadonlyArray<Uint8Array>, owned?: boolean) => boolean) | undefined
   readonly tryRead?: ((buffer: Uint8Array) => number) | undefined
   readonly allocate?: ((size: number) => Uint8Array) | undefined
+  readonly bufferedAmount?: (() => number) | undefined
 }
 
 /**
@@ -142,6 +146,7 @@ export const tap = (
     close: transport.close,
     destroy: transport.destroy,
     allocate: transport.allocate,
+    bufferedAmount: transport.bufferedAmount,
     tryRead: transport.tryRead === undefined ? undefined : (buffer) => {
       const n = transport.tryRead!(buffer)
       if (n > 0) hooks.onRead?.(buffer.subarray(0, n))
@@ -297,7 +302,8 @@ const memoryEnd = (incoming: Pipe, outgoing: Pipe): Transport => {
     incoming.wakeWriters()
   })
   const tryRead = (buffer: Uint8Array): number => incoming.take(buffer)
-  return make({ read, write, end, close, tryWrite, tryRead })
+  const bufferedAmount = (): number => outgoing.buffered
+  return make({ read, write, end, close, tryWrite, tryRead, bufferedAmount })
 }
 
 const memoryHighWaterMark = (highWaterMark: number | undefined): Effect.Effect<number, InvalidParameter> =>

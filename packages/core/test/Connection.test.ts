@@ -1215,6 +1215,22 @@ describe("Connection failures", () => {
       )
     }))
 
+  it.effect("bufferedAmount: the bytes of frames the transport holds, back to 0 once the peer reads them", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("server", { highWaterMark: 1000 })
+      assert.strictEqual(connection.bufferedAmount, 0)
+      // frames of 404 bytes: the memory transport takes writes while it holds less than 1000
+      for (let i = 0; i < 3; i++) yield* connection.send(pattern(400, i))
+      assert.strictEqual(connection.bufferedAmount, 3 * 404)
+      const waiting = yield* Effect.forkChild(connection.send(pattern(400, 3)))
+      yield* settle
+      assert.isUndefined(waiting.pollUnsafe(), "the fourth send waits for room")
+      assert.strictEqual(connection.bufferedAmount, 3 * 404)
+      for (let i = 0; i < 4; i++) assert.deepStrictEqual((yield* peer.nextFrame()).payload, pattern(400, i))
+      yield* Fiber.join(waiting)
+      assert.strictEqual(connection.bufferedAmount, 0)
+    }))
+
   it.effect("a message assembled from fragments never takes a buffer larger than maxMessageSize", () =>
     Effect.gen(function*() {
       const maxMessageSize = 100_000

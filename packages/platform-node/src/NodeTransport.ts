@@ -440,6 +440,8 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
     destroy,
     tryWrite,
     tryRead,
-    allocate: socket instanceof Net.Socket ? allocate : undefined
+    allocate: socket instanceof Net.Socket ? allocate : undefined,
+    // what the socket queues, and what this tick gathered for it
+    bufferedAmount: () => socket.writableLength + gatheredEnd - gatheredStart
   })
 }

@@ -1,7 +1,7 @@
 import { Client, type Connection, Metrics } from "@effect-websocket/core"
 import { HttpHeader } from "@effect-websocket/schema"
 import { assert, describe, it } from "@effect/vitest"
-import { Arbitrary, Cause, Deferred, Effect, Exit, Fiber, Metric, Scheduler, Schema, Scope, Stream, Tracer } from "effect"
+import { Arbitrary, Cause, Deferred, Effect, Exit, Fiber, Metric, Option, Scheduler, Schema, Scope, Stream, Tracer } from "effect"
 import { WebSocket as WsClient } from "ws"
 import { NodeClient, NodeServer } from "../src/index.ts"
 import { eventually, sweepInterruptions } from "./interruptAt.ts"
@@ -460,4 +460,34 @@ describe("shutting down at any step of an accept", () => {
         })
       )
     }), { timeout: 60_000 })
+})
+
+describe("bufferedAmount over a socket", () => {
+  it.live("what a peer that stops reading leaves queued, near the write limit, and 0 once it reads again (as ws's)", () =>
+    Effect.gen(function*() {
+      const accepted = yield* Deferred.make<Connection.Connection>()
+      const writeBufferLimit = 256 * 1024
+      const server = yield* NodeServer.serve(
+        (connection) => Effect.andThen(Deferred.succeed(accepted, connection), connection.closed),
+        { socketBuffers: { writeBufferLimit } }
+      )
+      const ws = yield* Effect.acquireRelease(Effect.sync(() => new WsClient(server.url)), (ws) => Effect.sync(() => ws.terminate()))
+      let received = 0
+      ws.on("message", () => received++)
+      yield* Effect.callback<void>((resume) => void ws.once("open", () => resume(Effect.void)))
+      const connection = yield* Deferred.await(accepted)
+      assert.strictEqual(connection.bufferedAmount, 0)
+      const socket = (ws as unknown as { readonly _socket: { pause(): void; resume(): void } })._socket
+      socket.pause()
+      // sends until one waits for room: the kernel's buffers are full, then the socket's
+      const message = new Uint8Array(64 * 1024)
+      let sent = 0
+      while (sent < 2000 && Option.isSome(yield* Effect.timeoutOption(connection.send(message), 200))) sent++
+      assert.isBelow(sent, 2000, "no send ever waited")
+      assert.isAtLeast(connection.bufferedAmount, writeBufferLimit - message.length)
+      assert.isAtMost(connection.bufferedAmount, writeBufferLimit + 2 * message.length)
+      socket.resume()
+      assert.isTrue(yield* eventually(() => received === sent && connection.bufferedAmount === 0, 5000), `${received} of ${sent} messages read, ${connection.bufferedAmount} bytes buffered`)
+      assert.strictEqual(connection.bufferedAmount, 0)
+    }))
 })
