@@ -989,10 +989,15 @@ export const make = (
                   return Effect.sync(() => {
                     wakeReader = undefined
                   })
-                }).pipe(Effect.ensuring(Effect.sync(() => {
-                  waitingForConsumer = false
-                  activity++ // the peer's answer may be waiting unread meanwhile
-                })))
+                }).pipe(
+                  // stopped while it waits (the transport broke under a send, an abort): the message
+                  // read and counted still reaches the consumer, ahead of the end
+                  Effect.onInterrupt(() => Effect.sync(() => Deferred.isDoneUnsafe(closing) || mailbox.offerOver(message))),
+                  Effect.ensuring(Effect.sync(() => {
+                    waitingForConsumer = false
+                    activity++ // the peer's answer may be waiting unread meanwhile
+                  }))
+                )
               }
             }
             break

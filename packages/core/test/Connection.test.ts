@@ -1215,6 +1215,27 @@ describe("Connection failures", () => {
       )
     }))
 
+  it.effect("a send that finds the transport broken ends the connection; every message read still reaches the consumer", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("server", { connection: { messageBuffer: 4 } })
+      for (let i = 0; i < 10; i++) yield* peer.send(0x1, `m${i}`)
+      // nobody takes them: four wait, the reader holds the fifth and reads no more
+      yield* waitUntil(() => connection.stats.messagesIn === 5, "five messages read")
+      yield* settle
+      assert.strictEqual(connection.stats.messagesIn, 5)
+      // the peer goes away; the reader, not reading, does not see it, but the next send does
+      yield* peer.transport.close
+      const sent = yield* Effect.exit(connection.send("are you there?"))
+      assert.isTrue(Exit.isFailure(sent))
+      assert.strictEqual(failureOf(sent)._tag, "TransportError")
+      const info = yield* connection.closed
+      assert.deepStrictEqual([info.code, info.clean], [1006, false])
+      const { got, exit } = yield* drain(connection)
+      assert.deepStrictEqual(got, ["m0", "m1", "m2", "m3", "m4"])
+      assert.strictEqual(failureOf(exit)._tag, "TransportError")
+      assert.strictEqual(connection.stats.messagesIn, got.length)
+    }))
+
   it.effect("bufferedAmount: the bytes of frames the transport holds, back to 0 once the peer reads them", () =>
     Effect.gen(function*() {
       const { connection, peer } = yield* rawConnection("server", { highWaterMark: 1000 })

@@ -16,6 +16,19 @@ describe("Mailbox", () => {
       assert.strictEqual(mailbox.size, 0)
     }))
 
+  it.effect("offerOver keeps a message past the capacity, in order, until the mailbox is done", () =>
+    Effect.gen(function*() {
+      const mailbox = new Mailbox<number, string>(1)
+      assert.isTrue(mailbox.offer(1))
+      assert.isFalse(mailbox.offer(2))
+      assert.isTrue(mailbox.offerOver(2))
+      mailbox.fail("gone")
+      assert.isFalse(mailbox.offerOver(3))
+      assert.strictEqual(yield* mailbox.take, 1)
+      assert.strictEqual(yield* mailbox.take, 2)
+      assert.strictEqual(yield* Effect.flip(mailbox.take), "gone")
+    }))
+
   it.effect("a waiting taker gets the next message", () =>
     Effect.gen(function*() {
       const mailbox = new Mailbox<string, never>(1)

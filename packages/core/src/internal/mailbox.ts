@@ -69,6 +69,18 @@ export class Mailbox<A, E> {
   }
 
   /**
+   * Keeps `a` even when the mailbox is full (by one message at most, for a producer that held it
+   * when it had to stop); `false` once done.
+   */
+  offerOver(a: A): boolean {
+    if (this.ending !== undefined) return false
+    this.items.push(a)
+    const taker = this.takers.shift()
+    if (taker !== undefined) this.wakeUp(taker)
+    return true
+  }
+
+  /**
    * Hands `taker` the first message soon. If it went away meanwhile, the next waiting taker is woken
    * instead; if another fiber took the message meanwhile, the taker waits again, first in line.
    */
