@@ -187,7 +187,10 @@ export interface UpgradeRequest {
   readonly headers: ReadonlyArray<HttpHeader.HttpHeader>
   /** The subprotocols the client offered, in order. */
   readonly protocols: ReadonlyArray<string>
+  /** The client's address (`"memory"` in memory), as `ws` users read `req.socket.remoteAddress`. */
   readonly remoteAddress: string | undefined
+  /** The client's port, when it has one (`req.socket.remotePort` for `ws` users). */
+  readonly remotePort?: number | undefined
 }
 
 /**

@@ -254,7 +254,13 @@ export const makeUpgradeHandler = <E, R, RA = never>(
         const headers = HttpHeader.fromRawHeaders(req.rawHeaders)
         const protocolHeader = HttpHeader.getCombined(headers, "Sec-WebSocket-Protocol")
         const offered = protocolHeader === undefined ? [] : Token.splitList(protocolHeader)
-        const request: Client.UpgradeRequest = { url, headers, protocols: offered, remoteAddress: req.socket.remoteAddress }
+        const request: Client.UpgradeRequest = {
+          url,
+          headers,
+          protocols: offered,
+          remoteAddress: req.socket.remoteAddress,
+          remotePort: req.socket.remotePort
+        }
         if (options?.authorize !== undefined) {
           const authorize = options.authorize
           const verdict = yield* Effect.exit(Client.runCallback("authorize hook", () => authorize(request)))

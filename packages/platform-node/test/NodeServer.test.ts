@@ -158,6 +158,20 @@ describe("NodeServer + NodeClient", () => {
       )
       assert.strictEqual(reply, "from ws")
     }))
+
+  it.live("the handler sees the client's address and port", () =>
+    Effect.gen(function*() {
+      const seen = yield* Deferred.make<Client.UpgradeRequest>()
+      const server = yield* NodeServer.serve((connection, request) => Effect.andThen(Deferred.succeed(seen, request), connection.close(1000)))
+      const ws = yield* Effect.acquireRelease(Effect.sync(() => new WsClient(server.url)), (ws) => Effect.sync(() => ws.terminate()))
+      ws.on("error", () => {}) // (the server closes at once: the client may be cut before it saw the end)
+      const localPort = yield* Effect.callback<number>((resume) =>
+        void ws.once("upgrade", (response) => resume(Effect.succeed(response.socket.localPort!)))
+      )
+      const request = yield* Deferred.await(seen)
+      assert.strictEqual(request.remoteAddress, "127.0.0.1")
+      assert.strictEqual(request.remotePort, localPort)
+    }))
 })
 
 describe("a peer that goes away", () => {
