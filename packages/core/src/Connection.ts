@@ -126,7 +126,8 @@ export interface Connection {
    * `InvalidProtocolOperation` once the connection is closing or closed, and with
    * `InvalidParameter` for anything else than text or bytes (as `ws` does, an `ArrayBuffer` or
    * another typed array or `DataView` is sent as its bytes), and with `TransportError` when the
-   * transport broke (the peer went away): the connection then ends with 1006.
+   * transport broke (the peer went away): the connection then ends with 1006 (unless it was
+   * ending already: the peer's Close, or a frame of the peer's that broke the protocol, says how).
    *
    * Interrupted while it waits for the transport (a peer that does not read) before any of it
    * went out, a send leaves nothing on the wire and the connection goes on. A client's message
@@ -194,9 +195,10 @@ export interface Connection {
   /**
    * Bytes of frames handed to the transport that it has not yet passed on to the network, as
    * `ws`'s `bufferedAmount` (0 when the transport cannot tell). Since `send` waits while the
-   * transport's outgoing buffer is full, it stays near that limit (`socketBuffers.writeBufferLimit`
-   * over Node sockets) rather than growing: a broadcast can use it to skip, or cut off, a client
-   * that falls behind.
+   * transport's outgoing buffer is full, it stays within about that limit
+   * (`socketBuffers.writeBufferLimit` over Node sockets) and one message (a message is handed over
+   * whole) rather than growing: a broadcast can use it to skip, or cut off, a client that falls
+   * behind.
    */
   readonly bufferedAmount: number
 }
@@ -443,6 +445,12 @@ export const make = (
     /** Completed when a local close starts: a reader blocked on a full message buffer then drops messages. */
     const closing = yield* Deferred.make<void>()
     let transportClosed = false
+    /**
+     * Why a write failed while the connection was open (see `lostTransport`): the reader then no
+     * longer waits, for the consumer or the network, and ends the connection once it has taken what
+     * the transport still held.
+     */
+    let lost: TransportError | undefined = undefined
 
     // Metrics are updated in place with the context captured here: no effect per message.
     const context = yield* Effect.context()
@@ -764,20 +772,21 @@ export const make = (
     /**
      * A write failed while the connection was open: the peer is gone. The connection ends (1006)
      * though the reader may not see it: it reads nothing while the consumer is behind (a handler
-     * that sends and never takes its messages), and a paused socket reports no end. Done by a fiber
-     * of its own, as the writer may be the reader itself; once a Close went either way, the
-     * closing handshake ends the connection (within the close timeout).
+     * that sends and never takes its messages), and a paused socket reports no end. So the reader is
+     * told (and woken if it waits for the consumer): it keeps the messages it holds beyond the
+     * message buffer, takes what the transport still holds without waiting for more (what came
+     * before the failure is not dropped, and comes before it), then ends the connection. A reader
+     * waiting for the network sees the end itself (a transport whose writes fail ends its reads:
+     * sockets and memory pairs do). Once a Close went either way, the closing handshake ends the
+     * connection (within the close timeout), and once the reader is ending it (a broken frame, the
+     * end of the transport), the reader does, with what it found.
      */
     const lostTransport = (error: TransportError) =>
-      Effect.suspend(() =>
-        Deferred.isDoneUnsafe(closedDeferred) || engine.state !== HandleState.Open
-          ? Effect.void
-          : Effect.asVoid(Effect.forkDetach(Effect.uninterruptible(Effect.gen(function*() {
-            if (Deferred.isDoneUnsafe(closedDeferred)) return
-            yield* Fiber.interrupt(reader)
-            yield* failTransport(error)
-          }))))
-      )
+      Effect.sync(() => {
+        if (lost !== undefined || Deferred.isDoneUnsafe(closedDeferred) || engine.state !== HandleState.Open) return
+        lost = error
+        wake()
+      })
 
     /** The client waits (bounded) for the server to end the transport first (RFC 6455 section 7.1.1). */
     const awaitTransportEnd = Effect.suspend(() => {
@@ -916,7 +925,7 @@ export const make = (
         if (flushed._tag === "Failure") {
           writingPongs = false
           const error = Cause.findErrorOption(flushed.cause)
-          if (Option.isNone(error) || Deferred.isDoneUnsafe(closedDeferred)) return
+          if (Option.isNone(error) || Deferred.isDoneUnsafe(closedDeferred) || lost !== undefined) return
           return yield* Effect.andThen(Fiber.interrupt(reader), failTransport(error.value))
         }
       }
@@ -949,6 +958,11 @@ export const make = (
             // Micro-optimisation: bytes already there are taken without an effect.
             let n = transport.tryRead === undefined ? -1 : transport.tryRead(record.buffer0)
             if (n < 0) {
+              if (lost !== undefined) {
+                // a write found the transport broken: what it held was read, and no more is coming
+                engine.completeAction(id, 0)
+                return yield* failTransport(lost)
+              }
               reportWhileWaiting()
               const read = yield* Effect.exit(transport.read(record.buffer0))
               if (read._tag === "Failure") {
@@ -978,21 +992,29 @@ export const make = (
             if (!mailbox.offer(message)) {
               // The consumer is behind: wait (reading stops, so the peer is slowed by the transport),
               // unless we are closing: then the peer's Close reply must get through, and messages
-              // nobody reads are dropped.
+              // nobody reads are dropped. Once the transport broke (see `lostTransport`), there is
+              // no one left to slow down: the message is kept beyond the buffer.
               for (;;) {
                 if (Deferred.isDoneUnsafe(closing)) break
                 if (mailbox.isDone) return
                 if (mailbox.offer(message)) break
+                if (lost !== undefined) {
+                  mailbox.offerBeyondCapacity(message)
+                  break
+                }
                 waitingForConsumer = true
                 yield* Effect.callback<void>((resume) => {
+                  // (looked at again as the wait starts: the fiber may have yielded since, and the
+                  // wake-up of a failed write found no one waiting)
+                  if (lost !== undefined) return resume(Effect.void)
                   wakeReader = () => resume(Effect.void)
                   return Effect.sync(() => {
                     wakeReader = undefined
                   })
                 }).pipe(
-                  // stopped while it waits (the transport broke under a send, an abort): the message
+                  // stopped while it waits (an abort, a pong that could not be written): the message
                   // read and counted still reaches the consumer, ahead of the end
-                  Effect.onInterrupt(() => Effect.sync(() => Deferred.isDoneUnsafe(closing) || mailbox.offerOver(message))),
+                  Effect.onInterrupt(() => Effect.sync(() => Deferred.isDoneUnsafe(closing) || mailbox.offerBeyondCapacity(message))),
                   Effect.ensuring(Effect.sync(() => {
                     waitingForConsumer = false
                     activity++ // the peer's answer may be waiting unread meanwhile

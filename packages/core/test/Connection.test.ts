@@ -1215,7 +1215,7 @@ describe("Connection failures", () => {
       )
     }))
 
-  it.effect("a send that finds the transport broken ends the connection; every message read still reaches the consumer", () =>
+  it.effect("an abort while the consumer is behind: every message read still reaches the consumer, ahead of the end", () =>
     Effect.gen(function*() {
       const { connection, peer } = yield* rawConnection("server", { connection: { messageBuffer: 4 } })
       for (let i = 0; i < 10; i++) yield* peer.send(0x1, `m${i}`)
@@ -1223,16 +1223,10 @@ describe("Connection failures", () => {
       yield* waitUntil(() => connection.stats.messagesIn === 5, "five messages read")
       yield* settle
       assert.strictEqual(connection.stats.messagesIn, 5)
-      // the peer goes away; the reader, not reading, does not see it, but the next send does
-      yield* peer.transport.close
-      const sent = yield* Effect.exit(connection.send("are you there?"))
-      assert.isTrue(Exit.isFailure(sent))
-      assert.strictEqual(failureOf(sent)._tag, "TransportError")
-      const info = yield* connection.closed
-      assert.deepStrictEqual([info.code, info.clean], [1006, false])
-      const { got, exit } = yield* drain(connection)
+      yield* connection.abort
+      assert.strictEqual((yield* connection.closed).code, 1006)
+      const { got } = yield* drain(connection)
       assert.deepStrictEqual(got, ["m0", "m1", "m2", "m3", "m4"])
-      assert.strictEqual(failureOf(exit)._tag, "TransportError")
       assert.strictEqual(connection.stats.messagesIn, got.length)
     }))
 
@@ -1293,6 +1287,63 @@ describe("Connection failures", () => {
       const error = failureOf((yield* drain(connection)).exit)
       assert.strictEqual(error._tag, "TransportError")
       assert.strictEqual((yield* connection.closed).code, 1006)
+    }))
+
+  it.effect("a send that fails while the reader ends the connection over a broken frame leaves the ending to it: 1002, not 1006", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("server")
+      const gate = yield* Deferred.make<void>()
+      const got: Array<Connection.Message> = []
+      const consumer = yield* Effect.forkChild(
+        Effect.exit(Stream.runForEach(connection.messages, (m) => Effect.andThen(Effect.sync(() => got.push(m)), Deferred.await(gate))))
+      )
+      yield* settle
+      // a message, then an unmasked frame (1002): the reader waits for the consumer to handle the message first
+      yield* peer.write(frame(0x1, "a", { mask: true }), frame(0x1, "b"))
+      yield* waitUntil(() => got.length === 1, "the message taken")
+      yield* settle
+      // meanwhile the peer goes away, and a send fails
+      yield* peer.transport.close
+      assert.strictEqual((yield* Effect.flip(connection.send("x")))._tag, "TransportError")
+      yield* settle
+      yield* Deferred.succeed(gate, undefined)
+      const info = yield* connection.closed
+      assert.deepStrictEqual([info.code, info.clean], [1002, false])
+      assert.deepStrictEqual(got, ["a"])
+      assert.strictEqual(failureOf(yield* Fiber.join(consumer))._tag, "InvalidProtocolFormat")
+    }))
+
+  it.effect("a send that fails while the consumer is behind: every message that came before the failure is still delivered", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("client")
+      // the consumer waits: the reader fills the message buffer (16) and stops
+      const gate = yield* Deferred.make<void>()
+      const consumer = yield* Effect.forkChild(Effect.andThen(Deferred.await(gate), drain(connection)))
+      yield* peer.write(...Array.from({ length: 100 }, (_, i) => frame(0x1, `m${i}`)))
+      // the peer goes away, and a send finds it gone
+      yield* peer.transport.close
+      assert.strictEqual((yield* Effect.flip(connection.send("x")))._tag, "TransportError")
+      yield* settle
+      yield* Deferred.succeed(gate, undefined)
+      const { exit, got } = yield* Fiber.join(consumer)
+      assert.deepStrictEqual(got, Array.from({ length: 100 }, (_, i) => `m${i}`))
+      assert.strictEqual(failureOf(exit)._tag, "TransportError")
+      assert.deepStrictEqual([(yield* connection.closed).code, connection.stats.messagesIn], [1006, 100])
+    }))
+
+  it.effect("a send that fails while nobody takes the messages still ends the connection (1006)", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("client")
+      yield* peer.write(...Array.from({ length: 100 }, (_, i) => frame(0x1, `m${i}`)))
+      yield* settle
+      yield* peer.transport.close
+      assert.strictEqual((yield* Effect.flip(connection.send("x")))._tag, "TransportError")
+      const info = yield* connection.closed
+      assert.deepStrictEqual([info.code, info.clean], [1006, false])
+      // what came is there for a consumer that comes late, then the failure
+      const { exit, got } = yield* drain(connection)
+      assert.strictEqual(got.length, 100)
+      assert.strictEqual(failureOf(exit)._tag, "TransportError")
     }))
 
   it.effect("abort cuts the transport without a Close (1006)", () =>

@@ -16,16 +16,17 @@ describe("Mailbox", () => {
       assert.strictEqual(mailbox.size, 0)
     }))
 
-  it.effect("offerOver keeps a message past the capacity, in order, until the mailbox is done", () =>
+  it.effect("offerBeyondCapacity keeps a message past the capacity, in order, until the end", () =>
     Effect.gen(function*() {
       const mailbox = new Mailbox<number, string>(1)
       assert.isTrue(mailbox.offer(1))
       assert.isFalse(mailbox.offer(2))
-      assert.isTrue(mailbox.offerOver(2))
+      assert.isTrue(mailbox.offerBeyondCapacity(2))
+      assert.isTrue(mailbox.offerBeyondCapacity(3))
+      assert.strictEqual(mailbox.size, 3)
       mailbox.fail("gone")
-      assert.isFalse(mailbox.offerOver(3))
-      assert.strictEqual(yield* mailbox.take, 1)
-      assert.strictEqual(yield* mailbox.take, 2)
+      assert.isFalse(mailbox.offerBeyondCapacity(4))
+      assert.deepStrictEqual([yield* mailbox.take, yield* mailbox.take, yield* mailbox.take], [1, 2, 3])
       assert.strictEqual(yield* Effect.flip(mailbox.take), "gone")
     }))
 

@@ -69,10 +69,10 @@ export class Mailbox<A, E> {
   }
 
   /**
-   * Keeps `a` even when the mailbox is full (by one message at most, for a producer that held it
-   * when it had to stop); `false` once done.
+   * {@link offer} whatever the capacity (`false` only when done): for a producer that can no longer
+   * be slowed down (its source broke) and must not drop what it already holds.
    */
-  offerOver(a: A): boolean {
+  offerBeyondCapacity(a: A): boolean {
     if (this.ending !== undefined) return false
     this.items.push(a)
     const taker = this.takers.shift()
