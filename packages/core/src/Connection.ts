@@ -100,7 +100,7 @@ export interface Stats {
   /**
    * Pings received. The connection answers each itself, in order (of a flood that keeps more than
    * 16 pongs waiting for the wire, the latest takes the last place, as RFC 6455 section 5.5.3
-   * allows), and none once its Close has gone out.
+   * allows), and none once its own Close is sent (queued).
    */
   readonly pingsIn: number
   readonly pongsIn: number
