@@ -174,6 +174,22 @@ describe("NodeServer + NodeClient", () => {
     }))
 })
 
+/** A `ws` client that sends `messages` as it opens, then goes away (terminates) 100 ms later. */
+const sendThenLeave = (url: string, messages: ReadonlyArray<string>) =>
+  Effect.promise(() =>
+    new Promise<void>((resolve, reject) => {
+      const ws = new WsClient(url)
+      ws.on("open", () => {
+        for (const message of messages) ws.send(message)
+        setTimeout(() => {
+          ws.terminate()
+          resolve()
+        }, 100)
+      })
+      ws.on("error", reject)
+    })
+  )
+
 describe("a peer that goes away", () => {
   it.live("while nobody reads its messages: the next send that fails ends the connection (1006) and its handler", () =>
     Effect.gen(function*() {
@@ -185,19 +201,7 @@ describe("a peer that goes away", () => {
           yield* Deferred.succeed(ended, yield* connection.closed)
         }), { connection: { messageBuffer: 4 } })
       // the client fills the message buffer (the server stops reading), then its socket goes
-      yield* Effect.promise(() =>
-        new Promise<void>((resolve, reject) => {
-          const ws = new WsClient(server.url)
-          ws.on("open", () => {
-            for (let i = 0; i < 20; i++) ws.send(`unread ${i}`)
-            setTimeout(() => {
-              ws.terminate()
-              resolve()
-            }, 100)
-          })
-          ws.on("error", reject)
-        })
-      )
+      yield* sendThenLeave(server.url, Array.from({ length: 20 }, (_, i) => `unread ${i}`))
       const info = yield* Deferred.await(ended).pipe(Effect.timeout("3 seconds"))
       assert.strictEqual(info.code, 1006)
       assert.isFalse(info.clean)
@@ -225,19 +229,7 @@ describe("a peer that goes away", () => {
             counted: connection.stats.messagesIn
           })
         }), { connection: { messageBuffer: 4 } })
-      yield* Effect.promise(() =>
-        new Promise<void>((resolve, reject) => {
-          const ws = new WsClient(server.url)
-          ws.on("open", () => {
-            for (let i = 0; i < 10; i++) ws.send(`m${i}`)
-            setTimeout(() => {
-              ws.terminate()
-              resolve()
-            }, 100)
-          })
-          ws.on("error", reject)
-        })
-      )
+      yield* sendThenLeave(server.url, Array.from({ length: 10 }, (_, i) => `m${i}`))
       const { counted, error, messages } = yield* Deferred.await(got).pipe(Effect.timeout("5 seconds"))
       // every message that arrived before the client went away comes first, none dropped
       assert.deepStrictEqual(messages, Array.from({ length: 10 }, (_, i) => `m${i}`))
