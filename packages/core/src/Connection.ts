@@ -243,7 +243,12 @@ export interface KeepaliveOptions {
 export interface Options {
   /** How long to wait for the peer's Close (and, as a client, for the server to end the transport). Default 5 seconds. */
   readonly closeTimeout?: Duration.Input | undefined
-  /** How many received messages may wait for the consumer before reading pauses. Default 16. */
+  /**
+   * How many received messages may wait for the consumer before reading pauses. Default 16. Once
+   * a send finds the transport broken, the messages in what the transport still held are queued
+   * beyond it (none is dropped): as many as its read buffer holds (`socketBuffers.highWaterMark`,
+   * 64 KiB, over Node sockets; thousands of messages when they are tiny).
+   */
   readonly messageBuffer?: number | undefined
   readonly keepalive?: KeepaliveOptions | undefined
   /** The negotiated subprotocol, reported as {@link Connection.protocol}. */
@@ -451,6 +456,12 @@ export const make = (
      * the transport still held.
      */
     let lost: TransportError | undefined = undefined
+    /**
+     * Whether the reader waits in `transport.read`: it then holds no message and is not ending the
+     * connection, so a failed write may stop it (see `lostTransport`).
+     */
+    let readingNetwork = false
+    const connectionScope = yield* Effect.scope
 
     // Metrics are updated in place with the context captured here: no effect per message.
     const context = yield* Effect.context()
@@ -776,16 +787,30 @@ export const make = (
      * told (and woken if it waits for the consumer): it keeps the messages it holds beyond the
      * message buffer, takes what the transport still holds without waiting for more (what came
      * before the failure is not dropped, and comes before it), then ends the connection. A reader
-     * waiting for the network sees the end itself (a transport whose writes fail ends its reads:
-     * sockets and memory pairs do). Once a Close went either way, the closing handshake ends the
-     * connection (within the close timeout), and once the reader is ending it (a broken frame, the
-     * end of the transport), the reader does, with what it found.
+     * waiting for the network is stopped and the connection ended by a fiber of its own: it holds
+     * nothing then, and a transport whose writes fail may go on waiting for reads (sockets and
+     * memory pairs end them, a transport that fails its writes on its own need not). Once a Close
+     * went either way, the closing handshake ends the connection (within the close timeout), and
+     * once the reader is ending it (a broken frame, the end of the transport), the reader does,
+     * with what it found.
      */
     const lostTransport = (error: TransportError) =>
-      Effect.sync(() => {
-        if (lost !== undefined || Deferred.isDoneUnsafe(closedDeferred) || engine.state !== HandleState.Open) return
+      Effect.suspend(() => {
+        if (lost !== undefined || Deferred.isDoneUnsafe(closedDeferred) || engine.state !== HandleState.Open) return Effect.void
         lost = error
         wake()
+        if (!readingNetwork) return Effect.void
+        // (whole or not at all; in the connection's scope, so that no fiber outlives it)
+        return Effect.asVoid(Effect.forkIn(
+          Effect.uninterruptible(Effect.gen(function*() {
+            // (looked at again: the read may have completed meanwhile, and the reader then sees
+            // `lost` itself, before it reads again)
+            if (!readingNetwork || Deferred.isDoneUnsafe(closedDeferred)) return
+            yield* Fiber.interrupt(reader)
+            yield* failTransport(error)
+          })),
+          connectionScope
+        ))
       })
 
     /** The client waits (bounded) for the server to end the transport first (RFC 6455 section 7.1.1). */
@@ -932,6 +957,24 @@ export const make = (
       writingPongs = false // (in the same step as the last look at `pongWaiting`)
     })
 
+    /**
+     * The message the reader read and counted but could not hand over yet (the consumer is behind),
+     * from its first refused offer until it is offered or dropped.
+     */
+    let held: Message | undefined = undefined
+    /**
+     * The reader stopped (an abort, a dead peer, the close timeout): the message it held still
+     * reaches the consumer, ahead of the end, unless we are closing (then messages nobody reads are
+     * dropped). Done as the reader ends, not around its wait: it may be stopped once woken, before
+     * it offered the message again.
+     */
+    const readerStopped = Effect.sync(() => {
+      readingNetwork = false
+      const message = held
+      held = undefined
+      if (message !== undefined && !Deferred.isDoneUnsafe(closing)) mailbox.offerBeyondCapacity(message)
+    })
+
     /** Whether the reader ever ran (it does not when the connection's scope was closed already). */
     let readerRan = false
     const readLoop = Effect.gen(function*() {
@@ -964,7 +1007,9 @@ export const make = (
                 return yield* failTransport(lost)
               }
               reportWhileWaiting()
+              readingNetwork = true
               const read = yield* Effect.exit(transport.read(record.buffer0))
+              readingNetwork = false
               if (read._tag === "Failure") {
                 engine.completeAction(id, 0)
                 return yield* failTransport(
@@ -994,6 +1039,7 @@ export const make = (
               // unless we are closing: then the peer's Close reply must get through, and messages
               // nobody reads are dropped. Once the transport broke (see `lostTransport`), there is
               // no one left to slow down: the message is kept beyond the buffer.
+              held = message
               for (;;) {
                 if (Deferred.isDoneUnsafe(closing)) break
                 if (mailbox.isDone) return
@@ -1011,16 +1057,12 @@ export const make = (
                   return Effect.sync(() => {
                     wakeReader = undefined
                   })
-                }).pipe(
-                  // stopped while it waits (an abort, a pong that could not be written): the message
-                  // read and counted still reaches the consumer, ahead of the end
-                  Effect.onInterrupt(() => Effect.sync(() => Deferred.isDoneUnsafe(closing) || mailbox.offerBeyondCapacity(message))),
-                  Effect.ensuring(Effect.sync(() => {
-                    waitingForConsumer = false
-                    activity++ // the peer's answer may be waiting unread meanwhile
-                  }))
-                )
+                }).pipe(Effect.ensuring(Effect.sync(() => {
+                  waitingForConsumer = false
+                  activity++ // the peer's answer may be waiting unread meanwhile
+                })))
               }
+              held = undefined
             }
             break
           }
@@ -1046,7 +1088,7 @@ export const make = (
       }
     })
 
-    const reader = yield* Effect.forkScoped(readLoop)
+    const reader = yield* Effect.forkScoped(Effect.onInterrupt(readLoop, () => readerStopped))
 
     /**
      * The closing handshake started by the first `close`: once asked for, the Close goes out and

@@ -1346,6 +1346,69 @@ describe("Connection failures", () => {
       assert.strictEqual(failureOf(exit)._tag, "TransportError")
     }))
 
+  it.effect("a reader stopped once woken, before it offers again the message it held: the message still reaches the consumer", () =>
+    Effect.gen(function*() {
+      // the reader yields every `budget` steps: woken (a consumer that took, a send that found the
+      // transport broken), it is aborted at each of its steps in turn
+      for (const wakeUp of ["consumer", "failed send"] as const) {
+        for (let budget = 3; budget <= 24; budget++) {
+          yield* Effect.scoped(Effect.gen(function*() {
+            const { connection, peer } = yield* rawConnection("server", { connection: { messageBuffer: 4 } }).pipe(
+              Effect.provideService(Scheduler.MaxOpsBeforeYield, budget)
+            )
+            for (let i = 0; i < 10; i++) yield* peer.send(0x1, `m${i}`)
+            yield* waitUntil(() => connection.stats.messagesIn === 5, "the reader holds a fifth message")
+            yield* settle
+            let got: Array<Connection.Message> = []
+            if (wakeUp === "consumer") {
+              got = Array.from(yield* Stream.runCollect(Stream.take(connection.messages, 2)))
+            } else {
+              yield* peer.transport.close
+              yield* Effect.exit(connection.send("x"))
+            }
+            yield* connection.abort
+            got = got.concat((yield* drain(connection)).got)
+            const counted = connection.stats.messagesIn
+            assert.deepStrictEqual(got, Array.from({ length: counted }, (_, i) => `m${i}`), `${wakeUp}, yielding every ${budget} steps`)
+          }))
+        }
+      }
+    }))
+
+  it.live("a write that fails while the reader waits for the network ends the connection, though the transport still reads", () =>
+    Effect.gen(function*() {
+      // a transport whose writes fail on their own (after a turn), its reads still open
+      for (const what of ["send", "pong"] as const) {
+        yield* Effect.scoped(Effect.gen(function*() {
+          const { serverHandle } = yield* handles()
+          const [a, b] = yield* Transport.makeMemoryPair()
+          let broken = false
+          const failing = Transport.make({
+            ...a,
+            tryWrite: undefined,
+            write: (buffers, owned) =>
+              broken ? Effect.andThen(Effect.yieldNow, Effect.fail(new Transport.TransportError({ message: "refused" }))) : a.write(buffers, owned)
+          })
+          const connection = yield* Connection.make(serverHandle, failing)
+          yield* Effect.addFinalizer(() => connection.abort)
+          const peer = new RawPeer(b, true)
+          const messages = yield* Effect.forkChild(drain(connection))
+          yield* peer.send(0x1, "before")
+          yield* waitUntil(() => connection.stats.messagesIn === 1, "the message read")
+          yield* settle
+          broken = true
+          if (what === "send") assert.strictEqual((yield* Effect.flip(connection.send("x")))._tag, "TransportError")
+          else yield* peer.send(0x9, "p")
+          const info = yield* Effect.timeoutOption(connection.closed, "2 seconds")
+          assert.isTrue(Option.isSome(info), `a ${what} that failed ended the connection`)
+          assert.deepStrictEqual(Option.map(info, ({ code, reason }) => [code, reason]), Option.some([1006, "refused"]))
+          const { got, exit } = yield* Fiber.join(messages)
+          assert.deepStrictEqual(got, ["before"])
+          assert.strictEqual(failureOf(exit)._tag, "TransportError")
+        }))
+      }
+    }))
+
   it.effect("abort cuts the transport without a Close (1006)", () =>
     Effect.gen(function*() {
       const { connection, peer } = yield* rawConnection("client")
