@@ -293,6 +293,16 @@ export const selectProtocolFor = (
     ? undefined
     : options.selectProtocol(request.protocols, request)
 
+/**
+ * Logs an upgrade that failed through the server's own fault (a hook that failed or threw, a
+ * selection the client did not offer): the request gets 500.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const logServerFault = (cause: unknown): Effect.Effect<void> =>
+  Effect.logError("WebSocket upgrade failed; the request gets 500", cause)
+
 /** Response headers the handshake sets itself (lower case). */
 const HANDSHAKE_RESPONSE_HEADERS = new Set(["upgrade", "connection", "sec-websocket-accept", "sec-websocket-protocol", "sec-websocket-extensions", "sec-websocket-version"])
 
@@ -682,7 +692,7 @@ const acceptInMemory = <RA>(
       Effect.catch((error) => {
         const { headers, status } = rejectionStatus(error)
         return Effect.andThen(
-          status >= 500 ? Effect.logError("WebSocket upgrade failed; the request gets 500", error) : Effect.void,
+          status >= 500 ? logServerFault(error) : Effect.void,
           refuse(error._tag, status, headers, error.message)
         )
       })
@@ -695,7 +705,7 @@ const acceptInMemory = <RA>(
     // a callback that threw or failed otherwise: 500
     Effect.catchDefect((defect) =>
       Effect.andThen(
-        Effect.logError("WebSocket upgrade failed; the request gets 500", defect),
+        logServerFault(defect),
         refuse("ServerError", 500, [], "the upgrade failed")
       )
     ),

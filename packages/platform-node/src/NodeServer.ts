@@ -284,7 +284,7 @@ export const makeUpgradeHandler = <E, R, RA = never>(
             const error = handshake.cause.reasons.find((r) => r._tag === "Fail")
             if (error === undefined || error._tag !== "Fail") return yield* Effect.failCause(handshake.cause) // a 500 (see below)
             const { headers: extra, status } = Client.rejectionStatus(error.error)
-            if (status >= 500) yield* Effect.logError("WebSocket upgrade failed; the request gets 500", error.error)
+            if (status >= 500) yield* Client.logServerFault(error.error)
             return yield* refused(error.error._tag, socket, status, error.error.message, extra)
           }
           const responseHeaders = [...handshake.value.responseHeaders, ...yield* Client.responseHeadersFor(options, request)]
@@ -320,7 +320,7 @@ export const makeUpgradeHandler = <E, R, RA = never>(
             )
           }
           return Effect.andThen(
-            Effect.logError("WebSocket upgrade failed; the request gets 500", exit.cause),
+            Client.logServerFault(exit.cause),
             refused("ServerError", socket, 500, "the upgrade failed")
           )
         }),

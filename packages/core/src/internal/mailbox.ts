@@ -62,10 +62,7 @@ export class Mailbox<A, E> {
   offer(a: A): boolean {
     if (this.ending !== undefined) return false
     if (this.size - this.woken >= this.capacity) return false
-    this.items.push(a)
-    const taker = this.takers.shift()
-    if (taker !== undefined) this.wakeUp(taker)
-    return true
+    return this.offerBeyondCapacity(a)
   }
 
   /**
