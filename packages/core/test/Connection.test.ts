@@ -735,6 +735,47 @@ describe("Connection close", () => {
       assert.strictEqual(failureOf(exit)._tag, "TransportError")
     }))
 
+  it.live("a pong that fails once the peer's Close came leaves the closing to it: the peer's code, as ws reports", () =>
+    Effect.gen(function*() {
+      const { serverHandle } = yield* handles()
+      const [a, b] = yield* Transport.makeMemoryPair()
+      const isPong = (buffers: ReadonlyArray<Uint8Array>) => buffers.length > 0 && buffers[0]![0] === 0x8a
+      // the pong's write fails a little later, as a socket's does (its callback), while the Close
+      // that answers the peer's waits for the wire
+      let pongsTried = 0
+      const failing = Transport.make({
+        ...a,
+        tryWrite: undefined,
+        write: (buffers, owned) =>
+          isPong(buffers)
+            ? Effect.andThen(
+              Effect.sleep("20 millis"),
+              Effect.suspend(() => {
+                pongsTried++
+                return Effect.fail(new Transport.TransportError({ message: "pong refused" }))
+              })
+            )
+            : a.write(buffers, owned)
+      })
+      const connection = yield* Connection.make(serverHandle, failing)
+      const peer = new RawPeer(b, true)
+      const messages = yield* Effect.forkChild(drain(connection))
+      // a ping and then the Close, in one write: the pong fails while the Close waits to be read
+      yield* peer.write(
+        frame(0x1, "before", { mask: true }),
+        frame(0x9, "p", { mask: true }),
+        frame(0x8, closeBody(1000, "bye"), { mask: true })
+      )
+      const info = yield* connection.closed
+      assert.strictEqual(pongsTried, 1)
+      assert.deepStrictEqual([info.code, info.reason, info.initiator], [1000, "bye", "remote"])
+      const { got, exit } = yield* Fiber.join(messages)
+      assert.deepStrictEqual(got, ["before"])
+      assert.isTrue(Exit.isSuccess(exit), "the messages end as after any Close")
+      const echo = yield* peer.nextFrame()
+      assert.deepStrictEqual([echo.opcode, Array.from(echo.payload.subarray(0, 2))], [0x8, [0x03, 0xe8]])
+    }))
+
   it.live("two connections that keep sending large messages and pings to each other do not deadlock on their pongs", () =>
     Effect.gen(function*() {
       // each reader parses a ping while its own send holds the wire and waits for the other side to
