@@ -201,6 +201,40 @@ const requestTarget = (target: string | undefined): string => {
   }
 }
 
+/** The `node:http` request behind each upgrade request of this module's servers (see {@link incomingMessage}). */
+const incomingMessages = new WeakMap<Client.UpgradeRequest, Http.IncomingMessage>()
+
+/**
+ * The `node:http` request behind an upgrade request that a server of this module (or an upgrade
+ * handler) handed to `authorize` or to the handler; `undefined` for one made elsewhere (in memory,
+ * say). It is what `ws` hands to `verifyClient` and to its `connection` listeners as `req`: its
+ * `socket` is a `tls.TLSSocket` on a `wss://` server, with the client's certificate
+ * (`getPeerCertificate()`) and whether it was verified (`authorized`, with `requestCert`), and
+ * whatever a framework put on the request before the upgrade reached this module.
+ *
+ * **Example**
+ *
+ * ```ts
+ * import type { Client } from "@effect-websocket/core"
+ * import { NodeServer } from "@effect-websocket/platform-node"
+ * import { Effect } from "effect"
+ * import type * as Tls from "node:tls"
+ *
+ * // with `tls: { cert, key, ca, requestCert: true, rejectUnauthorized: false }`
+ * const authorize = (request: Client.UpgradeRequest) => {
+ *   const socket = NodeServer.incomingMessage(request)?.socket as Tls.TLSSocket | undefined
+ *   return socket?.authorized === true
+ *     ? Effect.void
+ *     : Effect.fail(new NodeServer.Rejection({ status: 401, message: "a client certificate is required" }))
+ * }
+ * ```
+ *
+ * @category accessors
+ * @since 0.1.0
+ */
+export const incomingMessage = (request: Client.UpgradeRequest): Http.IncomingMessage | undefined =>
+  incomingMessages.get(request)
+
 /**
  * A listener for the `upgrade` event of a `node:http` or `node:https` server, running `handler`
  * for every accepted connection in its own fiber, owned by the current scope: closing it
@@ -261,6 +295,7 @@ export const makeUpgradeHandler = <E, R, RA = never>(
           remoteAddress: req.socket.remoteAddress,
           remotePort: req.socket.remotePort
         }
+        incomingMessages.set(request, req)
         if (options?.authorize !== undefined) {
           const authorize = options.authorize
           const verdict = yield* Effect.exit(Client.runCallback("authorize hook", () => authorize(request)))

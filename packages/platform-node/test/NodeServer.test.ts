@@ -159,6 +159,44 @@ describe("NodeServer + NodeClient", () => {
       assert.strictEqual(reply, "from ws")
     }))
 
+  it.live("authorize and the handler reach the node:http request behind the upgrade, as ws's req; none in memory", () =>
+    Effect.gen(function*() {
+      const seen: Array<[string, unknown]> = []
+      const options: Client.ServeOptions = {
+        authorize: (request) =>
+          Effect.sync(() => {
+            const incoming = NodeServer.incomingMessage(request)
+            seen.push(["authorize", incoming])
+            return incoming
+          }).pipe(Effect.flatMap((incoming) =>
+            incoming === undefined || incoming.headers["x-team"] === "blue"
+              ? Effect.void
+              : Effect.fail(new NodeServer.Rejection({ status: 403, message: "blue team only" }))
+          ))
+      }
+      const handler: Client.Handler = (connection, request) => {
+        const incoming = NodeServer.incomingMessage(request)
+        seen.push(["handler", incoming])
+        return connection.send(incoming === undefined ? "none" : `${incoming.method} ${incoming.url} ${incoming.socket.remotePort}`)
+      }
+      const server = yield* NodeServer.serve(handler, options)
+      const greeting = (url: string, team: string) =>
+        Effect.scoped(Effect.gen(function*() {
+          const connection = yield* Client.connect(url, { headers: { "X-Team": team } })
+          return yield* Stream.runCollect(connection.messages)
+        }))
+      const [got] = yield* greeting(`${server.url}?room=1`, "blue").pipe(Effect.provide(NodeClient.layer))
+      assert.match(String(got), /^GET \/\?room=1 \d+$/)
+      assert.strictEqual(seen.length, 2)
+      assert.isDefined(seen[0]![1])
+      assert.strictEqual(seen[1]![1], seen[0]![1], "the same request in both")
+      const refused = yield* Effect.flip(greeting(server.url, "red").pipe(Effect.provide(NodeClient.layer)))
+      assert.strictEqual(refused._tag === "HandshakeRejected" ? refused.status : refused._tag, 403)
+      seen.length = 0
+      const inMemory = yield* greeting("ws://memory.test/", "red").pipe(Effect.provide(Client.layerMemory(handler, options)))
+      assert.deepStrictEqual([inMemory, seen], [["none"], [["authorize", undefined], ["handler", undefined]]])
+    }))
+
   it.live("the handler sees the client's address and port", () =>
     Effect.gen(function*() {
       const seen = yield* Deferred.make<Client.UpgradeRequest>()

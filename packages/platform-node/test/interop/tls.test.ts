@@ -10,7 +10,7 @@ import { createHash } from "node:crypto"
 import * as Net from "node:net"
 import * as Tls from "node:tls"
 import { WebSocketServer } from "ws"
-import { NodeClient } from "../../src/index.ts"
+import { NodeClient, NodeServer } from "../../src/index.ts"
 import {
   bytesOfSize,
   certificate,
@@ -84,6 +84,33 @@ describe("TLS", () => {
       const serverInfo = yield* within(side.connection.closed, 5_000, "the server side to close")
       assert.deepStrictEqual(serverInfo, { code: 1000, reason: "done", clean: true, initiator: "remote" })
     }), 60_000)
+
+  it.live("client certificates: authorize reads the TLS socket of the request behind the upgrade (incomingMessage)", () =>
+    Effect.gen(function*() {
+      const server = yield* certificate
+      const client = yield* certificate
+      const stranger = yield* certificate
+      const { server: wss } = yield* echoServer({
+        tls: { cert: server.cert, key: server.key, ca: [client.cert], requestCert: true, rejectUnauthorized: false },
+        authorize: (request) => {
+          const socket = NodeServer.incomingMessage(request)?.socket as Tls.TLSSocket | undefined
+          return socket?.authorized === true
+            ? Effect.void
+            : Effect.fail(new NodeServer.Rejection({ status: 401, message: "a trusted client certificate is required" }))
+        }
+      })
+      const withCertificate = yield* NodeClient.connect(wss.url, { tls: { ca: server.cert, cert: client.cert, key: client.key } })
+      yield* withCertificate.send("trusted")
+      const reader = yield* messageReader(withCertificate)
+      assert.strictEqual(yield* reader.next(), "trusted")
+      for (const tls of [{ ca: server.cert }, { ca: server.cert, cert: stranger.cert, key: stranger.key }]) {
+        const refused = yield* Effect.flip(NodeClient.connect(wss.url, { tls }))
+        assert.deepStrictEqual(
+          refused._tag === "HandshakeRejected" ? [refused._tag, refused.status] : [refused._tag],
+          ["HandshakeRejected", 401]
+        )
+      }
+    }))
 
   it.live("a ws client trusting the certificate talks to our wss:// server", () =>
     Effect.gen(function*() {
