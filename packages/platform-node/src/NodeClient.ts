@@ -122,6 +122,10 @@ const request = (
     let stopReading = () => {}
     req.on("upgrade", (response, socket, head) => {
       settled = true
+      // Node takes its own error listener off the socket it hands over: until the transport adds
+      // its own, a reset from the peer would be an uncaught exception. The transport reads such an
+      // error off the socket (`socket.errored`) when it takes it over.
+      socket.on("error", () => {})
       onUpgrade(socket as Net.Socket)
       resume(Effect.succeed({ response, socket: socket as Net.Socket, head }))
     })

@@ -566,6 +566,41 @@ describe("NodeClient.connect against servers that misbehave", () => {
 
   const tcpSockets = () => process.getActiveResourcesInfo().filter((r) => r === "TCPSocketWrap").length
 
+  it.live("a reset that comes with the 101 ends the connection with 1006, never as an uncaught exception", () =>
+    Effect.gen(function*() {
+      const uncaught: Array<unknown> = []
+      const record = (error: unknown) => void uncaught.push(error)
+      yield* Effect.acquireRelease(
+        Effect.sync(() => process.on("uncaughtException", record)),
+        () => Effect.sync(() => process.off("uncaughtException", record))
+      )
+      const { port } = yield* listen(() =>
+        Net.createServer((socket) => {
+          socket.on("error", () => {})
+          let request = ""
+          socket.on("data", (chunk: Buffer) => {
+            request += chunk.toString("latin1")
+            if (!request.includes("\r\n\r\n")) return
+            const key = /sec-websocket-key: *(\S+)/i.exec(request)![1]
+            const accept = createHash("sha1").update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest("base64")
+            socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`)
+            socket.resetAndDestroy()
+          })
+        })
+      )
+      for (let i = 0; i < 5; i++) {
+        const outcome = yield* Effect.exit(Effect.scoped(Effect.flatMap(
+          NodeClient.connect(`ws://127.0.0.1:${port}/`),
+          (connection) => Effect.timeout(connection.closed, "3 seconds")
+        )))
+        // the reset may also be seen while the 101 is checked: then the attempt fails, typed
+        if (Exit.isSuccess(outcome)) assert.strictEqual(outcome.value.code, 1006)
+        else assert.isTrue(Exit.findErrorOption(outcome)._tag === "Some", String(outcome.cause))
+      }
+      yield* Effect.sleep("50 millis")
+      assert.deepStrictEqual(uncaught.map(String), [])
+    }))
+
   it.live.prop(
     "every attempt ends within the handshake timeout with a typed failure (or a connection that then ends), and leaves no socket open",
     { answers: Arbitrary.array(Arbitrary.schema(Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: ANSWERS.length - 1 }))), { minLength: 1, maxLength: 6 }) },
