@@ -143,7 +143,7 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
       const { connect, requests } = yield* memory()
       for (const url of ["ws://h/a", "wss://h/b?x=1", "http://h/c", "https://h:8443/d"]) yield* Effect.scoped(connect(url))
       assert.deepStrictEqual(requests.map((r) => r.url), ["/a", "/b?x=1", "/c", "/d"])
-      for (const url of ["ws://h/#frag", "ws://h:0/", "ftp://h/", "not a url"]) {
+      for (const url of ["ws://h/#frag", "ws+unix:///s.sock:/p#frag", "ws://h:0/", "ftp://h/", "not a url"]) {
         const error = yield* Effect.flip(Effect.scoped(connect(url)))
         assert.deepStrictEqual([error._tag, error._tag === "ConnectError" ? error.reason : ""], ["ConnectError", "InvalidUrl"], url)
       }

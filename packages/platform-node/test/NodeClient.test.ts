@@ -172,7 +172,17 @@ describe("NodeClient.connect failures", () => {
   it.live("URLs that are not WebSocket URLs are refused up front", () =>
     Effect.gen(function*() {
       // (port 0 would make Node connect to port 80; ws+unix:// without a path to localhost:80)
-      for (const url of ["ftp://127.0.0.1/", "not a url", "ws://127.0.0.1/#fragment", "ws://127.0.0.1:0/", "ws+unix://", "ws+unix://:/x"]) {
+      for (
+        const url of [
+          "ftp://127.0.0.1/",
+          "not a url",
+          "ws://127.0.0.1/#fragment",
+          "ws+unix:///tmp/ews.sock:/path#fragment",
+          "ws://127.0.0.1:0/",
+          "ws+unix://",
+          "ws+unix://:/x"
+        ]
+      ) {
         const error = yield* Effect.flip(NodeClient.connect(url))
         assert.strictEqual(error._tag, "ConnectError")
         if (error._tag === "ConnectError") assert.strictEqual(error.reason, "InvalidUrl")

@@ -73,17 +73,18 @@ export const parseTarget = (url: string, shown: string, socketPath: string | und
     return `${JSON.stringify(shown)} is not a URL`
   }
   const credentials = credentialsOf(parsed)
-  if (parsed.protocol === "ws+unix:") {
+  const unix = parsed.protocol === "ws+unix:"
+  const secure = parsed.protocol === "wss:" || parsed.protocol === "https:"
+  if (!unix && !secure && parsed.protocol !== "ws:" && parsed.protocol !== "http:") {
+    return `${shown} is not a ws://, wss://, http:// or https:// URL`
+  }
+  if (parsed.hash !== "") return `${shown} has a fragment, which WebSocket URLs may not have (RFC 6455 section 3)`
+  if (unix) {
     // ws+unix:///path/to.sock:/request/path
     const [path, requestPath] = parsed.pathname.split(":")
     if (path === undefined || path === "") return `${shown} names no socket path (ws+unix:///path/to.sock:/request/path)`
     return { url, secure: false, hostname: "localhost", port: 80, host: "localhost", path: (requestPath || "/") + parsed.search, socketPath: path, credentials }
   }
-  const secure = parsed.protocol === "wss:" || parsed.protocol === "https:"
-  if (!secure && parsed.protocol !== "ws:" && parsed.protocol !== "http:") {
-    return `${shown} is not a ws://, wss://, http:// or https:// URL`
-  }
-  if (parsed.hash !== "") return `${shown} has a fragment, which WebSocket URLs may not have (RFC 6455 section 3)`
   // Node would take port 0 for "the default port" and connect there
   if (parsed.port === "0" && socketPath === undefined) return `${shown} names port 0, which cannot be connected to`
   const hostname = parsed.hostname.startsWith("[") ? parsed.hostname.slice(1, -1) : parsed.hostname
