@@ -413,9 +413,10 @@ export const checkServeOptions = (options: ServeOptions<any> | undefined): Effec
   })
 
 /**
- * Checks the options of a connection attempt that are used only once it is open (the handle
- * properties and the connection options), so that a bad one fails the attempt before it
- * reaches the network; and decodes its handshake timeout (default 10 seconds).
+ * Checks the options of a connection attempt (the request headers and `origin`, the handle
+ * properties and the connection options), so that a bad one fails the attempt, with an
+ * `InvalidParameter` that names it, before it reaches the network; and decodes its handshake
+ * timeout (default 10 seconds).
  *
  * @category constructors
  * @since 0.1.0
@@ -426,10 +427,16 @@ export const checkConnectOptions = (options: ConnectOptions | undefined): Effect
     if (Array.isArray(headers)) {
       yield* decodeParameter(HttpHeader.HttpHeaders, "headers", headers)
     } else if (typeof headers === "object" && headers !== null) {
-      yield* decodeParameter(HttpHeader.HttpHeaders, "headers", headerList(headers as Readonly<Record<string, string>>))
+      // (the values as given: one that is not a string is refused, not sent as "undefined")
+      yield* decodeParameter(
+        HttpHeader.HttpHeaders,
+        "headers",
+        Object.entries(headers).map(([name, value]: [string, unknown]) => ({ name, value }))
+      )
     } else if (headers !== undefined) {
       return yield* new InvalidParameter({ parameter: "headers", message: `headers are a list of { name, value } or a record, got ${headers === null ? "null" : typeof headers}` })
     }
+    if (options?.origin !== undefined) yield* decodeParameter(HttpHeader.HeaderValue, "origin", options.origin)
     yield* decodeMaxMessageSize(options?.maxMessageSize)
     yield* decodeParameter(Property.ClientHandleProperties, "properties", handleProperties(options))
     yield* Connection.decodeOptions(options?.connection)

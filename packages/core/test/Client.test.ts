@@ -66,7 +66,8 @@ describe("Client options", () => {
           [{ handshakeTimeout: 0 }, "handshakeTimeout must be more than zero"],
           [{ handshakeTimeout: "soon" as never }, "handshakeTimeout must be a duration"],
           [{ maxMessageSize: -1 }, "maxMessageSize"],
-          [{ connection: { keepalive: { interval: -5 } } }, "keepalive.interval"]
+          [{ connection: { keepalive: { interval: -5 } } }, "keepalive.interval"],
+          [{ origin: "https://o\nX-Injected: 1" }, "origin: "]
         ] as const
       ) {
         const error = yield* connect(options)

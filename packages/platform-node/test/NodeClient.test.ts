@@ -211,7 +211,10 @@ describe("NodeClient options", () => {
         [{ headers: ["chat"] as never }, "headers"],
         [{ headers: [{ name: "X", value: 5 }] as never }, "headers"],
         [{ maxRedirects: -1 }, "maxRedirects"],
-        [{ followRedirects: "yes" as never }, "followRedirects"]
+        [{ followRedirects: "yes" as never }, "followRedirects"],
+        [{ origin: "https://a.example\r\nX-Injected: 1" }, "origin: "],
+        // (not sent as "undefined", as ws's Node request refuses it too)
+        [{ headers: { Authorization: undefined } as never }, "headers"]
       ]
       for (const [options, fragment] of cases) {
         const error = yield* Effect.flip(Effect.scoped(NodeClient.connect(`ws://127.0.0.1:${port}/`, options)))
