@@ -32,9 +32,11 @@ export interface ConnectOptions extends Client.ConnectOptions {
   /**
    * Follow redirects: a `3xx` answer with a `Location` header leads to a new attempt at that URL
    * (relative to the current one), as `ws`'s `followRedirects` does. `Authorization` and `Cookie`
-   * headers are dropped from the first hop that leaves the original host (or goes from `wss://` to
-   * `ws://`) on, and a custom `Host` header from the first hop to another host on. The handshake
-   * timeout bounds all the hops together. Default false: a redirect is a `HandshakeRejected`.
+   * headers, and the credentials of the URL, are dropped from the first hop that leaves the
+   * original host (another host or port, or another socket path) or goes from `wss://` to `ws://`
+   * on, and a custom `Host` header from the first hop to another host on; until then the URL's
+   * credentials go along even when a `Location` names none, as with `ws`. The handshake timeout
+   * bounds all the hops together. Default false: a redirect is a `HandshakeRejected`.
    */
   readonly followRedirects?: boolean | undefined
   /** How many redirects are followed at most (default 10); the answer beyond is a `HandshakeRejected`. */
@@ -257,7 +259,6 @@ const followRedirects = (
   headers: ReadonlyArray<HttpHeader.HttpHeader>,
   { maxRedirects, socketPath }: { readonly maxRedirects: number; readonly socketPath: string | undefined }
 ): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope> => {
-  const originalPlace = original.socketPath ?? original.host
   const from = (hop: Hop, followed: number): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope> =>
     Effect.catchTag(attempt(hop), "HandshakeRejected", (rejected) => {
       // (the first, as Node keeps of a repeated Location)
@@ -279,14 +280,18 @@ const followRedirects = (
       const nextShown = Client.redactedUrl(next)
       const target = Client.parseTarget(next, nextShown, socketPath)
       if (typeof target === "string") return Effect.fail(new Client.ConnectError({ reason: "InvalidUrl", url: nextShown, message: target }))
-      const sameHost = (target.socketPath ?? target.host) === originalPlace
+      // (through a socket path, the request still goes to the host it names: both must stay)
+      const sameHost = target.host === original.host && target.socketPath === original.socketPath
       const keepCredentials = sameHost && !(original.secure && !target.secure)
       const kept = hop.headers.filter((h) => {
         const name = h.name.toLowerCase()
         return name === "authorization" || name === "cookie" ? keepCredentials : name === "host" ? sameHost : true
       })
-      // as with ws, even credentials in the new URL are not sent to another host
-      return from({ target: keepCredentials ? target : { ...target, credentials: undefined }, shown: nextShown, headers: kept }, followed + 1)
+      // as with ws, the credentials sent so far go on to the same host, also when the Location
+      // names none (or others: the first win), and even credentials in the new URL are not sent
+      // to another host
+      const credentials = keepCredentials ? hop.target.credentials ?? target.credentials : undefined
+      return from({ target: { ...target, credentials }, shown: nextShown, headers: kept }, followed + 1)
     })
   return from({ target: original, shown, headers }, 0)
 }

@@ -1,8 +1,11 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Arbitrary, Duration, Effect, Exit, Fiber, Metric, Option, Scheduler, Schema, Scope, Stream } from "effect"
 import { createHash } from "node:crypto"
+import * as Fs from "node:fs"
 import * as Http from "node:http"
 import * as Net from "node:net"
+import * as Os from "node:os"
+import * as Path from "node:path"
 import { WebSocketServer } from "ws"
 import { Client, Metrics } from "@effect-websocket/core"
 import { HttpHeader } from "@effect-websocket/schema"
@@ -440,6 +443,57 @@ describe("NodeClient redirects", () => {
       assert.strictEqual(HttpHeader.getCombined(seen[0]!, "Authorization"), undefined)
       assert.strictEqual(HttpHeader.getCombined(seen[0]!, "Cookie"), undefined)
       assert.strictEqual(HttpHeader.getCombined(seen[0]!, "X-Kept"), "yes")
+    }))
+
+  it.live("the URL's credentials follow a redirect to an absolute Location on the same host, as with ws", () =>
+    Effect.gen(function*() {
+      const routes: Record<string, readonly [number, string | undefined]> = {}
+      const { base, port, requests } = yield* redirector(routes)
+      routes["/first"] = [302, `${base}/second`]
+      yield* Effect.flip(NodeClient.connect(`ws://user:pass@127.0.0.1:${port}/first`, { followRedirects: true }))
+      const basic = `Basic ${Buffer.from("user:pass").toString("base64")}`
+      assert.deepStrictEqual(requests.map((r) => [r.path, r.headers.authorization]), [["/first", basic], ["/second", basic]])
+    }))
+
+  it.live("through a socketPath, a redirect to another host drops credentials, cookies and a custom Host", () =>
+    Effect.gen(function*() {
+      const dir = yield* Effect.acquireRelease(
+        Effect.sync(() => Fs.mkdtempSync(Path.join(Os.tmpdir(), "ews-client-"))),
+        (dir) => Effect.sync(() => Fs.rmSync(dir, { recursive: true, force: true }))
+      )
+      const socketPath = Path.join(dir, "server.sock")
+      const requests: Array<Http.IncomingHttpHeaders> = []
+      const wss = new WebSocketServer({ noServer: true })
+      const server = Http.createServer()
+      server.on("upgrade", (req: Http.IncomingMessage, socket: Net.Socket, head: Buffer) => {
+        requests.push(req.headers)
+        if (req.url === "/first") return void socket.end("HTTP/1.1 302 Found\r\nLocation: ws://b.example/second\r\nContent-Length: 0\r\n\r\n")
+        wss.handleUpgrade(req, socket, head, (ws) => ws.close(1000))
+      })
+      yield* Effect.acquireRelease(
+        Effect.promise(() => new Promise<void>((resolve) => server.listen(socketPath, () => resolve()))),
+        () =>
+          Effect.promise(() =>
+            new Promise<void>((resolve) => {
+              wss.close()
+              server.closeAllConnections()
+              server.close(() => resolve())
+            })
+          )
+      )
+      const connection = yield* NodeClient.connect("ws://user:pass@a.example/first", {
+        socketPath,
+        followRedirects: true,
+        headers: { Cookie: "session=1", Host: "a.example:1234", "X-Kept": "yes" }
+      })
+      yield* connection.closed
+      assert.deepStrictEqual(
+        requests.map((h) => [h.host, h.authorization, h.cookie, h["x-kept"]]),
+        [
+          ["a.example:1234", `Basic ${Buffer.from("user:pass").toString("base64")}`, "session=1", "yes"],
+          ["b.example", undefined, undefined, "yes"]
+        ]
+      )
     }))
 })
 
