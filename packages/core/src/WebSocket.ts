@@ -356,7 +356,7 @@ const endClient = Effect.fnUntraced(function*(handle: HandleImpl, response: Clie
   yield* requireState(handle, "endClientHandshake", HandleState.HandshakeStarted)
   yield* requireKind(handle, "client", "endClientHandshake")
   const headers = yield* Handshake.peerHeaders(response.responseHeaders)
-  yield* Handshake.checkUpgradeHeaders(headers)
+  yield* Handshake.checkUpgradeHeaders(headers, "response")
   const accept = yield* Handshake.decodeRequired(HandshakeHeaders.SecWebSocketAccept, headers, "Sec-WebSocket-Accept")
   const expected = yield* Handshake.computeAccept(handle.crypto, handle.key!)
   if (accept !== expected) {
@@ -412,8 +412,9 @@ const endClient = Effect.fnUntraced(function*(handle: HandleImpl, response: Clie
 
 /**
  * Completes the client side of the opening handshake: checks the server's response headers
- * (`Upgrade: websocket`, `Connection: Upgrade`, the `Sec-WebSocket-Accept` that matches the key
- * sent, and the selected subprotocol and extensions) and opens the session.
+ * (`Upgrade: websocket` naming no other protocol, `Connection: Upgrade`, the
+ * `Sec-WebSocket-Accept` that matches the key sent, and the selected subprotocol and extensions)
+ * and opens the session.
  *
  * Fails with `InvalidProtocolFormat` (the header at fault in `header`) for a missing or malformed
  * header or a wrong accept value; `UnsupportedSubprotocol` / `UnsupportedExtension` when the
@@ -482,7 +483,7 @@ export interface ServerHandshakeResponse {
 const beginServer = Effect.fnUntraced(function*(handle: HandleImpl, options: ServerHandshakeOptions) {
   const headers = yield* Handshake.peerHeaders(options.requestHeaders)
   yield* Handshake.requiredHeader(headers, "Host")
-  yield* Handshake.checkUpgradeHeaders(headers)
+  yield* Handshake.checkUpgradeHeaders(headers, "request")
   const key = yield* Handshake.decodeRequired(HandshakeHeaders.SecWebSocketKey, headers, "Sec-WebSocket-Key")
   const version = yield* Handshake.decodeRequired(HandshakeHeaders.SecWebSocketVersion, headers, "Sec-WebSocket-Version")
   if (version !== HandshakeHeaders.SUPPORTED_VERSION) {

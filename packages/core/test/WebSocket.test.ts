@@ -283,6 +283,28 @@ describe("client-side response checks", () => {
       if (b._tag === "InvalidProtocolFormat") assert.strictEqual(b.header, "Connection")
     }))
 
+  it.effect("an Upgrade naming another protocol besides websocket (RFC 6455 section 4.1: any other value fails)", () =>
+    Effect.gen(function*() {
+      for (const edit of [
+        (h: ReadonlyArray<Header>) => [...drop("Upgrade")(h), { name: "Upgrade", value: "websocket, h2c" }],
+        (h: ReadonlyArray<Header>) => [...drop("Upgrade")(h), { name: "Upgrade", value: "h2c, WebSocket" }],
+        add("Upgrade", "h2c")
+      ]) {
+        const error = yield* respond(edit)
+        assert.strictEqual(error._tag, "InvalidProtocolFormat")
+        if (error._tag === "InvalidProtocolFormat") assert.strictEqual(error.header, "Upgrade")
+        assert.match(error.message, /must be "websocket" alone/)
+      }
+      // websocket in any case, the list's empty elements aside, is fine
+      for (const value of ["WebSocket", " websocket ,", "websocket, websocket"]) {
+        const client = yield* WebSocket.createClientHandle()
+        const server = yield* WebSocket.createServerHandle()
+        const { requestHeaders } = yield* WebSocket.beginClientHandshake(client, { initialHeaders: [{ name: "Host", value: "h" }] })
+        const { responseHeaders } = yield* WebSocket.beginServerHandshake(server, { requestHeaders })
+        yield* WebSocket.endClientHandshake(client, { responseHeaders: [...drop("Upgrade")(responseHeaders), { name: "upgrade", value }] })
+      }
+    }))
+
   it.effect("unoffered subprotocol", () =>
     Effect.gen(function*() {
       const error = yield* respond(add("Sec-WebSocket-Protocol", "other"), { subprotocols: ["chat"] })

@@ -112,13 +112,16 @@ describe("NodeClient.connect failures", () => {
       assert.strictEqual(error._tag, "InvalidProtocolFormat")
     }))
 
-  it.live("a 101 without Upgrade: websocket or Connection: Upgrade is InvalidProtocolFormat naming the header", () =>
+  it.live("a 101 without Upgrade: websocket alone or Connection: Upgrade is InvalidProtocolFormat naming the header", () =>
     Effect.gen(function*() {
       for (
         const [headers, header] of [
           ["Connection: Upgrade", "Upgrade"],
           ["Upgrade: websocket", "Connection"],
-          ["Upgrade: websocket\r\nConnection: keep-alive", "Connection"]
+          ["Upgrade: websocket\r\nConnection: keep-alive", "Connection"],
+          // RFC 6455 section 4.1: an Upgrade with any other value than websocket fails the connection
+          ["Upgrade: websocket, h2c\r\nConnection: Upgrade", "Upgrade"],
+          ["Upgrade: websocket\r\nUpgrade: h2c\r\nConnection: Upgrade", "Upgrade"]
         ] as const
       ) {
         const { port } = yield* listen(() =>

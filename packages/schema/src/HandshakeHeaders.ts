@@ -31,6 +31,31 @@ export const Upgrade = Schema.String.check(
 )
 
 /**
+ * `Upgrade` in a `101 Switching Protocols` response: `websocket` and nothing else (ASCII
+ * case-insensitive). RFC 6455 section 4.1: if the field "contains a value that is not an ASCII
+ * case-insensitive match for the value "websocket", the client MUST _Fail the WebSocket
+ * Connection_", so `websocket, h2c` (or a second `Upgrade` field naming another protocol) is
+ * refused, where a request's {@link Upgrade} may list other protocols. Decodes to the listed
+ * protocols.
+ *
+ * @category schemas
+ * @since 0.1.0
+ */
+export const UpgradeResponse = Schema.String.check(
+  problemFilter((s) => {
+    const protocols = splitList(s)
+    return protocols.length > 0 && protocols.every((protocol) => protocol.toLowerCase() === "websocket")
+      ? undefined
+      : `must be "websocket" alone, got ${JSON.stringify(s)}`
+  })
+).pipe(
+  Schema.decodeTo(
+    Schema.Array(Schema.String),
+    SchemaTransformation.transform({ decode: splitList, encode: (protocols) => protocols.join(", ") })
+  )
+)
+
+/**
  * `Connection`: a token list that must include `Upgrade` (case-insensitive, RFC 6455 section 4.2.1
  * item 4), so `keep-alive, Upgrade` is accepted.
  *

@@ -12,6 +12,7 @@ import {
   editsArbitrary,
   intArbitrary,
   noiseArbitrary,
+  oneOf,
   show,
   stringOver,
   TCHAR,
@@ -57,6 +58,36 @@ describe("HandshakeHeaders", () => {
       assert.strictEqual(Schema.encodeSync(HandshakeHeaders.Upgrade)(["websocket"]), "websocket")
       assert.strictEqual(Schema.encodeSync(HandshakeHeaders.Upgrade)(["foo", "websocket"]), "foo, websocket")
     })
+  })
+
+  describe("UpgradeResponse", () => {
+    it("accepts websocket in any case, alone", () => {
+      assert.deepStrictEqual(decodeOk(HandshakeHeaders.UpgradeResponse, "websocket"), ["websocket"])
+      assert.deepStrictEqual(decodeOk(HandshakeHeaders.UpgradeResponse, "WebSocket"), ["WebSocket"])
+      assert.deepStrictEqual(decodeOk(HandshakeHeaders.UpgradeResponse, " ,websocket\t, "), ["websocket"])
+    })
+
+    it("rejects any other protocol, also beside websocket (RFC 6455 section 4.1), quoting the value", () => {
+      assertRejects(HandshakeHeaders.UpgradeResponse, "websocket, h2c", `must be "websocket" alone, got "websocket, h2c"`)
+      assertRejects(HandshakeHeaders.UpgradeResponse, "h2c, websocket", `must be "websocket" alone`)
+      assertRejects(HandshakeHeaders.UpgradeResponse, "websocket/13", `must be "websocket" alone`)
+      assertRejects(HandshakeHeaders.UpgradeResponse, "", `must be "websocket" alone, got ""`)
+      assertRejects(HandshakeHeaders.UpgradeResponse, ",", `must be "websocket" alone`)
+    })
+
+    it.prop(
+      "a list decodes iff each of its elements is websocket, and there is one",
+      { list: Arbitrary.array(oneOf(["websocket", "WebSocket", "h2c", "websocket/13", "", " "]), { maxLength: 4 }), noise: noiseArbitrary },
+      ({ list, noise }) => {
+        const pick = choices(noise)
+        const s = list.map((e) => ["", " ", "\t"][pick(3)]! + e).join(",")
+        const elements = s.split(",").map((e) => e.trim()).filter((e) => e !== "")
+        const expected = elements.length > 0 && elements.every((e) => e.toLowerCase() === "websocket")
+        assert.strictEqual(decodes(HandshakeHeaders.UpgradeResponse, s), expected, JSON.stringify(s))
+        if (expected) assert.isTrue(decodes(HandshakeHeaders.Upgrade, s), "a response's Upgrade is a valid request Upgrade")
+      },
+      { arbitrary: { runs: 300 } }
+    )
   })
 
   describe("Connection", () => {
@@ -478,6 +509,7 @@ describe("HandshakeHeaders", () => {
 
     const headerSchemas = [
       ["Upgrade", HandshakeHeaders.Upgrade],
+      ["UpgradeResponse", HandshakeHeaders.UpgradeResponse],
       ["Connection", HandshakeHeaders.Connection],
       ["SecWebSocketKey", HandshakeHeaders.SecWebSocketKey],
       ["SecWebSocketAccept", HandshakeHeaders.SecWebSocketAccept],

@@ -160,12 +160,20 @@ export const decodeOptionalList = <S extends Schema.ConstraintDecoder<unknown>>(
   return value === undefined ? Effect.succeed(undefined) : decodeHeader(schema, name, value)
 }
 
-/** `Upgrade: websocket` and `Connection: Upgrade`, required in the request and the response. */
+/**
+ * `Upgrade: websocket` and `Connection: Upgrade`, required in the request and the response. A
+ * request's `Upgrade` may list other protocols besides `websocket`; a response's names
+ * `websocket` alone (RFC 6455 section 4.1).
+ */
 export const checkUpgradeHeaders = (
-  headers: ReadonlyArray<HttpHeader.HttpHeader>
+  headers: ReadonlyArray<HttpHeader.HttpHeader>,
+  side: "request" | "response"
 ): Effect.Effect<void, InvalidProtocolFormat> =>
   Effect.andThen(
-    Effect.flatMap(requiredListHeader(headers, "Upgrade"), (value) => decodeHeader(HandshakeHeaders.Upgrade, "Upgrade", value)),
+    Effect.flatMap(
+      requiredListHeader(headers, "Upgrade"),
+      (value) => decodeHeader(side === "request" ? HandshakeHeaders.Upgrade : HandshakeHeaders.UpgradeResponse, "Upgrade", value)
+    ),
     Effect.flatMap(
       requiredListHeader(headers, "Connection"),
       (value) => decodeHeader(HandshakeHeaders.Connection, "Connection", value)
