@@ -6,7 +6,7 @@
  *
  * @since 0.1.0
  */
-import { HttpHeader, Options, Property } from "@effect-websocket/schema"
+import { HandshakeHeaders, HttpHeader, Options, Property } from "@effect-websocket/schema"
 import { Cause, Context, Duration, Effect, Exit, Layer, Metric, Option, Predicate, Schema, Scope } from "effect"
 import * as Connection from "./Connection.ts"
 import { decodeParameter } from "./internal/handshake.ts"
@@ -757,10 +757,20 @@ export const serverHandshakeFailed = (reason: string, status: number): Effect.Ef
   )
 
 /**
- * The HTTP answer to a failed server handshake: 426 with `Sec-WebSocket-Version: 13` for an
- * unsupported version (RFC 6455 section 4.4), 500 for an `InvalidParameter`, an
+ * The HTTP answer to a failed server handshake: 426 with `Sec-WebSocket-Version: 13` and
+ * `Upgrade: websocket` for an unsupported version (RFC 6455 section 4.4; RFC 9110 section 15.5.22:
+ * a 426 "MUST send an Upgrade header field"), 500 for an `InvalidParameter`, an
  * `UnsupportedSubprotocol` or an `UnsupportedExtension` (the server's own selection is malformed
- * or was not offered: the fault is not the client's), 400 otherwise.
+ * or was not offered: the fault is not the client's), 400 otherwise, with
+ * `Sec-WebSocket-Version: 13` when the request's version is missing, repeated or malformed (RFC
+ * 6455 section 4.2.2 item 4: a version the server does not understand is answered with "a
+ * |Sec-WebSocket-Version| header field indicating the version(s) the server is capable of
+ * understanding").
+ *
+ * **Gotchas**
+ *
+ * A server that writes these headers also sends `Connection: Upgrade` beside an `Upgrade` header
+ * (RFC 9110 section 7.8).
  *
  * @category constructors
  * @since 0.1.0
@@ -772,10 +782,19 @@ export const rejectionStatus = (
     ? {
       status: 426,
       statusText: "Upgrade Required",
-      headers: [{ name: "Sec-WebSocket-Version", value: error.supported.join(", ") }]
+      headers: [
+        { name: "Sec-WebSocket-Version", value: error.supported.join(", ") },
+        { name: "Upgrade", value: "websocket" }
+      ]
     }
     : error._tag === "InvalidParameter" || error._tag === "UnsupportedSubprotocol" || error._tag === "UnsupportedExtension"
     ? { status: 500, statusText: "Internal Server Error", headers: [] }
+    : error._tag === "InvalidProtocolFormat" && error.header?.toLowerCase() === "sec-websocket-version"
+    ? {
+      status: 400,
+      statusText: "Bad Request",
+      headers: [{ name: "Sec-WebSocket-Version", value: String(HandshakeHeaders.SUPPORTED_VERSION) }]
+    }
     : { status: 400, statusText: "Bad Request", headers: [] }
 
 /** What a client is told of a refused upgrade in memory: what it would be told over a socket, and why. */

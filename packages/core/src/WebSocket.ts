@@ -549,7 +549,9 @@ const beginServer = Effect.fnUntraced(function*(handle: HandleImpl, options: Ser
  * application's selection, and returns the headers of the 101 response.
  *
  * Fails with `InvalidProtocolFormat` (answer 400; `header` names the culprit),
- * `UnsupportedProtocolVersion` (answer 426 with `Sec-WebSocket-Version: 13`),
+ * `UnsupportedProtocolVersion` (answer 426 with `Sec-WebSocket-Version: 13` and
+ * `Upgrade: websocket`; a missing or malformed version is an `InvalidProtocolFormat` naming
+ * `Sec-WebSocket-Version`, answered 400 with `Sec-WebSocket-Version: 13`),
  * `UnsupportedSubprotocol` / `UnsupportedExtension` when the selection was not offered,
  * `InvalidParameter` when the selection is malformed, and `InvalidProtocolOperation` unless the
  * handle was just created. After a failure the handle accepts only `abortHandle` and

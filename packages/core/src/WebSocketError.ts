@@ -122,7 +122,8 @@ export class UnsupportedExtension extends Schema.TaggedError<UnsupportedExtensio
 
 /**
  * The client asked for a protocol version this implementation does not speak. A server answers
- * `426 Upgrade Required` with `Sec-WebSocket-Version` listing `supported` (RFC 6455 section 4.4).
+ * `426 Upgrade Required` with `Sec-WebSocket-Version` listing `supported` (RFC 6455 section 4.4)
+ * and `Upgrade: websocket` (RFC 9110 section 15.5.22).
  *
  * @see websocket.h `E_PROTOCOL_VERSION_NOT_SUPPORTED` (0x83760005)
  * @category errors

@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Layer, Metric, Scope, Stream } from "effect"
-import { Client, type Connection, Metrics } from "../src/index.ts"
+import { Client, type Connection, Metrics, WebSocket } from "../src/index.ts"
 
 describe("Client.releaseOnFailure", () => {
   /** An attempt that acquires something (recording its release) and then fails or not. */
@@ -90,6 +90,39 @@ describe("Client.requestHeaderList", () => {
       { name: "ORIGIN", value: "https://p" }
     ])
   })
+})
+
+describe("Client.rejectionStatus", () => {
+  const request = (version: ReadonlyArray<string>) => [
+    { name: "Host", value: "h" },
+    { name: "Upgrade", value: "websocket" },
+    { name: "Connection", value: "Upgrade" },
+    { name: "Sec-WebSocket-Key", value: "dGhlIHNhbXBsZSBub25jZQ==" },
+    ...version.map((value) => ({ name: "Sec-WebSocket-Version", value }))
+  ]
+  const answer = (version: ReadonlyArray<string>) =>
+    Effect.gen(function*() {
+      const server = yield* WebSocket.createServerHandle()
+      const { headers, status } = Client.rejectionStatus(
+        yield* Effect.flip(WebSocket.beginServerHandshake(server, { requestHeaders: request(version) }))
+      )
+      return [status, headers]
+    })
+
+  it.effect("a version the server does not understand gets Sec-WebSocket-Version: 13 (RFC 6455 section 4.2.2 item 4); a 426 names Upgrade", () =>
+    Effect.gen(function*() {
+      assert.deepStrictEqual(yield* answer(["8"]), [426, [
+        { name: "Sec-WebSocket-Version", value: "13" },
+        { name: "Upgrade", value: "websocket" }
+      ]])
+      for (const version of [[], [""], ["13, 8"], ["13", "13"], ["013"]]) {
+        assert.deepStrictEqual(yield* answer(version), [400, [{ name: "Sec-WebSocket-Version", value: "13" }]], JSON.stringify(version))
+      }
+      // another header at fault: nothing about versions
+      const server = yield* WebSocket.createServerHandle()
+      const error = yield* Effect.flip(WebSocket.beginServerHandshake(server, { requestHeaders: request(["13"]).slice(1) }))
+      assert.deepStrictEqual(Client.rejectionStatus(error).headers, [])
+    }))
 })
 
 describe("Client.layerMemory handlers", () => {

@@ -10,7 +10,8 @@
  * - {@link serve} / {@link layer}: a standalone server on a host and port.
  *
  * Bad requests never reach the handler: `400 Bad Request` with a short reason (`426 Upgrade
- * Required` with `Sec-WebSocket-Version: 13` for another version), `405` for a method other than
+ * Required` with `Sec-WebSocket-Version: 13` and `Upgrade: websocket` for another version; `400`
+ * with `Sec-WebSocket-Version: 13` for a missing or malformed one), `405` for a method other than
  * GET, `404` for another path, and the application's own status when it rejects a request.
  *
  * @since 0.1.0
@@ -145,7 +146,11 @@ export const Server: Context.Service<Server, Server> = Context.Service<Server>("
 export const isServer = (u: unknown): u is Server => Predicate.hasProperty(u, TypeId)
 
 
-/** Writes a short HTTP error response and closes the socket. */
+/**
+ * Writes a short HTTP error response and closes the socket. Beside an `Upgrade` header (a 426
+ * names the protocol it requires), `Connection` carries the `Upgrade` option too (RFC 9110
+ * section 7.8: "A sender of Upgrade MUST also send an "Upgrade" connection option").
+ */
 const refuse = (
   socket: Duplex,
   status: number,
@@ -154,9 +159,10 @@ const refuse = (
 ) => {
   if (socket.destroyed) return
   const body = `${message}\n`
+  const upgrade = headers.some((h) => h.name.toLowerCase() === "upgrade")
   const lines = [
     `HTTP/1.1 ${status} ${Http.STATUS_CODES[status] ?? "Error"}`,
-    "Connection: close",
+    upgrade ? "Connection: Upgrade, close" : "Connection: close",
     "Content-Type: text/plain; charset=utf-8",
     `Content-Length: ${Buffer.byteLength(body)}`,
     ...headers.map((h) => `${h.name}: ${h.value}`)
@@ -403,7 +409,8 @@ export const serve = <E, R, RA = never>(
       connectionsCheckingInterval: Math.min(1000, Math.max(10, Math.ceil(handshakeTimeout / 4)))
     }
     const onRequest = (_req: Http.IncomingMessage, res: Http.ServerResponse) => {
-      res.writeHead(426, { "Content-Type": "text/plain; charset=utf-8", Upgrade: "websocket", Connection: "close" })
+      // (RFC 9110 section 7.8: the sender of Upgrade sends the "Upgrade" connection option too)
+      res.writeHead(426, { "Content-Type": "text/plain; charset=utf-8", Upgrade: "websocket", Connection: "Upgrade, close" })
       res.end("this is a WebSocket endpoint\n")
     }
     const server = yield* Effect.try({

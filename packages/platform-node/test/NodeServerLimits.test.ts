@@ -61,6 +61,65 @@ describe("bad requests never reach the handler", () => {
       }))
   }
 
+  it.live("a version the server does not understand is answered with Sec-WebSocket-Version: 13; a 426 names Upgrade: websocket, as a connection option too", () =>
+    Effect.gen(function*() {
+      const server = yield* NodeServer.serve(() => Effect.void)
+      /** The status and the named response headers (lower-cased names, repeated ones joined). */
+      const answer = (versionLines: ReadonlyArray<string>, start?: string) =>
+        Effect.map(
+          rawExchange(server.address.port, upgradeRequest([...goodHeaders.slice(0, 3), ...versionLines], start)),
+          ({ response }) => {
+            const [status, ...lines] = response.split("\r\n\r\n")[0]!.split("\r\n")
+            const fields = new Map<string, string>()
+            for (const line of lines) {
+              const colon = line.indexOf(":")
+              const name = line.slice(0, colon).toLowerCase()
+              const value = line.slice(colon + 1).trim()
+              fields.set(name, fields.has(name) ? `${fields.get(name)}, ${value}` : value)
+            }
+            return {
+              status: status!.split(" ")[1],
+              version: fields.get("sec-websocket-version"),
+              upgrade: fields.get("upgrade"),
+              connection: fields.get("connection")?.toLowerCase().split(/[ \t]*,[ \t]*/).sort().join(",")
+            }
+          }
+        )
+      // RFC 6455 section 4.2.2 item 4 (and the 400 of section 4.4's example): the versions the server understands
+      assert.deepStrictEqual(yield* answer(["Sec-WebSocket-Version: 8"]), {
+        status: "426",
+        version: "13",
+        upgrade: "websocket",
+        connection: "close,upgrade"
+      })
+      for (
+        const lines of [
+          ["Sec-WebSocket-Version: 13, 8"],
+          ["Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8"],
+          ["Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 13"],
+          ["Sec-WebSocket-Version: "],
+          ["Sec-WebSocket-Version: 013"],
+          ["Sec-WebSocket-Version: 256"],
+          []
+        ]
+      ) {
+        assert.deepStrictEqual(yield* answer(lines), { status: "400", version: "13", upgrade: undefined, connection: "close" }, JSON.stringify(lines))
+      }
+      // a request refused for another reason is not told about versions
+      assert.deepStrictEqual(
+        yield* Effect.map(
+          rawExchange(server.address.port, upgradeRequest([...goodHeaders.slice(0, 2), "Sec-WebSocket-Version: 13"])),
+          ({ response }) => [statusLine(response), /sec-websocket-version/i.test(response.split("\r\n\r\n")[0]!)]
+        ),
+        ["HTTP/1.1 400 Bad Request", false]
+      )
+      // a request that is no upgrade at all: 426 with Upgrade: websocket (RFC 9110 section 15.5.22), as a connection option too
+      const plain = yield* rawExchange(server.address.port, upgradeRequest([]))
+      assert.match(statusLine(plain.response)!, /^HTTP\/1.1 426/)
+      assert.match(plain.response, /\r\nUpgrade: websocket\r\n/i)
+      assert.match(plain.response, /\r\nConnection: Upgrade, close\r\n/i)
+    }))
+
   it.live("another path gets 404", () =>
     Effect.gen(function*() {
       const server = yield* NodeServer.serve(() => Effect.void, { path: "/ws" })
