@@ -20,7 +20,7 @@ import { HandleState } from "./internal/engine/state.ts"
 import { decodeParameter } from "./internal/handshake.ts"
 import { engineError } from "./internal/engineError.ts"
 import { Mailbox } from "./internal/mailbox.ts"
-import { allocatePlainUninitialized, allocateUninitialized, encodeUtf8 } from "./internal/runtime.ts"
+import { allocatePlainUninitialized, allocateUninitialized, decodeUtf8, encodeUtf8 } from "./internal/runtime.ts"
 import * as Metrics from "./Metrics.ts"
 import type { HandleImpl } from "./internal/handle.ts"
 import type { Transport } from "./Transport.ts"
@@ -306,8 +306,6 @@ const RETAINED_ACCUMULATOR = 1024 * 1024
 const SEND_PENDING = 0
 const SEND_WRITTEN = 1
 const SEND_CANCELLED = 2
-
-const textDecoder = new TextDecoder()
 
 /**
  * The bytes of binary data given at run time: a `Uint8Array` (a `Buffer`) as it is, another typed
@@ -914,7 +912,7 @@ export const make = (
         if (receivingInPlace) {
           // received into the message buffer (see messageStart)
           if (text) {
-            message = textDecoder.decode(view)
+            message = decodeUtf8(view)
           } else if (accumulator.length > 2 * view.length) {
             message = view.slice()
           } else {
@@ -922,14 +920,14 @@ export const make = (
             accumulator = new Uint8Array(0)
           }
         } else {
-          message = text ? textDecoder.decode(view) : copyOut(view)
+          message = text ? decodeUtf8(view) : copyOut(view)
         }
       } else {
         append(view)
         const joined = accumulator.length === accumulated ? accumulator : accumulator.subarray(0, accumulated)
         sizeHint = accumulated
         if (text) {
-          message = textDecoder.decode(joined)
+          message = decodeUtf8(joined)
           // the accumulator stays for the next message, unless it is large
           if (accumulator.length > RETAINED_ACCUMULATOR) accumulator = new Uint8Array(0)
         } else {
@@ -1073,7 +1071,7 @@ export const make = (
           }
           // Close: the peer's, or 1006 when the transport ended without one
           const code = record.closeStatus
-          const reason = code === 1006 ? "" : textDecoder.decode(record.buffer0)
+          const reason = code === 1006 ? "" : decodeUtf8(record.buffer0)
           engine.completeAction(record.id, 0)
           if (code === 1006) {
             // The peer ended its side without a Close; it may still read (a half-closed TCP

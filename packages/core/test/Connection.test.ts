@@ -18,6 +18,22 @@ describe("Connection", () => {
       assert.deepStrictEqual(serverInfo, { code: 1000, reason: "bye", clean: true, initiator: "remote" })
     }))
 
+  it.effect("text that starts with a byte order mark arrives with it, whole, in fragments and as a close reason", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair()
+      const bom = "\uFEFF"
+      yield* client.send(`${bom}hello`)
+      yield* client.send(bom)
+      yield* client.sendFragments(Stream.make(bom, "frag", "ments"), "text")
+      yield* client.send(`${bom}${"x".repeat(100_000)}`)
+      const got = yield* Stream.runCollect(Stream.take(server.messages, 4))
+      assert.deepStrictEqual(got.slice(0, 3), [`${bom}hello`, bom, `${bom}fragments`])
+      assert.strictEqual(got[3], `${bom}${"x".repeat(100_000)}`)
+      const info = yield* client.close(1000, `${bom}bye`)
+      assert.strictEqual(info.reason, `${bom}bye`)
+      assert.strictEqual((yield* server.closed).reason, `${bom}bye`)
+    }))
+
   /** Ways to hold the bytes `[start, start + length)` of a buffer, `length` a multiple of 8. */
   const VIEWS: ReadonlyArray<readonly [string, (buffer: ArrayBuffer, start: number, length: number) => Connection.Outgoing]> = [
     ["Int8Array", (b, s, n) => new Int8Array(b, s, n)],

@@ -70,3 +70,13 @@ const nativeByteLength = typeof bufferModule?.Buffer?.byteLength === "function"
 export const utf8ByteLength: (text: string) => number = nativeByteLength === undefined
   ? (text) => textEncoder.encode(text).length
   : (text) => nativeByteLength(text, "utf8")
+
+// (`ignoreBOM`: a leading U+FEFF is part of the text, as it is of the bytes; the default decoder
+// would drop it)
+const textDecoder = new TextDecoder("utf-8", { ignoreBOM: true })
+
+/**
+ * The text of UTF-8 bytes already checked, byte for byte: a leading byte order mark stays (as with
+ * `ws`, whose messages are `Buffer#toString()`), so text sent as `"\uFEFF..."` arrives as sent.
+ */
+export const decodeUtf8 = (bytes: Uint8Array): string => textDecoder.decode(bytes)

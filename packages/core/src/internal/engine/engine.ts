@@ -33,7 +33,7 @@ import { ActionCode as ActionCodeImport, ActionQueue as QueueCodeImport } from "
 import { BufferType as BufferTypeCodeImport } from "../../BufferType.ts"
 import { applyMask, maskInto } from "./mask.ts"
 import { HandleState as HandleStateImport, stateNames } from "./state.ts"
-import { nativeIsUtf8 as nativeIsUtf8Import } from "../runtime.ts"
+import { decodeUtf8, nativeIsUtf8 as nativeIsUtf8Import } from "../runtime.ts"
 import {
   ASCII_WORDS_LIMIT as ASCII_WORDS_LIMITImport,
   completeBoundary,
@@ -232,7 +232,6 @@ const DELIVER_CONTROL = 1
 const DELIVER_EOF = 2
 const DELIVER_DIRECT = 3
 
-const textDecoder = new TextDecoder()
 
 /** Whether `n` is a whole number of bytes from 0 to `limit` (what a completion may report). */
 const isByteCount = (n: number, limit: number): boolean => n >= 0 && n <= limit && Number.isInteger(n)
@@ -1481,7 +1480,7 @@ export class Engine {
 
   /** Decodes a delivered close reason (a helper for drivers; not on the hot path). */
   static decodeReason(bytes: Uint8Array): string {
-    return textDecoder.decode(bytes)
+    return decodeUtf8(bytes)
   }
 }
 
