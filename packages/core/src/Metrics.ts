@@ -76,7 +76,8 @@ export const connectionsClosed = Metric.counter("websocket_connections_closed_to
  * `reason` attribute. Client: the error's tag (`ConnectError`, `HandshakeRejected`,
  * `InvalidProtocolFormat`, ...). Server: the handshake error's tag (`InvalidProtocolFormat`,
  * `UnsupportedProtocolVersion`, ...), `Rejected` (by `authorize`), `NotFound` (another path),
- * `MethodNotAllowed`, `HttpVersionNotSupported`, `ServerError` (a callback failed: 500), and for
+ * `MethodNotAllowed`, `HttpVersionNotSupported`, `RequestBody` (a request with a body: 400),
+ * `ServerError` (a callback failed: 500), and for
  * a standalone server the requests Node's parser refuses: `BadRequest`, `HeaderTooLarge`,
  * `RequestTimeout`.
  *

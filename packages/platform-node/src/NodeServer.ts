@@ -12,7 +12,8 @@
  * Bad requests never reach the handler: `400 Bad Request` with a short reason (`426 Upgrade
  * Required` with `Sec-WebSocket-Version: 13` and `Upgrade: websocket` for another version; `400`
  * with `Sec-WebSocket-Version: 13` for a missing or malformed one), `405` for a method other than
- * GET, `404` for another path, and the application's own status when it rejects a request.
+ * GET, `404` for another path, `400` for a request with a body, and the application's own status
+ * when it rejects a request.
  *
  * @since 0.1.0
  */
@@ -287,6 +288,10 @@ export const makeUpgradeHandler = <E, R, RA = never>(
         }
         if (req.httpVersionMajor < 1 || (req.httpVersionMajor === 1 && req.httpVersionMinor < 1)) {
           return yield* refused("HttpVersionNotSupported", socket, 505, "the WebSocket handshake needs HTTP/1.1 or later")
+        }
+        // Node hands what follows the headers to the connection: a body would be taken for frames
+        if (req.headers["transfer-encoding"] !== undefined || (req.headers["content-length"] ?? "0") !== "0") {
+          return yield* refused("RequestBody", socket, 400, "the WebSocket handshake request has no body")
         }
         if (options?.path !== undefined && pathname !== options.path) {
           return yield* refused("NotFound", socket, 404, `no WebSocket endpoint at ${pathname}`)

@@ -46,9 +46,26 @@ describe("bad requests never reach the handler", () => {
     ["short key", upgradeRequest([...goodHeaders.slice(0, 2), "Sec-WebSocket-Key: AAAA", "Sec-WebSocket-Version: 13"]), /^HTTP\/1.1 400/, /got 3 bytes/],
     ["version 8", upgradeRequest([...goodHeaders.slice(0, 3), "Sec-WebSocket-Version: 8"]), /^HTTP\/1.1 426/, /Sec-WebSocket-Version: 13/],
     ["POST", upgradeRequest(goodHeaders, "POST / HTTP/1.1"), /^HTTP\/1.1 405/, /needs GET/],
+    // (Node would hand the body over as if it were frames: the connection would end with 1002)
+    ["a body", `${upgradeRequest([...goodHeaders, "Content-Length: 3"])}abc`, /^HTTP\/1.1 400/, /has no body/],
+    [
+      "a chunked body",
+      `${upgradeRequest([...goodHeaders, "Transfer-Encoding: chunked"])}3\r\nabc\r\n0\r\n\r\n`,
+      /^HTTP\/1.1 400/,
+      /has no body/
+    ],
     ["plain GET", upgradeRequest([]), /^HTTP\/1.1 426/, /WebSocket endpoint/],
     ["garbage", "NOT HTTP AT ALL\r\n\r\n", /^HTTP\/1.1 400/]
   ]
+  it.live("an upgrade request with Content-Length: 0 is accepted (no body)", () =>
+    Effect.gen(function*() {
+      const server = yield* NodeServer.serve(() => Effect.void)
+      const { response } = yield* rawExchange(server.address.port, upgradeRequest([...goodHeaders, "Content-Length: 0"]), {
+        endAfterMs: 300
+      })
+      assert.match(statusLine(response)!, /^HTTP\/1.1 101/)
+    }))
+
   for (const [name, request, status, body] of cases) {
     it.live(name, () =>
       Effect.gen(function*() {
@@ -212,6 +229,7 @@ describe("handshake failure metrics", () => {
       const cases: ReadonlyArray<readonly [string, string, string]> = [
         ["MethodNotAllowed", upgradeRequest(goodHeaders, "POST /ws HTTP/1.1"), "405"],
         ["HttpVersionNotSupported", upgradeRequest(goodHeaders, "GET /ws HTTP/1.0"), "505"],
+        ["RequestBody", `${upgradeRequest([...goodHeaders, "Content-Length: 2"], "GET /ws HTTP/1.1")}hi`, "400"],
         ["NotFound", upgradeRequest(goodHeaders, "GET /elsewhere HTTP/1.1"), "404"],
         ["Rejected", upgradeRequest(goodHeaders, "GET /ws?deny HTTP/1.1"), "403"],
         ["ServerError", upgradeRequest(goodHeaders, "GET /ws?throw HTTP/1.1"), "500"],
