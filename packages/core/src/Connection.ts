@@ -50,12 +50,17 @@ export type Message = string | Uint8Array
 
 /**
  * What `send`, `sendFragments` and `ping` take: text as a `string`, bytes as any typed array, a
- * `DataView` or an `ArrayBuffer` (as with `ws`). A received {@link Message} can be sent as it is.
+ * `DataView`, an `ArrayBuffer` or a `SharedArrayBuffer` (as with `ws`). A received
+ * {@link Message} can be sent as it is.
+ *
+ * A string goes out as its UTF-8 bytes: a lone surrogate (half of a pair, which UTF-8 cannot
+ * carry) becomes U+FFFD, as with `ws`, `TextEncoder` and browsers. Bytes whose buffer was detached
+ * (transferred) are refused with `InvalidParameter` (`ws` throws a `TypeError`).
  *
  * @category models
  * @since 0.1.0
  */
-export type Outgoing = string | ArrayBufferView | ArrayBuffer
+export type Outgoing = string | ArrayBufferView | ArrayBufferLike
 
 /**
  * How a connection ended.
@@ -124,8 +129,9 @@ export interface Connection {
    * Sends one message: a `string` as text, a `Uint8Array` as binary. Completes once the frame is
    * handed to the transport. Concurrent sends go out one after the other. Fails with
    * `InvalidProtocolOperation` once the connection is closing or closed, and with
-   * `InvalidParameter` for anything else than text or bytes (as `ws` does, an `ArrayBuffer` or
-   * another typed array or `DataView` is sent as its bytes), and with `TransportError` when the
+   * `InvalidParameter` for anything else than text or bytes (as `ws` does, an `ArrayBuffer`, a
+   * `SharedArrayBuffer` or another typed array or `DataView` is sent as its bytes; bytes whose
+   * buffer was detached are refused too), and with `TransportError` when the
    * transport broke (the peer went away): the connection then ends with 1006 (unless it was
    * ending already: the peer's Close, or a frame of the peer's that broke the protocol, says how).
    *
@@ -307,15 +313,36 @@ const SEND_PENDING = 0
 const SEND_WRITTEN = 1
 const SEND_CANCELLED = 2
 
+/** Whether `buffer` was detached (transferred): its bytes are gone, and a view of it reads as empty or throws. */
+const isDetached = (buffer: ArrayBufferLike): boolean => (buffer as { readonly detached?: boolean }).detached === true
+
+const isSharedArrayBuffer = (data: unknown): data is SharedArrayBuffer =>
+  typeof SharedArrayBuffer === "function" && data instanceof SharedArrayBuffer
+
+/**
+ * The bytes of a view other than a `Uint8Array`, or `undefined` when they cannot be read: its
+ * buffer was detached, or it is a `DataView` outside its (resized) buffer, whose getters throw.
+ */
+const viewBytes = (view: ArrayBufferView): Uint8Array | undefined => {
+  if (isDetached(view.buffer)) return undefined
+  try {
+    return new Uint8Array(view.buffer, view.byteOffset, view.byteLength)
+  } catch {
+    return undefined
+  }
+}
+
 /**
  * The bytes of binary data given at run time: a `Uint8Array` (a `Buffer`) as it is, another typed
- * array, a `DataView` or an `ArrayBuffer` as a view of its bytes (what `ws` sends for them);
- * `undefined` for anything else.
+ * array, a `DataView`, an `ArrayBuffer` or a `SharedArrayBuffer` as a view of its bytes (what `ws`
+ * sends for them); `undefined` for anything else, and for memory whose bytes are gone (a detached,
+ * transferred, buffer: `ws` throws a `TypeError` for it).
  */
 const bytesOf = (data: unknown): Uint8Array | undefined => {
-  if (data instanceof Uint8Array) return data
-  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
-  if (data instanceof ArrayBuffer) return new Uint8Array(data)
+  // (a detached view reads as empty: only then is its buffer looked at)
+  if (data instanceof Uint8Array) return data.length === 0 && isDetached(data.buffer) ? undefined : data
+  if (ArrayBuffer.isView(data)) return viewBytes(data)
+  if (data instanceof ArrayBuffer || isSharedArrayBuffer(data)) return isDetached(data) ? undefined : new Uint8Array(data)
   return undefined
 }
 
@@ -328,7 +355,9 @@ const describeValue = (value: unknown): string =>
 const notAMessage = (parameter: string, value: unknown): InvalidParameter =>
   new InvalidParameter({
     parameter,
-    message: `a ${parameter} is a string (text) or bytes (a Uint8Array, another typed array, an ArrayBuffer), got ${describeValue(value)}`
+    message: ArrayBuffer.isView(value) || value instanceof ArrayBuffer || isSharedArrayBuffer(value)
+      ? `a ${parameter}'s bytes cannot be read: its ArrayBuffer is detached (transferred), or the ${describeValue(value)} lies outside its resized ArrayBuffer`
+      : `a ${parameter} is a string (text) or bytes (a Uint8Array, another typed array, an ArrayBuffer), got ${describeValue(value)}`
   })
 
 /**

@@ -108,6 +108,39 @@ describe("Connection", () => {
       assert.strictEqual((yield* client.close(1000)).clean, true)
     }))
 
+  it.effect("bytes whose buffer was detached (transferred) are an InvalidParameter, not a crash nor an empty message", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair()
+      const buffer = new ArrayBuffer(8)
+      const views: ReadonlyArray<readonly [string, Connection.Outgoing]> = [
+        ["ArrayBuffer", buffer],
+        ["Uint8Array", new Uint8Array(buffer)],
+        ["Uint8Array with an offset", new Uint8Array(buffer, 2, 4)],
+        ["Float64Array", new Float64Array(buffer)],
+        ["DataView", new DataView(buffer, 2, 4)]
+      ]
+      buffer.transfer()
+      // a DataView outside its shrunk resizable buffer cannot be read either
+      const resizable = new ArrayBuffer(8, { maxByteLength: 16 })
+      const outside = new DataView(resizable, 4, 4)
+      resizable.resize(2)
+      for (const [name, value] of [...views, ["DataView outside its buffer", outside] as const]) {
+        const sent = yield* Effect.flip(client.send(value))
+        assert.deepStrictEqual([sent._tag, sent.message.includes("cannot be read")], ["InvalidParameter", true], `send ${name}`)
+        assert.strictEqual((yield* Effect.flip(client.ping(value)))._tag, "InvalidParameter", `ping ${name}`)
+        assert.strictEqual((yield* Effect.flip(client.sendFragments(Stream.make(value), "binary")))._tag, "InvalidParameter", `fragment ${name}`)
+      }
+      // nothing went out (the refused fragments left no message open), and the connection goes on
+      const shared = new SharedArrayBuffer(3)
+      new Uint8Array(shared).set([1, 2, 3])
+      yield* client.send(shared)
+      yield* client.send(new Uint8Array(shared, 1))
+      yield* client.send("after")
+      const got = yield* Stream.runCollect(Stream.take(server.messages, 3))
+      assert.deepStrictEqual(got, [new Uint8Array([1, 2, 3]), new Uint8Array([2, 3]), "after"])
+      assert.strictEqual((yield* client.close(1000)).clean, true)
+    }))
+
   it.effect("bad options are an InvalidParameter that names them, never a crash, a busy loop or a hang", () =>
     Effect.gen(function*() {
       const cases: ReadonlyArray<readonly [Connection.Options, string]> = [
