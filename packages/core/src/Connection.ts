@@ -147,7 +147,10 @@ export interface Connection {
   readonly send: (message: Outgoing) => Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError>
   /**
    * Sends one message as fragments: every element of `fragments` becomes a frame (text or binary as
-   * chosen by `type`), and an empty final frame closes the message. Other sends wait until it is
+   * chosen by `type`), and an empty final frame closes the message. A string that ends with the
+   * first half of a surrogate pair keeps it for the next fragment, so that text cut anywhere
+   * (between UTF-16 code units) arrives whole; bytes may be cut anywhere too, inside a UTF-8
+   * sequence as well (RFC 6455 section 5.6). Other sends wait until it is
    * complete; `ping` and `close` do not (control frames may go out between fragments), and once
    * the Close went out, the rest of the message fails with `InvalidProtocolOperation`. When
    * `fragments` fails or the send is interrupted after a fragment went out, the message stays
@@ -1292,14 +1295,39 @@ export const make = (
           const fragmentType = type === "text" ? BufferType.BufferType.Utf8Fragment : BufferType.BufferType.BinaryFragment
           const lastType = type === "text" ? BufferType.BufferType.Utf8Message : BufferType.BufferType.BinaryMessage
           let bytes = 0
+          /**
+           * The high surrogate that ended the latest string fragment: it goes out with the next
+           * fragment, so that a surrogate pair split between two strings arrives whole (each half
+           * alone would become U+FFFD).
+           */
+          let highSurrogate = ""
           yield* Stream.runForEach(fragments, (fragment) => {
-            const payload = payloadOf(fragment)
+            let data: unknown = fragment
+            if (typeof fragment === "string") {
+              const text = highSurrogate === "" ? fragment : highSurrogate + fragment
+              const last = text.charCodeAt(text.length - 1)
+              highSurrogate = last >= 0xd800 && last <= 0xdbff ? text.slice(-1) : ""
+              data = highSurrogate === "" ? text : text.slice(0, -1)
+            }
+            const payload = payloadOf(data)
             if (payload === undefined) return Effect.fail(notAMessage("fragment", fragment))
-            bytes += payload.length
-            return sendFrame(fragmentType, payload, undefined)
+            if (highSurrogate === "" || typeof fragment === "string") {
+              bytes += payload.length
+              return sendFrame(fragmentType, payload, undefined)
+            }
+            // bytes after a high surrogate: it stays alone (U+FFFD), in a frame before them
+            const lone = encodeUtf8(highSurrogate)
+            highSurrogate = ""
+            bytes += lone.length + payload.length
+            return Effect.andThen(sendFrame(fragmentType, lone, undefined), sendFrame(fragmentType, payload, undefined))
           }).pipe(
-            // (counted as the final frame is written: a step after it could be skipped by an interruption)
-            Effect.andThen(sendFrame(lastType, undefined, undefined, bytes)),
+            // (counted as the final frame is written: a step after it could be skipped by an
+            // interruption; `bytes` is read then, once every fragment went out)
+            Effect.andThen(Effect.suspend(() => {
+              // a high surrogate that ended the last fragment stays alone: U+FFFD, in the final frame
+              const rest = highSurrogate === "" ? undefined : encodeUtf8(highSurrogate)
+              return sendFrame(lastType, rest, undefined, bytes + (rest?.length ?? 0))
+            })),
             // a message that began on the wire and did not end there stays open: no data may follow
             // (asked of the handle: an interruption may come between a frame and what follows it)
             Effect.onError(() =>

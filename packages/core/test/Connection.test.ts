@@ -475,6 +475,30 @@ describe("Connection messages", () => {
       assert.deepStrictEqual(got, ["€"])
     }))
 
+  it.effect("sendFragments: a surrogate pair split between two string fragments arrives whole (a lone half is U+FFFD, as ws sends it)", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair()
+      const text = "emoji 🎉, 𝄞 and 日本語 ".repeat(20)
+      // cut every 7 UTF-16 units: many cuts fall between the halves of a pair
+      const chunks = Array.from({ length: Math.ceil(text.length / 7) }, (_, i) => text.slice(7 * i, 7 * i + 7))
+      const cases: ReadonlyArray<readonly [ReadonlyArray<Connection.Outgoing>, "text" | "binary", Connection.Message]> = [
+        [["a\uD83D", "\uDE00b"], "text", "a😀b"],
+        [["\uD83D", "\uDE00"], "text", "😀"],
+        [["\uD83D", "", "\uDE00"], "text", "😀"],
+        [chunks, "text", text],
+        [["x\uD83D"], "text", "x\uFFFD"],
+        [["x\uD83D", new Uint8Array([0x79])], "text", "x\uFFFDy"],
+        [["\uD83D", "\uDE00"], "binary", encoder.encode("😀")]
+      ]
+      for (const [fragments, type] of cases) yield* client.sendFragments(Stream.fromIterable(fragments), type)
+      const got = yield* Stream.runCollect(Stream.take(server.messages, cases.length))
+      assert.deepStrictEqual(got, cases.map(([, , expected]) => expected))
+      // counted as the bytes that went out
+      const bytes = cases.reduce((n, [, , m]) => n + (typeof m === "string" ? encoder.encode(m).length : m.length), 0)
+      assert.strictEqual(client.stats.bytesOut, bytes)
+      assert.strictEqual(server.stats.bytesIn, bytes)
+    }))
+
   it.live("an echo flood over an in-memory pair does not starve timers or the close", () =>
     Effect.gen(function*() {
       const [client, server] = yield* Connection.makeMemoryPair()

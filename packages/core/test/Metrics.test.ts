@@ -46,4 +46,18 @@ describe("Metrics", () => {
         1
       )
     }))
+
+  it.effect("a message sent with sendFragments counts its bytes, as one sent whole does", () =>
+    Effect.gen(function*() {
+      const before = yield* count(Metrics.bytesSent, { side: "client" })
+      const [client, server] = yield* Connection.makeMemoryPair()
+      yield* client.sendFragments(Stream.make("abc", "de"), "text")
+      yield* client.sendFragments(Stream.make(new Uint8Array(4), new Uint8Array(0), new Uint8Array(6)), "binary")
+      yield* client.send("xyz")
+      yield* Stream.runDrain(Stream.take(server.messages, 3))
+      assert.deepStrictEqual([client.stats.messagesOut, client.stats.bytesOut], [3, 18])
+      assert.deepStrictEqual([server.stats.messagesIn, server.stats.bytesIn], [3, 18])
+      yield* client.close(1000)
+      assert.strictEqual((yield* count(Metrics.bytesSent, { side: "client" })) - before, 18)
+    }))
 })

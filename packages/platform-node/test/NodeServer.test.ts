@@ -210,6 +210,28 @@ describe("NodeServer + NodeClient", () => {
       assert.strictEqual(request.remoteAddress, "127.0.0.1")
       assert.strictEqual(request.remotePort, localPort)
     }))
+
+  it.live("a ws client gets text that sendFragments cut between the halves of a surrogate pair whole, and a SharedArrayBuffer's bytes", () =>
+    Effect.gen(function*() {
+      const text = "emoji 🎉 and 𝄞, ".repeat(50)
+      const chunks = Array.from({ length: Math.ceil(text.length / 5) }, (_, i) => text.slice(5 * i, 5 * i + 5))
+      const shared = new SharedArrayBuffer(3)
+      new Uint8Array(shared).set([7, 8, 9])
+      const server = yield* NodeServer.serve((connection) =>
+        Effect.gen(function*() {
+          yield* connection.sendFragments(Stream.fromIterable(chunks), "text")
+          yield* connection.send(shared)
+          yield* connection.close(1000)
+        })
+      )
+      const ws = yield* Effect.acquireRelease(Effect.sync(() => new WsClient(server.url)), (ws) => Effect.sync(() => ws.terminate()))
+      const received = yield* Effect.callback<ReadonlyArray<readonly [boolean, string]>>((resume) => {
+        const got: Array<readonly [boolean, string]> = []
+        ws.on("message", (data: Buffer, isBinary) => got.push([isBinary, isBinary ? data.toString("hex") : data.toString()]))
+        ws.on("close", () => resume(Effect.succeed(got)))
+      }).pipe(Effect.timeout("5 seconds"))
+      assert.deepStrictEqual(received, [[false, text], [true, "070809"]])
+    }))
 })
 
 /** A `ws` client that sends `messages` as it opens, then goes away (terminates) 100 ms later. */
