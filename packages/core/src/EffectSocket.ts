@@ -212,8 +212,11 @@ export type BinaryType = "arraybuffer" | "uint8array"
  * - `readyState` goes 0 (connecting) → 1 (open) → 2 (closing, after `close()`) → 3 (closed);
  *   a failed connect goes from 0 to 3 with an `error` then a `close` event (code 1006).
  * - `send` queues a message (copying binary data) and returns; messages go out in order, and
- *   `bufferedAmount` counts the bytes queued but not yet handed to the transport. `send` throws
- *   while connecting, and discards its message once closing or closed.
+ *   `bufferedAmount` counts the bytes queued but not yet handed to the transport. A string, and
+ *   any other value but bytes (converted with `String`, as a WHATWG `WebSocket` does), is sent as
+ *   text; a typed array, a `DataView`, an `ArrayBuffer` or a `SharedArrayBuffer` as binary. `send`
+ *   throws while connecting, and for a `Blob` (not supported) or a detached `ArrayBuffer` (a
+ *   `TypeError`, as with `ws`); it discards its message once closing or closed.
  * - Events are dispatched from the socket's fiber, never from inside the constructor, `send`,
  *   `close` or `resume`; a listener that throws is reported in the log.
  * - `close(code?, reason?)` sends the Close frame after the queued messages; the `close` event
@@ -282,6 +285,11 @@ const OPEN = 1 as const
 const CLOSING = 2 as const
 const CLOSED = 3 as const
 
+/** Whether `data` is binary data for `send`: a typed array, a `DataView`, an `ArrayBuffer` or a `SharedArrayBuffer`. */
+const isBinary = (data: unknown): data is ArrayBufferLike | ArrayBufferView =>
+  ArrayBuffer.isView(data) || data instanceof ArrayBuffer ||
+  (typeof SharedArrayBuffer === "function" && data instanceof SharedArrayBuffer)
+
 const toBytes = (data: ArrayBufferLike | ArrayBufferView): Uint8Array =>
   ArrayBuffer.isView(data)
     ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength).slice()
@@ -346,8 +354,12 @@ class ClientWebSocketImpl implements ClientWebSocket {
       error.name = "InvalidStateError"
       throw error
     }
+    if (typeof Blob === "function" && (data as unknown) instanceof Blob) {
+      throw new TypeError("a Blob cannot be sent: send its bytes (await blob.arrayBuffer())")
+    }
     if (this.readyState !== OPEN) return
-    const message = typeof data === "string" ? data : toBytes(data)
+    // anything else than text or bytes is sent as its text, as a WHATWG WebSocket does (`send(5)` sends "5")
+    const message = typeof data === "string" ? data : isBinary(data) ? toBytes(data) : String(data)
     const size = typeof message === "string" ? utf8ByteLength(message) : message.length
     this.bufferedAmount += size
     this.outgoing.push({ _tag: "data", data: message, size })

@@ -228,6 +228,36 @@ describe("EffectSocket.layerWebSocketConstructor", () => {
       ])
     }).pipe(Effect.provide(Constructor)))
 
+  it.live("the WebSocket-like object sends bytes of any kind as binary, and other values as their text, as a WHATWG WebSocket does", () =>
+    Effect.gen(function*() {
+      const make = yield* Socket.WebSocketConstructor
+      const ws = make("ws://memory/") as EffectSocket.ClientWebSocket
+      ws.binaryType = "uint8array"
+      const received: Array<unknown> = []
+      const done = yield* Deferred.make<void>()
+      const sent: ReadonlyArray<readonly [unknown, unknown]> = [
+        ["\uFEFFtext", "\uFEFFtext"],
+        [5, "5"],
+        [[1, 2, 3], "1,2,3"],
+        [null, "null"],
+        [{ toString: () => "custom" }, "custom"],
+        [new Uint16Array([0x0201]), new Uint8Array([1, 2])],
+        [new DataView(new Uint8Array([9, 8, 7]).buffer, 1), new Uint8Array([8, 7])],
+        [new Uint8Array([4, 5]).buffer, new Uint8Array([4, 5])],
+        [new SharedArrayBuffer(2), new Uint8Array([0, 0])]
+      ]
+      ws.addEventListener("message", (e) => {
+        received.push(e.data)
+        if (received.length === sent.length + 1) Deferred.doneUnsafe(done, Exit.void)
+      })
+      yield* Effect.sleep("20 millis")
+      assert.throws(() => ws.send(new Blob(["b"]) as never), TypeError)
+      for (const [value] of sent) ws.send(value as never)
+      yield* Deferred.await(done).pipe(Effect.timeout("2 seconds"))
+      assert.deepStrictEqual(received, ["hi / ", ...sent.map(([, expected]) => expected)])
+      ws.close()
+    }).pipe(Effect.provide(Constructor)))
+
   it.live.prop(
     "the WebSocket-like object under any sequence of calls: events in order, ready states forward, echoes in order",
     { calls: Arbitrary.array(Arbitrary.all([int(0, 9), int(0, 300), int(0, 30)]), { minLength: 5, maxLength: 30 }), early: int(0, 4) },
