@@ -43,6 +43,12 @@ type Restore = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, 
 /**
  * A received message: text as a `string`, binary as a `Uint8Array`.
  *
+ * **Gotchas**
+ *
+ * A binary message is the application's: nothing else writes to its bytes. Small ones (up to
+ * 2 KiB) are views into a block shared with other messages, as Node's `Buffer` pool does: read the
+ * view (or `.slice()` it), not its whole `.buffer`, or use `byteOffset` and `byteLength` with it.
+ *
  * @category models
  * @since 0.1.0
  */
