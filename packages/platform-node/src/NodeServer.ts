@@ -245,7 +245,8 @@ export const incomingMessage = (request: Client.UpgradeRequest): Http.IncomingMe
 /**
  * A listener for the `upgrade` event of a `node:http` or `node:https` server, running `handler`
  * for every accepted connection in its own fiber, owned by the current scope: closing it
- * interrupts the handlers, which closes their connections with 1001.
+ * interrupts the handlers, which closes their connections with 1001; from then on the listener
+ * answers every upgrade request with 503, as a closed `ws` server does.
  *
  * **Example**
  *
@@ -254,13 +255,14 @@ export const incomingMessage = (request: Client.UpgradeRequest): Http.IncomingMe
  * import { Effect, Stream } from "effect"
  * import * as Http from "node:http"
  *
- * const program = Effect.gen(function*() {
+ * const program = Effect.scoped(Effect.gen(function*() {
  *   const server = Http.createServer((_req, res) => res.end("hello"))
  *   const onUpgrade = yield* NodeServer.makeUpgradeHandler((connection) =>
  *     Stream.runForEach(connection.messages, connection.send), { path: "/echo" })
  *   server.on("upgrade", onUpgrade)
  *   server.listen(8080)
- * })
+ *   return yield* Effect.never // connections are accepted while this scope is open
+ * }))
  * ```
  *
  * @category constructors
@@ -274,6 +276,16 @@ export const makeUpgradeHandler = <E, R, RA = never>(
     yield* Client.checkServeOptions(options)
     const socketBuffers = yield* Client.decodeOption(Options.SocketBuffers, "socketBuffers", options?.socketBuffers ?? {})
     const run = yield* FiberSet.makeRuntime<R | RA>()
+    // Runs before the fibers are interrupted: from then on (and once the scope is closed, when
+    // `run` would start nothing) a request gets 503, as from a closing `ws` server, rather than
+    // a socket left unanswered.
+    let closing = false
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        closing = true
+      })
+    )
+    const services = yield* Effect.context<never>()
     const properties = Client.handleProperties(options)
     const accept = (req: Http.IncomingMessage, socket: Duplex, head: Buffer) => {
       /** Whether the 101 went out: from then on a failure can only drop the socket. */
@@ -378,6 +390,7 @@ export const makeUpgradeHandler = <E, R, RA = never>(
       // The answer to the request (and later the closing handshake) must get out even when the
       // client ended its side right after the request (TLS sockets end ours with it by default).
       if (socket instanceof Net.Socket) socket.allowHalfOpen = true
+      if (closing) return Effect.runSyncWith(services)(refused("ShuttingDown", socket, 503, "the server is shutting down"))
       run(accept(req, socket, head))
     }
   })

@@ -2,6 +2,8 @@ import { Client, type Connection, Metrics } from "@effect-websocket/core"
 import { HttpHeader } from "@effect-websocket/schema"
 import { assert, describe, it } from "@effect/vitest"
 import { Arbitrary, Cause, Deferred, Effect, Exit, Fiber, Metric, Option, Scheduler, Schema, Scope, Stream, Tracer } from "effect"
+import * as Http from "node:http"
+import type * as Net from "node:net"
 import { WebSocket as WsClient } from "ws"
 import { NodeClient, NodeServer } from "../src/index.ts"
 import { eventually, sweepInterruptions } from "./interruptAt.ts"
@@ -231,6 +233,39 @@ describe("NodeServer + NodeClient", () => {
         ws.on("close", () => resume(Effect.succeed(got)))
       }).pipe(Effect.timeout("5 seconds"))
       assert.deepStrictEqual(received, [[false, text], [true, "070809"]])
+    }))
+
+  it.live("an upgrade handler whose scope has closed answers 503, as a closed ws server does, rather than leave the socket hanging", () =>
+    Effect.gen(function*() {
+      const sockets = new Set<Net.Socket>()
+      const http = yield* Effect.acquireRelease(
+        Effect.callback<Http.Server>((resume) => {
+          const server = Http.createServer((_req, res) => res.end("hello"))
+          server.on("connection", (socket) => sockets.add(socket))
+          server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
+        }),
+        (server) =>
+          Effect.callback<void>((resume) => {
+            server.close(() => resume(Effect.void))
+            sockets.forEach((socket) => socket.destroy())
+          })
+      )
+      const url = `ws://127.0.0.1:${(http.address() as Net.AddressInfo).port}/echo`
+      const echo: Client.Handler = (connection) => Stream.runForEach(connection.messages, connection.send)
+      const scope = yield* Scope.make()
+      http.on("upgrade", yield* NodeServer.makeUpgradeHandler(echo, { path: "/echo" }).pipe(Scope.provide(scope)))
+      const greet = Effect.scoped(Effect.gen(function*() {
+        const connection = yield* NodeClient.connect(url, { handshakeTimeout: "2 seconds" })
+        yield* connection.send("hi")
+        return yield* Stream.runHead(connection.messages)
+      }))
+      assert.deepStrictEqual(yield* greet, Option.some("hi"))
+      yield* Scope.close(scope, Exit.void)
+      const error = yield* Effect.flip(greet)
+      assert.deepStrictEqual(
+        error._tag === "HandshakeRejected" ? [error.status, error.reason] : [error._tag, error.message],
+        [503, "the server is shutting down"]
+      )
     }))
 })
 
