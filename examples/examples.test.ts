@@ -1,7 +1,7 @@
 import { Client } from "@effect-websocket/core"
 import { NodeClient, NodeServer } from "@effect-websocket/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Stream } from "effect"
+import { Effect, Logger, Stream } from "effect"
 import { readFileSync } from "node:fs"
 import * as Net from "node:net"
 import { chatRoom } from "./chat.ts"
@@ -87,7 +87,13 @@ describe("the chat example with a client that stops reading", () => {
 })
 
 describe("the handles example", () => {
-  it.effect("runs", () => program)
+  it.effect("runs the handshake and the send without logging an error", () =>
+    Effect.gen(function*() {
+      const logged: Array<string> = []
+      const logger = Logger.make((options) => logged.push(`${options.logLevel}: ${String(options.message)}`))
+      yield* program.pipe(Effect.provideService(Logger.CurrentLoggers, new Set([logger])))
+      assert.deepStrictEqual(logged, [])
+    }))
 })
 
 describe("README", () => {

@@ -257,7 +257,7 @@ export const command = Command.make(
       description: "Send one message, print what comes back within half a second, close"
     },
     { command: "ews connect wss://localhost:8443/ --insecure -s chat -H 'Authorization: Bearer abc'", description: "TLS with a self-signed certificate, a subprotocol and a header" },
-    { command: "ews connect ws://127.0.0.1:9001/runCase?case=1 --echo", description: "Echo everything back (a conformance test suite's client driver)" },
+    { command: "ews connect 'ws://127.0.0.1:9001/runCase?case=1' --echo", description: "Echo everything back (a conformance test suite's client driver)" },
     { command: "ews connect ws://127.0.0.1:8080/ --json --stats < /dev/null", description: "Machine-readable events, then the counts" }
   ])
 )

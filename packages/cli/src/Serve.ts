@@ -30,13 +30,13 @@ interface Peer {
 const flags = {
   host: Flag.String("host").pipe(
     Flag.withMetavar("host"),
-    Flag.withDescription("Interface to listen on (0.0.0.0 or :: for every interface)"),
+    Flag.withDescription("Interface to listen on (default 127.0.0.1; 0.0.0.0 or :: for every interface)"),
     Flag.withDefault("127.0.0.1")
   ),
   port: Flag.Int("port").pipe(
     Flag.withAlias("p"),
     Flag.withMetavar("port"),
-    Flag.withDescription("TCP port to listen on; 0 picks a free one (the `listening` line tells which)"),
+    Flag.withDescription("TCP port to listen on (default 8080); 0 picks a free one (the `listening` line tells which)"),
     Flag.filter((p) => p >= 0 && p <= 65535, (p) => `--port must be between 0 and 65535, got ${p}`),
     Flag.withDefault(8080)
   ),
@@ -55,7 +55,7 @@ const flags = {
     Flag.withDefault(false)
   ),
   subprotocol: subprotocols(
-    "Accept this subprotocol (repeatable): the first one the client offers that is in this list is selected"
+    "Accept this subprotocol (repeatable): the first one the client offers that is in this list is selected; without any, none is, and a client that offers subprotocols fails its handshake"
   ),
   maxMessageSize: Flag.Int("max-message-size").pipe(
     Flag.withMetavar("bytes"),
