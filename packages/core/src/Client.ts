@@ -9,7 +9,7 @@
 import { HandshakeHeaders, HttpHeader, Options, Property } from "@effect-websocket/schema"
 import { Cause, Context, Duration, Effect, Exit, Layer, Metric, Option, Predicate, Schema, Scope } from "effect"
 import * as Connection from "./Connection.ts"
-import { decodeParameter } from "./internal/handshake.ts"
+import { checkRequest, decodeParameter } from "./internal/handshake.ts"
 import { makeMemoryPair, type Transport } from "./Transport.ts"
 import * as WebSocket from "./WebSocket.ts"
 import type { InvalidProtocolFormat, InvalidProtocolOperation, UnsupportedExtension, UnsupportedProtocolVersion } from "./WebSocketError.ts"
@@ -249,7 +249,8 @@ export interface ServeOptions<RA = never> {
   readonly path?: string | undefined
   /**
    * Decides whether to accept a request (headers, `Origin`, path), as `ws`'s `verifyClient`: fail
-   * with a {@link Rejection} to refuse. The handler later gets the same request object (see
+   * with a {@link Rejection} to refuse. Asked only for a well-formed upgrade request (see
+   * {@link checkUpgradeRequest}). The handler later gets the same request object (see
    * {@link UpgradeRequest}).
    */
   readonly authorize?: ((request: UpgradeRequest) => Effect.Effect<void, Rejection, RA>) | undefined
@@ -677,11 +678,20 @@ const acceptInMemory = <RA>(
       yield* serverHandshakeFailed(reason, status)
       return yield* Effect.fail(rejected(shown, status, STATUS_TEXT[status] ?? "", headers, why))
     })
+  /** A failed handshake: the status a server answers (a fault of the server's own is logged). */
+  const refuseHandshake = (error: ServerHandshakeFailure | InvalidProtocolOperation) => {
+    const { headers, status } = rejectionStatus(error)
+    return Effect.andThen(
+      status >= 500 ? logServerFault(error) : Effect.void,
+      refuse(error._tag, status, headers, error.message)
+    )
+  }
   const pathname = request.url.split("?")[0]!
   return Effect.gen(function*() {
     if (options?.path !== undefined && pathname !== options.path) {
       return yield* refuse("NotFound", 404, [], `no WebSocket endpoint at ${pathname}`)
     }
+    yield* checkUpgradeRequest(request.headers).pipe(Effect.catch((error) => refuseHandshake(error)))
     const authorize = options?.authorize
     if (authorize !== undefined) {
       const verdict = yield* Effect.exit(runCallback("authorize hook", () => authorize(request)))
@@ -696,13 +706,7 @@ const acceptInMemory = <RA>(
     }
     const selected = selectProtocolFor(options, request)
     const handshake = yield* WebSocket.beginServerHandshake(server, { requestHeaders: request.headers, subprotocol: selected }).pipe(
-      Effect.catch((error) => {
-        const { headers, status } = rejectionStatus(error)
-        return Effect.andThen(
-          status >= 500 ? logServerFault(error) : Effect.void,
-          refuse(error._tag, status, headers, error.message)
-        )
-      })
+      Effect.catch(refuseHandshake)
     )
     const extra = yield* responseHeadersFor(options, request).pipe(
       Effect.catch((error) => refuse(error._tag, 500, [], error.message))
@@ -796,6 +800,21 @@ export const rejectionStatus = (
       headers: [{ name: "Sec-WebSocket-Version", value: String(HandshakeHeaders.SUPPORTED_VERSION) }]
     }
     : { status: 400, statusText: "Bad Request", headers: [] }
+
+/**
+ * Checks a client's upgrade request headers as `beginServerHandshake` does (RFC 6455 section
+ * 4.2.1) and gives the subprotocols offered, in order. Servers run it before any application hook
+ * (`authorize`, `selectProtocol`) sees the request, as `ws` checks a request before `verifyClient`:
+ * a malformed request is answered with its {@link rejectionStatus} (400, or 426 for another
+ * version) and costs the application nothing.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const checkUpgradeRequest = (
+  headers: ReadonlyArray<HttpHeader.HttpHeader>
+): Effect.Effect<ReadonlyArray<string>, InvalidProtocolFormat | UnsupportedProtocolVersion> =>
+  Effect.map(checkRequest(headers), (checked) => checked.offeredSubprotocols)
 
 /** What a client is told of a refused upgrade in memory: what it would be told over a socket, and why. */
 const rejected = (url: string, status: number, statusText: string, headers: ReadonlyArray<HttpHeader.HttpHeader>, why: string) =>

@@ -481,23 +481,7 @@ export interface ServerHandshakeResponse {
 }
 
 const beginServer = Effect.fnUntraced(function*(handle: HandleImpl, options: ServerHandshakeOptions) {
-  const headers = yield* Handshake.peerHeaders(options.requestHeaders)
-  yield* Handshake.requiredHeader(headers, "Host")
-  yield* Handshake.checkUpgradeHeaders(headers, "request")
-  const key = yield* Handshake.decodeRequired(HandshakeHeaders.SecWebSocketKey, headers, "Sec-WebSocket-Key")
-  const version = yield* Handshake.decodeRequired(HandshakeHeaders.SecWebSocketVersion, headers, "Sec-WebSocket-Version")
-  if (version !== HandshakeHeaders.SUPPORTED_VERSION) {
-    return yield* new UnsupportedProtocolVersion({
-      received: version,
-      supported: [HandshakeHeaders.SUPPORTED_VERSION],
-      message: `Sec-WebSocket-Version ${version} is not supported; this server speaks version ${HandshakeHeaders.SUPPORTED_VERSION}`
-    })
-  }
-  const offeredSubprotocols: ReadonlyArray<string> =
-    (yield* Handshake.decodeOptionalList(HandshakeHeaders.SecWebSocketProtocol, headers, "Sec-WebSocket-Protocol")) ?? []
-  const offeredExtensions =
-    ((yield* Handshake.decodeOptionalList(HandshakeHeaders.SecWebSocketExtensions, headers, "Sec-WebSocket-Extensions")) ??
-      []).map((e) => e.name)
+  const { key, offeredExtensions, offeredSubprotocols } = yield* Handshake.checkRequest(options.requestHeaders)
   const responseHeaders: Array<HttpHeader.HttpHeader> = [
     { name: "Connection", value: "Upgrade" },
     { name: "Upgrade", value: "websocket" },

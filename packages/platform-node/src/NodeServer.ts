@@ -18,8 +18,8 @@
  * @since 0.1.0
  */
 import { Client, Connection, WebSocket, type WebSocketError } from "@effect-websocket/core"
-import { HttpHeader, Options, Token } from "@effect-websocket/schema"
-import { Context, Duration, Effect, Exit, Fiber, FiberSet, Layer, Predicate, Schema } from "effect"
+import { HttpHeader, Options } from "@effect-websocket/schema"
+import { Cause, Context, Duration, Effect, Exit, Fiber, FiberSet, Layer, Option, Predicate, Schema } from "effect"
 import type { Scope } from "effect"
 import * as Http from "node:http"
 import * as Https from "node:https"
@@ -288,6 +288,20 @@ export const makeUpgradeHandler = <E, R, RA = never>(
     const services = yield* Effect.context<never>()
     const properties = Client.handleProperties(options)
     const accept = (req: Http.IncomingMessage, socket: Duplex, head: Buffer) => {
+      /**
+       * A failed handshake: answered with the status a server owes (a fault of the server's own is
+       * logged); anything but a handshake error is a 500 (see below).
+       */
+      const refuseHandshake = (cause: Cause.Cause<Client.ServerHandshakeFailure | WebSocketError.InvalidProtocolOperation>) => {
+        const failure = Cause.findErrorOption(cause)
+        if (Option.isNone(failure)) return Effect.failCause(cause)
+        const error = failure.value
+        const { headers: extra, status } = Client.rejectionStatus(error)
+        return Effect.andThen(
+          status >= 500 ? Client.logServerFault(error) : Effect.void,
+          refused(error._tag, socket, status, error.message, extra)
+        )
+      }
       /** Whether the 101 went out: from then on a failure can only drop the socket. */
       let switched = false
       /** Whether a connection took the socket over: it then ends it (gracefully) when its scope closes. */
@@ -309,8 +323,10 @@ export const makeUpgradeHandler = <E, R, RA = never>(
           return yield* refused("NotFound", socket, 404, `no WebSocket endpoint at ${pathname}`)
         }
         const headers = HttpHeader.fromRawHeaders(req.rawHeaders)
-        const protocolHeader = HttpHeader.getCombined(headers, "Sec-WebSocket-Protocol")
-        const offered = protocolHeader === undefined ? [] : Token.splitList(protocolHeader)
+        // checked before any hook sees the request, as `ws` does before `verifyClient`
+        const checked = yield* Effect.exit(Client.checkUpgradeRequest(headers))
+        if (Exit.isFailure(checked)) return yield* refuseHandshake(checked.cause)
+        const offered = checked.value
         const request: Client.UpgradeRequest = {
           url,
           headers,
@@ -338,13 +354,7 @@ export const makeUpgradeHandler = <E, R, RA = never>(
           const handshake = yield* Effect.exit(
             WebSocket.beginServerHandshake(handle, { requestHeaders: headers, subprotocol: selected })
           )
-          if (Exit.isFailure(handshake)) {
-            const error = handshake.cause.reasons.find((r) => r._tag === "Fail")
-            if (error === undefined || error._tag !== "Fail") return yield* Effect.failCause(handshake.cause) // a 500 (see below)
-            const { headers: extra, status } = Client.rejectionStatus(error.error)
-            if (status >= 500) yield* Client.logServerFault(error.error)
-            return yield* refused(error.error._tag, socket, status, error.error.message, extra)
-          }
+          if (Exit.isFailure(handshake)) return yield* refuseHandshake(handshake.cause)
           const responseHeaders = [...handshake.value.responseHeaders, ...yield* Client.responseHeadersFor(options, request)]
           switched = true
           socket.write(`${["HTTP/1.1 101 Switching Protocols", ...responseHeaders.map((h) => `${h.name}: ${h.value}`)].join("\r\n")}\r\n\r\n`)

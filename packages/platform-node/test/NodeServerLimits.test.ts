@@ -57,6 +57,36 @@ describe("bad requests never reach the handler", () => {
     ["plain GET", upgradeRequest([]), /^HTTP\/1.1 426/, /WebSocket endpoint/],
     ["garbage", "NOT HTTP AT ALL\r\n\r\n", /^HTTP\/1.1 400/]
   ]
+  it.live("a malformed request is answered before authorize and selectProtocol see it, as ws checks before verifyClient", () =>
+    Effect.gen(function*() {
+      const seen: Array<string> = []
+      const server = yield* NodeServer.serve(() => Effect.void, {
+        authorize: (request) =>
+          Effect.andThen(
+            Effect.sync(() => seen.push(`authorize ${request.protocols.join("|")}`)),
+            Effect.fail(new NodeServer.Rejection({ status: 401, message: "who are you?" }))
+          ),
+        selectProtocol: (offered) => {
+          seen.push(`selectProtocol ${offered.join("|")}`)
+          return offered[0]
+        }
+      })
+      const withHeader = (header: string, value: string) =>
+        upgradeRequest([...goodHeaders.filter((h) => !h.startsWith(`${header}:`)), `${header}: ${value}`])
+      const cases: ReadonlyArray<readonly [string, string]> = [
+        [withHeader("Sec-WebSocket-Protocol", "chat, a/b"), "400"],
+        [withHeader("Sec-WebSocket-Key", "AAAA"), "400"],
+        [withHeader("Sec-WebSocket-Version", "8"), "426"],
+        [withHeader("Sec-WebSocket-Extensions", "x; =y"), "400"],
+        [withHeader("Sec-WebSocket-Protocol", "chat,  v2"), "401"]
+      ]
+      for (const [request, status] of cases) {
+        const { response } = yield* rawExchange(server.address.port, request)
+        assert.match(statusLine(response)!, new RegExp(`^HTTP/1.1 ${status}`), request)
+      }
+      assert.deepStrictEqual(seen, ["authorize chat|v2"])
+    }))
+
   it.live("an upgrade request with Content-Length: 0 is accepted (no body)", () =>
     Effect.gen(function*() {
       const server = yield* NodeServer.serve(() => Effect.void)

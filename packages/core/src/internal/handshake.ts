@@ -9,7 +9,7 @@ import { HandshakeHeaders, HttpHeader } from "@effect-websocket/schema"
 import { Effect, Result, Schema } from "effect"
 import * as Base64 from "effect/encoding/Base64"
 import type { WebCryptoApi } from "./handle.ts"
-import { InvalidParameter, InvalidProtocolFormat } from "../WebSocketError.ts"
+import { InvalidParameter, InvalidProtocolFormat, UnsupportedProtocolVersion } from "../WebSocketError.ts"
 
 /** The GUID of RFC 6455 section 1.3, appended to the key before hashing. */
 export const ACCEPT_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -179,3 +179,38 @@ export const checkUpgradeHeaders = (
       (value) => decodeHeader(HandshakeHeaders.Connection, "Connection", value)
     )
   )
+
+/** What a client's upgrade request offers, once checked (see {@link checkRequest}). */
+export interface CheckedRequest {
+  readonly key: string
+  /** The subprotocols offered, in order. */
+  readonly offeredSubprotocols: ReadonlyArray<string>
+  /** The names of the extensions offered. */
+  readonly offeredExtensions: ReadonlyArray<string>
+}
+
+/**
+ * Checks a client's upgrade request headers (RFC 6455 section 4.2.1): `Host`, `Upgrade:
+ * websocket`, `Connection: Upgrade`, a `Sec-WebSocket-Key` of 16 bytes, `Sec-WebSocket-Version:
+ * 13`, well-formed `Sec-WebSocket-Protocol` and `Sec-WebSocket-Extensions`.
+ */
+export const checkRequest = Effect.fnUntraced(function*(requestHeaders: unknown) {
+  const headers = yield* peerHeaders(requestHeaders)
+  yield* requiredHeader(headers, "Host")
+  yield* checkUpgradeHeaders(headers, "request")
+  const key = yield* decodeRequired(HandshakeHeaders.SecWebSocketKey, headers, "Sec-WebSocket-Key")
+  const version = yield* decodeRequired(HandshakeHeaders.SecWebSocketVersion, headers, "Sec-WebSocket-Version")
+  if (version !== HandshakeHeaders.SUPPORTED_VERSION) {
+    return yield* new UnsupportedProtocolVersion({
+      received: version,
+      supported: [HandshakeHeaders.SUPPORTED_VERSION],
+      message: `Sec-WebSocket-Version ${version} is not supported; this server speaks version ${HandshakeHeaders.SUPPORTED_VERSION}`
+    })
+  }
+  const offeredSubprotocols: ReadonlyArray<string> =
+    (yield* decodeOptionalList(HandshakeHeaders.SecWebSocketProtocol, headers, "Sec-WebSocket-Protocol")) ?? []
+  const offeredExtensions =
+    ((yield* decodeOptionalList(HandshakeHeaders.SecWebSocketExtensions, headers, "Sec-WebSocket-Extensions")) ?? [])
+      .map((e) => e.name)
+  return { key, offeredSubprotocols, offeredExtensions } satisfies CheckedRequest
+})
