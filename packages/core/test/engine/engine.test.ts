@@ -27,6 +27,7 @@ import {
   messagesOf,
   next,
   parseFrames,
+  RFC_KEY,
   send,
   sendAndDrain,
   stepBytes,
@@ -797,6 +798,45 @@ const receiveMessage = (
 describe("chunking (spec 5.4)", () => {
   const message = "é€😀ü中".repeat(800) // 14 bytes a time: 11200 bytes
   const payload = utf8(message)
+
+  it("the receive buffer starts at 4 KiB and grows to the receive buffer size once a read fills it; every byte arrives", () => {
+    /** Feeds `wire` in reads of at most `chunk` bytes; the rooms handed out and the data delivered. */
+    const drive = (wire: Uint8Array, chunk: number) => {
+      const engine = makeServer({ receiveBufferSize: 65536 })
+      const rooms: Array<number> = []
+      const data: Array<Uint8Array> = []
+      let offset = 0
+      assert.strictEqual(engine.receive(undefined, undefined), Status.Ok)
+      for (let guard = 0; guard < 10_000; guard++) {
+        const step = next(engine, QueueCode.Receive)
+        if (step.action === ActionCode.ReceiveFromNetwork) {
+          const room = step.buffers[0]!
+          rooms.push(room.length)
+          if (offset === wire.length) break
+          const n = Math.min(room.length, chunk, wire.length - offset)
+          room.set(wire.subarray(offset, offset + n), 0)
+          offset += n
+          complete(engine, step, n)
+        } else {
+          expectAction(step, ActionCode.IndicateReceiveComplete)
+          data.push(step.buffers[0]!.slice())
+          complete(engine, step)
+          assert.strictEqual(engine.receive(undefined, undefined), Status.Ok)
+        }
+      }
+      return { rooms, data: concat(data) }
+    }
+    const bytes = counting(100_000)
+    const masked = bytes.map((b, i) => b ^ RFC_KEY[i & 3]!)
+    const large = drive(concat([hex("82 ff 00 00 00 00 00 01 86 a0 37fa213d"), masked]), 1 << 20)
+    assert.strictEqual(large.rooms[0], 4092, "a handle starts with 4 KiB")
+    assert.isAbove(large.rooms[1]!, 60_000, "a read that filled it grows it")
+    assert.strictEqual(toHex(large.data), toHex(bytes))
+    // reads that never fill it (small messages, a quiet peer) leave it at 4 KiB
+    const small = drive(concat(Array.from({ length: 50 }, () => hex("82 83 37fa213d 36fb23"))), 90)
+    assert.strictEqual(small.data.length, 150)
+    assert.isAtMost(Math.max(...small.rooms), 4092)
+  })
 
   it("a 10 KiB text frame arrives in chunks of at most 256 bytes, each valid UTF-8", () => {
     const engine = makeClient({ receiveBufferSize: 256 })

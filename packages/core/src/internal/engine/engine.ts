@@ -33,7 +33,7 @@ import { ActionCode as ActionCodeImport, ActionQueue as QueueCodeImport } from "
 import { BufferType as BufferTypeCodeImport } from "../../BufferType.ts"
 import { applyMask, maskInto } from "./mask.ts"
 import { HandleState as HandleStateImport, stateNames } from "./state.ts"
-import { decodeUtf8, nativeIsUtf8 as nativeIsUtf8Import } from "../runtime.ts"
+import { allocatePlainUninitialized, decodeUtf8, nativeIsUtf8 as nativeIsUtf8Import } from "../runtime.ts"
 import {
   ASCII_WORDS_LIMIT as ASCII_WORDS_LIMITImport,
   completeBoundary,
@@ -179,6 +179,10 @@ const EMPTY = new Uint8Array(0)
  * a code point can be moved in front of the next fragment's payload and delivered with it.
  */
 const RESERVE = 4
+
+/** `bytes` as words (`words[k]` = `bytes[4k, 4k+4)`), when it is 4-aligned. */
+const wordsOf = (bytes: Uint8Array): Int32Array | undefined =>
+  (bytes.byteOffset & 3) === 0 ? new Int32Array(bytes.buffer, bytes.byteOffset, bytes.length >>> 2) : undefined
 const CONTROL_FRAME_LENGTH = MAX_HEADER_LENGTH + MAX_CONTROL_PAYLOAD
 /**
  * Automatic pongs that may wait to go out at once. Every ping is answered while fewer wait; beyond,
@@ -188,6 +192,12 @@ const CONTROL_FRAME_LENGTH = MAX_HEADER_LENGTH + MAX_CONTROL_PAYLOAD
  */
 const MAX_WAITING_PONGS = 16
 const KEY_POOL_SIZE = 4096
+/**
+ * The receive buffer a handle starts with (RESERVE included), when the receive buffer size is
+ * larger: it grows to that size once a read fills it (the peer sends more than it holds). A
+ * connection that stays idle or gets small messages so holds 4 KiB, not 64 KiB.
+ */
+const INITIAL_RECEIVE_BUFFER = 4096
 /**
  * With {@link Engine.allocateFrame}, frames with payloads from this size on are handed out in
  * owned buffers (the transport keeps them, no copy); smaller ones from the handle's buffers: a
@@ -276,11 +286,19 @@ export class Engine {
   allocateFrame: ((size: number) => Uint8Array) | undefined = undefined
 
   // ---- memory ----
-  /** Receive buffer: RESERVE bytes, then receiveBufferSize bytes read from the network. */
-  private readonly rbuf: Uint8Array
+  /**
+   * Receive buffer: RESERVE bytes, then up to receiveBufferSize bytes read from the network. It
+   * starts at {@link INITIAL_RECEIVE_BUFFER} bytes and grows to `rcap` (see `growReceive`).
+   */
+  private rbuf: Uint8Array
+  /** The size the receive buffer may grow to: RESERVE + receiveBufferSize. */
   private readonly rcap: number
   /** The receive buffer as words (`rwords[k]` = `rbuf[4k, 4k+4)`), when it is 4-aligned. */
-  private readonly rwords: Int32Array | undefined
+  private rwords: Int32Array | undefined
+  /** Whether the outstanding read into the receive buffer was handed all of its free room. */
+  private readToEnd = false
+  /** Whether a read filled all the free room of a receive buffer that may still grow: the next one grows it. */
+  private growReceive = false
   /** Text pieces until the next ASCII skip is tried (see `parse`). */
   private asciiProbeIn = 0
   /** Masked payload chunks of client data frames. */
@@ -289,7 +307,8 @@ export class Engine {
   private readonly controlFrame = new Uint8Array(CONTROL_FRAME_LENGTH)
   /** Where the pong answering a ping is built, before it is copied into a frame of its own. */
   private readonly pongFrame = new Uint8Array(CONTROL_FRAME_LENGTH)
-  private readonly keyPool = new Uint8Array(KEY_POOL_SIZE)
+  /** Random bytes for masking keys (made at the first key: a server never needs them). */
+  private keyPool: Uint8Array = EMPTY
   private keyPoolOffset = KEY_POOL_SIZE
   /** Masking key of the control frame being built. */
   private readonly key = new Uint8Array(4)
@@ -394,12 +413,11 @@ export class Engine {
       this.rbuf = allocated.subarray(0, this.rcap)
       this.sbuf = allocated.subarray(this.rcap, this.rcap + options.sendBufferSize)
     } else {
-      this.rbuf = new Uint8Array(this.rcap)
+      // (uninitialized: only the bytes read into it are ever looked at)
+      this.rbuf = allocatePlainUninitialized(this.rcap < INITIAL_RECEIVE_BUFFER ? this.rcap : INITIAL_RECEIVE_BUFFER)
       this.sbuf = new Uint8Array(this.isClient && !this.zeroKey ? options.sendBufferSize : 0)
     }
-    this.rwords = (this.rbuf.byteOffset & 3) === 0
-      ? new Int32Array(this.rbuf.buffer, this.rbuf.byteOffset, this.rbuf.length >>> 2)
-      : undefined
+    this.rwords = wordsOf(this.rbuf)
   }
 
   /**
@@ -458,6 +476,7 @@ export class Engine {
   private nextKey(key: Uint8Array): Uint8Array {
     if (this.zeroKey) return key // stays all zero
     if (this.keyPoolOffset + 4 > KEY_POOL_SIZE) {
+      if (this.keyPool.length === 0) this.keyPool = new Uint8Array(KEY_POOL_SIZE)
       this.randomFill(this.keyPool)
       this.keyPoolOffset = 0
     }
@@ -940,12 +959,21 @@ export class Engine {
       this.rend -= shift
       this.unmaskedEnd = this.unmaskedEnd > shift + RESERVE ? this.unmaskedEnd - shift : RESERVE
     }
+    if (this.growReceive) {
+      // the peer sends more than the buffer holds: it takes the full receive buffer size from now on
+      this.growReceive = false
+      const grown = allocatePlainUninitialized(this.rcap)
+      grown.set(this.rbuf.subarray(0, this.rend), 0)
+      this.rbuf = grown
+      this.rwords = wordsOf(grown)
+    }
     out.action = ActionCode.ReceiveFromNetwork
     out.queue = QueueCode.Receive
     out.bufferCount = 1
+    this.readToEnd = !headerOnly
     out.buffer0 = this.rbuf.subarray(
       this.rend,
-      headerOnly ? this.rend + this.headerBytesWanted() : this.rcap
+      headerOnly ? this.rend + this.headerBytesWanted() : this.rbuf.length
     )
     this.readRoom = out.buffer0.length
     out.context = this.receiveContext
@@ -1417,6 +1445,7 @@ export class Engine {
     }
     if (kind === OUT_RECEIVE_READ) {
       this.rend += bytesTransferred
+      if (bytesTransferred === room && this.readToEnd && this.rbuf.length < this.rcap) this.growReceive = true
       return Status.Ok
     }
     const from = this.directLength
