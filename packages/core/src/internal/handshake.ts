@@ -9,6 +9,7 @@ import { HandshakeHeaders, HttpHeader } from "@effect-websocket/schema"
 import { Effect, Result, Schema } from "effect"
 import * as Base64 from "effect/encoding/Base64"
 import type { WebCryptoApi } from "./handle.ts"
+import { nativeSha1Base64 } from "./runtime.ts"
 import { InvalidParameter, InvalidProtocolFormat, UnsupportedProtocolVersion } from "../WebSocketError.ts"
 
 /** The GUID of RFC 6455 section 1.3, appended to the key before hashing. */
@@ -16,12 +17,18 @@ export const ACCEPT_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 const encoder = new TextEncoder()
 
-/** `base64(SHA-1(key + GUID))` (RFC 6455 section 4.2.2 item 5.4). */
+/**
+ * `base64(SHA-1(key + GUID))` (RFC 6455 section 4.2.2 item 5.4): with the runtime's own SHA-1 when
+ * it has one and `crypto` is the global Web Crypto (a replaced one is always used), else with
+ * `crypto.subtle`.
+ */
 export const computeAccept = (crypto: WebCryptoApi, key: string): Effect.Effect<string> =>
-  Effect.map(
-    Effect.promise(() => crypto.subtle.digest("SHA-1", encoder.encode(key + ACCEPT_GUID))),
-    (digest) => Base64.encode(new Uint8Array(digest))
-  )
+  nativeSha1Base64 !== undefined && crypto === globalThis.crypto
+    ? Effect.sync(() => nativeSha1Base64!(key + ACCEPT_GUID))
+    : Effect.map(
+      Effect.promise(() => crypto.subtle.digest("SHA-1", encoder.encode(key + ACCEPT_GUID))),
+      (digest) => Base64.encode(new Uint8Array(digest))
+    )
 
 /** A fresh `Sec-WebSocket-Key`: base64 of 16 random bytes (RFC 6455 section 4.1 item 7). */
 export const generateKey = (crypto: WebCryptoApi): string => Base64.encode(crypto.getRandomValues(new Uint8Array(16)))

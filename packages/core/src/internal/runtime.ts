@@ -11,10 +11,27 @@ interface BufferModule {
   readonly Buffer?: { readonly allocUnsafe?: unknown; readonly from?: unknown; readonly byteLength?: unknown }
 }
 
-const bufferModule: BufferModule | undefined = (() => {
-  const runtime = (globalThis as { readonly process?: { readonly getBuiltinModule?: (id: string) => unknown } }).process
-  return runtime?.getBuiltinModule?.("buffer") as BufferModule | undefined
-})()
+const builtinModule = (id: string): unknown =>
+  (globalThis as { readonly process?: { readonly getBuiltinModule?: (id: string) => unknown } }).process
+    ?.getBuiltinModule?.(id)
+
+const bufferModule = builtinModule("buffer") as BufferModule | undefined
+
+interface Hash {
+  update(input: string): Hash
+  digest(encoding: "base64"): string
+}
+
+const createHash = (builtinModule("crypto") as { readonly createHash?: unknown } | undefined)?.createHash
+
+/**
+ * `base64(SHA-1(input))` computed at once (Node's `crypto.createHash`), or `undefined`. Measured
+ * on Node 24: about 1 µs, where Web Crypto's `subtle.digest` takes about 9 µs alone and 50 µs on
+ * a busy server (it goes through a thread pool and a promise).
+ */
+export const nativeSha1Base64: ((input: string) => string) | undefined = typeof createHash === "function"
+  ? (input) => (createHash as (algorithm: string) => Hash)("sha1").update(input).digest("base64")
+  : undefined
 
 /**
  * A UTF-8 validator that builds no string (Node's `buffer.isUtf8`), or `undefined`. Measured on
