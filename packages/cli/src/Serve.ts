@@ -55,7 +55,7 @@ const flags = {
     Flag.withDefault(false)
   ),
   subprotocol: subprotocols(
-    "Accept this subprotocol (repeatable): the first one the client offers that is in this list is selected; without any, none is, and a client that offers subprotocols fails its handshake"
+    "Accept this subprotocol (repeatable): the first one the client offers that is in this list is selected; without any, the client's first offer is (as a ws server does)"
   ),
   maxMessageSize: Flag.Int("max-message-size").pipe(
     Flag.withMetavar("bytes"),
@@ -195,7 +195,8 @@ export const command = Command.make(
         port: options.port,
         path: orUndefined(options.path),
         maxMessageSize: orUndefined(options.maxMessageSize),
-        selectProtocol: (offered) => offered.find((p) => accepted.includes(p)),
+        // (without --subprotocol, as ws's default handleProtocols and wscat: the client's first offer)
+        selectProtocol: (offered) => accepted.length === 0 ? offered[0] : offered.find((p) => accepted.includes(p)),
         ...(tls === undefined ? {} : { tls })
       }).pipe(
         Effect.catch((error) => {

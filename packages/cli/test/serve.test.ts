@@ -155,6 +155,17 @@ describe("ews serve", () => {
       })
     }))
 
+  it.live("without --subprotocol the client's first offer is selected, as by a ws server", () =>
+    Effect.gen(function*() {
+      const { url } = yield* serve(["--echo"])
+      const peer = yield* wsClient(url, ["chat.v2", "chat.v1"])
+      assert.strictEqual(peer.ws.protocol, "chat.v2")
+      peer.ws.send("abc")
+      assert.strictEqual((yield* peer.message("the echo")).data.toString(), "abc")
+      peer.ws.close(1000)
+      yield* peer.closed
+    }))
+
   it.live("--path serves only that path; other paths get 404", () =>
     Effect.gen(function*() {
       const { url } = yield* serve(["--echo", "--path", "/chat"])
