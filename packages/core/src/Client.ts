@@ -195,7 +195,9 @@ export interface UpgradeRequest {
 
 /**
  * What a server runs for every connection, in its own fiber; the connection closes when it
- * returns (1000), or with 1011 when it fails.
+ * returns (1000), or with 1011 when it fails. Its `Scope` is the connection's, which the server
+ * provides: what it acquires (`Effect.acquireRelease`, `Effect.forkScoped`) is released once it
+ * returns and its connection is closed.
  *
  * @category models
  * @since 0.1.0
@@ -602,7 +604,7 @@ export const instrumentConnect = (shown: string) =>
 export const layerMemory = <E, R, RA = never>(
   handler: Handler<E, R>,
   options?: ServeOptions<RA>
-): Layer.Layer<Client, InvalidParameter, R | RA> =>
+): Layer.Layer<Client, InvalidParameter, Exclude<R, Scope.Scope> | RA> =>
   Layer.effect(
     Client,
     Effect.gen(function*() {
@@ -640,6 +642,7 @@ export const layerMemory = <E, R, RA = never>(
             yield* Effect.forkScoped(
               Effect.exit(runCallback("handler", () => handler(serverConnection, request))).pipe(
                 Effect.flatMap((exit) => closeAfterHandler(serverConnection, exit)),
+                Effect.scoped, // the handler's scope is its connection's, as over a socket
                 Effect.provideContext(context)
               )
             )

@@ -1,6 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Layer, Metric, Scope, Stream } from "effect"
 import { Client, type Connection, Metrics, WebSocket } from "../src/index.ts"
+import type { InvalidParameter } from "../src/WebSocketError.ts"
 
 describe("Client.releaseOnFailure", () => {
   /** An attempt that acquires something (recording its release) and then fails or not. */
@@ -133,6 +134,22 @@ describe("Client.layerMemory handlers", () => {
       const connection = yield* Effect.provide(Client.connect("ws://memory/"), context)
       yield* connection.send("hi")
       assert.deepStrictEqual(yield* Stream.runCollect(Stream.take(connection.messages, 1)), ["hi"])
+    }))
+
+  it.live("a handler's scope is its connection's: what it acquires is released once it returns, and the layer needs no Scope", () =>
+    Effect.gen(function*() {
+      const events: Array<string> = []
+      const layer: Layer.Layer<Client.Client, InvalidParameter> = Client.layerMemory((c) =>
+        Effect.gen(function*() {
+          yield* Effect.acquireRelease(Effect.sync(() => events.push("acquired")), () => Effect.sync(() => events.push("released")))
+          yield* Stream.runDrain(c.messages)
+        })
+      )
+      const context = yield* Layer.build(layer)
+      const info = yield* Effect.scoped(Effect.flatMap(Effect.provide(Client.connect("ws://memory/"), context), (c) => c.close(1000)))
+      assert.strictEqual(info.code, 1000)
+      for (let i = 0; i < 100 && events.length < 2; i++) yield* Effect.sleep("5 millis")
+      assert.deepStrictEqual(events, ["acquired", "released"])
     }))
 
   it.effect("a handler that returns something else than an Effect closes its connection with 1011", () =>

@@ -544,4 +544,4 @@ export const serve = <E, R, RA = never>(
 export const layer = <E, R, RA = never>(
   handler: Client.Handler<E, R>,
   options?: ServeOptions<RA>
-): Layer.Layer<Server, ServeFailure, R | RA> => Layer.effect(Server, serve(handler, options))
+): Layer.Layer<Server, ServeFailure, Exclude<R, Scope.Scope> | RA> => Layer.effect(Server, serve(handler, options))

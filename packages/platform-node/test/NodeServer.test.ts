@@ -1,7 +1,7 @@
 import { Client, type Connection, Metrics } from "@effect-websocket/core"
 import { HttpHeader } from "@effect-websocket/schema"
 import { assert, describe, it } from "@effect/vitest"
-import { Arbitrary, Cause, Deferred, Effect, Exit, Fiber, Metric, Option, Scheduler, Schema, Scope, Stream, Tracer } from "effect"
+import { Arbitrary, Cause, Deferred, Effect, Exit, Fiber, Layer, Metric, Option, Scheduler, Schema, Scope, Stream, Tracer } from "effect"
 import * as Http from "node:http"
 import type * as Net from "node:net"
 import { WebSocket as WsClient } from "ws"
@@ -284,6 +284,24 @@ const sendThenLeave = (url: string, messages: ReadonlyArray<string>) =>
       ws.on("error", reject)
     })
   )
+
+describe("a handler's scope", () => {
+  it.live("is its connection's: what it acquires is released once it returns, and NodeServer.layer needs no Scope", () =>
+    Effect.gen(function*() {
+      const events: Array<string> = []
+      const layer: Layer.Layer<NodeServer.Server, NodeServer.ServeFailure> = NodeServer.layer((connection) =>
+        Effect.gen(function*() {
+          yield* Effect.acquireRelease(Effect.sync(() => events.push("acquired")), () => Effect.sync(() => events.push("released")))
+          yield* Stream.runDrain(connection.messages)
+        })
+      )
+      const server = yield* Effect.provide(NodeServer.Server, yield* Layer.build(layer))
+      const info = yield* Effect.scoped(Effect.flatMap(NodeClient.connect(server.url), (c) => c.close(1000)))
+      assert.strictEqual(info.code, 1000)
+      assert.isTrue(yield* eventually(() => events.length === 2))
+      assert.deepStrictEqual(events, ["acquired", "released"])
+    }))
+})
 
 describe("a peer that goes away", () => {
   it.live("while nobody reads its messages: the next send that fails ends the connection (1006) and its handler", () =>
