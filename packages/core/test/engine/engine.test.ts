@@ -1627,6 +1627,13 @@ const scenario = Arbitrary.all({
 
 type Scenario = typeof scenario extends Arbitrary.Arbitrary<infer A> ? A : never
 
+/** The same with a receive buffer larger than a handle starts with, and reads that may fill it (it then grows). */
+const growingScenario: Arbitrary.Arbitrary<Scenario> = Arbitrary.all({
+  plan: scenario,
+  receiveBufferSize: int(4097, 65536),
+  chunks: Arbitrary.array(int(1, 20000), { minLength: 1, maxLength: 8 })
+}).pipe(Arbitrary.map(({ chunks, plan, receiveBufferSize }) => ({ ...plan, chunks, receiveBufferSize })))
+
 const payloadOf = (c: Content): Uint8Array => "text" in c ? utf8(c.text) : c.bytes
 
 /** Sends every planned message from `sender`, returning the wire and the ping payloads sent. */
@@ -1700,6 +1707,11 @@ describe("client and server engines back to back", () => {
   }, { timeout: 20000, arbitrary: { runs: 40 } })
 
   it.prop("server to client: messages survive fragmenting, pings and any chunking", [scenario], ([plan]) => {
+    backToBack(false, plan)
+  }, { timeout: 20000, arbitrary: { runs: 40 } })
+
+  it.prop("both ways with a receive buffer that grows from 4 KiB as reads fill it", [growingScenario], ([plan]) => {
+    backToBack(true, plan)
     backToBack(false, plan)
   }, { timeout: 20000, arbitrary: { runs: 40 } })
 })
