@@ -8,7 +8,12 @@
 
 interface BufferModule {
   readonly isUtf8?: unknown
-  readonly Buffer?: { readonly allocUnsafe?: unknown; readonly from?: unknown; readonly byteLength?: unknown }
+  readonly Buffer?: {
+    readonly allocUnsafe?: unknown
+    readonly allocUnsafeSlow?: unknown
+    readonly from?: unknown
+    readonly byteLength?: unknown
+  }
 }
 
 const builtinModule = (id: string): unknown =>
@@ -54,14 +59,20 @@ export const allocateUninitialized: (size: number) => Uint8Array<ArrayBuffer> = 
   ? (size) => new Uint8Array(size)
   : (size) => nativeAllocUnsafe(size)
 
+const nativeAllocUnsafeSlow = typeof bufferModule?.Buffer?.allocUnsafeSlow === "function"
+  ? bufferModule.Buffer.allocUnsafeSlow as (size: number) => Uint8Array<ArrayBuffer>
+  : undefined
+
 /**
- * Like {@link allocateUninitialized}, as a plain `Uint8Array` (not a Node `Buffer`, whose methods
- * such as `toString` differ): for memory handed to applications, such as received messages.
+ * `size` bytes whose content is unspecified in an `ArrayBuffer` of their own (Node's
+ * `Buffer.allocUnsafeSlow`, never its shared pool), as a plain `Uint8Array` (not a Node `Buffer`,
+ * whose methods such as `toString` differ): for memory handed to applications, such as received
+ * messages, whose `.buffer` so holds nothing but what was written to it.
  */
-export const allocatePlainUninitialized: (size: number) => Uint8Array<ArrayBuffer> = nativeAllocUnsafe === undefined
+export const allocatePlainUninitialized: (size: number) => Uint8Array<ArrayBuffer> = nativeAllocUnsafeSlow === undefined
   ? (size) => new Uint8Array(size)
   : (size) => {
-    const bytes = nativeAllocUnsafe(size)
+    const bytes = nativeAllocUnsafeSlow(size)
     return new Uint8Array(bytes.buffer, bytes.byteOffset, size)
   }
 

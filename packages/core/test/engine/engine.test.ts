@@ -838,6 +838,24 @@ describe("chunking (spec 5.4)", () => {
     assert.isAtMost(Math.max(...small.rooms), 4092)
   })
 
+  it("a small receive buffer is memory of its own: a delivered view's ArrayBuffer holds nothing else", () => {
+    for (const receiveBufferSize of [256, 1000, 4000, 65536]) {
+      const engine = makeClient({ receiveBufferSize })
+      assert.strictEqual(engine.receive(undefined, undefined), Status.Ok)
+      const read = next(engine, QueueCode.Receive)
+      expectAction(read, ActionCode.ReceiveFromNetwork)
+      const wire = hex("82 03 010203")
+      read.buffers[0]!.set(wire, 0)
+      complete(engine, read, wire.length)
+      const step = next(engine, QueueCode.Receive)
+      expectAction(step, ActionCode.IndicateReceiveComplete)
+      const view = step.buffers[0]!
+      assert.strictEqual(toHex(view), "010203")
+      // (not a slice of a pool shared with unrelated buffers, whose bytes would show through `.buffer`)
+      assert.isAtMost(view.buffer.byteLength, Math.min(receiveBufferSize + 4, 4096), `receiveBufferSize ${receiveBufferSize}`)
+    }
+  })
+
   it("a 10 KiB text frame arrives in chunks of at most 256 bytes, each valid UTF-8", () => {
     const engine = makeClient({ receiveBufferSize: 256 })
     const { deliveries } = feed(engine, concat([hex("81 7e" + payload.length.toString(16).padStart(4, "0")), payload]))
