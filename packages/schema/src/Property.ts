@@ -51,7 +51,11 @@ const GLOBAL_ONLY = ["keepaliveInterval", "supportedVersions"] as const
  * @since 0.1.0
  */
 export const HandlePropertiesInput = Schema.Struct({
-  /** Bytes read per `RECEIVE_FROM_NETWORK` and the largest chunk delivered: 256-65536, default 4096. */
+  /**
+   * The most bytes read per `RECEIVE_FROM_NETWORK` and the largest chunk delivered: 256-65536,
+   * default 4096. Without `allocatedBuffer`, a handle starts with at most 4 KiB and grows to this
+   * size once a read fills what it has (a peer that sends more), so idle handles stay small.
+   */
   receiveBufferSize: Schema.optionalKey(intBetween("receiveBufferSize", 256, 65536)),
   /** Engine send buffer: 16-65536, default 4096 (client) or 16 (server). */
   sendBufferSize: Schema.optionalKey(intBetween("sendBufferSize", 16, 65536)),
