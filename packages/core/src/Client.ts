@@ -586,7 +586,8 @@ export const instrumentConnect = (shown: string) =>
         ? Effect.void
         : Metric.update(Metric.withAttributes(Metrics.handshakeFailures, { side: "client", reason: error._tag }), 1)
     ),
-    Effect.withSpan("WebSocket.connect", { attributes: { "url.full": shown } })
+    // (no stack trace: it would point into this module, not at the caller)
+    Effect.withSpan("WebSocket.connect", { attributes: { "url.full": shown } }, { captureStackTrace: false })
   )
 
 /**
@@ -723,7 +724,8 @@ const acceptInMemory = <RA>(
         refuse("ServerError", 500, [], "the upgrade failed")
       )
     ),
-    Effect.withSpan("WebSocket.accept", { attributes: { "url.path": pathname } })
+    // (no stack trace: it would point into this module)
+    Effect.withSpan("WebSocket.accept", { attributes: { "url.path": pathname } }, { captureStackTrace: false })
   )
 }
 

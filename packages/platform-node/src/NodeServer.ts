@@ -392,7 +392,10 @@ export const makeUpgradeHandler = <E, R, RA = never>(
             refused("ServerError", socket, 500, "the upgrade failed")
           )
         }),
-        Effect.withSpan("WebSocket.accept", { attributes: { "url.path": requestTarget(req.url).split("?")[0]! } })
+        // (no stack trace: it would point into this module)
+        Effect.withSpan("WebSocket.accept", { attributes: { "url.path": requestTarget(req.url).split("?")[0]! } }, {
+          captureStackTrace: false
+        })
       )
     }
     return (req: Http.IncomingMessage, socket: Duplex, head: Buffer) => {
