@@ -256,7 +256,11 @@ export interface KeepaliveOptions {
  * @since 0.1.0
  */
 export interface Options {
-  /** How long to wait for the peer's Close (and, as a client, for the server to end the transport). Default 5 seconds. */
+  /**
+   * How long to wait for the peer's Close (and, as a client, for the server to end the transport),
+   * and for our answer to the peer's Close to go out (behind a send that waits for a peer that
+   * reads nothing). Default 5 seconds.
+   */
   readonly closeTimeout?: Duration.Input | undefined
   /**
    * How many received messages may wait for the consumer before reading pauses. Default 16. Once
@@ -878,19 +882,26 @@ export const make = (
     const onPeerClose = (code: number, reason: string) =>
       Effect.gen(function*() {
         let clean = true
+        /** Whether our answer could not go out within the close timeout (a peer that reads nothing). */
+        let unanswered = false
         if (engine.state === HandleState.CloseReceived) yield* awaitConsumerIdle
         if (engine.state === HandleState.CloseReceived) {
           // "If an endpoint receives a Close frame and did not previously send a Close frame, the
-          // endpoint MUST send a Close frame in response" (echoing the code and reason it received)
+          // endpoint MUST send a Close frame in response" (echoing the code and reason it received);
+          // bounded by the close timeout, as `ws`'s answer is: a send may hold the wire, waiting
+          // for a peer that reads nothing (frozen) and that keepalive no longer watches
           initiator = "remote"
-          const echoed = yield* Effect.exit(
-            sendFrame(BufferType.BufferType.Close, code === 1005 ? undefined : encodeUtf8(reason), code === 1005 ? undefined : code)
-          )
-          clean = echoed._tag === "Success"
+          const echoed = yield* Effect.exit(Effect.timeoutOption(
+            sendFrame(BufferType.BufferType.Close, code === 1005 ? undefined : encodeUtf8(reason), code === 1005 ? undefined : code),
+            closeTimeout
+          ))
+          unanswered = echoed._tag === "Success" && Option.isNone(echoed.value)
+          clean = echoed._tag === "Success" && !unanswered
         }
         answered = { code, reason, clean, initiator }
         mailbox.end()
-        if (h.kind === "client") yield* awaitTransportEnd
+        if (unanswered) yield* cutTransport
+        else if (h.kind === "client") yield* awaitTransportEnd
         yield* closeTransport
         yield* complete({ code, reason, clean, initiator })
       })

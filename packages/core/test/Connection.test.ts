@@ -1207,6 +1207,24 @@ describe("Connection close", () => {
       void peer
     }))
 
+  it.effect("close timeout: a peer's Close that cannot be answered because the peer does not read still ends the connection", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("client", { connection: { closeTimeout: "3 seconds" }, highWaterMark: 1024 })
+      const messages = yield* Effect.forkChild(drain(connection))
+      // the peer reads nothing: this send waits, and holds the wire the answer to its Close needs
+      const sending = yield* Effect.forkChild(connection.send(new Uint8Array(256 * 1024)))
+      yield* settle
+      yield* peer.send(0x8, closeBody(1000, "bye"))
+      yield* settle
+      const closed = yield* Effect.forkChild(connection.closed)
+      yield* TestClock.adjust("3 seconds")
+      yield* settle
+      assert.isDefined(closed.pollUnsafe(), "the connection waits for the wire forever")
+      assert.deepStrictEqual(yield* Fiber.join(closed), { code: 1000, reason: "bye", clean: false, initiator: "remote" })
+      assert.isTrue(Exit.isSuccess((yield* Fiber.join(messages)).exit), "the messages end as after any Close")
+      assert.isTrue(Exit.isFailure(yield* Fiber.await(sending)), "the waiting send fails")
+    }))
+
   it.effect("closing the scope of an open connection sends 1001", () =>
     Effect.gen(function*() {
       const { clientHandle, serverHandle } = yield* handles()

@@ -2,6 +2,7 @@ import { Client, type Connection, Metrics } from "@effect-websocket/core"
 import { HttpHeader } from "@effect-websocket/schema"
 import { assert, describe, it } from "@effect/vitest"
 import { Arbitrary, Cause, Deferred, Effect, Exit, Fiber, Layer, Metric, Option, Scheduler, Schema, Scope, Stream, Tracer } from "effect"
+import { spawn } from "node:child_process"
 import * as Http from "node:http"
 import type * as Net from "node:net"
 import { WebSocket as WsClient } from "ws"
@@ -348,6 +349,88 @@ describe("a peer that goes away", () => {
       assert.deepStrictEqual(messages, Array.from({ length: 10 }, (_, i) => `m${i}`))
       assert.strictEqual(counted, messages.length)
       assert.include(error, "TransportError")
+    }))
+})
+
+/**
+ * A peer in a process of its own (`node -e script`, run from this package, so that it can load
+ * `ws`), stopped with SIGSTOP once it prints `ready`: it hangs without closing, its socket open.
+ * Resumed and killed when the scope closes.
+ */
+const stoppedPeer = (script: string) =>
+  Effect.acquireRelease(
+    Effect.callback<ReturnType<typeof spawn>, Error>((resume) => {
+      const child = spawn(process.execPath, ["-e", script], { cwd: new URL("..", import.meta.url), stdio: ["ignore", "pipe", "inherit"] })
+      let out = ""
+      child.stdout!.setEncoding("utf8").on("data", (chunk: string) => {
+        out += chunk
+        if (out.includes("ready\n")) {
+          child.kill("SIGSTOP")
+          resume(Effect.succeed(child))
+        }
+      })
+      child.once("exit", (code) => resume(Effect.fail(new Error(`the peer exited (${code}) before it was ready: ${out}`))))
+      const timer = setTimeout(() => resume(Effect.fail(new Error("the peer was not ready within 3 seconds"))), 3000)
+      return Effect.sync(() => clearTimeout(timer))
+    }),
+    (child) =>
+      Effect.callback<void>((resume) => {
+        if (child.exitCode !== null || child.signalCode !== null) return resume(Effect.void)
+        child.once("exit", () => resume(Effect.void))
+        child.kill("SIGCONT")
+        child.kill("SIGKILL")
+      })
+  )
+
+describe("a peer that hangs without closing (a stopped process)", () => {
+  it.live("keepalive cuts off a stopped ws client: 1006 within interval + 2 x timeout, its socket released", () =>
+    Effect.gen(function*() {
+      const ended = yield* Deferred.make<Connection.CloseInfo>()
+      const server = yield* NodeServer.serve((connection) =>
+        Effect.gen(function*() {
+          yield* Effect.forkChild(Effect.ignore(Stream.runDrain(connection.messages)))
+          yield* Deferred.succeed(ended, yield* connection.closed)
+        }), { connection: { keepalive: { interval: "100 millis", timeout: "100 millis" } } })
+      yield* stoppedPeer(`const ws = new (require("ws").WebSocket)(${JSON.stringify(server.url)}); ws.on("open", () => console.log("ready"))`)
+      const started = Date.now()
+      const info = yield* Deferred.await(ended).pipe(Effect.timeout("2 seconds"))
+      assert.isAtMost(Date.now() - started, 1000)
+      assert.deepStrictEqual([info.code, info.clean], [1006, false])
+      assert.include(info.reason, "no answer from the peer")
+      assert.isTrue(yield* eventually(() => Effect.runSync(server.connections) === 0))
+    }))
+
+  it.live("a client stopped right after its Close, while a send waits for it: the connection ends within the close timeout", () =>
+    Effect.gen(function*() {
+      const ended = yield* Deferred.make<Connection.CloseInfo>()
+      const sending = yield* Deferred.make<void>()
+      const server = yield* NodeServer.serve((connection) =>
+        Effect.gen(function*() {
+          yield* Effect.forkChild(Effect.ignore(Stream.runDrain(connection.messages)))
+          // sends until a send waits for the client, which reads nothing
+          yield* Effect.forkChild(Effect.ignore(Effect.forever(Effect.andThen(
+            Effect.timeoutOrElse(connection.send(new Uint8Array(64 * 1024)), {
+              duration: "50 millis",
+              orElse: () => Effect.andThen(Deferred.succeed(sending, undefined), connection.send(new Uint8Array(64 * 1024)))
+            }),
+            Effect.void
+          ))))
+          yield* Deferred.succeed(ended, yield* connection.closed)
+        }), { connection: { closeTimeout: "300 millis" } })
+      // a raw client: the upgrade, then it reads nothing; once told (a byte on stdin is no use while
+      // stopped: a timer), it sends a Close (1000) and is stopped
+      yield* stoppedPeer(`
+        const s = require("net").connect(${server.address.port}, "127.0.0.1", () => s.write("GET / HTTP/1.1\\r\\nHost: x\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\\r\\nSec-WebSocket-Version: 13\\r\\n\\r\\n"))
+        s.on("error", () => {})
+        setInterval(() => {}, 1000) // a paused socket alone does not keep the process running
+        s.once("data", () => { s.pause(); setTimeout(() => s.write(Buffer.from([0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8]), () => console.log("ready")), 400) })
+      `)
+      yield* Deferred.await(sending).pipe(Effect.timeout("2 seconds"))
+      const started = Date.now()
+      const info = yield* Deferred.await(ended).pipe(Effect.timeout("2 seconds"))
+      assert.isAtMost(Date.now() - started, 1000)
+      assert.deepStrictEqual(info, { code: 1000, reason: "", clean: false, initiator: "remote" })
+      assert.isTrue(yield* eventually(() => Effect.runSync(server.connections) === 0))
     }))
 })
 
