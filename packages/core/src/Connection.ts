@@ -231,7 +231,9 @@ export interface Handshake {
 
 /**
  * Keepalive settings: a frame every `interval` while the connection is open; with `timeout`, a
- * peer that does not answer a ping (nor send anything) within it is cut off.
+ * peer that does not answer a ping (nor send anything) within it is cut off. The next ping is then
+ * due `interval` after that wait, so a peer that goes silent (frozen, asleep) is cut off at most
+ * `interval` + 2 × `timeout` later.
  *
  * @see websocket.h `WEB_SOCKET_KEEPALIVE_INTERVAL_PROPERTY_TYPE` (the interval; the frame is the
  * application's choice)
@@ -243,9 +245,14 @@ export interface KeepaliveOptions {
   /**
    * How long to wait for any traffic after a ping before giving up on the peer (1006); also how
    * long the ping may wait to go out (behind a send that waits for a peer that reads nothing).
+   * Pings only: with `frame: "pong"` no answer is expected, and nothing is cut off.
    */
   readonly timeout?: Duration.Input | undefined
-  /** `"ping"` (default) expects an answer; `"pong"` sends unsolicited pongs, as websocket.h's users do. */
+  /**
+   * `"ping"` (default) expects an answer; `"pong"` sends unsolicited pongs, as websocket.h's users
+   * do: they tell the peer that we are alive, but nothing tells us whether the peer is (`timeout`
+   * does not apply, and a frozen peer stays connected).
+   */
   readonly frame?: "ping" | "pong" | undefined
 }
 

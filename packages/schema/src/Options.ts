@@ -109,7 +109,7 @@ export const ByteLimit = (name: string, minimum: number, unbounded: boolean) =>
 
 /**
  * The keepalive of a connection: a frame every `interval` (positive, finite), with an optional
- * dead-peer `timeout` (positive, finite) after each ping.
+ * dead-peer `timeout` (positive, finite) after each ping (it does not apply to `frame: "pong"`).
  *
  * @see websocket.h `WEB_SOCKET_KEEPALIVE_INTERVAL_PROPERTY_TYPE`
  * @category schemas
