@@ -813,7 +813,7 @@ export const rejectionStatus = (
  * a malformed request is answered with its {@link rejectionStatus} (400, or 426 for another
  * version) and costs the application nothing.
  *
- * @category constructors
+ * @category handshake
  * @since 0.1.0
  */
 export const checkUpgradeRequest = (

@@ -236,7 +236,7 @@ const incomingMessages = new WeakMap<Client.UpgradeRequest, Http.IncomingMessage
  * }
  * ```
  *
- * @category accessors
+ * @category getters
  * @since 0.1.0
  */
 export const incomingMessage = (request: Client.UpgradeRequest): Http.IncomingMessage | undefined =>
