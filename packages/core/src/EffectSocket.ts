@@ -316,6 +316,8 @@ class ClientWebSocketImpl implements ClientWebSocket {
   binaryType: BinaryType = "arraybuffer"
   /** Set by the constructor once the socket's fiber runs. */
   abandon: (() => void) | undefined = undefined
+  /** The connection, once open. */
+  connection: Connection.Connection | undefined = undefined
   readonly listeners: Record<EventType, Map<Listener, boolean>> = {
     open: new Map(),
     message: new Map(),
@@ -474,6 +476,7 @@ class ClientWebSocketImpl implements ClientWebSocket {
         Effect.tapError((error) => Effect.sync(() => failure = error))
       )
       connection = conn
+      self.connection = conn
       if (self.readyState !== CONNECTING) return yield* Effect.interrupt
       self.readyState = OPEN
       self.protocol = conn.protocol
@@ -540,8 +543,8 @@ const connectOptions = (options: Socket.WebSocketConstructorOptions | undefined)
  * connections with `connect` (given the URL, the subprotocols and the headers). Each socket runs
  * in its own fiber, with the services of the current context, owned by the current scope:
  * closing the scope lets the sockets asked to close finish (their queued messages, then their
- * Close; at most 5 seconds), closes the open ones (1001, going away) and abandons the connecting
- * ones.
+ * Close; at most 5 seconds, after which they are cut), closes the open ones (1001, going away)
+ * and abandons the connecting ones.
  * Once the scope is closed, the constructor throws.
  *
  * @category constructors
@@ -557,10 +560,16 @@ export const makeWebSocketConstructor = <E, R>(
     // Runs before the fiber set interrupts the sockets: those asked to close get to send what
     // was queued before and their Close (bounded), as a platform's socket does once the program
     // that closed it has ended (`Socket.makeWebSocket` closes with 1000 as its scope ends).
+    // Those still not done are cut, so that their interruption does not wait out a close timeout
+    // (for a send the peer does not take) on top of the grace.
     yield* Effect.addFinalizer(() =>
       Effect.forEach(
         Array.from(sockets).filter(([ws]) => ws.readyState === CLOSING),
-        ([, fiber]) => Effect.ignore(Effect.timeout(Fiber.await(fiber), CLOSING_GRACE)),
+        ([ws, fiber]) =>
+          Effect.flatMap(
+            Effect.timeoutOption(Fiber.await(fiber), CLOSING_GRACE),
+            (done) => Option.isSome(done) || ws.connection === undefined ? Effect.void : ws.connection.abort
+          ),
         { concurrency: "unbounded", discard: true }
       )
     )

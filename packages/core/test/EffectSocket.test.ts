@@ -4,6 +4,7 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Arbitrary, Deferred, Effect, Exit, Fiber, Layer, Schema, Scope, Stream } from "effect"
+import { TestClock } from "effect/testing"
 import { Socket } from "effect/socket"
 import { Client, Connection, EffectSocket } from "../src/index.ts"
 
@@ -350,6 +351,35 @@ describe("EffectSocket.layerWebSocketConstructor", () => {
       assert.deepStrictEqual(events.map((e) => e.type), ["error", "close"])
       assert.strictEqual(events[1]!.code, 1006)
     }).pipe(Effect.provide(Constructor)))
+
+  it.effect("closing the constructor's scope cuts a closing socket still sending after the 5 second grace", () =>
+    Effect.gen(function*() {
+      let peer: Connection.Connection | undefined
+      // a peer that never reads: the socket's send waits on the transport's backpressure
+      const connect: EffectSocket.Connect = () =>
+        Effect.map(Connection.makeMemoryPair({ highWaterMark: 1024 }), ([client, server]) => {
+          peer = server
+          return client
+        })
+      const scope = yield* Scope.make()
+      const make = yield* EffectSocket.makeWebSocketConstructor(connect).pipe(Scope.provide(scope))
+      const ws = make("ws://memory/")
+      const opened = yield* Deferred.make<void>()
+      ws.addEventListener("open", () => Deferred.doneUnsafe(opened, Exit.void))
+      yield* Deferred.await(opened)
+      for (let i = 0; i < 40; i++) ws.send("x".repeat(16 * 1024))
+      ws.close(1000)
+      const closing = yield* Effect.forkChild(Scope.close(scope, Exit.void), { startImmediately: true })
+      yield* TestClock.adjust("5 seconds")
+      for (let i = 0; i < 100 && closing.pollUnsafe() === undefined; i++) yield* Effect.yieldNow
+      // bounded by the grace: the socket is cut rather than given a further close timeout
+      const closedInTime = closing.pollUnsafe() !== undefined
+      yield* TestClock.adjust("10 seconds")
+      yield* Fiber.await(closing)
+      assert.isTrue(closedInTime)
+      assert.strictEqual(ws.readyState, 3)
+      assert.strictEqual((yield* peer!.closed).code, 1006)
+    }))
 
   it.live("the constructor throws once its scope is closed", () =>
     Effect.gen(function*() {
