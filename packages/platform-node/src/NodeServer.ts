@@ -208,6 +208,12 @@ const requestTarget = (target: string | undefined): string => {
   }
 }
 
+/** Runs the answer to an upgrade request in its `WebSocket.accept` span (no stack trace: it would point into this module). */
+const inAcceptSpan = (req: Http.IncomingMessage) =>
+  Effect.withSpan("WebSocket.accept", { attributes: { "url.path": requestTarget(req.url).split("?")[0]! } }, {
+    captureStackTrace: false
+  })
+
 /** The `node:http` request behind each upgrade request of this module's servers (see {@link incomingMessage}). */
 const incomingMessages = new WeakMap<Client.UpgradeRequest, Http.IncomingMessage>()
 
@@ -392,10 +398,7 @@ export const makeUpgradeHandler = <E, R, RA = never>(
             refused("ServerError", socket, 500, "the upgrade failed")
           )
         }),
-        // (no stack trace: it would point into this module)
-        Effect.withSpan("WebSocket.accept", { attributes: { "url.path": requestTarget(req.url).split("?")[0]! } }, {
-          captureStackTrace: false
-        })
+        inAcceptSpan(req)
       )
     }
     return (req: Http.IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -403,7 +406,9 @@ export const makeUpgradeHandler = <E, R, RA = never>(
       // The answer to the request (and later the closing handshake) must get out even when the
       // client ended its side right after the request (TLS sockets end ours with it by default).
       if (socket instanceof Net.Socket) socket.allowHalfOpen = true
-      if (closing) return Effect.runSyncWith(services)(refused("ShuttingDown", socket, 503, "the server is shutting down"))
+      if (closing) {
+        return Effect.runSyncWith(services)(inAcceptSpan(req)(refused("ShuttingDown", socket, 503, "the server is shutting down")))
+      }
       run(accept(req, socket, head))
     }
   })

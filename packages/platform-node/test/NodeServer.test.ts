@@ -123,6 +123,38 @@ describe("NodeServer + NodeClient", () => {
       ])
     }))
 
+  it.live("spans: an upgrade handler whose scope has closed answers 503 in a WebSocket.accept span too", () =>
+    Effect.gen(function*() {
+      const spans: Array<Tracer.NativeSpan> = []
+      const tracer = Tracer.make({
+        span(options) {
+          const span = new Tracer.NativeSpan(options)
+          spans.push(span)
+          return span
+        }
+      })
+      const http = yield* Effect.acquireRelease(
+        Effect.callback<Http.Server>((resume) => {
+          const server = Http.createServer()
+          server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
+        }),
+        (server) => Effect.callback<void>((resume) => void server.close(() => resume(Effect.void)))
+      )
+      const scope = yield* Scope.make()
+      const onUpgrade = yield* NodeServer.makeUpgradeHandler((c) => Stream.runDrain(c.messages), { path: "/ws" }).pipe(
+        Scope.provide(scope),
+        Effect.provideService(Tracer.Tracer, tracer)
+      )
+      http.on("upgrade", onUpgrade)
+      yield* Scope.close(scope, Exit.void)
+      const error = yield* Effect.flip(Effect.scoped(NodeClient.connect(`ws://127.0.0.1:${(http.address() as Net.AddressInfo).port}/ws?a=1`)))
+      assert.strictEqual(error._tag === "HandshakeRejected" ? error.status : error._tag, 503)
+      assert.deepStrictEqual(
+        spans.map((s) => [s.name, s.status._tag, Object.fromEntries(s.attributes)]),
+        [["WebSocket.accept", "Ended", { "url.path": "/ws", "http.response.status_code": 503, "websocket.refused": "ShuttingDown" }]]
+      )
+    }))
+
   it.live("the handler gets the very request object authorize saw: what authorize found (a user) reaches it in a WeakMap", () =>
     Effect.gen(function*() {
       const users = new WeakMap<Client.UpgradeRequest, string>()
