@@ -39,10 +39,13 @@ const CHROMIUM_FLAGS = [
   "--disable-crash-reporter"
 ]
 
-/** A `node:http` server on 127.0.0.1 serving the page and taking reports, closed with the scope. */
-const pageServer = (onUpgrade: (request: Http.IncomingMessage, socket: Duplex, head: Buffer) => void) =>
+/** A `node:http` server on 127.0.0.1 serving the page (a fixture) and taking reports, closed with the scope. */
+const pageServer = (
+  onUpgrade: (request: Http.IncomingMessage, socket: Duplex, head: Buffer) => void,
+  pageFixture = "browser_page.html"
+) =>
   Effect.gen(function*() {
-    const page = yield* attempt("reading the page", () => Fs.readFile(fixture("browser_page.html")))
+    const page = yield* attempt("reading the page", () => Fs.readFile(fixture(pageFixture)))
     const reports = new Mailbox<string>()
     const held: Array<() => void> = []
     const server = Http.createServer((request, response) => {
@@ -96,6 +99,28 @@ const pageServer = (onUpgrade: (request: Http.IncomingMessage, socket: Duplex, h
     return { url: `http://127.0.0.1:${port}/`, origin: `http://127.0.0.1:${port}`, reports: reports.take }
   })
 
+/**
+ * Headless Chromium, with a fresh profile, dumping the DOM of `url` once it has loaded; killed
+ * with its helpers when the scope closes.
+ */
+const loadInChromium = (url: string) =>
+  Effect.gen(function*() {
+    const profile = yield* tempDir("interop-chromium-")
+    const chromium = yield* spawnChild(
+      "chromium",
+      [...CHROMIUM_FLAGS, `--user-data-dir=${profile}`, "--dump-dom", "--virtual-time-budget=5000", url],
+      { group: true }
+    )
+    chromium.process.stdin!.end()
+    const output = () => {
+      const { stderr, stdout } = chromium.output()
+      const state = chromium.process.exitCode ?? chromium.process.signalCode ?? "running"
+      return `Chromium (${state}) stdout:\n${stdout.slice(-3000)}\nstderr:\n${stderr.slice(-3000)}`
+    }
+    const explain = (error: Error) => new Error(`${error.message}\n${output()}`)
+    return { chromium, output, explain }
+  })
+
 describe("Chromium → our server", () => {
   it.live("a page's WebSocket echoes text and binary through our upgrade handler, gets fragments, answers our ping, closes with 4000", () =>
     Effect.gen(function*() {
@@ -110,19 +135,7 @@ describe("Chromium → our server", () => {
           })
       })
       const http = yield* pageServer(onUpgrade)
-      const profile = yield* tempDir("interop-chromium-")
-      const chromium = yield* spawnChild(
-        "chromium",
-        [...CHROMIUM_FLAGS, `--user-data-dir=${profile}`, "--dump-dom", "--virtual-time-budget=5000", http.url],
-        { group: true }
-      )
-      chromium.process.stdin!.end()
-      const output = () => {
-        const { stderr, stdout } = chromium.output()
-        const state = chromium.process.exitCode ?? chromium.process.signalCode ?? "running"
-        return `Chromium (${state}) stdout:\n${stdout.slice(-3000)}\nstderr:\n${stderr.slice(-3000)}`
-      }
-      const explain = (error: Error) => new Error(`${error.message}\n${output()}`)
+      const { chromium, explain, output } = yield* loadInChromium(http.url)
       const side = yield* within(sides.take, 30_000, "Chromium to connect").pipe(Effect.mapError(explain))
       yield* side.connection.ping(new TextEncoder().encode("ping from node"))
       const report = yield* within(http.reports, 20_000, "the page's report").pipe(
@@ -152,5 +165,41 @@ describe("Chromium → our server", () => {
         "binary:1048576",
         "text:9"
       ])
+    }), 60_000)
+
+  it.live("a page sees our closes with 1000, 1001, 1011 and 4999 (a 123-byte reason) as sent, and our refused upgrade as 1006 with no reason", () =>
+    Effect.gen(function*() {
+      const sides = new Mailbox<ServerSide>()
+      const asked: Array<string> = []
+      const onUpgrade = yield* NodeServer.makeUpgradeHandler(echoHandler(sides.push), {
+        path: "/ws",
+        authorize: (request) =>
+          Effect.suspend(() => {
+            asked.push(request.url)
+            return request.url === "/ws?refuse"
+              ? Effect.fail(new NodeServer.Rejection({ status: 403, message: "not for this page" }))
+              : Effect.void
+          })
+      })
+      const http = yield* pageServer(onUpgrade, "browser_close_page.html")
+      const { chromium, explain, output } = yield* loadInChromium(http.url)
+      const report = yield* within(http.reports, 30_000, "the page's report").pipe(Effect.mapError(explain))
+      assert.match(report, /^INTEROP-OK checks=8$/, output())
+      yield* within(chromium.exit, 20_000, "Chromium to exit").pipe(Effect.mapError(explain))
+      const long = "é".repeat(61) + "x"
+      const closes: Array<unknown> = []
+      for (let i = 0; i < 4; i++) {
+        const side = yield* within(sides.take, 1_000, "a connection of the page")
+        closes.push(yield* within(side.connection.closed, 5_000, "our connection to close"))
+      }
+      const byCode = (a: unknown, b: unknown) => (a as { code: number }).code - (b as { code: number }).code
+      assert.deepStrictEqual(closes.sort(byCode), [
+        { code: 1000, reason: "normal", clean: true, initiator: "local" },
+        { code: 1001, reason: "going away", clean: true, initiator: "local" },
+        { code: 1011, reason: "server error", clean: true, initiator: "local" },
+        { code: 4999, reason: long, clean: true, initiator: "local" }
+      ])
+      // the refused request reached authorize, never the handler
+      assert.deepStrictEqual([...asked].sort(), ["/ws", "/ws", "/ws", "/ws", "/ws?refuse"])
     }), 60_000)
 })

@@ -3,7 +3,7 @@
  * system interpreter): our server with a Python client, and our client with a Python server.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Stream } from "effect"
+import { Deferred, Effect, Stream } from "effect"
 import { NodeClient } from "../../src/index.ts"
 import { digest, echoServer, eventually, fixture, messageReader, payloadOfKind, SIZES, spawnChild, within } from "./helpers.ts"
 
@@ -18,9 +18,10 @@ interface Report {
   readonly pong?: boolean
   readonly close_code?: number
   readonly close_reason?: string
+  readonly sent_code?: number
 }
 
-const runPythonClient = (url: string, mode: "echo" | "server-close") =>
+const runPythonClient = (url: string, mode: "echo" | "server-close" | "limits") =>
   Effect.gen(function*() {
     const child = yield* spawnChild(PYTHON, ["-u", fixture("python_client.py"), url, mode])
     child.process.stdin!.end()
@@ -70,6 +71,22 @@ describe("Python websockets client → our server", () => {
       const side = yield* accepted
       const info = yield* within(side.connection.closed, 5_000, "our connection to close")
       assert.deepStrictEqual(info, { code: 4002, reason: "server says bye", clean: true, initiator: "local" })
+    }))
+
+  it.live("the Python client's keepalive pings are answered; a message over its 1 MiB max_size gets its 1009, which our closed reports", () =>
+    Effect.gen(function*() {
+      const { accepted, server } = yield* echoServer()
+      const report = yield* runPythonClient(server.url, "limits")
+      assert.strictEqual(report.echoes, 1)
+      assert.strictEqual(report.sent_code, 1009)
+      const side = yield* accepted
+      assert.isAtLeast(side.connection.stats.pingsIn, 2)
+      const info = yield* within(side.connection.closed, 5_000, "our connection to close")
+      // (whether our answering Close was written before the Python client stopped reading depends
+      // on the socket buffers: `clean` is not asserted)
+      assert.deepStrictEqual([info.code, info.reason, info.initiator], [1009, "", "remote"])
+      assert.strictEqual(yield* within(Deferred.await(side.outcome), 5_000, "the handler's messages to end"), "end")
+      assert.deepStrictEqual(side.received.map((d) => `${d.kind}:${d.size}`), ["text:10", `text:${1024 * 1024 + 1}`])
     }))
 })
 
