@@ -13,6 +13,19 @@ const echo = NodeServer.serve((connection) => Stream.runForEach(connection.messa
   selectProtocol: (offered) => offered[0]
 })
 
+/** A tracer that keeps every span it makes. */
+const recordingTracer = () => {
+  const spans: Array<Tracer.NativeSpan> = []
+  const tracer = Tracer.make({
+    span(options) {
+      const span = new Tracer.NativeSpan(options)
+      spans.push(span)
+      return span
+    }
+  })
+  return { spans, tracer }
+}
+
 describe("NodeServer + NodeClient", () => {
   it.live("echo over loopback", () =>
     Effect.gen(function*() {
@@ -96,14 +109,7 @@ describe("NodeServer + NodeClient", () => {
 
   it.live("spans: WebSocket.connect with its URL, WebSocket.accept with the request's path, and a refusal's status and reason", () =>
     Effect.gen(function*() {
-      const spans: Array<Tracer.NativeSpan> = []
-      const tracer = Tracer.make({
-        span(options) {
-          const span = new Tracer.NativeSpan(options)
-          spans.push(span)
-          return span
-        }
-      })
+      const { spans, tracer } = recordingTracer()
       const server = yield* NodeServer.serve((c) => c.close(1000), { path: "/ws" }).pipe(Effect.provideService(Tracer.Tracer, tracer))
       const base = `ws://127.0.0.1:${server.address.port}`
       yield* Effect.scoped(NodeClient.connect(`${base}/ws`)).pipe(Effect.provideService(Tracer.Tracer, tracer))
@@ -125,14 +131,7 @@ describe("NodeServer + NodeClient", () => {
 
   it.live("spans: an upgrade handler whose scope has closed answers 503 in a WebSocket.accept span too", () =>
     Effect.gen(function*() {
-      const spans: Array<Tracer.NativeSpan> = []
-      const tracer = Tracer.make({
-        span(options) {
-          const span = new Tracer.NativeSpan(options)
-          spans.push(span)
-          return span
-        }
-      })
+      const { spans, tracer } = recordingTracer()
       const http = yield* Effect.acquireRelease(
         Effect.callback<Http.Server>((resume) => {
           const server = Http.createServer()

@@ -46,12 +46,17 @@ const pageServer = (
 ) =>
   Effect.gen(function*() {
     const page = yield* attempt("reading the page", () => Fs.readFile(fixture(pageFixture)))
+    const reportScript = yield* attempt("reading the report script", () => Fs.readFile(fixture("browser_report.js")))
     const reports = new Mailbox<string>()
     const held: Array<() => void> = []
     const server = Http.createServer((request, response) => {
       if (request.method === "GET" && request.url === "/") {
         response.writeHead(200, { "Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store" })
         return response.end(page)
+      }
+      if (request.method === "GET" && request.url === "/report.js") {
+        response.writeHead(200, { "Content-Type": "text/javascript; charset=utf-8", "Cache-Control": "no-store" })
+        return response.end(reportScript)
       }
       if (request.method === "GET" && request.url === "/hold") {
         // answered once the report is in (or after 15 s): keeps the page loading until then
