@@ -7,7 +7,7 @@
  * @since 0.1.0
  */
 import { HandshakeHeaders, HttpHeader, Options, Property } from "@effect-websocket/schema"
-import { Cause, Context, Duration, Effect, Exit, Layer, Metric, Option, Predicate, Schema, Scope } from "effect"
+import { Cause, Context, Duration, Effect, Exit, Layer, Metric, Option, Predicate, Result, Schema, Scope } from "effect"
 import * as Connection from "./Connection.ts"
 import { checkRequest, decodeParameter } from "./internal/handshake.ts"
 import { makeMemoryPair, type Transport } from "./Transport.ts"
@@ -712,12 +712,14 @@ const acceptInMemory = <RA>(
     const handshake = yield* WebSocket.beginServerHandshake(server, { requestHeaders: request.headers, subprotocol: selected }).pipe(
       Effect.catch(refuseHandshake)
     )
-    const extra = yield* responseHeadersFor(options, request).pipe(
-      Effect.catch((error) => refuse(error._tag, 500, [], error.message))
-    )
+    // (malformed extra headers are the server's fault: a 500 (see below), as over a socket)
+    const extra = yield* Effect.orDie(responseHeadersFor(options, request))
     return { responseHeaders: [...handshake.responseHeaders, ...extra], selected }
   }).pipe(
-    // a callback that threw or failed otherwise: 500
+    // A refusal is an answer: the span ends as a success, as over a socket, and the client is
+    // told after it (below). A callback that threw or failed otherwise is a 500 and the span's failure.
+    Effect.map(Result.succeed),
+    Effect.catch((rejection) => Effect.succeed(Result.fail(rejection))),
     Effect.catchDefect((defect) =>
       Effect.andThen(
         logServerFault(defect),
@@ -725,7 +727,8 @@ const acceptInMemory = <RA>(
       )
     ),
     // (no stack trace: it would point into this module)
-    Effect.withSpan("WebSocket.accept", { attributes: { "url.path": pathname } }, { captureStackTrace: false })
+    Effect.withSpan("WebSocket.accept", { attributes: { "url.path": pathname } }, { captureStackTrace: false }),
+    Effect.flatMap((answer) => Result.isSuccess(answer) ? Effect.succeed(answer.success) : Effect.fail(answer.failure))
   )
 }
 

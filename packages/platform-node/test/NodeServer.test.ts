@@ -129,6 +129,41 @@ describe("NodeServer + NodeClient", () => {
       ])
     }))
 
+  it.live("spans: a refused request's WebSocket.accept span ends as a success, a server fault's (500) as a failure, over sockets and in memory alike", () =>
+    Effect.gen(function*() {
+      const outcomes = (spans: ReadonlyArray<Tracer.NativeSpan>) =>
+        spans.filter((s) => s.name === "WebSocket.accept").map((s) => {
+          const attributes = Object.fromEntries(s.attributes)
+          const exit = s.status._tag === "Ended" ? s.status.exit : undefined
+          return [attributes["http.response.status_code"], exit === undefined ? "open" : Exit.isSuccess(exit) ? "success" : "failure"]
+        })
+      const options: Client.ServeOptions = {
+        path: "/ws",
+        authorize: (request) =>
+          request.url === "/ws?deny"
+            ? Effect.fail(new NodeServer.Rejection({ status: 403, message: "no" }))
+            : request.url === "/ws?throw"
+            ? Effect.sync(() => {
+              throw new Error("authorize broke")
+            })
+            : Effect.void
+      }
+      const attempts = (base: string) =>
+        Effect.forEach(["/elsewhere", "/ws?deny", "/ws?throw"], (path) => Effect.flip(Effect.scoped(Client.connect(`${base}${path}`))))
+      const overSockets = recordingTracer()
+      const server = yield* NodeServer.serve(() => Effect.void, options).pipe(Effect.provideService(Tracer.Tracer, overSockets.tracer))
+      yield* attempts(`ws://127.0.0.1:${server.address.port}`).pipe(Effect.provide(NodeClient.layer))
+      yield* eventually(() => outcomes(overSockets.spans).length === 3 && outcomes(overSockets.spans).every(([, o]) => o !== "open"))
+      const inMemory = recordingTracer()
+      yield* attempts("ws://memory.test").pipe(
+        Effect.provide(Client.layerMemory(() => Effect.void, options)),
+        Effect.provideService(Tracer.Tracer, inMemory.tracer)
+      )
+      const expected = [[404, "success"], [403, "success"], [500, "failure"]]
+      assert.deepStrictEqual(outcomes(overSockets.spans), expected)
+      assert.deepStrictEqual(outcomes(inMemory.spans), expected)
+    }))
+
   it.live("spans: an upgrade handler whose scope has closed answers 503 in a WebSocket.accept span too", () =>
     Effect.gen(function*() {
       const { spans, tracer } = recordingTracer()
