@@ -8,6 +8,7 @@ import type * as Net from "node:net"
 import { WebSocket as WsClient } from "ws"
 import { NodeClient, NodeServer } from "../src/index.ts"
 import { eventually, sweepInterruptions } from "./interruptAt.ts"
+import { refusingOptions } from "./refusing.ts"
 
 const echo = NodeServer.serve((connection) => Stream.runForEach(connection.messages, (m) => connection.send(m)), {
   selectProtocol: (offered) => offered[0]
@@ -137,17 +138,7 @@ describe("NodeServer + NodeClient", () => {
           const exit = s.status._tag === "Ended" ? s.status.exit : undefined
           return [attributes["http.response.status_code"], exit === undefined ? "open" : Exit.isSuccess(exit) ? "success" : "failure"]
         })
-      const options: Client.ServeOptions = {
-        path: "/ws",
-        authorize: (request) =>
-          request.url === "/ws?deny"
-            ? Effect.fail(new NodeServer.Rejection({ status: 403, message: "no" }))
-            : request.url === "/ws?throw"
-            ? Effect.sync(() => {
-              throw new Error("authorize broke")
-            })
-            : Effect.void
-      }
+      const options = refusingOptions
       const attempts = (base: string) =>
         Effect.forEach(["/elsewhere", "/ws?deny", "/ws?throw"], (path) => Effect.flip(Effect.scoped(Client.connect(`${base}${path}`))))
       const overSockets = recordingTracer()

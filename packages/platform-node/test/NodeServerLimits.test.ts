@@ -6,6 +6,7 @@ import { WebSocket as WsClient } from "ws"
 import { type Client, type Connection, Metrics } from "@effect-websocket/core"
 import { NodeServer, type NodeTransport } from "../src/index.ts"
 import { anyOptions, failureTags } from "./anyOptions.ts"
+import { refusingOptions } from "./refusing.ts"
 
 const echoHandler = NodeServer.serve((connection) => Stream.runForEach(connection.messages, (m) => connection.send(m)))
 
@@ -244,17 +245,7 @@ describe("handshake failure metrics", () => {
 
   it.live("every refused upgrade request counts once, with its reason", () =>
     Effect.gen(function*() {
-      const server = yield* NodeServer.serve(() => Effect.void, {
-        path: "/ws",
-        authorize: (request) =>
-          request.url === "/ws?deny"
-            ? Effect.fail(new NodeServer.Rejection({ status: 403, message: "no" }))
-            : request.url === "/ws?throw"
-            ? Effect.sync(() => {
-              throw new Error("authorize broke")
-            })
-            : Effect.void
-      })
+      const server = yield* NodeServer.serve(() => Effect.void, refusingOptions)
       const { port } = server.address
       const cases: ReadonlyArray<readonly [string, string, string]> = [
         ["MethodNotAllowed", upgradeRequest(goodHeaders, "POST /ws HTTP/1.1"), "405"],
