@@ -682,14 +682,8 @@ const acceptInMemory = <RA>(
       yield* serverHandshakeFailed(reason, status)
       return yield* Effect.fail(rejected(shown, status, STATUS_TEXT[status] ?? "", headers, why))
     })
-  /** A failed handshake: the status a server answers (a fault of the server's own is logged). */
-  const refuseHandshake = (error: ServerHandshakeFailure | InvalidProtocolOperation) => {
-    const { headers, status } = rejectionStatus(error)
-    return Effect.andThen(
-      status >= 500 ? logServerFault(error) : Effect.void,
-      refuse(error._tag, status, headers, error.message)
-    )
-  }
+  const refuseHandshake = (error: ServerHandshakeFailure | InvalidProtocolOperation) =>
+    answerHandshakeFailure(error, (status, headers) => refuse(error._tag, status, headers, error.message))
   const pathname = request.url.split("?")[0]!
   return Effect.gen(function*() {
     if (options?.path !== undefined && pathname !== options.path) {
@@ -823,6 +817,22 @@ export const checkUpgradeRequest = (
   headers: ReadonlyArray<HttpHeader.HttpHeader>
 ): Effect.Effect<ReadonlyArray<string>, InvalidProtocolFormat | UnsupportedProtocolVersion> =>
   Effect.map(checkRequest(headers), (checked) => checked.offeredSubprotocols)
+
+/**
+ * Answers a failed server handshake: `answer` gets its {@link rejectionStatus} (status and
+ * headers) to write, and a fault of the server's own (a 500) is logged first. Shared by the
+ * servers over sockets and in memory.
+ *
+ * @category handshake
+ * @since 0.1.0
+ */
+export const answerHandshakeFailure = <A, E, R>(
+  error: ServerHandshakeFailure | InvalidProtocolOperation,
+  answer: (status: number, headers: ReadonlyArray<HttpHeader.HttpHeader>) => Effect.Effect<A, E, R>
+): Effect.Effect<A, E, R> => {
+  const { headers, status } = rejectionStatus(error)
+  return Effect.andThen(status >= 500 ? logServerFault(error) : Effect.void, answer(status, headers))
+}
 
 /** What a client is told of a refused upgrade in memory: what it would be told over a socket, and why. */
 const rejected = (url: string, status: number, statusText: string, headers: ReadonlyArray<HttpHeader.HttpHeader>, why: string) =>

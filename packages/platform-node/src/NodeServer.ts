@@ -302,11 +302,7 @@ export const makeUpgradeHandler = <E, R, RA = never>(
         const failure = Cause.findErrorOption(cause)
         if (Option.isNone(failure)) return Effect.failCause(cause)
         const error = failure.value
-        const { headers: extra, status } = Client.rejectionStatus(error)
-        return Effect.andThen(
-          status >= 500 ? Client.logServerFault(error) : Effect.void,
-          refused(error._tag, socket, status, error.message, extra)
-        )
+        return Client.answerHandshakeFailure(error, (status, headers) => refused(error._tag, socket, status, error.message, headers))
       }
       /** Whether the 101 went out: from then on a failure can only drop the socket. */
       let switched = false
