@@ -136,6 +136,7 @@ describe("malformed requests", () => {
   const cases: ReadonlyArray<readonly [string, ReadonlyArray<Header>, string, string | undefined, RegExp]> = [
     ["missing Upgrade", without("Upgrade"), "InvalidProtocolFormat", "Upgrade", /Upgrade header is missing/],
     ["Upgrade: h2c", replacing("Upgrade", "h2c"), "InvalidProtocolFormat", "Upgrade", /must include "websocket"/],
+    ["Upgrade: websocket beside an element that is not a protocol", replacing("Upgrade", "websocket, @@"), "InvalidProtocolFormat", "Upgrade", /"@@", which is not a protocol/],
     ["missing Connection", without("Connection"), "InvalidProtocolFormat", "Connection", /missing/],
     ["Connection without upgrade", replacing("Connection", "keep-alive"), "InvalidProtocolFormat", "Connection", /"Upgrade"/],
     ["missing Host", without("Host"), "InvalidProtocolFormat", "Host", /Host header is missing/],

@@ -15,14 +15,28 @@ const containsToken = (value: string, wanted: string): boolean =>
   splitList(value).some((element) => element.toLowerCase() === wanted)
 
 /**
- * `Upgrade`: a list of protocols that must include `websocket` (ASCII case-insensitive,
- * RFC 6455 section 4.2.1 item 3). Decodes to the listed protocols.
+ * Whether `s` is an RFC 9110 `protocol` (section 7.8): `protocol-name [ "/" protocol-version ]`,
+ * both tokens, such as `websocket` or `HTTP/2.0`.
+ */
+const isProtocol = (s: string): boolean => {
+  const slash = s.indexOf("/")
+  return slash === -1 ? isToken(s) : isToken(s.slice(0, slash)) && isToken(s.slice(slash + 1))
+}
+
+/**
+ * `Upgrade`: a list of protocols (RFC 9110 section 7.8: `#protocol`, each `name` or
+ * `name/version`) that must include `websocket` (ASCII case-insensitive, RFC 6455 section 4.2.1
+ * item 3). Decodes to the listed protocols.
  *
  * @category schemas
  * @since 0.1.0
  */
 export const Upgrade = Schema.String.check(
-  problemFilter((s) => containsToken(s, "websocket") ? undefined : `must include "websocket", got ${JSON.stringify(s)}`)
+  problemFilter((s) => {
+    if (!containsToken(s, "websocket")) return `must include "websocket", got ${JSON.stringify(s)}`
+    const bad = splitList(s).find((protocol) => !isProtocol(protocol))
+    return bad === undefined ? undefined : `has ${JSON.stringify(bad)}, which is not a protocol (a token, or token/token)`
+  })
 ).pipe(
   Schema.decodeTo(
     Schema.Array(Schema.String),

@@ -54,6 +54,31 @@ describe("HandshakeHeaders", () => {
       for (const input of [null, undefined, ["websocket"], 1]) assert.isFalse(decodes(HandshakeHeaders.Upgrade, input))
     })
 
+    it("rejects an element that is not a protocol (RFC 9110 section 7.8: token or token/token) beside websocket, naming it", () => {
+      assertRejects(HandshakeHeaders.Upgrade, "websocket, @@", `has "@@", which is not a protocol`)
+      assertRejects(HandshakeHeaders.Upgrade, `websocket, "h2c"`, `has "\\"h2c\\""`)
+      assertRejects(HandshakeHeaders.Upgrade, "websocket, a b", `has "a b"`)
+      assertRejects(HandshakeHeaders.Upgrade, "h2c;q=1, websocket", `has "h2c;q=1"`)
+      assertRejects(HandshakeHeaders.Upgrade, "websocket, HTTP/2/0", `has "HTTP/2/0"`)
+      assertRejects(HandshakeHeaders.Upgrade, "websocket, /2.0", `has "/2.0"`)
+      assertRejects(HandshakeHeaders.Upgrade, "websocket, HTTP/", `has "HTTP/"`)
+      assert.deepStrictEqual(decodeOk(HandshakeHeaders.Upgrade, "HTTP/2.0, websocket, h2c"), ["HTTP/2.0", "websocket", "h2c"])
+    })
+
+    it.prop(
+      "a list decodes iff it names websocket and every element is a protocol",
+      { list: Arbitrary.array(oneOf(["websocket", "WebSocket", "h2c", "HTTP/2.0", "a/b/c", "/x", "x/", "@", "\"q\"", "a b", ""]), { maxLength: 4 }), noise: noiseArbitrary },
+      ({ list, noise }) => {
+        const pick = choices(noise)
+        const s = list.map((e) => ["", " ", "\t"][pick(3)]! + e).join(",")
+        const elements = s.split(",").map((e) => e.replace(/^[ \t]+|[ \t]+$/g, "")).filter((e) => e !== "")
+        const protocol = new RegExp(`^[${TCHAR}]+(?:/[${TCHAR}]+)?$`)
+        const expected = elements.some((e) => e.toLowerCase() === "websocket") && elements.every((e) => protocol.test(e))
+        assert.strictEqual(decodes(HandshakeHeaders.Upgrade, s), expected, JSON.stringify(s))
+      },
+      { arbitrary: { runs: 1000 } }
+    )
+
     it("encodes the protocols as a list", () => {
       assert.strictEqual(Schema.encodeSync(HandshakeHeaders.Upgrade)(["websocket"]), "websocket")
       assert.strictEqual(Schema.encodeSync(HandshakeHeaders.Upgrade)(["foo", "websocket"]), "foo, websocket")
