@@ -684,8 +684,19 @@ export interface CloseBuffer {
 
 const utf8 = new TextEncoder()
 
-const bufferTypeOf = (type: BufferType.BufferTypeName | BufferType.BufferType): number =>
-  typeof type === "string" ? (BufferType.BufferType[type] ?? -1) : type
+/**
+ * The C value of a buffer type given by name or value, `undefined` for what names none: a string
+ * that is not a member's own name (a typo, or `"toString"`), or a value that is not an integer.
+ * (An integer that is no member is the engine's to refuse, with its value in hex.)
+ */
+const bufferTypeOf = (type: unknown): number | undefined =>
+  typeof type === "string"
+    ? Object.hasOwn(BufferType.BufferType, type) ? BufferType.BufferType[type as BufferType.BufferTypeName] : undefined
+    : Number.isInteger(type)
+    ? type as number
+    : undefined
+
+const describeBufferType = (type: unknown): string => typeof type === "string" ? JSON.stringify(type) : String(type)
 
 const isCloseBuffer = (u: unknown): u is CloseBuffer =>
   typeof u === "object" && u !== null && typeof (u as CloseBuffer).status === "number" &&
@@ -701,6 +712,14 @@ const sendImpl = (
   Effect.suspend(() => {
     const h = impl(handle)
     const type = bufferTypeOf(bufferType)
+    if (type === undefined) {
+      return Effect.fail(
+        new InvalidParameter({
+          parameter: "bufferType",
+          message: `${describeBufferType(bufferType)} is not a buffer type: use ${Object.keys(BufferType.BufferType).map((name) => JSON.stringify(name)).join(", ")} (or its C value, 0x80000000-0x80000006)`
+        })
+      )
+    }
     let payload: Uint8Array | undefined
     let closeStatus: number | undefined
     if (buffer instanceof Uint8Array || buffer === undefined) {

@@ -490,6 +490,29 @@ describe("misuse is an invalid operation", () => {
       assert.strictEqual((yield* WebSocket.getAction(client.handle, 1))._tag, "SendToNetwork")
       assert.strictEqual((yield* WebSocket.getAction(client.handle, 2))._tag, "NoAction")
     }))
+
+  it.effect("an unknown buffer type is an InvalidParameter (E_INVALIDARG) that names the value given, not another", () =>
+    Effect.gen(function*() {
+      const { client } = yield* connect()
+      const cases: ReadonlyArray<readonly [unknown, string]> = [
+        ["Utf8message", `"Utf8message" is not a buffer type`],
+        ["toString", `"toString" is not a buffer type`],
+        ["constructor", `"constructor" is not a buffer type`],
+        ["__proto__", `"__proto__" is not a buffer type`],
+        [Number.NaN, "NaN is not a buffer type"],
+        [0x80000000 + 0.5, "2147483648.5 is not a buffer type"],
+        [null, "null is not a buffer type"],
+        [0x80000007, "0x80000007 is not a buffer type"]
+      ]
+      for (const [type, message] of cases) {
+        const error = yield* Effect.flip(WebSocket.send(client.handle, type as BufferType.BufferTypeName, new Uint8Array([1])))
+        assert.strictEqual(error._tag, "InvalidParameter", String(type))
+        assert.include(error.message, message)
+      }
+      // nothing was queued: the handle sends as before
+      yield* WebSocket.send(client.handle, "BinaryMessage", new Uint8Array([1]))
+      assert.strictEqual((yield* WebSocket.getAction(client.handle, "Send"))._tag, "SendToNetwork")
+    }))
 })
 
 describe("invalid parameters", () => {
