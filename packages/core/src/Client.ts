@@ -398,6 +398,14 @@ const decodeMaxMessageSize = (maxMessageSize: unknown): Effect.Effect<unknown, I
     : decodeParameter(Property.HandlePropertiesInput, "maxMessageSize", { maxMessageSize })
 
 /**
+ * The `properties` option on its own: an object when given, so that a value of another kind
+ * (`5`, `null`, `true`, an array) is an `InvalidParameter`, not spread as `{}` by
+ * {@link handleProperties} and silently ignored.
+ */
+const decodePropertiesOption = (properties: unknown): Effect.Effect<unknown, InvalidParameter> =>
+  properties === undefined ? Effect.void : decodeParameter(Property.HandlePropertiesInput, "properties", properties)
+
+/**
  * Checks what a server applies to every connection before it accepts any: the handle properties
  * (with `maxMessageSize`) and the connection options. A server that starts with a bad option
  * would otherwise fail every connection.
@@ -409,6 +417,7 @@ export const checkServeOptions = (options: ServeOptions<any> | undefined): Effec
   Effect.gen(function*() {
     if (options?.path !== undefined) yield* decodeParameter(Options.RequestPath, "path", options.path)
     yield* decodeMaxMessageSize(options?.maxMessageSize)
+    yield* decodePropertiesOption(options?.properties)
     yield* decodeParameter(Property.ServerHandleProperties, "properties", handleProperties(options))
     yield* Connection.decodeOptions(options?.connection)
     const responseHeaders: unknown = options?.responseHeaders
@@ -441,6 +450,7 @@ export const checkConnectOptions = (options: ConnectOptions | undefined): Effect
     }
     if (options?.origin !== undefined) yield* decodeParameter(HttpHeader.HeaderValue, "origin", options.origin)
     yield* decodeMaxMessageSize(options?.maxMessageSize)
+    yield* decodePropertiesOption(options?.properties)
     yield* decodeParameter(Property.ClientHandleProperties, "properties", handleProperties(options))
     yield* Connection.decodeOptions(options?.connection)
     return yield* decodeTimeout("handshakeTimeout", options?.handshakeTimeout, Duration.seconds(10))

@@ -77,6 +77,26 @@ describe("Client options", () => {
       }
       assert.strictEqual(accepted, 0)
     }))
+
+  it.effect("properties that are not an object (5, null, true, an array) are an InvalidParameter, not ignored", () =>
+    Effect.gen(function*() {
+      let accepted = 0
+      const handler = (connection: Connection.Connection) => {
+        accepted++
+        return Stream.runForEach(connection.messages, connection.send)
+      }
+      const context = yield* Layer.build(Client.layerMemory(handler))
+      for (const properties of [5, null, true, [], [1]]) {
+        const options = { properties: properties as never }
+        const built = yield* Effect.flip(Layer.build(Client.layerMemory(handler, options)))
+        assert.strictEqual(built._tag, "InvalidParameter", `server ${JSON.stringify(properties)}`)
+        assert.include(built.message, "properties")
+        const attempt = yield* Effect.flip(Effect.provide(Client.connect("ws://memory/", options), context))
+        assert.strictEqual(attempt._tag, "InvalidParameter", `client ${JSON.stringify(properties)}`)
+        assert.include(attempt.message, "properties")
+      }
+      assert.strictEqual(accepted, 0)
+    }))
 })
 
 describe("Client.requestHeaderList", () => {
