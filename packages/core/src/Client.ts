@@ -406,8 +406,20 @@ const decodePropertiesOption = (properties: unknown): Effect.Effect<unknown, Inv
   properties === undefined ? Effect.void : decodeParameter(Property.HandlePropertiesInput, "properties", properties)
 
 /**
+ * A hook option (`authorize`, `selectProtocol`, `wrapTransport`) is a function when given: checked
+ * before anything is served or sent, where it would otherwise fail each connection (a 500, or a
+ * 1006 after the 101).
+ */
+const checkHook = (name: string, hook: unknown): Effect.Effect<void, InvalidParameter> =>
+  hook === undefined || typeof hook === "function"
+    ? Effect.void
+    : Effect.fail(
+      new InvalidParameter({ parameter: name, message: `${name} is a function, got ${hook === null ? "null" : typeof hook}` })
+    )
+
+/**
  * Checks what a server applies to every connection before it accepts any: the handle properties
- * (with `maxMessageSize`) and the connection options. A server that starts with a bad option
+ * (with `maxMessageSize`), the connection options, the response headers and the hooks. A server that starts with a bad option
  * would otherwise fail every connection.
  *
  * @category constructors
@@ -422,6 +434,9 @@ export const checkServeOptions = (options: ServeOptions<any> | undefined): Effec
     yield* Connection.decodeOptions(options?.connection)
     const responseHeaders: unknown = options?.responseHeaders
     if (responseHeaders !== undefined && typeof responseHeaders !== "function") yield* decodeResponseHeaders(responseHeaders)
+    yield* checkHook("authorize", options?.authorize)
+    yield* checkHook("selectProtocol", options?.selectProtocol)
+    yield* checkHook("wrapTransport", options?.wrapTransport)
   })
 
 /**
@@ -453,6 +468,7 @@ export const checkConnectOptions = (options: ConnectOptions | undefined): Effect
     yield* decodePropertiesOption(options?.properties)
     yield* decodeParameter(Property.ClientHandleProperties, "properties", handleProperties(options))
     yield* Connection.decodeOptions(options?.connection)
+    yield* checkHook("wrapTransport", options?.wrapTransport)
     return yield* decodeTimeout("handshakeTimeout", options?.handshakeTimeout, Duration.seconds(10))
   })
 

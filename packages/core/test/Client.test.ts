@@ -97,6 +97,27 @@ describe("Client options", () => {
       }
       assert.strictEqual(accepted, 0)
     }))
+
+  it.effect("hooks that are not functions are an InvalidParameter naming them, before anything is served or sent", () =>
+    Effect.gen(function*() {
+      let accepted = 0
+      const handler = (connection: Connection.Connection) => {
+        accepted++
+        return Stream.runForEach(connection.messages, connection.send)
+      }
+      const context = yield* Layer.build(Client.layerMemory(handler))
+      for (const hook of ["authorize", "selectProtocol", "wrapTransport"]) {
+        for (const value of ["yes", 5, null, {}]) {
+          const built = yield* Effect.flip(Layer.build(Client.layerMemory(handler, { [hook]: value } as never)))
+          assert.strictEqual(built._tag, "InvalidParameter", `${hook}: ${JSON.stringify(value)}`)
+          assert.include(built.message, `${hook} is a function`)
+        }
+      }
+      const attempt = yield* Effect.flip(Effect.provide(Client.connect("ws://memory/", { wrapTransport: "tap" as never }), context))
+      assert.strictEqual(attempt._tag, "InvalidParameter")
+      assert.include(attempt.message, "wrapTransport is a function, got string")
+      assert.strictEqual(accepted, 0)
+    }))
 })
 
 describe("Client.requestHeaderList", () => {
