@@ -41,7 +41,7 @@ const GLOBAL_ONLY = ["keepaliveInterval", "supportedVersions"] as const
 
 /**
  * The handle properties a caller may pass to `createClientHandle` / `createServerHandle`. Every key
- * is optional; decode with `{ onExcessProperty: "error" }` to reject unknown keys, as the handle
+ * is optional (a key set to `undefined` takes the default, as with every other option); decode with `{ onExcessProperty: "error" }` to reject unknown keys, as the handle
  * constructors do.
  *
  * @see websocket.h `WEB_SOCKET_PROPERTY` with `WEB_SOCKET_RECEIVE_BUFFER_SIZE_PROPERTY_TYPE` (0),
@@ -56,17 +56,17 @@ export const HandlePropertiesInput = Schema.Struct({
    * default 4096. Without `allocatedBuffer`, a handle starts with at most 4 KiB and grows to this
    * size once a read fills what it has (a peer that sends more), so idle handles stay small.
    */
-  receiveBufferSize: Schema.optionalKey(intBetween("receiveBufferSize", 256, 65536)),
+  receiveBufferSize: Schema.optional(intBetween("receiveBufferSize", 256, 65536)),
   /** Engine send buffer: 16-65536, default 4096 (client) or 16 (server). */
-  sendBufferSize: Schema.optionalKey(intBetween("sendBufferSize", 16, 65536)),
+  sendBufferSize: Schema.optional(intBetween("sendBufferSize", 16, 65536)),
   /** Client: send with a zero masking key. Server: accept unmasked frames. Default false. */
-  disableMasking: Schema.optionalKey(Schema.Boolean),
+  disableMasking: Schema.optional(Schema.Boolean),
   /** Memory the handle works in instead of allocating: at least receive + send + 256 bytes. */
-  allocatedBuffer: Schema.optionalKey(Schema.Uint8Array),
+  allocatedBuffer: Schema.optional(Schema.Uint8Array),
   /** Skip UTF-8 validation of received text. Default false. */
-  disableUtf8Verification: Schema.optionalKey(Schema.Boolean),
+  disableUtf8Verification: Schema.optional(Schema.Boolean),
   /** Largest message accepted, in bytes; larger ones fail with close code 1009. Default 64 MiB. */
-  maxMessageSize: Schema.optionalKey(intBetween("maxMessageSize", 1, Number.MAX_SAFE_INTEGER)),
+  maxMessageSize: Schema.optional(intBetween("maxMessageSize", 1, Number.MAX_SAFE_INTEGER)),
   /** Global only: present so that passing it gets a precise error. */
   keepaliveInterval: Schema.optionalKey(Schema.Unknown),
   /** Global only: present so that passing it gets a precise error. */
@@ -118,7 +118,7 @@ const makeHandleProperties = (kind: "client" | "server") =>
   HandlePropertiesInput.check(
     Schema.makeFilter((input) => {
       for (const key of GLOBAL_ONLY) {
-        if (key in input) {
+        if (input[key] !== undefined) {
           return `${key} is a global property: read it with getGlobalProperty, it cannot be set on a handle`
         }
       }

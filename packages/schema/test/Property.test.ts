@@ -134,6 +134,20 @@ describe("Property", () => {
         }
       })
 
+      it("a key set to undefined takes the default, as with every other option", () => {
+        const resolved = decodeOk(schema, {
+          receiveBufferSize: undefined,
+          sendBufferSize: undefined,
+          disableMasking: undefined,
+          allocatedBuffer: undefined,
+          disableUtf8Verification: undefined,
+          maxMessageSize: undefined,
+          keepaliveInterval: undefined,
+          supportedVersions: undefined
+        })
+        assert.deepStrictEqual(resolved, decodeOk(schema, {}))
+      })
+
       it("keepaliveInterval and supportedVersions are rejected as global properties", () => {
         assertRejects(schema, { keepaliveInterval: 30000 }, "keepaliveInterval is a global property", "getGlobalProperty")
         assertRejects(schema, { supportedVersions: [13] }, "supportedVersions is a global property", "getGlobalProperty")
