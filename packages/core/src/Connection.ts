@@ -192,7 +192,8 @@ export interface Connection {
    * in progress). Once started it goes through whether or not the caller keeps waiting: an
    * interrupted `close` only stops waiting. Returns how the connection ended; calling it again
    * returns the same. Fails with `InvalidParameter` for a code that may not be sent (1005, 1006,
-   * 1015, 1004, below 1000, ...) or a reason over 123 UTF-8 bytes.
+   * 1015, 1004, below 1000, ...) or a reason over 123 UTF-8 bytes. The reason goes out as its
+   * UTF-8, a lone surrogate as U+FFFD (as with `ws` and browsers), as a message's text does.
    */
   readonly close: (code?: number, reason?: string) => Effect.Effect<CloseInfo, InvalidParameter>
   /**
