@@ -8,8 +8,7 @@
 import { Client, Connection, WebSocket, WebSocketError } from "@effect-websocket/core"
 import type { HttpHeader } from "@effect-websocket/schema"
 import { HttpHeader as Headers, Options } from "@effect-websocket/schema"
-import { Duration, Effect, Layer } from "effect"
-import type { Scope } from "effect/Scope"
+import { Duration, Effect, Exit, Layer, Scope } from "effect"
 import * as Http from "node:http"
 import * as Https from "node:https"
 import * as Net from "node:net"
@@ -187,7 +186,9 @@ const request = (
 /**
  * Opens a WebSocket connection to `url` (`ws://`, `wss://`, `http://`, `https://`,
  * `ws+unix:///path.sock:/path`), owned by the current scope: closing the scope closes it (1001)
- * and releases the socket.
+ * and releases the socket. A connection that ends first (closed by either side, aborted, lost)
+ * is released then, so a program that reconnects within one long-lived scope keeps nothing of
+ * the connections that ended; the messages that came before the end can still be taken.
  *
  * Fails with `ConnectError` (refused, host not found, timeout, TLS, invalid URL),
  * `HandshakeRejected` (any status but 101, with the status and headers), or the handshake errors
@@ -215,7 +216,7 @@ const request = (
 export const connect = (
   url: string,
   options?: ConnectOptions
-): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope> => {
+): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope.Scope> => {
   /** The URL as errors and the span show it. */
   const shown = Client.redactedUrl(url)
   return Effect.gen(function*() {
@@ -227,8 +228,8 @@ export const connect = (
     }
     const target = Client.parseTarget(url, shown, options?.socketPath)
     if (typeof target === "string") return yield* new Client.ConnectError({ reason: "InvalidUrl", url: shown, message: target })
-    const attempt = (hop: Hop): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope> =>
-      Client.releaseOnFailure(open(hop, timeout, socketBuffers, options))
+    const attempt = (hop: Hop): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope.Scope> =>
+      releaseOnEnd(open(hop, timeout, socketBuffers, options))
     if (redirects.followRedirects !== true) return yield* attempt({ target, shown, headers: Client.headerList(options?.headers) })
     // the handshake timeout bounds the whole connect, not each hop: a server that redirects every
     // request just within it would otherwise hold the caller maxRedirects times as long
@@ -253,13 +254,13 @@ const isRedirect = (status: number): boolean => status >= 300 && status < 400
  * does: credentials and cookies do not follow to another host or from `wss://` to `ws://`.
  */
 const followRedirects = (
-  attempt: (hop: Hop) => Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope>,
+  attempt: (hop: Hop) => Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope.Scope>,
   original: Client.Target,
   shown: string,
   headers: ReadonlyArray<HttpHeader.HttpHeader>,
   { maxRedirects, socketPath }: { readonly maxRedirects: number; readonly socketPath: string | undefined }
-): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope> => {
-  const from = (hop: Hop, followed: number): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope> =>
+): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope.Scope> => {
+  const from = (hop: Hop, followed: number): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope.Scope> =>
     Effect.catchTag(attempt(hop), "HandshakeRejected", (rejected) => {
       // (the first, as Node keeps of a repeated Location)
       const location = Headers.getAll(rejected.headers, "Location")[0]
@@ -296,6 +297,30 @@ const followRedirects = (
   return from({ target: original, shown, headers }, 0)
 }
 
+/**
+ * Runs a connection attempt in a scope of its own, forked from the caller's: released at once when
+ * the attempt fails (as `Client.releaseOnFailure`), and once the connection has ended (closed,
+ * aborted, failed), rather than when the caller's scope closes. A program that connects again and
+ * again in a long-lived scope (a reconnect loop in a layer) then keeps nothing of the connections
+ * that ended: their handle, socket, fibers and buffers.
+ */
+const releaseOnEnd = (
+  attempt: Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope.Scope>
+): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope.Scope> =>
+  Effect.uninterruptibleMask((restore) =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.fork(yield* Effect.scope)
+      const exit = yield* Effect.exit(restore(Scope.provide(attempt, scope)))
+      if (Exit.isFailure(exit)) {
+        yield* Scope.close(scope, exit)
+        return yield* exit
+      }
+      // (closing a scope that the caller's closed first does nothing)
+      yield* Effect.forkDetach(Effect.andThen(exit.value.closed, Scope.close(scope, Exit.void)))
+      return exit.value
+    })
+  )
+
 /** The failure of a connect that did not complete within the handshake timeout. */
 const timedOut = (shown: string, timeout: Duration.Duration): Client.ConnectError =>
   new Client.ConnectError({ reason: "Timeout", url: shown, message: `connecting to ${shown} timed out after ${Duration.format(timeout)}` })
@@ -306,7 +331,7 @@ const open = (
   timeout: Duration.Duration,
   socketBuffers: NodeTransport.BufferOptions,
   options: ConnectOptions | undefined
-): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope> =>
+): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope.Scope> =>
   Effect.gen(function*() {
     const { shown, target } = hop
     const handle = yield* WebSocket.createClientHandle(Client.handleProperties(options))

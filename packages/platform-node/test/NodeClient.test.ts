@@ -7,7 +7,7 @@ import * as Net from "node:net"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import { WebSocketServer } from "ws"
-import { Client, Metrics } from "@effect-websocket/core"
+import { Client, type Connection, Metrics } from "@effect-websocket/core"
 import { HttpHeader } from "@effect-websocket/schema"
 import { NodeClient, NodeServer } from "../src/index.ts"
 import { anyOptions, failureTags } from "./anyOptions.ts"
@@ -173,6 +173,40 @@ describe("NodeClient.connect failures", () => {
       }
       for (let i = 0; i < 100 && open > 0; i++) yield* Effect.sleep("10 millis")
       assert.strictEqual(open, 0, "every failed attempt's socket is closed")
+    }))
+
+  it.live("a connection that ended is released at once, not when the caller's scope closes (reconnects do not pile up)", () =>
+    Effect.gen(function*() {
+      const server = yield* NodeServer.serve((c) => Stream.runForEach(c.messages, (m) => m === "bye" ? c.close(1000) : c.send(m)))
+      // a long-lived scope (a layer's, say) in which a program connects again and again
+      const scope = yield* Scope.make()
+      const session = (end: (connection: Connection.Connection) => Effect.Effect<unknown, unknown>) =>
+        Scope.provide(Effect.flatMap(NodeClient.connect(server.url), end), scope)
+      yield* session((c) => c.close(1000)) // closed by us
+      yield* session((c) => c.abort) // aborted
+      yield* session((c) => Effect.andThen(c.send("bye"), c.closed)) // closed by the server
+      yield* session((c) => Effect.andThen(c.send("hi"), Stream.runCollect(Stream.take(c.messages, 1)))) // still open
+      /** What the scope holds: one entry (a child scope) per connection attempt not yet released. */
+      const held = () => scope.state._tag === "Open" ? (scope.state.finalizers?.size ?? 1) : 0
+      yield* eventually(() => held() === 1)
+      assert.strictEqual(held(), 1, "the scope holds the open connection only, not the three that ended")
+      yield* Scope.close(scope, Exit.void)
+      assert.strictEqual(scope.state._tag, "Closed")
+    }))
+
+  it.live("messages that came before the server's Close are still there once the connection ended and was released", () =>
+    Effect.gen(function*() {
+      const server = yield* NodeServer.serve((c) =>
+        Effect.andThen(Effect.forEach(Array.from({ length: 12 }, (_, i) => `m${i}`), (m) => c.send(m)), c.close(1000))
+      )
+      const scope = yield* Scope.make()
+      const connection = yield* Scope.provide(NodeClient.connect(server.url), scope)
+      const info = yield* connection.closed
+      assert.strictEqual(info.code, 1000)
+      yield* eventually(() => scope.state._tag === "Open" && (scope.state.finalizers?.size ?? 0) === 0)
+      const got = yield* Stream.runCollect(connection.messages)
+      assert.deepStrictEqual(got, Array.from({ length: 12 }, (_, i) => `m${i}`))
+      yield* Scope.close(scope, Exit.void)
     }))
 
   it.live("URLs that are not WebSocket URLs are refused up front", () =>
