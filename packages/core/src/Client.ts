@@ -512,23 +512,30 @@ export const requestHeaderList = (
 export const isClientError = (u: unknown): u is ConnectError | HandshakeRejected => Predicate.hasProperty(u, TypeId)
 
 /**
- * Runs a connection attempt in a scope of its own, closed with the caller's: what a failed (or
- * interrupted) attempt acquired (its handle, socket, fibers) is released at once rather than when
- * the caller's scope closes, so that retries in a long-lived scope do not pile resources up. Every
- * {@link Client.connect} runs its attempt this way.
+ * Runs a connection attempt in a scope of its own, forked from the caller's: what the attempt
+ * acquired (its handle, socket, fibers, buffers) is released at once when it fails (or is
+ * interrupted), and once the connection it made has ended (its `closed` completed: closed by
+ * either side, aborted, lost), rather than when the caller's scope closes. Retries and reconnects
+ * in a long-lived scope (a layer's) then pile nothing up. Every {@link Client.connect} runs its
+ * attempt this way.
  *
  * @category combinators
  * @since 0.1.0
  */
-export const releaseOnFailure = <A, E, R>(
+export const releaseOnEnd = <A extends { readonly closed: Effect.Effect<unknown> }, E, R>(
   attempt: Effect.Effect<A, E, R>
 ): Effect.Effect<A, E, Exclude<R, Scope.Scope> | Scope.Scope> =>
   Effect.uninterruptibleMask((restore) =>
     Effect.gen(function*() {
       const scope = yield* Scope.fork(yield* Effect.scope)
       const exit = yield* Effect.exit(restore(Scope.provide(attempt, scope)))
-      if (Exit.isFailure(exit)) yield* Scope.close(scope, exit)
-      return yield* exit
+      if (Exit.isFailure(exit)) {
+        yield* Scope.close(scope, exit)
+        return yield* exit
+      }
+      // (closing a scope that the caller's closed first does nothing)
+      yield* Effect.forkDetach(Effect.andThen(exit.value.closed, Scope.close(scope, Exit.void)))
+      return exit.value
     })
   )
 
@@ -637,13 +644,21 @@ export const layerMemory = <E, R, RA = never>(
     Effect.gen(function*() {
       yield* checkServeOptions(options)
       const context = yield* Effect.context<R | RA>()
+      /** The server's scope: each connection's server side lives in a scope of its own in it, as over a socket. */
+      const serverScope = yield* Effect.scope
       const connect = (url: string, connectOptions?: ConnectOptions) => {
         const shown = Targets.redacted(url)
-        return Effect.flatMap(checkConnectOptions(connectOptions), (handshakeTimeout) => releaseOnFailure(Effect.gen(function*() {
+        return Effect.flatMap(checkConnectOptions(connectOptions), (handshakeTimeout) => releaseOnEnd(Effect.gen(function*() {
           const target = Targets.parseTarget(url, shown, undefined)
           if (typeof target === "string") return yield* new ConnectError({ reason: "InvalidUrl", url: shown, message: target })
           const client = yield* WebSocket.createClientHandle(handleProperties(connectOptions))
-          const server = yield* WebSocket.createServerHandle(handleProperties(options))
+          // The server's side of this connection is released when its handler is done (the
+          // client's when its connection ends, see `releaseOnEnd`); with the attempt until the
+          // handler runs.
+          const connectionScope = yield* Scope.fork(serverScope)
+          let serving = false
+          yield* Effect.addFinalizer(() => serving ? Effect.void : Scope.close(connectionScope, Exit.void))
+          const server = yield* Scope.provide(WebSocket.createServerHandle(handleProperties(options)), connectionScope)
           const { requestHeaders } = yield* WebSocket.beginClientHandshake(client, {
             subprotocols: connectOptions?.protocols,
             initialHeaders: Targets.withCredentials(requestHeaderList(target.host, connectOptions), target)
@@ -666,14 +681,18 @@ export const layerMemory = <E, R, RA = never>(
               protocol: selected ?? "",
               handshake
             })
-            yield* Effect.forkScoped(
+            serving = true
+            yield* Effect.forkIn(
               Effect.exit(runCallback("handler", () => handler(serverConnection, request))).pipe(
                 Effect.flatMap((exit) => closeAfterHandler(serverConnection, exit)),
                 Effect.scoped, // the handler's scope is its connection's, as over a socket
-                Effect.provideContext(context)
-              )
+                Effect.provideContext(context),
+                Effect.ensuring(Scope.close(connectionScope, Exit.void))
+              ),
+              serverScope
             )
           }).pipe(
+            Scope.provide(connectionScope),
             Effect.catchCause((cause) =>
               Effect.andThen(Effect.logError("WebSocket connection setup failed; its transport is closed", cause), b.close)
             )

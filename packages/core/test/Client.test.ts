@@ -1,15 +1,15 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Layer, Metric, Scope, Stream } from "effect"
+import { Deferred, Effect, Exit, Layer, Metric, Scope, Stream } from "effect"
 import { Client, type Connection, Metrics, WebSocket } from "../src/index.ts"
 import type { InvalidParameter } from "../src/WebSocketError.ts"
 
-describe("Client.releaseOnFailure", () => {
-  /** An attempt that acquires something (recording its release) and then fails or not. */
-  const attempt = (events: Array<string>, fail: boolean) =>
+describe("Client.releaseOnEnd", () => {
+  /** An attempt that acquires something (recording its release) and then fails, or makes a "connection" that ends with `ended`. */
+  const attempt = (events: Array<string>, fail: boolean, ended: Deferred.Deferred<void>) =>
     Effect.gen(function*() {
       yield* Effect.acquireRelease(Effect.sync(() => events.push("acquired")), () => Effect.sync(() => events.push("released")))
       if (fail) return yield* Effect.fail("refused" as const)
-      return "connected"
+      return { closed: Deferred.await(ended) }
     })
 
   it.effect("a failed attempt releases what it acquired at once, in a scope that stays open", () =>
@@ -17,21 +17,54 @@ describe("Client.releaseOnFailure", () => {
       const events: Array<string> = []
       const scope = yield* Scope.make()
       for (let i = 0; i < 3; i++) {
-        const error = yield* Effect.flip(Scope.provide(Client.releaseOnFailure(attempt(events, true)), scope))
+        const error = yield* Effect.flip(Scope.provide(Client.releaseOnEnd(attempt(events, true, Deferred.makeUnsafe())), scope))
         assert.strictEqual(error, "refused")
       }
       assert.deepStrictEqual(events, ["acquired", "released", "acquired", "released", "acquired", "released"])
       yield* Scope.close(scope, Exit.void)
     }))
 
-  it.effect("a successful attempt keeps what it acquired until the caller's scope closes", () =>
+  it.effect("a successful attempt keeps what it acquired until its connection ends, or the caller's scope closes", () =>
     Effect.gen(function*() {
       const events: Array<string> = []
       const scope = yield* Scope.make()
-      assert.strictEqual(yield* Scope.provide(Client.releaseOnFailure(attempt(events, false)), scope), "connected")
-      assert.deepStrictEqual(events, ["acquired"])
+      const ends = Deferred.makeUnsafe<void>()
+      yield* Scope.provide(Client.releaseOnEnd(attempt(events, false, ends)), scope)
+      yield* Scope.provide(Client.releaseOnEnd(attempt(events, false, Deferred.makeUnsafe())), scope)
+      assert.deepStrictEqual(events, ["acquired", "acquired"])
+      yield* Deferred.succeed(ends, undefined)
+      yield* Effect.yieldNow
+      assert.deepStrictEqual(events, ["acquired", "acquired", "released"])
       yield* Scope.close(scope, Exit.void)
-      assert.deepStrictEqual(events, ["acquired", "released"])
+      assert.deepStrictEqual(events, ["acquired", "acquired", "released", "released"])
+    }))
+
+  it.live("in memory, the connections that ended keep nothing in the caller's long-lived scope", () =>
+    Effect.gen(function*() {
+      let handled = 0
+      const handler = (connection: Connection.Connection) =>
+        Effect.ensuring(
+          Stream.runForEach(connection.messages, (m) => m === "bye" ? connection.close(1000) : connection.send(m)),
+          Effect.sync(() => handled++)
+        )
+      const layerScope = yield* Scope.make()
+      const context = yield* Scope.provide(Layer.build(Client.layerMemory(handler)), layerScope)
+      const scope = yield* Scope.make()
+      const session = (end: (connection: Connection.Connection) => Effect.Effect<unknown, unknown>) =>
+        Scope.provide(Effect.flatMap(Effect.provide(Client.connect("ws://memory/"), context), end), scope)
+      yield* session((c) => c.close(1000)) // closed by us
+      yield* session((c) => c.abort) // aborted
+      yield* session((c) => Effect.andThen(c.send("bye"), c.closed)) // closed by the server
+      yield* session((c) => Effect.andThen(c.send("hi"), Stream.runCollect(Stream.take(c.messages, 1)))) // still open
+      /** What a scope holds: one entry (a child scope) per connection not yet released (a lone one is kept outside the map). */
+      const held = (s: Scope.Closeable) => s.state._tag === "Open" ? (s.state.finalizers?.size ?? 1) : 0
+      for (let i = 0; i < 100 && (held(scope) !== 1 || handled < 3); i++) yield* Effect.sleep("10 millis")
+      assert.strictEqual(held(scope), 1, "the caller's scope holds the open connection only, not the three that ended")
+      assert.strictEqual(handled, 3)
+      yield* Scope.close(scope, Exit.void)
+      for (let i = 0; i < 100 && handled < 4; i++) yield* Effect.sleep("10 millis")
+      assert.strictEqual(handled, 4, "the open connection's handler ended with the caller's scope")
+      yield* Scope.close(layerScope, Exit.void)
     }))
 })
 

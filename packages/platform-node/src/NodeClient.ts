@@ -8,7 +8,8 @@
 import { Client, Connection, WebSocket, WebSocketError } from "@effect-websocket/core"
 import type { HttpHeader } from "@effect-websocket/schema"
 import { HttpHeader as Headers, Options } from "@effect-websocket/schema"
-import { Duration, Effect, Exit, Layer, Scope } from "effect"
+import { Duration, Effect, Layer } from "effect"
+import type { Scope } from "effect/Scope"
 import * as Http from "node:http"
 import * as Https from "node:https"
 import * as Net from "node:net"
@@ -216,7 +217,7 @@ const request = (
 export const connect = (
   url: string,
   options?: ConnectOptions
-): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope.Scope> => {
+): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope> => {
   /** The URL as errors and the span show it. */
   const shown = Client.redactedUrl(url)
   return Effect.gen(function*() {
@@ -228,8 +229,8 @@ export const connect = (
     }
     const target = Client.parseTarget(url, shown, options?.socketPath)
     if (typeof target === "string") return yield* new Client.ConnectError({ reason: "InvalidUrl", url: shown, message: target })
-    const attempt = (hop: Hop): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope.Scope> =>
-      releaseOnEnd(open(hop, timeout, socketBuffers, options))
+    const attempt = (hop: Hop): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope> =>
+      Client.releaseOnEnd(open(hop, timeout, socketBuffers, options))
     if (redirects.followRedirects !== true) return yield* attempt({ target, shown, headers: Client.headerList(options?.headers) })
     // the handshake timeout bounds the whole connect, not each hop: a server that redirects every
     // request just within it would otherwise hold the caller maxRedirects times as long
@@ -254,13 +255,13 @@ const isRedirect = (status: number): boolean => status >= 300 && status < 400
  * does: credentials and cookies do not follow to another host or from `wss://` to `ws://`.
  */
 const followRedirects = (
-  attempt: (hop: Hop) => Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope.Scope>,
+  attempt: (hop: Hop) => Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope>,
   original: Client.Target,
   shown: string,
   headers: ReadonlyArray<HttpHeader.HttpHeader>,
   { maxRedirects, socketPath }: { readonly maxRedirects: number; readonly socketPath: string | undefined }
-): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope.Scope> => {
-  const from = (hop: Hop, followed: number): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope.Scope> =>
+): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope> => {
+  const from = (hop: Hop, followed: number): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope> =>
     Effect.catchTag(attempt(hop), "HandshakeRejected", (rejected) => {
       // (the first, as Node keeps of a repeated Location)
       const location = Headers.getAll(rejected.headers, "Location")[0]
@@ -297,30 +298,6 @@ const followRedirects = (
   return from({ target: original, shown, headers }, 0)
 }
 
-/**
- * Runs a connection attempt in a scope of its own, forked from the caller's: released at once when
- * the attempt fails (as `Client.releaseOnFailure`), and once the connection has ended (closed,
- * aborted, failed), rather than when the caller's scope closes. A program that connects again and
- * again in a long-lived scope (a reconnect loop in a layer) then keeps nothing of the connections
- * that ended: their handle, socket, fibers and buffers.
- */
-const releaseOnEnd = (
-  attempt: Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope.Scope>
-): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope.Scope> =>
-  Effect.uninterruptibleMask((restore) =>
-    Effect.gen(function*() {
-      const scope = yield* Scope.fork(yield* Effect.scope)
-      const exit = yield* Effect.exit(restore(Scope.provide(attempt, scope)))
-      if (Exit.isFailure(exit)) {
-        yield* Scope.close(scope, exit)
-        return yield* exit
-      }
-      // (closing a scope that the caller's closed first does nothing)
-      yield* Effect.forkDetach(Effect.andThen(exit.value.closed, Scope.close(scope, Exit.void)))
-      return exit.value
-    })
-  )
-
 /** The failure of a connect that did not complete within the handshake timeout. */
 const timedOut = (shown: string, timeout: Duration.Duration): Client.ConnectError =>
   new Client.ConnectError({ reason: "Timeout", url: shown, message: `connecting to ${shown} timed out after ${Duration.format(timeout)}` })
@@ -331,7 +308,7 @@ const open = (
   timeout: Duration.Duration,
   socketBuffers: NodeTransport.BufferOptions,
   options: ConnectOptions | undefined
-): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope.Scope> =>
+): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope> =>
   Effect.gen(function*() {
     const { shown, target } = hop
     const handle = yield* WebSocket.createClientHandle(Client.handleProperties(options))
