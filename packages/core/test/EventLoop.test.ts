@@ -1,0 +1,82 @@
+/**
+ * The event-loop fairness of `internal/eventLoop.ts` where the runtime has no `setImmediate` (a
+ * browser, or a runtime with web APIs only): the module is loaded afresh with `setImmediate`
+ * hidden, so that it takes its `MessageChannel` fallback, here on Node's event loop.
+ */
+import { afterEach, assert, describe, it, vi } from "@effect/vitest"
+
+type EventLoopModule = typeof import("../src/internal/eventLoop.ts")
+
+const hidden: Array<[string, PropertyDescriptor]> = []
+
+/** `internal/eventLoop.ts` loaded while `setImmediate` is hidden (restored after each test). */
+const loadWithoutSetImmediate = async (): Promise<EventLoopModule> => {
+  const g = globalThis as Record<string, unknown>
+  for (const name of ["setImmediate", "clearImmediate"]) {
+    const descriptor = Object.getOwnPropertyDescriptor(g, name)
+    if (descriptor !== undefined) hidden.push([name, descriptor])
+    delete g[name]
+  }
+  vi.resetModules()
+  try {
+    return await import("../src/internal/eventLoop.ts")
+  } finally {
+    restore()
+  }
+}
+
+const restore = () => {
+  for (const [name, descriptor] of hidden.splice(0)) Object.defineProperty(globalThis, name, descriptor)
+}
+
+afterEach(restore)
+
+/** How many of the event loop's active resources are `MessagePort`s. */
+const messagePorts = () => process.getActiveResourcesInfo().filter((name) => name === "MessagePort").length
+
+describe("the event loop without setImmediate (MessageChannel fallback)", () => {
+  it("nextTurn runs callbacks in order on later turns", async () => {
+    const EventLoop = await loadWithoutSetImmediate()
+    const ran: Array<number> = []
+    await new Promise<void>((resolve) => {
+      EventLoop.nextTurn(() => ran.push(1))
+      EventLoop.nextTurn(() => ran.push(2))
+      EventLoop.nextTurn(resolve)
+      ran.push(0)
+    })
+    assert.deepStrictEqual(ran, [0, 1, 2])
+  })
+
+  it("the channel holds the process open only while a callback waits, as setImmediate does", async () => {
+    const before = messagePorts()
+    const EventLoop = await loadWithoutSetImmediate()
+    let resolve!: () => void
+    const ran = new Promise<void>((r) => (resolve = r))
+    EventLoop.nextTurn(resolve)
+    assert.strictEqual(messagePorts(), before + 1, "a waiting callback keeps the event loop alive")
+    await ran
+    assert.strictEqual(messagePorts(), before, "once none waits, the channel does not keep the process from exiting")
+  })
+
+  it("two ends waking each other do not starve a timer: it fires within a few budgets of wake-ups", async () => {
+    const EventLoop = await loadWithoutSetImmediate()
+    let wakes = 0
+    let stop = false
+    const firedAfter = await new Promise<number>((resolve) => {
+      setTimeout(() => {
+        stop = true
+        resolve(wakes)
+      }, 0)
+      // each wake-up schedules the next, as the two ends of a busy in-memory pair do
+      const step = () => {
+        wakes++
+        if (!stop && wakes < 5_000_000) EventLoop.wake(step)
+      }
+      step()
+    })
+    // with setImmediate: about 1024 (one budget) per turn. A MessageChannel message is not a turn
+    // of Node's event loop, which delivers up to 1000 of them before it runs timers: renewing the
+    // budget on each let about a million wake-ups run first.
+    assert.isBelow(firedAfter, 50_000, `wake-ups before a setTimeout(0) fired: ${firedAfter}`)
+  })
+})
