@@ -7,7 +7,7 @@
  * @since 0.1.0
  */
 import { HandshakeHeaders, HttpHeader, Options, Property } from "@effect-websocket/schema"
-import { Cause, Context, Duration, Effect, Exit, Layer, Metric, Option, Predicate, Result, Schema, Scope } from "effect"
+import { Cause, Context, Duration, Effect, Exit, Layer, Metric, Option, Predicate, Result, Schema, Scope, type Tracer } from "effect"
 import * as Connection from "./Connection.ts"
 import { checkRequest, decodeParameter } from "./internal/handshake.ts"
 import { makeMemoryPair, type Transport } from "./Transport.ts"
@@ -585,7 +585,9 @@ const CONNECTION_ERRORS = new Set(["InvalidProtocolFormat", "InvalidProtocolOper
  * Ends a server's connection once its handler has: 1000 when it returned, 1011 when it failed
  * (logged). A failure that is the connection's own (the peer broke the protocol, the transport
  * dropped), passed on by the handler, is logged at debug level only: the connection already
- * ended with its code. An interrupted handler leaves the connection to its scope (1001).
+ * ended with its code. An `InvalidProtocolFormat` while the connection is still open is the
+ * handler's own, and logged as an error. An interrupted handler leaves the connection to its
+ * scope (1001).
  *
  * @category combinators
  * @since 0.1.0
@@ -594,13 +596,45 @@ export const closeAfterHandler = <E>(connection: Connection.Connection, exit: Ex
   if (Exit.isSuccess(exit)) return Effect.asVoid(Effect.ignore(connection.close(1000)))
   if (Exit.hasInterrupts(exit)) return Effect.void
   const failure = Cause.findErrorOption(exit.cause)
-  const own = Option.isSome(failure) && Predicate.hasProperty(failure.value, "_tag") && CONNECTION_ERRORS.has(String(failure.value._tag))
-  return Effect.andThen(
-    own
+  const tag = Option.isSome(failure) && Predicate.hasProperty(failure.value, "_tag") ? String(failure.value._tag) : undefined
+  const log = (own: boolean) =>
+    own && Option.isSome(failure)
       ? Effect.logDebug("WebSocket connection failed", failure.value)
-      : Effect.logError("WebSocket handler failed; closing its connection with 1011", exit.cause),
-    Effect.ignore(connection.close(1011))
+      : Effect.logError("WebSocket handler failed; closing its connection with 1011", exit.cause)
+  const close = Effect.ignore(connection.close(1011))
+  if (tag === undefined || !CONNECTION_ERRORS.has(tag)) return Effect.andThen(log(false), close)
+  // A broken frame fails the connection's messages as it ends the connection: an
+  // InvalidProtocolFormat while the connection is still open is the handler's own (a proxy's
+  // upstream handshake that failed, say). A failed send (TransportError, InvalidProtocolOperation)
+  // may come just before the connection has ended, and is taken as its own.
+  // (`closed` of an ended connection completes at once, before the zero timeout)
+  const own = tag === "InvalidProtocolFormat"
+    ? Effect.map(Effect.timeoutOption(connection.closed, 0), Option.isSome)
+    : Effect.succeed(true)
+  return Effect.andThen(Effect.flatMap(own, log), close)
+}
+
+/**
+ * Runs a server's `handler` on its accepted `connection`, then ends the connection as
+ * {@link closeAfterHandler} does. The handler runs after the `WebSocket.accept` span has ended
+ * (that span covers the upgrade only, however long the connection lasts), as a child of `span`
+ * (the accept span), so that its own spans and logs stay in the request's trace. Shared by the
+ * servers over sockets and in memory.
+ *
+ * @category combinators
+ * @since 0.1.0
+ */
+export const runHandler = <E, R>(
+  handler: Handler<E, R>,
+  connection: Connection.Connection,
+  request: UpgradeRequest,
+  span: Option.Option<Tracer.AnySpan>
+): Effect.Effect<void, never, R> => {
+  const run = Effect.flatMap(
+    Effect.exit(runCallback("handler", () => handler(connection, request))),
+    (exit) => closeAfterHandler(connection, exit)
   )
+  return Option.isSome(span) ? Effect.withParentSpan(run, span.value) : run
 }
 
 /**
@@ -665,7 +699,7 @@ export const layerMemory = <E, R, RA = never>(
           }).pipe(Effect.catchTag("InvalidProtocolOperation", (error) => Effect.die(error)))
           const offered = connectOptions?.protocols ?? []
           const request: UpgradeRequest = { url: target.path, headers: requestHeaders, protocols: offered, remoteAddress: "memory" }
-          const { responseHeaders, selected } = yield* acceptInMemory(server, request, shown, options).pipe(
+          const { responseHeaders, selected, span } = yield* acceptInMemory(server, request, shown, options).pipe(
             Effect.updateContext((current: Context.Context<never>) => Context.merge(context, current))
           )
           const result = yield* WebSocket.endClientHandshake(client, { responseHeaders }).pipe(
@@ -683,8 +717,7 @@ export const layerMemory = <E, R, RA = never>(
             })
             serving = true
             yield* Effect.forkIn(
-              Effect.exit(runCallback("handler", () => handler(serverConnection, request))).pipe(
-                Effect.flatMap((exit) => closeAfterHandler(serverConnection, exit)),
+              runHandler(handler, serverConnection, request, span).pipe(
                 Effect.scoped, // the handler's scope is its connection's, as over a socket
                 Effect.provideContext(context),
                 Effect.ensuring(Scope.close(connectionScope, Exit.void))
@@ -753,7 +786,7 @@ const acceptInMemory = <RA>(
     )
     // (malformed extra headers are the server's fault: a 500 (see below), as over a socket)
     const extra = yield* Effect.orDie(responseHeadersFor(options, request))
-    return { responseHeaders: [...handshake.responseHeaders, ...extra], selected }
+    return { responseHeaders: [...handshake.responseHeaders, ...extra], selected, span: yield* Effect.option(Effect.currentSpan) }
   }).pipe(
     // A refusal is an answer: the span ends as a success, as over a socket, and the client is
     // told after it (below). A callback that threw or failed otherwise is a 500 and the span's failure.

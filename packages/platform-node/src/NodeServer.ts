@@ -308,7 +308,12 @@ export const makeUpgradeHandler = <E, R, RA = never>(
       let switched = false
       /** Whether a connection took the socket over: it then ends it (gracefully) when its scope closes. */
       let handedOver = false
-      return Effect.gen(function*() {
+      /**
+       * The upgrade, in the `WebSocket.accept` span: the connection made, with that span (the
+       * handler's parent), or `undefined` when the request was answered otherwise. Its resources
+       * live in the scope around it and the handler.
+       */
+      const upgrade = Effect.gen(function*() {
         const url = requestTarget(req.url)
         const pathname = url.split("?")[0]!
         if (req.method !== "GET") {
@@ -348,32 +353,27 @@ export const makeUpgradeHandler = <E, R, RA = never>(
             return yield* Effect.failCause(verdict.cause) // not a refusal: a 500 (see below)
           }
         }
-        // The connection's resources live in this scope: when the server shuts down, interrupting
-        // this fiber closes it, and the connection's finalizer runs the closing handshake (1001).
-        return yield* Effect.scoped(Effect.gen(function*() {
-          const handle = yield* Effect.orDie(WebSocket.createServerHandle(properties))
-          const selected = Client.selectProtocolFor(options, request)
-          const handshake = yield* Effect.exit(
-            WebSocket.beginServerHandshake(handle, { requestHeaders: headers, subprotocol: selected })
-          )
-          if (Exit.isFailure(handshake)) return yield* refuseHandshake(handshake.cause)
-          const responseHeaders = [...handshake.value.responseHeaders, ...yield* Client.responseHeadersFor(options, request)]
-          switched = true
-          socket.write(`${["HTTP/1.1 101 Switching Protocols", ...responseHeaders.map((h) => `${h.name}: ${h.value}`)].join("\r\n")}\r\n\r\n`)
-          yield* WebSocket.endServerHandshake(handle).pipe(Effect.orDie)
-          if ("setNoDelay" in socket && typeof socket.setNoDelay === "function") (socket as Net.Socket).setNoDelay(true)
-          const socketTransport = NodeTransport.fromDuplex(socket, { ...socketBuffers, head })
-          const transport = options?.wrapTransport?.(socketTransport) ?? socketTransport
-          const connection = yield* Client.makeTakingOver(handle, transport, {
-            ...options?.connection,
-            protocol: selected ?? "",
-            handshake: { requestHeaders: headers, responseHeaders }
-          }, () => {
-            handedOver = true
-          })
-          const exit = yield* Effect.exit(Client.runCallback("handler", () => handler(connection, request)))
-          yield* Client.closeAfterHandler(connection, exit)
-        }))
+        const handle = yield* Effect.orDie(WebSocket.createServerHandle(properties))
+        const selected = Client.selectProtocolFor(options, request)
+        const handshake = yield* Effect.exit(
+          WebSocket.beginServerHandshake(handle, { requestHeaders: headers, subprotocol: selected })
+        )
+        if (Exit.isFailure(handshake)) return yield* refuseHandshake(handshake.cause)
+        const responseHeaders = [...handshake.value.responseHeaders, ...yield* Client.responseHeadersFor(options, request)]
+        switched = true
+        socket.write(`${["HTTP/1.1 101 Switching Protocols", ...responseHeaders.map((h) => `${h.name}: ${h.value}`)].join("\r\n")}\r\n\r\n`)
+        yield* WebSocket.endServerHandshake(handle).pipe(Effect.orDie)
+        if ("setNoDelay" in socket && typeof socket.setNoDelay === "function") (socket as Net.Socket).setNoDelay(true)
+        const socketTransport = NodeTransport.fromDuplex(socket, { ...socketBuffers, head })
+        const transport = options?.wrapTransport?.(socketTransport) ?? socketTransport
+        const connection = yield* Client.makeTakingOver(handle, transport, {
+          ...options?.connection,
+          protocol: selected ?? "",
+          handshake: { requestHeaders: headers, responseHeaders }
+        }, () => {
+          handedOver = true
+        })
+        return { connection, request, span: yield* Effect.option(Effect.currentSpan) }
       }).pipe(
         // Whatever else ends the upgrade early (an application callback that throws or fails, a
         // defect, interruption at shutdown), the request is answered: 500 while no 101 went out,
@@ -396,6 +396,16 @@ export const makeUpgradeHandler = <E, R, RA = never>(
         }),
         inAcceptSpan(req)
       )
+      // The connection's resources live in this scope: when the server shuts down, interrupting
+      // this fiber closes it, and the connection's finalizer runs the closing handshake (1001).
+      // The accept span ends with the upgrade, as in memory and as the client's `WebSocket.connect`
+      // does: the handler runs after it, as its child, for as long as the connection lasts.
+      return Effect.scoped(Effect.gen(function*() {
+        const accepted = yield* upgrade
+        if (accepted === undefined) return
+        const { connection, request, span } = accepted
+        yield* Client.runHandler(handler, connection, request, span)
+      }))
     }
     return (req: Http.IncomingMessage, socket: Duplex, head: Buffer) => {
       socket.on("error", () => {}) // errors surface through the transport; never crash the process

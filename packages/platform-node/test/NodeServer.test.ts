@@ -180,6 +180,48 @@ describe("NodeServer + NodeClient", () => {
       )
     }))
 
+  it.live("spans: WebSocket.accept ends with the handshake, not with the connection, and the handler's spans are its children, over sockets and in memory alike", () =>
+    Effect.gen(function*() {
+      /** While the handler still runs: each span's name, parent's name, and whether it ended. */
+      const observe = (make: (handler: Client.Handler, tracer: Tracer.Tracer) => Effect.Effect<void, unknown, Scope.Scope>) =>
+        Effect.gen(function*() {
+          const { spans, tracer } = recordingTracer()
+          const release = yield* Deferred.make<void>()
+          const seen = yield* Deferred.make<ReadonlyArray<readonly [string, string, string]>>()
+          const handler: Client.Handler = () =>
+            Effect.gen(function*() {
+              yield* Effect.void.pipe(Effect.withSpan("app"))
+              yield* Deferred.succeed(
+                seen,
+                spans.map((s) => [s.name, Option.match(s.parent, { onNone: () => "root", onSome: (p) => (p as Tracer.Span).name ?? "?" }), s.status._tag] as const)
+              )
+              yield* Deferred.await(release)
+            })
+          yield* make(handler, tracer)
+          const result = yield* Deferred.await(seen).pipe(Effect.timeout("2 seconds"))
+          yield* Deferred.succeed(release, undefined)
+          return result.filter(([name]) => name !== "WebSocket.connect")
+        })
+      const overSockets = yield* observe((handler, tracer) =>
+        Effect.gen(function*() {
+          const server = yield* NodeServer.serve(handler).pipe(Effect.provideService(Tracer.Tracer, tracer))
+          yield* NodeClient.connect(server.url)
+        })
+      )
+      const inMemory = yield* observe((handler, tracer) =>
+        Effect.gen(function*() {
+          const client = yield* Layer.build(Client.layerMemory(handler))
+          yield* Client.connect("ws://memory.test/").pipe(Effect.provideContext(client))
+        }).pipe(Effect.provideService(Tracer.Tracer, tracer))
+      )
+      // (the accept span's own parent differs: none over sockets, the client's span in memory)
+      const expected = [["WebSocket.accept", "-", "Ended"], ["app", "WebSocket.accept", "Ended"]]
+      const named = (rows: ReadonlyArray<readonly [string, string, string]>) =>
+        rows.map(([name, parent, status]) => [name, name === "WebSocket.accept" ? "-" : parent, status])
+      assert.deepStrictEqual(named(overSockets), expected)
+      assert.deepStrictEqual(named(inMemory), expected)
+    }))
+
   it.live("the handler gets the very request object authorize saw: what authorize found (a user) reaches it in a WeakMap", () =>
     Effect.gen(function*() {
       const users = new WeakMap<Client.UpgradeRequest, string>()

@@ -3,7 +3,7 @@ import { Arbitrary, Deferred, Duration, Effect, Exit, Fiber, Logger, Metric, Ref
 import type * as Http from "node:http"
 import * as Net from "node:net"
 import { WebSocket as WsClient } from "ws"
-import { type Client, type Connection, Metrics } from "@effect-websocket/core"
+import { type Client, type Connection, Metrics, WebSocketError } from "@effect-websocket/core"
 import { NodeServer, type NodeTransport } from "../src/index.ts"
 import { anyOptions, failureTags } from "./anyOptions.ts"
 import { refusingOptions } from "./refusing.ts"
@@ -607,6 +607,38 @@ describe("options and callbacks", () => {
       const started = Date.now()
       yield* Scope.close(scope, Exit.void)
       assert.isBelow(Date.now() - started, 2500)
+    }))
+
+  it.live("a handler's own failure is logged as an error even when it has the tag of a connection error; its connection's own failure, passed on, at debug level only", () =>
+    Effect.gen(function*() {
+      const logged: Array<string> = []
+      const logger = Logger.make((options) => logged.push(`${options.logLevel}: ${String(options.message)}`))
+      // an application error that shares a tag with the connection's (an upstream handshake that
+      // failed, in a proxy), while the connection itself is fine
+      const server = yield* NodeServer.serve(
+        (connection, request) =>
+          request.url === "/upstream"
+            ? Effect.fail(new WebSocketError.InvalidProtocolFormat({ message: "the upstream's Sec-WebSocket-Accept is wrong" }))
+            : Stream.runDrain(connection.messages),
+        { maxMessageSize: 10 }
+      ).pipe(Effect.provideService(Logger.CurrentLoggers, new Set([logger])), Effect.provideService(References.MinimumLogLevel, "All"))
+      const closeCode = (path: string, message?: string) =>
+        Effect.promise(() =>
+          new Promise<number>((resolve) => {
+            const ws = new WsClient(`${server.url.slice(0, -1)}${path}`)
+            ws.on("open", () => message === undefined || ws.send(message))
+            ws.on("close", (code) => resolve(code))
+            ws.on("error", () => {})
+          })
+        )
+      const handlerLogs = () => logged.filter((line) => line.includes("WebSocket"))
+      assert.strictEqual(yield* closeCode("/upstream"), 1011)
+      yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 50)))
+      assert.deepStrictEqual(handlerLogs(), ["Error: WebSocket handler failed; closing its connection with 1011"])
+      logged.length = 0
+      assert.strictEqual(yield* closeCode("/own", "more than ten bytes"), 1009)
+      yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 50)))
+      assert.deepStrictEqual(handlerLogs(), ["Debug: WebSocket connection failed,InvalidProtocolFormat: message of at least 19 bytes exceeds the maximum message size of 10 bytes"])
     }))
 })
 
