@@ -615,6 +615,18 @@ export const closeAfterHandler = <E>(connection: Connection.Connection, exit: Ex
 }
 
 /**
+ * Annotates a server's own log lines about a request (a failed handler, a failed upgrade) with the
+ * request path (`url.path`, without the query) and the client's address (`client.address`), as
+ * the `WebSocket.accept` span is: an operator can tell which request a line is about.
+ *
+ * @category combinators
+ * @since 0.1.0
+ */
+export const annotateRequestLogs = (url: string, remoteAddress: string | undefined) =>
+<A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.annotateLogs(self, { "url.path": url.split("?")[0]!, "client.address": remoteAddress ?? "" })
+
+/**
  * Runs a server's `handler` on its accepted `connection`, then ends the connection as
  * {@link closeAfterHandler} does. The handler runs after the `WebSocket.accept` span has ended
  * (that span covers the upgrade only, however long the connection lasts), as a child of `span`
@@ -632,7 +644,7 @@ export const runHandler = <E, R>(
 ): Effect.Effect<void, never, R> => {
   const run = Effect.flatMap(
     Effect.exit(runCallback("handler", () => handler(connection, request))),
-    (exit) => closeAfterHandler(connection, exit)
+    (exit) => annotateRequestLogs(request.url, request.remoteAddress)(closeAfterHandler(connection, exit))
   )
   return Option.isSome(span) ? Effect.withParentSpan(run, span.value) : run
 }
@@ -800,6 +812,7 @@ const acceptInMemory = <RA>(
     ),
     // (no stack trace: it would point into this module)
     Effect.withSpan("WebSocket.accept", { attributes: { "url.path": pathname } }, { captureStackTrace: false }),
+    annotateRequestLogs(request.url, request.remoteAddress),
     Effect.flatMap((answer) => Result.isSuccess(answer) ? Effect.succeed(answer.success) : Effect.fail(answer.failure))
   )
 }

@@ -394,7 +394,8 @@ export const makeUpgradeHandler = <E, R, RA = never>(
             refused("ServerError", socket, 500, "the upgrade failed")
           )
         }),
-        inAcceptSpan(req)
+        inAcceptSpan(req),
+        Client.annotateRequestLogs(requestTarget(req.url), req.socket.remoteAddress)
       )
       // The connection's resources live in this scope: when the server shuts down, interrupting
       // this fiber closes it, and the connection's finalizer runs the closing handshake (1001).

@@ -1,9 +1,9 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Arbitrary, Deferred, Duration, Effect, Exit, Fiber, Logger, Metric, References, Schema, Scope, Stream } from "effect"
+import { Arbitrary, Deferred, Duration, Effect, Exit, Fiber, Layer, Logger, Metric, References, Schema, Scope, Stream } from "effect"
 import type * as Http from "node:http"
 import * as Net from "node:net"
 import { WebSocket as WsClient } from "ws"
-import { type Client, type Connection, Metrics, WebSocketError } from "@effect-websocket/core"
+import { Client, type Connection, Metrics, WebSocketError } from "@effect-websocket/core"
 import { NodeServer, type NodeTransport } from "../src/index.ts"
 import { anyOptions, failureTags } from "./anyOptions.ts"
 import { refusingOptions } from "./refusing.ts"
@@ -639,6 +639,51 @@ describe("options and callbacks", () => {
       assert.strictEqual(yield* closeCode("/own", "more than ten bytes"), 1009)
       yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 50)))
       assert.deepStrictEqual(handlerLogs(), ["Debug: WebSocket connection failed,InvalidProtocolFormat: message of at least 19 bytes exceeds the maximum message size of 10 bytes"])
+    }))
+})
+
+describe("log annotations", () => {
+  it.live("the server's own log lines about a request carry its path and the client's address, over sockets and in memory", () =>
+    Effect.gen(function*() {
+      const logged: Array<string> = []
+      const logger = Logger.make((options) => {
+        const annotations = options.fiber.getRef(References.CurrentLogAnnotations)
+        const message = Array.isArray(options.message) ? options.message[0] : options.message
+        logged.push(`${String(message)} | ${annotations["url.path"]} ${annotations["client.address"]}`)
+      })
+      const options = {
+        authorize: (request: Client.UpgradeRequest) =>
+          request.url.startsWith("/fault") ? Effect.die(new Error("authorize broke")) : Effect.void
+      }
+      const handler = (_: Connection.Connection) => Effect.die(new Error("handler broke"))
+      const withLogger = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+        effect.pipe(Effect.provideService(Logger.CurrentLoggers, new Set([logger])))
+      const server = yield* withLogger(NodeServer.serve(handler, options))
+      const closeCode = (path: string) =>
+        Effect.promise(() =>
+          new Promise<number>((resolve) => {
+            const ws = new WsClient(`${server.url.slice(0, -1)}${path}`)
+            ws.on("close", (code) => resolve(code))
+            ws.on("unexpected-response", () => resolve(-1))
+            ws.on("error", () => {})
+          })
+        )
+      assert.strictEqual(yield* closeCode("/chat?token=secret"), 1011)
+      assert.strictEqual(yield* closeCode("/fault"), -1)
+      for (let i = 0; i < 100 && logged.length < 2; i++) yield* Effect.sleep("10 millis")
+      assert.deepStrictEqual(logged, [
+        "WebSocket handler failed; closing its connection with 1011 | /chat 127.0.0.1",
+        "WebSocket upgrade failed; the request gets 500 | /fault 127.0.0.1"
+      ])
+      logged.length = 0
+      const context = yield* withLogger(Layer.build(Client.layerMemory(handler, options)))
+      yield* Effect.scoped(Effect.provide(Client.connect("ws://memory/chat"), context).pipe(Effect.flatMap((c) => c.closed)))
+      yield* Effect.ignore(Effect.scoped(Effect.provide(Client.connect("ws://memory/fault"), context)))
+      for (let i = 0; i < 100 && logged.length < 2; i++) yield* Effect.sleep("10 millis")
+      assert.deepStrictEqual(logged, [
+        "WebSocket handler failed; closing its connection with 1011 | /chat memory",
+        "WebSocket upgrade failed; the request gets 500 | /fault memory"
+      ])
     }))
 })
 
