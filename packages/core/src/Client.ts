@@ -410,23 +410,28 @@ const decodePropertiesOption = (properties: unknown): Effect.Effect<unknown, Inv
  * before anything is served or sent, where it would otherwise fail each connection (a 500, or a
  * 1006 after the 101).
  */
-const checkHook = (name: string, hook: unknown): Effect.Effect<void, InvalidParameter> =>
-  hook === undefined || typeof hook === "function"
+const checkHook = (name: string, hook: unknown, required = false): Effect.Effect<void, InvalidParameter> =>
+  (hook === undefined && !required) || typeof hook === "function"
     ? Effect.void
     : Effect.fail(
       new InvalidParameter({ parameter: name, message: `${name} is a function, got ${hook === null ? "null" : typeof hook}` })
     )
 
 /**
- * Checks what a server applies to every connection before it accepts any: the handle properties
- * (with `maxMessageSize`), the connection options, the response headers and the hooks. A server that starts with a bad option
- * would otherwise fail every connection.
+ * Checks what a server applies to every connection before it accepts any: its handler (a
+ * function), the handle properties (with `maxMessageSize`), the connection options, the response
+ * headers and the hooks. A server that starts with a bad option would otherwise fail every
+ * connection.
  *
  * @category constructors
  * @since 0.1.0
  */
-export const checkServeOptions = (options: ServeOptions<any> | undefined): Effect.Effect<void, InvalidParameter> =>
+export const checkServeOptions = (
+  options: ServeOptions<any> | undefined,
+  handler: unknown
+): Effect.Effect<void, InvalidParameter> =>
   Effect.gen(function*() {
+    yield* checkHook("handler", handler, true)
     if (options?.path !== undefined) yield* decodeParameter(Options.RequestPath, "path", options.path)
     yield* decodeMaxMessageSize(options?.maxMessageSize)
     yield* decodePropertiesOption(options?.properties)
@@ -688,7 +693,7 @@ export const layerMemory = <E, R, RA = never>(
   Layer.effect(
     Client,
     Effect.gen(function*() {
-      yield* checkServeOptions(options)
+      yield* checkServeOptions(options, handler)
       const context = yield* Effect.context<R | RA>()
       /** The server's scope: each connection's server side lives in a scope of its own in it, as over a socket. */
       const serverScope = yield* Effect.scope

@@ -131,7 +131,7 @@ describe("Client options", () => {
       assert.strictEqual(accepted, 0)
     }))
 
-  it.effect("hooks that are not functions are an InvalidParameter naming them, before anything is served or sent", () =>
+  it.effect("a handler or hooks that are not functions are an InvalidParameter naming them, before anything is served or sent", () =>
     Effect.gen(function*() {
       let accepted = 0
       const handler = (connection: Connection.Connection) => {
@@ -145,6 +145,11 @@ describe("Client options", () => {
           assert.strictEqual(built._tag, "InvalidParameter", `${hook}: ${JSON.stringify(value)}`)
           assert.include(built.message, `${hook} is a function`)
         }
+      }
+      for (const value of [undefined, "echo", 5]) {
+        const built = yield* Effect.flip(Layer.build(Client.layerMemory(value as unknown as Client.Handler<never, never>)))
+        assert.strictEqual(built._tag, "InvalidParameter")
+        assert.include(built.message, `handler is a function, got ${typeof value}`)
       }
       const attempt = yield* Effect.flip(Effect.provide(Client.connect("ws://memory/", { wrapTransport: "tap" as never }), context))
       assert.strictEqual(attempt._tag, "InvalidParameter")

@@ -279,7 +279,7 @@ export const makeUpgradeHandler = <E, R, RA = never>(
   options?: UpgradeOptions<RA>
 ): Effect.Effect<(request: Http.IncomingMessage, socket: Duplex, head: Buffer) => void, WebSocketError.InvalidParameter, Scope.Scope | R | RA> =>
   Effect.gen(function*() {
-    yield* Client.checkServeOptions(options)
+    yield* Client.checkServeOptions(options, handler)
     const socketBuffers = yield* Client.decodeOption(Options.SocketBuffers, "socketBuffers", options?.socketBuffers ?? {})
     const run = yield* FiberSet.makeRuntime<R | RA>()
     // Runs before the fibers are interrupted: from then on (and once the scope is closed, when
@@ -435,6 +435,8 @@ export const serve = <E, R, RA = never>(
   options?: ServeOptions<RA>
 ): Effect.Effect<Server, ServeFailure, Scope.Scope | R | RA> =>
   Effect.gen(function*() {
+    // (before anything listens; the upgrade handler below checks the options again, for itself)
+    yield* Client.checkServeOptions(options, handler)
     const port = yield* Client.decodeOption(Options.Port, "port", options?.port ?? 0)
     const host = yield* Client.decodeOption(Options.Host, "host", options?.host ?? "127.0.0.1")
     const maxHeaderBytes = yield* Client.decodeOption(Options.ByteLimit("maxHeaderBytes", 1, false), "maxHeaderBytes", options?.maxHeaderBytes ?? 16 * 1024)

@@ -391,6 +391,15 @@ describe("limits and lifecycle", () => {
       assert.deepStrictEqual([...frame.subarray(0, 4)], [0x88, 0x02, 0x03, 0xe9])
     }))
 
+  it.live("a handler that is not a function is an InvalidParameter before anything is served", () =>
+    Effect.gen(function*() {
+      for (const value of [undefined, 5, "echo"]) {
+        const error = yield* Effect.flip(NodeServer.serve(value as unknown as Client.Handler<never, never>))
+        assert.strictEqual(error._tag, "InvalidParameter")
+        assert.include(error.message, `handler is a function, got ${typeof value}`)
+      }
+    }))
+
   it.live("a port in use is a ServeError", () =>
     Effect.gen(function*() {
       const first = yield* echoHandler
