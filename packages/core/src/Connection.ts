@@ -81,6 +81,11 @@ export interface CloseInfo {
    * transport ended without one, the peer did not answer in time, or the connection was aborted).
    */
   readonly code: number
+  /**
+   * The reason that came with the code: the peer's (UTF-8); when we failed the connection (1002,
+   * 1007, 1009) or it ended without a Close (1006), our own explanation, which never went on the
+   * wire (the Close we send then has an empty reason, as with `ws`).
+   */
   readonly reason: string
   /** Whether both Close frames were exchanged (RFC 6455 section 7.1.4: "cleanly"). */
   readonly clean: boolean
