@@ -580,7 +580,14 @@ export const makeWebSocketConstructor = <E, R>(
         throw new Error("the scope of this WebSocket constructor is closed")
       }
       sockets.set(ws, fiber)
-      fiber.addObserver(() => sockets.delete(ws))
+      fiber.addObserver(() => {
+        sockets.delete(ws)
+        // What `Socket.makeWebSocket` keeps of an ended socket until its scope closes (a reader
+        // acquired again and again in one scope, to reconnect) must not hold the connection: its
+        // buffers, socket and fibers are released once it ended.
+        ws.connection = undefined
+        ws.abandon = undefined
+      })
       ws.abandon = () => fiber.interruptUnsafe()
       return ws
     }

@@ -7,6 +7,8 @@ import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Layer, Scope, Stream } from "effect"
 import { Socket } from "effect/socket"
 import * as Net from "node:net"
+import * as V8 from "node:v8"
+import * as Vm from "node:vm"
 import { NodeServer, NodeSocketAdapter } from "../src/index.ts"
 
 const echoServer = NodeServer.serve((c) => Stream.runForEach(c.messages, c.send))
@@ -31,6 +33,19 @@ const closedPort = Effect.callback<number>((resume) => {
     server.close(() => resume(Effect.succeed(port)))
   })
 })
+
+V8.setFlagsFromString("--expose-gc")
+const gc = Vm.runInNewContext("gc") as () => void
+
+/** How many of `refs` still point at something after collecting garbage for a moment (at most about a second). */
+const stillReachable = (refs: ReadonlyArray<WeakRef<object>>) =>
+  Effect.gen(function*() {
+    for (let i = 0; i < 40 && refs.some((r) => r.deref() !== undefined); i++) {
+      yield* Effect.sleep("20 millis") // (a WeakRef keeps its target until the current job is done)
+      gc()
+    }
+    return refs.filter((r) => r.deref() !== undefined).length
+  })
 
 describe("NodeSocketAdapter", () => {
   it.live("Socket.makeWebSocket echoes text and binary, and a written CloseEvent closes", () =>
@@ -211,6 +226,36 @@ describe("NodeSocketAdapter", () => {
       assert.strictEqual(got.length, count)
       got.forEach((m, i) => assert.strictEqual(m, `${i}:${payload}`))
     }).pipe(Effect.provide(NodeSocketAdapter.layerWebSocketConstructor)))
+
+  it.live("readers acquired again and again in one scope (reconnecting) keep nothing of the connections that ended", () =>
+    Effect.gen(function*() {
+      const server = yield* NodeServer.serve((c) => Effect.andThen(c.send(new Uint8Array(100_000)), c.close(4000, "again")))
+      /** The transports of the connections made, weakly: a connection that is kept keeps its transport. */
+      const transports: Array<WeakRef<object>> = []
+      const constructor = yield* Layer.build(NodeSocketAdapter.layerWebSocketConstructorWith({
+        wrapTransport: (transport) => {
+          transports.push(new WeakRef(transport))
+          return transport
+        }
+      }))
+      const socket = yield* Socket.makeWebSocket(server.url).pipe(Effect.provide(constructor))
+      // A reconnect loop in a long-lived scope (a layer's, say): effect's Socket keeps each acquired
+      // WebSocket (and its reader's finalizer) in that scope until it closes, as with any constructor.
+      const scope = yield* Scope.make()
+      for (let i = 0; i < 3; i++) {
+        const reason = yield* Scope.provide(
+          reasonOf(Effect.gen(function*() {
+            const reader = yield* socket.reader
+            for (;;) yield* reader.pull
+          })),
+          scope
+        )
+        assert.deepInclude(reason, { _tag: "SocketCloseError", code: 4000 })
+      }
+      assert.strictEqual(transports.length, 3)
+      assert.strictEqual(yield* stillReachable(transports), 0, "the ended connections (and their buffers and sockets) are released")
+      yield* Scope.close(scope, Exit.void)
+    }))
 
   it.live("layerWebSocket provides a Socket.Socket", () =>
     Effect.gen(function*() {
