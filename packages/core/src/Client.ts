@@ -664,15 +664,26 @@ export const runHandler = <E, R>(
  */
 export const instrumentConnect = (shown: string) =>
 <A, R>(attempt: Effect.Effect<A, ConnectFailure, R>): Effect.Effect<A, ConnectFailure, R> =>
-  attempt.pipe(
-    Effect.tapError((error) =>
-      error._tag === "InvalidParameter"
-        ? Effect.void
-        : Metric.update(Metric.withAttributes(Metrics.handshakeFailures, { side: "client", reason: error._tag }), 1)
-    ),
-    // (no stack trace: it would point into this module, not at the caller)
-    Effect.withSpan("WebSocket.connect", { attributes: { "url.full": shown } }, { captureStackTrace: false })
-  )
+  Effect.suspend(() => {
+    // The span ends with a success that is not the connection: an ended span keeps its exit, and
+    // every fiber forked under it (the connection's own) keeps the span, so whatever keeps one of
+    // them after the connection ended (an error's stack trace, say) would keep the connection,
+    // its buffers and its socket with it.
+    let connection: A
+    return attempt.pipe(
+      Effect.tapError((error) =>
+        error._tag === "InvalidParameter"
+          ? Effect.void
+          : Metric.update(Metric.withAttributes(Metrics.handshakeFailures, { side: "client", reason: error._tag }), 1)
+      ),
+      Effect.map((a) => {
+        connection = a
+      }),
+      // (no stack trace: it would point into this module, not at the caller)
+      Effect.withSpan("WebSocket.connect", { attributes: { "url.full": shown } }, { captureStackTrace: false }),
+      Effect.map(() => connection)
+    )
+  })
 
 /**
  * A {@link Client} whose connections reach `handler` in memory: each `connect` runs the opening

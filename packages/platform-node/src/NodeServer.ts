@@ -20,7 +20,7 @@
 import { Client, Connection, WebSocket, type WebSocketError } from "@effect-websocket/core"
 import { HttpHeader, Options } from "@effect-websocket/schema"
 import { Cause, Context, Duration, Effect, Exit, Fiber, FiberSet, Layer, Option, Predicate, Schema } from "effect"
-import type { Scope } from "effect"
+import type { Scope, Tracer } from "effect"
 import * as Http from "node:http"
 import * as Https from "node:https"
 import * as Net from "node:net"
@@ -309,10 +309,13 @@ export const makeUpgradeHandler = <E, R, RA = never>(
       /** Whether a connection took the socket over: it then ends it (gracefully) when its scope closes. */
       let handedOver = false
       /**
-       * The upgrade, in the `WebSocket.accept` span: the connection made, with that span (the
-       * handler's parent), or `undefined` when the request was answered otherwise. Its resources
-       * live in the scope around it and the handler.
+       * What the upgrade made: the connection, with the `WebSocket.accept` span (the handler's
+       * parent); `undefined` while none was made (the request was answered otherwise). Set rather
+       * than returned: an ended span keeps its exit, and the handler's fibers keep the span, so
+       * that exit must not hold the connection (its buffers and socket) once it ended.
        */
+      let accepted: { readonly connection: Connection.Connection; readonly request: Client.UpgradeRequest; readonly span: Option.Option<Tracer.AnySpan> } | undefined
+      /** The upgrade, in the `WebSocket.accept` span. Its resources live in the scope around it and the handler. */
       const upgrade = Effect.gen(function*() {
         const url = requestTarget(req.url)
         const pathname = url.split("?")[0]!
@@ -373,7 +376,7 @@ export const makeUpgradeHandler = <E, R, RA = never>(
         }, () => {
           handedOver = true
         })
-        return { connection, request, span: yield* Effect.option(Effect.currentSpan) }
+        accepted = { connection, request, span: yield* Effect.option(Effect.currentSpan) }
       }).pipe(
         // Whatever else ends the upgrade early (an application callback that throws or fails, a
         // defect, interruption at shutdown), the request is answered: 500 while no 101 went out,
@@ -402,9 +405,10 @@ export const makeUpgradeHandler = <E, R, RA = never>(
       // The accept span ends with the upgrade, as in memory and as the client's `WebSocket.connect`
       // does: the handler runs after it, as its child, for as long as the connection lasts.
       return Effect.scoped(Effect.gen(function*() {
-        const accepted = yield* upgrade
+        yield* upgrade
         if (accepted === undefined) return
         const { connection, request, span } = accepted
+        accepted = undefined
         yield* Client.runHandler(handler, connection, request, span)
       }))
     }

@@ -1,10 +1,12 @@
-import { Client, type Connection, Metrics } from "@effect-websocket/core"
+import { Client, type Connection, Metrics, type Transport } from "@effect-websocket/core"
 import { HttpHeader } from "@effect-websocket/schema"
 import { assert, describe, it } from "@effect/vitest"
 import { Arbitrary, Cause, Deferred, Effect, Exit, Fiber, Layer, Metric, Option, Scheduler, Schema, Scope, Stream, Tracer } from "effect"
 import { spawn } from "node:child_process"
 import * as Http from "node:http"
 import type * as Net from "node:net"
+import * as V8 from "node:v8"
+import * as Vm from "node:vm"
 import { WebSocket as WsClient } from "ws"
 import { NodeClient, NodeServer } from "../src/index.ts"
 import { eventually, sweepInterruptions } from "./interruptAt.ts"
@@ -128,6 +130,37 @@ describe("NodeServer + NodeClient", () => {
         { "url.path": "/ws" },
         { "url.path": "/elsewhere", "http.response.status_code": 404, "websocket.refused": "NotFound" }
       ])
+    }))
+
+  it.live("spans: a tracer that keeps the WebSocket.connect and WebSocket.accept spans does not keep the connections that ended", () =>
+    Effect.gen(function*() {
+      V8.setFlagsFromString("--expose-gc")
+      const gc = Vm.runInNewContext("gc") as () => void
+      const { spans, tracer } = recordingTracer()
+      /** The transports of the connections, weakly: a connection that is kept keeps its transport. */
+      const transports: Array<WeakRef<object>> = []
+      const watch = (transport: Transport.Transport) => {
+        transports.push(new WeakRef(transport))
+        return transport
+      }
+      const server = yield* NodeServer.serve((c) => Effect.andThen(c.send(new Uint8Array(100_000)), c.close(1000)), {
+        wrapTransport: watch
+      }).pipe(Effect.provideService(Tracer.Tracer, tracer))
+      for (let i = 0; i < 3; i++) {
+        yield* Effect.scoped(Effect.gen(function*() {
+          const connection = yield* NodeClient.connect(server.url, { wrapTransport: watch })
+          yield* Stream.runDrain(connection.messages)
+          assert.strictEqual((yield* connection.closed).code, 1000)
+        })).pipe(Effect.provideService(Tracer.Tracer, tracer))
+      }
+      yield* eventually(() => spans.filter((s) => s.status._tag === "Ended").length === 6)
+      assert.deepStrictEqual(spans.map((s) => s.name).sort(), [...Array(3).fill("WebSocket.accept"), ...Array(3).fill("WebSocket.connect")])
+      for (let i = 0; i < 40 && transports.some((r) => r.deref() !== undefined); i++) {
+        yield* Effect.sleep("20 millis") // (a WeakRef keeps its target until the current job is done)
+        gc()
+      }
+      assert.strictEqual(transports.length, 6)
+      assert.strictEqual(transports.filter((r) => r.deref() !== undefined).length, 0, "the spans kept do not keep the connections")
     }))
 
   it.live("spans: a refused request's WebSocket.accept span ends as a success, a server fault's (500) as a failure, over sockets and in memory alike", () =>
