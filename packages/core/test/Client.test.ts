@@ -69,6 +69,16 @@ describe("Client.releaseOnEnd", () => {
 })
 
 describe("Client options", () => {
+  /** An echo handler that counts the connections it got (none, when the options are refused). */
+  const countingEcho = () => {
+    const accepted = { count: 0 }
+    const handler = (connection: Connection.Connection) => {
+      accepted.count++
+      return Stream.runForEach(connection.messages, connection.send)
+    }
+    return { accepted, handler }
+  }
+
   it.effect("a memory server with a bad option fails to build, naming it", () =>
     Effect.gen(function*() {
       const handler = (connection: Connection.Connection) => Stream.runForEach(connection.messages, connection.send)
@@ -113,11 +123,7 @@ describe("Client options", () => {
 
   it.effect("properties that are not an object (5, null, true, an array) are an InvalidParameter, not ignored", () =>
     Effect.gen(function*() {
-      let accepted = 0
-      const handler = (connection: Connection.Connection) => {
-        accepted++
-        return Stream.runForEach(connection.messages, connection.send)
-      }
+      const { accepted, handler } = countingEcho()
       const context = yield* Layer.build(Client.layerMemory(handler))
       for (const properties of [5, null, true, [], [1]]) {
         const options = { properties: properties as never }
@@ -128,16 +134,12 @@ describe("Client options", () => {
         assert.strictEqual(attempt._tag, "InvalidParameter", `client ${JSON.stringify(properties)}`)
         assert.include(attempt.message, "properties")
       }
-      assert.strictEqual(accepted, 0)
+      assert.strictEqual(accepted.count, 0)
     }))
 
   it.effect("a handler or hooks that are not functions are an InvalidParameter naming them, before anything is served or sent", () =>
     Effect.gen(function*() {
-      let accepted = 0
-      const handler = (connection: Connection.Connection) => {
-        accepted++
-        return Stream.runForEach(connection.messages, connection.send)
-      }
+      const { accepted, handler } = countingEcho()
       const context = yield* Layer.build(Client.layerMemory(handler))
       for (const hook of ["authorize", "selectProtocol", "wrapTransport"]) {
         for (const value of ["yes", 5, null, {}]) {
@@ -154,7 +156,7 @@ describe("Client options", () => {
       const attempt = yield* Effect.flip(Effect.provide(Client.connect("ws://memory/", { wrapTransport: "tap" as never }), context))
       assert.strictEqual(attempt._tag, "InvalidParameter")
       assert.include(attempt.message, "wrapTransport is a function, got string")
-      assert.strictEqual(accepted, 0)
+      assert.strictEqual(accepted.count, 0)
     }))
 })
 
