@@ -727,7 +727,7 @@ export const layerMemory = <E, R, RA = never>(
           }).pipe(Effect.catchTag("InvalidProtocolOperation", (error) => Effect.die(error)))
           const offered = connectOptions?.protocols ?? []
           const request: UpgradeRequest = { url: target.path, headers: requestHeaders, protocols: offered, remoteAddress: "memory" }
-          const { responseHeaders, selected, span } = yield* acceptInMemory(server, request, shown, options).pipe(
+          const { responseHeaders, selected, span } = yield* acceptInMemory(server, request, shown, options, serverScope).pipe(
             Effect.updateContext((current: Context.Context<never>) => Context.merge(context, current))
           )
           const result = yield* WebSocket.endClientHandshake(client, { responseHeaders }).pipe(
@@ -780,7 +780,8 @@ const acceptInMemory = <RA>(
   server: WebSocket.ServerHandle,
   request: UpgradeRequest,
   shown: string,
-  options: ServeOptions<RA> | undefined
+  options: ServeOptions<RA> | undefined,
+  serverScope: Scope.Scope
 ) => {
   /** Answers the request with `status`, as a server over a socket: counted and on the span. */
   const refuse = (reason: string, status: number, headers: ReadonlyArray<HttpHeader.HttpHeader>, why: string) =>
@@ -792,6 +793,9 @@ const acceptInMemory = <RA>(
     answerHandshakeFailure(error, (status, headers) => refuse(error._tag, status, headers, error.message))
   const pathname = request.url.split("?")[0]!
   return Effect.gen(function*() {
+    // A layer whose scope has closed (or is closing) serves nothing: 503, as a closed server over
+    // a socket answers (its handle, in that scope, is already released)
+    if (serverScope.state._tag === "Closed") return yield* refuse("ShuttingDown", 503, [], "the server is shutting down")
     if (options?.path !== undefined && pathname !== options.path) {
       return yield* refuse("NotFound", 404, [], `no WebSocket endpoint at ${pathname}`)
     }

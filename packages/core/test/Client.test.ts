@@ -361,4 +361,22 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
         { client: before.client + 1, server: before.server + 1 }
       )
     }))
+
+  it.effect("a layer whose scope has closed answers 503, as a closed server over sockets does, and runs no handler", () =>
+    Effect.gen(function*() {
+      const count = Effect.map(
+        Metric.value(Metric.withAttributes(Metrics.handshakeFailures, { side: "server", reason: "ShuttingDown" })),
+        (state) => Number(state.count)
+      )
+      const before = yield* count
+      const layerScope = yield* Scope.make()
+      const { connect, requests } = yield* Scope.provide(memory(), layerScope)
+      yield* Scope.close(layerScope, Exit.void)
+      const error = yield* Effect.flip(Effect.scoped(connect("ws://h/")))
+      assert.strictEqual(error._tag, "HandshakeRejected")
+      assert.strictEqual(error._tag === "HandshakeRejected" ? error.status : 0, 503, error.message)
+      assert.include(error.message, "the server is shutting down")
+      assert.deepStrictEqual(requests, [])
+      assert.strictEqual(yield* count, before + 1)
+    }))
 })
