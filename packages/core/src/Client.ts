@@ -144,7 +144,8 @@ export const withCredentials = Targets.withCredentials
 export interface Client {
   /**
    * Opens a connection to `url` (`ws://`, `wss://`, `http://`, `https://`), owned by the current
-   * scope: closing the scope closes it (1001).
+   * scope: closing the scope closes it (1001). A connection that ends first is released then (see
+   * {@link releaseOnEnd}); the messages that came before the end can still be taken.
    */
   readonly connect: (
     url: string,
