@@ -1111,8 +1111,11 @@ export const make = (
                 waitingForConsumer = true
                 yield* Effect.callback<void>((resume) => {
                   // (looked at again as the wait starts: the fiber may have yielded since, and the
-                  // wake-up of a failed write found no one waiting)
-                  if (lost !== undefined) return resume(Effect.void)
+                  // wake-up found no one waiting: a failed write, a local close, or a consumer that
+                  // took the messages meanwhile, down to where reading resumes, and then waits)
+                  if (lost !== undefined || Deferred.isDoneUnsafe(closing) || mailbox.size <= resumeReadingAt) {
+                    return resume(Effect.void)
+                  }
                   wakeReader = () => resume(Effect.void)
                   return Effect.sync(() => {
                     wakeReader = undefined

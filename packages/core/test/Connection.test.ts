@@ -1857,6 +1857,27 @@ describe("Connection interruption", () => {
       assert.strictEqual((yield* client.close()).clean, true)
     }))
 
+  it.effect("a reader that yields as it starts to wait for the consumer is still woken when the consumer empties the buffer meanwhile", () =>
+    Effect.gen(function*() {
+      // every fiber of the pair yields every `budget` steps: the reader, refused by a full buffer,
+      // may yield before it waits, while the consumer takes every message (and finds no one to wake)
+      for (const messageBuffer of [1, 4, 16]) {
+        for (let budget = 3; budget <= 12; budget++) {
+          yield* Effect.scoped(Effect.gen(function*() {
+            const [client, server] = yield* Connection.makeMemoryPair({ connection: { messageBuffer } }).pipe(
+              Effect.provideService(Scheduler.MaxOpsBeforeYield, budget)
+            )
+            const expected = Array.from({ length: 3 * messageBuffer + 20 }, (_, i) => `m${i}`)
+            yield* Effect.forkChild(Effect.forEach(expected, (m) => client.send(m), { discard: true }))
+            const consumer = yield* Effect.forkChild(Stream.runCollect(Stream.take(server.messages, expected.length)))
+            const at = `messageBuffer ${messageBuffer}, yielding every ${budget} steps`
+            yield* waitUntil(() => consumer.pollUnsafe() !== undefined, `every message taken (${at})`)
+            assert.deepStrictEqual(yield* Fiber.join(consumer), expected, at)
+          }))
+        }
+      }
+    }))
+
   it.effect("consumers one after the other get every message, none is lost between them", () =>
     Effect.gen(function*() {
       const [client, server] = yield* Connection.makeMemoryPair()
