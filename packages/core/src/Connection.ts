@@ -182,8 +182,15 @@ export interface Connection {
    * The received messages, in order, for one consumer at a time: a consumer that stops
    * (`Stream.take`, interruption) leaves the messages it did not take to the next one. Ends after
    * the peer's Close (or ours, once answered or once `close` stopped waiting for the answer);
-   * fails with a {@link ConnectionError} when the peer breaks the protocol or the transport ends
-   * without a Close frame.
+   * fails with a {@link ConnectionError} when the peer breaks the protocol, the transport ends
+   * without a Close frame, or the connection was aborted (`TransportError`, 1006).
+   *
+   * A message is the consumer's once its pull returned it: a consumer interrupted between that pull
+   * and handling the message loses it, and operators that read ahead (`Stream.mapEffect` with
+   * `concurrency`, `merge`, `buffer`, `timeout`, `interruptWhen`) drop what they hold when the
+   * stream stops, as with any `effect` stream. Two consumers at once each get some of the
+   * messages, each in order. Once our `close` started, messages beyond `messageBuffer` are dropped,
+   * so that the peer's answer to our Close gets through.
    *
    * Messages nobody takes are not dropped (as `ws` drops those no listener takes): once
    * `messageBuffer` of them wait, the connection stops reading, and so sees neither the peer's
