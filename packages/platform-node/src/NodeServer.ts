@@ -314,7 +314,13 @@ export const makeUpgradeHandler = <E, R, RA = never>(
        * than returned: an ended span keeps its exit, and the handler's fibers keep the span, so
        * that exit must not hold the connection (its buffers and socket) once it ended.
        */
-      let accepted: { readonly connection: Connection.Connection; readonly request: Client.UpgradeRequest; readonly span: Option.Option<Tracer.AnySpan> } | undefined
+      let accepted:
+        | {
+          readonly connection: Connection.Connection
+          readonly request: Client.UpgradeRequest
+          readonly span: Option.Option<Tracer.AnySpan>
+        }
+        | undefined
       /** The upgrade, in the `WebSocket.accept` span. Its resources live in the scope around it and the handler. */
       const upgrade = Effect.gen(function*() {
         const url = requestTarget(req.url)
