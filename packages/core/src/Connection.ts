@@ -478,14 +478,20 @@ export const make = (
      */
     const resumeReadingAt = mailbox.capacity >> 1
     const asPull = (message: Message) => [message] as const
+    /**
+     * A message taken as a pull, waking the reader once the buffer is down to where reading
+     * resumes: also for a message taken as a wait starts or handed over after it (the reader may
+     * have started to wait for the consumer meanwhile, and the consumer's next take may wait too).
+     */
+    const takenAsPull = (message: Message) => {
+      if (mailbox.size <= resumeReadingAt) wake()
+      return asPull(message)
+    }
     /** One message for the stream's pull, as the array a pull yields (one message at a time, see `messages`). */
     const takeOne: Effect.Effect<readonly [Message], ConnectionError | Cause.Done> = Effect.suspend(() => {
       const ready = mailbox.poll()
-      if (ready !== undefined) {
-        if (mailbox.size <= resumeReadingAt) wake()
-        return Effect.succeed(asPull(ready))
-      }
-      return mailbox.takeWith(asPull, signalIfIdle)
+      if (ready !== undefined) return Effect.succeed(takenAsPull(ready))
+      return mailbox.takeWith(takenAsPull, signalIfIdle)
     })
     // (counted in the step that adds the finalizer: an interruption in between would leave the
     // consumer counted, and the answer to a peer's Close would wait for it in vain)

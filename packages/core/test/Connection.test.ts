@@ -1878,6 +1878,32 @@ describe("Connection interruption", () => {
       }
     }))
 
+  it.effect("a consumer that yields as it starts to wait still gets a message the reader offered meanwhile, and wakes the reader", () =>
+    Effect.gen(function*() {
+      // every fiber of the pair yields every `budget` steps, both ways at once (an echo over a
+      // transport that holds 8 bytes): the consumer, finding the buffer empty, may yield before it
+      // waits while the reader offers a message (and finds no one to wake), or take that message
+      // as its wait starts while the reader waits for room
+      for (const messageBuffer of [1, 2]) {
+        for (let budget = 3; budget <= 16; budget++) {
+          yield* Effect.scoped(Effect.gen(function*() {
+            const yielding = Effect.provideService(Scheduler.MaxOpsBeforeYield, budget)
+            const [client, server] = yield* Connection.makeMemoryPair({ highWaterMark: 8, connection: { messageBuffer } }).pipe(yielding)
+            const expected = Array.from({ length: 40 }, (_, i) => `m${i}`)
+            yield* Effect.forkChild(Stream.runForEach(server.messages, (m) => server.send(m)).pipe(yielding))
+            yield* Effect.forkChild(Effect.forEach(expected, (m) => client.send(m), { discard: true }).pipe(yielding))
+            const consumer = yield* Effect.forkChild(Stream.runCollect(Stream.take(client.messages, expected.length)).pipe(yielding))
+            const at = `messageBuffer ${messageBuffer}, yielding every ${budget} steps`
+            const echoed = yield* Effect.exit(waitUntil(() => consumer.pollUnsafe() !== undefined, `every message echoed (${at})`))
+            // (stuck, the pair is aborted first: its close would wait out the close timeout, on the test clock)
+            if (Exit.isFailure(echoed)) yield* Effect.andThen(client.abort, server.abort)
+            assert.isTrue(Exit.isSuccess(echoed), `every message echoed (${at}): got ${client.stats.messagesIn} of ${expected.length}`)
+            assert.deepStrictEqual(yield* Fiber.join(consumer), expected, at)
+          }))
+        }
+      }
+    }))
+
   it.effect("consumers one after the other get every message, none is lost between them", () =>
     Effect.gen(function*() {
       const [client, server] = yield* Connection.makeMemoryPair()

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Effect, Exit, Fiber } from "effect"
+import { Cause, Effect, Exit, Fiber, Scheduler } from "effect"
 import { Mailbox } from "../src/internal/mailbox.ts"
 
 describe("Mailbox", () => {
@@ -38,6 +38,30 @@ describe("Mailbox", () => {
       assert.strictEqual(mailbox.waiting, 1)
       assert.isTrue(mailbox.offer("hi"))
       assert.strictEqual(yield* Fiber.join(taker), "hi")
+    }))
+
+  it.effect("a taker that yields as it starts to wait still gets a message offered, or the end, meanwhile", () =>
+    Effect.gen(function*() {
+      // the taker yields every `budget` steps and the offer (or the end) comes after `k` yields of
+      // the test: it falls in turn on each step of the taker, between its look and its wait too
+      for (const how of ["offer", "end"] as const) {
+        for (let budget = 3; budget <= 8; budget++) {
+          for (let k = 0; k <= 4; k++) {
+            const mailbox = new Mailbox<string, never>(4)
+            const taker = yield* Effect.forkChild(
+              Effect.exit(mailbox.take).pipe(Effect.provideService(Scheduler.MaxOpsBeforeYield, budget))
+            )
+            for (let i = 0; i < k; i++) yield* Effect.yieldNow
+            if (how === "offer") mailbox.offer("x")
+            else mailbox.end()
+            for (let i = 0; i < 20 && taker.pollUnsafe() === undefined; i++) yield* Effect.yieldNow
+            const exit = taker.pollUnsafe()
+            assert.isDefined(exit, `${how} after ${k} yields, the taker yielding every ${budget} steps`)
+            if (how === "offer") assert.deepStrictEqual(exit, Exit.succeed(Exit.succeed("x")))
+            else assert.isTrue(Exit.isSuccess(exit!) && Exit.isFailure(exit.value))
+          }
+        }
+      }
     }))
 
   it.effect("takeWith hands a message mapped, at once or after waiting (onWait then counts the taker)", () =>

@@ -121,6 +121,11 @@ export class Mailbox<A, E> {
     if (a !== undefined) return Effect.succeed(map(a))
     if (this.ending !== undefined) return this.ending
     return Effect.callback<B, E | Cause.Done>((resume) => {
+      // looked at again as the wait starts: the fiber may have yielded since the look above, and
+      // a message offered (or the end) meanwhile found no taker to wake
+      const ready = this.poll()
+      if (ready !== undefined) return resume(Effect.succeed(map(ready)))
+      if (this.ending !== undefined) return resume(this.ending)
       const taker: Taker<A, E> = { resume, map, cancelled: false }
       this.takers.push(taker)
       onWait?.()
