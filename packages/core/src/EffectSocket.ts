@@ -219,6 +219,9 @@ export type BinaryType = "arraybuffer" | "uint8array"
  *   `TypeError`, as with `ws`); it discards its message once closing or closed.
  * - Events are dispatched from the socket's fiber, never from inside the constructor, `send`,
  *   `close` or `resume`; a listener that throws is reported in the log.
+ * - An `open` listener added once the socket is open (after its `open` event) is called with it
+ *   (a WHATWG `WebSocket` would not): code that saw `readyState` 0 and listens a moment later
+ *   does not wait for an `open` that went out in between.
  * - `close(code?, reason?)` sends the Close frame after the queued messages; the `close` event
  *   follows the closing handshake. While connecting it abandons the connect (`error`, then
  *   `close` with 1006). It throws a `RangeError` for a code that may not be sent (other than
@@ -318,6 +321,10 @@ class ClientWebSocketImpl implements ClientWebSocket {
   abandon: (() => void) | undefined = undefined
   /** The connection, once open. */
   connection: Connection.Connection | undefined = undefined
+  /** Dispatches the `open` event, from a fiber of the socket's, to one `open` listener (see `addEventListener`). */
+  lateOpen: ((listener: Listener) => void) | undefined = undefined
+  /** Whether the `open` event went out. */
+  private openDispatched = false
   readonly listeners: Record<EventType, Map<Listener, boolean>> = {
     open: new Map(),
     message: new Map(),
@@ -344,6 +351,10 @@ class ClientWebSocketImpl implements ClientWebSocket {
     const listeners = this.listeners[type]
     if (listeners === undefined || listeners.has(listener)) return
     listeners.set(listener, options?.once === true)
+    // A caller that saw `readyState` 0 and adds its `open` listener a moment later (as
+    // `Socket.fromWebSocket` does, across a yield of its fiber) must not wait for an `open` that
+    // went out in between: the listener gets it (a WHATWG WebSocket would not call it).
+    if (type === "open" && this.openDispatched && this.readyState === OPEN) this.lateOpen?.(listener)
   }
 
   removeEventListener(type: EventType, listener: Listener): void {
@@ -409,10 +420,15 @@ class ClientWebSocketImpl implements ClientWebSocket {
     })
   }
 
-  /** Calls the listeners of `event.type`; listeners that throw are reported in the log. */
-  dispatch(event: ClientWebSocketEvent): Effect.Effect<void> {
+  /**
+   * Calls the listeners of `event.type` (only `only`, when given, if it is still one of them);
+   * listeners that throw are reported in the log.
+   */
+  dispatch(event: ClientWebSocketEvent, only?: Listener): Effect.Effect<void> {
     return Effect.suspend(() => {
-      const listeners = this.listeners[event.type]
+      const all = this.listeners[event.type]
+      const listeners = only === undefined ? all : new Map(all.has(only) ? [[only, all.get(only)!]] : [])
+      if (event.type === "open") this.openDispatched = true
       const failures: Array<unknown> = []
       const call = (listener: Listener) => {
         try {
@@ -422,12 +438,12 @@ class ClientWebSocketImpl implements ClientWebSocket {
         }
       }
       for (const [listener, once] of Array.from(listeners)) {
-        if (!listeners.has(listener)) continue
-        if (once) listeners.delete(listener)
+        if (!all.has(listener)) continue
+        if (once) all.delete(listener)
         call(listener)
       }
       const handler = this[`on${event.type}`]
-      if (typeof handler === "function") call(handler)
+      if (only === undefined && typeof handler === "function") call(handler)
       return failures.length === 0
         ? Effect.void
         : Effect.logError(`a WebSocket "${event.type}" listener threw`, ...failures)
@@ -481,6 +497,10 @@ class ClientWebSocketImpl implements ClientWebSocket {
       self.readyState = OPEN
       self.protocol = conn.protocol
       opened = true
+      const services = yield* Effect.context<never>()
+      // (from the next step on: never from inside `addEventListener`)
+      self.lateOpen = (listener) =>
+        Effect.runForkWith(services)(Effect.andThen(Effect.yieldNow, self.dispatch({ type: "open" }, listener)))
       yield* self.dispatch({ type: "open" })
       yield* Effect.forkScoped(self.writeLoop(conn))
       const read = yield* Effect.exit(
@@ -587,6 +607,7 @@ export const makeWebSocketConstructor = <E, R>(
         // buffers, socket and fibers are released once it ended.
         ws.connection = undefined
         ws.abandon = undefined
+        ws.lateOpen = undefined
       })
       ws.abandon = () => fiber.interruptUnsafe()
       return ws

@@ -3,7 +3,7 @@
  * `Socket.makeWebSocket` over the constructor layer with an in-memory `Client`.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Arbitrary, Deferred, Effect, Exit, Fiber, Layer, Schema, Scope, Stream } from "effect"
+import { Arbitrary, Deferred, Effect, Exit, Fiber, Layer, Scheduler, Schema, Scope, Stream } from "effect"
 import { TestClock } from "effect/testing"
 import { Socket } from "effect/socket"
 import { Client, Connection, EffectSocket } from "../src/index.ts"
@@ -391,6 +391,35 @@ describe("EffectSocket.layerWebSocketConstructor", () => {
       assert.strictEqual(ws.readyState, 3)
       assert.throws(() => make("ws://memory/"), /closed/)
     }).pipe(Effect.provide(memoryServer)))
+
+  it.live("Socket.makeWebSocket opens even when the socket opens while its reader yields before listening for open", () =>
+    Effect.gen(function*() {
+      // `Socket.fromWebSocket` reads `readyState` (0), yields, then adds its `open` listener: an
+      // `open` dispatched in between must still reach it (else the reader fails after openTimeout)
+      const missed: Array<string> = []
+      for (const socketBudget of [3, 4, 5, 6, 7, 8]) {
+        for (const readerBudget of [3, 4, 5]) {
+          for (let k = 0; k < 4; k++) {
+            const exit = yield* Effect.exit(Effect.scoped(Effect.gen(function*() {
+              const [client, server] = yield* Connection.makeMemoryPair()
+              yield* Effect.forkScoped(Effect.andThen(server.send("hi"), echo(server)))
+              const make = yield* EffectSocket.makeWebSocketConstructor(() =>
+                Effect.andThen(Effect.forEach(Array.from({ length: k }), () => Effect.yieldNow), Effect.succeed(client))
+              ).pipe(Effect.provideService(Scheduler.MaxOpsBeforeYield, socketBudget))
+              const socket = yield* Socket.makeWebSocket("ws://memory/", { openTimeout: "100 millis" }).pipe(
+                Effect.provideService(Socket.WebSocketConstructor, make)
+              )
+              const reader = yield* socket.reader
+              const writer = yield* socket.writer
+              yield* writer.write("x")
+              assert.deepStrictEqual(yield* pullN(reader, 2), ["hi", "x"])
+            }).pipe(Effect.provideService(Scheduler.MaxOpsBeforeYield, readerBudget))))
+            if (Exit.isFailure(exit)) missed.push(`socket ${socketBudget}, reader ${readerBudget}, connect after ${k} yields`)
+          }
+        }
+      }
+      assert.deepStrictEqual(missed, [])
+    }))
 
   it.live("a refused connect fails the reader with SocketOpenError", () =>
     Effect.gen(function*() {
