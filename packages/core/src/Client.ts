@@ -392,19 +392,26 @@ export const decodeTimeout = (
     ? Effect.succeed(fallback)
     : decodeParameter(Options.DurationInput(name, { minimum: zero, finite: true }), name, input)
 
-/** The `maxMessageSize` option on its own, so that a bad one is named as the caller wrote it. */
-const decodeMaxMessageSize = (maxMessageSize: unknown): Effect.Effect<unknown, InvalidParameter> =>
-  maxMessageSize === undefined
-    ? Effect.void
-    : decodeParameter(Property.HandlePropertiesInput, "maxMessageSize", { maxMessageSize })
-
 /**
- * The `properties` option on its own: an object when given, so that a value of another kind
- * (`5`, `null`, `true`, an array) is an `InvalidParameter`, not spread as `{}` by
+ * The handle options of a client or a server (`maxMessageSize` and `properties`), decoded with
+ * `schema` as the handle will be made. `maxMessageSize` is first decoded on its own, so that a bad
+ * one is named as the caller wrote it, and `properties` as given, so that a value that is not an
+ * object (`5`, `null`, `true`, an array) is an `InvalidParameter`, not spread as `{}` by
  * {@link handleProperties} and silently ignored.
  */
-const decodePropertiesOption = (properties: unknown): Effect.Effect<unknown, InvalidParameter> =>
-  properties === undefined ? Effect.void : decodeParameter(Property.HandlePropertiesInput, "properties", properties)
+const decodeHandleOptions = (
+  schema: typeof Property.ClientHandleProperties | typeof Property.ServerHandleProperties,
+  options: Pick<ConnectOptions, "maxMessageSize" | "properties"> | undefined
+): Effect.Effect<unknown, InvalidParameter> =>
+  Effect.gen(function*() {
+    const maxMessageSize: unknown = options?.maxMessageSize
+    if (maxMessageSize !== undefined) {
+      yield* decodeParameter(Property.HandlePropertiesInput, "maxMessageSize", { maxMessageSize })
+    }
+    const properties: unknown = options?.properties
+    if (properties !== undefined) yield* decodeParameter(Property.HandlePropertiesInput, "properties", properties)
+    return yield* decodeParameter(schema, "properties", handleProperties(options))
+  })
 
 /**
  * A hook option (`authorize`, `selectProtocol`, `wrapTransport`) is a function when given: checked
@@ -434,9 +441,7 @@ export const checkServeOptions = (
   Effect.gen(function*() {
     yield* checkHook("handler", handler, true)
     if (options?.path !== undefined) yield* decodeParameter(Options.RequestPath, "path", options.path)
-    yield* decodeMaxMessageSize(options?.maxMessageSize)
-    yield* decodePropertiesOption(options?.properties)
-    yield* decodeParameter(Property.ServerHandleProperties, "properties", handleProperties(options))
+    yield* decodeHandleOptions(Property.ServerHandleProperties, options)
     yield* Connection.decodeOptions(options?.connection)
     const responseHeaders: unknown = options?.responseHeaders
     if (responseHeaders !== undefined && typeof responseHeaders !== "function") yield* decodeResponseHeaders(responseHeaders)
@@ -470,9 +475,7 @@ export const checkConnectOptions = (options: ConnectOptions | undefined): Effect
       return yield* new InvalidParameter({ parameter: "headers", message: `headers are a list of { name, value } or a record, got ${headers === null ? "null" : typeof headers}` })
     }
     if (options?.origin !== undefined) yield* decodeParameter(HttpHeader.HeaderValue, "origin", options.origin)
-    yield* decodeMaxMessageSize(options?.maxMessageSize)
-    yield* decodePropertiesOption(options?.properties)
-    yield* decodeParameter(Property.ClientHandleProperties, "properties", handleProperties(options))
+    yield* decodeHandleOptions(Property.ClientHandleProperties, options)
     yield* Connection.decodeOptions(options?.connection)
     yield* checkHook("wrapTransport", options?.wrapTransport)
     return yield* decodeTimeout("handshakeTimeout", options?.handshakeTimeout, Duration.seconds(10))
