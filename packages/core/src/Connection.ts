@@ -19,6 +19,7 @@ import { ActionCode, ActionRecord, closeFrameProblem, QueueCode, Status } from "
 import { HandleState } from "./internal/engine/state.ts"
 import { decodeParameter } from "./internal/handshake.ts"
 import { engineError } from "./internal/engineError.ts"
+import { isBinaryData, isDetached, isSharedArrayBuffer } from "./internal/bytes.ts"
 import { Mailbox } from "./internal/mailbox.ts"
 import { allocatePlainUninitialized, allocateUninitialized, decodeUtf8, encodeUtf8 } from "./internal/runtime.ts"
 import * as Metrics from "./Metrics.ts"
@@ -346,12 +347,6 @@ const SEND_PENDING = 0
 const SEND_WRITTEN = 1
 const SEND_CANCELLED = 2
 
-/** Whether `buffer` was detached (transferred): its bytes are gone, and a view of it reads as empty or throws. */
-const isDetached = (buffer: ArrayBufferLike): boolean => (buffer as { readonly detached?: boolean }).detached === true
-
-const isSharedArrayBuffer = (data: unknown): data is SharedArrayBuffer =>
-  typeof SharedArrayBuffer === "function" && data instanceof SharedArrayBuffer
-
 /**
  * The bytes of a view other than a `Uint8Array`, or `undefined` when they cannot be read: its
  * buffer was detached, or it is a `DataView` outside its (resized) buffer, whose getters throw.
@@ -388,7 +383,7 @@ const describeValue = (value: unknown): string =>
 const notAMessage = (parameter: string, value: unknown): InvalidParameter =>
   new InvalidParameter({
     parameter,
-    message: ArrayBuffer.isView(value) || value instanceof ArrayBuffer || isSharedArrayBuffer(value)
+    message: isBinaryData(value)
       ? `a ${parameter}'s bytes cannot be read: its ArrayBuffer is detached (transferred), or the ${describeValue(value)} lies outside its resized ArrayBuffer`
       : `a ${parameter} is a string (text) or bytes (a Uint8Array, another typed array, an ArrayBuffer), got ${describeValue(value)}`
   })

@@ -20,6 +20,7 @@ import * as Socket from "effect/socket/Socket"
 import * as Client from "./Client.ts"
 import * as CloseStatus from "./CloseStatus.ts"
 import type * as Connection from "./Connection.ts"
+import { isBinaryData } from "./internal/bytes.ts"
 import { utf8ByteLength } from "./internal/runtime.ts"
 import { InvalidParameter } from "./WebSocketError.ts"
 
@@ -288,11 +289,6 @@ const OPEN = 1 as const
 const CLOSING = 2 as const
 const CLOSED = 3 as const
 
-/** Whether `data` is binary data for `send`: a typed array, a `DataView`, an `ArrayBuffer` or a `SharedArrayBuffer`. */
-const isBinary = (data: unknown): data is ArrayBufferLike | ArrayBufferView =>
-  ArrayBuffer.isView(data) || data instanceof ArrayBuffer ||
-  (typeof SharedArrayBuffer === "function" && data instanceof SharedArrayBuffer)
-
 const toBytes = (data: ArrayBufferLike | ArrayBufferView): Uint8Array =>
   ArrayBuffer.isView(data)
     ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength).slice()
@@ -372,7 +368,7 @@ class ClientWebSocketImpl implements ClientWebSocket {
     }
     if (this.readyState !== OPEN) return
     // anything else than text or bytes is sent as its text, as a WHATWG WebSocket does (`send(5)` sends "5")
-    const message = typeof data === "string" ? data : isBinary(data) ? toBytes(data) : String(data)
+    const message = typeof data === "string" ? data : isBinaryData(data) ? toBytes(data) : String(data)
     const size = typeof message === "string" ? utf8ByteLength(message) : message.length
     this.bufferedAmount += size
     this.outgoing.push({ _tag: "data", data: message, size })
