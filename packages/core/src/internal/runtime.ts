@@ -108,3 +108,44 @@ const textDecoder = new TextDecoder("utf-8", { ignoreBOM: true })
  * `ws`, whose messages are `Buffer#toString()`), so text sent as `"\uFEFF..."` arrives as sent.
  */
 export const decodeUtf8 = (bytes: Uint8Array): string => textDecoder.decode(bytes)
+
+/**
+ * A native masking routine: writes `length` bytes of `source` (from its start) XOR the 4-byte
+ * `key` (from its first byte) into `target` from `offset`. `source` and `target` may be views of
+ * the same memory at the same address (masking in place).
+ */
+export type NativeMask = (source: Uint8Array, key: Uint8Array, target: Uint8Array, offset: number, length: number) => void
+
+interface ModuleModule {
+  readonly createRequire?: (from: string) => (id: string) => unknown
+}
+
+/** Set (to anything) to leave `bufferutil` unused even where it is installed. */
+const NO_BUFFERUTIL = "EFFECT_WEBSOCKET_NO_BUFFERUTIL"
+
+const environment = (name: string): string | undefined =>
+  (globalThis as { readonly process?: { readonly env?: Record<string, string | undefined> } }).process?.env?.[name]
+
+/**
+ * `bufferutil`'s `mask` when that optional package is installed and its native binary loads
+ * (as `ws` uses it), else `undefined`: its JavaScript fallback is slower than our word loop, and so
+ * is not used. Measured on Node 24 (x64): 52 GB/s against 13 GB/s for the word loop at 64 KiB,
+ * about 50 ns per call.
+ */
+const loadNativeMask = (): NativeMask | undefined => {
+  if (environment(NO_BUFFERUTIL) !== undefined) return undefined
+  const createRequire = (builtinModule("module") as ModuleModule | undefined)?.createRequire
+  if (typeof createRequire !== "function") return undefined
+  try {
+    const bufferutil = createRequire(import.meta.url)("bufferutil") as { readonly mask?: unknown } | undefined
+    const mask = bufferutil?.mask
+    return typeof mask === "function" && Function.prototype.toString.call(mask).includes("[native code]")
+      ? mask as NativeMask
+      : undefined
+  } catch {
+    return undefined // not installed
+  }
+}
+
+/** See {@link loadNativeMask}. */
+export const nativeMask: NativeMask | undefined = loadNativeMask()

@@ -2,11 +2,20 @@ import { assert, describe, it } from "@effect/vitest"
 import { Arbitrary, Schema } from "effect"
 import {
   applyMask,
+  applyMaskPortable,
   applyMaskSimple,
+  MASK_INTO_NATIVE_THRESHOLD,
   MASK_INTO_WORD_THRESHOLD,
+  MASK_NATIVE_THRESHOLD,
   MASK_WORD_THRESHOLD,
-  maskInto
+  maskInto,
+  maskIntoPortable
 } from "../../src/internal/engine/mask.ts"
+import { nativeMask } from "../../src/internal/runtime.ts"
+
+/** Both implementations: with `bufferutil` for long ranges (installed here), and JavaScript only. */
+const inPlace = [["applyMask", applyMask], ["applyMaskPortable", applyMaskPortable]] as const
+const copying = [["maskInto", maskInto], ["maskIntoPortable", maskIntoPortable]] as const
 
 const hex = (s: string): Uint8Array =>
   Uint8Array.from(s.replace(/\s+/g, "").match(/../g) ?? [], (h) => parseInt(h, 16))
@@ -50,51 +59,89 @@ describe("masking (RFC 6455 section 5.3)", () => {
     assert.isAtLeast(MASK_INTO_WORD_THRESHOLD, 8)
   })
 
-  it("applyMask equals applyMaskSimple for every length 0..300, start 0..7, key offset 0..3 and alignment", () => {
-    const original = pattern(MAX_LENGTH + 16, 1)
-    for (let base = 0; base < 4; base++) {
-      for (let start = 0; start < 8; start++) {
-        for (let keyOffset = 0; keyOffset < 4; keyOffset++) {
-          for (let length = 0; length <= MAX_LENGTH; length++) {
-            const fast = original.slice().subarray(base)
-            const simple = original.slice().subarray(base)
-            applyMask(fast, start, start + length, KEY, keyOffset)
-            applyMaskSimple(simple, start, start + length, KEY, keyOffset)
-            for (let i = 0; i < fast.length; i++) {
-              if (fast[i] !== simple[i]) {
-                assert.fail(`base ${base}, start ${start}, key offset ${keyOffset}, length ${length}: byte ${i}`)
-              }
-            }
-          }
-        }
-      }
-    }
+  /** Lengths 0..300, and around the native thresholds and well above them. */
+  const LENGTHS = [
+    ...Array.from({ length: MAX_LENGTH + 1 }, (_, i) => i),
+    MASK_NATIVE_THRESHOLD - 1,
+    MASK_NATIVE_THRESHOLD,
+    MASK_NATIVE_THRESHOLD + 1,
+    MASK_NATIVE_THRESHOLD + 7,
+    4099,
+    65536 + 5
+  ]
+  const LONGEST = LENGTHS[LENGTHS.length - 1]!
+
+  it("bufferutil's native loop is found where it is installed (here, as a devDependency)", () => {
+    assert.isFunction(nativeMask)
+    assert.isAtLeast(MASK_NATIVE_THRESHOLD, MASK_INTO_NATIVE_THRESHOLD)
+    assert.isAbove(MASK_INTO_NATIVE_THRESHOLD, 8)
   })
 
-  it("maskInto equals copy-then-applyMaskSimple for every length 0..300, offsets 0..7 / 0..3, key offset 0..3", () => {
-    const source = pattern(MAX_LENGTH + 8, 2)
-    const sourceCopy = source.slice()
-    const target = new Uint8Array(MAX_LENGTH + 8)
-    const expected = new Uint8Array(MAX_LENGTH + 8)
-    for (let sourceStart = 0; sourceStart < 8; sourceStart++) {
-      for (let targetStart = 0; targetStart < 4; targetStart++) {
-        for (let keyOffset = 0; keyOffset < 4; keyOffset++) {
-          for (let length = 0; length <= MAX_LENGTH; length++) {
-            target.fill(0xaa)
-            expected.fill(0xaa)
-            expected.set(source.subarray(sourceStart, sourceStart + length), targetStart)
-            applyMaskSimple(expected, targetStart, targetStart + length, KEY, keyOffset)
-            maskInto(source, sourceStart, sourceStart + length, target, targetStart, KEY, keyOffset)
-            for (let i = 0; i < target.length; i++) {
-              if (target[i] !== expected[i]) {
-                assert.fail(`source ${sourceStart}, target ${targetStart}, key ${keyOffset}, length ${length}`)
+  for (const [name, mask] of inPlace) {
+    it(`${name} equals applyMaskSimple for every length 0..300 and around the native threshold, start 0..7, key offset 0..3 and alignment`, () => {
+      const original = pattern(LONGEST + 16, 1)
+      for (let base = 0; base < 4; base++) {
+        for (let start = 0; start < 8; start++) {
+          for (let keyOffset = 0; keyOffset < 4; keyOffset++) {
+            for (const length of LENGTHS) {
+              const fast = original.slice(0, length + 16).subarray(base)
+              const simple = fast.slice()
+              mask(fast, start, start + length, KEY, keyOffset)
+              applyMaskSimple(simple, start, start + length, KEY, keyOffset)
+              for (let i = 0; i < fast.length; i++) {
+                if (fast[i] !== simple[i]) {
+                  assert.fail(`base ${base}, start ${start}, key offset ${keyOffset}, length ${length}: byte ${i}`)
+                }
               }
             }
           }
         }
       }
+    })
+  }
+
+  for (const [name, mask] of copying) {
+    it(`${name} equals copy-then-applyMaskSimple for every length 0..300 and around the native thresholds, offsets 0..7 / 0..3, key offset 0..3`, () => {
+      const source = pattern(LONGEST + 8, 2)
+      const sourceCopy = source.slice()
+      for (let sourceStart = 0; sourceStart < 8; sourceStart++) {
+        for (let targetStart = 0; targetStart < 4; targetStart++) {
+          for (let keyOffset = 0; keyOffset < 4; keyOffset++) {
+            for (const length of LENGTHS) {
+              const target = new Uint8Array(length + 8).fill(0xaa)
+              const expected = new Uint8Array(length + 8).fill(0xaa)
+              expected.set(source.subarray(sourceStart, sourceStart + length), targetStart)
+              applyMaskSimple(expected, targetStart, targetStart + length, KEY, keyOffset)
+              mask(source, sourceStart, sourceStart + length, target, targetStart, KEY, keyOffset)
+              for (let i = 0; i < target.length; i++) {
+                if (target[i] !== expected[i]) {
+                  assert.fail(`source ${sourceStart}, target ${targetStart}, key ${keyOffset}, length ${length}`)
+                }
+              }
+            }
+          }
+        }
+      }
+      assert.deepStrictEqual(source, sourceCopy)
+    })
+  }
+
+  it("a detached buffer is never handed to the native loop (which would crash the process: at most a TypeError)", () => {
+    /** Runs `f`: it may throw a TypeError (the JavaScript loop on a detached buffer), nothing else. */
+    const survives = (f: () => void) => {
+      try {
+        f()
+      } catch (error) {
+        assert.instanceOf(error, TypeError)
+      }
     }
-    assert.deepStrictEqual(source, sourceCopy)
+    const data = pattern(4096, 4)
+    const moved = (data.buffer as ArrayBuffer).transfer() // detaches data
+    assert.strictEqual(moved.byteLength, 4096)
+    assert.strictEqual(data.length, 0)
+    survives(() => applyMask(data, 0, 4096, KEY, 1))
+    survives(() => maskInto(pattern(4096, 5), 0, 4096, data, 0, KEY, 2))
+    survives(() => maskInto(data, 0, 4096, new Uint8Array(4096), 0, KEY, 3))
   })
 
   it("a zero key is the identity", () => {
@@ -138,16 +185,18 @@ describe("masking (RFC 6455 section 5.3)", () => {
   })
 
   it.prop(
-    "applyMask equals applyMaskSimple on random data, keys and offsets",
+    "applyMask and applyMaskPortable equal applyMaskSimple on random data, keys and offsets",
     [bytes(2048), maskKey, smallInt(7), smallInt(3)],
     ([data, key, start, keyOffset]) => {
       const padded = new Uint8Array(data.length + start)
       padded.set(data, start)
-      const fast = padded.slice()
       const simple = padded.slice()
-      applyMask(fast, start, padded.length, key, keyOffset)
       applyMaskSimple(simple, start, padded.length, key, keyOffset)
-      assert.deepStrictEqual(fast, simple)
+      for (const [, mask] of inPlace) {
+        const fast = padded.slice()
+        mask(fast, start, padded.length, key, keyOffset)
+        assert.deepStrictEqual(fast, simple)
+      }
     }
   )
 
@@ -165,17 +214,19 @@ describe("masking (RFC 6455 section 5.3)", () => {
   )
 
   it.prop(
-    "maskInto leaves the source untouched and equals applyMask on a copy",
+    "maskInto and maskIntoPortable leave the source untouched and equal applyMaskSimple on a copy",
     [bytes(1024), maskKey, smallInt(3), smallInt(3)],
     ([data, key, targetStart, keyOffset]) => {
-      const source = data.slice()
-      const target = new Uint8Array(data.length + targetStart)
-      maskInto(source, 0, source.length, target, targetStart, key, keyOffset)
-      assert.deepStrictEqual(source, data)
       const expected = new Uint8Array(data.length + targetStart)
       expected.set(data, targetStart)
       applyMaskSimple(expected, targetStart, expected.length, key, keyOffset)
-      assert.deepStrictEqual(target, expected)
+      for (const [, mask] of copying) {
+        const source = data.slice()
+        const target = new Uint8Array(data.length + targetStart)
+        mask(source, 0, source.length, target, targetStart, key, keyOffset)
+        assert.deepStrictEqual(source, data)
+        assert.deepStrictEqual(target, expected)
+      }
     }
   )
 })

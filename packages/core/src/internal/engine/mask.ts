@@ -6,10 +6,55 @@
  * so every function takes the key position of its first byte (`keyOffset`, 0..3); the position
  * after a piece of `n` bytes is `(keyOffset + n) & 3`.
  *
- * Sans-I/O and allocation-free below the word thresholds: plain loops on `Uint8Array`.
+ * Sans-I/O and allocation-free below the word thresholds: plain loops on `Uint8Array`. Where the
+ * optional package `bufferutil` is installed (as for `ws`), long ranges go to its native loop.
  *
  * @since 0.1.0
  */
+import { nativeMask as nativeMaskImport } from "../runtime.ts"
+
+// Micro-optimisation: a module-level alias is folded by V8, a read through the import is not.
+const nativeMask = nativeMaskImport
+
+/**
+ * From this many bytes {@link applyMask} hands the range to `bufferutil`'s native loop when it is
+ * installed (RFC 6455 section 5.3 masking).
+ *
+ * **Details**
+ *
+ * Measured on Node 24.21 (x64), word loop / native call with the view it needs, in ns: 512 B
+ * 66 / 73, 1 KiB 113 / 82, 4 KiB 397 / 179, 64 KiB 5.9k / 1.3k, 1 MiB 96k / 20k.
+ *
+ * @category constants
+ * @since 0.1.0
+ */
+export const MASK_NATIVE_THRESHOLD = 768
+
+/**
+ * From this many bytes {@link maskInto} hands the copy to `bufferutil`'s native loop when it is
+ * installed (RFC 6455 section 5.3 masking).
+ *
+ * **Details**
+ *
+ * Measured on Node 24.21 (x64), copy and word loop / native call, in ns: 128 B 61 / 55, 256 B
+ * 73 / 59, 1 KiB 151 / 72, 64 KiB 6.6k / 1.2k, 1 MiB 110k / 19k.
+ *
+ * @category constants
+ * @since 0.1.0
+ */
+export const MASK_INTO_NATIVE_THRESHOLD = 128
+
+/** The key rotated so that its byte at `keyOffset` comes first (the native loop starts at key byte 0). */
+const rotatedKeyBytes = new Uint8Array(4)
+const keyFrom = (key: Uint8Array, keyOffset: number): Uint8Array => {
+  const k = keyOffset & 3
+  if (k === 0) return key
+  rotatedKeyBytes[0] = key[k]!
+  rotatedKeyBytes[1] = key[(k + 1) & 3]!
+  rotatedKeyBytes[2] = key[(k + 2) & 3]!
+  rotatedKeyBytes[3] = key[(k + 3) & 3]!
+  return rotatedKeyBytes
+}
 
 /**
  * Below this many bytes {@link applyMask} works bytewise (4-byte unrolled); from here on it XORs
@@ -158,7 +203,8 @@ const maskBytes = (
  *
  * **Details**
  *
- * Skips an all-zero key (XOR with zero is the identity); works bytewise below
+ * Skips an all-zero key (XOR with zero is the identity); from {@link MASK_NATIVE_THRESHOLD} bytes
+ * uses `bufferutil` where it is installed; otherwise works bytewise below
  * {@link MASK_WORD_THRESHOLD} bytes and 32 bits at a time above it, with the unaligned head and the
  * tail done bytewise. The key position after the call is `(keyOffset + (end - start)) & 3`.
  *
@@ -174,6 +220,28 @@ export const applyMask = (
 ): void => {
   // Micro-optimisation: a zero key (DISABLE_MASKING, unmasked frames) leaves the data unchanged.
   if ((key[0]! | key[1]! | key[2]! | key[3]!) === 0) return
+  // (a range past the end, as of a detached buffer, is never handed to native code)
+  if (nativeMask !== undefined && end - start >= MASK_NATIVE_THRESHOLD && end <= data.length) {
+    nativeMask(data.subarray(start, end), keyFrom(key, keyOffset), data, start, end - start)
+    return
+  }
+  applyMaskPortable(data, start, end, key, keyOffset)
+}
+
+/**
+ * {@link applyMask} in JavaScript only, as where `bufferutil` is not installed: bytewise below
+ * {@link MASK_WORD_THRESHOLD} bytes, 32 bits at a time above it.
+ *
+ * @category combinators
+ * @since 0.1.0
+ */
+export const applyMaskPortable = (
+  data: Uint8Array,
+  start: number,
+  end: number,
+  key: Uint8Array,
+  keyOffset: number
+): void => {
   let i = start
   let k = keyOffset & 3
   if (end - start >= MASK_WORD_THRESHOLD) {
@@ -223,10 +291,10 @@ export const applyMaskSimple = (
  *
  * **Details**
  *
- * For senders: the application's payload is masked into a handle-owned send buffer. Below
- * {@link MASK_INTO_WORD_THRESHOLD} bytes it works bytewise; above, it copies with
- * `Uint8Array.prototype.set` and masks the copy with {@link applyMask}'s word loop. A zero key
- * is a plain copy.
+ * For senders: the application's payload is masked into a handle-owned send buffer. From
+ * {@link MASK_INTO_NATIVE_THRESHOLD} bytes it uses `bufferutil` where it is installed; otherwise,
+ * below {@link MASK_INTO_WORD_THRESHOLD} bytes it works bytewise, and above it copies with
+ * `Uint8Array.prototype.set` and masks the copy with the word loop. A zero key is a plain copy.
  *
  * **Gotchas**
  *
@@ -246,11 +314,40 @@ export const maskInto = (
   keyOffset: number
 ): void => {
   const length = sourceEnd - sourceStart
+  if (
+    nativeMask !== undefined && length >= MASK_INTO_NATIVE_THRESHOLD && sourceEnd <= source.length &&
+    targetStart + length <= target.length && (key[0]! | key[1]! | key[2]! | key[3]!) !== 0
+  ) {
+    // (ranges past the end, as of a detached buffer, are never handed to native code)
+    const from = sourceStart === 0 ? source : source.subarray(sourceStart, sourceEnd)
+    nativeMask(from, keyFrom(key, keyOffset), target, targetStart, length)
+    return
+  }
+  maskIntoPortable(source, sourceStart, sourceEnd, target, targetStart, key, keyOffset)
+}
+
+/**
+ * {@link maskInto} in JavaScript only, as where `bufferutil` is not installed: bytewise below
+ * {@link MASK_INTO_WORD_THRESHOLD} bytes, a copy masked with {@link applyMaskPortable} above.
+ *
+ * @category combinators
+ * @since 0.1.0
+ */
+export const maskIntoPortable = (
+  source: Uint8Array,
+  sourceStart: number,
+  sourceEnd: number,
+  target: Uint8Array,
+  targetStart: number,
+  key: Uint8Array,
+  keyOffset: number
+): void => {
+  const length = sourceEnd - sourceStart
   if (length >= MASK_INTO_WORD_THRESHOLD || (key[0]! | key[1]! | key[2]! | key[3]!) === 0) {
     // Micro-optimisation: memcpy, then the aligned word loop on the copy. This does not depend on
     // source and target sharing an alignment, and a zero key stops after the copy.
     target.set(source.subarray(sourceStart, sourceEnd), targetStart)
-    applyMask(target, targetStart, targetStart + length, key, keyOffset)
+    applyMaskPortable(target, targetStart, targetStart + length, key, keyOffset)
     return
   }
   maskBytes(source, sourceStart, sourceEnd, target, targetStart, key, keyOffset)
