@@ -7,31 +7,40 @@
  * binary) and operation (decode = receive, encode = send) each contender runs for a fixed time box,
  * alternating ours / ws, and the medians of the repetitions are printed.
  *
- * Usage: `node codec.ts [--reps=N] [--time=MS] [--warmup=MS] [--filter=REGEX] [--contender=ours|ws|both]`
- * (`--filter` matches "op dir type size", e.g. `--filter="decode masked text (16|125) B"`;
- * `--contender=ours` is handy under `node --cpu-prof`). Defaults: 3 repetitions of 250 ms.
+ * Masking: where the optional package `bufferutil` is installed (it is a devDependency here) both
+ * contenders use its native loop for long frames; `--bufferutil=without` makes both mask in
+ * JavaScript, as where it is not installed.
+ *
+ * Usage: `node codec.ts [--reps=N] [--time=MS] [--warmup=MS] [--filter=REGEX] [--contender=ours|ws|both]
+ * [--bufferutil=without]` (`--filter` matches "op dir type size", e.g.
+ * `--filter="decode masked text (16|125) B"`; `--contender=ours` is handy under `node --cpu-prof`).
+ * Defaults: 3 repetitions of 250 ms.
  */
 import { webcrypto } from "node:crypto"
 import { createRequire } from "node:module"
 import type { Writable } from "node:stream"
-import * as ws from "ws"
-import {
-  ActionCode as ActionCodeImport,
-  ActionRecord,
-  BufferTypeCode as BufferTypeCodeImport,
-  Engine,
-  QueueCode as QueueCodeImport,
-  Status as StatusImport
-} from "../packages/core/src/internal/engine/engine.ts"
-import { HandleState } from "../packages/core/src/internal/engine/state.ts"
+import type { Engine } from "../packages/core/src/internal/engine/engine.ts"
 import { argument, formatNumber, formatRatio, median, printTable, sizeLabel } from "./report.ts"
+
+// `--bufferutil=without`: both contenders mask in JavaScript even though `bufferutil` is installed.
+// Both look for it when they are loaded, so the switch is set before they are imported.
+const WITHOUT_BUFFERUTIL = argument("bufferutil") === "without"
+if (WITHOUT_BUFFERUTIL) {
+  process.env.WS_NO_BUFFER_UTIL = "1"
+  process.env.EFFECT_WEBSOCKET_NO_BUFFERUTIL = "1"
+}
+const ws = await import("ws")
+const engineModule = await import("../packages/core/src/internal/engine/engine.ts")
+const { HandleState } = await import("../packages/core/src/internal/engine/state.ts")
+const { nativeMask } = await import("../packages/core/src/internal/runtime.ts")
+const { ActionRecord, Engine: EngineClass } = engineModule
 
 // The driver loops below read the websocket.h constants through module-level aliases, as a fast
 // driver does: V8 folds those, not reads through an imported binding (about 1 ns each).
-const ActionCode = ActionCodeImport
-const BufferTypeCode = BufferTypeCodeImport
-const QueueCode = QueueCodeImport
-const Status = StatusImport
+const ActionCode = engineModule.ActionCode
+const BufferTypeCode = engineModule.BufferTypeCode
+const QueueCode = engineModule.QueueCode
+const Status = engineModule.Status
 
 // ws exports its Receiver and Sender classes but @types/ws does not declare them.
 interface FrameOptions {
@@ -234,7 +243,7 @@ const fail = (what: string, engine: Engine): never => {
 }
 
 const newEngine = (isClient: boolean): Engine => {
-  const engine = new Engine({
+  const engine = new EngineClass({
     isClient,
     receiveBufferSize: ENGINE_BUFFER,
     sendBufferSize: ENGINE_BUFFER,
@@ -555,6 +564,15 @@ const describeWs = (): string => {
       return false
     }
   }
+  /** Whether `ws` finds `name` (resolved from where `ws` is, as `ws` requires it). */
+  const hasFromWs = (name: string): boolean => {
+    try {
+      createRequire(require.resolve("ws")).resolve(name)
+      return true
+    } catch {
+      return false
+    }
+  }
   const http = require("node:http") as { websocketMask?: unknown }
   const buffer = require("node:buffer") as { isUtf8?: unknown }
   const utf8 = typeof buffer.isUtf8 === "function"
@@ -564,9 +582,9 @@ const describeWs = (): string => {
     : "JS loop"
   const masking = typeof http.websocketMask === "function"
     ? "http.websocketMask from 24 B"
-    : has("bufferutil") && process.env.WS_NO_BUFFER_UTIL === undefined
+    : hasFromWs("bufferutil") && process.env.WS_NO_BUFFER_UTIL === undefined
     ? "bufferutil from 32/48 B"
-    : "JS byte loop (bufferutil not installed)"
+    : "JS byte loop (bufferutil not used)"
   return `ws ${version}; UTF-8 validation: ${utf8}; masking: ${masking}`
 }
 
@@ -587,6 +605,7 @@ const contenders: ReadonlyArray<"ours" | "ws"> = CONTENDER === "ours" ? ["ours"]
 const main = async (): Promise<void> => {
   const started = performance.now()
   console.log(`node ${process.version}; ${describeWs()}`)
+  console.log(`ours: masking: ${nativeMask === undefined ? "JavaScript word loop" : "bufferutil from 128 B (send) / 768 B (receive)"}`)
   console.log(
     `engine: receiveBufferSize ${ENGINE_BUFFER}, sendBufferSize ${ENGINE_BUFFER}; transport reads of ${CHUNK} B; ` +
       `${REPS} x ${TIME_MS} ms per contender and case`

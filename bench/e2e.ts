@@ -33,14 +33,14 @@
  *
  * The fixed side is `ws` by default. With `--peer=ours` it is ours instead (our client against both
  * servers, both clients against our server): when the fixed side is the slower one (the `ws` client
- * masks large messages in JavaScript, bufferutil not being installed), it sets the pace whoever is
+ * masks large messages in JavaScript under `--bufferutil=without`), it sets the pace whoever is
  * compared, and the comparison says little; a faster peer shows more of the compared side. Our
  * client then writes without a bound, as the `ws` client does, so that two peers of ours that both
  * echo from the fiber that reads never wait on each other (see `socketBuffers` in the README).
  *
  * Usage: `node --conditions=@effect-websocket/source e2e.ts [--reps=N] [--time=MS] [--warmup=MS]
- * [--filter=REGEX] [--contender=ours|ws|both] [--peer=ws|ours] [--cpu-prof=ours-server,ours-client,...]
- * [--cpu-prof-dir=DIR]`
+ * [--filter=REGEX] [--contender=ours|ws|both] [--peer=ws|ours] [--bufferutil=without]
+ * [--cpu-prof=ours-server,ours-client,...] [--cpu-prof-dir=DIR]`
  * (`--filter` matches "mode side size", e.g. `--filter="throughput server (16 B|1 KiB)"`;
  * `--cpu-prof` starts the named workers under `node --cpu-prof`). Defaults: 3 repetitions of 500 ms.
  */
@@ -65,6 +65,15 @@ const CONTENDER = argument("contender") ?? "both"
 const PEER: Contender = argument("peer") === "ours" ? "ours" : "ws"
 const CPU_PROF = new Set((argument("cpu-prof") ?? "").split(",").filter((s) => s !== ""))
 const CPU_PROF_DIR = argument("cpu-prof-dir") ?? "profiles"
+/**
+ * `--bufferutil=without`: every worker masks in JavaScript although `bufferutil` is installed (it
+ * is a devDependency here; `ws` and ours use it when they find it). The workers inherit the switch.
+ */
+const WITHOUT_BUFFERUTIL = argument("bufferutil") === "without"
+if (WITHOUT_BUFFERUTIL) {
+  process.env.WS_NO_BUFFER_UTIL = "1"
+  process.env.EFFECT_WEBSOCKET_NO_BUFFERUTIL = "1"
+}
 /** A measurement that has not finished this long after its sending time is a failure. */
 const LIMIT_MS = 30_000
 /** Time to start a worker. */
@@ -264,6 +273,7 @@ const main = async (): Promise<void> => {
     `end-to-end echo over 127.0.0.1, binary messages; client and server in separate processes; ` +
       `${REPS} x ${TIME_MS} ms per contender and case (warm-up ${WARMUP_MS} ms)`
   )
+  console.log(`masking (both contenders and peers): ${WITHOUT_BUFFERUTIL ? "JavaScript (--bufferutil=without)" : "bufferutil where installed"}`)
 
   const needs = new Set<string>()
   for (const config of configs) {
