@@ -33,6 +33,7 @@ const ws = await import("ws")
 const engineModule = await import("../packages/core/src/internal/engine/engine.ts")
 const { HandleState } = await import("../packages/core/src/internal/engine/state.ts")
 const { nativeMask } = await import("../packages/core/src/internal/runtime.ts")
+const { MASK_INTO_NATIVE_THRESHOLD, MASK_NATIVE_THRESHOLD } = await import("../packages/core/src/internal/engine/mask.ts")
 const { ActionRecord, Engine: EngineClass } = engineModule
 
 // The driver loops below read the websocket.h constants through module-level aliases, as a fast
@@ -605,7 +606,7 @@ const contenders: ReadonlyArray<"ours" | "ws"> = CONTENDER === "ours" ? ["ours"]
 const main = async (): Promise<void> => {
   const started = performance.now()
   console.log(`node ${process.version}; ${describeWs()}`)
-  console.log(`ours: masking: ${nativeMask === undefined ? "JavaScript word loop" : "bufferutil from 128 B (send) / 768 B (receive)"}`)
+  console.log(`ours: masking: ${nativeMask === undefined ? "JavaScript word loop" : `bufferutil from ${MASK_INTO_NATIVE_THRESHOLD} B (send) / ${MASK_NATIVE_THRESHOLD} B (receive)`}`)
   console.log(
     `engine: receiveBufferSize ${ENGINE_BUFFER}, sendBufferSize ${ENGINE_BUFFER}; transport reads of ${CHUNK} B; ` +
       `${REPS} x ${TIME_MS} ms per contender and case`

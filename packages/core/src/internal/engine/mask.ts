@@ -23,7 +23,8 @@ const nativeMask = nativeMaskImport
  * **Details**
  *
  * Measured on Node 24.21 (x64), word loop / native call with the view it needs, in ns: 512 B
- * 66 / 73, 1 KiB 113 / 82, 4 KiB 397 / 179, 64 KiB 5.9k / 1.3k, 1 MiB 96k / 20k.
+ * 55 / 73, 640 B 66 / 76, 768 B 75 / 77, 1 KiB 96 / 82, 4 KiB 397 / 179, 64 KiB 5.9k / 1.3k,
+ * 1 MiB 96k / 20k.
  *
  * @category constants
  * @since 0.1.0
@@ -36,13 +37,13 @@ export const MASK_NATIVE_THRESHOLD = 768
  *
  * **Details**
  *
- * Measured on Node 24.21 (x64), copy and word loop / native call, in ns: 128 B 61 / 55, 256 B
- * 73 / 59, 1 KiB 151 / 72, 64 KiB 6.6k / 1.2k, 1 MiB 110k / 19k.
+ * Measured on Node 24.21 (x64), JavaScript / native call, in ns: 64 B 32 / 50, 96 B 45 / 47,
+ * 112 B 48 / 47, 160 B 53 / 48, 256 B 73 / 59, 1 KiB 151 / 72, 64 KiB 6.6k / 1.2k, 1 MiB 110k / 19k.
  *
  * @category constants
  * @since 0.1.0
  */
-export const MASK_INTO_NATIVE_THRESHOLD = 128
+export const MASK_INTO_NATIVE_THRESHOLD = 112
 
 /** The key rotated so that its byte at `keyOffset` comes first (the native loop starts at key byte 0). */
 const rotatedKeyBytes = new Uint8Array(4)
