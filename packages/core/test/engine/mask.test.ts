@@ -176,6 +176,20 @@ describe("masking (RFC 6455 section 5.3)", () => {
     check(2048)
   })
 
+  it("masks views of a SharedArrayBuffer, in place and into a copy, as views of an ArrayBuffer", () => {
+    for (const length of [100, MASK_NATIVE_THRESHOLD + 5, 4096]) {
+      const shared = new Uint8Array(new SharedArrayBuffer(length + 8))
+      shared.set(pattern(length + 8, 9))
+      const expected = shared.slice()
+      applyMaskSimple(expected, 3, 3 + length, KEY, 1)
+      const target = new Uint8Array(length + 8)
+      maskInto(shared, 3, 3 + length, target, 3, KEY, 1)
+      assert.deepStrictEqual(target.subarray(3, 3 + length), expected.subarray(3, 3 + length))
+      applyMask(shared, 3, 3 + length, KEY, 1)
+      assert.deepStrictEqual(Uint8Array.from(shared), expected)
+    }
+  })
+
   it("touches nothing outside the range", () => {
     const data = new Uint8Array(1024)
     applyMask(data, 3, 1021, KEY, 0)
