@@ -304,20 +304,24 @@ export class Engine {
   /** Masked payload chunks of client data frames. */
   private readonly sbuf: Uint8Array
   private readonly sendHeader = new Uint8Array(MAX_HEADER_LENGTH)
-  private readonly controlFrame = new Uint8Array(CONTROL_FRAME_LENGTH)
-  /** Where the pong answering a ping is built, before it is copied into a frame of its own. */
-  private readonly pongFrame = new Uint8Array(CONTROL_FRAME_LENGTH)
+  /**
+   * Where a control frame is built (made at the first one: the buffers a connection may never need
+   * are made when first used, so that an idle one holds little).
+   */
+  private controlFrame: Uint8Array = EMPTY
+  /** Where the pong answering a ping is built, before it is copied into a frame of its own (made at the first ping). */
+  private pongFrame: Uint8Array = EMPTY
   /** Random bytes for masking keys (made at the first key: a server never needs them). */
   private keyPool: Uint8Array = EMPTY
   private keyPoolOffset = KEY_POOL_SIZE
-  /** Masking key of the control frame being built. */
-  private readonly key = new Uint8Array(4)
-  /** Masking key of the data frame being sent (it may go out in several actions). */
-  private readonly sendKey = new Uint8Array(4)
+  /** Masking key of the control frame being built (clients only: servers do not mask). */
+  private readonly key: Uint8Array
+  /** Masking key of the data frame being sent (it may go out in several actions; clients only). */
+  private readonly sendKey: Uint8Array
   /** The view of `sbuf` handed out last. */
   private chunkView: Uint8Array = EMPTY
-  /** Micro-optimisation: views of the send header for each header length, made once. */
-  private readonly headerViews: Array<Uint8Array> = []
+  /** Micro-optimisation: views of the send header for each header length, each made at its first use (see `headerView`). */
+  private readonly headerViews: Array<Uint8Array | undefined> = new Array(MAX_HEADER_LENGTH + 1)
   private nextId = 1
 
   // ---- send side ----
@@ -366,8 +370,8 @@ export class Engine {
   private messageOpcode = 0
   private messageSize = 0
   private utf8State = UTF8_ACCEPT
-  /** Bytes of an incomplete code point at the end of a non-final text frame. */
-  private readonly carry = new Uint8Array(4)
+  /** Bytes of an incomplete code point at the end of a non-final text frame (made at the first one). */
+  private carry: Uint8Array = EMPTY
   private carryLength = 0
   /** The pong frames waiting to go out, oldest first (at most {@link MAX_WAITING_PONGS}). */
   private readonly pongsWaiting: Array<Uint8Array> = []
@@ -406,7 +410,8 @@ export class Engine {
     this.requireMasked = !options.isClient && !options.disableMasking
     this.randomFill = options.randomFill
     this.pongsOnSendQueue = options.pongsOnSendQueue === true
-    for (let length = 0; length <= MAX_HEADER_LENGTH; length++) this.headerViews.push(this.sendHeader.subarray(0, length))
+    this.key = this.maskOutgoing ? new Uint8Array(4) : EMPTY
+    this.sendKey = this.maskOutgoing ? new Uint8Array(4) : EMPTY
     this.rcap = RESERVE + options.receiveBufferSize
     const allocated = options.allocatedBuffer
     if (allocated !== undefined) {
@@ -415,7 +420,7 @@ export class Engine {
     } else {
       // (uninitialized: only the bytes read into it are ever looked at)
       this.rbuf = allocatePlainUninitialized(this.rcap < INITIAL_RECEIVE_BUFFER ? this.rcap : INITIAL_RECEIVE_BUFFER)
-      this.sbuf = new Uint8Array(this.isClient && !this.zeroKey ? options.sendBufferSize : 0)
+      this.sbuf = this.isClient && !this.zeroKey ? new Uint8Array(options.sendBufferSize) : EMPTY
     }
     this.rwords = wordsOf(this.rbuf)
   }
@@ -572,6 +577,7 @@ export class Engine {
         return this.error(Status.InvalidParameter, `0x${(bufferType >>> 0).toString(16)} is not a buffer type`)
     }
     if (!isControlOpcode(opcode)) return this.queueDataFrame(bufferType, opcode, fin, data, context, openBefore)
+    if (this.controlFrame.length === 0) this.controlFrame = new Uint8Array(CONTROL_FRAME_LENGTH)
     this.buildControlFrame(this.controlFrame, opcode, data, closeStatus)
     if (opcode === Opcode.Close) {
       this.state = this.state === HandleState.CloseReceived ? HandleState.Closed : HandleState.CloseSent
@@ -744,6 +750,11 @@ export class Engine {
     return true
   }
 
+  /** The first `length` bytes of the send header (a view made once per length). */
+  private headerView(length: number): Uint8Array {
+    return this.headerViews[length] ??= this.sendHeader.subarray(0, length)
+  }
+
   /** The whole control frame, built by `send`. */
   private emitControlFrame(out: ActionRecord): void {
     out.bufferCount = 1
@@ -772,7 +783,7 @@ export class Engine {
     }
     this.sendChunkLength = chunk.length
     if (!this.sendHeaderSent) {
-      out.buffer0 = this.headerViews[this.sendHeaderLength]!
+      out.buffer0 = this.headerView(this.sendHeaderLength)
       if (chunk.length > 0) {
         out.buffer1 = chunk
         out.bufferCount = 2
@@ -795,7 +806,7 @@ export class Engine {
   private emitOwnedHeader(out: ActionRecord, allocate: (size: number) => Uint8Array): void {
     const h = this.sendHeaderLength
     const header = allocate(h)
-    header.set(this.headerViews[h]!, 0)
+    header.set(this.headerView(h), 0)
     this.sendChunkLength = this.sendPayload.length
     this.sendOutBytes = h + this.sendPayload.length
     out.buffer0 = header
@@ -812,7 +823,7 @@ export class Engine {
     const length = remaining < this.sbuf.length ? remaining : this.sbuf.length
     const headerLength = this.sendHeaderSent ? 0 : this.sendHeaderLength
     const frame = allocate(headerLength + length)
-    if (headerLength > 0) frame.set(this.headerViews[headerLength]!, 0)
+    if (headerLength > 0) frame.set(this.headerView(headerLength), 0)
     maskInto(payload, offset, offset + length, frame, headerLength, this.sendKey, offset & 3)
     this.sendChunkLength = length
     this.sendOutBytes = headerLength + length
@@ -1171,6 +1182,7 @@ export class Engine {
               this.rstate = RS_HEADER
               // Every ping is answered, in order, up to MAX_WAITING_PONGS waiting; beyond, the
               // latest takes the place of the last one waiting.
+              if (this.pongFrame.length === 0) this.pongFrame = new Uint8Array(CONTROL_FRAME_LENGTH)
               const length = this.buildControlFrame(this.pongFrame, Opcode.Pong, buf.subarray(start, end), undefined)
               const pong = this.pongFrame.slice(0, length)
               if (this.pongsWaiting.length < MAX_WAITING_PONGS) this.pongsWaiting.push(pong)
@@ -1213,6 +1225,7 @@ export class Engine {
 
   private holdCarry(start: number, end: number): void {
     const k = end - start
+    if (this.carry.length === 0) this.carry = new Uint8Array(4)
     this.carry.set(this.rbuf.subarray(start, end), 0)
     this.carryLength = k
     this.payloadRemaining -= k
