@@ -15,7 +15,7 @@ import { Cause, Deferred, Exit, Metric, Duration, Effect, Fiber, Option, Predica
 import { type HttpHeader, Options as OptionsSchema } from "@effect-websocket/schema"
 import type { Scope } from "effect/Scope"
 import * as BufferType from "./BufferType.ts"
-import { ActionCode, ActionRecord, closeFrameProblem, QueueCode, Status } from "./internal/engine/engine.ts"
+import { ActionCode, ActionRecord, closeFrameProblem, type Engine, QueueCode, Status } from "./internal/engine/engine.ts"
 import { HandleState } from "./internal/engine/state.ts"
 import { decodeParameter } from "./internal/handshake.ts"
 import { engineError } from "./internal/engineError.ts"
@@ -308,6 +308,69 @@ export interface Options {
 export const isConnection = (u: unknown): u is Connection => Predicate.hasProperty(u, TypeId)
 
 /**
+ * A connection's {@link Stats}, counted in place; `pingsIn` is the handle's own count. A class
+ * (not an object literal with a getter, which V8 keeps as a dictionary): every connection has one.
+ */
+class ConnectionStats implements Stats {
+  messagesIn = 0
+  bytesIn = 0
+  messagesOut = 0
+  bytesOut = 0
+  pongsIn = 0
+  readonly #engine: Engine
+  constructor(engine: Engine) {
+    this.#engine = engine
+  }
+  get pingsIn(): number {
+    return this.#engine.pingsReceived
+  }
+  toJSON(): Stats {
+    const { bytesIn, bytesOut, messagesIn, messagesOut, pingsIn, pongsIn } = this
+    return { messagesIn, bytesIn, messagesOut, bytesOut, pingsIn, pongsIn }
+  }
+}
+
+/** What a {@link Connection} is made of, but its `bufferedAmount` (the transport's). */
+type ConnectionFields = Omit<Connection, typeof TypeId | "bufferedAmount">
+
+/**
+ * A {@link Connection}: a class (not an object literal with a getter, which V8 keeps as a
+ * dictionary), so that every connection's record stays small.
+ */
+class ConnectionImpl implements Connection {
+  readonly [TypeId] = TypeId
+  readonly kind: Connection["kind"]
+  readonly protocol: string
+  readonly handshake: Handshake
+  readonly send: Connection["send"]
+  readonly sendFragments: Connection["sendFragments"]
+  readonly ping: Connection["ping"]
+  readonly messages: Connection["messages"]
+  readonly close: Connection["close"]
+  readonly closed: Connection["closed"]
+  readonly abort: Connection["abort"]
+  readonly stats: Stats
+  readonly #transport: Transport
+  constructor(fields: ConnectionFields, transport: Transport) {
+    this.kind = fields.kind
+    this.protocol = fields.protocol
+    this.handshake = fields.handshake
+    this.send = fields.send
+    this.sendFragments = fields.sendFragments
+    this.ping = fields.ping
+    this.messages = fields.messages
+    this.close = fields.close
+    this.closed = fields.closed
+    this.abort = fields.abort
+    this.stats = fields.stats
+    this.#transport = transport
+  }
+  get bufferedAmount(): number {
+    return this.#transport.bufferedAmount?.() ?? 0
+  }
+}
+
+/**
  * Micro-optimisation: small binary messages are copied into slices of a shared slab instead of an
  * allocation each (as Node's `Buffer` pool does): a slab lives as long as a message cut from it.
  */
@@ -430,17 +493,11 @@ export const make = (
     const consumerGrace = Duration.min(closeTimeout, Duration.seconds(1))
     const mailbox = new Mailbox<Message, ConnectionError>(settings.messageBuffer ?? 16)
     const closedDeferred = yield* Deferred.make<CloseInfo>()
-    const messageLock = yield* Semaphore.make(1)
-    const stats = {
-      messagesIn: 0,
-      bytesIn: 0,
-      messagesOut: 0,
-      bytesOut: 0,
-      get pingsIn() {
-        return engine.pingsReceived
-      },
-      pongsIn: 0
-    }
+    /** Held by `sendFragments` for a whole message; made at the first use (few connections fragment). */
+    let messageLock: Semaphore.Semaphore | undefined = undefined
+    const withMessageLock = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+      Effect.suspend(() => (messageLock ??= Semaphore.makeUnsafe(1)).withPermit(effect))
+    const stats = new ConnectionStats(engine)
     const sendRecord = new ActionRecord()
     let initiator: CloseInfo["initiator"] = "none"
     /** A fragmented message was left incomplete on the wire: no data frame may follow it. */
@@ -1306,7 +1363,7 @@ export const make = (
       Effect.flatMap(sendWholeLocked(type, payload), (sent) =>
         sent
           ? Effect.void
-          : messageLock.withPermit(Effect.uninterruptibleMask((restore) =>
+          : withMessageLock(Effect.uninterruptibleMask((restore) =>
             sendWholeNow(type, payload, restore) ?? restore(Effect.flatMap(sendWholeLocked(type, payload), (sentNow) =>
               sentNow
                 ? Effect.void
@@ -1329,7 +1386,7 @@ export const make = (
       fragments: Stream.Stream<Outgoing, E, R>,
       type: "text" | "binary"
     ): Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError | E, R> =>
-      messageLock.withPermit(Effect.ensuring(
+      withMessageLock(Effect.ensuring(
         Effect.gen(function*() {
           if (messageLeftOpen) return yield* Effect.fail(messageLeftOpenError("sendFragments"))
           fragmenting = true
@@ -1440,8 +1497,7 @@ export const make = (
       })
     )
 
-    const connection: Connection = {
-      [TypeId]: TypeId,
+    return new ConnectionImpl({
       kind: h.kind,
       protocol: options?.protocol ?? "",
       handshake: options?.handshake ?? { requestHeaders: [], responseHeaders: [] },
@@ -1452,12 +1508,8 @@ export const make = (
       close,
       closed: Deferred.await(closedDeferred),
       abort,
-      stats,
-      get bufferedAmount() {
-        return transport.bufferedAmount?.() ?? 0
-      }
-    }
-    return connection
+      stats
+    }, transport)
   }))
 
 /**

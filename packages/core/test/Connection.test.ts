@@ -590,6 +590,24 @@ describe("Connection messages", () => {
       assert.strictEqual(error._tag, "InvalidParameter")
     }))
 
+  it.effect("stats: pingsIn counts the pings answered, and every count shows up as JSON", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair()
+      yield* client.ping()
+      yield* waitUntil(() => client.stats.pongsIn === 1, "the pong")
+      yield* client.send("hi")
+      assert.deepStrictEqual(yield* Stream.runCollect(Stream.take(server.messages, 1)), ["hi"])
+      assert.strictEqual(server.stats.pingsIn, 1)
+      assert.deepStrictEqual(JSON.parse(JSON.stringify(server.stats)), {
+        messagesIn: 1,
+        bytesIn: 2,
+        messagesOut: 0,
+        bytesOut: 0,
+        pingsIn: 1,
+        pongsIn: 0
+      })
+    }))
+
   it.effect("ping: the pong on the wire carries the ping's payload", () =>
     Effect.gen(function*() {
       const { connection, peer } = yield* rawConnection("server")
