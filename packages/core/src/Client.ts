@@ -655,7 +655,8 @@ export const runHandler = <E, R>(
     Effect.exit(runCallback("handler", () => handler(connection, request))),
     (exit) => annotateRequestLogs(request.url, request.remoteAddress)(closeAfterHandler(connection, exit))
   )
-  return Option.isSome(span) ? Effect.withParentSpan(run, span.value) : run
+  // (no stack trace: it would point into this module, and taking one costs every connection)
+  return Option.isSome(span) ? Effect.withParentSpan(run, span.value, { captureStackTrace: false }) : run
 }
 
 /**

@@ -321,8 +321,11 @@ export const makeUpgradeHandler = <E, R, RA = never>(
           readonly span: Option.Option<Tracer.AnySpan>
         }
         | undefined
-      /** The upgrade, in the `WebSocket.accept` span. Its resources live in the scope around it and the handler. */
-      const upgrade = Effect.gen(function*() {
+      /**
+       * The upgrade, in the `WebSocket.accept` span. Its resources live in the scope around it and
+       * the handler. Made when it runs: what it is made of is not kept while the handler runs.
+       */
+      const upgrade = () => Effect.gen(function*() {
         const url = requestTarget(req.url)
         const pathname = url.split("?")[0]!
         if (req.method !== "GET") {
@@ -410,12 +413,11 @@ export const makeUpgradeHandler = <E, R, RA = never>(
       // this fiber closes it, and the connection's finalizer runs the closing handshake (1001).
       // The accept span ends with the upgrade, as in memory and as the client's `WebSocket.connect`
       // does: the handler runs after it, as its child, for as long as the connection lasts.
-      return Effect.scoped(Effect.gen(function*() {
-        yield* upgrade
-        if (accepted === undefined) return
+      return Effect.scoped(Effect.flatMap(Effect.suspend(upgrade), () => {
+        if (accepted === undefined) return Effect.void
         const { connection, request, span } = accepted
         accepted = undefined
-        yield* Client.runHandler(handler, connection, request, span)
+        return Client.runHandler(handler, connection, request, span)
       }))
     }
     return (req: Http.IncomingMessage, socket: Duplex, head: Buffer) => {

@@ -55,6 +55,8 @@ const COPY_LIMIT = 64 * 1024
 /** Copied writes up to this size are gathered in a slab of {@link SLAB_SIZE} bytes. */
 const GATHER_LIMIT = 4 * 1024
 const SLAB_SIZE = 16 * 1024
+/** The slab of a transport that has gathered nothing yet (shared: nothing is ever written into it). */
+const NO_SLAB = Buffer.alloc(0)
 
 /**
  * Frame memory that transports hand out (`allocate`) and take back once Node has written it:
@@ -94,6 +96,16 @@ const writeMaybePooled = (socket: Duplex, buffer: Uint8Array): void => {
   socket.write(buffer, () => {
     if (pool.length < POOL_LIMIT) pool.push(memory)
   })
+}
+
+/** What a write to a socket that closed fails with. */
+const closedError = () => new Transport.TransportError({ message: "write after the socket was closed" })
+
+/** The bytes of `buffers` together. */
+const totalLength = (buffers: ReadonlyArray<Uint8Array>): number => {
+  let total = 0
+  for (let i = 0; i < buffers.length; i++) total += buffers[i]!.length
+  return total
 }
 
 const toError = (cause: unknown, message: string) =>
@@ -208,8 +220,6 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
       })
     })
 
-  const closedError = () => new Transport.TransportError({ message: "write after the socket was closed" })
-
   /**
    * Writes up to 64 KiB (a frame header and its payload, nearly always) are copied, so the write
    * completes at once once the socket's buffer holds at most `writeBufferLimit` bytes: frames
@@ -221,7 +231,7 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
    * Micro-optimisation: small copied writes of a tick are gathered one after the other in a slab and
    * reach the socket as one buffer when the tick ends (one `socket.write` for many frames).
    */
-  let slab: Buffer = Buffer.alloc(0)
+  let slab: Buffer = NO_SLAB
   /** The gathered bytes not yet handed to the socket: `slab[gatheredStart, gatheredEnd)`. */
   let gatheredStart = 0
   let gatheredEnd = 0
@@ -269,12 +279,6 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
       offset += buffers[i]!.length
     }
     if (target !== slab) socket.write(target)
-  }
-
-  const totalLength = (buffers: ReadonlyArray<Uint8Array>): number => {
-    let total = 0
-    for (let i = 0; i < buffers.length; i++) total += buffers[i]!.length
-    return total
   }
 
   /** Writes buffers given away by the caller as they are (Node keeps them until written), in one `writev`. */
