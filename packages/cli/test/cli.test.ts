@@ -1,6 +1,10 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
+import { readFileSync } from "node:fs"
 import { ewsRun } from "./fixtures.ts"
+
+// the version the package is published as, which `ews --version` must print
+const packageVersion: string = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")).version
 
 describe("ews command line", () => {
   it.live("--help documents both commands; each command's --help documents its flags", () =>
@@ -54,7 +58,7 @@ describe("ews command line", () => {
     Effect.gen(function*() {
       const result = yield* ewsRun(["--version"])
       assert.strictEqual(result.code, 0)
-      assert.deepStrictEqual(result.stdout, ["ews v0.1.0"])
+      assert.deepStrictEqual(result.stdout, [`ews v${packageVersion}`])
     }))
 
   it.live("an unknown flag: non-zero exit naming it", () =>
