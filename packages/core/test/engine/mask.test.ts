@@ -1,5 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Arbitrary, Schema } from "effect"
+import { execFileSync } from "node:child_process"
 import {
   applyMask,
   applyMaskPortable,
@@ -75,6 +76,18 @@ describe("masking (RFC 6455 section 5.3)", () => {
     assert.isFunction(nativeMask)
     assert.isAtLeast(MASK_NATIVE_THRESHOLD, MASK_INTO_NATIVE_THRESHOLD)
     assert.isAbove(MASK_INTO_NATIVE_THRESHOLD, 8)
+  })
+
+  it("EFFECT_WEBSOCKET_NO_BUFFERUTIL leaves bufferutil unused", () => {
+    const runtime = new URL("../../src/internal/runtime.ts", import.meta.url).href
+    const nativeMaskType = (environment: Record<string, string>) =>
+      execFileSync(process.execPath, [
+        "--input-type=module",
+        "-e",
+        `const { nativeMask } = await import(${JSON.stringify(runtime)}); console.log(typeof nativeMask)`
+      ], { env: { ...process.env, ...environment }, encoding: "utf8" }).trim()
+    assert.strictEqual(nativeMaskType({}), "function")
+    assert.strictEqual(nativeMaskType({ EFFECT_WEBSOCKET_NO_BUFFERUTIL: "1" }), "undefined")
   })
 
   for (const [name, mask] of inPlace) {
