@@ -310,23 +310,29 @@ export const isConnection = (u: unknown): u is Connection => Predicate.hasProper
 /**
  * A connection's {@link Stats}, counted in place; `pingsIn` is the handle's own count. A class
  * (not an object literal with a getter, which V8 keeps as a dictionary): every connection has one.
+ * `pingsIn` is an own enumerable accessor, in the place it had in the object literal, so that a
+ * spread (`{ ...stats }`, a snapshot), `Object.keys`, JSON and `Equal` see all six counts; its
+ * getter is shared, so that every instance keeps the same (fast) map.
  */
 class ConnectionStats implements Stats {
   messagesIn = 0
   bytesIn = 0
   messagesOut = 0
   bytesOut = 0
-  pongsIn = 0
+  declare readonly pingsIn: number
+  declare pongsIn: number
   readonly #engine: Engine
   constructor(engine: Engine) {
     this.#engine = engine
+    Object.defineProperty(this, "pingsIn", ConnectionStats.#pingsIn)
+    this.pongsIn = 0
   }
-  get pingsIn(): number {
-    return this.#engine.pingsReceived
-  }
-  toJSON(): Stats {
-    const { bytesIn, bytesOut, messagesIn, messagesOut, pingsIn, pongsIn } = this
-    return { messagesIn, bytesIn, messagesOut, bytesOut, pingsIn, pongsIn }
+  static readonly #pingsIn: PropertyDescriptor = {
+    get(this: ConnectionStats): number {
+      return this.#engine.pingsReceived
+    },
+    enumerable: true,
+    configurable: true
   }
 }
 
@@ -335,7 +341,9 @@ type ConnectionFields = Omit<Connection, typeof TypeId | "bufferedAmount">
 
 /**
  * A {@link Connection}: a class (not an object literal with a getter, which V8 keeps as a
- * dictionary), so that every connection's record stays small.
+ * dictionary), so that every connection's record stays small. `bufferedAmount` is an own
+ * enumerable accessor (last, as in the object literal), so that a spread of a connection keeps it;
+ * its getter is shared, so that every instance keeps the same (fast) map.
  */
 class ConnectionImpl implements Connection {
   readonly [TypeId] = TypeId
@@ -350,6 +358,7 @@ class ConnectionImpl implements Connection {
   readonly closed: Connection["closed"]
   readonly abort: Connection["abort"]
   readonly stats: Stats
+  declare readonly bufferedAmount: number
   readonly #transport: Transport
   constructor(fields: ConnectionFields, transport: Transport) {
     this.kind = fields.kind
@@ -364,9 +373,14 @@ class ConnectionImpl implements Connection {
     this.abort = fields.abort
     this.stats = fields.stats
     this.#transport = transport
+    Object.defineProperty(this, "bufferedAmount", ConnectionImpl.#bufferedAmount)
   }
-  get bufferedAmount(): number {
-    return this.#transport.bufferedAmount?.() ?? 0
+  static readonly #bufferedAmount: PropertyDescriptor = {
+    get(this: ConnectionImpl): number {
+      return this.#transport.bufferedAmount?.() ?? 0
+    },
+    enumerable: true,
+    configurable: true
   }
 }
 

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Arbitrary, Deferred, Effect, Exit, Fiber, Metric, Option, Scheduler, Schema, Scope, Stream } from "effect"
+import { Arbitrary, Deferred, Effect, Equal, Exit, Fiber, Metric, Option, Scheduler, Schema, Scope, Stream } from "effect"
 import { TestClock } from "effect/testing"
 import { Connection, Metrics, Transport, WebSocket } from "../src/index.ts"
 
@@ -606,6 +606,23 @@ describe("Connection messages", () => {
         pingsIn: 1,
         pongsIn: 0
       })
+    }))
+
+  it.effect("stats and connections keep every property as their own: a spread, Object.keys and Equal see pingsIn and bufferedAmount", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair()
+      yield* client.ping()
+      yield* waitUntil(() => client.stats.pongsIn === 1, "the pong")
+      const expected = { messagesIn: 0, bytesIn: 0, messagesOut: 0, bytesOut: 0, pingsIn: 1, pongsIn: 0 }
+      // a snapshot of counts that change in place, as an application takes one
+      assert.deepStrictEqual({ ...server.stats }, expected)
+      assert.deepStrictEqual(Object.keys(server.stats), Object.keys(expected))
+      assert.isTrue(Equal.equals(server.stats, expected))
+      const copy = { ...server }
+      assert.strictEqual(copy.bufferedAmount, 0)
+      assert.strictEqual(Object.keys(server).at(-1), "bufferedAmount")
+      assert.isTrue(Connection.isConnection(copy))
+      assert.strictEqual(JSON.parse(JSON.stringify(server)).bufferedAmount, 0)
     }))
 
   it.effect("ping: the pong on the wire carries the ping's payload", () =>
