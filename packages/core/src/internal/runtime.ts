@@ -1,7 +1,8 @@
 /**
- * Fast paths the runtime offers, found by feature detection: Node's `buffer` module through
- * `process.getBuiltinModule`, with no platform import. Elsewhere every export falls back to
- * plain JavaScript.
+ * Fast paths the runtime offers, found by feature detection: Node's `buffer` and `crypto` modules
+ * through `process.getBuiltinModule`, with no platform import, and the optional package
+ * `bufferutil` where it is installed (through `module.createRequire`). Elsewhere every export falls
+ * back to plain JavaScript.
  *
  * @since 0.1.0
  */
@@ -123,8 +124,17 @@ interface ModuleModule {
 /** Set (to anything) to leave `bufferutil` unused even where it is installed. */
 const NO_BUFFERUTIL = "EFFECT_WEBSOCKET_NO_BUFFERUTIL"
 
-const environment = (name: string): string | undefined =>
-  (globalThis as { readonly process?: { readonly env?: Record<string, string | undefined> } }).process?.env?.[name]
+/**
+ * The variable `name` of the environment, or `undefined`: also where it may not be read (Deno
+ * without `--allow-env` throws), as this is read when the module is loaded.
+ */
+const environment = (name: string): string | undefined => {
+  try {
+    return (globalThis as { readonly process?: { readonly env?: Record<string, string | undefined> } }).process?.env?.[name]
+  } catch {
+    return undefined
+  }
+}
 
 /**
  * `bufferutil`'s `mask` when that optional package is installed and its native binary loads

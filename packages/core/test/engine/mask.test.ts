@@ -1,6 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Arbitrary, Schema } from "effect"
 import { execFileSync } from "node:child_process"
+import { createRequire } from "node:module"
 import {
   applyMask,
   applyMaskPortable,
@@ -13,6 +14,14 @@ import {
   maskIntoPortable
 } from "../../src/internal/engine/mask.ts"
 import { nativeMask } from "../../src/internal/runtime.ts"
+
+const NO_BUFFERUTIL = "EFFECT_WEBSOCKET_NO_BUFFERUTIL"
+/** Whether `bufferutil`, as core finds it, loads its native binary (not its JavaScript fallback). */
+const bufferutilNative = (() => {
+  const requireFromCore = createRequire(new URL("../../package.json", import.meta.url))
+  const bufferutil = requireFromCore("bufferutil") as { readonly mask: unknown }
+  return bufferutil.mask !== (requireFromCore("bufferutil/fallback") as { readonly mask: unknown }).mask
+})()
 
 /** Both implementations: with `bufferutil` for long ranges (installed here), and JavaScript only. */
 const inPlace = [["applyMask", applyMask], ["applyMaskPortable", applyMaskPortable]] as const
@@ -72,22 +81,45 @@ describe("masking (RFC 6455 section 5.3)", () => {
   ]
   const LONGEST = LENGTHS[LENGTHS.length - 1]!
 
-  it("bufferutil's native loop is found where it is installed (here, as a devDependency)", () => {
-    assert.isFunction(nativeMask)
+  it("bufferutil's native loop is found where it is installed (here, as a devDependency) and its binary loads", () => {
+    // (no prebuilt binary for every platform, linux-arm64 and musl among them, and its install
+    // script is not run here: there it is its JavaScript fallback, which is not used)
+    assert.strictEqual(nativeMask !== undefined, bufferutilNative && process.env[NO_BUFFERUTIL] === undefined)
     assert.isAtLeast(MASK_NATIVE_THRESHOLD, MASK_INTO_NATIVE_THRESHOLD)
     assert.isAbove(MASK_INTO_NATIVE_THRESHOLD, 8)
   })
 
-  it("EFFECT_WEBSOCKET_NO_BUFFERUTIL leaves bufferutil unused", () => {
+  /**
+   * `typeof nativeMask` in a new process (the switch is read when the module is loaded), with
+   * `environment` added to ours less the switch, after `prelude`.
+   */
+  const nativeMaskTypeIn = (environment: Record<string, string>, prelude = "") => {
+    const withoutSwitch = { ...process.env }
+    delete withoutSwitch[NO_BUFFERUTIL]
     const runtime = new URL("../../src/internal/runtime.ts", import.meta.url).href
-    const nativeMaskType = (environment: Record<string, string>) =>
-      execFileSync(process.execPath, [
-        "--input-type=module",
-        "-e",
-        `const { nativeMask } = await import(${JSON.stringify(runtime)}); console.log(typeof nativeMask)`
-      ], { env: { ...process.env, ...environment }, encoding: "utf8" }).trim()
-    assert.strictEqual(nativeMaskType({}), "function")
-    assert.strictEqual(nativeMaskType({ EFFECT_WEBSOCKET_NO_BUFFERUTIL: "1" }), "undefined")
+    return execFileSync(process.execPath, [
+      "--input-type=module",
+      "-e",
+      `${prelude}\nconst { nativeMask } = await import(${JSON.stringify(runtime)}); console.log(typeof nativeMask)`
+    ], { env: { ...withoutSwitch, ...environment }, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }).trim()
+  }
+
+  it("EFFECT_WEBSOCKET_NO_BUFFERUTIL leaves bufferutil unused", () => {
+    assert.strictEqual(nativeMaskTypeIn({}), bufferutilNative ? "function" : "undefined")
+    assert.strictEqual(nativeMaskTypeIn({ [NO_BUFFERUTIL]: "1" }), "undefined")
+  })
+
+  it("an environment that may not be read (Deno without --allow-env) leaves the library loadable", () => {
+    // as Deno's process.env does without the permission: reading a variable not allowed throws
+    const denied = `const env = process.env
+      process.env = new Proxy(env, {
+        get(target, name) {
+          if (String(name).startsWith("EFFECT_WEBSOCKET")) throw new Error("NotCapable: Requires env access to " + String(name))
+          return target[name]
+        }
+      })`
+    // (a switch that cannot be read is not set)
+    assert.strictEqual(nativeMaskTypeIn({ [NO_BUFFERUTIL]: "1" }, denied), bufferutilNative ? "function" : "undefined")
   })
 
   for (const [name, mask] of inPlace) {
