@@ -17,9 +17,16 @@ interface BufferModule {
   }
 }
 
-const builtinModule = (id: string): unknown =>
-  (globalThis as { readonly process?: { readonly getBuiltinModule?: (id: string) => unknown } }).process
-    ?.getBuiltinModule?.(id)
+/** What is used of Node's `process` (also found in Deno and Bun), where there is one. */
+interface RuntimeProcess {
+  readonly getBuiltinModule?: (id: string) => unknown
+  readonly env?: Record<string, string | undefined>
+  readonly versions?: Record<string, string | undefined>
+}
+
+const runtimeProcess = (globalThis as { readonly process?: RuntimeProcess }).process
+
+const builtinModule = (id: string): unknown => runtimeProcess?.getBuiltinModule?.(id)
 
 const bufferModule = builtinModule("buffer") as BufferModule | undefined
 
@@ -121,18 +128,19 @@ interface ModuleModule {
   readonly createRequire?: (from: string) => (id: string) => unknown
 }
 
-/** Set (to anything) to leave `bufferutil` unused even where it is installed. */
+/** Set (not empty, as `ws`'s `WS_NO_BUFFER_UTIL`) to leave `bufferutil` unused even where it is installed. */
 const NO_BUFFERUTIL = "EFFECT_WEBSOCKET_NO_BUFFERUTIL"
 
 /**
- * The variable `name` of the environment, or `undefined`: also where it may not be read (Deno
- * without `--allow-env` throws), as this is read when the module is loaded.
+ * Whether the variable `name` of the environment is set and not empty; not where it may not be
+ * read (Deno without `--allow-env` throws), as this is read when the module is loaded.
  */
-const environment = (name: string): string | undefined => {
+const isSet = (name: string): boolean => {
   try {
-    return (globalThis as { readonly process?: { readonly env?: Record<string, string | undefined> } }).process?.env?.[name]
+    const value = runtimeProcess?.env?.[name]
+    return value !== undefined && value !== ""
   } catch {
-    return undefined
+    return false
   }
 }
 
@@ -140,10 +148,11 @@ const environment = (name: string): string | undefined => {
  * `bufferutil`'s `mask` when that optional package is installed and its native binary loads
  * (as `ws` uses it), else `undefined`: its JavaScript fallback is slower than our word loop, and so
  * is not used. Measured on Node 24 (x64): 52 GB/s against 13 GB/s for the word loop at 64 KiB,
- * about 50 ns per call.
+ * about 50 ns per call. Not under Bun: its Node-API may not take a plain `Uint8Array` where
+ * `bufferutil` asserts a `Buffer` (`ws` only ever passes `Buffer`s), and a failed assertion aborts.
  */
 const loadNativeMask = (): NativeMask | undefined => {
-  if (environment(NO_BUFFERUTIL) !== undefined) return undefined
+  if (isSet(NO_BUFFERUTIL) || runtimeProcess?.versions?.bun !== undefined) return undefined
   const createRequire = (builtinModule("module") as ModuleModule | undefined)?.createRequire
   if (typeof createRequire !== "function") return undefined
   try {

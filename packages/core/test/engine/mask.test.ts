@@ -84,7 +84,7 @@ describe("masking (RFC 6455 section 5.3)", () => {
   it("bufferutil's native loop is found where it is installed (here, as a devDependency) and its binary loads", () => {
     // (no prebuilt binary for every platform, linux-arm64 and musl among them, and its install
     // script is not run here: there it is its JavaScript fallback, which is not used)
-    assert.strictEqual(nativeMask !== undefined, bufferutilNative && process.env[NO_BUFFERUTIL] === undefined)
+    assert.strictEqual(nativeMask !== undefined, bufferutilNative && (process.env[NO_BUFFERUTIL] ?? "") === "")
     assert.isAtLeast(MASK_NATIVE_THRESHOLD, MASK_INTO_NATIVE_THRESHOLD)
     assert.isAbove(MASK_INTO_NATIVE_THRESHOLD, 8)
   })
@@ -104,9 +104,17 @@ describe("masking (RFC 6455 section 5.3)", () => {
     ], { env: { ...withoutSwitch, ...environment }, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }).trim()
   }
 
-  it("EFFECT_WEBSOCKET_NO_BUFFERUTIL leaves bufferutil unused", () => {
-    assert.strictEqual(nativeMaskTypeIn({}), bufferutilNative ? "function" : "undefined")
+  it("EFFECT_WEBSOCKET_NO_BUFFERUTIL (set, not empty, as ws's WS_NO_BUFFER_UTIL) leaves bufferutil unused", () => {
+    const found = bufferutilNative ? "function" : "undefined"
+    assert.strictEqual(nativeMaskTypeIn({}), found)
     assert.strictEqual(nativeMaskTypeIn({ [NO_BUFFERUTIL]: "1" }), "undefined")
+    assert.strictEqual(nativeMaskTypeIn({ [NO_BUFFERUTIL]: "0" }), "undefined")
+    assert.strictEqual(nativeMaskTypeIn({ [NO_BUFFERUTIL]: "" }), found)
+  })
+
+  it("not under Bun, whose Node-API may not take a plain Uint8Array where bufferutil asserts a Buffer", () => {
+    const asBun = `Object.defineProperty(process, "versions", { value: { ...process.versions, bun: "1.2.0" } })`
+    assert.strictEqual(nativeMaskTypeIn({}, asBun), "undefined")
   })
 
   it("an environment that may not be read (Deno without --allow-env) leaves the library loadable", () => {
