@@ -45,6 +45,9 @@ export const MASK_NATIVE_THRESHOLD = 768
  */
 export const MASK_INTO_NATIVE_THRESHOLD = 112
 
+/** Whether `key` is all zero (DISABLE_MASKING, unmasked frames): XOR with it is the identity. */
+const isZeroKey = (key: Uint8Array): boolean => (key[0]! | key[1]! | key[2]! | key[3]!) === 0
+
 /** The key rotated so that its byte at `keyOffset` comes first (the native loop starts at key byte 0). */
 const rotatedKeyBytes = new Uint8Array(4)
 const keyFrom = (key: Uint8Array, keyOffset: number): Uint8Array => {
@@ -219,10 +222,10 @@ export const applyMask = (
   key: Uint8Array,
   keyOffset: number
 ): void => {
-  // Micro-optimisation: a zero key (DISABLE_MASKING, unmasked frames) leaves the data unchanged.
-  if ((key[0]! | key[1]! | key[2]! | key[3]!) === 0) return
-  // (a range past the end, as of a detached buffer, is never handed to native code)
-  if (nativeMask !== undefined && end - start >= MASK_NATIVE_THRESHOLD && end <= data.length) {
+  // Micro-optimisation: a zero key leaves the data unchanged.
+  if (isZeroKey(key)) return
+  // (a range outside the view, as of a detached buffer, is never handed to native code)
+  if (nativeMask !== undefined && end - start >= MASK_NATIVE_THRESHOLD && start >= 0 && end <= data.length) {
     nativeMask(data.subarray(start, end), keyFrom(key, keyOffset), data, start, end - start)
     return
   }
@@ -316,10 +319,10 @@ export const maskInto = (
 ): void => {
   const length = sourceEnd - sourceStart
   if (
-    nativeMask !== undefined && length >= MASK_INTO_NATIVE_THRESHOLD && sourceEnd <= source.length &&
-    targetStart + length <= target.length && (key[0]! | key[1]! | key[2]! | key[3]!) !== 0
+    nativeMask !== undefined && length >= MASK_INTO_NATIVE_THRESHOLD && sourceStart >= 0 &&
+    sourceEnd <= source.length && targetStart >= 0 && targetStart + length <= target.length && !isZeroKey(key)
   ) {
-    // (ranges past the end, as of a detached buffer, are never handed to native code)
+    // (ranges outside the views, as of a detached buffer, are never handed to native code)
     const from = sourceStart === 0 ? source : source.subarray(sourceStart, sourceEnd)
     nativeMask(from, keyFrom(key, keyOffset), target, targetStart, length)
     return
@@ -344,7 +347,7 @@ export const maskIntoPortable = (
   keyOffset: number
 ): void => {
   const length = sourceEnd - sourceStart
-  if (length >= MASK_INTO_WORD_THRESHOLD || (key[0]! | key[1]! | key[2]! | key[3]!) === 0) {
+  if (length >= MASK_INTO_WORD_THRESHOLD || isZeroKey(key)) {
     // Micro-optimisation: memcpy, then the aligned word loop on the copy. This does not depend on
     // source and target sharing an alignment, and a zero key stops after the copy.
     target.set(source.subarray(sourceStart, sourceEnd), targetStart)
