@@ -20,15 +20,10 @@ import { webcrypto } from "node:crypto"
 import { createRequire } from "node:module"
 import type { Writable } from "node:stream"
 import type { Engine } from "../packages/core/src/internal/engine/engine.ts"
-import { argument, formatNumber, formatRatio, median, printTable, sizeLabel } from "./report.ts"
+import { applyBufferutilOption, argument, formatNumber, formatRatio, median, printTable, sizeLabel } from "./report.ts"
 
-// `--bufferutil=without`: both contenders mask in JavaScript even though `bufferutil` is installed.
-// Both look for it when they are loaded, so the switch is set before they are imported.
-const WITHOUT_BUFFERUTIL = argument("bufferutil") === "without"
-if (WITHOUT_BUFFERUTIL) {
-  process.env.WS_NO_BUFFER_UTIL = "1"
-  process.env.EFFECT_WEBSOCKET_NO_BUFFERUTIL = "1"
-}
+// (before ws and the engine are imported: both look for bufferutil when they are loaded)
+applyBufferutilOption()
 const ws = await import("ws")
 const engineModule = await import("../packages/core/src/internal/engine/engine.ts")
 const { HandleState } = await import("../packages/core/src/internal/engine/state.ts")

@@ -49,7 +49,7 @@ import { createRequire } from "node:module"
 import * as Os from "node:os"
 import { fileURLToPath } from "node:url"
 import type { RunRequest, RunResult, ToParent, ToWorker } from "./e2e-worker.ts"
-import { argument, formatNumber, formatRatio, median, printTable, sizeLabel } from "./report.ts"
+import { applyBufferutilOption, argument, formatNumber, formatRatio, median, printTable, sizeLabel } from "./report.ts"
 
 // ---------------------------------------------------------------------------------------------
 // Settings
@@ -65,15 +65,8 @@ const CONTENDER = argument("contender") ?? "both"
 const PEER: Contender = argument("peer") === "ours" ? "ours" : "ws"
 const CPU_PROF = new Set((argument("cpu-prof") ?? "").split(",").filter((s) => s !== ""))
 const CPU_PROF_DIR = argument("cpu-prof-dir") ?? "profiles"
-/**
- * `--bufferutil=without`: every worker masks in JavaScript although `bufferutil` is installed (it
- * is a devDependency here; `ws` and ours use it when they find it). The workers inherit the switch.
- */
-const WITHOUT_BUFFERUTIL = argument("bufferutil") === "without"
-if (WITHOUT_BUFFERUTIL) {
-  process.env.WS_NO_BUFFER_UTIL = "1"
-  process.env.EFFECT_WEBSOCKET_NO_BUFFERUTIL = "1"
-}
+/** `--bufferutil=without`: every worker (they inherit the switches) masks in JavaScript. */
+const WITHOUT_BUFFERUTIL = applyBufferutilOption()
 /** A measurement that has not finished this long after its sending time is a failure. */
 const LIMIT_MS = 30_000
 /** Time to start a worker. */

@@ -10,6 +10,18 @@ export const argument = (name: string): string | undefined => {
   return found === undefined ? undefined : found.slice(prefix.length)
 }
 
+/**
+ * `--bufferutil=without`: sets the switches of `ws` and ours so that both mask in JavaScript
+ * although `bufferutil` is installed. Both read them when they are loaded (and child processes
+ * inherit them), so this runs before either is imported. Returns whether the option was given.
+ */
+export const applyBufferutilOption = (): boolean => {
+  if (argument("bufferutil") !== "without") return false
+  process.env.WS_NO_BUFFER_UTIL = "1"
+  process.env.EFFECT_WEBSOCKET_NO_BUFFERUTIL = "1"
+  return true
+}
+
 /** `16 B`, `1 KiB`, `1 MiB`. */
 export const sizeLabel = (size: number): string =>
   size >= 1024 * 1024 ? `${size / 1024 / 1024} MiB` : size >= 1024 ? `${size / 1024} KiB` : `${size} B`
