@@ -214,6 +214,9 @@ const inAcceptSpan = (req: Http.IncomingMessage) =>
     captureStackTrace: false
   })
 
+/** A socket's `error` listener: its errors surface through the transport (one function for every socket). */
+const ignoreError = (): void => {}
+
 /** The `node:http` request behind each upgrade request of this module's servers (see {@link incomingMessage}). */
 const incomingMessages = new WeakMap<Client.UpgradeRequest, Http.IncomingMessage>()
 
@@ -421,7 +424,7 @@ export const makeUpgradeHandler = <E, R, RA = never>(
       }))
     }
     return (req: Http.IncomingMessage, socket: Duplex, head: Buffer) => {
-      socket.on("error", () => {}) // errors surface through the transport; never crash the process
+      socket.on("error", ignoreError) // errors surface through the transport; never crash the process
       // The answer to the request (and later the closing handshake) must get out even when the
       // client ended its side right after the request (TLS sockets end ours with it by default).
       if (socket instanceof Net.Socket) socket.allowHalfOpen = true
@@ -496,9 +499,14 @@ export const serve = <E, R, RA = never>(
     })
     /** Every TCP connection, including those still in their TLS handshake, which Node's `closeAllConnections` does not know. */
     const sockets = new Set<Net.Socket>()
+    // (one listener for every socket, the socket its `this`; `on`, not `once`, which wraps it for
+    // every socket: a socket closes once)
+    const forget = function(this: Net.Socket) {
+      sockets.delete(this)
+    }
     server.on("connection", (socket: Net.Socket) => {
       sockets.add(socket)
-      socket.once("close", () => sockets.delete(socket))
+      socket.on("close", forget)
     })
     // Runs last: the connections have ended; what is still open a moment later (a socket ending
     // gracefully, a client still in its TLS handshake) is destroyed, so the shutdown is bounded.

@@ -15,15 +15,31 @@ export type WebCryptoApi = typeof globalThis.crypto
 /** @internal */
 export const TypeId = "~@effect-websocket/core/WebSocket/Handle"
 
+/** No names: what a handle offers until its handshake begins (shared: the lists are replaced, never changed). */
+const NONE: ReadonlyArray<string> = Object.freeze([])
+
+/** The engine's source of random bytes (masking keys) from `crypto`: one function per source, not per handle. */
+const randomFills = new WeakMap<WebCryptoApi, (bytes: Uint8Array) => void>()
+const randomFillOf = (crypto: WebCryptoApi): (bytes: Uint8Array) => void => {
+  let fill = randomFills.get(crypto)
+  if (fill === undefined) {
+    fill = (bytes) => {
+      crypto.getRandomValues(bytes)
+    }
+    randomFills.set(crypto, fill)
+  }
+  return fill
+}
+
 /** @internal */
 export class HandleImpl {
   readonly [TypeId] = TypeId
   /** Client: the `Sec-WebSocket-Key` sent, until the handshake ends. */
   key: string | undefined = undefined
   /** Client: the subprotocols offered, in order. */
-  offeredSubprotocols: ReadonlyArray<string> = []
+  offeredSubprotocols: ReadonlyArray<string> = NONE
   /** Client: the names of the extensions offered, in order. */
-  offeredExtensions: ReadonlyArray<string> = []
+  offeredExtensions: ReadonlyArray<string> = NONE
   readonly kind: "client" | "server"
   readonly properties: Property.HandleProperties
   readonly crypto: WebCryptoApi
@@ -41,9 +57,7 @@ export class HandleImpl {
       disableUtf8Verification: properties.disableUtf8Verification,
       maxMessageSize: properties.maxMessageSize,
       allocatedBuffer: properties.allocatedBuffer,
-      randomFill: (bytes) => {
-        crypto.getRandomValues(bytes)
-      }
+      randomFill: randomFillOf(crypto)
     })
   }
   get state(): HandleState {
