@@ -265,8 +265,11 @@ export interface ServeOptions<RA = never> {
   readonly selectProtocol?: ((offered: ReadonlyArray<string>, request: UpgradeRequest) => string | undefined) | undefined
   /** Largest message accepted, in bytes (close code 1009 beyond). Default 64 MiB. */
   readonly maxMessageSize?: number | undefined
-  /** Further handle properties. */
-  readonly properties?: WebSocket.HandleProperties | undefined
+  /**
+   * Further handle properties, for the handle of every connection. Not `allocatedBuffer`: that is
+   * the memory of one handle, and a server makes one for every connection.
+   */
+  readonly properties?: Omit<WebSocket.HandleProperties, "allocatedBuffer"> | undefined
   /** Connection settings: keepalive, close timeout, message buffer. */
   readonly connection?: Connection.Options | undefined
   /** Wraps the transport of each connection, e.g. with `Transport.tap` to watch the bytes. */
@@ -442,6 +445,13 @@ export const checkServeOptions = (
     yield* checkHook("handler", handler, true)
     if (options?.path !== undefined) yield* decodeParameter(Options.RequestPath, "path", options.path)
     yield* decodeHandleOptions(Property.ServerHandleProperties, options)
+    if (Predicate.hasProperty(options?.properties, "allocatedBuffer") && options.properties.allocatedBuffer !== undefined) {
+      // every connection's handle would work in the same memory
+      return yield* new InvalidParameter({
+        parameter: "properties",
+        message: "properties.allocatedBuffer is the memory of one handle, and a server makes a handle for every connection: leave it out (each handle then allocates its own)"
+      })
+    }
     yield* Connection.decodeOptions(options?.connection)
     const responseHeaders: unknown = options?.responseHeaders
     if (responseHeaders !== undefined && typeof responseHeaders !== "function") yield* decodeResponseHeaders(responseHeaders)

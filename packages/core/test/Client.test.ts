@@ -95,6 +95,22 @@ describe("Client options", () => {
       }
     }))
 
+  it.effect("a server refuses properties.allocatedBuffer: it would be the memory of every connection's handle at once", () =>
+    Effect.gen(function*() {
+      const { accepted, handler } = countingEcho()
+      const allocatedBuffer = new Uint8Array(256 + 4096 + 256 + 4096)
+      const properties = { allocatedBuffer, receiveBufferSize: 4096, sendBufferSize: 4096 }
+      const built = yield* Effect.flip(Layer.build(Client.layerMemory(handler, { properties } as never)))
+      assert.strictEqual(built._tag, "InvalidParameter")
+      assert.include(built.message, "properties.allocatedBuffer is the memory of one handle")
+      // a client's connection has a handle of its own: there it is the caller's to give
+      const context = yield* Layer.build(Client.layerMemory(handler))
+      const connection = yield* Effect.provide(Client.connect("ws://memory/", { properties }), context)
+      yield* connection.send("echo")
+      assert.deepStrictEqual(yield* Stream.runCollect(Stream.take(connection.messages, 1)), ["echo"])
+      assert.strictEqual(accepted.count, 1)
+    }))
+
   it.effect("a connection attempt with a bad option fails before the server sees it", () =>
     Effect.gen(function*() {
       let accepted = 0
