@@ -93,7 +93,10 @@ export interface ConnectOptions {
   readonly handshakeTimeout?: Duration.Input | undefined
   /** Largest message accepted, in bytes (close code 1009 beyond). Default 64 MiB. */
   readonly maxMessageSize?: number | undefined
-  /** Further handle properties (`receiveBufferSize`, `sendBufferSize`, ...). */
+  /**
+   * Further handle properties (`receiveBufferSize`, `sendBufferSize`, ...). An `allocatedBuffer`
+   * becomes the memory of this connection's handle: give each connection one of its own.
+   */
   readonly properties?: WebSocket.HandleProperties | undefined
   /** Connection settings: keepalive, close timeout, message buffer. */
   readonly connection?: Connection.Options | undefined
