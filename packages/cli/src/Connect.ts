@@ -104,6 +104,9 @@ const flags = {
   stats
 }
 
+/** Node's codes for a server certificate that the client refused (which --insecure accepts). */
+const CERTIFICATE_CODES = /^(ERR_TLS_CERT_|CERT_|DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_|HOSTNAME_MISMATCH)/
+
 /** Reports why `connect` failed and fails. */
 const connectFailure = (output: Output.Output, error: Client.ConnectFailure) => {
   switch (error._tag) {
@@ -116,7 +119,11 @@ const connectFailure = (output: Output.Output, error: Client.ConnectFailure) => 
         InvalidUrl: "invalid URL",
         Unknown: "cannot connect"
       }[error.reason]
-      const hint = error.reason === "Tls" ? " (--insecure accepts any certificate)" : ""
+      // (only a certificate the client refused; not e.g. a server that does not speak TLS: EPROTO)
+      const code = (error.cause as { code?: unknown } | undefined)?.code
+      const hint = error.reason === "Tls" && typeof code === "string" && CERTIFICATE_CODES.test(code)
+        ? " (--insecure accepts any certificate)"
+        : ""
       return fail(output, `${what}: ${Output.oneLine(error.message)}${hint}`, { tag: `ConnectError.${error.reason}` })
     }
     case "HandshakeRejected":
@@ -210,7 +217,11 @@ export const command = Command.make(
     }
     yield* Effect.scoped(Effect.gen(function*() {
       const connection = yield* NodeClient.connect(options.url, connectOptions).pipe(
-        Effect.catch((error) => connectFailure(output, error))
+        Effect.catch((error) => connectFailure(output, error)),
+        // SIGINT / SIGTERM during the opening handshake: nothing was closed, so this is no success
+        Effect.onInterrupt(() =>
+          Effect.orDie(fail(output, "interrupted before the connection was open", { tag: "Interrupted" }))
+        )
       )
       yield* output.emit({ event: "open", url: options.url, protocol: connection.protocol })
       const checkControl = controlFrames(connection.stats, output)

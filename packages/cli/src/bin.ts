@@ -5,7 +5,22 @@
  * @since 0.1.0
  */
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
-import { Effect } from "effect"
+import { Effect, Fiber } from "effect"
 import { run, teardown } from "./Cli.ts"
 
-run.pipe(Effect.provide(NodeServices.layer), NodeRuntime.runMain({ teardown }))
+/**
+ * Runs `ews`; when the reader of stdout or stderr goes away (`ews connect URL | head -1`), stops
+ * as on SIGINT (the connections close with 1001) instead of dying of the EPIPE. What is written
+ * after that is dropped.
+ */
+const main = Effect.withFiber((fiber) => {
+  const onError = (error: NodeJS.ErrnoException) => {
+    if (error.code !== "EPIPE") throw error
+    Effect.runFork(Fiber.interrupt(fiber))
+  }
+  process.stdout.on("error", onError)
+  process.stderr.on("error", onError)
+  return run
+})
+
+main.pipe(Effect.provide(NodeServices.layer), NodeRuntime.runMain({ teardown }))

@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import type * as Http from "node:http"
-import { closedPort, eventually, ews, ewsRun, httpServer, parseLines, type Peer, rawServer, serve, within, wsServer } from "./fixtures.ts"
+import { closedPort, eventually, ews, ewsRun, httpServer, parseLines, type Peer, rawServer, serve, silentServer, within, wsServer } from "./fixtures.ts"
 
 describe("ews connect", () => {
   it.live("round trip with ews serve --echo: stdin lines out, echoes on stdout, EOF closes with 1000 and exits 0", () =>
@@ -215,5 +215,42 @@ describe("ews connect", () => {
       yield* client.kill("SIGINT")
       assert.strictEqual((yield* peer.closed).code, 1001)
       assert.deepStrictEqual(yield* client.ended, { code: 0, signal: null })
+    }))
+
+  it.live("a reader of stdout that goes away (| head -1): closes with 1001 and exits 0, no EPIPE crash", () =>
+    Effect.gen(function*() {
+      let resolvePeer: (peer: Peer) => void = () => {}
+      const peerPromise = new Promise<Peer>((resolve) => {
+        resolvePeer = resolve
+      })
+      const url = yield* wsServer((peer) => resolvePeer(peer))
+      const client = yield* ews(["connect", url])
+      const peer = yield* within(Effect.promise(() => peerPromise), 10_000, "the client to connect")
+      peer.ws.send("first")
+      assert.strictEqual(yield* client.line("the first message"), "first")
+      client.child.stdout!.destroy() // the reader goes away
+      for (let i = 0; i < 100; i++) peer.ws.send(`more ${i}`)
+      assert.strictEqual((yield* peer.closed).code, 1001)
+      assert.deepStrictEqual(yield* client.ended, { code: 0, signal: null })
+      assert.notInclude(client.stderr(), "EPIPE")
+    }))
+
+  it.live("SIGINT before the connection is open: non-zero exit, stderr says so", () =>
+    Effect.gen(function*() {
+      const server = yield* silentServer
+      const client = yield* ews(["connect", `ws://127.0.0.1:${server.port}/`])
+      yield* eventually(() => server.connections() === 1, 5000, "the TCP connection")
+      yield* client.kill("SIGINT")
+      assert.deepStrictEqual(yield* client.ended, { code: 1, signal: null })
+      assert.strictEqual(client.stderr().trim(), "ews: interrupted before the connection was open")
+    }))
+
+  it.live("wss:// to a server without TLS: a TLS error, without the --insecure hint (it would not help)", () =>
+    Effect.gen(function*() {
+      const server = yield* serve(["--echo"])
+      const result = yield* ewsRun(["connect", server.url.replace("ws://", "wss://")])
+      assert.strictEqual(result.code, 1)
+      assert.match(result.stderr, /^ews: TLS error: .*wrong version number/m)
+      assert.notInclude(result.stderr, "--insecure")
     }))
 })

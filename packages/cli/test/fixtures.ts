@@ -257,6 +257,26 @@ export const rawServer = (frame: Uint8Array) =>
     return (server.address() as Net.AddressInfo).port
   })
 
+/** A server that accepts TCP connections and never answers (the opening handshake hangs). */
+export const silentServer = Effect.gen(function*() {
+  const sockets = new Set<Net.Socket>()
+  const server = yield* Effect.acquireRelease(
+    Effect.callback<Net.Server>((resume) => {
+      const server = Net.createServer((socket) => {
+        sockets.add(socket)
+        socket.on("error", () => {})
+      })
+      server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
+    }),
+    (server) =>
+      Effect.callback<void>((resume) => {
+        for (const socket of sockets) socket.destroy()
+        server.close(() => resume(Effect.void))
+      })
+  )
+  return { port: (server.address() as Net.AddressInfo).port, connections: () => sockets.size }
+})
+
 /** A loopback port nothing listens on (it was free a moment ago). */
 export const closedPort = Effect.callback<number>((resume) => {
   const server = Net.createServer()
