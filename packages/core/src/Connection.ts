@@ -507,7 +507,10 @@ export const make = (
     const consumerGrace = Duration.min(closeTimeout, Duration.seconds(1))
     const mailbox = new Mailbox<Message, ConnectionError>(settings.messageBuffer ?? 16)
     const closedDeferred = yield* Deferred.make<CloseInfo>()
-    /** Held by `sendFragments` for a whole message; made at the first use (few connections fragment). */
+    /**
+     * Held for a whole message by `sendFragments`, and by a `send` that has to wait for the wire;
+     * made at its first use (most connections never need it).
+     */
     let messageLock: Semaphore.Semaphore | undefined = undefined
     const withMessageLock = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
       Effect.suspend(() => (messageLock ??= Semaphore.makeUnsafe(1)).withPermit(effect))
