@@ -201,15 +201,21 @@ describe("ews connect", () => {
       assert.match(ftp.stderr, /^ews: invalid URL: ftp:\/\/127\.0\.0\.1\/ is not a ws:\/\//)
     }))
 
+  /** `ews connect` to a `ws` server, once the server has its side of the connection. */
+  const connectedToWs = Effect.gen(function*() {
+    let resolvePeer: (peer: Peer) => void = () => {}
+    const peerPromise = new Promise<Peer>((resolve) => {
+      resolvePeer = resolve
+    })
+    const url = yield* wsServer((peer) => resolvePeer(peer))
+    const client = yield* ews(["connect", url])
+    const peer = yield* within(Effect.promise(() => peerPromise), 10_000, "the client to connect")
+    return { client, peer }
+  })
+
   it.live("SIGINT closes the connection with 1001 and exits 0", () =>
     Effect.gen(function*() {
-      let resolvePeer: (peer: Peer) => void = () => {}
-      const peerPromise = new Promise<Peer>((resolve) => {
-        resolvePeer = resolve
-      })
-      const url = yield* wsServer((peer) => resolvePeer(peer))
-      const client = yield* ews(["connect", url])
-      const peer = yield* within(Effect.promise(() => peerPromise), 10_000, "the client to connect")
+      const { client, peer } = yield* connectedToWs
       peer.ws.send("ready")
       assert.strictEqual(yield* client.line("the message"), "ready")
       yield* client.kill("SIGINT")
@@ -219,13 +225,7 @@ describe("ews connect", () => {
 
   it.live("a reader of stdout that goes away (| head -1): closes with 1001 and exits 0, no EPIPE crash", () =>
     Effect.gen(function*() {
-      let resolvePeer: (peer: Peer) => void = () => {}
-      const peerPromise = new Promise<Peer>((resolve) => {
-        resolvePeer = resolve
-      })
-      const url = yield* wsServer((peer) => resolvePeer(peer))
-      const client = yield* ews(["connect", url])
-      const peer = yield* within(Effect.promise(() => peerPromise), 10_000, "the client to connect")
+      const { client, peer } = yield* connectedToWs
       peer.ws.send("first")
       assert.strictEqual(yield* client.line("the first message"), "first")
       client.child.stdout!.destroy() // the reader goes away

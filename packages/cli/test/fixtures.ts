@@ -222,8 +222,11 @@ export const httpServer = (status: number) =>
     return (server.address() as Net.AddressInfo).port
   })
 
-/** A server that completes the opening handshake, then sends `frame` (raw bytes). */
-export const rawServer = (frame: Uint8Array) =>
+/**
+ * A TCP server on 127.0.0.1 that hands each socket to `onSocket` (errors ignored), and destroys
+ * every socket when the scope closes: its port and how many sockets it got.
+ */
+const tcpServer = (onSocket: (socket: Net.Socket) => void) =>
   Effect.gen(function*() {
     const sockets = new Set<Net.Socket>()
     const server = yield* Effect.acquireRelease(
@@ -231,20 +234,7 @@ export const rawServer = (frame: Uint8Array) =>
         const server = Net.createServer((socket) => {
           sockets.add(socket)
           socket.on("error", () => {})
-          let request = ""
-          const onData = (chunk: Buffer) => {
-            request += chunk.toString("latin1")
-            if (!request.includes("\r\n\r\n")) return
-            socket.off("data", onData)
-            socket.on("data", () => {})
-            const key = /^sec-websocket-key:[ \t]*([^\r\n]*)/im.exec(request)?.[1]?.trim() ?? ""
-            const accept = createHash("sha1").update(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest("base64")
-            socket.write(
-              `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`
-            )
-            socket.write(frame)
-          }
-          socket.on("data", onData)
+          onSocket(socket)
         })
         server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
       }),
@@ -254,28 +244,33 @@ export const rawServer = (frame: Uint8Array) =>
           server.close(() => resume(Effect.void))
         })
     )
-    return (server.address() as Net.AddressInfo).port
+    return { port: (server.address() as Net.AddressInfo).port, connections: () => sockets.size }
   })
 
-/** A server that accepts TCP connections and never answers (the opening handshake hangs). */
-export const silentServer = Effect.gen(function*() {
-  const sockets = new Set<Net.Socket>()
-  const server = yield* Effect.acquireRelease(
-    Effect.callback<Net.Server>((resume) => {
-      const server = Net.createServer((socket) => {
-        sockets.add(socket)
-        socket.on("error", () => {})
-      })
-      server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
+/** A server that completes the opening handshake, then sends `frame` (raw bytes). */
+export const rawServer = (frame: Uint8Array) =>
+  Effect.map(
+    tcpServer((socket) => {
+      let request = ""
+      const onData = (chunk: Buffer) => {
+        request += chunk.toString("latin1")
+        if (!request.includes("\r\n\r\n")) return
+        socket.off("data", onData)
+        socket.on("data", () => {})
+        const key = /^sec-websocket-key:[ \t]*([^\r\n]*)/im.exec(request)?.[1]?.trim() ?? ""
+        const accept = createHash("sha1").update(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest("base64")
+        socket.write(
+          `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`
+        )
+        socket.write(frame)
+      }
+      socket.on("data", onData)
     }),
-    (server) =>
-      Effect.callback<void>((resume) => {
-        for (const socket of sockets) socket.destroy()
-        server.close(() => resume(Effect.void))
-      })
+    (server) => server.port
   )
-  return { port: (server.address() as Net.AddressInfo).port, connections: () => sockets.size }
-})
+
+/** A server that accepts TCP connections and never answers (the opening handshake hangs). */
+export const silentServer = tcpServer(() => {})
 
 /** A loopback port nothing listens on (it was free a moment ago). */
 export const closedPort = Effect.callback<number>((resume) => {
