@@ -87,6 +87,14 @@ const flags = {
     Flag.filter((ms) => ms > 0, (ms) => `--ping-interval must be a positive number of milliseconds, got ${ms}`),
     Flag.optional
   ),
+  pingTimeout: Flag.Int("ping-timeout").pipe(
+    Flag.withMetavar("ms"),
+    Flag.withDescription(
+      "With --ping-interval: when the peer sends nothing within MS milliseconds of a ping, cut the connection (a dead peer) and exit 1"
+    ),
+    Flag.filter((ms) => ms > 0, (ms) => `--ping-timeout must be a positive number of milliseconds, got ${ms}`),
+    Flag.optional
+  ),
   wait: Flag.Int("wait").pipe(
     Flag.withMetavar("ms"),
     Flag.withDescription(
@@ -208,12 +216,20 @@ export const command = Command.make(
   Effect.fn("ews.connect")(function*(options) {
     const output = Output.make(options.json)
     const pingInterval = orUndefined(options.pingInterval)
+    const pingTimeout = orUndefined(options.pingTimeout)
+    if (pingTimeout !== undefined && pingInterval === undefined) {
+      return yield* fail(output, "--ping-timeout needs --ping-interval (the pings it waits for an answer to)")
+    }
+    const keepalive = pingInterval === undefined ? undefined : {
+      interval: Duration.millis(pingInterval),
+      ...(pingTimeout === undefined ? {} : { timeout: Duration.millis(pingTimeout) })
+    }
     const connectOptions: NodeClient.ConnectOptions = {
       protocols: options.subprotocol,
       headers: options.header,
       origin: orUndefined(options.origin),
       tls: tlsOptions(options.url, options.insecure),
-      ...(pingInterval === undefined ? {} : { connection: { keepalive: { interval: Duration.millis(pingInterval) } } })
+      ...(keepalive === undefined ? {} : { connection: { keepalive } })
     }
     yield* Effect.scoped(Effect.gen(function*() {
       const connection = yield* NodeClient.connect(options.url, connectOptions).pipe(

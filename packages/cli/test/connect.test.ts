@@ -235,6 +235,21 @@ describe("ews connect", () => {
       assert.notInclude(client.stderr(), "EPIPE")
     }))
 
+  it.live("--ping-timeout: a peer that answers no ping is cut off as dead, exit 1", () =>
+    Effect.gen(function*() {
+      const url = yield* wsServer(() => {}, { autoPong: false })
+      const client = yield* ews(["connect", url, "--ping-interval", "100", "--ping-timeout", "200"])
+      assert.deepStrictEqual(yield* within(client.ended, 10_000, "the dead peer to be noticed"), { code: 1, signal: null })
+      assert.match(client.stderr(), /^ews: connection lost: no answer from the peer within .* of a ping/m)
+    }))
+
+  it.live("--ping-timeout without --ping-interval is a usage error, before connecting", () =>
+    Effect.gen(function*() {
+      const result = yield* ewsRun(["connect", "ws://127.0.0.1:1/", "--ping-timeout", "200"])
+      assert.strictEqual(result.code, 1)
+      assert.include(result.stderr, "--ping-timeout needs --ping-interval")
+    }))
+
   it.live("SIGINT before the connection is open: non-zero exit, stderr says so", () =>
     Effect.gen(function*() {
       const server = yield* silentServer
