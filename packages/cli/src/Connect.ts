@@ -62,7 +62,12 @@ const header = Flag.String("header").pipe(
 
 const flags = {
   url: Argument.String("url").pipe(
-    Argument.withDescription("ws://, wss://, http://, https:// or ws+unix:///path.sock:/request-path URL to connect to")
+    Argument.withDescription(
+      "ws://, wss://, http://, https:// or ws+unix:///path.sock:/request-path URL to connect to (ws:// when it has no scheme, as with wscat)"
+    ),
+    // `127.0.0.1:8080/chat` means ws://127.0.0.1:8080/chat (a URL with no `scheme://`); what is
+    // no URL even so is left as typed, for the error to show
+    Argument.map((url) => /^[a-z][a-z0-9+.-]*:\/\//i.test(url) || !URL.canParse(`ws://${url}`) ? url : `ws://${url}`)
   ),
   subprotocol: subprotocols("Offer this subprotocol (repeatable, in order of preference)"),
   header,

@@ -243,6 +243,16 @@ describe("ews connect", () => {
       assert.match(client.stderr(), /^ews: connection lost: no answer from the peer within .* of a ping/m)
     }))
 
+  it.live("a URL with no scheme is a ws:// one, as with wscat", () =>
+    Effect.gen(function*() {
+      const server = yield* serve(["--echo"])
+      const client = yield* ews(["connect", server.url.replace("ws://", "")])
+      yield* client.write("hello\n")
+      assert.strictEqual(yield* client.line("the echo"), "hello")
+      yield* client.end
+      assert.deepStrictEqual(yield* client.ended, { code: 0, signal: null })
+    }))
+
   it.live("--ping-timeout without --ping-interval is a usage error, before connecting", () =>
     Effect.gen(function*() {
       const result = yield* ewsRun(["connect", "ws://127.0.0.1:1/", "--ping-timeout", "200"])
