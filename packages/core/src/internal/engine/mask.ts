@@ -45,20 +45,54 @@ export const MASK_NATIVE_THRESHOLD = 768
  */
 export const MASK_INTO_NATIVE_THRESHOLD = 112
 
+/**
+ * Masks or unmasks `data[start, end)` in place, `keyOffset` being the key position (0..3) of
+ * `data[start]` (RFC 6455 section 5.3): the shape of {@link applyMask} and its twins.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type MaskInPlace = (data: Uint8Array, start: number, end: number, key: Uint8Array, keyOffset: number) => void
+
+/**
+ * Writes `source[sourceStart, sourceEnd)` masked into `target` from `targetStart`, `keyOffset`
+ * being the key position (0..3) of `source[sourceStart]` (RFC 6455 section 5.3): the shape of
+ * {@link maskInto} and its twin.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type MaskCopy = (
+  source: Uint8Array,
+  sourceStart: number,
+  sourceEnd: number,
+  target: Uint8Array,
+  targetStart: number,
+  key: Uint8Array,
+  keyOffset: number
+) => void
+
 /** Whether `key` is all zero (DISABLE_MASKING, unmasked frames): XOR with it is the identity. */
 const isZeroKey = (key: Uint8Array): boolean => (key[0]! | key[1]! | key[2]! | key[3]!) === 0
 
-/** The key rotated so that its byte at `keyOffset` comes first (the native loop starts at key byte 0). */
+// Scratch for the key rotated to a key position: as bytes for the native loop (which starts at key
+// byte 0), and read back through the word view as a 32-bit word in platform byte order (the bytes
+// laid out as they appear in memory, so no endianness test is needed).
 const rotatedKeyBytes = new Uint8Array(4)
-const keyFrom = (key: Uint8Array, keyOffset: number): Uint8Array => {
-  const k = keyOffset & 3
-  if (k === 0) return key
-  rotatedKeyBytes[0] = key[k]!
-  rotatedKeyBytes[1] = key[(k + 1) & 3]!
-  rotatedKeyBytes[2] = key[(k + 2) & 3]!
-  rotatedKeyBytes[3] = key[(k + 3) & 3]!
+const rotatedKeyWord = new Int32Array(rotatedKeyBytes.buffer)
+
+/** The key rotated so that its byte at `keyOffset` comes first, in {@link rotatedKeyBytes}. */
+const rotateKey = (key: Uint8Array, keyOffset: number): Uint8Array => {
+  rotatedKeyBytes[0] = key[keyOffset]!
+  rotatedKeyBytes[1] = key[(keyOffset + 1) & 3]!
+  rotatedKeyBytes[2] = key[(keyOffset + 2) & 3]!
+  rotatedKeyBytes[3] = key[(keyOffset + 3) & 3]!
   return rotatedKeyBytes
 }
+
+/** The key as the native loop takes it: starting at its byte at `keyOffset`. */
+const keyFrom = (key: Uint8Array, keyOffset: number): Uint8Array =>
+  (keyOffset & 3) === 0 ? key : rotateKey(key, keyOffset & 3)
 
 /**
  * Below this many bytes {@link applyMask} works bytewise (4-byte unrolled); from here on it XORs
@@ -92,11 +126,6 @@ export const MASK_WORD_THRESHOLD = 80
  * @since 0.1.0
  */
 export const MASK_INTO_WORD_THRESHOLD = 112
-
-// Scratch for assembling the 32-bit key word in platform byte order: the bytes are laid out as
-// they appear in memory and read back through the word view, so no endianness test is needed.
-const keyWordBytes = new Uint8Array(4)
-const keyWordView = new Int32Array(keyWordBytes.buffer)
 
 // Micro-optimisation: a word view costs about 20 ns to create; an engine masks in the same two
 // buffers (receive and send) over and over, so the views of the last two are kept. Reading a typed
@@ -132,11 +161,8 @@ const wordView = (data: Uint8Array, minWords: number): Int32Array => {
 
 /** The key rotated so that its byte at `keyOffset` comes first, as a native-order word. */
 const keyWord = (key: Uint8Array, keyOffset: number): number => {
-  keyWordBytes[0] = key[keyOffset]!
-  keyWordBytes[1] = key[(keyOffset + 1) & 3]!
-  keyWordBytes[2] = key[(keyOffset + 2) & 3]!
-  keyWordBytes[3] = key[(keyOffset + 3) & 3]!
-  return keyWordView[0]!
+  rotateKey(key, keyOffset)
+  return rotatedKeyWord[0]!
 }
 
 /**
@@ -170,15 +196,7 @@ const maskBytesInPlace = (data: Uint8Array, start: number, end: number, key: Uin
  * Bytewise masking of `source[sourceStart, sourceEnd)` into `target` from `targetStart`, unrolled by
  * the key length.
  */
-const maskBytes = (
-  source: Uint8Array,
-  sourceStart: number,
-  sourceEnd: number,
-  target: Uint8Array,
-  targetStart: number,
-  key: Uint8Array,
-  keyOffset: number
-): void => {
+const maskBytes: MaskCopy = (source, sourceStart, sourceEnd, target, targetStart, key, keyOffset) => {
   // Micro-optimisation: hoist the four key bytes into locals and unroll by 4, which drops the
   // per-byte key index computation (about 2x faster than the plain loop at 64 bytes).
   const k = keyOffset & 3
@@ -215,13 +233,7 @@ const maskBytes = (
  * @category combinators
  * @since 0.1.0
  */
-export const applyMask = (
-  data: Uint8Array,
-  start: number,
-  end: number,
-  key: Uint8Array,
-  keyOffset: number
-): void => {
+export const applyMask: MaskInPlace = (data, start, end, key, keyOffset) => {
   // Micro-optimisation: a zero key leaves the data unchanged.
   if (isZeroKey(key)) return
   // (a range outside the view, as of a detached buffer, is never handed to native code)
@@ -239,13 +251,7 @@ export const applyMask = (
  * @category combinators
  * @since 0.1.0
  */
-export const applyMaskPortable = (
-  data: Uint8Array,
-  start: number,
-  end: number,
-  key: Uint8Array,
-  keyOffset: number
-): void => {
+export const applyMaskPortable: MaskInPlace = (data, start, end, key, keyOffset) => {
   let i = start
   let k = keyOffset & 3
   if (end - start >= MASK_WORD_THRESHOLD) {
@@ -276,13 +282,7 @@ export const applyMaskPortable = (
  * @category combinators
  * @since 0.1.0
  */
-export const applyMaskSimple = (
-  data: Uint8Array,
-  start: number,
-  end: number,
-  key: Uint8Array,
-  keyOffset: number
-): void => {
+export const applyMaskSimple: MaskInPlace = (data, start, end, key, keyOffset) => {
   for (let i = start; i < end; i++) {
     data[i] = data[i]! ^ key[(keyOffset + i - start) & 3]!
   }
@@ -308,15 +308,7 @@ export const applyMaskSimple = (
  * @category combinators
  * @since 0.1.0
  */
-export const maskInto = (
-  source: Uint8Array,
-  sourceStart: number,
-  sourceEnd: number,
-  target: Uint8Array,
-  targetStart: number,
-  key: Uint8Array,
-  keyOffset: number
-): void => {
+export const maskInto: MaskCopy = (source, sourceStart, sourceEnd, target, targetStart, key, keyOffset) => {
   const length = sourceEnd - sourceStart
   if (
     nativeMask !== undefined && length >= MASK_INTO_NATIVE_THRESHOLD && sourceStart >= 0 &&
@@ -337,15 +329,7 @@ export const maskInto = (
  * @category combinators
  * @since 0.1.0
  */
-export const maskIntoPortable = (
-  source: Uint8Array,
-  sourceStart: number,
-  sourceEnd: number,
-  target: Uint8Array,
-  targetStart: number,
-  key: Uint8Array,
-  keyOffset: number
-): void => {
+export const maskIntoPortable: MaskCopy = (source, sourceStart, sourceEnd, target, targetStart, key, keyOffset) => {
   const length = sourceEnd - sourceStart
   if (length >= MASK_INTO_WORD_THRESHOLD || isZeroKey(key)) {
     // Micro-optimisation: memcpy, then the aligned word loop on the copy. This does not depend on
