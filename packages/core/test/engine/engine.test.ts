@@ -1078,6 +1078,38 @@ describe("chunking (spec 5.4)", () => {
     assert.strictEqual(read.buffers[0]!.buffer, allocated.buffer)
     assert.isAtMost(read.buffers[0]!.length, 256)
   })
+
+  it("an allocated buffer that starts inside its memory: reads and deliveries stay in its part", () => {
+    // guard bytes on either side of the handle's part, which must never be written
+    const memory = new Uint8Array(64 + 256 + 4096 + 256 + 64).fill(0xee)
+    const allocated = memory.subarray(64, memory.length - 64)
+    const inside = (view: Uint8Array) => {
+      assert.strictEqual(view.buffer, memory.buffer)
+      assert.isAtLeast(view.byteOffset, allocated.byteOffset)
+      assert.isAtMost(view.byteOffset + view.length, allocated.byteOffset + 4 + 256)
+    }
+    const engine = makeServer({ receiveBufferSize: 256, allocatedBuffer: allocated })
+    // masked text (its first 7 bytes read by hand), binary, a ping (its pong) and text again
+    const hello = hex("81 85 37fa213d 7f9f4d5158") // "Hello"
+    assert.strictEqual(engine.receive(undefined, undefined), Status.Ok)
+    const read = expectAction(next(engine, QueueCode.Receive), ActionCode.ReceiveFromNetwork)
+    inside(read.buffers[0]!)
+    read.buffers[0]!.set(hello.subarray(0, 7), 0)
+    complete(engine, read, 7)
+    const first = expectAction(next(engine, QueueCode.Receive), ActionCode.IndicateReceiveComplete)
+    inside(first.buffers[0]!)
+    assert.deepStrictEqual([first.bufferType, toHex(first.buffers[0]!)], [Utf8Fragment, "48"])
+    complete(engine, first)
+    const rest = concat([hello.subarray(7), hex("82 83 37fa213d 36f822"), hex("89 80 37fa213d"), hello])
+    const { deliveries, sent } = feed(engine, rest, { chunks: [5, 100], drivePongs: true })
+    assert.deepStrictEqual(
+      messagesOf(deliveries).map((m) => [m.kind, toHex(m.data)]),
+      [["text", "656c6c6f"], ["binary", "010203"], ["text", "48656c6c6f"]]
+    )
+    assert.deepStrictEqual(sent.map(toHex), ["8a00"])
+    assert.isTrue(memory.subarray(0, 64).every((b) => b === 0xee))
+    assert.isTrue(memory.subarray(memory.length - 64).every((b) => b === 0xee))
+  })
 })
 
 describe("end of the transport (spec 3.9, 1006)", () => {

@@ -291,6 +291,9 @@ export class Engine {
    * starts at {@link INITIAL_RECEIVE_BUFFER} bytes and grows to `rcap` (see `growReceive`).
    */
   private rbuf: Uint8Array
+  /** The memory of the receive buffer and where in it the buffer starts (see `receiveView`). */
+  private rmemory: ArrayBufferLike
+  private roffset: number
   /** The size the receive buffer may grow to: RESERVE + receiveBufferSize. */
   private readonly rcap: number
   /** The receive buffer as words (`rwords[k]` = `rbuf[4k, 4k+4)`), when it is 4-aligned. */
@@ -414,15 +417,35 @@ export class Engine {
     this.sendKey = this.maskOutgoing ? new Uint8Array(4) : EMPTY
     this.rcap = RESERVE + options.receiveBufferSize
     const allocated = options.allocatedBuffer
+    let rbuf: Uint8Array
     if (allocated !== undefined) {
-      this.rbuf = allocated.subarray(0, this.rcap)
+      rbuf = allocated.subarray(0, this.rcap)
       this.sbuf = allocated.subarray(this.rcap, this.rcap + options.sendBufferSize)
     } else {
       // (uninitialized: only the bytes read into it are ever looked at)
-      this.rbuf = allocatePlainUninitialized(this.rcap < INITIAL_RECEIVE_BUFFER ? this.rcap : INITIAL_RECEIVE_BUFFER)
+      rbuf = allocatePlainUninitialized(this.rcap < INITIAL_RECEIVE_BUFFER ? this.rcap : INITIAL_RECEIVE_BUFFER)
       this.sbuf = this.isClient && !this.zeroKey ? new Uint8Array(options.sendBufferSize) : EMPTY
     }
-    this.rwords = wordsOf(this.rbuf)
+    this.rbuf = rbuf
+    this.rmemory = rbuf.buffer
+    this.roffset = rbuf.byteOffset
+    this.rwords = wordsOf(rbuf)
+  }
+
+  /** Makes `buffer` the receive buffer. */
+  private useReceiveBuffer(buffer: Uint8Array): void {
+    this.rbuf = buffer
+    this.rmemory = buffer.buffer
+    this.roffset = buffer.byteOffset
+    this.rwords = wordsOf(buffer)
+  }
+
+  /**
+   * `rbuf.subarray(start, end)`, made from the memory directly (micro-optimisation: `subarray` costs
+   * about 19 ns, this about 11, once per delivered message).
+   */
+  private receiveView(start: number, end: number): Uint8Array {
+    return new Uint8Array(this.rmemory, this.roffset + start, end - start)
   }
 
   /**
@@ -947,7 +970,7 @@ export class Engine {
           this.messageOpcode === Opcode.Text && n >= MIN_DIRECT_TEXT && pending < 4 && this.unmaskedEnd >= this.rend
       ) {
         if (pending > 0) {
-          app.set(this.rbuf.subarray(this.rstart, this.rend), 0)
+          app.set(this.receiveView(this.rstart, this.rend), 0)
           this.rstart = this.rend
         }
         this.directLength = pending
@@ -974,18 +997,14 @@ export class Engine {
       // the peer sends more than the buffer holds: it takes the full receive buffer size from now on
       this.growReceive = false
       const grown = allocatePlainUninitialized(this.rcap)
-      grown.set(this.rbuf.subarray(0, this.rend), 0)
-      this.rbuf = grown
-      this.rwords = wordsOf(grown)
+      grown.set(this.receiveView(0, this.rend), 0)
+      this.useReceiveBuffer(grown)
     }
     out.action = ActionCode.ReceiveFromNetwork
     out.queue = QueueCode.Receive
     out.bufferCount = 1
     this.readToEnd = !headerOnly
-    out.buffer0 = this.rbuf.subarray(
-      this.rend,
-      headerOnly ? this.rend + this.headerBytesWanted() : this.rbuf.length
-    )
+    out.buffer0 = this.receiveView(this.rend, headerOnly ? this.rend + this.headerBytesWanted() : this.rbuf.length)
     this.readRoom = out.buffer0.length
     out.context = this.receiveContext
     out.id = this.receiveOutId = this.newId()
@@ -1132,7 +1151,7 @@ export class Engine {
               ) {
                 // Micro-optimisation: the last frame of a message, whole in one piece, is validated
                 // through the view that is then delivered (one view fewer, about 20 ns).
-                const view = buf.subarray(start, end)
+                const view = this.receiveView(start, end)
                 state = nativeIsUtf8(view) ? UTF8_ACCEPT : UTF8_REJECT
                 this.deliverView = view
               } else {
@@ -1183,7 +1202,7 @@ export class Engine {
               // Every ping is answered, in order, up to MAX_WAITING_PONGS waiting; beyond, the
               // latest takes the place of the last one waiting.
               if (this.pongFrame.length === 0) this.pongFrame = new Uint8Array(CONTROL_FRAME_LENGTH)
-              const length = this.buildControlFrame(this.pongFrame, Opcode.Pong, buf.subarray(start, end), undefined)
+              const length = this.buildControlFrame(this.pongFrame, Opcode.Pong, this.receiveView(start, end), undefined)
               const pong = this.pongFrame.slice(0, length)
               if (this.pongsWaiting.length < MAX_WAITING_PONGS) this.pongsWaiting.push(pong)
               else this.pongsWaiting[MAX_WAITING_PONGS - 1] = pong
@@ -1226,7 +1245,7 @@ export class Engine {
   private holdCarry(start: number, end: number): void {
     const k = end - start
     if (this.carry.length === 0) this.carry = new Uint8Array(4)
-    this.carry.set(this.rbuf.subarray(start, end), 0)
+    this.carry.set(this.receiveView(start, end), 0)
     this.carryLength = k
     this.payloadRemaining -= k
     this.rstart = end
@@ -1276,9 +1295,9 @@ export class Engine {
     out.bufferType = this.dataBufferType(end - start === this.payloadRemaining && this.frameFin)
     const made = this.deliverView
     this.deliverView = undefined
-    let view = made !== undefined && made.length === end - start && made.byteOffset === this.rbuf.byteOffset + start
+    let view = made !== undefined && made.length === end - start && made.byteOffset === this.roffset + start
       ? made
-      : this.rbuf.subarray(start, end)
+      : this.receiveView(start, end)
     if (app !== undefined) {
       app.set(view, 0)
       view = app.subarray(0, end - start)
@@ -1330,7 +1349,7 @@ export class Engine {
   private deliverControl(out: ActionRecord, app: Uint8Array | undefined): void {
     out.bufferType = this.deliverType
     out.closeStatus = this.deliverCloseStatus
-    let view = this.rbuf.subarray(this.deliverStart, this.deliverEnd)
+    let view = this.receiveView(this.deliverStart, this.deliverEnd)
     // copied to the caller's buffer when it fits; else a view of the receive buffer: a pong's
     // payload or a close reason comes whole, there is no rest to deliver later
     if (app !== undefined && view.length <= app.length) {
