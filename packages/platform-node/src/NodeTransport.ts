@@ -229,7 +229,9 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
    * not take the bytes back).
    *
    * Micro-optimisation: small copied writes of a tick are gathered one after the other in a slab and
-   * reach the socket as one buffer when the tick ends (one `socket.write` for many frames).
+   * reach the socket as one buffer when the tick ends (one `socket.write` for many frames), and the
+   * socket is corked from a tick's first larger write to the end of the tick, so that what a tick
+   * writes reaches the operating system in one `writev` (a client's 1 MiB message is 16 frame parts).
    */
   let slab: Buffer = NO_SLAB
   /** The gathered bytes not yet handed to the socket: `slab[gatheredStart, gatheredEnd)`. */
@@ -242,9 +244,27 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
     if (!socket.destroyed) socket.write(slab.subarray(gatheredStart, gatheredEnd))
     gatheredStart = gatheredEnd
   }
+  /** Whether the socket is corked until the tick ends (see `corkUntilEndOfTick`). */
+  let corked = false
   const endOfTick = () => {
     flushScheduled = false
     flushGathered()
+    if (corked) {
+      corked = false
+      socket.uncork()
+    }
+  }
+  const scheduleEndOfTick = () => {
+    if (flushScheduled) return
+    flushScheduled = true
+    process.nextTick(endOfTick)
+  }
+  /** Holds the socket's writes until the tick ends, when they go out together. */
+  const corkUntilEndOfTick = () => {
+    if (corked) return
+    corked = true
+    socket.cork()
+    scheduleEndOfTick()
   }
   /**
    * Whether writes must wait for `drain`: the socket holds more than `bufferLimit` bytes not yet
@@ -265,12 +285,10 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
       target = slab
       offset = gatheredEnd
       gatheredEnd += total
-      if (!flushScheduled) {
-        flushScheduled = true
-        process.nextTick(endOfTick)
-      }
+      scheduleEndOfTick()
     } else {
       flushGathered()
+      corkUntilEndOfTick()
       target = Buffer.allocUnsafe(total)
       offset = 0
     }
@@ -284,13 +302,8 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
   /** Writes buffers given away by the caller as they are (Node keeps them until written), in one `writev`. */
   const writeOwned = (buffers: ReadonlyArray<Uint8Array>): void => {
     flushGathered()
-    if (buffers.length === 1) {
-      writeMaybePooled(socket, buffers[0]!)
-      return
-    }
-    socket.cork()
+    corkUntilEndOfTick()
     for (let i = 0; i < buffers.length; i++) writeMaybePooled(socket, buffers[i]!)
-    socket.uncork()
   }
 
   /**

@@ -99,6 +99,40 @@ describe("NodeTransport.fromDuplex", () => {
       assert.strictEqual(yield* b.read(new Uint8Array(8)), 0)
     }))
 
+  it.live("the writes of a tick reach the operating system in one writev, in the order they were made", () =>
+    Effect.gen(function*() {
+      const [client, accepted] = yield* socketPair
+      const calls: Array<string> = []
+      const writev = client._writev!.bind(client)
+      client._writev = (chunks, callback) => {
+        calls.push(`writev ${chunks.length}`)
+        writev(chunks, callback)
+      }
+      const write = client._write.bind(client)
+      client._write = (chunk, encoding, callback) => {
+        calls.push("write")
+        write(chunk, encoding, callback)
+      }
+      const a = NodeTransport.fromDuplex(client)
+      const b = NodeTransport.fromDuplex(accepted)
+      // as a client sends a large message: owned 64 KiB parts (pooled memory), with small frames,
+      // a copied one and an application's owned buffer in between
+      const pieces = [
+        [a.allocate!(64 * 1024).fill(1)],
+        [pattern(10, 1)],
+        [a.allocate!(64 * 1024).fill(2), pattern(20, 2)],
+        [pattern(30 * 1024, 3)],
+        [pattern(5, 4)],
+        [pattern(200 * 1024, 5)]
+      ]
+      const owned = [true, false, true, false, false, true]
+      pieces.forEach((buffers, i) => assert.isTrue(a.tryWrite!(buffers, owned[i]), `write ${i} taken at once`))
+      assert.deepStrictEqual(calls, [], "nothing is written before the tick ends")
+      const all = Buffer.concat(pieces.flat())
+      assert.deepStrictEqual(yield* readExactly(b, all.length), new Uint8Array(all))
+      assert.strictEqual(calls[0], "writev 7", `one writev for the tick (calls: ${calls.join(", ")})`)
+    }))
+
   it.live("a peer that does not read makes writes wait: the socket holds at most writeBufferLimit bytes", () =>
     Effect.gen(function*() {
       const [client, accepted] = yield* socketPair
