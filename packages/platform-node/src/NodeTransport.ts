@@ -230,8 +230,9 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
    *
    * Micro-optimisation: small copied writes of a tick are gathered one after the other in a slab and
    * reach the socket as one buffer when the tick ends (one `socket.write` for many frames), and the
-   * socket is corked from a tick's first larger write to the end of the tick, so that what a tick
-   * writes reaches the operating system in one `writev` (a client's 1 MiB message is 16 frame parts).
+   * socket is corked from a tick's first larger write taken at once to the end of the tick, or until
+   * it holds more than `writeBufferLimit` bytes, so that those writes reach the operating system in
+   * one `writev` (a client's 1 MiB message is 16 frame parts) rather than one system call each.
    */
   let slab: Buffer = NO_SLAB
   /** The gathered bytes not yet handed to the socket: `slab[gatheredStart, gatheredEnd)`. */
@@ -267,6 +268,16 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
     scheduleEndOfTick()
   }
   /**
+   * Lets the held writes go at once when they are more than `bufferLimit` bytes: the bytes of a tick
+   * never make writes wait for `drain` (nor show in `bufferedAmount`) beyond what they did uncorked.
+   */
+  const uncorkWhenFull = () => {
+    if (corked && socket.writableLength > bufferLimit) {
+      corked = false
+      socket.uncork()
+    }
+  }
+  /**
    * Whether writes must wait for `drain`: the socket holds more than `bufferLimit` bytes not yet
    * handed to the operating system, and Node said so (a `write` returned `false`, so `drain` comes).
    * The bytes gathered this tick (at most a slab) join them when the tick ends.
@@ -296,7 +307,10 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
       target.set(buffers[i]!, offset)
       offset += buffers[i]!.length
     }
-    if (target !== slab) socket.write(target)
+    if (target !== slab) {
+      socket.write(target)
+      uncorkWhenFull()
+    }
   }
 
   /** Writes buffers given away by the caller as they are (Node keeps them until written), in one `writev`. */
@@ -304,6 +318,7 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
     flushGathered()
     corkUntilEndOfTick()
     for (let i = 0; i < buffers.length; i++) writeMaybePooled(socket, buffers[i]!)
+    uncorkWhenFull()
   }
 
   /**

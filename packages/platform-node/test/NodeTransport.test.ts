@@ -133,6 +133,27 @@ describe("NodeTransport.fromDuplex", () => {
       assert.strictEqual(calls[0], "writev 7", `one writev for the tick (calls: ${calls.join(", ")})`)
     }))
 
+  it.live("the writes held until the tick ends never exceed writeBufferLimit: past it they go out at once", () =>
+    Effect.gen(function*() {
+      for (const limit of [16 * 1024, 256 * 1024]) {
+        const [client, accepted] = yield* socketPair
+        const a = NodeTransport.fromDuplex(client, { writeBufferLimit: limit })
+        const b = NodeTransport.fromDuplex(accepted)
+        let largest = 0
+        for (let i = 0; i < 16; i++) {
+          const frame = a.allocate!(64 * 1024).fill(i)
+          if (!a.tryWrite!([frame], true)) yield* a.write([frame], true)
+          largest = Math.max(largest, a.bufferedAmount!())
+          // a held frame makes the socket hold more than a limit below a frame: it is not kept corked
+          if (limit < 64 * 1024) assert.strictEqual(client.writableCorked, 0, `limit ${limit}: frame ${i} went out at once`)
+        }
+        assert.isAtMost(largest, limit + 64 * 1024, `limit ${limit}: held bytes stay within the limit and a frame`)
+        const received = yield* readExactly(b, 16 * 64 * 1024)
+        for (let i = 0; i < 16; i++) assert.strictEqual(received[i * 64 * 1024 + 100], i)
+        yield* Effect.sync(() => (client.destroy(), accepted.destroy()))
+      }
+    }))
+
   it.live("a peer that does not read makes writes wait: the socket holds at most writeBufferLimit bytes", () =>
     Effect.gen(function*() {
       const [client, accepted] = yield* socketPair
