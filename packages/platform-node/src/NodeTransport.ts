@@ -247,13 +247,15 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
   }
   /** Whether the socket is corked until the tick ends (see `corkUntilEndOfTick`). */
   let corked = false
+  /** Lets the held writes go. */
+  const uncork = () => {
+    corked = false
+    socket.uncork()
+  }
   const endOfTick = () => {
     flushScheduled = false
     flushGathered()
-    if (corked) {
-      corked = false
-      socket.uncork()
-    }
+    if (corked) uncork()
   }
   const scheduleEndOfTick = () => {
     if (flushScheduled) return
@@ -272,10 +274,7 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
    * never make writes wait for `drain` (nor show in `bufferedAmount`) beyond what they did uncorked.
    */
   const uncorkWhenFull = () => {
-    if (corked && socket.writableLength > bufferLimit) {
-      corked = false
-      socket.uncork()
-    }
+    if (corked && socket.writableLength > bufferLimit) uncork()
   }
   /**
    * Whether writes must wait for `drain`: the socket holds more than `bufferLimit` bytes not yet

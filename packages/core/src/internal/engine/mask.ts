@@ -90,6 +90,13 @@ const rotateKey = (key: Uint8Array, keyOffset: number): Uint8Array => {
   return rotatedKeyBytes
 }
 
+/**
+ * `bytes[start, end)` as the native loop takes its source: from the view's start (the view itself
+ * when `start` is 0, the loop reading only the length it is given; no new view).
+ */
+const nativeSource = (bytes: Uint8Array, start: number, end: number): Uint8Array =>
+  start === 0 ? bytes : bytes.subarray(start, end)
+
 /** The key as the native loop takes it: starting at its byte at `keyOffset`. */
 const keyFrom = (key: Uint8Array, keyOffset: number): Uint8Array =>
   (keyOffset & 3) === 0 ? key : rotateKey(key, keyOffset & 3)
@@ -238,7 +245,7 @@ export const applyMask: MaskInPlace = (data, start, end, key, keyOffset) => {
   if (isZeroKey(key)) return
   // (a range outside the view, as of a detached buffer, is never handed to native code)
   if (nativeMask !== undefined && end - start >= MASK_NATIVE_THRESHOLD && start >= 0 && end <= data.length) {
-    nativeMask(data.subarray(start, end), keyFrom(key, keyOffset), data, start, end - start)
+    nativeMask(nativeSource(data, start, end), keyFrom(key, keyOffset), data, start, end - start)
     return
   }
   applyMaskPortable(data, start, end, key, keyOffset)
@@ -315,8 +322,7 @@ export const maskInto: MaskCopy = (source, sourceStart, sourceEnd, target, targe
     sourceEnd <= source.length && targetStart >= 0 && targetStart + length <= target.length && !isZeroKey(key)
   ) {
     // (ranges outside the views, as of a detached buffer, are never handed to native code)
-    const from = sourceStart === 0 ? source : source.subarray(sourceStart, sourceEnd)
-    nativeMask(from, keyFrom(key, keyOffset), target, targetStart, length)
+    nativeMask(nativeSource(source, sourceStart, sourceEnd), keyFrom(key, keyOffset), target, targetStart, length)
     return
   }
   maskIntoPortable(source, sourceStart, sourceEnd, target, targetStart, key, keyOffset)
