@@ -557,11 +557,7 @@ export const make = (
       return asPull(message)
     }
     /** One message for the stream's pull, as the array a pull yields (one message at a time, see `messages`). */
-    const takeOne: Effect.Effect<readonly [Message], ConnectionError | Cause.Done> = Effect.suspend(() => {
-      const ready = mailbox.poll()
-      if (ready !== undefined) return Effect.succeed(takenAsPull(ready))
-      return mailbox.takeWith(takenAsPull, signalIfIdle)
-    })
+    const takeOne: Effect.Effect<readonly [Message], ConnectionError | Cause.Done> = mailbox.taking(takenAsPull, signalIfIdle)
     // (counted in the step that adds the finalizer: an interruption in between would leave the
     // consumer counted, and the answer to a peer's Close would wait for it in vain)
     const messages = Stream.unwrap(Effect.acquireRelease(

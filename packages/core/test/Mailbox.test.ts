@@ -64,23 +64,35 @@ describe("Mailbox", () => {
       }
     }))
 
-  it.effect("takeWith hands a message mapped, at once or after waiting (onWait then counts the taker)", () =>
+  it.effect("taking makes one effect that hands a message mapped each time it runs, at once or after waiting (onWait then counts the taker)", () =>
     Effect.gen(function*() {
       const mailbox = new Mailbox<string, never>(2)
       assert.isTrue(mailbox.offer("a"))
       let waits = 0
       const onWait = () => {
         waits++
-        assert.strictEqual(mailbox.waiting, 1, "the taker is registered when onWait runs")
+        assert.strictEqual(mailbox.waiting, waits, "the taker is registered when onWait runs")
       }
-      assert.deepStrictEqual(yield* mailbox.takeWith((m) => [m], onWait), ["a"])
+      const takeOne = mailbox.taking((m) => [m], onWait)
+      assert.deepStrictEqual(yield* takeOne, ["a"])
       assert.strictEqual(waits, 0)
-      const taker = yield* Effect.forkChild(mailbox.takeWith((m) => [m], onWait))
+      const taker = yield* Effect.forkChild(takeOne)
       yield* Effect.yieldNow
       assert.strictEqual(waits, 1)
       assert.isTrue(mailbox.offer("b"))
       assert.strictEqual(mailbox.waiting, 0, "handed over")
       assert.deepStrictEqual(yield* Fiber.join(taker), ["b"])
+      // the same effect run by several fibers at once: each run waits as a taker of its own
+      waits = 0
+      const takers = yield* Effect.forEach([1, 2, 3], () => Effect.forkChild(takeOne))
+      yield* Effect.yieldNow
+      assert.strictEqual(waits, 3)
+      assert.strictEqual(mailbox.waiting, 3)
+      for (const m of ["c", "d", "e"]) assert.isTrue(mailbox.offerBeyondCapacity(m))
+      const got = yield* Effect.forEach(takers, Fiber.join)
+      assert.deepStrictEqual(got, [["c"], ["d"], ["e"]])
+      mailbox.end()
+      assert.isTrue(Exit.isFailure(yield* Effect.exit(takeOne)), "then the end, to every run")
     }))
 
   it.effect("a message handed to a taker that was interrupted goes back to the front", () =>

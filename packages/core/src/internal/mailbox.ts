@@ -110,18 +110,19 @@ export class Mailbox<A, E> {
   }
 
   /** Takes the next message, waiting for one; fails with `Cause.Done` after the end, or with the failure. */
-  readonly take: Effect.Effect<A, E | Cause.Done> = Effect.suspend(() => this.takeWith(identity))
+  readonly take: Effect.Effect<A, E | Cause.Done> = this.taking(identity)
 
   /**
-   * Takes the next message as `map(message)`, waiting for one (`onWait` is called once this taker
-   * counts in `waiting`); fails with `Cause.Done` after the end, or with the failure.
+   * An effect that takes the next message as `map(message)`, waiting for one (`onWait` is called
+   * once this taker counts in `waiting`); fails with `Cause.Done` after the end, or with the failure.
+   *
+   * Micro-optimisation: made once and run for every message, so that its functions live as long as
+   * the mailbox (V8 threw away the optimised code of a wait made per take at every full collection,
+   * and compiled it again).
    */
-  takeWith<B>(map: (a: A) => B, onWait?: () => void): Effect.Effect<B, E | Cause.Done> {
-    const a = this.poll()
-    if (a !== undefined) return Effect.succeed(map(a))
-    if (this.ending !== undefined) return this.ending
-    return Effect.callback<B, E | Cause.Done>((resume) => {
-      // looked at again as the wait starts: the fiber may have yielded since the look above, and
+  taking<B>(map: (a: A) => B, onWait?: () => void): Effect.Effect<B, E | Cause.Done> {
+    const wait = Effect.callback<B, E | Cause.Done>((resume) => {
+      // looked at again as the wait starts: the fiber may have yielded since the look below, and
       // a message offered (or the end) meanwhile found no taker to wake
       const ready = this.poll()
       if (ready !== undefined) return resume(Effect.succeed(map(ready)))
@@ -134,6 +135,12 @@ export class Mailbox<A, E> {
         const i = this.takers.indexOf(taker)
         if (i >= 0) this.takers.splice(i, 1)
       })
+    })
+    return Effect.suspend(() => {
+      const a = this.poll()
+      if (a !== undefined) return Effect.succeed(map(a))
+      if (this.ending !== undefined) return this.ending
+      return wait
     })
   }
 
