@@ -477,6 +477,23 @@ const notAMessage = (parameter: string, value: unknown): InvalidParameter =>
 export const decodeOptions = (options: Options | undefined) =>
   decodeParameter(OptionsSchema.ConnectionOptions, "connection", options ?? {})
 
+/** Why a step of a connection's reader stopped: it needs bytes (its read is outstanding). */
+const STEP_READ = 0
+/** A write found the transport broken while the reader needed bytes. */
+const STEP_LOST = 1
+/** Automatic pongs wait for a writer. */
+const STEP_PONGS = 2
+/** `getAction` failed: the peer broke the protocol. */
+const STEP_FAILED = 3
+/** A message waits for room in the message buffer (`held`). */
+const STEP_HELD = 4
+/** The peer's Close, or the end without one (1006). */
+const STEP_CLOSE = 5
+/** The handle takes no more receives: the reader is done. */
+const STEP_END = 6
+/** How many reasons there are. */
+const STEP_COUNT = 7
+
 /**
  * Runs a connection over an open handle (its handshake complete) and a transport, owned by the
  * current scope. Closing the scope closes the connection (1001 by default, bounded by the close
@@ -1115,117 +1132,215 @@ export const make = (
 
     /** Whether the reader ever ran (it does not when the connection's scope was closed already). */
     let readerRan = false
-    const readLoop = Effect.gen(function*() {
-      readerRan = true
-      const record = new ActionRecord()
+    // The reader is a loop of synchronous steps (`readStep`) and of what only its fiber can do
+    // (wait, fork, fail, close). While it waits for the network, a transport with `whenReadable`
+    // runs the steps itself as bytes arrive (`onReadable`), and the fiber is woken only when a step
+    // stops on something else: the usual message costs no fiber wake-up.
+    const readRecord = new ActionRecord()
+    /** Whether the handle has a receive queued for the next message or chunk. */
+    let receiveQueued = false
+    /** Whether `readRecord` holds an action of `getAction` not handled yet (and its status). */
+    let actionTaken = false
+    let actionStatus: Status = Status.Ok
+    /** The outstanding ReceiveFromNetwork: its action id (0: none) and buffer. */
+    let readId = 0
+    let readBuffer: Uint8Array = new Uint8Array(0)
+    /** Reads completed: whether a step woken by the transport found bytes. */
+    let readsDone = 0
+    /** The peer's Close (or 1006, the end without one) that a step stopped on. */
+    let peerCloseCode = 0
+    let peerCloseReason = ""
+    /**
+     * One step of the reader, as far as it goes without an effect: bytes already there are read,
+     * frames handled, messages handed to the consumer. Returns why it stopped (`STEP_*`).
+     */
+    const readStep = (): number => {
+      const record = readRecord
       for (;;) {
-        // The rest of a message that came in several chunks is received straight into its buffer
-        // (the websocket.h receive with an application buffer): binary payload then skips the
-        // handle's receive buffer.
-        const into = accumulated === 0 ? messageStart() : accumulatorTail()
-        receivingInPlace = into !== undefined
-        if (engine.receive(into, undefined) !== Status.Ok) return
-        for (;;) {
-          const status = engine.getAction(QueueCode.Receive, record)
+        if (!receiveQueued) {
+          // The rest of a message that came in several chunks is received straight into its buffer
+          // (the websocket.h receive with an application buffer): binary payload then skips the
+          // handle's receive buffer.
+          const into = accumulated === 0 ? messageStart() : accumulatorTail()
+          receivingInPlace = into !== undefined
+          if (engine.receive(into, undefined) !== Status.Ok) return STEP_END
+          receiveQueued = true
+        }
+        if (readId !== 0) {
+          // Micro-optimisation: bytes already there are taken without an effect.
+          const n = transport.tryRead === undefined ? -1 : transport.tryRead(readBuffer)
+          if (n < 0) return lost !== undefined ? STEP_LOST : STEP_READ
+          completeRead(n)
+        }
+        if (!actionTaken) {
+          actionStatus = engine.getAction(QueueCode.Receive, record)
+          actionTaken = true
           // (written by a fiber of its own: the reader waiting for the wire would stop reading, and a
           // send that holds the wire may wait for a peer that reads nothing until its own send is done)
-          if (engine.pongWaiting && !writingPongs) {
-            writingPongs = true // (before the fork: the writer may be done before it returns)
-            yield* Effect.forkScoped(writePongs, { startImmediately: true })
-          }
-          if (status !== Status.Ok) return yield* failProtocol(engineError(engine, "getAction", "queue") as InvalidProtocolFormat | InvalidProtocolOperation)
-          if (record.action === ActionCode.ReceiveFromNetwork) {
-            const id = record.id
-            // Micro-optimisation: bytes already there are taken without an effect.
-            let n = transport.tryRead === undefined ? -1 : transport.tryRead(record.buffer0)
-            if (n < 0) {
-              if (lost !== undefined) {
-                // a write found the transport broken: what it held was read, and no more is coming
-                engine.completeAction(id, 0)
-                return yield* failTransport(lost)
-              }
-              reportWhileWaiting()
-              readingNetwork = true
-              const read = yield* Effect.exit(transport.read(record.buffer0))
-              readingNetwork = false
-              if (read._tag === "Failure") {
-                engine.completeAction(id, 0)
-                return yield* failTransport(
-                  Option.getOrElse(Cause.findErrorOption(read.cause), () => new TransportError({ message: "read failed" }))
-                )
-              }
-              n = read.value
-            }
-            if (n > 0) activity++
-            engine.completeAction(id, n)
+          if (engine.pongWaiting && !writingPongs) return STEP_PONGS
+        }
+        actionTaken = false
+        if (actionStatus !== Status.Ok) return STEP_FAILED
+        if (record.action === ActionCode.ReceiveFromNetwork) {
+          readId = record.id
+          readBuffer = record.buffer0
+          continue
+        }
+        receiveQueued = false
+        if (record.action !== ActionCode.IndicateReceiveComplete) continue
+        const type = record.bufferType
+        if (BufferType.isData(type)) {
+          if (!BufferType.isMessageEnd(type)) {
+            append(record.buffer0)
+            engine.completeAction(record.id, 0)
             continue
           }
-          if (record.action !== ActionCode.IndicateReceiveComplete) break
-          const type = record.bufferType
-          if (BufferType.isData(type)) {
-            if (!BufferType.isMessageEnd(type)) {
-              append(record.buffer0)
-              engine.completeAction(record.id, 0)
-              break
-            }
-            const size = accumulated + record.buffer0.length
-            const message = deliver(record)
-            engine.completeAction(record.id, 0)
-            countIn(size)
-            if (!mailbox.offer(message)) {
-              // The consumer is behind: wait (reading stops, so the peer is slowed by the transport),
-              // unless we are closing: then the peer's Close reply must get through, and messages
-              // nobody reads are dropped. Once the transport broke (see `lostTransport`), there is
-              // no one left to slow down: the message is kept beyond the buffer.
-              held = message
-              for (;;) {
-                if (Deferred.isDoneUnsafe(closing)) break
-                if (mailbox.isDone) return
-                if (mailbox.offer(message)) break
-                if (lost !== undefined) {
-                  mailbox.offerBeyondCapacity(message)
-                  break
-                }
-                waitingForConsumer = true
-                yield* Effect.callback<void>((resume) => {
-                  // (looked at again as the wait starts: the fiber may have yielded since, and the
-                  // wake-up found no one waiting: a failed write, a local close, or a consumer that
-                  // took the messages meanwhile, down to where reading resumes, and then waits)
-                  if (lost !== undefined || Deferred.isDoneUnsafe(closing) || mailbox.size <= resumeReadingAt) {
-                    return resume(Effect.void)
-                  }
-                  wakeReader = () => resume(Effect.void)
-                  return Effect.sync(() => {
-                    wakeReader = undefined
-                  })
-                }).pipe(Effect.ensuring(Effect.sync(() => {
-                  waitingForConsumer = false
-                  activity++ // the peer's answer may be waiting unread meanwhile
-                })))
-              }
-              held = undefined
-            }
-            break
-          }
-          if (type === BufferType.BufferType.PingPong) {
-            stats.pongsIn++
-            engine.completeAction(record.id, 0)
-            break
-          }
-          // Close: the peer's, or 1006 when the transport ended without one
-          const code = record.closeStatus
-          const reason = code === 1006 ? "" : decodeUtf8(record.buffer0)
+          const size = accumulated + record.buffer0.length
+          const message = deliver(record)
           engine.completeAction(record.id, 0)
-          if (code === 1006) {
-            // The peer ended its side without a Close; it may still read (a half-closed TCP
-            // connection): the application handles what came before, as with a Close.
-            if (engine.state === HandleState.Open) yield* awaitConsumerIdle
-            return yield* failTransport(
-              new TransportError({ message: "the connection ended without a Close frame (1006)" })
-            )
+          countIn(size)
+          if (!mailbox.offer(message)) {
+            held = message
+            return STEP_HELD
           }
-          return yield* onPeerClose(code, reason)
+          continue
         }
+        if (type === BufferType.BufferType.PingPong) {
+          stats.pongsIn++
+          engine.completeAction(record.id, 0)
+          continue
+        }
+        // Close: the peer's, or 1006 when the transport ended without one
+        peerCloseCode = record.closeStatus
+        peerCloseReason = peerCloseCode === 1006 ? "" : decodeUtf8(record.buffer0)
+        engine.completeAction(record.id, 0)
+        return STEP_CLOSE
+      }
+    }
+    /** Completes the outstanding read with the `n` bytes it got (0: the end). */
+    const completeRead = (n: number) => {
+      const id = readId
+      readId = 0
+      readsDone++
+      if (n > 0) activity++
+      engine.completeAction(id, n)
+    }
+    const stepOutcomes = Array.from({ length: STEP_COUNT }, (_, step) => Effect.succeed(step))
+    /** Resumes the reader waiting for the network, while it waits (see `awaitReadable`). */
+    let readableResume: ((outcome: Effect.Effect<number>) => void) | undefined = undefined
+    /**
+     * Called by the transport once bytes (or the end, or a failure) arrived while the reader waits:
+     * the steps run here, and the fiber is woken only when one stops on something else than more
+     * bytes to wait for, or when the transport woke it with none (a failure: `read` reports it).
+     */
+    const onReadable = () => {
+      if (readableResume === undefined) return
+      const before = readsDone
+      const step = readStep()
+      if (step === STEP_READ && readsDone !== before) {
+        reportWhileWaiting()
+        return transport.whenReadable!(onReadable)
+      }
+      const resume = readableResume
+      readableResume = undefined
+      resume(stepOutcomes[step]!)
+    }
+    /** Waits until a step stops on something the fiber must do (made once: see `Mailbox.taking`). */
+    const awaitReadable = Effect.callback<number>((resume) => {
+      readableResume = resume
+      transport.whenReadable!(onReadable)
+      return stopAwaitingReadable
+    })
+    const stopAwaitingReadable = Effect.sync(() => {
+      readableResume = undefined
+      transport.whenReadable!(undefined)
+    })
+
+    const readLoop = Effect.gen(function*() {
+      readerRan = true
+      let step = readStep()
+      for (;;) {
+        switch (step) {
+          case STEP_READ: {
+            reportWhileWaiting()
+            readingNetwork = true
+            if (transport.whenReadable !== undefined) {
+              step = yield* awaitReadable
+              readingNetwork = false
+              // woken with no bytes (a failure): `read` says what happened
+              if (step !== STEP_READ) continue
+              readingNetwork = true
+            }
+            const read = yield* Effect.exit(transport.read(readBuffer))
+            readingNetwork = false
+            if (read._tag === "Failure") {
+              completeRead(0)
+              return yield* failTransport(
+                Option.getOrElse(Cause.findErrorOption(read.cause), () => new TransportError({ message: "read failed" }))
+              )
+            }
+            completeRead(read.value)
+            break
+          }
+          case STEP_LOST:
+            // a write found the transport broken: what it held was read, and no more is coming
+            completeRead(0)
+            return yield* failTransport(lost!)
+          case STEP_PONGS:
+            writingPongs = true // (before the fork: the writer may be done before it returns)
+            yield* Effect.forkScoped(writePongs, { startImmediately: true })
+            break
+          case STEP_FAILED:
+            return yield* failProtocol(engineError(engine, "getAction", "queue") as InvalidProtocolFormat | InvalidProtocolOperation)
+          case STEP_HELD: {
+            // The consumer is behind: wait (reading stops, so the peer is slowed by the transport),
+            // unless we are closing: then the peer's Close reply must get through, and messages
+            // nobody reads are dropped. Once the transport broke (see `lostTransport`), there is
+            // no one left to slow down: the message is kept beyond the buffer.
+            const message = held!
+            for (;;) {
+              if (Deferred.isDoneUnsafe(closing)) break
+              if (mailbox.isDone) return
+              if (mailbox.offer(message)) break
+              if (lost !== undefined) {
+                mailbox.offerBeyondCapacity(message)
+                break
+              }
+              waitingForConsumer = true
+              yield* Effect.callback<void>((resume) => {
+                // (looked at again as the wait starts: the fiber may have yielded since, and the
+                // wake-up found no one waiting: a failed write, a local close, or a consumer that
+                // took the messages meanwhile, down to where reading resumes, and then waits)
+                if (lost !== undefined || Deferred.isDoneUnsafe(closing) || mailbox.size <= resumeReadingAt) {
+                  return resume(Effect.void)
+                }
+                wakeReader = () => resume(Effect.void)
+                return Effect.sync(() => {
+                  wakeReader = undefined
+                })
+              }).pipe(Effect.ensuring(Effect.sync(() => {
+                waitingForConsumer = false
+                activity++ // the peer's answer may be waiting unread meanwhile
+              })))
+            }
+            held = undefined
+            break
+          }
+          case STEP_CLOSE: {
+            if (peerCloseCode === 1006) {
+              // The peer ended its side without a Close; it may still read (a half-closed TCP
+              // connection): the application handles what came before, as with a Close.
+              if (engine.state === HandleState.Open) yield* awaitConsumerIdle
+              return yield* failTransport(
+                new TransportError({ message: "the connection ended without a Close frame (1006)" })
+              )
+            }
+            return yield* onPeerClose(peerCloseCode, peerCloseReason)
+          }
+          default: // STEP_END
+            return
+        }
+        step = readStep()
       }
     })
 

@@ -57,6 +57,11 @@ export class TransportError extends Schema.TaggedError<TransportError>()("Transp
  *   cut off a peer they give up on (a close timeout, `abort`); without it they use `close`.
  * - `tryRead(buffer)`, optional, is `read` without waiting: the bytes already there, 0 at the end,
  *   or -1 when there are none yet (or the transport failed), and the caller uses `read`.
+ * - `whenReadable(listener)`, optional, calls `listener` once a `read` would not wait (bytes, the
+ *   end or a failure are there): at once when that is so already, else from the transport's own
+ *   event, outside any fiber. `listener` replaces the one set before, and is called at most once
+ *   (set it again to be called again); `undefined` clears it. Connections use it to read what
+ *   arrives as it arrives, without waking a fiber per read; without it they use `read`.
  * - `tryWrite(buffers, owned?)`, optional, is `write` without waiting: it takes the buffers and returns
  *   `true` when it can do so at once (the caller may then reuse the memory), else it takes
  *   nothing and returns `false`, and the caller uses `write`. Connections use it to send without
@@ -80,6 +85,7 @@ export interface Transport {
   readonly destroy?: Effect.Effect<void> | undefined
   readonly tryWrite?: ((buffers: ReadonlyArray<Uint8Array>, owned?: boolean) => boolean) | undefined
   readonly tryRead?: ((buffer: Uint8Array) => number) | undefined
+  readonly whenReadable?: ((listener: (() => void) | undefined) => void) | undefined
   readonly allocate?: ((size: number) => Uint8Array) | undefined
   readonly bufferedAmount?: (() => number) | undefined
 }
@@ -147,6 +153,7 @@ export const tap = (
     destroy: transport.destroy,
     allocate: transport.allocate,
     bufferedAmount: transport.bufferedAmount,
+    whenReadable: transport.whenReadable,
     tryRead: transport.tryRead === undefined ? undefined : (buffer) => {
       const n = transport.tryRead!(buffer)
       if (n > 0) hooks.onRead?.(buffer.subarray(0, n))
@@ -302,8 +309,15 @@ const memoryEnd = (incoming: Pipe, outgoing: Pipe): Transport => {
     incoming.wakeWriters()
   })
   const tryRead = (buffer: Uint8Array): number => incoming.take(buffer)
+  const whenReadable = (listener: (() => void) | undefined): void => {
+    if (listener !== undefined && (incoming.buffered > 0 || incoming.ended || incoming.broken)) {
+      incoming.readerWaiting = undefined
+      return listener()
+    }
+    incoming.readerWaiting = listener
+  }
   const bufferedAmount = (): number => outgoing.buffered
-  return make({ read, write, end, close, tryWrite, tryRead, bufferedAmount })
+  return make({ read, write, end, close, tryWrite, tryRead, whenReadable, bufferedAmount })
 }
 
 const memoryHighWaterMark = (highWaterMark: number | undefined): Effect.Effect<number, InvalidParameter> =>

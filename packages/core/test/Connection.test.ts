@@ -643,6 +643,87 @@ describe("Connection messages", () => {
 // closing handshake
 // ---------------------------------------------------------------------------------------------
 
+describe("Connection reading", () => {
+  const counting = (transport: Transport.Transport, withWhenReadable: boolean) => {
+    const counts = { reads: 0 }
+    const counted = Transport.make({
+      ...transport,
+      read: (buffer) => {
+        counts.reads++
+        return transport.read(buffer)
+      },
+      whenReadable: withWhenReadable ? transport.whenReadable : undefined
+    })
+    return { counts, transport: counted }
+  }
+
+  for (const withWhenReadable of [true, false]) {
+    it.effect(
+      withWhenReadable
+        ? "over a transport with whenReadable, what arrives while the reader waits is read as it arrives, without read"
+        : "over a transport without whenReadable, the reader waits in read",
+      () =>
+        Effect.gen(function*() {
+          const { serverHandle } = yield* handles()
+          const [a, b] = yield* Transport.makeMemoryPair()
+          const { counts, transport } = counting(a, withWhenReadable)
+          const connection = yield* Connection.make(serverHandle, transport)
+          yield* Effect.addFinalizer(() => connection.abort)
+          const peer = new RawPeer(b, true)
+          const received = yield* Effect.forkChild(Stream.runCollect(Stream.take(connection.messages, 6)))
+          for (let i = 0; i < 6; i++) {
+            yield* settle // the reader waits for the network
+            if (i === 3) yield* peer.send(0x9, "ping") // answered on the way
+            yield* peer.send(0x1, `message ${i}`)
+          }
+          const got = yield* Fiber.join(received)
+          assert.deepStrictEqual(got, [0, 1, 2, 3, 4, 5].map((i) => `message ${i}`))
+          const pong = yield* peer.nextFrame()
+          assert.strictEqual(pong.opcode, 0xa)
+          assert.strictEqual(decoder.decode(pong.payload), "ping")
+          if (withWhenReadable) assert.strictEqual(counts.reads, 0)
+          else assert.isAtLeast(counts.reads, 6)
+        })
+    )
+  }
+
+  it.effect("a transport that fails while the reader waits with whenReadable ends the connection (1006) with the failure", () =>
+    Effect.gen(function*() {
+      const { serverHandle } = yield* handles()
+      const [a, b] = yield* Transport.makeMemoryPair()
+      // a transport that fails as a socket does: the waiting reader is woken with no bytes, and
+      // `read` reports the failure
+      let failed = false
+      let listener: (() => void) | undefined = undefined
+      const failing = Transport.make({
+        ...a,
+        tryRead: (buffer) => (failed ? -1 : a.tryRead!(buffer)),
+        whenReadable: (l) => {
+          listener = l
+          a.whenReadable!(l)
+        },
+        read: (buffer) => (failed ? Effect.fail(new Transport.TransportError({ message: "reset by peer" })) : a.read(buffer))
+      })
+      const fail = () => {
+        failed = true
+        const l = listener
+        listener = undefined
+        l?.()
+      }
+      const connection = yield* Connection.make(serverHandle, failing)
+      const peer = new RawPeer(b, true)
+      yield* peer.send(0x1, "before")
+      const first = yield* Stream.runCollect(Stream.take(connection.messages, 1))
+      assert.deepStrictEqual(first, ["before"])
+      yield* settle // the reader waits for the network
+      assert.isDefined(listener)
+      fail()
+      const closed = yield* connection.closed
+      assert.strictEqual(closed.code, 1006)
+      assert.include(closed.reason, "reset by peer")
+    }))
+})
+
 describe("Connection close", () => {
   it.effect("close initiated by the client: both sides clean, both message streams end", () =>
     Effect.gen(function*() {

@@ -277,6 +277,43 @@ describe("Transport.makeMemoryPair", () => {
       assert.strictEqual(b.tryRead!(buffer), 0)
     }))
 
+  it.effect("whenReadable: called once bytes, the end or a close are there (at once if so already), once per setting; undefined clears it", () =>
+    Effect.gen(function*() {
+      const [a, b] = yield* Transport.makeMemoryPair()
+      const buffer = new Uint8Array(8)
+      let calls = 0
+      const listener = () => {
+        calls++
+      }
+      b.whenReadable!(listener)
+      yield* settle
+      assert.strictEqual(calls, 0, "nothing there yet")
+      yield* a.write([encoder.encode("abc")])
+      yield* settle
+      assert.strictEqual(calls, 1, "called when bytes come")
+      yield* a.write([encoder.encode("def")])
+      yield* settle
+      assert.strictEqual(calls, 1, "once per setting")
+      b.whenReadable!(listener)
+      assert.strictEqual(calls, 2, "at once when bytes are there already")
+      assert.strictEqual(b.tryRead!(buffer), 6)
+      b.whenReadable!(listener)
+      b.whenReadable!(undefined)
+      yield* a.write([encoder.encode("g")])
+      yield* settle
+      assert.strictEqual(calls, 2, "cleared")
+      assert.strictEqual(b.tryRead!(buffer), 1)
+      b.whenReadable!(listener)
+      yield* a.end
+      yield* settle
+      assert.strictEqual(calls, 3, "called at the end")
+      const [c, d] = yield* Transport.makeMemoryPair()
+      d.whenReadable!(listener)
+      yield* c.close
+      yield* settle
+      assert.strictEqual(calls, 4, "called when the peer closes")
+    }))
+
   it.effect("owned buffers are kept as they are, not copied", () =>
     Effect.gen(function*() {
       const [a, b] = yield* Transport.makeMemoryPair()

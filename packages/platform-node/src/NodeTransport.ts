@@ -192,6 +192,16 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
 
   const tryRead = (buffer: Uint8Array): number => buffered === 0 && failure !== undefined ? -1 : take(buffer)
 
+  const whenReadable = (listener: (() => void) | undefined): void => {
+    if (listener !== undefined && (buffered > 0 || ended || failure !== undefined)) {
+      wakeReader = undefined
+      return listener()
+    }
+    wakeReader = listener
+    // a reader that waits gets what comes (see `take`: the socket is paused while bytes stay)
+    if (listener !== undefined && socket.isPaused()) socket.resume()
+  }
+
   /** The outcome of a read now: bytes taken, the end (0) or the failure; `undefined` while nothing came. */
   const readNow = (buffer: Uint8Array): Effect.Effect<number, Transport.TransportError> | undefined => {
     const n = tryRead(buffer)
@@ -471,6 +481,7 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
     destroy,
     tryWrite,
     tryRead,
+    whenReadable,
     allocate: socket instanceof Net.Socket ? allocate : undefined,
     // what the socket queues, and what this tick gathered for it
     bufferedAmount: () => socket.writableLength + gatheredEnd - gatheredStart

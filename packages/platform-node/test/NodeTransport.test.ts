@@ -64,6 +64,58 @@ describe("NodeTransport.fromDuplex", () => {
       assert.strictEqual(b.tryRead!(new Uint8Array(8)), 0, "tryRead: the end")
     }))
 
+  it.live("whenReadable: called once bytes, the end or an error arrive (at once if they are there already), once per setting", () =>
+    Effect.gen(function*() {
+      const [client, accepted] = yield* socketPair
+      const a = NodeTransport.fromDuplex(client)
+      const b = NodeTransport.fromDuplex(accepted)
+      const buffer = new Uint8Array(64)
+      let calls = 0
+      const called = (n: number) =>
+        Effect.callback<void>((resume) => {
+          b.whenReadable!(() => {
+            calls++
+            resume(Effect.void)
+          })
+          return Effect.sync(() => b.whenReadable!(undefined))
+        }).pipe(Effect.tap(() => Effect.sync(() => assert.strictEqual(calls, n))))
+      const first = yield* Effect.forkChild(called(1))
+      yield* Effect.sleep("20 millis")
+      assert.strictEqual(calls, 0, "nothing there yet")
+      yield* a.write([pattern(10, 1)])
+      yield* Fiber.join(first)
+      assert.strictEqual(b.tryRead!(buffer), 10)
+      // cleared: a listener set and then cleared is never called
+      b.whenReadable!(() => {
+        calls += 100
+      })
+      b.whenReadable!(undefined)
+      yield* a.write([pattern(5, 2)])
+      yield* Effect.sleep("20 millis")
+      assert.strictEqual(calls, 1)
+      yield* called(2) // at once: the bytes are there
+      assert.strictEqual(b.tryRead!(buffer), 5)
+      const atEnd = yield* Effect.forkChild(called(3))
+      yield* a.end
+      yield* Fiber.join(atEnd)
+      assert.strictEqual(b.tryRead!(buffer), 0)
+      // an error (the peer resets the connection) wakes it too
+      const [client2, accepted2] = yield* socketPair
+      const d = NodeTransport.fromDuplex(accepted2)
+      let woken = false
+      const onError = Effect.callback<void>((resume) => {
+        d.whenReadable!(() => {
+          woken = true
+          resume(Effect.void)
+        })
+      })
+      const waiting = yield* Effect.forkChild(onError)
+      yield* Effect.sleep("20 millis")
+      client2.resetAndDestroy()
+      yield* Fiber.join(waiting)
+      assert.isTrue(woken)
+    }))
+
   it.live("tryRead takes what arrived without waiting, -1 when nothing did", () =>
     Effect.gen(function*() {
       const [client, accepted] = yield* socketPair
