@@ -491,8 +491,10 @@ const STEP_HELD = 4
 const STEP_CLOSE = 5
 /** The handle takes no more receives: the reader is done. */
 const STEP_END = 6
-/** How many reasons there are. */
-const STEP_COUNT = 7
+/** Each reason as the outcome of the reader's wait for the network (made once, for every connection). */
+const STEP_OUTCOMES = [STEP_READ, STEP_LOST, STEP_PONGS, STEP_FAILED, STEP_HELD, STEP_CLOSE, STEP_END].map((step) =>
+  Effect.succeed(step)
+)
 
 /**
  * Runs a connection over an open handle (its handshake complete) and a transport, owned by the
@@ -1225,7 +1227,6 @@ export const make = (
       if (n > 0) activity++
       engine.completeAction(id, n)
     }
-    const stepOutcomes = Array.from({ length: STEP_COUNT }, (_, step) => Effect.succeed(step))
     /** Resumes the reader waiting for the network, while it waits (see `awaitReadable`). */
     let readableResume: ((outcome: Effect.Effect<number>) => void) | undefined = undefined
     /**
@@ -1243,7 +1244,7 @@ export const make = (
       }
       const resume = readableResume
       readableResume = undefined
-      resume(stepOutcomes[step]!)
+      resume(STEP_OUTCOMES[step]!)
     }
     /** Waits until a step stops on something the fiber must do (made once: see `Mailbox.taking`). */
     const awaitReadable = Effect.callback<number>((resume) => {
