@@ -491,10 +491,12 @@ const STEP_HELD = 4
 const STEP_CLOSE = 5
 /** The handle takes no more receives: the reader is done. */
 const STEP_END = 6
+/** The step threw (a transport's `tryRead`, a hook of `Transport.tap`, an allocation): a failed read. */
+const STEP_THREW = 7
 /** Each reason as the outcome of the reader's wait for the network (made once, for every connection). */
-const STEP_OUTCOMES = [STEP_READ, STEP_LOST, STEP_PONGS, STEP_FAILED, STEP_HELD, STEP_CLOSE, STEP_END].map((step) =>
-  Effect.succeed(step)
-)
+const STEP_OUTCOMES = [STEP_READ, STEP_LOST, STEP_PONGS, STEP_FAILED, STEP_HELD, STEP_CLOSE, STEP_END, STEP_THREW].map((
+  step
+) => Effect.succeed(step))
 
 /**
  * Runs a connection over an open handle (its handshake complete) and a transport, owned by the
@@ -607,8 +609,9 @@ export const make = (
      */
     let lost: TransportError | undefined = undefined
     /**
-     * Whether the reader waits in `transport.read`: it then holds no message and is not ending the
-     * connection, so a failed write may stop it (see `lostTransport`).
+     * Whether the reader waits for the network (in `transport.read`, or for `whenReadable`, whose
+     * steps run to completion and then wait again or wake the reader): it then holds no message and
+     * is not ending the connection, so a failed write may stop it (see `lostTransport`).
      */
     let readingNetwork = false
     const connectionScope = yield* Effect.scope
@@ -1219,6 +1222,17 @@ export const make = (
         return STEP_CLOSE
       }
     }
+    /** What the last step threw, as the transport's failure (see `STEP_THREW`). */
+    let stepFailure: TransportError | undefined = undefined
+    /** {@link readStep}, with what it throws kept as a failed read: the fiber then ends the connection (1006). */
+    const safeReadStep = (): number => {
+      try {
+        return readStep()
+      } catch (cause) {
+        stepFailure = new TransportError({ message: "read failed", cause })
+        return STEP_THREW
+      }
+    }
     /** Completes the outstanding read with the `n` bytes it got (0: the end). */
     const completeRead = (n: number) => {
       const id = readId
@@ -1237,12 +1251,15 @@ export const make = (
     const onReadable = () => {
       if (readableResume === undefined) return
       const before = readsDone
-      const step = readStep()
+      const step = safeReadStep()
+      // (looked at again: the step may have run other fibers, a memory peer's writer woken by the
+      // room it made, and one of them may have stopped the reader meanwhile)
+      const resume = readableResume
+      if (resume === undefined) return
       if (step === STEP_READ && readsDone !== before) {
         reportWhileWaiting()
         return transport.whenReadable!(onReadable)
       }
-      const resume = readableResume
       readableResume = undefined
       resume(STEP_OUTCOMES[step]!)
     }
@@ -1259,7 +1276,7 @@ export const make = (
 
     const readLoop = Effect.gen(function*() {
       readerRan = true
-      let step = readStep()
+      let step = safeReadStep()
       for (;;) {
         switch (step) {
           case STEP_READ: {
@@ -1268,7 +1285,8 @@ export const make = (
             if (transport.whenReadable !== undefined) {
               step = yield* awaitReadable
               readingNetwork = false
-              // woken with no bytes (a failure): `read` says what happened
+              // woken without bytes (a failure, a transport without `tryRead`, an early call):
+              // `read` says what happened
               if (step !== STEP_READ) continue
               readingNetwork = true
             }
@@ -1338,10 +1356,12 @@ export const make = (
             }
             return yield* onPeerClose(peerCloseCode, peerCloseReason)
           }
+          case STEP_THREW:
+            return yield* failTransport(stepFailure!)
           default: // STEP_END
             return
         }
-        step = readStep()
+        step = safeReadStep()
       }
     })
 

@@ -59,9 +59,14 @@ export class TransportError extends Schema.TaggedError<TransportError>()("Transp
  *   or -1 when there are none yet (or the transport failed), and the caller uses `read`.
  * - `whenReadable(listener)`, optional, calls `listener` once a `read` would not wait (bytes, the
  *   end or a failure are there): at once when that is so already, else from the transport's own
- *   event, outside any fiber. `listener` replaces the one set before, and is called at most once
- *   (set it again to be called again); `undefined` clears it. Connections use it to read what
- *   arrives as it arrives, without waking a fiber per read; without it they use `read`.
+ *   event (a socket's; for a memory pair, the peer's write, end or close, or a later turn of the
+ *   event loop). `listener` replaces the one set before and is called at most once (set it again
+ *   to be called again); `undefined` clears it. It goes with `tryRead`: the listener takes the
+ *   bytes with it, and may set itself again, write or close. A transport has one reader: its wait
+ *   and a `read` waiting at the same time are not supported. Connections use it to read what
+ *   arrives as it arrives, without waking a fiber per read; without it they use `read`. A wrapper
+ *   that changes what reads return replaces `read`, `tryRead` and `whenReadable` together (or
+ *   leaves the last two out).
  * - `tryWrite(buffers, owned?)`, optional, is `write` without waiting: it takes the buffers and returns
  *   `true` when it can do so at once (the caller may then reuse the memory), else it takes
  *   nothing and returns `false`, and the caller uses `write`. Connections use it to send without
@@ -182,8 +187,9 @@ class Pipe {
   constructor(highWaterMark: number) {
     this.highWaterMark = highWaterMark
   }
-  // A waiting fiber resumes at once, inside the caller: the two ends of a busy pair would take
-  // turns forever without the event loop turning, so past a budget the wake-up waits for it.
+  // A waiting reader (a fiber, or a listener of `whenReadable` that runs a connection's reader
+  // steps) is woken at once, inside the caller: the two ends of a busy pair would take turns
+  // forever without the event loop turning, so past a budget the wake-up waits for it.
   wakeReader() {
     const wake = this.readerWaiting
     this.readerWaiting = undefined
@@ -309,12 +315,20 @@ const memoryEnd = (incoming: Pipe, outgoing: Pipe): Transport => {
     incoming.wakeWriters()
   })
   const tryRead = (buffer: Uint8Array): number => incoming.take(buffer)
+  /** The listener set with `whenReadable`, as the pipe wakes it (a call deferred to a later turn is dropped once it is cleared or replaced). */
+  let readable: (() => void) | undefined = undefined
   const whenReadable = (listener: (() => void) | undefined): void => {
-    if (listener !== undefined && (incoming.buffered > 0 || incoming.ended || incoming.broken)) {
-      incoming.readerWaiting = undefined
-      return listener()
+    if (readable !== undefined && incoming.readerWaiting === readable) incoming.readerWaiting = undefined
+    readable = undefined
+    if (listener === undefined) return
+    if (incoming.buffered > 0 || incoming.ended || incoming.broken) return listener()
+    const wake = () => {
+      if (readable !== wake) return
+      readable = undefined
+      listener()
     }
-    incoming.readerWaiting = listener
+    readable = wake
+    incoming.readerWaiting = wake
   }
   const bufferedAmount = (): number => outgoing.buffered
   return make({ read, write, end, close, tryWrite, tryRead, whenReadable, bufferedAmount })

@@ -2,6 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Arbitrary, Deferred, Effect, Equal, Exit, Fiber, Metric, Option, Scheduler, Schema, Scope, Stream } from "effect"
 import { TestClock } from "effect/testing"
 import { Connection, Metrics, Transport, WebSocket } from "../src/index.ts"
+import * as EventLoop from "../src/internal/eventLoop.ts"
 
 describe("Connection", () => {
   it.effect("echo", () =>
@@ -686,6 +687,53 @@ describe("Connection reading", () => {
         })
     )
   }
+
+  it.live("a reader stopped by a fiber that its own step woke (a memory peer's writer, given room) neither resumes nor waits again", () =>
+    Effect.gen(function*() {
+      const uncaught: Array<unknown> = []
+      const onUncaught = (e: unknown) => {
+        uncaught.push(e)
+      }
+      process.on("uncaughtException", onUncaught)
+      yield* Effect.addFinalizer(() => Effect.sync(() => process.off("uncaughtException", onUncaught)))
+      const { serverHandle } = yield* handles()
+      const [a, b] = yield* Transport.makeMemoryPair({ highWaterMark: 64 })
+      const connection = yield* Connection.make(serverHandle, a)
+      yield* settle // the reader waits for the network
+      const peer = new RawPeer(b, true)
+      yield* Effect.gen(function*() {
+        for (let i = 0; i < 1100; i++) EventLoop.mayContinue() // a busy tick: the next wake-up waits for a turn
+        yield* peer.send(0x1, "x".repeat(100)) // the reader's steps run on the next turn
+        yield* peer.send(0x1, "y".repeat(100)) // waits for room: woken inside the reader's step
+        yield* connection.abort // so this runs inside it
+      })
+      yield* Effect.sleep("50 millis")
+      assert.deepStrictEqual(uncaught, [])
+      assert.strictEqual((yield* connection.closed).code, 1006)
+    }))
+
+  it.live("what a step throws (a tap hook) ends the connection (1006, read failed), as a failed read does", () =>
+    Effect.gen(function*() {
+      const { serverHandle } = yield* handles()
+      const [a, b] = yield* Transport.makeMemoryPair()
+      let reads = 0
+      const tapped = Transport.tap(a, {
+        onRead: () => {
+          if (++reads === 2) throw new Error("hook threw")
+        }
+      })
+      const connection = yield* Connection.make(serverHandle, tapped)
+      yield* Effect.addFinalizer(() => connection.abort)
+      const peer = new RawPeer(b, true)
+      yield* peer.send(0x1, "one")
+      yield* settle
+      const second = yield* Effect.exit(peer.send(0x1, "two"))
+      assert.isTrue(Exit.isSuccess(second), "the peer's write is not where it fails")
+      const closed = yield* Effect.timeoutOption(connection.closed, "1 second")
+      assert.isTrue(Option.isSome(closed))
+      assert.strictEqual(Option.getOrThrow(closed).code, 1006)
+      assert.include(Option.getOrThrow(closed).reason, "read failed")
+    }))
 
   it.effect("a transport that fails while the reader waits with whenReadable ends the connection (1006) with the failure", () =>
     Effect.gen(function*() {

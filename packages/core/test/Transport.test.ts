@@ -1,6 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber, Option, Scheduler } from "effect"
 import { Transport } from "../src/index.ts"
+import * as EventLoop from "../src/internal/eventLoop.ts"
 
 const encoder = new TextEncoder()
 const decoder = new TextDecoder()
@@ -277,7 +278,7 @@ describe("Transport.makeMemoryPair", () => {
       assert.strictEqual(b.tryRead!(buffer), 0)
     }))
 
-  it.effect("whenReadable: called once bytes, the end or a close are there (at once if so already), once per setting; undefined clears it", () =>
+  it.live("whenReadable: called once bytes, the end or a close are there (at once if so already), once per setting; undefined clears it, even a call put off to a later turn", () =>
     Effect.gen(function*() {
       const [a, b] = yield* Transport.makeMemoryPair()
       const buffer = new Uint8Array(8)
@@ -307,6 +308,15 @@ describe("Transport.makeMemoryPair", () => {
       yield* a.end
       yield* settle
       assert.strictEqual(calls, 3, "called at the end")
+      // cleared after its call was put off to the next turn (a busy tick): not called
+      const [e, f] = yield* Transport.makeMemoryPair()
+      f.whenReadable!(listener)
+      for (let i = 0; i < 1100; i++) EventLoop.mayContinue()
+      assert.isTrue(e.tryWrite!([encoder.encode("h")]))
+      assert.strictEqual(calls, 3, "put off")
+      f.whenReadable!(undefined)
+      yield* Effect.sleep("20 millis")
+      assert.strictEqual(calls, 3, "a cleared listener is not called")
       const [c, d] = yield* Transport.makeMemoryPair()
       d.whenReadable!(listener)
       yield* c.close
