@@ -1250,19 +1250,39 @@ export const make = (
      */
     const onReadable = () => {
       if (readableResume === undefined) return
-      const before = readsDone
-      const step = safeReadStep()
-      // (looked at again: the step may have run other fibers, a memory peer's writer woken by the
-      // room it made, and one of them may have stopped the reader meanwhile)
-      const resume = readableResume
-      if (resume === undefined) return
-      if (step === STEP_READ && readsDone !== before) {
-        reportWhileWaiting()
-        return transport.whenReadable!(onReadable)
+      // Called again from within (the transport calls at once when bytes came meanwhile: a memory
+      // peer's writer, woken by the room a step made, wrote more): the loop below goes on instead.
+      if (stepping) {
+        readableAgain = true
+        return
       }
-      readableResume = undefined
-      resume(STEP_OUTCOMES[step]!)
+      stepping = true
+      try {
+        for (;;) {
+          const before = readsDone
+          const step = safeReadStep()
+          // (looked at again: the step may have run other fibers, a memory peer's writer woken by
+          // the room it made, and one of them may have stopped the reader meanwhile)
+          const resume = readableResume
+          if (resume === undefined) return
+          if (step === STEP_READ && readsDone !== before) {
+            reportWhileWaiting()
+            readableAgain = false
+            transport.whenReadable!(onReadable)
+            if (readableAgain) continue
+            return
+          }
+          readableResume = undefined
+          stepping = false // (the fiber runs inside `resume`, and may wait for the network again)
+          return resume(STEP_OUTCOMES[step]!)
+        }
+      } finally {
+        stepping = false
+      }
     }
+    /** Whether `onReadable` is running, and whether it was called again meanwhile. */
+    let stepping = false
+    let readableAgain = false
     /** Waits until a step stops on something the fiber must do (made once: see `Mailbox.taking`). */
     const awaitReadable = Effect.callback<number>((resume) => {
       readableResume = resume

@@ -712,6 +712,20 @@ describe("Connection reading", () => {
       assert.strictEqual((yield* connection.closed).code, 1006)
     }))
 
+  it.live("a memory peer whose writes wait for room, woken by the reader's steps, gets every message through in order", () =>
+    Effect.gen(function*() {
+      const { serverHandle } = yield* handles()
+      const [a, b] = yield* Transport.makeMemoryPair({ highWaterMark: 64 })
+      const connection = yield* Connection.make(serverHandle, a, { messageBuffer: 4096 })
+      yield* Effect.addFinalizer(() => connection.abort)
+      yield* settle // the reader waits for the network
+      const peer = new RawPeer(b, true)
+      const count = 3000
+      yield* Effect.forkChild(Effect.forEach(Array.from({ length: count }, (_, i) => i), (i) => peer.send(0x1, `m${i}`), { discard: true }))
+      const got = yield* Stream.runCollect(Stream.take(connection.messages, count))
+      assert.deepStrictEqual(got, Array.from({ length: count }, (_, i) => `m${i}`))
+    }))
+
   it.live("what a step throws (a tap hook) ends the connection (1006, read failed), as a failed read does", () =>
     Effect.gen(function*() {
       const { serverHandle } = yield* handles()
