@@ -226,27 +226,35 @@ class Pipe {
 }
 
 const memoryEnd = (incoming: Pipe, outgoing: Pipe): Transport => {
+  /** The listener set with `whenReadable`, as the pipe wakes it (a call deferred to a later turn is dropped once it is cleared or replaced). */
+  let readable: (() => void) | undefined = undefined
+  const whenReadable = (listener: (() => void) | undefined): void => {
+    if (readable !== undefined && incoming.readerWaiting === readable) incoming.readerWaiting = undefined
+    readable = undefined
+    if (listener === undefined) return
+    if (incoming.buffered > 0 || incoming.ended || incoming.broken) return listener()
+    const wake = () => {
+      if (readable !== wake) return
+      readable = undefined
+      listener()
+    }
+    readable = wake
+    incoming.readerWaiting = wake
+  }
   const read = (buffer: Uint8Array): Effect.Effect<number, TransportError> =>
     Effect.suspend(() => {
       const n = incoming.take(buffer)
       if (n >= 0) return Effect.succeed(n)
       return Effect.callback<number>((resume) => {
-        // woken by a write, the end or the close: the bytes are taken at once (unless this read
-        // was interrupted while its wake-up waited for the event loop)
-        let cancelled = false
+        // woken by a write, the end or the close: the bytes are taken at once (a wait that starts
+        // with bytes there already, written since the look above, is woken at once)
         const onWake = () => {
-          if (cancelled) return
           const m = incoming.take(buffer)
-          if (m < 0) incoming.readerWaiting = onWake
+          if (m < 0) whenReadable(onWake)
           else resume(Effect.succeed(m))
         }
-        // the wait starts with a look of its own: the fiber may have yielded since the one above,
-        // and a write that came meanwhile found no reader to wake
-        onWake()
-        return Effect.sync(() => {
-          cancelled = true
-          if (incoming.readerWaiting === onWake) incoming.readerWaiting = undefined
-        })
+        whenReadable(onWake)
+        return Effect.sync(() => whenReadable(undefined))
       })
     })
   const tryWrite = (buffers: ReadonlyArray<Uint8Array>, owned?: boolean): boolean => {
@@ -315,21 +323,6 @@ const memoryEnd = (incoming: Pipe, outgoing: Pipe): Transport => {
     incoming.wakeWriters()
   })
   const tryRead = (buffer: Uint8Array): number => incoming.take(buffer)
-  /** The listener set with `whenReadable`, as the pipe wakes it (a call deferred to a later turn is dropped once it is cleared or replaced). */
-  let readable: (() => void) | undefined = undefined
-  const whenReadable = (listener: (() => void) | undefined): void => {
-    if (readable !== undefined && incoming.readerWaiting === readable) incoming.readerWaiting = undefined
-    readable = undefined
-    if (listener === undefined) return
-    if (incoming.buffered > 0 || incoming.ended || incoming.broken) return listener()
-    const wake = () => {
-      if (readable !== wake) return
-      readable = undefined
-      listener()
-    }
-    readable = wake
-    incoming.readerWaiting = wake
-  }
   const bufferedAmount = (): number => outgoing.buffered
   return make({ read, write, end, close, tryWrite, tryRead, whenReadable, bufferedAmount })
 }

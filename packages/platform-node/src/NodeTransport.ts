@@ -213,20 +213,16 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
     Effect.suspend(() => {
       const ready = readNow(buffer)
       if (ready !== undefined) return ready
-      if (socket.isPaused()) socket.resume()
       return Effect.callback<number, Transport.TransportError>((resume) => {
-        // woken by data, the end, an error or the close: the outcome is taken at once
+        // woken by data, the end, an error or the close: the outcome is taken at once (a wait that
+        // starts with one there already, since the look above, is woken at once)
         const onWake = () => {
           const outcome = readNow(buffer)
-          if (outcome === undefined) wakeReader = onWake
+          if (outcome === undefined) whenReadable(onWake)
           else resume(outcome)
         }
-        // the wait starts with a look of its own: the fiber may have yielded since the one above,
-        // and data that came meanwhile found no reader to wake
-        onWake()
-        return Effect.sync(() => {
-          wakeReader = undefined
-        })
+        whenReadable(onWake)
+        return Effect.sync(() => whenReadable(undefined))
       })
     })
 
