@@ -1,7 +1,8 @@
 /**
- * The event-loop fairness of `internal/eventLoop.ts` where the runtime has no `setImmediate` (a
- * browser, or a runtime with web APIs only): the module is loaded afresh with `setImmediate`
- * hidden, so that it takes its `MessageChannel` fallback, here on Node's event loop.
+ * The event-loop fairness of `internal/eventLoop.ts`: its budget of wake-ups in a row, and where
+ * the runtime has no `setImmediate` (a browser, or a runtime with web APIs only) its
+ * `MessageChannel` fallback (the module loaded afresh with `setImmediate` hidden, here on Node's
+ * event loop).
  */
 import { afterEach, assert, describe, it, vi } from "@effect/vitest"
 
@@ -33,6 +34,41 @@ afterEach(restore)
 
 /** How many of the event loop's active resources are `MessagePort`s. */
 const messagePorts = () => process.getActiveResourcesInfo().filter((name) => name === "MessagePort").length
+
+/** How many `setImmediate` callbacks wait. */
+const immediates = () => process.getActiveResourcesInfo().filter((name) => name === "Immediate").length
+
+/** `internal/eventLoop.ts` loaded afresh: no wake-up counted yet. */
+const loadFresh = async (): Promise<EventLoopModule> => {
+  vi.resetModules()
+  return await import("../src/internal/eventLoop.ts")
+}
+
+describe("the budget of wake-ups in a row", () => {
+  it("wake-ups spread over turns cost no callback per turn: the budget is renewed once per 64", async () => {
+    const EventLoop = await loadFresh()
+    const before = immediates()
+    for (let turn = 1; turn <= 63; turn++) {
+      assert.isTrue(EventLoop.mayContinue())
+      assert.strictEqual(immediates(), before, `a setImmediate after the wake-up of turn ${turn}`)
+      await new Promise<void>((resolve) => setImmediate(resolve))
+    }
+    assert.isTrue(EventLoop.mayContinue())
+    assert.strictEqual(immediates(), before + 1, "the 64th wake-up has the budget renewed once the event loop turns")
+    await new Promise<void>((resolve) => setImmediate(resolve))
+    assert.strictEqual(immediates(), before)
+  })
+
+  it("a row within one turn stops at the budget, which is renewed once the event loop turned", async () => {
+    const EventLoop = await loadFresh()
+    let allowed = 0
+    while (EventLoop.mayContinue()) allowed++
+    assert.strictEqual(allowed, 1024)
+    assert.isFalse(EventLoop.mayContinue(), "still overdue within the same turn")
+    await new Promise<void>((resolve) => setImmediate(resolve))
+    assert.isTrue(EventLoop.mayContinue(), "renewed once the event loop turned")
+  })
+})
 
 describe("the event loop without setImmediate (MessageChannel fallback)", () => {
   it("nextTurn runs callbacks in order on later turns", async () => {
