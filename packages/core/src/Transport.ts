@@ -11,6 +11,7 @@ import { Context, Effect, Predicate, Schema } from "effect"
 import type { Scope } from "effect/Scope"
 import * as EventLoop from "./internal/eventLoop.ts"
 import { decodeParameter } from "./internal/handshake.ts"
+import { Ring } from "./internal/ring.ts"
 import type { InvalidParameter } from "./WebSocketError.ts"
 
 /**
@@ -173,10 +174,9 @@ export const tap = (
 
 /** One direction of a memory pair: bounded chunks in flight, with waiting readers and writers. */
 class Pipe {
-  /** The chunks in flight: `chunks[first]` onwards. */
-  chunks: Array<Uint8Array | undefined> = []
-  first = 0
-  /** Offset into chunks[first] already read. */
+  /** The chunks in flight. */
+  readonly chunks = new Ring<Uint8Array>()
+  /** Offset into the first chunk already read. */
   head = 0
   buffered = 0
   ended = false
@@ -204,20 +204,16 @@ class Pipe {
   take(buffer: Uint8Array): number {
     if (this.buffered === 0) return this.ended || this.broken ? 0 : -1
     let n = 0
-    while (n < buffer.length && this.first < this.chunks.length) {
-      const chunk = this.chunks[this.first]!
+    while (n < buffer.length && this.chunks.size > 0) {
+      const chunk = this.chunks.peek()!
       const count = Math.min(buffer.length - n, chunk.length - this.head)
       buffer.set(count === chunk.length ? chunk : chunk.subarray(this.head, this.head + count), n)
       n += count
       this.head += count
       if (this.head === chunk.length) {
-        this.chunks[this.first++] = undefined
+        this.chunks.shift()
         this.head = 0
       }
-    }
-    if (this.first === this.chunks.length) {
-      this.chunks = []
-      this.first = 0
     }
     this.buffered -= n
     this.wakeWriters()
@@ -315,8 +311,7 @@ const memoryEnd = (incoming: Pipe, outgoing: Pipe): Transport => {
     outgoing.wakeReader()
     outgoing.wakeWriters()
     incoming.broken = true
-    incoming.chunks = []
-    incoming.first = 0
+    incoming.chunks.clear()
     incoming.head = 0
     incoming.buffered = 0
     incoming.wakeReader()

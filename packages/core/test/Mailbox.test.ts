@@ -16,6 +16,19 @@ describe("Mailbox", () => {
       assert.strictEqual(mailbox.size, 0)
     }))
 
+  it.effect("its storage is bounded by the messages waiting at once, not by the messages that went through (a consumer always behind)", () =>
+    Effect.gen(function*() {
+      const mailbox = new Mailbox<number, never>(16)
+      for (let i = 0; i < 8; i++) assert.isTrue(mailbox.offer(i))
+      // as a reader that refills the mailbox once it is half empty, and a consumer that never empties it
+      for (let i = 8; i < 100_000; i++) {
+        assert.isTrue(mailbox.offer(i))
+        assert.strictEqual(yield* mailbox.take, i - 8)
+      }
+      assert.strictEqual(mailbox.size, 8)
+      assert.isAtMost(mailbox.storage, 16)
+    }))
+
   it.effect("offerBeyondCapacity keeps a message past the capacity, in order, until the end", () =>
     Effect.gen(function*() {
       const mailbox = new Mailbox<number, string>(1)

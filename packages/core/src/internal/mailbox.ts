@@ -9,6 +9,7 @@
  */
 import { Cause, Effect, Exit } from "effect"
 import * as EventLoop from "./eventLoop.ts"
+import { Ring } from "./ring.ts"
 
 interface Taker<A, E> {
   readonly resume: (effect: Effect.Effect<any, E | Cause.Done>) => void
@@ -27,8 +28,7 @@ const handOver = (f: () => void): void => {
 
 /** @internal */
 export class Mailbox<A, E> {
-  private items: Array<A> = []
-  private head = 0
+  private readonly items = new Ring<A>()
   private ending: Exit.Exit<never, E | Cause.Done> | undefined = undefined
   private readonly takers: Array<Taker<A, E>> = []
   /** Takers woken and not yet run: the messages waiting for them do not count against the capacity. */
@@ -41,7 +41,7 @@ export class Mailbox<A, E> {
 
   /** Messages waiting. */
   get size(): number {
-    return this.items.length - this.head
+    return this.items.size
   }
 
   /** Fibers waiting for a message. */
@@ -99,14 +99,12 @@ export class Mailbox<A, E> {
 
   /** The next message, if one waits. */
   poll(): A | undefined {
-    if (this.head === this.items.length) return undefined
-    const a = this.items[this.head]!
-    this.items[this.head++] = undefined as A
-    if (this.head === this.items.length) {
-      this.items = []
-      this.head = 0
-    }
-    return a
+    return this.items.shift()
+  }
+
+  /** Slots of storage held for waiting messages (for tests: bounded by the most waiting at once). */
+  get storage(): number {
+    return this.items.capacity
   }
 
   /** Takes the next message, waiting for one; fails with `Cause.Done` after the end, or with the failure. */

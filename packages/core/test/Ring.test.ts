@@ -1,0 +1,68 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Arbitrary, Effect, Schema } from "effect"
+import { Ring } from "../src/internal/ring.ts"
+
+const int = (minimum: number, maximum: number) => Arbitrary.schema(Schema.Int.check(Schema.isBetween({ minimum, maximum })))
+
+/** The storage a ring may hold after at most `most` items at once: a power of two, at least 8. */
+const bound = (most: number) => {
+  let slots = 8
+  while (slots < most) slots *= 2
+  return slots
+}
+
+describe("Ring", () => {
+  it.effect.prop(
+    "takes items in the order they came, and holds storage for the most waiting at once, not for all that went through",
+    // a positive number is pushed, anything else takes the first item
+    { ops: Arbitrary.array(int(-2, 1000), { minLength: 0, maxLength: 400 }) },
+    ({ ops }) =>
+      Effect.sync(() => {
+        const ring = new Ring<number>()
+        const model: Array<number> = []
+        let most = 0
+        for (const op of ops) {
+          if (op > 0) {
+            ring.push(op)
+            model.push(op)
+          } else {
+            assert.strictEqual(ring.peek(), model[0])
+            assert.strictEqual(ring.shift(), model.shift())
+          }
+          most = Math.max(most, model.length)
+          assert.strictEqual(ring.size, model.length)
+          assert.isAtMost(ring.capacity, bound(most))
+        }
+        const rest: Array<number | undefined> = []
+        while (ring.size > 0) rest.push(ring.shift())
+        assert.deepStrictEqual(rest, model)
+        assert.strictEqual(ring.shift(), undefined)
+      })
+  )
+
+  it.effect("a queue a few items behind for a million items keeps the storage of those few", () =>
+    Effect.sync(() => {
+      const ring = new Ring<number>()
+      for (let i = 0; i < 5; i++) ring.push(i)
+      for (let i = 5; i < 1_000_000; i++) {
+        ring.push(i)
+        assert.strictEqual(ring.shift(), i - 5)
+      }
+      assert.strictEqual(ring.size, 5)
+      assert.strictEqual(ring.capacity, 8)
+    }))
+
+  it.effect("clear drops every item and keeps the storage; the ring goes on from empty", () =>
+    Effect.sync(() => {
+      const ring = new Ring<string>()
+      for (const s of ["a", "b", "c", "d", "e", "f", "g", "h", "i"]) ring.push(s)
+      ring.shift()
+      ring.clear()
+      assert.strictEqual(ring.size, 0)
+      assert.strictEqual(ring.peek(), undefined)
+      assert.strictEqual(ring.capacity, 16)
+      ring.push("j")
+      ring.push("k")
+      assert.deepStrictEqual([ring.shift(), ring.shift(), ring.shift()], ["j", "k", undefined])
+    }))
+})
