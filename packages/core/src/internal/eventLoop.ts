@@ -13,7 +13,7 @@ const BUDGET = 1024
 
 /**
  * The wake-up of a row that has the budget renewed once the event loop turns. Not the first: a
- * renewal per turn was a `setImmediate` per message with one message in flight (about 0.4 us of
+ * renewal per turn was a `setImmediate` per message with one message in flight (about 0.4 µs of
  * CPU per round trip); wake-ups spread over turns now share one per 64, and a row within a single
  * turn still stops within {@link BUDGET} (a few dozen wake-ups counted on earlier turns come off it).
  */

@@ -11,7 +11,12 @@
 /** Slots of a ring's first storage. */
 const INITIAL_SLOTS = 8
 
-/** @internal */
+/**
+ * A first-in first-out queue whose storage is bounded by the most items it held at once (see
+ * the module's description): the message buffer of a connection and the pipes of a memory pair.
+ *
+ * @internal
+ */
 export class Ring<A> {
   private slots: Array<A | undefined> = []
   /** The index of the first item. */
