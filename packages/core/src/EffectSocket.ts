@@ -499,6 +499,17 @@ class ClientWebSocketImpl implements ClientWebSocket {
         Effect.runForkWith(services)(Effect.andThen(Effect.yieldNow, self.dispatch({ type: "open" }, listener)))
       yield* self.dispatch({ type: "open" })
       yield* Effect.forkScoped(self.writeLoop(conn))
+      // Once the connection is closed nothing more can be sent: the socket is closing (as a WHATWG
+      // WebSocket is once the closing handshake started) even while `message` events are still to
+      // come (a paused socket dispatches them only when resumed), and later sends are discarded
+      // instead of queued for a write loop that has ended.
+      yield* Effect.forkScoped(Effect.andThen(
+        conn.closed,
+        Effect.sync(() => {
+          if (self.readyState === OPEN) self.readyState = CLOSING
+          self.outgoing.length = 0
+        })
+      ))
       const read = yield* Effect.exit(
         Stream.runForEach(conn.messages, (message) =>
           self.flowing.whenOpen(

@@ -229,6 +229,43 @@ describe("EffectSocket.layerWebSocketConstructor", () => {
       ])
     }).pipe(Effect.provide(Constructor)))
 
+  it.live("a paused WebSocket-like object whose connection the peer closed is closing: later sends are discarded, not queued without bound", () =>
+    Effect.gen(function*() {
+      const make = yield* Socket.WebSocketConstructor
+      const ws = make("ws://memory/") as EffectSocket.ClientWebSocket
+      const opened = yield* Deferred.make<void>()
+      const closed = yield* Deferred.make<EffectSocket.ClientWebSocketEvent>()
+      const messages: Array<unknown> = []
+      ws.addEventListener("open", () => Deferred.doneUnsafe(opened, Exit.void))
+      ws.addEventListener("message", (e) => messages.push(e.data))
+      ws.addEventListener("close", (e) => Deferred.doneUnsafe(closed, Exit.succeed(e)))
+      yield* Deferred.await(opened)
+      // as Socket.fromWebSocket does once its buffer is full and nobody pulls: the greeting waits
+      ws.pause()
+      // the peer says its greeting and closes: the socket is closing, its message event still to come
+      const closing = yield* Effect.exit(Effect.timeout(
+        Effect.gen(function*() {
+          while (ws.readyState === 1) yield* Effect.sleep("5 millis")
+        }),
+        "3 seconds"
+      ))
+      assert.isTrue(Exit.isSuccess(closing), "the socket is still open 3 s after the peer closed")
+      assert.strictEqual(ws.readyState, 2)
+      const buffered = ws.bufferedAmount
+      for (let i = 0; i < 1000; i++) ws.send("x".repeat(100))
+      yield* Effect.sleep("10 millis")
+      assert.strictEqual(ws.bufferedAmount, buffered, "sends after the close are discarded, not queued for a write loop that has ended")
+      ws.resume()
+      const event = yield* Effect.timeout(Deferred.await(closed), "5 seconds")
+      assert.deepStrictEqual(messages, ["welcome"], "the message that came before the close is still dispatched, before it")
+      assert.deepInclude(event, { type: "close", code: 1000, wasClean: true })
+      assert.strictEqual(ws.readyState, 3)
+    }).pipe(
+      Effect.provide(
+        EffectSocket.layerWebSocketConstructor.pipe(Layer.provide(Client.layerMemory((connection) => connection.send("welcome"))))
+      )
+    ))
+
   it.live("the WebSocket-like object sends bytes of any kind as binary, and other values as their text, as a WHATWG WebSocket does", () =>
     Effect.gen(function*() {
       const make = yield* Socket.WebSocketConstructor
