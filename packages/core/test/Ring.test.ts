@@ -13,7 +13,7 @@ const bound = (most: number) => {
 
 describe("Ring", () => {
   it.effect.prop(
-    "takes items in the order they came, and holds storage for the most waiting at once, not for all that went through",
+    "takes items in the order they came, and holds storage for the most waiting at once, not for all that went through (at most 64 slots once empty)",
     // a positive number is pushed, anything else takes the first item
     { ops: Arbitrary.array(int(-2, 1000), { minLength: 0, maxLength: 400 }) },
     ({ ops }) =>
@@ -32,6 +32,7 @@ describe("Ring", () => {
           most = Math.max(most, model.length)
           assert.strictEqual(ring.size, model.length)
           assert.isAtMost(ring.capacity, bound(most))
+          if (model.length === 0) assert.isAtMost(ring.capacity, 64)
         }
         const rest: Array<number | undefined> = []
         while (ring.size > 0) rest.push(ring.shift())
@@ -50,6 +51,22 @@ describe("Ring", () => {
       }
       assert.strictEqual(ring.size, 5)
       assert.strictEqual(ring.capacity, 8)
+    }))
+
+  it.effect("the storage a burst grew is released once the ring is empty; small storage is kept", () =>
+    Effect.sync(() => {
+      const ring = new Ring<number>()
+      for (let i = 0; i < 100_000; i++) ring.push(i)
+      assert.strictEqual(ring.capacity, 131_072)
+      for (let i = 0; i < 99_999; i++) ring.shift()
+      assert.strictEqual(ring.capacity, 131_072, "kept while an item waits")
+      assert.strictEqual(ring.shift(), 99_999)
+      assert.strictEqual(ring.capacity, 0, "released once empty")
+      for (let i = 0; i < 40; i++) ring.push(i)
+      for (let i = 0; i < 40; i++) ring.shift()
+      assert.strictEqual(ring.capacity, 64, "64 slots or fewer stay for the next items")
+      ring.push(1)
+      assert.strictEqual(ring.shift(), 1)
     }))
 
   it.effect("clear drops every item and keeps the storage; the ring goes on from empty", () =>

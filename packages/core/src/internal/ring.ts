@@ -1,7 +1,8 @@
 /**
  * A first-in first-out queue on a circular array: what it holds is bounded by the most items
- * waiting at once (rounded up to a power of two), not by how many went through, and taking the
- * last item allocates nothing. An array used as a queue with a read index does neither: emptied
+ * waiting at once (rounded up to a power of two), not by how many went through, and released
+ * once empty when a burst grew it past 64 slots; up to that, taking the last item allocates
+ * nothing. An array used as a queue with a read index does neither: emptied
  * only once every item was taken, it grows by one slot per item for as long as a consumer stays
  * a few behind.
  *
@@ -10,6 +11,9 @@
 
 /** Slots of a ring's first storage. */
 const INITIAL_SLOTS = 8
+
+/** The most slots a ring keeps once empty: the storage a burst grew beyond it is released. */
+const RETAINED_SLOTS = 64
 
 /**
  * A first-in first-out queue whose storage is bounded by the most items it held at once (see
@@ -51,13 +55,18 @@ export class Ring<A> {
     const a = this.slots[this.first]
     this.slots[this.first] = undefined
     this.first = (this.first + 1) & (this.slots.length - 1)
-    this.count--
+    if (--this.count === 0 && this.slots.length > RETAINED_SLOTS) this.release()
     return a
   }
 
-  /** Drops every item (the storage is kept). */
+  /** Drops every item (the storage is kept, up to {@link RETAINED_SLOTS}). */
   clear(): void {
     while (this.count > 0) this.shift()
+    this.first = 0
+  }
+
+  private release(): void {
+    this.slots = []
     this.first = 0
   }
 
