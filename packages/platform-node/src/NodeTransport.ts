@@ -460,12 +460,19 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
     release()
   })
 
-  /** Drops what is queued and releases the socket now. */
+  /**
+   * Releases the socket now, dropping what is read and what waits for room. Writes that already
+   * completed (gathered until the end of the tick, or held by the cork) are handed to the socket
+   * first, as `ws`'s `terminate()` does with what it wrote: a send that reported success is not
+   * taken back by an abort in the same tick.
+   */
   const destroy = Effect.sync(() => {
     discarding = true
     chunks.length = 0
     head = 0
     buffered = 0
+    if (!socket.writableEnded) flushGathered()
+    if (corked) uncork()
     socket.destroy()
   })
 

@@ -346,6 +346,22 @@ describe("NodeClient options", () => {
       assert.strictEqual(tcpSockets(), before - 1, "our socket is released")
     }))
 
+  it.live("sends that completed in the same tick as an abort still reach the peer (as with ws's terminate)", () =>
+    Effect.gen(function*() {
+      const server = yield* NodeServer.serve((connection) =>
+        Effect.andThen(
+          Effect.forEach(["a", "b", "bye"], (m) => connection.send(m), { discard: true }),
+          connection.abort
+        )
+      )
+      const client = yield* NodeClient.connect(server.url)
+      const received: Array<unknown> = []
+      // (the stream then fails: the server's end came without a Close)
+      yield* Stream.runForEach(client.messages, (m) => Effect.sync(() => received.push(m))).pipe(Effect.ignore, Effect.timeout("5 seconds"))
+      assert.deepStrictEqual(received, ["a", "b", "bye"])
+      assert.strictEqual((yield* client.closed).code, 1006)
+    }))
+
   it.live("socketBuffers.writeBufferLimit bounds what waits for a peer that does not read (Infinity: no bound, as with ws)", () =>
     Effect.gen(function*() {
       const { port } = yield* deafServer
