@@ -281,7 +281,11 @@ type Outgoing =
   | { readonly _tag: "data"; readonly data: string | Uint8Array; readonly size: number }
   | { readonly _tag: "close"; readonly code: number; readonly reason: string }
 
-/** How long closing a constructor's scope waits for its closing sockets to finish. */
+/**
+ * How long a socket asked to close gets to send what was queued before and its Close (then its
+ * connection is cut, as `ws` destroys a socket whose close times out), and how long closing a
+ * constructor's scope waits for such sockets.
+ */
 const CLOSING_GRACE = Duration.seconds(5)
 
 const CONNECTING = 0 as const
@@ -330,6 +334,10 @@ class ClientWebSocketImpl implements ClientWebSocket {
   readonly outgoing: Array<Outgoing> = []
   readonly work = Latch.makeUnsafe(false)
   readonly flowing = Latch.makeUnsafe(true)
+  /** Whether `close` was called on the open socket: its closing is then bounded (see `run`). */
+  closeRequested = false
+  /** Opened once `close` was called on the open socket. */
+  readonly closeAsked = Latch.makeUnsafe(false)
   private wakeScheduled = false
   private paused = false
 
@@ -386,9 +394,16 @@ class ClientWebSocketImpl implements ClientWebSocket {
       queueMicrotask(() => this.abandon?.())
       return
     }
-    if (this.readyState !== OPEN) return
+    if (this.readyState !== OPEN) {
+      // closing already (its connection may have ended while it was paused): it goes on, so
+      // that the events still to come, and `close`, are dispatched
+      if (this.readyState === CLOSING) this.resume()
+      return
+    }
     this.readyState = CLOSING
+    this.closeRequested = true
     this.outgoing.push({ _tag: "close", code: closeCode, reason: closeReason })
+    queueMicrotask(() => this.closeAsked.openUnsafe())
     this.resume()
   }
 
@@ -510,6 +525,12 @@ class ClientWebSocketImpl implements ClientWebSocket {
           self.outgoing.length = 0
         })
       ))
+      // Asked to close, the socket gets a grace to send what was queued before and its Close: a
+      // send that waits for a peer that reads nothing would hold its Close back for ever. Past
+      // it the connection is cut (1006), as `ws` destroys a socket whose close times out.
+      yield* Effect.forkScoped(
+        self.closeAsked.await.pipe(Effect.andThen(Effect.sleep(CLOSING_GRACE)), Effect.andThen(conn.abort))
+      )
       const read = yield* Effect.exit(
         Stream.runForEach(conn.messages, (message) =>
           self.flowing.whenOpen(
@@ -591,7 +612,7 @@ export const makeWebSocketConstructor = <E, R>(
     // (for a send the peer does not take) on top of the grace.
     yield* Effect.addFinalizer(() =>
       Effect.forEach(
-        Array.from(sockets).filter(([ws]) => ws.readyState === CLOSING),
+        Array.from(sockets).filter(([ws]) => ws.readyState === CLOSING && ws.closeRequested),
         ([ws, fiber]) =>
           Effect.flatMap(
             Effect.timeoutOption(Fiber.await(fiber), CLOSING_GRACE),

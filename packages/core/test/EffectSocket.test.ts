@@ -255,8 +255,9 @@ describe("EffectSocket.layerWebSocketConstructor", () => {
       for (let i = 0; i < 1000; i++) ws.send("x".repeat(100))
       yield* Effect.sleep("10 millis")
       assert.strictEqual(ws.bufferedAmount, buffered, "sends after the close are discarded, not queued for a write loop that has ended")
-      ws.resume()
-      const event = yield* Effect.timeout(Deferred.await(closed), "5 seconds")
+      // close() on the closing socket resumes it, as it does an open one
+      ws.close()
+      const event = yield* Effect.timeout(Deferred.await(closed), "3 seconds")
       assert.deepStrictEqual(messages, ["welcome"], "the message that came before the close is still dispatched, before it")
       assert.deepInclude(event, { type: "close", code: 1000, wasClean: true })
       assert.strictEqual(ws.readyState, 3)
@@ -417,6 +418,53 @@ describe("EffectSocket.layerWebSocketConstructor", () => {
       assert.strictEqual(ws.readyState, 3)
       assert.strictEqual((yield* peer!.closed).code, 1006)
     }))
+
+  it.effect("close() while queued sends wait for a peer that reads nothing cuts the socket after the 5 second grace: close 1006", () =>
+    Effect.gen(function*() {
+      let peer: Connection.Connection | undefined
+      // a peer that never reads: the socket's send waits on the transport's backpressure
+      const connect: EffectSocket.Connect = () =>
+        Effect.map(Connection.makeMemoryPair({ highWaterMark: 1024 }), ([client, server]) => {
+          peer = server
+          return client
+        })
+      const make = yield* EffectSocket.makeWebSocketConstructor(connect)
+      const ws = make("ws://memory/") as EffectSocket.ClientWebSocket
+      const opened = yield* Deferred.make<void>()
+      const closed = yield* Deferred.make<EffectSocket.ClientWebSocketEvent>()
+      ws.addEventListener("open", () => Deferred.doneUnsafe(opened, Exit.void))
+      ws.addEventListener("close", (e) => Deferred.doneUnsafe(closed, Exit.succeed(e)))
+      yield* Deferred.await(opened)
+      for (let i = 0; i < 40; i++) ws.send("x".repeat(16 * 1024))
+      ws.close(1000)
+      for (let i = 0; i < 20; i++) yield* Effect.yieldNow
+      yield* TestClock.adjust("4 seconds")
+      for (let i = 0; i < 20; i++) yield* Effect.yieldNow
+      assert.isFalse(Deferred.isDoneUnsafe(closed), "what was queued before the Close gets the grace")
+      yield* TestClock.adjust("1 second")
+      const event = yield* Deferred.await(closed)
+      assert.deepInclude(event, { type: "close", code: 1006, wasClean: false })
+      assert.strictEqual(ws.readyState, 3)
+      assert.strictEqual((yield* peer!.closed).code, 1006)
+    }))
+
+  it.live("closing a constructor's scope does not wait for a paused socket whose connection ended and that was not asked to close", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const make = yield* EffectSocket.makeWebSocketConstructor(Client.connect).pipe(Scope.provide(scope))
+      const ws = make("ws://memory/") as EffectSocket.ClientWebSocket
+      const opened = yield* Deferred.make<void>()
+      ws.addEventListener("open", () => Deferred.doneUnsafe(opened, Exit.void))
+      yield* Deferred.await(opened)
+      ws.pause()
+      // the peer says its greeting and closes; the greeting waits for the paused socket
+      for (let i = 0; i < 600 && ws.readyState === 1; i++) yield* Effect.sleep("5 millis")
+      assert.strictEqual(ws.readyState, 2)
+      const start = Date.now()
+      yield* Scope.close(scope, Exit.void)
+      assert.isBelow(Date.now() - start, 1000, "no grace for a socket nobody asked to close")
+      assert.strictEqual(ws.readyState, 3)
+    }).pipe(Effect.provide(Client.layerMemory((connection) => connection.send("welcome")))))
 
   it.live("the constructor throws once its scope is closed", () =>
     Effect.gen(function*() {
