@@ -224,8 +224,11 @@ export type BinaryType = "arraybuffer" | "uint8array"
  *   (a WHATWG `WebSocket` would not): code that saw `readyState` 0 and listens a moment later
  *   does not wait for an `open` that went out in between.
  * - `close(code?, reason?)` sends the Close frame after the queued messages; the `close` event
- *   follows the closing handshake. While connecting it abandons the connect (`error`, then
- *   `close` with 1006). It throws a `RangeError` for a code that may not be sent (other than
+ *   follows the closing handshake. Queued messages and the Close get 5 seconds to go out (a peer
+ *   that reads nothing would hold them back for ever), then the connection is cut (`close` with
+ *   1006), as `ws` destroys a socket whose close times out. Once the connection has ended (the
+ *   peer closed it), the socket is closing even while paused with `message` events to come. While
+ *   connecting it abandons the connect (`error`, then `close` with 1006). It throws a `RangeError` for a code that may not be sent (other than
  *   1000-1003, 1007-1014, 3000-4999) or a reason over 123 UTF-8 bytes.
  * - `pause()` stops dispatching `message` events; the connection then stops reading once its
  *   message buffer is full, which slows the peer down. `resume()` (and `close()`) restarts them.
