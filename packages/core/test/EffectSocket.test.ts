@@ -24,6 +24,20 @@ const int = (minimum: number, maximum: number) => Arbitrary.schema(Schema.Int.ch
 
 const echo = (connection: Connection.Connection) => Stream.runForEach(connection.messages, (m) => connection.send(m))
 
+/**
+ * A `connect` to a peer that never reads (sends from the socket wait on the memory transport's
+ * backpressure), and the peer's side of the latest connection.
+ */
+const deafPeer = () => {
+  let peer: Connection.Connection | undefined
+  const connect: EffectSocket.Connect = () =>
+    Effect.map(Connection.makeMemoryPair({ highWaterMark: 1024 }), ([client, server]) => {
+      peer = server
+      return client
+    })
+  return { connect, peer: () => peer }
+}
+
 describe("EffectSocket.toSocket", () => {
   it.live("echoes text and binary through reader.pull / writer.write", () =>
     Effect.gen(function*() {
@@ -392,13 +406,7 @@ describe("EffectSocket.layerWebSocketConstructor", () => {
 
   it.effect("closing the constructor's scope cuts a closing socket still sending after the 5 second grace", () =>
     Effect.gen(function*() {
-      let peer: Connection.Connection | undefined
-      // a peer that never reads: the socket's send waits on the transport's backpressure
-      const connect: EffectSocket.Connect = () =>
-        Effect.map(Connection.makeMemoryPair({ highWaterMark: 1024 }), ([client, server]) => {
-          peer = server
-          return client
-        })
+      const { connect, peer } = deafPeer()
       const scope = yield* Scope.make()
       const make = yield* EffectSocket.makeWebSocketConstructor(connect).pipe(Scope.provide(scope))
       const ws = make("ws://memory/")
@@ -416,18 +424,12 @@ describe("EffectSocket.layerWebSocketConstructor", () => {
       yield* Fiber.await(closing)
       assert.isTrue(closedInTime)
       assert.strictEqual(ws.readyState, 3)
-      assert.strictEqual((yield* peer!.closed).code, 1006)
+      assert.strictEqual((yield* peer()!.closed).code, 1006)
     }))
 
   it.effect("close() while queued sends wait for a peer that reads nothing cuts the socket after the 5 second grace: close 1006", () =>
     Effect.gen(function*() {
-      let peer: Connection.Connection | undefined
-      // a peer that never reads: the socket's send waits on the transport's backpressure
-      const connect: EffectSocket.Connect = () =>
-        Effect.map(Connection.makeMemoryPair({ highWaterMark: 1024 }), ([client, server]) => {
-          peer = server
-          return client
-        })
+      const { connect, peer } = deafPeer()
       const make = yield* EffectSocket.makeWebSocketConstructor(connect)
       const ws = make("ws://memory/") as EffectSocket.ClientWebSocket
       const opened = yield* Deferred.make<void>()
@@ -445,7 +447,7 @@ describe("EffectSocket.layerWebSocketConstructor", () => {
       const event = yield* Deferred.await(closed)
       assert.deepInclude(event, { type: "close", code: 1006, wasClean: false })
       assert.strictEqual(ws.readyState, 3)
-      assert.strictEqual((yield* peer!.closed).code, 1006)
+      assert.strictEqual((yield* peer()!.closed).code, 1006)
     }))
 
   it.live("closing a constructor's scope does not wait for a paused socket whose connection ended and that was not asked to close", () =>
