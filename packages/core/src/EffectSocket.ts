@@ -224,9 +224,10 @@ export type BinaryType = "arraybuffer" | "uint8array"
  *   (a WHATWG `WebSocket` would not): code that saw `readyState` 0 and listens a moment later
  *   does not wait for an `open` that went out in between.
  * - `close(code?, reason?)` sends the Close frame after the queued messages; the `close` event
- *   follows the closing handshake. Queued messages and the Close get 5 seconds to go out (a peer
- *   that reads nothing would hold them back for ever), then the connection is cut (`close` with
- *   1006), as `ws` destroys a socket whose close times out. Once the connection has ended (the
+ *   follows the closing handshake. A peer that keeps reading gets every queued message, however
+ *   long it takes; once nothing has gone out for 5 seconds (a peer that reads nothing would hold
+ *   them back for ever), the connection is cut (`close` with 1006, no `error`), as `ws` destroys
+ *   a socket whose close times out. Once the connection has ended (the
  *   peer closed it), the socket is closing even while paused with `message` events to come. While
  *   connecting it abandons the connect (`error`, then `close` with 1006). It throws a `RangeError` for a code that may not be sent (other than
  *   1000-1003, 1007-1014, 3000-4999) or a reason over 123 UTF-8 bytes.
@@ -285,9 +286,9 @@ type Outgoing =
   | { readonly _tag: "close"; readonly code: number; readonly reason: string }
 
 /**
- * How long a socket asked to close gets to send what was queued before and its Close (then its
- * connection is cut, as `ws` destroys a socket whose close times out), and how long closing a
- * constructor's scope waits for such sockets.
+ * How long a socket asked to close may go without sending anything of what was queued before
+ * its Close (then its connection is cut, as `ws` destroys a socket whose close times out), and
+ * how long closing a constructor's scope waits for such sockets.
  */
 const CLOSING_GRACE = Duration.seconds(5)
 
@@ -339,6 +340,11 @@ class ClientWebSocketImpl implements ClientWebSocket {
   readonly flowing = Latch.makeUnsafe(true)
   /** Whether `close` was called on the open socket: its closing is then bounded (see `run`). */
   closeRequested = false
+  /** Messages handed to the connection, and whether the Close was: the progress of a closing socket. */
+  private messagesSent = 0
+  private closeSent = false
+  /** Whether the socket was cut for making no progress while closing (no `error` event then). */
+  private cut = false
   /** Opened once `close` was called on the open socket. */
   readonly closeAsked = Latch.makeUnsafe(false)
   private wakeScheduled = false
@@ -464,6 +470,11 @@ class ClientWebSocketImpl implements ClientWebSocket {
     })
   }
 
+  /** What the socket has sent so far: the messages handed to `connection`, and the bytes it holds not yet sent. */
+  private progress(connection: Connection.Connection): string {
+    return `${this.messagesSent}/${connection.bufferedAmount}`
+  }
+
   /** Hands queued messages to the connection in order, then the Close when one is queued. */
   writeLoop(connection: Connection.Connection): Effect.Effect<void> {
     const self = this
@@ -476,10 +487,12 @@ class ClientWebSocketImpl implements ClientWebSocket {
           continue
         }
         if (item._tag === "close") {
+          self.closeSent = true
           yield* Effect.ignore(connection.close(item.code, item.reason))
           return
         }
         const sent = yield* Effect.exit(connection.send(item.data))
+        self.messagesSent++
         self.bufferedAmount -= item.size
         // closing or failed: the end of the message stream reports it
         if (Exit.isFailure(sent)) return
@@ -528,12 +541,22 @@ class ClientWebSocketImpl implements ClientWebSocket {
           self.outgoing.length = 0
         })
       ))
-      // Asked to close, the socket gets a grace to send what was queued before and its Close: a
-      // send that waits for a peer that reads nothing would hold its Close back for ever. Past
-      // it the connection is cut (1006), as `ws` destroys a socket whose close times out.
-      yield* Effect.forkScoped(
-        self.closeAsked.await.pipe(Effect.andThen(Effect.sleep(CLOSING_GRACE)), Effect.andThen(conn.abort))
-      )
+      // Asked to close, the socket sends what was queued before, then its Close (whose handshake
+      // the connection's close timeout bounds). A send that waits for a peer that reads nothing
+      // would hold the Close back for ever: once nothing has gone out for the grace, the
+      // connection is cut (1006), as `ws` destroys a socket whose close times out. A peer that
+      // keeps reading gets everything, however long it takes.
+      yield* Effect.forkScoped(Effect.gen(function*() {
+        yield* self.closeAsked.await
+        for (;;) {
+          const before = self.progress(conn)
+          yield* Effect.sleep(CLOSING_GRACE)
+          if (self.closeSent) return
+          if (self.progress(conn) === before) break
+        }
+        self.cut = true
+        yield* conn.abort
+      }))
       const read = yield* Effect.exit(
         Stream.runForEach(conn.messages, (message) =>
           self.flowing.whenOpen(
@@ -547,7 +570,7 @@ class ClientWebSocketImpl implements ClientWebSocket {
         const error = Cause.findErrorOption(read.cause)
         failure = Option.isSome(error) ? error.value : Cause.squash(read.cause)
         self.readyState = CLOSING
-        yield* self.dispatch({ type: "error", error: failure, message: String(failure) })
+        if (!self.cut) yield* self.dispatch({ type: "error", error: failure, message: String(failure) })
       }
       yield* conn.closed
     }).pipe(Effect.scoped)

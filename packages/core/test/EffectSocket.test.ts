@@ -450,6 +450,35 @@ describe("EffectSocket.layerWebSocketConstructor", () => {
       assert.strictEqual((yield* peer()!.closed).code, 1006)
     }))
 
+  it.effect("a peer that keeps reading, however slowly, is sent everything queued before close(): the grace counts only time without progress", () =>
+    Effect.gen(function*() {
+      const { connect, peer } = deafPeer()
+      const make = yield* EffectSocket.makeWebSocketConstructor(connect)
+      const ws = make("ws://memory/") as EffectSocket.ClientWebSocket
+      const opened = yield* Deferred.make<void>()
+      const closed = yield* Deferred.make<EffectSocket.ClientWebSocketEvent>()
+      const events: Array<string> = []
+      ws.addEventListener("open", () => Deferred.doneUnsafe(opened, Exit.void))
+      ws.addEventListener("error", () => events.push("error"))
+      ws.addEventListener("close", (e) => Deferred.doneUnsafe(closed, Exit.succeed(e)))
+      yield* Deferred.await(opened)
+      // the peer takes a message every half second: 40 of them take 20 seconds
+      let received = 0
+      yield* Effect.forkChild(Stream.runForEach(peer()!.messages, () => Effect.andThen(Effect.sleep("500 millis"), Effect.sync(() => received++))))
+      for (let i = 0; i < 40; i++) ws.send("x".repeat(16 * 1024))
+      ws.close(1000, "done")
+      for (let second = 0; second < 30 && !Deferred.isDoneUnsafe(closed); second++) {
+        yield* TestClock.adjust("1 second")
+        for (let i = 0; i < 50; i++) yield* Effect.yieldNow
+      }
+      const event = yield* Deferred.await(closed)
+      assert.deepInclude(event, { type: "close", code: 1000, reason: "done", wasClean: true })
+      assert.deepStrictEqual(events, [])
+      // every message went out: the peer took them for well past the grace (then, closing, it
+      // dropped those its consumer had not taken within a second, as a connection does)
+      assert.isAtLeast(received, 20)
+    }))
+
   it.live("closing a constructor's scope does not wait for a paused socket whose connection ended and that was not asked to close", () =>
     Effect.gen(function*() {
       const scope = yield* Scope.make()

@@ -463,8 +463,9 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
   /**
    * Releases the socket now, dropping what is read and what waits for room. Writes that already
    * completed (gathered until the end of the tick, or held by the cork) are handed to the socket
-   * first, as `ws`'s `terminate()` does with what it wrote: a send that reported success is not
-   * taken back by an abort in the same tick.
+   * first, as `ws`'s `terminate()` does with what it wrote: over TCP a send that reported success
+   * is not taken back by an abort in the same tick. (A TLS socket encrypts what it is handed
+   * later: destroyed at once, it loses it, with `ws` as with Node's own `write` then `destroy`.)
    */
   const destroy = Effect.sync(() => {
     discarding = true
