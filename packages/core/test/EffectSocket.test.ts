@@ -38,6 +38,21 @@ const deafPeer = () => {
   return { connect, peer: () => peer }
 }
 
+/** A socket of a constructor over `connect` (in the current scope), once open, with its `close` event and its `error` events. */
+const openedSocket = (connect: EffectSocket.Connect) =>
+  Effect.gen(function*() {
+    const make = yield* EffectSocket.makeWebSocketConstructor(connect)
+    const ws = make("ws://memory/") as EffectSocket.ClientWebSocket
+    const opened = yield* Deferred.make<void>()
+    const closed = yield* Deferred.make<EffectSocket.ClientWebSocketEvent>()
+    const errors: Array<EffectSocket.ClientWebSocketEvent> = []
+    ws.addEventListener("open", () => Deferred.doneUnsafe(opened, Exit.void))
+    ws.addEventListener("error", (e) => errors.push(e))
+    ws.addEventListener("close", (e) => Deferred.doneUnsafe(closed, Exit.succeed(e)))
+    yield* Deferred.await(opened)
+    return { closed, errors, ws }
+  })
+
 describe("EffectSocket.toSocket", () => {
   it.live("echoes text and binary through reader.pull / writer.write", () =>
     Effect.gen(function*() {
@@ -430,13 +445,7 @@ describe("EffectSocket.layerWebSocketConstructor", () => {
   it.effect("close() while queued sends wait for a peer that reads nothing cuts the socket after the 5 second grace: close 1006", () =>
     Effect.gen(function*() {
       const { connect, peer } = deafPeer()
-      const make = yield* EffectSocket.makeWebSocketConstructor(connect)
-      const ws = make("ws://memory/") as EffectSocket.ClientWebSocket
-      const opened = yield* Deferred.make<void>()
-      const closed = yield* Deferred.make<EffectSocket.ClientWebSocketEvent>()
-      ws.addEventListener("open", () => Deferred.doneUnsafe(opened, Exit.void))
-      ws.addEventListener("close", (e) => Deferred.doneUnsafe(closed, Exit.succeed(e)))
-      yield* Deferred.await(opened)
+      const { closed, errors, ws } = yield* openedSocket(connect)
       for (let i = 0; i < 40; i++) ws.send("x".repeat(16 * 1024))
       ws.close(1000)
       for (let i = 0; i < 20; i++) yield* Effect.yieldNow
@@ -446,6 +455,7 @@ describe("EffectSocket.layerWebSocketConstructor", () => {
       yield* TestClock.adjust("1 second")
       const event = yield* Deferred.await(closed)
       assert.deepInclude(event, { type: "close", code: 1006, wasClean: false })
+      assert.deepStrictEqual(errors, [], "cut for making no progress: a close event only")
       assert.strictEqual(ws.readyState, 3)
       assert.strictEqual((yield* peer()!.closed).code, 1006)
     }))
@@ -453,15 +463,7 @@ describe("EffectSocket.layerWebSocketConstructor", () => {
   it.effect("a peer that keeps reading, however slowly, is sent everything queued before close(): the grace counts only time without progress", () =>
     Effect.gen(function*() {
       const { connect, peer } = deafPeer()
-      const make = yield* EffectSocket.makeWebSocketConstructor(connect)
-      const ws = make("ws://memory/") as EffectSocket.ClientWebSocket
-      const opened = yield* Deferred.make<void>()
-      const closed = yield* Deferred.make<EffectSocket.ClientWebSocketEvent>()
-      const events: Array<string> = []
-      ws.addEventListener("open", () => Deferred.doneUnsafe(opened, Exit.void))
-      ws.addEventListener("error", () => events.push("error"))
-      ws.addEventListener("close", (e) => Deferred.doneUnsafe(closed, Exit.succeed(e)))
-      yield* Deferred.await(opened)
+      const { closed, errors, ws } = yield* openedSocket(connect)
       // the peer takes a message every half second: 40 of them take 20 seconds
       let received = 0
       yield* Effect.forkChild(Stream.runForEach(peer()!.messages, () => Effect.andThen(Effect.sleep("500 millis"), Effect.sync(() => received++))))
@@ -473,7 +475,7 @@ describe("EffectSocket.layerWebSocketConstructor", () => {
       }
       const event = yield* Deferred.await(closed)
       assert.deepInclude(event, { type: "close", code: 1000, reason: "done", wasClean: true })
-      assert.deepStrictEqual(events, [])
+      assert.deepStrictEqual(errors, [])
       // every message went out: the peer took them for well past the grace (then, closing, it
       // dropped those its consumer had not taken within a second, as a connection does)
       assert.isAtLeast(received, 20)
