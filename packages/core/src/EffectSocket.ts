@@ -227,10 +227,11 @@ export type BinaryType = "arraybuffer" | "uint8array"
  *   follows the closing handshake. A peer that keeps reading gets every queued message, however
  *   long it takes; once nothing has gone out for 5 seconds (a peer that reads nothing would hold
  *   them back for ever), the connection is cut (`close` with 1006, no `error`), as `ws` destroys
- *   a socket whose close times out. Once the connection has ended (the
- *   peer closed it), the socket is closing even while paused with `message` events to come. While
- *   connecting it abandons the connect (`error`, then `close` with 1006). It throws a `RangeError` for a code that may not be sent (other than
- *   1000-1003, 1007-1014, 3000-4999) or a reason over 123 UTF-8 bytes.
+ *   a socket whose close times out. Once the connection has ended (the peer closed it), the
+ *   socket is closing, even while paused with `message` events to come. While connecting,
+ *   `close` abandons the connect (`error`, then `close` with 1006). It throws a `RangeError` for
+ *   a code that may not be sent (other than 1000-1003, 1007-1014, 3000-4999) or a reason over
+ *   123 UTF-8 bytes.
  * - `pause()` stops dispatching `message` events; the connection then stops reading once its
  *   message buffer is full, which slows the peer down. `resume()` (and `close()`) restarts them.
  *
