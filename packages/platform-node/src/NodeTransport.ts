@@ -258,10 +258,14 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
     corked = false
     socket.uncork()
   }
-  const endOfTick = () => {
-    flushScheduled = false
+  /** Hands the socket the writes held back until the end of the tick: the gathered bytes, then the cork. */
+  const releaseHeldWrites = () => {
     flushGathered()
     if (corked) uncork()
+  }
+  const endOfTick = () => {
+    flushScheduled = false
+    releaseHeldWrites()
   }
   const scheduleEndOfTick = () => {
     if (flushScheduled) return
@@ -419,6 +423,14 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
     socket.end()
   })
 
+  /** Drops what was read and not taken, and what still arrives (see `discarding`). */
+  const discardIncoming = () => {
+    discarding = true
+    chunks.length = 0
+    head = 0
+    buffered = 0
+  }
+
   /**
    * Flushes what is queued, sends FIN, and releases the socket once both sides are done: what we
    * wrote handed to the operating system, and the peer's side ended (at most a second later).
@@ -428,10 +440,7 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
    */
   const close = Effect.sync(() => {
     if (socket.destroyed) return
-    discarding = true
-    chunks.length = 0
-    head = 0
-    buffered = 0
+    discardIncoming()
     const timer = setTimeout(() => socket.destroy(), 1000)
     timer.unref()
     socket.once("close", () => clearTimeout(timer))
@@ -468,12 +477,8 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
    * later: destroyed at once, it loses it, with `ws` as with Node's own `write` then `destroy`.)
    */
   const destroy = Effect.sync(() => {
-    discarding = true
-    chunks.length = 0
-    head = 0
-    buffered = 0
-    if (!socket.writableEnded) flushGathered()
-    if (corked) uncork()
+    discardIncoming()
+    releaseHeldWrites()
     socket.destroy()
   })
 
