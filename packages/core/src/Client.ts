@@ -119,15 +119,16 @@ export type Target = Targets.Target
  * @category constructors
  * @since 0.1.0
  */
-export const parseTarget: (url: string, shown: string, socketPath: string | undefined) => Target | string = Targets.parseTarget
+export const parseTarget: (url: string | URL, shown: string, socketPath: string | undefined) => Target | string = Targets.parseTarget
 
 /**
- * A URL with the user name and password of its userinfo replaced, as errors and spans show it.
+ * A URL with the user name and password of its userinfo replaced, as errors and spans show it
+ * (without control characters; a value that is not a URL is named by its type).
  *
  * @category constructors
  * @since 0.1.0
  */
-export const redactedUrl: (url: string) => string = Targets.redacted
+export const redactedUrl: (url: string | URL) => string = Targets.redacted
 
 /**
  * Request headers with the Basic authorization of a target's credentials added (as `ws` sends
@@ -146,12 +147,12 @@ export const withCredentials = Targets.withCredentials
  */
 export interface Client {
   /**
-   * Opens a connection to `url` (`ws://`, `wss://`, `http://`, `https://`), owned by the current
-   * scope: closing the scope closes it (1001). A connection that ends first is released then (see
+   * Opens a connection to `url` (`ws://`, `wss://`, `http://`, `https://`; a string or a `URL`),
+   * owned by the current scope: closing the scope closes it (1001). A connection that ends first is released then (see
    * {@link releaseOnEnd}); the messages that came before the end can still be taken.
    */
   readonly connect: (
-    url: string,
+    url: string | URL,
     options?: ConnectOptions
   ) => Effect.Effect<Connection.Connection, ConnectFailure, Scope.Scope>
 }
@@ -171,7 +172,7 @@ export const Client: Context.Service<Client, Client> = Context.Service<Client>("
  * @since 0.1.0
  */
 export const connect = (
-  url: string,
+  url: string | URL,
   options?: ConnectOptions
 ): Effect.Effect<Connection.Connection, ConnectFailure, Client | Scope.Scope> =>
   Effect.flatMap(Client, (client) => client.connect(url, options))
@@ -726,7 +727,7 @@ export const layerMemory = <E, R, RA = never>(
       const context = yield* Effect.context<R | RA>()
       /** The server's scope: each connection's server side lives in a scope of its own in it, as over a socket. */
       const serverScope = yield* Effect.scope
-      const connect = (url: string, connectOptions?: ConnectOptions) => {
+      const connect = (url: string | URL, connectOptions?: ConnectOptions) => {
         const shown = Targets.redacted(url)
         return Effect.flatMap(checkConnectOptions(connectOptions), (handshakeTimeout) => releaseOnEnd(Effect.gen(function*() {
           const target = Targets.parseTarget(url, shown, undefined)

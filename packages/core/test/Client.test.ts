@@ -297,6 +297,22 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
       }
     }))
 
+  it.effect("a URL object is a URL; a value that is neither it nor a string is InvalidUrl, and errors show no control characters", () =>
+    Effect.gen(function*() {
+      const { connect, requests } = yield* memory()
+      yield* Effect.scoped(connect(new URL("ws://h/from-object?q=1") as unknown as string))
+      assert.deepStrictEqual(requests.map((r) => r.url), ["/from-object?q=1"])
+      for (const [url, shown] of [[5, "a value of type number"], [null, "null"], [undefined, "undefined"], [{}, "a value of type object"]] as const) {
+        const error = yield* Effect.flip(Effect.scoped(connect(url as unknown as string)))
+        assert.deepStrictEqual([error._tag, error._tag === "ConnectError" ? [error.reason, error.url] : []], ["ConnectError", ["InvalidUrl", shown]])
+      }
+      for (const url of ["ftp://h/\r\nInjected: yes", "no url\r\nInjected: yes"]) {
+        const error = yield* Effect.flip(Effect.scoped(connect(url)))
+        assert.strictEqual(error._tag, "ConnectError")
+        assert.notMatch(`${error.message} ${error._tag === "ConnectError" ? error.url : ""}`, /[\r\n]/, url)
+      }
+    }))
+
   it.effect("credentials in the URL go out as Basic authorization and never show in errors", () =>
     Effect.gen(function*() {
       const { connect, requests } = yield* memory()

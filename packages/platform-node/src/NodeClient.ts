@@ -186,7 +186,7 @@ const request = (
 
 /**
  * Opens a WebSocket connection to `url` (`ws://`, `wss://`, `http://`, `https://`,
- * `ws+unix:///path.sock:/path`), owned by the current scope: closing the scope closes it (1001)
+ * `ws+unix:///path.sock:/path`; a string or a `URL`), owned by the current scope: closing the scope closes it (1001)
  * and releases the socket. A connection that ends first (closed by either side, aborted, lost)
  * is released then, so a program that reconnects within one long-lived scope keeps nothing of
  * the connections that ended; the messages that came before the end can still be taken.
@@ -215,7 +215,7 @@ const request = (
  * @since 0.1.0
  */
 export const connect = (
-  url: string,
+  url: string | URL,
   options?: ConnectOptions
 ): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope> => {
   /** The URL as errors and the span show it. */

@@ -230,6 +230,20 @@ describe("NodeClient.connect failures", () => {
     }))
 })
 
+describe("NodeClient URLs given as objects", () => {
+  it.live("a URL object connects, and a refused one fails with a ConnectError (it took the process down)", () =>
+    Effect.gen(function*() {
+      const { port, server: closed } = yield* listen(() => Net.createServer())
+      yield* Effect.promise(() => new Promise<void>((resolve) => closed.close(() => resolve())))
+      const error = yield* Effect.flip(Effect.scoped(NodeClient.connect(new URL(`ws://127.0.0.1:${port}/`))))
+      assert.deepStrictEqual([error._tag, error._tag === "ConnectError" ? error.reason : ""], ["ConnectError", "Refused"])
+      const server = yield* NodeServer.serve((c) => Stream.runForEach(c.messages, (m) => c.send(m)), { host: "127.0.0.1", port: 0 })
+      const connection = yield* NodeClient.connect(new URL(server.url))
+      yield* connection.send("over a URL object")
+      assert.deepStrictEqual(yield* Stream.runCollect(Stream.take(connection.messages, 1)), ["over a URL object"])
+    }))
+})
+
 describe("NodeClient options", () => {
   it.live("a bad option fails the attempt with an InvalidParameter before any socket is opened", () =>
     Effect.gen(function*() {

@@ -41,20 +41,38 @@ const percentDecoded = (s: string): string => {
 }
 
 /**
- * `url` with the password and user name of its userinfo replaced, for error messages and spans.
+ * The text of a URL given as a string or a `URL` object (both are accepted, as by `ws` and the
+ * WHATWG `WebSocket`), `undefined` for anything else (from untyped code).
  *
  * @category constructors
  * @since 0.1.0
  */
-export const redacted = (url: string): string => {
+export const urlText = (url: unknown): string | undefined =>
+  typeof url === "string" ? url : url instanceof URL ? url.href : undefined
+
+/** Control characters (CR, LF, NUL, ...), which a URL shown in a message or a log line must not carry. */
+const CONTROL = /[\x00-\x1f\x7f]/
+
+/**
+ * `url` with the password and user name of its userinfo replaced, for error messages and spans;
+ * with no control characters (a URL parser drops or escapes them, and so does this: a URL with
+ * a line break cannot forge a log line). A value that is neither a string nor a `URL` is named
+ * by its type.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const redacted = (url: unknown): string => {
+  const text = urlText(url)
+  if (text === undefined) return url === null || url === undefined ? String(url) : `a value of type ${typeof url}`
   try {
-    const parsed = new URL(url)
-    if (parsed.username === "" && parsed.password === "") return url
+    const parsed = new URL(text)
+    if (parsed.username === "" && parsed.password === "") return CONTROL.test(text) ? parsed.href : text
     if (parsed.username !== "") parsed.username = "REDACTED"
     if (parsed.password !== "") parsed.password = "REDACTED"
-    return parsed.toString()
+    return parsed.href
   } catch {
-    return url
+    return text.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`)
   }
 }
 
@@ -65,10 +83,12 @@ export const redacted = (url: string): string => {
  * @category constructors
  * @since 0.1.0
  */
-export const parseTarget = (url: string, shown: string, socketPath: string | undefined): Target | string => {
+export const parseTarget = (url: string | URL, shown: string, socketPath: string | undefined): Target | string => {
+  const text = urlText(url)
+  if (text === undefined) return `the URL must be a string or a URL object, got ${shown}`
   let parsed: URL
   try {
-    parsed = new URL(url)
+    parsed = new URL(text)
   } catch {
     return `${JSON.stringify(shown)} is not a URL`
   }
@@ -83,13 +103,13 @@ export const parseTarget = (url: string, shown: string, socketPath: string | und
     // ws+unix:///path/to.sock:/request/path
     const [path, requestPath] = parsed.pathname.split(":")
     if (path === undefined || path === "") return `${shown} names no socket path (ws+unix:///path/to.sock:/request/path)`
-    return { url, secure: false, hostname: "localhost", port: 80, host: "localhost", path: (requestPath || "/") + parsed.search, socketPath: path, credentials }
+    return { url: text, secure: false, hostname: "localhost", port: 80, host: "localhost", path: (requestPath || "/") + parsed.search, socketPath: path, credentials }
   }
   // Node would take port 0 for "the default port" and connect there
   if (parsed.port === "0" && socketPath === undefined) return `${shown} names port 0, which cannot be connected to`
   const hostname = parsed.hostname.startsWith("[") ? parsed.hostname.slice(1, -1) : parsed.hostname
   return {
-    url,
+    url: text,
     secure,
     hostname,
     port: parsed.port === "" ? (secure ? 443 : 80) : Number(parsed.port),
