@@ -11,7 +11,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Deferred, Exit, Metric, Duration, Effect, Fiber, Option, Predicate, Semaphore, Stream } from "effect"
+import { Cause, Deferred, Exit, Metric, Duration, Effect, Fiber, Option, Predicate, Pull, Semaphore, Stream } from "effect"
 import { type HttpHeader, Options as OptionsSchema } from "@effect-websocket/schema"
 import type { Scope } from "effect/Scope"
 import * as BufferType from "./BufferType.ts"
@@ -164,7 +164,9 @@ export interface Connection {
    * (between UTF-16 code units) arrives whole; bytes may be cut anywhere too, inside a UTF-8
    * sequence as well (RFC 6455 section 5.6). Other sends wait until it is
    * complete; `ping` and `close` do not (control frames may go out between fragments), and once
-   * the Close went out, the rest of the message fails with `InvalidProtocolOperation`. When
+   * the Close is sent (or the connection ended), the rest of the message fails with
+   * `InvalidProtocolOperation`: a wait for the next fragment stops then (the stream is
+   * interrupted), and so do the sends waiting behind the message. When
    * `fragments` fails or the send is interrupted after a fragment went out, the message stays
    * incomplete on the wire: later sends fail with `InvalidProtocolOperation` (only pings and
    * `close` remain possible). Like `send`, fragments are handed over, not copied.
@@ -665,11 +667,29 @@ export const make = (
       unreportedBytesOut += size
       if (++unreportedOut >= METRIC_BATCH) reportMetrics()
     }
+    /**
+     * Completed once no data frame can go out any more (our Close is queued, or the connection
+     * ended): a `sendFragments` that waits for its stream's next fragment stops waiting then, and
+     * so do the sends queued behind its message. Made by the first `sendFragments`.
+     */
+    let dataEnded: Deferred.Deferred<void> | undefined = undefined
+    const endData = () => {
+      if (dataEnded !== undefined) Deferred.doneUnsafe(dataEnded, Exit.void)
+    }
+    const awaitDataEnded = Effect.suspend(() => {
+      dataEnded ??= Deferred.makeUnsafe<void>()
+      const open = (engine.state === HandleState.Open || engine.state === HandleState.CloseReceived) &&
+        !Deferred.isDoneUnsafe(closedDeferred)
+      if (!open) endData()
+      return Deferred.await(dataEnded)
+    })
+
     // The metrics are updated in the same step as `closed` completes: whoever waits for it may
     // close the connection's scope at once, and nothing after that step would run.
     const complete = (info: CloseInfo) =>
       Effect.sync(() => {
         if (Deferred.isDoneUnsafe(closedDeferred)) return
+        endData()
         if (reportTimer !== undefined) clearTimeout(reportTimer)
         reportTimer = undefined
         reportMetrics()
@@ -792,8 +812,11 @@ export const make = (
     /** Queues a send whose completion counts `messageBytes` as a message sent (`undefined`: not a message end). */
     const queueSend = (type: number, payload: Uint8Array | undefined, closeStatus: number | undefined, messageBytes: number | undefined) => {
       sendResult = SEND_PENDING
-      return engine.send(type, payload, closeStatus, messageBytes)
+      const status = engine.send(type, payload, closeStatus, messageBytes)
+      if (type === BufferType.BufferType.Close && status === Status.Ok) endData()
+      return status
     }
+
     /**
      * The outcome of the send just run (ask while holding the wire): done when it went out whole; an
      * `InvalidProtocolOperation` when it was cut (the handle aborted or deleted while it was written).
@@ -1551,6 +1574,36 @@ export const make = (
         return sendWholeNow(type, payload, restore) ?? restore(sendWholeLater(type, payload))
       })
 
+    /**
+     * `send` for each element of `fragments`, in order, pulling the next one only once the last went
+     * out (as `Stream.runForEach`); a wait for the next element ends once no data frame can go out
+     * any more (the stream is then interrupted), failing as a send would.
+     */
+    const sendEach = <E, R>(
+      fragments: Stream.Stream<Outgoing, E, R>,
+      send: (fragment: Outgoing) => Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError>
+    ): Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError | E, R> =>
+      Effect.scoped(Effect.gen(function*() {
+        const pull = yield* Stream.toPull(fragments)
+        const ended = Effect.andThen(
+          awaitDataEnded,
+          Effect.suspend(() =>
+            Effect.fail(
+              new InvalidProtocolOperation({
+                operation: "sendFragments",
+                state: engine.stateName,
+                message: closedMessage("sendFragments cannot go on: a Close was sent, only control frames may follow")
+              })
+            )
+          )
+        )
+        for (;;) {
+          const chunk = yield* Pull.catchDone(Effect.raceFirst(pull, ended), () => Effect.succeed(undefined))
+          if (chunk === undefined) return
+          for (const fragment of chunk) yield* send(fragment)
+        }
+      }))
+
     const sendFragments = <E, R>(
       fragments: Stream.Stream<Outgoing, E, R>,
       type: "text" | "binary"
@@ -1568,7 +1621,7 @@ export const make = (
            * alone would become U+FFFD).
            */
           let highSurrogate = ""
-          yield* Stream.runForEach(fragments, (fragment) => {
+          const sendFragment = (fragment: Outgoing): Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError> => {
             let data: unknown = fragment
             if (typeof fragment === "string") {
               const text = highSurrogate === "" ? fragment : highSurrogate + fragment
@@ -1587,7 +1640,8 @@ export const make = (
             highSurrogate = ""
             bytes += lone.length + payload.length
             return Effect.andThen(sendFrame(fragmentType, lone, undefined), sendFrame(fragmentType, payload, undefined))
-          }).pipe(
+          }
+          yield* sendEach(fragments, sendFragment).pipe(
             // (counted as the final frame is written: a step after it could be skipped by an
             // interruption; `bytes` is read then, once every fragment went out)
             Effect.andThen(Effect.suspend(() => {

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Arbitrary, Deferred, Effect, Equal, Exit, Fiber, Metric, Option, Scheduler, Schema, Scope, Stream } from "effect"
+import { Arbitrary, Cause, Deferred, Effect, Equal, Exit, Fiber, Metric, Option, Queue, Scheduler, Schema, Scope, Stream } from "effect"
 import { TestClock } from "effect/testing"
 import { Connection, Metrics, Transport, WebSocket } from "../src/index.ts"
 import * as EventLoop from "../src/internal/eventLoop.ts"
@@ -916,6 +916,27 @@ describe("Connection close", () => {
       yield* Deferred.succeed(more, "second")
       const error = yield* Effect.flip(Fiber.join(fragments))
       assert.strictEqual(error._tag, "InvalidProtocolOperation")
+    }))
+
+  it.live("a sendFragments waiting for its stream stops once a Close is sent or the connection ends, and so do the sends behind it", () =>
+    Effect.gen(function*() {
+      for (const end of ["close", "abort"] as const) {
+        const [client, server] = yield* Connection.makeMemoryPair()
+        yield* Effect.forkChild(drain(server))
+        const fragments = yield* Queue.unbounded<string, Cause.Done>()
+        yield* Queue.offer(fragments, "first part")
+        const message = yield* Effect.forkChild(client.sendFragments(Stream.fromQueue(fragments), "text"))
+        yield* Effect.sleep("20 millis") // the first fragment went out; the stream waits
+        const behind = yield* Effect.forkChild(client.send("behind the message"))
+        yield* Effect.sleep("20 millis")
+        yield* end === "close" ? Effect.asVoid(client.close(1000)) : client.abort
+        const sent = yield* Effect.timeout(Effect.flip(Fiber.join(behind)), "2 seconds")
+        assert.strictEqual(sent._tag, "InvalidProtocolOperation", end)
+        const after = yield* Effect.timeout(Effect.flip(client.send("after")), "2 seconds")
+        assert.strictEqual(after._tag, "InvalidProtocolOperation", end)
+        const stopped = yield* Effect.timeout(Effect.flip(Fiber.join(message)), "2 seconds")
+        assert.strictEqual(stopped._tag, "InvalidProtocolOperation", end)
+      }
     }))
 
   it.live("sendFragments interrupted while its first frame waits leaves nothing open; interrupted at its final frame, the message stays open", () =>
