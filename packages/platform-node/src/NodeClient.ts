@@ -14,6 +14,7 @@ import * as Http from "node:http"
 import * as Https from "node:https"
 import * as Net from "node:net"
 import type * as Tls from "node:tls"
+import { decodeTls } from "./internal/tlsOption.ts"
 import * as NodeTransport from "./NodeTransport.ts"
 
 /**
@@ -227,7 +228,11 @@ export const connect = (
       ...yield* Client.decodeOption(Options.RedirectOptions, "followRedirects", { followRedirects: options?.followRedirects }),
       ...yield* Client.decodeOption(Options.RedirectOptions, "maxRedirects", { maxRedirects: options?.maxRedirects })
     }
-    const target = Client.parseTarget(url, shown, options?.socketPath)
+    yield* decodeTls(options?.tls, "client")
+    const socketPath = options?.socketPath === undefined
+      ? undefined
+      : yield* Client.decodeOption(Options.SocketPath, "socketPath", options.socketPath)
+    const target = Client.parseTarget(url, shown, socketPath)
     if (typeof target === "string") return yield* new Client.ConnectError({ reason: "InvalidUrl", url: shown, message: target })
     const attempt = (hop: Hop): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope> =>
       Client.releaseOnEnd(open(hop, timeout, socketBuffers, options))
@@ -236,7 +241,7 @@ export const connect = (
     // request just within it would otherwise hold the caller maxRedirects times as long
     return yield* followRedirects(attempt, target, shown, Client.headerList(options?.headers), {
       maxRedirects: redirects.maxRedirects ?? 10,
-      socketPath: options?.socketPath
+      socketPath
     }).pipe(Effect.timeoutOrElse({ duration: timeout, orElse: () => Effect.fail(timedOut(shown, timeout)) }))
   }).pipe(Client.instrumentConnect(shown))
 }

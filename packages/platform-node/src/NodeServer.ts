@@ -26,6 +26,7 @@ import * as Https from "node:https"
 import * as Net from "node:net"
 import type { Duplex } from "node:stream"
 import type * as Tls from "node:tls"
+import { decodeTls } from "./internal/tlsOption.ts"
 import * as NodeTransport from "./NodeTransport.ts"
 
 /**
@@ -86,7 +87,10 @@ export interface ServeOptions<RA = never> extends UpgradeOptions<RA> {
   readonly host?: string | undefined
   /** Default 0: a free port (read it from the returned address). */
   readonly port?: number | undefined
-  /** Serve `wss://` with these TLS settings (`cert`, `key`, ...). */
+  /**
+   * Serve `wss://` with these TLS settings (`cert` and `key`, `pfx`, `SNICallback` or
+   * `pskCallback`: without an identity no handshake could succeed, and the server does not start).
+   */
   readonly tls?: Tls.SecureContextOptions & Tls.TlsOptions | undefined
   /**
    * Time a client has to send its whole upgrade request. Default 10 seconds. Node checks its
@@ -176,6 +180,9 @@ const refuse = (
 
 /** How long a shutting-down server lets its last sockets end on their own before destroying them. */
 const SOCKET_GRACE_MS = 1000
+
+/** The longest delay a Node timer takes (about 24.8 days); a longer one fires at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1
 
 /**
  * Refuses an upgrade request with `status`: counted in the handshake failures with `reason`, and
@@ -455,14 +462,17 @@ export const serve = <E, R, RA = never>(
     const port = yield* Client.decodeOption(Options.Port, "port", options?.port ?? 0)
     const host = yield* Client.decodeOption(Options.Host, "host", options?.host ?? "127.0.0.1")
     const maxHeaderBytes = yield* Client.decodeOption(Options.ByteLimit("maxHeaderBytes", 1, false), "maxHeaderBytes", options?.maxHeaderBytes ?? 16 * 1024)
-    const handshakeTimeout = Duration.toMillis(
-      yield* Client.decodeTimeout("handshakeTimeout", options?.handshakeTimeout, Duration.seconds(10))
+    // (whole milliseconds, as Node's timeouts take them; beyond a timer's range, as good as none)
+    const handshakeTimeout = Math.min(
+      Math.ceil(Duration.toMillis(yield* Client.decodeTimeout("handshakeTimeout", options?.handshakeTimeout, Duration.seconds(10)))),
+      MAX_TIMER_MS
     )
     const shutdownTimeout = yield* Client.decodeTimeout("shutdownTimeout", options?.shutdownTimeout, Duration.seconds(5), "zero")
+    const tls = yield* decodeTls(options?.tls, "server")
     const serverOptions: Https.ServerOptions = {
-      ...options?.tls,
+      ...tls,
       // a client that does not finish its TLS handshake is dropped as one that sends no request
-      ...(options?.tls !== undefined ? { handshakeTimeout: options.tls.handshakeTimeout ?? handshakeTimeout } : {}),
+      ...(tls !== undefined ? { handshakeTimeout: tls.handshakeTimeout ?? handshakeTimeout } : {}),
       maxHeaderSize: maxHeaderBytes,
       headersTimeout: handshakeTimeout,
       requestTimeout: handshakeTimeout,
@@ -475,7 +485,7 @@ export const serve = <E, R, RA = never>(
     }
     const server = yield* Effect.try({
       try: () =>
-        options?.tls !== undefined
+        tls !== undefined
           ? Https.createServer(serverOptions, onRequest)
           : Http.createServer(serverOptions, onRequest),
       catch: (cause) =>
@@ -566,7 +576,7 @@ export const serve = <E, R, RA = never>(
     return {
       [TypeId]: TypeId,
       address,
-      url: `${options?.tls !== undefined ? "wss" : "ws"}://${urlHost}:${address.port}${options?.path ?? "/"}`,
+      url: `${tls !== undefined ? "wss" : "ws"}://${urlHost}:${address.port}${options?.path ?? "/"}`,
       connections: Effect.sync(() => live.size),
       clients: Effect.sync(() => Array.from(live))
     } satisfies Server

@@ -267,6 +267,12 @@ describe("NodeClient options", () => {
         [{ maxRedirects: -1 }, "maxRedirects"],
         [{ followRedirects: "yes" as never }, "followRedirects"],
         [{ origin: "https://a.example\r\nX-Injected: 1" }, "origin: "],
+        // (Node would take an empty socket path for none and connect to localhost:80)
+        [{ socketPath: "" }, "socketPath"],
+        [{ socketPath: null as never }, "socketPath"],
+        [{ socketPath: 0 as never }, "socketPath"],
+        [{ socketPath: "/tmp/a\0b" }, "socketPath"],
+        [{ tls: "ca.pem" as never }, "tls must be an object"],
         // (not sent as "undefined", as ws's Node request refuses it too)
         [{ headers: { Authorization: undefined } as never }, "headers"]
       ]

@@ -4,7 +4,7 @@ import type * as Http from "node:http"
 import * as Net from "node:net"
 import { WebSocket as WsClient } from "ws"
 import { Client, type Connection, Metrics, WebSocketError } from "@effect-websocket/core"
-import { NodeServer, type NodeTransport } from "../src/index.ts"
+import { NodeClient, NodeServer, type NodeTransport } from "../src/index.ts"
 import { anyOptions, failureTags } from "./anyOptions.ts"
 import { refusingOptions } from "./refusing.ts"
 
@@ -428,6 +428,12 @@ describe("options and callbacks", () => {
         [{ path: "/chat?room=1" }, "no query"],
         [{ host: 5 as never }, "host"],
         [{ host: "" }, "host must be a host name or address"],
+        [{ host: "127.0.0.1\0" }, "host must be a host name or address"],
+        [{ tls: null as never }, "tls must be an object"],
+        [{ tls: "cert.pem" as never }, "tls must be an object"],
+        [{ tls: 0 as never }, "tls must be an object"],
+        // (every client's handshake would fail: "no shared cipher")
+        [{ tls: {} }, "a server's tls needs its identity"],
         [{ maxHeaderBytes: -1 }, "maxHeaderBytes must be a whole number of bytes of at least 1"],
         [{ maxHeaderBytes: "x" as never }, "maxHeaderBytes"]
       ]
@@ -438,6 +444,20 @@ describe("options and callbacks", () => {
       }
       const error = yield* Effect.flip(Effect.scoped(NodeServer.makeUpgradeHandler(handler, { maxMessageSize: 0 })))
       assert.strictEqual(error._tag, "InvalidParameter")
+    }))
+
+  it.live("a handshake timeout in fractions of a millisecond or beyond a timer's range starts the server (Node refused it)", () =>
+    Effect.gen(function*() {
+      const timeouts: ReadonlyArray<Duration.Input> = [1500.5, "999.5 millis", Duration.nanos(1_000_000_001n), 2 ** 53]
+      for (const handshakeTimeout of timeouts) {
+        const reply = yield* Effect.scoped(Effect.gen(function*() {
+          const server = yield* NodeServer.serve((c) => Stream.runForEach(c.messages, (m) => c.send(m)), { handshakeTimeout })
+          const connection = yield* NodeClient.connect(server.url)
+          yield* connection.send("in time")
+          return yield* Stream.runCollect(Stream.take(connection.messages, 1))
+        }))
+        assert.deepStrictEqual(reply, ["in time"], String(handshakeTimeout))
+      }
     }))
 
   it.live("socketBuffers.writeBufferLimit bounds what waits for a client that does not read (Infinity: no bound, as with ws)", () =>

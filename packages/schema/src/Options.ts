@@ -179,13 +179,28 @@ export const Port = Schema.Number.check(
 )
 
 /**
- * A host name or address to listen on: a non-empty string (`127.0.0.1`, `::1`, `localhost`, ...).
+ * A host name or address to listen on: a non-empty string without spaces or control characters
+ * (`127.0.0.1`, `::1`, `localhost`, ...).
  *
  * @category schemas
  * @since 0.1.0
  */
 export const Host = Schema.String.check(
-  Schema.makeFilter((s: string) => (s.length > 0 && !/\s/.test(s)) || `host must be a host name or address, got ${JSON.stringify(s)}`)
+  Schema.makeFilter((s: string) =>
+    (s.length > 0 && !/[\s\x00-\x1f\x7f]/.test(s)) || `host must be a host name or address, got ${JSON.stringify(s)}`
+  )
+)
+
+/**
+ * A Unix domain socket (or Windows named pipe) to connect to: a non-empty path without NUL.
+ *
+ * @category schemas
+ * @since 0.1.0
+ */
+export const SocketPath = Schema.String.check(
+  Schema.makeFilter((s: string) =>
+    (s.length > 0 && !s.includes("\0")) || `socketPath must be a non-empty path without NUL, got ${JSON.stringify(s)}`
+  )
 )
 
 /**
