@@ -231,6 +231,9 @@ export const runCallback = <A, E, R>(name: string, callback: () => Effect.Effect
     return Effect.die(new TypeError(`the ${name} returned ${what}, not an Effect`))
   })
 
+/** Response headers a refusal sets itself, framing its text body (lower case). */
+const REFUSAL_HEADERS = new Set(["connection", "content-length", "content-type", "transfer-encoding"])
+
 /**
  * Returned by an `authorize` hook to refuse a request with an HTTP status (401, 403, ...).
  *
@@ -241,8 +244,17 @@ export class Rejection extends Schema.TaggedError<Rejection>()("Rejection", {
   /** An HTTP status from 300 to 599 (a redirect or an error). */
   status: Schema.Int.check(Schema.isBetween({ minimum: 300, maximum: 599 })),
   message: Schema.String,
-  /** Extra response headers: token names, values without control characters (no response splitting). */
-  headers: Schema.optionalKey(HttpHeader.HttpHeaders)
+  /**
+   * Extra response headers: token names, values without control characters (no response
+   * splitting), none of those the refusal sets itself (`Connection`, `Content-Length`,
+   * `Content-Type`, `Transfer-Encoding`: its body is the message, as text).
+   */
+  headers: Schema.optionalKey(HttpHeader.HttpHeaders.check(
+    Schema.makeFilter((headers) => {
+      const reserved = headers.find((h) => REFUSAL_HEADERS.has(h.name.toLowerCase()))
+      return reserved === undefined || `a Rejection may not set ${reserved.name}: the refusal sets it`
+    })
+  ))
 }) {}
 
 /**
@@ -281,7 +293,8 @@ export interface ServeOptions<RA = never> {
   /**
    * Extra headers for the `101 Switching Protocols` answer (a `Set-Cookie`, say, as `ws` users add
    * in its `headers` event): a list, or a function of the request. The headers of the handshake
-   * itself (`Upgrade`, `Connection`, `Sec-WebSocket-*`) cannot be set.
+   * itself (`Upgrade`, `Connection`, `Sec-WebSocket-*`) cannot be set, nor `Content-Length` and
+   * `Transfer-Encoding` (a `101` has no content).
    */
   readonly responseHeaders?:
     | ReadonlyArray<HttpHeader.HttpHeader>
@@ -317,14 +330,25 @@ export const logServerFault = (cause: unknown): Effect.Effect<void> =>
 /** Response headers the handshake sets itself (lower case). */
 const HANDSHAKE_RESPONSE_HEADERS = new Set(["upgrade", "connection", "sec-websocket-accept", "sec-websocket-protocol", "sec-websocket-extensions", "sec-websocket-version"])
 
+/** Headers a `101` may not carry: it has no content (RFC 9110 sections 6.1 and 8.6; lower case). */
+const CONTENT_FRAMING_HEADERS = new Set(["content-length", "transfer-encoding"])
+
 const decodeResponseHeaders = (headers: unknown): Effect.Effect<ReadonlyArray<HttpHeader.HttpHeader>, InvalidParameter> =>
   Effect.flatMap(decodeParameter(HttpHeader.HttpHeaders, "responseHeaders", headers), (list) => {
     const reserved = list.find((h) => HANDSHAKE_RESPONSE_HEADERS.has(h.name.toLowerCase()))
-    return reserved === undefined
-      ? Effect.succeed(list)
-      : Effect.fail(
+    const framing = list.find((h) => CONTENT_FRAMING_HEADERS.has(h.name.toLowerCase()))
+    return reserved !== undefined
+      ? Effect.fail(
         new InvalidParameter({ parameter: "responseHeaders", message: `responseHeaders may not set ${reserved.name}: the handshake sets it` })
       )
+      : framing !== undefined
+      ? Effect.fail(
+        new InvalidParameter({
+          parameter: "responseHeaders",
+          message: `responseHeaders may not set ${framing.name}: a 101 has no content (RFC 9110 sections 6.1 and 8.6)`
+        })
+      )
+      : Effect.succeed(list)
   })
 
 /**

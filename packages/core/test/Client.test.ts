@@ -272,6 +272,31 @@ describe("Client.layerMemory responseHeaders", () => {
       assert.strictEqual(error._tag, "InvalidParameter")
       assert.include(error.message, "may not set Connection")
     }))
+
+  it.effect("a 101 has no content: responseHeaders may not frame one (RFC 9110 sections 6.1 and 8.6)", () =>
+    Effect.gen(function*() {
+      for (const name of ["Content-Length", "transfer-encoding"]) {
+        const error = yield* Effect.flip(Layer.build(Client.layerMemory(() => Effect.void, {
+          responseHeaders: [{ name, value: name === "Content-Length" ? "0" : "chunked" }]
+        })))
+        assert.deepStrictEqual([error._tag, error.message.includes(`may not set ${name}: a 101 has no content`)], ["InvalidParameter", true])
+      }
+    }))
+})
+
+describe("Client.Rejection", () => {
+  it("may not set the headers that frame its text body: the response would be one no client can read", () => {
+    for (const name of ["Content-Length", "content-type", "Transfer-Encoding", "Connection"]) {
+      try {
+        new Client.Rejection({ status: 401, message: "no", headers: [{ name, value: "0" }] })
+        assert.fail(`a Rejection set ${name}`)
+      } catch (error) {
+        assert.include(JSON.stringify((error as Error).cause), `may not set ${name}`)
+      }
+    }
+    const rejection = new Client.Rejection({ status: 401, message: "no", headers: [{ name: "WWW-Authenticate", value: "Bearer" }] })
+    assert.deepStrictEqual(rejection.headers, [{ name: "WWW-Authenticate", value: "Bearer" }])
+  })
 })
 
 describe("Client.layerMemory behaves as a server over sockets", () => {
