@@ -9,11 +9,20 @@
 import { Duration, Option, Schema, SchemaTransformation } from "effect"
 import { CloseCode } from "./CloseStatus.ts"
 
-const UNITS = new Set(["weeks", "days", "hours", "minutes", "seconds", "millis", "micros", "nanos"])
+/** The keys of `Duration.DurationObject`. */
+const UNITS = new Set(["weeks", "days", "hours", "minutes", "seconds", "milliseconds", "microseconds", "nanoseconds"])
 
-/** Whether `input` is an object of units (`{ seconds: 5 }`) with a number for every key. */
-const isUnitObject = (input: object): boolean =>
-  Object.entries(input).every(([unit, value]) => UNITS.has(unit) && typeof value === "number" && Number.isFinite(value))
+/**
+ * Whether `input` is a plain object of units (`{ seconds: 5 }`) with at least one key and a number
+ * for every key (not a boxed `Number`, a `Date` or `{}`, which have no units and would read as zero).
+ */
+const isUnitObject = (input: object): boolean => {
+  const prototype = Object.getPrototypeOf(input)
+  if (prototype !== Object.prototype && prototype !== null) return false
+  const entries = Object.entries(input)
+  return entries.length > 0 &&
+    entries.every(([unit, value]) => UNITS.has(unit) && typeof value === "number" && Number.isFinite(value))
+}
 
 /** Whether `input` has the shape of one of the forms of `Duration.Input`. */
 const isDurationInput = (input: unknown): boolean => {
