@@ -9,7 +9,7 @@
 import { HandshakeHeaders, HttpHeader, Options, Property } from "@effect-websocket/schema"
 import { Cause, Context, Duration, Effect, Exit, Layer, Metric, Option, Predicate, Result, Schema, Scope, type Tracer } from "effect"
 import * as Connection from "./Connection.ts"
-import { checkRequest, decodeParameter } from "./internal/handshake.ts"
+import { checkRequest, decodeParameter, decodeSubprotocolOffer, refuseOfferHeaders } from "./internal/handshake.ts"
 import { makeMemoryPair, type Transport } from "./Transport.ts"
 import * as WebSocket from "./WebSocket.ts"
 import type { InvalidProtocolFormat, InvalidProtocolOperation, UnsupportedExtension, UnsupportedProtocolVersion } from "./WebSocketError.ts"
@@ -501,17 +501,19 @@ export const checkConnectOptions = (options: ConnectOptions | undefined): Effect
   Effect.gen(function*() {
     const headers: unknown = options?.headers
     if (Array.isArray(headers)) {
-      yield* decodeParameter(HttpHeader.HttpHeaders, "headers", headers)
+      yield* refuseOfferHeaders("headers", yield* decodeParameter(HttpHeader.HttpHeaders, "headers", headers))
     } else if (typeof headers === "object" && headers !== null) {
       // (the values as given: one that is not a string is refused, not sent as "undefined")
-      yield* decodeParameter(
+      const list = yield* decodeParameter(
         HttpHeader.HttpHeaders,
         "headers",
         Object.entries(headers).map(([name, value]: [string, unknown]) => ({ name, value }))
       )
+      yield* refuseOfferHeaders("headers", list)
     } else if (headers !== undefined) {
       return yield* new InvalidParameter({ parameter: "headers", message: `headers are a list of { name, value } or a record, got ${headers === null ? "null" : typeof headers}` })
     }
+    yield* decodeSubprotocolOffer("protocols", options?.protocols)
     if (options?.origin !== undefined) yield* decodeParameter(HttpHeader.HeaderValue, "origin", options.origin)
     yield* decodeHandleOptions(Property.ClientHandleProperties, options)
     yield* Connection.decodeOptions(options?.connection)

@@ -212,7 +212,11 @@ export interface ClientHandshakeOptions {
   readonly subprotocols?: ReadonlyArray<string> | undefined
   /** Extensions, each with its parameters, e.g. `["permessage-deflate; client_max_window_bits"]`. */
   readonly extensions?: ReadonlyArray<string> | undefined
-  /** Headers of the request already chosen, such as `Host` and `Origin`. */
+  /**
+   * Headers of the request already chosen, such as `Host` and `Origin`; not the offers
+   * (`Sec-WebSocket-Protocol`, `Sec-WebSocket-Extensions`: give them in `subprotocols` and
+   * `extensions`, else a server's pick of them would be refused as never offered).
+   */
   readonly initialHeaders?: ReadonlyArray<HttpHeader.HttpHeader> | undefined
 }
 
@@ -232,30 +236,18 @@ export interface ClientHandshakeRequest {
   readonly requestHeaders: ReadonlyArray<HttpHeader.HttpHeader>
 }
 
-/** A list parameter from an untyped caller: absent is empty, anything but an array is an InvalidParameter. */
-const listParameter = <A>(parameter: string, list: ReadonlyArray<A> | undefined): Effect.Effect<ReadonlyArray<A>, InvalidParameter> =>
-  list === undefined
-    ? Effect.succeed([])
-    : Array.isArray(list)
-    ? Effect.succeed(list)
-    : Effect.fail(new InvalidParameter({ parameter, message: `${parameter} is a list (an array), got ${typeof list}` }))
-
 const beginClient = Effect.fnUntraced(function*(handle: HandleImpl, options: ClientHandshakeOptions) {
   yield* requireState(handle, "beginClientHandshake", HandleState.Created)
   yield* requireKind(handle, "client", "beginClientHandshake")
-  const subprotocols: Array<string> = []
-  for (const [i, name] of (yield* listParameter("subprotocols", options.subprotocols)).entries()) {
-    subprotocols.push(yield* Handshake.decodeParameter(HandshakeHeaders.SecWebSocketProtocolResponse, `subprotocols[${i}]`, name))
-    if (subprotocols.indexOf(name) < i) {
-      // RFC 6455 section 4.1: the offered subprotocols "MUST all be unique strings"
-      return yield* new InvalidParameter({ parameter: `subprotocols[${i}]`, message: `subprotocol ${JSON.stringify(name)} is offered twice` })
-    }
-  }
+  const subprotocols = yield* Handshake.decodeSubprotocolOffer("subprotocols", options.subprotocols)
   const extensions: Array<HandshakeHeaders.Extension> = []
-  for (const [i, extension] of (yield* listParameter("extensions", options.extensions)).entries()) {
+  for (const [i, extension] of (yield* Handshake.listParameter("extensions", options.extensions)).entries()) {
     extensions.push(yield* Handshake.decodeExtensionParameter(`extensions[${i}]`, extension))
   }
-  const initialHeaders = yield* Handshake.appHeaders("initialHeaders", options.initialHeaders)
+  const initialHeaders = yield* Effect.flatMap(
+    Handshake.appHeaders("initialHeaders", options.initialHeaders),
+    (headers) => Handshake.refuseOfferHeaders("initialHeaders", headers)
+  )
   const key = Handshake.generateKey(handle.crypto)
   const additionalHeaders: Array<HttpHeader.HttpHeader> = [
     { name: "Connection", value: "Upgrade" },
@@ -505,7 +497,7 @@ const beginServer = Effect.fnUntraced(function*(handle: HandleImpl, options: Ser
     responseHeaders.push({ name: "Sec-WebSocket-Protocol", value: selected })
   }
   const selectedExtensions: Array<HandshakeHeaders.Extension> = []
-  for (const [i, value] of (yield* listParameter("extensions", options.extensions)).entries()) {
+  for (const [i, value] of (yield* Handshake.listParameter("extensions", options.extensions)).entries()) {
     const extension = yield* Handshake.decodeExtensionParameter(`extensions[${i}]`, value)
     if (!offeredExtensions.includes(extension.name)) {
       return yield* new UnsupportedExtension({

@@ -338,6 +338,22 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
       }
     }))
 
+  it.effect("protocols and headers are checked as the options they are: each offer once, and no offer in headers", () =>
+    Effect.gen(function*() {
+      const { connect } = yield* memory({ selectProtocol: (offered) => offered[0] })
+      const cases: ReadonlyArray<readonly [Client.ConnectOptions, string, string]> = [
+        [{ protocols: ["a", "b", "a"] }, "protocols[2]", "offered twice"],
+        [{ protocols: ["not a token"] }, "protocols[0]", ""],
+        [{ headers: { "Sec-WebSocket-Protocol": "zz" } }, "headers", "may not set Sec-WebSocket-Protocol"],
+        [{ headers: [{ name: "Sec-WebSocket-Extensions", value: "foo" }] }, "headers", "may not set Sec-WebSocket-Extensions"]
+      ]
+      for (const [options, parameter, fragment] of cases) {
+        const error = yield* Effect.flip(Effect.scoped(connect("ws://h/", options)))
+        assert.deepStrictEqual([error._tag, error._tag === "InvalidParameter" ? error.parameter : ""], ["InvalidParameter", parameter])
+        assert.include(error.message, fragment)
+      }
+    }))
+
   it.effect("credentials in the URL go out as Basic authorization and never show in errors", () =>
     Effect.gen(function*() {
       const { connect, requests } = yield* memory()

@@ -226,6 +226,20 @@ describe("malformed requests", () => {
       assert.strictEqual(Option.getOrUndefined(result.subprotocol), "Chat")
     }))
 
+  it.effect("initialHeaders may not make offers: a server's pick of one the handle never offered would be refused", () =>
+    Effect.gen(function*() {
+      for (const [name, value] of [["Sec-WebSocket-Protocol", "chat"], ["sec-websocket-extensions", "foo"]] as const) {
+        const client = yield* WebSocket.createClientHandle()
+        const error = yield* Effect.flip(WebSocket.beginClientHandshake(client, {
+          initialHeaders: [{ name: "Host", value: "h" }, { name, value }]
+        }))
+        assert.deepStrictEqual(
+          [error._tag, error._tag === "InvalidParameter" ? error.parameter : "", error.message.includes(`may not set ${name}`)],
+          ["InvalidParameter", "initialHeaders", true]
+        )
+      }
+    }))
+
   it.effect("a server's extension selection must be a list: otherwise an InvalidParameter, not a TypeError", () =>
     Effect.gen(function*() {
       for (const extensions of ["permessage-deflate", 1, { 0: "x" }]) {

@@ -59,6 +59,57 @@ export const appHeaders = (
     : Effect.fail(new InvalidParameter({ parameter, message: `${parameter}: ${result.failure.message}`, cause: result.failure }))
 }
 
+/** A list parameter from an untyped caller: absent is empty, anything but an array is an InvalidParameter. */
+export const listParameter = <A>(parameter: string, list: ReadonlyArray<A> | undefined): Effect.Effect<ReadonlyArray<A>, InvalidParameter> =>
+  list === undefined
+    ? Effect.succeed([])
+    : Array.isArray(list)
+    ? Effect.succeed(list)
+    : Effect.fail(new InvalidParameter({ parameter, message: `${parameter} is a list (an array), got ${typeof list}` }))
+
+/**
+ * The subprotocols a client offers, named `parameter` in errors (`subprotocols`, or a client's
+ * `protocols` option): tokens, each offered once (RFC 6455 section 4.1: they "MUST all be unique
+ * strings").
+ */
+export const decodeSubprotocolOffer = (
+  parameter: string,
+  list: ReadonlyArray<string> | undefined
+): Effect.Effect<ReadonlyArray<string>, InvalidParameter> =>
+  Effect.gen(function*() {
+    const subprotocols: Array<string> = []
+    for (const [i, name] of (yield* listParameter(parameter, list)).entries()) {
+      subprotocols.push(yield* decodeParameter(HandshakeHeaders.SecWebSocketProtocolResponse, `${parameter}[${i}]`, name))
+      if (subprotocols.indexOf(name) < i) {
+        return yield* new InvalidParameter({ parameter: `${parameter}[${i}]`, message: `subprotocol ${JSON.stringify(name)} is offered twice` })
+      }
+    }
+    return subprotocols
+  })
+
+/** The request headers that carry a client's offers (lower case), and where the offers are given instead. */
+const OFFER_HEADERS = new Map([["sec-websocket-protocol", "subprotocols"], ["sec-websocket-extensions", "extensions"]])
+
+/**
+ * `headers` (a client's extra request headers, named `parameter`) when none carries an offer: the
+ * handshake sets those from the offers it makes, and a server's pick of an offer made behind its
+ * back would be refused as never offered. An `InvalidParameter` otherwise.
+ */
+export const refuseOfferHeaders = (
+  parameter: string,
+  headers: ReadonlyArray<HttpHeader.HttpHeader>
+): Effect.Effect<ReadonlyArray<HttpHeader.HttpHeader>, InvalidParameter> => {
+  const offer = headers.find((h) => OFFER_HEADERS.has(h.name.toLowerCase()))
+  return offer === undefined
+    ? Effect.succeed(headers)
+    : Effect.fail(
+      new InvalidParameter({
+        parameter,
+        message: `${parameter} may not set ${offer.name}: the handshake sets it from the ${OFFER_HEADERS.get(offer.name.toLowerCase())} offered`
+      })
+    )
+}
+
 /** The value of a header that may appear at most once, or `undefined` when absent. */
 export const singleHeader = (
   headers: ReadonlyArray<HttpHeader.HttpHeader>,
