@@ -395,11 +395,15 @@ describe("base framing (RFC 6455 section 5.2)", () => {
 
 describe("control frames (RFC 6455 section 5.5)", () => {
   it("a Ping with a 126-byte payload (1002)", () => {
-    failing(true, "89 7e 007e" + "00".repeat(126), Status.InvalidFormat, 1002, /exceeds 125 bytes/)
+    failing(true, "89 7e 007e" + "00".repeat(126), Status.InvalidFormat, 1002, /at most 125 bytes/)
   })
 
   it("a Close with a 126-byte payload, announced with a 7-bit length of 126 (1002)", () => {
-    failing(false, "88 fe 007e", Status.InvalidFormat, 1002, /exceeds 125 bytes/)
+    failing(false, "88 fe 007e", Status.InvalidFormat, 1002, /at most 125 bytes/)
+  })
+
+  it("a Ping of 5 bytes with a 16-bit length: its length belongs in the 7-bit field (1002, as ws refuses it)", () => {
+    failing(true, "89 7e 0005 0102030405", Status.InvalidFormat, 1002, /at most 125 bytes, its length in the 7-bit field/)
   })
 
   it("a 125-byte Ping is answered", () => {

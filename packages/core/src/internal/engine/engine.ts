@@ -1564,7 +1564,7 @@ const headerErrorMessage = (code: number): string => {
     case HeaderError.CloseBodyTruncated:
       return "a Close frame has a 1-byte body"
     default:
-      return "a control frame payload exceeds 125 bytes"
+      return "a control frame payload is at most 125 bytes, its length in the 7-bit field (RFC 6455 sections 5.2 and 5.5)"
   }
 }
 
