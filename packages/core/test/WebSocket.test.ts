@@ -431,6 +431,36 @@ describe("handle life cycle", () => {
     }))
 })
 
+describe("parameters that throw as they are read", () => {
+  it.effect("a getter or a proxy that throws is an InvalidParameter, not a defect", () =>
+    Effect.gen(function*() {
+      const throwing = {
+        get receiveBufferSize(): number {
+          throw new Error("boom")
+        }
+      }
+      const proxy = new Proxy({}, {
+        ownKeys: () => {
+          throw new Error("no keys")
+        }
+      })
+      for (const properties of [throwing, proxy]) {
+        const error = yield* Effect.flip(WebSocket.createServerHandle(properties as never))
+        assert.strictEqual(error._tag, "InvalidParameter")
+        assert.match(error.message, /could not be read: (boom|no keys)/)
+      }
+      const client = yield* WebSocket.createClientHandle()
+      const headers = new Proxy([], {
+        get: (target, key) => {
+          if (key === "length") throw new Error("no length")
+          return Reflect.get(target, key)
+        }
+      })
+      const error = yield* Effect.flip(WebSocket.beginClientHandshake(client, { initialHeaders: headers as never }))
+      assert.deepStrictEqual([error._tag, error.message], ["InvalidParameter", "initialHeaders could not be read: no length"])
+    }))
+})
+
 describe("getGlobalProperty", () => {
   it.effect("SupportedVersions is [13]", () =>
     Effect.gen(function*() {

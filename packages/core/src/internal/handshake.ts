@@ -6,7 +6,7 @@
  * @since 0.1.0
  */
 import { HandshakeHeaders, HttpHeader } from "@effect-websocket/schema"
-import { Effect, Result, Schema } from "effect"
+import { Cause, Effect, Result, Schema } from "effect"
 import * as Base64 from "effect/encoding/Base64"
 import type { WebCryptoApi } from "./handle.ts"
 import { nativeSha1Base64 } from "./runtime.ts"
@@ -53,7 +53,12 @@ export const appHeaders = (
   headers: unknown
 ): Effect.Effect<ReadonlyArray<HttpHeader.HttpHeader>, InvalidParameter> => {
   if (headers === undefined) return Effect.succeed([])
-  const result = Schema.decodeUnknownResult(HeaderList)(headers)
+  let result: Result.Result<ReadonlyArray<HttpHeader.HttpHeader>, Schema.SchemaError>
+  try {
+    result = Schema.decodeUnknownResult(HeaderList)(headers)
+  } catch (cause) {
+    return Effect.fail(unreadable(parameter, cause))
+  }
   return Result.isSuccess(result)
     ? Effect.succeed(result.success)
     : Effect.fail(new InvalidParameter({ parameter, message: `${parameter}: ${result.failure.message}`, cause: result.failure }))
@@ -167,10 +172,30 @@ export const decodeParameter = <S extends Schema.ConstraintDecoder<unknown>>(
   parameter: string,
   value: unknown
 ): Effect.Effect<S["Type"], InvalidParameter> => {
-  const result = Schema.decodeUnknownResult(schema)(value, { onExcessProperty: "error" })
+  let result: Result.Result<S["Type"], Schema.SchemaError>
+  try {
+    result = Schema.decodeUnknownResult(schema)(value, { onExcessProperty: "error" })
+  } catch (cause) {
+    return Effect.fail(unreadable(parameter, cause))
+  }
   return Result.isSuccess(result)
     ? Effect.succeed(result.success)
     : Effect.fail(new InvalidParameter({ parameter, message: parameterMessage(parameter, result.failure.message), cause: result.failure }))
+}
+
+/**
+ * A parameter whose reading threw (a getter, a proxy): an invalid parameter too, never a defect.
+ * The message is the thrown error's (the schema wraps it in errors of its own).
+ */
+const unreadable = (parameter: string, cause: unknown): InvalidParameter => {
+  // (the schema throws an error of its own, its cause the Cause of what the getter threw)
+  const inner = cause instanceof Error && Cause.isCause(cause.cause) ? Cause.squash(cause.cause) : cause
+  const thrown = inner instanceof Error ? inner : cause
+  return new InvalidParameter({
+    parameter,
+    message: `${parameter} could not be read: ${thrown instanceof Error ? thrown.message : "reading it threw"}`,
+    cause
+  })
 }
 
 /**
