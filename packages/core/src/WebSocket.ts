@@ -738,7 +738,9 @@ const sendImpl = (
  * Queues one send: a data frame (`Utf8Message`, `Utf8Fragment`, `BinaryMessage`,
  * `BinaryFragment`; a fragment leaves the message open, the next data send continues it), a Ping
  * (`PingPong`), an unsolicited Pong (`UnsolicitedPong`), or a Close (`Close` with a
- * {@link CloseBuffer}, or no buffer for an empty body). Nothing is written until the driver runs the
+ * {@link CloseBuffer}, or no buffer for an empty body). websocket.h sends pings and pongs without
+ * a body (its buffer must be NULL); here they may carry one of up to 125 bytes, as RFC 6455 allows
+ * (section 5.5.2), and none is the same empty frame. Nothing is written until the driver runs the
  * send queue; `buffer` must stay untouched until the matching `IndicateSendComplete`.
  *
  * Fails with `InvalidProtocolOperation` when another send is outstanding, data follows a sent
@@ -875,6 +877,12 @@ const describeQueue = (queue: unknown): string => typeof queue === "string" ? JS
  * anything else is an `InvalidParameter`): what the driver must do
  * next. At most one action per queue is out at a time; the next appears once it is completed with
  * {@link completeAction}. Buffers in the action are views valid until then.
+ *
+ * The pong that answers a ping is an action of the receive queue (`queue: "Receive"`). One that had
+ * to wait for a send's frame to leave the wire (frames are never interleaved) is also handed out
+ * by the send queue when that has nothing of its own: a receive queue that waits for the network
+ * meanwhile would hold it until the peer sent more, and a peer that waits for the pong never
+ * would. A driver writes it as any `SendToNetwork` (its `queue` says whose it is).
  *
  * Fails, on the receive side, when the peer broke RFC 6455: `InvalidProtocolFormat` for malformed
  * data (1002; 1007 for bad UTF-8; 1009 for a message over `maxMessageSize`) and
