@@ -1610,6 +1610,10 @@ export const make = (
     ): Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError | E, R> =>
       withMessageLock(Effect.ensuring(
         Effect.gen(function*() {
+          if (type !== "text" && type !== "binary") {
+            const got = typeof type === "string" ? JSON.stringify(type) : describeValue(type)
+            return yield* new InvalidParameter({ parameter: "type", message: `a message's type is "text" or "binary", got ${got}` })
+          }
           if (messageLeftOpen) return yield* Effect.fail(messageLeftOpenError("sendFragments"))
           fragmenting = true
           const fragmentType = type === "text" ? BufferType.BufferType.Utf8Fragment : BufferType.BufferType.BinaryFragment

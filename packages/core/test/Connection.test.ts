@@ -467,6 +467,17 @@ describe("Connection messages", () => {
       assert.strictEqual(client.stats.messagesOut, 3)
     }))
 
+  it.effect("sendFragments: a type that is neither text nor binary is an InvalidParameter, and nothing is sent", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair()
+      for (const type of ["json", undefined, 1]) {
+        const error = yield* Effect.flip(client.sendFragments(Stream.make("a"), type as never))
+        assert.deepStrictEqual([error._tag, error._tag === "InvalidParameter" ? error.parameter : ""], ["InvalidParameter", "type"])
+      }
+      yield* client.send("after")
+      assert.deepStrictEqual(yield* Stream.runCollect(Stream.take(server.messages, 1)), ["after"])
+    }))
+
   it.effect("sendFragments: a code point split across fragments arrives whole", () =>
     Effect.gen(function*() {
       const [client, server] = yield* Connection.makeMemoryPair()
