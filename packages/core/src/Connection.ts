@@ -11,7 +11,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Deferred, Exit, Metric, Duration, Effect, Fiber, Option, Predicate, Pull, Semaphore, Stream } from "effect"
+import { Cause, Deferred, Exit, Metric, Duration, Effect, Fiber, Option, Predicate, Semaphore, Stream } from "effect"
 import { type HttpHeader, Options as OptionsSchema } from "@effect-websocket/schema"
 import type { Scope } from "effect/Scope"
 import * as BufferType from "./BufferType.ts"
@@ -459,6 +459,13 @@ const payloadOf = (data: unknown): Uint8Array | undefined => typeof data === "st
 const describeValue = (value: unknown): string =>
   value === null ? "null" : typeof value === "object" ? (value.constructor?.name ?? "an object") : typeof value
 
+/** A `sendFragments` type that is neither `"text"` nor `"binary"` (from untyped code). */
+const notAMessageType = (type: unknown): InvalidParameter =>
+  new InvalidParameter({
+    parameter: "type",
+    message: `a message's type is "text" or "binary", got ${typeof type === "string" ? JSON.stringify(type) : describeValue(type)}`
+  })
+
 const notAMessage = (parameter: string, value: unknown): InvalidParameter =>
   new InvalidParameter({
     parameter,
@@ -689,7 +696,6 @@ export const make = (
     const complete = (info: CloseInfo) =>
       Effect.sync(() => {
         if (Deferred.isDoneUnsafe(closedDeferred)) return
-        endData()
         if (reportTimer !== undefined) clearTimeout(reportTimer)
         reportTimer = undefined
         reportMetrics()
@@ -700,6 +706,8 @@ export const make = (
           clean: String(info.clean)
         }).updateUnsafe(1, context)
         Deferred.doneUnsafe(closedDeferred, Exit.succeed(info))
+        // (last: what it wakes reads the connection as closed)
+        endData()
       })
 
     /**
@@ -1490,7 +1498,7 @@ export const make = (
       new InvalidProtocolOperation({
         operation,
         state: engine.stateName,
-        message: `${operation} is not allowed: an earlier fragmented message was left incomplete`
+        message: closedMessage(`${operation} is not allowed: an earlier fragmented message was left incomplete`)
       })
 
     /** Whether `sendFragments` has a message open: other data frames must wait for `messageLock`. */
@@ -1575,17 +1583,17 @@ export const make = (
       })
 
     /**
-     * `send` for each element of `fragments`, in order, pulling the next one only once the last went
-     * out (as `Stream.runForEach`); a wait for the next element ends once no data frame can go out
-     * any more (the stream is then interrupted), failing as a send would.
+     * `send` for each element of `fragments`, in order (`Stream.runForEach`), until no data frame can
+     * go out any more: a wait for the next element (or for the wire, held by our Close) then ends,
+     * failing as a send would. (One race per message, not per element: a race forks.)
      */
     const sendEach = <E, R>(
       fragments: Stream.Stream<Outgoing, E, R>,
       send: (fragment: Outgoing) => Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError>
     ): Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError | E, R> =>
-      Effect.scoped(Effect.gen(function*() {
-        const pull = yield* Stream.toPull(fragments)
-        const ended = Effect.andThen(
+      Effect.raceFirst(
+        Stream.runForEach(fragments, send),
+        Effect.andThen(
           awaitDataEnded,
           Effect.suspend(() =>
             Effect.fail(
@@ -1597,23 +1605,15 @@ export const make = (
             )
           )
         )
-        for (;;) {
-          const chunk = yield* Pull.catchDone(Effect.raceFirst(pull, ended), () => Effect.succeed(undefined))
-          if (chunk === undefined) return
-          for (const fragment of chunk) yield* send(fragment)
-        }
-      }))
+      )
 
-    const sendFragments = <E, R>(
+    /** `sendFragments` of a checked type: one message, under the message lock. */
+    const sendFragmented = <E, R>(
       fragments: Stream.Stream<Outgoing, E, R>,
       type: "text" | "binary"
     ): Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError | E, R> =>
       withMessageLock(Effect.ensuring(
         Effect.gen(function*() {
-          if (type !== "text" && type !== "binary") {
-            const got = typeof type === "string" ? JSON.stringify(type) : describeValue(type)
-            return yield* new InvalidParameter({ parameter: "type", message: `a message's type is "text" or "binary", got ${got}` })
-          }
           if (messageLeftOpen) return yield* Effect.fail(messageLeftOpenError("sendFragments"))
           fragmenting = true
           const fragmentType = type === "text" ? BufferType.BufferType.Utf8Fragment : BufferType.BufferType.BinaryFragment
@@ -1667,6 +1667,13 @@ export const make = (
         // without sending)
         resetFragmenting
       )) as Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError | E, R>
+
+    const sendFragments = <E, R>(
+      fragments: Stream.Stream<Outgoing, E, R>,
+      type: "text" | "binary"
+    ): Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError | E, R> =>
+      // (checked before the lock: a bad call does not wait for another message)
+      type !== "text" && type !== "binary" ? Effect.fail(notAMessageType(type)) : sendFragmented(fragments, type)
 
     const ping = (payload?: Outgoing) => {
       const bytes = payload === undefined ? undefined : payloadOf(payload)
