@@ -9,7 +9,7 @@
 import { HandshakeHeaders, HttpHeader, Options, Property } from "@effect-websocket/schema"
 import { Cause, Context, Duration, Effect, Exit, Layer, Metric, Option, Predicate, Result, Schema, Scope, type Tracer } from "effect"
 import * as Connection from "./Connection.ts"
-import { checkRequest, decodeParameter, decodeSubprotocolOffer, refuseOfferHeaders } from "./internal/handshake.ts"
+import { checkRequest, decodeParameter, decodeSubprotocolOffer, refuseOfferHeaders, refuseReservedHeaders } from "./internal/handshake.ts"
 import { makeMemoryPair, type Transport } from "./Transport.ts"
 import * as WebSocket from "./WebSocket.ts"
 import type { InvalidProtocolFormat, InvalidProtocolOperation, UnsupportedExtension, UnsupportedProtocolVersion } from "./WebSocketError.ts"
@@ -231,8 +231,11 @@ export const runCallback = <A, E, R>(name: string, callback: () => Effect.Effect
     return Effect.die(new TypeError(`the ${name} returned ${what}, not an Effect`))
   })
 
-/** Response headers a refusal sets itself, framing its text body (lower case). */
-const REFUSAL_HEADERS = new Set(["connection", "content-length", "content-type", "transfer-encoding"])
+/** Headers that would frame a response's content (lower case): a refusal frames its own text body, and a 101 has none. */
+const FRAMING_HEADERS = ["content-length", "transfer-encoding"]
+
+/** Headers a {@link Rejection} may not set, with why. */
+const REJECTION_RESERVED = new Map(FRAMING_HEADERS.map((name) => [name, "the refusal frames its text body itself"]))
 
 /**
  * Returned by an `authorize` hook to refuse a request with an HTTP status (401, 403, ...).
@@ -246,16 +249,21 @@ export class Rejection extends Schema.TaggedError<Rejection>()("Rejection", {
   message: Schema.String,
   /**
    * Extra response headers: token names, values without control characters (no response
-   * splitting), none of those the refusal sets itself (`Connection`, `Content-Length`,
-   * `Content-Type`, `Transfer-Encoding`: its body is the message, as text).
+   * splitting). Not `Content-Length` or `Transfer-Encoding`: the refusal frames its text body (the
+   * message) itself, and a server answers such a Rejection with 500, logging why.
    */
-  headers: Schema.optionalKey(HttpHeader.HttpHeaders.check(
-    Schema.makeFilter((headers) => {
-      const reserved = headers.find((h) => REFUSAL_HEADERS.has(h.name.toLowerCase()))
-      return reserved === undefined || `a Rejection may not set ${reserved.name}: the refusal sets it`
-    })
-  ))
+  headers: Schema.optionalKey(HttpHeader.HttpHeaders)
 }) {}
+
+/**
+ * The extra headers of a {@link Rejection}, checked as a server sends them: an `InvalidParameter`
+ * for those that would frame its body a second time (the server's fault: a 500).
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const rejectionHeaders = (rejection: Rejection): Effect.Effect<ReadonlyArray<HttpHeader.HttpHeader>, InvalidParameter> =>
+  refuseReservedHeaders("Rejection.headers", rejection.headers ?? [], REJECTION_RESERVED)
 
 /**
  * Options a server applies to every connection, shared by the platforms.
@@ -327,29 +335,18 @@ export const selectProtocolFor = (
 export const logServerFault = (cause: unknown): Effect.Effect<void> =>
   Effect.logError("WebSocket upgrade failed; the request gets 500", cause)
 
-/** Response headers the handshake sets itself (lower case). */
-const HANDSHAKE_RESPONSE_HEADERS = new Set(["upgrade", "connection", "sec-websocket-accept", "sec-websocket-protocol", "sec-websocket-extensions", "sec-websocket-version"])
-
-/** Headers a `101` may not carry: it has no content (RFC 9110 sections 6.1 and 8.6; lower case). */
-const CONTENT_FRAMING_HEADERS = new Set(["content-length", "transfer-encoding"])
+/** Headers `responseHeaders` may not set, with why: the handshake's own, and those of content (a 101 has none). */
+const RESPONSE_RESERVED = new Map([
+  ...["upgrade", "connection", "sec-websocket-accept", "sec-websocket-protocol", "sec-websocket-extensions", "sec-websocket-version"]
+    .map((name) => [name, "the handshake sets it"] as const),
+  ...FRAMING_HEADERS.map((name) => [name, "a 101 has no content (RFC 9110 sections 6.1 and 8.6)"] as const)
+])
 
 const decodeResponseHeaders = (headers: unknown): Effect.Effect<ReadonlyArray<HttpHeader.HttpHeader>, InvalidParameter> =>
-  Effect.flatMap(decodeParameter(HttpHeader.HttpHeaders, "responseHeaders", headers), (list) => {
-    const reserved = list.find((h) => HANDSHAKE_RESPONSE_HEADERS.has(h.name.toLowerCase()))
-    const framing = list.find((h) => CONTENT_FRAMING_HEADERS.has(h.name.toLowerCase()))
-    return reserved !== undefined
-      ? Effect.fail(
-        new InvalidParameter({ parameter: "responseHeaders", message: `responseHeaders may not set ${reserved.name}: the handshake sets it` })
-      )
-      : framing !== undefined
-      ? Effect.fail(
-        new InvalidParameter({
-          parameter: "responseHeaders",
-          message: `responseHeaders may not set ${framing.name}: a 101 has no content (RFC 9110 sections 6.1 and 8.6)`
-        })
-      )
-      : Effect.succeed(list)
-  })
+  Effect.flatMap(
+    decodeParameter(HttpHeader.HttpHeaders, "responseHeaders", headers),
+    (list) => refuseReservedHeaders("responseHeaders", list, RESPONSE_RESERVED)
+  )
 
 /**
  * The extra headers of a server's `101` answer for `request` ({@link ServeOptions.responseHeaders}),
@@ -851,8 +848,9 @@ const acceptInMemory = <RA>(
       if (Exit.isFailure(verdict)) {
         const failure = Cause.findErrorOption(verdict.cause)
         if (Option.isSome(failure) && failure.value instanceof Rejection) {
-          const { headers, message, status } = failure.value
-          return yield* refuse("Rejected", status, headers ?? [], message)
+          const { message, status } = failure.value
+          // (headers that cannot be sent are the server's fault: a 500 (see below))
+          return yield* refuse("Rejected", status, yield* Effect.orDie(rejectionHeaders(failure.value)), message)
         }
         return yield* Effect.die(Cause.squash(verdict.cause)) // not a refusal: a 500 (see below)
       }

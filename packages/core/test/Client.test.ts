@@ -285,18 +285,28 @@ describe("Client.layerMemory responseHeaders", () => {
 })
 
 describe("Client.Rejection", () => {
-  it("may not set the headers that frame its text body: the response would be one no client can read", () => {
-    for (const name of ["Content-Length", "content-type", "Transfer-Encoding", "Connection"]) {
-      try {
-        new Client.Rejection({ status: 401, message: "no", headers: [{ name, value: "0" }] })
-        assert.fail(`a Rejection set ${name}`)
-      } catch (error) {
-        assert.include(JSON.stringify((error as Error).cause), `may not set ${name}`)
+  it.effect("its headers may not frame its text body a second time: such a Rejection is the server's fault, a 500", () =>
+    Effect.gen(function*() {
+      const rejectWith = (headers: ReadonlyArray<{ name: string; value: string }>) =>
+        Effect.gen(function*() {
+          const context = yield* Layer.build(Client.layerMemory(() => Effect.void, {
+            authorize: () => Effect.fail(new Client.Rejection({ status: 401, message: "log in first", headers }))
+          }))
+          return yield* Effect.flip(Effect.scoped(Effect.provide(Client.connect("ws://memory/"), context)))
+        })
+      for (const name of ["Content-Length", "transfer-encoding"]) {
+        const error = yield* rejectWith([{ name, value: "0" }])
+        assert.deepStrictEqual([error._tag, error._tag === "HandshakeRejected" ? error.status : 0], ["HandshakeRejected", 500], name)
+        const reason = yield* Effect.flip(Client.rejectionHeaders(new Client.Rejection({ status: 401, message: "no", headers: [{ name, value: "0" }] })))
+        assert.strictEqual(reason.message, `Rejection.headers may not set ${name}: the refusal frames its text body itself`)
       }
-    }
-    const rejection = new Client.Rejection({ status: 401, message: "no", headers: [{ name: "WWW-Authenticate", value: "Bearer" }] })
-    assert.deepStrictEqual(rejection.headers, [{ name: "WWW-Authenticate", value: "Bearer" }])
-  })
+      // other headers go out with the refusal, as before
+      for (const header of [{ name: "WWW-Authenticate", value: "Bearer" }, { name: "Connection", value: "close" }]) {
+        const error = yield* rejectWith([header])
+        assert.deepStrictEqual([error._tag, error._tag === "HandshakeRejected" ? error.status : 0], ["HandshakeRejected", 401], header.name)
+        if (error._tag === "HandshakeRejected") assert.deepInclude(error.headers, header)
+      }
+    }))
 })
 
 describe("Client.layerMemory behaves as a server over sockets", () => {

@@ -370,7 +370,9 @@ export const makeUpgradeHandler = <E, R, RA = never>(
           if (Exit.isFailure(verdict)) {
             const rejection = verdict.cause.reasons.find((r) => r._tag === "Fail")
             if (rejection !== undefined && rejection._tag === "Fail" && rejection.error instanceof Rejection) {
-              return yield* refused("Rejected", socket, rejection.error.status, rejection.error.message, rejection.error.headers)
+              // (headers that cannot be sent are the server's fault: a 500 (see below))
+              const headers = yield* Client.rejectionHeaders(rejection.error)
+              return yield* refused("Rejected", socket, rejection.error.status, rejection.error.message, headers)
             }
             return yield* Effect.failCause(verdict.cause) // not a refusal: a 500 (see below)
           }

@@ -294,6 +294,25 @@ describe("NodeServer + NodeClient", () => {
       assert.strictEqual(reply, "from ws")
     }))
 
+  it.live("a Rejection whose headers would frame its body again is answered 500, which clients can read (they could not parse the 401)", () =>
+    Effect.gen(function*() {
+      const server = yield* NodeServer.serve(() => Effect.void, {
+        authorize: (request) =>
+          Effect.fail(
+            new NodeServer.Rejection({
+              status: 401,
+              message: "log in first",
+              headers: request.url === "/framed" ? [{ name: "Content-Length", value: "0" }] : [{ name: "WWW-Authenticate", value: "Bearer" }]
+            })
+          )
+      })
+      const framed = yield* Effect.flip(Effect.scoped(NodeClient.connect(`${server.url}framed`)))
+      assert.deepStrictEqual([framed._tag, framed._tag === "HandshakeRejected" ? framed.status : 0], ["HandshakeRejected", 500])
+      const plain = yield* Effect.flip(Effect.scoped(NodeClient.connect(`${server.url}plain`)))
+      assert.deepStrictEqual([plain._tag, plain._tag === "HandshakeRejected" ? plain.status : 0], ["HandshakeRejected", 401])
+      if (plain._tag === "HandshakeRejected") assert.deepInclude(plain.headers, { name: "WWW-Authenticate", value: "Bearer" })
+    }))
+
   it.live("authorize and the handler reach the node:http request behind the upgrade, as ws's req; none in memory", () =>
     Effect.gen(function*() {
       const seen: Array<[string, unknown]> = []

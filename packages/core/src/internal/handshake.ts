@@ -92,28 +92,35 @@ export const decodeSubprotocolOffer = (
     return subprotocols
   })
 
-/** The request headers that carry a client's offers (lower case), and where the offers are given instead. */
-const OFFER_HEADERS = new Map([["sec-websocket-protocol", "subprotocols"], ["sec-websocket-extensions", "extensions"]])
+/**
+ * `headers` when none is named in `reserved` (lower-case names, each with why it may not be set);
+ * otherwise an `InvalidParameter` naming `parameter`: "`parameter` may not set `Name`: why".
+ */
+export const refuseReservedHeaders = (
+  parameter: string,
+  headers: ReadonlyArray<HttpHeader.HttpHeader>,
+  reserved: ReadonlyMap<string, string>
+): Effect.Effect<ReadonlyArray<HttpHeader.HttpHeader>, InvalidParameter> => {
+  const found = headers.find((h) => reserved.has(h.name.toLowerCase()))
+  return found === undefined
+    ? Effect.succeed(headers)
+    : Effect.fail(new InvalidParameter({ parameter, message: `${parameter} may not set ${found.name}: ${reserved.get(found.name.toLowerCase())}` }))
+}
 
 /**
- * `headers` (a client's extra request headers, named `parameter`) when none carries an offer: the
- * handshake sets those from the offers it makes, and a server's pick of an offer made behind its
- * back would be refused as never offered. An `InvalidParameter` otherwise.
+ * The request headers that carry a client's offers: the handshake sets them from the offers it
+ * makes, and a server's pick of an offer made behind its back would be refused as never offered.
  */
+const OFFER_HEADERS = new Map([
+  ["sec-websocket-protocol", "the handshake sets it from the subprotocols offered"],
+  ["sec-websocket-extensions", "the handshake sets it from the extensions offered"]
+])
+
+/** `headers` (a client's extra request headers, named `parameter`) when none carries an offer. */
 export const refuseOfferHeaders = (
   parameter: string,
   headers: ReadonlyArray<HttpHeader.HttpHeader>
-): Effect.Effect<ReadonlyArray<HttpHeader.HttpHeader>, InvalidParameter> => {
-  const offer = headers.find((h) => OFFER_HEADERS.has(h.name.toLowerCase()))
-  return offer === undefined
-    ? Effect.succeed(headers)
-    : Effect.fail(
-      new InvalidParameter({
-        parameter,
-        message: `${parameter} may not set ${offer.name}: the handshake sets it from the ${OFFER_HEADERS.get(offer.name.toLowerCase())} offered`
-      })
-    )
-}
+): Effect.Effect<ReadonlyArray<HttpHeader.HttpHeader>, InvalidParameter> => refuseReservedHeaders(parameter, headers, OFFER_HEADERS)
 
 /** The value of a header that may appear at most once, or `undefined` when absent. */
 export const singleHeader = (
