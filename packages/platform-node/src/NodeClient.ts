@@ -26,7 +26,10 @@ import * as NodeTransport from "./NodeTransport.ts"
 export interface ConnectOptions extends Client.ConnectOptions {
   /** TLS settings for `wss://` (`ca`, `cert`, `key`, `rejectUnauthorized`, `servername`, ...). */
   readonly tls?: Tls.ConnectionOptions | undefined
-  /** Connect to this Unix domain socket instead of the URL's host (also `ws+unix:///path.sock:/request-path`). */
+  /**
+   * Connect to this Unix domain socket instead of the URL's host (also
+   * `ws+unix:///path.sock:/request-path`): a non-empty path (`"\0name"` for a Linux abstract socket).
+   */
   readonly socketPath?: string | undefined
   /** How much the socket buffers each way before backpressure applies (defaults: 64 KiB read, 1 MiB write). */
   readonly socketBuffers?: NodeTransport.BufferOptions | undefined

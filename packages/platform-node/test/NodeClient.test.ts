@@ -528,6 +528,28 @@ describe("NodeClient redirects", () => {
       assert.deepStrictEqual(requests.map((r) => [r.path, r.headers.authorization]), [["/first", basic], ["/second", basic]])
     }))
 
+  it.live("a socketPath may name a Linux abstract socket (a NUL first)", () =>
+    Effect.gen(function*() {
+      const socketPath = `\0ews-client-${process.pid}-${Date.now()}`
+      const wss = new WebSocketServer({ noServer: true })
+      const server = Http.createServer()
+      server.on("upgrade", (req: Http.IncomingMessage, socket: Net.Socket, head: Buffer) =>
+        wss.handleUpgrade(req, socket, head, (ws) => ws.send("over an abstract socket")))
+      yield* Effect.acquireRelease(
+        Effect.promise(() => new Promise<void>((resolve) => server.listen(socketPath, () => resolve()))),
+        () =>
+          Effect.promise(() =>
+            new Promise<void>((resolve) => {
+              wss.close()
+              server.closeAllConnections()
+              server.close(() => resolve())
+            })
+          )
+      )
+      const connection = yield* NodeClient.connect("ws://localhost/", { socketPath })
+      assert.deepStrictEqual(yield* Stream.runCollect(Stream.take(connection.messages, 1)), ["over an abstract socket"])
+    }))
+
   it.live("through a socketPath, a redirect to another host drops credentials, cookies and a custom Host", () =>
     Effect.gen(function*() {
       const dir = yield* Effect.acquireRelease(

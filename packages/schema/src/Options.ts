@@ -201,14 +201,16 @@ export const Host = Schema.String.check(
 )
 
 /**
- * A Unix domain socket (or Windows named pipe) to connect to: a non-empty path without NUL.
+ * A Unix domain socket (or Windows named pipe) to connect to: a non-empty path, with a NUL at its
+ * start only (a Linux abstract socket, `"\0name"`).
  *
  * @category schemas
  * @since 0.1.0
  */
 export const SocketPath = Schema.String.check(
   Schema.makeFilter((s: string) =>
-    (s.length > 0 && !s.includes("\0")) || `socketPath must be a non-empty path without NUL, got ${JSON.stringify(s)}`
+    (s.length > 0 && s.indexOf("\0", 1) === -1) ||
+    `socketPath must be a non-empty path, with a NUL at its start only (an abstract socket), got ${JSON.stringify(s)}`
   )
 )
 
