@@ -88,8 +88,9 @@ export interface ServeOptions<RA = never> extends UpgradeOptions<RA> {
   /** Default 0: a free port (read it from the returned address). */
   readonly port?: number | undefined
   /**
-   * Serve `wss://` with these TLS settings (`cert` and `key`, `pfx`, `SNICallback` or
-   * `pskCallback`: without an identity no handshake could succeed, and the server does not start).
+   * Serve `wss://` with these TLS settings, which give the server its identity: `cert` and `key`,
+   * `pfx`, `SNICallback` or `pskCallback` (or anonymous cipher suites only). Without one no
+   * handshake could succeed, and the server does not start.
    */
   readonly tls?: Tls.SecureContextOptions & Tls.TlsOptions | undefined
   /**

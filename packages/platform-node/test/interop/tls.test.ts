@@ -4,7 +4,7 @@
  * failures when the certificate cannot be trusted.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, Scope } from "effect"
+import { Effect, Exit, Fiber, Scope, Stream } from "effect"
 import * as Https from "node:https"
 import { createHash } from "node:crypto"
 import * as Net from "node:net"
@@ -63,6 +63,18 @@ const wssServer = (tls: { readonly cert: string; readonly key: string }) =>
   })
 
 describe("TLS", () => {
+  it.live("a server whose identity comes from an SNICallback starts and serves", () =>
+    Effect.gen(function*() {
+      const { cert, key } = yield* certificate
+      const context = Tls.createSecureContext({ cert, key })
+      const { server } = yield* echoServer({ tls: { SNICallback: (_name, done) => done(null, context) } })
+      const connection = yield* NodeClient.connect(server.url.replace("127.0.0.1", "localhost"), {
+        tls: { ca: cert, checkServerIdentity: () => undefined }
+      })
+      yield* connection.send("through an SNICallback")
+      assert.deepStrictEqual(yield* Stream.runCollect(Stream.take(connection.messages, 1)), ["through an SNICallback"])
+    }))
+
   it.live("wss:// round trip between our client (trusting the certificate) and our server", () =>
     Effect.gen(function*() {
       const { cert, key } = yield* certificate
