@@ -9,7 +9,14 @@
 import { HandshakeHeaders, HttpHeader, Options, Property } from "@effect-websocket/schema"
 import { Cause, Context, Duration, Effect, Exit, Layer, Metric, Option, Predicate, Result, Schema, Scope, type Tracer } from "effect"
 import * as Connection from "./Connection.ts"
-import { checkRequest, decodeParameter, decodeSubprotocolOffer, refuseOfferHeaders, refuseReservedHeaders } from "./internal/handshake.ts"
+import {
+  checkRequest,
+  decodeParameter,
+  decodeSubprotocolOffer,
+  readOptions,
+  refuseOfferHeaders,
+  refuseReservedHeaders
+} from "./internal/handshake.ts"
 import { makeMemoryPair, type Transport } from "./Transport.ts"
 import * as WebSocket from "./WebSocket.ts"
 import type { InvalidProtocolFormat, InvalidProtocolOperation, UnsupportedExtension, UnsupportedProtocolVersion } from "./WebSocketError.ts"
@@ -404,6 +411,16 @@ export const decodeOption: <S extends Schema.ConstraintDecoder<unknown>>(
 ) => Effect.Effect<S["Type"], InvalidParameter> = decodeParameter
 
 /**
+ * The options of a call from an untyped caller once each of its own fields has been read: a getter
+ * or a proxy that throws as it is read is an `InvalidParameter` naming `parameter`, not a defect
+ * where the field is used. Platforms pass their options through it before anything else.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const readCallOptions: <T>(parameter: string, options: T) => Effect.Effect<T, InvalidParameter> = readOptions
+
+/**
  * Decodes a timeout option (`handshakeTimeout`, `shutdownTimeout`, ...): `fallback` when absent,
  * else a duration that must be finite and, unless `zero` allows it, positive.
  *
@@ -463,10 +480,11 @@ const checkHook = (name: string, hook: unknown, required = false): Effect.Effect
  * @since 0.1.0
  */
 export const checkServeOptions = (
-  options: ServeOptions<any> | undefined,
+  given: ServeOptions<any> | undefined,
   handler: unknown
 ): Effect.Effect<void, InvalidParameter> =>
   Effect.gen(function*() {
+    const options = yield* readOptions("options", given)
     yield* checkHook("handler", handler, true)
     if (options?.path !== undefined) yield* decodeParameter(Options.RequestPath, "path", options.path)
     yield* decodeHandleOptions(Property.ServerHandleProperties, options)
@@ -494,8 +512,9 @@ export const checkServeOptions = (
  * @category constructors
  * @since 0.1.0
  */
-export const checkConnectOptions = (options: ConnectOptions | undefined): Effect.Effect<Duration.Duration, InvalidParameter> =>
+export const checkConnectOptions = (given: ConnectOptions | undefined): Effect.Effect<Duration.Duration, InvalidParameter> =>
   Effect.gen(function*() {
+    const options = yield* readOptions("options", given)
     const headers: unknown = options?.headers
     if (Array.isArray(headers)) {
       yield* refuseOfferHeaders("headers", yield* decodeParameter(HttpHeader.HttpHeaders, "headers", headers))
@@ -504,7 +523,7 @@ export const checkConnectOptions = (options: ConnectOptions | undefined): Effect
       const list = yield* decodeParameter(
         HttpHeader.HttpHeaders,
         "headers",
-        Object.entries(headers).map(([name, value]: [string, unknown]) => ({ name, value }))
+        Object.entries(yield* readOptions("headers", headers)).map(([name, value]: [string, unknown]) => ({ name, value }))
       )
       yield* refuseOfferHeaders("headers", list)
     } else if (headers !== undefined) {
@@ -750,9 +769,9 @@ export const layerMemory = <E, R, RA = never>(
       const context = yield* Effect.context<R | RA>()
       /** The server's scope: each connection's server side lives in a scope of its own in it, as over a socket. */
       const serverScope = yield* Effect.scope
-      const connect = (url: string | URL, connectOptions?: ConnectOptions) => {
-        const shown = Targets.redacted(url)
-        return Effect.flatMap(checkConnectOptions(connectOptions), (handshakeTimeout) => releaseOnEnd(Effect.gen(function*() {
+      /** One attempt, with the options read (`shown`: the URL as errors show it). */
+      const attempt = (url: string | URL, shown: string, connectOptions: ConnectOptions | undefined) =>
+        Effect.flatMap(checkConnectOptions(connectOptions), (handshakeTimeout) => releaseOnEnd(Effect.gen(function*() {
           const target = Targets.parseTarget(url, shown, undefined)
           if (typeof target === "string") return yield* new ConnectError({ reason: "InvalidUrl", url: shown, message: target })
           const client = yield* WebSocket.createClientHandle(handleProperties(connectOptions))
@@ -807,7 +826,12 @@ export const layerMemory = <E, R, RA = never>(
             duration: handshakeTimeout,
             orElse: () => Effect.fail(new ConnectError({ reason: "Timeout", url: shown, message: `connecting to ${shown} timed out` }))
           })
-        ))).pipe(instrumentConnect(shown))
+        )))
+      const connect = (url: string | URL, given?: ConnectOptions) => {
+        const shown = Targets.redacted(url)
+        return Effect.flatMap(readOptions("options", given), (connectOptions) => attempt(url, shown, connectOptions)).pipe(
+          instrumentConnect(shown)
+        )
       }
       return Client.of({ connect })
     })

@@ -236,9 +236,10 @@ export interface ClientHandshakeRequest {
   readonly requestHeaders: ReadonlyArray<HttpHeader.HttpHeader>
 }
 
-const beginClient = Effect.fnUntraced(function*(handle: HandleImpl, options: ClientHandshakeOptions) {
+const beginClient = Effect.fnUntraced(function*(handle: HandleImpl, given: ClientHandshakeOptions) {
   yield* requireState(handle, "beginClientHandshake", HandleState.Created)
   yield* requireKind(handle, "client", "beginClientHandshake")
+  const options = yield* Handshake.readOptions("options", given)
   const subprotocols = yield* Handshake.decodeSubprotocolOffer("subprotocols", options.subprotocols)
   const extensions: Array<HandshakeHeaders.Extension> = []
   for (const [i, extension] of (yield* Handshake.listParameter("extensions", options.extensions)).entries()) {
@@ -472,7 +473,8 @@ export interface ServerHandshakeResponse {
   readonly responseHeaders: ReadonlyArray<HttpHeader.HttpHeader>
 }
 
-const beginServer = Effect.fnUntraced(function*(handle: HandleImpl, options: ServerHandshakeOptions) {
+const beginServer = Effect.fnUntraced(function*(handle: HandleImpl, given: ServerHandshakeOptions) {
+  const options = yield* Handshake.readOptions("options", given)
   const { key, offeredExtensions, offeredSubprotocols } = yield* Handshake.checkRequest(options.requestHeaders)
   const responseHeaders: Array<HttpHeader.HttpHeader> = [
     { name: "Connection", value: "Upgrade" },

@@ -364,6 +364,23 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
       }
     }))
 
+  it.effect("options that throw as they are read (a getter, a proxy) are an InvalidParameter, not a defect", () =>
+    Effect.gen(function*() {
+      const { connect } = yield* memory()
+      const throwing = (what: string) => {
+        throw new Error(what)
+      }
+      const cases: ReadonlyArray<readonly [unknown, string]> = [
+        [{ get headers() { return throwing("no headers") } }, "options could not be read: no headers"],
+        [{ headers: new Proxy({}, { ownKeys: () => throwing("no keys") }) }, "headers could not be read: no keys"],
+        [{ protocols: new Proxy(["a"], { get: (t, k) => k === "length" ? throwing("no length") : Reflect.get(t, k) }) }, "protocols could not be read: no length"]
+      ]
+      for (const [options, message] of cases) {
+        const error = yield* Effect.flip(Effect.scoped(connect("ws://h/", options as Client.ConnectOptions)))
+        assert.deepStrictEqual([error._tag, error.message], ["InvalidParameter", message])
+      }
+    }))
+
   it.effect("credentials in the URL go out as Basic authorization and never show in errors", () =>
     Effect.gen(function*() {
       const { connect, requests } = yield* memory()

@@ -458,6 +458,22 @@ describe("parameters that throw as they are read", () => {
       })
       const error = yield* Effect.flip(WebSocket.beginClientHandshake(client, { initialHeaders: headers as never }))
       assert.deepStrictEqual([error._tag, error.message], ["InvalidParameter", "initialHeaders could not be read: no length"])
+      // a list of offers, an options object with a getter that throws, on either side
+      const offers = yield* Effect.flip(WebSocket.beginClientHandshake(yield* WebSocket.createClientHandle(), { subprotocols: headers as never }))
+      assert.deepStrictEqual([offers._tag, offers.message], ["InvalidParameter", "subprotocols could not be read: no length"])
+      const getter = {
+        get subprotocols(): ReadonlyArray<string> {
+          throw new Error("no offers")
+        }
+      }
+      const options = yield* Effect.flip(WebSocket.beginClientHandshake(yield* WebSocket.createClientHandle(), getter))
+      assert.deepStrictEqual([options._tag, options.message], ["InvalidParameter", "options could not be read: no offers"])
+      const server = yield* Effect.flip(WebSocket.beginServerHandshake(yield* WebSocket.createServerHandle(), {
+        get requestHeaders(): ReadonlyArray<{ name: string; value: string }> {
+          throw new Error("no request")
+        }
+      }))
+      assert.deepStrictEqual([server._tag, server.message], ["InvalidParameter", "options could not be read: no request"])
     }))
 })
 

@@ -220,11 +220,12 @@ const request = (
  */
 export const connect = (
   url: string | URL,
-  options?: ConnectOptions
+  given?: ConnectOptions
 ): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope> => {
   /** The URL as errors and the span show it. */
   const shown = Client.redactedUrl(url)
   return Effect.gen(function*() {
+    const options = yield* Client.readCallOptions("options", given)
     const timeout = yield* Client.checkConnectOptions(options)
     const socketBuffers = yield* Client.decodeOption(Options.SocketBuffers, "socketBuffers", options?.socketBuffers ?? {})
     const redirects = {

@@ -273,6 +273,11 @@ describe("NodeClient options", () => {
         [{ socketPath: 0 as never }, "socketPath"],
         [{ socketPath: "/tmp/a\0b" }, "socketPath"],
         [{ tls: "ca.pem" as never }, "tls must be an object"],
+        [{
+          get tls(): never {
+            throw new Error("no tls")
+          }
+        }, "options could not be read: no tls"],
         // (not sent as "undefined", as ws's Node request refuses it too)
         [{ headers: { Authorization: undefined } as never }, "headers"]
       ]

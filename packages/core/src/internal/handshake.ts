@@ -64,13 +64,36 @@ export const appHeaders = (
     : Effect.fail(new InvalidParameter({ parameter, message: `${parameter}: ${result.failure.message}`, cause: result.failure }))
 }
 
-/** A list parameter from an untyped caller: absent is empty, anything but an array is an InvalidParameter. */
-export const listParameter = <A>(parameter: string, list: ReadonlyArray<A> | undefined): Effect.Effect<ReadonlyArray<A>, InvalidParameter> =>
-  list === undefined
-    ? Effect.succeed([])
-    : Array.isArray(list)
-    ? Effect.succeed(list)
-    : Effect.fail(new InvalidParameter({ parameter, message: `${parameter} is a list (an array), got ${typeof list}` }))
+/**
+ * A list parameter from an untyped caller, copied: absent is empty, anything but an array (or one
+ * that throws as it is read, a proxy) is an InvalidParameter.
+ */
+export const listParameter = <A>(parameter: string, list: ReadonlyArray<A> | undefined): Effect.Effect<ReadonlyArray<A>, InvalidParameter> => {
+  if (list === undefined) return Effect.succeed([])
+  if (!Array.isArray(list)) {
+    return Effect.fail(new InvalidParameter({ parameter, message: `${parameter} is a list (an array), got ${typeof list}` }))
+  }
+  try {
+    return Effect.succeed(Array.from(list))
+  } catch (cause) {
+    return Effect.fail(unreadable(parameter, cause))
+  }
+}
+
+/**
+ * The options object of a call once each of its own fields has been read: what a getter or a
+ * proxy throws as it is read is an InvalidParameter naming `parameter`, not a defect where the
+ * field is used. The object itself is given back (fields it inherits are read where they are used).
+ */
+export const readOptions = <T>(parameter: string, options: T): Effect.Effect<T, InvalidParameter> => {
+  if (typeof options !== "object" || options === null) return Effect.succeed(options)
+  try {
+    for (const key of Reflect.ownKeys(options)) void (options as Record<PropertyKey, unknown>)[key]
+    return Effect.succeed(options)
+  } catch (cause) {
+    return Effect.fail(unreadable(parameter, cause))
+  }
+}
 
 /**
  * The subprotocols a client offers, named `parameter` in errors (`subprotocols`, or a client's
