@@ -92,7 +92,10 @@ export type ConnectFailure =
 export interface ConnectOptions {
   /** Subprotocols to offer, in order of preference. */
   readonly protocols?: ReadonlyArray<string> | undefined
-  /** Extra request headers. */
+  /**
+   * Extra request headers; not the offers (`Sec-WebSocket-Protocol`, `Sec-WebSocket-Extensions`:
+   * give subprotocols in `protocols`), which are an `InvalidParameter`.
+   */
   readonly headers?: ReadonlyArray<HttpHeader.HttpHeader> | Readonly<Record<string, string>> | undefined
   /** The `Origin` header, as browsers send it. */
   readonly origin?: string | undefined
@@ -130,7 +133,8 @@ export const parseTarget: (url: string | URL, shown: string, socketPath: string 
 
 /**
  * A URL with the user name and password of its userinfo replaced, as errors and spans show it
- * (without control characters; a value that is not a URL is named by its type).
+ * (without control characters or line separators; a value that is neither a string nor a `URL`
+ * is named by its type).
  *
  * @category constructors
  * @since 0.1.0

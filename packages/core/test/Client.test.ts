@@ -341,10 +341,10 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
         const error = yield* Effect.flip(Effect.scoped(connect(url as unknown as string)))
         assert.deepStrictEqual([error._tag, error._tag === "ConnectError" ? [error.reason, error.url] : []], ["ConnectError", ["InvalidUrl", shown]])
       }
-      for (const url of ["ftp://h/\r\nInjected: yes", "no url\r\nInjected: yes"]) {
+      for (const url of ["ftp://h/\r\nInjected: yes", "no url\r\nInjected: yes", "no url\u0085Injected", "ftp://h/\u2028Injected", "no url\u2029Injected"]) {
         const error = yield* Effect.flip(Effect.scoped(connect(url)))
         assert.strictEqual(error._tag, "ConnectError")
-        assert.notMatch(`${error.message} ${error._tag === "ConnectError" ? error.url : ""}`, /[\r\n]/, url)
+        assert.notMatch(`${error.message} ${error._tag === "ConnectError" ? error.url : ""}`, /[\r\n\u0085\u2028\u2029]/, url)
       }
     }))
 

@@ -50,14 +50,17 @@ const percentDecoded = (s: string): string => {
 export const urlText = (url: unknown): string | undefined =>
   typeof url === "string" ? url : url instanceof URL ? url.href : undefined
 
-/** Control characters (CR, LF, NUL, ...), which a URL shown in a message or a log line must not carry. */
-const CONTROL = /[\x00-\x1f\x7f]/
+/**
+ * Control characters (C0 and C1: CR, LF, NUL, NEL, ...) and the Unicode line and paragraph
+ * separators, which a URL shown in a message or a log line must not carry.
+ */
+const UNPRINTABLE = /[\x00-\x1f\x7f-\x9f\u2028\u2029]/g
 
 /**
  * `url` with the password and user name of its userinfo replaced, for error messages and spans;
- * with no control characters (a URL parser drops or escapes them, and so does this: a URL with
- * a line break cannot forge a log line). A value that is neither a string nor a `URL` is named
- * by its type.
+ * with no control characters or line separators (a URL parser drops or escapes them, and so does
+ * this for a string that is not a URL: a line break cannot forge a log line). A value that is
+ * neither a string nor a `URL` is named by its type.
  *
  * @category constructors
  * @since 0.1.0
@@ -67,12 +70,12 @@ export const redacted = (url: unknown): string => {
   if (text === undefined) return url === null || url === undefined ? String(url) : `a value of type ${typeof url}`
   try {
     const parsed = new URL(text)
-    if (parsed.username === "" && parsed.password === "") return CONTROL.test(text) ? parsed.href : text
+    if (parsed.username === "" && parsed.password === "") return text.search(UNPRINTABLE) === -1 ? text : parsed.href
     if (parsed.username !== "") parsed.username = "REDACTED"
     if (parsed.password !== "") parsed.password = "REDACTED"
     return parsed.href
   } catch {
-    return text.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`)
+    return text.replace(UNPRINTABLE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`)
   }
 }
 
