@@ -89,15 +89,24 @@ const REASON_WAIT_MS = 100
 
 type RequestFailure = Client.ConnectError | Client.HandshakeRejected | WebSocketError.InvalidProtocolFormat | WebSocketError.InvalidParameter
 
+/** When and how a refusal is answered: the connect's deadline (`Date.now()` ms), and whether redirects are followed. */
+interface Answering {
+  readonly deadline: number
+  readonly followRedirects: boolean
+}
+
 /**
  * Sends the upgrade request and waits for the 101 response; `onUpgrade` is given the socket as it
- * arrives, before the waiting fiber is resumed.
+ * arrives, before the waiting fiber is resumed. A refusal's reason (the start of a text body) is
+ * waited for at most {@link REASON_WAIT_MS}, and at most half the time left before the deadline:
+ * a refusal is reported as one, not as a timeout, and a redirect that will be followed not at all.
  */
 const request = (
   url: string,
   target: Client.Target,
   headers: ReadonlyArray<HttpHeader.HttpHeader>,
   tls: Tls.ConnectionOptions | undefined,
+  answering: Answering,
   onUpgrade: (socket: Net.Socket) => void
 ): Effect.Effect<Upgraded, RequestFailure> =>
   Effect.callback<Upgraded, RequestFailure>((resume) => {
@@ -145,10 +154,11 @@ const request = (
         return resume(Effect.fail(switchingWithout(response)))
       }
       // the start of a text body says why (a server of ours writes its reason there): read for a
-      // moment, at most REASON_BYTES
+      // moment (see above), at most REASON_BYTES
       const textual = /^text\//i.test(response.headers["content-type"] ?? "text/plain")
       let body = ""
       let answered = false
+      let timer: ReturnType<typeof setTimeout> | undefined = undefined
       const done = () => {
         if (answered) return
         answered = true
@@ -166,7 +176,10 @@ const request = (
           })
         ))
       }
-      const timer = setTimeout(done, REASON_WAIT_MS)
+      const followed = answering.followRedirects && isRedirect(status) && response.headers.location !== undefined
+      const wait = Math.min(REASON_WAIT_MS, (answering.deadline - Date.now()) / 2)
+      if (!textual || followed || wait < 1) return done()
+      timer = setTimeout(done, wait)
       stopReading = () => clearTimeout(timer)
       response.setEncoding("utf8")
       response.on("data", (chunk: string) => {
@@ -238,8 +251,12 @@ export const connect = (
       : yield* Client.decodeOption(Options.SocketPath, "socketPath", options.socketPath)
     const target = Client.parseTarget(url, shown, socketPath)
     if (typeof target === "string") return yield* new Client.ConnectError({ reason: "InvalidUrl", url: shown, message: target })
+    const answering: Answering = {
+      deadline: Date.now() + Duration.toMillis(timeout),
+      followRedirects: redirects.followRedirects === true
+    }
     const attempt = (hop: Hop): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope> =>
-      Client.releaseOnEnd(open(hop, timeout, socketBuffers, options))
+      Client.releaseOnEnd(open(hop, timeout, answering, socketBuffers, options))
     if (redirects.followRedirects !== true) return yield* attempt({ target, shown, headers: Client.headerList(options?.headers) })
     // the handshake timeout bounds the whole connect, not each hop: a server that redirects every
     // request just within it would otherwise hold the caller maxRedirects times as long
@@ -315,6 +332,7 @@ const timedOut = (shown: string, timeout: Duration.Duration): Client.ConnectErro
 const open = (
   hop: Hop,
   timeout: Duration.Duration,
+  answering: Answering,
   socketBuffers: NodeTransport.BufferOptions,
   options: ConnectOptions | undefined
 ): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope> =>
@@ -335,7 +353,7 @@ const open = (
     let handedOver = false
     yield* Effect.addFinalizer(() => Effect.sync(() => handedOver || upgradedSocket?.destroy()))
     // (interruptible: the handshake timeout must be able to cut a server that never answers)
-    const upgraded = yield* request(shown, target, requestHeaders, options?.tls, (socket) => {
+    const upgraded = yield* request(shown, target, requestHeaders, options?.tls, answering, (socket) => {
       upgradedSocket = socket
     }).pipe(Effect.timeoutOrElse({ duration: timeout, orElse: () => Effect.fail(timedOut(shown, timeout)) }))
     const responseHeaders = Headers.fromRawHeaders(upgraded.response.rawHeaders)

@@ -439,6 +439,26 @@ describe("NodeClient redirects", () => {
     return { server, seen }
   })
 
+  it.live("a redirect that will be followed is followed at once, its body not waited for (each hop waited 100 ms for it)", () =>
+    Effect.gen(function*() {
+      const { server } = yield* recordingEcho
+      // redirects whose bodies never end: a text body announced, a byte of it sent, the socket kept open
+      const hops = ["/1", "/2", "/3", "/4", "/5"]
+      const { port } = yield* listen(() =>
+        Net.createServer((socket) => {
+          socket.on("error", () => {})
+          socket.once("data", (data) => {
+            const path = /^GET (\S+)/.exec(data.toString("latin1"))?.[1] ?? ""
+            const next = hops[hops.indexOf(path) + 1] ?? server.url
+            socket.write(`HTTP/1.1 302 Found\r\nLocation: ${next}\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\nx`)
+          })
+        })
+      )
+      const connection = yield* NodeClient.connect(`ws://127.0.0.1:${port}/1`, { followRedirects: true, handshakeTimeout: "450 millis" })
+      yield* connection.send("after five slow redirects")
+      assert.deepStrictEqual(yield* Stream.runHead(connection.messages), Option.some("after five slow redirects"))
+    }))
+
   it.live("a redirect is a HandshakeRejected with its Location unless followRedirects is set, as with ws", () =>
     Effect.gen(function*() {
       const { server } = yield* recordingEcho
