@@ -1135,17 +1135,22 @@ export const make = (
 
     /** Whether a fiber writes the automatic pongs the reader queued (see `writePongs`). */
     let writingPongs = false
+    /** The writer is done: the next pongs are waited for again (see `readStep`). */
+    const pongWriterDone = () => {
+      writingPongs = false
+      engine.coalescePongs = false
+    }
     const writePongs: Effect.Effect<void> = Effect.gen(function*() {
       for (let i = 0; i < 1000 && engine.pongWaiting; i++) {
         const flushed = yield* Effect.exit(flushPong)
         if (flushed._tag === "Failure") {
-          writingPongs = false
+          pongWriterDone()
           const error = Cause.findErrorOption(flushed.cause)
           if (Option.isNone(error) || Deferred.isDoneUnsafe(closedDeferred) || lost !== undefined) return
           return yield* Effect.andThen(Fiber.interrupt(reader), failTransport(error.value))
         }
       }
-      writingPongs = false // (in the same step as the last look at `pongWaiting`)
+      pongWriterDone() // (in the same step as the last look at `pongWaiting`)
     })
 
     /**
@@ -1220,6 +1225,17 @@ export const make = (
         if (record.action === ActionCode.ReceiveFromNetwork) {
           readId = record.id
           readBuffer = record.buffer0
+          continue
+        }
+        // As many pongs wait as may: the handle parses on once they are written (the receive stays
+        // queued). Their writer, started above, wrote them at once unless it waits for the wire or
+        // the transport (a peer that reads nothing): then later pings share the last place, and
+        // reading goes on.
+        if (record.action === ActionCode.NoAction) {
+          if (engine.pongsBlockReading) {
+            if (!writingPongs) return STEP_PONGS
+            engine.coalescePongs = true
+          }
           continue
         }
         receiveQueued = false

@@ -1069,6 +1069,24 @@ describe("Connection close", () => {
       assert.deepStrictEqual([echo.opcode, Array.from(echo.payload.subarray(0, 2))], [0x8, [0x03, 0xe8]])
     }))
 
+  it.live("a burst of pings in one read from a peer that reads is answered ping by ping, in order (beyond 16 they shared a pong)", () =>
+    Effect.gen(function*() {
+      for (const kind of ["client", "server"] as const) {
+        const { connection, peer } = yield* rawConnection(kind)
+        yield* Effect.forkChild(Stream.runDrain(connection.messages))
+        const pings = Array.from({ length: 100 }, (_, i) => frame(0x9, Uint8Array.of(i), { mask: peer.mask }))
+        yield* peer.write(...pings) // one write: one read
+        const answered: Array<number> = []
+        for (let i = 0; i < 100; i++) {
+          const pong = yield* Effect.timeout(peer.nextFrame(), "2 seconds")
+          assert.strictEqual(pong.opcode, 0xa)
+          answered.push(pong.payload[0]!)
+        }
+        assert.deepStrictEqual(answered, Array.from({ length: 100 }, (_, i) => i), kind)
+        assert.strictEqual(connection.stats.pingsIn, 100)
+      }
+    }))
+
   it.live("two connections that keep sending large messages and pings to each other do not deadlock on their pongs", () =>
     Effect.gen(function*() {
       // each reader parses a ping while its own send holds the wire and waits for the other side to

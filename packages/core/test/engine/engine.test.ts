@@ -1473,6 +1473,31 @@ describe("automatic pongs (RFC 6455 section 5.5.2)", () => {
     }
   })
 
+  it("with pongsOnSendQueue, reading waits while 16 pongs wait, so that a burst is answered ping by ping; unless the driver coalesces", () => {
+    const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i)
+    const pings = range(1, 40).map((p) => `89 01 ${p.toString(16).padStart(2, "0")}`).join(" ")
+    const pongsOf = (wire: Uint8Array) => parseFrames(wire).map((f) => [f.opcode, f.payload[0]])
+    // nobody writes the pongs: the receive queue has no action once 16 wait, the 17th ping unread
+    const stalled = makeClient({ pongsOnSendQueue: true })
+    feed(stalled, pings)
+    assert.isTrue(stalled.pongsBlockReading)
+    assert.strictEqual(next(stalled, QueueCode.Receive).action, ActionCode.NoAction)
+    assert.deepStrictEqual(pongsOf(drainSends(stalled).wire), range(1, 16).map((p) => [Opcode.Pong, p]))
+    // written, the handle reads on, from the 17th ping
+    assert.isFalse(stalled.pongsBlockReading)
+    const rest = feed(stalled, new Uint8Array(0), { drivePongs: true })
+    assert.deepStrictEqual(pongsOf(concat([...rest.sent, drainSends(stalled).wire])), range(17, 40).map((p) => [Opcode.Pong, p]))
+    // a driver that writes them as they come: all 40 answered, in order
+    const driven = makeClient({ pongsOnSendQueue: true })
+    const result = feed(driven, pings, { drivePongs: true })
+    assert.deepStrictEqual(pongsOf(concat([...result.sent, drainSends(driven).wire])), range(1, 40).map((p) => [Opcode.Pong, p]))
+    // a driver whose writer waits: reading goes on, the latest ping's pong in the last place
+    const coalescing = makeClient({ pongsOnSendQueue: true })
+    coalescing.coalescePongs = true
+    assert.strictEqual(feed(coalescing, pings).unread, 0)
+    assert.deepStrictEqual(pongsOf(drainSends(coalescing).wire), [...range(1, 15), 40].map((p) => [Opcode.Pong, p]))
+  })
+
   it("a pong being written is not overwritten by the answer to a newer ping", () => {
     const server = makeServer({ pongsOnSendQueue: true })
     feed(server, "89 85 37fa213d 7f9f4d5158")

@@ -290,6 +290,8 @@ export const feed = (engine: Engine, wire: string | Uint8Array, options: FeedOpt
         continue
       }
       default:
+        // (no action while pongs wait to be written: a driver of pongs writes them, then reads on)
+        if (options.drivePongs === true && engine.pongWaiting) continue
         result.unread = bytes.length - offset
         return result
     }

@@ -185,10 +185,13 @@ const wordsOf = (bytes: Uint8Array): Int32Array | undefined =>
   (bytes.byteOffset & 3) === 0 ? new Int32Array(bytes.buffer, bytes.byteOffset, bytes.length >>> 2) : undefined
 const CONTROL_FRAME_LENGTH = MAX_HEADER_LENGTH + MAX_CONTROL_PAYLOAD
 /**
- * Automatic pongs that may wait to go out at once. Every ping is answered while fewer wait; beyond,
- * the latest ping's pong takes the place of the last one waiting (RFC 6455 section 5.5.3: an
- * endpoint "MAY elect to send a Pong frame for only the most recently processed Ping frame"), so
- * that a peer flooding pings and reading nothing holds a bounded amount of memory.
+ * Automatic pongs that may wait to go out at once, so that a peer flooding pings and reading
+ * nothing holds a bounded amount of memory. Beyond, the latest ping's pong takes the place of the
+ * last one waiting (RFC 6455 section 5.5.3: an endpoint "MAY elect to send a Pong frame for only
+ * the most recently processed Ping frame"). With pongs handed out on the send queue
+ * (`pongsOnSendQueue`), the handle first waits for them to be written (the receive queue has no
+ * action meanwhile), unless its driver says their writer waits (`coalescePongs`): a burst of pings
+ * from a peer that reads is answered ping by ping.
  */
 const MAX_WAITING_PONGS = 16
 const KEY_POOL_SIZE = 4096
@@ -462,6 +465,22 @@ export class Engine {
   get pongWaiting(): boolean {
     return this.pongsWaiting.length > 0
   }
+
+  /**
+   * With `pongsOnSendQueue`: whether the receive queue waits for the automatic pongs to be written
+   * (as many wait as may, see {@link MAX_WAITING_PONGS}) before it parses the next ping; it hands
+   * out no action meanwhile.
+   */
+  get pongsBlockReading(): boolean {
+    return this.pongsOnSendQueue && !this.coalescePongs && this.pongsWaiting.length >= MAX_WAITING_PONGS
+  }
+
+  /**
+   * With `pongsOnSendQueue`: set by a driver whose pong writer waits (for the wire, or for a peer
+   * that reads nothing), so that the handle reads on meanwhile, the latest ping's pong taking the
+   * last place; cleared once the writer is done.
+   */
+  coalescePongs = false
 
   /**
    * Whether a fragmented message is open: a fragment was sent (or is being sent) and the final
@@ -931,6 +950,7 @@ export class Engine {
       this.receiveOut = OUT_PONG
       return Status.Ok
     }
+    if (parsed === PARSE_PONGS_WAIT) return Status.Ok // no action until the pongs are written
     return this.requestBytes(out)
   }
 
@@ -1191,6 +1211,8 @@ export class Engine {
           const length = header.payloadLength
           const start = this.rstart
           if (this.rend - start < length) return PARSE_NEED_MORE // compaction makes room
+          // (before it is unmasked: the ping is parsed again once the pongs are written)
+          if (header.opcode === Opcode.Ping && this.pongsBlockReading) return PARSE_PONGS_WAIT
           if (header.masked) applyMask(buf, start, start + length, header.maskKey, 0)
           const end = start + length
           switch (header.opcode) {
@@ -1201,7 +1223,7 @@ export class Engine {
               this.rstart = end
               this.rstate = RS_HEADER
               // Every ping is answered, in order, up to MAX_WAITING_PONGS waiting; beyond, the
-              // latest takes the place of the last one waiting.
+              // latest takes the place of the last one waiting (unless reading waits, see above).
               if (this.pongFrame.length === 0) this.pongFrame = new Uint8Array(CONTROL_FRAME_LENGTH)
               const length = this.buildControlFrame(this.pongFrame, Opcode.Pong, this.receiveView(start, end), undefined)
               const pong = this.pongFrame.slice(0, length)
@@ -1550,6 +1572,8 @@ const PARSE_NEED_MORE = 0
 const PARSE_DELIVER = 1
 const PARSE_PONG = 2
 const PARSE_FAILED = 3
+/** A ping waits until the pongs waiting are written (see {@link Engine.pongsBlockReading}). */
+const PARSE_PONGS_WAIT = 4
 
 const headerErrorMessage = (code: number): string => {
   switch (code) {
