@@ -39,8 +39,9 @@ export const TypeId = "~@effect-websocket/core/WebSocketError"
 
 /**
  * Received data (handshake headers or frames) violates RFC 6455: a missing or malformed
- * header, a wrong `Sec-WebSocket-Accept`, a bad frame. `header` names the header at fault during
- * the handshake; `closeStatus` is the close code to send where one applies (1002, 1007, 1009).
+ * header, a wrong `Sec-WebSocket-Accept`, a bad frame (frames out of order are an
+ * {@link InvalidProtocolOperation}). `header` names the header at fault during the handshake;
+ * `closeStatus` is the close code to send where one applies (1002, 1007, 1009).
  *
  * @see websocket.h `E_INVALID_PROTOCOL_FORMAT` (0x83760002)
  * @category errors
@@ -61,7 +62,10 @@ export class InvalidProtocolFormat extends Schema.TaggedError<InvalidProtocolFor
 /**
  * The call is not allowed now: out of order (`endClientHandshake` before
  * `beginClientHandshake`), a second outstanding operation, data after a Close was sent, or a
- * handle that was deleted or aborted. Always the caller's doing, never the peer's.
+ * handle that was deleted or aborted. The caller's doing, but for one case of the peer's: frames
+ * out of order (a continuation with no message to continue, a new message inside a fragmented
+ * one), which the receive queue reports with `closeStatus` 1002 (websocket.h reports every other
+ * bad frame as `InvalidProtocolFormat`).
  *
  * @see websocket.h `E_INVALID_PROTOCOL_OPERATION` (0x83760001)
  * @category errors
