@@ -88,11 +88,7 @@ export interface CloseInfo {
    * wire (the Close we send then has an empty reason, as with `ws`).
    */
   readonly reason: string
-  /**
-   * Whether both Close frames were exchanged (RFC 6455 section 7.1.4: "cleanly"); not when a
-   * client answered the server's Close and the server then reset the connection, so that the
-   * answer may not have arrived (as `ws` reports it).
-   */
+  /** Whether both Close frames were exchanged (RFC 6455 section 7.1.4: "cleanly"). */
   readonly clean: boolean
   /** Who sent the first Close: `"local"`, `"remote"`, or `"none"` when the connection ended without one. */
   readonly initiator: "local" | "remote" | "none"
@@ -1001,18 +997,14 @@ export const make = (
         ))
       })
 
-    /**
-     * The client waits (bounded) for the server to end the transport first (RFC 6455 section
-     * 7.1.1); `false` when it broke instead (a reset: what we wrote last may not have arrived).
-     */
+    /** The client waits (bounded) for the server to end the transport first (RFC 6455 section 7.1.1). */
     const awaitTransportEnd = Effect.suspend(() => {
       const scratch = new Uint8Array(1024)
       const loop: Effect.Effect<void, TransportError> = Effect.flatMap(
         transport.read(scratch),
         (n) => (n === 0 ? Effect.void : loop)
       )
-      return Effect.map(Effect.exit(Effect.timeout(loop, closeTimeout)), (exit) =>
-        Exit.isSuccess(exit) || Cause.hasFails(exit.cause) && Option.exists(Cause.findErrorOption(exit.cause), Cause.isTimeoutError))
+      return Effect.ignore(Effect.timeout(loop, closeTimeout))
     })
 
     /**
@@ -1053,12 +1045,7 @@ export const make = (
         answered = { code, reason, clean, initiator }
         mailbox.end()
         if (unanswered) yield* cutTransport
-        else if (h.kind === "client" && !(yield* awaitTransportEnd) && initiator === "remote") {
-          // the server reset the connection: our answer may never have reached it (as ws, whose
-          // answer then fails to be written, says)
-          clean = false
-          answered = { code, reason, clean, initiator }
-        }
+        else if (h.kind === "client") yield* awaitTransportEnd
         yield* closeTransport
         yield* complete({ code, reason, clean, initiator })
       })
