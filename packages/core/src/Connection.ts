@@ -88,7 +88,12 @@ export interface CloseInfo {
    * wire (the Close we send then has an empty reason, as with `ws`).
    */
   readonly reason: string
-  /** Whether both Close frames were exchanged (RFC 6455 section 7.1.4: "cleanly"). */
+  /**
+   * Whether both Close frames were exchanged (RFC 6455 section 7.1.4: "cleanly"): the peer's
+   * received and ours handed to the transport. A peer that resets the connection right after its
+   * Close may not get our answer: the close is clean here, where `ws` (whose answer's write then
+   * fails) says it is not; a reset that comes once the answer was written is clean for both.
+   */
   readonly clean: boolean
   /** Who sent the first Close: `"local"`, `"remote"`, or `"none"` when the connection ended without one. */
   readonly initiator: "local" | "remote" | "none"
