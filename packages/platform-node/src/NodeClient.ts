@@ -89,7 +89,7 @@ const REASON_WAIT_MS = 100
 
 type RequestFailure = Client.ConnectError | Client.HandshakeRejected | WebSocketError.InvalidProtocolFormat | WebSocketError.InvalidParameter
 
-/** When and how a refusal is answered: the connect's deadline (`Date.now()` ms), and whether redirects are followed. */
+/** When and how a refusal is answered: the connect's deadline (`Date.now()` ms), and whether a redirect is followed. */
 interface Answering {
   readonly deadline: number
   readonly followRedirects: boolean
@@ -251,13 +251,12 @@ export const connect = (
       : yield* Client.decodeOption(Options.SocketPath, "socketPath", options.socketPath)
     const target = Client.parseTarget(url, shown, socketPath)
     if (typeof target === "string") return yield* new Client.ConnectError({ reason: "InvalidUrl", url: shown, message: target })
-    const answering: Answering = {
-      deadline: Date.now() + Duration.toMillis(timeout),
-      followRedirects: redirects.followRedirects === true
-    }
+    const deadline = Date.now() + Duration.toMillis(timeout)
     const attempt = (hop: Hop): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope> =>
-      Client.releaseOnEnd(open(hop, timeout, answering, socketBuffers, options))
-    if (redirects.followRedirects !== true) return yield* attempt({ target, shown, headers: Client.headerList(options?.headers) })
+      Client.releaseOnEnd(open(hop, timeout, { deadline, followRedirects: hop.followsRedirect }, socketBuffers, options))
+    if (redirects.followRedirects !== true) {
+      return yield* attempt({ target, shown, headers: Client.headerList(options?.headers), followsRedirect: false })
+    }
     // the handshake timeout bounds the whole connect, not each hop: a server that redirects every
     // request just within it would otherwise hold the caller maxRedirects times as long
     return yield* followRedirects(attempt, target, shown, Client.headerList(options?.headers), {
@@ -272,6 +271,8 @@ interface Hop {
   readonly target: Client.Target
   readonly shown: string
   readonly headers: ReadonlyArray<HttpHeader.HttpHeader>
+  /** Whether a redirect answering this hop is followed (`followRedirects`, and redirects left). */
+  readonly followsRedirect: boolean
 }
 
 const isRedirect = (status: number): boolean => status >= 300 && status < 400
@@ -319,9 +320,9 @@ const followRedirects = (
       // names none (or others: the first win), and even credentials in the new URL are not sent
       // to another host
       const credentials = keepCredentials ? hop.target.credentials ?? target.credentials : undefined
-      return from({ target: { ...target, credentials }, shown: nextShown, headers: kept }, followed + 1)
+      return from({ target: { ...target, credentials }, shown: nextShown, headers: kept, followsRedirect: followed + 1 < maxRedirects }, followed + 1)
     })
-  return from({ target: original, shown, headers }, 0)
+  return from({ target: original, shown, headers, followsRedirect: maxRedirects > 0 }, 0)
 }
 
 /** The failure of a connect that did not complete within the handshake timeout. */

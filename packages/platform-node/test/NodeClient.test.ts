@@ -459,6 +459,35 @@ describe("NodeClient redirects", () => {
       assert.deepStrictEqual(yield* Stream.runHead(connection.messages), Option.some("after five slow redirects"))
     }))
 
+  it.live("a refusal near the handshake timeout is a refusal, not a timeout; the last redirect allowed keeps its reason", () =>
+    Effect.gen(function*() {
+      // answers whose bodies never end (no length, the socket kept open), each after a while
+      const answers: Record<string, readonly [number, string]> = {
+        "/text": [320, "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\n\r\nnot you"],
+        "/binary": [230, "HTTP/1.1 403 Forbidden\r\nContent-Type: application/octet-stream\r\n\r\nxx"],
+        "/a": [0, "HTTP/1.1 302 Found\r\nLocation: /b\r\nContent-Type: text/plain\r\n\r\ngo away please"],
+        "/b": [0, "HTTP/1.1 302 Found\r\nLocation: /c\r\nContent-Type: text/plain\r\n\r\ngo away please"]
+      }
+      const { port } = yield* listen(() =>
+        Net.createServer((socket) => {
+          socket.on("error", () => {})
+          socket.once("data", (data) => {
+            const [delay, answer] = answers[/^GET (\S+)/.exec(data.toString("latin1"))?.[1] ?? ""] ?? [0, "HTTP/1.1 404 Not Found\r\n\r\n"]
+            setTimeout(() => socket.write(answer), delay)
+          })
+        })
+      )
+      const base = `ws://127.0.0.1:${port}`
+      // (they were timeouts: the reason was waited for 100 ms)
+      const text = yield* Effect.flip(Effect.scoped(NodeClient.connect(`${base}/text`, { handshakeTimeout: "400 millis" })))
+      assert.deepStrictEqual([text._tag, text._tag === "HandshakeRejected" ? [text.status, text.reason] : []], ["HandshakeRejected", [403, "not you"]])
+      const binary = yield* Effect.flip(Effect.scoped(NodeClient.connect(`${base}/binary`, { handshakeTimeout: "300 millis" })))
+      assert.deepStrictEqual([binary._tag, binary._tag === "HandshakeRejected" ? binary.status : 0], ["HandshakeRejected", 403])
+      // (the redirect beyond maxRedirects is not followed: its reason is read)
+      const last = yield* Effect.flip(Effect.scoped(NodeClient.connect(`${base}/a`, { followRedirects: true, maxRedirects: 1 })))
+      assert.deepStrictEqual([last._tag, last._tag === "HandshakeRejected" ? [last.status, last.reason] : []], ["HandshakeRejected", [302, "go away please"]])
+    }))
+
   it.live("a redirect is a HandshakeRejected with its Location unless followRedirects is set, as with ws", () =>
     Effect.gen(function*() {
       const { server } = yield* recordingEcho
