@@ -1223,7 +1223,10 @@ export const make = (
           actionTaken = true
           // (written by a fiber of its own: the reader waiting for the wire would stop reading, and a
           // send that holds the wire may wait for a peer that reads nothing until its own send is done)
-          if (engine.pongWaiting && !writingPongs) return STEP_PONGS
+          if (engine.pongWaiting && !writingPongs) {
+            idleActions = 0
+            return STEP_PONGS
+          }
         }
         actionTaken = false
         if (actionStatus !== Status.Ok) return STEP_FAILED
@@ -1240,9 +1243,17 @@ export const make = (
           if (engine.pongsBlockReading) {
             if (!writingPongs) return STEP_PONGS
             engine.coalescePongs = true
+            continue
+          }
+          // (the pongs were written meanwhile: the handle parses on; twice in a row without pongs
+          // to write would be a loop never left)
+          if (++idleActions > 1) {
+            stepFailure = new TransportError({ message: "the handle handed out no receive action twice in a row" })
+            return STEP_THREW
           }
           continue
         }
+        idleActions = 0
         receiveQueued = false
         if (record.action !== ActionCode.IndicateReceiveComplete) continue
         const type = record.bufferType
@@ -1274,6 +1285,8 @@ export const make = (
         return STEP_CLOSE
       }
     }
+    /** How many times in a row the receive queue handed out no action (see `readStep`). */
+    let idleActions = 0
     /** What the last step threw, as the transport's failure (see `STEP_THREW`). */
     let stepFailure: TransportError | undefined = undefined
     /** {@link readStep}, with what it throws kept as a failed read: the fiber then ends the connection (1006). */

@@ -1087,6 +1087,27 @@ describe("Connection close", () => {
       }
     }))
 
+  it.live("pongs shared while a peer read nothing are answered ping by ping again once it reads", () =>
+    Effect.gen(function*() {
+      // the peer's side holds 1 KiB: beyond, the pongs' writer waits for it to read
+      const { connection, peer } = yield* rawConnection("server", { highWaterMark: 1024 })
+      yield* Effect.forkChild(Stream.runDrain(connection.messages))
+      yield* peer.write(...Array.from({ length: 1000 }, () => frame(0x9, Uint8Array.of(0xaa), { mask: true })))
+      yield* waitUntil(() => connection.stats.pingsIn === 1000, "the unanswered pings read")
+      // the peer reads what was answered, until no more comes
+      for (;;) {
+        const pong = yield* Effect.timeoutOption(peer.nextFrame(), "200 millis")
+        if (Option.isNone(pong)) break
+      }
+      yield* peer.write(...Array.from({ length: 100 }, (_, i) => frame(0x9, Uint8Array.of(i), { mask: true })))
+      const answered: Array<number> = []
+      while (answered.length < 100) {
+        const pong = yield* Effect.timeout(peer.nextFrame(), "2 seconds")
+        if (pong.payload[0] !== 0xaa) answered.push(pong.payload[0]!)
+      }
+      assert.deepStrictEqual(answered, Array.from({ length: 100 }, (_, i) => i))
+    }))
+
   it.live("two connections that keep sending large messages and pings to each other do not deadlock on their pongs", () =>
     Effect.gen(function*() {
       // each reader parses a ping while its own send holds the wire and waits for the other side to
