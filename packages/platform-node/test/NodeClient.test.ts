@@ -31,6 +31,27 @@ const listen = <S extends Net.Server>(make: () => S) =>
       )
   )
 
+/** A `ws` server on the Unix socket `socketPath`, its upgrades handed to `onUpgrade`; closed with the test's scope. */
+const wsServerAt = (
+  socketPath: string,
+  onUpgrade: (wss: WebSocketServer, req: Http.IncomingMessage, socket: Net.Socket, head: Buffer) => void
+) => {
+  const wss = new WebSocketServer({ noServer: true })
+  const server = Http.createServer()
+  server.on("upgrade", (req: Http.IncomingMessage, socket: Net.Socket, head: Buffer) => onUpgrade(wss, req, socket, head))
+  return Effect.acquireRelease(
+    Effect.promise(() => new Promise<void>((resolve) => server.listen(socketPath, () => resolve()))),
+    () =>
+      Effect.promise(() =>
+        new Promise<void>((resolve) => {
+          wss.close()
+          server.closeAllConnections()
+          server.close(() => resolve())
+        })
+      )
+  )
+}
+
 describe("NodeClient.connect failures", () => {
   it.live("a refused connection is a ConnectError with reason Refused", () =>
     Effect.gen(function*() {
@@ -585,21 +606,8 @@ describe("NodeClient redirects", () => {
   it.live("a socketPath may name a Linux abstract socket (a NUL first)", () =>
     Effect.gen(function*() {
       const socketPath = `\0ews-client-${process.pid}-${Date.now()}`
-      const wss = new WebSocketServer({ noServer: true })
-      const server = Http.createServer()
-      server.on("upgrade", (req: Http.IncomingMessage, socket: Net.Socket, head: Buffer) =>
+      yield* wsServerAt(socketPath, (wss, req, socket, head) =>
         wss.handleUpgrade(req, socket, head, (ws) => ws.send("over an abstract socket")))
-      yield* Effect.acquireRelease(
-        Effect.promise(() => new Promise<void>((resolve) => server.listen(socketPath, () => resolve()))),
-        () =>
-          Effect.promise(() =>
-            new Promise<void>((resolve) => {
-              wss.close()
-              server.closeAllConnections()
-              server.close(() => resolve())
-            })
-          )
-      )
       const connection = yield* NodeClient.connect("ws://localhost/", { socketPath })
       assert.deepStrictEqual(yield* Stream.runCollect(Stream.take(connection.messages, 1)), ["over an abstract socket"])
     }))
@@ -612,24 +620,11 @@ describe("NodeClient redirects", () => {
       )
       const socketPath = Path.join(dir, "server.sock")
       const requests: Array<Http.IncomingHttpHeaders> = []
-      const wss = new WebSocketServer({ noServer: true })
-      const server = Http.createServer()
-      server.on("upgrade", (req: Http.IncomingMessage, socket: Net.Socket, head: Buffer) => {
+      yield* wsServerAt(socketPath, (wss, req, socket, head) => {
         requests.push(req.headers)
         if (req.url === "/first") return void socket.end("HTTP/1.1 302 Found\r\nLocation: ws://b.example/second\r\nContent-Length: 0\r\n\r\n")
         wss.handleUpgrade(req, socket, head, (ws) => ws.close(1000))
       })
-      yield* Effect.acquireRelease(
-        Effect.promise(() => new Promise<void>((resolve) => server.listen(socketPath, () => resolve()))),
-        () =>
-          Effect.promise(() =>
-            new Promise<void>((resolve) => {
-              wss.close()
-              server.closeAllConnections()
-              server.close(() => resolve())
-            })
-          )
-      )
       const connection = yield* NodeClient.connect("ws://user:pass@a.example/first", {
         socketPath,
         followRedirects: true,
