@@ -203,8 +203,8 @@ const request = (
 
 /**
  * Opens a WebSocket connection to `url` (`ws://`, `wss://`, `http://`, `https://`,
- * `ws+unix:///path.sock:/path`; a string or a `URL`), owned by the current scope: closing the scope closes it (1001)
- * and releases the socket. A connection that ends first (closed by either side, aborted, lost)
+ * `ws+unix:///path.sock:/path`; a string or a `URL`), owned by the current scope: closing the
+ * scope closes it (1001) and releases the socket. A connection that ends first (closed by either side, aborted, lost)
  * is released then, so a program that reconnects within one long-lived scope keeps nothing of
  * the connections that ended; the messages that came before the end can still be taken.
  *
