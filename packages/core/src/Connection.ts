@@ -636,7 +636,8 @@ export const make = (
     metrics.connectionsOpen.modifyUnsafe(1, context)
     // Micro-optimisation: the counters reach the metrics in batches (a registry lookup each): every
     // METRIC_BATCH messages, when the connection ends, and when the reader waits for the network, at
-    // most every METRIC_INTERVAL_MS (a timer sends what a wait left unreported).
+    // most every METRIC_INTERVAL_MS (a timer sends what a wait left unreported, and what sends
+    // counted while the reader waits: a connection that only sends is reported as often).
     let unreportedIn = 0
     let unreportedBytesIn = 0
     let unreportedOut = 0
@@ -646,7 +647,10 @@ export const make = (
     const reportWhileWaiting = () => {
       if (unreportedIn === 0 && unreportedOut === 0) return
       if (Date.now() - lastReport >= METRIC_INTERVAL_MS) return reportMetrics()
-      if (reportTimer !== undefined) return
+      if (reportTimer === undefined) reportLater()
+    }
+    /** Reports what is counted by then in METRIC_INTERVAL_MS (one timer at a time). */
+    const reportLater = () => {
       reportTimer = setTimeout(() => {
         reportTimer = undefined
         reportMetrics()
@@ -678,6 +682,7 @@ export const make = (
       stats.bytesOut += size
       unreportedBytesOut += size
       if (++unreportedOut >= METRIC_BATCH) reportMetrics()
+      else if (reportTimer === undefined) reportLater()
     }
     /**
      * Completed once no data frame can go out any more (our Close is queued, or the connection

@@ -21,6 +21,17 @@ describe("Metrics", () => {
       assert.strictEqual((yield* count(Metrics.messagesReceived, { side: "server" })) - before, 5)
     }))
 
+  it.live("a connection that only sends has reported its sends within a moment too (they waited for its close)", () =>
+    Effect.gen(function*() {
+      const before = yield* count(Metrics.messagesSent, { side: "server" })
+      const [client, server] = yield* Connection.makeMemoryPair()
+      yield* Effect.sleep("100 millis") // both readers wait for the network
+      for (let i = 0; i < 5; i++) yield* server.send("m")
+      yield* Stream.runDrain(Stream.take(client.messages, 5))
+      yield* Effect.sleep("200 millis")
+      assert.strictEqual((yield* count(Metrics.messagesSent, { side: "server" })) - before, 5)
+    }))
+
   it.effect("connections count messages, bytes, and how they closed", () =>
     Effect.gen(function*() {
       const before = {
