@@ -389,6 +389,11 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
       assert.strictEqual(authorization?.value, `Basic ${btoa("al@ice:s:cret")}`)
       const error = yield* Effect.flip(Effect.scoped(connect("ftp://bob:secret@h/")))
       assert.notInclude(error.message, "secret")
+      // also in a URL that does not parse (a "/" or "#" in the password, a port out of range)
+      for (const url of ["ws://alice:se/cret@h/", "ws://alice:se#cret@h:8080/", "ws://alice:secret@h:99999/"]) {
+        const unparsed = yield* Effect.flip(Effect.scoped(connect(url)))
+        assert.deepStrictEqual([unparsed._tag, unparsed.message.includes("cret"), unparsed._tag === "ConnectError" && unparsed.url.includes("cret")], ["ConnectError", false, false], url)
+      }
     }))
 
   it.effect("a selectProtocol or responseHeaders that throws gets the client a 500; a server wrapTransport that throws, a 1006", () =>

@@ -56,11 +56,15 @@ export const urlText = (url: unknown): string | undefined =>
  */
 const UNPRINTABLE = /[\x00-\x1f\x7f-\x9f\u2028\u2029]/g
 
+/** What may be userinfo in a string that is not a URL: after the scheme, up to its last `@`. */
+const CREDENTIALS = /^([^:/?#]*:\/\/)[^]*@/
+
 /**
- * `url` with the password and user name of its userinfo replaced, for error messages and spans;
- * with no control characters or line separators (a URL parser drops or escapes them, and so does
- * this for a string that is not a URL: a line break cannot forge a log line). A value that is
- * neither a string nor a `URL` is named by its type.
+ * `url` with the password and user name of its userinfo replaced, for error messages and spans
+ * (in a string that does not parse as a URL, all from its scheme to its last `@`); with no control
+ * characters or line separators (a URL parser drops or escapes them, and so does this for a
+ * string that is not a URL: a line break cannot forge a log line). A value that is neither a
+ * string nor a `URL` is named by its type.
  *
  * @category constructors
  * @since 0.1.0
@@ -75,7 +79,8 @@ export const redacted = (url: unknown): string => {
     if (parsed.password !== "") parsed.password = "REDACTED"
     return parsed.href
   } catch {
-    return text.replace(UNPRINTABLE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`)
+    // (not a URL, but credentials may be in it all the same: all before its last "@" goes)
+    return text.replace(CREDENTIALS, "$1REDACTED@").replace(UNPRINTABLE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`)
   }
 }
 
