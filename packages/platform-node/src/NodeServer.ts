@@ -553,20 +553,33 @@ export const serve = <E, R, RA = never>(
         Effect.sync(() => live.delete(connection))
       )
     // Shutdown is bounded by shutdownTimeout even when the connections' own close timeout is longer:
-    // past it, the closing handshakes still waiting for a silent peer are cut off (1006). The
-    // watchdog starts once accepting stops and goes once every connection has closed.
+    // past it, the closing handshakes still waiting for a silent peer are cut off (1006), those of
+    // connections whose handler already returned too. The watchdog starts once accepting stops and
+    // goes once every connection has closed.
     let watchdog: Fiber.Fiber<void> | undefined = undefined
     yield* Effect.addFinalizer(() => watchdog === undefined ? Effect.void : Fiber.interrupt(watchdog))
     const onUpgrade = yield* makeUpgradeHandler(counted, options)
     server.on("upgrade", onUpgrade)
-    // Runs first on shutdown: stop accepting before the connections are closed.
+    // Runs first on shutdown: stop accepting before the connections are closed. The listener
+    // closes (as a closed ws server's); an upgrade that still comes, over a connection already
+    // open, is answered 503, as one to a closed upgrade handler.
+    const refuseShuttingDown = (_req: Http.IncomingMessage, socket: Duplex) =>
+      Effect.runSyncWith(services)(refused("ShuttingDown", socket, 503, "the server is shutting down"))
     yield* Effect.addFinalizer(() =>
       Effect.andThen(
-        Effect.sync(() => server.off("upgrade", onUpgrade)),
+        Effect.sync(() => {
+          server.off("upgrade", onUpgrade)
+          server.on("upgrade", refuseShuttingDown)
+          server.close()
+        }),
         Effect.map(
           Effect.forkDetach(Effect.andThen(
             Effect.sleep(shutdownTimeout),
-            Effect.forEach([...live], (connection) => connection.abort, { discard: true })
+            Effect.andThen(
+              Effect.forEach([...live], (connection) => connection.abort, { discard: true }),
+              // (and the connections whose handler returned, still closing: their sockets)
+              Effect.sync(() => sockets.forEach((socket) => socket.destroy()))
+            )
           )),
           (fiber) => {
             watchdog = fiber

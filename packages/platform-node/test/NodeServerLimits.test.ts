@@ -371,6 +371,53 @@ describe("limits and lifecycle", () => {
         NodeServer.serve((c) => Stream.runDrain(c.messages), { shutdownTimeout: "300 millis", connection: { closeTimeout: "20 seconds" } }),
         scope
       )
+      yield* silentClientBoundedShutdown(server, scope)
+    }))
+
+  it.live("shutdownTimeout bounds it also for connections whose handler returned and that are still closing (they took their close timeout)", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const server = yield* Scope.provide(
+        // the handler returns at once: its connection closes (1000), and the client never answers
+        NodeServer.serve(() => Effect.void, { shutdownTimeout: "300 millis", connection: { closeTimeout: "20 seconds" } }),
+        scope
+      )
+      const socket = Net.connect(server.address.port, "127.0.0.1")
+      socket.on("error", () => {})
+      yield* Effect.addFinalizer(() => Effect.sync(() => socket.destroy()))
+      socket.write(upgradeRequest(goodHeaders))
+      yield* Effect.promise(() => new Promise((resolve) => socket.once("data", resolve)))
+      socket.pause()
+      yield* Effect.sleep("100 millis")
+      const started = Date.now()
+      yield* Scope.close(scope, Exit.void)
+      assert.isBelow(Date.now() - started, 1500, "cut at the shutdown timeout")
+    }))
+
+  it.live("a shutting-down server takes no new connection: the listener closes at once (an upgrade got 426 meanwhile)", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const server = yield* Scope.provide(
+        NodeServer.serve((c) => Stream.runDrain(c.messages), { shutdownTimeout: "1 second", connection: { closeTimeout: "20 seconds" } }),
+        scope
+      )
+      // a client that never answers keeps the shutdown busy
+      const socket = Net.connect(server.address.port, "127.0.0.1")
+      socket.on("error", () => {})
+      yield* Effect.addFinalizer(() => Effect.sync(() => socket.destroy()))
+      socket.write(upgradeRequest(goodHeaders))
+      yield* Effect.promise(() => new Promise((resolve) => socket.once("data", resolve)))
+      socket.pause()
+      const closing = yield* Effect.forkDetach(Scope.close(scope, Exit.void))
+      yield* Effect.sleep("200 millis")
+      const error = yield* Effect.flip(Effect.scoped(NodeClient.connect(server.url)))
+      assert.deepStrictEqual([error._tag, error._tag === "ConnectError" ? error.reason : ""], ["ConnectError", "Refused"])
+      yield* Fiber.join(closing)
+    }))
+
+  /** A client that completes the handshake, then never answers (nor reads): closing `scope` takes the shutdown timeout. */
+  const silentClientBoundedShutdown = (server: NodeServer.Server, scope: Scope.Closeable) =>
+    Effect.gen(function*() {
       // a client that completes the handshake, then never answers (nor reads)
       const socket = Net.connect(server.address.port, "127.0.0.1")
       socket.on("error", () => {})
@@ -389,7 +436,7 @@ describe("limits and lifecycle", () => {
       const bytes = Buffer.concat(received)
       const frame = bytes.subarray(bytes.indexOf("\r\n\r\n") + 4)
       assert.deepStrictEqual([...frame.subarray(0, 4)], [0x88, 0x02, 0x03, 0xe9])
-    }))
+    })
 
   it.live("a handler that is not a function is an InvalidParameter before anything is served", () =>
     Effect.gen(function*() {
