@@ -401,19 +401,21 @@ export const makeUpgradeHandler = <E, R, RA = never>(
         accepted = { connection, request, span: yield* Effect.option(Effect.currentSpan) }
       }).pipe(
         // Whatever else ends the upgrade early (an application callback that throws or fails, a
-        // defect, interruption at shutdown), the request is answered: 500 while no 101 went out,
-        // else the socket goes (unless a connection took it over: its scope closed it, and
-        // destroying it now could cut what it still flushes). A socket left open would hold its
-        // client, and the server's shutdown, forever.
+        // defect, interruption at shutdown), the request is answered while no 101 went out: 500,
+        // or 503 at shutdown (as a closed ws server answers one still in its verifyClient); else
+        // the socket goes (unless a connection took it over: its scope closed it, and destroying
+        // it now could cut what it still flushes). A socket left open would hold its client, and
+        // the server's shutdown, forever.
         Effect.onExit((exit) => {
           if (Exit.isSuccess(exit) || handedOver) return Effect.void
           const interrupted = Exit.hasInterrupts(exit)
-          if (switched || interrupted) {
+          if (switched) {
             return Effect.andThen(
               interrupted ? Effect.void : Effect.logError("WebSocket connection setup failed; its socket is destroyed", exit.cause),
               Effect.sync(() => socket.destroyed || socket.destroy())
             )
           }
+          if (interrupted) return refused("ShuttingDown", socket, 503, "the server is shutting down")
           return Effect.andThen(
             Client.logServerFault(exit.cause),
             refused("ServerError", socket, 500, "the upgrade failed")
