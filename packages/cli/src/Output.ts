@@ -185,6 +185,14 @@ export const describeCode = (code: number): string => {
  */
 export const oneLine = (s: string): string => s.replace(/\s*[\r\n]+\s*/g, " ").trim()
 
+/**
+ * `s` with control characters (C0, DEL, C1: a terminal's escape sequences start with them) and
+ * line separators written as `\uXXXX`: what a peer chose (a status text, a close reason) cannot
+ * drive the terminal that shows our own lines. (Escaped in JSON too, where it stays the same string.)
+ */
+const printable = (s: string): string =>
+  s.replace(/[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`)
+
 const prefix = (client: number | undefined) => (client === undefined ? "" : `[#${client}] `)
 
 const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? "" : "s"}`
@@ -206,14 +214,14 @@ const plain = (event: Event): Effect.Effect<void> => {
     case "pong":
       return Console.error(`${prefix(event.client)}received pong`)
     case "close": {
-      const reason = event.reason === "" ? "" : ` ${JSON.stringify(event.reason)}`
+      const reason = event.reason === "" ? "" : ` ${printable(JSON.stringify(event.reason))}`
       const by = event.initiator === "local" ? "by us" : event.initiator === "remote" ? "by the peer" : "without a closing handshake"
       return Console.error(
         `${prefix(event.client)}closed ${describeCode(event.code)}${reason}, ${by}${event.clean ? "" : " (not clean)"}`
       )
     }
     case "error":
-      return Console.error(`${event.client === undefined ? "ews: " : prefix(event.client)}${event.message}`)
+      return Console.error(`${event.client === undefined ? "ews: " : prefix(event.client)}${printable(event.message)}`)
     case "stats": {
       const connections = event.connections === undefined ? "" : `${plural(event.connections, "connection")}, `
       return Console.error(
@@ -236,8 +244,8 @@ export const make = (json: boolean): Output => {
   const emit = (event: Event): Effect.Effect<void> =>
     json
       ? Effect.andThen(
-        Console.log(JSON.stringify(event)),
-        event.event === "error" && event.client === undefined ? Console.error(`ews: ${event.message}`) : Effect.void
+        Console.log(printable(JSON.stringify(event))),
+        event.event === "error" && event.client === undefined ? Console.error(`ews: ${printable(event.message)}`) : Effect.void
       )
       : plain(event)
   const message = (message: Connection.Message, client?: number, print = true): Effect.Effect<void> =>

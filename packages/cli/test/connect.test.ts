@@ -22,6 +22,18 @@ describe("ews connect", () => {
       assert.match(client.stderr(), /^closed 1000 \(normal closure\), by us$/m)
     }))
 
+  it.live("what the peer chose (a close reason) cannot put terminal escapes on stderr, in plain or JSON output", () =>
+    Effect.gen(function*() {
+      const reason = Buffer.from("r\x1b[31mred\x07\u009b2J", "utf8")
+      const port = yield* rawServer(Uint8Array.from([0x88, 2 + reason.length, 0x0f, 0xa0, ...reason]))
+      for (const json of [[], ["--json"]]) {
+        const { code, stderr, stdout } = yield* ewsRun(["connect", `ws://127.0.0.1:${port}/`, ...json])
+        assert.strictEqual(code, 1)
+        assert.notMatch(stderr + stdout.join("\n"), /[\x1b\x07\u009b]/, "no escape reaches the terminal")
+        assert.include(stderr, "\\u001b[31mred", "the reason shows, escaped")
+      }
+    }))
+
   it.live("--json: one JSON object per event; --stats: the counts", () =>
     Effect.gen(function*() {
       const server = yield* serve(["--echo"])
