@@ -5,6 +5,7 @@
  */
 import { Cause, Exit, Runtime } from "effect"
 import { Command } from "effect/cli"
+import { failedOnInterrupt } from "./Common.ts"
 import * as Connect from "./Connect.ts"
 import * as Serve from "./Serve.ts"
 
@@ -51,13 +52,18 @@ export const runWith = Command.runWith(command, { version: VERSION })
 
 /**
  * The exit status of a run: 0 on success and after SIGINT / SIGTERM (the connections were closed
- * on the way out), the failure's own status otherwise (1 for every `ews` error and usage error).
+ * on the way out) unless a connection then did not close normally (1), the failure's own status
+ * otherwise (1 for every `ews` error and usage error).
  *
  * @category running
  * @since 0.1.0
  */
 export const exitCode = <A, E>(exit: Exit.Exit<A, E>): number =>
-  Exit.isSuccess(exit) || Cause.hasInterruptsOnly(exit.cause) ? 0 : Runtime.getErrorExitCode(Cause.squash(exit.cause))
+  Exit.isSuccess(exit)
+    ? 0
+    : Cause.hasInterruptsOnly(exit.cause)
+    ? (failedOnInterrupt.reported ? 1 : 0)
+    : Runtime.getErrorExitCode(Cause.squash(exit.cause))
 
 /**
  * Ends the process once stdout and stderr are flushed. Exiting explicitly matters: stdin may

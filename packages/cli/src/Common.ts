@@ -32,6 +32,16 @@ export class CliFailure extends Data.TaggedError("CliFailure")<{
 }
 
 /**
+ * Whether a command stopped by SIGINT / SIGTERM reported a failure on its way out (its connection
+ * did not close normally): the exit status is then 1, as for any other failure, not the 0 of an
+ * interrupted run.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export const failedOnInterrupt = { reported: false }
+
+/**
  * Reports an error (one line on stderr; also a JSON `error` event with `--json`) and fails with
  * a {@link CliFailure}.
  *

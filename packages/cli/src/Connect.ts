@@ -18,6 +18,7 @@ import * as Net from "node:net"
 import type * as Tls from "node:tls"
 import {
   controlFrames,
+  failedOnInterrupt,
   fail,
   json,
   NORMAL_CLOSE_CODES,
@@ -270,7 +271,10 @@ export const command = Command.make(
         // SIGINT / SIGTERM: close with 1001 and still say how it ended
         Effect.onInterrupt(() =>
           Effect.flatMap(Effect.orDie(connection.close(1001)), (info) =>
-            Effect.ignore(finish(output, connection, info, undefined, options.stats)))
+            Effect.catch(finish(output, connection, info, undefined, options.stats), () =>
+              Effect.sync(() => {
+                failedOnInterrupt.reported = true
+              })))
         )
       )
       const { error, info } = yield* session

@@ -235,6 +235,16 @@ describe("ews connect", () => {
       assert.deepStrictEqual(yield* client.ended, { code: 0, signal: null })
     }))
 
+  it.live("SIGINT with a peer that never answers the Close: the abnormal close is reported and the exit is 1, not 0", () =>
+    Effect.gen(function*() {
+      const port = yield* rawServer(Uint8Array.from([0x81, 5, ...Buffer.from("ready")]))
+      const client = yield* ews(["connect", `ws://127.0.0.1:${port}/`])
+      assert.strictEqual(yield* client.line("the message"), "ready")
+      yield* client.kill("SIGINT")
+      assert.deepStrictEqual(yield* within(client.ended, 10_000, "the close timeout"), { code: 1, signal: null })
+      assert.match(client.stderr(), /closed abnormally with code 1006/)
+    }), 15_000)
+
   it.live("a reader of stdout that goes away (| head -1): closes with 1001 and exits 0, no EPIPE crash", () =>
     Effect.gen(function*() {
       const { client, peer } = yield* connectedToWs
