@@ -12,7 +12,8 @@
 import type { Client, Connection } from "@effect-websocket/core"
 import { NodeClient } from "@effect-websocket/platform-node"
 import { HttpHeader } from "@effect-websocket/schema"
-import { Cause, Duration, Effect, Exit, Fiber, Option, Schema, Stream } from "effect"
+import { Cause, Duration, Effect, Exit, Fiber, Option, Schema, type Stdio, Stream } from "effect"
+import type { PlatformError } from "effect/PlatformError"
 import { Argument, Command, Flag } from "effect/cli"
 import * as Net from "node:net"
 import type * as Tls from "node:tls"
@@ -24,6 +25,7 @@ import {
   NORMAL_CLOSE_CODES,
   orUndefined,
   stats,
+  stdinByteLines,
   stdinLines,
   subprotocols,
   watchControlFrames
@@ -84,7 +86,7 @@ const flags = {
     Flag.withDefault(false)
   ),
   binary: Flag.Boolean("binary").pipe(
-    Flag.withDescription("Send each stdin line as a binary message (its UTF-8 bytes) instead of a text message"),
+    Flag.withDescription("Send each stdin line as a binary message (its bytes as read, not decoded) instead of a text message"),
     Flag.withDefault(false)
   ),
   pingInterval: Flag.Int("ping-interval").pipe(
@@ -192,8 +194,6 @@ const finish = (
     }
   })
 
-const utf8 = new TextEncoder()
-
 /**
  * TLS settings for `wss://`: `--insecure` turns certificate checks off. An IP address is not
  * sent as the TLS server name (SNI may only carry host names, RFC 6066; Node warns otherwise).
@@ -254,7 +254,8 @@ export const command = Command.make(
           Effect.andThen(output.message(message, undefined, false), Effect.ignore(connection.send(message))))
         : Stream.runForEach(connection.messages, (message) => output.message(message))
       // stdin: every line is a message; EOF starts the closing handshake (1000)
-      const send = Stream.runForEach(stdinLines, (line) => connection.send(options.binary ? utf8.encode(line) : line)).pipe(
+      const lines: Stream.Stream<string | Uint8Array, PlatformError, Stdio.Stdio> = options.binary ? stdinByteLines : stdinLines
+      const send = Stream.runForEach(lines, (line) => connection.send(line)).pipe(
         Effect.andThen(options.wait > 0 ? Effect.sleep(Duration.millis(options.wait)) : Effect.void),
         Effect.andThen(connection.close(1000)),
         Effect.ignore

@@ -76,6 +76,19 @@ describe("ews connect", () => {
       assert.strictEqual((yield* client.ended).code, 0)
     }))
 
+  it.live("--binary sends the bytes of each line as they came, not decoded (bytes that are not UTF-8 became U+FFFD)", () =>
+    Effect.gen(function*() {
+      const url = yield* wsServer((peer) => {
+        peer.ws.on("message", (data: Buffer) => peer.ws.send(data, { binary: true }))
+      })
+      const client = yield* ews(["connect", url, "--binary", "--wait", "300"])
+      // a line with bytes that are not UTF-8, one ended by CR LF, and a last one without LF
+      yield* client.write(Uint8Array.from([0x41, 0xff, 0xfe, 0x42, 0x00, 0x43, 0x0a, 0x78, 0x0d, 0x0a, 0xc3]))
+      yield* client.end
+      assert.strictEqual((yield* client.ended).code, 0)
+      assert.deepStrictEqual(client.stdout, ["<binary 6 bytes: 41fffe420043>", "<binary 1 byte: 78>", "<binary 1 byte: c3>"])
+    }))
+
   it.live("--echo sends every message back unchanged until the peer closes, then exits 0", () =>
     Effect.gen(function*() {
       let resolvePeer: (peer: Peer) => void = () => {}

@@ -50,7 +50,7 @@ export interface Ews {
   readonly line: (what: string) => Effect.Effect<string, Error>
   /** Everything written on stderr so far. */
   readonly stderr: () => string
-  readonly write: (text: string) => Effect.Effect<void>
+  readonly write: (text: string | Uint8Array) => Effect.Effect<void>
   /** Closes stdin (EOF). */
   readonly end: Effect.Effect<void>
   readonly kill: (signal: NodeJS.Signals) => Effect.Effect<void>
