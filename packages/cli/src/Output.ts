@@ -193,6 +193,30 @@ export const oneLine = (s: string): string => s.replace(/\s*[\r\n]+\s*/g, " ").t
 const printable = (s: string): string =>
   s.replace(/[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`)
 
+/**
+ * Writes `line` to stdout and waits while stdout is full (a slow reader of a pipe): received
+ * messages are then taken no faster than they are printed, so the connection stops reading
+ * rather than memory growing (as `websocat` does). Stops waiting if stdout fails or closes.
+ */
+const stdoutLine = (line: string): Effect.Effect<void> =>
+  Effect.callback<void>((resume) => {
+    const stdout = process.stdout
+    if (stdout.write(`${line}\n`) || stdout.destroyed) return resume(Effect.void)
+    const stop = () => {
+      stdout.off("drain", done)
+      stdout.off("close", done)
+      stdout.off("error", done)
+    }
+    const done = () => {
+      stop()
+      resume(Effect.void)
+    }
+    stdout.on("drain", done)
+    stdout.on("close", done)
+    stdout.on("error", done)
+    return Effect.sync(stop)
+  })
+
 const prefix = (client: number | undefined) => (client === undefined ? "" : `[#${client}] `)
 
 const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? "" : "s"}`
@@ -244,7 +268,7 @@ export const make = (json: boolean): Output => {
   const emit = (event: Event): Effect.Effect<void> =>
     json
       ? Effect.andThen(
-        Console.log(printable(JSON.stringify(event))),
+        stdoutLine(printable(JSON.stringify(event))),
         event.event === "error" && event.client === undefined ? Console.error(`ews: ${printable(event.message)}`) : Effect.void
       )
       : plain(event)
@@ -252,7 +276,7 @@ export const make = (json: boolean): Output => {
     json
       ? emit(messageEvent(message, client))
       : print
-      ? Console.log(typeof message === "string" ? message : formatBinary(message))
+      ? stdoutLine(typeof message === "string" ? message : formatBinary(message))
       : Effect.void
   return { json, emit, message }
 }

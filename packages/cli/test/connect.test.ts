@@ -1,5 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
+import * as Fs from "node:fs"
 import type * as Http from "node:http"
 import { closedPort, eventually, ews, ewsRun, httpServer, parseLines, type Peer, rawServer, serve, silentServer, within, wsServer } from "./fixtures.ts"
 
@@ -88,6 +89,24 @@ describe("ews connect", () => {
       assert.strictEqual((yield* client.ended).code, 0)
       assert.deepStrictEqual(client.stdout, ["<binary 6 bytes: 41fffe420043>", "<binary 1 byte: 78>", "<binary 1 byte: c3>"])
     }))
+
+  it.live("a slow reader of stdout slows the connection down: memory stays bounded (it grew by every message received)", () =>
+    Effect.gen(function*() {
+      const message = "a".repeat(1024 * 1024)
+      const url = yield* wsServer((peer) => {
+        for (let i = 0; i < 250; i++) peer.ws.send(message)
+      })
+      const client = yield* ews(["connect", url])
+      client.child.stdout!.pause() // nobody reads stdout for a while
+      yield* Effect.sleep("3 seconds")
+      const status = Fs.readFileSync(`/proc/${client.child.pid}/status`, "utf8")
+      const peakKiB = Number(/^VmHWM:\s+(\d+)/m.exec(status)?.[1])
+      // (about 210 MiB with the reading slowed down, the runtime included; 460 MiB within these 3 s without)
+      assert.isBelow(peakKiB, 400 * 1024, `peak memory ${peakKiB} KiB for 250 MiB sent`)
+      client.child.stdout!.resume()
+      yield* client.kill("SIGINT")
+      yield* client.ended
+    }), 20_000)
 
   it.live("--echo sends every message back unchanged until the peer closes, then exits 0", () =>
     Effect.gen(function*() {
