@@ -91,7 +91,9 @@ const flags = {
   ),
   pingInterval: Flag.Int("ping-interval").pipe(
     Flag.withMetavar("ms"),
-    Flag.withDescription("Send a ping every MS milliseconds while the connection is open (pongs show as `pong` events)"),
+    Flag.withDescription(
+      "Send a ping every MS milliseconds while the connection is open (pongs show as `pong` events); with --ping-timeout, MS after the wait for the last answer"
+    ),
     Flag.filter((ms) => ms > 0, (ms) => `--ping-interval must be a positive number of milliseconds, got ${ms}`),
     Flag.optional
   ),
@@ -127,8 +129,10 @@ const CERTIFICATE_CODES = /^(ERR_TLS_CERT_|CERT_|DEPTH_ZERO_SELF_SIGNED_CERT|SEL
 const connectFailure = (output: Output.Output, error: Client.ConnectFailure) => {
   switch (error._tag) {
     case "ConnectError": {
+      const code = (error.cause as { code?: unknown } | undefined)?.code
       const what = {
-        Refused: "connection refused",
+        // (a Unix socket that is not there is refused too, as Node reports it: ENOENT)
+        Refused: code === "ENOENT" ? "no such socket" : "connection refused",
         HostNotFound: "host not found",
         Timeout: "timed out",
         Tls: "TLS error",
@@ -136,7 +140,6 @@ const connectFailure = (output: Output.Output, error: Client.ConnectFailure) => 
         Unknown: "cannot connect"
       }[error.reason]
       // (only a certificate the client refused; not e.g. a server that does not speak TLS: EPROTO)
-      const code = (error.cause as { code?: unknown } | undefined)?.code
       const hint = error.reason === "Tls" && typeof code === "string" && CERTIFICATE_CODES.test(code)
         ? " (--insecure accepts any certificate)"
         : ""

@@ -200,6 +200,10 @@ describe("ews connect", () => {
       const lines = result.stderr.trim().split("\n")
       assert.strictEqual(lines.length, 1)
       assert.match(lines[0]!, /^ews: connection refused: .*ECONNREFUSED/)
+      // a Unix socket that is not there says so
+      const missing = yield* ewsRun(["connect", "ws+unix:///tmp/ews-no-such-socket.sock:/"])
+      assert.strictEqual(missing.code, 1)
+      assert.match(missing.stderr, /^ews: no such socket: .*ENOENT/m)
     }))
 
   it.live("a server rejecting the handshake: non-zero exit, stderr tells the status", () =>
