@@ -41,6 +41,17 @@ const statusLine = (response: string) => response.split("\r\n")[0]
 
 const int = (minimum: number, maximum: number) => Arbitrary.schema(Schema.Int.check(Schema.isBetween({ minimum, maximum })))
 
+/** A client that completes the opening handshake, then reads and answers nothing; destroyed with the test's scope. */
+const silentClient = (server: NodeServer.Server) =>
+  Effect.gen(function*() {
+    const socket = Net.connect(server.address.port, "127.0.0.1")
+    socket.on("error", () => {})
+    yield* Effect.addFinalizer(() => Effect.sync(() => socket.destroy()))
+    socket.write(upgradeRequest(goodHeaders))
+    yield* Effect.promise(() => new Promise((resolve) => socket.once("data", resolve)))
+    socket.pause()
+  })
+
 describe("bad requests never reach the handler", () => {
   const cases: ReadonlyArray<readonly [string, string, RegExp, RegExp?]> = [
     ["missing key", upgradeRequest(goodHeaders.filter((h) => !h.startsWith("Sec-WebSocket-Key"))), /^HTTP\/1.1 400/, /Sec-WebSocket-Key header is missing/],
@@ -366,28 +377,15 @@ describe("limits and lifecycle", () => {
 
   it.live("shutdownTimeout bounds the shutdown even when the connections' close timeout is longer", () =>
     Effect.gen(function*() {
-      const scope = yield* Scope.make()
-      const server = yield* Scope.provide(
-        NodeServer.serve((c) => Stream.runDrain(c.messages), { shutdownTimeout: "300 millis", connection: { closeTimeout: "20 seconds" } }),
-        scope
-      )
+      const { scope, server } = yield* closableServer((c) => Stream.runDrain(c.messages), "300 millis")
       yield* silentClientBoundedShutdown(server, scope)
     }))
 
   it.live("shutdownTimeout bounds it also for connections whose handler returned and that are still closing (they took their close timeout)", () =>
     Effect.gen(function*() {
-      const scope = yield* Scope.make()
-      const server = yield* Scope.provide(
-        // the handler returns at once: its connection closes (1000), and the client never answers
-        NodeServer.serve(() => Effect.void, { shutdownTimeout: "300 millis", connection: { closeTimeout: "20 seconds" } }),
-        scope
-      )
-      const socket = Net.connect(server.address.port, "127.0.0.1")
-      socket.on("error", () => {})
-      yield* Effect.addFinalizer(() => Effect.sync(() => socket.destroy()))
-      socket.write(upgradeRequest(goodHeaders))
-      yield* Effect.promise(() => new Promise((resolve) => socket.once("data", resolve)))
-      socket.pause()
+      // the handler returns at once: its connection closes (1000), and the client never answers
+      const { scope, server } = yield* closableServer(() => Effect.void, "300 millis")
+      yield* silentClient(server)
       yield* Effect.sleep("100 millis")
       const started = Date.now()
       yield* Scope.close(scope, Exit.void)
@@ -396,24 +394,23 @@ describe("limits and lifecycle", () => {
 
   it.live("a shutting-down server takes no new connection: the listener closes at once (an upgrade got 426 meanwhile)", () =>
     Effect.gen(function*() {
-      const scope = yield* Scope.make()
-      const server = yield* Scope.provide(
-        NodeServer.serve((c) => Stream.runDrain(c.messages), { shutdownTimeout: "1 second", connection: { closeTimeout: "20 seconds" } }),
-        scope
-      )
+      const { scope, server } = yield* closableServer((c) => Stream.runDrain(c.messages), "1 second")
       // a client that never answers keeps the shutdown busy
-      const socket = Net.connect(server.address.port, "127.0.0.1")
-      socket.on("error", () => {})
-      yield* Effect.addFinalizer(() => Effect.sync(() => socket.destroy()))
-      socket.write(upgradeRequest(goodHeaders))
-      yield* Effect.promise(() => new Promise((resolve) => socket.once("data", resolve)))
-      socket.pause()
+      yield* silentClient(server)
       const closing = yield* Effect.forkDetach(Scope.close(scope, Exit.void))
       yield* Effect.sleep("200 millis")
       const error = yield* Effect.flip(Effect.scoped(NodeClient.connect(server.url)))
       assert.deepStrictEqual([error._tag, error._tag === "ConnectError" ? error.reason : ""], ["ConnectError", "Refused"])
       yield* Fiber.join(closing)
     }))
+
+  /** A server in a scope of its own, whose connections' close timeout (20 s) is longer than its `shutdownTimeout`. */
+  const closableServer = (handler: Client.Handler, shutdownTimeout: Duration.Input) =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const server = yield* Scope.provide(NodeServer.serve(handler, { shutdownTimeout, connection: { closeTimeout: "20 seconds" } }), scope)
+      return { scope, server }
+    })
 
   /** A client that completes the handshake, then never answers (nor reads): closing `scope` takes the shutdown timeout. */
   const silentClientBoundedShutdown = (server: NodeServer.Server, scope: Scope.Closeable) =>
@@ -518,12 +515,7 @@ describe("options and callbacks", () => {
             (c) => Effect.forEach(Array.from({ length: 24 }), () => Effect.map(c.send(payload), () => done++), { discard: true }),
             { socketBuffers, shutdownTimeout: "1 second", connection: { closeTimeout: "100 millis" } }
           )
-          const socket = Net.connect(server.address.port, "127.0.0.1")
-          socket.on("error", () => {})
-          yield* Effect.addFinalizer(() => Effect.sync(() => socket.destroy()))
-          socket.write(upgradeRequest(goodHeaders))
-          yield* Effect.promise(() => new Promise((resolve) => socket.once("data", resolve)))
-          socket.pause()
+          yield* silentClient(server)
           yield* Effect.sleep("500 millis")
           return done
         }))
