@@ -415,16 +415,6 @@ export const decodeOption: <S extends Schema.ConstraintDecoder<unknown>>(
 ) => Effect.Effect<S["Type"], InvalidParameter> = decodeParameter
 
 /**
- * The options of a call from an untyped caller once each of its own fields has been read: a getter
- * or a proxy that throws as it is read is an `InvalidParameter` naming `parameter`, not a defect
- * where the field is used. Platforms pass their options through it before anything else.
- *
- * @category constructors
- * @since 0.1.0
- */
-export const readCallOptions: <T>(parameter: string, options: T) => Effect.Effect<T, InvalidParameter> = readOptions
-
-/**
  * Decodes a timeout option (`handshakeTimeout`, `shutdownTimeout`, ...): `fallback` when absent,
  * else a duration that must be finite and, unless `zero` allows it, positive.
  *
@@ -773,9 +763,9 @@ export const layerMemory = <E, R, RA = never>(
       const context = yield* Effect.context<R | RA>()
       /** The server's scope: each connection's server side lives in a scope of its own in it, as over a socket. */
       const serverScope = yield* Effect.scope
-      /** One attempt, with the options read (`shown`: the URL as errors show it). */
-      const attempt = (url: string | URL, shown: string, connectOptions: ConnectOptions | undefined) =>
-        Effect.flatMap(checkConnectOptions(connectOptions), (handshakeTimeout) => releaseOnEnd(Effect.gen(function*() {
+      const connect = (url: string | URL, connectOptions?: ConnectOptions) => {
+        const shown = Targets.redacted(url)
+        return Effect.flatMap(checkConnectOptions(connectOptions), (handshakeTimeout) => releaseOnEnd(Effect.gen(function*() {
           const target = Targets.parseTarget(url, shown, undefined)
           if (typeof target === "string") return yield* new ConnectError({ reason: "InvalidUrl", url: shown, message: target })
           const client = yield* WebSocket.createClientHandle(handleProperties(connectOptions))
@@ -830,12 +820,7 @@ export const layerMemory = <E, R, RA = never>(
             duration: handshakeTimeout,
             orElse: () => Effect.fail(new ConnectError({ reason: "Timeout", url: shown, message: `connecting to ${shown} timed out` }))
           })
-        )))
-      const connect = (url: string | URL, given?: ConnectOptions) => {
-        const shown = Targets.redacted(url)
-        return Effect.flatMap(readOptions("options", given), (connectOptions) => attempt(url, shown, connectOptions)).pipe(
-          instrumentConnect(shown)
-        )
+        ))).pipe(instrumentConnect(shown))
       }
       return Client.of({ connect })
     })

@@ -233,12 +233,12 @@ const request = (
  */
 export const connect = (
   url: string | URL,
-  given?: ConnectOptions
+  options?: ConnectOptions
 ): Effect.Effect<Connection.Connection, Client.ConnectFailure, Scope> => {
   /** The URL as errors and the span show it. */
   const shown = Client.redactedUrl(url)
   return Effect.gen(function*() {
-    const options = yield* Client.readCallOptions("options", given)
+    // (first: it reads the options, so that one that throws as it is read is an InvalidParameter)
     const timeout = yield* Client.checkConnectOptions(options)
     const socketBuffers = yield* Client.decodeOption(Options.SocketBuffers, "socketBuffers", options?.socketBuffers ?? {})
     const redirects = {
