@@ -808,21 +808,34 @@ export const make = (
       restore: Restore
     ): Effect.Effect<void, TransportError> => {
       // An interrupted write (only its wait for room can be) took nothing: cancel it on the handle.
-      const write = Effect.onInterrupt(restore(transport.write(buffers, owned)), () =>
+      const write = Effect.onInterrupt(restore(guardedWrite(buffers, owned)), () =>
         Effect.andThen(
           Effect.sync(() => engine.completeAction(id, 0)),
           drainSendQueue
         ))
       return Effect.matchEffect(write, {
-        onFailure: (error) => {
-          engine.completeAction(id, 0) // cancels the send: the frame is incomplete on the wire
-          return Effect.andThen(Effect.andThen(drainSendQueue, lostTransport(error)), Effect.fail(error))
-        },
+        onFailure: (error) => writeFailed(id, error),
         onSuccess: () => {
           engine.completeAction(id, bytes)
           return runSendQueue(restore)
         }
       })
+    }
+
+    /**
+     * The transport's `write`, a throw or a defect of it (a broken wrapper, a hook of
+     * `Transport.tap`) made a failed write, as a throwing read is a failed read.
+     */
+    const guardedWrite = (buffers: ReadonlyArray<Uint8Array>, owned: boolean): Effect.Effect<void, TransportError> =>
+      Effect.catchDefect(
+        Effect.suspend(() => transport.write(buffers, owned)),
+        (cause) => Effect.fail(new TransportError({ message: "write failed", cause }))
+      )
+
+    /** The write of SendToNetwork action `id` failed: the send is cancelled and the transport lost. */
+    const writeFailed = (id: number, error: TransportError): Effect.Effect<never, TransportError> => {
+      engine.completeAction(id, 0) // cancels the send: the frame is incomplete on the wire
+      return Effect.andThen(Effect.andThen(drainSendQueue, lostTransport(error)), Effect.fail(error))
     }
 
     /** What became of the latest send queued on the handle (under the wire lock, one at a time). */
@@ -870,9 +883,17 @@ export const make = (
           case ActionCode.SendToNetwork: {
             const buffers = buffersOf(record)
             const bytes = record.bufferCount === 2 ? record.buffer0.length + record.buffer1.length : record.buffer0.length
-            if (transport.tryWrite !== undefined && transport.tryWrite(buffers, record.owned)) {
-              engine.completeAction(record.id, bytes)
-              continue
+            if (transport.tryWrite !== undefined) {
+              let taken: boolean
+              try {
+                taken = transport.tryWrite(buffers, record.owned)
+              } catch (cause) {
+                return writeFailed(record.id, new TransportError({ message: "write failed", cause }))
+              }
+              if (taken) {
+                engine.completeAction(record.id, bytes)
+                continue
+              }
             }
             return writeAction(record.id, buffers, bytes, record.owned, restore)
           }

@@ -767,6 +767,58 @@ describe("Connection reading", () => {
       assert.include(Option.getOrThrow(closed).reason, "read failed")
     }))
 
+  describe("a write that throws or dies (a tap hook, a broken wrapper) is a failed write: the connection ends (1006), nothing waits", () => {
+    const variants: ReadonlyArray<readonly [string, (a: Transport.Transport) => Transport.Transport]> = [
+      ["a throwing onWrite hook (tryWrite)", (a) => {
+        let writes = 0
+        return Transport.tap(a, {
+          onWrite: () => {
+            if (++writes === 2) throw new Error("hook threw")
+          }
+        })
+      }],
+      ["a write that dies (no tryWrite)", (a) => {
+        let writes = 0
+        return Transport.make({
+          ...a,
+          tryWrite: undefined,
+          write: (buffers, owned) => ++writes === 2 ? Effect.die(new Error("write died")) : a.write(buffers, owned)
+        })
+      }],
+      ["a tryWrite that throws", (a) => {
+        let writes = 0
+        return Transport.make({
+          ...a,
+          tryWrite: (buffers, owned) => {
+            if (++writes === 2) throw new Error("tryWrite threw")
+            return a.tryWrite!(buffers, owned)
+          }
+        })
+      }]
+    ]
+    for (const [name, wrap] of variants) {
+      it.live(name, () =>
+        Effect.gen(function*() {
+          const { serverHandle } = yield* handles()
+          const [a, b] = yield* Transport.makeMemoryPair()
+          const connection = yield* Connection.make(serverHandle, wrap(a))
+          yield* Effect.addFinalizer(() => connection.abort)
+          yield* connection.send("one")
+          const second = yield* Effect.exit(Effect.timeout(connection.send("two"), "1 second"))
+          assert.strictEqual(Exit.isFailure(second) ? Cause.squash(second.cause) instanceof Transport.TransportError : "sent", true)
+          // (a later send may still go out before the connection has ended: it does not wait)
+          const third = yield* Effect.exit(Effect.timeout(connection.send("three"), "1 second"))
+          assert.notInstanceOf(Exit.isFailure(third) ? Cause.squash(third.cause) : undefined, Cause.TimeoutError)
+          const closed = yield* Effect.timeoutOption(connection.closed, "1 second")
+          assert.deepStrictEqual(Option.map(closed, (info) => `${info.code} ${info.reason}`), Option.some("1006 write failed"))
+          const ping = yield* Effect.exit(Effect.timeout(connection.ping(), "1 second"))
+          assert.notInstanceOf(Exit.isFailure(ping) ? Cause.squash(ping.cause) : undefined, Cause.TimeoutError)
+          const end = b.read(new Uint8Array(64)).pipe(Effect.repeat({ until: (n) => n === 0 }))
+          assert.isTrue(Option.isSome(yield* Effect.timeoutOption(end, "1 second")), "the peer sees the end")
+        }))
+    }
+  })
+
   it.effect("a transport that fails while the reader waits with whenReadable ends the connection (1006) with the failure", () =>
     Effect.gen(function*() {
       const { serverHandle } = yield* handles()
