@@ -77,11 +77,13 @@ const invalidClose = (code: number, reason: string): InvalidParameter | undefine
  * `string` as a text message and a `Uint8Array` as a binary one with `connection.send`
  * (completing once the frame is handed to the transport, so the transport's backpressure
  * applies); `writeAll` sends its chunks in order. Writing a `Socket.CloseEvent(code, reason)`
- * starts `connection.close(code, reason)` and returns once the Close frame is queued, without
- * waiting for the peer's answer (the reader then reports the close); a code or reason that may not
- * be sent fails with `SocketWriteError` wrapping `InvalidParameter`. Like a WHATWG `WebSocket`,
- * writes once the connection is closing or closed are discarded (the reader reports why it
- * ended); a transport failure fails the write with `SocketWriteError`.
+ * starts `connection.close(code, reason)` and returns without waiting for the peer's answer (the
+ * reader then reports the close); a code or reason that may not be sent fails with
+ * `SocketWriteError` wrapping `InvalidParameter`. Like a WHATWG `WebSocket`,
+ * writes once a CloseEvent was written or the connection is closing or closed are discarded (the
+ * reader reports why it ended); a transport failure fails the write with `SocketWriteError`, and
+ * so does a write refused on an open connection (`InvalidProtocolOperation`: an earlier write
+ * was interrupted half-way, leaving its frame incomplete).
  *
  * **Example**
  *
@@ -143,11 +145,15 @@ export const toSocket = (connection: Connection.Connection): Socket.Socket => {
     return { pull, upgrade: Socket.SocketUpgradeError.unsupported } satisfies Socket.Reader
   })
 
+  /** Whether a CloseEvent was written: later writes are discarded, as after a WHATWG `close()`. */
+  let closeWritten = false
+
   const send = (chunk: string | Uint8Array): Effect.Effect<void, Socket.SocketError> =>
-    connection.send(chunk).pipe(
+    Effect.suspend(() => closeWritten ? Effect.void : connection.send(chunk)).pipe(
       Effect.catchTags({
-        // closing or closed: discarded, the reader reports the close
-        InvalidProtocolOperation: () => Effect.void,
+        // closing or closed: discarded, the reader reports the close; refused on an open
+        // connection (a frame left incomplete by an interrupted write): an error
+        InvalidProtocolOperation: (error) => error.state === "Open" ? Effect.fail(writeError(error)) : Effect.void,
         InvalidParameter: (error) => Effect.fail(writeError(error)),
         TransportError: (error) => Effect.fail(writeError(error))
       })
@@ -158,8 +164,9 @@ export const toSocket = (connection: Connection.Connection): Socket.Socket => {
       const reason = event.reason ?? ""
       const invalid = invalidClose(event.code, reason)
       if (invalid !== undefined) return Effect.fail(writeError(invalid))
+      closeWritten = true
       // Runs until the handshake ends (bounded by the close timeout) whatever happens to the
-      // writer; started at once, so the Close frame goes out before any later write.
+      // writer.
       return Effect.asVoid(Effect.forkDetach(Effect.ignore(connection.close(event.code, reason)), { startImmediately: true }))
     })
 

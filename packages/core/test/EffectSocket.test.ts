@@ -114,11 +114,33 @@ describe("EffectSocket.toSocket", () => {
       const reader = yield* socket.reader
       yield* writer.write("before")
       yield* writer.write(new Socket.CloseEvent(4002, "bye"))
+      // writes once the Close is written are discarded, as after a WHATWG WebSocket's close()
+      yield* writer.write("after")
+      yield* writer.writeAll([new Uint8Array([1]), "after too"])
       const reason = yield* reasonOf(reader.pull)
       assert.deepInclude(reason, { _tag: "SocketCloseError", code: 4002, closeReason: "bye" })
       const info = yield* server.closed
       assert.deepStrictEqual(info, { code: 4002, reason: "bye", clean: true, initiator: "remote" })
       assert.deepStrictEqual(yield* Fiber.join(serverSaw), ["before"])
+    }))
+
+  it.live("a write left incomplete (interrupted half-way) fails the writes after it with SocketWriteError: the connection is still open, nothing is discarded silently", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair({ highWaterMark: 1024, connection: { messageBuffer: 1 } })
+      yield* Effect.addFinalizer(() => Effect.andThen(client.abort, server.abort))
+      const socket = EffectSocket.toSocket(client)
+      const writer = yield* socket.writer
+      // the peer takes no messages: once it holds two, it reads nothing more
+      yield* writer.writeAll(["x", "y"])
+      yield* Effect.sleep("20 millis")
+      // a client's message beyond its send buffer goes out in parts
+      const cut = yield* Effect.exit(Effect.timeout(writer.write(new Uint8Array(256 * 1024)), "100 millis"))
+      assert.isTrue(Exit.isFailure(cut))
+      const after = yield* reasonOf(writer.write("after"))
+      assert.strictEqual(after._tag, "SocketWriteError")
+      const all = yield* reasonOf(writer.writeAll(["a", "b"]))
+      assert.strictEqual(all._tag, "SocketWriteError")
+      assert.isFalse(yield* Effect.map(Effect.timeoutOption(client.closed, "10 millis"), (o) => o._tag === "Some"))
     }))
 
   it.live("a CloseEvent with a code that may not be sent fails with SocketWriteError and keeps the connection", () =>
