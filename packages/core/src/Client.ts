@@ -13,11 +13,12 @@ import {
   checkRequest,
   decodeParameter,
   decodeSubprotocolOffer,
+  describeValue,
   readOptions,
   refuseOfferHeaders,
   refuseReservedHeaders
 } from "./internal/handshake.ts"
-import { makeMemoryPair, type Transport } from "./Transport.ts"
+import { isTransport, makeMemoryPair, type Transport } from "./Transport.ts"
 import * as WebSocket from "./WebSocket.ts"
 import type { InvalidProtocolFormat, InvalidProtocolOperation, UnsupportedExtension, UnsupportedProtocolVersion } from "./WebSocketError.ts"
 import { InvalidParameter, UnsupportedSubprotocol } from "./WebSocketError.ts"
@@ -110,7 +111,10 @@ export interface ConnectOptions {
   readonly properties?: WebSocket.HandleProperties | undefined
   /** Connection settings: keepalive, close timeout, message buffer. */
   readonly connection?: Connection.Options | undefined
-  /** Wraps the transport of each connection, e.g. with `Transport.tap` to watch the bytes. */
+  /**
+   * Wraps the transport of the connection, e.g. with `Transport.tap` to watch the bytes. One that
+   * throws or returns no `Transport` fails the attempt with `InvalidParameter`.
+   */
   readonly wrapTransport?: ((transport: Transport) => Transport) | undefined
 }
 
@@ -307,7 +311,10 @@ export interface ServeOptions<RA = never> {
   readonly properties?: Omit<WebSocket.HandleProperties, "allocatedBuffer"> | undefined
   /** Connection settings: keepalive, close timeout, message buffer. */
   readonly connection?: Connection.Options | undefined
-  /** Wraps the transport of each connection, e.g. with `Transport.tap` to watch the bytes. */
+  /**
+   * Wraps the transport of each connection, e.g. with `Transport.tap` to watch the bytes. One that
+   * throws or returns no `Transport` costs that connection (its socket is dropped) and is logged.
+   */
   readonly wrapTransport?: ((transport: Transport) => Transport) | undefined
   /**
    * Extra headers for the `101 Switching Protocols` answer (a `Set-Cookie`, say, as `ws` users add
@@ -376,6 +383,34 @@ export const responseHeadersFor = (
   return typeof given === "function"
     ? Effect.flatMap(Effect.sync(() => given(request)), decodeResponseHeaders)
     : decodeResponseHeaders(given)
+}
+
+/**
+ * The transport a connection runs over: `transport` as the `wrapTransport` option wraps it
+ * ({@link ConnectOptions.wrapTransport}, {@link ServeOptions.wrapTransport}). A wrapper that throws,
+ * or returns something else than a {@link Transport} (nothing, a promise), is an `InvalidParameter`:
+ * a client's attempt fails with it, a server logs it and drops only that connection.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const wrappedTransport = (
+  wrap: ((transport: Transport) => Transport) | undefined,
+  transport: Transport
+): Effect.Effect<Transport, InvalidParameter> => {
+  if (wrap === undefined) return Effect.succeed(transport)
+  let wrapped: unknown
+  try {
+    wrapped = wrap(transport)
+  } catch (cause) {
+    const message = `wrapTransport threw: ${cause instanceof Error ? cause.message : describeValue(cause)}`
+    return Effect.fail(new InvalidParameter({ parameter: "wrapTransport", message, cause }))
+  }
+  return isTransport(wrapped)
+    ? Effect.succeed(wrapped)
+    : Effect.fail(
+      new InvalidParameter({ parameter: "wrapTransport", message: `wrapTransport returns a Transport, got ${describeValue(wrapped)}` })
+    )
 }
 
 /**
@@ -793,7 +828,7 @@ export const layerMemory = <E, R, RA = never>(
           const handshake = { requestHeaders, responseHeaders }
           // the server's side; as over a socket, a setup that fails costs the connection only
           yield* Effect.gen(function*() {
-            const serverConnection = yield* Connection.make(server, options?.wrapTransport?.(b) ?? b, {
+            const serverConnection = yield* Connection.make(server, yield* wrappedTransport(options?.wrapTransport, b), {
               ...options?.connection,
               protocol: selected ?? "",
               handshake
@@ -813,7 +848,7 @@ export const layerMemory = <E, R, RA = never>(
               Effect.andThen(Effect.logError("WebSocket connection setup failed; its transport is closed", cause), b.close)
             )
           )
-          const transport = connectOptions?.wrapTransport?.(a) ?? a
+          const transport = yield* wrappedTransport(connectOptions?.wrapTransport, a)
           return yield* Connection.make(client, transport, { ...connectOptions?.connection, protocol, handshake })
         }).pipe(
           Effect.timeoutOrElse({

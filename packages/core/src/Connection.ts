@@ -17,7 +17,7 @@ import type { Scope } from "effect/Scope"
 import * as BufferType from "./BufferType.ts"
 import { ActionCode, ActionRecord, closeFrameProblem, type Engine, QueueCode, Status } from "./internal/engine/engine.ts"
 import { HandleState } from "./internal/engine/state.ts"
-import { decodeParameter } from "./internal/handshake.ts"
+import { decodeParameter, describeValue } from "./internal/handshake.ts"
 import { engineError } from "./internal/engineError.ts"
 import { isBinaryData, isDetached, isSharedArrayBuffer } from "./internal/bytes.ts"
 import { Mailbox } from "./internal/mailbox.ts"
@@ -460,9 +460,6 @@ const bytesOf = (data: unknown): Uint8Array | undefined => {
 
 /** The bytes of a message, fragment or ping payload: text as UTF-8, binary data as {@link bytesOf}. */
 const payloadOf = (data: unknown): Uint8Array | undefined => typeof data === "string" ? encodeUtf8(data) : bytesOf(data)
-
-const describeValue = (value: unknown): string =>
-  value === null ? "null" : typeof value === "object" ? (value.constructor?.name ?? "an object") : typeof value
 
 /** A `sendFragments` type that is neither `"text"` nor `"binary"` (from untyped code). */
 const notAMessageType = (type: unknown): InvalidParameter =>

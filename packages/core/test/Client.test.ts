@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Exit, Layer, Metric, Scope, Stream } from "effect"
-import { Client, type Connection, Metrics, WebSocket } from "../src/index.ts"
+import { Deferred, Effect, Exit, Layer, Metric, Option, References, Scope, Stream } from "effect"
+import { Client, type Connection, Metrics, type Transport, WebSocket } from "../src/index.ts"
 import type { InvalidParameter } from "../src/WebSocketError.ts"
 
 describe("Client.releaseOnEnd", () => {
@@ -410,6 +410,26 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
       const info = yield* Effect.scoped(Effect.flatMap(connect("ws://h/"), (c) => c.closed))
       assert.deepStrictEqual([info.code, info.clean], [1006, false])
     }))
+
+  it.live("a wrapTransport that throws or returns no Transport (an async function, nothing): the client's attempt is an InvalidParameter, the server's connection ends (1006) at once", () =>
+    Effect.gen(function*() {
+      const wrappers: ReadonlyArray<readonly [string, (t: Transport.Transport) => Transport.Transport]> = [
+        ["threw: broken", () => {
+          throw new Error("broken")
+        }],
+        ["got Promise", (async (t: Transport.Transport) => t) as never],
+        ["got Object", () => ({}) as never],
+        ["got undefined", () => undefined as never]
+      ]
+      for (const [message, wrapTransport] of wrappers) {
+        const attempt = yield* Effect.flip(Effect.scoped(Effect.flatMap((yield* memory()).connect("ws://h/", { wrapTransport }), (c) => c.closed)))
+        assert.deepStrictEqual([attempt._tag, attempt._tag === "InvalidParameter" && attempt.parameter], ["InvalidParameter", "wrapTransport"])
+        assert.include(attempt.message, message)
+        const { connect } = yield* memory({ wrapTransport })
+        const info = yield* Effect.scoped(Effect.flatMap(connect("ws://h/"), (c) => Effect.timeoutOption(c.closed, "1 second")))
+        assert.deepStrictEqual(Option.map(info, (i) => [i.code, i.clean]), Option.some([1006, false]), message)
+      }
+    }).pipe(Effect.provideService(References.MinimumLogLevel, "None")))
 
   it.effect("path and authorize as with a server: 404 for another path, a Rejection's status and headers, 500 for a hook that breaks", () =>
     Effect.gen(function*() {

@@ -363,7 +363,7 @@ const open = (
     )
     upgraded.socket.setNoDelay(true)
     const socketTransport = NodeTransport.fromDuplex(upgraded.socket, { ...socketBuffers, head: upgraded.head })
-    const transport = options?.wrapTransport?.(socketTransport) ?? socketTransport
+    const transport = yield* Client.wrappedTransport(options?.wrapTransport, socketTransport)
     const connection = yield* Client.makeTakingOver(handle, transport, {
       ...options?.connection,
       protocol: yield* Client.selectedProtocol(options?.protocols, result),

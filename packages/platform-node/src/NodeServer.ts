@@ -390,7 +390,7 @@ export const makeUpgradeHandler = <E, R, RA = never>(
         yield* WebSocket.endServerHandshake(handle).pipe(Effect.orDie)
         if ("setNoDelay" in socket && typeof socket.setNoDelay === "function") (socket as Net.Socket).setNoDelay(true)
         const socketTransport = NodeTransport.fromDuplex(socket, { ...socketBuffers, head })
-        const transport = options?.wrapTransport?.(socketTransport) ?? socketTransport
+        const transport = yield* Client.wrappedTransport(options?.wrapTransport, socketTransport)
         const connection = yield* Client.makeTakingOver(handle, transport, {
           ...options?.connection,
           protocol: selected ?? "",

@@ -167,6 +167,22 @@ describe("NodeClient.connect failures", () => {
       assert.strictEqual((yield* Effect.scoped(Effect.map(NodeClient.connect(server.url), (c) => c.protocol))), "")
     }))
 
+  it.live("a wrapTransport that throws or returns no Transport is an InvalidParameter, and the socket goes at once", () =>
+    Effect.gen(function*() {
+      let open = 0
+      const server = yield* NodeServer.serve((c) =>
+        Effect.acquireUseRelease(Effect.sync(() => open++), () => Stream.runDrain(c.messages), () => Effect.sync(() => open--))
+      )
+      const wrappers = [() => {
+        throw new Error("broken")
+      }, async (t: unknown) => t, () => undefined]
+      for (const wrapTransport of wrappers) {
+        const error = yield* Effect.flip(NodeClient.connect(server.url, { wrapTransport: wrapTransport as never }))
+        assert.deepStrictEqual([error._tag, error._tag === "InvalidParameter" && error.parameter], ["InvalidParameter", "wrapTransport"])
+      }
+      assert.isTrue(yield* eventually(() => open === 0), "every attempt's socket is closed")
+    }))
+
   it.live("a failed attempt releases its socket at once, not when the caller's scope closes (retries do not pile up)", () =>
     Effect.gen(function*() {
       const { port, server } = yield* listen(() => Http.createServer())

@@ -1,9 +1,9 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Arbitrary, Deferred, Duration, Effect, Exit, Fiber, Layer, Logger, Metric, References, Schema, Scope, Stream } from "effect"
+import { Arbitrary, Cause, Deferred, Duration, Effect, Exit, Fiber, Layer, Logger, Metric, References, Schema, Scope, Stream } from "effect"
 import type * as Http from "node:http"
 import * as Net from "node:net"
 import { WebSocket as WsClient } from "ws"
-import { Client, type Connection, Metrics, WebSocketError } from "@effect-websocket/core"
+import { Client, type Connection, Metrics, type Transport, WebSocketError } from "@effect-websocket/core"
 import { NodeClient, NodeServer, type NodeTransport } from "../src/index.ts"
 import { anyOptions, failureTags } from "./anyOptions.ts"
 import { refusingOptions } from "./refusing.ts"
@@ -657,24 +657,33 @@ describe("options and callbacks", () => {
       }
     }).pipe(Effect.provideService(References.MinimumLogLevel, "None"))) // the hooks' failures are logged at length
 
-  it.live("a wrapTransport that throws costs its connection only: the socket is released and shutdown ends in time", () =>
+  it.live("a wrapTransport that throws or returns no Transport costs its connection only: logged, the socket released, shutdown in time", () =>
     Effect.gen(function*() {
-      const scope = yield* Scope.make()
-      const server = yield* Scope.provide(
-        NodeServer.serve((c) => Stream.runForEach(c.messages, (m) => c.send(m)), {
-          shutdownTimeout: "2 seconds",
-          wrapTransport: () => {
-            throw new Error("boom")
-          }
-        }),
-        scope
-      )
-      const exchange = yield* rawExchange(server.address.port, upgradeRequest(goodHeaders))
-      assert.strictEqual(statusLine(exchange.response), "HTTP/1.1 101 Switching Protocols")
-      assert.isBelow(exchange.closedAfterMs, 2000, "the socket was released")
-      const started = Date.now()
-      yield* Scope.close(scope, Exit.void)
-      assert.isBelow(Date.now() - started, 2500)
+      const wrappers: ReadonlyArray<(t: Transport.Transport) => Transport.Transport> = [
+        () => {
+          throw new Error("boom")
+        },
+        (async (t: Transport.Transport) => t) as never, // an async wrapper
+        () => ({}) as never,
+        () => undefined as never
+      ]
+      for (const wrapTransport of wrappers) {
+        const logged: Array<string> = []
+        const logger = Logger.make((options) => logged.push(Cause.pretty(options.cause) + String(options.message)))
+        const scope = yield* Scope.make()
+        const server = yield* Scope.provide(
+          NodeServer.serve((c) => Stream.runForEach(c.messages, (m) => c.send(m)), { shutdownTimeout: "2 seconds", wrapTransport }),
+          scope
+        ).pipe(Effect.provideService(Logger.CurrentLoggers, new Set([logger])))
+        const exchange = yield* rawExchange(server.address.port, upgradeRequest(goodHeaders))
+        assert.strictEqual(statusLine(exchange.response), "HTTP/1.1 101 Switching Protocols")
+        assert.isBelow(exchange.closedAfterMs, 2000, "the socket was released")
+        assert.strictEqual(yield* server.connections, 0)
+        assert.isTrue(logged.some((line) => line.includes("wrapTransport")), logged.join("\n"))
+        const started = Date.now()
+        yield* Scope.close(scope, Exit.void)
+        assert.isBelow(Date.now() - started, 2500)
+      }
     }))
 
   it.live("a handler's own failure is logged as an error even when it has the tag of a connection error; its connection's own failure, passed on, at debug level only", () =>
