@@ -818,7 +818,8 @@ export const layerMemory = <E, R, RA = never>(
           const offered = connectOptions?.protocols ?? []
           const request: UpgradeRequest = { url: target.path, headers: requestHeaders, protocols: offered, remoteAddress: "memory" }
           const { responseHeaders, selected, span } = yield* acceptInMemory(server, request, shown, options, serverScope).pipe(
-            Effect.updateContext((current: Context.Context<never>) => Context.merge(context, current))
+            // (the server's services, as its handler has them; the caller's only where it has none: a tracer)
+            Effect.updateContext((current: Context.Context<never>) => Context.merge(current, context))
           )
           const result = yield* WebSocket.endClientHandshake(client, { responseHeaders }).pipe(
             Effect.catchTag("InvalidProtocolOperation", (error) => Effect.die(error))

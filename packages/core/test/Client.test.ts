@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Exit, Layer, Metric, Option, References, Scope, Stream } from "effect"
+import { Context, Deferred, Effect, Exit, Layer, Metric, Option, References, Scope, Stream } from "effect"
 import { Client, type Connection, Metrics, type Transport, WebSocket } from "../src/index.ts"
 import type { InvalidParameter } from "../src/WebSocketError.ts"
 
@@ -430,6 +430,23 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
         assert.deepStrictEqual(Option.map(info, (i) => [i.code, i.clean]), Option.some([1006, false]), message)
       }
     }).pipe(Effect.provideService(References.MinimumLogLevel, "None")))
+
+  it.effect("authorize and the handler see the server layer's services, not the caller's, as over a socket", () =>
+    Effect.gen(function*() {
+      const Who = Context.Service<"Who", string>("test/Who")
+      const seen: Array<string> = []
+      const see = (hook: string) => Effect.map(Effect.service(Who), (who) => seen.push(`${hook}: ${who}`))
+      const context = yield* Layer.build(
+        Client.layerMemory((c) => Effect.andThen(see("handler"), c.close()), { authorize: () => Effect.asVoid(see("authorize")) }).pipe(
+          Layer.provide(Layer.succeed(Who, "server"))
+        )
+      )
+      yield* Effect.scoped(Effect.flatMap(Client.connect("ws://h/"), (c) => c.closed)).pipe(
+        Effect.provideContext(context),
+        Effect.provideService(Who, "client")
+      )
+      assert.deepStrictEqual(seen, ["authorize: server", "handler: server"])
+    }))
 
   it.effect("path and authorize as with a server: 404 for another path, a Rejection's status and headers, 500 for a hook that breaks", () =>
     Effect.gen(function*() {
