@@ -181,6 +181,8 @@ class Pipe {
   buffered = 0
   ended = false
   broken = false
+  /** The reader closed its end: what is written is dropped (as a closed socket that still reads), its reads end. */
+  discarding = false
   readerWaiting: (() => void) | undefined = undefined
   readonly writersWaiting: Array<() => void> = []
   readonly highWaterMark: number
@@ -196,13 +198,13 @@ class Pipe {
     if (wake !== undefined) EventLoop.wake(wake)
   }
   wakeWriters() {
-    while (this.writersWaiting.length > 0 && (this.buffered < this.highWaterMark || this.broken || this.ended)) {
+    while (this.writersWaiting.length > 0 && (this.buffered < this.highWaterMark || this.broken || this.ended || this.discarding)) {
       EventLoop.wake(this.writersWaiting.shift()!)
     }
   }
   /** Copies what is buffered into `buffer`; -1 when nothing is and the pipe is still open. */
   take(buffer: Uint8Array): number {
-    if (this.buffered === 0) return this.ended || this.broken ? 0 : -1
+    if (this.buffered === 0) return this.ended || this.broken || this.discarding ? 0 : -1
     let n = 0
     while (n < buffer.length && this.chunks.size > 0) {
       const chunk = this.chunks.peek()!
@@ -228,7 +230,7 @@ const memoryEnd = (incoming: Pipe, outgoing: Pipe): Transport => {
     if (readable !== undefined && incoming.readerWaiting === readable) incoming.readerWaiting = undefined
     readable = undefined
     if (listener === undefined) return
-    if (incoming.buffered > 0 || incoming.ended || incoming.broken) return listener()
+    if (incoming.buffered > 0 || incoming.ended || incoming.broken || incoming.discarding) return listener()
     const wake = () => {
       if (readable !== wake) return
       readable = undefined
@@ -255,7 +257,7 @@ const memoryEnd = (incoming: Pipe, outgoing: Pipe): Transport => {
     })
   const tryWrite = (buffers: ReadonlyArray<Uint8Array>, owned?: boolean): boolean => {
     if (outgoing.broken || outgoing.ended || outgoing.buffered >= outgoing.highWaterMark) return false
-    push(buffers, owned)
+    if (!outgoing.discarding) push(buffers, owned)
     return true
   }
   const push = (buffers: ReadonlyArray<Uint8Array>, owned: boolean | undefined) => {
@@ -282,12 +284,15 @@ const memoryEnd = (incoming: Pipe, outgoing: Pipe): Transport => {
       if (outgoing.broken || outgoing.ended) {
         return Effect.fail(new TransportError({ message: "write after the transport was closed" }))
       }
+      if (outgoing.discarding) return Effect.void
       if (outgoing.buffered >= outgoing.highWaterMark) {
         return Effect.flatMap(
           Effect.callback<void>((resume) => {
             // looked at again as the wait starts (the fiber may have yielded since): room made
             // meanwhile woke no one
-            if (outgoing.buffered < outgoing.highWaterMark || outgoing.broken || outgoing.ended) return resume(Effect.void)
+            if (outgoing.buffered < outgoing.highWaterMark || outgoing.broken || outgoing.ended || outgoing.discarding) {
+              return resume(Effect.void)
+            }
             const wake = () => resume(Effect.void)
             outgoing.writersWaiting.push(wake)
             return Effect.sync(() => {
@@ -306,20 +311,27 @@ const memoryEnd = (incoming: Pipe, outgoing: Pipe): Transport => {
     outgoing.wakeReader()
     outgoing.wakeWriters() // writes waiting for room now fail
   })
-  const close = Effect.sync(() => {
-    outgoing.ended = true
-    outgoing.wakeReader()
-    outgoing.wakeWriters()
-    incoming.broken = true
-    incoming.chunks.clear()
-    incoming.head = 0
-    incoming.buffered = 0
-    incoming.wakeReader()
-    incoming.wakeWriters()
-  })
+  // Closed, the end drops what its peer still writes, as a closed socket reads and drops until
+  // its peer ends (so the peer's answer to a Close is not a failed write); destroyed, it breaks
+  // the peer's writes as a reset does.
+  const shut = (broken: boolean) =>
+    Effect.sync(() => {
+      outgoing.ended = true
+      outgoing.wakeReader()
+      outgoing.wakeWriters()
+      if (broken) incoming.broken = true
+      else incoming.discarding = true
+      incoming.chunks.clear()
+      incoming.head = 0
+      incoming.buffered = 0
+      incoming.wakeReader()
+      incoming.wakeWriters()
+    })
+  const close = shut(false)
+  const destroy = shut(true)
   const tryRead = (buffer: Uint8Array): number => incoming.take(buffer)
   const bufferedAmount = (): number => outgoing.buffered
-  return make({ read, write, end, close, tryWrite, tryRead, whenReadable, bufferedAmount })
+  return make({ read, write, end, close, destroy, tryWrite, tryRead, whenReadable, bufferedAmount })
 }
 
 const memoryHighWaterMark = (highWaterMark: number | undefined): Effect.Effect<number, InvalidParameter> =>
@@ -330,8 +342,9 @@ const memoryHighWaterMark = (highWaterMark: number | undefined): Effect.Effect<n
 /**
  * Two transports connected in memory: what one writes, the other reads. Each direction buffers
  * at most `highWaterMark` bytes (default 64 KiB; at least 1, or `Infinity`) before writers wait,
- * so backpressure behaves as over a socket; another value is an `InvalidParameter`. Closing the
- * scope closes both ends.
+ * so backpressure behaves as over a socket; another value is an `InvalidParameter`. As with a
+ * socket, an end that was closed drops what its peer still writes (the peer's reads end), and one
+ * that was destroyed makes the peer's writes fail. Closing the scope closes both ends.
  *
  * **Example**
  *

@@ -431,6 +431,17 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
       }
     }).pipe(Effect.provideService(References.MinimumLogLevel, "None")))
 
+  it.effect("a server that closes over a protocol error (1009) ends cleanly for the client, as over a socket: its answer to the Close is not a failed write", () =>
+    Effect.gen(function*() {
+      const { connect } = yield* memory({ maxMessageSize: 10 })
+      const info = yield* Effect.scoped(Effect.gen(function*() {
+        const connection = yield* connect("ws://h/")
+        yield* connection.send("more than ten bytes")
+        return yield* connection.closed
+      }))
+      assert.deepStrictEqual(info, { code: 1009, reason: "", clean: true, initiator: "remote" })
+    }))
+
   it.effect("authorize and the handler see the server layer's services, not the caller's, as over a socket", () =>
     Effect.gen(function*() {
       const Who = Context.Service<"Who", string>("test/Who")

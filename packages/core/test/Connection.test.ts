@@ -1746,7 +1746,7 @@ describe("Connection failures", () => {
       yield* waitUntil(() => got.length === 1, "the message taken")
       yield* settle
       // meanwhile the peer goes away, and a send fails
-      yield* peer.transport.close
+      yield* peer.transport.destroy!
       assert.strictEqual((yield* Effect.flip(connection.send("x")))._tag, "TransportError")
       yield* settle
       yield* Deferred.succeed(gate, undefined)
@@ -1764,7 +1764,7 @@ describe("Connection failures", () => {
       const consumer = yield* Effect.forkChild(Effect.andThen(Deferred.await(gate), drain(connection)))
       yield* peer.write(...Array.from({ length: 100 }, (_, i) => frame(0x1, `m${i}`)))
       // the peer goes away, and a send finds it gone
-      yield* peer.transport.close
+      yield* peer.transport.destroy!
       assert.strictEqual((yield* Effect.flip(connection.send("x")))._tag, "TransportError")
       yield* settle
       yield* Deferred.succeed(gate, undefined)
@@ -1779,7 +1779,7 @@ describe("Connection failures", () => {
       const { connection, peer } = yield* rawConnection("client")
       yield* peer.write(...Array.from({ length: 100 }, (_, i) => frame(0x1, `m${i}`)))
       yield* settle
-      yield* peer.transport.close
+      yield* peer.transport.destroy!
       assert.strictEqual((yield* Effect.flip(connection.send("x")))._tag, "TransportError")
       const info = yield* connection.closed
       assert.deepStrictEqual([info.code, info.clean], [1006, false])
@@ -1806,7 +1806,7 @@ describe("Connection failures", () => {
             if (wakeUp === "consumer") {
               got = Array.from(yield* Stream.runCollect(Stream.take(connection.messages, 2)))
             } else {
-              yield* peer.transport.close
+              yield* peer.transport.destroy!
               yield* Effect.exit(connection.send("x"))
             }
             yield* connection.abort

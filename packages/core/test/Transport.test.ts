@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Fiber, Option, Scheduler } from "effect"
+import { Cause, Effect, Exit, Fiber, Option, Scheduler } from "effect"
 import { Transport } from "../src/index.ts"
 import * as EventLoop from "../src/internal/eventLoop.ts"
 
@@ -135,26 +135,32 @@ describe("Transport.makeMemoryPair", () => {
       assert.strictEqual(yield* Fiber.join(reader), 0)
     }))
 
-  it.effect("close: later writes fail with TransportError on both ends, reads return 0", () =>
-    Effect.gen(function*() {
-      const [a, b] = yield* Transport.makeMemoryPair()
-      yield* b.write([encoder.encode("unread")])
-      yield* a.write([encoder.encode("sent before close")])
-      const pendingRead = yield* Effect.forkChild(a.read(new Uint8Array(8)).pipe(Effect.andThen(a.read(new Uint8Array(8)))))
-      yield* a.close
-      yield* a.close // idempotent
-      const error = yield* Effect.flip(a.write([new Uint8Array([1])]))
-      assert.strictEqual(error._tag, "TransportError")
-      assert.isTrue(Transport.isTransportError(error))
-      // what a had not read is discarded
-      assert.strictEqual(yield* a.read(new Uint8Array(8)), 0)
-      assert.strictEqual(yield* Fiber.join(pendingRead), 0)
-      // the peer still reads what a wrote before closing, then 0
-      const got = yield* readAll(b)
-      assert.strictEqual(decoder.decode(got), "sent before close")
-      const peerError = yield* Effect.flip(b.write([new Uint8Array([1])]))
-      assert.isTrue(Transport.isTransportError(peerError))
-    }))
+  for (const how of ["close", "destroy"] as const) {
+    it.effect(`${how}: later writes fail with TransportError, reads return 0; the peer's writes are ${how === "close" ? "dropped, as a closed socket drops them" : "refused, as after a reset"}`, () =>
+      Effect.gen(function*() {
+        const [a, b] = yield* Transport.makeMemoryPair()
+        yield* b.write([encoder.encode("unread")])
+        yield* a.write([encoder.encode("sent before close")])
+        const pendingRead = yield* Effect.forkChild(a.read(new Uint8Array(8)).pipe(Effect.andThen(a.read(new Uint8Array(8)))))
+        yield* a[how]!
+        yield* a[how]! // idempotent
+        const error = yield* Effect.flip(a.write([new Uint8Array([1])]))
+        assert.strictEqual(error._tag, "TransportError")
+        assert.isTrue(Transport.isTransportError(error))
+        assert.isFalse(a.tryWrite!([new Uint8Array([1])]))
+        // what a had not read is discarded
+        assert.strictEqual(yield* a.read(new Uint8Array(8)), 0)
+        assert.strictEqual(yield* Fiber.join(pendingRead), 0)
+        // the peer still reads what a wrote before closing, then 0
+        const got = yield* readAll(b)
+        assert.strictEqual(decoder.decode(got), "sent before close")
+        const peerWrite = yield* Effect.exit(b.write([new Uint8Array([1])]))
+        assert.strictEqual(Exit.isSuccess(peerWrite), how === "close")
+        assert.strictEqual(b.tryWrite!([new Uint8Array([1])]), how === "close")
+        assert.strictEqual(b.bufferedAmount!(), 0, "nothing is kept")
+        assert.strictEqual(yield* a.read(new Uint8Array(8)), 0)
+      }))
+  }
 
   it.effect("closing the scope closes both ends", () =>
     Effect.gen(function*() {
@@ -212,16 +218,19 @@ describe("Transport.makeMemoryPair", () => {
       assert.strictEqual(got[10 * 1024], 2)
     }))
 
-  it.effect("a waiting writer fails with TransportError when the peer closes", () =>
+  it.effect("a waiting writer fails with TransportError when the peer is destroyed, and is done (its bytes dropped) when the peer closes", () =>
     Effect.gen(function*() {
-      const [a, b] = yield* Transport.makeMemoryPair({ highWaterMark: 16 })
-      yield* a.write([new Uint8Array(16)])
-      const writer = yield* Effect.forkChild(a.write([new Uint8Array(1)]))
-      yield* settle
-      assert.isUndefined(writer.pollUnsafe())
-      yield* b.close
-      const error = yield* Effect.flip(Fiber.join(writer))
-      assert.isTrue(Transport.isTransportError(error))
+      for (const how of ["destroy", "close"] as const) {
+        const [a, b] = yield* Transport.makeMemoryPair({ highWaterMark: 16 })
+        yield* a.write([new Uint8Array(16)])
+        const writer = yield* Effect.forkChild(a.write([new Uint8Array(1)]))
+        yield* settle
+        assert.isUndefined(writer.pollUnsafe())
+        yield* b[how]!
+        const exit = yield* Fiber.await(writer)
+        if (how === "close") assert.isTrue(Exit.isSuccess(exit))
+        else assert.isTrue(Exit.isFailure(exit) && Transport.isTransportError(Cause.squash(exit.cause)))
+      }
     }))
 
   it.effect("a waiting writer fails with TransportError when its own end is closed or ended", () =>
@@ -234,10 +243,10 @@ describe("Transport.makeMemoryPair", () => {
       yield* settle
       assert.isUndefined(writerA.pollUnsafe())
       assert.isUndefined(writerB.pollUnsafe())
-      yield* a.close
-      assert.isTrue(Transport.isTransportError(yield* Effect.flip(Fiber.join(writerA))))
       yield* b.end
       assert.isTrue(Transport.isTransportError(yield* Effect.flip(Fiber.join(writerB))))
+      yield* a.close
+      assert.isTrue(Transport.isTransportError(yield* Effect.flip(Fiber.join(writerA))))
     }))
 
   it.effect("an interrupted waiting writer leaves nothing behind", () =>
