@@ -58,8 +58,9 @@ const invalidClose = (code: number, reason: string): InvalidParameter | undefine
  * it attaches to the connection's single message stream. Acquisitions are exclusive: while one
  * reader's scope is open, another acquisition waits until it closes (so two readers never split
  * the messages between them; acquiring a second reader in the scope of the first waits forever).
- * Messages the released reader did not pull stay queued for the next one. Each `pull` returns every message received so far (at least one, waiting when there is
- * none), text as a `string` and binary as a `Uint8Array`. When the connection ends, the messages
+ * Messages the released reader did not pull stay queued for the next one. Each `pull` returns
+ * the next message, in a batch of one (waiting when there is none), text as a `string` and binary
+ * as a `Uint8Array`. When the connection ends, the messages
  * received before the end are pulled first, then `pull` fails, for this reader and every later
  * one, with a `SocketError` wrapping:
  *
