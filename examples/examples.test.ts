@@ -53,10 +53,26 @@ describe("the chat example", () => {
     }))
 })
 
-describe("the chat example with a client that stops reading", () => {
-  it.live("the others get every message, and the slow client is cut off once its outbox is full", () =>
+describe("the chat example with many members talking at once", () => {
+  it.live("cuts no one off: 300 members each say one thing at the same moment, and each hears the 299 others", () =>
     Effect.gen(function*() {
-      const server = yield* NodeServer.serve(yield* chatRoom(64))
+      const server = yield* NodeServer.serve(yield* chatRoom())
+      const count = 300
+      const members = yield* Effect.all(Array.from({ length: count }, () => NodeClient.connect(server.url)), { concurrency: 50 })
+      for (let i = 0; i < 400 && (yield* server.connections) < count; i++) yield* Effect.sleep("5 millis")
+      yield* Effect.forEach(members, (member, i) => member.send(`hello from ${i}`), { concurrency: "unbounded", discard: true })
+      const heard = yield* Effect.forEach(members, (member) => Stream.runCount(Stream.take(member.messages, count - 1)), {
+        concurrency: "unbounded"
+      }).pipe(Effect.timeout("20 seconds"))
+      assert.deepStrictEqual(heard, members.map(() => count - 1))
+      assert.strictEqual(yield* server.connections, count)
+    }))
+})
+
+describe("the chat example with a client that stops reading", () => {
+  it.live("the others get every message, and the slow client is cut off once its backlog is full", () =>
+    Effect.gen(function*() {
+      const server = yield* NodeServer.serve(yield* chatRoom())
       // a client that answers the handshake and then reads nothing
       const slow = Net.connect(server.address.port, "127.0.0.1")
       slow.on("error", () => {})
