@@ -16,16 +16,22 @@ import { controlFrames, fail, json, orUndefined, stats, stdinLines, subprotocols
 import * as Output from "./Output.ts"
 
 /**
- * Messages relayed to one client (`--broadcast`, stdin lines) that may wait while it is slow; a
- * client that falls further behind (it stopped reading) is cut off, so that it stalls no one.
+ * Bytes relayed to one client (`--broadcast`, stdin lines) that may wait while it is slow (in its
+ * outbox and its socket); a client that falls further behind (it stopped reading) is cut off, so
+ * that it stalls no one. Bytes, not messages: when many clients talk at once, a healthy client's
+ * outbox holds many messages for a moment, before its fiber runs.
  */
-const OUTBOX = 1024
+const BACKLOG = 16 * 1024 * 1024
 
 /** A connected client and the messages relayed to it, sent by a fiber of its own. */
 interface Peer {
   readonly connection: Connection.Connection
   readonly outbox: Queue.Queue<Connection.Message>
+  /** Bytes in the outbox (a string counts its length). */
+  queued: number
 }
+
+const sizeOf = (message: Connection.Message) => typeof message === "string" ? message.length : message.byteLength
 
 const flags = {
   host: Flag.String("host").pipe(
@@ -124,11 +130,16 @@ export const command = Command.make(
     let ended: Output.Totals = Output.sumTotals([])
     let lastId = 0
 
-    /** Hands `message` to the outbox of every target; one whose outbox is full is cut off (1006). */
+    /** Hands `message` to the outbox of every target; one that is `BACKLOG` behind is cut off (1006). */
     const relay = (message: Connection.Message, targets: Iterable<Peer>) =>
       Effect.forEach(
         targets,
-        (target) => Effect.flatMap(Queue.offer(target.outbox, message), (queued) => (queued ? Effect.void : target.connection.abort)),
+        (target) => {
+          const size = sizeOf(message)
+          if (target.queued + target.connection.bufferedAmount + size > BACKLOG) return target.connection.abort
+          target.queued += size
+          return Queue.offer(target.outbox, message)
+        },
         { discard: true }
       )
 
@@ -151,9 +162,13 @@ export const command = Command.make(
         }
       })
       return Effect.gen(function*() {
-        const outbox = yield* Queue.dropping<Connection.Message>(OUTBOX)
-        const sender = yield* Effect.forkChild(Stream.runForEach(Stream.fromQueue(outbox), (message) => Effect.ignore(connection.send(message))))
-        clients.set(id, { connection, outbox })
+        // (bounded by BACKLOG: `relay` offers no more)
+        const peer: Peer = { connection, outbox: yield* Queue.unbounded<Connection.Message>(), queued: 0 }
+        const sender = yield* Effect.forkChild(Stream.runForEach(Stream.fromQueue(peer.outbox), (message) => {
+          peer.queued -= sizeOf(message)
+          return Effect.ignore(connection.send(message))
+        }))
+        clients.set(id, peer)
         yield* output.emit({
           event: "open",
           client: id,
