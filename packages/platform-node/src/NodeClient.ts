@@ -24,7 +24,10 @@ import * as NodeTransport from "./NodeTransport.ts"
  * @since 0.1.0
  */
 export interface ConnectOptions extends Client.ConnectOptions {
-  /** TLS settings for `wss://` (`ca`, `cert`, `key`, `rejectUnauthorized`, `servername`, ...). */
+  /**
+   * TLS settings for `wss://` (`ca`, `cert`, `key`, `rejectUnauthorized`, `servername`, ...). The
+   * URL says where to connect: a `host`, `port` or `path` here does not change it (as with `ws`).
+   */
   readonly tls?: Tls.ConnectionOptions | undefined
   /**
    * Connect to this Unix domain socket instead of the URL's host (also
@@ -112,14 +115,15 @@ const request = (
   Effect.callback<Upgraded, RequestFailure>((resume) => {
     const raw: Array<[string, string]> = headers.map((h) => [h.name, h.value])
     const options: Https.RequestOptions = {
+      // SNI carries host names only (RFC 6066 section 3), never an IP address; the URL's host,
+      // port and path win over those of the TLS options (as with ws)
+      ...(target.secure ? { ...(Net.isIP(target.hostname) === 0 ? { servername: target.hostname } : {}), ...tls } : {}),
       method: "GET",
       path: target.path,
       headers: raw as unknown as Http.OutgoingHttpHeaders,
       setHost: false,
       agent: false,
-      ...(target.socketPath === undefined ? { host: target.hostname, port: target.port } : { socketPath: target.socketPath }),
-      // SNI carries host names only (RFC 6066 section 3), never an IP address
-      ...(target.secure ? { ...(Net.isIP(target.hostname) === 0 ? { servername: target.hostname } : {}), ...tls } : {})
+      ...(target.socketPath === undefined ? { host: target.hostname, port: target.port } : { socketPath: target.socketPath })
     }
     let req: Http.ClientRequest
     try {

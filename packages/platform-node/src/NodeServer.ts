@@ -17,7 +17,7 @@
  *
  * @since 0.1.0
  */
-import { Client, Connection, WebSocket, type WebSocketError } from "@effect-websocket/core"
+import { Client, Connection, WebSocket, WebSocketError } from "@effect-websocket/core"
 import { HttpHeader, Options } from "@effect-websocket/schema"
 import { Cause, Context, Duration, Effect, Exit, Fiber, FiberSet, Layer, Option, Predicate, Schema } from "effect"
 import type { Scope, Tracer } from "effect"
@@ -90,7 +90,8 @@ export interface ServeOptions<RA = never> extends UpgradeOptions<RA> {
   /**
    * Serve `wss://` with these TLS settings, which give the server its identity: `cert` and `key`,
    * `pfx`, `SNICallback` or `pskCallback` (or anonymous cipher suites only). Without one no
-   * handshake could succeed, and the server does not start.
+   * handshake could succeed, and the server does not start; nor with settings Node refuses (a key
+   * that does not match its certificate, a wrong passphrase): an `InvalidParameter` naming `tls`.
    */
   readonly tls?: Tls.SecureContextOptions & Tls.TlsOptions | undefined
   /**
@@ -493,11 +494,14 @@ export const serve = <E, R, RA = never>(
         tls !== undefined
           ? Https.createServer(serverOptions, onRequest)
           : Http.createServer(serverOptions, onRequest),
-      catch: (cause) =>
-        new ServeError({
-          message: `cannot create the server: ${cause instanceof Error ? cause.message : String(cause)}`,
-          cause
-        })
+      catch: (cause): ServeError | WebSocketError.InvalidParameter => {
+        const message = cause instanceof Error ? cause.message : String(cause)
+        // (the other options were checked: what Node refuses here are the TLS settings, a key
+        // that does not match its certificate, a wrong passphrase, a certificate that does not parse)
+        return tls !== undefined
+          ? new WebSocketError.InvalidParameter({ parameter: "tls", message: `tls: ${message}`, cause })
+          : new ServeError({ message: `cannot create the server: ${message}`, cause })
+      }
     })
     // requests that Node's parser refuses before any upgrade: counted as refused upgrades too
     // (in the program's metrics); a connection that failed (reset) is no request, as for Node

@@ -832,13 +832,13 @@ describe("any options", () => {
 })
 
 describe("TLS settings", () => {
-  it.live("an invalid certificate is a ServeError, not a crash", () =>
+  it.live("an invalid certificate is an InvalidParameter naming tls (as for a client), not a crash", () =>
     Effect.gen(function*() {
-      const error = yield* Effect.flip(
-        NodeServer.serve(() => Effect.void, { tls: { cert: "not a certificate", key: "not a key" } })
-      )
-      assert.strictEqual(error._tag, "ServeError")
-      assert.match(error.message, /cannot create the server/)
+      for (const tls of [{ cert: "not a certificate", key: "not a key" }, { cert: 42, key: "k" }, { pfx: "p", minVersion: "TLSv9" }]) {
+        const error = yield* Effect.flip(NodeServer.serve(() => Effect.void, { tls: tls as never }))
+        assert.deepStrictEqual([error._tag, error._tag === "InvalidParameter" && error.parameter], ["InvalidParameter", "tls"])
+        assert.match(error.message, /^tls: /)
+      }
     }))
 })
 

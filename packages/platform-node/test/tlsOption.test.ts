@@ -3,18 +3,34 @@ import { Effect } from "effect"
 import { decodeTls } from "../src/internal/tlsOption.ts"
 
 describe("the tls option", () => {
-  it.effect("a server's needs an identity of its own: a certificate, a pfx, an SNICallback, a pskCallback or anonymous ciphers only", () =>
+  it.effect("a server's needs an identity of its own: a certificate and its key, a pfx, an SNICallback, a pskCallback or anonymous ciphers only", () =>
     Effect.gen(function*() {
       const valid: ReadonlyArray<object> = [
         { cert: "c", key: "k" },
+        { cert: [Buffer.from("c")], key: [{ pem: "k" }] },
         { pfx: "p" },
+        { pfx: [{ buf: Buffer.from("p") }] },
         { SNICallback: () => {} },
         { pskCallback: () => null },
         { ciphers: "aNULL:@SECLEVEL=0", maxVersion: "TLSv1.2" }
       ]
       for (const tls of valid) assert.strictEqual(yield* decodeTls(tls, "server"), tls)
       // (a spread, as the server makes of them, copies own properties only; a server does not read secureContext)
-      const refused: ReadonlyArray<object> = [{}, Object.create({ cert: "c", key: "k" }), { secureContext: {} }, { cert: undefined }]
+      const refused: ReadonlyArray<object> = [
+        {},
+        Object.create({ cert: "c", key: "k" }),
+        { secureContext: {} },
+        { cert: undefined },
+        // a certificate without its key, or options that hold nothing
+        { cert: "c" },
+        { cert: null, key: "k" },
+        { cert: "", key: "k" },
+        { cert: [], key: [] },
+        { cert: Buffer.alloc(0), key: "k" },
+        { pfx: null },
+        { SNICallback: null },
+        { pskCallback: "psk" }
+      ]
       for (const tls of refused) {
         const error = yield* Effect.flip(decodeTls(tls, "server"))
         assert.deepStrictEqual([error.parameter, error.message.startsWith("a server's tls needs its identity")], ["tls", true])

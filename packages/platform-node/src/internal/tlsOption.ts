@@ -6,23 +6,31 @@
 import { WebSocketError } from "@effect-websocket/core"
 import { Effect } from "effect"
 
-/** What a server needs of its TLS options to complete any handshake: an identity. */
-const SERVER_IDENTITY = ["cert", "pfx", "SNICallback", "pskCallback"]
-
 /** Cipher suites without certificates (anonymous Diffie-Hellman): a server that offers only those needs none. */
 const ANONYMOUS_CIPHERS = /aNULL|ADH|AECDH/i
 
-/** Whether the options a server copies (own enumerable ones, as a spread does) give it an identity. */
+/** Whether a TLS option holds something: not `undefined`, `null`, an empty string, list or buffer. */
+const present = (value: unknown): boolean =>
+  value !== undefined && value !== null && !((typeof value === "string" || Array.isArray(value) || ArrayBuffer.isView(value)) &&
+    (ArrayBuffer.isView(value) ? value.byteLength : value.length) === 0)
+
+/**
+ * Whether the options a server copies (own enumerable ones, as a spread does) give it an identity:
+ * a certificate with its key, a `pfx`, an `SNICallback` or `pskCallback` function, or anonymous
+ * cipher suites only.
+ */
 const hasServerIdentity = (tls: Record<string, unknown>): boolean => {
-  const own = (key: string) => Object.prototype.propertyIsEnumerable.call(tls, key) && tls[key] !== undefined
-  return SERVER_IDENTITY.some(own) || (own("ciphers") && typeof tls.ciphers === "string" && ANONYMOUS_CIPHERS.test(tls.ciphers))
+  const own = (key: string) => Object.prototype.propertyIsEnumerable.call(tls, key) ? tls[key] : undefined
+  return (present(own("cert")) && present(own("key"))) || present(own("pfx")) ||
+    typeof own("SNICallback") === "function" || typeof own("pskCallback") === "function" ||
+    (typeof own("ciphers") === "string" && ANONYMOUS_CIPHERS.test(own("ciphers") as string))
 }
 
 /**
  * `tls` when it is Node's TLS options, an object (`undefined`: none); an `InvalidParameter` naming
- * `tls` otherwise, and for a server's options that give no identity (a certificate, a `pfx`, an
- * `SNICallback` or a `pskCallback`, or anonymous cipher suites only), with which no client could
- * complete a handshake.
+ * `tls` otherwise, and for a server's options that give no identity (a certificate and its key, a
+ * `pfx`, an `SNICallback` or a `pskCallback`, or anonymous cipher suites only), with which no
+ * client could complete a handshake.
  */
 export const decodeTls = <T extends object>(tls: T | undefined, side: "client" | "server"): Effect.Effect<T | undefined, WebSocketError.InvalidParameter> => {
   if (tls === undefined) return Effect.succeed(undefined)
@@ -36,7 +44,7 @@ export const decodeTls = <T extends object>(tls: T | undefined, side: "client" |
     return Effect.fail(
       new WebSocketError.InvalidParameter({
         parameter: "tls",
-        message: "a server's tls needs its identity: cert (and key), pfx, SNICallback or pskCallback, as its own properties (a server does not read secureContext)"
+        message: "a server's tls needs its identity: cert and key, pfx, SNICallback or pskCallback, as its own properties (a server does not read secureContext)"
       })
     )
   }

@@ -97,6 +97,23 @@ describe("TLS", () => {
       assert.deepStrictEqual(serverInfo, { code: 1000, reason: "done", clean: true, initiator: "remote" })
     }), 60_000)
 
+  it.live("a key that does not match its certificate is an InvalidParameter naming tls; the URL's host, port and path win over the tls option's", () =>
+    Effect.gen(function*() {
+      const one = yield* certificate
+      const other = yield* certificate
+      const error = yield* Effect.flip(NodeServer.serve(() => Effect.void, { tls: { cert: one.cert, key: other.key } }))
+      assert.deepStrictEqual([error._tag, error._tag === "InvalidParameter" && error.parameter], ["InvalidParameter", "tls"])
+      const paths: Array<string> = []
+      const server = yield* NodeServer.serve((c, request) => Effect.andThen(Effect.sync(() => paths.push(request.url)), c.close()), {
+        tls: one
+      })
+      // (as with ws: Node's request options of the same names do not redirect the connection)
+      const tls = { ca: one.cert, host: "nowhere.invalid", port: 1, path: "/elsewhere" } as never
+      const info = yield* Effect.scoped(Effect.flatMap(NodeClient.connect(`${server.url}chat`, { tls }), (c) => c.closed))
+      assert.strictEqual(info.code, 1000)
+      assert.deepStrictEqual(paths, ["/chat"])
+    }), 60_000)
+
   it.live("client certificates: authorize reads the TLS socket of the request behind the upgrade (incomingMessage)", () =>
     Effect.gen(function*() {
       const server = yield* certificate
