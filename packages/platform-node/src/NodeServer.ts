@@ -508,6 +508,12 @@ export const serve = <E, R, RA = never>(
     const services = yield* Effect.context<never>()
     server.on("clientError", (error: Error & { code?: string }, socket) => {
       if (error.code === "ECONNRESET" || !socket.writable) return socket.destroy()
+      if (error.code?.startsWith("ERR_TLS") === true) {
+        // the TLS handshake did not finish: nothing can be answered in HTTP; a client that is
+        // too slow for it counts as one that sends no request in time
+        if (error.code === "ERR_TLS_HANDSHAKE_TIMEOUT") Effect.runSyncWith(services)(Client.serverHandshakeFailed("RequestTimeout", 408))
+        return socket.destroy()
+      }
       const [reason, status, message] = error.code === "HPE_HEADER_OVERFLOW"
         ? ["HeaderTooLarge", 431, "request headers too large"] as const
         : error.code === "ERR_HTTP_REQUEST_TIMEOUT"
