@@ -124,7 +124,10 @@ export type ServeFailure = ServeError | WebSocketError.InvalidParameter
 export interface Server {
   readonly [TypeId]: typeof TypeId
   readonly address: Net.AddressInfo
-  /** `ws://host:port/path` (or `wss://`), with IPv6 hosts in brackets. */
+  /**
+   * `ws://host:port/path` (or `wss://`): the `host` option when it is a name (`localhost`), else the
+   * address bound, IPv6 in brackets.
+   */
   readonly url: string
   /** Connections currently open. */
   readonly connections: Effect.Effect<number>
@@ -600,7 +603,8 @@ export const serve = <E, R, RA = never>(
       )
     )
     const address = server.address() as Net.AddressInfo
-    const urlHost = address.family === "IPv6" ? `[${address.address}]` : address.address
+    // a host name given stays in the URL (the name a certificate carries); an address is the one bound
+    const urlHost = Net.isIP(host) === 0 ? host : address.family === "IPv6" ? `[${address.address}]` : address.address
     return {
       [TypeId]: TypeId,
       address,

@@ -608,6 +608,15 @@ describe("addresses", () => {
       assert.strictEqual(reply, "over IPv6")
       assert.isTrue((yield* connection.close()).clean)
     }))
+
+  it.live("a host name stays in the server's URL (the name its certificate carries); a client reaches it there", () =>
+    Effect.gen(function*() {
+      const server = yield* NodeServer.serve((connection) => connection.close(4000), { host: "localhost", path: "/p" })
+      assert.match(server.url, /^ws:\/\/localhost:\d+\/p$/)
+      assert.strictEqual(server.url, `ws://localhost:${server.address.port}/p`)
+      const info = yield* Effect.scoped(Effect.flatMap(NodeClient.connect(server.url), (c) => c.closed))
+      assert.strictEqual(info.code, 4000)
+    }))
 })
 
 // ---------------------------------------------------------------------------------------------
