@@ -7,7 +7,7 @@
  * @since 0.1.0
  */
 import { HandshakeHeaders, HttpHeader, Options, Property } from "@effect-websocket/schema"
-import { Cause, Context, Duration, Effect, Exit, Layer, Metric, Option, Predicate, Result, Schema, Scope, type Tracer } from "effect"
+import { Cause, Context, Duration, Effect, Exit, Fiber, Layer, Metric, Option, Predicate, Result, Schema, Scope, type Tracer } from "effect"
 import * as Connection from "./Connection.ts"
 import {
   checkRequest,
@@ -610,8 +610,9 @@ export const isClientError = (u: unknown): u is ConnectError | HandshakeRejected
  * acquired (its handle, socket, fibers, buffers) is released at once when it fails (or is
  * interrupted), and once the connection it made has ended (its `closed` completed: closed by
  * either side, aborted, lost), rather than when the caller's scope closes. Retries and reconnects
- * in a long-lived scope (a layer's) then pile nothing up. Every {@link Client.connect} runs its
- * attempt this way.
+ * in a long-lived scope (a layer's) then pile nothing up. The caller's scope closing while the
+ * attempt runs (closed by another fiber, or before it started) interrupts it. Every
+ * {@link Client.connect} runs its attempt this way.
  *
  * @category combinators
  * @since 0.1.0
@@ -621,8 +622,17 @@ export const releaseOnEnd = <A extends { readonly closed: Effect.Effect<unknown>
 ): Effect.Effect<A, E, Exclude<R, Scope.Scope> | Scope.Scope> =>
   Effect.uninterruptibleMask((restore) =>
     Effect.gen(function*() {
-      const scope = yield* Scope.fork(yield* Effect.scope)
-      const exit = yield* Effect.exit(restore(Scope.provide(attempt, scope)))
+      const caller = yield* Effect.scope
+      if (caller.state._tag === "Closed") return yield* Effect.interrupt
+      const scope = yield* Scope.fork(caller)
+      // The attempt runs in a fiber of its own, in a scope inside `scope`: the caller's scope
+      // closing while it runs (from another fiber) interrupts it first, then releases what it
+      // acquired, as when its own fiber is interrupted (rather than it going on with a handle
+      // deleted under it); and the caller sees an interruption.
+      const inner = yield* Scope.fork(scope)
+      const attempting = yield* Effect.forkChild(restore(Scope.provide(attempt, inner)), { startImmediately: true })
+      yield* Scope.addFinalizer(scope, Fiber.interrupt(attempting))
+      const exit = yield* Effect.exit(Effect.onInterrupt(restore(Fiber.join(attempting)), () => Fiber.interrupt(attempting)))
       if (Exit.isFailure(exit)) {
         yield* Scope.close(scope, exit)
         return yield* exit

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Deferred, Effect, Exit, Layer, Metric, Option, References, Scope, Stream } from "effect"
+import { Context, Deferred, Effect, Exit, Fiber, Layer, Metric, Option, References, Scope, Stream } from "effect"
 import { Client, type Connection, Metrics, type Transport, WebSocket } from "../src/index.ts"
 import type { InvalidParameter } from "../src/WebSocketError.ts"
 
@@ -440,6 +440,19 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
         return yield* connection.closed
       }))
       assert.deepStrictEqual(info, { code: 1009, reason: "", clean: true, initiator: "remote" })
+    }))
+
+  it.live("an attempt whose scope is closed meanwhile (by another fiber, or before it started) is interrupted, not a 400 or a defect", () =>
+    Effect.gen(function*() {
+      const { connect } = yield* memory({ authorize: () => Effect.sleep("100 millis") })
+      const scope = yield* Scope.make()
+      const attempt = yield* Effect.forkChild(Scope.provide(connect("ws://h/"), scope))
+      yield* Effect.sleep("20 millis") // in authorize
+      yield* Scope.close(scope, Exit.void)
+      const exit = yield* Fiber.await(attempt)
+      assert.isTrue(Exit.hasInterrupts(exit) && !Exit.hasDies(exit) && !Exit.hasFails(exit), String(exit))
+      const late = yield* Effect.exit(Scope.provide(connect("ws://h/"), scope))
+      assert.isTrue(Exit.hasInterrupts(late) && !Exit.hasDies(late) && !Exit.hasFails(late), String(late))
     }))
 
   it.effect("authorize and the handler see the server layer's services, not the caller's, as over a socket", () =>

@@ -183,6 +183,25 @@ describe("NodeClient.connect failures", () => {
       assert.isTrue(yield* eventually(() => open === 0), "every attempt's socket is closed")
     }))
 
+  it.live("an attempt whose scope is closed meanwhile (by another fiber, or before it started) is interrupted, and its socket goes", () =>
+    Effect.gen(function*() {
+      const server = yield* NodeServer.serve((c) => Stream.runDrain(c.messages), {
+        authorize: () => Effect.sleep("100 millis")
+      })
+      const scope = yield* Scope.make()
+      const attempt = yield* Effect.forkChild(Scope.provide(NodeClient.connect(server.url), scope))
+      yield* Effect.sleep("20 millis") // the upgrade request is in authorize
+      yield* Scope.close(scope, Exit.void)
+      const exit = yield* Fiber.await(attempt)
+      assert.isTrue(Exit.hasInterrupts(exit) && !Exit.hasDies(exit), String(exit))
+      const closed = yield* Scope.make()
+      yield* Scope.close(closed, Exit.void)
+      const late = yield* Effect.exit(Scope.provide(NodeClient.connect(server.url), closed))
+      assert.isTrue(Exit.hasInterrupts(late) && !Exit.hasDies(late), String(late))
+      yield* Effect.sleep("200 millis") // authorize done: the 101 finds no one
+      assert.isTrue(yield* eventually(() => Effect.runSync(server.connections) === 0, 2000), "no connection left open on the server")
+    }))
+
   it.live("a failed attempt releases its socket at once, not when the caller's scope closes (retries do not pile up)", () =>
     Effect.gen(function*() {
       const { port, server } = yield* listen(() => Http.createServer())
