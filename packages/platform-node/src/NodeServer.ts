@@ -183,7 +183,7 @@ const refuse = (
   socket.once("close", () => clearTimeout(timer))
 }
 
-/** How long a shutting-down server lets its last sockets end on their own before destroying them. */
+/** How long a shutting-down server lets its last sockets end on their own before destroying them (at most its shutdownTimeout). */
 const SOCKET_GRACE_MS = 1000
 
 /** The longest delay a Node timer takes (about 24.8 days); a longer one fires at once. */
@@ -538,9 +538,10 @@ export const serve = <E, R, RA = never>(
     })
     // Runs last: the connections have ended; what is still open a moment later (a socket ending
     // gracefully, a client still in its TLS handshake) is destroyed, so the shutdown is bounded.
+    const grace = Math.min(SOCKET_GRACE_MS, Math.ceil(Duration.toMillis(shutdownTimeout)))
     yield* Effect.addFinalizer(() =>
       Effect.callback<void>((resume) => {
-        const timer = setTimeout(() => sockets.forEach((socket) => socket.destroy()), SOCKET_GRACE_MS)
+        const timer = setTimeout(() => sockets.forEach((socket) => socket.destroy()), grace)
         server.close(() => {
           clearTimeout(timer)
           resume(Effect.void)

@@ -243,10 +243,10 @@ describe("TLS", () => {
       const scope = yield* Scope.make()
       const { server } = yield* echoServer({ tls: { cert, key }, handshakeTimeout: "300 millis" }).pipe(Scope.provide(scope))
       /** A TCP connection that sends nothing: resolves with how long the server kept it. */
-      const silent = () =>
+      const silent = (port = server.address.port) =>
         Effect.callback<number>((resume) => {
           const started = Date.now()
-          const socket = Net.connect(server.address.port, "127.0.0.1")
+          const socket = Net.connect(port, "127.0.0.1")
           socket.on("error", () => {})
           socket.on("close", () => resume(Effect.succeed(Date.now() - started)))
           return Effect.sync(() => socket.destroy())
@@ -265,6 +265,15 @@ describe("TLS", () => {
       yield* Effect.sleep("50 millis")
       yield* within(Scope.close(scope, Exit.void), 5_000, "the shutdown")
       yield* within(Fiber.join(second), 5_000, "the silent client to be dropped")
+      // and within about its shutdownTimeout when that is shorter than the handshake timeout
+      const shortScope = yield* Scope.make()
+      const short = yield* echoServer({ tls: { cert, key }, shutdownTimeout: "100 millis" }).pipe(Scope.provide(shortScope))
+      const third = yield* Effect.forkChild(silent(short.server.address.port))
+      yield* Effect.sleep("50 millis")
+      const started = Date.now()
+      yield* within(Scope.close(shortScope, Exit.void), 5_000, "the shutdown")
+      assert.isBelow(Date.now() - started, 700, "the shutdown took about its shutdownTimeout")
+      yield* within(Fiber.join(third), 5_000, "the silent client to be dropped")
     }))
 
   it.live("connect with the CA but expecting another server name fails with ConnectError reason Tls", () =>
