@@ -1,10 +1,10 @@
 // A chat room: every message a client sends goes to every other client in the room. Each member
-// has an outbox that a fiber of its own sends from, so a broadcast never waits for anyone; a
-// member with more than `backlog` bytes not yet sent (what waits in its outbox and what its
-// socket still holds: it stopped reading) is cut off, as `ws` users terminate a client whose
-// `bufferedAmount` keeps growing. Counted in bytes, not messages: many members talking at once
-// fill outboxes with many small messages before their fibers run, and a few large ones are
-// what costs memory. One slow client neither stalls the room nor holds more than `backlog`.
+// has an outbox that a fiber of its own sends from, so a broadcast never waits for anyone. A
+// member that owes more than `backlog` bytes (in its outbox and its send under way) and has not
+// completed a send for `patience` (it stopped reading) is cut off, as `ws` users terminate a
+// client whose `bufferedAmount` keeps growing. Owing much for a moment is no reason: when many
+// members talk at once, a healthy member's outbox fills before its fiber runs. One slow client
+// neither stalls the room nor holds more than `backlog` and what arrives within `patience`.
 import type { Client, Connection } from "@effect-websocket/core"
 import { NodeServer } from "@effect-websocket/platform-node"
 import { NodeRuntime } from "@effect/platform-node"
@@ -13,33 +13,35 @@ import { Console, Effect, Queue, Stream } from "effect"
 interface Member {
   readonly connection: Connection.Connection
   readonly outbox: Queue.Queue<Connection.Message>
-  /** Bytes in the outbox (a string counts its length). */
-  queued: number
+  /** Bytes in the outbox and in the send under way (a string counts its length). */
+  owed: number
+  /** When a send last completed, or the member started owing: no progress since. */
+  since: number
 }
 
 const sizeOf = (message: Connection.Message) => typeof message === "string" ? message.length : message.byteLength
 
-export const chatRoom = (backlog = 4 * 1024 * 1024) =>
+export const chatRoom = (backlog = 4 * 1024 * 1024, patience = 5000) =>
   Effect.sync(() => {
     const members = new Set<Member>() // what `ws` keeps in `server.clients`
     const offer = (member: Member, message: Connection.Message) => {
-      const size = sizeOf(message)
-      if (member.queued + member.connection.bufferedAmount + size > backlog) return member.connection.abort
-      member.queued += size
+      if (member.owed > backlog && Date.now() - member.since > patience) return member.connection.abort
+      if (member.owed === 0) member.since = Date.now()
+      member.owed += sizeOf(message)
       return Queue.offer(member.outbox, message)
     }
+    const sent = (member: Member, message: Connection.Message) =>
+      Effect.sync(() => {
+        member.owed -= sizeOf(message)
+        member.since = Date.now()
+      })
     const handler: Client.Handler<Connection.ConnectionError> = (connection) =>
       Effect.scoped(Effect.gen(function*() {
-        // (bounded by `backlog`: `offer` takes no more)
-        const me: Member = { connection, outbox: yield* Queue.unbounded<Connection.Message>(), queued: 0 }
+        const me: Member = { connection, outbox: yield* Queue.unbounded<Connection.Message>(), owed: 0, since: 0 }
         yield* Effect.acquireRelease(Effect.sync(() => members.add(me)), () => Effect.sync(() => members.delete(me)))
-        yield* Effect.forkScoped(Stream.runForEach(Stream.fromQueue(me.outbox), (message) =>
-          Effect.andThen(
-            Effect.sync(() => {
-              me.queued -= sizeOf(message)
-            }),
-            connection.send(message)
-          )))
+        yield* Effect.forkScoped(
+          Stream.runForEach(Stream.fromQueue(me.outbox), (message) => Effect.andThen(connection.send(message), sent(me, message)))
+        )
         yield* Stream.runForEach(connection.messages, (message) =>
           Effect.forEach(members, (other) => other === me ? Effect.void : offer(other, message), { discard: true }))
       }))
