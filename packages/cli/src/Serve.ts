@@ -16,19 +16,24 @@ import { controlFrames, fail, json, orUndefined, stats, stdinLines, subprotocols
 import * as Output from "./Output.ts"
 
 /**
- * Bytes relayed to one client (`--broadcast`, stdin lines) that may wait while it is slow (in its
- * outbox and its socket); a client that falls further behind (it stopped reading) is cut off, so
- * that it stalls no one. Bytes, not messages: when many clients talk at once, a healthy client's
- * outbox holds many messages for a moment, before its fiber runs.
+ * Bytes relayed to one client (`--broadcast`, stdin lines) that may wait in its outbox while it is
+ * slow; a client that owes more and has completed no send for {@link PATIENCE_MS} (it stopped
+ * reading) is cut off, so that it stalls no one. Owing more for a moment is no reason: when many
+ * clients talk at once, a healthy client's outbox fills before its fiber runs.
  */
 const BACKLOG = 16 * 1024 * 1024
+
+/** How long a client that owes more than {@link BACKLOG} may go without completing a send. */
+const PATIENCE_MS = 5000
 
 /** A connected client and the messages relayed to it, sent by a fiber of its own. */
 interface Peer {
   readonly connection: Connection.Connection
   readonly outbox: Queue.Queue<Connection.Message>
-  /** Bytes in the outbox (a string counts its length). */
-  queued: number
+  /** Bytes in the outbox and in the send under way (a string counts its length). */
+  owed: number
+  /** When a send last completed, or the client started owing: no progress since. */
+  since: number
 }
 
 const sizeOf = (message: Connection.Message) => typeof message === "string" ? message.length : message.byteLength
@@ -130,14 +135,14 @@ export const command = Command.make(
     let ended: Output.Totals = Output.sumTotals([])
     let lastId = 0
 
-    /** Hands `message` to the outbox of every target; one that is `BACKLOG` behind is cut off (1006). */
+    /** Hands `message` to the outbox of every target; one that is stuck behind (see `BACKLOG`) is cut off (1006). */
     const relay = (message: Connection.Message, targets: Iterable<Peer>) =>
       Effect.forEach(
         targets,
         (target) => {
-          const size = sizeOf(message)
-          if (target.queued + target.connection.bufferedAmount + size > BACKLOG) return target.connection.abort
-          target.queued += size
+          if (target.owed > BACKLOG && Date.now() - target.since > PATIENCE_MS) return target.connection.abort
+          if (target.owed === 0) target.since = Date.now()
+          target.owed += sizeOf(message)
           return Queue.offer(target.outbox, message)
         },
         { discard: true }
@@ -162,12 +167,16 @@ export const command = Command.make(
         }
       })
       return Effect.gen(function*() {
-        // (bounded by BACKLOG: `relay` offers no more)
-        const peer: Peer = { connection, outbox: yield* Queue.unbounded<Connection.Message>(), queued: 0 }
-        const sender = yield* Effect.forkChild(Stream.runForEach(Stream.fromQueue(peer.outbox), (message) => {
-          peer.queued -= sizeOf(message)
-          return Effect.ignore(connection.send(message))
-        }))
+        // (bounded by BACKLOG and what comes within PATIENCE_MS: `relay` then cuts the client off)
+        const peer: Peer = { connection, outbox: yield* Queue.unbounded<Connection.Message>(), owed: 0, since: 0 }
+        const sender = yield* Effect.forkChild(Stream.runForEach(Stream.fromQueue(peer.outbox), (message) =>
+          Effect.andThen(
+            Effect.ignore(connection.send(message)),
+            Effect.sync(() => {
+              peer.owed -= sizeOf(message)
+              peer.since = Date.now()
+            })
+          )))
         clients.set(id, peer)
         yield* output.emit({
           event: "open",
