@@ -7,7 +7,7 @@
  * @since 0.1.0
  */
 import { HandshakeHeaders, HttpHeader, Options, Property } from "@effect-websocket/schema"
-import { Cause, Context, Duration, Effect, Exit, Fiber, Layer, Metric, Option, Predicate, Result, Schema, Scope, type Tracer } from "effect"
+import { Cause, Context, Duration, Effect, Exit, Fiber, Layer, Metric, Option, Predicate, Result, Schema, Scope, Tracer } from "effect"
 import * as Connection from "./Connection.ts"
 import {
   checkRequest,
@@ -611,8 +611,9 @@ export const isClientError = (u: unknown): u is ConnectError | HandshakeRejected
  * interrupted), and once the connection it made has ended (its `closed` completed: closed by
  * either side, aborted, lost), rather than when the caller's scope closes. Retries and reconnects
  * in a long-lived scope (a layer's) then pile nothing up. The caller's scope closing while the
- * attempt runs (closed by another fiber, or before it started) interrupts it. Every
- * {@link Client.connect} runs its attempt this way.
+ * attempt runs (closed by another fiber, or before it started) interrupts it. The attempt runs in
+ * a fiber of its own: a fiber it forks with `Effect.forkChild` ends with it, so what must outlive
+ * it goes in its scope (`Effect.forkScoped`). Every {@link Client.connect} runs its attempt this way.
  *
  * @category combinators
  * @since 0.1.0
@@ -828,8 +829,13 @@ export const layerMemory = <E, R, RA = never>(
           const offered = connectOptions?.protocols ?? []
           const request: UpgradeRequest = { url: target.path, headers: requestHeaders, protocols: offered, remoteAddress: "memory" }
           const { responseHeaders, selected, span } = yield* acceptInMemory(server, request, shown, options, serverScope).pipe(
-            // (the server's services, as its handler has them; the caller's only where it has none: a tracer)
-            Effect.updateContext((current: Context.Context<never>) => Context.merge(current, context))
+            // (the server's services, as its handler has them; the caller's where it has none, a
+            // tracer; and the caller's span stays the parent: the accept span is the connect's child)
+            Effect.updateContext((current: Context.Context<never>) => {
+              const merged = Context.merge(current, context)
+              const parent = Context.getOption(current, Tracer.ParentSpan)
+              return Option.isSome(parent) ? Context.add(merged, Tracer.ParentSpan, parent.value) : merged
+            })
           )
           const result = yield* WebSocket.endClientHandshake(client, { responseHeaders }).pipe(
             Effect.catchTag("InvalidProtocolOperation", (error) => Effect.die(error))

@@ -255,6 +255,22 @@ describe("NodeServer + NodeClient", () => {
       assert.deepStrictEqual(named(inMemory), expected)
     }))
 
+  it.live("in memory, the accept span is the connect span's child, even when the layer was built in a span of its own", () =>
+    Effect.gen(function*() {
+      const { spans, tracer } = recordingTracer()
+      yield* Effect.gen(function*() {
+        const client = yield* Layer.build(Client.layerMemory((c) => c.close())).pipe(Effect.withSpan("layer-build"))
+        yield* Effect.scoped(Effect.flatMap(Client.connect("ws://memory.test/"), (c) => c.closed)).pipe(
+          Effect.provideContext(client),
+          Effect.withSpan("caller")
+        )
+      }).pipe(Effect.provideService(Tracer.Tracer, tracer))
+      const parentOf = (name: string) =>
+        spans.filter((s) => s.name === name).map((s) => Option.match(s.parent, { onNone: () => "root", onSome: (p) => (p as Tracer.Span).name }))
+      assert.deepStrictEqual(parentOf("WebSocket.connect"), ["caller"])
+      assert.deepStrictEqual(parentOf("WebSocket.accept"), ["WebSocket.connect"])
+    }))
+
   it.live("the handler gets the very request object authorize saw: what authorize found (a user) reaches it in a WeakMap", () =>
     Effect.gen(function*() {
       const users = new WeakMap<Client.UpgradeRequest, string>()
