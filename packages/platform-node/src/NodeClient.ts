@@ -123,7 +123,9 @@ const request = (
       headers: raw as unknown as Http.OutgoingHttpHeaders,
       setHost: false,
       agent: false,
-      ...(target.socketPath === undefined ? { host: target.hostname, port: target.port } : { socketPath: target.socketPath })
+      ...(target.socketPath === undefined
+        ? { host: target.hostname, hostname: target.hostname, port: target.port }
+        : { socketPath: target.socketPath })
     }
     let req: Http.ClientRequest
     try {

@@ -109,7 +109,7 @@ describe("TLS", () => {
         tls: one
       })
       // (as with ws: Node's request options of the same names do not redirect the connection)
-      const tls = { ca: one.cert, host: "nowhere.invalid", port: 1, path: "/elsewhere" } as never
+      const tls = { ca: one.cert, host: "nowhere.invalid", hostname: "127.0.0.2", port: 1, path: "/elsewhere" } as never
       const info = yield* Effect.scoped(Effect.flatMap(NodeClient.connect(`${server.url}chat`, { tls }), (c) => c.closed))
       assert.strictEqual(info.code, 1000)
       assert.deepStrictEqual(paths, ["/chat"])
