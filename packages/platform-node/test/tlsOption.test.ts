@@ -8,6 +8,7 @@ describe("the tls option", () => {
       const valid: ReadonlyArray<object> = [
         { cert: "c", key: "k" },
         { cert: [Buffer.from("c")], key: [{ pem: "k" }] },
+        { cert: "c", privateKeyEngine: "e", privateKeyIdentifier: "id" },
         { pfx: "p" },
         { pfx: [{ buf: Buffer.from("p") }] },
         { SNICallback: () => {} },
