@@ -223,6 +223,9 @@ class Pipe {
   }
 }
 
+/** How long a closed end of a memory pair drops what its peer writes before its writes fail. */
+const DISCARD_MS = 1000
+
 const memoryEnd = (incoming: Pipe, outgoing: Pipe): Transport => {
   /** The listener set with `whenReadable`, as the pipe wakes it (a call deferred to a later turn is dropped once it is cleared or replaced). */
   let readable: (() => void) | undefined = undefined
@@ -311,16 +314,25 @@ const memoryEnd = (incoming: Pipe, outgoing: Pipe): Transport => {
     outgoing.wakeReader()
     outgoing.wakeWriters() // writes waiting for room now fail
   })
-  // Closed, the end drops what its peer still writes, as a closed socket reads and drops until
-  // its peer ends (so the peer's answer to a Close is not a failed write); destroyed, it breaks
-  // the peer's writes as a reset does.
+  // Closed, the end drops what its peer still writes for a moment, as a closed socket reads and
+  // drops until its peer ends, for at most a second (so the peer's answer to a Close is not a
+  // failed write), and then is gone: the peer's writes fail, as they do at once once it is
+  // destroyed (a reset). A peer that reads nothing learns this way that the end is gone.
   const shut = (broken: boolean) =>
     Effect.sync(() => {
       outgoing.ended = true
       outgoing.wakeReader()
       outgoing.wakeWriters()
-      if (broken) incoming.broken = true
-      else incoming.discarding = true
+      if (broken) {
+        incoming.broken = true
+      } else if (!incoming.discarding && !incoming.broken) {
+        incoming.discarding = true
+        const timer = setTimeout(() => {
+          incoming.broken = true
+          incoming.wakeWriters()
+        }, DISCARD_MS)
+        ;(timer as { unref?: () => void }).unref?.()
+      }
       incoming.chunks.clear()
       incoming.head = 0
       incoming.buffered = 0
@@ -343,8 +355,9 @@ const memoryHighWaterMark = (highWaterMark: number | undefined): Effect.Effect<n
  * Two transports connected in memory: what one writes, the other reads. Each direction buffers
  * at most `highWaterMark` bytes (default 64 KiB; at least 1, or `Infinity`) before writers wait,
  * so backpressure behaves as over a socket; another value is an `InvalidParameter`. As with a
- * socket, an end that was closed drops what its peer still writes (the peer's reads end), and one
- * that was destroyed makes the peer's writes fail. Closing the scope closes both ends.
+ * socket, an end that was closed drops what its peer still writes for a second (the peer's reads
+ * end), and then makes its writes fail, as one that was destroyed does at once. Closing the scope
+ * closes both ends.
  *
  * **Example**
  *

@@ -1774,6 +1774,26 @@ describe("Connection failures", () => {
       assert.deepStrictEqual([(yield* connection.closed).code, connection.stats.messagesIn], [1006, 100])
     }))
 
+  it.live("a peer that closes (1009) while nobody takes the messages: a send fails within about a second and the connection ends", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair({
+        server: { maxMessageSize: 10 },
+        connection: { messageBuffer: 1 }
+      })
+      yield* Effect.forEach(["1", "2", "3", "4", "5"], (m) => server.send(m), { discard: true })
+      yield* Effect.sleep("20 millis") // the client's reader holds what its buffer takes, and waits
+      yield* client.send("more than ten bytes") // the server closes with 1009, unheard
+      const started = Date.now()
+      let failed = false
+      while (!failed && Date.now() - started < 3000) {
+        failed = Exit.isFailure(yield* Effect.exit(client.send("x")))
+        yield* Effect.sleep("50 millis")
+      }
+      assert.isTrue(failed, "a send failed")
+      assert.isBelow(Date.now() - started, 2000)
+      assert.isTrue(Option.isSome(yield* Effect.timeoutOption(client.closed, "1 second")), "the connection ended")
+    }))
+
   it.effect("a send that fails while nobody takes the messages still ends the connection (1006)", () =>
     Effect.gen(function*() {
       const { connection, peer } = yield* rawConnection("client")

@@ -162,6 +162,16 @@ describe("Transport.makeMemoryPair", () => {
       }))
   }
 
+  it.live("a closed end drops what its peer writes for a second, then the peer's writes fail (a peer that reads nothing learns it is gone)", () =>
+    Effect.gen(function*() {
+      const [a, b] = yield* Transport.makeMemoryPair()
+      yield* a.close
+      assert.isTrue(Exit.isSuccess(yield* Effect.exit(b.write([new Uint8Array([1])]))))
+      yield* Effect.sleep("1100 millis")
+      assert.isFalse(b.tryWrite!([new Uint8Array([1])]))
+      assert.isTrue(Transport.isTransportError(yield* Effect.flip(b.write([new Uint8Array([1])]))))
+    }))
+
   it.effect("closing the scope closes both ends", () =>
     Effect.gen(function*() {
       const [a, b] = yield* Effect.scoped(Transport.makeMemoryPair())
