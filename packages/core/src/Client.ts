@@ -1039,8 +1039,10 @@ export const checkUpgradeRequest = (
 
 /**
  * Answers a failed server handshake: `answer` gets its {@link rejectionStatus} (status and
- * headers) to write, and a fault of the server's own (a 500) is logged first. Shared by the
- * servers over sockets and in memory.
+ * headers) to write. A fault of the server's own (a 500: its selection was not offered or is
+ * malformed) is not answered here but is a defect, which the servers answer as every other fault
+ * of theirs: logged, a 500 that says only that the upgrade failed, the accept span a failure.
+ * Shared by the servers over sockets and in memory.
  *
  * @category handshake
  * @since 0.1.0
@@ -1050,7 +1052,7 @@ export const answerHandshakeFailure = <A, E, R>(
   answer: (status: number, headers: ReadonlyArray<HttpHeader.HttpHeader>) => Effect.Effect<A, E, R>
 ): Effect.Effect<A, E, R> => {
   const { headers, status } = rejectionStatus(error)
-  return Effect.andThen(status >= 500 ? logServerFault(error) : Effect.void, answer(status, headers))
+  return status >= 500 ? Effect.die(error) : answer(status, headers)
 }
 
 /** What a client is told of a refused upgrade in memory: what it would be told over a socket, and why. */

@@ -1,7 +1,7 @@
 import { Client, type Connection, Metrics, type Transport } from "@effect-websocket/core"
 import { HttpHeader } from "@effect-websocket/schema"
 import { assert, describe, it } from "@effect/vitest"
-import { Arbitrary, Cause, Deferred, Effect, Exit, Fiber, Layer, Metric, Option, Scheduler, Schema, Scope, Stream, Tracer } from "effect"
+import { Arbitrary, Cause, Deferred, Effect, Exit, Fiber, Layer, Metric, Option, References, Scheduler, Schema, Scope, Stream, Tracer } from "effect"
 import { spawn } from "node:child_process"
 import * as Http from "node:http"
 import type * as Net from "node:net"
@@ -173,20 +173,23 @@ describe("NodeServer + NodeClient", () => {
         })
       const options = refusingOptions
       const attempts = (base: string) =>
-        Effect.forEach(["/elsewhere", "/ws?deny", "/ws?throw"], (path) => Effect.flip(Effect.scoped(Client.connect(`${base}${path}`))))
+        Effect.forEach(
+          ["/elsewhere", "/ws?deny", "/ws?throw", "/ws?unoffered"],
+          (path) => Effect.flip(Effect.scoped(Client.connect(`${base}${path}`, { protocols: ["p"] })))
+        )
       const overSockets = recordingTracer()
       const server = yield* NodeServer.serve(() => Effect.void, options).pipe(Effect.provideService(Tracer.Tracer, overSockets.tracer))
       yield* attempts(`ws://127.0.0.1:${server.address.port}`).pipe(Effect.provide(NodeClient.layer))
-      yield* eventually(() => outcomes(overSockets.spans).length === 3 && outcomes(overSockets.spans).every(([, o]) => o !== "open"))
+      yield* eventually(() => outcomes(overSockets.spans).length === 4 && outcomes(overSockets.spans).every(([, o]) => o !== "open"))
       const inMemory = recordingTracer()
       yield* attempts("ws://memory.test").pipe(
         Effect.provide(Client.layerMemory(() => Effect.void, options)),
         Effect.provideService(Tracer.Tracer, inMemory.tracer)
       )
-      const expected = [[404, "success"], [403, "success"], [500, "failure"]]
+      const expected = [[404, "success"], [403, "success"], [500, "failure"], [500, "failure"]]
       assert.deepStrictEqual(outcomes(overSockets.spans), expected)
       assert.deepStrictEqual(outcomes(inMemory.spans), expected)
-    }))
+    }).pipe(Effect.provideService(References.MinimumLogLevel, "None")))
 
   it.live("spans: an upgrade handler whose scope has closed answers 503 in a WebSocket.accept span too", () =>
     Effect.gen(function*() {

@@ -1,6 +1,7 @@
 /**
  * Server options for tests of refused upgrades: the endpoint is `/ws`, where `?deny` gets 403
- * from `authorize` and `?throw` makes `authorize` throw (a server fault: 500).
+ * from `authorize`, `?throw` makes `authorize` throw, and `?unoffered` makes `selectProtocol` pick a
+ * subprotocol the client did not offer (server faults: 500).
  */
 import type { Client } from "@effect-websocket/core"
 import { Effect } from "effect"
@@ -15,5 +16,6 @@ export const refusingOptions: Client.ServeOptions = {
       ? Effect.sync(() => {
         throw new Error("authorize broke")
       })
-      : Effect.void
+      : Effect.void,
+  selectProtocol: (offered, request) => request.url === "/ws?unoffered" ? "unoffered" : offered[0]
 }
