@@ -155,8 +155,9 @@ export interface Connection {
    * Interrupted while it waits for the transport (a peer that does not read) before any of it
    * went out, a send leaves nothing on the wire and the connection goes on. A client's message
    * larger than its send buffer (64 KiB by default) goes out in parts: interrupted after the
-   * first, it leaves its frame incomplete, and later sends fail with `InvalidProtocolOperation`
-   * (ping and close still work).
+   * first, it leaves its frame incomplete, and nothing may follow it on the wire (RFC 6455 section
+   * 5.4): later sends and pings fail with `InvalidProtocolOperation`, and `close` cannot send its
+   * Close (the connection ends with 1006 once `close` gives up, at once with `abort`).
    *
    * A `Uint8Array` is handed over, not copied (as with `ws` and Node's `socket.write`): the
    * transport may still hold it after `send` completes, so do not modify it afterwards.
@@ -174,7 +175,8 @@ export interface Connection {
    * interrupted), and so do the sends waiting behind the message. When
    * `fragments` fails or the send is interrupted after a fragment went out, the message stays
    * incomplete on the wire: later sends fail with `InvalidProtocolOperation` (only pings and
-   * `close` remain possible). Like `send`, fragments are handed over, not copied.
+   * `close` remain possible; not even those when a fragment itself was cut half-way, as a `send`
+   * can be). Like `send`, fragments are handed over, not copied.
    */
   readonly sendFragments: <E, R>(
     fragments: Stream.Stream<Outgoing, E, R>,
