@@ -84,15 +84,16 @@ export const getAll = (headers: ReadonlyArray<HttpHeader>, name: string): Readon
 }
 
 /**
- * The combined value of a list header (RFC 7230 section 3.2.2: repeated fields joined with `, `),
- * or `undefined` when no field has that name.
+ * The combined value of a list header (RFC 9110 section 5.3: repeated fields joined with `, `),
+ * or `undefined` when no field has that name. `Cookie` lines are joined with `; `, the separator
+ * of its pairs (RFC 6265 section 4.2.1, RFC 9113 section 8.2.3), as Node's `req.headers.cookie`.
  *
  * @category combinators
  * @since 0.1.0
  */
 export const getCombined = (headers: ReadonlyArray<HttpHeader>, name: string): string | undefined => {
   const values = getAll(headers, name)
-  return values.length === 0 ? undefined : values.join(", ")
+  return values.length === 0 ? undefined : values.join(name.toLowerCase() === "cookie" ? "; " : ", ")
 }
 
 /**

@@ -40,6 +40,11 @@ describe("HttpHeader", () => {
       assert.strictEqual(HttpHeader.getCombined(headers, "CONNECTION"), "keep-alive, Upgrade")
     })
 
+    it("joins repeated Cookie lines with a semicolon, the separator of its pairs (as Node does)", () => {
+      const headers = [h("Cookie", "a=1"), h("Host", "x"), h("cookie", "b=2")]
+      assert.strictEqual(HttpHeader.getCombined(headers, "Cookie"), "a=1; b=2")
+    })
+
     it("returns a single field's value unchanged", () => {
       assert.strictEqual(HttpHeader.getCombined(request, "UPGRADE"), "websocket")
     })
