@@ -113,6 +113,16 @@ describe("Options", () => {
       assertRejects(Options.RequestPath, "/chat?room=1", "no query or fragment")
       assertRejects(Options.RequestPath, "/chat#top", "no query or fragment")
     })
+
+    it("is written as it arrives in a request: a raw space, non-ASCII character or bad percent-encoding could never match", () => {
+      for (const path of ["/a/b%20c", "/caf%C3%A9", "/x;v=1/@me:8080", "/~user/a.b_c-d!$&'()*+,="]) {
+        assert.strictEqual(decodeOk(Options.RequestPath, path), path)
+      }
+      assertRejects(Options.RequestPath, "/a b", "\"/a%20b\"")
+      assertRejects(Options.RequestPath, "/é", "percent-encoded")
+      assertRejects(Options.RequestPath, "/100%", "percent-encoded")
+      assertRejects(Options.RequestPath, "/a{b}", "percent-encoded")
+    })
   })
 
   describe("Port", () => {
