@@ -678,19 +678,30 @@ export interface CloseBuffer {
 
 const utf8 = new TextEncoder()
 
+/** The C values of the buffer types. */
+const BUFFER_TYPE_VALUES: ReadonlySet<number> = new Set(Object.values(BufferType.BufferType))
+
 /**
  * The C value of a buffer type given by name or value, `undefined` for what names none: a string
- * that is not a member's own name (a typo, or `"toString"`), or a value that is not an integer.
- * (An integer that is no member is the engine's to refuse, with its value in hex.)
+ * that is not a member's own name (a typo, or `"toString"`), or a value that is no member's. A
+ * value read as a signed 32-bit integer (as C code holds the enum: `-2147483648` for
+ * `0x80000000`) is the same value.
  */
-const bufferTypeOf = (type: unknown): number | undefined =>
-  typeof type === "string"
-    ? Object.hasOwn(BufferType.BufferType, type) ? BufferType.BufferType[type as BufferType.BufferTypeName] : undefined
-    : Number.isInteger(type)
-    ? type as number
-    : undefined
+const bufferTypeOf = (type: unknown): number | undefined => {
+  if (typeof type === "string") {
+    return Object.hasOwn(BufferType.BufferType, type) ? BufferType.BufferType[type as BufferType.BufferTypeName] : undefined
+  }
+  if (!Number.isInteger(type) || (type as number) < -0x80000000) return undefined
+  const value = (type as number) >>> 0
+  return value === type || value - 0x100000000 === type ? (BUFFER_TYPE_VALUES.has(value) ? value : undefined) : undefined
+}
 
-const describeBufferType = (type: unknown): string => typeof type === "string" ? JSON.stringify(type) : String(type)
+const describeBufferType = (type: unknown): string =>
+  typeof type === "string"
+    ? JSON.stringify(type)
+    : Number.isInteger(type) && (type as number) >= 0
+    ? `0x${(type as number).toString(16)}`
+    : String(type)
 
 const isCloseBuffer = (u: unknown): u is CloseBuffer =>
   typeof u === "object" && u !== null && typeof (u as CloseBuffer).status === "number" &&

@@ -502,16 +502,27 @@ describe("misuse is an invalid operation", () => {
         [Number.NaN, "NaN is not a buffer type"],
         [0x80000000 + 0.5, "2147483648.5 is not a buffer type"],
         [null, "null is not a buffer type"],
-        [0x80000007, "0x80000007 is not a buffer type"]
+        [0x80000007, "0x80000007 is not a buffer type"],
+        [0, "0x0 is not a buffer type"],
+        [-2147483641, "-2147483641 is not a buffer type"],
+        [-2147483649, "-2147483649 is not a buffer type"]
       ]
       for (const [type, message] of cases) {
         const error = yield* Effect.flip(WebSocket.send(client.handle, type as BufferType.BufferTypeName, new Uint8Array([1])))
-        assert.strictEqual(error._tag, "InvalidParameter", String(type))
+        assert.deepStrictEqual([error._tag, error._tag === "InvalidParameter" && error.parameter], ["InvalidParameter", "bufferType"], String(type))
         assert.include(error.message, message)
       }
       // nothing was queued: the handle sends as before
       yield* WebSocket.send(client.handle, "BinaryMessage", new Uint8Array([1]))
       assert.strictEqual((yield* WebSocket.getAction(client.handle, "Send"))._tag, "SendToNetwork")
+    }))
+  it.effect("a buffer type's C value read as a signed 32-bit integer (-2147483647 for 0x80000001, as C code holds the enum) is that buffer type", () =>
+    Effect.gen(function*() {
+      const { client } = yield* connect()
+      yield* WebSocket.send(client.handle, (BufferType.BufferType.BinaryMessage | 0) as BufferType.BufferType, new Uint8Array([7]))
+      const action = yield* WebSocket.getAction(client.handle, "Send")
+      assert.strictEqual(action._tag, "SendToNetwork")
+      assert.strictEqual(action._tag === "SendToNetwork" ? action.buffers[0]![0]! & 0x0f : -1, 0x2, "a binary frame")
     }))
 })
 
