@@ -287,7 +287,10 @@ export const rejectionHeaders = (rejection: Rejection): Effect.Effect<ReadonlyAr
  * @since 0.1.0
  */
 export interface ServeOptions<RA = never> {
-  /** Only this request path (without the query) is served; others get 404. Default: every path. */
+  /**
+   * Only this request path (without the query) is served; others get 404. Default: every path.
+   * Written as clients send it (`/a%20b` for `/a b`: see `Options.RequestPath`), else refused.
+   */
   readonly path?: string | undefined
   /**
    * Decides whether to accept a request (headers, `Origin`, path), as `ws`'s `verifyClient`: fail

@@ -628,6 +628,13 @@ describe("addresses", () => {
       assert.isTrue((yield* connection.close()).clean)
     }))
 
+  it.live("a path written as clients send it matches what a client asks for in its URL (a space, [ ] and |)", () =>
+    Effect.gen(function*() {
+      const server = yield* NodeServer.serve((connection) => connection.close(4000), { path: "/a%20b|[c]" })
+      const info = yield* Effect.scoped(Effect.flatMap(NodeClient.connect(`ws://127.0.0.1:${server.address.port}/a b|[c]`), (c) => c.closed))
+      assert.strictEqual(info.code, 4000)
+    }))
+
   it.live("a host name stays in the server's URL (the name its certificate carries); a client reaches it there", () =>
     Effect.gen(function*() {
       const server = yield* NodeServer.serve((connection) => connection.close(4000), { host: "localhost", path: "/p" })

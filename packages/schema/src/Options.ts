@@ -214,14 +214,21 @@ export const SocketPath = Schema.String.check(
   )
 )
 
-/** The characters of a URI path (RFC 3986 section 3.3): unreserved, sub-delims, `:`, `@`, `/`, and percent-encodings. */
-const URI_PATH = /^(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*$/
+/** A path as WHATWG URL parsing (browsers, `ws`, our clients) sends it: percent-encoded where it encodes, dot segments resolved. */
+const asSent = (path: string): string => {
+  try {
+    return new URL(path, "ws://x").pathname
+  } catch {
+    return path
+  }
+}
 
 /**
  * A request path a server answers on: it starts with `/`, has no query or fragment (the query is
- * ignored when matching), and is written as it arrives in a request (RFC 3986 section 3.3): a
- * space or a non-ASCII character is percent-encoded by every client, so a path that holds one
- * raw would never match (`/a%20b`, not `/a b`).
+ * ignored when matching), and is written as clients send it. WHATWG URL parsing (browsers, `ws`,
+ * our clients) percent-encodes a space, a non-ASCII character, `"`, `<`, `>`, `^`, a backtick,
+ * `{` and `}`, turns `\` into `/` and resolves `.` and `..` segments, so a path written otherwise
+ * could never match (`/a%20b`, not `/a b`); the error gives the path as sent.
  *
  * @category schemas
  * @since 0.1.0
@@ -230,9 +237,7 @@ export const RequestPath = Schema.String.check(
   Schema.makeFilter((path: string) =>
     !(path.startsWith("/") && !path.includes("?") && !path.includes("#"))
       ? `path must start with "/" and have no query or fragment, got ${JSON.stringify(path)}`
-      : URI_PATH.test(path) ||
-        `path must be written as it arrives in a request, with characters outside RFC 3986 percent-encoded (${
-          JSON.stringify(encodeURI(path))
-        }), got ${JSON.stringify(path)}`
+      : asSent(path) === path ||
+        `path must be written as clients send it (${JSON.stringify(asSent(path))}), got ${JSON.stringify(path)}`
   )
 )
