@@ -1,10 +1,11 @@
 // A chat room: every message a client sends goes to every other client in the room. Each member
 // has an outbox that a fiber of its own sends from, so a broadcast never waits for anyone. A
-// member that owes more than `backlog` bytes (in its outbox and its send under way) and has not
-// completed a send for `patience` (it stopped reading) is cut off, as `ws` users terminate a
-// client whose `bufferedAmount` keeps growing. Owing much for a moment is no reason: when many
-// members talk at once, a healthy member's outbox fills before its fiber runs. One slow client
-// neither stalls the room nor holds more than `backlog` and what arrives within `patience`.
+// member that has owed more than `backlog` bytes (in its outbox and its send under way) for
+// longer than `patience` (it stopped reading, or reads slower than the room talks) is cut off, as
+// `ws` users terminate a client whose `bufferedAmount` keeps growing. Owing much for a moment is
+// no reason: when many members talk at once, a healthy member's outbox fills before its fiber
+// runs. One slow client neither stalls the room nor holds more than `backlog` and what arrives
+// within `patience`.
 import type { Client, Connection } from "@effect-websocket/core"
 import { NodeServer } from "@effect-websocket/platform-node"
 import { NodeRuntime } from "@effect/platform-node"
@@ -15,7 +16,7 @@ interface Member {
   readonly outbox: Queue.Queue<Connection.Message>
   /** Bytes in the outbox and in the send under way (a string counts its length). */
   owed: number
-  /** When a send last completed, or the member started owing: no progress since. */
+  /** Since when the member owes more than the backlog (meaningful only while it does). */
   since: number
 }
 
@@ -25,15 +26,14 @@ export const chatRoom = (backlog = 4 * 1024 * 1024, patience = 5000) =>
   Effect.sync(() => {
     const members = new Set<Member>() // what `ws` keeps in `server.clients`
     const offer = (member: Member, message: Connection.Message) => {
-      if (member.owed > backlog && Date.now() - member.since > patience) return member.connection.abort
-      if (member.owed === 0) member.since = Date.now()
+      if (member.owed <= backlog) member.since = Date.now()
+      else if (Date.now() - member.since > patience) return member.connection.abort
       member.owed += sizeOf(message)
       return Queue.offer(member.outbox, message)
     }
     const sent = (member: Member, message: Connection.Message) =>
       Effect.sync(() => {
         member.owed -= sizeOf(message)
-        member.since = Date.now()
       })
     const handler: Client.Handler<Connection.ConnectionError> = (connection) =>
       Effect.scoped(Effect.gen(function*() {

@@ -1,7 +1,7 @@
 import { Client } from "@effect-websocket/core"
 import { NodeClient, NodeServer } from "@effect-websocket/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Logger, Stream } from "effect"
+import { Effect, Fiber, Layer, Logger, Option, Stream } from "effect"
 import { readFileSync } from "node:fs"
 import * as Net from "node:net"
 import { chatRoom } from "./chat.ts"
@@ -82,6 +82,26 @@ describe("the chat example with many members talking at once", () => {
       assert.deepStrictEqual(heard, members.map(() => count - 1))
       assert.strictEqual(yield* server.connections, count)
     }))
+})
+
+describe("the chat example with a client that reads slower than the room talks", () => {
+  it.live("cuts it off once it has owed more than its backlog for longer than the patience, though it keeps reading", () =>
+    Effect.gen(function*() {
+      const client = yield* Layer.build(Client.layerMemory(yield* chatRoom(64 * 1024, 1000)))
+      const [talker, slow] = yield* Effect.all([Client.connect("ws://chat/"), Client.connect("ws://chat/")]).pipe(
+        Effect.provideContext(client)
+      )
+      let read = 0
+      yield* Effect.forkChild(Stream.runForEach(slow.messages, () => Effect.andThen(Effect.sleep("50 millis"), Effect.sync(() => read++))))
+      const message = "x".repeat(4 * 1024)
+      const talking = yield* Effect.forkChild(Effect.forever(Effect.andThen(talker.send(message), Effect.sleep("5 millis"))))
+      // (it sees the end once it has read what it holds)
+      const closed = yield* Effect.timeoutOption(slow.closed, "10 seconds")
+      yield* Fiber.interrupt(talking)
+      assert.isTrue(Option.isSome(closed), "the slow reader was cut off")
+      assert.strictEqual(Option.getOrThrow(closed).code, 1006)
+      assert.isAbove(read, 0, "it was reading")
+    }), 20_000)
 })
 
 describe("the chat example with a client that stops reading", () => {

@@ -17,13 +17,14 @@ import * as Output from "./Output.ts"
 
 /**
  * Bytes relayed to one client (`--broadcast`, stdin lines) that may wait in its outbox while it is
- * slow; a client that owes more and has completed no send for {@link PATIENCE_MS} (it stopped
- * reading) is cut off, so that it stalls no one. Owing more for a moment is no reason: when many
- * clients talk at once, a healthy client's outbox fills before its fiber runs.
+ * slow; a client that has owed more for longer than {@link PATIENCE_MS} (it stopped reading, or
+ * reads slower than the others talk) is cut off, so that it stalls no one. Owing more for a moment
+ * is no reason: when many clients talk at once, a healthy client's outbox fills before its fiber
+ * runs.
  */
 const BACKLOG = 16 * 1024 * 1024
 
-/** How long a client that owes more than {@link BACKLOG} may go without completing a send. */
+/** How long a client may owe more than {@link BACKLOG}. */
 const PATIENCE_MS = 5000
 
 /** A connected client and the messages relayed to it, sent by a fiber of its own. */
@@ -32,7 +33,7 @@ interface Peer {
   readonly outbox: Queue.Queue<Connection.Message>
   /** Bytes in the outbox and in the send under way (a string counts its length). */
   owed: number
-  /** When a send last completed, or the client started owing: no progress since. */
+  /** Since when the client owes more than BACKLOG (meaningful only while it does). */
   since: number
 }
 
@@ -140,8 +141,8 @@ export const command = Command.make(
       Effect.forEach(
         targets,
         (target) => {
-          if (target.owed > BACKLOG && Date.now() - target.since > PATIENCE_MS) return target.connection.abort
-          if (target.owed === 0) target.since = Date.now()
+          if (target.owed <= BACKLOG) target.since = Date.now()
+          else if (Date.now() - target.since > PATIENCE_MS) return target.connection.abort
           target.owed += sizeOf(message)
           return Queue.offer(target.outbox, message)
         },
@@ -174,7 +175,6 @@ export const command = Command.make(
             Effect.ignore(connection.send(message)),
             Effect.sync(() => {
               peer.owed -= sizeOf(message)
-              peer.since = Date.now()
             })
           )))
         clients.set(id, peer)
