@@ -56,13 +56,26 @@ export type BufferType = (typeof BufferType)[keyof typeof BufferType]
 export type BufferTypeName = keyof typeof BufferType
 
 /**
- * The name of a buffer type value, or `undefined` when `value` is not one.
+ * A buffer type value as this module holds it, unsigned: C code holds the enum as a signed 32-bit
+ * integer (`-2147483648` for `0x80000000`), the same value. Other numbers are returned as given.
  *
  * @category getters
  * @since 0.1.0
  */
-export const nameOf = (value: number): BufferTypeName | undefined =>
-  (Object.keys(BufferType) as Array<BufferTypeName>).find((name) => BufferType[name] === value)
+export const unsigned = (value: number): number =>
+  Number.isInteger(value) && value < 0 && value >= -0x80000000 ? value + 0x100000000 : value
+
+/**
+ * The name of a buffer type value (signed or not, see {@link unsigned}), or `undefined` when
+ * `value` is not one.
+ *
+ * @category getters
+ * @since 0.1.0
+ */
+export const nameOf = (value: number): BufferTypeName | undefined => {
+  const wanted = unsigned(value)
+  return (Object.keys(BufferType) as Array<BufferTypeName>).find((name) => BufferType[name] === wanted)
+}
 
 /**
  * Whether a buffer type carries message data (text or binary, fragment or message).
@@ -70,7 +83,10 @@ export const nameOf = (value: number): BufferTypeName | undefined =>
  * @category guards
  * @since 0.1.0
  */
-export const isData = (type: number): boolean => type >= BufferType.Utf8Message && type <= BufferType.BinaryFragment
+export const isData = (type: number): boolean => {
+  const value = unsigned(type)
+  return Number.isInteger(value) && value >= BufferType.Utf8Message && value <= BufferType.BinaryFragment
+}
 
 /**
  * Whether a buffer type is text (`Utf8Message` or `Utf8Fragment`).
@@ -78,7 +94,10 @@ export const isData = (type: number): boolean => type >= BufferType.Utf8Message 
  * @category guards
  * @since 0.1.0
  */
-export const isText = (type: number): boolean => type === BufferType.Utf8Message || type === BufferType.Utf8Fragment
+export const isText = (type: number): boolean => {
+  const value = unsigned(type)
+  return value === BufferType.Utf8Message || value === BufferType.Utf8Fragment
+}
 
 /**
  * Whether a buffer type ends a message (`Utf8Message` or `BinaryMessage`).
@@ -86,5 +105,7 @@ export const isText = (type: number): boolean => type === BufferType.Utf8Message
  * @category guards
  * @since 0.1.0
  */
-export const isMessageEnd = (type: number): boolean =>
-  type === BufferType.Utf8Message || type === BufferType.BinaryMessage
+export const isMessageEnd = (type: number): boolean => {
+  const value = unsigned(type)
+  return value === BufferType.Utf8Message || value === BufferType.BinaryMessage
+}

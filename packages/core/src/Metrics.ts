@@ -77,7 +77,7 @@ export const connectionsClosed = Metric.counter("websocket_connections_closed_to
  * `InvalidProtocolFormat`, ...). Server: the handshake error's tag (`InvalidProtocolFormat`,
  * `UnsupportedProtocolVersion`, ...), `Rejected` (by `authorize`), `NotFound` (another path),
  * `MethodNotAllowed`, `HttpVersionNotSupported`, `RequestBody` (a request with a body: 400),
- * `ServerError` (a callback failed: 500), `ShuttingDown` (an upgrade handler whose scope has
+ * `ServerError` (a callback failed, or `selectProtocol` picked what the client did not offer: 500), `ShuttingDown` (an upgrade handler whose scope has
  * closed: 503), and for
  * a standalone server the requests Node's parser refuses: `BadRequest`, `HeaderTooLarge`,
  * `RequestTimeout`.

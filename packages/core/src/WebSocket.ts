@@ -682,18 +682,17 @@ const utf8 = new TextEncoder()
 const BUFFER_TYPE_VALUES: ReadonlySet<number> = new Set(Object.values(BufferType.BufferType))
 
 /**
- * The C value of a buffer type given by name or value, `undefined` for what names none: a string
- * that is not a member's own name (a typo, or `"toString"`), or a value that is no member's. A
- * value read as a signed 32-bit integer (as C code holds the enum: `-2147483648` for
- * `0x80000000`) is the same value.
+ * The C value of a buffer type given by name or value (signed or not: `BufferType.unsigned`),
+ * `undefined` for what names none: a string that is not a member's own name (a typo, or
+ * `"toString"`), or a value that is no member's.
  */
 const bufferTypeOf = (type: unknown): number | undefined => {
   if (typeof type === "string") {
     return Object.hasOwn(BufferType.BufferType, type) ? BufferType.BufferType[type as BufferType.BufferTypeName] : undefined
   }
-  if (!Number.isInteger(type) || (type as number) < -0x80000000) return undefined
-  const value = (type as number) >>> 0
-  return value === type || value - 0x100000000 === type ? (BUFFER_TYPE_VALUES.has(value) ? value : undefined) : undefined
+  if (typeof type !== "number") return undefined
+  const value = BufferType.unsigned(type)
+  return BUFFER_TYPE_VALUES.has(value) ? value : undefined
 }
 
 const describeBufferType = (type: unknown): string =>
@@ -721,7 +720,7 @@ const sendImpl = (
       return Effect.fail(
         new InvalidParameter({
           parameter: "bufferType",
-          message: `${describeBufferType(bufferType)} is not a buffer type: use ${Object.keys(BufferType.BufferType).map((name) => JSON.stringify(name)).join(", ")} (or its C value, 0x80000000-0x80000006)`
+          message: `${describeBufferType(bufferType)} is not a buffer type: use ${Object.keys(BufferType.BufferType).map((name) => JSON.stringify(name)).join(", ")} (or its C value, 0x80000000-0x80000006, signed or not)`
         })
       )
     }

@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Option, Schema } from "effect"
-import { WebSocket, WebSocketError } from "../src/index.ts"
+import { BufferType, WebSocket, WebSocketError } from "../src/index.ts"
 
 type Header = { readonly name: string; readonly value: string }
 
@@ -475,6 +475,22 @@ describe("parameters that throw as they are read", () => {
       }))
       assert.deepStrictEqual([server._tag, server.message], ["InvalidParameter", "options could not be read: no request"])
     }))
+})
+
+describe("BufferType", () => {
+  it("reads a buffer type's C value signed (as C code holds the enum) or not as the same buffer type", () => {
+    for (const [name, value] of Object.entries(BufferType.BufferType)) {
+      const signed = value | 0
+      assert.isBelow(signed, 0)
+      assert.deepStrictEqual(
+        [BufferType.nameOf(signed), BufferType.isData(signed), BufferType.isText(signed), BufferType.isMessageEnd(signed)],
+        [name, BufferType.isData(value), BufferType.isText(value), BufferType.isMessageEnd(value)]
+      )
+    }
+    for (const value of [0x80000007, -1, 0x80000000 + 0.5, Number.NaN, 0x180000000]) {
+      assert.deepStrictEqual([BufferType.nameOf(value), BufferType.isData(value), BufferType.isText(value)], [undefined, false, false])
+    }
+  })
 })
 
 describe("getGlobalProperty", () => {
