@@ -83,10 +83,10 @@ export const nameOf = (value: number): BufferTypeName | undefined => {
  * @category guards
  * @since 0.1.0
  */
-export const isData = (type: number): boolean => {
-  const value = unsigned(type)
-  return Number.isInteger(value) && value >= BufferType.Utf8Message && value <= BufferType.BinaryFragment
-}
+export const isData = (type: number): boolean =>
+  // (as the engine hands them out first: a connection asks this of every message)
+  (type >= BufferType.Utf8Message && type <= BufferType.BinaryFragment && Number.isInteger(type)) ||
+  (type < 0 && type >= -0x80000000 && isData(type + 0x100000000))
 
 /**
  * Whether a buffer type is text (`Utf8Message` or `Utf8Fragment`).
@@ -94,10 +94,9 @@ export const isData = (type: number): boolean => {
  * @category guards
  * @since 0.1.0
  */
-export const isText = (type: number): boolean => {
-  const value = unsigned(type)
-  return value === BufferType.Utf8Message || value === BufferType.Utf8Fragment
-}
+export const isText = (type: number): boolean =>
+  type === BufferType.Utf8Message || type === BufferType.Utf8Fragment ||
+  (type < 0 && type >= -0x80000000 && isText(type + 0x100000000))
 
 /**
  * Whether a buffer type ends a message (`Utf8Message` or `BinaryMessage`).
@@ -105,7 +104,6 @@ export const isText = (type: number): boolean => {
  * @category guards
  * @since 0.1.0
  */
-export const isMessageEnd = (type: number): boolean => {
-  const value = unsigned(type)
-  return value === BufferType.Utf8Message || value === BufferType.BinaryMessage
-}
+export const isMessageEnd = (type: number): boolean =>
+  type === BufferType.Utf8Message || type === BufferType.BinaryMessage ||
+  (type < 0 && type >= -0x80000000 && isMessageEnd(type + 0x100000000))
