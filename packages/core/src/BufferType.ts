@@ -85,7 +85,7 @@ export const nameOf = (value: number): BufferTypeName | undefined => {
  */
 export const isData = (type: number): boolean =>
   // (as the engine hands them out first: a connection asks this of every message)
-  (type >= BufferType.Utf8Message && type <= BufferType.BinaryFragment && Number.isInteger(type)) ||
+  (type >= BufferType.Utf8Message && type <= BufferType.BinaryFragment) ||
   (type < 0 && type >= -0x80000000 && isData(type + 0x100000000))
 
 /**
