@@ -316,8 +316,8 @@ const memoryEnd = (incoming: Pipe, outgoing: Pipe): Transport => {
   })
   // Closed, the end drops what its peer still writes for a moment, as a closed socket reads and
   // drops until its peer ends, for at most a second (so the peer's answer to a Close is not a
-  // failed write), and then is gone: the peer's writes fail, as they do at once once it is
-  // destroyed (a reset). A peer that reads nothing learns this way that the end is gone.
+  // failed write), and then is gone: the peer's writes fail (destroyed, at once: a reset). A peer
+  // that reads nothing learns this way that the end is gone.
   const shut = (broken: boolean) =>
     Effect.sync(() => {
       outgoing.ended = true
