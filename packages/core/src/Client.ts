@@ -840,13 +840,11 @@ export const layerMemory = <E, R, RA = never>(
               return Option.isSome(parent) ? Context.add(merged, Tracer.ParentSpan, parent.value) : merged
             })
           )
-          const result = yield* WebSocket.endClientHandshake(client, { responseHeaders }).pipe(
-            Effect.catchTag("InvalidProtocolOperation", (error) => Effect.die(error))
-          )
           const [a, b] = yield* makeMemoryPair()
-          const protocol = yield* selectedProtocol(connectOptions?.protocols, result)
           const handshake = { requestHeaders, responseHeaders }
-          // the server's side; as over a socket, a setup that fails costs the connection only
+          // The server's side, accepted with its 101 as over a socket: its handler runs even when
+          // the client then refuses the answer (its end closes: the server sees the end, 1006); a
+          // setup that fails costs the connection only.
           yield* Effect.gen(function*() {
             const serverConnection = yield* Connection.make(server, yield* wrappedTransport(options?.wrapTransport, b), {
               ...options?.connection,
@@ -868,6 +866,10 @@ export const layerMemory = <E, R, RA = never>(
               Effect.andThen(Effect.logError("WebSocket connection setup failed; its transport is closed", cause), b.close)
             )
           )
+          const result = yield* WebSocket.endClientHandshake(client, { responseHeaders }).pipe(
+            Effect.catchTag("InvalidProtocolOperation", (error) => Effect.die(error))
+          )
+          const protocol = yield* selectedProtocol(connectOptions?.protocols, result)
           const transport = yield* wrappedTransport(connectOptions?.wrapTransport, a)
           return yield* Connection.make(client, transport, { ...connectOptions?.connection, protocol, handshake })
         }).pipe(
@@ -897,7 +899,7 @@ const acceptInMemory = <RA>(
   const refuse = (reason: string, status: number, headers: ReadonlyArray<HttpHeader.HttpHeader>, why: string) =>
     Effect.gen(function*() {
       yield* serverHandshakeFailed(reason, status)
-      return yield* Effect.fail(rejected(shown, status, STATUS_TEXT[status] ?? "", headers, why))
+      return yield* Effect.fail(rejected(shown, status, STATUS_TEXT[status] ?? "Error", headers, why))
     })
   const refuseHandshake = (error: ServerHandshakeFailure | InvalidProtocolOperation) =>
     answerHandshakeFailure(error, (status, headers) => refuse(error._tag, status, headers, error.message))
@@ -948,27 +950,60 @@ const acceptInMemory = <RA>(
   )
 }
 
-/** Reason phrases of the statuses a server may refuse an upgrade with (RFC 9110 section 15). */
+/**
+ * Reason phrases of the statuses a server may refuse an upgrade with (RFC 9110 section 15), as a
+ * Node.js server writes them; one without a phrase here gets `Error`, as there.
+ */
 const STATUS_TEXT: Readonly<Record<number, string>> = {
   300: "Multiple Choices",
   301: "Moved Permanently",
   302: "Found",
   303: "See Other",
+  304: "Not Modified",
+  305: "Use Proxy",
   307: "Temporary Redirect",
   308: "Permanent Redirect",
   400: "Bad Request",
   401: "Unauthorized",
+  402: "Payment Required",
   403: "Forbidden",
   404: "Not Found",
   405: "Method Not Allowed",
+  406: "Not Acceptable",
+  407: "Proxy Authentication Required",
+  408: "Request Timeout",
   409: "Conflict",
   410: "Gone",
+  411: "Length Required",
+  412: "Precondition Failed",
+  413: "Payload Too Large",
+  414: "URI Too Long",
+  415: "Unsupported Media Type",
+  416: "Range Not Satisfiable",
+  417: "Expectation Failed",
+  418: "I'm a Teapot",
+  421: "Misdirected Request",
+  422: "Unprocessable Entity",
+  423: "Locked",
+  424: "Failed Dependency",
+  425: "Too Early",
   426: "Upgrade Required",
+  428: "Precondition Required",
   429: "Too Many Requests",
+  431: "Request Header Fields Too Large",
+  451: "Unavailable For Legal Reasons",
   500: "Internal Server Error",
   501: "Not Implemented",
   502: "Bad Gateway",
-  503: "Service Unavailable"
+  503: "Service Unavailable",
+  504: "Gateway Timeout",
+  505: "HTTP Version Not Supported",
+  506: "Variant Also Negotiates",
+  507: "Insufficient Storage",
+  508: "Loop Detected",
+  509: "Bandwidth Limit Exceeded",
+  510: "Not Extended",
+  511: "Network Authentication Required"
 }
 
 /**
@@ -1065,8 +1100,9 @@ const rejected = (url: string, status: number, statusText: string, headers: Read
     status,
     statusText,
     headers,
-    reason: why,
-    message: `the server answered ${status} ${statusText} instead of 101 Switching Protocols: ${why}`
+    // (a refusal without a text body has no reason, as over a socket)
+    ...(why === "" ? {} : { reason: why }),
+    message: `the server answered ${status} ${statusText} instead of 101 Switching Protocols${why === "" ? "" : `: ${why}`}`
   })
 
 /**

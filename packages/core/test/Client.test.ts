@@ -455,6 +455,29 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
       assert.isTrue(Exit.hasInterrupts(late) && !Exit.hasDies(late) && !Exit.hasFails(late), String(late))
     }))
 
+  it.live("a 101 the client refuses (no offered subprotocol selected): the server's handler ran all the same and sees the end (1006), as over a socket", () =>
+    Effect.gen(function*() {
+      const ended = yield* Deferred.make<Connection.CloseInfo>()
+      const context = yield* Layer.build(Client.layerMemory((c) => Effect.andThen(Effect.ignore(Stream.runDrain(c.messages)), Effect.flatMap(c.closed, (info) => Deferred.succeed(ended, info)))))
+      const error = yield* Effect.flip(Effect.scoped(Client.connect("ws://h/", { protocols: ["a"] })).pipe(Effect.provideContext(context)))
+      assert.strictEqual(error._tag, "UnsupportedSubprotocol")
+      const info = yield* Effect.timeoutOption(Deferred.await(ended), "2 seconds")
+      assert.deepStrictEqual(Option.map(info, (i) => [i.code, i.clean]), Option.some([1006, false]))
+    }))
+
+  it.effect("a refusal's status text and reason as over a socket: Node's phrase (Error for an unknown status), no reason without a body", () =>
+    Effect.gen(function*() {
+      const statusOf = (status: number, message: string) =>
+        Effect.gen(function*() {
+          const { connect } = yield* memory({ authorize: () => Effect.fail(new Client.Rejection({ status, message })) })
+          const error = yield* Effect.flip(Effect.scoped(connect("ws://h/")))
+          return error._tag === "HandshakeRejected" ? [error.statusText, "reason" in error ? error.reason : "none"] : [error._tag]
+        })
+      assert.deepStrictEqual(yield* statusOf(403, ""), ["Forbidden", "none"])
+      assert.deepStrictEqual(yield* statusOf(418, "short and stout"), ["I'm a Teapot", "short and stout"])
+      assert.deepStrictEqual(yield* statusOf(499, "odd"), ["Error", "odd"])
+    }))
+
   it.effect("authorize and the handler see the server layer's services, not the caller's, as over a socket", () =>
     Effect.gen(function*() {
       const Who = Context.Service<"Who", string>("test/Who")
