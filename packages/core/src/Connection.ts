@@ -490,6 +490,9 @@ const notAMessage = (parameter: string, value: unknown): InvalidParameter =>
 export const decodeOptions = (options: Options | undefined) =>
   decodeParameter(OptionsSchema.ConnectionOptions, "connection", options ?? {})
 
+/** What a transport's write threw (or died with), as the failed write it is. */
+const writeThrew = (cause: unknown) => new TransportError({ message: "write failed", cause })
+
 /** Why a step of a connection's reader stopped: it needs bytes (its read is outstanding). */
 const STEP_READ = 0
 /** A write found the transport broken while the reader needed bytes. */
@@ -646,10 +649,11 @@ export const make = (
     const reportWhileWaiting = () => {
       if (unreportedIn === 0 && unreportedOut === 0) return
       if (Date.now() - lastReport >= METRIC_INTERVAL_MS) return reportMetrics()
-      if (reportTimer === undefined) reportLater()
+      reportLater()
     }
     /** Reports what is counted by then in METRIC_INTERVAL_MS (one timer at a time). */
     const reportLater = () => {
+      if (reportTimer !== undefined) return
       reportTimer = setTimeout(() => {
         reportTimer = undefined
         reportMetrics()
@@ -681,7 +685,7 @@ export const make = (
       stats.bytesOut += size
       unreportedBytesOut += size
       if (++unreportedOut >= METRIC_BATCH) reportMetrics()
-      else if (reportTimer === undefined) reportLater()
+      else reportLater()
     }
     /**
      * Completed once no data frame can go out any more (our Close is queued, or the connection
@@ -826,10 +830,7 @@ export const make = (
      * `Transport.tap`) made a failed write, as a throwing read is a failed read.
      */
     const guardedWrite = (buffers: ReadonlyArray<Uint8Array>, owned: boolean): Effect.Effect<void, TransportError> =>
-      Effect.catchDefect(
-        Effect.suspend(() => transport.write(buffers, owned)),
-        (cause) => Effect.fail(new TransportError({ message: "write failed", cause }))
-      )
+      Effect.catchDefect(Effect.suspend(() => transport.write(buffers, owned)), (cause) => Effect.fail(writeThrew(cause)))
 
     /** The write of SendToNetwork action `id` failed: the send is cancelled and the transport lost. */
     const writeFailed = (id: number, error: TransportError): Effect.Effect<never, TransportError> => {
@@ -887,7 +888,7 @@ export const make = (
               try {
                 taken = transport.tryWrite(buffers, record.owned)
               } catch (cause) {
-                return writeFailed(record.id, new TransportError({ message: "write failed", cause }))
+                return writeFailed(record.id, writeThrew(cause))
               }
               if (taken) {
                 engine.completeAction(record.id, bytes)

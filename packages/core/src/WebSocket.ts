@@ -678,9 +678,6 @@ export interface CloseBuffer {
 
 const utf8 = new TextEncoder()
 
-/** The C values of the buffer types. */
-const BUFFER_TYPE_VALUES: ReadonlySet<number> = new Set(Object.values(BufferType.BufferType))
-
 /**
  * The C value of a buffer type given by name or value (signed or not: `BufferType.unsigned`),
  * `undefined` for what names none: a string that is not a member's own name (a typo, or
@@ -690,9 +687,7 @@ const bufferTypeOf = (type: unknown): number | undefined => {
   if (typeof type === "string") {
     return Object.hasOwn(BufferType.BufferType, type) ? BufferType.BufferType[type as BufferType.BufferTypeName] : undefined
   }
-  if (typeof type !== "number") return undefined
-  const value = BufferType.unsigned(type)
-  return BUFFER_TYPE_VALUES.has(value) ? value : undefined
+  return typeof type === "number" && BufferType.nameOf(type) !== undefined ? BufferType.unsigned(type) : undefined
 }
 
 const describeBufferType = (type: unknown): string =>

@@ -205,6 +205,9 @@ const refused = (
     Effect.sync(() => refuse(socket, status, message, headers))
   )
 
+/** The answer to a request that comes while the server shuts down (or after): 503, as a closed `ws` server's. */
+const shuttingDown = (socket: Duplex): Effect.Effect<void> => refused("ShuttingDown", socket, 503, "the server is shutting down")
+
 /**
  * The request target as path and query: an absolute URI (`GET http://host/chat`, which RFC 6455
  * section 4.2.1 allows) gives its path and query.
@@ -419,7 +422,7 @@ export const makeUpgradeHandler = <E, R, RA = never>(
               Effect.sync(() => socket.destroyed || socket.destroy())
             )
           }
-          if (interrupted) return refused("ShuttingDown", socket, 503, "the server is shutting down")
+          if (interrupted) return shuttingDown(socket)
           return Effect.andThen(
             Client.logServerFault(exit.cause),
             refused("ServerError", socket, 500, "the upgrade failed")
@@ -445,7 +448,7 @@ export const makeUpgradeHandler = <E, R, RA = never>(
       // client ended its side right after the request (TLS sockets end ours with it by default).
       if (socket instanceof Net.Socket) socket.allowHalfOpen = true
       if (closing) {
-        return Effect.runSyncWith(services)(inAcceptSpan(req)(refused("ShuttingDown", socket, 503, "the server is shutting down")))
+        return Effect.runSyncWith(services)(inAcceptSpan(req)(shuttingDown(socket)))
       }
       run(accept(req, socket, head))
     }
@@ -580,7 +583,7 @@ export const serve = <E, R, RA = never>(
     // closes (as a closed ws server's); an upgrade that still comes, over a connection already
     // open, is answered 503, as one to a closed upgrade handler.
     const refuseShuttingDown = (_req: Http.IncomingMessage, socket: Duplex) =>
-      Effect.runSyncWith(services)(refused("ShuttingDown", socket, 503, "the server is shutting down"))
+      Effect.runSyncWith(services)(shuttingDown(socket))
     yield* Effect.addFinalizer(() =>
       Effect.andThen(
         Effect.sync(() => {

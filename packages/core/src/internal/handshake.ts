@@ -213,14 +213,14 @@ export const decodeParameter = <S extends Schema.ConstraintDecoder<unknown>>(
     : Effect.fail(new InvalidParameter({ parameter, message: parameterMessage(parameter, result.failure.message), cause: result.failure }))
 }
 
-/**
- * A parameter whose reading threw (a getter, a proxy): an invalid parameter too, never a defect.
- * The message is the thrown error's (the schema wraps it in errors of its own).
- */
 /** What a value is, for an error message: `null`, its class's name, or its `typeof`. */
 export const describeValue = (value: unknown): string =>
   value === null ? "null" : typeof value === "object" ? (value.constructor?.name ?? "an object") : typeof value
 
+/**
+ * A parameter whose reading threw (a getter, a proxy): an invalid parameter too, never a defect.
+ * The message is the thrown error's (the schema wraps it in errors of its own).
+ */
 const unreadable = (parameter: string, cause: unknown): InvalidParameter => {
   // (the schema throws an error of its own, its cause the Cause of what the getter threw)
   const inner = cause instanceof Error && Cause.isCause(cause.cause) ? Cause.squash(cause.cause) : cause

@@ -16,15 +16,15 @@ const present = (value: unknown): boolean =>
 
 /**
  * Whether the options a server copies (own enumerable ones, as a spread does) give it an identity:
- * a certificate with its key (or an engine's `privateKeyIdentifier`), a `pfx`, an `SNICallback` or `pskCallback` function, or anonymous
- * cipher suites only.
+ * a certificate with its key (or an OpenSSL engine's `privateKeyIdentifier`), a `pfx`, an
+ * `SNICallback` or `pskCallback` function, or anonymous cipher suites only.
  */
 const hasServerIdentity = (tls: Record<string, unknown>): boolean => {
   const own = (key: string) => Object.prototype.propertyIsEnumerable.call(tls, key) ? tls[key] : undefined
-  // (a key may also come from an OpenSSL engine: privateKeyEngine and privateKeyIdentifier)
+  const ciphers = own("ciphers")
   return (present(own("cert")) && (present(own("key")) || present(own("privateKeyIdentifier")))) || present(own("pfx")) ||
     typeof own("SNICallback") === "function" || typeof own("pskCallback") === "function" ||
-    (typeof own("ciphers") === "string" && ANONYMOUS_CIPHERS.test(own("ciphers") as string))
+    (typeof ciphers === "string" && ANONYMOUS_CIPHERS.test(ciphers))
 }
 
 /**
