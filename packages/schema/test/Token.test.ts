@@ -69,6 +69,21 @@ describe("Token", () => {
       assert.deepStrictEqual(Token.splitList(" a b , c"), ["a b", "c"])
       assert.deepStrictEqual(Token.splitList("\na\r"), ["\na\r"])
     })
+
+    it.prop(
+      "is the elements split at commas, trimmed of spaces and tabs, the empty ones dropped",
+      [stringOver([" ", "\t", ",", "a", "b", "\r"], 40)],
+      ([value]) => {
+        const expected = value.split(",").map((part) => part.replace(/^[ \t]+/, "").replace(/[ \t]+$/, "")).filter((e) => e !== "")
+        assert.deepStrictEqual(Token.splitList(value), expected)
+      }
+    )
+
+    it("splits a value with a long run of blanks inside an element in one pass (it comes from the peer)", () => {
+      // (trimming with /^[ \t]+|[ \t]+$/g took time quadratic in the run: minutes for this one)
+      const run = " ".repeat(400_000)
+      assert.deepStrictEqual(Token.splitList(`x, a${run}b ,\t${run}`), ["x", `a${run}b`])
+    })
   })
 
   describe("tokenListProblem", () => {
