@@ -7,6 +7,7 @@
  */
 import { Schema, SchemaTransformation } from "effect"
 import { isToken, isTokenChar, splitList, Token, TokenList, TokenString } from "./Token.ts"
+import { quote } from "./internal/quote.ts"
 
 const problemFilter = (problem: (s: string) => string | undefined) =>
   Schema.makeFilter((s: string) => problem(s) ?? true)
@@ -33,9 +34,9 @@ const isProtocol = (s: string): boolean => {
  */
 export const Upgrade = Schema.String.check(
   problemFilter((s) => {
-    if (!containsToken(s, "websocket")) return `must include "websocket", got ${JSON.stringify(s)}`
+    if (!containsToken(s, "websocket")) return `must include "websocket", got ${quote(s)}`
     const bad = splitList(s).find((protocol) => !isProtocol(protocol))
-    return bad === undefined ? undefined : `has ${JSON.stringify(bad)}, which is not a protocol (a token, or token/token)`
+    return bad === undefined ? undefined : `has ${quote(bad)}, which is not a protocol (a token, or token/token)`
   })
 ).pipe(
   Schema.decodeTo(
@@ -60,7 +61,7 @@ export const UpgradeResponse = Schema.String.check(
     const protocols = splitList(s)
     return protocols.length > 0 && protocols.every((protocol) => protocol.toLowerCase() === "websocket")
       ? undefined
-      : `must be "websocket" alone, got ${JSON.stringify(s)}`
+      : `must be "websocket" alone, got ${quote(s)}`
   })
 ).pipe(
   Schema.decodeTo(
@@ -79,16 +80,30 @@ export const UpgradeResponse = Schema.String.check(
 export const Connection = TokenList.check(
   Schema.makeFilter((tokens: ReadonlyArray<string>) =>
     tokens.some((t) => t.toLowerCase() === "upgrade") ||
-    `must include the "Upgrade" token, got ${JSON.stringify(tokens.join(", "))}`
+    `must include the "Upgrade" token, got ${quote(tokens.join(", "))}`
   )
 )
 
-const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/
+/**
+ * Whether `s` is padded base64: groups of four alphabet characters, the last one ending in `=` or
+ * `==` (a loop, not a regular expression with a repeated group: that one overflows the stack on a
+ * value of a few million characters).
+ */
+const isBase64 = (s: string): boolean => {
+  if (s.length % 4 !== 0) return false
+  const padding = s.endsWith("==") ? 2 : s.endsWith("=") ? 1 : 0
+  for (let i = 0; i < s.length - padding; i++) {
+    const c = s.charCodeAt(i)
+    const ok = (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || c === 0x2b || c === 0x2f
+    if (!ok) return false
+  }
+  return true
+}
 
 const base64Length = (s: string): number => (s.length / 4) * 3 - (s.endsWith("==") ? 2 : s.endsWith("=") ? 1 : 0)
 
 const base64Problem = (bytes: number) => (s: string): string | undefined => {
-  if (!BASE64.test(s)) return `must be base64, got ${JSON.stringify(s)}`
+  if (!isBase64(s)) return `must be base64, got ${quote(s)}`
   const length = base64Length(s)
   return length === bytes ? undefined : `must be the base64 encoding of ${bytes} bytes, got ${length} bytes`
 }
@@ -151,7 +166,7 @@ export const SecWebSocketVersion = Schema.String.check(
   problemFilter((s) =>
     /^(?:0|[1-9][0-9]{0,2})$/.test(s) && Number(s) <= 255
       ? undefined
-      : `must be one version number from 0 to 255, got ${JSON.stringify(s)}`
+      : `must be one version number from 0 to 255, got ${quote(s)}`
   )
 ).pipe(
   Schema.decodeTo(Schema.Int, SchemaTransformation.transform({ decode: Number, encode: String }))
@@ -230,7 +245,7 @@ const scanExtensions = (s: string): ExtensionsScan => {
     while (i < s.length && isTokenChar(s.charCodeAt(i))) i++
     return s.slice(start, i)
   }
-  const at = () => (i < s.length ? `${JSON.stringify(s[i])} at offset ${i}` : "the end")
+  const at = () => (i < s.length ? `${quote(s[i]!)} at offset ${i}` : "the end")
   for (;;) {
     skipWhitespace()
     if (s[i] === ",") { // empty list elements are allowed by the #rule
@@ -272,7 +287,7 @@ const scanExtensions = (s: string): ExtensionsScan => {
           }
         }
         if (!isToken(value)) {
-          return { problem: `quoted value ${JSON.stringify(value)} of parameter "${paramName}" is not a token` }
+          return { problem: `quoted value ${quote(value)} of parameter "${paramName}" is not a token` }
         }
       } else {
         value = readToken()

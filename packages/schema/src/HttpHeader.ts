@@ -7,6 +7,7 @@
  */
 import { Schema } from "effect"
 import { isToken } from "./Token.ts"
+import { quote } from "./internal/quote.ts"
 
 const CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/
 const BEYOND_LATIN1 = /[^\x00-\xff]/
@@ -19,7 +20,7 @@ const BEYOND_LATIN1 = /[^\x00-\xff]/
  * @since 0.1.0
  */
 export const HeaderName = Schema.String.check(
-  Schema.makeFilter((s: string) => isToken(s) || `header name ${JSON.stringify(s)} is not a token`)
+  Schema.makeFilter((s: string) => isToken(s) || `header name ${quote(s)} is not a token`)
 )
 
 /**
@@ -31,9 +32,9 @@ export const HeaderName = Schema.String.check(
 export const HeaderValue = Schema.String.check(
   Schema.makeFilter((s: string) =>
     CONTROL.test(s)
-      ? `header value ${JSON.stringify(s)} contains a control character`
+      ? `header value ${quote(s)} contains a control character`
       : BEYOND_LATIN1.test(s)
-      ? `header value ${JSON.stringify(s)} contains a character above U+00FF`
+      ? `header value ${quote(s)} contains a character above U+00FF`
       : true
   )
 )

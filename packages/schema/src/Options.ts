@@ -8,6 +8,7 @@
  */
 import { Duration, Option, Schema, SchemaTransformation } from "effect"
 import { CloseCode } from "./CloseStatus.ts"
+import { quote } from "./internal/quote.ts"
 
 /** The keys of `Duration.DurationObject`. */
 const UNITS = new Set(["weeks", "days", "hours", "minutes", "seconds", "milliseconds", "microseconds", "nanoseconds"])
@@ -90,7 +91,7 @@ export const DurationInput = (
   )
 
 const formatInput = (input: unknown): string => {
-  if (typeof input === "string") return JSON.stringify(input)
+  if (typeof input === "string") return quote(input)
   if (typeof input === "number" || typeof input === "bigint" || typeof input === "boolean") return String(input)
   return input === null ? "null" : typeof input
 }
@@ -196,7 +197,7 @@ export const Port = Schema.Number.check(
  */
 export const Host = Schema.String.check(
   Schema.makeFilter((s: string) =>
-    (s.length > 0 && !/[\s\x00-\x1f\x7f]/.test(s)) || `host must be a host name or address, got ${JSON.stringify(s)}`
+    (s.length > 0 && !/[\s\x00-\x1f\x7f]/.test(s)) || `host must be a host name or address, got ${quote(s)}`
   )
 )
 
@@ -210,7 +211,7 @@ export const Host = Schema.String.check(
 export const SocketPath = Schema.String.check(
   Schema.makeFilter((s: string) =>
     (s.length > 0 && s.indexOf("\0", 1) === -1) ||
-    `socketPath must be a non-empty path, with a NUL at its start only (an abstract socket), got ${JSON.stringify(s)}`
+    `socketPath must be a non-empty path, with a NUL at its start only (an abstract socket), got ${quote(s)}`
   )
 )
 
@@ -236,8 +237,8 @@ const asSent = (path: string): string => {
 export const RequestPath = Schema.String.check(
   Schema.makeFilter((path: string) =>
     !(path.startsWith("/") && !path.includes("?") && !path.includes("#"))
-      ? `path must start with "/" and have no query or fragment, got ${JSON.stringify(path)}`
+      ? `path must start with "/" and have no query or fragment, got ${quote(path)}`
       : asSent(path) === path ||
-        `path must be written as clients send it (${JSON.stringify(asSent(path))}), got ${JSON.stringify(path)}`
+        `path must be written as clients send it (${quote(asSent(path))}), got ${quote(path)}`
   )
 )

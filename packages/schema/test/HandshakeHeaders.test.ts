@@ -7,6 +7,7 @@ import {
   assertRejects,
   choices,
   codeUnitString,
+  decodeFailure,
   decodeOk,
   decodes,
   editsArbitrary,
@@ -130,6 +131,14 @@ describe("HandshakeHeaders", () => {
       assertRejects(HandshakeHeaders.Connection, "Upgrades", `must include the "Upgrade" token`)
     })
 
+    it("quotes only the start of a long value", () => {
+      const value = `keep-alive, ${"x".repeat(20_000)}`
+      const message = decodeFailure(HandshakeHeaders.Connection, value)
+      assert.include(message, `got "keep-alive, xxx`)
+      assert.include(message, `... (${value.length} characters)`)
+      assert.isBelow(message.length, 200)
+    })
+
     it("rejects an empty value and elements that are not tokens", () => {
       assertRejects(HandshakeHeaders.Connection, "", "at least one token")
       assertRejects(HandshakeHeaders.Connection, " , ", "at least one token")
@@ -177,6 +186,15 @@ describe("HandshakeHeaders", () => {
 
     it("rejects non-strings", () => {
       for (const input of [null, 16, new Uint8Array(16)]) assert.isFalse(decodes(HandshakeHeaders.SecWebSocketKey, input))
+    })
+
+    it("rejects a value of millions of characters with a short message (the check once overflowed the stack and threw)", () => {
+      const long = "A".repeat(6_000_000)
+      assertRejects(HandshakeHeaders.SecWebSocketKey, long, "got 4500000 bytes")
+      assertRejects(HandshakeHeaders.SecWebSocketAccept, long, "got 4500000 bytes")
+      const message = decodeFailure(HandshakeHeaders.SecWebSocketKey, `${long}!`)
+      assert.include(message, `must be base64, got "${"A".repeat(80)}"... (6000001 characters)`)
+      assert.isBelow(message.length, 200)
     })
   })
 
