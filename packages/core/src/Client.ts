@@ -1073,7 +1073,7 @@ export const rejectionStatus = (
 export const checkUpgradeRequest = (
   headers: ReadonlyArray<HttpHeader.HttpHeader>
 ): Effect.Effect<ReadonlyArray<string>, InvalidProtocolFormat | UnsupportedProtocolVersion> =>
-  Effect.map(checkRequest(headers), (checked) => checked.offeredSubprotocols)
+  Effect.map(checkRequest(() => headers), (checked) => checked.offeredSubprotocols)
 
 /**
  * Answers a failed server handshake: `answer` gets its {@link rejectionStatus} (status and

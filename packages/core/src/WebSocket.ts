@@ -239,7 +239,7 @@ export interface ClientHandshakeRequest {
 const beginClient = Effect.fnUntraced(function*(handle: HandleImpl, given: ClientHandshakeOptions) {
   yield* requireState(handle, "beginClientHandshake", HandleState.Created)
   yield* requireKind(handle, "client", "beginClientHandshake")
-  const options = yield* Handshake.readOptions("options", given)
+  const options = yield* Handshake.readOptions("options", given, ["subprotocols", "extensions", "initialHeaders"])
   const subprotocols = yield* Handshake.decodeSubprotocolOffer("subprotocols", options.subprotocols)
   const extensions: Array<HandshakeHeaders.Extension> = []
   for (const [i, extension] of (yield* Handshake.listParameter("extensions", options.extensions)).entries()) {
@@ -294,8 +294,8 @@ const requireKind = (
  * `GET <path> HTTP/1.1` with them and a `Host` header itself.
  *
  * Fails with `InvalidParameter` for a subprotocol that is not a token, an extension that does not
- * parse, or a malformed header; with `InvalidProtocolOperation` unless the handle was just
- * created.
+ * parse, a malformed header, or an option of another name; with `InvalidProtocolOperation` unless
+ * the handle was just created.
  *
  * @see websocket.h `WebSocketBeginClientHandshake`
  * @category handshake
@@ -348,7 +348,7 @@ export interface ClientHandshakeResult {
 const endClient = Effect.fnUntraced(function*(handle: HandleImpl, response: ClientHandshakeResponse) {
   yield* requireState(handle, "endClientHandshake", HandleState.HandshakeStarted)
   yield* requireKind(handle, "client", "endClientHandshake")
-  const headers = yield* Handshake.peerHeaders(response.responseHeaders)
+  const headers = yield* Handshake.peerHeaders(() => response.responseHeaders)
   yield* Handshake.checkUpgradeHeaders(headers, "response")
   const accept = yield* Handshake.decodeRequired(HandshakeHeaders.SecWebSocketAccept, headers, "Sec-WebSocket-Accept")
   const expected = yield* Handshake.computeAccept(handle.crypto, handle.key!)
@@ -438,7 +438,10 @@ export const endClientHandshake: {
     const h = impl(handle)
     // (untyped callers may give nothing: the missing header list is malformed, not a crash)
     const response = given ?? ({} as ClientHandshakeResponse)
-    return h.state === HandleState.HandshakeStarted ? failsHandle(h, endClient(h, response)) : endClient(h, response)
+    // (a call that is not allowed, on a server handle, leaves the handle as it was)
+    return h.state === HandleState.HandshakeStarted && h.kind === "client"
+      ? failsHandle(h, endClient(h, response))
+      : endClient(h, response)
   }
 )
 
@@ -474,8 +477,8 @@ export interface ServerHandshakeResponse {
 }
 
 const beginServer = Effect.fnUntraced(function*(handle: HandleImpl, given: ServerHandshakeOptions) {
-  const options = yield* Handshake.readOptions("options", given)
-  const { key, offeredExtensions, offeredSubprotocols } = yield* Handshake.checkRequest(options.requestHeaders)
+  const options = yield* Handshake.readOptions("options", given, ["requestHeaders", "subprotocol", "extensions"])
+  const { key, offeredExtensions, offeredSubprotocols } = yield* Handshake.checkRequest(() => options.requestHeaders)
   const responseHeaders: Array<HttpHeader.HttpHeader> = [
     { name: "Connection", value: "Upgrade" },
     { name: "Upgrade", value: "websocket" },
@@ -531,7 +534,7 @@ const beginServer = Effect.fnUntraced(function*(handle: HandleImpl, given: Serve
  * `Upgrade: websocket`; a missing or malformed version is an `InvalidProtocolFormat` naming
  * `Sec-WebSocket-Version`, answered 400 with `Sec-WebSocket-Version: 13`),
  * `UnsupportedSubprotocol` / `UnsupportedExtension` when the selection was not offered,
- * `InvalidParameter` when the selection is malformed, and `InvalidProtocolOperation` unless the
+ * `InvalidParameter` when the selection is malformed (or an option has another name), and `InvalidProtocolOperation` unless the
  * handle was just created. After a failure the handle accepts only `abortHandle` and
  * `deleteHandle`.
  *

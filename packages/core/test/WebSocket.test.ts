@@ -475,6 +475,59 @@ describe("parameters that throw as they are read", () => {
       }))
       assert.deepStrictEqual([server._tag, server.message], ["InvalidParameter", "options could not be read: no request"])
     }))
+
+  it.effect("headers from the peer that throw as they are read are a malformed header list, on either side", () =>
+    Effect.gen(function*() {
+      const throwing = new Proxy([], {
+        get: () => {
+          throw new Error("no headers")
+        }
+      })
+      const server = yield* Effect.flip(WebSocket.beginServerHandshake(yield* WebSocket.createServerHandle(), { requestHeaders: throwing }))
+      assert.deepStrictEqual([server._tag, server.message], ["InvalidProtocolFormat", "the header list could not be read: no headers"])
+      const client = yield* WebSocket.createClientHandle()
+      yield* WebSocket.beginClientHandshake(client)
+      const response = new Proxy({ responseHeaders: [] }, {
+        get: () => {
+          throw new Error("no response")
+        }
+      })
+      const error = yield* Effect.flip(WebSocket.endClientHandshake(client, response))
+      assert.deepStrictEqual([error._tag, error.message], ["InvalidProtocolFormat", "the header list could not be read: no response"])
+    }))
+})
+
+describe("handshake options", () => {
+  it.effect("an option of another name (a misspelt one) or options that are not an object are an InvalidParameter", () =>
+    Effect.gen(function*() {
+      const misspelt = yield* Effect.flip(
+        WebSocket.beginClientHandshake(yield* WebSocket.createClientHandle(), { subprotocol: ["chat"] } as never)
+      )
+      assert.deepStrictEqual([misspelt._tag, misspelt.message], [
+        "InvalidParameter",
+        "options has no option \"subprotocol\": the options are subprotocols, extensions, initialHeaders"
+      ])
+      const notObject = yield* Effect.flip(WebSocket.beginClientHandshake(yield* WebSocket.createClientHandle(), "chat" as never))
+      assert.deepStrictEqual([notObject._tag, notObject.message], ["InvalidParameter", "options is an object, got string"])
+      const server = yield* Effect.flip(
+        WebSocket.beginServerHandshake(yield* WebSocket.createServerHandle(), { requestHeaders: validRequest, subprotocols: "chat" } as never)
+      )
+      assert.deepStrictEqual([server._tag, server.message], [
+        "InvalidParameter",
+        "options has no option \"subprotocols\": the options are requestHeaders, subprotocol, extensions"
+      ])
+    }))
+
+  it.effect("endClientHandshake on a server handle is refused and leaves its handshake as it was", () =>
+    Effect.gen(function*() {
+      const server = yield* WebSocket.createServerHandle()
+      yield* WebSocket.beginServerHandshake(server, { requestHeaders: validRequest })
+      const error = yield* Effect.flip(WebSocket.endClientHandshake(server as never, { responseHeaders: [] }))
+      assert.strictEqual(error._tag, "InvalidProtocolOperation")
+      assert.include(String(server), "HandshakeStarted")
+      yield* WebSocket.endServerHandshake(server)
+      assert.include(String(server), "Open")
+    }))
 })
 
 describe("BufferType", () => {

@@ -35,11 +35,19 @@ export const generateKey = (crypto: WebCryptoApi): string => Base64.encode(crypt
 
 const HeaderList = Schema.Array(HttpHeader.HttpHeader)
 
-/** A header list received from the peer: malformed entries are the peer's fault. */
+/**
+ * A header list received from the peer (`read` gives it): malformed entries are the peer's fault,
+ * and so is a list that throws as it is read (a getter, a proxy): malformed too, never a defect.
+ */
 export const peerHeaders = (
-  headers: unknown
+  read: () => unknown
 ): Effect.Effect<ReadonlyArray<HttpHeader.HttpHeader>, InvalidProtocolFormat> => {
-  const result = Schema.decodeUnknownResult(HeaderList)(headers)
+  let result: Result.Result<ReadonlyArray<HttpHeader.HttpHeader>, Schema.SchemaError>
+  try {
+    result = Schema.decodeUnknownResult(HeaderList)(read())
+  } catch (cause) {
+    return Effect.fail(new InvalidProtocolFormat({ message: `the header list could not be read: ${thrownMessage(cause)}`, cause }))
+  }
   return Result.isSuccess(result)
     ? Effect.succeed(result.success)
     : Effect.fail(
@@ -84,11 +92,27 @@ export const listParameter = <A>(parameter: string, list: ReadonlyArray<A> | und
  * The options object of a call once each of its own fields has been read: what a getter or a
  * proxy throws as it is read is an InvalidParameter naming `parameter`, not a defect where the
  * field is used. The object itself is given back (fields it inherits are read where they are used).
+ * With `known` (the option names), anything but an object (or nothing) and a field of another name
+ * (a misspelt option, silently ignored otherwise) are InvalidParameters too.
  */
-export const readOptions = <T>(parameter: string, options: T): Effect.Effect<T, InvalidParameter> => {
-  if (typeof options !== "object" || options === null) return Effect.succeed(options)
+export const readOptions = <T>(parameter: string, options: T, known?: ReadonlyArray<string>): Effect.Effect<T, InvalidParameter> => {
+  if (typeof options !== "object" || options === null) {
+    return known === undefined || options === undefined
+      ? Effect.succeed(options)
+      : Effect.fail(new InvalidParameter({ parameter, message: `${parameter} is an object, got ${describeValue(options)}` }))
+  }
   try {
-    for (const key of Reflect.ownKeys(options)) void (options as Record<PropertyKey, unknown>)[key]
+    for (const key of Reflect.ownKeys(options)) {
+      void (options as Record<PropertyKey, unknown>)[key]
+      if (known !== undefined && !known.includes(key as string)) {
+        return Effect.fail(
+          new InvalidParameter({
+            parameter,
+            message: `${parameter} has no option ${typeof key === "string" ? JSON.stringify(key) : String(key)}: the options are ${known.join(", ")}`
+          })
+        )
+      }
+    }
     return Effect.succeed(options)
   } catch (cause) {
     return Effect.fail(unreadable(parameter, cause))
@@ -221,15 +245,15 @@ export const describeValue = (value: unknown): string =>
  * A parameter whose reading threw (a getter, a proxy): an invalid parameter too, never a defect.
  * The message is the thrown error's (the schema wraps it in errors of its own).
  */
-const unreadable = (parameter: string, cause: unknown): InvalidParameter => {
+const unreadable = (parameter: string, cause: unknown): InvalidParameter =>
+  new InvalidParameter({ parameter, message: `${parameter} could not be read: ${thrownMessage(cause)}`, cause })
+
+/** The message of what reading a value threw. */
+const thrownMessage = (cause: unknown): string => {
   // (the schema throws an error of its own, its cause the Cause of what the getter threw)
   const inner = cause instanceof Error && Cause.isCause(cause.cause) ? Cause.squash(cause.cause) : cause
   const thrown = inner instanceof Error ? inner : cause
-  return new InvalidParameter({
-    parameter,
-    message: `${parameter} could not be read: ${thrown instanceof Error ? thrown.message : "reading it threw"}`,
-    cause
-  })
+  return thrown instanceof Error ? thrown.message : "reading it threw"
 }
 
 /**
@@ -311,7 +335,7 @@ export interface CheckedRequest {
  * websocket`, `Connection: Upgrade`, a `Sec-WebSocket-Key` of 16 bytes, `Sec-WebSocket-Version:
  * 13`, well-formed `Sec-WebSocket-Protocol` and `Sec-WebSocket-Extensions`.
  */
-export const checkRequest = Effect.fnUntraced(function*(requestHeaders: unknown) {
+export const checkRequest = Effect.fnUntraced(function*(requestHeaders: () => unknown) {
   const headers = yield* peerHeaders(requestHeaders)
   yield* requiredHeader(headers, "Host")
   yield* checkUpgradeHeaders(headers, "request")
