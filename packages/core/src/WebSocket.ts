@@ -534,9 +534,9 @@ const beginServer = Effect.fnUntraced(function*(handle: HandleImpl, given: Serve
  * `Upgrade: websocket`; a missing or malformed version is an `InvalidProtocolFormat` naming
  * `Sec-WebSocket-Version`, answered 400 with `Sec-WebSocket-Version: 13`),
  * `UnsupportedSubprotocol` / `UnsupportedExtension` when the selection was not offered,
- * `InvalidParameter` when the selection is malformed (or an option has another name), and `InvalidProtocolOperation` unless the
- * handle was just created. After a failure the handle accepts only `abortHandle` and
- * `deleteHandle`.
+ * `InvalidParameter` when the selection is malformed (or an option has another name), and
+ * `InvalidProtocolOperation` unless the handle was just created. After a failure the handle
+ * accepts only `abortHandle` and `deleteHandle`.
  *
  * @see websocket.h `WebSocketBeginServerHandshake`
  * @category handshake
