@@ -445,8 +445,9 @@ export const makeUpgradeHandler = <E, R, RA = never>(
     return (req: Http.IncomingMessage, socket: Duplex, head: Buffer) => {
       socket.on("error", ignoreError) // errors surface through the transport; never crash the process
       // The answer to the request (and later the closing handshake) must get out even when the
-      // client ended its side right after the request (TLS sockets end ours with it by default).
-      if (socket instanceof Net.Socket) socket.allowHalfOpen = true
+      // client ended its side right after the request (TLS sockets end ours with it by default, and
+      // so does any stream made with `allowHalfOpen: false`).
+      socket.allowHalfOpen = true
       if (closing) {
         return Effect.runSyncWith(services)(inAcceptSpan(req)(shuttingDown(socket)))
       }

@@ -85,15 +85,15 @@ const allocate = (size: number): Uint8Array => {
   return new Uint8Array(memory, 0, size)
 }
 
-/** `socket.write(buffer)`, giving `buffer`'s memory back to the pool once written when it came from there. */
-const writeMaybePooled = (socket: Duplex, buffer: Uint8Array): void => {
+/** `write(buffer)`, giving `buffer`'s memory back to the pool once written when it came from there. */
+const writeMaybePooled = (write: (buffer: Uint8Array, done?: () => void) => void, buffer: Uint8Array): void => {
   // small buffers (frame headers) skip the `buffer` getter and the lookup
   const memory = buffer.length < POOLED_MIN ? undefined : buffer.buffer as ArrayBuffer
   if (memory === undefined || !pooled.has(memory)) {
-    socket.write(buffer)
+    write(buffer)
     return
   }
-  socket.write(buffer, () => {
+  write(buffer, () => {
     if (pool.length < POOL_LIMIT) pool.push(memory)
   })
 }
@@ -111,10 +111,26 @@ const totalLength = (buffers: ReadonlyArray<Uint8Array>): number => {
 const toError = (cause: unknown, message: string) =>
   new Transport.TransportError({ message: cause instanceof Error ? `${message}: ${cause.message}` : message, cause })
 
+/** A chunk a stream delivered, as bytes: a view of any kind over its memory; `undefined` for a string or a value. */
+const bytesOf = (chunk: unknown): Uint8Array | undefined => {
+  if (chunk instanceof Uint8Array) return chunk
+  if (ArrayBuffer.isView(chunk)) return new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength)
+  if (chunk instanceof ArrayBuffer) return new Uint8Array(chunk)
+  return undefined
+}
+
+const describeChunk = (chunk: unknown): string =>
+  typeof chunk === "string" ? "strings" : chunk === null ? "null" : typeof chunk === "object" ? `${chunk.constructor?.name ?? "object"}s` : `${typeof chunk}s`
+
 /**
  * A transport over a connected `Duplex` (a `net.Socket`, a `tls.TLSSocket`, ...). The transport
- * takes the stream over: it listens for `data`, `end`, `error` and `close`, and destroys the
- * stream on `close`.
+ * takes the stream over: it listens for `data`, `end`, `error` and `close`, makes it half-open
+ * (`allowHalfOpen`: the peer's end ends reading only), and destroys the stream on `close`.
+ *
+ * Any stream will do: its chunks are read as bytes (a `Buffer`, any typed array or `DataView`, an
+ * `ArrayBuffer`; a stream that delivers strings, one with an encoding set, fails the transport
+ * with a `TransportError`), a write that throws fails the transport as a write that reports an
+ * error does, and the bytes of a stream in object mode are counted for `writeBufferLimit`.
  *
  * @category constructors
  * @since 0.1.0
@@ -139,13 +155,30 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
   }
   /** Whether the transport was closed: what still arrives is dropped (see `close`). */
   let discarding = false
-  socket.on("data", (chunk: Uint8Array) => {
+  /**
+   * How many of our `socket.write` calls are running. A stream that is not a socket (an in-process
+   * peer) may deliver its answer from inside our write: the reader is then woken once the tick
+   * ends, not in the middle of the write's bookkeeping (it would write again from there).
+   */
+  let writing = 0
+  let wakeScheduled = false
+  const wakeAfterWrites = () => {
+    wakeScheduled = false
+    wake()
+  }
+  socket.on("data", (given: unknown) => {
     if (discarding) return
+    const chunk = bytesOf(given)
+    if (chunk === undefined) return fail(new Transport.TransportError({ message: `the stream delivers ${describeChunk(given)}, not bytes (a stream with an encoding set, or in object mode)` }))
     chunks.push(chunk)
     buffered += chunk.length
     // A waiting reader takes the bytes at once (it runs in `wake`): the socket is paused only when
     // they stay, so that a reader that keeps up never stops Node's read loop.
-    wake()
+    if (writing === 0) wake()
+    else if (!wakeScheduled) {
+      wakeScheduled = true
+      process.nextTick(wakeAfterWrites)
+    }
     if (buffered >= highWaterMark && !socket.isPaused()) socket.pause()
   })
   socket.on("end", () => {
@@ -161,14 +194,63 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
     wake()
   })
   // The transport ends its side itself, once the closing handshake is done: a peer's FIN (or TLS
-  // close_notify) must not end it first (Node's default for client and TLS sockets), or the Close
-  // answering a peer that sent a broken frame and its end at once could not be written.
-  if (socket instanceof Net.Socket) socket.allowHalfOpen = true
+  // close_notify) must not end it first (Node's default for client and TLS sockets, and for any
+  // stream made with `allowHalfOpen: false`), or the Close answering a peer that sent a broken
+  // frame and its end at once could not be written.
+  socket.allowHalfOpen = true
   // What happened before the transport took the stream over (a peer that ended, went away or
   // failed while the opening handshake was still being answered) is not emitted again: it is read
   // off the stream. Bytes that came before stay buffered in it and arrive first.
   if (socket.readableEnded || socket.destroyed) ended = true
   if (socket.errored !== null) failure ??= toError(socket.errored, "socket error")
+
+  /**
+   * Fails the transport (readers and writers get `error` once the bytes read before it are taken)
+   * and releases the stream.
+   */
+  function fail(error: Transport.TransportError): void {
+    failure ??= error
+    gatheredStart = gatheredEnd
+    try {
+      socket.destroy()
+    } catch {
+      // (a stream whose destroy throws is released as far as it goes)
+    }
+    wake()
+  }
+
+  /**
+   * The bytes written and not yet handed on by the stream. A stream in object mode counts its
+   * writes, not their bytes, in `writableLength`: those are counted here, as they complete.
+   */
+  const objectMode = socket.writableObjectMode
+  let objectModeBytes = 0
+  const queuedBytes = (): number => objectMode ? objectModeBytes : socket.writableLength
+
+  /**
+   * `socket.write`; a write that throws (a stream's own code) fails the transport, as a write
+   * that reports an error does, instead of throwing out of the caller (or out of the end of the tick).
+   */
+  function toSocket(buffer: Uint8Array, done?: (error?: Error | null) => void): boolean {
+    let callback = done
+    if (objectMode) {
+      const length = buffer.length
+      objectModeBytes += length
+      callback = (error) => {
+        objectModeBytes -= length
+        done?.(error)
+      }
+    }
+    writing++
+    try {
+      return socket.write(buffer, callback)
+    } catch (cause) {
+      fail(toError(cause, "write failed"))
+      return true
+    } finally {
+      writing--
+    }
+  }
 
   /** Copies buffered bytes into `buffer`; -1 when there are none yet. */
   const take = (buffer: Uint8Array): number => {
@@ -247,9 +329,10 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
   let flushScheduled = false
   const flushGathered = () => {
     if (gatheredEnd === gatheredStart) return
-    // a socket destroyed meanwhile takes nothing more (the failure is already reported)
-    if (!socket.destroyed) socket.write(slab.subarray(gatheredStart, gatheredEnd))
+    const bytes = slab.subarray(gatheredStart, gatheredEnd)
     gatheredStart = gatheredEnd
+    // a socket destroyed meanwhile takes nothing more (the failure is already reported)
+    if (!socket.destroyed) toSocket(bytes)
   }
   /** Whether the socket is corked until the tick ends (see `corkUntilEndOfTick`). */
   let corked = false
@@ -284,23 +367,24 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
    * never make writes wait for `drain` (nor show in `bufferedAmount`) beyond what they did uncorked.
    */
   const uncorkWhenFull = () => {
-    if (corked && socket.writableLength > bufferLimit) uncork()
+    if (corked && queuedBytes() > bufferLimit) uncork()
   }
   /**
    * Whether writes must wait for `drain`: the socket holds more than `bufferLimit` bytes not yet
    * handed to the operating system, and Node said so (a `write` returned `false`, so `drain` comes).
    * The bytes gathered this tick (at most a slab) join them when the tick ends.
    */
-  const mustWait = () => socket.writableLength > bufferLimit && socket.writableNeedDrain
+  const mustWait = () => queuedBytes() > bufferLimit && socket.writableNeedDrain
   /** Copies `buffers` into one buffer (gathered until the tick ends when small) and writes it. */
   const copyAndWrite = (buffers: ReadonlyArray<Uint8Array>, total: number): void => {
     let target: Buffer
     let offset: number
     if (total <= GATHER_LIMIT) {
       if (gatheredEnd + total > slab.length) {
-        flushGathered()
+        const full = slab.subarray(gatheredStart, gatheredEnd)
         slab = Buffer.allocUnsafe(SLAB_SIZE)
         gatheredStart = gatheredEnd = 0
+        if (full.length > 0 && !socket.destroyed) toSocket(full)
       }
       target = slab
       offset = gatheredEnd
@@ -317,7 +401,7 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
       offset += buffers[i]!.length
     }
     if (target !== slab) {
-      socket.write(target)
+      toSocket(target)
       uncorkWhenFull()
     }
   }
@@ -326,7 +410,7 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
   const writeOwned = (buffers: ReadonlyArray<Uint8Array>): void => {
     flushGathered()
     corkUntilEndOfTick()
-    for (let i = 0; i < buffers.length; i++) writeMaybePooled(socket, buffers[i]!)
+    for (let i = 0; i < buffers.length; i++) writeMaybePooled(toSocket, buffers[i]!)
     uncorkWhenFull()
   }
 
@@ -347,7 +431,7 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
 
   const tryWrite = (buffers: ReadonlyArray<Uint8Array>, owned?: boolean): boolean => {
     if (failure !== undefined || socket.destroyed || !socket.writable || mustWait()) return false
-    return writeNow(buffers, owned)
+    return writeNow(buffers, owned) && failure === undefined
   }
 
   /** Waits until the socket's buffer drains (or the socket closes: then fails). */
@@ -380,7 +464,7 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
       // yet handed to the operating system, then takes its buffers at once. Interrupted while it
       // waits, it took nothing; once taken, the bytes go out whole (what a frame needs).
       if (mustWait()) return Effect.andThen(drained, write(buffers, owned))
-      if (writeNow(buffers, owned)) return Effect.void
+      if (writeNow(buffers, owned)) return failure === undefined ? Effect.void : Effect.fail(failure)
       return writeAndWait(buffers)
     })
 
@@ -398,9 +482,9 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
       for (let i = 0; i <= last; i++) {
         const buffer = buffers[i]!
         if (i < last) {
-          socket.write(buffer)
+          toSocket(buffer)
         } else {
-          needDrain = !socket.write(buffer, (error) => {
+          needDrain = !toSocket(buffer, (error) => {
             if (error) return resume(Effect.fail(toError(error, "write failed")))
             written = true
             done()
@@ -408,6 +492,7 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
         }
       }
       if (last > 0) socket.uncork()
+      if (failure !== undefined) return resume(Effect.fail(failure))
       if (needDrain) {
         drained = false
         socket.once("drain", () => {
@@ -493,6 +578,6 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
     whenReadable,
     allocate: socket instanceof Net.Socket ? allocate : undefined,
     // what the socket queues, and what this tick gathered for it
-    bufferedAmount: () => socket.writableLength + gatheredEnd - gatheredStart
+    bufferedAmount: () => queuedBytes() + gatheredEnd - gatheredStart
   })
 }

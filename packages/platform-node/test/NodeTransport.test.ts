@@ -1,10 +1,10 @@
 /**
  * Tests of `NodeTransport.fromDuplex` over real loopback TCP sockets: reads and writes, copied and
- * owned buffers, and backpressure both ways.
+ * owned buffers, and backpressure both ways; and over streams that are not sockets.
  */
-import { Transport } from "@effect-websocket/core"
+import { Connection, Transport, WebSocket } from "@effect-websocket/core"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Fiber, Option, Scheduler } from "effect"
+import { Effect, Fiber, Option, Scheduler, Stream } from "effect"
 import * as Net from "node:net"
 import { Duplex, duplexPair } from "node:stream"
 import { NodeTransport } from "../src/index.ts"
@@ -388,5 +388,141 @@ describe("NodeTransport.fromDuplex", () => {
     Effect.sync(() => {
       const [left] = duplexPair()
       assert.isUndefined(NodeTransport.fromDuplex(left).allocate)
+    }))
+})
+
+/** A server connection over `stream` (the opening handshake done in memory), its peer a test. */
+const serverConnectionOver = (stream: Duplex) =>
+  Effect.gen(function*() {
+    const client = yield* WebSocket.createClientHandle()
+    const server = yield* WebSocket.createServerHandle()
+    const { requestHeaders } = yield* WebSocket.beginClientHandshake(client, { initialHeaders: [{ name: "Host", value: "x" }] })
+    const { responseHeaders } = yield* WebSocket.beginServerHandshake(server, { requestHeaders })
+    return yield* Connection.make(server, NodeTransport.fromDuplex(stream), { handshake: { requestHeaders, responseHeaders } })
+  })
+
+/** A masked frame, as a client sends it (masking key 1 2 3 4). */
+const clientFrame = (opcode: number, payload: Uint8Array): Buffer => {
+  const key = [1, 2, 3, 4]
+  return Buffer.from([0x80 | opcode, 0x80 | payload.length, ...key, ...payload.map((b, i) => b ^ key[i & 3]!)])
+}
+
+/** A stream whose writes are recorded, its readable side fed by the test. */
+const recordingStream = (options: { readonly onWrite?: (stream: Duplex, chunk: Buffer) => void; readonly allowHalfOpen?: boolean } = {}) => {
+  const written: Array<Buffer> = []
+  const stream = new Duplex({
+    allowHalfOpen: options.allowHalfOpen ?? true,
+    read() {},
+    write(chunk: Buffer, _encoding, callback) {
+      written.push(Buffer.from(chunk))
+      options.onWrite?.(this, chunk)
+      callback()
+    }
+  })
+  return { stream, written: () => Buffer.concat(written).toString("hex") }
+}
+
+describe("NodeTransport.fromDuplex over streams that are not sockets", () => {
+  it.live("a stream whose write throws fails the transport (a TransportError), never the process, and is destroyed", () =>
+    Effect.gen(function*() {
+      const stream = new Duplex({
+        read() {},
+        write() {
+          throw new Error("boom")
+        }
+      })
+      const transport = NodeTransport.fromDuplex(stream)
+      // a small write is gathered until the tick ends, and thrown at there
+      yield* transport.write([Buffer.from("gathered")])
+      yield* Effect.sleep("10 millis")
+      assert.isTrue(stream.destroyed)
+      const error = yield* Effect.flip(transport.write([Buffer.from("next")]))
+      assert.deepStrictEqual([error._tag, error.message], ["TransportError", "write failed: boom"])
+      const read = yield* Effect.flip(transport.read(new Uint8Array(8)))
+      assert.strictEqual(read.message, "write failed: boom")
+      // a large write is handed to the stream at once: it fails itself
+      const large = NodeTransport.fromDuplex(new Duplex({
+        read() {},
+        write() {
+          throw new Error("too big")
+        }
+      }))
+      const failed = yield* Effect.flip(large.write([new Uint8Array(100_000)]))
+      assert.strictEqual(failed.message, "write failed: too big")
+      assert.isFalse(large.tryWrite!([Buffer.from("x")]))
+    }))
+
+  it.live("a peer that answers from inside our write (an in-process stream) gets every frame once, in order", () =>
+    Effect.gen(function*() {
+      // the peer pings as our first frames reach it, and closes once it has the pong
+      let pinged = false
+      let closed = false
+      const { stream, written } = recordingStream({
+        onWrite: (self, chunk) => {
+          if (!pinged) {
+            pinged = true
+            self.push(clientFrame(0x9, Buffer.from("p")))
+          } else if (!closed && chunk.includes(Buffer.from("8a0170", "hex"))) {
+            closed = true
+            self.push(clientFrame(0x8, Buffer.from([0x03, 0xe8])))
+          }
+        }
+      })
+      const connection = yield* serverConnectionOver(stream)
+      yield* Effect.forkScoped(Stream.runDrain(connection.messages))
+      yield* Effect.yieldNow
+      yield* connection.send("a")
+      yield* connection.send("b")
+      const info = yield* Effect.timeout(connection.closed, "2 seconds")
+      assert.strictEqual(info.code, 1000)
+      // "a", "b", the pong, the Close answered: each once
+      assert.strictEqual(written(), "810161" + "810162" + "8a0170" + "880203e8")
+    }))
+
+  it.live("a stream made with allowHalfOpen false: the peer's end ends reading only, what we write after it goes out", () =>
+    Effect.gen(function*() {
+      const { stream, written } = recordingStream({ allowHalfOpen: false })
+      const transport = NodeTransport.fromDuplex(stream)
+      stream.push(null)
+      assert.strictEqual(yield* Effect.timeout(transport.read(new Uint8Array(16)), "2 seconds"), 0)
+      yield* Effect.sleep("20 millis") // past the turn in which Node would end our side
+      yield* transport.write([Buffer.from("after the end")])
+      yield* transport.close
+      assert.strictEqual(Buffer.from(written(), "hex").toString(), "after the end")
+    }))
+
+  it.live("a stream in object mode: writes wait once writeBufferLimit bytes (not writes) are queued", () =>
+    Effect.gen(function*() {
+      // a peer that takes the first write and then nothing
+      const stream = new Duplex({ objectMode: true, read() {}, write() {} })
+      const transport = NodeTransport.fromDuplex(stream, { writeBufferLimit: 64 * 1024 })
+      const writer = yield* Effect.forkScoped(Effect.forEach(
+        Array.from({ length: 100 }, (_, i) => pattern(8 * 1024, i)),
+        (chunk) => transport.write([chunk]),
+        { discard: true }
+      ))
+      yield* Effect.sleep("50 millis")
+      assert.isUndefined(writer.pollUnsafe(), "the writes wait")
+      const queued = transport.bufferedAmount!()
+      assert.isAtLeast(queued, 64 * 1024)
+      assert.isAtMost(queued, 64 * 1024 + 16 * 8 * 1024)
+    }))
+
+  it.live("chunks that are views of any kind are read as bytes; a stream that delivers strings fails with a TransportError", () =>
+    Effect.gen(function*() {
+      const views = new Duplex({ readableObjectMode: true, read() {}, write(_c, _e, cb) { cb() } })
+      const transport = NodeTransport.fromDuplex(views)
+      views.push(new Uint16Array([0x0201, 0x0403]))
+      views.push(new DataView(Uint8Array.from([5, 6]).buffer))
+      views.push(Uint8Array.from([7, 8]).buffer)
+      assert.deepStrictEqual(Array.from(yield* readExactly(transport, 8)), [1, 2, 3, 4, 5, 6, 7, 8])
+
+      const text = new Duplex({ read() {}, write(_c, _e, cb) { cb() } })
+      text.setEncoding("latin1")
+      const strings = NodeTransport.fromDuplex(text)
+      text.push(Buffer.from([0x81, 0x01]))
+      const error = yield* Effect.flip(Effect.timeout(strings.read(new Uint8Array(8)), "2 seconds"))
+      assert.strictEqual(error.message, "the stream delivers strings, not bytes (a stream with an encoding set, or in object mode)")
+      assert.isTrue(text.destroyed)
     }))
 })
