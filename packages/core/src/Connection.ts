@@ -199,8 +199,10 @@ export interface Connection {
    * and handling the message loses it, and operators that read ahead (`Stream.mapEffect` with
    * `concurrency`, `merge`, `buffer`, `timeout`, `interruptWhen`) drop what they hold when the
    * stream stops, as with any `effect` stream. Two consumers at once each get some of the
-   * messages, each in order. Once our `close` started, messages beyond `messageBuffer` are dropped,
-   * so that the peer's answer to our Close gets through.
+   * messages, each in order. Once our `close` started, a consumer that still runs gets every
+   * message that came before the peer's Close (as `ws` emits them after its `close()`): reading
+   * waits for it, within the close timeout. With no stream running, messages beyond
+   * `messageBuffer` are then dropped, so that the peer's answer to our Close gets through.
    *
    * Messages nobody takes are not dropped (as `ws` drops those no listener takes): once
    * `messageBuffer` of them wait, the connection stops reading, and so sees neither the peer's
@@ -606,6 +608,8 @@ export const make = (
         Effect.sync(() => {
           consumers--
           signalIfIdle()
+          // a reader waiting for room while we close no longer waits for anyone (see `dropping`)
+          if (consumers === 0) wake()
         })
     ))
     /** Counts reads that brought bytes: the keepalive watches it for signs of life. */
@@ -615,8 +619,14 @@ export const make = (
      * meanwhile, so a silent peer then says nothing about the peer (keepalive).
      */
     let waitingForConsumer = false
-    /** Completed when a local close starts: a reader blocked on a full message buffer then drops messages. */
+    /** Completed when a local close starts: see `dropping`. */
     const closing = yield* Deferred.make<void>()
+    /**
+     * Whether messages the message buffer has no room for are dropped: once a local close started
+     * and no stream consumes them (the peer's answer to our Close must get through; a consumer
+     * that runs gets them, the close timeout bounding its wait).
+     */
+    const dropping = () => consumers === 0 && Deferred.isDoneUnsafe(closing)
     let transportClosed = false
     /**
      * Why a write failed while the connection was open (see `lostTransport`): the reader then no
@@ -1191,15 +1201,14 @@ export const make = (
     let held: Message | undefined = undefined
     /**
      * The reader stopped (an abort, a dead peer, the close timeout): the message it held still
-     * reaches the consumer, ahead of the end, unless we are closing (then messages nobody reads are
-     * dropped). Done as the reader ends, not around its wait: it may be stopped once woken, before
+     * reaches the consumer, ahead of the end, unless it is dropped (see `dropping`). Done as the reader ends, not around its wait: it may be stopped once woken, before
      * it offered the message again.
      */
     const readerStopped = Effect.sync(() => {
       readingNetwork = false
       const message = held
       held = undefined
-      if (message !== undefined && !Deferred.isDoneUnsafe(closing)) mailbox.offerBeyondCapacity(message)
+      if (message !== undefined && !dropping()) mailbox.offerBeyondCapacity(message)
     })
 
     /** Whether the reader ever ran (it does not when the connection's scope was closed already). */
@@ -1424,12 +1433,13 @@ export const make = (
             return yield* failProtocol(engineError(engine, "getAction", "queue") as InvalidProtocolFormat | InvalidProtocolOperation)
           case STEP_HELD: {
             // The consumer is behind: wait (reading stops, so the peer is slowed by the transport),
-            // unless we are closing: then the peer's Close reply must get through, and messages
-            // nobody reads are dropped. Once the transport broke (see `lostTransport`), there is
-            // no one left to slow down: the message is kept beyond the buffer.
+            // unless we are closing and no stream consumes (see `dropping`): then the peer's Close
+            // reply must get through, and messages nobody reads are dropped. Once the transport
+            // broke (see `lostTransport`), there is no one left to slow down: the message is kept
+            // beyond the buffer.
             const message = held!
             for (;;) {
-              if (Deferred.isDoneUnsafe(closing)) break
+              if (dropping()) break
               if (mailbox.isDone) return
               if (mailbox.offer(message)) break
               if (lost !== undefined) {
@@ -1441,7 +1451,7 @@ export const make = (
                 // (looked at again as the wait starts: the fiber may have yielded since, and the
                 // wake-up found no one waiting: a failed write, a local close, or a consumer that
                 // took the messages meanwhile, down to where reading resumes, and then waits)
-                if (lost !== undefined || Deferred.isDoneUnsafe(closing) || mailbox.size <= resumeReadingAt) {
+                if (lost !== undefined || dropping() || mailbox.size <= resumeReadingAt) {
                   return resume(Effect.void)
                 }
                 wakeReader = () => resume(Effect.void)

@@ -1673,6 +1673,61 @@ describe("Connection failures", () => {
       assert.strictEqual(connection.stats.messagesIn, got.length)
     }))
 
+  it.live("after our close, a consumer that still runs gets every message the peer sent before its Close, however slow", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("server", { connection: { messageBuffer: 4 } })
+      const sent = Array.from({ length: 40 }, (_, i) => `m${i}`)
+      for (const m of sent) yield* peer.send(0x1, m)
+      const got: Array<Connection.Message> = []
+      // a consumer slower than the peer (as a tool printing every message is)
+      const consumer = yield* Effect.forkChild(
+        Stream.runForEach(connection.messages, (m) => Effect.andThen(Effect.sleep("2 millis"), Effect.sync(() => got.push(m))))
+      )
+      yield* waitUntil(() => got.length > 0, "the first message taken")
+      const closing = yield* Effect.forkChild(connection.close(1000))
+      const close = yield* Effect.timeout(peer.nextFrame(), "2 seconds")
+      assert.strictEqual(close.opcode, 0x8)
+      yield* peer.send(0x8, closeBody(1000))
+      yield* peer.transport.close
+      assert.deepStrictEqual(yield* Fiber.join(closing), { code: 1000, reason: "", clean: true, initiator: "local" })
+      yield* Effect.timeout(Fiber.join(consumer), "2 seconds")
+      assert.deepStrictEqual(got, sent)
+    }))
+
+  it.live("after our close, with no consumer running, messages beyond messageBuffer are dropped and the close completes", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("server", { connection: { messageBuffer: 4 } })
+      for (let i = 0; i < 40; i++) yield* peer.send(0x1, `m${i}`)
+      yield* waitUntil(() => connection.stats.messagesIn === 5, "the message buffer full")
+      const closing = yield* Effect.forkChild(connection.close(1000))
+      const close = yield* Effect.timeout(peer.nextFrame(), "2 seconds")
+      assert.strictEqual(close.opcode, 0x8)
+      yield* peer.send(0x8, closeBody(1000))
+      yield* peer.transport.close
+      assert.deepStrictEqual(yield* Effect.timeout(Fiber.join(closing), "2 seconds"), { code: 1000, reason: "", clean: true, initiator: "local" })
+      const { got } = yield* drain(connection)
+      assert.deepStrictEqual(got, ["m0", "m1", "m2", "m3"])
+    }))
+
+  it.live("after our close, the close waits for a consumer that runs, and goes through once it stops", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("server", { connection: { messageBuffer: 4 } })
+      for (let i = 0; i < 40; i++) yield* peer.send(0x1, `m${i}`)
+      const gate = yield* Deferred.make<void>()
+      // a consumer that takes one message and then waits
+      const consumer = yield* Effect.forkChild(Stream.runForEach(connection.messages, () => Deferred.await(gate)))
+      yield* waitUntil(() => connection.stats.messagesIn >= 5, "the message buffer full")
+      const closing = yield* Effect.forkChild(connection.close(1000))
+      const close = yield* Effect.timeout(peer.nextFrame(), "2 seconds")
+      assert.strictEqual(close.opcode, 0x8)
+      yield* peer.send(0x8, closeBody(1000))
+      yield* settle
+      assert.isUndefined(closing.pollUnsafe(), "the close waits for the consumer")
+      yield* Fiber.interrupt(consumer)
+      yield* peer.transport.close
+      assert.deepStrictEqual(yield* Effect.timeout(Fiber.join(closing), "2 seconds"), { code: 1000, reason: "", clean: true, initiator: "local" })
+    }))
+
   it.effect("bufferedAmount: the bytes of frames the transport holds, back to 0 once the peer reads them", () =>
     Effect.gen(function*() {
       const { connection, peer } = yield* rawConnection("server", { highWaterMark: 1000 })
