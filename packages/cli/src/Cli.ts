@@ -66,9 +66,10 @@ export const exitCode = <A, E>(exit: Exit.Exit<A, E>): number =>
     : Runtime.getErrorExitCode(Cause.squash(exit.cause))
 
 /**
- * Ends the process once stdout and stderr are flushed. Exiting explicitly matters: stdin may
- * still be open (a server in `--echo` mode never reads it, a client whose peer closed stops
- * reading it), and it would keep the process alive.
+ * Ends the process once stdout and stderr are flushed, or after {@link FLUSH_TIMEOUT_MS} when a
+ * reader does not read (a paused pager): what it did not take is then lost, as with a signal.
+ * Exiting explicitly matters: stdin may still be open (a server in `--echo` mode never reads it,
+ * a client whose peer closed stops reading it), and it would keep the process alive.
  *
  * @category running
  * @since 0.1.0
@@ -80,6 +81,10 @@ export const teardown: Runtime.Teardown = (exit, _onExit) => {
   const done = () => {
     if (--pending === 0) process.exit(code)
   }
+  setTimeout(() => process.exit(code), FLUSH_TIMEOUT_MS)
   process.stdout.write("", done)
   process.stderr.write("", done)
 }
+
+/** How long the end of a run waits for stdout and stderr to be read. */
+const FLUSH_TIMEOUT_MS = 2000

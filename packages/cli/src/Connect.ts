@@ -9,7 +9,7 @@
  *
  * @since 0.1.0
  */
-import type { Client, Connection } from "@effect-websocket/core"
+import { Client, type Connection } from "@effect-websocket/core"
 import { NodeClient } from "@effect-websocket/platform-node"
 import { HttpHeader } from "@effect-websocket/schema"
 import { Cause, Duration, Effect, Exit, Fiber, Option, Schema, type Stdio, Stream } from "effect"
@@ -182,14 +182,14 @@ const finish = (
       )
     }
     if (!info.clean) {
-      const reason = info.reason === "" ? "" : `: ${info.reason}`
+      const reason = info.reason === "" ? "" : `: ${Output.inline(info.reason)}`
       return yield* fail(output, `connection closed abnormally with code ${Output.describeCode(info.code)}${reason}`, {
         tag: "AbnormalClose",
         code: info.code
       })
     }
     if (!NORMAL_CLOSE_CODES.has(info.code)) {
-      const reason = info.reason === "" ? "" : `: ${info.reason}`
+      const reason = info.reason === "" ? "" : `: ${Output.inline(info.reason)}`
       return yield* fail(output, `connection closed with code ${Output.describeCode(info.code)}${reason}`, {
         tag: "CloseCode",
         code: info.code
@@ -248,7 +248,7 @@ export const command = Command.make(
           Effect.orDie(fail(output, "interrupted before the connection was open", { tag: "Interrupted" }))
         )
       )
-      yield* output.emit({ event: "open", url: options.url, protocol: connection.protocol })
+      yield* output.emit({ event: "open", url: Client.redactedUrl(options.url), protocol: connection.protocol })
       const checkControl = controlFrames(connection.stats, output)
       yield* Effect.forkScoped(watchControlFrames(checkControl))
 

@@ -183,7 +183,18 @@ export const describeCode = (code: number): string => {
  * @category formatting
  * @since 0.1.0
  */
-export const oneLine = (s: string): string => s.replace(/\s*[\r\n]+\s*/g, " ").trim()
+export const oneLine = (s: string): string =>
+  // (split, not one replace: `\s*[\r\n]+\s*` takes time quadratic in a run of blanks)
+  s.split(/[\r\n]+/).map((line) => line.trim()).filter((line) => line !== "").join(" ")
+
+/**
+ * Text a peer chose (a close reason) for the middle of one of our lines: escaped as in a JSON
+ * string, without the quotes, so that a line break in it cannot start a line that looks like ours.
+ *
+ * @category formatting
+ * @since 0.1.0
+ */
+export const inline = (s: string): string => JSON.stringify(s).slice(1, -1)
 
 /**
  * `s` with control characters (C0, DEL, C1: a terminal's escape sequences start with them) and

@@ -7,15 +7,17 @@
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
 import { Effect, Fiber } from "effect"
 import { run, teardown } from "./Cli.ts"
+import { failedOnInterrupt } from "./Common.ts"
 
 /**
  * Runs `ews`; when the reader of stdout or stderr goes away (`ews connect URL | head -1`), stops
  * as on SIGINT (the connections close with 1001) instead of dying of the EPIPE. What is written
- * after that is dropped.
+ * after that is dropped. Any other failure to write them (a full disk, an I/O error) stops it the
+ * same way, with exit status 1.
  */
 const main = Effect.withFiber((fiber) => {
   const onError = (error: NodeJS.ErrnoException) => {
-    if (error.code !== "EPIPE") throw error
+    if (error.code !== "EPIPE") failedOnInterrupt.reported = true
     Effect.runFork(Fiber.interrupt(fiber))
   }
   process.stdout.on("error", onError)

@@ -239,6 +239,38 @@ describe("ews connect", () => {
       assert.match(result.stderr, /^ews: connection closed with code 4000: go away$/m)
     }))
 
+  it.live("a close reason with line breaks stays on the one line of the error", () =>
+    Effect.gen(function*() {
+      const url = yield* wsServer((peer) => peer.ws.close(4000, "bye\news: connection closed normally\r\tX"))
+      const result = yield* ewsRun(["connect", url])
+      assert.strictEqual(result.code, 1)
+      assert.match(result.stderr, /^ews: connection closed with code 4000: bye\\news: connection closed normally\\r\\tX$/m)
+      assert.notMatch(result.stderr, /^ews: connection closed normally/m)
+    }))
+
+  it.live("stdin ending while echoes are on their way: every echo is printed before the exit", () =>
+    Effect.gen(function*() {
+      const server = yield* serve(["--echo"])
+      const client = yield* ews(["connect", server.url])
+      const lines = Array.from({ length: 2000 }, (_, i) => `line ${i}`)
+      yield* client.write(lines.map((line) => `${line}\n`).join(""))
+      yield* client.end
+      assert.deepStrictEqual(yield* client.ended, { code: 0, signal: null })
+      assert.deepStrictEqual(client.stdout, lines)
+    }))
+
+  it.live("the open event shows the URL with its credentials redacted", () =>
+    Effect.gen(function*() {
+      const server = yield* serve(["--echo"])
+      const url = server.url.replace("ws://", "ws://user:secret@")
+      const client = yield* ews(["connect", url, "--json"])
+      const open = JSON.parse(yield* client.line("the open event"))
+      assert.strictEqual(open.url, server.url.replace("ws://", "ws://REDACTED:REDACTED@"))
+      yield* client.end
+      assert.strictEqual((yield* client.ended).code, 0)
+      assert.notInclude(client.stderr() + client.stdout.join("\n"), "secret")
+    }))
+
   it.live("a bad URL: non-zero exit with the reason", () =>
     Effect.gen(function*() {
       const notUrl = yield* ewsRun(["connect", "not a url"])
@@ -291,6 +323,35 @@ describe("ews connect", () => {
       assert.strictEqual((yield* peer.closed).code, 1001)
       assert.deepStrictEqual(yield* client.ended, { code: 0, signal: null })
       assert.notInclude(client.stderr(), "EPIPE")
+    }))
+
+  it.live("stdout that cannot be written (a full disk): closes with 1001 and exits 1, no crash", () =>
+    Effect.gen(function*() {
+      let resolvePeer: (peer: Peer) => void = () => {}
+      const peerPromise = new Promise<Peer>((resolve) => (resolvePeer = resolve))
+      const url = yield* wsServer((peer) => resolvePeer(peer))
+      const full = yield* Effect.acquireRelease(Effect.sync(() => Fs.openSync("/dev/full", "w")), (fd) => Effect.sync(() => Fs.closeSync(fd)))
+      const client = yield* ews(["connect", url], { stdout: full })
+      const peer = yield* within(Effect.promise(() => peerPromise), 10_000, "the client to connect")
+      peer.ws.send("first")
+      assert.strictEqual((yield* peer.closed).code, 1001)
+      assert.deepStrictEqual(yield* client.ended, { code: 1, signal: null })
+      assert.notInclude(client.stderr(), "    at ", "no stack trace")
+    }))
+
+  it.live("SIGINT while the reader of stdout reads nothing (a paused pager): exits all the same", () =>
+    Effect.gen(function*() {
+      const { client, peer } = yield* connectedToWs
+      peer.ws.send("first")
+      assert.strictEqual(yield* client.line("the first message"), "first")
+      client.child.stdout!.pause() // the reader stops: the pipe fills up
+      const line = "x".repeat(1000)
+      for (let i = 0; i < 2000; i++) peer.ws.send(line)
+      yield* Effect.sleep("500 millis")
+      yield* client.kill("SIGINT")
+      assert.strictEqual((yield* peer.closed).code, 1001)
+      const ended = yield* within(client.ended, 6000, "ews to exit while its stdout is not read")
+      assert.strictEqual(ended.signal, null)
     }))
 
   it.live("--ping-timeout: a peer that answers no ping is cut off as dead, exit 1", () =>

@@ -60,9 +60,9 @@ export interface Ews {
 
 /**
  * Starts `ews ...args`; the process is killed (SIGKILL) when the scope closes if it still runs.
- * `stdin: "ignore"` gives it an empty stdin.
+ * `stdin: "ignore"` gives it an empty stdin; `stdout`, a file descriptor to write to instead of a pipe.
  */
-export const ews = (args: ReadonlyArray<string>, options?: { readonly stdin?: "pipe" | "ignore" }) =>
+export const ews = (args: ReadonlyArray<string>, options?: { readonly stdin?: "pipe" | "ignore"; readonly stdout?: number }) =>
   Effect.gen(function*() {
     const lines = yield* Queue.unbounded<string>()
     const endedDeferred = Deferred.makeUnsafe<Ended>()
@@ -72,7 +72,7 @@ export const ews = (args: ReadonlyArray<string>, options?: { readonly stdin?: "p
     const child = yield* Effect.acquireRelease(
       Effect.sync(() =>
         spawn(process.execPath, ["--conditions=@effect-websocket/source", BIN, ...args], {
-          stdio: [options?.stdin ?? "pipe", "pipe", "pipe"],
+          stdio: [options?.stdin ?? "pipe", options?.stdout ?? "pipe", "pipe"],
           env
         })
       ),
@@ -83,10 +83,12 @@ export const ews = (args: ReadonlyArray<string>, options?: { readonly stdin?: "p
     )
     const stdout: Array<string> = []
     let stderr = ""
-    createInterface({ input: child.stdout! }).on("line", (line) => {
-      stdout.push(line)
-      Queue.offerUnsafe(lines, line)
-    })
+    if (child.stdout !== null) {
+      createInterface({ input: child.stdout }).on("line", (line) => {
+        stdout.push(line)
+        Queue.offerUnsafe(lines, line)
+      })
+    }
     child.stderr!.setEncoding("utf8").on("data", (chunk: string) => {
       stderr += chunk
     })
