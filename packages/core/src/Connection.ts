@@ -1587,7 +1587,7 @@ export const make = (
       payload: Uint8Array,
       restore: Restore
     ): Effect.Effect<void, InvalidProtocolOperation | TransportError> | undefined => {
-      if (fragmenting || messageLeftOpen || !tryTakeWire()) return undefined
+      if (fragmenting || messageLeftOpen || waitingBehindMessage > 0 || !tryTakeWire()) return undefined
       if (queueSend(type, payload, undefined, payload.length) !== Status.Ok) {
         releaseWire()
         return Effect.fail(
@@ -1609,9 +1609,16 @@ export const make = (
       )
     }
 
-    const sendWholeLocked = (type: number, payload: Uint8Array) =>
+    /**
+     * How many sends wait for a fragmented message to end (for `messageLock`): a send that comes
+     * later goes after them, as sends go out in the order they were made.
+     */
+    let waitingBehindMessage = 0
+
+    /** A whole message under the wire lock; `false` when it must wait behind a fragmented message (see `waitingBehindMessage`). */
+    const sendWholeLocked = (type: number, payload: Uint8Array, behindMessage = false) =>
       withWire((restore): Effect.Effect<boolean, InvalidProtocolOperation | TransportError> => {
-        if (fragmenting) return Effect.succeed(false)
+        if (fragmenting || (waitingBehindMessage > 0 && !behindMessage)) return Effect.succeed(false)
         if (messageLeftOpen) return Effect.fail(messageLeftOpenError("send"))
         if (queueSend(type, payload, undefined, payload.length) !== Status.Ok) {
           return Effect.fail(
@@ -1630,16 +1637,28 @@ export const make = (
      * a fragmented message is open (`sendWholeLocked` says `false`), after it under `messageLock`.
      */
     const sendWholeLater = (type: number, payload: Uint8Array): Effect.Effect<void, InvalidProtocolOperation | TransportError> =>
-      Effect.flatMap(sendWholeLocked(type, payload), (sent) =>
-        sent
-          ? Effect.void
-          : withMessageLock(Effect.uninterruptibleMask((restore) =>
-            sendWholeNow(type, payload, restore) ?? restore(Effect.flatMap(sendWholeLocked(type, payload), (sentNow) =>
-              sentNow
-                ? Effect.void
-                // under messageLock no fragmented message can be open: a send is never reported done unsent
-                : Effect.die(new Error("a whole message found a fragmented message open under the message lock"))))
-          )))
+      Effect.flatMap(sendWholeLocked(type, payload), (sent) => {
+        if (sent) return Effect.void
+        waitingBehindMessage++
+        let counted = true
+        const uncount = () => {
+          if (counted) waitingBehindMessage--
+          counted = false
+        }
+        return Effect.ensuring(
+          withMessageLock(Effect.uninterruptibleMask((restore) =>
+            Effect.suspend(() => {
+              uncount()
+              return restore(Effect.flatMap(sendWholeLocked(type, payload, true), (sentNow) =>
+                sentNow
+                  ? Effect.void
+                  // under messageLock no fragmented message can be open: a send is never reported done unsent
+                  : Effect.die(new Error("a whole message found a fragmented message open under the message lock"))))
+            })
+          )),
+          Effect.sync(uncount)
+        )
+      })
 
     const send = (message: Outgoing): Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError> =>
       Effect.uninterruptibleMask((restore): Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError> => {

@@ -1673,6 +1673,27 @@ describe("Connection failures", () => {
       assert.strictEqual(connection.stats.messagesIn, got.length)
     }))
 
+  it.effect("a send that waits behind a fragmented message goes out before sends made after it", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair()
+      const more = yield* Deferred.make<string>()
+      const fragments = yield* Effect.forkChild(
+        server.sendFragments(Stream.concat(Stream.make("first "), Stream.fromEffect(Deferred.await(more))), "text")
+      )
+      yield* settle
+      const waiting = yield* Effect.forkChild(server.send("A"))
+      yield* settle
+      assert.isUndefined(waiting.pollUnsafe(), "A waits for the fragmented message")
+      yield* Deferred.succeed(more, "second")
+      yield* Fiber.join(fragments)
+      // sends made now, by a fiber that does not yield, come after A
+      for (let i = 0; i < 200; i++) yield* server.send(`B${i}`)
+      yield* Fiber.join(waiting)
+      const got = yield* Stream.runCollect(Stream.take(client.messages, 202))
+      assert.deepStrictEqual(Array.from(got).slice(0, 3), ["first second", "A", "B0"])
+      assert.deepStrictEqual(Array.from(got).slice(2), Array.from({ length: 200 }, (_, i) => `B${i}`))
+    }))
+
   it.live("after our close, a consumer that still runs gets every message the peer sent before its Close, however slow", () =>
     Effect.gen(function*() {
       const { connection, peer } = yield* rawConnection("server", { connection: { messageBuffer: 4 } })
