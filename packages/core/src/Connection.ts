@@ -1201,8 +1201,9 @@ export const make = (
     let held: Message | undefined = undefined
     /**
      * The reader stopped (an abort, a dead peer, the close timeout): the message it held still
-     * reaches the consumer, ahead of the end, unless it is dropped (see `dropping`). Done as the reader ends, not around its wait: it may be stopped once woken, before
-     * it offered the message again.
+     * reaches the consumer, ahead of the end, unless it is dropped (see `dropping`). Done as the
+     * reader ends, not around its wait: it may be stopped once woken, before it offered the message
+     * again.
      */
     const readerStopped = Effect.sync(() => {
       readingNetwork = false
@@ -1615,7 +1616,10 @@ export const make = (
      */
     let waitingBehindMessage = 0
 
-    /** A whole message under the wire lock; `false` when it must wait behind a fragmented message (see `waitingBehindMessage`). */
+    /**
+     * A whole message under the wire lock; `false` when it must wait behind a fragmented message
+     * (see `waitingBehindMessage`; `behindMessage`: it is the one that waited).
+     */
     const sendWholeLocked = (type: number, payload: Uint8Array, behindMessage = false) =>
       withWire((restore): Effect.Effect<boolean, InvalidProtocolOperation | TransportError> => {
         if (fragmenting || (waitingBehindMessage > 0 && !behindMessage)) return Effect.succeed(false)

@@ -119,8 +119,15 @@ const bytesOf = (chunk: unknown): Uint8Array | undefined => {
   return undefined
 }
 
+/** What a stream delivers instead of bytes, for an error message: `strings`, `Objects`, ... */
 const describeChunk = (chunk: unknown): string =>
-  typeof chunk === "string" ? "strings" : chunk === null ? "null" : typeof chunk === "object" ? `${chunk.constructor?.name ?? "object"}s` : `${typeof chunk}s`
+  typeof chunk === "string"
+    ? "strings"
+    : chunk === null
+    ? "null"
+    : typeof chunk === "object"
+    ? `${chunk.constructor?.name ?? "object"}s`
+    : `${typeof chunk}s`
 
 /**
  * A transport over a connected `Duplex` (a `net.Socket`, a `tls.TLSSocket`, ...). The transport
@@ -169,7 +176,10 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
   socket.on("data", (given: unknown) => {
     if (discarding) return
     const chunk = bytesOf(given)
-    if (chunk === undefined) return fail(new Transport.TransportError({ message: `the stream delivers ${describeChunk(given)}, not bytes (a stream with an encoding set, or in object mode)` }))
+    if (chunk === undefined) {
+      const message = `the stream delivers ${describeChunk(given)}, not bytes (a stream with an encoding set, or in object mode)`
+      return fail(new Transport.TransportError({ message }))
+    }
     chunks.push(chunk)
     buffered += chunk.length
     // A waiting reader takes the bytes at once (it runs in `wake`): the socket is paused only when
