@@ -115,7 +115,8 @@ export const stdinLines: Stream.Stream<string, PlatformError, Stdio.Stdio> = Str
 
 /**
  * The lines read from stdin as bytes, as they came (not decoded: bytes that are not UTF-8 stay
- * as they are), split at LF, a CR before it dropped as text lines drop it; until EOF.
+ * as they are), split at LF, a CR before it dropped as text lines drop it (a lone CR stays: text
+ * lines also end there, but these bytes need not be text); until EOF.
  *
  * @category constructors
  * @since 0.1.0
@@ -123,31 +124,42 @@ export const stdinLines: Stream.Stream<string, PlatformError, Stdio.Stdio> = Str
 export const stdinByteLines: Stream.Stream<Uint8Array, PlatformError, Stdio.Stdio> = Stream.unwrap(
   Effect.map(Effect.service(Stdio.Stdio), (stdio) =>
     Stream.suspend(() => {
-      /** The start of a line whose end has not come yet. */
-      let carry = new Uint8Array(0)
-      const lineOf = (bytes: Uint8Array) => bytes.at(-1) === 0x0d ? bytes.subarray(0, -1) : bytes
+      /**
+       * The start of a line whose end has not come yet, in the pieces it came in (joined once the
+       * line ends: joined at every chunk, a long line would be copied once per chunk).
+       */
+      let pieces: Array<Uint8Array> = []
+      const lineOf = (last: Uint8Array) => {
+        const bytes = pieces.length === 0 ? last : concatBytes([...pieces, last])
+        pieces = []
+        return bytes.at(-1) === 0x0d ? bytes.subarray(0, -1) : bytes
+      }
       return stdio.stdin.pipe(
         Stream.map((chunk) => {
-          const bytes = carry.length === 0 ? chunk : concatBytes(carry, chunk)
           const lines: Array<Uint8Array> = []
           let start = 0
-          for (let end = bytes.indexOf(0x0a); end !== -1; end = bytes.indexOf(0x0a, start)) {
-            lines.push(lineOf(bytes.slice(start, end)))
+          for (let end = chunk.indexOf(0x0a); end !== -1; end = chunk.indexOf(0x0a, start)) {
+            lines.push(lineOf(chunk.slice(start, end)))
             start = end + 1
           }
-          carry = bytes.slice(start)
+          if (start < chunk.length) pieces.push(chunk.slice(start))
           return lines
         }),
         Stream.flattenIterable,
-        Stream.concat(Stream.suspend(() => (carry.length === 0 ? Stream.empty : Stream.make(lineOf(carry)))))
+        Stream.concat(Stream.suspend(() => (pieces.length === 0 ? Stream.empty : Stream.make(lineOf(new Uint8Array(0))))))
       )
     }))
 )
 
-const concatBytes = (a: Uint8Array, b: Uint8Array): Uint8Array => {
-  const out = new Uint8Array(a.length + b.length)
-  out.set(a)
-  out.set(b, a.length)
+const concatBytes = (parts: ReadonlyArray<Uint8Array>): Uint8Array => {
+  let length = 0
+  for (const part of parts) length += part.length
+  const out = new Uint8Array(length)
+  let offset = 0
+  for (const part of parts) {
+    out.set(part, offset)
+    offset += part.length
+  }
   return out
 }
 
