@@ -130,7 +130,7 @@ export const stdinByteLines: Stream.Stream<Uint8Array, PlatformError, Stdio.Stdi
        */
       let pieces: Array<Uint8Array> = []
       const lineOf = (last: Uint8Array) => {
-        const bytes = pieces.length === 0 ? last : concatBytes([...pieces, last])
+        const bytes = pieces.length === 0 ? last : Buffer.concat([...pieces, last])
         pieces = []
         return bytes.at(-1) === 0x0d ? bytes.subarray(0, -1) : bytes
       }
@@ -151,17 +151,6 @@ export const stdinByteLines: Stream.Stream<Uint8Array, PlatformError, Stdio.Stdi
     }))
 )
 
-const concatBytes = (parts: ReadonlyArray<Uint8Array>): Uint8Array => {
-  let length = 0
-  for (const part of parts) length += part.length
-  const out = new Uint8Array(length)
-  let offset = 0
-  for (const part of parts) {
-    out.set(part, offset)
-    offset += part.length
-  }
-  return out
-}
 
 /**
  * How often the control-frame counters are looked at.
