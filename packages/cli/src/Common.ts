@@ -151,7 +151,6 @@ export const stdinByteLines: Stream.Stream<Uint8Array, PlatformError, Stdio.Stdi
     }))
 )
 
-
 /**
  * How often the control-frame counters are looked at.
  *
