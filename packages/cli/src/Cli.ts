@@ -66,8 +66,9 @@ export const exitCode = <A, E>(exit: Exit.Exit<A, E>): number =>
     : Runtime.getErrorExitCode(Cause.squash(exit.cause))
 
 /**
- * Ends the process once stdout and stderr are flushed, or after {@link FLUSH_TIMEOUT_MS} when a
- * reader does not read (a paused pager): what it did not take is then lost, as with a signal.
+ * Ends the process once stdout and stderr are flushed, or once a reader has read nothing for
+ * {@link FLUSH_TIMEOUT_MS} (a paused pager): what it did not take is then lost, as with a signal.
+ * A reader that is slow but reads is waited for.
  * Exiting explicitly matters: stdin may still be open (a server in `--echo` mode never reads it,
  * a client whose peer closed stops reading it), and it would keep the process alive.
  *
@@ -81,10 +82,16 @@ export const teardown: Runtime.Teardown = (exit, _onExit) => {
   const done = () => {
     if (--pending === 0) process.exit(code)
   }
-  setTimeout(() => process.exit(code), FLUSH_TIMEOUT_MS)
+  const unwritten = () => process.stdout.writableLength + process.stderr.writableLength
+  let before = unwritten()
+  setInterval(() => {
+    const now = unwritten()
+    if (now >= before) process.exit(code)
+    before = now
+  }, FLUSH_TIMEOUT_MS)
   process.stdout.write("", done)
   process.stderr.write("", done)
 }
 
-/** How long the end of a run waits for stdout and stderr to be read. */
+/** How long the end of a run waits for a reader of stdout or stderr that reads nothing. */
 const FLUSH_TIMEOUT_MS = 2000

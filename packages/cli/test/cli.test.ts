@@ -1,5 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
+import { spawn } from "node:child_process"
 import { readFileSync } from "node:fs"
 import { ewsRun } from "./fixtures.ts"
 
@@ -98,4 +99,25 @@ describe("ews command line", () => {
       assert.include(missing, "Missing required argument: url")
       assert.include(subcommand, "bogus")
     }))
+
+  it.live("the end of a run waits for a reader of stdout that is slow but reads: nothing is cut", () =>
+    Effect.callback<void>((resume) => {
+      // 8 MiB written, then the run ends; the reader takes about 3 MB/s (more than the 2 s the end
+      // waits for a reader that reads nothing)
+      const cli = new URL("../src/Cli.ts", import.meta.url).href
+      const script = `import { Exit } from "effect"; import { teardown } from ${JSON.stringify(cli)};
+        const line = "x".repeat(1023) + "\\n"; for (let i = 0; i < 8192; i++) process.stdout.write(line);
+        teardown(Exit.void, () => {})`
+      const child = spawn(process.execPath, ["--conditions=@effect-websocket/source", "--input-type=module", "-e", script], {
+        stdio: ["ignore", "pipe", "inherit"]
+      })
+      let received = 0
+      child.stdout.on("data", (chunk: Buffer) => {
+        received += chunk.length
+        child.stdout.pause()
+        setTimeout(() => child.stdout.resume(), 20)
+      })
+      child.on("close", (code) =>
+        resume(Effect.sync(() => assert.deepStrictEqual({ code, received }, { code: 0, received: 8 * 1024 * 1024 }))))
+    }), { timeout: 20_000 })
 })

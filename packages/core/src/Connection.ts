@@ -1524,6 +1524,8 @@ export const make = (
         // the closing handshake is complete all the same.
         // (the reader stops first: it would take the end of the transport for the peer's doing)
         yield* Effect.uninterruptible(Effect.gen(function*() {
+          // (looked at before the reader stops: a reader waiting for the consumer may have the answer unread)
+          const unread = waitingForConsumer
           engine.abort()
           yield* Fiber.interrupt(reader)
           yield* (answered === undefined ? cutTransport : closeTransport)
@@ -1531,7 +1533,9 @@ export const make = (
             answered ?? {
               code: 1006,
               reason: unsent === undefined
-                ? "the peer did not answer the Close in time"
+                ? unread
+                  ? "the messages were not taken in time: the peer's answer to the Close was not read"
+                  : "the peer did not answer the Close in time"
                 : unsent === ""
                 ? "the Close could not be sent in time (the peer does not read)"
                 : `the Close could not be sent: ${unsent}`,

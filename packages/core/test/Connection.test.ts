@@ -1749,6 +1749,24 @@ describe("Connection failures", () => {
       assert.deepStrictEqual(yield* Effect.timeout(Fiber.join(closing), "2 seconds"), { code: 1000, reason: "", clean: true, initiator: "local" })
     }))
 
+  it.live("after our close, a consumer stuck elsewhere: the close timeout cuts, and says the messages were not taken", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("server", { connection: { messageBuffer: 2, closeTimeout: "200 millis" } })
+      for (let i = 0; i < 10; i++) yield* peer.send(0x1, `m${i}`)
+      yield* Effect.forkChild(Stream.runForEach(connection.messages, () => Effect.never))
+      yield* waitUntil(() => connection.stats.messagesIn >= 3, "the message buffer full")
+      const closing = yield* Effect.forkChild(connection.close(1000))
+      yield* Effect.timeout(peer.nextFrame(), "2 seconds")
+      yield* peer.send(0x8, closeBody(1000))
+      const info = yield* Effect.timeout(Fiber.join(closing), "2 seconds")
+      assert.deepStrictEqual(info, {
+        code: 1006,
+        reason: "the messages were not taken in time: the peer's answer to the Close was not read",
+        clean: false,
+        initiator: "local"
+      })
+    }))
+
   it.effect("bufferedAmount: the bytes of frames the transport holds, back to 0 once the peer reads them", () =>
     Effect.gen(function*() {
       const { connection, peer } = yield* rawConnection("server", { highWaterMark: 1000 })
