@@ -62,8 +62,10 @@ export type BufferTypeName = keyof typeof BufferType
  * @category getters
  * @since 0.1.0
  */
-export const unsigned = (value: number): number =>
-  Number.isInteger(value) && value < 0 && value >= -0x80000000 ? value + 0x100000000 : value
+export const unsigned = (value: number): number => Number.isInteger(value) && isSigned(value) ? value + 2 ** 32 : value
+
+/** Whether `value` is in the range of a signed 32-bit integer's negative values (see {@link unsigned}). */
+const isSigned = (value: number): boolean => value < 0 && value >= -(2 ** 31)
 
 /**
  * The name of a buffer type value (signed or not, see {@link unsigned}), or `undefined` when
@@ -86,7 +88,7 @@ export const nameOf = (value: number): BufferTypeName | undefined => {
 export const isData = (type: number): boolean =>
   // (as the engine hands them out first: a connection asks this of every message)
   (type >= BufferType.Utf8Message && type <= BufferType.BinaryFragment) ||
-  (type < 0 && type >= -0x80000000 && isData(type + 0x100000000))
+  (isSigned(type) && isData(type + 2 ** 32))
 
 /**
  * Whether a buffer type is text (`Utf8Message` or `Utf8Fragment`).
@@ -96,7 +98,7 @@ export const isData = (type: number): boolean =>
  */
 export const isText = (type: number): boolean =>
   type === BufferType.Utf8Message || type === BufferType.Utf8Fragment ||
-  (type < 0 && type >= -0x80000000 && isText(type + 0x100000000))
+  (isSigned(type) && isText(type + 2 ** 32))
 
 /**
  * Whether a buffer type ends a message (`Utf8Message` or `BinaryMessage`).
@@ -106,4 +108,4 @@ export const isText = (type: number): boolean =>
  */
 export const isMessageEnd = (type: number): boolean =>
   type === BufferType.Utf8Message || type === BufferType.BinaryMessage ||
-  (type < 0 && type >= -0x80000000 && isMessageEnd(type + 0x100000000))
+  (isSigned(type) && isMessageEnd(type + 2 ** 32))
