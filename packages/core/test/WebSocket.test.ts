@@ -149,6 +149,7 @@ describe("malformed requests", () => {
     ["malformed version", replacing("Sec-WebSocket-Version", "thirteen"), "InvalidProtocolFormat", "Sec-WebSocket-Version", /version number/],
     ["version 8", replacing("Sec-WebSocket-Version", "8"), "UnsupportedProtocolVersion", undefined, /Version 8 is not supported/],
     ["invalid subprotocol token", [...validRequest, { name: "Sec-WebSocket-Protocol", value: "chat, su/per" }], "InvalidProtocolFormat", "Sec-WebSocket-Protocol", /"su\/per"/],
+    ["subprotocol offered twice", [...validRequest, { name: "Sec-WebSocket-Protocol", value: "chat" }, { name: "Sec-WebSocket-Protocol", value: "chat" }], "InvalidProtocolFormat", "Sec-WebSocket-Protocol", /"chat" is offered twice/],
     ["empty subprotocol list", [...validRequest, { name: "Sec-WebSocket-Protocol", value: " , " }], "InvalidProtocolFormat", "Sec-WebSocket-Protocol", /at least one/],
     ["malformed extension parameter", [...validRequest, { name: "Sec-WebSocket-Extensions", value: "foo; =1" }], "InvalidProtocolFormat", "Sec-WebSocket-Extensions", /parameter name/],
     ["quoted extension value not a token", [...validRequest, { name: "Sec-WebSocket-Extensions", value: "foo; a=\"b c\"" }], "InvalidProtocolFormat", "Sec-WebSocket-Extensions", /not a token/],

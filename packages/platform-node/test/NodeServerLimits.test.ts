@@ -87,6 +87,7 @@ describe("bad requests never reach the handler", () => {
         upgradeRequest([...goodHeaders.filter((h) => !h.startsWith(`${header}:`)), `${header}: ${value}`])
       const cases: ReadonlyArray<readonly [string, string]> = [
         [withHeader("Sec-WebSocket-Protocol", "chat, a/b"), "400"],
+        [withHeader("Sec-WebSocket-Protocol", "chat, superchat, chat"), "400"],
         [withHeader("Sec-WebSocket-Key", "AAAA"), "400"],
         [withHeader("Sec-WebSocket-Version", "8"), "426"],
         [withHeader("Sec-WebSocket-Extensions", "x; =y"), "400"],

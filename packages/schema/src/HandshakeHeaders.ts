@@ -174,12 +174,19 @@ export const SecWebSocketVersion = Schema.String.check(
 
 /**
  * `Sec-WebSocket-Protocol` in a request: the subprotocols the client offers, a `1#token` list in
- * order of preference (RFC 6455 section 4.1 item 10).
+ * order of preference, each named once (RFC 6455 section 4.1 item 10: "MUST all be unique
+ * strings"; `ws` answers an offer that repeats one with 400 too).
  *
  * @category schemas
  * @since 0.1.0
  */
-export const SecWebSocketProtocol = TokenList
+export const SecWebSocketProtocol = TokenList.check(
+  Schema.makeFilter((tokens: ReadonlyArray<string>) => {
+    const seen = new Set<string>()
+    const repeated = tokens.find((token) => seen.size === seen.add(token).size)
+    return repeated === undefined ? true : `must name each subprotocol once, ${quote(repeated)} is offered twice`
+  })
+)
 
 /**
  * `Sec-WebSocket-Protocol` in a response: exactly one token, the subprotocol the server selected

@@ -285,8 +285,10 @@ describe("HandshakeHeaders", () => {
   })
 
   describe("SecWebSocketProtocol", () => {
-    it("is the token list schema", () => {
-      assert.strictEqual(HandshakeHeaders.SecWebSocketProtocol, Token.TokenList)
+    it("rejects a subprotocol offered twice, naming it", () => {
+      assertRejects(HandshakeHeaders.SecWebSocketProtocol, "chat, superchat, chat", `"chat" is offered twice`)
+      assertRejects(HandshakeHeaders.SecWebSocketProtocol, "a,a", `"a" is offered twice`)
+      assert.deepStrictEqual<unknown>(decodeOk(HandshakeHeaders.SecWebSocketProtocol, "chat, Chat"), ["chat", "Chat"])
     })
 
     it("decodes the offered subprotocols in order", () => {
