@@ -3,8 +3,8 @@
  *
  * @since 0.1.0
  */
-import { Cause, Exit, Runtime } from "effect"
-import { Command } from "effect/cli"
+import { Cause, Console, Effect, Exit, Runtime } from "effect"
+import { CliOutput, Command } from "effect/cli"
 import { failedOnInterrupt } from "./Common.ts"
 import * as Connect from "./Connect.ts"
 import * as Serve from "./Serve.ts"
@@ -35,12 +35,28 @@ export const command = Command.make("ews").pipe(
 )
 
 /**
+ * A usage error's help and message go to stderr, so that stdout carries only what a run prints
+ * (`ews connect --json ... | jq` does not read a help text); `--help` and `--version` print on
+ * stdout.
+ */
+const usageOnStderr = CliOutput.layerPresenter({
+  present: (event) =>
+    event._tag === "InvalidInvocation"
+      ? Effect.gen(function*() {
+        const formatter = yield* CliOutput.Formatter
+        yield* Console.error(formatter.formatHelpDoc(event.helpDoc))
+        yield* Console.error(formatter.formatErrors(event.errors))
+      })
+      : CliOutput.defaultPresenter.present(event)
+})
+
+/**
  * Runs `ews` with the process arguments.
  *
  * @category running
  * @since 0.1.0
  */
-export const run = Command.run(command, { version: VERSION })
+export const run = Command.run(command, { version: VERSION }).pipe(Effect.provide(usageOnStderr))
 
 /**
  * Runs `ews` with the given arguments (without `node` and the script).
@@ -48,7 +64,8 @@ export const run = Command.run(command, { version: VERSION })
  * @category running
  * @since 0.1.0
  */
-export const runWith = Command.runWith(command, { version: VERSION })
+export const runWith = (args: ReadonlyArray<string>) =>
+  Command.runWith(command, { version: VERSION })(args).pipe(Effect.provide(usageOnStderr))
 
 /**
  * The exit status of a run: 0 on success and after SIGINT / SIGTERM (the connections were closed

@@ -62,16 +62,19 @@ describe("ews command line", () => {
       assert.deepStrictEqual(result.stdout, [`ews v${packageVersion}`])
     }))
 
-  it.live("an unknown flag: non-zero exit naming it", () =>
+  it.live("an unknown flag: non-zero exit naming it, help and error on stderr, nothing on stdout", () =>
     Effect.gen(function*() {
       const [connect, serve] = yield* Effect.all([
-        ewsRun(["connect", "ws://127.0.0.1:1/", "--bogus"]),
+        ewsRun(["connect", "ws://127.0.0.1:1/", "--json", "--bogus"]),
         ewsRun(["serve", "--port", "0", "--nope"])
       ], { concurrency: "unbounded" })
       assert.strictEqual(connect.code, 1)
       assert.include(connect.stderr, "Unrecognized flag: --bogus")
+      assert.include(connect.stderr, "ews connect [flags] <url>")
+      assert.deepStrictEqual(connect.stdout, [])
       assert.strictEqual(serve.code, 1)
       assert.include(serve.stderr, "Unrecognized flag: --nope")
+      assert.deepStrictEqual(serve.stdout, [])
     }))
 
   it.live("invalid values: non-zero exit with a message", () =>
