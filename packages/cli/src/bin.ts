@@ -22,7 +22,21 @@ const main = Effect.withFiber((fiber) => {
   }
   process.stdout.on("error", onError)
   process.stderr.on("error", onError)
+  process.on("SIGINT", onSignal)
+  process.on("SIGTERM", onSignal)
   return run
 })
+
+/**
+ * The first SIGINT / SIGTERM closes the connections (the runtime interrupts the command); a second
+ * one, while they are still closing, ends the process at once with status 130, as a shell user
+ * pressing Ctrl-C twice expects.
+ */
+let signals = 0
+const onSignal = () => {
+  if (++signals < 2) return
+  process.stderr.write("ews: interrupted again; exiting without waiting for the connections to close\n")
+  process.exit(130)
+}
 
 main.pipe(Effect.provide(NodeServices.layer), NodeRuntime.runMain({ teardown }))

@@ -313,6 +313,19 @@ describe("ews connect", () => {
       assert.match(client.stderr(), /closed abnormally with code 1006/)
     }), 15_000)
 
+  it.live("a second SIGINT while the Close waits for a peer that never answers: exits at once with 130", () =>
+    Effect.gen(function*() {
+      const port = yield* rawServer(Uint8Array.from([0x81, 5, ...Buffer.from("ready")]))
+      const client = yield* ews(["connect", `ws://127.0.0.1:${port}/`])
+      assert.strictEqual(yield* client.line("the message"), "ready")
+      yield* client.kill("SIGINT")
+      yield* Effect.sleep("300 millis")
+      yield* client.kill("SIGINT")
+      // well within the 5 s close timeout the first SIGINT waits for
+      assert.deepStrictEqual(yield* within(client.ended, 3_000, "the exit"), { code: 130, signal: null })
+      assert.include(client.stderr(), "ews: interrupted again")
+    }))
+
   it.live("a reader of stdout that goes away (| head -1): closes with 1001 and exits 0, no EPIPE crash", () =>
     Effect.gen(function*() {
       const { client, peer } = yield* connectedToWs
