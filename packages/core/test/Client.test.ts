@@ -332,6 +332,18 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
       }
     }))
 
+  it("ws+unix: the socket path ends at the first colon, the request path (colons and all) follows", () => {
+    const parse = (url: string) => {
+      const target = Client.parseTarget(url, url, undefined)
+      return typeof target === "string" ? target : [target.socketPath, target.path]
+    }
+    assert.deepStrictEqual(parse("ws+unix:///tmp/a.sock:/rooms/a:b/c?t=1:2"), ["/tmp/a.sock", "/rooms/a:b/c?t=1:2"])
+    assert.deepStrictEqual(parse("ws+unix:///tmp/a.sock:/p"), ["/tmp/a.sock", "/p"])
+    assert.deepStrictEqual(parse("ws+unix:///tmp/a.sock"), ["/tmp/a.sock", "/"])
+    assert.deepStrictEqual(parse("ws+unix:///tmp/a.sock:?q=1"), ["/tmp/a.sock", "/?q=1"])
+    assert.include(parse("ws+unix://"), "names no socket path")
+  })
+
   it.effect("a URL object is a URL; a value that is neither it nor a string is InvalidUrl, and errors show no control characters", () =>
     Effect.gen(function*() {
       const { connect, requests } = yield* memory()

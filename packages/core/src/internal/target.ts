@@ -108,9 +108,11 @@ export const parseTarget = (url: string | URL, shown: string, socketPath: string
   }
   if (parsed.hash !== "") return `${shown} has a fragment, which WebSocket URLs may not have (RFC 6455 section 3)`
   if (unix) {
-    // ws+unix:///path/to.sock:/request/path
-    const [path, requestPath] = parsed.pathname.split(":")
-    if (path === undefined || path === "") return `${shown} names no socket path (ws+unix:///path/to.sock:/request/path)`
+    // ws+unix:///path/to.sock:/request/path (the request path may hold colons too)
+    const colon = parsed.pathname.indexOf(":")
+    const path = colon === -1 ? parsed.pathname : parsed.pathname.slice(0, colon)
+    const requestPath = colon === -1 ? "" : parsed.pathname.slice(colon + 1)
+    if (path === "") return `${shown} names no socket path (ws+unix:///path/to.sock:/request/path)`
     return { url: text, secure: false, hostname: "localhost", port: 80, host: "localhost", path: (requestPath || "/") + parsed.search, socketPath: path, credentials }
   }
   // Node would take port 0 for "the default port" and connect there
