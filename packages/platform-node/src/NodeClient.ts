@@ -401,10 +401,20 @@ export const layer: Layer.Layer<Client.Client> = Layer.succeed(Client.Client, ma
  * {@link layer} with `defaults` for every connection: the Node.js settings (`tls`, `socketPath`,
  * `socketBuffers`, `followRedirects`, ...) that `Client.connect`'s options, those of every
  * platform, do not have. The options given to `connect` come first (merged one level deep: a
- * `connection` given there replaces the default one).
+ * `connection` given there replaces the default one); one given as `undefined` is not given,
+ * and the default holds.
  *
  * @category layers
  * @since 0.1.0
  */
 export const layerWith = (defaults: ConnectOptions): Layer.Layer<Client.Client> =>
-  Layer.succeed(Client.Client, Client.Client.of({ connect: (url, options) => connect(url, { ...defaults, ...options }) }))
+  Layer.succeed(Client.Client, Client.Client.of({ connect: (url, options) => connect(url, withDefaults(defaults, options)) }))
+
+/** `options` over `defaults`, one level deep; an option given as `undefined` leaves the default. */
+const withDefaults = (defaults: ConnectOptions, options: ConnectOptions | undefined): ConnectOptions => {
+  const merged: Record<string, unknown> = { ...defaults }
+  for (const [name, value] of Object.entries(options ?? {})) {
+    if (value !== undefined) merged[name] = value
+  }
+  return merged
+}

@@ -607,6 +607,21 @@ describe("NodeClient redirects", () => {
       assert.strictEqual(error._tag, "HandshakeRejected")
     }))
 
+  it.live("NodeClient.layerWith: an option given as undefined is not given, the layer's default holds", () =>
+    Effect.gen(function*() {
+      const { seen, server } = yield* recordingEcho
+      const { base } = yield* redirector({ "/old": [302, server.url] })
+      const layer = NodeClient.layerWith({ followRedirects: true, headers: { "X-From-Layer": "yes" } })
+      const config: { readonly headers?: Record<string, string> | undefined } = {}
+      const connectWith = (options: Client.ConnectOptions) =>
+        Effect.scoped(Effect.flatMap(Client.connect(`${base}/old`, options), (c) => c.close(1000))).pipe(Effect.provide(layer))
+      // (a Node option passed through untyped code, and a typed one, both undefined)
+      yield* connectWith({ followRedirects: undefined, headers: config.headers } as Client.ConnectOptions)
+      assert.deepStrictEqual(seen.map((headers) => HttpHeader.getCombined(headers, "X-From-Layer")), ["yes"])
+      const explicit = yield* Effect.flip(connectWith({ followRedirects: false } as Client.ConnectOptions))
+      assert.strictEqual(explicit._tag, "HandshakeRejected", "an option given as false is given")
+    }))
+
   it.live("credentials and cookies follow a redirect on the same host only, as with ws", () =>
     Effect.gen(function*() {
       const { server, seen } = yield* recordingEcho
