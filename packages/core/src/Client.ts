@@ -98,7 +98,10 @@ export interface ConnectOptions {
    * give subprotocols in `protocols`), which are an `InvalidParameter`.
    */
   readonly headers?: ReadonlyArray<HttpHeader.HttpHeader> | Readonly<Record<string, string>> | undefined
-  /** The `Origin` header, as browsers send it. */
+  /**
+   * The `Origin` header, as browsers send it; it replaces an `Origin` in `headers` (as with
+   * `ws`). An empty one is not given.
+   */
   readonly origin?: string | undefined
   /** Limit for opening the connection and completing the handshake. Default 10 seconds. */
   readonly handshakeTimeout?: Duration.Input | undefined
@@ -585,8 +588,9 @@ export const headerList = (
     : Object.entries(headers).map(([name, value]) => ({ name, value: String(value) }))
 
 /**
- * The headers a client starts its upgrade request with: `Host`, then `Origin` when given, then
- * the caller's `headers`, which replace either of them when they name it (as with `ws`).
+ * The headers a client starts its upgrade request with: `Host`, the caller's `headers` (a `Host`
+ * there replaces the URL's), then `Origin` when the `origin` option gives one (it replaces an
+ * `Origin` in `headers`), as with `ws`.
  *
  * @category constructors
  * @since 0.1.0
@@ -594,11 +598,12 @@ export const headerList = (
 export const requestHeaderList = (
   host: string,
   options: Pick<ConnectOptions, "headers" | "origin"> | undefined
-): ReadonlyArray<HttpHeader.HttpHeader> =>
-  HttpHeader.merge(
-    options?.origin === undefined ? [{ name: "Host", value: host }] : [{ name: "Host", value: host }, { name: "Origin", value: options.origin }],
-    headerList(options?.headers)
-  )
+): ReadonlyArray<HttpHeader.HttpHeader> => {
+  const headers = HttpHeader.merge([{ name: "Host", value: host }], headerList(options?.headers))
+  return options?.origin === undefined || options.origin === ""
+    ? headers
+    : HttpHeader.merge(headers, [{ name: "Origin", value: options.origin }])
+}
 
 /**
  * Whether `u` is a {@link ConnectError} or a {@link HandshakeRejected}.

@@ -346,18 +346,24 @@ describe("NodeClient options", () => {
       assert.strictEqual(connections, 0)
     }))
 
-  it.live("a Host or Origin header given by the caller replaces the one from the URL or the origin option, as with ws", () =>
+  it.live("a Host header given by the caller replaces the URL's; the origin option replaces an Origin header, as with ws", () =>
     Effect.gen(function*() {
       const seen: Array<ReadonlyArray<{ readonly name: string; readonly value: string }>> = []
       const server = yield* NodeServer.serve((c) => c.close(1000), {
         authorize: (request) => Effect.sync(() => void seen.push(request.headers))
       })
       yield* Effect.scoped(NodeClient.connect(server.url, { origin: "https://a.example", headers: { host: "b.example", "X-Extra": "1" } }))
-      const headers = seen[0]!
-      const values = (name: string) => headers.filter((h) => h.name.toLowerCase() === name).map((h) => h.value)
-      assert.deepStrictEqual(values("host"), ["b.example"])
-      assert.deepStrictEqual(values("origin"), ["https://a.example"])
-      assert.deepStrictEqual(values("x-extra"), ["1"])
+      yield* Effect.scoped(NodeClient.connect(server.url, { origin: "https://a.example", headers: { origin: "https://c.example" } }))
+      yield* Effect.scoped(NodeClient.connect(server.url, { origin: "", headers: { Origin: "https://c.example" } }))
+      yield* Effect.scoped(NodeClient.connect(server.url, { origin: "" }))
+      const values = (i: number, name: string) => seen[i]!.filter((h) => h.name.toLowerCase() === name).map((h) => h.value)
+      assert.deepStrictEqual(values(0, "host"), ["b.example"])
+      assert.deepStrictEqual(values(0, "origin"), ["https://a.example"])
+      assert.deepStrictEqual(values(0, "x-extra"), ["1"])
+      assert.deepStrictEqual(values(1, "origin"), ["https://a.example"])
+      // an empty origin is not given
+      assert.deepStrictEqual(values(2, "origin"), ["https://c.example"])
+      assert.deepStrictEqual(values(3, "origin"), [])
     }))
 
   it.live("credentials in the URL go out as Basic authorization, as with ws, and never show in errors", () =>
