@@ -255,6 +255,20 @@ const FRAMING_HEADERS = ["content-length", "transfer-encoding"]
 /** Headers a {@link Rejection} may not set, with why. */
 const REJECTION_RESERVED = new Map(FRAMING_HEADERS.map((name) => [name, "the refusal frames its text body itself"]))
 
+/** Headers a client's `headers` may not set, with why (besides the offers). */
+const REQUEST_RESERVED = new Map(FRAMING_HEADERS.map((name) => [name, "an upgrade request has no body"]))
+
+/**
+ * Whether `headers` is a plain record: an object whose prototype is `Object.prototype` or none.
+ * A `Headers` or a `Map` has no own entries, and would send nothing.
+ */
+const isRecord = (headers: unknown): headers is object => {
+  if (typeof headers !== "object" || headers === null) return false
+  const prototype: unknown = Object.getPrototypeOf(headers)
+  return prototype === Object.prototype || prototype === null
+}
+
+
 /**
  * Returned by an `authorize` hook to refuse a request with an HTTP status (401, 403, ...).
  *
@@ -551,18 +565,19 @@ export const checkConnectOptions = (given: ConnectOptions | undefined): Effect.E
   Effect.gen(function*() {
     const options = yield* readOptions("options", given)
     const headers: unknown = options?.headers
-    if (Array.isArray(headers)) {
-      yield* refuseOfferHeaders("headers", yield* decodeParameter(HttpHeader.HttpHeaders, "headers", headers))
-    } else if (typeof headers === "object" && headers !== null) {
-      // (the values as given: one that is not a string is refused, not sent as "undefined")
-      const list = yield* decodeParameter(
-        HttpHeader.HttpHeaders,
-        "headers",
-        Object.entries(yield* readOptions("headers", headers)).map(([name, value]: [string, unknown]) => ({ name, value }))
-      )
+    if (headers !== undefined) {
+      const list = Array.isArray(headers)
+        ? yield* decodeParameter(HttpHeader.HttpHeaders, "headers", headers)
+        : isRecord(headers)
+        // (the values as given: one that is not a string is refused, not sent as "undefined")
+        ? yield* decodeParameter(
+          HttpHeader.HttpHeaders,
+          "headers",
+          Object.entries(yield* readOptions("headers", headers)).map(([name, value]: [string, unknown]) => ({ name, value }))
+        )
+        : yield* new InvalidParameter({ parameter: "headers", message: `headers are a list of { name, value } or a record, got ${describeValue(headers)}` })
       yield* refuseOfferHeaders("headers", list)
-    } else if (headers !== undefined) {
-      return yield* new InvalidParameter({ parameter: "headers", message: `headers are a list of { name, value } or a record, got ${headers === null ? "null" : typeof headers}` })
+      yield* refuseReservedHeaders("headers", list, REQUEST_RESERVED)
     }
     yield* decodeSubprotocolOffer("protocols", options?.protocols)
     if (options?.origin !== undefined) yield* decodeParameter(HttpHeader.HeaderValue, "origin", options.origin)

@@ -177,14 +177,18 @@ describe("Client options", () => {
 })
 
 describe("Client.requestHeaderList", () => {
-  it("starts with Host and Origin; the caller's headers replace them when they name them, whatever the case", () => {
+  it("Host, the caller's headers (a Host there replaces the URL's), then Origin from the origin option (replacing one in headers), whatever the case", () => {
     assert.deepStrictEqual(Client.requestHeaderList("a:1", { origin: "https://o", headers: { "X-A": "1" } }), [
       { name: "Host", value: "a:1" },
-      { name: "Origin", value: "https://o" },
-      { name: "X-A", value: "1" }
+      { name: "X-A", value: "1" },
+      { name: "Origin", value: "https://o" }
     ])
     assert.deepStrictEqual(Client.requestHeaderList("a:1", { origin: "https://o", headers: [{ name: "host", value: "b" }, { name: "ORIGIN", value: "https://p" }] }), [
       { name: "host", value: "b" },
+      { name: "Origin", value: "https://o" }
+    ])
+    assert.deepStrictEqual(Client.requestHeaderList("a:1", { origin: "", headers: [{ name: "ORIGIN", value: "https://p" }] }), [
+      { name: "Host", value: "a:1" },
       { name: "ORIGIN", value: "https://p" }
     ])
   })
@@ -360,14 +364,20 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
       }
     }))
 
-  it.effect("protocols and headers are checked as the options they are: each offer once, and no offer in headers", () =>
+  it.effect("protocols and headers are checked as the options they are: each offer once, no offer or body framing in headers, headers a list or a record", () =>
     Effect.gen(function*() {
       const { connect } = yield* memory({ selectProtocol: (offered) => offered[0] })
       const cases: ReadonlyArray<readonly [Client.ConnectOptions, string, string]> = [
         [{ protocols: ["a", "b", "a"] }, "protocols[2]", "offered twice"],
         [{ protocols: ["not a token"] }, "protocols[0]", ""],
         [{ headers: { "Sec-WebSocket-Protocol": "zz" } }, "headers", "may not set Sec-WebSocket-Protocol"],
-        [{ headers: [{ name: "Sec-WebSocket-Extensions", value: "foo" }] }, "headers", "may not set Sec-WebSocket-Extensions"]
+        [{ headers: [{ name: "Sec-WebSocket-Extensions", value: "foo" }] }, "headers", "may not set Sec-WebSocket-Extensions"],
+        // a GET with a body (chunked: Node adds one) would be refused by any server
+        [{ headers: { "Transfer-Encoding": "chunked" } }, "headers", "may not set Transfer-Encoding: an upgrade request has no body"],
+        [{ headers: [{ name: "content-length", value: "5" }] }, "headers", "may not set content-length"],
+        // (from untyped code) objects with no own entries would send nothing
+        [{ headers: new Headers({ "X-Token": "t" }) as never }, "headers", "got Headers"],
+        [{ headers: new Map([["X-Token", "t"]]) as never }, "headers", "got Map"]
       ]
       for (const [options, parameter, fragment] of cases) {
         const error = yield* Effect.flip(Effect.scoped(connect("ws://h/", options)))
