@@ -182,7 +182,7 @@ const request = (
           })
         ))
       }
-      const followed = answering.followRedirects && isRedirect(status) && response.headers.location !== undefined
+      const followed = answering.followRedirects && isRedirect(status) && (response.headers.location ?? "") !== ""
       const wait = Math.min(REASON_WAIT_MS, (answering.deadline - Date.now()) / 2)
       if (!textual || followed || wait < 1) return done()
       timer = setTimeout(done, wait)
@@ -298,7 +298,8 @@ const followRedirects = (
     Effect.catchTag(attempt(hop), "HandshakeRejected", (rejected) => {
       // (the first, as Node keeps of a repeated Location)
       const location = Headers.getAll(rejected.headers, "Location")[0]
-      if (!isRedirect(rejected.status) || location === undefined) return Effect.fail(rejected)
+      // (an empty Location is none, as with ws: it would lead back to the same URL)
+      if (!isRedirect(rejected.status) || location === undefined || location === "") return Effect.fail(rejected)
       if (followed >= maxRedirects) {
         return Effect.fail(
           new Client.HandshakeRejected({ ...rejected, message: `${rejected.message}; not followed: ${maxRedirects} redirects already` })

@@ -582,9 +582,9 @@ describe("NodeClient redirects", () => {
       assert.strictEqual(HttpHeader.getCombined(seen[0]!, "Host"), server.url.slice("ws://".length, -1))
     }))
 
-  it.live("maxRedirects bounds a redirect loop; a redirect without a Location is not followed", () =>
+  it.live("maxRedirects bounds a redirect loop; a redirect without a Location, or with an empty one, is not followed", () =>
     Effect.gen(function*() {
-      const { base, requests } = yield* redirector({ "/loop": [302, "/loop"], "/nowhere": [302, undefined] })
+      const { base, requests } = yield* redirector({ "/loop": [302, "/loop"], "/nowhere": [302, undefined], "/empty": [302, ""] })
       for (const [maxRedirects, attempts] of [[3, 4], [0, 1], [undefined, 11]] as const) {
         requests.length = 0
         const error = yield* Effect.flip(Effect.scoped(NodeClient.connect(`${base}/loop`, { followRedirects: true, maxRedirects })))
@@ -592,11 +592,13 @@ describe("NodeClient redirects", () => {
         assert.include(error.message, `${maxRedirects ?? 10} redirects already`)
         assert.strictEqual(requests.length, attempts)
       }
-      requests.length = 0
-      const error = yield* Effect.flip(Effect.scoped(NodeClient.connect(`${base}/nowhere`, { followRedirects: true })))
-      assert.strictEqual(error._tag, "HandshakeRejected")
-      if (error._tag === "HandshakeRejected") assert.strictEqual(error.status, 302)
-      assert.strictEqual(requests.length, 1)
+      for (const path of ["/nowhere", "/empty"]) {
+        requests.length = 0
+        const error = yield* Effect.flip(Effect.scoped(NodeClient.connect(`${base}${path}`, { followRedirects: true })))
+        assert.strictEqual(error._tag, "HandshakeRejected")
+        if (error._tag === "HandshakeRejected") assert.strictEqual(error.status, 302)
+        assert.strictEqual(requests.length, 1, path)
+      }
     }))
 
   it.live("NodeClient.layerWith gives Node settings (here followRedirects) to programs written against Client.connect", () =>
