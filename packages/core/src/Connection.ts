@@ -289,9 +289,10 @@ export interface KeepaliveOptions {
  */
 export interface Options {
   /**
-   * How long to wait for the peer's Close (and, as a client, for the server to end the transport),
-   * and for our answer to the peer's Close to go out (behind a send that waits for a peer that
-   * reads nothing). Default 5 seconds.
+   * How long to wait for the peer's Close, and for our answer to the peer's Close to go out
+   * (behind a send that waits for a peer that reads nothing). Default 5 seconds. Once both Close
+   * frames have passed, a client waits for the server to end the transport first (RFC 6455
+   * section 7.1.1) for at most a second (and at most this), then ends its own side.
    */
   readonly closeTimeout?: Duration.Input | undefined
   /**
@@ -544,6 +545,12 @@ export const make = (
     const closeTimeout = settings.closeTimeout ?? Duration.seconds(5)
     /** How long the answer to a peer's Close waits for the consumer to handle earlier messages. */
     const consumerGrace = Duration.min(closeTimeout, Duration.seconds(1))
+    /**
+     * How long a client waits, once both Close frames have passed, for the server to end the
+     * transport before it ends its own side: as browsers do, with a bound short enough that a
+     * server waiting for the client's end (a plain `net` server) costs a second, not the close timeout.
+     */
+    const serverEndGrace = Duration.min(closeTimeout, Duration.seconds(1))
     const mailbox = new Mailbox<Message, ConnectionError>(settings.messageBuffer ?? 16)
     const closedDeferred = yield* Deferred.make<CloseInfo>()
     /**
@@ -1038,14 +1045,18 @@ export const make = (
         ))
       })
 
-    /** The client waits (bounded) for the server to end the transport first (RFC 6455 section 7.1.1). */
+    /**
+     * The client waits (for at most {@link serverEndGrace}) for the server to end the transport
+     * first (RFC 6455 section 7.1.1: the client SHOULD wait for the server to close, and MAY close
+     * at any time after both Close frames).
+     */
     const awaitTransportEnd = Effect.suspend(() => {
       const scratch = new Uint8Array(1024)
       const loop: Effect.Effect<void, TransportError> = Effect.flatMap(
         transport.read(scratch),
         (n) => (n === 0 ? Effect.void : loop)
       )
-      return Effect.ignore(Effect.timeout(loop, closeTimeout))
+      return Effect.ignore(Effect.timeout(loop, serverEndGrace))
     })
 
     /**

@@ -418,6 +418,37 @@ describe("NodeClient options", () => {
     return { ...listening, sockets }
   })
 
+  it.live("a server that closes but waits for the client to end TCP (a plain net server): the client ends it after a second, not the close timeout", () =>
+    Effect.gen(function*() {
+      let clientEnded = false
+      const { port } = yield* listen(() =>
+        Net.createServer((socket) => {
+          let request = ""
+          const onData = (chunk: Buffer) => {
+            request += chunk.toString("latin1")
+            if (!request.includes("\r\n\r\n")) return
+            socket.off("data", onData)
+            socket.on("data", () => {})
+            socket.on("end", () => (clientEnded = true))
+            const key = /sec-websocket-key: *(\S+)/i.exec(request)![1]
+            const accept = createHash("sha1").update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest("base64")
+            socket.write(
+              `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`
+            )
+            socket.write(Uint8Array.from([0x88, 0x02, 0x03, 0xe8])) // Close 1000
+          }
+          socket.on("data", onData)
+          socket.on("error", () => {})
+        })
+      )
+      const started = Date.now()
+      const connection = yield* NodeClient.connect(`ws://127.0.0.1:${port}/`, { connection: { closeTimeout: "10 seconds" } })
+      assert.deepStrictEqual(yield* connection.closed, { code: 1000, reason: "", clean: true, initiator: "remote" })
+      const took = Date.now() - started
+      assert.isTrue(took < 3000, `closed after ${took} ms`)
+      yield* eventually(() => clientEnded, 2000)
+    }))
+
   it.live("abort cuts the socket at once, dropping what waits for a peer that does not read (as ws's terminate)", () =>
     Effect.gen(function*() {
       const { port } = yield* deafServer
