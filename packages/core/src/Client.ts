@@ -317,9 +317,11 @@ export interface ServeOptions<RA = never> {
    */
   readonly authorize?: ((request: UpgradeRequest) => Effect.Effect<void, Rejection, RA>) | undefined
   /**
-   * Picks the subprotocol from the client's offer; none when it returns `undefined`. Default: none.
-   * Called only when the client offers subprotocols, as `ws`'s `handleProtocols` is; a pick that
-   * is not among them is the server's fault: the request gets 500, and the error is logged.
+   * Picks the subprotocol from the client's offer; none when it returns `undefined`. Default: the
+   * client's first offer, as `ws` selects without `handleProtocols` (clients, `ws`'s and browsers,
+   * fail a connection whose server selected none of the subprotocols they offered). Called only
+   * when the client offers subprotocols, as `ws`'s `handleProtocols` is; a pick that is not among
+   * them is the server's fault: the request gets 500, and the error is logged.
    */
   readonly selectProtocol?: ((offered: ReadonlyArray<string>, request: UpgradeRequest) => string | undefined) | undefined
   /** Largest message accepted, in bytes (close code 1009 beyond). Default 64 MiB. */
@@ -349,8 +351,8 @@ export interface ServeOptions<RA = never> {
 }
 
 /**
- * The subprotocol a server selects for `request` ({@link ServeOptions.selectProtocol}): none
- * without asking when the client offered none.
+ * The subprotocol a server selects for `request` ({@link ServeOptions.selectProtocol}, by
+ * default the client's first offer): none without asking when the client offered none.
  *
  * @category constructors
  * @since 0.1.0
@@ -359,8 +361,10 @@ export const selectProtocolFor = (
   options: Pick<ServeOptions, "selectProtocol"> | undefined,
   request: UpgradeRequest
 ): string | undefined =>
-  request.protocols.length === 0 || options?.selectProtocol === undefined
+  request.protocols.length === 0
     ? undefined
+    : options?.selectProtocol === undefined
+    ? request.protocols[0]
     : options.selectProtocol(request.protocols, request)
 
 /**

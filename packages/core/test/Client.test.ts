@@ -480,7 +480,10 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
   it.live("a 101 the client refuses (no offered subprotocol selected): the server's handler ran all the same and sees the end (1006), as over a socket", () =>
     Effect.gen(function*() {
       const ended = yield* Deferred.make<Connection.CloseInfo>()
-      const context = yield* Layer.build(Client.layerMemory((c) => Effect.andThen(Effect.ignore(Stream.runDrain(c.messages)), Effect.flatMap(c.closed, (info) => Deferred.succeed(ended, info)))))
+      const context = yield* Layer.build(Client.layerMemory(
+        (c) => Effect.andThen(Effect.ignore(Stream.runDrain(c.messages)), Effect.flatMap(c.closed, (info) => Deferred.succeed(ended, info))),
+        { selectProtocol: () => undefined }
+      ))
       const error = yield* Effect.flip(Effect.scoped(Client.connect("ws://h/", { protocols: ["a"] })).pipe(Effect.provideContext(context)))
       assert.strictEqual(error._tag, "UnsupportedSubprotocol")
       const info = yield* Effect.timeoutOption(Deferred.await(ended), "2 seconds")

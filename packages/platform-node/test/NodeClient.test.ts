@@ -159,7 +159,7 @@ describe("NodeClient.connect failures", () => {
 
   it.live("a server that selects none of the offered subprotocols is UnsupportedSubprotocol, as with ws and browsers", () =>
     Effect.gen(function*() {
-      const server = yield* NodeServer.serve((c) => c.close(1000))
+      const server = yield* NodeServer.serve((c) => c.close(1000), { selectProtocol: () => undefined })
       const error = yield* Effect.flip(Effect.scoped(NodeClient.connect(server.url, { protocols: ["chat", "chat.v2"] })))
       assert.strictEqual(error._tag, "UnsupportedSubprotocol")
       assert.include(error.message, "none of the offered subprotocols")

@@ -616,6 +616,23 @@ describe("options and callbacks", () => {
       assert.deepStrictEqual(asked, [["v2"]])
     }))
 
+  it.live("without selectProtocol a server selects the client's first offer, as a ws server without handleProtocols does", () =>
+    Effect.gen(function*() {
+      const server = yield* NodeServer.serve((c) => Effect.andThen(c.send(c.protocol), c.close(1000)))
+      const protocols = yield* Effect.promise(() =>
+        Promise.all([[], ["chat.v2", "chat.v1"]].map((offer) =>
+          new Promise<string>((resolve, reject) => {
+            const ws = new WsClient(server.url, offer)
+            ws.on("message", (data) => resolve(`${ws.protocol}|${String(data)}`))
+            ws.on("error", reject)
+          })
+        ))
+      )
+      assert.deepStrictEqual(protocols, ["|", "chat.v2|chat.v2"])
+      const ours = yield* Effect.scoped(Effect.map(NodeClient.connect(server.url, { protocols: ["b", "a"] }), (c) => c.protocol))
+      assert.strictEqual(ours, "b")
+    }))
+
   it.live("a handler that returns something else than an Effect (an async function) closes its connection with 1011; shutdown still ends", () =>
     Effect.gen(function*() {
       const scope = yield* Scope.make()
