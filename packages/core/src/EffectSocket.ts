@@ -626,8 +626,8 @@ const connectOptions = (options: Socket.WebSocketConstructorOptions | undefined)
  * connections with `connect` (given the URL, the subprotocols and the headers). Each socket runs
  * in its own fiber, with the services of the current context, owned by the current scope:
  * closing the scope lets the sockets asked to close finish (their queued messages, then their
- * Close; at most 5 seconds, after which they are cut), closes the open ones (1001, going away)
- * and abandons the connecting ones.
+ * Close; at most 5 seconds, after which they are cut), closes the open ones the same way (their
+ * queued messages, then 1001, going away) and abandons the connecting ones.
  * Once the scope is closed, the constructor throws.
  *
  * @category constructors
@@ -645,9 +645,14 @@ export const makeWebSocketConstructor = <E, R>(
     // that closed it has ended (`Socket.makeWebSocket` closes with 1000 as its scope ends).
     // Those still not done are cut, so that their interruption does not wait out a close timeout
     // (for a send the peer does not take) on top of the grace.
+    // The open ones close with 1001 (going away) the same way, after what was queued: a message
+    // `send` took goes out (it was dropped when the fiber set interrupted a socket that still had it).
     yield* Effect.addFinalizer(() =>
       Effect.forEach(
-        Array.from(sockets).filter(([ws]) => ws.readyState === CLOSING && ws.closeRequested),
+        Array.from(sockets).filter(([ws]) => {
+          if (ws.readyState === OPEN) ws.close(1001)
+          return ws.readyState === CLOSING && ws.closeRequested
+        }),
         ([ws, fiber]) =>
           Effect.flatMap(
             Effect.timeoutOption(Fiber.await(fiber), CLOSING_GRACE),

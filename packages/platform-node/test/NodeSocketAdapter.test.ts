@@ -4,7 +4,7 @@
  */
 import type { Connection } from "@effect-websocket/core"
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Exit, Layer, Scope, Stream } from "effect"
+import { Context, Deferred, Effect, Exit, Layer, Scope, Stream } from "effect"
 import { Socket } from "effect/socket"
 import * as Net from "node:net"
 import * as V8 from "node:v8"
@@ -204,6 +204,28 @@ describe("NodeSocketAdapter", () => {
       const info = yield* Deferred.await(serverClosed)
       assert.strictEqual(info.code, 1001)
       assert.deepInclude(yield* reasonOf(reader.pull), { _tag: "SocketCloseError", code: 1001 })
+    }))
+
+  it.live("closing the constructor layer delivers what its open sockets were given to send before their 1001", () =>
+    Effect.gen(function*() {
+      const got = yield* Deferred.make<ReadonlyArray<string>>()
+      const server = yield* NodeServer.serve((c) =>
+        Effect.gen(function*() {
+          const messages: Array<string> = []
+          yield* Effect.ignore(Stream.runForEach(c.messages, (m) => Effect.sync(() => messages.push(String(m)))))
+          const info = yield* c.closed
+          yield* Deferred.succeed(got, [...messages, `close ${info.code}`])
+        })
+      )
+      const layerScope = yield* Scope.make()
+      const context = yield* Layer.buildWithScope(NodeSocketAdapter.layerWebSocketConstructor, layerScope)
+      const make = Context.get(context, Socket.WebSocketConstructor)
+      const ws = make(server.url)
+      yield* Effect.callback<void>((resume) => ws.addEventListener("open", () => resume(Effect.void)))
+      ws.send("one")
+      ws.send("two")
+      yield* Scope.close(layerScope, Exit.void)
+      assert.deepStrictEqual(yield* Deferred.await(got), ["one", "two", "close 1001"])
     }))
 
   it.live("a small highWaterMark pauses and resumes without losing or reordering messages", () =>
