@@ -695,7 +695,9 @@ export const make = (
       stats.messagesIn++
       stats.bytesIn += size
       unreportedBytesIn += size
+      // (also while the consumer holds the reader back: no wait for the network reports them then)
       if (++unreportedIn >= METRIC_BATCH) reportMetrics()
+      else reportLater()
     }
     const countOut = (size: number) => {
       stats.messagesOut++
@@ -732,7 +734,7 @@ export const make = (
         metrics.connectionsOpen.modifyUnsafe(-1, context)
         Metric.withAttributes(Metrics.connectionsClosed, {
           side: h.kind,
-          code: String(info.code),
+          code: Metrics.closeCodeLabel(info.code),
           clean: String(info.clean)
         }).updateUnsafe(1, context)
         Deferred.doneUnsafe(closedDeferred, Exit.succeed(info))

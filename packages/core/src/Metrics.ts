@@ -61,7 +61,10 @@ export const bytesSent = Metric.counter("websocket_bytes_sent_total", {
 export const connectionsOpen = Metric.gauge("websocket_connections_open", { description: "WebSocket connections open" })
 
 /**
- * Connections closed, with `code` and `clean` attributes.
+ * Connections closed, with `code` and `clean` attributes. `code` is the close code below 3000 (those
+ * RFC 6455 defines), and `3xxx` / `4xxx` for those of libraries and applications
+ * (3000-4999): a peer chooses them, and one series per code would let any peer add thousands
+ * (see {@link closeCodeLabel}).
  *
  * @category metrics
  * @since 0.1.0
@@ -70,6 +73,15 @@ export const connectionsClosed = Metric.counter("websocket_connections_closed_to
   description: "WebSocket connections closed",
   incremental: true
 })
+
+/**
+ * The `code` attribute of {@link connectionsClosed} for a close code: the code itself from 1000
+ * to 2999, `3xxx` or `4xxx` above.
+ *
+ * @category metrics
+ * @since 0.1.0
+ */
+export const closeCodeLabel = (code: number): string => code >= 4000 ? "4xxx" : code >= 3000 ? "3xxx" : String(code)
 
 /**
  * Failed attempts to open a connection (client) or refused upgrade requests (server), with a

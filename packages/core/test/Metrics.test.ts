@@ -21,6 +21,17 @@ describe("Metrics", () => {
       assert.strictEqual((yield* count(Metrics.messagesReceived, { side: "server" })) - before, 5)
     }))
 
+  it.live("messages received while the consumer is behind are reported within a moment too (they waited for the consumer)", () =>
+    Effect.gen(function*() {
+      const before = yield* count(Metrics.messagesReceived, { side: "server" })
+      const [client, server] = yield* Connection.makeMemoryPair()
+      for (let i = 0; i < 30; i++) yield* client.send("m")
+      yield* Effect.sleep("200 millis") // nobody takes the server's messages: its reader is held
+      const counted = server.stats.messagesIn
+      assert.isAbove(counted, 0)
+      assert.strictEqual((yield* count(Metrics.messagesReceived, { side: "server" })) - before, counted)
+    }))
+
   it.live("a connection that only sends has reported its sends within a moment too (they waited for its close)", () =>
     Effect.gen(function*() {
       const before = yield* count(Metrics.messagesSent, { side: "server" })
@@ -56,6 +67,22 @@ describe("Metrics", () => {
         (yield* count(Metrics.connectionsClosed, { side: "client", code: "1000", clean: "true" })) - before.closed,
         1
       )
+    }))
+
+  it.effect("closes are counted by code, application codes (3000-4999) by their thousand: a peer cannot add a series per code", () =>
+    Effect.gen(function*() {
+      const closed = (code: string) => count(Metrics.connectionsClosed, { side: "server", code, clean: "true" })
+      const before = { app3: yield* closed("3xxx"), app4: yield* closed("4xxx"), normal: yield* closed("1000") }
+      for (const code of [3000, 3999, 4001, 4999, 1000]) {
+        const [client, server] = yield* Connection.makeMemoryPair()
+        yield* client.close(code)
+        yield* server.closed
+      }
+      assert.strictEqual((yield* closed("3xxx")) - before.app3, 2)
+      assert.strictEqual((yield* closed("4xxx")) - before.app4, 2)
+      assert.strictEqual((yield* closed("1000")) - before.normal, 1)
+      assert.strictEqual(yield* closed("4001"), 0)
+      assert.deepStrictEqual([999, 1000, 1015, 2999, 3000, 3999, 4000, 4999].map(Metrics.closeCodeLabel), ["999", "1000", "1015", "2999", "3xxx", "3xxx", "4xxx", "4xxx"])
     }))
 
   it.effect("a message sent with sendFragments counts its bytes, as one sent whole does", () =>
