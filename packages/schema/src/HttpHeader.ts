@@ -24,29 +24,45 @@ export const HeaderName = Schema.String.check(
 )
 
 /**
+ * What is wrong with a header field value, if anything: where the first character it may not
+ * hold is, and which (the value itself is not repeated: it may be a credential).
+ */
+const valueProblem = (s: string): string | undefined => {
+  const control = CONTROL.exec(s)
+  const wrong = control ?? BEYOND_LATIN1.exec(s)
+  if (wrong === null) return undefined
+  const code = `U+${wrong[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")}`
+  return `contains ${control === null ? "a character above U+00FF" : "a control character"} (${code} at index ${wrong.index} of ${s.length})`
+}
+
+/**
  * A header field value: visible ASCII, spaces, tabs and obsolete Latin-1 text; never CR, LF or NUL.
+ * An error says where the character it may not hold is, without repeating the value (it may be a
+ * credential, and errors reach logs and spans).
  *
  * @category schemas
  * @since 0.1.0
  */
 export const HeaderValue = Schema.String.check(
-  Schema.makeFilter((s: string) =>
-    CONTROL.test(s)
-      ? `header value ${quote(s)} contains a control character`
-      : BEYOND_LATIN1.test(s)
-      ? `header value ${quote(s)} contains a character above U+00FF`
-      : true
-  )
+  Schema.makeFilter((s: string) => {
+    const problem = valueProblem(s)
+    return problem === undefined ? true : `header value ${problem}`
+  })
 )
 
 /**
- * One header field.
+ * One header field. An error about its value names the header, not the value.
  *
  * @see websocket.h `WEB_SOCKET_HTTP_HEADER` (`pcName`/`ulNameLength`, `pcValue`/`ulValueLength`)
  * @category schemas
  * @since 0.1.0
  */
-export const HttpHeader = Schema.Struct({ name: HeaderName, value: HeaderValue })
+export const HttpHeader = Schema.Struct({ name: HeaderName, value: Schema.String }).check(
+  Schema.makeFilter((header: { readonly name: string; readonly value: string }) => {
+    const problem = valueProblem(header.value)
+    return problem === undefined ? true : `the value of header ${header.name} ${problem}`
+  })
+)
 
 /**
  * One header field.

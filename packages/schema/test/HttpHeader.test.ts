@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Arbitrary, Result, Schema } from "effect"
 import { HttpHeader } from "../src/index.ts"
-import { assertRejects, codeUnitString, decodeOk, oneOf, stringOver } from "./utils.ts"
+import { assertRejects, codeUnitString, decodeFailure, decodeOk, oneOf, stringOver } from "./utils.ts"
 
 const h = (name: string, value: string): HttpHeader.HttpHeader => ({ name, value })
 
@@ -140,8 +140,15 @@ describe("HttpHeader", () => {
     })
 
     it("rejects a value with characters beyond one byte", () => {
-      assertRejects(HttpHeader.HttpHeader, h("X", "\u0100"), JSON.stringify("\u0100"))
-      assertRejects(HttpHeader.HttpHeader, h("X", "€"), JSON.stringify("€"))
+      assertRejects(HttpHeader.HttpHeader, h("X", "\u0100"), "above U+00FF (U+0100 at index 0 of 1)")
+      assertRejects(HttpHeader.HttpHeader, h("X", "a€"), "above U+00FF (U+20AC at index 1 of 2)")
+    })
+
+    it("names the header of a bad value, and never repeats the value (it may be a credential)", () => {
+      const message = decodeFailure(HttpHeader.HttpHeader, h("Authorization", "Bearer SECRET-TOKEN\n"))
+      assert.include(message, "the value of header Authorization contains a control character (U+000A at index 19 of 20)")
+      assert.notInclude(message, "SECRET")
+      assert.notInclude(decodeFailure(HttpHeader.HeaderValue, "Bearer SECRET\u20ac"), "SECRET")
     })
 
     it("rejects missing or non-string fields", () => {
