@@ -12,7 +12,8 @@
  *
  * @since 0.1.0
  */
-import { EffectSocket } from "@effect-websocket/core"
+import { Client, EffectSocket } from "@effect-websocket/core"
+import { HttpHeader } from "@effect-websocket/schema"
 import type { Duration, Effect } from "effect"
 import { Layer } from "effect"
 import { flow } from "effect/Function"
@@ -22,7 +23,8 @@ import * as NodeClient from "./NodeClient.ts"
 /**
  * A layer with a `Socket.WebSocketConstructor` whose sockets connect with
  * {@link NodeClient.connect}, with `options` (TLS settings, handshake timeout, connection
- * settings, ...) under the subprotocols and headers each socket asks for.
+ * settings, headers, ...) under the subprotocols and headers each socket asks for: a socket's
+ * headers are added to those of `options` (replacing those of the same name).
  *
  * @category layers
  * @since 0.1.0
@@ -33,7 +35,18 @@ export const layerWebSocketConstructorWith = (
   Layer.effect(
     Socket.WebSocketConstructor,
     EffectSocket.makeWebSocketConstructor((url, connectOptions) =>
-      NodeClient.connect(url, options === undefined ? connectOptions : { ...options, ...connectOptions })
+      NodeClient.connect(
+        url,
+        options === undefined
+          ? connectOptions
+          : {
+            ...options,
+            ...connectOptions,
+            ...(options.headers === undefined || connectOptions.headers === undefined ? {} : {
+              headers: HttpHeader.merge(Client.headerList(options.headers), Client.headerList(connectOptions.headers))
+            })
+          }
+      )
     )
   )
 

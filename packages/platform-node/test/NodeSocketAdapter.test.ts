@@ -3,6 +3,7 @@
  * (`Socket.makeWebSocket`, `Socket.Socket`) talking to this library's Node.js server.
  */
 import type { Connection } from "@effect-websocket/core"
+import { HttpHeader } from "@effect-websocket/schema"
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Deferred, Effect, Exit, Layer, Scope, Stream } from "effect"
 import { Socket } from "effect/socket"
@@ -122,6 +123,18 @@ describe("NodeSocketAdapter", () => {
       const reader = yield* socket.reader
       assert.deepStrictEqual(yield* reader.pull, ["abc"])
     }).pipe(Effect.provide(NodeSocketAdapter.layerWebSocketConstructor)))
+
+  it.live("layerWebSocketConstructorWith: a socket's headers are added to the layer's, replacing those of the same name", () =>
+    Effect.gen(function*() {
+      const server = yield* NodeServer.serve((c, request) =>
+        Effect.andThen(
+          c.send(["authorization", "x-a", "x-trace"].map((name) => HttpHeader.getCombined(request.headers, name) ?? "-").join(" | ")),
+          Effect.never
+        ))
+      const socket = yield* Socket.makeWebSocket(server.url, { headers: { "X-A": "socket", "x-trace": "1" } })
+      const reader = yield* socket.reader
+      assert.deepStrictEqual(yield* reader.pull, ["Bearer t | socket | 1"])
+    }).pipe(Effect.provide(NodeSocketAdapter.layerWebSocketConstructorWith({ headers: { authorization: "Bearer t", "x-a": "layer" } }))))
 
   it.live("a close from the server fails the reader with its code and reason", () =>
     Effect.gen(function*() {
