@@ -51,6 +51,19 @@ const invalidClose = (code: number, reason: string): InvalidParameter | undefine
 // Connection -> Socket
 // ---------------------------------------------------------------------------------------------
 
+/** Whether `bytes` spans the whole of its buffer (no other bytes can be reached through `bytes.buffer`). */
+const ownsBuffer = (bytes: Uint8Array): boolean => bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength
+
+/**
+ * The messages with each binary one in an `ArrayBuffer` of its own, as `effect/socket`'s sockets
+ * deliver them (a connection's small messages share a block of memory: code that reads
+ * `chunk.buffer` would see other messages' bytes).
+ */
+const ownBuffers = (batch: NonEmptyReadonlyArray<Connection.Message>): NonEmptyReadonlyArray<Connection.Message> =>
+  batch.every((m) => typeof m === "string" || ownsBuffer(m))
+    ? batch
+    : batch.map((m) => typeof m === "string" || ownsBuffer(m) ? m : m.slice()) as unknown as NonEmptyReadonlyArray<Connection.Message>
+
 /**
  * Views an open connection as an `effect/socket` `Socket`.
  *
@@ -60,7 +73,7 @@ const invalidClose = (code: number, reason: string): InvalidParameter | undefine
  * the messages between them; acquiring a second reader in the scope of the first waits forever).
  * Messages the released reader did not pull stay queued for the next one. Each `pull` returns
  * the next message, in a batch of one (waiting when there is none), text as a `string` and binary
- * as a `Uint8Array`. When the connection ends, the messages
+ * as a `Uint8Array` with an `ArrayBuffer` of its own. When the connection ends, the messages
  * received before the end are pulled first, then `pull` fails, for this reader and every later
  * one, with a `SocketError` wrapping:
  *
@@ -127,7 +140,7 @@ export const toSocket = (connection: Connection.Connection): Socket.Socket => {
       })
 
     const pullMessages = Pull.matchEffect(messages, {
-      onSuccess: (batch: NonEmptyReadonlyArray<Connection.Message>) => Effect.succeed(batch),
+      onSuccess: (batch: NonEmptyReadonlyArray<Connection.Message>) => Effect.succeed(ownBuffers(batch)),
       onFailure: (cause) => {
         const error = Cause.findErrorOption(cause)
         return Option.isSome(error)
@@ -312,7 +325,7 @@ const toBytes = (data: ArrayBufferLike | ArrayBufferView): Uint8Array =>
     : new Uint8Array(data).slice()
 
 const toArrayBuffer = (bytes: Uint8Array): ArrayBuffer =>
-  bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer
+  ownsBuffer(bytes) && bytes.buffer instanceof ArrayBuffer
     ? bytes.buffer
     : bytes.slice().buffer
 

@@ -70,6 +70,21 @@ describe("EffectSocket.toSocket", () => {
       assert.strictEqual(server.stats.messagesIn, 4)
     }))
 
+  it.live("each binary chunk has a buffer of its own, as effect/socket's sockets deliver them", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair()
+      yield* Effect.forkScoped(echo(server))
+      const socket = EffectSocket.toSocket(client)
+      const writer = yield* socket.writer
+      const reader = yield* socket.reader
+      yield* writer.writeAll([new Uint8Array([1, 2, 3]), "t", new Uint8Array([4, 5])])
+      const got = yield* pullN(reader, 3)
+      assert.deepStrictEqual(got, [new Uint8Array([1, 2, 3]), "t", new Uint8Array([4, 5])])
+      for (const chunk of got) {
+        if (typeof chunk !== "string") assert.deepStrictEqual(new Uint8Array(chunk.buffer), chunk)
+      }
+    }))
+
   it.live("echoes through Socket.toChannelString", () =>
     Effect.gen(function*() {
       const [client, server] = yield* Connection.makeMemoryPair()
