@@ -139,9 +139,10 @@ export type Target = Targets.Target
 export const parseTarget: (url: string | URL, shown: string, socketPath: string | undefined) => Target | string = Targets.parseTarget
 
 /**
- * A URL with the user name and password of its userinfo replaced, as errors and spans show it
- * (without control characters or line separators; a value that is neither a string nor a `URL`
- * is named by its type).
+ * A URL with the user name and password of its userinfo replaced, and the values of query
+ * parameters that carry credentials as a rule (`token`, `access_token`, `api_key`, `sig`, ...),
+ * as errors and spans show it (without control characters or line separators; a value that is
+ * neither a string nor a `URL` is named by its type).
  *
  * @category constructors
  * @since 0.1.0
@@ -281,8 +282,9 @@ export class Rejection extends Schema.TaggedError<Rejection>()("Rejection", {
   message: Schema.String,
   /**
    * Extra response headers: token names, values without control characters (no response
-   * splitting). Not `Content-Length` or `Transfer-Encoding`: the refusal frames its text body (the
-   * message) itself, and a server answers such a Rejection with 500, logging why.
+   * splitting). One named like a header the server sends (`Content-Type`, `Connection`) replaces
+   * it, as with `ws`. Not `Content-Length` or `Transfer-Encoding`: the refusal frames its text body
+   * (the message) itself, and a server answers such a Rejection with 500, logging why.
    */
   headers: Schema.optionalKey(HttpHeader.HttpHeaders)
 }) {}

@@ -60,7 +60,39 @@ const UNPRINTABLE = /[\x00-\x1f\x7f-\x9f\u2028\u2029]/g
 const CREDENTIALS = /^([^:/?#]*:\/\/)[^]*@/
 
 /**
- * `url` with the password and user name of its userinfo replaced, for error messages and spans
+ * Query parameters whose values are credentials as a rule (lower case): those OpenTelemetry's
+ * URL conventions redact, and the names WebSocket servers commonly take a token under (a
+ * browser cannot send an `Authorization` header with its upgrade request).
+ */
+const SECRET_PARAMETERS = new Set([
+  "access_token", "api_key", "apikey", "auth", "authorization", "awsaccesskeyid", "id_token", "jwt", "key",
+  "password", "secret", "sig", "signature", "token", "x-amz-credential", "x-amz-security-token",
+  "x-amz-signature", "x-goog-signature"
+])
+
+/** `search` (a URL's query, with its `?`) with the values of {@link SECRET_PARAMETERS} replaced. */
+const redactedQuery = (search: string): string => {
+  if (search === "") return search
+  let changed = false
+  const parameters = search.slice(1).split("&").map((parameter) => {
+    const equals = parameter.indexOf("=")
+    if (equals === -1) return parameter
+    let name = parameter.slice(0, equals)
+    try {
+      name = decodeURIComponent(name.replace(/\+/g, " "))
+    } catch {
+      // (not valid percent-encoding: compared as it is)
+    }
+    if (!SECRET_PARAMETERS.has(name.toLowerCase())) return parameter
+    changed = true
+    return `${parameter.slice(0, equals)}=REDACTED`
+  })
+  return changed ? `?${parameters.join("&")}` : search
+}
+
+/**
+ * `url` with the password and user name of its userinfo replaced, and the values of query
+ * parameters that carry credentials as a rule (`token`, `access_token`, `sig`, ...), for error messages and spans
  * (in a string that does not parse as a URL, all from its scheme to its last `@`); with no control
  * characters or line separators (a URL parser drops or escapes them, and so does this for a
  * string that is not a URL: a line break cannot forge a log line). A value that is neither a
@@ -74,9 +106,13 @@ export const redacted = (url: unknown): string => {
   if (text === undefined) return url === null || url === undefined ? String(url) : `a value of type ${typeof url}`
   try {
     const parsed = new URL(text)
-    if (parsed.username === "" && parsed.password === "") return text.search(UNPRINTABLE) === -1 ? text : parsed.href
+    const search = redactedQuery(parsed.search)
+    if (parsed.username === "" && parsed.password === "" && search === parsed.search) {
+      return text.search(UNPRINTABLE) === -1 ? text : parsed.href
+    }
     if (parsed.username !== "") parsed.username = "REDACTED"
     if (parsed.password !== "") parsed.password = "REDACTED"
+    parsed.search = search
     return parsed.href
   } catch {
     // (not a URL, but credentials may be in it all the same: all before its last "@" goes)
