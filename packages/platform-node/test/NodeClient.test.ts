@@ -391,56 +391,45 @@ describe("NodeClient options", () => {
       if (error._tag === "ConnectError") assert.strictEqual(error.url, `ws://REDACTED:REDACTED@127.0.0.1:${port}/`)
     }))
 
-  /** A server that completes the handshake, then never reads: what the client writes stays in buffers. */
-  const deafServer = Effect.gen(function*() {
-    const sockets = new Set<Net.Socket>()
-    const listening = yield* listen(() =>
-      Net.createServer((socket) => {
-        sockets.add(socket)
-        let request = ""
-        const onData = (chunk: Buffer) => {
-          request += chunk.toString("latin1")
-          if (!request.includes("\r\n\r\n")) return
-          socket.off("data", onData)
-          socket.pause()
-          const key = /sec-websocket-key: *(\S+)/i.exec(request)![1]
-          const accept = createHash("sha1").update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest("base64")
-          socket.write(
-            `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`
-          )
-        }
-        socket.on("data", onData)
-        socket.on("error", () => {})
-      })
-    )
-    // (before the server's close, which waits for its sockets)
-    yield* Effect.addFinalizer(() => Effect.sync(() => sockets.forEach((socket) => socket.destroy())))
-    return { ...listening, sockets }
-  })
-
-  it.live("a server that closes but waits for the client to end TCP (a plain net server): the client ends it after a second, not the close timeout", () =>
+  /** A raw TCP server that completes the opening handshake, then hands the socket to `upgraded`. */
+  const handshakingServer = (upgraded: (socket: Net.Socket) => void) =>
     Effect.gen(function*() {
-      let clientEnded = false
-      const { port } = yield* listen(() =>
+      const sockets = new Set<Net.Socket>()
+      const listening = yield* listen(() =>
         Net.createServer((socket) => {
+          sockets.add(socket)
           let request = ""
           const onData = (chunk: Buffer) => {
             request += chunk.toString("latin1")
             if (!request.includes("\r\n\r\n")) return
             socket.off("data", onData)
-            socket.on("data", () => {})
-            socket.on("end", () => (clientEnded = true))
             const key = /sec-websocket-key: *(\S+)/i.exec(request)![1]
             const accept = createHash("sha1").update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest("base64")
             socket.write(
               `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`
             )
-            socket.write(Uint8Array.from([0x88, 0x02, 0x03, 0xe8])) // Close 1000
+            upgraded(socket)
           }
           socket.on("data", onData)
           socket.on("error", () => {})
         })
       )
+      // (before the server's close, which waits for its sockets)
+      yield* Effect.addFinalizer(() => Effect.sync(() => sockets.forEach((socket) => socket.destroy())))
+      return { ...listening, sockets }
+    })
+
+  /** A server that completes the handshake, then never reads: what the client writes stays in buffers. */
+  const deafServer = handshakingServer((socket) => socket.pause())
+
+  it.live("a server that closes but waits for the client to end TCP (a plain net server): the client ends it after a second, not the close timeout", () =>
+    Effect.gen(function*() {
+      let clientEnded = false
+      const { port } = yield* handshakingServer((socket) => {
+        socket.on("data", () => {})
+        socket.on("end", () => (clientEnded = true))
+        socket.write(Uint8Array.from([0x88, 0x02, 0x03, 0xe8])) // Close 1000
+      })
       const started = Date.now()
       const connection = yield* NodeClient.connect(`ws://127.0.0.1:${port}/`, { connection: { closeTimeout: "10 seconds" } })
       assert.deepStrictEqual(yield* connection.closed, { code: 1000, reason: "", clean: true, initiator: "remote" })
