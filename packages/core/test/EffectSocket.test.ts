@@ -24,6 +24,14 @@ const int = (minimum: number, maximum: number) => Arbitrary.schema(Schema.Int.ch
 
 const echo = (connection: Connection.Connection) => Stream.runForEach(connection.messages, (m) => connection.send(m))
 
+/** The reader and writer of `toSocket` over a memory connection whose peer echoes. */
+const echoSocket = Effect.gen(function*() {
+  const [client, server] = yield* Connection.makeMemoryPair()
+  yield* Effect.forkScoped(echo(server))
+  const socket = EffectSocket.toSocket(client)
+  return { reader: yield* socket.reader, writer: yield* socket.writer }
+})
+
 /**
  * A `connect` to a peer that never reads (sends from the socket wait on the memory transport's
  * backpressure), and the peer's side of the latest connection.
@@ -72,11 +80,7 @@ describe("EffectSocket.toSocket", () => {
 
   it.live("each binary chunk has a buffer of its own, as effect/socket's sockets deliver them", () =>
     Effect.gen(function*() {
-      const [client, server] = yield* Connection.makeMemoryPair()
-      yield* Effect.forkScoped(echo(server))
-      const socket = EffectSocket.toSocket(client)
-      const writer = yield* socket.writer
-      const reader = yield* socket.reader
+      const { reader, writer } = yield* echoSocket
       yield* writer.writeAll([new Uint8Array([1, 2, 3]), "t", new Uint8Array([4, 5])])
       const got = yield* pullN(reader, 3)
       assert.deepStrictEqual(got, [new Uint8Array([1, 2, 3]), "t", new Uint8Array([4, 5])])
@@ -160,11 +164,7 @@ describe("EffectSocket.toSocket", () => {
 
   it.live("a CloseEvent with a code that may not be sent fails with SocketWriteError and keeps the connection", () =>
     Effect.gen(function*() {
-      const [client, server] = yield* Connection.makeMemoryPair()
-      yield* Effect.forkScoped(echo(server))
-      const socket = EffectSocket.toSocket(client)
-      const writer = yield* socket.writer
-      const reader = yield* socket.reader
+      const { reader, writer } = yield* echoSocket
       const reason = yield* reasonOf(writer.write(new Socket.CloseEvent(1005)))
       assert.strictEqual(reason._tag, "SocketWriteError")
       assert.strictEqual((reason as Socket.SocketWriteError).cause instanceof Error, true)
