@@ -719,9 +719,9 @@ const CONNECTION_ERRORS = new Set(["InvalidProtocolFormat", "InvalidProtocolOper
  * Ends a server's connection once its handler has: 1000 when it returned, 1011 when it failed
  * (logged). A failure that is the connection's own (the peer broke the protocol, the transport
  * dropped), passed on by the handler, is logged at debug level only: the connection already
- * ended with its code. An `InvalidProtocolFormat` while the connection is still open is the
- * handler's own, and logged as an error. An interrupted handler leaves the connection to its
- * scope (1001).
+ * ended with its code. A connection error while the connection is still open is the handler's
+ * own (another connection's, a proxy's upstream), and logged as an error. An interrupted handler
+ * leaves the connection to its scope (1001).
  *
  * @category combinators
  * @since 0.1.0
@@ -737,14 +737,11 @@ export const closeAfterHandler = <E>(connection: Connection.Connection, exit: Ex
       : Effect.logError("WebSocket handler failed; closing its connection with 1011", exit.cause)
   const close = Effect.ignore(connection.close(1011))
   if (tag === undefined || !CONNECTION_ERRORS.has(tag)) return Effect.andThen(log(false), close)
-  // A broken frame fails the connection's messages as it ends the connection: an
-  // InvalidProtocolFormat while the connection is still open is the handler's own (a proxy's
-  // upstream handshake that failed, say). A failed send (TransportError, InvalidProtocolOperation)
-  // may come just before the connection has ended, and is taken as its own.
+  // A broken frame, a lost transport or a send refused because the connection closed come with
+  // the connection's end: such an error while the connection is still open is the handler's own
+  // (from a proxy's upstream connection, say).
   // (`closed` of an ended connection completes at once, before the zero timeout)
-  const own = tag === "InvalidProtocolFormat"
-    ? Effect.map(Effect.timeoutOption(connection.closed, 0), Option.isSome)
-    : Effect.succeed(true)
+  const own = Effect.map(Effect.timeoutOption(connection.closed, 0), Option.isSome)
   return Effect.andThen(Effect.flatMap(own, log), close)
 }
 

@@ -132,7 +132,8 @@ export interface Server {
   /** Connections currently open. */
   readonly connections: Effect.Effect<number>
   /**
-   * The connections currently open (those whose handler runs), as `ws`'s `server.clients`: for
+   * The connections currently open (whose handler runs; one that has closed is no longer listed,
+   * even while its handler goes on), as `ws`'s `server.clients`: for
    * example to broadcast, `Effect.forEach(yield* server.clients, (c) => Effect.ignore(c.send(m)),
    * { concurrency: "unbounded" })` (a connection that is closing refuses sends).
    */
@@ -157,30 +158,42 @@ export const isServer = (u: unknown): u is Server => Predicate.hasProperty(u, Ty
 
 
 /**
+ * Ends our side of a socket after `data` (if any) and destroys it a second later at the latest:
+ * a client that does not end its side does not hold it.
+ */
+const endSocket = (socket: Duplex, data?: string) => {
+  if (data === undefined) socket.end()
+  else socket.end(data)
+  const timer = setTimeout(() => socket.destroy(), 1000)
+  timer.unref()
+  socket.once("close", () => clearTimeout(timer))
+}
+
+/**
  * Writes a short HTTP error response and closes the socket. Beside an `Upgrade` header (a 426
  * names the protocol it requires), `Connection` carries the `Upgrade` option too (RFC 9110
- * section 7.8: "A sender of Upgrade MUST also send an "Upgrade" connection option").
+ * section 7.8: "A sender of Upgrade MUST also send an "Upgrade" connection option"). A header of
+ * `headers` replaces the default of the same name (`Content-Type`, `Connection`), as with `ws`.
  */
 const refuse = (
   socket: Duplex,
   status: number,
   message: string,
-  headers: ReadonlyArray<{ readonly name: string; readonly value: string }> = []
+  headers: ReadonlyArray<HttpHeader.HttpHeader> = []
 ) => {
   if (socket.destroyed) return
   const body = `${message}\n`
   const upgrade = headers.some((h) => h.name.toLowerCase() === "upgrade")
+  const defaults: ReadonlyArray<HttpHeader.HttpHeader> = [
+    { name: "Connection", value: upgrade ? "Upgrade, close" : "close" },
+    { name: "Content-Type", value: "text/plain; charset=utf-8" },
+    { name: "Content-Length", value: String(Buffer.byteLength(body)) }
+  ]
   const lines = [
     `HTTP/1.1 ${status} ${Http.STATUS_CODES[status] ?? "Error"}`,
-    upgrade ? "Connection: Upgrade, close" : "Connection: close",
-    "Content-Type: text/plain; charset=utf-8",
-    `Content-Length: ${Buffer.byteLength(body)}`,
-    ...headers.map((h) => `${h.name}: ${h.value}`)
+    ...HttpHeader.merge(defaults, headers).map((h) => `${h.name}: ${h.value}`)
   ]
-  socket.end(`${lines.join("\r\n")}\r\n\r\n${body}`)
-  const timer = setTimeout(() => socket.destroy(), 1000)
-  timer.unref()
-  socket.once("close", () => clearTimeout(timer))
+  endSocket(socket, `${lines.join("\r\n")}\r\n\r\n${body}`)
 }
 
 /** How long a shutting-down server lets its last sockets end on their own before destroying them (at most its shutdownTimeout). */
@@ -198,7 +211,7 @@ const refused = (
   socket: Duplex,
   status: number,
   message: string,
-  headers?: ReadonlyArray<{ readonly name: string; readonly value: string }>
+  headers?: ReadonlyArray<HttpHeader.HttpHeader>
 ): Effect.Effect<void> =>
   Effect.andThen(
     Client.serverHandshakeFailed(reason, status),
@@ -353,7 +366,8 @@ export const makeUpgradeHandler = <E, R, RA = never>(
           return yield* refused("HttpVersionNotSupported", socket, 505, "the WebSocket handshake needs HTTP/1.1 or later")
         }
         // Node hands what follows the headers to the connection: a body would be taken for frames
-        if (req.headers["transfer-encoding"] !== undefined || (req.headers["content-length"] ?? "0") !== "0") {
+        const contentLength = req.headers["content-length"]
+        if (req.headers["transfer-encoding"] !== undefined || (contentLength !== undefined && !/^0+$/.test(contentLength))) {
           return yield* refused("RequestBody", socket, 400, "the WebSocket handshake request has no body")
         }
         if (options?.path !== undefined && pathname !== options.path) {
@@ -392,6 +406,12 @@ export const makeUpgradeHandler = <E, R, RA = never>(
         )
         if (Exit.isFailure(handshake)) return yield* refuseHandshake(handshake.cause)
         const responseHeaders = [...handshake.value.responseHeaders, ...yield* Client.responseHeadersFor(options, request)]
+        // A client that reset the connection meanwhile is gone: nothing to answer, nobody to
+        // serve, as `ws` checks. (One that only ended its side is served: it may still read.)
+        if (socket.destroyed || !socket.writable) {
+          socket.destroy()
+          return
+        }
         switched = true
         socket.write(`${["HTTP/1.1 101 Switching Protocols", ...responseHeaders.map((h) => `${h.name}: ${h.value}`)].join("\r\n")}\r\n\r\n`)
         yield* WebSocket.endServerHandshake(handle).pipe(Effect.orDie)
@@ -406,36 +426,42 @@ export const makeUpgradeHandler = <E, R, RA = never>(
           handedOver = true
         })
         accepted = { connection, request, span: yield* Effect.option(Effect.currentSpan) }
-      }).pipe(
-        // Whatever else ends the upgrade early (an application callback that throws or fails, a
-        // defect, interruption at shutdown), the request is answered while no 101 went out: 500,
-        // or 503 at shutdown (as a closed ws server answers one still in its verifyClient); else
-        // the socket goes (unless a connection took it over: its scope closed it, and destroying
-        // it now could cut what it still flushes). A socket left open would hold its client, and
-        // the server's shutdown, forever.
-        Effect.onExit((exit) => {
-          if (Exit.isSuccess(exit) || handedOver) return Effect.void
-          const interrupted = Exit.hasInterrupts(exit)
-          if (switched) {
-            return Effect.andThen(
-              interrupted ? Effect.void : Effect.logError("WebSocket connection setup failed; its socket is destroyed", exit.cause),
-              Effect.sync(() => socket.destroyed || socket.destroy())
-            )
-          }
-          if (interrupted) return shuttingDown(socket)
+      })
+      /**
+       * Whatever else ends the upgrade early (an application callback that throws, fails or is
+       * interrupted, a defect, interruption at shutdown), the request is answered while no 101
+       * went out: 500 (logged), or 503 when the server shuts down (as a closed ws server answers
+       * one still in its verifyClient), a refusal like the others; else the socket goes (unless a
+       * connection took it over: its scope closed it, and destroying it now could cut what it
+       * still flushes). A socket left open would hold its client, and the server's shutdown,
+       * forever.
+       */
+      const settle = (exit: Exit.Exit<void, unknown>): Effect.Effect<void, unknown> => {
+        if (Exit.isSuccess(exit) || handedOver) return exit
+        const interrupted = Exit.hasInterrupts(exit)
+        if (switched) {
           return Effect.andThen(
-            Client.logServerFault(exit.cause),
-            refused("ServerError", socket, 500, "the upgrade failed")
-          )
-        }),
-        inAcceptSpan(req),
-        Client.annotateRequestLogs(requestTarget(req.url), req.socket.remoteAddress)
-      )
+            interrupted ? Effect.void : Effect.logError("WebSocket connection setup failed; its socket is destroyed", exit.cause),
+            Effect.sync(() => socket.destroyed || socket.destroy())
+          ).pipe(Effect.andThen(exit))
+        }
+        if (closing && interrupted) return shuttingDown(socket)
+        return Effect.andThen(
+          Client.logServerFault(exit.cause),
+          refused("ServerError", socket, 500, "the upgrade failed")
+        ).pipe(Effect.andThen(exit))
+      }
+      // The answer is settled in the span, uninterruptibly: the span of a request refused at
+      // shutdown ends as a success, as any refusal's, the interruption landing after it.
+      const answered = () =>
+        Effect.uninterruptibleMask((restore) =>
+          Effect.flatMap(Effect.exit(restore(upgrade())), settle).pipe(inAcceptSpan(req))
+        ).pipe(Client.annotateRequestLogs(requestTarget(req.url), req.socket.remoteAddress))
       // The connection's resources live in this scope: when the server shuts down, interrupting
       // this fiber closes it, and the connection's finalizer runs the closing handshake (1001).
       // The accept span ends with the upgrade, as in memory and as the client's `WebSocket.connect`
       // does: the handler runs after it, as its child, for as long as the connection lasts.
-      return Effect.scoped(Effect.flatMap(Effect.suspend(upgrade), () => {
+      return Effect.scoped(Effect.flatMap(Effect.suspend(answered), () => {
         if (accepted === undefined) return Effect.void
         const { connection, request, span } = accepted
         accepted = undefined
@@ -458,7 +484,8 @@ export const makeUpgradeHandler = <E, R, RA = never>(
 /**
  * Starts a standalone WebSocket server (`node:http`, or `node:https` with `tls`) on `host:port`,
  * running `handler` for every connection. Requests that are not WebSocket upgrades get
- * `426 Upgrade Required`. Owned by the current scope: closing it stops accepting, closes every
+ * `426 Upgrade Required`, which closes their connection (a request pipelined behind one is not
+ * served). Owned by the current scope: closing it stops accepting, closes every
  * connection with 1001 (waiting up to `shutdownTimeout` for their closing handshakes) and releases
  * every socket.
  *
@@ -491,7 +518,13 @@ export const serve = <E, R, RA = never>(
       requestTimeout: handshakeTimeout,
       connectionsCheckingInterval: Math.min(1000, Math.max(10, Math.ceil(handshakeTimeout / 4)))
     }
-    const onRequest = (_req: Http.IncomingMessage, res: Http.ServerResponse) => {
+    /**
+     * Sockets whose last request was answered with `Connection: close`: a request pipelined behind
+     * it is not served (RFC 9112 section 9.6), the socket ends once the answer is out.
+     */
+    const lastAnswered = new WeakSet<Duplex>()
+    const onRequest = (req: Http.IncomingMessage, res: Http.ServerResponse) => {
+      lastAnswered.add(req.socket)
       // (RFC 9110 section 7.8: the sender of Upgrade sends the "Upgrade" connection option too)
       res.writeHead(426, { "Content-Type": "text/plain; charset=utf-8", Upgrade: "websocket", Connection: "Upgrade, close" })
       res.end("this is a WebSocket endpoint\n")
@@ -515,6 +548,7 @@ export const serve = <E, R, RA = never>(
     const services = yield* Effect.context<never>()
     server.on("clientError", (error: Error & { code?: string }, socket) => {
       if (error.code === "ECONNRESET" || !socket.writable) return socket.destroy()
+      if (lastAnswered.has(socket)) return endSocket(socket)
       if (error.code?.startsWith("ERR_TLS") === true) {
         // the TLS handshake did not finish: nothing can be answered in HTTP; a client that is
         // too slow for it counts as one that sends no request in time
@@ -562,29 +596,39 @@ export const serve = <E, R, RA = never>(
         resume(Effect.void)
       })
     })
-    /** The connections whose handlers run. */
+    /** The connections open: each from when its handler starts until it closes or its handler ends. */
     const live = new Set<Connection.Connection>()
     const counted: Client.Handler<E, R> = (connection, request) =>
-      Effect.ensuring(
-        Effect.suspend(() => {
-          live.add(connection)
-          return Client.runCallback("handler", () => handler(connection, request))
-        }),
-        Effect.sync(() => live.delete(connection))
-      )
+      Effect.suspend(() => {
+        live.add(connection)
+        const forget = Effect.sync(() => live.delete(connection))
+        return Effect.ensuring(
+          Effect.andThen(
+            Effect.forkChild(Effect.andThen(connection.closed, forget)),
+            Client.runCallback("handler", () => handler(connection, request))
+          ),
+          forget
+        )
+      })
     // Shutdown is bounded by shutdownTimeout even when the connections' own close timeout is longer:
     // past it, the closing handshakes still waiting for a silent peer are cut off (1006), those of
     // connections whose handler already returned too. The watchdog starts once accepting stops and
     // goes once every connection has closed.
     let watchdog: Fiber.Fiber<void> | undefined = undefined
     yield* Effect.addFinalizer(() => watchdog === undefined ? Effect.void : Fiber.interrupt(watchdog))
-    const onUpgrade = yield* makeUpgradeHandler(counted, options)
+    /** `listener`, for an upgrade request that is not pipelined behind a last one (that socket just ends). */
+    const unlessAfterLast = (listener: (req: Http.IncomingMessage, socket: Duplex, head: Buffer) => void) =>
+    (req: Http.IncomingMessage, socket: Duplex, head: Buffer) => {
+      if (!lastAnswered.has(socket)) return listener(req, socket, head)
+      socket.on("error", ignoreError) // (Node no longer listens to an upgraded socket's errors)
+      endSocket(socket)
+    }
+    const onUpgrade = unlessAfterLast(yield* makeUpgradeHandler(counted, options))
     server.on("upgrade", onUpgrade)
     // Runs first on shutdown: stop accepting before the connections are closed. The listener
     // closes (as a closed ws server's); an upgrade that still comes, over a connection already
     // open, is answered 503, as one to a closed upgrade handler.
-    const refuseShuttingDown = (_req: Http.IncomingMessage, socket: Duplex) =>
-      Effect.runSyncWith(services)(shuttingDown(socket))
+    const refuseShuttingDown = unlessAfterLast((_req, socket) => Effect.runSyncWith(services)(shuttingDown(socket)))
     yield* Effect.addFinalizer(() =>
       Effect.andThen(
         Effect.sync(() => {

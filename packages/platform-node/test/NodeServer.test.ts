@@ -86,6 +86,25 @@ describe("NodeServer + NodeClient", () => {
       assert.strictEqual(yield* server.connections, 2)
     }))
 
+  it.live("clients and connections leave out a connection that has closed, even while its handler goes on, as ws's server.clients", () =>
+    Effect.gen(function*() {
+      const server = yield* NodeServer.serve(() => Effect.never)
+      const ws = new WsClient(server.url)
+      ws.on("error", () => {})
+      yield* Effect.promise(() => new Promise((resolve) => ws.on("open", resolve)))
+      assert.isTrue(yield* eventually(() => Effect.runSync(server.connections) === 1))
+      assert.strictEqual((yield* server.clients).length, 1)
+      const code = yield* Effect.promise(() =>
+        new Promise<number>((resolve) => {
+          ws.on("close", resolve)
+          ws.close(1000)
+        })
+      )
+      assert.strictEqual(code, 1000)
+      assert.isTrue(yield* eventually(() => Effect.runSync(server.connections) === 0), "the closed connection is no longer counted")
+      assert.deepStrictEqual(yield* server.clients, [])
+    }))
+
   it.live("metrics: a connection closed cleanly over sockets counts as closed on both sides", () =>
     Effect.gen(function*() {
       const open = (side: string) =>
@@ -190,6 +209,26 @@ describe("NodeServer + NodeClient", () => {
       assert.deepStrictEqual(outcomes(overSockets.spans), expected)
       assert.deepStrictEqual(outcomes(inMemory.spans), expected)
     }).pipe(Effect.provideService(References.MinimumLogLevel, "None")))
+
+  it.live("spans: a request the server answers 503 as it shuts down, while authorize runs, ends its WebSocket.accept span as a success", () =>
+    Effect.gen(function*() {
+      const { spans, tracer } = recordingTracer()
+      const asked = yield* Deferred.make<void>()
+      const scope = yield* Scope.make()
+      const server = yield* Scope.provide(
+        NodeServer.serve((c) => Stream.runDrain(c.messages), { authorize: () => Effect.andThen(Deferred.succeed(asked, undefined), Effect.never) }),
+        scope
+      ).pipe(Effect.provideService(Tracer.Tracer, tracer))
+      const attempt = yield* Effect.forkChild(Effect.flip(Effect.scoped(NodeClient.connect(server.url))))
+      yield* Deferred.await(asked)
+      yield* Scope.close(scope, Exit.void)
+      const error = yield* Fiber.join(attempt)
+      assert.strictEqual(error._tag === "HandshakeRejected" ? error.status : error._tag, 503)
+      assert.deepStrictEqual(
+        spans.map((s) => [s.name, s.status._tag === "Ended" && Exit.isSuccess(s.status.exit), Object.fromEntries(s.attributes)]),
+        [["WebSocket.accept", true, { "url.path": "/", "http.response.status_code": 503, "websocket.refused": "ShuttingDown" }]]
+      )
+    }))
 
   it.live("spans: an upgrade handler whose scope has closed answers 503 in a WebSocket.accept span too", () =>
     Effect.gen(function*() {

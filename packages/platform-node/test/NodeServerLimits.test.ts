@@ -3,7 +3,7 @@ import { Arbitrary, Cause, Deferred, Duration, Effect, Exit, Fiber, Layer, Logge
 import type * as Http from "node:http"
 import * as Net from "node:net"
 import { WebSocket as WsClient } from "ws"
-import { Client, type Connection, Metrics, type Transport, WebSocketError } from "@effect-websocket/core"
+import { Client, type Connection, Metrics, Transport, WebSocketError } from "@effect-websocket/core"
 import { NodeClient, NodeServer, type NodeTransport } from "../src/index.ts"
 import { anyOptions, failureTags } from "./anyOptions.ts"
 import { refusingOptions } from "./refusing.ts"
@@ -100,13 +100,55 @@ describe("bad requests never reach the handler", () => {
       assert.deepStrictEqual(seen, ["authorize chat|v2"])
     }))
 
-  it.live("an upgrade request with Content-Length: 0 is accepted (no body)", () =>
+  it.live("an upgrade request with Content-Length: 0 (or 00) is accepted (no body)", () =>
     Effect.gen(function*() {
       const server = yield* NodeServer.serve(() => Effect.void)
-      const { response } = yield* rawExchange(server.address.port, upgradeRequest([...goodHeaders, "Content-Length: 0"]), {
-        endAfterMs: 300
+      for (const length of ["0", "00"]) {
+        const { response } = yield* rawExchange(server.address.port, upgradeRequest([...goodHeaders, `Content-Length: ${length}`]), {
+          endAfterMs: 300
+        })
+        assert.match(statusLine(response)!, /^HTTP\/1.1 101/, length)
+      }
+    }))
+
+  it.live("a request pipelined behind one answered with Connection: close is not served: the socket ends after that answer", () =>
+    Effect.gen(function*() {
+      let reached = 0
+      const server = yield* NodeServer.serve(() => Effect.sync(() => reached++))
+      const plain = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+      for (const next of [upgradeRequest(goodHeaders), "NOT HTTP AT ALL\r\n\r\n"]) {
+        const { closedAfterMs, response } = yield* rawExchange(server.address.port, plain + next, { endAfterMs: 3000 })
+        assert.deepStrictEqual(response.match(/^HTTP\/1.1 \d+/gm), ["HTTP/1.1 426"], response)
+        assert.isBelow(closedAfterMs, 2000)
+      }
+      yield* Effect.sleep("50 millis")
+      assert.strictEqual(reached, 0)
+    }))
+
+  it.live("a client that resets its connection while authorize runs is dropped: no 101, no handler, no connection opened", () =>
+    Effect.gen(function*() {
+      const openServers = Metric.value(Metric.withAttributes(Metrics.connectionsOpen, { side: "server" }))
+      const before = (yield* openServers).value
+      const reached: Array<string> = []
+      const server = yield* NodeServer.serve((_, request) => Effect.sync(() => reached.push(request.url)), {
+        authorize: () => Effect.sleep("200 millis")
       })
-      assert.match(statusLine(response)!, /^HTTP\/1.1 101/)
+      yield* Effect.promise(() =>
+        new Promise<void>((resolve) => {
+          const socket = Net.connect(server.address.port, "127.0.0.1", () => {
+            socket.write(upgradeRequest(goodHeaders, "GET /reset HTTP/1.1"))
+            setTimeout(() => socket.resetAndDestroy(), 50)
+          })
+          socket.on("error", () => {})
+          socket.on("close", () => resolve())
+        })
+      )
+      // one that only ended its side may still read: it is served
+      const ended = yield* rawExchange(server.address.port, upgradeRequest(goodHeaders, "GET /ended HTTP/1.1"), { end: true })
+      assert.match(statusLine(ended.response)!, /^HTTP\/1.1 101/)
+      yield* Effect.sleep("50 millis")
+      assert.deepStrictEqual(reached, ["/ended"])
+      assert.strictEqual((yield* openServers).value, before)
     }))
 
   for (const [name, request, status, body] of cases) {
@@ -201,6 +243,25 @@ describe("bad requests never reach the handler", () => {
       assert.deepStrictEqual(seen, ["/ws?room=1"])
       const other = yield* rawExchange(port, upgradeRequest(goodHeaders, `GET http://127.0.0.1:${port}/other HTTP/1.1`))
       assert.match(statusLine(other.response)!, /^HTTP\/1.1 404/)
+    }))
+
+  it.live("a Rejection's own Content-Type and Connection replace the server's, as with ws", () =>
+    Effect.gen(function*() {
+      const server = yield* NodeServer.serve(() => Effect.void, {
+        authorize: () =>
+          Effect.fail(
+            new NodeServer.Rejection({
+              status: 403,
+              message: "{\"error\":\"forbidden\"}",
+              headers: [{ name: "content-type", value: "application/json" }, { name: "Connection", value: "close" }]
+            })
+          )
+      })
+      const { response } = yield* rawExchange(server.address.port, upgradeRequest(goodHeaders))
+      const headers = response.split("\r\n\r\n")[0]!.split("\r\n").slice(1).map((line) => line.toLowerCase())
+      assert.deepStrictEqual(headers.filter((line) => line.startsWith("content-type:")), ["content-type: application/json"])
+      assert.deepStrictEqual(headers.filter((line) => line.startsWith("connection:")), ["connection: close"])
+      assert.include(response, "\r\n\r\n{\"error\":\"forbidden\"}\n")
     }))
 
   it.live("authorize can reject with its own status", () =>
@@ -675,6 +736,33 @@ describe("options and callbacks", () => {
       }
     }).pipe(Effect.provideService(References.MinimumLogLevel, "None"))) // the hooks' failures are logged at length
 
+  it.live("an authorize hook that ends by interruption while the server runs is its fault too: 500, logged, not a shutdown's 503", () =>
+    Effect.gen(function*() {
+      const logged: Array<string> = []
+      const logger = Logger.make((options) => logged.push(String(options.message)))
+      const failures = (reason: string) =>
+        Effect.map(Metric.value(Metric.withAttributes(Metrics.handshakeFailures, { side: "server", reason })), (state) => Number(state.count))
+      const server = yield* NodeServer.serve(() => Effect.void, {
+        authorize: (request) =>
+          request.url === "/join"
+            // (a lookup whose fiber was interrupted elsewhere)
+            ? Effect.gen(function*() {
+              const lookup = yield* Effect.forkChild(Effect.never)
+              yield* Fiber.interrupt(lookup)
+              yield* Fiber.join(lookup)
+            })
+            : Effect.interrupt
+      }).pipe(Effect.provideService(Logger.CurrentLoggers, new Set([logger])))
+      for (const path of ["/self", "/join"]) {
+        const [serverErrors, shutdowns] = [yield* failures("ServerError"), yield* failures("ShuttingDown")]
+        logged.length = 0
+        const exchange = yield* rawExchange(server.address.port, upgradeRequest(goodHeaders, `GET ${path} HTTP/1.1`))
+        assert.strictEqual(statusLine(exchange.response), "HTTP/1.1 500 Internal Server Error", path)
+        assert.deepStrictEqual(logged, ["WebSocket upgrade failed; the request gets 500"], path)
+        assert.deepStrictEqual([yield* failures("ServerError"), yield* failures("ShuttingDown")], [serverErrors + 1, shutdowns], path)
+      }
+    }))
+
   it.live("a wrapTransport that throws or returns no Transport costs its connection only: logged, the socket released, shutdown in time", () =>
     Effect.gen(function*() {
       const wrappers: ReadonlyArray<(t: Transport.Transport) => Transport.Transport> = [
@@ -708,12 +796,20 @@ describe("options and callbacks", () => {
     Effect.gen(function*() {
       const logged: Array<string> = []
       const logger = Logger.make((options) => logged.push(`${options.logLevel}: ${String(options.message)}`))
-      // an application error that shares a tag with the connection's (an upstream handshake that
-      // failed, in a proxy), while the connection itself is fine
+      // application errors that share a tag with the connection's (an upstream that failed its
+      // handshake, reset or closed, in a proxy), while the connection itself is fine
+      const upstream: Record<string, WebSocketError.InvalidProtocolFormat | WebSocketError.InvalidProtocolOperation | Transport.TransportError> = {
+        "/upstream": new WebSocketError.InvalidProtocolFormat({ message: "the upstream's Sec-WebSocket-Accept is wrong" }),
+        "/upstream-reset": new Transport.TransportError({ message: "socket error: read ECONNRESET" }),
+        "/upstream-closed": new WebSocketError.InvalidProtocolOperation({ operation: "send", state: "Closed", message: "the connection is closed" })
+      }
       const server = yield* NodeServer.serve(
-        (connection, request) =>
-          request.url === "/upstream"
-            ? Effect.fail(new WebSocketError.InvalidProtocolFormat({ message: "the upstream's Sec-WebSocket-Accept is wrong" }))
+        (connection, request): Effect.Effect<void, unknown> =>
+          request.url in upstream
+            ? Effect.fail(upstream[request.url]!)
+            : request.url === "/gone"
+            // (its own send fails once the client has gone)
+            ? Effect.forever(Effect.andThen(connection.send("tick"), Effect.sleep("5 millis")))
             : Stream.runDrain(connection.messages),
         { maxMessageSize: 10 }
       ).pipe(Effect.provideService(Logger.CurrentLoggers, new Set([logger])), Effect.provideService(References.MinimumLogLevel, "All"))
@@ -727,13 +823,29 @@ describe("options and callbacks", () => {
           })
         )
       const handlerLogs = () => logged.filter((line) => line.includes("WebSocket"))
-      assert.strictEqual(yield* closeCode("/upstream"), 1011)
-      yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 50)))
-      assert.deepStrictEqual(handlerLogs(), ["Error: WebSocket handler failed; closing its connection with 1011"])
+      for (const path of Object.keys(upstream)) {
+        logged.length = 0
+        assert.strictEqual(yield* closeCode(path), 1011, path)
+        yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 50)))
+        assert.deepStrictEqual(handlerLogs(), ["Error: WebSocket handler failed; closing its connection with 1011"], path)
+      }
       logged.length = 0
       assert.strictEqual(yield* closeCode("/own", "more than ten bytes"), 1009)
       yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 50)))
       assert.deepStrictEqual(handlerLogs(), ["Debug: WebSocket connection failed,InvalidProtocolFormat: message of at least 19 bytes exceeds the maximum message size of 10 bytes"])
+      logged.length = 0
+      yield* Effect.promise(() =>
+        new Promise<void>((resolve) => {
+          const ws = new WsClient(`${server.url.slice(0, -1)}/gone`)
+          ws.on("message", () => ws.terminate())
+          ws.on("close", () => resolve())
+          ws.on("error", () => {})
+        })
+      )
+      yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 100)))
+      const gone = handlerLogs()
+      assert.strictEqual(gone.length, 1, gone.join("\n"))
+      assert.match(gone[0]!, /^Debug: WebSocket connection failed,(TransportError|InvalidProtocolOperation): /)
     }))
 })
 
