@@ -86,7 +86,8 @@ describe("Client options", () => {
         const [options, fragment] of [
           [{ maxMessageSize: 0 }, "maxMessageSize"],
           [{ properties: { receiveBufferSize: 10 } }, "receiveBufferSize"],
-          [{ connection: { messageBuffer: -1 } }, "messageBuffer"]
+          [{ connection: { messageBuffer: -1 } }, "messageBuffer"],
+          [{ pathname: "/x" } as never, `options has no option "pathname"`]
         ] as const
       ) {
         const error = yield* Effect.flip(Layer.build(Client.layerMemory(handler, options)))
