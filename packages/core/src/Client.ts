@@ -525,15 +525,8 @@ const checkHook = (name: string, hook: unknown, required = false): Effect.Effect
       new InvalidParameter({ parameter: name, message: `${name} is a function, got ${hook === null ? "null" : typeof hook}` })
     )
 
-/** The names of {@link ServeOptions}: a server refuses another (a misspelt one would be ignored). */
-const SERVE_OPTIONS = ["path", "authorize", "selectProtocol", "maxMessageSize", "properties", "connection", "wrapTransport", "responseHeaders"]
-
-/** The names of {@link ConnectOptions}: a connection attempt refuses another. */
-const CONNECT_OPTIONS = ["protocols", "headers", "origin", "handshakeTimeout", "maxMessageSize", "properties", "connection", "wrapTransport"]
-
 /**
- * Checks what a server applies to every connection before it accepts any: its options (no name
- * but those of {@link ServeOptions} and the platform's `platformOptions`), its handler (a
+ * Checks what a server applies to every connection before it accepts any: its handler (a
  * function), the handle properties (with `maxMessageSize`), the connection options, the response
  * headers and the hooks. A server that starts with a bad option would otherwise fail every
  * connection.
@@ -543,11 +536,10 @@ const CONNECT_OPTIONS = ["protocols", "headers", "origin", "handshakeTimeout", "
  */
 export const checkServeOptions = (
   given: ServeOptions<any> | undefined,
-  handler: unknown,
-  platformOptions: ReadonlyArray<string> = []
+  handler: unknown
 ): Effect.Effect<void, InvalidParameter> =>
   Effect.gen(function*() {
-    const options = yield* readOptions("options", given, [...SERVE_OPTIONS, ...platformOptions])
+    const options = yield* readOptions("options", given)
     yield* checkHook("handler", handler, true)
     if (options?.path !== undefined) yield* decodeParameter(Options.RequestPath, "path", options.path)
     yield* decodeHandleOptions(Property.ServerHandleProperties, options)
@@ -567,20 +559,17 @@ export const checkServeOptions = (
   })
 
 /**
- * Checks the options of a connection attempt (no name but those of {@link ConnectOptions} and the
- * platform's `platformOptions`; the request headers and `origin`, the handle properties and the
- * connection options), so that a bad one fails the attempt, with an `InvalidParameter` that names
- * it, before it reaches the network; and decodes its handshake timeout (default 10 seconds).
+ * Checks the options of a connection attempt (the request headers and `origin`, the handle
+ * properties and the connection options), so that a bad one fails the attempt, with an
+ * `InvalidParameter` that names it, before it reaches the network; and decodes its handshake
+ * timeout (default 10 seconds).
  *
  * @category constructors
  * @since 0.1.0
  */
-export const checkConnectOptions = (
-  given: ConnectOptions | undefined,
-  platformOptions: ReadonlyArray<string> = []
-): Effect.Effect<Duration.Duration, InvalidParameter> =>
+export const checkConnectOptions = (given: ConnectOptions | undefined): Effect.Effect<Duration.Duration, InvalidParameter> =>
   Effect.gen(function*() {
-    const options = yield* readOptions("options", given, [...CONNECT_OPTIONS, ...platformOptions])
+    const options = yield* readOptions("options", given)
     const headers: unknown = options?.headers
     if (headers !== undefined) {
       const list = Array.isArray(headers)

@@ -86,8 +86,7 @@ describe("Client options", () => {
         const [options, fragment] of [
           [{ maxMessageSize: 0 }, "maxMessageSize"],
           [{ properties: { receiveBufferSize: 10 } }, "receiveBufferSize"],
-          [{ connection: { messageBuffer: -1 } }, "messageBuffer"],
-          [{ pathname: "/x" } as never, `options has no option "pathname"`]
+          [{ connection: { messageBuffer: -1 } }, "messageBuffer"]
         ] as const
       ) {
         const error = yield* Effect.flip(Layer.build(Client.layerMemory(handler, options)))

@@ -207,9 +207,6 @@ const request = (
     })
   })
 
-/** The names of the options {@link ConnectOptions} adds to those of every platform. */
-const NODE_CONNECT_OPTIONS = ["tls", "socketPath", "socketBuffers", "followRedirects", "maxRedirects"]
-
 /**
  * Opens a WebSocket connection to `url` (`ws://`, `wss://`, `http://`, `https://`,
  * `ws+unix:///path.sock:/path`; a string or a `URL`), owned by the current scope: closing the
@@ -248,7 +245,7 @@ export const connect = (
   const shown = Client.redactedUrl(url)
   return Effect.gen(function*() {
     // (first: it reads the options, so that one that throws as it is read is an InvalidParameter)
-    const timeout = yield* Client.checkConnectOptions(options, NODE_CONNECT_OPTIONS)
+    const timeout = yield* Client.checkConnectOptions(options)
     const socketBuffers = yield* Client.decodeOption(Options.SocketBuffers, "socketBuffers", options?.socketBuffers ?? {})
     const redirects = {
       ...yield* Client.decodeOption(Options.RedirectOptions, "followRedirects", { followRedirects: options?.followRedirects }),

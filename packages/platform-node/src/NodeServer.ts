@@ -279,12 +279,6 @@ const incomingMessages = new WeakMap<Client.UpgradeRequest, Http.IncomingMessage
 export const incomingMessage = (request: Client.UpgradeRequest): Http.IncomingMessage | undefined =>
   incomingMessages.get(request)
 
-/** The names of the options {@link UpgradeOptions} adds to those of every platform. */
-const UPGRADE_OPTIONS = ["socketBuffers"]
-
-/** The names of the options {@link ServeOptions} adds to {@link UpgradeOptions}. */
-const STANDALONE_OPTIONS = ["host", "port", "tls", "handshakeTimeout", "maxHeaderBytes", "shutdownTimeout"]
-
 /**
  * A listener for the `upgrade` event of a `node:http` or `node:https` server, running `handler`
  * for every accepted connection in its own fiber, owned by the current scope: closing it
@@ -316,7 +310,7 @@ export const makeUpgradeHandler = <E, R, RA = never>(
   options?: UpgradeOptions<RA>
 ): Effect.Effect<(request: Http.IncomingMessage, socket: Duplex, head: Buffer) => void, WebSocketError.InvalidParameter, Scope.Scope | R | RA> =>
   Effect.gen(function*() {
-    yield* Client.checkServeOptions(options, handler, UPGRADE_OPTIONS)
+    yield* Client.checkServeOptions(options, handler)
     const socketBuffers = yield* Client.decodeOption(Options.SocketBuffers, "socketBuffers", options?.socketBuffers ?? {})
     const run = yield* FiberSet.makeRuntime<R | RA>()
     // Runs before the fibers are interrupted: from then on (and once the scope is closed, when
@@ -503,8 +497,8 @@ export const serve = <E, R, RA = never>(
   options?: ServeOptions<RA>
 ): Effect.Effect<Server, ServeFailure, Scope.Scope | R | RA> =>
   Effect.gen(function*() {
-    // (before anything listens; the upgrade handler below checks its options again, for itself)
-    yield* Client.checkServeOptions(options, handler, [...UPGRADE_OPTIONS, ...STANDALONE_OPTIONS])
+    // (before anything listens; the upgrade handler below checks the options again, for itself)
+    yield* Client.checkServeOptions(options, handler)
     const port = yield* Client.decodeOption(Options.Port, "port", options?.port ?? 0)
     const host = yield* Client.decodeOption(Options.Host, "host", options?.host ?? "127.0.0.1")
     const maxHeaderBytes = yield* Client.decodeOption(Options.ByteLimit("maxHeaderBytes", 1, false), "maxHeaderBytes", options?.maxHeaderBytes ?? 16 * 1024)
@@ -629,11 +623,7 @@ export const serve = <E, R, RA = never>(
       socket.on("error", ignoreError) // (Node no longer listens to an upgraded socket's errors)
       endSocket(socket)
     }
-    // (the upgrade handler takes the options but those of the listener)
-    const upgradeOptions = Object.fromEntries(
-      Object.entries(options ?? {}).filter(([name]) => !STANDALONE_OPTIONS.includes(name))
-    ) as UpgradeOptions<RA>
-    const onUpgrade = unlessAfterLast(yield* makeUpgradeHandler(counted, upgradeOptions))
+    const onUpgrade = unlessAfterLast(yield* makeUpgradeHandler(counted, options))
     server.on("upgrade", onUpgrade)
     // Runs first on shutdown: stop accepting before the connections are closed. The listener
     // closes (as a closed ws server's); an upgrade that still comes, over a connection already

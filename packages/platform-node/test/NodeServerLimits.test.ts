@@ -541,21 +541,15 @@ describe("options and callbacks", () => {
         // (every client's handshake would fail: "no shared cipher")
         [{ tls: {} }, "a server's tls needs its identity"],
         [{ maxHeaderBytes: -1 }, "maxHeaderBytes must be a whole number of bytes of at least 1"],
-        [{ maxHeaderBytes: "x" as never }, "maxHeaderBytes"],
-        // a misspelt option would be ignored
-        [{ maxMessagesize: 10 } as never, `options has no option "maxMessagesize": the options are path, authorize`],
-        [5 as never, "options is an object, got number"]
+        [{ maxHeaderBytes: "x" as never }, "maxHeaderBytes"]
       ]
       for (const [options, fragment] of cases) {
         const error = yield* Effect.flip(Effect.scoped(NodeServer.serve(handler, options)))
         assert.strictEqual(error._tag, "InvalidParameter", fragment)
         assert.include(error.message, fragment)
       }
-      for (const [options, fragment] of [[{ maxMessageSize: 0 }, "maxMessageSize"], [{ port: 8080 } as never, `no option "port"`]] as const) {
-        const error = yield* Effect.flip(Effect.scoped(NodeServer.makeUpgradeHandler(handler, options)))
-        assert.strictEqual(error._tag, "InvalidParameter")
-        assert.include(error.message, fragment)
-      }
+      const error = yield* Effect.flip(Effect.scoped(NodeServer.makeUpgradeHandler(handler, { maxMessageSize: 0 })))
+      assert.strictEqual(error._tag, "InvalidParameter")
     }))
 
   it.live("a handshake timeout in fractions of a millisecond or beyond a timer's range starts the server (Node refused it)", () =>
