@@ -138,6 +138,30 @@ describe("the chat example with a client that stops reading", () => {
     }))
 })
 
+describe("the chat example with a client that stops reading in a room that then goes quiet", () => {
+  it.live("cuts it off about `patience` after it fell behind, with no more messages relayed to it", () =>
+    Effect.gen(function*() {
+      const server = yield* NodeServer.serve(yield* chatRoom(1024 * 1024, 500))
+      // a client that answers the handshake and then reads nothing
+      const slow = Net.connect(server.address.port, "127.0.0.1")
+      slow.on("error", () => {})
+      slow.once("data", () => slow.pause())
+      slow.write(
+        ["GET / HTTP/1.1", "Host: 127.0.0.1", "Upgrade: websocket", "Connection: Upgrade",
+          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13", "", ""].join("\r\n")
+      )
+      const alice = yield* NodeClient.connect(server.url)
+      for (let i = 0; i < 200 && (yield* server.connections) < 2; i++) yield* Effect.sleep("5 millis")
+      yield* Effect.sleep("50 millis")
+      // one burst, far more than the slow client's socket buffers and backlog hold; then silence
+      const message = new Uint8Array(512 * 1024)
+      yield* Effect.forEach(Array.from({ length: 40 }), () => alice.send(message), { discard: true })
+      const started = Date.now()
+      while ((yield* server.connections) > 1 && Date.now() - started < 5000) yield* Effect.sleep("20 millis")
+      assert.strictEqual(yield* server.connections, 1, "the slow client was cut off")
+    }), 20_000)
+})
+
 describe("the handles example", () => {
   it.effect("runs the handshake and the send without logging an error", () =>
     Effect.gen(function*() {

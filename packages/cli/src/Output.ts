@@ -205,27 +205,39 @@ const printable = (s: string): string =>
   s.replace(/[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`)
 
 /**
- * Writes `line` to stdout and waits while stdout is full (a slow reader of a pipe): received
- * messages are then taken no faster than they are printed, so the connection stops reading
- * rather than memory growing (as `websocat` does). Stops waiting if stdout fails or closes.
+ * Settles at stdout's next `drain` (or when it fails or closes): one wait, with one set of
+ * listeners, that every writer stopped by a full stdout shares.
  */
-const stdoutLine = (line: string): Effect.Effect<void> =>
-  Effect.callback<void>((resume) => {
+let drained: Promise<void> | undefined
+const nextDrain = (): Promise<void> =>
+  drained ??= new Promise<void>((resolve) => {
     const stdout = process.stdout
-    if (stdout.write(`${line}\n`) || stdout.destroyed) return resume(Effect.void)
-    const stop = () => {
+    const done = () => {
       stdout.off("drain", done)
       stdout.off("close", done)
       stdout.off("error", done)
-    }
-    const done = () => {
-      stop()
-      resume(Effect.void)
+      drained = undefined
+      resolve()
     }
     stdout.on("drain", done)
     stdout.on("close", done)
     stdout.on("error", done)
-    return Effect.sync(stop)
+  })
+
+/**
+ * Writes `line` to stdout and waits while stdout is full (a slow reader of a pipe): received
+ * messages are then taken no faster than they are printed, so the connection stops reading
+ * rather than memory growing (as `websocat` does). Stops waiting if stdout fails or closes.
+ * A fiber that is being stopped (SIGINT / SIGTERM: what it prints on its way out, such as the
+ * close and stats events) writes without waiting, even where it cannot be interrupted; the end of
+ * the run bounds how long the rest is waited for (see `Cli.teardown`).
+ */
+const stdoutLine = (line: string): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    const stdout = process.stdout
+    if (stdout.write(`${line}\n`) || stdout.destroyed) return Effect.void
+    // (interruptible in a finalizer too: a fiber already interrupted does not start the wait)
+    return Effect.asVoid(Effect.exit(Effect.interruptible(Effect.promise(nextDrain))))
   })
 
 const prefix = (client: number | undefined) => (client === undefined ? "" : `[#${client}] `)

@@ -9,7 +9,7 @@
  */
 import type { Client, Connection } from "@effect-websocket/core"
 import { NodeServer } from "@effect-websocket/platform-node"
-import { Cause, Console, Effect, Exit, Fiber, FileSystem, Option, Queue, Stream } from "effect"
+import { Cause, Console, Effect, Exit, Fiber, FileSystem, Option, Queue, type Scope, Stream } from "effect"
 import { Command, Flag } from "effect/cli"
 import * as Tls from "node:tls"
 import { controlFrames, fail, json, orUndefined, stats, stdinLines, subprotocols, watchControlFrames } from "./Common.ts"
@@ -35,9 +35,27 @@ interface Peer {
   owed: number
   /** Since when the client owes more than BACKLOG (meaningful only while it does). */
   since: number
+  /** Whether a {@link watch} runs for the client (while it owes more than BACKLOG). */
+  watched: boolean
+  /** The scope of the client's connection, where its watch runs. */
+  readonly scope: Scope.Scope
 }
 
 const sizeOf = (message: Connection.Message) => typeof message === "string" ? message.length : message.byteLength
+
+/**
+ * Cuts `peer` off (1006) once it has owed more than {@link BACKLOG} for {@link PATIENCE_MS},
+ * whether or not more is relayed to it meanwhile; ends as soon as it owes no more than that.
+ */
+const watch = (peer: Peer): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    if (peer.owed <= BACKLOG) {
+      peer.watched = false
+      return Effect.void
+    }
+    const left = peer.since + PATIENCE_MS - Date.now()
+    return left <= 0 ? peer.connection.abort : Effect.andThen(Effect.sleep(left), watch(peer))
+  })
 
 const flags = {
   host: Flag.String("host").pipe(
@@ -136,15 +154,17 @@ export const command = Command.make(
     let ended: Output.Totals = Output.sumTotals([])
     let lastId = 0
 
-    /** Hands `message` to the outbox of every target; one that is stuck behind (see `BACKLOG`) is cut off (1006). */
+    /** Hands `message` to the outbox of every target; one that falls behind (see `BACKLOG`) is watched. */
     const relay = (message: Connection.Message, targets: Iterable<Peer>) =>
       Effect.forEach(
         targets,
         (target) => {
           if (target.owed <= BACKLOG) target.since = Date.now()
-          else if (Date.now() - target.since > PATIENCE_MS) return target.connection.abort
           target.owed += sizeOf(message)
-          return Queue.offer(target.outbox, message)
+          const offer = Queue.offer(target.outbox, message)
+          if (target.owed <= BACKLOG || target.watched) return offer
+          target.watched = true
+          return Effect.andThen(Effect.forkIn(watch(target), target.scope), offer)
         },
         { discard: true }
       )
@@ -167,9 +187,10 @@ export const command = Command.make(
             return output.message(message, id)
         }
       })
-      return Effect.gen(function*() {
-        // (bounded by BACKLOG and what comes within PATIENCE_MS: `relay` then cuts the client off)
-        const peer: Peer = { connection, outbox: yield* Queue.unbounded<Connection.Message>(), owed: 0, since: 0 }
+      return Effect.scoped(Effect.gen(function*() {
+        // (bounded by BACKLOG and what comes within PATIENCE_MS: `watch` then cuts the client off)
+        const outbox = yield* Queue.unbounded<Connection.Message>()
+        const peer: Peer = { connection, outbox, owed: 0, since: 0, watched: false, scope: yield* Effect.scope }
         const sender = yield* Effect.forkChild(Stream.runForEach(Stream.fromQueue(peer.outbox), (message) =>
           Effect.andThen(
             Effect.ignore(connection.send(message)),
@@ -198,7 +219,7 @@ export const command = Command.make(
         yield* Fiber.interrupt(watcher)
         yield* checkControl
         yield* closeEvent(info)
-      }).pipe(
+      })).pipe(
         // the server is shutting down: close with 1001 (going away)
         Effect.onInterrupt(() =>
           Effect.gen(function*() {

@@ -282,16 +282,18 @@ describe("ews connect", () => {
     }))
 
   /** `ews connect` to a `ws` server, once the server has its side of the connection. */
-  const connectedToWs = Effect.gen(function*() {
-    let resolvePeer: (peer: Peer) => void = () => {}
-    const peerPromise = new Promise<Peer>((resolve) => {
-      resolvePeer = resolve
+  const connectedToWsWith = (args: ReadonlyArray<string>) =>
+    Effect.gen(function*() {
+      let resolvePeer: (peer: Peer) => void = () => {}
+      const peerPromise = new Promise<Peer>((resolve) => {
+        resolvePeer = resolve
+      })
+      const url = yield* wsServer((peer) => resolvePeer(peer))
+      const client = yield* ews(["connect", url, ...args])
+      const peer = yield* within(Effect.promise(() => peerPromise), 10_000, "the client to connect")
+      return { client, peer }
     })
-    const url = yield* wsServer((peer) => resolvePeer(peer))
-    const client = yield* ews(["connect", url])
-    const peer = yield* within(Effect.promise(() => peerPromise), 10_000, "the client to connect")
-    return { client, peer }
-  })
+  const connectedToWs = connectedToWsWith([])
 
   it.live("SIGINT closes the connection with 1001 and exits 0", () =>
     Effect.gen(function*() {
@@ -313,18 +315,20 @@ describe("ews connect", () => {
       assert.match(client.stderr(), /closed abnormally with code 1006/)
     }), 15_000)
 
-  it.live("a second SIGINT while the Close waits for a peer that never answers: exits at once with 130", () =>
-    Effect.gen(function*() {
-      const port = yield* rawServer(Uint8Array.from([0x81, 5, ...Buffer.from("ready")]))
-      const client = yield* ews(["connect", `ws://127.0.0.1:${port}/`])
-      assert.strictEqual(yield* client.line("the message"), "ready")
-      yield* client.kill("SIGINT")
-      yield* Effect.sleep("300 millis")
-      yield* client.kill("SIGINT")
-      // well within the 5 s close timeout the first SIGINT waits for
-      assert.deepStrictEqual(yield* within(client.ended, 3_000, "the exit"), { code: 130, signal: null })
-      assert.include(client.stderr(), "ews: interrupted again")
-    }))
+  for (const [signal, status] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
+    it.live(`a second ${signal} while the Close waits for a peer that never answers: exits at once with ${status}`, () =>
+      Effect.gen(function*() {
+        const port = yield* rawServer(Uint8Array.from([0x81, 5, ...Buffer.from("ready")]))
+        const client = yield* ews(["connect", `ws://127.0.0.1:${port}/`])
+        assert.strictEqual(yield* client.line("the message"), "ready")
+        yield* client.kill(signal)
+        yield* Effect.sleep("300 millis")
+        yield* client.kill(signal)
+        // well within the 5 s close timeout the first signal waits for
+        assert.deepStrictEqual(yield* within(client.ended, 3_000, "the exit"), { code: status, signal: null })
+        assert.include(client.stderr(), "ews: interrupted again")
+      }))
+  }
 
   it.live("a reader of stdout that goes away (| head -1): closes with 1001 and exits 0, no EPIPE crash", () =>
     Effect.gen(function*() {
@@ -338,7 +342,7 @@ describe("ews connect", () => {
       assert.notInclude(client.stderr(), "EPIPE")
     }))
 
-  it.live("stdout that cannot be written (a full disk): closes with 1001 and exits 1, no crash", () =>
+  it.live("stdout that cannot be written (a full disk): closes with 1001 and exits 1 with the reason on stderr, no crash", () =>
     Effect.gen(function*() {
       let resolvePeer: (peer: Peer) => void = () => {}
       const peerPromise = new Promise<Peer>((resolve) => (resolvePeer = resolve))
@@ -349,6 +353,7 @@ describe("ews connect", () => {
       peer.ws.send("first")
       assert.strictEqual((yield* peer.closed).code, 1001)
       assert.deepStrictEqual(yield* client.ended, { code: 1, signal: null })
+      assert.match(client.stderr(), /^ews: cannot write to stdout: ENOSPC/m)
       assert.notInclude(client.stderr(), "    at ", "no stack trace")
     }))
 
@@ -365,6 +370,20 @@ describe("ews connect", () => {
       assert.strictEqual((yield* peer.closed).code, 1001)
       const ended = yield* within(client.ended, 6000, "ews to exit while its stdout is not read")
       assert.strictEqual(ended.signal, null)
+    }))
+
+  it.live("--json --stats: SIGINT while the reader of stdout reads nothing: exits 0 all the same, within the close and flush bounds", () =>
+    Effect.gen(function*() {
+      const { client, peer } = yield* connectedToWsWith(["--json", "--stats"])
+      assert.strictEqual(JSON.parse(yield* client.line("the open event")).event, "open")
+      client.child.stdout!.pause() // the reader stops: the pipe fills up
+      const line = "x".repeat(1000)
+      for (let i = 0; i < 2000; i++) peer.ws.send(line)
+      yield* Effect.sleep("500 millis")
+      yield* client.kill("SIGINT")
+      assert.strictEqual((yield* peer.closed).code, 1001)
+      const ended = yield* within(client.ended, 8000, "ews to exit while its stdout is not read")
+      assert.deepStrictEqual(ended, { code: 0, signal: null })
     }))
 
   it.live("--ping-timeout: a peer that answers no ping is cut off as dead, exit 1", () =>

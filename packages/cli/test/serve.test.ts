@@ -104,6 +104,31 @@ describe("ews serve", () => {
       yield* eventually(() => /\[#1\] closed 1006/.test(proc.stderr()), 5000, "the cut to be logged")
     }), 60_000)
 
+  it.live("--broadcast: a client that stops reading is cut off about 5 s after it fell behind, though the room then goes quiet", () =>
+    Effect.gen(function*() {
+      const { proc, url } = yield* serve(["--broadcast"])
+      const port = Number(new URL(url).port)
+      // a client that answers the handshake and then reads nothing
+      const slow = yield* Effect.acquireRelease(
+        Effect.sync(() => Net.connect(port, "127.0.0.1")),
+        (socket) => Effect.sync(() => socket.destroy())
+      )
+      slow.on("error", () => {})
+      slow.once("data", () => slow.pause())
+      slow.write(
+        ["GET / HTTP/1.1", "Host: 127.0.0.1", "Upgrade: websocket", "Connection: Upgrade",
+          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13", "", ""].join("\r\n")
+      )
+      yield* eventually(() => /\[#1\] connected/.test(proc.stderr()), 5000, "the slow client to connect")
+      const a = yield* wsClient(url)
+      const b = yield* wsClient(url)
+      // one burst, far more than the slow client's socket buffers and backlog hold; then silence
+      const message = Buffer.alloc(1024 * 1024, 1)
+      for (let i = 0; i < 40; i++) a.ws.send(message)
+      for (let i = 0; i < 40; i++) yield* b.message(`message ${i} at b`)
+      yield* eventually(() => /\[#1\] closed 1006/.test(proc.stderr()), 10_000, "the slow client to be cut off without more traffic")
+    }), 30_000)
+
   it.live("without a mode, prints received messages and sends stdin lines to every client", () =>
     Effect.gen(function*() {
       const { proc, url } = yield* serve([])
@@ -137,6 +162,38 @@ describe("ews serve", () => {
         assert.match(proc.stderr(), /closed 1001 \(going away\)/)
       }))
   }
+
+  for (const mode of ["--echo", "--broadcast"] as const) {
+    it.live(`${mode} --json --stats: SIGINT while the reader of stdout reads nothing: exits 0 all the same, within the close and flush bounds`, () =>
+      Effect.gen(function*() {
+        const proc = yield* ews(["serve", "--port", "0", mode, "--json", "--stats"])
+        const url = (JSON.parse(yield* proc.line("the listening event")) as { url: string }).url
+        const peer = yield* wsClient(url)
+        proc.child.stdout!.pause() // the reader stops: the pipe fills up
+        const line = "x".repeat(1000)
+        for (let i = 0; i < 2000; i++) peer.ws.send(line)
+        yield* Effect.sleep("500 millis")
+        yield* proc.kill("SIGINT")
+        assert.strictEqual((yield* peer.closed).code, 1001)
+        const ended = yield* within(proc.ended, 8000, "ews to exit while its stdout is not read")
+        assert.deepStrictEqual(ended, { code: 0, signal: null })
+      }))
+  }
+
+  it.live("many clients whose messages wait for a slow reader of stdout: every line is printed, no listener leak warning", () =>
+    Effect.gen(function*() {
+      const { proc, url } = yield* serve([])
+      proc.child.stdout!.pause()
+      const clients = yield* Effect.all(Array.from({ length: 12 }, () => wsClient(url)))
+      const line = "x".repeat(100)
+      for (const client of clients) for (let i = 0; i < 2000; i++) client.ws.send(line)
+      yield* Effect.sleep("1 second")
+      proc.child.stdout!.resume()
+      yield* eventually(() => proc.stdout.length === 1 + 12 * 2000, 10_000, "every message on stdout")
+      yield* proc.kill("SIGINT")
+      assert.strictEqual((yield* proc.ended).code, 0)
+      assert.notInclude(proc.stderr(), "MaxListenersExceededWarning")
+    }), 30_000)
 
   it.live("--json prints the listening line and connection events as JSON, --stats the totals", () =>
     Effect.gen(function*() {
@@ -198,6 +255,14 @@ describe("ews serve", () => {
       const peer = yield* wsClient(url)
       peer.ws.send("x".repeat(11))
       assert.strictEqual((yield* peer.closed).code, 1009)
+    }))
+
+  it.live("stdout that cannot be written (a full disk): exits 1 with the reason on stderr, once", () =>
+    Effect.gen(function*() {
+      const full = yield* Effect.acquireRelease(Effect.sync(() => Fs.openSync("/dev/full", "w")), (fd) => Effect.sync(() => Fs.closeSync(fd)))
+      const proc = yield* ews(["serve", "--port", "0"], { stdin: "ignore", stdout: full })
+      assert.deepStrictEqual(yield* proc.ended, { code: 1, signal: null })
+      assert.strictEqual(proc.stderr().match(/^ews: cannot write to stdout: ENOSPC.*$/gm)?.length, 1, proc.stderr())
     }))
 
   it.live("a port in use: non-zero exit and a clear message", () =>
