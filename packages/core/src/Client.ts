@@ -260,14 +260,12 @@ const REJECTION_RESERVED = new Map(FRAMING_HEADERS.map((name) => [name, "the ref
 const REQUEST_RESERVED = new Map(FRAMING_HEADERS.map((name) => [name, "an upgrade request has no body"]))
 
 /**
- * Whether `headers` is a plain record: an object whose prototype is `Object.prototype` or none.
- * A `Headers` or a `Map` has no own entries, and would send nothing.
+ * Whether `headers` is a record: an object read by its own entries (a plain object, or one of
+ * `effect`'s `Headers`), not a collection read by iteration (a `Map`, a WHATWG `Headers`), whose
+ * entries would send nothing.
  */
-const isRecord = (headers: unknown): headers is object => {
-  if (typeof headers !== "object" || headers === null) return false
-  const prototype: unknown = Object.getPrototypeOf(headers)
-  return prototype === Object.prototype || prototype === null
-}
+const isRecord = (headers: unknown): headers is object =>
+  typeof headers === "object" && headers !== null && !(Symbol.iterator in headers)
 
 
 /**

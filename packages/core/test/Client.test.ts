@@ -2,6 +2,8 @@ import { assert, describe, it } from "@effect/vitest"
 import { Context, Deferred, Effect, Exit, Fiber, Layer, Metric, Option, References, Scope, Stream } from "effect"
 import { Client, type Connection, Metrics, type Transport, WebSocket } from "../src/index.ts"
 import type { InvalidParameter } from "../src/WebSocketError.ts"
+import * as EffectHeaders from "effect/http/Headers"
+import { HttpHeader } from "@effect-websocket/schema"
 
 describe("Client.releaseOnEnd", () => {
   /** An attempt that acquires something (recording its release) and then fails, or makes a "connection" that ends with `ended`. */
@@ -392,6 +394,10 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
         assert.deepStrictEqual([error._tag, error._tag === "InvalidParameter" ? error.parameter : ""], ["InvalidParameter", parameter])
         assert.include(error.message, fragment)
       }
+      // effect's own Headers is a record: its entries are sent
+      const { connect: connectRecording, requests } = yield* memory()
+      yield* Effect.scoped(connectRecording("ws://h/", { headers: EffectHeaders.fromInput({ "X-Token": "t" }) as never }))
+      assert.strictEqual(HttpHeader.getCombined(requests[0]!.headers, "x-token"), "t")
     }))
 
   it.effect("options that throw as they are read (a getter, a proxy) are an InvalidParameter, not a defect", () =>
