@@ -140,8 +140,8 @@ export const parseTarget: (url: string | URL, shown: string, socketPath: string 
 
 /**
  * A URL with the user name and password of its userinfo replaced, and the values of query
- * parameters that carry credentials as a rule (`token`, `access_token`, `api_key`, `sig`, ...),
- * as errors and spans show it (without control characters or line separators; a value that is
+ * parameters that carry credentials as a rule (a name with `token`, `key`, `secret`, `auth`,
+ * `sig`, `session`, ... in it) and any fragment, as errors and spans show it (without control characters or line separators; a value that is
  * neither a string nor a `URL` is named by its type).
  *
  * @category constructors

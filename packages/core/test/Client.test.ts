@@ -353,9 +353,14 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
   it("redactedUrl: userinfo and the values of token-like query parameters read REDACTED, the rest of the URL as it is", () => {
     assert.strictEqual(Client.redactedUrl("ws://u:p@h/x?room=a%20b&token=SECRET&Sig=abc&n=1"), "ws://REDACTED:REDACTED@h/x?room=a%20b&token=REDACTED&Sig=REDACTED&n=1")
     assert.strictEqual(Client.redactedUrl("wss://h/?access_token=SECRET"), "wss://h/?access_token=REDACTED")
-    assert.strictEqual(Client.redactedUrl("wss://h/?api%5Fkey=SECRET&tokens=kept"), "wss://h/?api%5Fkey=REDACTED&tokens=kept")
+    assert.strictEqual(Client.redactedUrl("wss://h/?api%5Fkey=SECRET&topic=kept"), "wss://h/?api%5Fkey=REDACTED&topic=kept")
     assert.strictEqual(Client.redactedUrl("ws://h/?room=1&x"), "ws://h/?room=1&x")
     assert.strictEqual(Client.redactedUrl(new URL("ws://h/?token=SECRET")), "ws://h/?token=REDACTED")
+    // any name with a credential's word in it, ";" separators, and the fragment
+    assert.strictEqual(
+      Client.redactedUrl("ws://h/?auth_token=1&refresh_token=2&client_secret=3&x-api-key=4&Session=5;sig=6&room=7#access_token=8"),
+      "ws://h/?auth_token=REDACTED&refresh_token=REDACTED&client_secret=REDACTED&x-api-key=REDACTED&Session=REDACTED;sig=REDACTED&room=7#REDACTED"
+    )
   })
 
   it.effect("a URL object is a URL; a value that is neither it nor a string is InvalidUrl, and errors show no control characters", () =>

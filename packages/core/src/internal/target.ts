@@ -60,22 +60,21 @@ const UNPRINTABLE = /[\x00-\x1f\x7f-\x9f\u2028\u2029]/g
 const CREDENTIALS = /^([^:/?#]*:\/\/)[^]*@/
 
 /**
- * Query parameters whose values are credentials as a rule (lower case): those OpenTelemetry's
- * URL conventions redact, and the names WebSocket servers commonly take a token under (a
- * browser cannot send an `Authorization` header with its upgrade request).
+ * Query parameter names that carry credentials as a rule: those OpenTelemetry's URL conventions
+ * redact (`sig`, `Signature`, `AWSAccessKeyId`, ...), and the names WebSocket servers commonly
+ * take a token under (a browser cannot send an `Authorization` header with its upgrade request):
+ * any name that contains one of these words, whatever the case (`access_token`, `x-api-key`,
+ * `client_secret`, `session_id`, ...).
  */
-const SECRET_PARAMETERS = new Set([
-  "access_token", "api_key", "apikey", "auth", "authorization", "awsaccesskeyid", "id_token", "jwt", "key",
-  "password", "secret", "sig", "signature", "token", "x-amz-credential", "x-amz-security-token",
-  "x-amz-signature", "x-goog-signature"
-])
+const SECRET_PARAMETER = /token|secret|passw|key|sig|auth|session|credential|jwt/i
 
-/** `search` (a URL's query, with its `?`) with the values of {@link SECRET_PARAMETERS} replaced. */
+/** `search` (a URL's query, with its `?`) with the values of the parameters {@link SECRET_PARAMETER} names replaced. */
 const redactedQuery = (search: string): string => {
   if (search === "") return search
   let changed = false
-  const parameters = search.slice(1).split("&").map((parameter) => {
-    const equals = parameter.indexOf("=")
+  // (parameters and the separators between them, `&` or `;`, which some servers take too)
+  const parameters = search.slice(1).split(/([&;])/).map((parameter, i) => {
+    const equals = i % 2 === 1 ? -1 : parameter.indexOf("=")
     if (equals === -1) return parameter
     let name = parameter.slice(0, equals)
     try {
@@ -83,16 +82,16 @@ const redactedQuery = (search: string): string => {
     } catch {
       // (not valid percent-encoding: compared as it is)
     }
-    if (!SECRET_PARAMETERS.has(name.toLowerCase())) return parameter
+    if (!SECRET_PARAMETER.test(name)) return parameter
     changed = true
     return `${parameter.slice(0, equals)}=REDACTED`
   })
-  return changed ? `?${parameters.join("&")}` : search
+  return changed ? `?${parameters.join("")}` : search
 }
 
 /**
  * `url` with the password and user name of its userinfo replaced, and the values of query
- * parameters that carry credentials as a rule (`token`, `access_token`, `sig`, ...), for error messages and spans
+ * parameters that carry credentials as a rule (`token`, `access_token`, `sig`, ...) and any fragment, for error messages and spans
  * (in a string that does not parse as a URL, all from its scheme to its last `@`); with no control
  * characters or line separators (a URL parser drops or escapes them, and so does this for a
  * string that is not a URL: a line break cannot forge a log line). A value that is neither a
@@ -107,12 +106,16 @@ export const redacted = (url: unknown): string => {
   try {
     const parsed = new URL(text)
     const search = redactedQuery(parsed.search)
-    if (parsed.username === "" && parsed.password === "" && search === parsed.search) {
+    // (a fragment, which a WebSocket URL may not have, is never sent: it may hold a token, as in
+    // an OAuth redirect's `#access_token=`)
+    const hash = parsed.hash === "" ? "" : "#REDACTED"
+    if (parsed.username === "" && parsed.password === "" && search === parsed.search && hash === parsed.hash) {
       return text.search(UNPRINTABLE) === -1 ? text : parsed.href
     }
     if (parsed.username !== "") parsed.username = "REDACTED"
     if (parsed.password !== "") parsed.password = "REDACTED"
     parsed.search = search
+    parsed.hash = hash
     return parsed.href
   } catch {
     // (not a URL, but credentials may be in it all the same: all before its last "@" goes)
