@@ -104,18 +104,23 @@ describe("the chat example with a client that reads slower than the room talks",
     }), 20_000)
 })
 
+/** A client that completes the opening handshake on `port` and then reads nothing. */
+const stalledClient = (port: number) => {
+  const slow = Net.connect(port, "127.0.0.1")
+  slow.on("error", () => {})
+  slow.once("data", () => slow.pause())
+  slow.write(
+    ["GET / HTTP/1.1", "Host: 127.0.0.1", "Upgrade: websocket", "Connection: Upgrade",
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13", "", ""].join("\r\n")
+  )
+  return slow
+}
+
 describe("the chat example with a client that stops reading", () => {
   it.live("the others get every message, and the slow client is cut off once it owes its backlog and has taken nothing for a while", () =>
     Effect.gen(function*() {
       const server = yield* NodeServer.serve(yield* chatRoom(1024 * 1024, 200))
-      // a client that answers the handshake and then reads nothing
-      const slow = Net.connect(server.address.port, "127.0.0.1")
-      slow.on("error", () => {})
-      slow.once("data", () => slow.pause())
-      slow.write(
-        ["GET / HTTP/1.1", "Host: 127.0.0.1", "Upgrade: websocket", "Connection: Upgrade",
-          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13", "", ""].join("\r\n")
-      )
+      const slow = stalledClient(server.address.port)
       const [alice, bob] = yield* Effect.all([NodeClient.connect(server.url), NodeClient.connect(server.url)])
       for (let i = 0; i < 200 && (yield* server.connections) < 3; i++) yield* Effect.sleep("5 millis")
       yield* Effect.sleep("50 millis")
@@ -142,14 +147,7 @@ describe("the chat example with a client that stops reading in a room that then 
   it.live("cuts it off about `patience` after it fell behind, with no more messages relayed to it", () =>
     Effect.gen(function*() {
       const server = yield* NodeServer.serve(yield* chatRoom(1024 * 1024, 500))
-      // a client that answers the handshake and then reads nothing
-      const slow = Net.connect(server.address.port, "127.0.0.1")
-      slow.on("error", () => {})
-      slow.once("data", () => slow.pause())
-      slow.write(
-        ["GET / HTTP/1.1", "Host: 127.0.0.1", "Upgrade: websocket", "Connection: Upgrade",
-          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13", "", ""].join("\r\n")
-      )
+      stalledClient(server.address.port)
       const alice = yield* NodeClient.connect(server.url)
       for (let i = 0; i < 200 && (yield* server.connections) < 2; i++) yield* Effect.sleep("5 millis")
       yield* Effect.sleep("50 millis")

@@ -7,6 +7,22 @@ import * as Os from "node:os"
 import * as Path from "node:path"
 import { eventually, ews, ewsRun, httpServer, parseLines, serve, within, wsClient } from "./fixtures.ts"
 
+/** A client that completes the opening handshake to `url` and then reads nothing. */
+const stalledClient = (url: string) =>
+  Effect.gen(function*() {
+    const slow = yield* Effect.acquireRelease(
+      Effect.sync(() => Net.connect(Number(new URL(url).port), "127.0.0.1")),
+      (socket) => Effect.sync(() => socket.destroy())
+    )
+    slow.on("error", () => {})
+    slow.once("data", () => slow.pause())
+    slow.write(
+      ["GET / HTTP/1.1", "Host: 127.0.0.1", "Upgrade: websocket", "Connection: Upgrade",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13", "", ""].join("\r\n")
+    )
+    return slow
+  })
+
 describe("ews serve", () => {
   it.live("--echo answers a ws client with the same message types, answers pings and honours the close handshake", () =>
     Effect.gen(function*() {
@@ -68,18 +84,7 @@ describe("ews serve", () => {
   it.live("--broadcast: a client that stops reading is cut off, and the others get every message", () =>
     Effect.gen(function*() {
       const { proc, url } = yield* serve(["--broadcast"])
-      const port = Number(new URL(url).port)
-      // a client that answers the handshake and then reads nothing
-      const slow = yield* Effect.acquireRelease(
-        Effect.sync(() => Net.connect(port, "127.0.0.1")),
-        (socket) => Effect.sync(() => socket.destroy())
-      )
-      slow.on("error", () => {})
-      slow.once("data", () => slow.pause())
-      slow.write(
-        ["GET / HTTP/1.1", "Host: 127.0.0.1", "Upgrade: websocket", "Connection: Upgrade",
-          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13", "", ""].join("\r\n")
-      )
+      const slow = yield* stalledClient(url)
       yield* eventually(() => /\[#1\] connected/.test(proc.stderr()), 5000, "the slow client to connect")
       const a = yield* wsClient(url)
       const b = yield* wsClient(url)
@@ -107,18 +112,7 @@ describe("ews serve", () => {
   it.live("--broadcast: a client that stops reading is cut off about 5 s after it fell behind, though the room then goes quiet", () =>
     Effect.gen(function*() {
       const { proc, url } = yield* serve(["--broadcast"])
-      const port = Number(new URL(url).port)
-      // a client that answers the handshake and then reads nothing
-      const slow = yield* Effect.acquireRelease(
-        Effect.sync(() => Net.connect(port, "127.0.0.1")),
-        (socket) => Effect.sync(() => socket.destroy())
-      )
-      slow.on("error", () => {})
-      slow.once("data", () => slow.pause())
-      slow.write(
-        ["GET / HTTP/1.1", "Host: 127.0.0.1", "Upgrade: websocket", "Connection: Upgrade",
-          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13", "", ""].join("\r\n")
-      )
+      yield* stalledClient(url)
       yield* eventually(() => /\[#1\] connected/.test(proc.stderr()), 5000, "the slow client to connect")
       const a = yield* wsClient(url)
       const b = yield* wsClient(url)
