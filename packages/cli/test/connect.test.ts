@@ -2,7 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import * as Fs from "node:fs"
 import type * as Http from "node:http"
-import { closedPort, eventually, ews, ewsRun, httpServer, parseLines, type Peer, rawServer, serve, silentServer, within, wsServer } from "./fixtures.ts"
+import { closedPort, type Ews, eventually, ews, ewsRun, httpServer, parseLines, type Peer, rawServer, serve, silentServer, within, wsServer } from "./fixtures.ts"
 
 describe("ews connect", () => {
   it.live("round trip with ews serve --echo: stdin lines out, echoes on stdout, EOF closes with 1000 and exits 0", () =>
@@ -357,16 +357,22 @@ describe("ews connect", () => {
       assert.notInclude(client.stderr(), "    at ", "no stack trace")
     }))
 
-  it.live("SIGINT while the reader of stdout reads nothing (a paused pager): exits all the same", () =>
+  /** Stops reading `client`'s stdout, has `peer` send until the pipe is full, then sends SIGINT. */
+  const interruptWithStdoutFull = (client: Ews, peer: Peer) =>
     Effect.gen(function*() {
-      const { client, peer } = yield* connectedToWs
-      peer.ws.send("first")
-      assert.strictEqual(yield* client.line("the first message"), "first")
       client.child.stdout!.pause() // the reader stops: the pipe fills up
       const line = "x".repeat(1000)
       for (let i = 0; i < 2000; i++) peer.ws.send(line)
       yield* Effect.sleep("500 millis")
       yield* client.kill("SIGINT")
+    })
+
+  it.live("SIGINT while the reader of stdout reads nothing (a paused pager): exits all the same", () =>
+    Effect.gen(function*() {
+      const { client, peer } = yield* connectedToWs
+      peer.ws.send("first")
+      assert.strictEqual(yield* client.line("the first message"), "first")
+      yield* interruptWithStdoutFull(client, peer)
       assert.strictEqual((yield* peer.closed).code, 1001)
       const ended = yield* within(client.ended, 6000, "ews to exit while its stdout is not read")
       assert.strictEqual(ended.signal, null)
@@ -376,11 +382,7 @@ describe("ews connect", () => {
     Effect.gen(function*() {
       const { client, peer } = yield* connectedToWsWith(["--json", "--stats"])
       assert.strictEqual(JSON.parse(yield* client.line("the open event")).event, "open")
-      client.child.stdout!.pause() // the reader stops: the pipe fills up
-      const line = "x".repeat(1000)
-      for (let i = 0; i < 2000; i++) peer.ws.send(line)
-      yield* Effect.sleep("500 millis")
-      yield* client.kill("SIGINT")
+      yield* interruptWithStdoutFull(client, peer)
       assert.strictEqual((yield* peer.closed).code, 1001)
       const ended = yield* within(client.ended, 8000, "ews to exit while its stdout is not read")
       assert.deepStrictEqual(ended, { code: 0, signal: null })

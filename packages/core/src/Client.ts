@@ -141,8 +141,9 @@ export const parseTarget: (url: string | URL, shown: string, socketPath: string 
 /**
  * A URL with the user name and password of its userinfo replaced, and the values of query
  * parameters that carry credentials as a rule (a name with `token`, `key`, `secret`, `auth`,
- * `sig`, `session`, ... in it) and any fragment, as errors and spans show it (without control characters or line separators; a value that is
- * neither a string nor a `URL` is named by its type).
+ * `sig`, `session`, ... in it) and any fragment, as errors and spans show it (without control
+ * characters or line separators; a value that is neither a string nor a `URL` is named by its
+ * type).
  *
  * @category constructors
  * @since 0.1.0
@@ -266,7 +267,6 @@ const REQUEST_RESERVED = new Map(FRAMING_HEADERS.map((name) => [name, "an upgrad
  */
 const isRecord = (headers: unknown): headers is object =>
   typeof headers === "object" && headers !== null && !(Symbol.iterator in headers)
-
 
 /**
  * Returned by an `authorize` hook to refuse a request with an HTTP status (401, 403, ...).

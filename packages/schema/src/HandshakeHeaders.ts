@@ -6,7 +6,7 @@
  * @since 0.1.0
  */
 import { Schema, SchemaTransformation } from "effect"
-import { isToken, isTokenChar, splitList, Token, TokenList, TokenString } from "./Token.ts"
+import { firstRepeated, isToken, isTokenChar, splitList, Token, TokenList, TokenString } from "./Token.ts"
 import { quote } from "./internal/quote.ts"
 
 const problemFilter = (problem: (s: string) => string | undefined) =>
@@ -182,9 +182,8 @@ export const SecWebSocketVersion = Schema.String.check(
  */
 export const SecWebSocketProtocol = TokenList.check(
   Schema.makeFilter((tokens: ReadonlyArray<string>) => {
-    const seen = new Set<string>()
-    const repeated = tokens.find((token) => seen.size === seen.add(token).size)
-    return repeated === undefined ? true : `must name each subprotocol once, ${quote(repeated)} is offered twice`
+    const repeated = firstRepeated(tokens)
+    return repeated === -1 ? true : `must name each subprotocol once, ${quote(tokens[repeated]!)} is offered twice`
   })
 )
 

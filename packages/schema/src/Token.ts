@@ -63,6 +63,22 @@ export const splitList = (value: string): ReadonlyArray<string> => {
 const isBlank = (code: number): boolean => code === 0x20 || code === 0x09
 
 /**
+ * The index of the first element of `tokens` that repeats an earlier one (compared exactly, as
+ * subprotocol names are), or -1 when each is there once; in time linear in their number.
+ *
+ * @category utils
+ * @since 0.1.0
+ */
+export const firstRepeated = (tokens: ReadonlyArray<string>): number => {
+  const seen = new Set<string>()
+  for (let i = 0; i < tokens.length; i++) {
+    if (seen.has(tokens[i]!)) return i
+    seen.add(tokens[i]!)
+  }
+  return -1
+}
+
+/**
  * Describes what is wrong with a `1#token` list, or returns `undefined` when it is valid.
  *
  * @category guards

@@ -5,7 +5,7 @@
  *
  * @since 0.1.0
  */
-import { HandshakeHeaders, HttpHeader } from "@effect-websocket/schema"
+import { HandshakeHeaders, HttpHeader, Token } from "@effect-websocket/schema"
 import { Cause, Effect, Result, Schema } from "effect"
 import * as Base64 from "effect/encoding/Base64"
 import type { WebCryptoApi } from "./handle.ts"
@@ -132,9 +132,11 @@ export const decodeSubprotocolOffer = (
     const subprotocols: Array<string> = []
     for (const [i, name] of (yield* listParameter(parameter, list)).entries()) {
       subprotocols.push(yield* decodeParameter(HandshakeHeaders.SecWebSocketProtocolResponse, `${parameter}[${i}]`, name))
-      if (subprotocols.indexOf(name) < i) {
-        return yield* new InvalidParameter({ parameter: `${parameter}[${i}]`, message: `subprotocol ${JSON.stringify(name)} is offered twice` })
-      }
+    }
+    const repeated = Token.firstRepeated(subprotocols)
+    if (repeated !== -1) {
+      const name = JSON.stringify(subprotocols[repeated])
+      return yield* new InvalidParameter({ parameter: `${parameter}[${repeated}]`, message: `subprotocol ${name} is offered twice` })
     }
     return subprotocols
   })

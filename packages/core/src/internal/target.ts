@@ -91,7 +91,8 @@ const redactedQuery = (search: string): string => {
 
 /**
  * `url` with the password and user name of its userinfo replaced, and the values of query
- * parameters that carry credentials as a rule (`token`, `access_token`, `sig`, ...) and any fragment, for error messages and spans
+ * parameters that carry credentials as a rule (see {@link SECRET_PARAMETER}) and any fragment,
+ * for error messages and spans
  * (in a string that does not parse as a URL, all from its scheme to its last `@`); with no control
  * characters or line separators (a URL parser drops or escapes them, and so does this for a
  * string that is not a URL: a line break cannot forge a log line). A value that is neither a
