@@ -15,6 +15,7 @@ import { Cause, Deferred, Exit, Metric, Duration, Effect, Fiber, Option, Predica
 import { type HttpHeader, Options as OptionsSchema } from "@effect-websocket/schema"
 import type { Scope } from "effect/Scope"
 import * as BufferType from "./BufferType.ts"
+import { CloseStatus } from "./CloseStatus.ts"
 import { ActionCode, ActionRecord, closeFrameProblem, type Engine, QueueCode, Status } from "./internal/engine/engine.ts"
 import { HandleState } from "./internal/engine/state.ts"
 import { decodeParameter, describeValue } from "./internal/handshake.ts"
@@ -215,8 +216,10 @@ export interface Connection {
    * completes, or the close timeout cuts the transport (the timeout also bounds waiting for a send
    * in progress). Once started it goes through whether or not the caller keeps waiting: an
    * interrupted `close` only stops waiting. Returns how the connection ended; calling it again
-   * returns the same. Fails with `InvalidParameter` for a code that may not be sent (1005, 1006,
-   * 1015, 1004, below 1000, ...) or a reason over 123 UTF-8 bytes. The reason goes out as its
+   * returns the same. `code` 1005 (`CloseStatus.Empty`) sends an empty Close (no code, no reason:
+   * the peer reports 1005), as `ws`'s and a browser's `close()` without a code do. Fails with
+   * `InvalidParameter` for a code that may not be sent (1006, 1015, 1004, below 1000, ...), a
+   * reason over 123 UTF-8 bytes, or a reason with 1005. The reason goes out as its
    * UTF-8, a lone surrogate as U+FFFD (as with `ws` and browsers), as a message's text does.
    */
   readonly close: (code?: number, reason?: string) => Effect.Effect<CloseInfo, InvalidParameter>
@@ -310,6 +313,12 @@ export interface Options {
   /** The close code sent when the connection's scope closes while it is open. Default 1001 (going away). */
   readonly closeCodeOnScopeClose?: number | undefined
 }
+
+/** The close code that asks for an empty Close (websocket.h's NULL close buffer): 1005, reported by the peer. */
+const EMPTY_CLOSE = CloseStatus.Empty
+
+/** The close status a Close frame carries for `code`: none for {@link EMPTY_CLOSE}. */
+const closeStatusOnWire = (code: number): number | undefined => code === EMPTY_CLOSE ? undefined : code
 
 /**
  * Whether `u` is a {@link Connection}.
@@ -1090,7 +1099,7 @@ export const make = (
           // for a peer that reads nothing (frozen) and that keepalive no longer watches
           initiator = "remote"
           const echoed = yield* Effect.exit(Effect.timeoutOption(
-            sendFrame(BufferType.BufferType.Close, code === 1005 ? undefined : encodeUtf8(reason), code === 1005 ? undefined : code),
+            sendFrame(BufferType.BufferType.Close, code === EMPTY_CLOSE ? undefined : encodeUtf8(reason), closeStatusOnWire(code)),
             closeTimeout
           ))
           unanswered = echoed._tag === "Success" && Option.isNone(echoed.value)
@@ -1519,7 +1528,7 @@ export const make = (
             yield* Deferred.succeed(closing, undefined)
             wake()
             // a control frame: it may go out between the fragments of a message (RFC 6455 section 5.4)
-            const sent = yield* Effect.exit(sendFrame(BufferType.BufferType.Close, reason, code))
+            const sent = yield* Effect.exit(sendFrame(BufferType.BufferType.Close, reason, closeStatusOnWire(code)))
             if (sent._tag === "Failure") {
               // the Close could not be written (the wire is broken): no answer can come
               const error = Cause.findErrorOption(sent.cause)
@@ -1568,7 +1577,9 @@ export const make = (
         // checked here (by the handle's own rule), so that a bad code or reason leaves the
         // connection as it was
         const reasonBytes = encodeUtf8(reason)
-        const problem = closeFrameProblem(code, reasonBytes)
+        const problem = code === EMPTY_CLOSE
+          ? reasonBytes.length > 0 ? `close status ${EMPTY_CLOSE} sends an empty Close, which has no room for a reason` : undefined
+          : closeFrameProblem(code, reasonBytes)
         if (problem !== undefined) return yield* new InvalidParameter({ parameter: "close", message: problem })
         if (closingHandshake === undefined) closingHandshake = yield* Effect.forkDetach(runClosingHandshake(code, reasonBytes))
         return yield* Fiber.join(closingHandshake)

@@ -244,7 +244,8 @@ export type BinaryType = "arraybuffer" | "uint8array"
  * - An `open` listener added once the socket is open (after its `open` event) is called with it
  *   (a WHATWG `WebSocket` would not): code that saw `readyState` 0 and listens a moment later
  *   does not wait for an `open` that went out in between.
- * - `close(code?, reason?)` sends the Close frame after the queued messages; the `close` event
+ * - `close(code?, reason?)` sends the Close frame after the queued messages (without a code, an
+ *   empty one: no code, no reason, as a WHATWG `WebSocket` and `ws` send it); the `close` event
  *   follows the closing handshake. A peer that keeps reading gets every queued message, however
  *   long it takes; once nothing has gone out for 5 seconds (a peer that reads nothing would hold
  *   them back for ever), the connection is cut (`close` with 1006, no `error`), as `ws` destroys
@@ -415,10 +416,12 @@ class ClientWebSocketImpl implements ClientWebSocket {
   }
 
   close(code?: number, reason?: string): void {
-    const closeCode = code ?? 1000
-    const closeReason = reason ?? ""
-    const invalid = invalidClose(closeCode, closeReason)
+    // (the reason is checked with or without a code, as a WHATWG WebSocket checks it)
+    const invalid = invalidClose(code ?? CloseStatus.CloseStatus.Success, reason ?? "")
     if (invalid !== undefined) throw new RangeError(invalid.message)
+    // without a code: an empty Close (the peer reports 1005), as `ws` and browsers send it
+    const closeCode = code ?? CloseStatus.CloseStatus.Empty
+    const closeReason = code === undefined ? "" : reason ?? ""
     if (this.readyState === CONNECTING) {
       this.readyState = CLOSING
       // after this call returns: the abandon dispatches `error` and `close`

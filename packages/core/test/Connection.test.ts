@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Arbitrary, Cause, Deferred, Effect, Equal, Exit, Fiber, Metric, Option, Queue, Scheduler, Schema, Scope, Stream } from "effect"
 import { TestClock } from "effect/testing"
-import { Connection, Metrics, Transport, WebSocket } from "../src/index.ts"
+import { CloseStatus, Connection, Metrics, Transport, WebSocket } from "../src/index.ts"
 import * as EventLoop from "../src/internal/eventLoop.ts"
 
 describe("Connection", () => {
@@ -909,6 +909,23 @@ describe("Connection close", () => {
       assert.deepStrictEqual(yield* connection.closed, { code: 1005, reason: "", clean: true, initiator: "remote" })
     }))
 
+  it.effect("close(1005) sends an empty Close (no code, no reason) and reports the peer's empty answer as 1005", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("server")
+      const closing = yield* Effect.forkChild(connection.close(CloseStatus.CloseStatus.Empty))
+      const sent = yield* peer.nextFrame()
+      assert.deepStrictEqual([sent.opcode, sent.payload.length], [0x8, 0])
+      yield* peer.send(0x8)
+      assert.deepStrictEqual(yield* Fiber.join(closing), { code: 1005, reason: "", clean: true, initiator: "local" })
+    }))
+
+  it.effect("close(1005) over a memory pair: the peer reports 1005 too", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair()
+      assert.deepStrictEqual(yield* client.close(1005), { code: 1005, reason: "", clean: true, initiator: "local" })
+      assert.deepStrictEqual(yield* server.closed, { code: 1005, reason: "", clean: true, initiator: "remote" })
+    }))
+
   it.effect("the answer to a peer's Close echoes its code and reason", () =>
     Effect.gen(function*() {
       const { connection, peer } = yield* rawConnection("server")
@@ -1330,12 +1347,12 @@ describe("Connection close", () => {
       assert.deepStrictEqual(yield* Fiber.join(closing), { code: 1000, reason: "", clean: true, initiator: "local" })
     }))
 
-  it.effect("close with 1005, 999, 1006, 5000 or a reason over 123 bytes fails with InvalidParameter, the connection stays usable", () =>
+  it.effect("close with 999, 1006, 5000, a reason over 123 bytes or 1005 with a reason fails with InvalidParameter, the connection stays usable", () =>
     Effect.gen(function*() {
       const [client, server] = yield* Connection.makeMemoryPair()
       yield* Effect.forkScoped(Stream.runForEach(server.messages, (m) => server.send(m)))
       const invalid: ReadonlyArray<readonly [number, string]> = [
-        [1005, ""],
+        [1005, "an empty Close has no reason"],
         [999, ""],
         [1006, ""],
         [1015, ""],

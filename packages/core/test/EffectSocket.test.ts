@@ -456,6 +456,19 @@ describe("EffectSocket.layerWebSocketConstructor", () => {
       assert.strictEqual(events[1]!.code, 1006)
     }).pipe(Effect.provide(Constructor)))
 
+  it.live("close() without a code sends an empty Close: both sides report 1005, as with a browser and ws", () =>
+    Effect.gen(function*() {
+      const { connect, peer } = deafPeer()
+      const make = yield* EffectSocket.makeWebSocketConstructor(connect)
+      const ws = make("ws://memory/") as EffectSocket.ClientWebSocket
+      const closed = yield* Deferred.make<EffectSocket.ClientWebSocketEvent>()
+      ws.addEventListener("open", () => ws.close(undefined, "ignored without a code"))
+      ws.addEventListener("close", (e) => Deferred.doneUnsafe(closed, Exit.succeed(e)))
+      const event = yield* Deferred.await(closed)
+      assert.deepInclude(event, { type: "close", code: 1005, reason: "", wasClean: true })
+      assert.deepStrictEqual(yield* peer()!.closed, { code: 1005, reason: "", clean: true, initiator: "remote" })
+    }))
+
   it.effect("closing the constructor's scope cuts a closing socket still sending after the 5 second grace", () =>
     Effect.gen(function*() {
       const { connect, peer } = deafPeer()

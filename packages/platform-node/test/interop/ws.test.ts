@@ -242,6 +242,16 @@ describe("ws client → our server", () => {
       assert.deepStrictEqual(yield* peer.closed, { code: 1005, reason: "" })
     }))
 
+  it.live("we close with 1005 (an empty Close): ws sees 1005 too", () =>
+    Effect.gen(function*() {
+      const { accepted, server } = yield* echoServer()
+      const peer = yield* wsConnect(server.url)
+      const side = yield* accepted
+      const info = yield* within(side.connection.close(1005), 10_000, "our close")
+      assert.deepStrictEqual(info, { code: 1005, reason: "", clean: true, initiator: "local" })
+      assert.deepStrictEqual(yield* peer.closed, { code: 1005, reason: "" })
+    }))
+
   it.live("ws drops the TCP connection: our closed is 1006, not clean, and the messages fail", () =>
     Effect.gen(function*() {
       const { accepted, server } = yield* echoServer()
