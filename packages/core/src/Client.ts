@@ -24,6 +24,7 @@ import type { InvalidProtocolFormat, InvalidProtocolOperation, UnsupportedExtens
 import { InvalidParameter, UnsupportedSubprotocol } from "./WebSocketError.ts"
 import * as Metrics from "./Metrics.ts"
 import * as Targets from "./internal/target.ts"
+import * as TraceContext from "./internal/traceContext.ts"
 
 /**
  * A string identifying this module's errors.
@@ -158,6 +159,26 @@ export const redactedUrl: (url: string | URL) => string = Targets.redacted
  * @since 0.1.0
  */
 export const withCredentials = Targets.withCredentials
+
+/**
+ * Request headers with the current span (the `WebSocket.connect` span) added as `traceparent` and
+ * `b3`, as effect's `HttpClient` adds them to its requests: a server that reads them (ours, or
+ * effect's `HttpMiddleware.tracer`) continues the trace. Off when effect's
+ * `HttpClient.TracerPropagationEnabled` is `false`; a trace context in the caller's headers is kept.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const withTraceContext = TraceContext.withTraceContext
+
+/**
+ * The parent of a server's `WebSocket.accept` span: the span the upgrade request carries
+ * (`traceparent`, or B3), as effect's `HttpMiddleware.tracer` reads it; `undefined` without one.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const requestParent = TraceContext.requestParent
 
 /**
  * Opens client connections.
@@ -848,7 +869,7 @@ export const layerMemory = <E, R, RA = never>(
           const server = yield* Scope.provide(WebSocket.createServerHandle(handleProperties(options)), connectionScope)
           const { requestHeaders } = yield* WebSocket.beginClientHandshake(client, {
             subprotocols: connectOptions?.protocols,
-            initialHeaders: Targets.withCredentials(requestHeaderList(target.host, connectOptions), target)
+            initialHeaders: yield* withTraceContext(Targets.withCredentials(requestHeaderList(target.host, connectOptions), target))
           }).pipe(Effect.catchTag("InvalidProtocolOperation", (error) => Effect.die(error)))
           const offered = connectOptions?.protocols ?? []
           const request: UpgradeRequest = { url: target.path, headers: requestHeaders, protocols: offered, remoteAddress: "memory" }
@@ -965,7 +986,19 @@ const acceptInMemory = <RA>(
       )
     ),
     // (no stack trace: it would point into this module)
-    Effect.withSpan("WebSocket.accept", { attributes: { "url.path": pathname } }, { captureStackTrace: false }),
+    (answer) =>
+      Effect.flatMap(Effect.option(Effect.currentParentSpan), (current) => {
+        // The connect span is the parent already (the caller's context, see `layerMemory`): it is
+        // kept rather than replaced by its copy in the headers. Another span they carry (the
+        // caller's own `traceparent`) is the parent, as over a socket.
+        const carried = requestParent(request.headers.map((header) => [header.name, header.value] as const))
+        const known = carried !== undefined && Option.isSome(current) && current.value.spanId === carried.spanId
+        return Effect.withSpan(answer, "WebSocket.accept", {
+          attributes: { "url.path": pathname },
+          parent: known ? current.value : carried,
+          captureStackTrace: false
+        })
+      }),
     annotateRequestLogs(request.url, request.remoteAddress),
     Effect.flatMap((answer) => Result.isSuccess(answer) ? Effect.succeed(answer.success) : Effect.fail(answer.failure))
   )

@@ -348,7 +348,7 @@ const open = (
     const { shown, target } = hop
     const handle = yield* WebSocket.createClientHandle(Client.handleProperties(options))
     const headers = Client.requestHeaderList(target.host, { origin: options?.origin, headers: hop.headers })
-    const initialHeaders = Client.withCredentials(headers, target)
+    const initialHeaders = yield* Client.withTraceContext(Client.withCredentials(headers, target))
     const { requestHeaders } = yield* WebSocket.beginClientHandshake(handle, {
       subprotocols: options?.protocols,
       initialHeaders

@@ -236,11 +236,12 @@ const requestTarget = (target: string | undefined): string => {
   }
 }
 
-/** Runs the answer to an upgrade request in its `WebSocket.accept` span (no stack trace: it would point into this module). */
+/** Runs the answer to an upgrade request in its `WebSocket.accept` span, the child of the span the request carries (no stack trace: it would point into this module). */
 const inAcceptSpan = (req: Http.IncomingMessage) =>
-  Effect.withSpan("WebSocket.accept", { attributes: { "url.path": requestTarget(req.url).split("?")[0]! } }, {
-    captureStackTrace: false
-  })
+  Effect.withSpan("WebSocket.accept", {
+    attributes: { "url.path": requestTarget(req.url).split("?")[0]! },
+    parent: Client.requestParent(req.headers)
+  }, { captureStackTrace: false })
 
 /** A socket's `error` listener: its errors surface through the transport (one function for every socket). */
 const ignoreError = (): void => {}

@@ -8,6 +8,7 @@ import type * as Net from "node:net"
 import * as V8 from "node:v8"
 import * as Vm from "node:vm"
 import { WebSocket as WsClient } from "ws"
+import * as HttpClient from "effect/http/HttpClient"
 import { NodeClient, NodeServer } from "../src/index.ts"
 import { eventually, sweepInterruptions } from "./interruptAt.ts"
 import { refusingOptions } from "./refusing.ts"
@@ -149,6 +150,52 @@ describe("NodeServer + NodeClient", () => {
         { "url.path": "/ws" },
         { "url.path": "/elsewhere", "http.response.status_code": 404, "websocket.refused": "NotFound" }
       ])
+    }))
+
+  it.live("spans: the WebSocket.accept span continues the WebSocket.connect span's trace (traceparent and b3), over sockets and in memory alike", () =>
+    Effect.gen(function*() {
+      /** The trace ids of each connect span and of the parent of the accept span it led to, and the trace headers sent. */
+      const traced = (spans: ReadonlyArray<Tracer.NativeSpan>, sent: ReadonlyArray<HttpHeader.HttpHeader>) => {
+        const connect = spans.find((s) => s.name === "WebSocket.connect")!
+        const accept = spans.find((s) => s.name === "WebSocket.accept")!
+        const parent = Option.getOrUndefined(accept.parent)
+        return {
+          connect: [connect.traceId, connect.spanId],
+          acceptParent: parent === undefined ? undefined : [parent.traceId, parent.spanId],
+          sameTrace: accept.traceId === connect.traceId,
+          sent: sent.filter((h) => h.name === "traceparent" || h.name === "b3").map((h) => h.name)
+        }
+      }
+      const { spans, tracer } = recordingTracer()
+      const run = (layer: Layer.Layer<Client.Client, unknown>, url: string) =>
+        Effect.gen(function*() {
+          spans.length = 0
+          const sent = yield* Effect.scoped(Effect.gen(function*() {
+            const connection = yield* Client.connect(url)
+            yield* connection.closed
+            return connection.handshake.requestHeaders
+          })).pipe(Effect.provide(layer), Effect.provideService(Tracer.Tracer, tracer))
+          yield* eventually(() => spans.filter((s) => s.status._tag === "Ended").length === 2)
+          return traced(spans, sent)
+        })
+      const handler = (c: Connection.Connection) => c.close(1000)
+      const server = yield* NodeServer.serve(handler).pipe(Effect.provideService(Tracer.Tracer, tracer))
+      for (const [layer, url] of [[NodeClient.layer, server.url], [Client.layerMemory(handler), "ws://memory.test/"]] as const) {
+        const { connect, acceptParent, sameTrace, sent } = yield* run(layer, url)
+        assert.deepStrictEqual(acceptParent, connect, url)
+        assert.isTrue(sameTrace, url)
+        assert.deepStrictEqual(sent, ["b3", "traceparent"], url)
+      }
+      // off, as for effect's HTTP client: no headers over sockets, and a trace of its own on the server
+      const off = yield* run(NodeClient.layer, server.url).pipe(Effect.provideService(HttpClient.TracerPropagationEnabled, false))
+      assert.deepStrictEqual([off.acceptParent, off.sameTrace, off.sent], [undefined, false, []])
+      // a trace context the caller sends is kept as it is
+      const given = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+      const kept = yield* Effect.scoped(Effect.map(
+        NodeClient.connect(server.url, { headers: { traceparent: given } }),
+        (connection) => connection.handshake.requestHeaders.filter((h) => h.name.toLowerCase() === "traceparent" || h.name === "b3")
+      ))
+      assert.deepStrictEqual(kept, [{ name: "traceparent", value: given }])
     }))
 
   it.live("spans: a tracer that keeps the WebSocket.connect and WebSocket.accept spans does not keep the connections that ended", () =>
