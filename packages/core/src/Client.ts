@@ -24,6 +24,7 @@ import type { InvalidProtocolFormat, InvalidProtocolOperation, UnsupportedExtens
 import { InvalidParameter, UnsupportedSubprotocol } from "./WebSocketError.ts"
 import * as Metrics from "./Metrics.ts"
 import * as Targets from "./internal/target.ts"
+import { utf8ByteLength } from "./internal/runtime.ts"
 import * as TraceContext from "./internal/traceContext.ts"
 
 /**
@@ -837,8 +838,15 @@ export const instrumentConnect = (shown: string) =>
  * runs `handler` on the server side in its own fiber. The same program then runs in tests with
  * no sockets at all, with the outcomes of a real server: the same URLs are accepted (the
  * request's `remoteAddress` is `"memory"`), a failed server handshake is a `HandshakeRejected`
- * with the status a server answers (500 when a callback throws), and the spans and metrics are
- * those of sockets.
+ * with the status, headers and reason a server answers (500 when a callback throws), and the
+ * spans and metrics are those of sockets.
+ *
+ * The layer is the server as well as the client: the server lives as long as the layer, and its
+ * connections with it. Provide the layer around the whole program (as a server runs beside it),
+ * not around each `connect`: once the layer's scope closes, its connections get 1001, as from a
+ * server that shuts down, and new ones are refused (`ConnectError` with reason `Refused`).
+ * Unlike over a socket, the server's side of an attempt is part of it: a client's handshake
+ * timeout (or interruption) also interrupts the server's `authorize`, and its handler never runs.
  *
  * @category layers
  * @since 0.1.0
@@ -859,6 +867,11 @@ export const layerMemory = <E, R, RA = never>(
         return Effect.flatMap(checkConnectOptions(connectOptions), (handshakeTimeout) => releaseOnEnd(Effect.gen(function*() {
           const target = Targets.parseTarget(url, shown, undefined)
           if (typeof target === "string") return yield* new ConnectError({ reason: "InvalidUrl", url: shown, message: target })
+          // A layer whose scope has closed is a server that stopped listening: the connection is
+          // refused, as by a closed `NodeServer.serve` (nothing reaches the server)
+          if (serverScope.state._tag === "Closed") {
+            return yield* new ConnectError({ reason: "Refused", url: shown, message: `connecting to ${shown} failed: the server has stopped` })
+          }
           const client = yield* WebSocket.createClientHandle(handleProperties(connectOptions))
           // The server's side of this connection is released when its handler is done (the
           // client's when its connection ends, see `releaseOnEnd`); with the attempt until the
@@ -873,7 +886,7 @@ export const layerMemory = <E, R, RA = never>(
           }).pipe(Effect.catchTag("InvalidProtocolOperation", (error) => Effect.die(error)))
           const offered = connectOptions?.protocols ?? []
           const request: UpgradeRequest = { url: target.path, headers: requestHeaders, protocols: offered, remoteAddress: "memory" }
-          const { responseHeaders, selected, span } = yield* acceptInMemory(server, request, shown, options, serverScope).pipe(
+          const { responseHeaders, selected, span } = yield* acceptInMemory(server, request, shown, options).pipe(
             // (the server's services, as its handler has them; the caller's where it has none, a
             // tracer; and the caller's span stays the parent: the accept span is the connect's child)
             Effect.updateContext((current: Context.Context<never>) => {
@@ -894,13 +907,16 @@ export const layerMemory = <E, R, RA = never>(
               handshake
             })
             serving = true
+            // (started at once: over a socket the handler runs from the 101 on, before the client
+            // has read it, so what it sends at once, its Close included, is on its way first)
             yield* Effect.forkIn(
               runHandler(handler, serverConnection, request, span).pipe(
                 Effect.scoped, // the handler's scope is its connection's, as over a socket
                 Effect.provideContext(context),
                 Effect.ensuring(Scope.close(connectionScope, Exit.void))
               ),
-              serverScope
+              serverScope,
+              { startImmediately: true }
             )
           }).pipe(
             Scope.provide(connectionScope),
@@ -934,22 +950,20 @@ const acceptInMemory = <RA>(
   server: WebSocket.ServerHandle,
   request: UpgradeRequest,
   shown: string,
-  options: ServeOptions<RA> | undefined,
-  serverScope: Scope.Scope
+  options: ServeOptions<RA> | undefined
 ) => {
   /** Answers the request with `status`, as a server over a socket: counted and on the span. */
   const refuse = (reason: string, status: number, headers: ReadonlyArray<HttpHeader.HttpHeader>, why: string) =>
     Effect.gen(function*() {
       yield* serverHandshakeFailed(reason, status)
-      return yield* Effect.fail(rejected(shown, status, STATUS_TEXT[status] ?? "Error", headers, why))
+      // (the answer a server over a socket writes, as its client reads it)
+      const response = refusalResponse(why, headers)
+      return yield* Effect.fail(handshakeRejected(shown, status, STATUS_TEXT[status] ?? "Error", response.headers, response.body))
     })
   const refuseHandshake = (error: ServerHandshakeFailure | InvalidProtocolOperation) =>
     answerHandshakeFailure(error, (status, headers) => refuse(error._tag, status, headers, error.message))
   const pathname = request.url.split("?")[0]!
   return Effect.gen(function*() {
-    // A layer whose scope has closed (or is closing) serves nothing: 503, as a closed server over
-    // a socket answers (its handle, in that scope, is already released)
-    if (serverScope.state._tag === "Closed") return yield* refuse("ShuttingDown", 503, [], "the server is shutting down")
     if (options?.path !== undefined && pathname !== options.path) {
       return yield* refuse("NotFound", 404, [], `no WebSocket endpoint at ${pathname}`)
     }
@@ -981,7 +995,7 @@ const acceptInMemory = <RA>(
     Effect.catch((rejection) => Effect.succeed(Result.fail(rejection))),
     Effect.catchDefect((defect) =>
       Effect.andThen(
-        logServerFault(defect),
+        logServerFault(Cause.die(defect)), // (the log entry's cause, as over a socket)
         refuse("ServerError", 500, [], "the upgrade failed")
       )
     ),
@@ -1148,16 +1162,73 @@ export const answerHandshakeFailure = <A, E, R>(
 }
 
 /** What a client is told of a refused upgrade in memory: what it would be told over a socket, and why. */
-const rejected = (url: string, status: number, statusText: string, headers: ReadonlyArray<HttpHeader.HttpHeader>, why: string) =>
-  new HandshakeRejected({
+/**
+ * How many characters of a refusal's text body become its {@link HandshakeRejected.reason}.
+ *
+ * @category constants
+ * @since 0.1.0
+ */
+export const REJECTION_REASON_LENGTH = 200
+
+/**
+ * Whether a refusal with `headers` has a text body, which says why (`Content-Type` `text/*`, or
+ * none).
+ *
+ * @category guards
+ * @since 0.1.0
+ */
+export const hasTextBody = (headers: ReadonlyArray<HttpHeader.HttpHeader>): boolean =>
+  /^text\//i.test(HttpHeader.getCombined(headers, "Content-Type") ?? "text/plain")
+
+/**
+ * The {@link HandshakeRejected} for a server's answer other than 101: the start of its body
+ * becomes the reason when the body is text (see {@link hasTextBody}), with control characters as
+ * spaces and at most {@link REJECTION_REASON_LENGTH} characters.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const handshakeRejected = (
+  url: string,
+  status: number,
+  statusText: string,
+  headers: ReadonlyArray<HttpHeader.HttpHeader>,
+  body: string
+): HandshakeRejected => {
+  const why = hasTextBody(headers) ? body.replace(/[\x00-\x1f\x7f]+/g, " ").trim().slice(0, REJECTION_REASON_LENGTH) : ""
+  return new HandshakeRejected({
     url,
     status,
     statusText,
     headers,
-    // (a refusal without a text body has no reason, as over a socket)
     ...(why === "" ? {} : { reason: why }),
     message: `the server answered ${status} ${statusText} instead of 101 Switching Protocols${why === "" ? "" : `: ${why}`}`
   })
+}
+
+/**
+ * The headers and body a server refuses an upgrade request with: `message` as a line of text, and
+ * `Connection: close` (with the `Upgrade` option when `headers` name a protocol to upgrade to, RFC
+ * 9110 section 7.8: "A sender of Upgrade MUST also send an "Upgrade" connection option"); a
+ * header of `headers` replaces the default of the same name (`Content-Type`, `Connection`), as
+ * with `ws`.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const refusalResponse = (
+  message: string,
+  headers: ReadonlyArray<HttpHeader.HttpHeader> = []
+): { readonly headers: ReadonlyArray<HttpHeader.HttpHeader>; readonly body: string } => {
+  const body = `${message}\n`
+  const upgrade = headers.some((h) => h.name.toLowerCase() === "upgrade")
+  const defaults: ReadonlyArray<HttpHeader.HttpHeader> = [
+    { name: "Connection", value: upgrade ? "Upgrade, close" : "close" },
+    { name: "Content-Type", value: "text/plain; charset=utf-8" },
+    { name: "Content-Length", value: String(utf8ByteLength(body)) }
+  ]
+  return { headers: HttpHeader.merge(defaults, headers), body }
+}
 
 /**
  * Errors of the opening handshake that a server turns into an HTTP status.

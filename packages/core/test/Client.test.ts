@@ -113,6 +113,18 @@ describe("Client options", () => {
       assert.strictEqual(accepted.count, 1)
     }))
 
+  it.effect("a handler that returns at once closes first, as over a socket (it runs from the 101 on, before connect returns)", () =>
+    Effect.gen(function*() {
+      const context = yield* Layer.build(Client.layerMemory(() => Effect.void))
+      for (let i = 0; i < 5; i++) {
+        const info = yield* Effect.scoped(Effect.gen(function*() {
+          const connection = yield* Effect.provide(Client.connect("ws://memory/"), context)
+          return yield* connection.close(1000, "bye")
+        }))
+        assert.deepStrictEqual(info, { code: 1000, reason: "", clean: true, initiator: "remote" })
+      }
+    }))
+
   it.effect("a connection attempt with a bad option fails before the server sees it", () =>
     Effect.gen(function*() {
       let accepted = 0
@@ -555,9 +567,15 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
       const statusOf = (url: string) =>
         Effect.map(Effect.flip(Effect.scoped(connect(url))), (error) =>
           error._tag === "HandshakeRejected" ? [error.status, error.statusText, error.headers] : [error._tag])
-      assert.deepStrictEqual(yield* statusOf("ws://h/other"), [404, "Not Found", []])
-      assert.deepStrictEqual(yield* statusOf("ws://h/chat?deny"), [403, "Forbidden", [{ name: "X-Why", value: "denied" }]])
-      assert.deepStrictEqual(yield* statusOf("ws://h/chat?break"), [500, "Internal Server Error", []])
+      // the headers a server over a socket answers with, a Rejection's after its defaults
+      const answer = (message: string) => [
+        { name: "Connection", value: "close" },
+        { name: "Content-Type", value: "text/plain; charset=utf-8" },
+        { name: "Content-Length", value: String(message.length + 1) }
+      ]
+      assert.deepStrictEqual(yield* statusOf("ws://h/other"), [404, "Not Found", answer("no WebSocket endpoint at /other")])
+      assert.deepStrictEqual(yield* statusOf("ws://h/chat?deny"), [403, "Forbidden", [...answer("go away"), { name: "X-Why", value: "denied" }]])
+      assert.deepStrictEqual(yield* statusOf("ws://h/chat?break"), [500, "Internal Server Error", answer("the upgrade failed")])
       assert.strictEqual(requests.length, 1, "no refused request reached the handler")
       // a bad path is refused when the layer is built, as by a server
       const error = yield* Effect.flip(Layer.build(Client.layerMemory(() => Effect.void, { path: "chat" })))
@@ -597,7 +615,7 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
       )
     }).pipe(Effect.provideService(References.MinimumLogLevel, "None")))
 
-  it.effect("a layer whose scope has closed answers 503, as a closed server over sockets does, and runs no handler", () =>
+  it.effect("a layer whose scope has closed refuses connections (ConnectError Refused), as a stopped server over sockets does, and runs no handler", () =>
     Effect.gen(function*() {
       const count = Effect.map(
         Metric.value(Metric.withAttributes(Metrics.handshakeFailures, { side: "server", reason: "ShuttingDown" })),
@@ -608,10 +626,9 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
       const { connect, requests } = yield* Scope.provide(memory(), layerScope)
       yield* Scope.close(layerScope, Exit.void)
       const error = yield* Effect.flip(Effect.scoped(connect("ws://h/")))
-      assert.strictEqual(error._tag, "HandshakeRejected")
-      assert.strictEqual(error._tag === "HandshakeRejected" ? error.status : 0, 503, error.message)
-      assert.include(error.message, "the server is shutting down")
+      assert.deepStrictEqual(error._tag === "ConnectError" ? [error._tag, error.reason] : [error._tag], ["ConnectError", "Refused"], error.message)
+      assert.include(error.message, "the server has stopped")
       assert.deepStrictEqual(requests, [])
-      assert.strictEqual(yield* count, before + 1)
+      assert.strictEqual(yield* count, before, "nothing reached the server")
     }))
 })

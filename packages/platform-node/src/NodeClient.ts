@@ -86,8 +86,7 @@ const switchingWithout = (response: Http.IncomingMessage): WebSocketError.Invali
       message: `the 101 response's Connection header (${JSON.stringify(response.headers.connection ?? "")}) does not contain \"Upgrade\"`
     })
 
-/** How much of a refusal's body is read for its reason, and for how long at most. */
-const REASON_BYTES = 200
+/** How long a refusal's body is read for its reason at most (see `Client.REJECTION_REASON_LENGTH`). */
 const REASON_WAIT_MS = 100
 
 type RequestFailure = Client.ConnectError | Client.HandshakeRejected | WebSocketError.InvalidProtocolFormat | WebSocketError.InvalidParameter
@@ -160,8 +159,9 @@ const request = (
         return resume(Effect.fail(switchingWithout(response)))
       }
       // the start of a text body says why (a server of ours writes its reason there): read for a
-      // moment (see above), at most REASON_BYTES
-      const textual = /^text\//i.test(response.headers["content-type"] ?? "text/plain")
+      // moment (see above), enough for the reason
+      const headers = Headers.fromRawHeaders(response.rawHeaders)
+      const textual = Client.hasTextBody(headers)
       let body = ""
       let answered = false
       let timer: ReturnType<typeof setTimeout> | undefined = undefined
@@ -170,17 +170,7 @@ const request = (
         answered = true
         clearTimeout(timer)
         req.destroy()
-        const why = textual ? body.replace(/[\x00-\x1f\x7f]+/g, " ").trim().slice(0, REASON_BYTES) : ""
-        resume(Effect.fail(
-          new Client.HandshakeRejected({
-            url,
-            status,
-            statusText,
-            headers: Headers.fromRawHeaders(response.rawHeaders),
-            ...(why === "" ? {} : { reason: why }),
-            message: `the server answered ${status} ${statusText} instead of 101 Switching Protocols${why === "" ? "" : `: ${why}`}`
-          })
-        ))
+        resume(Effect.fail(Client.handshakeRejected(url, status, statusText, headers, body)))
       }
       const followed = answering.followRedirects && isRedirect(status) && (response.headers.location ?? "") !== ""
       const wait = Math.min(REASON_WAIT_MS, (answering.deadline - Date.now()) / 2)
@@ -190,7 +180,7 @@ const request = (
       response.setEncoding("utf8")
       response.on("data", (chunk: string) => {
         body += chunk
-        if (body.length >= REASON_BYTES) done()
+        if (body.length >= Client.REJECTION_REASON_LENGTH) done()
       })
       response.once("end", done)
       response.once("error", done)

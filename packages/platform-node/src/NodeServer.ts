@@ -169,12 +169,7 @@ const endSocket = (socket: Duplex, data?: string) => {
   socket.once("close", () => clearTimeout(timer))
 }
 
-/**
- * Writes a short HTTP error response and closes the socket. Beside an `Upgrade` header (a 426
- * names the protocol it requires), `Connection` carries the `Upgrade` option too (RFC 9110
- * section 7.8: "A sender of Upgrade MUST also send an "Upgrade" connection option"). A header of
- * `headers` replaces the default of the same name (`Content-Type`, `Connection`), as with `ws`.
- */
+/** Writes a short HTTP error response (see `Client.refusalResponse`) and closes the socket. */
 const refuse = (
   socket: Duplex,
   status: number,
@@ -182,18 +177,9 @@ const refuse = (
   headers: ReadonlyArray<HttpHeader.HttpHeader> = []
 ) => {
   if (socket.destroyed) return
-  const body = `${message}\n`
-  const upgrade = headers.some((h) => h.name.toLowerCase() === "upgrade")
-  const defaults: ReadonlyArray<HttpHeader.HttpHeader> = [
-    { name: "Connection", value: upgrade ? "Upgrade, close" : "close" },
-    { name: "Content-Type", value: "text/plain; charset=utf-8" },
-    { name: "Content-Length", value: String(Buffer.byteLength(body)) }
-  ]
-  const lines = [
-    `HTTP/1.1 ${status} ${Http.STATUS_CODES[status] ?? "Error"}`,
-    ...HttpHeader.merge(defaults, headers).map((h) => `${h.name}: ${h.value}`)
-  ]
-  endSocket(socket, `${lines.join("\r\n")}\r\n\r\n${body}`)
+  const response = Client.refusalResponse(message, headers)
+  const lines = [`HTTP/1.1 ${status} ${Http.STATUS_CODES[status] ?? "Error"}`, ...response.headers.map((h) => `${h.name}: ${h.value}`)]
+  endSocket(socket, `${lines.join("\r\n")}\r\n\r\n${response.body}`)
 }
 
 /** How long a shutting-down server lets its last sockets end on their own before destroying them (at most its shutdownTimeout). */

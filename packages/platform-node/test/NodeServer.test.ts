@@ -257,6 +257,33 @@ describe("NodeServer + NodeClient", () => {
       assert.deepStrictEqual(outcomes(inMemory.spans), expected)
     }).pipe(Effect.provideService(References.MinimumLogLevel, "None")))
 
+  it.live("a refusal reaches the client the same in memory and over sockets: status, headers and reason (text only, control characters as spaces, at most 200 characters)", () =>
+    Effect.gen(function*() {
+      const rejections: Record<string, Client.Rejection> = {
+        "/long": new Client.Rejection({ status: 403, message: "x".repeat(500) }),
+        "/lines": new Client.Rejection({ status: 401, message: "line1\nline2\ttab", headers: [{ name: "WWW-Authenticate", value: "Basic" }] }),
+        "/json": new Client.Rejection({ status: 429, message: "{}", headers: [{ name: "Content-Type", value: "application/json" }] })
+      }
+      const options: Client.ServeOptions = {
+        authorize: (request) => rejections[request.url] === undefined ? Effect.void : Effect.fail(rejections[request.url]!)
+      }
+      const outcomes = (base: string) =>
+        Effect.forEach(Object.keys(rejections), (path) =>
+          Effect.map(Effect.flip(Effect.scoped(Client.connect(`${base}${path}`))), (error) =>
+            error._tag === "HandshakeRejected"
+              ? {
+                status: error.status,
+                headers: error.headers.filter((h) => h.name !== "Date").map((h) => `${h.name.toLowerCase()}: ${h.value}`),
+                reason: error.reason
+              }
+              : { tag: error._tag }))
+      const server = yield* NodeServer.serve(() => Effect.void, options)
+      const overSockets = yield* outcomes(`ws://127.0.0.1:${server.address.port}`).pipe(Effect.provide(NodeClient.layer))
+      const inMemory = yield* outcomes("ws://memory.test").pipe(Effect.provide(Client.layerMemory(() => Effect.void, options)))
+      assert.deepStrictEqual(inMemory, overSockets)
+      assert.deepStrictEqual(overSockets.map((o) => o.reason), ["x".repeat(200), "line1 line2 tab", undefined])
+    }))
+
   it.live("spans: a request the server answers 503 as it shuts down, while authorize runs, ends its WebSocket.accept span as a success", () =>
     Effect.gen(function*() {
       const { spans, tracer } = recordingTracer()
