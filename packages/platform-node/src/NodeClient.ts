@@ -52,9 +52,15 @@ export interface ConnectOptions extends Client.ConnectOptions {
 
 const TLS_CODES = /^(ERR_TLS_|ERR_SSL_|CERT_|DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_(GET|VERIFY)|HOSTNAME_MISMATCH|ERR_OSSL)/
 
-const connectError = (url: string, cause: unknown, secure: boolean): Client.ConnectError => {
+/**
+ * The {@link Client.ConnectError} for a failed request: `secure` when it is over TLS,
+ * `inTlsHandshake` while its TLS handshake is not done (a server that refuses our certificate, or
+ * none, may just reset the connection then).
+ */
+const connectError = (url: string, cause: unknown, secure: boolean, inTlsHandshake = false): Client.ConnectError => {
   const code = (cause as { code?: unknown } | undefined)?.code
-  const message = cause instanceof Error ? cause.message : String(cause)
+  // (OpenSSL's messages end with a line break)
+  const message = (cause instanceof Error ? cause.message : String(cause)).trimEnd()
   const reason = code === "ECONNREFUSED" || code === "ENOENT"
     ? "Refused"
     : code === "ENOTFOUND" || code === "EAI_AGAIN"
@@ -62,7 +68,7 @@ const connectError = (url: string, cause: unknown, secure: boolean): Client.Conn
     : code === "ETIMEDOUT"
     ? "Timeout"
     // (a TLS handshake with a server that does not speak TLS ends in EPROTO: "wrong version number")
-    : typeof code === "string" && (TLS_CODES.test(code) || (secure && code === "EPROTO"))
+    : typeof code === "string" && (TLS_CODES.test(code) || (secure && code === "EPROTO") || (inTlsHandshake && code === "ECONNRESET"))
     ? "Tls"
     : "Unknown"
   return new Client.ConnectError({ reason, url, message: `connecting to ${url} failed: ${message}`, cause })
@@ -137,7 +143,12 @@ const request = (
     }
     // the connection ends its side itself, after the closing handshake, even when the server's end
     // comes with the 101 response (see NodeTransport.fromDuplex)
-    req.on("socket", (socket) => void (socket.allowHalfOpen = true))
+    /** Whether the TLS handshake is done (or there is none). */
+    let secured = !target.secure
+    req.on("socket", (socket) => {
+      socket.allowHalfOpen = true
+      if (!secured) socket.once("secureConnect", () => void (secured = true))
+    })
     let settled = false
     let stopReading = () => {}
     req.on("upgrade", (response, socket, head) => {
@@ -186,7 +197,7 @@ const request = (
       response.once("error", done)
     })
     req.on("error", (cause) => {
-      if (!settled) resume(Effect.fail(connectError(url, cause, target.secure)))
+      if (!settled) resume(Effect.fail(connectError(url, cause, target.secure, !secured)))
     })
     req.end()
     // interrupted (a handshake timeout, say) before the answer was handed on, even while the

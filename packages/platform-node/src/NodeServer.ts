@@ -97,7 +97,9 @@ export interface ServeOptions<RA = never> extends UpgradeOptions<RA> {
   /**
    * Time a client has to send its whole upgrade request. Default 10 seconds. Node checks its
    * request timeouts on an interval (here a quarter of this timeout, at most a second), so a slow
-   * client is dropped up to that much later.
+   * client is dropped up to that much later. With `tls`, the TLS handshake has as long again
+   * before it (unless `tls.handshakeTimeout` says otherwise): Node's request clock starts once
+   * the TLS handshake is done, so a client may take up to about twice this in all.
    */
   readonly handshakeTimeout?: Duration.Input | undefined
   /** Largest size of the request headers in bytes. Default 16 KiB (Node's). */
@@ -499,6 +501,7 @@ export const serve = <E, R, RA = never>(
     const serverOptions: Https.ServerOptions = {
       ...tls,
       // a client that does not finish its TLS handshake is dropped as one that sends no request
+      // (the request's own clock starts after it)
       ...(tls !== undefined ? { handshakeTimeout: tls.handshakeTimeout ?? handshakeTimeout } : {}),
       maxHeaderSize: maxHeaderBytes,
       headersTimeout: handshakeTimeout,
@@ -561,12 +564,16 @@ export const serve = <E, R, RA = never>(
       sockets.add(socket)
       socket.on("close", forget)
     })
+    /** When the shutdown must be over (`Date.now()` ms): shutdownTimeout after accepting stopped. */
+    let deadline: number | undefined = undefined
     // Runs last: the connections have ended; what is still open a moment later (a socket ending
-    // gracefully, a client still in its TLS handshake) is destroyed, so the shutdown is bounded.
+    // gracefully, a client still in its TLS handshake) is destroyed, so the shutdown is bounded:
+    // that moment is cut short by the shutdown's deadline.
     const grace = Math.min(SOCKET_GRACE_MS, Math.ceil(Duration.toMillis(shutdownTimeout)))
     yield* Effect.addFinalizer(() =>
       Effect.callback<void>((resume) => {
-        const timer = setTimeout(() => sockets.forEach((socket) => socket.destroy()), grace)
+        const wait = deadline === undefined ? grace : Math.max(0, Math.min(grace, deadline - Date.now()))
+        const timer = setTimeout(() => sockets.forEach((socket) => socket.destroy()), wait)
         server.close(() => {
           clearTimeout(timer)
           resume(Effect.void)
@@ -619,6 +626,7 @@ export const serve = <E, R, RA = never>(
     yield* Effect.addFinalizer(() =>
       Effect.andThen(
         Effect.sync(() => {
+          deadline = Date.now() + Math.ceil(Duration.toMillis(shutdownTimeout))
           server.off("upgrade", onUpgrade)
           server.on("upgrade", refuseShuttingDown)
           server.close()

@@ -4,7 +4,7 @@
  * failures when the certificate cannot be trusted.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, Metric, Scope, Stream } from "effect"
+import { Effect, Exit, Fiber, Metric, Schedule, Scope, Stream } from "effect"
 import * as Https from "node:https"
 import { createHash } from "node:crypto"
 import * as Net from "node:net"
@@ -274,6 +274,45 @@ describe("TLS", () => {
       yield* within(Scope.close(shortScope, Exit.void), 5_000, "the shutdown")
       assert.isBelow(Date.now() - started, 700, "the shutdown took about its shutdownTimeout")
       yield* within(Fiber.join(third), 5_000, "the silent client to be dropped")
+    }))
+
+  it.live("a client stuck in its TLS handshake beside one that never answers the Close: the shutdown still ends at shutdownTimeout", () =>
+    Effect.gen(function*() {
+      const { cert, key } = yield* certificate
+      const scope = yield* Scope.make()
+      const { server } = yield* echoServer({ tls: { cert, key }, shutdownTimeout: "1 second" }).pipe(Scope.provide(scope))
+      // upgraded, then silent: its closing handshake keeps the shutdown busy until the deadline
+      const silent = Tls.connect({ port: server.address.port, host: "127.0.0.1", ca: cert })
+      silent.on("error", () => {})
+      silent.once("secureConnect", () =>
+        silent.write(
+          "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ))
+      // the first bytes of a ClientHello, then nothing
+      const stuck = Net.connect(server.address.port, "127.0.0.1", () => stuck.write(Buffer.from([0x16, 0x03, 0x01])))
+      stuck.on("error", () => {})
+      yield* Effect.addFinalizer(() => Effect.sync(() => (silent.destroy(), stuck.destroy())))
+      yield* within(
+        Effect.repeat(server.connections, { until: (n) => n === 1, schedule: Schedule.spaced("10 millis") }),
+        5_000,
+        "the silent client to be upgraded"
+      )
+      const started = Date.now()
+      yield* within(Scope.close(scope, Exit.void), 5_000, "the shutdown")
+      const took = Date.now() - started
+      assert.isAtLeast(took, 900, "the closing handshake was waited for")
+      assert.isBelow(took, 1600, "the client still in its TLS handshake did not add its own grace after the deadline")
+    }))
+
+  it.live("a server that refuses our client certificate during the TLS 1.2 handshake (it resets the connection): ConnectError reason Tls", () =>
+    Effect.gen(function*() {
+      const { cert, key } = yield* certificate
+      const other = yield* certificate // a client certificate the server does not trust
+      const { server } = yield* echoServer({ tls: { cert, key, ca: cert, requestCert: true, rejectUnauthorized: true, maxVersion: "TLSv1.2" } })
+      const error = yield* Effect.flip(NodeClient.connect(server.url, { tls: { ca: cert, cert: other.cert, key: other.key } }))
+      assert.deepStrictEqual([error._tag, error._tag === "ConnectError" ? error.reason : undefined], ["ConnectError", "Tls"], error.message)
+      assert.isFalse(error.message.endsWith("\n"))
     }))
 
   it.live("connect with the CA but expecting another server name fails with ConnectError reason Tls", () =>
