@@ -158,7 +158,9 @@ export interface Connection {
    * larger than its send buffer (64 KiB by default) goes out in parts: interrupted after the
    * first, it leaves its frame incomplete, and nothing may follow it on the wire (RFC 6455 section
    * 5.4): later sends and pings fail with `InvalidProtocolOperation`, and `close` cannot send its
-   * Close (the connection ends with 1006 once `close` gives up, at once with `abort`).
+   * Close: it ends our side of the transport once what was written went out (earlier sends that
+   * reported success reach the peer) and waits, within the close timeout, for the peer to end its
+   * side, then reports 1006, not clean (`abort` cuts the transport at once, dropping what it holds).
    *
    * A `Uint8Array` is handed over, not copied (as with `ws` and Node's `socket.write`): the
    * transport may still hold it after `send` completes, so do not modify it afterwards.
@@ -260,8 +262,24 @@ export interface Handshake {
 /**
  * Keepalive settings: a frame every `interval` while the connection is open; with `timeout`, a
  * peer that does not answer a ping (nor send anything) within it is cut off. The next ping is then
- * due `interval` after that wait, so a peer that goes silent (frozen, asleep) is cut off at most
- * `interval` + 2 × `timeout` later.
+ * due `interval` after that wait, so a peer that goes silent (frozen, asleep: it neither sends
+ * nor takes our bytes) is cut off at most `interval` + 2 × `timeout` later, unless the message
+ * buffer is full (see below).
+ *
+ * **Gotchas**
+ *
+ * - A ping waits for a send in progress (a frame is never cut by another). When it cannot go out
+ *   within `timeout` but the transport took more of that send meanwhile, the peer is reading: it
+ *   is slow, not dead, and is not cut off (the next ping is tried an interval later). Only a peer
+ *   that neither sends anything nor takes any of our bytes within `timeout` is.
+ * - A ping that went out is answered only once the peer has read what the transport and the
+ *   network held ahead of it (a socket's buffers, megabytes after a large send): over a slow link,
+ *   choose a `timeout` longer than the peer takes to read that.
+ * - While the message buffer is full (the application takes no messages, `messageBuffer` of them
+ *   wait, and another one came), the connection reads nothing (see {@link Connection.messages}),
+ *   so it cannot see an answer: keepalive then does not judge the peer, and a peer that went
+ *   silent meanwhile stays connected, however long. Judging resumes with reading, once the
+ *   application takes messages again (the round in progress then counts as answered).
  *
  * @see websocket.h `WEB_SOCKET_KEEPALIVE_INTERVAL_PROPERTY_TYPE` (the interval; the frame is the
  * application's choice)
@@ -272,8 +290,9 @@ export interface KeepaliveOptions {
   readonly interval: Duration.Input
   /**
    * How long to wait for any traffic after a ping before giving up on the peer (1006); also how
-   * long the ping may wait to go out (behind a send that waits for a peer that reads nothing).
-   * Pings only: with `frame: "pong"` no answer is expected, and nothing is cut off.
+   * long the ping may wait to go out behind a send that waits for room: a peer that took none of
+   * that send's bytes meanwhile (it reads nothing) is given up on too. Pings only: with
+   * `frame: "pong"` no answer is expected, and nothing is cut off.
    */
   readonly timeout?: Duration.Input | undefined
   /**
@@ -631,6 +650,12 @@ export const make = (
     /** Counts reads that brought bytes: the keepalive watches it for signs of life. */
     let activity = 0
     /**
+     * Counts writes the transport took (a frame, or a part of a large one): while a ping waits for
+     * the wire behind a send that waits for room, a write taken is a sign that the peer takes our
+     * bytes (the keepalive watches it).
+     */
+    let writesTaken = 0
+    /**
      * Whether the reader waits for the consumer (the message buffer is full): it reads nothing
      * meanwhile, so a silent peer then says nothing about the peer (keepalive).
      */
@@ -847,6 +872,7 @@ export const make = (
       return Effect.matchEffect(write, {
         onFailure: (error) => writeFailed(id, error),
         onSuccess: () => {
+          writesTaken++
           engine.completeAction(id, bytes)
           return runSendQueue(restore)
         }
@@ -919,6 +945,7 @@ export const make = (
                 return writeFailed(record.id, writeThrew(cause))
               }
               if (taken) {
+                writesTaken++
                 engine.completeAction(record.id, bytes)
                 continue
               }
@@ -1056,19 +1083,22 @@ export const make = (
         ))
       })
 
-    /**
-     * The client waits (for at most {@link serverEndGrace}) for the server to end the transport
-     * first (RFC 6455 section 7.1.1: the client SHOULD wait for the server to close, and MAY close
-     * at any time after both Close frames).
-     */
-    const awaitTransportEnd = Effect.suspend(() => {
+    /** Reads, and drops, what the peer still sends until it ends its side (once the reader is done). */
+    const readUntilPeerEnd = Effect.suspend(() => {
       const scratch = new Uint8Array(1024)
       const loop: Effect.Effect<void, TransportError> = Effect.flatMap(
         transport.read(scratch),
         (n) => (n === 0 ? Effect.void : loop)
       )
-      return Effect.ignore(Effect.timeout(loop, serverEndGrace))
+      return loop
     })
+
+    /**
+     * The client waits (for at most {@link serverEndGrace}) for the server to end the transport
+     * first (RFC 6455 section 7.1.1: the client SHOULD wait for the server to close, and MAY close
+     * at any time after both Close frames).
+     */
+    const awaitTransportEnd = Effect.ignore(Effect.timeout(readUntilPeerEnd, serverEndGrace))
 
     /**
      * Waits (at most a second) until the application has handled the messages that arrived before
@@ -1518,10 +1548,38 @@ export const make = (
      */
     let closingHandshake: Fiber.Fiber<CloseInfo> | undefined = undefined
 
+    /**
+     * Whether the transport still works: no write failed, it was not closed, and the handle was not
+     * aborted. A Close the handle refuses then is refused because a frame of ours was only partly
+     * written (an interrupted send): the framing is broken, not the transport.
+     */
+    const transportIntact = () =>
+      lost === undefined && !transportClosed && !Deferred.isDoneUnsafe(closedDeferred) &&
+      (engine.state === HandleState.Open || engine.state === HandleState.CloseReceived)
+
+    /**
+     * Ends the connection whose Close cannot be written because a frame of ours was only partly
+     * written, over a transport that works: the transport still holds earlier messages whose sends
+     * reported success (a socket's buffer), and a cut would drop them. So the reader stops, our side
+     * is ended (what was written goes out first, then the end), and what the peer still sends is
+     * dropped until it ends its side; `true` once it has (the transport may then be closed
+     * gracefully). The caller bounds the wait by the close timeout, and cuts the transport after it.
+     */
+    const endWithoutClose: Effect.Effect<boolean> = Effect.gen(function*() {
+      yield* Effect.uninterruptible(Effect.suspend(() => {
+        engine.abort()
+        return Fiber.interrupt(reader)
+      }))
+      const ended = yield* Effect.exit(Effect.andThen(transport.end, readUntilPeerEnd))
+      return Exit.isSuccess(ended)
+    })
+
     const runClosingHandshake = (code: number, reason: Uint8Array): Effect.Effect<CloseInfo> =>
       Effect.gen(function*() {
         /** Why our Close is not on the wire: not written yet (""), could not be (why), or it is (`undefined`). */
         let unsent: string | undefined = ""
+        /** Whether the peer ended its side after ours was ended without a Close (see `endWithoutClose`). */
+        let peerEnded = false
         const handshake = Effect.gen(function*() {
           if (!Deferred.isDoneUnsafe(closedDeferred) && (engine.state === HandleState.Open || engine.state === HandleState.CloseReceived)) {
             if (initiator === "none") initiator = "local"
@@ -1533,6 +1591,9 @@ export const make = (
               // the Close could not be written (the wire is broken): no answer can come
               const error = Cause.findErrorOption(sent.cause)
               unsent = Option.isSome(error) ? error.value.message : "interrupted"
+              if (Option.isSome(error) && error.value._tag === "InvalidProtocolOperation" && transportIntact()) {
+                peerEnded = yield* endWithoutClose
+              }
               return Option.none<CloseInfo>()
             }
           }
@@ -1550,7 +1611,7 @@ export const make = (
           const unread = waitingForConsumer
           engine.abort()
           yield* Fiber.interrupt(reader)
-          yield* (answered === undefined ? cutTransport : closeTransport)
+          yield* (answered === undefined && !peerEnded ? cutTransport : closeTransport)
           yield* finish(
             answered ?? {
               code: 1006,
@@ -1818,12 +1879,18 @@ export const make = (
             if (sent._tag === "Failure") return
             continue
           }
-          // A ping that cannot even go out within the timeout (a send waits for a peer that
-          // reads nothing) counts as unanswered too: a dead peer is cut off all the same.
+          const writesBefore = writesTaken
+          // A ping that cannot even go out within the timeout waits behind a send that waits for
+          // room. When the transport took more of that send meanwhile, the peer takes our bytes:
+          // it is alive, only slow, and the next ping is tried an interval later. When it took
+          // nothing (a peer that reads nothing), the ping counts as unanswered: a dead peer is
+          // cut off all the same.
           const sent = yield* Effect.exit(Effect.timeoutOption(sendFrame(frame, undefined, undefined), timeout))
           if (sent._tag === "Failure") return
           if (Option.isNone(sent.value)) {
-            if (activity !== before || waitingForConsumer || engine.state !== HandleState.Open) continue
+            if (activity !== before || writesTaken !== writesBefore || waitingForConsumer || engine.state !== HandleState.Open) {
+              continue
+            }
             return yield* deadPeer(`no answer from the peer within ${Duration.format(timeout)}: a ping could not even be sent`)
           }
           yield* Effect.sleep(timeout)

@@ -2103,6 +2103,54 @@ describe("Connection keepalive", () => {
       assert.deepStrictEqual(got, Array.from({ length: 10 }, (_, i) => `m${i}`))
     }))
 
+  it.effect("a peer that reads a large send slowly is not cut off, though the ping waits behind the send", () =>
+    Effect.gen(function*() {
+      // the transport holds 1 KiB: each part of the message waits until the peer read the one before
+      const { connection, peer } = yield* rawConnection("client", { connection: { keepalive }, highWaterMark: 1024 })
+      const size = 640 * 1024
+      const message = pattern(size, 5)
+      const sending = yield* Effect.forkChild(Effect.exit(connection.send(message)))
+      yield* settle
+      // a masked client frame: 10 bytes of header, 4 of mask key, then the payload
+      const frameLength = 14 + size
+      const received = new Uint8Array(frameLength)
+      let got = 0
+      // 64 KiB every 5 seconds: the ping due at 30 seconds waits for the wire past its timeout
+      while (got < frameLength) {
+        yield* TestClock.adjust("5 seconds")
+        const n = yield* peer.transport.read(received.subarray(got, Math.min(frameLength, got + 64 * 1024)))
+        if (n === 0) break
+        got += n
+        yield* settle
+      }
+      assert.isTrue(Exit.isSuccess(yield* Fiber.join(sending)), "the send went out whole")
+      assert.isTrue(yield* isOpen(connection), "a peer that takes our bytes is alive")
+      assert.strictEqual(got, frameLength)
+      let same = true
+      for (let i = 0; i < size; i++) {
+        if ((received[14 + i]! ^ received[10 + (i & 3)]!) !== message[i]) same = false
+      }
+      assert.isTrue(same, "the peer read the message whole")
+    }))
+
+  it.effect("while the message buffer is full a silent peer is not judged; once messages are taken it is cut off", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("client", { connection: { keepalive, messageBuffer: 2 } })
+      for (let i = 0; i < 10; i++) yield* peer.send(0x1, `m${i}`)
+      // then the peer goes silent: it neither answers pings nor sends anything
+      yield* settle
+      for (let round = 0; round < 5; round++) yield* TestClock.adjust("40 seconds")
+      assert.isTrue(yield* isOpen(connection), "no judgement while the connection reads nothing")
+      const got = yield* Stream.runCollect(Stream.take(connection.messages, 10))
+      assert.strictEqual(got.length, 10)
+      // reading resumed: the round in progress counts as answered, the next one judges the peer
+      yield* TestClock.adjust("40 seconds")
+      yield* TestClock.adjust("40 seconds")
+      const info = yield* connection.closed
+      assert.deepStrictEqual([info.code, info.clean], [1006, false])
+      assert.include(info.reason, "no answer from the peer")
+    }))
+
   it.effect("no keepalive frame once the connection is closing", () =>
     Effect.gen(function*() {
       const { connection, peer } = yield* rawConnection("client", { connection: { keepalive, closeTimeout: "60 seconds" } })
@@ -2247,6 +2295,57 @@ describe("Connection interruption", () => {
         total += n
       }
       assert.isBelow(total, 1024 * 1024)
+    }))
+
+  it.effect("close after a send was cut mid-frame ends the transport gracefully: every send reported done reaches the peer", () =>
+    Effect.gen(function*() {
+      // a transport whose `destroy` drops what the peer has not read yet, as a socket's reset does
+      const [a, b] = yield* Transport.makeMemoryPair({ highWaterMark: 100 * 1024 })
+      let destroyed = false
+      const transport = Transport.make({
+        ...a,
+        destroy: Effect.andThen(Effect.sync(() => {
+          destroyed = true
+        }), a.destroy ?? a.close)
+      })
+      const peerTransport = Transport.make({
+        ...b,
+        read: (buffer) => Effect.suspend(() => destroyed ? Effect.succeed(0) : b.read(buffer)),
+        tryRead: undefined,
+        whenReadable: undefined
+      })
+      const { clientHandle } = yield* handles()
+      const connection = yield* Connection.make(clientHandle, transport, { closeTimeout: "2 seconds" })
+      yield* Effect.addFinalizer(() => connection.abort)
+      const peer = new RawPeer(peerTransport, false)
+      // reported sent, but still in the transport: the peer has not read it yet
+      const first = pattern(50 * 1024, 1)
+      yield* connection.send(first)
+      // the first part of this one fills the transport, the rest waits: interrupted, its frame stays cut
+      const cutShort = yield* Effect.forkChild(connection.send(new Uint8Array(1024 * 1024)))
+      yield* settle
+      assert.isUndefined(cutShort.pollUnsafe(), "the second send waits for the peer")
+      yield* Fiber.interrupt(cutShort)
+      const closing = yield* Effect.forkChild(connection.close())
+      yield* settle
+      const f = yield* peer.nextFrame()
+      assert.isTrue(Buffer.from(f.payload).equals(Buffer.from(first)), "the message reported sent arrives whole")
+      // then the part of the cut frame, and the end of the connection's side
+      const scratch = new Uint8Array(65536)
+      let rest = 0
+      for (;;) {
+        const n = yield* peer.transport.read(scratch)
+        if (n === 0) break
+        rest += n
+      }
+      assert.isAbove(rest, 0)
+      assert.isBelow(rest, 1024 * 1024)
+      // the peer ends its side in turn: the connection is done, before its close timeout
+      yield* peer.transport.end
+      const info = yield* Fiber.join(closing)
+      assert.deepStrictEqual([info.code, info.clean, info.initiator], [1006, false, "local"])
+      assert.include(info.reason, "partly written")
+      assert.isFalse(destroyed, "the transport was closed, not cut")
     }))
 
   it.effect("a send waiting behind another send can be interrupted without harm", () =>
