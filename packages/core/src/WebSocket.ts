@@ -13,7 +13,7 @@
  *
  * @since 0.1.0
  */
-import { HandshakeHeaders, HttpHeader, Property } from "@effect-websocket/schema"
+import { HandshakeHeaders, HttpHeader, Property, Token } from "@effect-websocket/schema"
 import { Config, Effect, Option, Predicate } from "effect"
 import type { Pipeable } from "effect/Pipeable"
 import type { Scope } from "effect/Scope"
@@ -210,7 +210,12 @@ const failsHandle = <A, E, R>(handle: HandleImpl, effect: Effect.Effect<A, E, R>
 export interface ClientHandshakeOptions {
   /** Subprotocol names (tokens), e.g. `["chat", "superchat"]`. */
   readonly subprotocols?: ReadonlyArray<string> | undefined
-  /** Extensions, each with its parameters, e.g. `["permessage-deflate; client_max_window_bits"]`. */
+  /**
+   * Extensions, each with its parameters, e.g. `["permessage-deflate; client_max_window_bits"]`.
+   * The engine implements no extension: one the server selects is the application's to implement
+   * (as websocket.h leaves it), and the session still refuses a frame with a reserved bit set
+   * (RSV1-3) with 1002.
+   */
   readonly extensions?: ReadonlyArray<string> | undefined
   /**
    * Headers of the request already chosen, such as `Host` and `Origin`; not the offers
@@ -345,9 +350,18 @@ export interface ClientHandshakeResult {
   readonly extensions: ReadonlyArray<HandshakeHeaders.Extension>
 }
 
-const endClient = Effect.fnUntraced(function*(handle: HandleImpl, response: ClientHandshakeResponse) {
+const endClient = Effect.fnUntraced(function*(handle: HandleImpl, given: ClientHandshakeResponse) {
   yield* requireState(handle, "endClientHandshake", HandleState.HandshakeStarted)
   yield* requireKind(handle, "client", "endClientHandshake")
+  // (untyped callers may give nothing: the missing header list is malformed, not a crash)
+  const response = yield* Handshake.readOptions("response", given ?? ({} as ClientHandshakeResponse), ["responseHeaders"])
+  // (a call that is not allowed, on a server handle, or with an option of another name is the
+  // caller's mistake and leaves the handle as it was; what the server sent fails the handle)
+  return yield* failsHandle(handle, checkResponse(handle, response))
+})
+
+/** The server's response checked (see {@link endClientHandshake}), and the session opened. */
+const checkResponse = Effect.fnUntraced(function*(handle: HandleImpl, response: ClientHandshakeResponse) {
   const headers = yield* Handshake.peerHeaders(() => response.responseHeaders)
   yield* Handshake.checkUpgradeHeaders(headers, "response")
   const accept = yield* Handshake.decodeRequired(HandshakeHeaders.SecWebSocketAccept, headers, "Sec-WebSocket-Accept")
@@ -381,6 +395,14 @@ const endClient = Effect.fnUntraced(function*(handle: HandleImpl, response: Clie
   const extensions =
     (yield* Handshake.decodeOptionalList(HandshakeHeaders.SecWebSocketExtensions, headers, "Sec-WebSocket-Extensions")) ??
       []
+  // (indices into the offer would repeat too, and `ws` refuses such a response as well)
+  const repeated = Token.firstRepeated(extensions.map((e) => e.name))
+  if (repeated !== -1) {
+    return yield* new InvalidProtocolFormat({
+      header: "Sec-WebSocket-Extensions",
+      message: `Sec-WebSocket-Extensions selects extension ${JSON.stringify(extensions[repeated]!.name)} twice`
+    })
+  }
   const selectedExtensions: Array<number> = []
   for (const extension of extensions) {
     const index = handle.offeredExtensions.indexOf(extension.name)
@@ -410,10 +432,12 @@ const endClient = Effect.fnUntraced(function*(handle: HandleImpl, response: Clie
  * and opens the session.
  *
  * Fails with `InvalidProtocolFormat` (the header at fault in `header`) for a missing or malformed
- * header or a wrong accept value; `UnsupportedSubprotocol` / `UnsupportedExtension` when the
- * server selected something that was not offered; `InvalidProtocolOperation` unless
- * {@link beginClientHandshake} came first. After a failure the handle accepts only
- * `abortHandle` and `deleteHandle`.
+ * header, a wrong accept value or an extension selected twice; `UnsupportedSubprotocol` /
+ * `UnsupportedExtension` when the server selected something that was not offered;
+ * `InvalidParameter` for an option of another name (a misspelt `responseHeaders`);
+ * `InvalidProtocolOperation` unless {@link beginClientHandshake} came first. An
+ * `InvalidParameter` or `InvalidProtocolOperation` leaves the handle as it was; after any other
+ * failure the handle accepts only `abortHandle` and `deleteHandle`.
  *
  * @see websocket.h `WebSocketEndClientHandshake`
  * @category handshake
@@ -425,24 +449,16 @@ export const endClientHandshake: {
     handle: ClientHandle
   ) => Effect.Effect<
     ClientHandshakeResult,
-    InvalidProtocolFormat | UnsupportedSubprotocol | UnsupportedExtension | InvalidProtocolOperation
+    InvalidProtocolFormat | UnsupportedSubprotocol | UnsupportedExtension | InvalidParameter | InvalidProtocolOperation
   >
   /** Data-first. */
   (handle: ClientHandle, response: ClientHandshakeResponse): Effect.Effect<
     ClientHandshakeResult,
-    InvalidProtocolFormat | UnsupportedSubprotocol | UnsupportedExtension | InvalidProtocolOperation
+    InvalidProtocolFormat | UnsupportedSubprotocol | UnsupportedExtension | InvalidParameter | InvalidProtocolOperation
   >
 } = dual(
   (args) => isHandle(args[0]),
-  (handle: ClientHandle, given: ClientHandshakeResponse) => {
-    const h = impl(handle)
-    // (untyped callers may give nothing: the missing header list is malformed, not a crash)
-    const response = given ?? ({} as ClientHandshakeResponse)
-    // (a call that is not allowed, on a server handle, leaves the handle as it was)
-    return h.state === HandleState.HandshakeStarted && h.kind === "client"
-      ? failsHandle(h, endClient(h, response))
-      : endClient(h, response)
-  }
+  (handle: ClientHandle, response: ClientHandshakeResponse) => endClient(impl(handle), response)
 )
 
 /**
@@ -457,7 +473,12 @@ export interface ServerHandshakeOptions {
   readonly requestHeaders: ReadonlyArray<HttpHeader.HttpHeader>
   /** The selected subprotocol; it must be one the client offered. */
   readonly subprotocol?: string | undefined
-  /** The selected extensions with their response parameters; each must have been offered. */
+  /**
+   * The selected extensions with their response parameters; each must have been offered, and
+   * selected once. The engine implements no extension: one selected here is the application's to
+   * implement (websocket.h leaves the selection to it), and the session still refuses a frame
+   * with a reserved bit set (RSV1-3) with 1002.
+   */
   readonly extensions?: ReadonlyArray<string> | undefined
 }
 
@@ -477,33 +498,60 @@ export interface ServerHandshakeResponse {
 }
 
 const beginServer = Effect.fnUntraced(function*(handle: HandleImpl, given: ServerHandshakeOptions) {
+  yield* requireState(handle, "beginServerHandshake", HandleState.Created)
+  yield* requireKind(handle, "server", "beginServerHandshake")
+  // (untyped callers may give nothing: the missing header list is malformed, not a crash)
+  const selection = yield* readSelection(given ?? ({} as ServerHandshakeOptions))
+  // (the application's own mistakes above leave the handle as it was; the request fails it)
+  return yield* failsHandle(handle, answerRequest(handle, selection))
+})
+
+/** The options of {@link beginServerHandshake} with the application's selection decoded. */
+interface ServerSelection {
+  readonly options: ServerHandshakeOptions
+  readonly subprotocol: string | undefined
+  readonly extensions: ReadonlyArray<HandshakeHeaders.Extension>
+}
+
+/** Checks what the application gives {@link beginServerHandshake}, before the request. */
+const readSelection = Effect.fnUntraced(function*(given: ServerHandshakeOptions) {
   const options = yield* Handshake.readOptions("options", given, ["requestHeaders", "subprotocol", "extensions"])
+  const subprotocol = options.subprotocol === undefined
+    ? undefined
+    : yield* Handshake.decodeParameter(HandshakeHeaders.SecWebSocketProtocolResponse, "subprotocol", options.subprotocol)
+  const extensions: Array<HandshakeHeaders.Extension> = []
+  for (const [i, value] of (yield* Handshake.listParameter("extensions", options.extensions)).entries()) {
+    extensions.push(yield* Handshake.decodeExtensionParameter(`extensions[${i}]`, value))
+  }
+  const repeated = Token.firstRepeated(extensions.map((e) => e.name))
+  if (repeated !== -1) {
+    const name = JSON.stringify(extensions[repeated]!.name)
+    return yield* new InvalidParameter({ parameter: `extensions[${repeated}]`, message: `extension ${name} is selected twice` })
+  }
+  return { options, subprotocol, extensions } satisfies ServerSelection
+})
+
+/** The client's request checked against the selection, and the response headers rendered. */
+const answerRequest = Effect.fnUntraced(function*(handle: HandleImpl, { extensions, options, subprotocol }: ServerSelection) {
   const { key, offeredExtensions, offeredSubprotocols } = yield* Handshake.checkRequest(() => options.requestHeaders)
   const responseHeaders: Array<HttpHeader.HttpHeader> = [
     { name: "Connection", value: "Upgrade" },
     { name: "Upgrade", value: "websocket" },
     { name: "Sec-WebSocket-Accept", value: yield* Handshake.computeAccept(handle.crypto, key) }
   ]
-  if (options.subprotocol !== undefined) {
-    const selected = yield* Handshake.decodeParameter(
-      HandshakeHeaders.SecWebSocketProtocolResponse,
-      "subprotocol",
-      options.subprotocol
-    )
-    if (!offeredSubprotocols.includes(selected)) {
+  if (subprotocol !== undefined) {
+    if (!offeredSubprotocols.includes(subprotocol)) {
       return yield* new UnsupportedSubprotocol({
         offered: offeredSubprotocols,
-        selected,
+        selected: subprotocol,
         message: offeredSubprotocols.length === 0
-          ? `subprotocol "${selected}" was selected but the client offered none`
-          : `subprotocol "${selected}" was selected but the client offered only: ${offeredSubprotocols.join(", ")}`
+          ? `subprotocol "${subprotocol}" was selected but the client offered none`
+          : `subprotocol "${subprotocol}" was selected but the client offered only: ${offeredSubprotocols.join(", ")}`
       })
     }
-    responseHeaders.push({ name: "Sec-WebSocket-Protocol", value: selected })
+    responseHeaders.push({ name: "Sec-WebSocket-Protocol", value: subprotocol })
   }
-  const selectedExtensions: Array<HandshakeHeaders.Extension> = []
-  for (const [i, value] of (yield* Handshake.listParameter("extensions", options.extensions)).entries()) {
-    const extension = yield* Handshake.decodeExtensionParameter(`extensions[${i}]`, value)
+  for (const extension of extensions) {
     if (!offeredExtensions.includes(extension.name)) {
       return yield* new UnsupportedExtension({
         offered: offeredExtensions,
@@ -511,12 +559,11 @@ const beginServer = Effect.fnUntraced(function*(handle: HandleImpl, given: Serve
         message: `extension "${extension.name}" was selected but the client did not offer it`
       })
     }
-    selectedExtensions.push(extension)
   }
-  if (selectedExtensions.length > 0) {
+  if (extensions.length > 0) {
     responseHeaders.push({
       name: "Sec-WebSocket-Extensions",
-      value: selectedExtensions.map(HandshakeHeaders.formatExtension).join(", ")
+      value: extensions.map(HandshakeHeaders.formatExtension).join(", ")
     })
   }
   handle.state = HandleState.HandshakeStarted
@@ -534,9 +581,14 @@ const beginServer = Effect.fnUntraced(function*(handle: HandleImpl, given: Serve
  * `Upgrade: websocket`; a missing or malformed version is an `InvalidProtocolFormat` naming
  * `Sec-WebSocket-Version`, answered 400 with `Sec-WebSocket-Version: 13`),
  * `UnsupportedSubprotocol` / `UnsupportedExtension` when the selection was not offered,
- * `InvalidParameter` when the selection is malformed (or an option has another name), and
- * `InvalidProtocolOperation` unless the handle was just created. After a failure the handle
- * accepts only `abortHandle` and `deleteHandle`.
+ * `InvalidParameter` when the selection is malformed, names an extension twice (or an option has
+ * another name), and `InvalidProtocolOperation` unless the handle was just created. The
+ * selection is checked before the request: an `InvalidParameter` or `InvalidProtocolOperation`
+ * leaves the handle as it was; after any other failure the handle accepts only `abortHandle` and
+ * `deleteHandle`.
+ *
+ * The engine implements no extension: one selected here is the application's to implement, and
+ * the session refuses a frame with a reserved bit set (RSV1-3) with 1002 all the same.
  *
  * @see websocket.h `WebSocketBeginServerHandshake`
  * @category handshake
@@ -565,17 +617,7 @@ export const beginServerHandshake: {
   >
 } = dual(
   (args) => isHandle(args[0]),
-  (handle: ServerHandle, options: ServerHandshakeOptions) => {
-    const h = impl(handle)
-    return Effect.flatMap(
-      Effect.andThen(
-        requireState(h, "beginServerHandshake", HandleState.Created),
-        requireKind(h, "server", "beginServerHandshake")
-      ),
-      // (untyped callers may give nothing: the missing header list is malformed, not a crash)
-      () => failsHandle(h, beginServer(h, options ?? ({} as ServerHandshakeOptions)))
-    )
-  }
+  (handle: ServerHandle, options: ServerHandshakeOptions) => beginServer(impl(handle), options)
 )
 
 /**

@@ -154,7 +154,7 @@ describe("malformed requests", () => {
     ["malformed extension parameter", [...validRequest, { name: "Sec-WebSocket-Extensions", value: "foo; =1" }], "InvalidProtocolFormat", "Sec-WebSocket-Extensions", /parameter name/],
     ["quoted extension value not a token", [...validRequest, { name: "Sec-WebSocket-Extensions", value: "foo; a=\"b c\"" }], "InvalidProtocolFormat", "Sec-WebSocket-Extensions", /not a token/],
     ["header name with a colon", [...validRequest, { name: "X:Y", value: "1" }], "InvalidProtocolFormat", undefined, /not a token/],
-    ["header value with CRLF", [...validRequest, { name: "X", value: "a\r\nb" }], "InvalidProtocolFormat", undefined, /control character/]
+    ["header value with CRLF", [...validRequest, { name: "X", value: "a\r\nb" }], "InvalidProtocolFormat", "X", /control character/]
   ]
   for (const [name, requestHeaders, tag, headerName, message] of cases) {
     it.effect(name, () =>
@@ -258,6 +258,65 @@ describe("malformed requests", () => {
       assert.strictEqual(error._tag, "InvalidProtocolOperation")
       assert.match(error.message, /handshake failed/)
     }))
+
+  it.effect("the spaces and tabs around a single-valued header are not part of its value (RFC 9110 section 5.5)", () =>
+    Effect.gen(function*() {
+      for (const version of [" 13", "13 ", "\t13\t"]) {
+        const server = yield* WebSocket.createServerHandle()
+        const requestHeaders = [
+          ...validRequest.filter((h) => !h.name.startsWith("Sec-WebSocket-")),
+          { name: "Sec-WebSocket-Key", value: ` ${RFC_KEY}\t` },
+          { name: "Sec-WebSocket-Version", value: version }
+        ]
+        const { responseHeaders } = yield* WebSocket.beginServerHandshake(server, { requestHeaders })
+        assert.strictEqual(header(responseHeaders, "Sec-WebSocket-Accept"), RFC_ACCEPT, JSON.stringify(version))
+      }
+      // another version around blanks is an unsupported one (426), not a malformed one (400)
+      const other = yield* serverFailure(replacing("Sec-WebSocket-Version", "8 "))
+      assert.strictEqual(other._tag, "UnsupportedProtocolVersion")
+      // and a client takes the server's single-valued headers so too
+      const client = yield* WebSocket.createClientHandle()
+      const server = yield* WebSocket.createServerHandle()
+      const { requestHeaders } = yield* WebSocket.beginClientHandshake(client, {
+        subprotocols: ["chat"],
+        initialHeaders: [{ name: "Host", value: "h" }]
+      })
+      const { responseHeaders } = yield* WebSocket.beginServerHandshake(server, { requestHeaders, subprotocol: "chat" })
+      const padded = responseHeaders.map((h) => ({ ...h, value: ` ${h.value} ` }))
+      const result = yield* WebSocket.endClientHandshake(client, { responseHeaders: padded })
+      assert.strictEqual(Option.getOrUndefined(result.subprotocol), "chat")
+    }))
+
+  it.effect("a header value with a character it may not hold is named in header, on one line, the value not repeated", () =>
+    Effect.gen(function*() {
+      const error = yield* serverFailure(replacing("Sec-WebSocket-Key", `${RFC_KEY}\u0000`))
+      assert.strictEqual(error._tag, "InvalidProtocolFormat")
+      if (error._tag === "InvalidProtocolFormat") assert.strictEqual(error.header, "Sec-WebSocket-Key")
+      assert.strictEqual(
+        error.message,
+        "malformed header list at [4]: the value of header Sec-WebSocket-Key contains a control character (U+0000 at index 24 of 25)"
+      )
+      // the same from the server's response
+      const client = yield* WebSocket.createClientHandle()
+      yield* WebSocket.beginClientHandshake(client)
+      const response = yield* Effect.flip(WebSocket.endClientHandshake(client, {
+        responseHeaders: [{ name: "Upgrade", value: "websocket" }, { name: "Set-Cookie", value: "sid=SECRET\u0007" }]
+      }))
+      assert.deepStrictEqual(
+        [response._tag, response._tag === "InvalidProtocolFormat" ? response.header : undefined, response.message],
+        ["InvalidProtocolFormat", "Set-Cookie", "malformed header list at [1]: the value of header Set-Cookie contains a control character (U+0007 at index 10 of 11)"]
+      )
+    }))
+
+  it.effect("a server selects an extension once: one selected twice is an invalid parameter", () =>
+    Effect.gen(function*() {
+      const request = [...validRequest, { name: "Sec-WebSocket-Extensions", value: "foo, foo; x=1" }]
+      const error = yield* serverFailure(request, { extensions: ["foo", "foo; x=1"] })
+      assert.deepStrictEqual(
+        [error._tag, error._tag === "InvalidParameter" ? error.parameter : undefined, error.message],
+        ["InvalidParameter", "extensions[1]", "extension \"foo\" is selected twice"]
+      )
+    }))
 })
 
 describe("client-side response checks", () => {
@@ -344,12 +403,44 @@ describe("client-side response checks", () => {
       if (error._tag === "UnsupportedExtension") assert.strictEqual(error.hresult, 0x83760003)
     }))
 
+  it.effect("an extension selected twice (ws refuses such a response too)", () =>
+    Effect.gen(function*() {
+      for (const edit of [add("Sec-WebSocket-Extensions", "foo, foo"), (h: ReadonlyArray<Header>) => add("Sec-WebSocket-Extensions", "foo; x=1")(add("Sec-WebSocket-Extensions", "foo")(h))]) {
+        const error = yield* respond(edit, { extensions: ["foo"] })
+        assert.deepStrictEqual(
+          [error._tag, error._tag === "InvalidProtocolFormat" ? error.header : undefined, error.message],
+          ["InvalidProtocolFormat", "Sec-WebSocket-Extensions", "Sec-WebSocket-Extensions selects extension \"foo\" twice"]
+        )
+      }
+    }))
+
   it.effect("two subprotocol headers", () =>
     Effect.gen(function*() {
       const error = yield* respond((h) => add("Sec-WebSocket-Protocol", "a")(add("Sec-WebSocket-Protocol", "a")(h)), {
         subprotocols: ["a"]
       })
       assert.strictEqual(error._tag, "InvalidProtocolFormat")
+    }))
+})
+
+describe("extensions negotiated through the handshake", () => {
+  it.effect("are the application's to implement: the session refuses a frame with RSV1 (1002), saying why truly", () =>
+    Effect.gen(function*() {
+      const { clientHandle, result } = yield* handshake({ extensions: ["permessage-deflate"] }, { extensions: ["permessage-deflate"] })
+      assert.deepStrictEqual(result.selectedExtensions, [0])
+      yield* WebSocket.receive(clientHandle)
+      const action = yield* WebSocket.getAction(clientHandle, "Receive")
+      assert.strictEqual(action._tag, "ReceiveFromNetwork")
+      if (action._tag !== "ReceiveFromNetwork") return
+      // "Hello" compressed, RSV1 set (RFC 7692 section 7.2.3.1)
+      const frame = Uint8Array.from([0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00])
+      action.buffer.set(frame)
+      yield* WebSocket.completeAction(clientHandle, action.token, frame.length)
+      const error = yield* Effect.flip(WebSocket.getAction(clientHandle, "Receive"))
+      assert.deepStrictEqual(
+        [error._tag, error.message],
+        ["InvalidProtocolFormat", "reserved bits RSV1 set: this engine implements no extension that defines them"]
+      )
     }))
 })
 
@@ -488,13 +579,18 @@ describe("parameters that throw as they are read", () => {
       assert.deepStrictEqual([server._tag, server.message], ["InvalidProtocolFormat", "the header list could not be read: no headers"])
       const client = yield* WebSocket.createClientHandle()
       yield* WebSocket.beginClientHandshake(client)
+      const error = yield* Effect.flip(WebSocket.endClientHandshake(client, { responseHeaders: throwing }))
+      assert.deepStrictEqual([error._tag, error.message], ["InvalidProtocolFormat", "the header list could not be read: no headers"])
+      // (an options object that throws as it is read is the caller's, as for beginServerHandshake)
       const response = new Proxy({ responseHeaders: [] }, {
         get: () => {
           throw new Error("no response")
         }
       })
-      const error = yield* Effect.flip(WebSocket.endClientHandshake(client, response))
-      assert.deepStrictEqual([error._tag, error.message], ["InvalidProtocolFormat", "the header list could not be read: no response"])
+      const other = yield* WebSocket.createClientHandle()
+      yield* WebSocket.beginClientHandshake(other)
+      const options = yield* Effect.flip(WebSocket.endClientHandshake(other, response))
+      assert.deepStrictEqual([options._tag, options.message], ["InvalidParameter", "response could not be read: no response"])
     }))
 })
 
@@ -517,6 +613,38 @@ describe("handshake options", () => {
         "InvalidParameter",
         "options has no option \"subprotocols\": the options are requestHeaders, subprotocol, extensions"
       ])
+    }))
+
+  it.effect("a caller's mistake in the options leaves the handle as it was; the peer's mistake fails it", () =>
+    Effect.gen(function*() {
+      const client = yield* WebSocket.createClientHandle()
+      const server = yield* WebSocket.createServerHandle()
+      const { requestHeaders } = yield* WebSocket.beginClientHandshake(client, { initialHeaders: [{ name: "Host", value: "h" }] })
+      const misspelt = yield* Effect.flip(WebSocket.endClientHandshake(client, { responseHeader: [] } as never))
+      assert.deepStrictEqual([misspelt._tag, misspelt.message], [
+        "InvalidParameter",
+        "response has no option \"responseHeader\": the options are responseHeaders"
+      ])
+      assert.include(String(client), "HandshakeStarted")
+      const serverMisspelt = yield* Effect.flip(WebSocket.beginServerHandshake(server, { requestHeaders, subprotocl: "chat" } as never))
+      assert.strictEqual(serverMisspelt._tag, "InvalidParameter")
+      assert.include(String(server), "Created")
+      // a malformed selection is the caller's too
+      const malformed = yield* Effect.flip(WebSocket.beginServerHandshake(server, { requestHeaders, subprotocol: "a b" }))
+      assert.strictEqual(malformed._tag, "InvalidParameter")
+      assert.include(String(server), "Created")
+      // so both handshakes can still complete
+      const { responseHeaders } = yield* WebSocket.beginServerHandshake(server, { requestHeaders })
+      yield* WebSocket.endClientHandshake(client, { responseHeaders })
+      assert.include(String(client), "Open")
+      // while a bad request or response fails the handle
+      const failedServer = yield* WebSocket.createServerHandle()
+      yield* Effect.flip(WebSocket.beginServerHandshake(failedServer, { requestHeaders: without("Host") }))
+      assert.include(String(failedServer), "Failed")
+      const failedClient = yield* WebSocket.createClientHandle()
+      yield* WebSocket.beginClientHandshake(failedClient)
+      yield* Effect.flip(WebSocket.endClientHandshake(failedClient, { responseHeaders: [] }))
+      assert.include(String(failedClient), "Failed")
     }))
 
   it.effect("endClientHandshake on a server handle is refused and leaves its handshake as it was", () =>

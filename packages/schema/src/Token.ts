@@ -49,14 +49,28 @@ export const splitList = (value: string): ReadonlyArray<string> => {
   while (start <= value.length) {
     let end = value.indexOf(",", start)
     if (end === -1) end = value.length
-    let from = start
-    let to = end
-    while (from < to && isBlank(value.charCodeAt(from))) from++
-    while (to > from && isBlank(value.charCodeAt(to - 1))) to--
-    if (to > from) out.push(value.slice(from, to))
+    const element = trimOws(value.slice(start, end))
+    if (element.length > 0) out.push(element)
     start = end + 1
   }
   return out
+}
+
+/**
+ * `value` without the optional whitespace (`OWS`: spaces and horizontal tabs) around it, which is
+ * not part of a header field value (RFC 9110 section 5.5). Unlike `String.prototype.trim` it
+ * leaves every other character alone (U+00A0 is obsolete text a value may hold), and it takes one
+ * pass however long a run of blanks is (the value comes from the peer).
+ *
+ * @category combinators
+ * @since 0.1.0
+ */
+export const trimOws = (value: string): string => {
+  let from = 0
+  let to = value.length
+  while (from < to && isBlank(value.charCodeAt(from))) from++
+  while (to > from && isBlank(value.charCodeAt(to - 1))) to--
+  return from === 0 && to === value.length ? value : value.slice(from, to)
 }
 
 /** Optional whitespace (`OWS`) of RFC 7230: a space or a horizontal tab. */

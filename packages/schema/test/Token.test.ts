@@ -86,6 +86,21 @@ describe("Token", () => {
     })
   })
 
+  describe("trimOws", () => {
+    it("drops the spaces and tabs around a value and nothing else", () => {
+      assert.strictEqual(Token.trimOws(" \t13 \t"), "13")
+      assert.strictEqual(Token.trimOws("a b"), "a b")
+      assert.strictEqual(Token.trimOws(" \t "), "")
+      // (other whitespace is part of the value: U+00A0 is obsolete text, CR and LF are refused elsewhere)
+      assert.strictEqual(Token.trimOws("\u00a0a\r\n"), "\u00a0a\r\n")
+    })
+
+    it("trims a long run of blanks in one pass (the value comes from the peer)", () => {
+      const run = " ".repeat(400_000)
+      assert.strictEqual(Token.trimOws(`${run}a${run}b${run}`), `a${run}b`)
+    })
+  })
+
   describe("tokenListProblem", () => {
     it("is undefined for a valid list", () => {
       assert.isUndefined(Token.tokenListProblem("chat, superchat"))

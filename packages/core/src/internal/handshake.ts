@@ -6,7 +6,7 @@
  * @since 0.1.0
  */
 import { HandshakeHeaders, HttpHeader, Token } from "@effect-websocket/schema"
-import { Cause, Effect, Result, Schema } from "effect"
+import { Cause, Effect, Result, Schema, SchemaIssue } from "effect"
 import * as Base64 from "effect/encoding/Base64"
 import type { WebCryptoApi } from "./handle.ts"
 import { nativeSha1Base64 } from "./runtime.ts"
@@ -38,21 +38,43 @@ const HeaderList = Schema.Array(HttpHeader.HttpHeader)
 /**
  * A header list received from the peer (`read` gives it): malformed entries are the peer's fault,
  * and so is a list that throws as it is read (a getter, a proxy): malformed too, never a defect.
+ * The error is one line that says which entry is at fault, and its `header` names that entry's
+ * header when the name is well-formed (a value with a control character, say); the value is never
+ * repeated, as it may be a credential.
  */
 export const peerHeaders = (
   read: () => unknown
 ): Effect.Effect<ReadonlyArray<HttpHeader.HttpHeader>, InvalidProtocolFormat> => {
-  let result: Result.Result<ReadonlyArray<HttpHeader.HttpHeader>, Schema.SchemaError>
   try {
-    result = Schema.decodeUnknownResult(HeaderList)(read())
+    const list = read()
+    const result = Schema.decodeUnknownResult(HeaderList)(list)
+    if (Result.isSuccess(result)) return Effect.succeed(result.success)
+    const [issue] = issueFormatter(result.failure.issue).issues
+    const path = (issue?.path ?? []).map((segment) => typeof segment === "object" ? segment.key : segment)
+    const header = path.length === 0 ? undefined : wellFormedName((list as ReadonlyArray<unknown>)[path[0] as number])
+    return Effect.fail(
+      new InvalidProtocolFormat({
+        ...(header === undefined ? {} : { header }),
+        message: `malformed header list${path.length === 0 ? "" : ` at ${formatPath(path)}`}: ${issue?.message ?? result.failure.message}`,
+        cause: result.failure
+      })
+    )
   } catch (cause) {
     return Effect.fail(new InvalidProtocolFormat({ message: `the header list could not be read: ${thrownMessage(cause)}`, cause }))
   }
-  return Result.isSuccess(result)
-    ? Effect.succeed(result.success)
-    : Effect.fail(
-      new InvalidProtocolFormat({ message: `malformed header list: ${result.failure.message}`, cause: result.failure })
-    )
+}
+
+/** Schema failures as a message and a path each (the path apart: the message is one line). */
+const issueFormatter = SchemaIssue.makeFormatterStandardSchemaV1()
+
+/** Where a schema failure is inside a value, as the schema's own messages say it: `[3]["name"]`. */
+const formatPath = (path: ReadonlyArray<PropertyKey>): string =>
+  path.map((key) => `[${typeof key === "number" ? key : JSON.stringify(String(key))}]`).join("")
+
+/** The name of a header list entry when it is a header name (a token), else `undefined`. */
+const wellFormedName = (entry: unknown): string | undefined => {
+  const name = typeof entry === "object" && entry !== null ? (entry as { readonly name?: unknown }).name : undefined
+  return typeof name === "string" && Token.isToken(name) ? name : undefined
 }
 
 /** A header list given by the application: malformed entries are an invalid parameter. */
@@ -208,13 +230,18 @@ export const requiredListHeader = (
     : Effect.succeed(value)
 }
 
-/** Decodes a header value, failing with `InvalidProtocolFormat` naming the header. */
+/**
+ * Decodes a header value, failing with `InvalidProtocolFormat` naming the header. The spaces and
+ * tabs around the value are not part of it (RFC 9110 section 5.5), so they are dropped here, where
+ * every header value from the peer is judged: `Sec-WebSocket-Version: " 13"` is version 13, as a
+ * list header's elements are trimmed.
+ */
 export const decodeHeader = <S extends Schema.ConstraintDecoder<unknown>>(
   schema: S,
   name: string,
   value: string
 ): Effect.Effect<S["Type"], InvalidProtocolFormat> => {
-  const result = Schema.decodeUnknownResult(schema)(value)
+  const result = Schema.decodeUnknownResult(schema)(Token.trimOws(value))
   return Result.isSuccess(result)
     ? Effect.succeed(result.success)
     : Effect.fail(

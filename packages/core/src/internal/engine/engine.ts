@@ -1063,7 +1063,7 @@ export class Engine {
 
   private failReservedBits(rsv: number): number {
     // "MUST be 0 unless an extension is negotiated that defines meanings for non-zero values"
-    return this.fail(Status.InvalidFormat, 1002, `reserved bits RSV${rsvNames(rsv)} set without a negotiated extension`)
+    return this.fail(Status.InvalidFormat, 1002, `reserved bits RSV${rsvNames(rsv)} set: this engine implements no extension that defines them`)
   }
 
   private failMasking(masked: boolean): number {
