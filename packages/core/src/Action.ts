@@ -128,8 +128,10 @@ export interface IndicateSendComplete {
 }
 
 /**
- * Read from the transport into `buffer` (a view of the handle's receive buffer, valid until
- * completed), then complete with the number of bytes read; 0 means the transport ended.
+ * Read from the transport into `buffer` (a view of the handle's receive buffer, or, for the
+ * payload of a message received with a buffer of the application's, of that buffer: the bytes
+ * then go straight there; valid until completed), then complete with the number of bytes read; 0
+ * means the transport ended.
  *
  * @see websocket.h `WEB_SOCKET_RECEIVE_FROM_NETWORK_ACTION`
  * @category models

@@ -21,6 +21,7 @@ import { WebCrypto } from "effect/crypto/WebCrypto"
 import { dual } from "effect/Function"
 import * as Action from "./Action.ts"
 import * as BufferType from "./BufferType.ts"
+import { isDetached } from "./internal/bytes.ts"
 import { ActionRecord, Status } from "./internal/engine/engine.ts"
 import { HandleState } from "./internal/engine/state.ts"
 import { engineError } from "./internal/engineError.ts"
@@ -781,6 +782,7 @@ const sendImpl = (
     } else {
       return Effect.fail(new InvalidParameter({ parameter: "buffer", message: "a close buffer goes with the Close buffer type only" }))
     }
+    if (payload !== undefined && isDetached(payload.buffer)) return Effect.fail(detachedError("buffer", "send"))
     return h.engine.send(type, payload, closeStatus, context) === Status.Ok
       ? Effect.void
       : Effect.fail(engineError(h.engine, "send", "buffer") as InvalidProtocolOperation | InvalidParameter)
@@ -852,10 +854,18 @@ export const receive: {
     if (buffer !== undefined && !(buffer instanceof Uint8Array)) {
       return Effect.fail(new InvalidParameter({ parameter: "buffer", message: "a receive buffer is a Uint8Array (or none)" }))
     }
+    if (buffer !== undefined && isDetached(buffer.buffer)) return Effect.fail(detachedError("buffer", "receive"))
     return h.engine.receive(buffer, context) === Status.Ok
       ? Effect.void
       : Effect.fail(engineError(h.engine, "receive", "buffer") as InvalidProtocolOperation | InvalidParameter)
   }))
+
+/** The failure for a buffer given to `operation` that was detached (transferred): its bytes are gone. */
+const detachedError = (parameter: string, operation: "send" | "receive", when = "") =>
+  new InvalidParameter({
+    parameter,
+    message: `the buffer given to ${operation} was detached (transferred)${when}: its bytes are gone`
+  })
 
 const NO_ACTION: Action.NoAction = { _tag: "NoAction", action: Action.ActionCode.NoAction }
 
@@ -969,6 +979,10 @@ export const getAction: {
         })
       )
     }
+    // A buffer lent to the handle must stay until its operation completes: one transferred
+    // meanwhile is the caller's mistake, reported rather than sent as garbage (or thrown)
+    const detached = h.engine.detachedBuffer
+    if (detached !== undefined) return Effect.fail(detachedError("buffer", detached, " before its operation completed"))
     return h.engine.getAction(code, record) === Status.Ok
       ? Effect.succeed(toAction(h, record))
       : Effect.fail(engineError(h.engine, "getAction", "queue") as InvalidProtocolFormat | InvalidProtocolOperation)

@@ -471,6 +471,80 @@ describe("misuse is an invalid operation", () => {
       assert.strictEqual(client.outbox.size, 0, "nothing was written")
     }))
 
+  it.effect("abortHandle between the hand-out and the completion of a Close indication: the handle stays aborted", () =>
+    Effect.gen(function*() {
+      const { client, server } = yield* connect()
+      yield* sendNow(client, "Close", { status: 1000 })
+      yield* sendNow(server, "Close", { status: 1000 })
+      yield* WebSocket.receive(client.handle)
+      let action = yield* WebSocket.getAction(client.handle, "Receive")
+      while (action._tag === "ReceiveFromNetwork") {
+        yield* WebSocket.completeAction(client.handle, action.token, client.inbox.read(action.buffer))
+        action = yield* WebSocket.getAction(client.handle, "Receive")
+      }
+      assert.deepStrictEqual([action._tag, action._tag === "IndicateReceiveComplete" ? action.closeStatus : 0], ["IndicateReceiveComplete", 1000])
+      yield* WebSocket.abortHandle(client.handle)
+      const written = client.outbox.size // (our Close)
+      if (action._tag === "IndicateReceiveComplete") yield* WebSocket.completeAction(client.handle, action.token, 0)
+      const error = yield* Effect.flip(WebSocket.send(client.handle, "BinaryMessage", pattern(3)))
+      assert.deepStrictEqual([error._tag, /aborted/.test(error.message)], ["InvalidProtocolOperation", true], error.message)
+      assert.strictEqual((yield* WebSocket.getAction(client.handle, "All"))._tag, "NoAction")
+      assert.strictEqual(client.outbox.size, written, "nothing was written after the Close")
+    }))
+
+  it.effect("a Close of which nothing was written (0 bytes) may be sent again, as a cancelled data frame", () =>
+    Effect.gen(function*() {
+      const { client, server } = yield* connect()
+      yield* WebSocket.send(client.handle, "Close", { status: 1000, reason: "bye" })
+      const write = yield* WebSocket.getAction(client.handle, "Send")
+      assert.strictEqual(write._tag, "SendToNetwork")
+      if (write._tag === "SendToNetwork") yield* WebSocket.completeAction(client.handle, write.token, 0)
+      const done = yield* WebSocket.getAction(client.handle, "Send")
+      if (done._tag === "IndicateSendComplete") yield* WebSocket.completeAction(client.handle, done.token, 0)
+      // the wire is as it was: the handle is open, and the Close goes out when sent again
+      yield* sendNow(client, "BinaryMessage", pattern(4))
+      yield* sendNow(client, "Close", { status: 1000, reason: "bye" })
+      assert.deepStrictEqual((yield* receiveMessage(server)).data, pattern(4))
+      const close = yield* receiveOnce(server)
+      assert.deepStrictEqual([close.type, close.closeStatus, decoder.decode(close.data)], ["Close", 1000, "bye"])
+    }))
+
+  it.effect("a buffer detached (transferred) before or while the handle needs it is an InvalidParameter, never garbage on the wire or a defect", () =>
+    Effect.gen(function*() {
+      const detach = (bytes: Uint8Array) => void structuredClone(bytes.buffer, { transfer: [bytes.buffer as ArrayBuffer] })
+      const { client, server } = yield* connect()
+      const gone = pattern(8)
+      detach(gone)
+      assert.strictEqual((yield* Effect.flip(WebSocket.send(server.handle, "BinaryMessage", gone)))._tag, "InvalidParameter")
+      assert.strictEqual((yield* Effect.flip(WebSocket.receive(server.handle, gone)))._tag, "InvalidParameter")
+      // a client's payload (masked from the caller's memory) transferred after send
+      const payload = pattern(100)
+      yield* WebSocket.send(client.handle, "BinaryMessage", payload)
+      detach(payload)
+      const send = yield* Effect.flip(WebSocket.getAction(client.handle, "Send"))
+      assert.deepStrictEqual([send._tag, send.message.includes("detached")], ["InvalidParameter", true], send.message)
+      assert.strictEqual(client.outbox.size, 0, "no frame whose header announces bytes that are gone")
+      // a receive buffer transferred before its data came (a session of its own: the client's
+      // send above is still outstanding, its handle to be aborted)
+      const { client: sender, server: receiver } = yield* connect()
+      yield* sendNow(sender, "Utf8Message", encoder.encode("hello"))
+      const into = new Uint8Array(16)
+      yield* WebSocket.receive(receiver.handle, into)
+      let action = yield* WebSocket.getAction(receiver.handle, "Receive")
+      while (action._tag === "ReceiveFromNetwork") {
+        yield* WebSocket.completeAction(receiver.handle, action.token, receiver.inbox.read(action.buffer))
+        if (receiver.inbox.size === 0) detach(into)
+        const next = yield* Effect.exit(WebSocket.getAction(receiver.handle, "Receive"))
+        if (Exit.isFailure(next)) {
+          const error = Exit.findErrorOption(next)
+          assert.deepStrictEqual(error._tag === "Some" ? error.value._tag : "defect", "InvalidParameter")
+          return
+        }
+        action = next.value
+      }
+      assert.fail(`expected the detached receive buffer to be reported, got ${action._tag}`)
+    }))
+
   it.effect("abortHandle before the handshake is a no-op", () =>
     Effect.gen(function*() {
       const client = yield* WebSocket.createClientHandle()

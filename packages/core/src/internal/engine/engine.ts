@@ -31,6 +31,7 @@ import {
 } from "./frame.ts"
 import { ActionCode as ActionCodeImport, ActionQueue as QueueCodeImport } from "../../Action.ts"
 import { BufferType as BufferTypeCodeImport } from "../../BufferType.ts"
+import { isDetached } from "../bytes.ts"
 import { applyMask, maskInto } from "./mask.ts"
 import { HandleState as HandleStateImport, stateNames } from "./state.ts"
 import { allocatePlainUninitialized, decodeUtf8, nativeIsUtf8 as nativeIsUtf8Import } from "../runtime.ts"
@@ -1430,8 +1431,10 @@ export class Engine {
       // "the send is cancelled". Nothing of the frame written (0 bytes of its first action): the
       // wire is as it was and sends go on; else the frame is incomplete on it and none may follow.
       if (bytesTransferred > 0 || this.sendHeaderSent) this.sendBroken = true
-      // as if the frame had never been sent: the message it opened or closed is as it was
+      // as if the frame had never been sent: the message it opened or closed is as it was, and
+      // so is the closing handshake (our Close may be sent again)
       else if (!this.sendIsControl) this.sendMessageOpcode = this.sendOpenBefore
+      else if (this.sendType === BufferTypeCode.Close) this.unsendClose()
       this.wireOwner = WIRE_FREE
       this.sendPhase = SEND_COMPLETE
       this.sendWhole = false
@@ -1450,6 +1453,22 @@ export class Engine {
       this.wireOwner = WIRE_FREE
     }
     return Status.Ok
+  }
+
+  /** Undoes what queuing a Close did to the state, for a Close of which nothing was written. */
+  private unsendClose(): void {
+    if (this.state === HandleState.CloseSent) this.state = HandleState.Open
+    else if (this.state === HandleState.Closed) this.state = HandleState.CloseReceived
+  }
+
+  /**
+   * Which buffer the application lent the handle was detached (transferred) while the handle
+   * still needs it: the payload of the pending send, or the buffer of the pending receive.
+   */
+  get detachedBuffer(): "send" | "receive" | undefined {
+    if (this.sendPhase === SEND_EMIT && this.sendPayload.length === 0 && isDetached(this.sendPayload.buffer)) return "send"
+    const buffer = this.receiveBuffer
+    return buffer !== undefined && isDetached(buffer.buffer) ? "receive" : undefined
   }
 
   /**
@@ -1540,8 +1559,10 @@ export class Engine {
       case DELIVER_CONTROL:
         this.rstart += this.deliverControlLength
         this.rstate = RS_HEADER
+        // (an aborted handle stays aborted: a driver may drain the Close after `abort`)
         if (this.deliverType === BufferTypeCode.Close) {
-          this.state = this.state === HandleState.CloseSent ? HandleState.Closed : HandleState.CloseReceived
+          if (this.state === HandleState.CloseSent) this.state = HandleState.Closed
+          else if (this.state === HandleState.Open) this.state = HandleState.CloseReceived
         }
         return
       default:
