@@ -161,8 +161,9 @@ export const CONTROL_POLL = Duration.millis(25)
 
 /**
  * Emits a `ping` / `pong` event for every control frame counted in `stats` since the last call.
- * The library answers pings by itself and reports control frames only as counters, hence the
- * polling (see {@link watchControlFrames}).
+ * The library answers pings by itself and reports control frames only as counters: they are
+ * looked at before each message is shown (so a ping that came before a message is shown before
+ * it) and, between messages, by polling (see {@link watchControlFrames}).
  *
  * @category constructors
  * @since 0.1.0
@@ -171,16 +172,19 @@ export const controlFrames = (stats: Connection.Stats, output: Output, client?: 
   let pings = stats.pingsIn
   let pongs = stats.pongsIn
   const base = client === undefined ? {} : { client }
-  return Effect.gen(function*() {
+  const emit = Effect.gen(function*() {
     const pingsNow = stats.pingsIn
     const pongsNow = stats.pongsIn
     for (; pings < pingsNow; pings++) yield* output.emit({ event: "ping", ...base })
     for (; pongs < pongsNow; pongs++) yield* output.emit({ event: "pong", ...base })
   })
+  // (nothing new, nearly always: no effect to run)
+  return Effect.suspend(() => pings === stats.pingsIn && pongs === stats.pongsIn ? Effect.void : emit)
 }
 
 /**
- * Runs `check` every {@link CONTROL_POLL} until interrupted (it belongs to the connection's scope).
+ * Runs `check` every {@link CONTROL_POLL} until interrupted (a connection's, or every
+ * connection's of a server at once).
  *
  * @category constructors
  * @since 0.1.0

@@ -252,10 +252,14 @@ export const command = Command.make(
       const checkControl = controlFrames(connection.stats, output)
       yield* Effect.forkScoped(watchControlFrames(checkControl))
 
+      // (the pings and pongs that came before a message are reported before it)
       const received = options.echo
         ? Stream.runForEach(connection.messages, (message) =>
-          Effect.andThen(output.message(message, undefined, false), Effect.ignore(connection.send(message))))
-        : Stream.runForEach(connection.messages, (message) => output.message(message))
+          Effect.andThen(
+            Effect.andThen(checkControl, output.message(message, undefined, false)),
+            Effect.ignore(connection.send(message))
+          ))
+        : Stream.runForEach(connection.messages, (message) => Effect.andThen(checkControl, output.message(message)))
       // stdin: every line is a message; EOF starts the closing handshake (1000)
       const lines: Stream.Stream<string | Uint8Array, PlatformError, Stdio.Stdio> = options.binary ? stdinByteLines : stdinLines
       const send = Stream.runForEach(lines, (line) => connection.send(line)).pipe(

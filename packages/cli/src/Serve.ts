@@ -150,6 +150,9 @@ export const command = Command.make(
     const accepted = options.subprotocol
 
     const clients = new Map<number, Peer>()
+    /** Each open connection's control-frame check: one watcher runs them all (one timer, however many clients). */
+    const controlChecks = new Set<Effect.Effect<void>>()
+    yield* Effect.forkChild(watchControlFrames(Effect.forEach(controlChecks, (check) => check, { discard: true })))
     /** The counts of the connections that ended. */
     let ended: Output.Totals = Output.sumTotals([])
     let lastId = 0
@@ -174,7 +177,8 @@ export const command = Command.make(
       const checkControl = controlFrames(connection.stats, output, id)
       const closeEvent = (info: Connection.CloseInfo) =>
         output.emit({ event: "close", client: id, code: info.code, reason: info.reason, clean: info.clean, initiator: info.initiator })
-      const messages = Stream.runForEach(connection.messages, (message) => {
+      // (the pings and pongs that came before a message are reported before it)
+      const messages = Stream.runForEach(connection.messages, (message) => Effect.andThen(checkControl, () => {
         switch (mode) {
           case "echo":
             return Effect.andThen(output.message(message, id, false), Effect.ignore(connection.send(message)))
@@ -186,7 +190,7 @@ export const command = Command.make(
           case "interactive":
             return output.message(message, id)
         }
-      })
+      }))
       return Effect.scoped(Effect.gen(function*() {
         // (bounded by BACKLOG and what comes within PATIENCE_MS: `watch` then cuts the client off)
         const outbox = yield* Queue.unbounded<Connection.Message>()
@@ -206,7 +210,7 @@ export const command = Command.make(
           ...(request.remoteAddress === undefined ? {} : { remoteAddress: request.remoteAddress }),
           protocol: connection.protocol
         })
-        const watcher = yield* Effect.forkChild(watchControlFrames(checkControl))
+        controlChecks.add(checkControl)
         const result = yield* Effect.exit(messages)
         if (Exit.isFailure(result)) {
           const error = Option.getOrUndefined(Cause.findErrorOption(result.cause))
@@ -216,7 +220,7 @@ export const command = Command.make(
         }
         const info = yield* connection.closed
         yield* Fiber.interrupt(sender)
-        yield* Fiber.interrupt(watcher)
+        controlChecks.delete(checkControl)
         yield* checkControl
         yield* closeEvent(info)
       })).pipe(
@@ -229,6 +233,7 @@ export const command = Command.make(
         ),
         Effect.ensuring(Effect.sync(() => {
           clients.delete(id)
+          controlChecks.delete(checkControl)
           ended = Output.sumTotals([ended, connection.stats])
         }))
       )

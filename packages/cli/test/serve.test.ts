@@ -221,6 +221,23 @@ describe("ews serve", () => {
       })
     }))
 
+  it.live("--json: pings that came before a message are reported before it, for every client at once", () =>
+    Effect.gen(function*() {
+      const proc = yield* ews(["serve", "--port", "0", "--json"])
+      const url = (JSON.parse(yield* proc.line("the listening event")) as { url: string }).url
+      const peers = [yield* wsClient(url), yield* wsClient(url)]
+      for (const [i, peer] of peers.entries()) {
+        peer.ws.ping()
+        peer.ws.send(`after the ping ${i}`)
+      }
+      const events = [] as Array<{ event: string; client?: number }>
+      while (events.filter((e) => e.event === "message").length < 2) events.push(JSON.parse(yield* proc.line("an event")))
+      for (const client of [1, 2]) {
+        const own = events.filter((e) => e.client === client && e.event !== "open").map((e) => e.event)
+        assert.deepStrictEqual(own, ["ping", "message"], `client ${client}: ${JSON.stringify(events)}`)
+      }
+    }))
+
   it.live("without --subprotocol the client's first offer is selected, as by a ws server", () =>
     Effect.gen(function*() {
       const { url } = yield* serve(["--echo"])
