@@ -164,8 +164,9 @@ export const withCredentials = Targets.withCredentials
 /**
  * Request headers with the current span (the `WebSocket.connect` span) added as `traceparent` and
  * `b3`, as effect's `HttpClient` adds them to its requests: a server that reads them (ours, or
- * effect's `HttpMiddleware.tracer`) continues the trace. Off when effect's
- * `HttpClient.TracerPropagationEnabled` is `false`; a trace context in the caller's headers is kept.
+ * effect's `HttpMiddleware.tracer`) continues the trace. Off, as for that client, with
+ * `Tracer.DisablePropagation` or when `HttpClient.TracerPropagationEnabled` is `false` (and with
+ * a disabled tracer); a trace context in the caller's headers is kept.
  *
  * @category constructors
  * @since 0.1.0
@@ -862,6 +863,8 @@ export const layerMemory = <E, R, RA = never>(
       const context = yield* Effect.context<R | RA>()
       /** The server's scope: each connection's server side lives in a scope of its own in it, as over a socket. */
       const serverScope = yield* Effect.scope
+      /** The span the layer was built in: over a socket, the parent of a request's span that carries none. */
+      const serverParent = Option.getOrUndefined(Context.getOption(context, Tracer.ParentSpan))
       const connect = (url: string | URL, connectOptions?: ConnectOptions) => {
         const shown = Targets.redacted(url)
         return Effect.flatMap(checkConnectOptions(connectOptions), (handshakeTimeout) => releaseOnEnd(Effect.gen(function*() {
@@ -886,7 +889,7 @@ export const layerMemory = <E, R, RA = never>(
           }).pipe(Effect.catchTag("InvalidProtocolOperation", (error) => Effect.die(error)))
           const offered = connectOptions?.protocols ?? []
           const request: UpgradeRequest = { url: target.path, headers: requestHeaders, protocols: offered, remoteAddress: "memory" }
-          const { responseHeaders, selected, span } = yield* acceptInMemory(server, request, shown, options).pipe(
+          const { responseHeaders, selected, span } = yield* acceptInMemory(server, request, shown, options, serverScope, serverParent).pipe(
             // (the server's services, as its handler has them; the caller's where it has none, a
             // tracer; and the caller's span stays the parent: the accept span is the connect's child)
             Effect.updateContext((current: Context.Context<never>) => {
@@ -950,7 +953,9 @@ const acceptInMemory = <RA>(
   server: WebSocket.ServerHandle,
   request: UpgradeRequest,
   shown: string,
-  options: ServeOptions<RA> | undefined
+  options: ServeOptions<RA> | undefined,
+  serverScope: Scope.Scope,
+  serverParent: Tracer.AnySpan | undefined
 ) => {
   /** Answers the request with `status`, as a server over a socket: counted and on the span. */
   const refuse = (reason: string, status: number, headers: ReadonlyArray<HttpHeader.HttpHeader>, why: string) =>
@@ -961,7 +966,11 @@ const acceptInMemory = <RA>(
       return yield* Effect.fail(handshakeRejected(shown, status, STATUS_TEXT[status] ?? "Error", response.headers, response.body))
     })
   const refuseHandshake = (error: ServerHandshakeFailure | InvalidProtocolOperation) =>
-    answerHandshakeFailure(error, (status, headers) => refuse(error._tag, status, headers, error.message))
+    // (the layer's scope closed while the request was answered: its handle is gone, as a server
+    // over a socket that shuts down answers)
+    error._tag === "InvalidProtocolOperation" && serverScope.state._tag === "Closed"
+      ? refuse("ShuttingDown", 503, [], "the server is shutting down")
+      : answerHandshakeFailure(error, (status, headers) => refuse(error._tag, status, headers, error.message))
   const pathname = request.url.split("?")[0]!
   return Effect.gen(function*() {
     if (options?.path !== undefined && pathname !== options.path) {
@@ -1002,14 +1011,16 @@ const acceptInMemory = <RA>(
     // (no stack trace: it would point into this module)
     (answer) =>
       Effect.flatMap(Effect.option(Effect.currentParentSpan), (current) => {
-        // The connect span is the parent already (the caller's context, see `layerMemory`): it is
-        // kept rather than replaced by its copy in the headers. Another span they carry (the
-        // caller's own `traceparent`) is the parent, as over a socket.
+        // As over a socket, the parent is the span the request carries: the connect span, kept
+        // as itself (the caller's context, see `layerMemory`) rather than as its copy in the
+        // headers, or another (the caller's own `traceparent`); a request that carries none
+        // (propagation off) is the child of the span the layer was built in, if any.
         const carried = requestParent(request.headers.map((header) => [header.name, header.value] as const))
         const known = carried !== undefined && Option.isSome(current) && current.value.spanId === carried.spanId
+        const parent = known ? current.value : carried ?? serverParent
         return Effect.withSpan(answer, "WebSocket.accept", {
           attributes: { "url.path": pathname },
-          parent: known ? current.value : carried,
+          ...(parent === undefined ? { root: true } : { parent }),
           captureStackTrace: false
         })
       }),

@@ -263,15 +263,18 @@ export interface Handshake {
  * Keepalive settings: a frame every `interval` while the connection is open; with `timeout`, a
  * peer that does not answer a ping (nor send anything) within it is cut off. The next ping is then
  * due `interval` after that wait, so a peer that goes silent (frozen, asleep: it neither sends
- * nor takes our bytes) is cut off at most `interval` + 2 × `timeout` later, unless the message
- * buffer is full (see below).
+ * nor takes our bytes) is cut off at most `interval` + 2 × `timeout` later, unless a send of
+ * ours is still being taken or the message buffer is full (see below).
  *
  * **Gotchas**
  *
  * - A ping waits for a send in progress (a frame is never cut by another). When it cannot go out
  *   within `timeout` but the transport took more of that send meanwhile, the peer is reading: it
  *   is slow, not dead, and is not cut off (the next ping is tried an interval later). Only a peer
- *   that neither sends anything nor takes any of our bytes within `timeout` is.
+ *   that neither sends anything nor takes any of our bytes within `timeout` is. Bytes taken by
+ *   the peer's system or the network count as taken: a frozen process whose system still accepts
+ *   bytes is cut off once their buffers are full, which behind a large send over a slow link
+ *   takes as long as filling them.
  * - A ping that went out is answered only once the peer has read what the transport and the
  *   network held ahead of it (a socket's buffers, megabytes after a large send): over a slow link,
  *   choose a `timeout` longer than the peer takes to read that.

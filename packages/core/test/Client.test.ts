@@ -615,6 +615,26 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
       )
     }).pipe(Effect.provideService(References.MinimumLogLevel, "None")))
 
+  it.effect("a request in flight while the layer's scope closes gets 503 (shutting down), as from a server over sockets, and runs no handler", () =>
+    Effect.gen(function*() {
+      const authorizing = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      const layerScope = yield* Scope.make()
+      const { connect, requests } = yield* Scope.provide(
+        memory({ authorize: () => Effect.andThen(Deferred.succeed(authorizing, undefined), Deferred.await(release)) }),
+        layerScope
+      )
+      const attempt = yield* Effect.forkChild(Effect.flip(Effect.scoped(connect("ws://h/"))))
+      yield* Deferred.await(authorizing)
+      const closing = yield* Effect.forkChild(Scope.close(layerScope, Exit.void), { startImmediately: true })
+      assert.strictEqual(layerScope.state._tag, "Closed")
+      yield* Deferred.succeed(release, undefined)
+      const error = yield* Fiber.join(attempt)
+      yield* Fiber.join(closing)
+      assert.deepStrictEqual(error._tag === "HandshakeRejected" ? [error.status, error.reason] : [error._tag], [503, "the server is shutting down"], error.message)
+      assert.deepStrictEqual(requests, [])
+    }))
+
   it.effect("a layer whose scope has closed refuses connections (ConnectError Refused), as a stopped server over sockets does, and runs no handler", () =>
     Effect.gen(function*() {
       const count = Effect.map(

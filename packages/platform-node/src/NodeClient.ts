@@ -54,8 +54,9 @@ const TLS_CODES = /^(ERR_TLS_|ERR_SSL_|CERT_|DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SI
 
 /**
  * The {@link Client.ConnectError} for a failed request: `secure` when it is over TLS,
- * `inTlsHandshake` while its TLS handshake is not done (a server that refuses our certificate, or
- * none, may just reset the connection then).
+ * `inTlsHandshake` once the server answered its TLS handshake and before it completed (a server
+ * that refuses our certificate, or the lack of one, may just reset the connection then; a reset
+ * before any answer is not the TLS handshake's doing).
  */
 const connectError = (url: string, cause: unknown, secure: boolean, inTlsHandshake = false): Client.ConnectError => {
   const code = (cause as { code?: unknown } | undefined)?.code
@@ -145,9 +146,21 @@ const request = (
     // comes with the 101 response (see NodeTransport.fromDuplex)
     /** Whether the TLS handshake is done (or there is none). */
     let secured = !target.secure
+    /** Whether the server answered our TLS handshake but did not complete it (a reset then is its refusal). */
+    let inTlsHandshake = () => false
     req.on("socket", (socket) => {
       socket.allowHalfOpen = true
-      if (!secured) socket.once("secureConnect", () => void (secured = true))
+      if (!secured) {
+        // (key material is made once the server answered: from then on the handshake is under way)
+        let answered = false
+        const onKeylog = () => void (answered = true)
+        socket.once("keylog", onKeylog)
+        socket.once("secureConnect", () => {
+          secured = true
+          socket.off("keylog", onKeylog)
+        })
+        inTlsHandshake = () => !secured && answered
+      }
     })
     let settled = false
     let stopReading = () => {}
@@ -197,7 +210,7 @@ const request = (
       response.once("error", done)
     })
     req.on("error", (cause) => {
-      if (!settled) resume(Effect.fail(connectError(url, cause, target.secure, !secured)))
+      if (!settled) resume(Effect.fail(connectError(url, cause, target.secure, inTlsHandshake())))
     })
     req.end()
     // interrupted (a handshake timeout, say) before the answer was handed on, even while the

@@ -62,6 +62,15 @@ describe("NodeClient.connect failures", () => {
       if (error._tag === "ConnectError") assert.strictEqual(error.reason, "Refused")
     }))
 
+  it.live("a server that resets the connection before answering anything is no TLS failure, also for wss:// (reason Unknown)", () =>
+    Effect.gen(function*() {
+      const { port } = yield* listen(() => Net.createServer((socket) => socket.resetAndDestroy()))
+      for (const scheme of ["ws", "wss"]) {
+        const error = yield* Effect.flip(NodeClient.connect(`${scheme}://127.0.0.1:${port}/`))
+        assert.deepStrictEqual([error._tag, error._tag === "ConnectError" ? error.reason : ""], ["ConnectError", "Unknown"], error.message)
+      }
+    }))
+
   it.live("a server that never answers is cut off by the handshake timeout", () =>
     Effect.gen(function*() {
       const sockets: Array<Net.Socket> = []

@@ -186,9 +186,21 @@ describe("NodeServer + NodeClient", () => {
         assert.isTrue(sameTrace, url)
         assert.deepStrictEqual(sent, ["b3", "traceparent"], url)
       }
-      // off, as for effect's HTTP client: no headers over sockets, and a trace of its own on the server
-      const off = yield* run(NodeClient.layer, server.url).pipe(Effect.provideService(HttpClient.TracerPropagationEnabled, false))
-      assert.deepStrictEqual([off.acceptParent, off.sameTrace, off.sent], [undefined, false, []])
+      // off, as for effect's HTTP client: no headers, and a trace of its own on the server, in
+      // memory too; and none with a disabled tracer, whose no-op span the headers cannot carry
+      const offs = [
+        run(NodeClient.layer, server.url).pipe(Effect.provideService(HttpClient.TracerPropagationEnabled, false)),
+        run(NodeClient.layer, server.url).pipe(Effect.provideService(Tracer.DisablePropagation, true)),
+        run(Client.layerMemory(handler), "ws://memory.test/").pipe(Effect.provideService(HttpClient.TracerPropagationEnabled, false)),
+        run(Client.layerMemory(handler), "ws://memory.test/").pipe(Effect.provideService(Tracer.DisablePropagation, true))
+      ]
+      for (const [i, off] of (yield* Effect.all(offs)).entries()) {
+        assert.deepStrictEqual([off.acceptParent, off.sameTrace, off.sent], [undefined, false, []], `case ${i}`)
+      }
+      const untraced = yield* Effect.scoped(Effect.map(NodeClient.connect(server.url), (c) => c.handshake.requestHeaders)).pipe(
+        Effect.withTracerEnabled(false)
+      )
+      assert.deepStrictEqual(untraced.filter((h) => h.name === "traceparent" || h.name === "b3"), [])
       // a trace context the caller sends is kept as it is
       const given = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
       const kept = yield* Effect.scoped(Effect.map(
