@@ -205,7 +205,10 @@ export interface Connection {
    * messages, each in order. Once our `close` started, a consumer that still runs gets every
    * message that came before the peer's Close (as `ws` emits them after its `close()`): reading
    * waits for it, within the close timeout. With no stream running, messages beyond
-   * `messageBuffer` are then dropped, so that the peer's answer to our Close gets through.
+   * `messageBuffer` are then dropped, so that the peer's answer to our Close gets through; and so
+   * they are when the consumer itself closes (it calls `close` while handling a message, say to
+   * refuse bad input with a 4xxx code): it takes no message until `close` returns, and the peer's
+   * answer must not wait behind those it will not take. The buffered ones stay its to take.
    *
    * Messages nobody takes are not dropped (as `ws` drops those no listener takes): once
    * `messageBuffer` of them wait, the connection stops reading, and so sees neither the peer's
@@ -601,6 +604,10 @@ export const make = (
      * for the consumer to be idle (no stream, or every message handled and the next one asked for).
      */
     let consumers = 0
+    /** The fiber that took the latest message (see `closedByConsumer`). */
+    let lastTaker: Fiber.Fiber<unknown, unknown> | undefined = undefined
+    /** Whether `close` was called by the consumer as it handled a message: it takes none until `close` returns (see `dropping`). */
+    let closedByConsumer = false
     let consumerIdle: Deferred.Deferred<void> | undefined = undefined
     const consumerIsIdle = () => consumers === 0 || (mailbox.waiting > 0 && mailbox.size === 0)
     const signalIfIdle = () => {
@@ -629,12 +636,17 @@ export const make = (
      * resumes: also for a message taken as a wait starts or handed over after it (the reader may
      * have started to wait for the consumer meanwhile, and the consumer's next take may wait too).
      */
-    const takenAsPull = (message: Message) => {
+    const takenAsPull = (message: Message, handedOver: boolean) => {
+      if (!handedOver) lastTaker = Fiber.getCurrent() // (else it was when its wait started)
       if (mailbox.size <= resumeReadingAt) wake()
       return asPull(message)
     }
+    const startsWaiting = () => {
+      lastTaker = Fiber.getCurrent()
+      signalIfIdle()
+    }
     /** One message for the stream's pull, as the array a pull yields (one message at a time, see `messages`). */
-    const takeOne: Effect.Effect<readonly [Message], ConnectionError | Cause.Done> = mailbox.taking(takenAsPull, signalIfIdle)
+    const takeOne: Effect.Effect<readonly [Message], ConnectionError | Cause.Done> = mailbox.taking(takenAsPull, startsWaiting)
     // (counted in the step that adds the finalizer: an interruption in between would leave the
     // consumer counted, and the answer to a peer's Close would wait for it in vain)
     const messages = Stream.unwrap(Effect.acquireRelease(
@@ -667,10 +679,10 @@ export const make = (
     const closing = yield* Deferred.make<void>()
     /**
      * Whether messages the message buffer has no room for are dropped: once a local close started
-     * and no stream consumes them (the peer's answer to our Close must get through; a consumer
-     * that runs gets them, the close timeout bounding its wait).
+     * and no stream consumes them, or the consumer is the one closing (the peer's answer to our
+     * Close must get through; a consumer that runs gets them, the close timeout bounding its wait).
      */
-    const dropping = () => consumers === 0 && Deferred.isDoneUnsafe(closing)
+    const dropping = () => (consumers === 0 || closedByConsumer) && Deferred.isDoneUnsafe(closing)
     let transportClosed = false
     /**
      * Why a write failed while the connection was open (see `lostTransport`): the reader then no
@@ -1254,6 +1266,8 @@ export const make = (
      * from its first refused offer until it is offered or dropped.
      */
     let held: Message | undefined = undefined
+    /** Whether a message was dropped (see `dropping`): those after it are too. */
+    let droppedOne = false
     /**
      * The reader stopped (an abort, a dead peer, the close timeout): the message it held still
      * reaches the consumer, ahead of the end, unless it is dropped (see `dropping`). Done as the
@@ -1358,7 +1372,7 @@ export const make = (
           const message = deliver(record)
           engine.completeAction(record.id, 0)
           countIn(size)
-          if (!mailbox.offer(message)) {
+          if (droppedOne || !mailbox.offer(message)) {
             held = message
             return STEP_HELD
           }
@@ -1495,7 +1509,11 @@ export const make = (
             // beyond the buffer.
             const message = held!
             for (;;) {
-              if (dropping()) break
+              if (dropping()) {
+                // (and so are the later ones: what the consumer gets stays a run without gaps)
+                droppedOne = true
+                break
+              }
               if (mailbox.isDone) return
               if (mailbox.offer(message)) break
               if (lost !== undefined) {
@@ -1645,6 +1663,10 @@ export const make = (
           ? reasonBytes.length > 0 ? `close status ${EMPTY_CLOSE} sends an empty Close, which has no room for a reason` : undefined
           : closeFrameProblem(code, reasonBytes)
         if (problem !== undefined) return yield* new InvalidParameter({ parameter: "close", message: problem })
+        // (the consumer, between two pulls: it waits for this close, not for a message)
+        if (consumers > 0 && mailbox.waiting === 0 && lastTaker !== undefined && lastTaker === Fiber.getCurrent()) {
+          closedByConsumer = true
+        }
         if (closingHandshake === undefined) closingHandshake = yield* Effect.forkDetach(runClosingHandshake(code, reasonBytes))
         return yield* Fiber.join(closingHandshake)
       })

@@ -1371,6 +1371,27 @@ describe("Connection close", () => {
       assert.deepStrictEqual(yield* client.close(1000, reason), { code: 1000, reason, clean: true, initiator: "local" })
     }))
 
+  it.effect("the consumer closes as it handles a message, with more messages on their way than the buffer holds: the close completes at once", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair()
+      const handled: Array<Connection.Message> = []
+      // the usual handler: refuse bad input with a 4xxx code, from inside the consumer
+      const serving = yield* Effect.forkChild(Stream.runForEach(server.messages, (message) =>
+        Effect.gen(function*() {
+          handled.push(message)
+          if (message === "bad") yield* server.close(4000, "bad input")
+        })))
+      yield* client.send("bad")
+      for (let i = 0; i < 40; i++) yield* client.send(`after ${i}`)
+      // (it.effect: the clock stands still, so no timeout can end this close; only the answer can)
+      assert.deepStrictEqual(yield* client.closed, { code: 4000, reason: "bad input", clean: true, initiator: "remote" })
+      assert.deepStrictEqual(yield* server.closed, { code: 4000, reason: "bad input", clean: true, initiator: "local" })
+      yield* Fiber.join(serving)
+      assert.strictEqual(handled[0], "bad")
+      // the messages that were buffered as it closed stayed its to take, in order
+      handled.slice(1).forEach((message, i) => assert.strictEqual(message, `after ${i}`))
+    }))
+
   it.effect("close timeout: a peer that never answers is cut off after closeTimeout", () =>
     Effect.gen(function*() {
       const { connection, peer } = yield* rawConnection("client", { connection: { closeTimeout: "3 seconds" } })

@@ -13,8 +13,8 @@ import { Ring } from "./ring.ts"
 
 interface Taker<A, E> {
   readonly resume: (effect: Effect.Effect<any, E | Cause.Done>) => void
-  /** What the taker is handed for a message. */
-  readonly map: (a: A) => unknown
+  /** What the taker is handed for a message (`handedOver`: by the offerer, in its fiber). */
+  readonly map: (a: A, handedOver: boolean) => unknown
   cancelled: boolean
 }
 
@@ -91,7 +91,7 @@ export class Mailbox<A, E> {
         return
       }
       const a = this.poll()
-      if (a !== undefined) taker.resume(Effect.succeed(taker.map(a)))
+      if (a !== undefined) taker.resume(Effect.succeed(taker.map(a, true)))
       else if (this.ending !== undefined) taker.resume(this.ending)
       else this.takers.unshift(taker)
     })
@@ -111,19 +111,20 @@ export class Mailbox<A, E> {
   readonly take: Effect.Effect<A, E | Cause.Done> = this.taking(identity)
 
   /**
-   * An effect that takes the next message as `map(message)`, waiting for one (`onWait` is called
+   * An effect that takes the next message as `map(message, handedOver)` (`handedOver`: `map` runs
+   * in the offerer's fiber, not the taker's), waiting for one (`onWait` is called
    * once this taker counts in `waiting`); fails with `Cause.Done` after the end, or with the failure.
    *
    * Micro-optimisation: made once and run for every message, so that its functions live as long as
    * the mailbox (V8 threw away the optimised code of a wait made per take at every full collection,
    * and compiled it again).
    */
-  taking<B>(map: (a: A) => B, onWait?: () => void): Effect.Effect<B, E | Cause.Done> {
+  taking<B>(map: (a: A, handedOver: boolean) => B, onWait?: () => void): Effect.Effect<B, E | Cause.Done> {
     const wait = Effect.callback<B, E | Cause.Done>((resume) => {
       // looked at again as the wait starts: the fiber may have yielded since the look below, and
       // a message offered (or the end) meanwhile found no taker to wake
       const ready = this.poll()
-      if (ready !== undefined) return resume(Effect.succeed(map(ready)))
+      if (ready !== undefined) return resume(Effect.succeed(map(ready, false)))
       if (this.ending !== undefined) return resume(this.ending)
       const taker: Taker<A, E> = { resume, map, cancelled: false }
       this.takers.push(taker)
@@ -136,7 +137,7 @@ export class Mailbox<A, E> {
     })
     return Effect.suspend(() => {
       const a = this.poll()
-      if (a !== undefined) return Effect.succeed(map(a))
+      if (a !== undefined) return Effect.succeed(map(a, false))
       if (this.ending !== undefined) return this.ending
       return wait
     })
