@@ -734,13 +734,19 @@ export const makeTakingOver = (
 ): Effect.Effect<Connection.Connection, InvalidParameter, Scope.Scope> =>
   Effect.uninterruptible(Effect.tap(Connection.make(handle, transport, options), () => Effect.sync(tookOver)))
 
-const CONNECTION_ERRORS = new Set(["InvalidProtocolFormat", "InvalidProtocolOperation", "TransportError"])
+/**
+ * The errors a handler gets from its connection when the connection ends: its own, and those of
+ * the connection seen as an `effect/socket` `Socket` (see `EffectSocket.toSocket`), whose reader
+ * ends with a `SocketError` however the connection closed.
+ */
+const CONNECTION_ERRORS = new Set(["InvalidProtocolFormat", "InvalidProtocolOperation", "TransportError", "SocketError"])
 
 /**
  * Ends a server's connection once its handler has: 1000 when it returned, 1011 when it failed
  * (logged). A failure that is the connection's own (the peer broke the protocol, the transport
- * dropped), passed on by the handler, is logged at debug level only: the connection already
- * ended with its code. A connection error while the connection is still open is the handler's
+ * dropped, or the `effect/socket` reader of `EffectSocket.toSocket` ended with the connection),
+ * passed on by the handler, is logged at debug level only: the connection already ended with its
+ * code. A connection error while the connection is still open is the handler's
  * own (another connection's, a proxy's upstream), and logged as an error. An interrupted handler
  * leaves the connection to its scope (1001).
  *

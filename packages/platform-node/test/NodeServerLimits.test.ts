@@ -1,11 +1,12 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Arbitrary, Cause, Deferred, Duration, Effect, Exit, Fiber, Layer, Logger, Metric, References, Schema, Scope, Stream } from "effect"
+import { Arbitrary, Cause, Deferred, Duration, Effect, Exit, Fiber, Layer, Logger, Metric, Option, References, Schema, Scope, Stream } from "effect"
 import type * as Http from "node:http"
 import * as Net from "node:net"
 import { WebSocket as WsClient } from "ws"
-import { Client, type Connection, Metrics, Transport, WebSocketError } from "@effect-websocket/core"
+import { Client, type Connection, EffectSocket, Metrics, Transport, WebSocketError } from "@effect-websocket/core"
 import { NodeClient, NodeServer, type NodeTransport } from "../src/index.ts"
 import { anyOptions, failureTags } from "./anyOptions.ts"
+import { eventually } from "./interruptAt.ts"
 import { refusingOptions } from "./refusing.ts"
 
 const echoHandler = NodeServer.serve((connection) => Stream.runForEach(connection.messages, (m) => connection.send(m)))
@@ -638,6 +639,33 @@ describe("options and callbacks", () => {
       const server = yield* NodeServer.serve((c) => Stream.runDrain(c.messages), { selectProtocol: () => "not a token" })
       const exchange = yield* rawExchange(server.address.port, upgradeRequest([...goodHeaders, "Sec-WebSocket-Protocol: chat"]))
       assert.strictEqual(statusLine(exchange.response), "HTTP/1.1 500 Internal Server Error")
+    }))
+
+  it.live("a handler written against effect/socket (EffectSocket.toSocket) whose client closes is no handler failure: nothing logged as an error", () =>
+    Effect.gen(function*() {
+      const logged: Array<string> = []
+      const logger = Logger.make((options) => logged.push(`${options.logLevel}: ${String(options.message)}`))
+      const handler = (connection: Connection.Connection) =>
+        Effect.scoped(Effect.gen(function*() {
+          // the usual effect/socket echo: its reader ends with a SocketError (SocketCloseError)
+          const socket = EffectSocket.toSocket(connection)
+          const reader = yield* socket.reader
+          const writer = yield* socket.writer
+          while (true) yield* writer.writeAll(yield* reader.pull)
+        }))
+      const server = yield* NodeServer.serve(handler).pipe(Effect.provideService(Logger.CurrentLoggers, new Set([logger])))
+      for (const code of [1000, 4001]) {
+        const info = yield* Effect.scoped(Effect.gen(function*() {
+          const connection = yield* NodeClient.connect(server.url)
+          yield* connection.send("x")
+          assert.deepStrictEqual(yield* Stream.runHead(connection.messages), Option.some("x"))
+          return yield* connection.close(code, "bye")
+        }))
+        assert.deepStrictEqual([info.code, info.clean], [code, true])
+      }
+      yield* eventually(() => Effect.runSync(server.connections) === 0)
+      yield* Effect.sleep("50 millis")
+      assert.deepStrictEqual(logged.filter((line) => line.startsWith("Error")), [])
     }))
 
   it.live("a selectProtocol that picks a subprotocol the client did not offer is the server's fault: 500, logged", () =>
