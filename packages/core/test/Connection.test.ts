@@ -323,6 +323,18 @@ const handles = (client?: WebSocket.HandleProperties, server?: WebSocket.HandleP
     return { clientHandle, serverHandle }
   }).pipe(Effect.orDie)
 
+/** Reads `transport` to its end; the number of bytes read. */
+const bytesUntilEnd = (transport: Transport.Transport) =>
+  Effect.gen(function*() {
+    const scratch = new Uint8Array(65536)
+    let total = 0
+    for (;;) {
+      const n = yield* transport.read(scratch)
+      if (n === 0) return total
+      total += n
+    }
+  })
+
 /**
  * One connection (`kind`) over a memory transport whose other end is a {@link RawPeer}. The
  * connection is aborted before its scope closes, so that no test waits for a Close the raw
@@ -2308,14 +2320,7 @@ describe("Connection interruption", () => {
       assert.strictEqual(info.clean, false)
       assert.strictEqual(info.code, 1006)
       // what the peer reads is the partial frame, then the end
-      const scratch = new Uint8Array(65536)
-      let total = 0
-      for (;;) {
-        const n = yield* peer.transport.read(scratch)
-        if (n === 0) break
-        total += n
-      }
-      assert.isBelow(total, 1024 * 1024)
+      assert.isBelow(yield* bytesUntilEnd(peer.transport), 1024 * 1024)
     }))
 
   it.effect("close after a send was cut mid-frame ends the transport gracefully: every send reported done reaches the peer", () =>
@@ -2352,13 +2357,7 @@ describe("Connection interruption", () => {
       const f = yield* peer.nextFrame()
       assert.isTrue(Buffer.from(f.payload).equals(Buffer.from(first)), "the message reported sent arrives whole")
       // then the part of the cut frame, and the end of the connection's side
-      const scratch = new Uint8Array(65536)
-      let rest = 0
-      for (;;) {
-        const n = yield* peer.transport.read(scratch)
-        if (n === 0) break
-        rest += n
-      }
+      const rest = yield* bytesUntilEnd(peer.transport)
       assert.isAbove(rest, 0)
       assert.isBelow(rest, 1024 * 1024)
       // the peer ends its side in turn: the connection is done, before its close timeout
