@@ -173,10 +173,14 @@ export const controlFrames = (stats: Connection.Stats, output: Output, client?: 
   let pongs = stats.pongsIn
   const base = client === undefined ? {} : { client }
   const emit = Effect.gen(function*() {
-    const pingsNow = stats.pingsIn
-    const pongsNow = stats.pongsIn
-    for (; pings < pingsNow; pings++) yield* output.emit({ event: "ping", ...base })
-    for (; pongs < pongsNow; pongs++) yield* output.emit({ event: "pong", ...base })
+    // (the frames are claimed before the events are written: a check that runs meanwhile, while
+    // a write waits for stdout, emits only what came after them)
+    const newPings = stats.pingsIn - pings
+    const newPongs = stats.pongsIn - pongs
+    pings += newPings
+    pongs += newPongs
+    for (let i = 0; i < newPings; i++) yield* output.emit({ event: "ping", ...base })
+    for (let i = 0; i < newPongs; i++) yield* output.emit({ event: "pong", ...base })
   })
   // (nothing new, nearly always: no effect to run)
   return Effect.suspend(() => pings === stats.pingsIn && pongs === stats.pongsIn ? Effect.void : emit)

@@ -1,9 +1,11 @@
 /**
- * Tests of how `ews` reads stdin: the lines of `--binary` over any chunking of the input.
+ * Tests of `ews`'s shared parts: how it reads stdin (the lines of `--binary` over any chunking of
+ * the input), and its ping and pong events.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Arbitrary, Effect, Schema, Stdio, Stream } from "effect"
-import { stdinByteLines } from "../src/Common.ts"
+import { controlFrames, stdinByteLines } from "../src/Common.ts"
+import type * as Output from "../src/Output.ts"
 
 const int = (minimum: number, maximum: number) => Arbitrary.schema(Schema.Int.check(Schema.isBetween({ minimum, maximum })))
 /** LF, CR and two other bytes (one not UTF-8). */
@@ -52,5 +54,28 @@ describe("stdinByteLines (--binary)", () => {
         (all) => Array.from(all, (line) => line.length)
       )
       assert.deepStrictEqual(lines, [2000 * 64 * 1024])
+    }))
+})
+
+describe("controlFrames", () => {
+  it.effect("checks that run at once while an event waits for stdout report each ping once", () =>
+    Effect.gen(function*() {
+      const events: Array<string> = []
+      // an output whose events wait, as they do for a full stdout
+      const output: Output.Output = {
+        json: true,
+        emit: (event) => Effect.andThen(Effect.sync(() => events.push(event.event)), Effect.yieldNow),
+        message: () => Effect.void
+      }
+      const stats = { messagesIn: 0, bytesIn: 0, messagesOut: 0, bytesOut: 0, pingsIn: 0, pongsIn: 0 }
+      const check = controlFrames(stats, output)
+      stats.pingsIn = 1
+      // the watcher's poll and a message's check at the same time
+      yield* Effect.all([check, check], { concurrency: "unbounded" })
+      assert.deepStrictEqual(events, ["ping"])
+      stats.pingsIn = 2
+      stats.pongsIn = 1
+      yield* check
+      assert.deepStrictEqual(events, ["ping", "ping", "pong"])
     }))
 })

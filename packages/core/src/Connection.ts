@@ -206,9 +206,13 @@ export interface Connection {
    * message that came before the peer's Close (as `ws` emits them after its `close()`): reading
    * waits for it, within the close timeout. With no stream running, messages beyond
    * `messageBuffer` are then dropped, so that the peer's answer to our Close gets through; and so
-   * they are when the consumer itself closes (it calls `close` while handling a message, say to
-   * refuse bad input with a 4xxx code): it takes no message until `close` returns, and the peer's
-   * answer must not wait behind those it will not take. The buffered ones stay its to take.
+   * they are when the only consumer itself closes (it calls `close` while handling a message, say
+   * to refuse bad input with a 4xxx code, from the fiber that pulls, as in `Stream.runForEach` or
+   * a `Stream.mapEffect` without concurrency): it takes no message until `close` returns, and the
+   * peer's answer must not wait behind those it will not take (the buffered ones stay its to take,
+   * and none after a dropped one). A consumer that reads ahead (`concurrency`, `buffer`) pulls in
+   * another fiber: there, fork the close (`Effect.forkChild(connection.close(4000))`) and let the
+   * stream go on, or the close waits for the consumer within the close timeout.
    *
    * Messages nobody takes are not dropped (as `ws` drops those no listener takes): once
    * `messageBuffer` of them wait, the connection stops reading, and so sees neither the peer's
@@ -657,6 +661,7 @@ export const make = (
       () =>
         Effect.sync(() => {
           consumers--
+          lastTaker = undefined // (a fiber whose stream ended is no consumer, whatever it took)
           signalIfIdle()
           // a reader waiting for room while we close no longer waits for anyone (see `dropping`)
           if (consumers === 0) wake()
@@ -1266,7 +1271,7 @@ export const make = (
      * from its first refused offer until it is offered or dropped.
      */
     let held: Message | undefined = undefined
-    /** Whether a message was dropped (see `dropping`): those after it are too. */
+    /** Whether a message was dropped because the consumer closes (see `dropping`): those after it are too. */
     let droppedOne = false
     /**
      * The reader stopped (an abort, a dead peer, the close timeout): the message it held still
@@ -1510,8 +1515,9 @@ export const make = (
             const message = held!
             for (;;) {
               if (dropping()) {
-                // (and so are the later ones: what the consumer gets stays a run without gaps)
-                droppedOne = true
+                // (and, for a consumer that closes, so are the later ones: what it gets after its
+                // close stays a run without gaps)
+                if (closedByConsumer) droppedOne = true
                 break
               }
               if (mailbox.isDone) return
@@ -1664,7 +1670,7 @@ export const make = (
           : closeFrameProblem(code, reasonBytes)
         if (problem !== undefined) return yield* new InvalidParameter({ parameter: "close", message: problem })
         // (the consumer, between two pulls: it waits for this close, not for a message)
-        if (consumers > 0 && mailbox.waiting === 0 && lastTaker !== undefined && lastTaker === Fiber.getCurrent()) {
+        if (consumers === 1 && mailbox.waiting === 0 && lastTaker !== undefined && lastTaker === Fiber.getCurrent()) {
           closedByConsumer = true
         }
         if (closingHandshake === undefined) closingHandshake = yield* Effect.forkDetach(runClosingHandshake(code, reasonBytes))

@@ -1404,6 +1404,37 @@ describe("Connection close", () => {
       handled.slice(1).forEach((message, i) => assert.strictEqual(message, `after ${i}`))
     }))
 
+  it.live("a consumer that closes makes no other consumer that still runs lose messages (two consumers; one whose stream ended)", () =>
+    Effect.gen(function*() {
+      const run = (who: "another consumer" | "a fiber whose stream ended") =>
+        Effect.scoped(Effect.gen(function*() {
+          const [client, server] = yield* Connection.makeMemoryPair({ connection: { messageBuffer: 4 } })
+          const got: Array<Connection.Message> = []
+          // a slow consumer that never closes
+          const slow = yield* Effect.forkChild(Stream.runForEach(server.messages, (m) => {
+            got.push(m)
+            return Effect.sleep("2 millis")
+          }))
+          const closer = who === "another consumer"
+            ? Stream.runForEach(server.messages, (m) => {
+              got.push(m)
+              return m === "m3" ? Effect.asVoid(server.close(4000, "bad")) : Effect.void
+            })
+            : Effect.andThen(Effect.sleep("10 millis"), Stream.runHead(server.messages)).pipe(
+              Effect.tap((m) => Effect.sync(() => m._tag === "Some" && got.push(m.value))),
+              Effect.andThen(server.close(4000, "bad"))
+            )
+          yield* Effect.forkChild(closer)
+          for (let i = 0; i < 60; i++) yield* client.send(`m${i}`)
+          assert.strictEqual((yield* client.closed).code, 4000)
+          yield* Fiber.join(slow)
+          return got.length
+        }))
+      // every message the client sent came before its answer to the Close: the consumers got them all
+      assert.strictEqual(yield* run("another consumer"), 60)
+      assert.strictEqual(yield* run("a fiber whose stream ended"), 60)
+    }))
+
   it.effect("close timeout: a peer that never answers is cut off after closeTimeout", () =>
     Effect.gen(function*() {
       const { connection, peer } = yield* rawConnection("client", { connection: { closeTimeout: "3 seconds" } })
