@@ -534,6 +534,18 @@ export const decodeOptions = (options: Options | undefined) =>
 /** What a transport's write threw (or died with), as the failed write it is. */
 const writeThrew = (cause: unknown) => new TransportError({ message: "write failed", cause })
 
+/**
+ * A transport operation's failure as a `TransportError`: its own when it failed with one; else
+ * (a defect, a throw, an interruption, or a failure of another type from an implementation that
+ * breaks its contract) one that keeps the cause.
+ */
+const transportFailure = (cause: Cause.Cause<unknown>, operation: string): TransportError => {
+  const error = Cause.findErrorOption(cause)
+  return Option.isSome(error) && error.value instanceof TransportError
+    ? error.value
+    : new TransportError({ message: `${operation} failed`, cause: Cause.squash(cause) })
+}
+
 /** Why a step of a connection's reader stopped: it needs bytes (its read is outstanding). */
 const STEP_READ = 0
 /** A write found the transport broken while the reader needed bytes. */
@@ -811,7 +823,14 @@ export const make = (
           transportClosed = true
           const close = cut ? transport.destroy ?? transport.close : transport.close
           const closing = Effect.forkDetach(close, { startImmediately: true })
-          return cut ? Effect.asVoid(closing) : Effect.flatMap(closing, (fiber) => restore(Fiber.join(fiber)))
+          if (cut) return Effect.asVoid(closing)
+          // Waited for within the close timeout, whatever becomes of it (a close that fails or
+          // dies is the transport's business, not the connection's end); past it, cut
+          return Effect.flatMap(closing, (fiber) =>
+            restore(Effect.flatMap(Effect.timeoutOption(Fiber.await(fiber), closeTimeout), (done) =>
+              Option.isSome(done) || transport.destroy === undefined
+                ? Effect.void
+                : Effect.asVoid(Effect.forkDetach(transport.destroy, { startImmediately: true })))))
         })
       )
     const closeTransport = runTransportClose(false)
@@ -904,7 +923,11 @@ export const make = (
      * `Transport.tap`) made a failed write, as a throwing read is a failed read.
      */
     const guardedWrite = (buffers: ReadonlyArray<Uint8Array>, owned: boolean): Effect.Effect<void, TransportError> =>
-      Effect.catchDefect(Effect.suspend(() => transport.write(buffers, owned)), (cause) => Effect.fail(writeThrew(cause)))
+      Effect.catchCauseIf(
+        Effect.suspend(() => transport.write(buffers, owned)),
+        (cause) => !Cause.hasInterruptsOnly(cause),
+        (cause) => Effect.fail(transportFailure(cause, "write"))
+      )
 
     /** The write of SendToNetwork action `id` failed: the send is cancelled and the transport lost. */
     const writeFailed = (id: number, error: TransportError): Effect.Effect<never, TransportError> => {
@@ -1485,12 +1508,17 @@ export const make = (
               if (step !== STEP_READ) continue
               readingNetwork = true
             }
-            const read = yield* Effect.exit(transport.read(readBuffer))
+            // (a `read` that throws, dies or fails otherwise than its type says fails the transport)
+            const read = yield* Effect.exit(Effect.suspend(() => transport.read(readBuffer)))
             readingNetwork = false
             if (read._tag === "Failure") {
               completeRead(0)
+              return yield* failTransport(transportFailure(read.cause, "read"))
+            }
+            if (!Number.isInteger(read.value) || read.value < 0 || read.value > readBuffer.length) {
+              completeRead(0)
               return yield* failTransport(
-                Option.getOrElse(Cause.findErrorOption(read.cause), () => new TransportError({ message: "read failed" }))
+                new TransportError({ message: `read returned ${String(read.value)}, not a byte count from 0 to ${readBuffer.length}` })
               )
             }
             completeRead(read.value)

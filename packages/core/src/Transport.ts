@@ -43,7 +43,9 @@ export class TransportError extends Schema.TaggedError<TransportError>()("Transp
  * **Details**
  *
  * - `read(buffer)` waits for bytes, copies up to `buffer.length` into `buffer` and returns how
- *   many; 0 means the stream ended (the peer half-closed, or the transport was closed).
+ *   many (an integer from 0 to `buffer.length`); 0 means the stream ended (the peer half-closed,
+ *   or the transport was closed), and so do the reads after it. It is interruptible: interrupted
+ *   while it waits, it read nothing (the caller may reuse `buffer`).
  * - `write(buffers, owned?)` writes the buffers in order, as one unit (writes never interleave),
  *   and completes once the transport no longer needs them: the caller may then reuse the memory.
  *   It waits while the transport's outgoing buffer is full (backpressure), before it takes the
@@ -53,9 +55,11 @@ export class TransportError extends Schema.TaggedError<TransportError>()("Transp
  *   keep them instead of copying them.
  * - `end` half-closes: no more writes, the peer reads 0 once it has read everything.
  * - `close` closes both directions and releases the resource; idempotent. It may first let what
- *   is queued go out (a socket flushes, then ends).
- * - `destroy`, optional, is `close` at once: what is still queued is dropped. Connections use it to
- *   cut off a peer they give up on (a close timeout, `abort`); without it they use `close`.
+ *   is queued go out (a socket flushes, then ends): a connection waits for it at most its close
+ *   timeout, then uses `destroy`.
+ * - `destroy`, optional, is `close` at once: what is still queued is dropped, and the resource is
+ *   released (no `close` follows it). Connections use it to cut off a peer they give up on (a
+ *   close timeout, `abort`); without it they use `close`.
  * - `tryRead(buffer)`, optional, is `read` without waiting: the bytes already there, 0 at the end,
  *   or -1 when there are none yet (or the transport failed), and the caller uses `read`.
  * - `whenReadable(listener)`, optional, calls `listener` once a `read` would not wait (bytes, the
@@ -78,6 +82,10 @@ export class TransportError extends Schema.TaggedError<TransportError>()("Transp
  * - `bufferedAmount()`, optional, is how many bytes writes handed over that the transport has not
  *   yet passed on (to the network, or to the peer of a memory pair): what `ws` reports as
  *   `bufferedAmount`.
+ *
+ * A connection takes a `read` or `write` that throws, dies or fails with something else than a
+ * `TransportError`, and a `read` that returns something else than a byte count, as the
+ * transport's failure: it ends with 1006 and a `TransportError` whose `cause` says what happened.
  *
  * @category models
  * @since 0.1.0
@@ -124,7 +132,8 @@ export const isTransport = (u: unknown): u is Transport =>
 export const isTransportError = (u: unknown): u is TransportError => u instanceof TransportError
 
 /**
- * Builds a transport from its four operations.
+ * Builds a transport from its operations: the four it must have (`read`, `write`, `end`,
+ * `close`), and any of the optional ones.
  *
  * @category constructors
  * @since 0.1.0

@@ -2354,6 +2354,55 @@ describe("Connection interruption", () => {
       assert.isBelow(yield* bytesUntilEnd(peer.transport), 1024 * 1024)
     }))
 
+  it.effect("a transport of the user's that breaks its contract ends the connection with 1006 and a TransportError that says how, at once", () =>
+    Effect.gen(function*() {
+      /** A server connection over the memory transport with `read` replaced, and what it ended with. */
+      const endedWith = (read: (buffer: Uint8Array) => Effect.Effect<number, Transport.TransportError>) =>
+        Effect.scoped(Effect.gen(function*() {
+          const [a, b] = yield* Transport.makeMemoryPair()
+          const { serverHandle } = yield* handles()
+          const connection = yield* Connection.make(serverHandle, Transport.make({ ...a, read, tryRead: undefined, whenReadable: undefined }))
+          const peer = new RawPeer(b, true)
+          yield* Effect.ignore(peer.send(0x1, encoder.encode("hello")))
+          const { exit } = yield* drain(connection)
+          const error = failureOf(exit)
+          const info = yield* connection.closed
+          return [info.code, info.clean, error._tag, error.message, error._tag === "TransportError" ? String(error.cause) : ""]
+        }))
+      assert.deepStrictEqual(
+        yield* endedWith(() => {
+          throw new Error("a bug in read")
+        }),
+        [1006, false, "TransportError", "read failed", "Error: a bug in read"]
+      )
+      assert.deepStrictEqual(
+        yield* endedWith((buffer) => Effect.succeed(buffer.length + 1)),
+        [1006, false, "TransportError", "read returned 4093, not a byte count from 0 to 4092", "undefined"]
+      )
+      assert.deepStrictEqual(
+        yield* endedWith(() => Effect.fail("not a TransportError" as never)),
+        [1006, false, "TransportError", "read failed", "not a TransportError"]
+      )
+    }))
+
+  it.effect("a transport close that never completes (or dies) holds the connection's end no longer than the close timeout", () =>
+    Effect.gen(function*() {
+      for (const close of [Effect.never, Effect.die(new Error("a bug in close"))]) {
+        const [client, server] = yield* Effect.gen(function*() {
+          const [a, b] = yield* Transport.makeMemoryPair()
+          const { clientHandle, serverHandle } = yield* handles()
+          return [
+            yield* Connection.make(clientHandle, Transport.make({ ...a, close }), { closeTimeout: "1 second" }),
+            yield* Connection.make(serverHandle, b)
+          ] as const
+        })
+        const closed = yield* Effect.forkChild(client.closed)
+        yield* server.close(1000)
+        yield* TestClock.adjust("1 second")
+        assert.deepStrictEqual(yield* Fiber.join(closed), { code: 1000, reason: "", clean: true, initiator: "remote" })
+      }
+    }))
+
   it.effect("close after a send was cut mid-frame ends the transport gracefully: every send reported done reaches the peer", () =>
     Effect.gen(function*() {
       // a transport whose `destroy` drops what the peer has not read yet, as a socket's reset does
