@@ -532,7 +532,8 @@ export const decodeOptions = (options: Options | undefined) =>
   decodeParameter(OptionsSchema.ConnectionOptions, "connection", options ?? {})
 
 /** What a transport's write threw (or died with), as the failed write it is. */
-const writeThrew = (cause: unknown) => new TransportError({ message: "write failed", cause })
+/** A transport operation (`"read"`, `"write"`) that threw `cause`, as the transport's failure. */
+const operationFailed = (operation: string, cause: unknown) => new TransportError({ message: `${operation} failed`, cause })
 
 /**
  * A transport operation's failure as a `TransportError`: its own when it failed with one; else
@@ -541,9 +542,7 @@ const writeThrew = (cause: unknown) => new TransportError({ message: "write fail
  */
 const transportFailure = (cause: Cause.Cause<unknown>, operation: string): TransportError => {
   const error = Cause.findErrorOption(cause)
-  return Option.isSome(error) && error.value instanceof TransportError
-    ? error.value
-    : new TransportError({ message: `${operation} failed`, cause: Cause.squash(cause) })
+  return Option.isSome(error) && error.value instanceof TransportError ? error.value : operationFailed(operation, Cause.squash(cause))
 }
 
 /** Why a step of a connection's reader stopped: it needs bytes (its read is outstanding). */
@@ -985,7 +984,7 @@ export const make = (
               try {
                 taken = transport.tryWrite(buffers, record.owned)
               } catch (cause) {
-                return writeFailed(record.id, writeThrew(cause))
+                return writeFailed(record.id, operationFailed("write", cause))
               }
               if (taken) {
                 writesTaken++
@@ -1427,7 +1426,7 @@ export const make = (
       try {
         return readStep()
       } catch (cause) {
-        stepFailure = new TransportError({ message: "read failed", cause })
+        stepFailure = operationFailed("read", cause)
         return STEP_THREW
       }
     }

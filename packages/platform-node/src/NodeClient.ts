@@ -144,22 +144,18 @@ const request = (
     }
     // the connection ends its side itself, after the closing handshake, even when the server's end
     // comes with the 101 response (see NodeTransport.fromDuplex)
-    /** Whether the TLS handshake is done (or there is none). */
-    let secured = !target.secure
-    /** Whether the server answered our TLS handshake but did not complete it (a reset then is its refusal). */
-    let inTlsHandshake = () => false
+    /** Whether the server answered our TLS handshake and it is not done yet (a reset then is its refusal). */
+    let inTlsHandshake = false
     req.on("socket", (socket) => {
       socket.allowHalfOpen = true
-      if (!secured) {
+      if (target.secure) {
         // (key material is made once the server answered: from then on the handshake is under way)
-        let answered = false
-        const onKeylog = () => void (answered = true)
+        const onKeylog = () => void (inTlsHandshake = true)
         socket.once("keylog", onKeylog)
         socket.once("secureConnect", () => {
-          secured = true
+          inTlsHandshake = false
           socket.off("keylog", onKeylog)
         })
-        inTlsHandshake = () => !secured && answered
       }
     })
     let settled = false
@@ -210,7 +206,7 @@ const request = (
       response.once("error", done)
     })
     req.on("error", (cause) => {
-      if (!settled) resume(Effect.fail(connectError(url, cause, target.secure, inTlsHandshake())))
+      if (!settled) resume(Effect.fail(connectError(url, cause, target.secure, inTlsHandshake)))
     })
     req.end()
     // interrupted (a handshake timeout, say) before the answer was handed on, even while the
