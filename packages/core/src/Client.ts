@@ -256,6 +256,67 @@ export type Handler<E = unknown, R = never> = (
 ) => Effect.Effect<unknown, E, R>
 
 /**
+ * A running server's open connections, whatever its platform: `NodeServer.layer` (in
+ * `@effect-websocket/platform-node`) and {@link layerMemory} provide it, so a program that looks at
+ * them (to broadcast, to count) runs over sockets and in memory alike.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface Server {
+  /** Connections currently open. */
+  readonly connections: Effect.Effect<number>
+  /**
+   * The connections currently open (whose handler runs; one that has closed is no longer listed,
+   * even while its handler goes on), as `ws`'s `server.clients`: for example to broadcast,
+   * `Effect.forEach(yield* server.clients, (c) => Effect.ignore(c.send(m)), { concurrency: "unbounded" })`
+   * (a connection that is closing refuses sends).
+   */
+  readonly clients: Effect.Effect<ReadonlyArray<Connection.Connection>>
+}
+
+/**
+ * The running server's open connections, as a service (see {@link Server}).
+ *
+ * @category services
+ * @since 0.1.0
+ */
+export const Server: Context.Service<Server, Server> = Context.Service<Server>("@effect-websocket/core/Client/Server")
+
+/**
+ * Keeps the open connections of a server that runs `handler`: the returned handler lists each
+ * connection from when it starts until the connection closes or the handler ends, and `server`
+ * tells them. Shared by the servers over sockets and in memory.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const trackConnections = <E, R>(handler: Handler<E, R>): {
+  readonly handler: Handler<E, R>
+  readonly server: Server
+} => {
+  const live = new Set<Connection.Connection>()
+  return {
+    handler: (connection, request) =>
+      Effect.suspend(() => {
+        live.add(connection)
+        const forget = Effect.sync(() => live.delete(connection))
+        return Effect.ensuring(
+          Effect.andThen(
+            Effect.forkChild(Effect.andThen(connection.closed, forget)),
+            runCallback("handler", () => handler(connection, request))
+          ),
+          forget
+        )
+      }),
+    server: {
+      connections: Effect.sync(() => live.size),
+      clients: Effect.sync(() => Array.from(live))
+    }
+  }
+}
+
+/**
  * Runs an application callback that must return an Effect (a server's handler, an `authorize`
  * hook). A callback that throws, or returns something else (the Promise of an `async` function,
  * say), becomes a defect that says so: the runtime would otherwise stop the fiber on the spot,
@@ -848,8 +909,8 @@ export const instrumentConnect = (shown: string) =>
  * with the status, headers and reason a server answers (500 when a callback throws), and the
  * spans and metrics are those of sockets.
  *
- * The layer is the server as well as the client: the server lives as long as the layer, and its
- * connections with it. Provide the layer around the whole program (as a server runs beside it),
+ * The layer is the server as well as the client (it also provides {@link Server}, the server's
+ * open connections): the server lives as long as the layer, and its connections with it. Provide the layer around the whole program (as a server runs beside it),
  * not around each `connect`: once the layer's scope closes, its connections get 1001, as from a
  * server that shuts down, and new ones are refused (`ConnectError` with reason `Refused`).
  * Unlike over a socket, the server's side of an attempt is part of it: a client's handshake
@@ -861,11 +922,11 @@ export const instrumentConnect = (shown: string) =>
 export const layerMemory = <E, R, RA = never>(
   handler: Handler<E, R>,
   options?: ServeOptions<RA>
-): Layer.Layer<Client, InvalidParameter, Exclude<R, Scope.Scope> | RA> =>
-  Layer.effect(
-    Client,
+): Layer.Layer<Client | Server, InvalidParameter, Exclude<R, Scope.Scope> | RA> =>
+  Layer.effectContext(
     Effect.gen(function*() {
       yield* checkServeOptions(options, handler)
+      const tracked = trackConnections(handler)
       const context = yield* Effect.context<R | RA>()
       /** The server's scope: each connection's server side lives in a scope of its own in it, as over a socket. */
       const serverScope = yield* Effect.scope
@@ -919,7 +980,7 @@ export const layerMemory = <E, R, RA = never>(
             // (started at once: over a socket the handler runs from the 101 on, before the client
             // has read it, so what it sends at once, its Close included, is on its way first)
             yield* Effect.forkIn(
-              runHandler(handler, serverConnection, request, span).pipe(
+              runHandler(tracked.handler, serverConnection, request, span).pipe(
                 Effect.scoped, // the handler's scope is its connection's, as over a socket
                 Effect.provideContext(context),
                 Effect.ensuring(Scope.close(connectionScope, Exit.void))
@@ -946,7 +1007,7 @@ export const layerMemory = <E, R, RA = never>(
           })
         ))).pipe(instrumentConnect(shown))
       }
-      return Client.of({ connect })
+      return Context.make(Client, Client.of({ connect })).pipe(Context.add(Server, tracked.server))
     })
   )
 

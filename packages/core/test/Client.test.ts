@@ -267,6 +267,32 @@ describe("Client.layerMemory handlers", () => {
       assert.deepStrictEqual(events, ["acquired", "released"])
     }))
 
+  it.effect("Client.Server lists the connections whose handler runs, until each closes (even while its handler goes on)", () =>
+    Effect.gen(function*() {
+      const handlerDone = Deferred.makeUnsafe<void>()
+      const context = yield* Layer.build(
+        Client.layerMemory((c) => Effect.andThen(c.closed, Deferred.await(handlerDone)))
+      )
+      const server = Context.get(context, Client.Server)
+      assert.strictEqual(yield* server.connections, 0)
+      const a = yield* Effect.provide(Client.connect("ws://memory/"), context)
+      const b = yield* Effect.provide(Client.connect("ws://memory/"), context)
+      yield* Effect.yieldNow
+      const clients = yield* server.clients
+      assert.strictEqual(clients.length, 2)
+      yield* Effect.forEach(clients, (c) => c.send("to all"), { discard: true })
+      assert.deepStrictEqual(yield* Stream.runCollect(Stream.take(a.messages, 1)), ["to all"])
+      assert.deepStrictEqual(yield* Stream.runCollect(Stream.take(b.messages, 1)), ["to all"])
+      yield* a.close(1000)
+      for (let i = 0; i < 100 && (yield* server.connections) > 1; i++) yield* Effect.yieldNow
+      assert.strictEqual(yield* server.connections, 1, "the closed connection is gone though its handler goes on")
+      assert.strictEqual((yield* server.clients).length, 1)
+      yield* Deferred.succeed(handlerDone, undefined)
+      yield* b.close(1000)
+      for (let i = 0; i < 100 && (yield* server.connections) > 0; i++) yield* Effect.yieldNow
+      assert.deepStrictEqual(yield* server.clients, [])
+    }))
+
   it.effect("a handler that returns something else than an Effect closes its connection with 1011", () =>
     Effect.gen(function*() {
       const context = yield* Layer.build(Client.layerMemory((async () => {}) as unknown as Client.Handler))

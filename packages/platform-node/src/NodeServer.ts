@@ -123,7 +123,7 @@ export type ServeFailure = ServeError | WebSocketError.InvalidParameter
  * @category models
  * @since 0.1.0
  */
-export interface Server {
+export interface Server extends Client.Server {
   readonly [TypeId]: typeof TypeId
   readonly address: Net.AddressInfo
   /**
@@ -131,15 +131,6 @@ export interface Server {
    * address bound, IPv6 in brackets.
    */
   readonly url: string
-  /** Connections currently open. */
-  readonly connections: Effect.Effect<number>
-  /**
-   * The connections currently open (whose handler runs; one that has closed is no longer listed,
-   * even while its handler goes on), as `ws`'s `server.clients`: for
-   * example to broadcast, `Effect.forEach(yield* server.clients, (c) => Effect.ignore(c.send(m)),
-   * { concurrency: "unbounded" })` (a connection that is closing refuses sends).
-   */
-  readonly clients: Effect.Effect<ReadonlyArray<Connection.Connection>>
 }
 
 /**
@@ -591,19 +582,7 @@ export const serve = <E, R, RA = never>(
       })
     })
     /** The connections open: each from when its handler starts until it closes or its handler ends. */
-    const live = new Set<Connection.Connection>()
-    const counted: Client.Handler<E, R> = (connection, request) =>
-      Effect.suspend(() => {
-        live.add(connection)
-        const forget = Effect.sync(() => live.delete(connection))
-        return Effect.ensuring(
-          Effect.andThen(
-            Effect.forkChild(Effect.andThen(connection.closed, forget)),
-            Client.runCallback("handler", () => handler(connection, request))
-          ),
-          forget
-        )
-      })
+    const tracked = Client.trackConnections(handler)
     // Shutdown is bounded by shutdownTimeout even when the connections' own close timeout is longer:
     // past it, the closing handshakes still waiting for a silent peer are cut off (1006), those of
     // connections whose handler already returned too. The watchdog starts once accepting stops and
@@ -617,7 +596,7 @@ export const serve = <E, R, RA = never>(
       socket.on("error", ignoreError) // (Node no longer listens to an upgraded socket's errors)
       endSocket(socket)
     }
-    const onUpgrade = unlessAfterLast(yield* makeUpgradeHandler(counted, options))
+    const onUpgrade = unlessAfterLast(yield* makeUpgradeHandler(tracked.handler, options))
     server.on("upgrade", onUpgrade)
     // Runs first on shutdown: stop accepting before the connections are closed. The listener
     // closes (as a closed ws server's); an upgrade that still comes, over a connection already
@@ -635,7 +614,7 @@ export const serve = <E, R, RA = never>(
           Effect.forkDetach(Effect.andThen(
             Effect.sleep(shutdownTimeout),
             Effect.andThen(
-              Effect.forEach([...live], (connection) => connection.abort, { discard: true }),
+              Effect.flatMap(tracked.server.clients, Effect.forEach((connection) => connection.abort, { discard: true })),
               // (and the connections whose handler returned, still closing: their sockets)
               Effect.sync(() => sockets.forEach((socket) => socket.destroy()))
             )
@@ -653,13 +632,14 @@ export const serve = <E, R, RA = never>(
       [TypeId]: TypeId,
       address,
       url: `${tls !== undefined ? "wss" : "ws"}://${urlHost}:${address.port}${options?.path ?? "/"}`,
-      connections: Effect.sync(() => live.size),
-      clients: Effect.sync(() => Array.from(live))
+      ...tracked.server
     } satisfies Server
   })
 
 /**
- * A layer running {@link serve}: the {@link Server} service tells its address.
+ * A layer running {@link serve}: the {@link Server} service tells its address, and the same server
+ * is also provided as the platform-agnostic `Client.Server` (its open connections), which
+ * `Client.layerMemory` provides too.
  *
  * @category layers
  * @since 0.1.0
@@ -667,4 +647,5 @@ export const serve = <E, R, RA = never>(
 export const layer = <E, R, RA = never>(
   handler: Client.Handler<E, R>,
   options?: ServeOptions<RA>
-): Layer.Layer<Server, ServeFailure, Exclude<R, Scope.Scope> | RA> => Layer.effect(Server, serve(handler, options))
+): Layer.Layer<Server | Client.Server, ServeFailure, Exclude<R, Scope.Scope> | RA> =>
+  Layer.effectContext(Effect.map(serve(handler, options), (server) => Context.make(Server, server).pipe(Context.add(Client.Server, server))))

@@ -87,6 +87,37 @@ describe("NodeServer + NodeClient", () => {
       assert.strictEqual(yield* server.connections, 2)
     }))
 
+  it.live("Client.Server: one program counts a server's connections and broadcasts to them over sockets and in memory alike", () =>
+    Effect.gen(function*() {
+      const handler = (connection: Connection.Connection) => Effect.asVoid(connection.closed)
+      /** Written against Client and Client.Server only; returns what it saw. */
+      const program = (url: string) =>
+        Effect.gen(function*() {
+          const server = yield* Client.Server
+          const seen: Array<unknown> = [yield* server.connections]
+          const a = yield* Client.connect(url)
+          const b = yield* Client.connect(url)
+          // (a server counts a connection once its handler starts, which may come after the client's 101)
+          assert.isTrue(yield* eventually(() => Effect.runSync(server.connections) === 2))
+          const clients = yield* server.clients
+          seen.push(clients.length, new Set(clients).size)
+          yield* Effect.forEach(clients, (client) => client.send("to all"), { concurrency: "unbounded", discard: true })
+          for (const connection of [a, b]) seen.push(...yield* Stream.runCollect(Stream.take(connection.messages, 1)))
+          yield* a.close(1000)
+          assert.isTrue(yield* eventually(() => Effect.runSync(server.connections) === 1), "the closed connection is no longer counted")
+          const [left] = yield* server.clients
+          yield* left!.send("to b")
+          seen.push(...yield* Stream.runCollect(Stream.take(b.messages, 1)))
+          return seen
+        }).pipe(Effect.scoped)
+      const overSockets = yield* Effect.flatMap(NodeServer.Server, (server) => program(server.url)).pipe(
+        Effect.provide(Layer.merge(NodeServer.layer(handler, { host: "127.0.0.1" }), NodeClient.layer))
+      )
+      const inMemory = yield* program("ws://memory.test/").pipe(Effect.provide(Client.layerMemory(handler)))
+      assert.deepStrictEqual(inMemory, [0, 2, 2, "to all", "to all", "to b"])
+      assert.deepStrictEqual(overSockets, inMemory)
+    }))
+
   it.live("clients and connections leave out a connection that has closed, even while its handler goes on, as ws's server.clients", () =>
     Effect.gen(function*() {
       const server = yield* NodeServer.serve(() => Effect.never)
