@@ -536,6 +536,18 @@ export const decodeOptions = (options: Options | undefined) =>
 const operationFailed = (operation: string, cause: unknown) => new TransportError({ message: `${operation} failed`, cause })
 
 /**
+ * The failure of a transport whose `read` (or `tryRead`, which may also say -1: none yet) returned
+ * something else than a byte count that fits the buffer; `undefined` for a count that does. The
+ * bytes of such a read cannot be told, so the connection ends (1006) rather than lose or invent any.
+ */
+const badReadCount = (operation: "read" | "tryRead", n: unknown, length: number): TransportError | undefined =>
+  Number.isInteger(n) && (n as number) >= 0 && (n as number) <= length
+    ? undefined
+    : new TransportError({
+      message: `${operation} returned ${String(n)}, not a byte count from 0 to ${length}${operation === "tryRead" ? " (or -1)" : ""}`
+    })
+
+/**
  * A transport operation's failure as a `TransportError`: its own when it failed with one; else
  * (a defect, a throw, an interruption, or a failure of another type from an implementation that
  * breaks its contract) one that keeps the cause.
@@ -1347,7 +1359,9 @@ export const make = (
         if (readId !== 0) {
           // Micro-optimisation: bytes already there are taken without an effect.
           const n = transport.tryRead === undefined ? -1 : transport.tryRead(readBuffer)
-          if (n < 0) return lost !== undefined ? STEP_LOST : STEP_READ
+          if (n === -1) return lost !== undefined ? STEP_LOST : STEP_READ
+          stepFailure = badReadCount("tryRead", n, readBuffer.length)
+          if (stepFailure !== undefined) return STEP_THREW
           completeRead(n)
         }
         if (!actionTaken) {
@@ -1514,11 +1528,10 @@ export const make = (
               completeRead(0)
               return yield* failTransport(transportFailure(read.cause, "read"))
             }
-            if (!Number.isInteger(read.value) || read.value < 0 || read.value > readBuffer.length) {
+            const badCount = badReadCount("read", read.value, readBuffer.length)
+            if (badCount !== undefined) {
               completeRead(0)
-              return yield* failTransport(
-                new TransportError({ message: `read returned ${String(read.value)}, not a byte count from 0 to ${readBuffer.length}` })
-              )
+              return yield* failTransport(badCount)
             }
             completeRead(read.value)
             break

@@ -61,7 +61,9 @@ export class TransportError extends Schema.TaggedError<TransportError>()("Transp
  *   released (no `close` follows it). Connections use it to cut off a peer they give up on (a
  *   close timeout, `abort`); without it they use `close`.
  * - `tryRead(buffer)`, optional, is `read` without waiting: the bytes already there, 0 at the end,
- *   or -1 when there are none yet (or the transport failed), and the caller uses `read`.
+ *   or -1 when there are none yet (or the transport failed), and the caller uses `read`. Any other
+ *   value (another negative number, more than `buffer` holds) ends the connection (1006), as a
+ *   `read` that returns no byte count does.
  * - `whenReadable(listener)`, optional, calls `listener` once a `read` would not wait (bytes, the
  *   end or a failure are there): at once when that is so already, else from the transport's own
  *   event (a socket's; for a memory pair, the peer's write, end or close, or a later turn of the

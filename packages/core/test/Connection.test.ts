@@ -2356,12 +2356,12 @@ describe("Connection interruption", () => {
 
   it.effect("a transport of the user's that breaks its contract ends the connection with 1006 and a TransportError that says how, at once", () =>
     Effect.gen(function*() {
-      /** A server connection over the memory transport with `read` replaced, and what it ended with. */
-      const endedWith = (read: (buffer: Uint8Array) => Effect.Effect<number, Transport.TransportError>) =>
+      /** A server connection over the memory transport with its reads replaced, and what it ended with. */
+      const endedWithReads = (reads: (a: Transport.Transport) => Partial<Transport.Transport>) =>
         Effect.scoped(Effect.gen(function*() {
           const [a, b] = yield* Transport.makeMemoryPair()
           const { serverHandle } = yield* handles()
-          const connection = yield* Connection.make(serverHandle, Transport.make({ ...a, read, tryRead: undefined, whenReadable: undefined }))
+          const connection = yield* Connection.make(serverHandle, Transport.make({ ...a, ...reads(a) }))
           const peer = new RawPeer(b, true)
           yield* Effect.ignore(peer.send(0x1, encoder.encode("hello")))
           const { exit } = yield* drain(connection)
@@ -2369,6 +2369,8 @@ describe("Connection interruption", () => {
           const info = yield* connection.closed
           return [info.code, info.clean, error._tag, error.message, error._tag === "TransportError" ? String(error.cause) : ""]
         }))
+      const endedWith = (read: (buffer: Uint8Array) => Effect.Effect<number, Transport.TransportError>) =>
+        endedWithReads(() => ({ read, tryRead: undefined, whenReadable: undefined }))
       assert.deepStrictEqual(
         yield* endedWith(() => {
           throw new Error("a bug in read")
@@ -2383,6 +2385,15 @@ describe("Connection interruption", () => {
         yield* endedWith(() => Effect.fail("not a TransportError" as never)),
         [1006, false, "TransportError", "read failed", "not a TransportError"]
       )
+      // a tryRead that takes the bytes and then says none came (-1 is "none yet"), or more than fit
+      for (const [count, shown] of [[-2, "-2"], [NaN, "NaN"], [1e9, "1000000000"]] as const) {
+        assert.deepStrictEqual(
+          yield* endedWithReads((a) => ({
+            tryRead: (buffer) => a.tryRead!(buffer) > 0 ? count : -1
+          })),
+          [1006, false, "TransportError", `tryRead returned ${shown}, not a byte count from 0 to 4092 (or -1)`, "undefined"]
+        )
+      }
     }))
 
   it.effect("a transport close that never completes (or dies) holds the connection's end no longer than the close timeout", () =>
