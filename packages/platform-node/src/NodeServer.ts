@@ -182,6 +182,15 @@ const SOCKET_GRACE_MS = 1000
 const MAX_TIMER_MS = 2 ** 31 - 1
 
 /**
+ * Most header lines a request to the server of `req` may have: its `maxHeadersCount` (0: no
+ * limit), by default 1000, as Node's.
+ */
+const maxHeadersCount = (req: Http.IncomingMessage): number => {
+  const limit: unknown = (req.socket as Net.Socket & { readonly server?: { readonly maxHeadersCount?: unknown } }).server?.maxHeadersCount
+  return typeof limit === "number" && Number.isInteger(limit) && limit >= 0 ? limit : 1000
+}
+
+/**
  * Refuses an upgrade request with `status`: counted in the handshake failures with `reason`, and
  * recorded on the `WebSocket.accept` span.
  */
@@ -344,6 +353,13 @@ export const makeUpgradeHandler = <E, R, RA = never>(
         }
         if (req.httpVersionMajor < 1 || (req.httpVersionMajor === 1 && req.httpVersionMinor < 1)) {
           return yield* refused("HttpVersionNotSupported", socket, 505, "the WebSocket handshake needs HTTP/1.1 or later")
+        }
+        // More header lines than the server's `maxHeadersCount`: Node 24 answers 431 itself, Node 22
+        // keeps a few more than that and drops the rest without a word, which could hide one that
+        // matters (an `Origin`, say); a 431 from both
+        const headerLimit = maxHeadersCount(req)
+        if (headerLimit > 0 && req.rawHeaders.length > 2 * headerLimit) {
+          return yield* refused("HeaderTooLarge", socket, 431, `more than ${headerLimit} request headers`)
         }
         // Node hands what follows the headers to the connection: a body would be taken for frames
         const contentLength = req.headers["content-length"]

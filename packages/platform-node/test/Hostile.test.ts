@@ -6,6 +6,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Scope, Stream } from "effect"
 import { createHash } from "node:crypto"
+import * as Http from "node:http"
 import * as Net from "node:net"
 import * as V8 from "node:v8"
 import * as Vm from "node:vm"
@@ -308,6 +309,48 @@ describe("abusive handshakes", () => {
       yield* Effect.promise(() => peer.closed)
       assert.deepStrictEqual(closeCodes(peer.received()), [1000])
     }), 30_000)
+
+  it.live("an upgrade request with more header lines than its server's maxHeadersCount gets 431 (Node 22 hands it on, the rest cut off)", () =>
+    Effect.gen(function*() {
+      const onUpgrade = yield* NodeServer.makeUpgradeHandler(() => Effect.void)
+      /** What a client gets for an upgrade request of `extra` more header lines, handed on as Node's parser would. */
+      const answer = (extra: number, maxHeadersCount: number | undefined) =>
+        Effect.promise(() =>
+          new Promise<string>((resolve) => {
+            const server = Net.createServer((socket) => {
+              ;(server as unknown as { maxHeadersCount?: number | undefined }).maxHeadersCount = maxHeadersCount
+              const req = new Http.IncomingMessage(socket)
+              const lines = UPGRADE.split("\r\n").slice(1, -2).concat(Array.from({ length: extra }, (_, i) => `X-${i}: a`))
+              Object.assign(req, {
+                method: "GET",
+                url: "/",
+                httpVersionMajor: 1,
+                httpVersionMinor: 1,
+                rawHeaders: lines.flatMap((line) => line.split(": ")),
+                headers: Object.fromEntries(lines.map((line) => line.toLowerCase().split(": ")))
+              })
+              onUpgrade(req, socket, Buffer.alloc(0))
+            })
+            server.listen(0, "127.0.0.1", () => {
+              const client = Net.connect((server.address() as Net.AddressInfo).port, "127.0.0.1")
+              let text = ""
+              client.on("error", () => {})
+              client.on("data", (chunk) => {
+                text += chunk.toString("latin1")
+                if (!text.includes("\r\n")) return
+                client.destroy()
+                server.close()
+                resolve(text.split("\r\n")[0]!)
+              })
+            })
+          })
+        )
+      // the request has 5 header lines of its own
+      assert.strictEqual(yield* answer(995, undefined), "HTTP/1.1 101 Switching Protocols")
+      assert.strictEqual(yield* answer(1018, undefined), "HTTP/1.1 431 Request Header Fields Too Large")
+      assert.strictEqual(yield* answer(1018, 2000), "HTTP/1.1 101 Switching Protocols")
+      assert.strictEqual(yield* answer(1018, 0), "HTTP/1.1 101 Switching Protocols", "0: no limit, as for Node")
+    }))
 
   it.live("frames that come with the upgrade request, or while authorize runs, are all delivered", () =>
     Effect.gen(function*() {

@@ -121,7 +121,8 @@ describe("Options", () => {
       }
       assertRejects(Options.RequestPath, "/a b", "(\"/a%20b\")")
       assertRejects(Options.RequestPath, "/é", "(\"/%C3%A9\")")
-      assertRejects(Options.RequestPath, "/a{b}^", "(\"/a%7Bb%7D%5E\")")
+      // (not `^`: Node 24's URL parser encodes it, Node 22's does not)
+      assertRejects(Options.RequestPath, "/a{b}`", "(\"/a%7Bb%7D%60\")")
       assertRejects(Options.RequestPath, "/a\\b", "(\"/a/b\")")
       assertRejects(Options.RequestPath, "/a/../b", "(\"/b\")")
     })
