@@ -910,9 +910,10 @@ export const instrumentConnect = (shown: string) =>
  * spans and metrics are those of sockets.
  *
  * The layer is the server as well as the client (it also provides {@link Server}, the server's
- * open connections): the server lives as long as the layer, and its connections with it. Provide the layer around the whole program (as a server runs beside it),
- * not around each `connect`: once the layer's scope closes, its connections get 1001, as from a
- * server that shuts down, and new ones are refused (`ConnectError` with reason `Refused`).
+ * open connections): the server lives as long as the layer, and its connections with it. Provide
+ * the layer around the whole program (as a server runs beside it), not around each `connect`:
+ * once the layer's scope closes, its connections get 1001, as from a server that shuts down, and
+ * new ones are refused (`ConnectError` with reason `Refused`).
  * Unlike over a socket, the server's side of an attempt is part of it: a client's handshake
  * timeout (or interruption) also interrupts the server's `authorize`, and its handler never runs.
  *
