@@ -99,16 +99,32 @@ export const teardown: Runtime.Teardown = (exit, _onExit) => {
   const done = () => {
     if (--pending === 0) process.exit(code)
   }
-  const unwritten = () => process.stdout.writableLength + process.stderr.writableLength
   let before = unwritten()
+  let progressAt = Date.now()
   setInterval(() => {
     const now = unwritten()
-    if (now >= before) process.exit(code)
+    if (now.some((bytes, i) => bytes < before[i]!)) progressAt = Date.now()
+    else if (Date.now() - progressAt >= FLUSH_TIMEOUT_MS) process.exit(code)
     before = now
-  }, FLUSH_TIMEOUT_MS)
+  }, FLUSH_CHECK_MS)
   process.stdout.write("", done)
   process.stderr.write("", done)
 }
 
+/**
+ * What stdout and stderr still hold, as counts that go down as a reader takes the bytes: each
+ * stream's `writableLength`, and the `writeQueueSize` of its handle (pipes, TTYs, sockets). Both
+ * are needed: Node counts a write handed to the system in `writableLength` until the whole of it
+ * is written (8 MB on a pipe read at 1 MB/s stay 8 MB for 8 s), while the handle's queue falls as
+ * the reader takes them.
+ */
+const unwritten = (): ReadonlyArray<number> =>
+  [process.stdout, process.stderr].flatMap((stream) => {
+    const queued: unknown = (stream as { readonly _handle?: { readonly writeQueueSize?: unknown } })._handle?.writeQueueSize
+    return [stream.writableLength, typeof queued === "number" ? queued : 0]
+  })
+
 /** How long the end of a run waits for a reader of stdout or stderr that reads nothing. */
 const FLUSH_TIMEOUT_MS = 2000
+/** How often the end of a run looks whether a reader took something. */
+const FLUSH_CHECK_MS = 100
