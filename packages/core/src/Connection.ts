@@ -339,7 +339,10 @@ export interface Options {
   readonly protocol?: string | undefined
   /** The handshake headers, reported as {@link Connection.handshake}. */
   readonly handshake?: Handshake | undefined
-  /** The close code sent when the connection's scope closes while it is open. Default 1001 (going away). */
+  /**
+   * The close code sent when the connection's scope closes while it is open (1005: an empty Close,
+   * as with {@link Connection.close}). Default 1001 (going away).
+   */
   readonly closeCodeOnScopeClose?: number | undefined
 }
 

@@ -1643,6 +1643,20 @@ describe("Connection close", () => {
       yield* Scope.close(clientScope, Exit.void)
       assert.deepStrictEqual(yield* server.closed, { code: 4321, reason: "", clean: true, initiator: "remote" })
     }))
+
+  it.effect("closeCodeOnScopeClose 1005 sends an empty Close when the scope closes, as close(1005) does", () =>
+    Effect.gen(function*() {
+      const { clientHandle } = yield* handles()
+      const [a, b] = yield* Transport.makeMemoryPair()
+      const peer = new RawPeer(b, false)
+      const clientScope = yield* Scope.make()
+      yield* Connection.make(clientHandle, a, { closeCodeOnScopeClose: 1005, closeTimeout: "1 second" }).pipe(Scope.provide(clientScope))
+      const closing = yield* Effect.forkChild(Scope.close(clientScope, Exit.void))
+      const frame = yield* peer.nextFrame()
+      assert.deepStrictEqual([frame.opcode, frame.payload.length], [0x8, 0])
+      yield* TestClock.adjust("1 second")
+      yield* Fiber.join(closing)
+    }))
 })
 
 // ---------------------------------------------------------------------------------------------

@@ -324,7 +324,7 @@ describe("NodeClient options", () => {
         [{ connection: { messageBuffer: 1.5 } }, "messageBuffer"],
         [{ connection: { closeTimeout: "x" as never } }, "closeTimeout"],
         [{ connection: { keepalive: { interval: 0 } } }, "keepalive.interval"],
-        [{ connection: { closeCodeOnScopeClose: 1005 } }, "close code 1005"],
+        [{ connection: { closeCodeOnScopeClose: 1015 } }, "close code 1015"],
         [{ socketBuffers: { highWaterMark: -1 } }, "socketBuffers.highWaterMark"],
         [{ socketBuffers: { writeBufferLimit: Number.NaN } }, "socketBuffers.writeBufferLimit"],
         [{ headers: ["chat"] as never }, "headers"],

@@ -524,7 +524,7 @@ describe("options and callbacks", () => {
         [{ maxMessageSize: -5 }, "maxMessageSize"],
         [{ properties: { receiveBufferSize: 3 } }, "receiveBufferSize"],
         [{ connection: { messageBuffer: 0 } }, "messageBuffer"],
-        [{ connection: { closeCodeOnScopeClose: 1005 } }, "close code 1005"],
+        [{ connection: { closeCodeOnScopeClose: 1015 } }, "close code 1015"],
         [{ connection: { keepalive: { interval: 0 } } }, "keepalive.interval"],
         [{ handshakeTimeout: "abc" as never }, "handshakeTimeout must be a duration"],
         [{ shutdownTimeout: -1 }, "shutdownTimeout may not be negative"],

@@ -41,6 +41,21 @@ export const CloseCode = Schema.Number.check(
   )
 )
 
+/**
+ * A close code a connection may be asked to close with: one that travels on the wire
+ * ({@link CloseCode}), or 1005 for an empty Close (no code, no reason: `websocket.h`'s NULL close
+ * buffer), as `Connection.close(1005)` in `@effect-websocket/core` sends.
+ *
+ * @category schemas
+ * @since 0.1.0
+ */
+export const CloseRequestCode = Schema.Number.check(
+  Schema.makeFilter((code: number) =>
+    isWireCloseCode(code) || code === 1005 ||
+    `close code ${code} may not be sent: use 1000-1003, 1007-1014 or 3000-4999, or 1005 for an empty Close (1004 is reserved; 1006 and 1015 are local only)`
+  )
+)
+
 const encoder = new TextEncoder()
 
 /**

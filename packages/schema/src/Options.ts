@@ -7,7 +7,7 @@
  * @since 0.1.0
  */
 import { Duration, Option, Schema, SchemaTransformation } from "effect"
-import { CloseCode } from "./CloseStatus.ts"
+import { CloseRequestCode } from "./CloseStatus.ts"
 import { quote } from "./internal/quote.ts"
 
 /** The keys of `Duration.DurationObject`. */
@@ -134,7 +134,8 @@ export const KeepaliveOptions = Schema.Struct({
 /**
  * The settings of a connection (see `Connection.Options` in `@effect-websocket/core`): the close
  * timeout (zero or more, `Infinity` allowed), the message buffer (at least 1 message), the
- * keepalive, and the close code sent when the connection's scope closes (one that may be sent).
+ * keepalive, and the close code sent when the connection's scope closes (one that may be sent, or
+ * 1005 for an empty Close).
  *
  * @category schemas
  * @since 0.1.0
@@ -145,7 +146,7 @@ export const ConnectionOptions = Schema.Struct({
   keepalive: Schema.optional(KeepaliveOptions),
   protocol: Schema.optional(Schema.String),
   handshake: Schema.optional(Schema.Unknown),
-  closeCodeOnScopeClose: Schema.optional(CloseCode)
+  closeCodeOnScopeClose: Schema.optional(CloseRequestCode)
 })
 
 /**

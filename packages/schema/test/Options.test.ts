@@ -78,7 +78,9 @@ describe("Options", () => {
       assertRejects(Options.ConnectionOptions, { keepalive: { interval: 0 } }, "keepalive.interval must be more than zero")
       assertRejects(Options.ConnectionOptions, { keepalive: {} }, "interval")
       assertRejects(Options.ConnectionOptions, { keepalive: { interval: 1000, frame: "beep" } }, "frame")
-      assertRejects(Options.ConnectionOptions, { closeCodeOnScopeClose: 1005 }, "close code 1005 may not be sent")
+      assertRejects(Options.ConnectionOptions, { closeCodeOnScopeClose: 1006 }, "close code 1006 may not be sent", "1005 for an empty Close")
+      // (1005 asks for an empty Close, as Connection.close(1005) does)
+      assert.strictEqual(Schema.decodeUnknownSync(Options.ConnectionOptions)({ closeCodeOnScopeClose: 1005 }).closeCodeOnScopeClose, 1005)
     })
 
     it.prop(
