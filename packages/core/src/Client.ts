@@ -245,7 +245,8 @@ export interface UpgradeRequest {
  * What a server runs for every connection, in its own fiber; the connection closes when it
  * returns (1000), or with 1011 when it fails. Its `Scope` is the connection's, which the server
  * provides: what it acquires (`Effect.acquireRelease`, `Effect.forkScoped`) is released once it
- * returns and its connection is closed.
+ * returns and its connection is closed. The server provides its {@link Server} too (its open
+ * connections, to broadcast).
  *
  * @category models
  * @since 0.1.0
@@ -264,6 +265,11 @@ export type Handler<E = unknown, R = never> = (
  * @since 0.1.0
  */
 export interface Server {
+  /**
+   * A URL that reaches the server: `ws://host:port/path` (or `wss://`) over sockets, and
+   * `ws://memory/path` in memory (where any URL does), the `path` option's or `/`.
+   */
+  readonly url: string
   /** Connections currently open. */
   readonly connections: Effect.Effect<number>
   /**
@@ -284,18 +290,32 @@ export interface Server {
 export const Server: Context.Service<Server, Server> = Context.Service<Server>("@effect-websocket/core/Client/Server")
 
 /**
- * Keeps the open connections of a server that runs `handler`: the returned handler lists each
- * connection from when it starts until the connection closes or the handler ends, and `server`
- * tells them. Shared by the servers over sockets and in memory.
+ * Keeps the open connections of a server that runs `handler` with `options`: the returned handler
+ * lists each connection from when it starts until the connection closes or the handler ends, and
+ * `server` tells them. The handler and the `authorize` hook of the returned options get that
+ * {@link Server} as a service (to broadcast, to count), so a server's own requirements never
+ * include it. Shared by the servers over sockets and in memory.
  *
  * @category constructors
  * @since 0.1.0
  */
-export const trackConnections = <E, R>(handler: Handler<E, R>): {
-  readonly handler: Handler<E, R>
+export const trackConnections = <E, R, RA>(handler: Handler<E, R>, options: ServeOptions<RA> | undefined): {
+  readonly handler: Handler<E, Exclude<R, Server>>
+  readonly authorize: ServeOptions<Exclude<RA, Server>>["authorize"]
   readonly server: Server
+  /** Sets the server's `url`, once it is known (a socket server's port, say). */
+  readonly listening: (url: string) => void
 } => {
   const live = new Set<Connection.Connection>()
+  let url = ""
+  const server: Server = {
+    get url() {
+      return url
+    },
+    connections: Effect.sync(() => live.size),
+    clients: Effect.sync(() => Array.from(live))
+  }
+  const authorize = options?.authorize
   return {
     handler: (connection, request) =>
       Effect.suspend(() => {
@@ -304,14 +324,17 @@ export const trackConnections = <E, R>(handler: Handler<E, R>): {
         return Effect.ensuring(
           Effect.andThen(
             Effect.forkChild(Effect.andThen(connection.closed, forget)),
-            runCallback("handler", () => handler(connection, request))
+            Effect.provideService(runCallback("handler", () => handler(connection, request)), Server, server)
           ),
           forget
         )
       }),
-    server: {
-      connections: Effect.sync(() => live.size),
-      clients: Effect.sync(() => Array.from(live))
+    // (one that is no function is left as it is, for the options' check to refuse)
+    authorize: typeof authorize !== "function" ? authorize : (request) =>
+      Effect.provideService(runCallback("authorize hook", () => authorize(request)), Server, server),
+    server,
+    listening: (at) => {
+      url = at
     }
   }
 }
@@ -397,7 +420,10 @@ export interface ServeOptions<RA = never> {
    * Decides whether to accept a request (headers, `Origin`, path), as `ws`'s `verifyClient`: fail
    * with a {@link Rejection} to refuse. Asked only for a well-formed upgrade request (see
    * {@link checkUpgradeRequest}). The handler later gets the same request object (see
-   * {@link UpgradeRequest}).
+   * {@link UpgradeRequest}). It runs in the connection's scope: what it acquires
+   * (`Effect.acquireRelease`, a per-user slot say) is released once the connection's handler is
+   * done and the connection closed, or at once when the request is refused or the attempt fails.
+   * It can read its server's {@link Server} (to refuse beyond a number of connections, say).
    */
   readonly authorize?: ((request: UpgradeRequest) => Effect.Effect<void, Rejection, RA>) | undefined
   /**
@@ -923,12 +949,13 @@ export const instrumentConnect = (shown: string) =>
 export const layerMemory = <E, R, RA = never>(
   handler: Handler<E, R>,
   options?: ServeOptions<RA>
-): Layer.Layer<Client | Server, InvalidParameter, Exclude<R, Scope.Scope> | RA> =>
+): Layer.Layer<Client | Server, InvalidParameter, Exclude<Exclude<R | RA, Server>, Scope.Scope>> =>
   Layer.effectContext(
     Effect.gen(function*() {
       yield* checkServeOptions(options, handler)
-      const tracked = trackConnections(handler)
-      const context = yield* Effect.context<R | RA>()
+      const tracked = trackConnections(handler, options)
+      tracked.listening(`ws://memory${options?.path ?? "/"}`)
+      const context = yield* Effect.context<Exclude<R | RA, Server>>()
       /** The server's scope: each connection's server side lives in a scope of its own in it, as over a socket. */
       const serverScope = yield* Effect.scope
       /** The span the layer was built in: over a socket, the parent of a request's span that carries none. */
@@ -957,7 +984,7 @@ export const layerMemory = <E, R, RA = never>(
           }).pipe(Effect.catchTag("InvalidProtocolOperation", (error) => Effect.die(error)))
           const offered = connectOptions?.protocols ?? []
           const request: UpgradeRequest = { url: target.path, headers: requestHeaders, protocols: offered, remoteAddress: "memory" }
-          const { responseHeaders, selected, span } = yield* acceptInMemory(server, request, shown, options, serverScope, serverParent).pipe(
+          const { responseHeaders, selected, span } = yield* acceptInMemory(server, request, shown, { ...options, authorize: tracked.authorize }, serverScope, connectionScope, serverParent).pipe(
             // (the server's services, as its handler has them; the caller's where it has none, a
             // tracer; and the caller's span stays the parent: the accept span is the connect's child)
             Effect.updateContext((current: Context.Context<never>) => {
@@ -1023,6 +1050,7 @@ const acceptInMemory = <RA>(
   shown: string,
   options: ServeOptions<RA> | undefined,
   serverScope: Scope.Scope,
+  connectionScope: Scope.Scope,
   serverParent: Tracer.AnySpan | undefined
 ) => {
   /** Answers the request with `status`, as a server over a socket: counted and on the span. */
@@ -1047,7 +1075,9 @@ const acceptInMemory = <RA>(
     yield* checkUpgradeRequest(request.headers).pipe(Effect.catch((error) => refuseHandshake(error)))
     const authorize = options?.authorize
     if (authorize !== undefined) {
-      const verdict = yield* Effect.exit(runCallback("authorize hook", () => authorize(request)))
+      // (in the connection's scope, as over a socket: what it acquires is released once the
+      // handler is done, or at once when the attempt fails)
+      const verdict = yield* Effect.exit(Scope.provide(runCallback("authorize hook", () => authorize(request)), connectionScope))
       if (Exit.isFailure(verdict)) {
         const failure = Cause.findErrorOption(verdict.cause)
         if (Option.isSome(failure) && failure.value instanceof Rejection) {

@@ -274,6 +274,7 @@ describe("Client.layerMemory handlers", () => {
         Client.layerMemory((c) => Effect.andThen(c.closed, Deferred.await(handlerDone)))
       )
       const server = Context.get(context, Client.Server)
+      assert.strictEqual(server.url, "ws://memory/")
       assert.strictEqual(yield* server.connections, 0)
       const a = yield* Effect.provide(Client.connect("ws://memory/"), context)
       const b = yield* Effect.provide(Client.connect("ws://memory/"), context)

@@ -491,7 +491,7 @@ export const makeUpgradeHandler = <E, R, RA = never>(
 export const serve = <E, R, RA = never>(
   handler: Client.Handler<E, R>,
   options?: ServeOptions<RA>
-): Effect.Effect<Server, ServeFailure, Scope.Scope | R | RA> =>
+): Effect.Effect<Server, ServeFailure, Scope.Scope | Exclude<R | RA, Client.Server>> =>
   Effect.gen(function*() {
     // (before anything listens; the upgrade handler below checks the options again, for itself)
     yield* Client.checkServeOptions(options, handler)
@@ -598,7 +598,7 @@ export const serve = <E, R, RA = never>(
       })
     })
     /** The connections open: each from when its handler starts until it closes or its handler ends. */
-    const tracked = Client.trackConnections(handler)
+    const tracked = Client.trackConnections(handler, options)
     // Shutdown is bounded by shutdownTimeout even when the connections' own close timeout is longer:
     // past it, the closing handshakes still waiting for a silent peer are cut off (1006), those of
     // connections whose handler already returned too. The watchdog starts once accepting stops and
@@ -612,7 +612,7 @@ export const serve = <E, R, RA = never>(
       socket.on("error", ignoreError) // (Node no longer listens to an upgraded socket's errors)
       endSocket(socket)
     }
-    const onUpgrade = unlessAfterLast(yield* makeUpgradeHandler(tracked.handler, options))
+    const onUpgrade = unlessAfterLast(yield* makeUpgradeHandler(tracked.handler, { ...options, authorize: tracked.authorize }))
     server.on("upgrade", onUpgrade)
     // Runs first on shutdown: stop accepting before the connections are closed. The listener
     // closes (as a closed ws server's); an upgrade that still comes, over a connection already
@@ -644,11 +644,13 @@ export const serve = <E, R, RA = never>(
     const address = server.address() as Net.AddressInfo
     // a host name given stays in the URL (the name a certificate carries); an address is the one bound
     const urlHost = Net.isIP(host) === 0 ? host : address.family === "IPv6" ? `[${address.address}]` : address.address
+    tracked.listening(`${tls !== undefined ? "wss" : "ws"}://${urlHost}:${address.port}${options?.path ?? "/"}`)
     return {
       [TypeId]: TypeId,
       address,
-      url: `${tls !== undefined ? "wss" : "ws"}://${urlHost}:${address.port}${options?.path ?? "/"}`,
-      ...tracked.server
+      url: tracked.server.url,
+      connections: tracked.server.connections,
+      clients: tracked.server.clients
     } satisfies Server
   })
 
@@ -663,5 +665,5 @@ export const serve = <E, R, RA = never>(
 export const layer = <E, R, RA = never>(
   handler: Client.Handler<E, R>,
   options?: ServeOptions<RA>
-): Layer.Layer<Server | Client.Server, ServeFailure, Exclude<R, Scope.Scope> | RA> =>
+): Layer.Layer<Server | Client.Server, ServeFailure, Exclude<Exclude<R | RA, Client.Server>, Scope.Scope>> =>
   Layer.effectContext(Effect.map(serve(handler, options), (server) => Context.make(Server, server).pipe(Context.add(Client.Server, server))))

@@ -87,34 +87,66 @@ describe("NodeServer + NodeClient", () => {
       assert.strictEqual(yield* server.connections, 2)
     }))
 
-  it.live("Client.Server: one program counts a server's connections and broadcasts to them over sockets and in memory alike", () =>
+  it.live("Client.Server: one program counts a server's connections and broadcasts to them over sockets and in memory alike; its handler and authorize read it too", () =>
     Effect.gen(function*() {
-      const handler = (connection: Connection.Connection) => Effect.asVoid(connection.closed)
+      const events: Array<string> = []
+      // (the handler and authorize read Client.Server: the layers need nothing for it)
+      const handler = (connection: Connection.Connection) =>
+        Stream.runForEach(connection.messages, () =>
+          Effect.gen(function*() {
+            const server = yield* Client.Server
+            yield* connection.send(`${yield* server.connections} open`)
+          }))
+      const options = {
+        authorize: () =>
+          Effect.gen(function*() {
+            const server = yield* Client.Server
+            if ((yield* server.connections) >= 2) return yield* new NodeServer.Rejection({ status: 503, message: "full" })
+            // (released once the connection's handler is done: authorize runs in the connection's scope)
+            yield* Effect.acquireRelease(Effect.sync(() => events.push("slot taken")), () => Effect.sync(() => events.push("slot given back")))
+          })
+      }
       /** Written against Client and Client.Server only; returns what it saw. */
-      const program = (url: string) =>
-        Effect.gen(function*() {
-          const server = yield* Client.Server
-          const seen: Array<unknown> = [yield* server.connections]
-          const a = yield* Client.connect(url)
-          const b = yield* Client.connect(url)
-          // (a server counts a connection once its handler starts, which may come after the client's 101)
-          assert.isTrue(yield* eventually(() => Effect.runSync(server.connections) === 2))
-          const clients = yield* server.clients
-          seen.push(clients.length, new Set(clients).size)
-          yield* Effect.forEach(clients, (client) => client.send("to all"), { concurrency: "unbounded", discard: true })
-          for (const connection of [a, b]) seen.push(...yield* Stream.runCollect(Stream.take(connection.messages, 1)))
-          yield* a.close(1000)
-          assert.isTrue(yield* eventually(() => Effect.runSync(server.connections) === 1), "the closed connection is no longer counted")
-          const [left] = yield* server.clients
-          yield* left!.send("to b")
-          seen.push(...yield* Stream.runCollect(Stream.take(b.messages, 1)))
-          return seen
-        }).pipe(Effect.scoped)
-      const overSockets = yield* Effect.flatMap(NodeServer.Server, (server) => program(server.url)).pipe(
-        Effect.provide(Layer.merge(NodeServer.layer(handler, { host: "127.0.0.1" }), NodeClient.layer))
+      const program = Effect.gen(function*() {
+        events.length = 0 // (the last run's server gave its last slot back as it shut down)
+        const server = yield* Client.Server
+        const seen: Array<unknown> = [yield* server.connections]
+        const a = yield* Client.connect(server.url)
+        const b = yield* Client.connect(server.url)
+        // (a server counts a connection once its handler starts, which may come after the client's 101)
+        assert.isTrue(yield* eventually(() => Effect.runSync(server.connections) === 2))
+        const third = yield* Effect.flip(Client.connect(server.url))
+        seen.push(third._tag === "HandshakeRejected" ? [third.status, third.reason] : third._tag)
+        const clients = yield* server.clients
+        seen.push(clients.length, new Set(clients).size)
+        yield* Effect.forEach(clients, (client) => client.send("to all"), { concurrency: "unbounded", discard: true })
+        for (const connection of [a, b]) seen.push(...yield* Stream.runCollect(Stream.take(connection.messages, 1)))
+        yield* a.send("stats?")
+        seen.push(...yield* Stream.runCollect(Stream.take(a.messages, 1)))
+        yield* a.close(1000)
+        assert.isTrue(yield* eventually(() => Effect.runSync(server.connections) === 1), "the closed connection is no longer counted")
+        assert.isTrue(yield* eventually(() => events.length === 3), "its slot was given back")
+        const [left] = yield* server.clients
+        yield* left!.send("to b")
+        seen.push(...yield* Stream.runCollect(Stream.take(b.messages, 1)))
+        seen.push([...events])
+        return seen
+      }).pipe(Effect.scoped)
+      const overSockets = yield* program.pipe(
+        Effect.provide(Layer.merge(NodeServer.layer(handler, { host: "127.0.0.1", path: "/feed", ...options }), NodeClient.layer))
       )
-      const inMemory = yield* program("ws://memory.test/").pipe(Effect.provide(Client.layerMemory(handler)))
-      assert.deepStrictEqual(inMemory, [0, 2, 2, "to all", "to all", "to b"])
+      const inMemory = yield* program.pipe(Effect.provide(Client.layerMemory(handler, { path: "/feed", ...options })))
+      assert.deepStrictEqual(inMemory, [
+        0,
+        [503, "full"],
+        2,
+        2,
+        "to all",
+        "to all",
+        "2 open",
+        "to b",
+        ["slot taken", "slot taken", "slot given back"]
+      ])
       assert.deepStrictEqual(overSockets, inMemory)
     }))
 
