@@ -1084,7 +1084,7 @@ export const make = (
       Effect.gen(function*() {
         if (engine.state === HandleState.Open || engine.state === HandleState.CloseReceived) {
           if (initiator === "none") initiator = "local"
-          yield* Effect.ignore(Effect.timeout(sendFrame(BufferType.BufferType.Close, undefined, code), closeTimeout))
+          yield* Effect.ignore(Effect.timeout(sendFrame(BufferType.BufferType.Close, undefined, closeStatusOnWire(code)), closeTimeout))
         }
         engine.abort()
         yield* closeTransport

@@ -1490,23 +1490,28 @@ describe("Connection close", () => {
 
   it.effect("a connection made in a scope that is already closed ends at once (its reader never runs, no answer can be read)", () =>
     Effect.gen(function*() {
-      const { clientHandle } = yield* handles()
-      const [a, b] = yield* Transport.makeMemoryPair()
-      const peer = new RawPeer(b, false)
-      const closedScope = yield* Scope.make()
-      yield* Scope.close(closedScope, Exit.void)
-      // (as a connect that completes after its caller gave up)
-      const making = yield* Effect.forkChild(Connection.make(clientHandle, a, { closeTimeout: "5 seconds" }).pipe(Scope.provide(closedScope)))
-      yield* settle
-      const made = making.pollUnsafe()
-      assert.isTrue(made !== undefined && Exit.isSuccess(made), "make waits for an answer that nobody reads")
-      const info = yield* (made as Exit.Success<Connection.Connection>).value.closed
-      assert.strictEqual(info.code, 1006)
-      assert.strictEqual(info.clean, false)
-      // the peer got our Close (1001, going away), then the end of the transport
-      const frame = yield* peer.readFrame()
-      assert.isTrue(frame !== "eof" && frame.opcode === 0x8)
-      assert.strictEqual(yield* peer.readFrame(), "eof")
+      // the peer gets our Close (1001, going away; or the empty one closeCodeOnScopeClose 1005 asks for), then the end
+      for (const [closeCodeOnScopeClose, payload] of [[undefined, [0x03, 0xe9]], [1005, []]] as const) {
+        const { clientHandle } = yield* handles()
+        const [a, b] = yield* Transport.makeMemoryPair()
+        const peer = new RawPeer(b, false)
+        const closedScope = yield* Scope.make()
+        yield* Scope.close(closedScope, Exit.void)
+        // (as a connect that completes after its caller gave up)
+        const making = yield* Effect.forkChild(
+          Connection.make(clientHandle, a, { closeTimeout: "5 seconds", closeCodeOnScopeClose }).pipe(Scope.provide(closedScope))
+        )
+        yield* settle
+        const made = making.pollUnsafe()
+        assert.isTrue(made !== undefined && Exit.isSuccess(made), "make waits for an answer that nobody reads")
+        const info = yield* (made as Exit.Success<Connection.Connection>).value.closed
+        assert.strictEqual(info.code, 1006)
+        assert.strictEqual(info.clean, false)
+        const frame = yield* peer.readFrame()
+        assert.isTrue(frame !== "eof" && frame.opcode === 0x8)
+        assert.deepStrictEqual(frame !== "eof" ? [...frame.payload] : [], [...payload])
+        assert.strictEqual(yield* peer.readFrame(), "eof")
+      }
     }))
 
   it.effect("close timeout: the transport is closed even when the reader is interrupted while it closes it", () =>
