@@ -245,8 +245,9 @@ export interface UpgradeRequest {
  * What a server runs for every connection, in its own fiber; the connection closes when it
  * returns (1000), or with 1011 when it fails. Its `Scope` is the connection's, which the server
  * provides: what it acquires (`Effect.acquireRelease`, `Effect.forkScoped`) is released once it
- * returns and its connection is closed. The server provides its {@link Server} too (its open
- * connections, to broadcast).
+ * returns and its connection is closed. Servers that keep their connections (`NodeServer.serve`
+ * and `NodeServer.layer`, {@link layerMemory}) provide their {@link Server} too (to broadcast);
+ * `NodeServer.makeUpgradeHandler` does not.
  *
  * @category models
  * @since 0.1.0

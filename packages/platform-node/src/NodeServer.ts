@@ -182,12 +182,13 @@ const SOCKET_GRACE_MS = 1000
 const MAX_TIMER_MS = 2 ** 31 - 1
 
 /**
- * Most header lines a request to the server of `req` may have: its `maxHeadersCount` (0: no
- * limit), by default 1000, as Node's.
+ * Most header lines a request to the server of `req` may have, as Node's parser reads the server's
+ * `maxHeadersCount`: 1000 when it is not a number, none when it comes to 0 or less as a 32-bit
+ * integer (0, a negative number, `Infinity`, `NaN`).
  */
 const maxHeadersCount = (req: Http.IncomingMessage): number => {
   const limit: unknown = (req.socket as Net.Socket & { readonly server?: { readonly maxHeadersCount?: unknown } }).server?.maxHeadersCount
-  return typeof limit === "number" && Number.isInteger(limit) && limit >= 0 ? limit : 1000
+  return typeof limit === "number" ? (limit << 1) / 2 : 1000
 }
 
 /**
