@@ -293,7 +293,7 @@ export const Server: Context.Service<Server, Server> = Context.Service<Server>("
 /**
  * Keeps the open connections of a server that runs `handler` with `options`: the returned handler
  * lists each connection from when it starts until the connection closes or the handler ends, and
- * `server` tells them. The handler and the `authorize` hook of the returned options get that
+ * `server` tells them. The returned handler and `authorize` hook (the one of `options`) get that
  * {@link Server} as a service (to broadcast, to count), so a server's own requirements never
  * include it. Shared by the servers over sockets and in memory.
  *
