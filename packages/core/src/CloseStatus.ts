@@ -66,3 +66,15 @@ export const isWireCloseCode: (code: number) => boolean = Schema.isWireCloseCode
  * @since 0.1.0
  */
 export const MAX_CLOSE_REASON_LENGTH: number = Schema.MAX_CLOSE_REASON_LENGTH
+
+/**
+ * `reason` cut to at most {@link MAX_CLOSE_REASON_LENGTH} UTF-8 bytes, never inside a character,
+ * with each lone surrogate as U+FFFD: a close reason made from text of any length, which `close`
+ * would refuse (`InvalidParameter`), fits then, e.g.
+ * `connection.close(1011, CloseStatus.truncateReason(error.message))`.
+ *
+ * @see websocket.h `WEB_SOCKET_MAX_CLOSE_REASON_LENGTH`
+ * @category combinators
+ * @since 0.1.0
+ */
+export const truncateReason: (reason: string) => string = Schema.truncateReason

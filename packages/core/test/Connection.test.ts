@@ -1359,7 +1359,7 @@ describe("Connection close", () => {
       assert.deepStrictEqual(yield* Fiber.join(closing), { code: 1000, reason: "", clean: true, initiator: "local" })
     }))
 
-  it.effect("close with 999, 1006, 5000, a reason over 123 bytes or 1005 with a reason fails with InvalidParameter, the connection stays usable", () =>
+  it.effect("close with 999, 1006, 5000, a reason over 123 bytes or 1005 with a reason fails with InvalidParameter, the connection stays usable; a reason cut by truncateReason goes through", () =>
     Effect.gen(function*() {
       const [client, server] = yield* Connection.makeMemoryPair()
       yield* Effect.forkScoped(Stream.runForEach(server.messages, (m) => server.send(m)))
@@ -1379,8 +1379,11 @@ describe("Connection close", () => {
       }
       yield* client.send("still open")
       assert.deepStrictEqual(yield* Stream.runCollect(Stream.take(client.messages, 1)), ["still open"])
-      const reason = "r".repeat(123)
+      // what CloseStatus.truncateReason makes of a longer reason fits
+      const reason = CloseStatus.truncateReason("r".repeat(60) + "é".repeat(62))
+      assert.strictEqual(reason, "r".repeat(60) + "é".repeat(31)) // 122 bytes
       assert.deepStrictEqual(yield* client.close(1000, reason), { code: 1000, reason, clean: true, initiator: "local" })
+      assert.deepStrictEqual(yield* server.closed, { code: 1000, reason, clean: true, initiator: "remote" })
     }))
 
   it.effect("the consumer closes as it handles a message, with more messages on their way than the buffer holds: the close completes at once", () =>

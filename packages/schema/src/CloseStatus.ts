@@ -67,6 +67,20 @@ const encoder = new TextEncoder()
 export const utf8Length = (s: string): number => encoder.encode(s).length
 
 /**
+ * `reason` cut to at most {@link MAX_CLOSE_REASON_LENGTH} UTF-8 bytes, never inside a character,
+ * with each lone surrogate as U+FFFD: a reason made from text of any length (an error's message,
+ * say) that a Close frame can carry, where {@link CloseReason} refuses it.
+ *
+ * @category combinators
+ * @since 0.1.0
+ */
+export const truncateReason = (reason: string): string => {
+  const wellFormed = reason.toWellFormed()
+  // (`encodeInto` stops before a character that does not fit: `read` is where to cut)
+  return wellFormed.slice(0, encoder.encodeInto(wellFormed, new Uint8Array(MAX_CLOSE_REASON_LENGTH)).read)
+}
+
+/**
  * A close reason: well-formed Unicode of at most {@link MAX_CLOSE_REASON_LENGTH} UTF-8 bytes
  * (RFC 6455 section 5.5: control frame payloads are at most 125 bytes).
  *

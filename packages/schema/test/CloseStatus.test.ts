@@ -109,6 +109,43 @@ describe("CloseStatus", () => {
       }
     })
 
+    describe("truncateReason", () => {
+      it("keeps a reason that fits and cuts a longer one at 123 bytes, never inside a character", () => {
+        for (const reason of ["", "going away", "a".repeat(123), "é".repeat(61) + "a", "😀".repeat(30) + "abc"]) {
+          assert.strictEqual(CloseStatus.truncateReason(reason), reason)
+        }
+        assert.strictEqual(CloseStatus.truncateReason("a".repeat(124)), "a".repeat(123))
+        assert.strictEqual(CloseStatus.truncateReason("é".repeat(62)), "é".repeat(61)) // 122 bytes: the next é would make 124
+        assert.strictEqual(CloseStatus.truncateReason("€".repeat(42)), "€".repeat(41))
+        assert.strictEqual(CloseStatus.truncateReason("a" + "😀".repeat(31)), "a" + "😀".repeat(30)) // 121 bytes
+        assert.strictEqual(CloseStatus.truncateReason("x".repeat(10_000)), "x".repeat(123))
+      })
+
+      it("replaces lone surrogates, which have no UTF-8 encoding", () => {
+        assert.strictEqual(CloseStatus.truncateReason("a\uD800b"), "a\uFFFDb")
+        assert.strictEqual(CloseStatus.truncateReason("😀".slice(1) + "ok"), "\uFFFDok")
+      })
+
+      it.prop(
+        "gives the longest prefix of the well-formed reason that CloseReason accepts",
+        { unit: codeUnitString, text: Arbitrary.schema(Schema.String), times: intArbitrary(1, 70) },
+        ({ text, times, unit }) => {
+          for (const s of [text, unit.repeat(times), text.repeat(times), (unit + text).repeat(times)]) {
+            const cut = CloseStatus.truncateReason(s)
+            const wellFormed = s.toWellFormed()
+            assert.isTrue(wellFormed.startsWith(cut), JSON.stringify(s))
+            assert.strictEqual(decodeOk(CloseStatus.CloseReason, cut), cut)
+            if (cut.length < wellFormed.length) {
+              // one more character would not fit
+              const next = String.fromCodePoint(wellFormed.codePointAt(cut.length)!)
+              assert.isAbove(Buffer.byteLength(cut + next, "utf8"), 123, JSON.stringify(s))
+            }
+          }
+        },
+        { arbitrary: { runs: 300 } }
+      )
+    })
+
     it.prop(
       "accepts a string iff it is well formed and at most 123 UTF-8 bytes",
       { unit: codeUnitString, text: Arbitrary.schema(Schema.String), times: intArbitrary(1, 70) },
