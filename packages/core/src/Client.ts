@@ -70,6 +70,16 @@ export class HandshakeRejected extends Schema.TaggedError<HandshakeRejected>()("
 }) {
   /** @internal */
   readonly [TypeId] = TypeId
+
+  /**
+   * The answer's header `name` (any case; repeated fields joined with `, `), `undefined` when it
+   * has none: `rejected.header("Retry-After")`, `rejected.header("WWW-Authenticate")`.
+   *
+   * @since 0.1.0
+   */
+  header(name: string): string | undefined {
+    return HttpHeader.getCombined(this.headers, name)
+  }
 }
 
 /**

@@ -604,6 +604,17 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
       assert.deepStrictEqual(yield* statusOf("ws://h/chat?deny"), [403, "Forbidden", [...answer("go away"), { name: "X-Why", value: "denied" }]])
       assert.deepStrictEqual(yield* statusOf("ws://h/chat?break"), [500, "Internal Server Error", answer("the upgrade failed")])
       assert.strictEqual(requests.length, 1, "no refused request reached the handler")
+      // its headers by name, in any case, repeated ones joined
+      const refused = yield* Effect.flip(Effect.scoped(connect("ws://h/chat?deny")))
+      assert.strictEqual(refused._tag, "HandshakeRejected")
+      if (refused._tag === "HandshakeRejected") {
+        assert.deepStrictEqual(
+          [refused.header("x-why"), refused.header("CONTENT-TYPE"), refused.header("Retry-After")],
+          ["denied", "text/plain; charset=utf-8", undefined]
+        )
+        const repeated = new Client.HandshakeRejected({ ...refused, message: refused.message, headers: [{ name: "Vary", value: "a" }, { name: "vary", value: "b" }] })
+        assert.strictEqual(repeated.header("VARY"), "a, b")
+      }
       // a bad path is refused when the layer is built, as by a server
       const error = yield* Effect.flip(Layer.build(Client.layerMemory(() => Effect.void, { path: "chat" })))
       assert.strictEqual(error._tag, "InvalidParameter")
