@@ -472,6 +472,23 @@ export interface ServeOptions<RA = never> {
 }
 
 /**
+ * Options of {@link layerMemory}: a server's ({@link ServeOptions}), and how much each of its
+ * connections buffers in memory.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface MemoryServeOptions<RA = never> extends ServeOptions<RA> {
+  /**
+   * Bytes each connection's in-memory transport buffers each way before writers wait (default 64
+   * KiB; at least 1, or `Infinity`), as `socketBuffers` bounds a socket's: a small one puts a test's
+   * slow reader or large messages under backpressure; another value is an `InvalidParameter`
+   * when the layer is built.
+   */
+  readonly highWaterMark?: number | undefined
+}
+
+/**
  * The subprotocol a server selects for `request` ({@link ServeOptions.selectProtocol}, by
  * default the client's first offer): none without asking when the client offered none.
  *
@@ -953,17 +970,21 @@ export const instrumentConnect = (shown: string) =>
  * new ones are refused (`ConnectError` with reason `Refused`).
  * Unlike over a socket, the server's side of an attempt is part of it: a client's handshake
  * timeout (or interruption) also interrupts the server's `authorize`, and its handler never runs.
+ * Each connection buffers `highWaterMark` bytes each way (64 KiB by default), as a socket does.
  *
  * @category layers
  * @since 0.1.0
  */
 export const layerMemory = <E, R, RA = never>(
   handler: Handler<E, R>,
-  options?: ServeOptions<RA>
+  options?: MemoryServeOptions<RA>
 ): Layer.Layer<Client | Server, InvalidParameter, Exclude<Exclude<R | RA, Server>, Scope.Scope>> =>
   Layer.effectContext(
     Effect.gen(function*() {
       yield* checkServeOptions(options, handler)
+      const highWaterMark = options?.highWaterMark === undefined
+        ? undefined
+        : yield* decodeParameter(Options.ByteLimit("highWaterMark", 1, true), "highWaterMark", options.highWaterMark)
       const tracked = trackConnections(handler, options)
       tracked.listening(`ws://memory${options?.path ?? "/"}`)
       const context = yield* Effect.context<Exclude<R | RA, Server>>()
@@ -1004,7 +1025,7 @@ export const layerMemory = <E, R, RA = never>(
               return Option.isSome(parent) ? Context.add(merged, Tracer.ParentSpan, parent.value) : merged
             })
           )
-          const [a, b] = yield* makeMemoryPair()
+          const [a, b] = yield* makeMemoryPair({ highWaterMark })
           const handshake = { requestHeaders, responseHeaders }
           // The server's side, accepted with its 101 as over a socket: its handler runs even when
           // the client then refuses the answer (its end closes: the server sees the end, 1006); a

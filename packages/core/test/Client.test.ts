@@ -578,6 +578,34 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
       assert.deepStrictEqual(seen, ["authorize: server", "handler: server"])
     }))
 
+  it.effect("highWaterMark bounds what each connection buffers in memory: sends to a handler that reads nothing are held back sooner; a bad value fails the layer", () =>
+    Effect.gen(function*() {
+      /** How many 1 KiB sends complete before they wait for a handler that reads nothing. */
+      const sendsBeforeWaiting = (options: Client.MemoryServeOptions) =>
+        Effect.scoped(Effect.gen(function*() {
+          const context = yield* Layer.build(Client.layerMemory(() => Effect.never, options))
+          const connection = yield* Effect.provide(Client.connect("ws://h/"), context)
+          let sent = 0
+          const message = new Uint8Array(1024)
+          const sending = yield* Effect.forkChild(Effect.forever(Effect.andThen(connection.send(message), Effect.sync(() => sent++))))
+          for (let i = 0; i < 1000; i++) yield* Effect.yieldNow
+          yield* Fiber.interrupt(sending)
+          yield* connection.abort // (a close would wait for an answer the handler never reads)
+          return sent
+        }))
+      const small = yield* sendsBeforeWaiting({ highWaterMark: 2048 })
+      const byDefault = yield* sendsBeforeWaiting({})
+      const large = yield* sendsBeforeWaiting({ highWaterMark: 256 * 1024 })
+      // the 64 KiB each way by default hold 64 of them, and what the connections buffer comes on top
+      assert.isAtLeast(byDefault, 64)
+      assert.isAtMost(small, byDefault - 60, `${small} sends with 2 KiB, ${byDefault} with 64 KiB`)
+      assert.isAtLeast(large, byDefault + 180, `${large} sends with 256 KiB, ${byDefault} with 64 KiB`)
+      for (const highWaterMark of [0, -1, 1.5, Number.NaN]) {
+        const error = yield* Effect.flip(Layer.build(Client.layerMemory(() => Effect.void, { highWaterMark })))
+        assert.deepStrictEqual([error._tag, error.parameter], ["InvalidParameter", "highWaterMark"], String(highWaterMark))
+      }
+    }))
+
   it.effect("path and authorize as with a server: 404 for another path, a Rejection's status and headers, 500 for a hook that breaks", () =>
     Effect.gen(function*() {
       const { connect, requests } = yield* memory({
