@@ -460,6 +460,9 @@ const copyOut = (view: Uint8Array): Uint8Array => {
   return copy
 }
 
+/** No bytes (shared: nothing is ever written into it). */
+const NO_BYTES = new Uint8Array(0)
+
 /** From this size of the last message on, the next one is received straight into a buffer of its own. */
 const DIRECT_MESSAGE_SIZE = 8192
 
@@ -1201,7 +1204,7 @@ export const make = (
       })
 
     /** The message being assembled from several chunks; sized from the previous one, doubled when too small (up to maxMessageSize). */
-    let accumulator = new Uint8Array(0)
+    let accumulator = NO_BYTES
     let accumulated = 0
     let sizeHint = 0
     /**
@@ -1260,7 +1263,7 @@ export const make = (
             message = view.slice()
           } else {
             message = view
-            accumulator = new Uint8Array(0)
+            accumulator = NO_BYTES
           }
         } else {
           message = text ? decodeUtf8(view) : copyOut(view)
@@ -1272,11 +1275,11 @@ export const make = (
         if (text) {
           message = decodeUtf8(joined)
           // the accumulator stays for the next message, unless it is large
-          if (accumulator.length > RETAINED_ACCUMULATOR) accumulator = new Uint8Array(0)
+          if (accumulator.length > RETAINED_ACCUMULATOR) accumulator = NO_BYTES
         } else {
           // the message takes the accumulator; a copy when more than half of it would be slack
           message = accumulator.length > 2 * accumulated ? joined.slice() : joined
-          accumulator = new Uint8Array(0)
+          accumulator = NO_BYTES
         }
         accumulated = 0
       }

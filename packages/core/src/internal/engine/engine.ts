@@ -454,6 +454,20 @@ export class Engine {
   }
 
   /**
+   * The buffer of a ReceiveFromNetwork into the receive buffer: `rbuf[start, end)`, the view handed
+   * out last when it is the same bytes (micro-optimisation: reads mostly ask for the same room, and
+   * a view made for each was a fair part of what a large message allocates).
+   */
+  private readView(start: number, end: number): Uint8Array {
+    const view = this.lastReadView
+    if (view.byteOffset === this.roffset + start && view.length === end - start && this.lastReadMemory === this.rmemory) return view
+    this.lastReadMemory = this.rmemory
+    return this.lastReadView = this.receiveView(start, end)
+  }
+  private lastReadView: Uint8Array = EMPTY
+  private lastReadMemory: ArrayBufferLike | undefined = undefined
+
+  /**
    * Whether the latest send to complete (the one whose `IndicateSendComplete` is handed out, or was
    * last) went out whole; `false` when it was cancelled (the handle aborted, or a write that took
    * less than its action), as websocket.h reports both with the same action.
@@ -1026,7 +1040,7 @@ export class Engine {
     out.queue = QueueCode.Receive
     out.bufferCount = 1
     this.readToEnd = !headerOnly
-    out.buffer0 = this.receiveView(this.rend, headerOnly ? this.rend + this.headerBytesWanted() : this.rbuf.length)
+    out.buffer0 = this.readView(this.rend, headerOnly ? this.rend + this.headerBytesWanted() : this.rbuf.length)
     this.readRoom = out.buffer0.length
     out.context = this.receiveContext
     out.id = this.receiveOutId = this.newId()
