@@ -111,11 +111,14 @@ const totalLength = (buffers: ReadonlyArray<Uint8Array>): number => {
 const toError = (cause: unknown, message: string) =>
   new Transport.TransportError({ message: cause instanceof Error ? `${message}: ${cause.message}` : message, cause })
 
-/** A chunk a stream delivered, as bytes: a view of any kind over its memory; `undefined` for a string or a value. */
-const bytesOf = (chunk: unknown): Uint8Array | undefined => {
-  if (chunk instanceof Uint8Array) return chunk
-  if (ArrayBuffer.isView(chunk)) return new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength)
-  if (chunk instanceof ArrayBuffer) return new Uint8Array(chunk)
+/**
+ * A chunk a stream delivered, as a `Buffer` over its memory (a socket's chunks are already): a view
+ * of any kind, or an `ArrayBuffer`; `undefined` for a string or a value.
+ */
+const bytesOf = (chunk: unknown): Buffer | undefined => {
+  if (Buffer.isBuffer(chunk)) return chunk
+  if (ArrayBuffer.isView(chunk)) return Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
+  if (chunk instanceof ArrayBuffer) return Buffer.from(chunk)
   return undefined
 }
 
@@ -145,14 +148,20 @@ const describeChunk = (chunk: unknown): string =>
 export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transport => {
   const highWaterMark = options?.highWaterMark ?? 64 * 1024
   const bufferLimit = options?.writeBufferLimit ?? 1024 * 1024
-  const chunks: Array<Uint8Array> = []
+  /**
+   * The chunk being taken (from `head` on), then those that came after it. (Micro-optimisation:
+   * a reader that keeps up finds one chunk at a time, and a queue of chunks cost an allocation
+   * for nearly every chunk that went through it.)
+   */
+  let current: Buffer | undefined = undefined
+  const later: Array<Buffer> = []
   let head = 0
   let buffered = 0
   let ended = false
   let failure: Transport.TransportError | undefined = undefined
   let wakeReader: (() => void) | undefined = undefined
   if (options?.head !== undefined && options.head.length > 0) {
-    chunks.push(options.head)
+    current = bytesOf(options.head)
     buffered = options.head.length
   }
   const wake = () => {
@@ -180,7 +189,8 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
       const message = `the stream delivers ${describeChunk(given)}, not bytes (a stream with an encoding set, or in object mode)`
       return fail(new Transport.TransportError({ message }))
     }
-    chunks.push(chunk)
+    if (current === undefined) current = chunk
+    else later.push(chunk)
     buffered += chunk.length
     // A waiting reader takes the bytes at once (it runs in `wake`): the socket is paused only when
     // they stay, so that a reader that keeps up never stops Node's read loop.
@@ -266,14 +276,15 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
   const take = (buffer: Uint8Array): number => {
     if (buffered === 0) return ended || failure !== undefined ? 0 : -1
     let n = 0
-    while (n < buffer.length && chunks.length > 0) {
-      const chunk = chunks[0]!
+    while (n < buffer.length && current !== undefined) {
+      const chunk = current
       const count = Math.min(buffer.length - n, chunk.length - head)
-      buffer.set(count === chunk.length ? chunk : chunk.subarray(head, head + count), n)
+      // (`copy` makes no view of the part copied, as `subarray` would)
+      chunk.copy(buffer, n, head, head + count)
       n += count
       head += count
       if (head === chunk.length) {
-        chunks.shift()
+        current = later.length > 0 ? later.shift() : undefined
         head = 0
       }
     }
@@ -521,7 +532,8 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
   /** Drops what was read and not taken, and what still arrives (see `discarding`). */
   const discardIncoming = () => {
     discarding = true
-    chunks.length = 0
+    current = undefined
+    later.length = 0
     head = 0
     buffered = 0
   }
