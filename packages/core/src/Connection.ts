@@ -1215,10 +1215,14 @@ export const make = (
     /**
      * The room after the assembled part of the message to receive the rest into, when it can hold
      * a control frame's payload too (a Pong or a Close arriving meanwhile is copied there);
-     * `undefined` otherwise, and chunks come through the handle's buffer.
+     * `undefined` otherwise, and chunks come through the handle's buffer. (Micro-optimisation: at
+     * most a chunk, the receive buffer size, which the handle then fills and hands back as it is,
+     * with no view of its own.)
      */
     const accumulatorTail = (): Uint8Array | undefined =>
-      accumulator.length - accumulated < 128 ? undefined : accumulator.subarray(accumulated)
+      accumulator.length - accumulated < 128
+        ? undefined
+        : accumulator.subarray(accumulated, accumulated + engine.receiveBufferSize)
     /**
      * When messages are large (the last one was from 8 KiB to 1 MiB), the buffer to receive the
      * next one into from its start: the handle then reads the header on its own and binary payload
