@@ -188,7 +188,10 @@ export interface Connection {
   /**
    * Sends a Ping with an optional payload (bytes, or a string sent as UTF-8) of at most 125 bytes;
    * the Pong shows up in `stats.pongsIn` (a peer may answer only the latest of pings sent in a
-   * row, RFC 6455 section 5.5.3).
+   * row, RFC 6455 section 5.5.3). Pings may still go out after our Close, while the peer's answer
+   * is awaited (RFC 6455 forbids data frames only, and websocket.h sends control frames in
+   * `CloseSent`; `ws` refuses them once closing); once the connection ended, `ping` fails with
+   * `InvalidProtocolOperation`.
    */
   readonly ping: (payload?: Outgoing) => Effect.Effect<void, InvalidProtocolOperation | InvalidParameter | TransportError>
   /**
@@ -1735,11 +1738,16 @@ export const make = (
       yield* finish({ code: 1006, reason: "aborted", clean: false, initiator }, new TransportError({ message: "the connection was aborted" }))
     }))
 
+    /** Why a data send fails once a message was left open: that message, or our Close when it went out since. */
     const messageLeftOpenError = (operation: string) =>
       new InvalidProtocolOperation({
         operation,
         state: engine.stateName,
-        message: closedMessage(`${operation} is not allowed: an earlier fragmented message was left incomplete`)
+        message: closedMessage(
+          engine.state === HandleState.CloseSent || engine.state === HandleState.Closed
+            ? `${operation} is not allowed: a Close was already sent, only control frames may follow`
+            : `${operation} is not allowed: an earlier fragmented message was left incomplete`
+        )
       })
 
     /** Whether `sendFragments` has a message open: other data frames must wait for `messageLock`. */

@@ -992,6 +992,19 @@ describe("Connection close", () => {
       }
     }))
 
+  it.live("a ping goes out after our Close while the answer is awaited (control frames may), a send does not", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("server")
+      const closing = yield* Effect.forkChild(connection.close(1000))
+      assert.strictEqual((yield* peer.nextFrame()).opcode, 0x8)
+      yield* connection.ping("still there?")
+      const ping = yield* peer.nextFrame()
+      assert.deepStrictEqual([ping.opcode, decoder.decode(ping.payload)], [0x9, "still there?"])
+      assert.include((yield* Effect.flip(connection.send("data"))).message, "a Close was already sent")
+      yield* peer.send(0x8, closeBody(1000))
+      assert.strictEqual((yield* Fiber.join(closing)).code, 1000)
+    }))
+
   it.live("ping and close go out between the fragments of a message, as control frames may (RFC 6455 section 5.4)", () =>
     Effect.gen(function*() {
       const { connection, peer } = yield* rawConnection("client")
@@ -1041,7 +1054,7 @@ describe("Connection close", () => {
       }
     }))
 
-  it.live("sendFragments interrupted while its first frame waits leaves nothing open; interrupted at its final frame, the message stays open", () =>
+  it.live("sendFragments interrupted while its first frame waits leaves nothing open; interrupted at its final frame, the message stays open (until our Close, which later sends then name)", () =>
     Effect.gen(function*() {
       // the peer reads nothing: the transport holds 1 KiB, then writes wait
       const first = yield* rawConnection("server", { highWaterMark: 1024 })
@@ -1065,6 +1078,14 @@ describe("Connection close", () => {
       const error = yield* Effect.flip(second.connection.send("after"))
       assert.strictEqual(error._tag, "InvalidProtocolOperation")
       assert.include(error.message, "left incomplete")
+      // once our Close went out, that is the reason given
+      const closing = yield* Effect.forkChild(second.connection.close(1000))
+      assert.deepStrictEqual([(yield* second.peer.nextFrame()).opcode, (yield* second.peer.nextFrame()).opcode], [0x2, 0x8])
+      const afterClose = yield* Effect.flip(second.connection.send("later"))
+      assert.strictEqual(afterClose._tag, "InvalidProtocolOperation")
+      assert.include(afterClose.message, "a Close was already sent")
+      yield* second.peer.send(0x8, closeBody(1000))
+      assert.strictEqual((yield* Fiber.join(closing)).code, 1000)
     }))
 
   it.live("a send is done once its frame is written: a pong that must wait behind it is not part of it (interrupted then, the send stands and the pong still goes out)", () =>
