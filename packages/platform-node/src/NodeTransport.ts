@@ -82,8 +82,7 @@ const allocate = (size: number): Uint8Array => {
     memory = Buffer.allocUnsafeSlow(POOLED_SIZE).buffer as ArrayBuffer
     pooled.add(memory)
   }
-  // (a `Buffer`, which Node writes as it is: a plain `Uint8Array` it would wrap in one first)
-  return Buffer.from(memory, 0, size)
+  return new Uint8Array(memory, 0, size)
 }
 
 /** `write(buffer)`, giving `buffer`'s memory back to the pool once written when it came from there. */
