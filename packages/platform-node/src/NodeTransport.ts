@@ -138,8 +138,8 @@ const describeChunk = (chunk: unknown): string =>
  * (`allowHalfOpen`: the peer's end ends reading only), and destroys the stream on `close`.
  *
  * Any stream will do: its chunks are read as bytes (a `Buffer`, any typed array or `DataView`, an
- * `ArrayBuffer`; a stream that delivers strings, one with an encoding set, fails the transport
- * with a `TransportError`), a write that throws fails the transport as a write that reports an
+ * `ArrayBuffer`; a stream that delivers strings, one with an encoding set, or a view whose memory
+ * was transferred away fails the transport with a `TransportError`), a write that throws fails the transport as a write that reports an
  * error does, and the bytes of a stream in object mode are counted for `writeBufferLimit`.
  *
  * @category constructors
@@ -184,7 +184,13 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
   }
   socket.on("data", (given: unknown) => {
     if (discarding) return
-    const chunk = bytesOf(given)
+    let chunk: Buffer | undefined
+    try {
+      chunk = bytesOf(given)
+    } catch (cause) {
+      // (a view whose memory was transferred away: its bytes are gone)
+      return fail(toError(cause, "the stream delivered bytes that cannot be read"))
+    }
     if (chunk === undefined) {
       const message = `the stream delivers ${describeChunk(given)}, not bytes (a stream with an encoding set, or in object mode)`
       return fail(new Transport.TransportError({ message }))

@@ -525,4 +525,19 @@ describe("NodeTransport.fromDuplex over streams that are not sockets", () => {
       assert.strictEqual(error.message, "the stream delivers strings, not bytes (a stream with an encoding set, or in object mode)")
       assert.isTrue(text.destroyed)
     }))
+
+  it.live("a chunk whose memory was transferred away fails the transport with a TransportError (the bytes before it are read first)", () =>
+    Effect.gen(function*() {
+      const views = new Duplex({ readableObjectMode: true, read() {}, write(_c, _e, cb) { cb() } })
+      const transport = NodeTransport.fromDuplex(views)
+      views.push(Uint8Array.from([1, 2]))
+      const gone = Uint8Array.from([3, 4])
+      structuredClone(gone.buffer, { transfer: [gone.buffer] }) // detaches its memory
+      views.push(gone)
+      assert.deepStrictEqual(Array.from(yield* readExactly(transport, 2)), [1, 2])
+      const error = yield* Effect.flip(Effect.timeout(transport.read(new Uint8Array(8)), "2 seconds"))
+      assert.strictEqual(error._tag, "TransportError")
+      assert.include(error.message, "the stream delivered bytes that cannot be read")
+      assert.isTrue(views.destroyed)
+    }))
 })
