@@ -183,7 +183,8 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
     wake()
   }
   socket.on("data", (given: unknown) => {
-    if (discarding) return
+    // (what a stream still delivers once the transport failed would follow bytes that are lost)
+    if (discarding || failure !== undefined) return
     let chunk: Buffer | undefined
     try {
       chunk = bytesOf(given)

@@ -526,7 +526,7 @@ describe("NodeTransport.fromDuplex over streams that are not sockets", () => {
       assert.isTrue(text.destroyed)
     }))
 
-  it.live("a chunk whose memory was transferred away fails the transport with a TransportError (the bytes before it are read first)", () =>
+  it.live("a chunk whose memory was transferred away fails the transport with a TransportError (the bytes before it are read first, none after it)", () =>
     Effect.gen(function*() {
       const views = new Duplex({ readableObjectMode: true, read() {}, write(_c, _e, cb) { cb() } })
       const transport = NodeTransport.fromDuplex(views)
@@ -539,5 +539,16 @@ describe("NodeTransport.fromDuplex over streams that are not sockets", () => {
       assert.strictEqual(error._tag, "TransportError")
       assert.include(error.message, "the stream delivered bytes that cannot be read")
       assert.isTrue(views.destroyed)
+
+      // what the stream still delivers after it follows bytes that are lost: never read
+      const more = new Duplex({ objectMode: true, read() {}, write(_c, _e, cb) { cb() } })
+      const other = NodeTransport.fromDuplex(more)
+      const lost = Uint8Array.from([3, 4])
+      structuredClone(lost.buffer, { transfer: [lost.buffer] })
+      more.push(lost)
+      more.push(Uint8Array.from([5, 6]))
+      yield* Effect.sleep("20 millis") // (both delivered before the read)
+      const failure = yield* Effect.flip(Effect.timeout(other.read(new Uint8Array(8)), "2 seconds"))
+      assert.strictEqual(failure._tag, "TransportError")
     }))
 })
