@@ -18,7 +18,7 @@ import {
   refuseOfferHeaders,
   refuseReservedHeaders
 } from "./internal/handshake.ts"
-import { isTransport, makeMemoryPair, type Transport } from "./Transport.ts"
+import { isTransport, makeMemoryPair, memoryHighWaterMark, type Transport } from "./Transport.ts"
 import * as WebSocket from "./WebSocket.ts"
 import type { InvalidProtocolFormat, InvalidProtocolOperation, UnsupportedExtension, UnsupportedProtocolVersion } from "./WebSocketError.ts"
 import { InvalidParameter, UnsupportedSubprotocol } from "./WebSocketError.ts"
@@ -982,9 +982,7 @@ export const layerMemory = <E, R, RA = never>(
   Layer.effectContext(
     Effect.gen(function*() {
       yield* checkServeOptions(options, handler)
-      const highWaterMark = options?.highWaterMark === undefined
-        ? undefined
-        : yield* decodeParameter(Options.ByteLimit("highWaterMark", 1, true), "highWaterMark", options.highWaterMark)
+      const highWaterMark = yield* memoryHighWaterMark(options?.highWaterMark)
       const tracked = trackConnections(handler, options)
       tracked.listening(`ws://memory${options?.path ?? "/"}`)
       const context = yield* Effect.context<Exclude<R | RA, Server>>()

@@ -357,7 +357,14 @@ const memoryEnd = (incoming: Pipe, outgoing: Pipe): Transport => {
   return make({ read, write, end, close, destroy, tryWrite, tryRead, whenReadable, bufferedAmount })
 }
 
-const memoryHighWaterMark = (highWaterMark: number | undefined): Effect.Effect<number, InvalidParameter> =>
+/**
+ * The `highWaterMark` of a memory pair as {@link makeMemoryPair} takes it: 64 KiB when absent, else
+ * a whole number of bytes of at least 1, or `Infinity`; another value is an `InvalidParameter`.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const memoryHighWaterMark = (highWaterMark: number | undefined): Effect.Effect<number, InvalidParameter> =>
   highWaterMark === undefined
     ? Effect.succeed(64 * 1024)
     : decodeParameter(Options.ByteLimit("highWaterMark", 1, true), "highWaterMark", highWaterMark)
