@@ -823,6 +823,14 @@ describe("addresses", () => {
       assert.strictEqual(info.code, 4000)
     }))
 
+  it.live("a path that starts with // is served (ws://host//x asks for //x), and its URL reaches it", () =>
+    Effect.gen(function*() {
+      const server = yield* NodeServer.serve((connection) => connection.close(4000), { path: "//x" })
+      assert.strictEqual(server.url, `ws://127.0.0.1:${server.address.port}//x`)
+      const info = yield* Effect.scoped(Effect.flatMap(NodeClient.connect(server.url), (c) => c.closed))
+      assert.strictEqual(info.code, 4000)
+    }))
+
   it.live("a host name stays in the server's URL (the name its certificate carries); a client reaches it there", () =>
     Effect.gen(function*() {
       const server = yield* NodeServer.serve((connection) => connection.close(4000), { host: "localhost", path: "/p" })

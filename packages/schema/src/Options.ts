@@ -216,10 +216,14 @@ export const SocketPath = Schema.String.check(
   )
 )
 
-/** A path as WHATWG URL parsing (browsers, `ws`, our clients) sends it: percent-encoded where it encodes, dot segments resolved. */
+/**
+ * A path as WHATWG URL parsing (browsers, `ws`, our clients) sends it: percent-encoded where it
+ * encodes, dot segments resolved. (Appended to an origin, not resolved against it: `//x` alone
+ * would be read as a URL with host `x`, where `ws://host//x` sends `//x`.)
+ */
 const asSent = (path: string): string => {
   try {
-    return new URL(path, "ws://x").pathname
+    return new URL(`ws://x${path}`).pathname
   } catch {
     return path
   }

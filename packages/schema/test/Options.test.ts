@@ -118,7 +118,8 @@ describe("Options", () => {
 
     it("is written as clients send it: what WHATWG URL parsing encodes or resolves could never match raw", () => {
       // (sent as they are: `[`, `]`, `|` and a stray `%` too)
-      for (const path of ["/a/b%20c", "/caf%C3%A9", "/x;v=1/@me:8080", "/~user/a.b_c-d!$&'()*+,=", "/a[b]", "/a|b", "/100%"]) {
+      // (`//x` too: `ws://host//x` sends it, as a request path that is not a URL with host `x`)
+      for (const path of ["/a/b%20c", "/caf%C3%A9", "/x;v=1/@me:8080", "/~user/a.b_c-d!$&'()*+,=", "/a[b]", "/a|b", "/100%", "//x", "//"]) {
         assert.strictEqual(decodeOk(Options.RequestPath, path), path)
       }
       assertRejects(Options.RequestPath, "/a b", "(\"/a%20b\")")
@@ -127,6 +128,7 @@ describe("Options", () => {
       assertRejects(Options.RequestPath, "/a{b}`", "(\"/a%7Bb%7D%60\")")
       assertRejects(Options.RequestPath, "/a\\b", "(\"/a/b\")")
       assertRejects(Options.RequestPath, "/a/../b", "(\"/b\")")
+      assertRejects(Options.RequestPath, "//x/../y", "(\"//y\")")
     })
   })
 
