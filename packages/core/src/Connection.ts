@@ -214,8 +214,10 @@ export interface Connection {
    * a `Stream.mapEffect` without concurrency): it takes no message until `close` returns, and the
    * peer's answer must not wait behind those it will not take (the buffered ones stay its to take,
    * and none after a dropped one). A consumer that reads ahead (`concurrency`, `buffer`) pulls in
-   * another fiber: there, fork the close (`Effect.forkChild(connection.close(4000))`) and let the
-   * stream go on, or the close waits for the consumer within the close timeout.
+   * another fiber: there, fork the close (`Effect.forkDetach(connection.close(4000))`; it ends by
+   * itself, within the close timeout, where a `forkChild` from `mapEffect`'s fiber for the element
+   * is interrupted with that fiber before it starts) and let the stream go on, or the close waits
+   * for the consumer within the close timeout.
    *
    * Messages nobody takes are not dropped (as `ws` drops those no listener takes): once
    * `messageBuffer` of them wait, the connection stops reading, and so sees neither the peer's

@@ -1428,6 +1428,27 @@ describe("Connection close", () => {
       handled.slice(1).forEach((message, i) => assert.strictEqual(message, `after ${i}`))
     }))
 
+  it.effect("a consumer that reads ahead closes with the close forked as the docs say (Effect.forkDetach): the close goes out, the stream ends", () =>
+    Effect.gen(function*() {
+      for (const readAhead of ["mapEffect with concurrency", "buffer"] as const) {
+        const [client, server] = yield* Connection.makeMemoryPair()
+        // a fiber forked with forkChild from mapEffect's per-element fiber would be interrupted
+        // with it before it starts: the close would never go out
+        const onMessage = (message: Connection.Message) =>
+          message === "bad" ? Effect.asVoid(Effect.forkDetach(server.close(4000, "bad input"))) : Effect.void
+        const serving = yield* Effect.forkChild(
+          readAhead === "buffer"
+            ? Stream.runForEach(Stream.buffer(server.messages, { capacity: 4 }), onMessage)
+            : Stream.runDrain(Stream.mapEffect(server.messages, onMessage, { concurrency: 4 }))
+        )
+        for (const message of ["a", "b", "bad", "c", "d"]) yield* client.send(message)
+        // (it.effect: the clock stands still, so no timeout can end this close; only the answer can)
+        assert.deepStrictEqual(yield* client.closed, { code: 4000, reason: "bad input", clean: true, initiator: "remote" }, readAhead)
+        assert.deepStrictEqual(yield* server.closed, { code: 4000, reason: "bad input", clean: true, initiator: "local" }, readAhead)
+        yield* Fiber.join(serving)
+      }
+    }))
+
   it.live("a consumer that closes makes no other consumer that still runs lose messages (two consumers; one whose stream ended)", () =>
     Effect.gen(function*() {
       const run = (who: "another consumer" | "a fiber whose stream ended") =>
