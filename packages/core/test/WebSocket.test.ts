@@ -241,6 +241,17 @@ describe("malformed requests", () => {
       }
     }))
 
+  it.effect("a bad header of initialHeaders is named in a one-line message, as any other parameter's problem", () =>
+    Effect.gen(function*() {
+      const client = yield* WebSocket.createClientHandle()
+      const error = yield* Effect.flip(WebSocket.beginClientHandshake(client, {
+        initialHeaders: [{ name: "Host", value: "h" }, { name: "X", value: "a\rb" }]
+      }))
+      assert.strictEqual(error._tag, "InvalidParameter")
+      assert.notInclude(error.message, "\n")
+      assert.match(error.message, /^initialHeaders: .*header X.*control character.* \(at \[1\]\)$/)
+    }))
+
   it.effect("a server's extension selection must be a list: otherwise an InvalidParameter, not a TypeError", () =>
     Effect.gen(function*() {
       for (const extensions of ["permessage-deflate", 1, { 0: "x" }]) {

@@ -12,8 +12,14 @@ import { quote } from "./internal/quote.ts"
 const problemFilter = (problem: (s: string) => string | undefined) =>
   Schema.makeFilter((s: string) => problem(s) ?? true)
 
+/**
+ * Whether `s` is the token `wanted` (lower case) in any ASCII case. (A token is ASCII, so
+ * `toLowerCase` folds nothing else into it: `"websoc\u212Aet"`, with the Kelvin sign, is no match.)
+ */
+const isTokenIgnoringCase = (s: string, wanted: string): boolean => isToken(s) && s.toLowerCase() === wanted
+
 const containsToken = (value: string, wanted: string): boolean =>
-  splitList(value).some((element) => element.toLowerCase() === wanted)
+  splitList(value).some((element) => isTokenIgnoringCase(element, wanted))
 
 /**
  * Whether `s` is an RFC 9110 `protocol` (section 7.8): `protocol-name [ "/" protocol-version ]`,
@@ -23,6 +29,10 @@ const isProtocol = (s: string): boolean => {
   const slash = s.indexOf("/")
   return slash === -1 ? isToken(s) : isToken(s.slice(0, slash)) && isToken(s.slice(slash + 1))
 }
+
+/** A decoded list element: what encoding writes must decode to the same list (no empty or padded elements). */
+const listOf = (problem: (element: string) => string | undefined) =>
+  Schema.Array(Schema.String.check(problemFilter(problem)))
 
 /**
  * `Upgrade`: a list of protocols (RFC 9110 section 7.8: `#protocol`, each `name` or
@@ -40,7 +50,7 @@ export const Upgrade = Schema.String.check(
   })
 ).pipe(
   Schema.decodeTo(
-    Schema.Array(Schema.String),
+    listOf((protocol) => isProtocol(protocol) ? undefined : `${quote(protocol)} is not a protocol (a token, or token/token)`),
     SchemaTransformation.transform({ decode: splitList, encode: (protocols) => protocols.join(", ") })
   )
 )
@@ -59,13 +69,13 @@ export const Upgrade = Schema.String.check(
 export const UpgradeResponse = Schema.String.check(
   problemFilter((s) => {
     const protocols = splitList(s)
-    return protocols.length > 0 && protocols.every((protocol) => protocol.toLowerCase() === "websocket")
+    return protocols.length > 0 && protocols.every((protocol) => isTokenIgnoringCase(protocol, "websocket"))
       ? undefined
       : `must be "websocket" alone, got ${quote(s)}`
   })
 ).pipe(
   Schema.decodeTo(
-    Schema.Array(Schema.String),
+    listOf((protocol) => isTokenIgnoringCase(protocol, "websocket") ? undefined : `must be "websocket", got ${quote(protocol)}`),
     SchemaTransformation.transform({ decode: splitList, encode: (protocols) => protocols.join(", ") })
   )
 )

@@ -84,6 +84,16 @@ describe("HandshakeHeaders", () => {
       assert.strictEqual(Schema.encodeSync(HandshakeHeaders.Upgrade)(["websocket"]), "websocket")
       assert.strictEqual(Schema.encodeSync(HandshakeHeaders.Upgrade)(["foo", "websocket"]), "foo, websocket")
     })
+
+    it("refuses to encode an element that is not a protocol (it would decode to another list)", () => {
+      for (const protocols of [["websocket", ""], [" websocket"], ["websocket", " h2c"], ["websocket", "a, b"], ["websocket", "a b"]]) {
+        assert.isTrue(Exit.isFailure(Schema.encodeExit(HandshakeHeaders.Upgrade)(protocols)), JSON.stringify(protocols))
+      }
+    })
+
+    it("matches websocket in ASCII case only (the Kelvin sign is not a k)", () => {
+      assertRejects(HandshakeHeaders.Upgrade, "websoc\u212Aet", `must include "websocket"`)
+    })
   })
 
   describe("UpgradeResponse", () => {
@@ -99,6 +109,18 @@ describe("HandshakeHeaders", () => {
       assertRejects(HandshakeHeaders.UpgradeResponse, "websocket/13", `must be "websocket" alone`)
       assertRejects(HandshakeHeaders.UpgradeResponse, "", `must be "websocket" alone, got ""`)
       assertRejects(HandshakeHeaders.UpgradeResponse, ",", `must be "websocket" alone`)
+    })
+
+    it("matches websocket in ASCII case only (the Kelvin sign is not a k)", () => {
+      assertRejects(HandshakeHeaders.UpgradeResponse, "websoc\u212Aet", `must be "websocket" alone`)
+      assertRejects(HandshakeHeaders.UpgradeResponse, "WEBSOC\u212AET", `must be "websocket" alone`)
+    })
+
+    it("encodes what it decodes, and refuses to encode a list that would decode otherwise", () => {
+      assert.strictEqual(Schema.encodeSync(HandshakeHeaders.UpgradeResponse)(["WebSocket"]), "WebSocket")
+      for (const protocols of [["websocket", ""], [" websocket"], ["websocket", " WebSocket"], ["h2c"]]) {
+        assert.isTrue(Exit.isFailure(Schema.encodeExit(HandshakeHeaders.UpgradeResponse)(protocols)), JSON.stringify(protocols))
+      }
     })
 
     it.prop(

@@ -91,7 +91,7 @@ export const appHeaders = (
   }
   return Result.isSuccess(result)
     ? Effect.succeed(result.success)
-    : Effect.fail(new InvalidParameter({ parameter, message: `${parameter}: ${result.failure.message}`, cause: result.failure }))
+    : Effect.fail(new InvalidParameter({ parameter, message: parameterMessage(parameter, result.failure.message), cause: result.failure }))
 }
 
 /**
