@@ -289,6 +289,14 @@ describe("HandshakeHeaders", () => {
       assert.isTrue(Exit.isFailure(decode(13)))
     })
 
+    it("shows an invisible character or a look-alike of a space escaped in its message (a no-break space is not OWS)", () => {
+      assertRejects(HandshakeHeaders.SecWebSocketVersion, "13\u00a0", "got \"13\\u00a0\"")
+      assertRejects(HandshakeHeaders.SecWebSocketVersion, "\ufeff13", "got \"\\ufeff13\"")
+      assertRejects(HandshakeHeaders.SecWebSocketVersion, "1\u200b3", "got \"1\\u200b3\"")
+      // other characters beyond ASCII are shown as they are
+      assertRejects(HandshakeHeaders.SecWebSocketVersion, "\u0661\u0663", "got \"\u0661\u0663\"")
+    })
+
     it("accepts exactly the canonical decimal numbers 0..255", () => {
       const wrong: Array<string> = []
       for (let n = 0; n <= 1000; n++) {

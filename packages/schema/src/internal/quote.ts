@@ -8,8 +8,23 @@
 /** The characters of a value shown in full; a longer one is cut there. */
 const SHOWN = 80
 
+/**
+ * What `JSON.stringify` leaves as it is but a reader could not tell from a space or from nothing:
+ * separators other than the space (U+00A0, U+2028, ...), format and other invisible characters
+ * (U+200B, U+FEFF, ...), and controls beyond ASCII (U+0080 to U+009F).
+ */
+const UNSEEN = /[^\P{Z} ]|\p{C}/gu
+
+const escapeUnseen = (char: string): string => {
+  const code = char.codePointAt(0)!
+  return code > 0xffff ? `\\u{${code.toString(16)}}` : `\\u${code.toString(16).padStart(4, "0")}`
+}
+
+/** `value` as a JSON string with unseen characters escaped (`"13\u00a0"`, not a look-alike `"13 "`). */
+const show = (value: string): string => JSON.stringify(value).replace(UNSEEN, escapeUnseen)
+
 /** `value` as a JSON string, cut after {@link SHOWN} characters with a note of its full length. */
 export const quote = (value: string): string =>
   value.length <= SHOWN
-    ? JSON.stringify(value)
-    : `${JSON.stringify(value.slice(0, SHOWN))}... (${value.length} characters)`
+    ? show(value)
+    : `${show(value.slice(0, SHOWN))}... (${value.length} characters)`
