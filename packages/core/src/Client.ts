@@ -18,7 +18,7 @@ import {
   refuseOfferHeaders,
   refuseReservedHeaders
 } from "./internal/handshake.ts"
-import { isTransport, makeMemoryPair, memoryHighWaterMark, type Transport } from "./Transport.ts"
+import { isTransport, makeMemoryEnds, memoryHighWaterMark, type Transport } from "./Transport.ts"
 import * as WebSocket from "./WebSocket.ts"
 import type { InvalidProtocolFormat, InvalidProtocolOperation, UnsupportedExtension, UnsupportedProtocolVersion } from "./WebSocketError.ts"
 import { InvalidParameter, UnsupportedSubprotocol } from "./WebSocketError.ts"
@@ -1023,7 +1023,12 @@ export const layerMemory = <E, R, RA = never>(
               return Option.isSome(parent) ? Context.add(merged, Tracer.ParentSpan, parent.value) : merged
             })
           )
-          const [a, b] = yield* makeMemoryPair({ highWaterMark })
+          // Each side closes its own end, as over a socket: the client's with its connection (this
+          // attempt's scope), the server's with its (`connectionScope`); one that ends first
+          // leaves what it sent for the other to read.
+          const [a, b] = yield* makeMemoryEnds({ highWaterMark })
+          yield* Effect.addFinalizer(() => a.close)
+          yield* Scope.addFinalizer(connectionScope, b.close)
           const handshake = { requestHeaders, responseHeaders }
           // The server's side, accepted with its 101 as over a socket: its handler runs even when
           // the client then refuses the answer (its end closes: the server sees the end, 1006); a

@@ -397,10 +397,22 @@ export const memoryHighWaterMark = (highWaterMark: number | undefined): Effect.E
 export const makeMemoryPair = (
   options?: { readonly highWaterMark?: number | undefined }
 ): Effect.Effect<readonly [Transport, Transport], InvalidParameter, Scope> =>
-  Effect.flatMap(memoryHighWaterMark(options?.highWaterMark), (highWaterMark) => {
+  Effect.tap(makeMemoryEnds(options), ([a, b]) => Effect.addFinalizer(() => Effect.andThen(a.close, b.close)))
+
+/**
+ * {@link makeMemoryPair} for two sides with lives of their own: no scope closes the ends, each
+ * side closes its own (`close` or `destroy`), as each side of a socket does. What one end wrote
+ * before it closed stays for the other to read, as a socket's peer reads what was sent before the
+ * end; a scope that closed both ends at once would discard what the other had not read yet.
+ *
+ * @category testing
+ * @since 0.1.0
+ */
+export const makeMemoryEnds = (
+  options?: { readonly highWaterMark?: number | undefined }
+): Effect.Effect<readonly [Transport, Transport], InvalidParameter> =>
+  Effect.map(memoryHighWaterMark(options?.highWaterMark), (highWaterMark) => {
     const ab = new Pipe(highWaterMark)
     const ba = new Pipe(highWaterMark)
-    const a = memoryEnd(ba, ab)
-    const b = memoryEnd(ab, ba)
-    return Effect.as(Effect.addFinalizer(() => Effect.andThen(a.close, b.close)), [a, b] as const)
+    return [memoryEnd(ba, ab), memoryEnd(ab, ba)] as const
   })

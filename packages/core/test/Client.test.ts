@@ -606,6 +606,38 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
       }
     }))
 
+  it.live("a client that ends first leaves what it sent for the server to read, as over a socket (abort, and close with its Close)", () =>
+    Effect.gen(function*() {
+      for (const ending of ["abort", "close"] as const) {
+        const got: Array<Connection.Message> = []
+        const reading = yield* Deferred.make<void>()
+        const ended = yield* Deferred.make<Connection.CloseInfo>()
+        const context = yield* Layer.build(Client.layerMemory((connection) =>
+          // a handler busy until the client is gone, then reading
+          Effect.andThen(
+            Deferred.await(reading),
+            Stream.runForEach(connection.messages, (message) => Effect.sync(() => got.push(message))).pipe(
+              Effect.ignore,
+              Effect.andThen(Effect.flatMap(connection.closed, (info) => Deferred.succeed(ended, info)))
+            )
+          )
+        ))
+        yield* Effect.scoped(Effect.gen(function*() {
+          const connection = yield* Effect.provide(Client.connect("ws://h/", { connection: { closeTimeout: "20 millis" } }), context)
+          for (let i = 0; i < 40; i++) yield* connection.send(`m${i}`)
+          // (no answer comes before the handler reads: the close gives up after its timeout)
+          if (ending === "abort") yield* connection.abort
+          else assert.strictEqual((yield* connection.close(1000, "bye")).code, 1006)
+        }))
+        yield* Deferred.succeed(reading, undefined)
+        const info = yield* Deferred.await(ended)
+        assert.strictEqual(got.length, 40, ending)
+        assert.strictEqual(got[39], "m39", ending)
+        if (ending === "close") assert.deepStrictEqual([info.code, info.reason, info.initiator], [1000, "bye", "remote"])
+        else assert.strictEqual(info.code, 1006)
+      }
+    }))
+
   it.effect("path and authorize as with a server: 404 for another path, a Rejection's status and headers, 500 for a hook that breaks", () =>
     Effect.gen(function*() {
       const { connect, requests } = yield* memory({
