@@ -407,13 +407,18 @@ export class Rejection extends Schema.TaggedError<Rejection>()("Rejection", {
 
 /**
  * The extra headers of a {@link Rejection}, checked as a server sends them: an `InvalidParameter`
- * for those that would frame its body a second time (the server's fault: a 500).
+ * for those that would frame its body a second time, and for a malformed one (a `Rejection` made
+ * with `disableChecks`: a value with a line break would split the response), the server's fault:
+ * a 500.
  *
  * @category constructors
  * @since 0.1.0
  */
 export const rejectionHeaders = (rejection: Rejection): Effect.Effect<ReadonlyArray<HttpHeader.HttpHeader>, InvalidParameter> =>
-  refuseReservedHeaders("Rejection.headers", rejection.headers ?? [], REJECTION_RESERVED)
+  Effect.flatMap(
+    decodeParameter(HttpHeader.HttpHeaders, "Rejection.headers", rejection.headers ?? []),
+    (headers) => refuseReservedHeaders("Rejection.headers", headers, REJECTION_RESERVED)
+  )
 
 /**
  * Options a server applies to every connection, shared by the platforms.
@@ -1093,7 +1098,7 @@ const acceptInMemory = <RA>(
     Effect.gen(function*() {
       yield* serverHandshakeFailed(reason, status)
       // (the answer a server over a socket writes, as its client reads it)
-      const response = refusalResponse(why, headers)
+      const response = refusalResponse(why, headers, status)
       return yield* Effect.fail(handshakeRejected(shown, status, STATUS_TEXT[status] ?? "Error", response.headers, response.body))
     })
   const refuseHandshake = (error: ServerHandshakeFailure | InvalidProtocolOperation) =>
@@ -1351,23 +1356,27 @@ export const handshakeRejected = (
 }
 
 /**
- * The headers and body a server refuses an upgrade request with: `message` as a line of text, and
- * `Connection: close` (with the `Upgrade` option when `headers` name a protocol to upgrade to, RFC
- * 9110 section 7.8: "A sender of Upgrade MUST also send an "Upgrade" connection option"); a
- * header of `headers` replaces the default of the same name (`Content-Type`, `Connection`), as
- * with `ws`.
+ * The headers and body a server refuses an upgrade request with: `message` as a line of text in
+ * UTF-8 (a lone surrogate as U+FFFD), and `Connection: close` (with the `Upgrade` option when
+ * `headers` name a protocol to upgrade to, RFC 9110 section 7.8: "A sender of Upgrade MUST also
+ * send an "Upgrade" connection option"); a header of `headers` replaces the default of the same
+ * name (`Content-Type`, `Connection`), as with `ws`. A `304 Not Modified` has no body (RFC 9110
+ * section 15.4.5), so neither the message nor the headers that would describe it.
  *
  * @category constructors
  * @since 0.1.0
  */
 export const refusalResponse = (
   message: string,
-  headers: ReadonlyArray<HttpHeader.HttpHeader> = []
+  headers: ReadonlyArray<HttpHeader.HttpHeader> = [],
+  status?: number
 ): { readonly headers: ReadonlyArray<HttpHeader.HttpHeader>; readonly body: string } => {
-  const body = `${message}\n`
   const upgrade = headers.some((h) => h.name.toLowerCase() === "upgrade")
+  const connection: HttpHeader.HttpHeader = { name: "Connection", value: upgrade ? "Upgrade, close" : "close" }
+  if (status === 304) return { headers: HttpHeader.merge([connection], headers), body: "" }
+  const body = `${message.toWellFormed()}\n`
   const defaults: ReadonlyArray<HttpHeader.HttpHeader> = [
-    { name: "Connection", value: upgrade ? "Upgrade, close" : "close" },
+    connection,
     { name: "Content-Type", value: "text/plain; charset=utf-8" },
     { name: "Content-Length", value: String(utf8ByteLength(body)) }
   ]

@@ -170,9 +170,18 @@ const refuse = (
   headers: ReadonlyArray<HttpHeader.HttpHeader> = []
 ) => {
   if (socket.destroyed) return
-  const response = Client.refusalResponse(message, headers)
-  const lines = [`HTTP/1.1 ${status} ${Http.STATUS_CODES[status] ?? "Error"}`, ...response.headers.map((h) => `${h.name}: ${h.value}`)]
-  endSocket(socket, `${lines.join("\r\n")}\r\n\r\n${response.body}`)
+  const response = Client.refusalResponse(message, headers, status)
+  writeHead(socket, `HTTP/1.1 ${status} ${Http.STATUS_CODES[status] ?? "Error"}`, response.headers)
+  endSocket(socket, response.body)
+}
+
+/**
+ * Writes a response's status line and header lines. Header values are Latin-1 (`obs-text`, as
+ * `node:http` writes them and its parser reads them), so the bytes are written as such, not in
+ * UTF-8 (the body is UTF-8).
+ */
+const writeHead = (socket: Duplex, statusLine: string, headers: ReadonlyArray<HttpHeader.HttpHeader>) => {
+  socket.write(`${[statusLine, ...headers.map((h) => `${h.name}: ${h.value}`)].join("\r\n")}\r\n\r\n`, "latin1")
 }
 
 /** How long a shutting-down server lets its last sockets end on their own before destroying them (at most its shutdownTimeout). */
@@ -410,7 +419,7 @@ export const makeUpgradeHandler = <E, R, RA = never>(
           return
         }
         switched = true
-        socket.write(`${["HTTP/1.1 101 Switching Protocols", ...responseHeaders.map((h) => `${h.name}: ${h.value}`)].join("\r\n")}\r\n\r\n`)
+        writeHead(socket, "HTTP/1.1 101 Switching Protocols", responseHeaders)
         yield* WebSocket.endServerHandshake(handle).pipe(Effect.orDie)
         if ("setNoDelay" in socket && typeof socket.setNoDelay === "function") (socket as Net.Socket).setNoDelay(true)
         const socketTransport = NodeTransport.fromDuplex(socket, { ...socketBuffers, head })

@@ -150,6 +150,46 @@ describe("NodeServer + NodeClient", () => {
       assert.deepStrictEqual(overSockets, inMemory)
     }))
 
+  it.live("answers as in memory: Latin-1 header values as Latin-1 bytes, a 304 without a body, a lone surrogate as U+FFFD, a header that would split the response a 500", () =>
+    Effect.gen(function*() {
+      const cafe = "caf\u00e9" // (é is obs-text: one byte, 0xE9)
+      const options = {
+        responseHeaders: () => [{ name: "X-Name", value: cafe }],
+        authorize: (request: Client.UpgradeRequest) => {
+          const ask = request.url.slice(1)
+          if (ask === "ok") return Effect.void
+          if (ask === "304") return Effect.fail(new NodeServer.Rejection({ status: 304, message: "not modified", headers: [{ name: "ETag", value: "\"1\"" }] }))
+          if (ask === "surrogate") return Effect.fail(new NodeServer.Rejection({ status: 403, message: "bad \ud800 x", headers: [{ name: "X-Name", value: cafe }] }))
+          // (a Rejection made without its checks: a header value with a line break)
+          return Effect.fail(new NodeServer.Rejection({ status: 403, message: "no", headers: [{ name: "X", value: "a\r\nX-Injected: 1" }] }, { disableChecks: true }))
+        }
+      }
+      const program = Effect.gen(function*() {
+        const server = yield* Client.Server
+        const base = server.url.replace(/\/$/, "")
+        const connection = yield* Client.connect(`${base}/ok`)
+        const seen: Array<unknown> = [HttpHeader.getCombined(connection.handshake.responseHeaders, "X-Name")]
+        for (const ask of ["304", "surrogate", "split"]) {
+          const refused = yield* Effect.flip(Client.connect(`${base}/${ask}`))
+          seen.push(refused._tag === "HandshakeRejected"
+            ? [refused.status, refused.reason ?? null, refused.header("X-Name") ?? null, refused.header("Content-Length") ?? null, refused.header("X-Injected") ?? null, refused.header("ETag") ?? null]
+            : refused._tag)
+        }
+        return seen
+      }).pipe(Effect.scoped)
+      const overSockets = yield* program.pipe(
+        Effect.provide(Layer.merge(NodeServer.layer(() => Effect.void, { host: "127.0.0.1", ...options }), NodeClient.layer))
+      )
+      const inMemory = yield* program.pipe(Effect.provide(Client.layerMemory(() => Effect.void, options)))
+      assert.deepStrictEqual(overSockets, [
+        cafe,
+        [304, null, null, null, null, "\"1\""],
+        [403, "bad \ufffd x", cafe, "10", null, null],
+        [500, "the upgrade failed", null, "19", null, null]
+      ])
+      assert.deepStrictEqual(inMemory, overSockets)
+    }))
+
   it.live("clients and connections leave out a connection that has closed, even while its handler goes on, as ws's server.clients", () =>
     Effect.gen(function*() {
       const server = yield* NodeServer.serve(() => Effect.never)
