@@ -700,6 +700,16 @@ export const checkServeOptions = (
   })
 
 /**
+ * The {@link ConnectError} of a connect that did not complete within its handshake timeout
+ * (`reason: "Timeout"`), on every platform alike.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const connectTimedOut = (shown: string, timeout: Duration.Duration): ConnectError =>
+  new ConnectError({ reason: "Timeout", url: shown, message: `connecting to ${shown} timed out after ${Duration.format(timeout)}` })
+
+/**
  * Checks the options of a connection attempt (the request headers and `origin`, the handle
  * properties and the connection options), so that a bad one fails the attempt, with an
  * `InvalidParameter` that names it, before it reaches the network; and decodes its handshake
@@ -1059,7 +1069,14 @@ export const layerMemory = <E, R, RA = never>(
           }).pipe(
             Scope.provide(connectionScope),
             Effect.catchCause((cause) =>
-              Effect.andThen(Effect.logError("WebSocket connection setup failed; its transport is closed", cause), b.close)
+              Effect.andThen(
+                // (logged as the server logs, as its handler's lines are)
+                Effect.logError("WebSocket connection setup failed; its transport is closed", cause).pipe(
+                  annotateRequestLogs(request.url, request.remoteAddress),
+                  Effect.provideContext(context)
+                ),
+                b.close
+              )
             )
           )
           const result = yield* WebSocket.endClientHandshake(client, { responseHeaders }).pipe(
@@ -1071,7 +1088,7 @@ export const layerMemory = <E, R, RA = never>(
         }).pipe(
           Effect.timeoutOrElse({
             duration: handshakeTimeout,
-            orElse: () => Effect.fail(new ConnectError({ reason: "Timeout", url: shown, message: `connecting to ${shown} timed out` }))
+            orElse: () => Effect.fail(connectTimedOut(shown, handshakeTimeout))
           })
         ))).pipe(instrumentConnect(shown))
       }

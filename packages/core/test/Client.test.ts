@@ -522,6 +522,14 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
       assert.deepStrictEqual(info, { code: 1009, reason: "", clean: true, initiator: "remote" })
     }))
 
+  it.live("a handshake that does not complete in time is a ConnectError Timeout that says after how long, as over a socket", () =>
+    Effect.gen(function*() {
+      const { connect } = yield* memory({ authorize: () => Effect.sleep("1 second") })
+      const error = yield* Effect.flip(Effect.scoped(connect("ws://h/", { handshakeTimeout: "50 millis" })))
+      assert.deepStrictEqual([error._tag, error._tag === "ConnectError" ? error.reason : ""], ["ConnectError", "Timeout"])
+      assert.strictEqual(error.message, "connecting to ws://h/ timed out after 50ms")
+    }))
+
   it.live("an attempt whose scope is closed meanwhile (by another fiber, or before it started) is interrupted, not a 400 or a defect", () =>
     Effect.gen(function*() {
       const { connect } = yield* memory({ authorize: () => Effect.sleep("100 millis") })

@@ -278,7 +278,7 @@ export const connect = (
     return yield* followRedirects(attempt, target, shown, Client.headerList(options?.headers), {
       maxRedirects: redirects.maxRedirects ?? 10,
       socketPath
-    }).pipe(Effect.timeoutOrElse({ duration: timeout, orElse: () => Effect.fail(timedOut(shown, timeout)) }))
+    }).pipe(Effect.timeoutOrElse({ duration: timeout, orElse: () => Effect.fail(Client.connectTimedOut(shown, timeout)) }))
   }).pipe(Client.instrumentConnect(shown))
 }
 
@@ -343,9 +343,6 @@ const followRedirects = (
 }
 
 /** The failure of a connect that did not complete within the handshake timeout. */
-const timedOut = (shown: string, timeout: Duration.Duration): Client.ConnectError =>
-  new Client.ConnectError({ reason: "Timeout", url: shown, message: `connecting to ${shown} timed out after ${Duration.format(timeout)}` })
-
 /** Opens the socket of one hop, runs the opening handshake over it, and starts the connection. */
 const open = (
   hop: Hop,
@@ -373,7 +370,7 @@ const open = (
     // (interruptible: the handshake timeout must be able to cut a server that never answers)
     const upgraded = yield* request(shown, target, requestHeaders, options?.tls, answering, (socket) => {
       upgradedSocket = socket
-    }).pipe(Effect.timeoutOrElse({ duration: timeout, orElse: () => Effect.fail(timedOut(shown, timeout)) }))
+    }).pipe(Effect.timeoutOrElse({ duration: timeout, orElse: () => Effect.fail(Client.connectTimedOut(shown, timeout)) }))
     const responseHeaders = Headers.fromRawHeaders(upgraded.response.rawHeaders)
     const result = yield* WebSocket.endClientHandshake(handle, { responseHeaders }).pipe(
       Effect.catchTag("InvalidProtocolOperation", (error) => Effect.die(error))

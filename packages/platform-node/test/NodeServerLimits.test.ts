@@ -888,8 +888,13 @@ describe("log annotations", () => {
       })
       const options = {
         authorize: (request: Client.UpgradeRequest) =>
-          request.url.startsWith("/fault") ? Effect.die(new Error("authorize broke")) : Effect.void
+          request.url.startsWith("/fault") ? Effect.die(new Error("authorize broke")) : Effect.void,
+        wrapTransport: (transport: Transport.Transport) => {
+          if (unwrappable) throw new Error("wrapTransport broke")
+          return transport
+        }
       }
+      let unwrappable = false
       const handler = (_: Connection.Connection) => Effect.die(new Error("handler broke"))
       const withLogger = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
         effect.pipe(Effect.provideService(Logger.CurrentLoggers, new Set([logger])))
@@ -906,18 +911,26 @@ describe("log annotations", () => {
       assert.strictEqual(yield* closeCode("/chat?token=secret"), 1011)
       assert.strictEqual(yield* closeCode("/fault"), -1)
       for (let i = 0; i < 100 && logged.length < 2; i++) yield* Effect.sleep("10 millis")
+      unwrappable = true
+      assert.strictEqual(yield* closeCode("/setup"), 1006)
+      unwrappable = false
+      for (let i = 0; i < 100 && logged.length < 3; i++) yield* Effect.sleep("10 millis")
       assert.deepStrictEqual(logged, [
         "WebSocket handler failed; closing its connection with 1011 | /chat 127.0.0.1",
-        "WebSocket upgrade failed; the request gets 500 | /fault 127.0.0.1"
+        "WebSocket upgrade failed; the request gets 500 | /fault 127.0.0.1",
+        "WebSocket connection setup failed; its socket is destroyed | /setup 127.0.0.1"
       ])
       logged.length = 0
       const context = yield* withLogger(Layer.build(Client.layerMemory(handler, options)))
       yield* Effect.scoped(Effect.provide(Client.connect("ws://memory/chat"), context).pipe(Effect.flatMap((c) => c.closed)))
       yield* Effect.ignore(Effect.scoped(Effect.provide(Client.connect("ws://memory/fault"), context)))
-      for (let i = 0; i < 100 && logged.length < 2; i++) yield* Effect.sleep("10 millis")
+      unwrappable = true
+      yield* Effect.scoped(Effect.provide(Client.connect("ws://memory/setup"), context).pipe(Effect.flatMap((c) => c.closed)))
+      for (let i = 0; i < 100 && logged.length < 3; i++) yield* Effect.sleep("10 millis")
       assert.deepStrictEqual(logged, [
         "WebSocket handler failed; closing its connection with 1011 | /chat memory",
-        "WebSocket upgrade failed; the request gets 500 | /fault memory"
+        "WebSocket upgrade failed; the request gets 500 | /fault memory",
+        "WebSocket connection setup failed; its transport is closed | /setup memory"
       ])
     }))
 })
