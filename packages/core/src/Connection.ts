@@ -305,8 +305,9 @@ export interface KeepaliveOptions {
   readonly interval: Duration.Input
   /**
    * How long to wait for any traffic after a ping before giving up on the peer (1006); also how
-   * long the ping may wait to go out behind a send that waits for room: a peer that took none of
-   * that send's bytes meanwhile (it reads nothing) is given up on too. Pings only: with
+   * long the ping may wait to go out behind a send that waits for room: a peer that meanwhile
+   * neither sent anything nor took any of that send's bytes is given up on too (one that sends but
+   * reads nothing is not: bound such a send with `Effect.timeout`). Pings only: with
    * `frame: "pong"` no answer is expected, and nothing is cut off.
    */
   readonly timeout?: Duration.Input | undefined
@@ -1972,10 +1973,10 @@ export const make = (
           }
           const writesBefore = writesTaken
           // A ping that cannot even go out within the timeout waits behind a send that waits for
-          // room. When the transport took more of that send meanwhile, the peer takes our bytes:
-          // it is alive, only slow, and the next ping is tried an interval later. When it took
-          // nothing (a peer that reads nothing), the ping counts as unanswered: a dead peer is
-          // cut off all the same.
+          // room. When the transport took more of that send meanwhile, or the peer sent anything,
+          // it is alive, only slow, and the next ping is tried an interval later. When it did
+          // neither (it reads nothing and says nothing), the ping counts as unanswered: a dead
+          // peer is cut off all the same.
           const sent = yield* Effect.exit(Effect.timeoutOption(sendFrame(frame, undefined, undefined), timeout))
           if (sent._tag === "Failure") return
           if (Option.isNone(sent.value)) {

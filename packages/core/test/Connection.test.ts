@@ -2217,6 +2217,26 @@ describe("Connection keepalive", () => {
       assert.isTrue(Exit.isFailure(yield* Fiber.await(sending)), "the waiting send fails")
     }))
 
+  it.effect("a peer that sends but reads nothing is alive for keepalive, though a send waits for it (a send is bounded with Effect.timeout)", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("client", { connection: { keepalive }, highWaterMark: 1024 })
+      const got: Array<Connection.Message> = []
+      yield* Effect.forkChild(Stream.runForEach(connection.messages, (m) => Effect.sync(() => got.push(m))))
+      const sending = yield* Effect.forkChild(connection.send(new Uint8Array(256 * 1024)))
+      yield* settle
+      // a message every 5 seconds, nothing read: the ping due at 30 seconds never goes out
+      for (let i = 0; i < 16; i++) {
+        yield* peer.send(0x1, `m${i}`)
+        yield* settle
+        yield* TestClock.adjust("5 seconds")
+      }
+      assert.isTrue(yield* isOpen(connection), "a peer that sends is not cut off")
+      assert.strictEqual(got.length, 16)
+      assert.isUndefined(sending.pollUnsafe(), "the send still waits for it")
+      const bounded = yield* Effect.flip(Effect.timeout(connection.send("later"), "1 second").pipe(Effect.forkChild, Effect.tap(() => TestClock.adjust("1 second")), Effect.flatMap(Fiber.join)))
+      assert.strictEqual(bounded._tag, "TimeoutError")
+    }))
+
   it.effect("a consumer that is behind is not a dead peer: nothing is read meanwhile, and nothing is lost", () =>
     Effect.gen(function*() {
       const { connection, peer } = yield* rawConnection("client", { connection: { keepalive, messageBuffer: 2 } })
