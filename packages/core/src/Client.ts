@@ -386,15 +386,19 @@ const REQUEST_RESERVED = new Map(FRAMING_HEADERS.map((name) => [name, "an upgrad
 const isRecord = (headers: unknown): headers is object =>
   typeof headers === "object" && headers !== null && !(Symbol.iterator in headers)
 
+/** A refusal's status: a redirect or an error, as {@link Rejection} checks it. */
+const RejectionStatus = Schema.Int.check(Schema.isBetween({ minimum: 300, maximum: 599 }))
+
 /**
- * Returned by an `authorize` hook to refuse a request with an HTTP status (401, 403, ...).
+ * Returned by an `authorize` hook to refuse a request with an HTTP status (401, 403, ...): the
+ * answer carries `message` as its text body (a 304 goes without: it has no body) and `headers`.
  *
  * @category errors
  * @since 0.1.0
  */
 export class Rejection extends Schema.TaggedError<Rejection>()("Rejection", {
   /** An HTTP status from 300 to 599 (a redirect or an error). */
-  status: Schema.Int.check(Schema.isBetween({ minimum: 300, maximum: 599 })),
+  status: RejectionStatus,
   message: Schema.String,
   /**
    * Extra response headers: token names, values without control characters (no response
@@ -406,20 +410,26 @@ export class Rejection extends Schema.TaggedError<Rejection>()("Rejection", {
 }) {}
 
 /**
- * The extra headers of a {@link Rejection}, checked as a server sends them: an `InvalidParameter`
- * for those that would frame its body a second time, and for a malformed one (a `Rejection` made
- * with `disableChecks`: a value with a line break would split the response), the server's fault:
- * a 500.
+ * A {@link Rejection} as a server answers it: its status, message and extra headers, checked
+ * again (a `Rejection` made with `disableChecks` skipped its own checks: a status that is not
+ * one of a refusal, or a header value with a line break, would break the response). An
+ * `InvalidParameter` for those, and for headers that would frame its body a second time: the
+ * server's fault, a 500.
  *
  * @category constructors
  * @since 0.1.0
  */
-export const rejectionHeaders = (rejection: Rejection): Effect.Effect<ReadonlyArray<HttpHeader.HttpHeader>, InvalidParameter> =>
-  Effect.flatMap(
-    decodeParameter(HttpHeader.HttpHeaders, "Rejection.headers", rejection.headers ?? []),
-    (headers) => refuseReservedHeaders("Rejection.headers", headers, REJECTION_RESERVED)
-  )
-
+export const rejectionAnswer = (rejection: Rejection): Effect.Effect<{
+  readonly status: number
+  readonly message: string
+  readonly headers: ReadonlyArray<HttpHeader.HttpHeader>
+}, InvalidParameter> =>
+  Effect.gen(function*() {
+    const status = yield* decodeParameter(RejectionStatus, "Rejection.status", rejection.status)
+    const decoded = yield* decodeParameter(HttpHeader.HttpHeaders, "Rejection.headers", rejection.headers ?? [])
+    const headers = yield* refuseReservedHeaders("Rejection.headers", decoded, REJECTION_RESERVED)
+    return { status, message: String(rejection.message), headers }
+  })
 /**
  * Options a server applies to every connection, shared by the platforms.
  *
@@ -1138,9 +1148,9 @@ const acceptInMemory = <RA>(
       if (Exit.isFailure(verdict)) {
         const failure = Cause.findErrorOption(verdict.cause)
         if (Option.isSome(failure) && failure.value instanceof Rejection) {
-          const { message, status } = failure.value
-          // (headers that cannot be sent are the server's fault: a 500 (see below))
-          return yield* refuse("Rejected", status, yield* Effect.orDie(rejectionHeaders(failure.value)), message)
+          // (a refusal that cannot be sent is the server's fault: a 500 (see below))
+          const { headers, message, status } = yield* Effect.orDie(rejectionAnswer(failure.value))
+          return yield* refuse("Rejected", status, headers, message)
         }
         return yield* Effect.die(Cause.squash(verdict.cause)) // not a refusal: a 500 (see below)
       }

@@ -342,7 +342,7 @@ describe("Client.Rejection", () => {
       for (const name of ["Content-Length", "transfer-encoding"]) {
         const error = yield* rejectWith([{ name, value: "0" }])
         assert.deepStrictEqual([error._tag, error._tag === "HandshakeRejected" ? error.status : 0], ["HandshakeRejected", 500], name)
-        const reason = yield* Effect.flip(Client.rejectionHeaders(new Client.Rejection({ status: 401, message: "no", headers: [{ name, value: "0" }] })))
+        const reason = yield* Effect.flip(Client.rejectionAnswer(new Client.Rejection({ status: 401, message: "no", headers: [{ name, value: "0" }] })))
         assert.strictEqual(reason.message, `Rejection.headers may not set ${name}: the refusal frames its text body itself`)
       }
       // other headers go out with the refusal, as before

@@ -398,9 +398,9 @@ export const makeUpgradeHandler = <E, R, RA = never>(
           if (Exit.isFailure(verdict)) {
             const rejection = verdict.cause.reasons.find((r) => r._tag === "Fail")
             if (rejection !== undefined && rejection._tag === "Fail" && rejection.error instanceof Rejection) {
-              // (headers that cannot be sent are the server's fault: a 500 (see below))
-              const headers = yield* Client.rejectionHeaders(rejection.error)
-              return yield* refused("Rejected", socket, rejection.error.status, rejection.error.message, headers)
+              // (a refusal that cannot be sent is the server's fault: a 500 (see below))
+              const { headers, message, status } = yield* Client.rejectionAnswer(rejection.error)
+              return yield* refused("Rejected", socket, status, message, headers)
             }
             return yield* Effect.failCause(verdict.cause) // not a refusal: a 500 (see below)
           }

@@ -150,7 +150,7 @@ describe("NodeServer + NodeClient", () => {
       assert.deepStrictEqual(overSockets, inMemory)
     }))
 
-  it.live("answers as in memory: Latin-1 header values as Latin-1 bytes, a 304 without a body, a lone surrogate as U+FFFD, a header that would split the response a 500", () =>
+  it.live("answers as in memory: Latin-1 header values as Latin-1 bytes, a 304 without a body, a lone surrogate as U+FFFD, a Rejection made without checks that would break the response a 500", () =>
     Effect.gen(function*() {
       const cafe = "caf\u00e9" // (é is obs-text: one byte, 0xE9)
       const options = {
@@ -160,7 +160,8 @@ describe("NodeServer + NodeClient", () => {
           if (ask === "ok") return Effect.void
           if (ask === "304") return Effect.fail(new NodeServer.Rejection({ status: 304, message: "not modified", headers: [{ name: "ETag", value: "\"1\"" }] }))
           if (ask === "surrogate") return Effect.fail(new NodeServer.Rejection({ status: 403, message: "bad \ud800 x", headers: [{ name: "X-Name", value: cafe }] }))
-          // (a Rejection made without its checks: a header value with a line break)
+          // (Rejections made without their checks: a status that is no refusal's, a header value with a line break)
+          if (ask === "101") return Effect.fail(new NodeServer.Rejection({ status: 101, message: "no" }, { disableChecks: true }))
           return Effect.fail(new NodeServer.Rejection({ status: 403, message: "no", headers: [{ name: "X", value: "a\r\nX-Injected: 1" }] }, { disableChecks: true }))
         }
       }
@@ -169,7 +170,7 @@ describe("NodeServer + NodeClient", () => {
         const base = server.url.replace(/\/$/, "")
         const connection = yield* Client.connect(`${base}/ok`)
         const seen: Array<unknown> = [HttpHeader.getCombined(connection.handshake.responseHeaders, "X-Name")]
-        for (const ask of ["304", "surrogate", "split"]) {
+        for (const ask of ["304", "surrogate", "split", "101"]) {
           const refused = yield* Effect.flip(Client.connect(`${base}/${ask}`))
           seen.push(refused._tag === "HandshakeRejected"
             ? [refused.status, refused.reason ?? null, refused.header("X-Name") ?? null, refused.header("Content-Length") ?? null, refused.header("X-Injected") ?? null, refused.header("ETag") ?? null]
@@ -185,6 +186,7 @@ describe("NodeServer + NodeClient", () => {
         cafe,
         [304, null, null, null, null, "\"1\""],
         [403, "bad \ufffd x", cafe, "10", null, null],
+        [500, "the upgrade failed", null, "19", null, null],
         [500, "the upgrade failed", null, "19", null, null]
       ])
       assert.deepStrictEqual(inMemory, overSockets)
