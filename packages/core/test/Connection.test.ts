@@ -1428,7 +1428,7 @@ describe("Connection close", () => {
       handled.slice(1).forEach((message, i) => assert.strictEqual(message, `after ${i}`))
     }))
 
-  it.effect("a consumer that reads ahead closes with the close forked as the docs say (Effect.forkDetach): the close goes out, the stream ends", () =>
+  it.effect("a consumer that reads ahead closes with the close forked as the docs say (Effect.forkDetach; from mapEffect's fiber, a forkChild never starts): the close goes out, the stream ends", () =>
     Effect.gen(function*() {
       for (const readAhead of ["mapEffect with concurrency", "buffer"] as const) {
         const [client, server] = yield* Connection.makeMemoryPair()

@@ -342,7 +342,6 @@ const followRedirects = (
   return from({ target: original, shown, headers, followsRedirect: maxRedirects > 0 }, 0)
 }
 
-/** The failure of a connect that did not complete within the handshake timeout. */
 /** Opens the socket of one hop, runs the opening handshake over it, and starts the connection. */
 const open = (
   hop: Hop,

@@ -50,7 +50,7 @@ export const Upgrade = Schema.String.check(
   })
 ).pipe(
   Schema.decodeTo(
-    listOf((protocol) => isProtocol(protocol) ? undefined : `${quote(protocol)} is not a protocol (a token, or token/token)`),
+    listOf((protocol) => isProtocol(protocol) ? undefined : `has ${quote(protocol)}, which is not a protocol (a token, or token/token)`),
     SchemaTransformation.transform({ decode: splitList, encode: (protocols) => protocols.join(", ") })
   )
 )
@@ -75,7 +75,7 @@ export const UpgradeResponse = Schema.String.check(
   })
 ).pipe(
   Schema.decodeTo(
-    listOf((protocol) => isTokenIgnoringCase(protocol, "websocket") ? undefined : `must be "websocket", got ${quote(protocol)}`),
+    listOf((protocol) => isTokenIgnoringCase(protocol, "websocket") ? undefined : `must be "websocket" alone, got ${quote(protocol)}`),
     SchemaTransformation.transform({ decode: splitList, encode: (protocols) => protocols.join(", ") })
   )
 )

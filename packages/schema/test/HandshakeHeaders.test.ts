@@ -293,6 +293,12 @@ describe("HandshakeHeaders", () => {
       assertRejects(HandshakeHeaders.SecWebSocketVersion, "13\u00a0", "got \"13\\u00a0\"")
       assertRejects(HandshakeHeaders.SecWebSocketVersion, "\ufeff13", "got \"\\ufeff13\"")
       assertRejects(HandshakeHeaders.SecWebSocketVersion, "1\u200b3", "got \"1\\u200b3\"")
+      // drawn as nothing or as a blank: a combining grapheme joiner, a variation selector, a Hangul filler, the braille blank
+      for (const [value, shown] of [["1\u034f3", "1\\u034f3"], ["13\ufe0f", "13\\ufe0f"], ["13\u3164", "13\\u3164"], ["13\u2800", "13\\u2800"]]) {
+        assertRejects(HandshakeHeaders.SecWebSocketVersion, value, `got "${shown}"`)
+      }
+      // beyond U+FFFF as a JSON surrogate pair (a language tag character)
+      assertRejects(HandshakeHeaders.SecWebSocketVersion, "13\u{e0001}", "got \"13\\udb40\\udc01\"")
       // other characters beyond ASCII are shown as they are
       assertRejects(HandshakeHeaders.SecWebSocketVersion, "\u0661\u0663", "got \"\u0661\u0663\"")
     })

@@ -10,14 +10,18 @@ const SHOWN = 80
 
 /**
  * What `JSON.stringify` leaves as it is but a reader could not tell from a space or from nothing:
- * separators other than the space (U+00A0, U+2028, ...), format and other invisible characters
- * (U+200B, U+FEFF, ...), and controls beyond ASCII (U+0080 to U+009F).
+ * separators other than the space (U+00A0, U+2028, ...), controls beyond ASCII (U+0080 to
+ * U+009F), format characters and whatever else Unicode says to draw as nothing (U+200B, U+FEFF,
+ * U+034F, variation selectors, ...), and the blanks drawn as a space (the Hangul fillers, which
+ * are among those, and U+2800).
  */
-const UNSEEN = /[^\P{Z} ]|\p{C}/gu
+const UNSEEN = /[^\P{Z} ]|\p{C}|\p{Default_Ignorable_Code_Point}|\u2800/gu
 
+/** A JSON escape of `char` (a pair of them for a character beyond U+FFFF). */
 const escapeUnseen = (char: string): string => {
-  const code = char.codePointAt(0)!
-  return code > 0xffff ? `\\u{${code.toString(16)}}` : `\\u${code.toString(16).padStart(4, "0")}`
+  let out = ""
+  for (let i = 0; i < char.length; i++) out += `\\u${char.charCodeAt(i).toString(16).padStart(4, "0")}`
+  return out
 }
 
 /** `value` as a JSON string with unseen characters escaped (`"13\u00a0"`, not a look-alike `"13 "`). */
