@@ -21,6 +21,7 @@ import { Client, Connection, WebSocket, WebSocketError } from "@effect-websocket
 import { HttpHeader, Options } from "@effect-websocket/schema"
 import { Cause, Context, Duration, Effect, Exit, Fiber, FiberSet, Layer, Option, Predicate, Schema } from "effect"
 import type { Scope, Tracer } from "effect"
+import { EventEmitter } from "node:events"
 import * as Http from "node:http"
 import * as Https from "node:https"
 import * as Net from "node:net"
@@ -284,6 +285,13 @@ export const incomingMessage = (request: Client.UpgradeRequest): Http.IncomingMe
  * interrupts the handlers, which closes their connections with 1001; from then on the listener
  * answers every upgrade request with 503, as a closed `ws` server does.
  *
+ * Several listeners share the event by path, as `ws`'s `noServer` users route upgrades: a
+ * request goes to the listener of ours whose `path` is its path, else to the first of ours
+ * without a `path` (it serves every path); one that none of ours serves is left to the server's
+ * other `upgrade` listeners (another library's answers it, or not, as it will), and answered 404
+ * by the first of ours only when no other is attached. A router of the application's own that
+ * calls the listener with a request hands that request to it: answered whatever its path.
+ *
  * **Example**
  *
  * ```ts
@@ -474,7 +482,10 @@ export const makeUpgradeHandler = <E, R, RA = never>(
         return Client.runHandler(handler, connection, request, span)
       }))
     }
-    return (req: Http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    const listener = function(this: unknown, req: Http.IncomingMessage, socket: Duplex, head: Buffer) {
+      // (a listener of a server's `upgrade` event, as `server.on("upgrade", ...)` calls it: a
+      // request for another path may be another listener's)
+      if (this instanceof EventEmitter && leftToOthers(this, listener, req)) return
       socket.on("error", ignoreError) // errors surface through the transport; never crash the process
       // The answer to the request (and later the closing handshake) must get out even when the
       // client ended its side right after the request (TLS sockets end ours with it by default, and
@@ -485,7 +496,29 @@ export const makeUpgradeHandler = <E, R, RA = never>(
       }
       run(accept(req, socket, head))
     }
+    upgradeListeners.set(listener, { path: options?.path })
+    return listener
   })
+
+/** The `upgrade` listeners {@link makeUpgradeHandler} made, with the path each serves (`undefined`: every path). */
+const upgradeListeners = new WeakMap<Function, { readonly path: string | undefined }>()
+
+/**
+ * Whether a request that `listener` (one of {@link upgradeListeners}) got from `server`'s
+ * `upgrade` event is another listener's, as `ws`'s `noServer` users route upgrades by path: one of
+ * ours for exactly its path comes first, then the first of ours for every path; a listener of
+ * another library is left every request that none of ours serves (it answers it, or not, as it
+ * will). With only ours attached, such a request is answered (404) by the first of them.
+ */
+const leftToOthers = (server: EventEmitter, listener: Function, req: Http.IncomingMessage): boolean => {
+  const pathname = requestTarget(req.url).split("?")[0]!
+  const listeners = server.listeners("upgrade")
+  const ours = listeners.filter((other) => upgradeListeners.has(other))
+  const serving = ours.find((other) => upgradeListeners.get(other)!.path === pathname) ??
+    ours.find((other) => upgradeListeners.get(other)!.path === undefined)
+  if (serving !== undefined) return serving !== listener
+  return ours.length < listeners.length || ours[0] !== listener
+}
 
 /**
  * Starts a standalone WebSocket server (`node:http`, or `node:https` with `tls`) on `host:port`,

@@ -5,9 +5,10 @@ import { Arbitrary, Cause, Deferred, Effect, Exit, Fiber, Layer, Metric, Option,
 import { spawn } from "node:child_process"
 import * as Http from "node:http"
 import type * as Net from "node:net"
+import type { Duplex } from "node:stream"
 import * as V8 from "node:v8"
 import * as Vm from "node:vm"
-import { WebSocket as WsClient } from "ws"
+import { WebSocket as WsClient, WebSocketServer as WsServer } from "ws"
 import * as HttpClient from "effect/http/HttpClient"
 import { NodeClient, NodeServer } from "../src/index.ts"
 import { eventually, sweepInterruptions } from "./interruptAt.ts"
@@ -634,6 +635,55 @@ describe("NodeServer + NodeClient", () => {
         ws.on("close", () => resume(Effect.succeed(got)))
       }).pipe(Effect.timeout("5 seconds"))
       assert.deepStrictEqual(received, [[false, text], [true, "070809"]])
+    }))
+
+  it.live("upgrade handlers share a server's upgrade event by path, with each other and with another library's (ws noServer), as ws users route", () =>
+    Effect.gen(function*() {
+      const sockets = new Set<Net.Socket>()
+      const http = yield* Effect.acquireRelease(
+        Effect.callback<Http.Server>((resume) => {
+          const server = Http.createServer((_req, res) => res.end("hello"))
+          server.on("connection", (socket) => sockets.add(socket))
+          server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
+        }),
+        (server) =>
+          Effect.callback<void>((resume) => {
+            server.close(() => resume(Effect.void))
+            sockets.forEach((socket) => socket.destroy())
+          })
+      )
+      const base = `ws://127.0.0.1:${(http.address() as Net.AddressInfo).port}`
+      const named = (name: string): Client.Handler => (connection) => connection.send(name)
+      const firstMessage = (path: string) =>
+        Effect.scoped(Effect.gen(function*() {
+          const connection = yield* NodeClient.connect(`${base}${path}`, { handshakeTimeout: "2 seconds" })
+          return Option.getOrUndefined(yield* Stream.runHead(connection.messages))
+        })).pipe(Effect.catch((error) => Effect.succeed(error._tag === "HandshakeRejected" ? error.status : error._tag)))
+      // two of ours, for two paths
+      http.on("upgrade", yield* NodeServer.makeUpgradeHandler(named("chat"), { path: "/chat" }))
+      http.on("upgrade", yield* NodeServer.makeUpgradeHandler(named("echo"), { path: "/echo" }))
+      assert.deepStrictEqual([yield* firstMessage("/chat"), yield* firstMessage("/echo"), yield* firstMessage("/other")], ["chat", "echo", 404])
+      // and another library's, which serves its own path (and destroys the sockets of others, as ws's docs do)
+      const wss = new WsServer({ noServer: true })
+      yield* Effect.addFinalizer(() => Effect.sync(() => wss.close()))
+      const theirs = (req: Http.IncomingMessage, socket: Duplex, head: Buffer) => {
+        if (req.url === "/theirs") wss.handleUpgrade(req, socket, head, (ws) => ws.send("theirs"))
+        else if (req.url !== "/chat" && req.url !== "/echo") socket.destroy()
+      }
+      http.prependListener("upgrade", theirs)
+      assert.deepStrictEqual(
+        [yield* firstMessage("/theirs"), yield* firstMessage("/chat"), yield* firstMessage("/echo"), yield* firstMessage("/other")],
+        ["theirs", "chat", "echo", "ConnectError"]
+      )
+      // one of ours for every path serves what no other of ours does
+      http.off("upgrade", theirs)
+      http.on("upgrade", yield* NodeServer.makeUpgradeHandler(named("any"), {}))
+      assert.deepStrictEqual([yield* firstMessage("/chat"), yield* firstMessage("/else")], ["chat", "any"])
+      // called by a router of the application's own, a handler answers what it is given
+      const direct = yield* NodeServer.makeUpgradeHandler(named("direct"), { path: "/direct" })
+      http.removeAllListeners("upgrade")
+      http.on("upgrade", (req: Http.IncomingMessage, socket: Duplex, head: Buffer) => direct(req, socket, head))
+      assert.deepStrictEqual([yield* firstMessage("/direct"), yield* firstMessage("/other")], ["direct", 404])
     }))
 
   it.live("an upgrade handler whose scope has closed answers 503, as a closed ws server does, rather than leave the socket hanging", () =>
