@@ -7,7 +7,7 @@
  * @since 0.1.0
  */
 import { HandshakeHeaders, HttpHeader, Options, Property } from "@effect-websocket/schema"
-import { Cause, Context, Duration, Effect, Exit, Fiber, Layer, Metric, Option, Predicate, Result, Schema, Scope, Tracer } from "effect"
+import { Cause, Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Metric, Option, Predicate, Result, Schema, Scope, Tracer } from "effect"
 import * as Connection from "./Connection.ts"
 import {
   checkRequest,
@@ -991,8 +991,9 @@ export const instrumentConnect = (shown: string) =>
  * The layer is the server as well as the client (it also provides {@link Server}, the server's
  * open connections): the server lives as long as the layer, and its connections with it. Provide
  * the layer around the whole program (as a server runs beside it), not around each `connect`:
- * once the layer's scope closes, its connections get 1001, as from a server that shuts down, and
- * new ones are refused (`ConnectError` with reason `Refused`).
+ * once the layer's scope closes, its connections get 1001, as from a server that shuts down, an
+ * attempt whose `authorize` is under way gets 503 at once (the hook is interrupted), and new ones
+ * are refused (`ConnectError` with reason `Refused`).
  * Unlike over a socket, the server's side of an attempt is part of it: a client's handshake
  * timeout (or interruption) also interrupts the server's `authorize`, and its handler never runs.
  * Each connection buffers `highWaterMark` bytes each way (64 KiB by default), as a socket does.
@@ -1015,6 +1016,8 @@ export const layerMemory = <E, R, RA = never>(
       const serverScope = yield* Effect.scope
       /** The span the layer was built in: over a socket, the parent of a request's span that carries none. */
       const serverParent = Option.getOrUndefined(Context.getOption(context, Tracer.ParentSpan))
+      /** Done once the server starts to stop. */
+      const stopping = yield* Deferred.make<void>()
       const connect = (url: string | URL, connectOptions?: ConnectOptions) => {
         const shown = Targets.redacted(url)
         return Effect.flatMap(checkConnectOptions(connectOptions), (handshakeTimeout) => releaseOnEnd(Effect.gen(function*() {
@@ -1039,7 +1042,7 @@ export const layerMemory = <E, R, RA = never>(
           }).pipe(Effect.catchTag("InvalidProtocolOperation", (error) => Effect.die(error)))
           const offered = connectOptions?.protocols ?? []
           const request: UpgradeRequest = { url: target.path, headers: requestHeaders, protocols: offered, remoteAddress: "memory" }
-          const { responseHeaders, selected, span } = yield* acceptInMemory(server, request, shown, { ...options, authorize: tracked.authorize }, serverScope, connectionScope, serverParent).pipe(
+          const { responseHeaders, selected, span } = yield* acceptInMemory(server, request, shown, { ...options, authorize: tracked.authorize }, { serverScope, stopping }, connectionScope, serverParent).pipe(
             // (the server's services, as its handler has them; the caller's where it has none, a
             // tracer; and the caller's span stays the parent: the accept span is the connect's child)
             Effect.updateContext((current: Context.Context<never>) => {
@@ -1102,9 +1105,15 @@ export const layerMemory = <E, R, RA = never>(
           })
         ))).pipe(instrumentConnect(shown))
       }
+      // (the first thing the server does as it stops: an `authorize` under way is interrupted and
+      // its request answered 503, as over a socket)
+      yield* Effect.addFinalizer(() => Deferred.succeed(stopping, undefined))
       return Context.make(Client, Client.of({ connect })).pipe(Context.add(Server, tracked.server))
     })
   )
+
+/** The reason of a request's 503 from a server that stops. */
+const SHUTTING_DOWN = "the server is shutting down"
 
 /**
  * The server's half of an opening handshake in memory, as a server answers the upgrade request:
@@ -1116,7 +1125,7 @@ const acceptInMemory = <RA>(
   request: UpgradeRequest,
   shown: string,
   options: ServeOptions<RA> | undefined,
-  serverScope: Scope.Scope,
+  { serverScope, stopping }: { readonly serverScope: Scope.Scope; readonly stopping: Deferred.Deferred<void> },
   connectionScope: Scope.Scope,
   serverParent: Tracer.AnySpan | undefined
 ) => {
@@ -1132,7 +1141,7 @@ const acceptInMemory = <RA>(
     // (the layer's scope closed while the request was answered: its handle is gone, as a server
     // over a socket that shuts down answers)
     error._tag === "InvalidProtocolOperation" && serverScope.state._tag === "Closed"
-      ? refuse("ShuttingDown", 503, [], "the server is shutting down")
+      ? refuse("ShuttingDown", 503, [], SHUTTING_DOWN)
       : answerHandshakeFailure(error, (status, headers) => refuse(error._tag, status, headers, error.message))
   const pathname = request.url.split("?")[0]!
   return Effect.gen(function*() {
@@ -1144,7 +1153,12 @@ const acceptInMemory = <RA>(
     if (authorize !== undefined) {
       // (in the connection's scope, as over a socket: what it acquires is released once the
       // handler is done, or at once when the attempt fails)
-      const verdict = yield* Effect.exit(Scope.provide(runCallback("authorize hook", () => authorize(request)), connectionScope))
+      // (a server that starts to stop meanwhile interrupts it and answers 503, as over a socket)
+      const verdict = yield* Effect.raceFirst(
+        Effect.exit(Scope.provide(runCallback("authorize hook", () => authorize(request)), connectionScope)),
+        Effect.as(Deferred.await(stopping), "stopping" as const)
+      )
+      if (verdict === "stopping") return yield* refuse("ShuttingDown", 503, [], SHUTTING_DOWN)
       if (Exit.isFailure(verdict)) {
         const failure = Cause.findErrorOption(verdict.cause)
         if (Option.isSome(failure) && failure.value instanceof Rejection) {

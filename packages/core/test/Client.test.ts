@@ -522,6 +522,25 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
       assert.deepStrictEqual(info, { code: 1009, reason: "", clean: true, initiator: "remote" })
     }))
 
+  it.live("a server that stops interrupts an authorize under way and answers its request 503, as over a socket (not once the hook is done)", () =>
+    Effect.gen(function*() {
+      const events: Array<string> = []
+      const layerScope = yield* Scope.make()
+      const context = yield* Scope.provide(Layer.build(Client.layerMemory(() => Effect.void, {
+        authorize: () =>
+          Effect.andThen(
+            Effect.acquireRelease(Effect.sync(() => events.push("slot taken")), () => Effect.sync(() => events.push("slot given back"))),
+            Effect.never
+          )
+      })), layerScope)
+      const attempt = yield* Effect.forkChild(Effect.flip(Effect.scoped(Effect.provide(Client.connect("ws://h/", { handshakeTimeout: "30 seconds" }), context))))
+      yield* Effect.sleep("50 millis")
+      yield* Scope.close(layerScope, Exit.void)
+      const error = yield* Fiber.join(attempt).pipe(Effect.timeout("2 seconds"))
+      assert.deepStrictEqual(error._tag === "HandshakeRejected" ? [error.status, error.reason] : [error._tag], [503, "the server is shutting down"])
+      assert.deepStrictEqual(events, ["slot taken", "slot given back"])
+    }))
+
   it.live("a handshake that does not complete in time is a ConnectError Timeout that says after how long, as over a socket", () =>
     Effect.gen(function*() {
       const { connect } = yield* memory({ authorize: () => Effect.sleep("1 second") })
