@@ -501,6 +501,12 @@ export interface MemoryServeOptions<RA = never> extends ServeOptions<RA> {
    * when the layer is built.
    */
   readonly highWaterMark?: number | undefined
+  /**
+   * Largest size of the request headers in bytes (the request target, and every header's name and
+   * value), as a Node.js server counts it: a larger request gets 431, as over a socket. Default
+   * 16 KiB (Node's, and `NodeServer`'s `maxHeaderBytes`).
+   */
+  readonly maxHeaderBytes?: number | undefined
 }
 
 /**
@@ -1009,6 +1015,7 @@ export const layerMemory = <E, R, RA = never>(
     Effect.gen(function*() {
       yield* checkServeOptions(options, handler)
       const highWaterMark = yield* memoryHighWaterMark(options?.highWaterMark)
+      const maxHeaderBytes = yield* decodeOption(Options.ByteLimit("maxHeaderBytes", 1, false), "maxHeaderBytes", options?.maxHeaderBytes ?? 16 * 1024)
       const tracked = trackConnections(handler, options)
       tracked.listening(`ws://memory${options?.path ?? "/"}`)
       const context = yield* Effect.context<Exclude<R | RA, Server>>()
@@ -1042,7 +1049,7 @@ export const layerMemory = <E, R, RA = never>(
           }).pipe(Effect.catchTag("InvalidProtocolOperation", (error) => Effect.die(error)))
           const offered = connectOptions?.protocols ?? []
           const request: UpgradeRequest = { url: target.path, headers: requestHeaders, protocols: offered, remoteAddress: "memory" }
-          const { responseHeaders, selected, span } = yield* acceptInMemory(server, request, shown, { ...options, authorize: tracked.authorize }, { serverScope, stopping }, connectionScope, serverParent).pipe(
+          const { responseHeaders, selected, span } = yield* acceptInMemory(server, request, shown, { ...options, authorize: tracked.authorize }, { serverScope, stopping, maxHeaderBytes }, connectionScope, serverParent).pipe(
             // (the server's services, as its handler has them; the caller's where it has none, a
             // tracer; and the caller's span stays the parent: the accept span is the connect's child)
             Effect.updateContext((current: Context.Context<never>) => {
@@ -1115,6 +1122,9 @@ export const layerMemory = <E, R, RA = never>(
 /** The reason of a request's 503 from a server that stops. */
 const SHUTTING_DOWN = "the server is shutting down"
 
+/** Most header lines in a request, as a Node.js server takes them by default (its `maxHeadersCount`). */
+const MAX_HEADERS_COUNT = 1000
+
 /**
  * The server's half of an opening handshake in memory, as a server answers the upgrade request:
  * a failed handshake is the status it would answer (counted in the handshake failures), a
@@ -1125,7 +1135,11 @@ const acceptInMemory = <RA>(
   request: UpgradeRequest,
   shown: string,
   options: ServeOptions<RA> | undefined,
-  { serverScope, stopping }: { readonly serverScope: Scope.Scope; readonly stopping: Deferred.Deferred<void> },
+  { maxHeaderBytes, serverScope, stopping }: {
+    readonly serverScope: Scope.Scope
+    readonly stopping: Deferred.Deferred<void>
+    readonly maxHeaderBytes: number
+  },
   connectionScope: Scope.Scope,
   serverParent: Tracer.AnySpan | undefined
 ) => {
@@ -1145,6 +1159,13 @@ const acceptInMemory = <RA>(
       : answerHandshakeFailure(error, (status, headers) => refuse(error._tag, status, headers, error.message))
   const pathname = request.url.split("?")[0]!
   return Effect.gen(function*() {
+    // (the limits of Node's parser, which a server over a socket answers before anything else)
+    if (request.headers.length > MAX_HEADERS_COUNT) {
+      return yield* refuse("HeaderTooLarge", 431, [], `more than ${MAX_HEADERS_COUNT} request headers`)
+    }
+    if (request.headers.reduce((bytes, h) => bytes + h.name.length + h.value.length, request.url.length) > maxHeaderBytes) {
+      return yield* refuse("HeaderTooLarge", 431, [], "request headers too large")
+    }
     if (options?.path !== undefined && pathname !== options.path) {
       return yield* refuse("NotFound", 404, [], `no WebSocket endpoint at ${pathname}`)
     }

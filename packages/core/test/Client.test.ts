@@ -522,6 +522,19 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
       assert.deepStrictEqual(info, { code: 1009, reason: "", clean: true, initiator: "remote" })
     }))
 
+  it.effect("maxHeaderBytes bounds a request's headers in memory as a Node.js server does (431); a bad value fails the layer", () =>
+    Effect.gen(function*() {
+      const context = yield* Layer.build(Client.layerMemory(() => Effect.void, { maxHeaderBytes: 1024 }))
+      const connect = (value: string) => Effect.scoped(Effect.provide(Client.connect("ws://h/", { headers: [{ name: "X-Token", value }] }), context))
+      yield* connect("t".repeat(100))
+      const refused = yield* Effect.flip(connect("t".repeat(1024)))
+      assert.deepStrictEqual(refused._tag === "HandshakeRejected" ? [refused.status, refused.reason] : [refused._tag], [431, "request headers too large"])
+      for (const maxHeaderBytes of [0, 1.5, Number.POSITIVE_INFINITY]) {
+        const error = yield* Effect.flip(Layer.build(Client.layerMemory(() => Effect.void, { maxHeaderBytes })))
+        assert.deepStrictEqual([error._tag, error.parameter], ["InvalidParameter", "maxHeaderBytes"], String(maxHeaderBytes))
+      }
+    }))
+
   it.live("a server that stops interrupts an authorize under way and answers its request 503, as over a socket (not once the hook is done)", () =>
     Effect.gen(function*() {
       const events: Array<string> = []
