@@ -289,8 +289,10 @@ export const incomingMessage = (request: Client.UpgradeRequest): Http.IncomingMe
  * request goes to the listener of ours whose `path` is its path, else to the first of ours
  * without a `path` (it serves every path); one that none of ours serves is left to the server's
  * other `upgrade` listeners (another library's answers it, or not, as it will), and answered 404
- * by the first of ours only when no other is attached. A router of the application's own that
- * calls the listener with a request hands that request to it: answered whatever its path.
+ * by the first of ours only when no other is attached; one whose scope is closing (answering 503)
+ * comes after one that is open. A router of the application's own that calls the listener, and a
+ * listener attached through `once` or a wrapper (not itself among the server's listeners), is
+ * handed the request: answered whatever its path.
  *
  * **Example**
  *
@@ -323,10 +325,10 @@ export const makeUpgradeHandler = <E, R, RA = never>(
     // Runs before the fibers are interrupted: from then on (and once the scope is closed, when
     // `run` would start nothing) a request gets 503, as from a closing `ws` server, rather than
     // a socket left unanswered.
-    let closing = false
+    const route: UpgradeRoute = { path: options?.path, closing: false }
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
-        closing = true
+        route.closing = true
       })
     )
     const services = yield* Effect.context<never>()
@@ -459,7 +461,7 @@ export const makeUpgradeHandler = <E, R, RA = never>(
             Effect.sync(() => socket.destroyed || socket.destroy())
           ).pipe(Effect.andThen(exit))
         }
-        if (closing && interrupted) return shuttingDown(socket)
+        if (route.closing && interrupted) return shuttingDown(socket)
         return Effect.andThen(
           Client.logServerFault(exit.cause),
           refused("ServerError", socket, 500, "the upgrade failed")
@@ -491,33 +493,52 @@ export const makeUpgradeHandler = <E, R, RA = never>(
       // client ended its side right after the request (TLS sockets end ours with it by default, and
       // so does any stream made with `allowHalfOpen: false`).
       socket.allowHalfOpen = true
-      if (closing) {
+      if (route.closing) {
         return Effect.runSyncWith(services)(inAcceptSpan(req)(shuttingDown(socket)))
       }
       run(accept(req, socket, head))
     }
-    upgradeListeners.set(listener, { path: options?.path })
+    ;(listener as Routed)[ROUTE] = route
     return listener
   })
 
-/** The `upgrade` listeners {@link makeUpgradeHandler} made, with the path each serves (`undefined`: every path). */
-const upgradeListeners = new WeakMap<Function, { readonly path: string | undefined }>()
+/** What an `upgrade` listener of {@link makeUpgradeHandler} serves: its path (`undefined`: every path), and whether its scope is closing. */
+interface UpgradeRoute {
+  readonly path: string | undefined
+  closing: boolean
+}
+
+/** Where a listener of {@link makeUpgradeHandler} keeps its route (a global symbol: two copies of this module share the event too). */
+const ROUTE = Symbol.for("@effect-websocket/platform-node/NodeServer/UpgradeRoute")
+
+interface Routed {
+  [ROUTE]?: UpgradeRoute
+}
+
+const routeOf = (listener: Function): UpgradeRoute | undefined => (listener as Routed)[ROUTE]
 
 /**
- * Whether a request that `listener` (one of {@link upgradeListeners}) got from `server`'s
- * `upgrade` event is another listener's, as `ws`'s `noServer` users route upgrades by path: one of
- * ours for exactly its path comes first, then the first of ours for every path; a listener of
- * another library is left every request that none of ours serves (it answers it, or not, as it
- * will). With only ours attached, such a request is answered (404) by the first of them.
+ * Whether a request that `listener`, attached to `server`'s `upgrade` event, got from it is another
+ * listener's, as `ws`'s `noServer` users route upgrades by path: one of ours for exactly its path
+ * comes first, then the first of ours for every path (either one whose scope is open before one
+ * closing); a listener of another library is left every request that none of ours serves (it
+ * answers it, or not, as it will). With only ours attached, such a request is answered (404, or
+ * 503 once closing) by the first of them. A listener that is not attached as itself (through
+ * `once`, or a wrapper) is called as a router calls it: it answers the request.
  */
 const leftToOthers = (server: EventEmitter, listener: Function, req: Http.IncomingMessage): boolean => {
-  const pathname = requestTarget(req.url).split("?")[0]!
   const listeners = server.listeners("upgrade")
-  const ours = listeners.filter((other) => upgradeListeners.has(other))
-  const serving = ours.find((other) => upgradeListeners.get(other)!.path === pathname) ??
-    ours.find((other) => upgradeListeners.get(other)!.path === undefined)
+  if (!listeners.includes(listener)) return false
+  const pathname = requestTarget(req.url).split("?")[0]!
+  const ours = listeners.filter((other) => routeOf(other) !== undefined)
+  const serves = (path: string | undefined, closing: boolean) => (other: Function) => {
+    const route = routeOf(other)!
+    return route.path === path && route.closing === closing
+  }
+  const serving = ours.find(serves(pathname, false)) ?? ours.find(serves(undefined, false)) ??
+    ours.find(serves(pathname, true)) ?? ours.find(serves(undefined, true))
   if (serving !== undefined) return serving !== listener
-  return ours.length < listeners.length || ours[0] !== listener
+  return ours.length < listeners.length || (ours.find((other) => !routeOf(other)!.closing) ?? ours[0]) !== listener
 }
 
 /**

@@ -686,11 +686,27 @@ describe("NodeServer + NodeClient", () => {
       http.off("upgrade", theirs)
       http.on("upgrade", yield* NodeServer.makeUpgradeHandler(named("any"), {}))
       assert.deepStrictEqual([yield* firstMessage("/chat"), yield* firstMessage("/else")], ["chat", "any"])
-      // called by a router of the application's own, a handler answers what it is given
+      // one whose scope is closing (503) comes after an open one for the same path
+      http.removeAllListeners("upgrade")
+      const closed = yield* Scope.make()
+      http.on("upgrade", yield* NodeServer.makeUpgradeHandler(named("old"), { path: "/chat" }).pipe(Scope.provide(closed)))
+      yield* Scope.close(closed, Exit.void)
+      http.on("upgrade", yield* NodeServer.makeUpgradeHandler(named("new"), { path: "/chat" }))
+      assert.deepStrictEqual([yield* firstMessage("/chat"), yield* firstMessage("/other")], ["new", 404])
+      // called by a router of the application's own, through a wrapper that passes the server on,
+      // or attached with once, a handler answers what it is given
       const direct = yield* NodeServer.makeUpgradeHandler(named("direct"), { path: "/direct" })
       http.removeAllListeners("upgrade")
       http.on("upgrade", (req: Http.IncomingMessage, socket: Duplex, head: Buffer) => direct(req, socket, head))
       assert.deepStrictEqual([yield* firstMessage("/direct"), yield* firstMessage("/other")], ["direct", 404])
+      http.removeAllListeners("upgrade")
+      http.on("upgrade", function(this: unknown, ...args: Parameters<typeof direct>) {
+        return direct.apply(this, args)
+      })
+      assert.deepStrictEqual([yield* firstMessage("/direct"), yield* firstMessage("/other")], ["direct", 404])
+      http.removeAllListeners("upgrade")
+      http.once("upgrade", direct)
+      assert.deepStrictEqual(yield* firstMessage("/direct"), "direct")
     }))
 
   it.live("an upgrade handler whose scope has closed answers 503, as a closed ws server does, rather than leave the socket hanging", () =>
