@@ -502,8 +502,8 @@ export interface MemoryServeOptions<RA = never> extends ServeOptions<RA> {
    */
   readonly highWaterMark?: number | undefined
   /**
-   * Largest size of the request headers in bytes (the request target, and every header's name and
-   * value), as a Node.js server counts it: a larger request gets 431, as over a socket. Default
+   * Size of the request headers in bytes (the request target, and every header's name and value,
+   * as a Node.js server counts them) from which a request gets 431, as over a socket. Default
    * 16 KiB (Node's, and `NodeServer`'s `maxHeaderBytes`).
    */
   readonly maxHeaderBytes?: number | undefined
@@ -1015,7 +1015,7 @@ export const layerMemory = <E, R, RA = never>(
     Effect.gen(function*() {
       yield* checkServeOptions(options, handler)
       const highWaterMark = yield* memoryHighWaterMark(options?.highWaterMark)
-      const maxHeaderBytes = yield* decodeOption(Options.ByteLimit("maxHeaderBytes", 1, false), "maxHeaderBytes", options?.maxHeaderBytes ?? 16 * 1024)
+      const maxHeaderBytes = yield* decodeMaxHeaderBytes(options?.maxHeaderBytes)
       const tracked = trackConnections(handler, options)
       tracked.listening(`ws://memory${options?.path ?? "/"}`)
       const context = yield* Effect.context<Exclude<R | RA, Server>>()
@@ -1023,8 +1023,13 @@ export const layerMemory = <E, R, RA = never>(
       const serverScope = yield* Effect.scope
       /** The span the layer was built in: over a socket, the parent of a request's span that carries none. */
       const serverParent = Option.getOrUndefined(Context.getOption(context, Tracer.ParentSpan))
-      /** Done once the server starts to stop. */
-      const stopping = yield* Deferred.make<void>()
+      /**
+       * The scope of the connections' server sides: closed after `stopping` below, so that an
+       * `authorize` under way is interrupted before what it acquired in its connection's scope is
+       * released, as over a socket.
+       */
+      const connectionsScope = yield* Scope.fork(serverScope)
+      const stopping: Stopping = { signal: yield* Deferred.make<void>(), hooks: new Set() }
       const connect = (url: string | URL, connectOptions?: ConnectOptions) => {
         const shown = Targets.redacted(url)
         return Effect.flatMap(checkConnectOptions(connectOptions), (handshakeTimeout) => releaseOnEnd(Effect.gen(function*() {
@@ -1039,7 +1044,7 @@ export const layerMemory = <E, R, RA = never>(
           // The server's side of this connection is released when its handler is done (the
           // client's when its connection ends, see `releaseOnEnd`); with the attempt until the
           // handler runs.
-          const connectionScope = yield* Scope.fork(serverScope)
+          const connectionScope = yield* Scope.fork(connectionsScope)
           let serving = false
           yield* Effect.addFinalizer(() => serving ? Effect.void : Scope.close(connectionScope, Exit.void))
           const server = yield* Scope.provide(WebSocket.createServerHandle(handleProperties(options)), connectionScope)
@@ -1112,18 +1117,65 @@ export const layerMemory = <E, R, RA = never>(
           })
         ))).pipe(instrumentConnect(shown))
       }
-      // (the first thing the server does as it stops: an `authorize` under way is interrupted and
-      // its request answered 503, as over a socket)
-      yield* Effect.addFinalizer(() => Deferred.succeed(stopping, undefined))
+      // (as the server starts to stop, before its connections' scopes close: an `authorize` under
+      // way is interrupted, and its request answered 503, as over a socket)
+      yield* Effect.addFinalizer(() =>
+        Effect.andThen(
+          Deferred.succeed(stopping.signal, undefined),
+          Effect.forEach(stopping.hooks, Deferred.await, { discard: true })
+        )
+      )
       return Context.make(Client, Client.of({ connect })).pipe(Context.add(Server, tracked.server))
     })
   )
 
+/**
+ * The request header limits of a Node.js server's parser, which servers keep on every platform:
+ * a request whose target and header names and values come to `maxHeaderBytes` bytes (16 KiB by
+ * default) or more, or that has more than 1 000 header lines (Node's `maxHeadersCount`), is
+ * answered 431 with {@link HEADERS_TOO_LARGE}.
+ *
+ * @category constants
+ * @since 0.1.0
+ */
+export const DEFAULT_MAX_HEADER_BYTES = 16 * 1024
+
+/**
+ * Most header lines in a request, as a Node.js server takes them by default (its
+ * `maxHeadersCount`); see {@link DEFAULT_MAX_HEADER_BYTES}.
+ *
+ * @category constants
+ * @since 0.1.0
+ */
+export const DEFAULT_MAX_HEADERS_COUNT = 1000
+
+/**
+ * The reason of a 431 for request headers beyond the limits (see {@link DEFAULT_MAX_HEADER_BYTES}).
+ *
+ * @category constants
+ * @since 0.1.0
+ */
+export const HEADERS_TOO_LARGE = "request headers too large"
+
+/**
+ * A server's `maxHeaderBytes` option: {@link DEFAULT_MAX_HEADER_BYTES} when absent, else a whole
+ * number of bytes of at least 1; another value is an `InvalidParameter`.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const decodeMaxHeaderBytes = (given: number | undefined): Effect.Effect<number, InvalidParameter> =>
+  decodeOption(Options.ByteLimit("maxHeaderBytes", 1, false), "maxHeaderBytes", given ?? DEFAULT_MAX_HEADER_BYTES)
+
 /** The reason of a request's 503 from a server that stops. */
 const SHUTTING_DOWN = "the server is shutting down"
 
-/** Most header lines in a request, as a Node.js server takes them by default (its `maxHeadersCount`). */
-const MAX_HEADERS_COUNT = 1000
+/** A server in memory that stops: its signal, and the `authorize` hooks under way (each done once it ended). */
+interface Stopping {
+  readonly signal: Deferred.Deferred<void>
+  readonly hooks: Set<Deferred.Deferred<void>>
+}
+
 
 /**
  * The server's half of an opening handshake in memory, as a server answers the upgrade request:
@@ -1137,7 +1189,7 @@ const acceptInMemory = <RA>(
   options: ServeOptions<RA> | undefined,
   { maxHeaderBytes, serverScope, stopping }: {
     readonly serverScope: Scope.Scope
-    readonly stopping: Deferred.Deferred<void>
+    readonly stopping: Stopping
     readonly maxHeaderBytes: number
   },
   connectionScope: Scope.Scope,
@@ -1160,11 +1212,11 @@ const acceptInMemory = <RA>(
   const pathname = request.url.split("?")[0]!
   return Effect.gen(function*() {
     // (the limits of Node's parser, which a server over a socket answers before anything else)
-    if (request.headers.length > MAX_HEADERS_COUNT) {
-      return yield* refuse("HeaderTooLarge", 431, [], `more than ${MAX_HEADERS_COUNT} request headers`)
-    }
-    if (request.headers.reduce((bytes, h) => bytes + h.name.length + h.value.length, request.url.length) > maxHeaderBytes) {
-      return yield* refuse("HeaderTooLarge", 431, [], "request headers too large")
+    if (
+      request.headers.length > DEFAULT_MAX_HEADERS_COUNT ||
+      request.headers.reduce((bytes, h) => bytes + h.name.length + h.value.length, request.url.length) >= maxHeaderBytes
+    ) {
+      return yield* refuse("HeaderTooLarge", 431, [], HEADERS_TOO_LARGE)
     }
     if (options?.path !== undefined && pathname !== options.path) {
       return yield* refuse("NotFound", 404, [], `no WebSocket endpoint at ${pathname}`)
@@ -1175,9 +1227,14 @@ const acceptInMemory = <RA>(
       // (in the connection's scope, as over a socket: what it acquires is released once the
       // handler is done, or at once when the attempt fails)
       // (a server that starts to stop meanwhile interrupts it and answers 503, as over a socket)
-      const verdict = yield* Effect.raceFirst(
-        Effect.exit(Scope.provide(runCallback("authorize hook", () => authorize(request)), connectionScope)),
-        Effect.as(Deferred.await(stopping), "stopping" as const)
+      const verdict = yield* Effect.acquireUseRelease(
+        Effect.tap(Deferred.make<void>(), (done) => Effect.sync(() => stopping.hooks.add(done))),
+        () =>
+          Effect.raceFirst(
+            Effect.exit(Scope.provide(runCallback("authorize hook", () => authorize(request)), connectionScope)),
+            Effect.as(Deferred.await(stopping.signal), "stopping" as const)
+          ),
+        (done) => Effect.andThen(Effect.sync(() => stopping.hooks.delete(done)), Deferred.succeed(done, undefined))
       )
       if (verdict === "stopping") return yield* refuse("ShuttingDown", 503, [], SHUTTING_DOWN)
       if (Exit.isFailure(verdict)) {

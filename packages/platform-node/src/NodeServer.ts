@@ -103,7 +103,10 @@ export interface ServeOptions<RA = never> extends UpgradeOptions<RA> {
    * the TLS handshake is done, so a client may take up to about twice this in all.
    */
   readonly handshakeTimeout?: Duration.Input | undefined
-  /** Largest size of the request headers in bytes. Default 16 KiB (Node's). */
+  /**
+   * Size of the request headers in bytes (the request target, and every header's name and value,
+   * as Node's parser counts them) from which a request gets 431. Default 16 KiB (Node's).
+   */
   readonly maxHeaderBytes?: number | undefined
   /** How long shutting down waits for connections to finish their closing handshake. Default 5 seconds. */
   readonly shutdownTimeout?: Duration.Input | undefined
@@ -198,7 +201,7 @@ const MAX_TIMER_MS = 2 ** 31 - 1
  */
 const maxHeadersCount = (req: Http.IncomingMessage): number => {
   const limit: unknown = (req.socket as Net.Socket & { readonly server?: { readonly maxHeadersCount?: unknown } }).server?.maxHeadersCount
-  return typeof limit === "number" ? (limit << 1) / 2 : 1000
+  return typeof limit === "number" ? (limit << 1) / 2 : Client.DEFAULT_MAX_HEADERS_COUNT
 }
 
 /**
@@ -379,7 +382,7 @@ export const makeUpgradeHandler = <E, R, RA = never>(
         // matters (an `Origin`, say); a 431 from both
         const headerLimit = maxHeadersCount(req)
         if (headerLimit > 0 && req.rawHeaders.length > 2 * headerLimit) {
-          return yield* refused("HeaderTooLarge", socket, 431, `more than ${headerLimit} request headers`)
+          return yield* refused("HeaderTooLarge", socket, 431, Client.HEADERS_TOO_LARGE)
         }
         // Node hands what follows the headers to the connection: a body would be taken for frames
         const contentLength = req.headers["content-length"]
@@ -561,7 +564,7 @@ export const serve = <E, R, RA = never>(
     yield* Client.checkServeOptions(options, handler)
     const port = yield* Client.decodeOption(Options.Port, "port", options?.port ?? 0)
     const host = yield* Client.decodeOption(Options.Host, "host", options?.host ?? "127.0.0.1")
-    const maxHeaderBytes = yield* Client.decodeOption(Options.ByteLimit("maxHeaderBytes", 1, false), "maxHeaderBytes", options?.maxHeaderBytes ?? 16 * 1024)
+    const maxHeaderBytes = yield* Client.decodeMaxHeaderBytes(options?.maxHeaderBytes)
     // (whole milliseconds, as Node's timeouts take them; beyond a timer's range, as good as none)
     const handshakeTimeout = Math.min(
       Math.ceil(Duration.toMillis(yield* Client.decodeTimeout("handshakeTimeout", options?.handshakeTimeout, Duration.seconds(10)))),
@@ -617,7 +620,7 @@ export const serve = <E, R, RA = never>(
         return socket.destroy()
       }
       const [reason, status, message] = error.code === "HPE_HEADER_OVERFLOW"
-        ? ["HeaderTooLarge", 431, "request headers too large"] as const
+        ? ["HeaderTooLarge", 431, Client.HEADERS_TOO_LARGE] as const
         : error.code === "ERR_HTTP_REQUEST_TIMEOUT"
         ? ["RequestTimeout", 408, "the request took too long"] as const
         : ["BadRequest", 400, "malformed HTTP request"] as const
