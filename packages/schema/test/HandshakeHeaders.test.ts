@@ -89,6 +89,8 @@ describe("HandshakeHeaders", () => {
       for (const protocols of [["websocket", ""], [" websocket"], ["websocket", " h2c"], ["websocket", "a, b"], ["websocket", "a b"]]) {
         assert.isTrue(Exit.isFailure(Schema.encodeExit(HandshakeHeaders.Upgrade)(protocols)), JSON.stringify(protocols))
       }
+      // worded as decoding words it
+      assert.include(String(Schema.encodeExit(HandshakeHeaders.Upgrade)(["websocket", "a b"])), `has "a b", which is not a protocol`)
     })
 
     it("matches websocket in ASCII case only (the Kelvin sign is not a k)", () => {
@@ -121,6 +123,7 @@ describe("HandshakeHeaders", () => {
       for (const protocols of [["websocket", ""], [" websocket"], ["websocket", " WebSocket"], ["h2c"]]) {
         assert.isTrue(Exit.isFailure(Schema.encodeExit(HandshakeHeaders.UpgradeResponse)(protocols)), JSON.stringify(protocols))
       }
+      assert.include(String(Schema.encodeExit(HandshakeHeaders.UpgradeResponse)(["h2c"])), `must be "websocket" alone, got "h2c"`)
     })
 
     it.prop(
