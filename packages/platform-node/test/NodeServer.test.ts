@@ -645,19 +645,7 @@ describe("NodeServer + NodeClient", () => {
 
   it.live("upgrade handlers share a server's upgrade event by path, with each other and with another library's (ws noServer), as ws users route", () =>
     Effect.gen(function*() {
-      const sockets = new Set<Net.Socket>()
-      const http = yield* Effect.acquireRelease(
-        Effect.callback<Http.Server>((resume) => {
-          const server = Http.createServer((_req, res) => res.end("hello"))
-          server.on("connection", (socket) => sockets.add(socket))
-          server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
-        }),
-        (server) =>
-          Effect.callback<void>((resume) => {
-            server.close(() => resume(Effect.void))
-            sockets.forEach((socket) => socket.destroy())
-          })
-      )
+      const http = yield* scopedHttpServer
       const base = `ws://127.0.0.1:${(http.address() as Net.AddressInfo).port}`
       const named = (name: string): Client.Handler => (connection) => connection.send(name)
       const firstMessage = (path: string) =>
@@ -710,19 +698,7 @@ describe("NodeServer + NodeClient", () => {
 
   it.live("an upgrade handler whose scope has closed answers 503, as a closed ws server does, rather than leave the socket hanging", () =>
     Effect.gen(function*() {
-      const sockets = new Set<Net.Socket>()
-      const http = yield* Effect.acquireRelease(
-        Effect.callback<Http.Server>((resume) => {
-          const server = Http.createServer((_req, res) => res.end("hello"))
-          server.on("connection", (socket) => sockets.add(socket))
-          server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
-        }),
-        (server) =>
-          Effect.callback<void>((resume) => {
-            server.close(() => resume(Effect.void))
-            sockets.forEach((socket) => socket.destroy())
-          })
-      )
+      const http = yield* scopedHttpServer
       const url = `ws://127.0.0.1:${(http.address() as Net.AddressInfo).port}/echo`
       const echo: Client.Handler = (connection) => Stream.runForEach(connection.messages, connection.send)
       const scope = yield* Scope.make()
@@ -748,6 +724,23 @@ describe("NodeServer + NodeClient", () => {
         )
       }
     }))
+})
+
+/** A `node:http` server on an ephemeral loopback port, answering "hello"; closed with the scope, its sockets destroyed. */
+const scopedHttpServer = Effect.suspend(() => {
+  const sockets = new Set<Net.Socket>()
+  return Effect.acquireRelease(
+    Effect.callback<Http.Server>((resume) => {
+      const server = Http.createServer((_req, res) => res.end("hello"))
+      server.on("connection", (socket) => sockets.add(socket))
+      server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
+    }),
+    (server) =>
+      Effect.callback<void>((resume) => {
+        server.close(() => resume(Effect.void))
+        sockets.forEach((socket) => socket.destroy())
+      })
+  )
 })
 
 /** A `ws` client that sends `messages` as it opens, then goes away (terminates) 100 ms later. */
