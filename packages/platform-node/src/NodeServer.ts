@@ -289,13 +289,14 @@ export const incomingMessage = (request: Client.UpgradeRequest): Http.IncomingMe
  * answers every upgrade request with 503, as a closed `ws` server does.
  *
  * Several listeners share the event by path, as `ws`'s `noServer` users route upgrades: a
- * request goes to the listener of ours whose `path` is its path, else to the first of ours
- * without a `path` (it serves every path); one that none of ours serves is left to the server's
- * other `upgrade` listeners (another library's answers it, or not, as it will), and answered 404
- * by the first of ours only when no other is attached; one whose scope is closing (answering 503)
- * comes after one that is open. A router of the application's own that calls the listener, and a
- * listener attached through `once` or a wrapper (not itself among the server's listeners), is
- * handed the request: answered whatever its path.
+ * request goes to a listener of ours whose `path` is its path, else to one of ours without a
+ * `path` (it serves every path), an open one before one whose scope is closing (answering 503);
+ * one that none of ours serves is left to the server's other `upgrade` listeners (another
+ * library's answers it, or not, as it will), and answered 404 by one of ours only when no other
+ * is attached. Each request gets one answer from ours. A listener attached through `once` takes
+ * part as one attached with `on`; a wrapper that passes the server on as `this` counts as another
+ * library's listener; a router of the application's own that calls the listener as a plain
+ * function hands it the request: answered whatever its path.
  *
  * **Example**
  *
@@ -520,28 +521,45 @@ interface Routed {
 
 const routeOf = (listener: Function): UpgradeRoute | undefined => (listener as Routed)[ROUTE]
 
+/** Set on a request that a listener of ours took (a global symbol, as {@link ROUTE}): the others leave it. */
+const TAKEN = Symbol.for("@effect-websocket/platform-node/NodeServer/taken")
+
 /**
- * Whether a request that `listener`, attached to `server`'s `upgrade` event, got from it is another
- * listener's, as `ws`'s `noServer` users route upgrades by path: one of ours for exactly its path
- * comes first, then the first of ours for every path (either one whose scope is open before one
- * closing); a listener of another library is left every request that none of ours serves (it
- * answers it, or not, as it will). With only ours attached, such a request is answered (404, or
- * 503 once closing) by the first of them. A listener that is not attached as itself (through
- * `once`, or a wrapper) is called as a router calls it: it answers the request.
+ * How closely `route` serves `pathname`, the lower the closer: an open listener before a closing
+ * one (which answers 503), and of those its exact path before every path; then those that do not
+ * serve it ({@link NOT_SERVED} and after), which answer 404 (503 when closing), an open one first.
+ */
+const rank = (route: UpgradeRoute, pathname: string): number => {
+  const closing = route.closing ? 1 : 0
+  if (route.path === pathname) return 2 * closing
+  if (route.path === undefined) return 2 * closing + 1
+  return NOT_SERVED + closing
+}
+
+/** The {@link rank} from which a listener does not serve a request. */
+const NOT_SERVED = 4
+
+/**
+ * Whether a request that `listener` got from `server`'s `upgrade` event is another listener's, as
+ * `ws`'s `noServer` users route upgrades by path. A listener of ours takes a request unless one
+ * of ours that serves it more closely (see {@link rank}) is attached to the server, or, when it
+ * does not serve it, unless any other listener is attached that might (one of ours that serves
+ * it, or another library's, which answers it or not); the first to take a request marks it, and
+ * the others leave it. So each request gets one answer, from ours or from the others: a request
+ * none of ours serves, with no other listener attached, gets 404 (503 once closing).
  */
 const leftToOthers = (server: EventEmitter, listener: Function, req: Http.IncomingMessage): boolean => {
-  const listeners = server.listeners("upgrade")
-  if (!listeners.includes(listener)) return false
+  const marks = req as { [TAKEN]?: true }
+  if (marks[TAKEN] === true) return true
   const pathname = requestTarget(req.url).split("?")[0]!
-  const ours = listeners.filter((other) => routeOf(other) !== undefined)
-  const serves = (path: string | undefined, closing: boolean) => (other: Function) => {
-    const route = routeOf(other)!
-    return route.path === path && route.closing === closing
-  }
-  const serving = ours.find(serves(pathname, false)) ?? ours.find(serves(undefined, false)) ??
-    ours.find(serves(pathname, true)) ?? ours.find(serves(undefined, true))
-  if (serving !== undefined) return serving !== listener
-  return ours.length < listeners.length || (ours.find((other) => !routeOf(other)!.closing) ?? ours[0]) !== listener
+  const own = rank(routeOf(listener)!, pathname)
+  const left = server.listeners("upgrade").some((other) => {
+    if (other === listener) return false
+    const route = routeOf(other)
+    return route === undefined ? own >= NOT_SERVED : rank(route, pathname) < own
+  })
+  if (!left) marks[TAKEN] = true
+  return left
 }
 
 /**

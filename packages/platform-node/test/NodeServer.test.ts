@@ -680,8 +680,18 @@ describe("NodeServer + NodeClient", () => {
       yield* Scope.close(closed, Exit.void)
       http.on("upgrade", yield* NodeServer.makeUpgradeHandler(named("new"), { path: "/chat" }))
       assert.deepStrictEqual([yield* firstMessage("/chat"), yield* firstMessage("/other")], ["new", 404])
-      // called by a router of the application's own, through a wrapper that passes the server on,
-      // or attached with once, a handler answers what it is given
+      // attached with once, beside another of ours: one answer per request, from the one that serves it
+      http.removeAllListeners("upgrade")
+      const [a, b] = [yield* NodeServer.makeUpgradeHandler(named("a"), { path: "/a" }), yield* NodeServer.makeUpgradeHandler(named("b"), { path: "/b" })]
+      http.once("upgrade", a)
+      http.on("upgrade", b)
+      assert.deepStrictEqual(yield* firstMessage("/b"), "b")
+      http.once("upgrade", a)
+      assert.deepStrictEqual(yield* firstMessage("/a"), "a")
+      http.prependOnceListener("upgrade", a)
+      assert.deepStrictEqual(yield* firstMessage("/c"), 404)
+      // called by a router of the application's own as a plain function, a handler answers what it
+      // is given; through a wrapper that passes the server on, what it serves
       const direct = yield* NodeServer.makeUpgradeHandler(named("direct"), { path: "/direct" })
       http.removeAllListeners("upgrade")
       http.on("upgrade", (req: Http.IncomingMessage, socket: Duplex, head: Buffer) => direct(req, socket, head))
@@ -690,9 +700,6 @@ describe("NodeServer + NodeClient", () => {
       http.on("upgrade", function(this: unknown, ...args: Parameters<typeof direct>) {
         return direct.apply(this, args)
       })
-      assert.deepStrictEqual([yield* firstMessage("/direct"), yield* firstMessage("/other")], ["direct", 404])
-      http.removeAllListeners("upgrade")
-      http.once("upgrade", direct)
       assert.deepStrictEqual(yield* firstMessage("/direct"), "direct")
     }))
 
