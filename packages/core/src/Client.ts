@@ -998,8 +998,9 @@ export const instrumentConnect = (shown: string) =>
  * open connections): the server lives as long as the layer, and its connections with it. Provide
  * the layer around the whole program (as a server runs beside it), not around each `connect`:
  * once the layer's scope closes, its connections get 1001, as from a server that shuts down, an
- * attempt whose `authorize` is under way gets 503 at once (the hook is interrupted), and new ones
- * are refused (`ConnectError` with reason `Refused`).
+ * attempt whose `authorize` is under way gets 503 at once (the hook is interrupted; one that
+ * ignores interruption is waited for, as over a socket), and new ones are refused (`ConnectError`
+ * with reason `Refused`).
  * Unlike over a socket, the server's side of an attempt is part of it: a client's handshake
  * timeout (or interruption) also interrupts the server's `authorize`, and its handler never runs.
  * Each connection buffers `highWaterMark` bytes each way (64 KiB by default), as a socket does.
@@ -1023,12 +1024,14 @@ export const layerMemory = <E, R, RA = never>(
       const serverScope = yield* Effect.scope
       /** The span the layer was built in: over a socket, the parent of a request's span that carries none. */
       const serverParent = Option.getOrUndefined(Context.getOption(context, Tracer.ParentSpan))
-      /**
-       * The scope of the connections' server sides: closed after `stopping` below, so that an
-       * `authorize` under way is interrupted before what it acquired in its connection's scope is
-       * released, as over a socket.
-       */
+      // As the server stops (its finalizers run last added first): `stopping` below interrupts an
+      // `authorize` under way (its request answered 503, as over a socket), then the handlers are
+      // interrupted (1001), then the connections' scopes close (what a hook acquired is released
+      // after the hook was interrupted).
+      /** The scope of the connections' server sides. */
       const connectionsScope = yield* Scope.fork(serverScope)
+      /** The scope of the handlers' fibers. */
+      const handlersScope = yield* Scope.fork(serverScope)
       const stopping: Stopping = { signal: yield* Deferred.make<void>(), hooks: new Set() }
       const connect = (url: string | URL, connectOptions?: ConnectOptions) => {
         const shown = Targets.redacted(url)
@@ -1088,7 +1091,7 @@ export const layerMemory = <E, R, RA = never>(
                 Effect.provideContext(context),
                 Effect.ensuring(Scope.close(connectionScope, Exit.void))
               ),
-              serverScope,
+              handlersScope,
               { startImmediately: true }
             )
           }).pipe(
@@ -1117,8 +1120,7 @@ export const layerMemory = <E, R, RA = never>(
           })
         ))).pipe(instrumentConnect(shown))
       }
-      // (as the server starts to stop, before its connections' scopes close: an `authorize` under
-      // way is interrupted, and its request answered 503, as over a socket)
+      // (see `connectionsScope`)
       yield* Effect.addFinalizer(() =>
         Effect.andThen(
           Deferred.succeed(stopping.signal, undefined),
@@ -1161,7 +1163,7 @@ export const HEADERS_TOO_LARGE = "request headers too large"
  * A server's `maxHeaderBytes` option: {@link DEFAULT_MAX_HEADER_BYTES} when absent, else a whole
  * number of bytes of at least 1; another value is an `InvalidParameter`.
  *
- * @category constructors
+ * @category parsing
  * @since 0.1.0
  */
 export const decodeMaxHeaderBytes = (given: number | undefined): Effect.Effect<number, InvalidParameter> =>

@@ -559,6 +559,24 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
       assert.deepStrictEqual(events, ["slot taken", "authorize interrupted", "slot given back"])
     }))
 
+  it.live("a server that stops interrupts an authorize under way first: one that would end while the handlers close is still a 503, not a 101 from a stopped server", () =>
+    Effect.gen(function*() {
+      const layerScope = yield* Scope.make()
+      const context = yield* Scope.provide(Layer.build(Client.layerMemory(
+        // a handler that takes 600 ms to close
+        () => Effect.andThen(Effect.addFinalizer(() => Effect.sleep("600 millis")), Effect.never),
+        { authorize: (request) => request.url === "/slow" ? Effect.sleep("300 millis") : Effect.void }
+      )), layerScope)
+      const connect = (path: string) => Effect.provide(Client.connect(`ws://h${path}`), context)
+      yield* Effect.forkChild(Effect.scoped(Effect.andThen(connect("/"), Effect.never)))
+      yield* Effect.sleep("20 millis")
+      const slow = yield* Effect.forkChild(Effect.flip(Effect.scoped(Effect.andThen(connect("/slow"), Effect.never))))
+      yield* Effect.sleep("50 millis")
+      yield* Effect.forkChild(Scope.close(layerScope, Exit.void))
+      const error = yield* Fiber.join(slow).pipe(Effect.timeout("3 seconds"))
+      assert.deepStrictEqual(error._tag === "HandshakeRejected" ? [error.status, error.reason] : [error._tag], [503, "the server is shutting down"])
+    }))
+
   it.live("a handshake that does not complete in time is a ConnectError Timeout that says after how long, as over a socket", () =>
     Effect.gen(function*() {
       const { connect } = yield* memory({ authorize: () => Effect.sleep("1 second") })
