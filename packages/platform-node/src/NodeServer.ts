@@ -293,10 +293,12 @@ export const incomingMessage = (request: Client.UpgradeRequest): Http.IncomingMe
  * `path` (it serves every path), an open one before one whose scope is closing (answering 503);
  * one that none of ours serves is left to the server's other `upgrade` listeners (another
  * library's answers it, or not, as it will), and answered 404 by one of ours only when no other
- * is attached. Each request gets one answer from ours. A listener attached through `once` takes
- * part as one attached with `on`; a wrapper that passes the server on as `this` counts as another
- * library's listener; a router of the application's own that calls the listener as a plain
- * function hands it the request: answered whatever its path.
+ * is attached. Each request gets at most one answer from ours. A listener attached through `once`
+ * takes part as one attached with `on` (and is spent by the first request, which it may leave to
+ * another); a wrapper that passes the server on as `this` counts as another library's listener
+ * (a request none of ours serves is then left to it); a router of the application's own that
+ * calls the listener as a plain function hands it the request: answered whatever its path, unless
+ * a listener of ours attached to the server took it already.
  *
  * **Example**
  *
@@ -489,9 +491,10 @@ export const makeUpgradeHandler = <E, R, RA = never>(
       }))
     }
     const listener = function(this: unknown, req: Http.IncomingMessage, socket: Duplex, head: Buffer) {
-      // (a listener of a server's `upgrade` event, as `server.on("upgrade", ...)` calls it: a
-      // request for another path may be another listener's)
-      if (this instanceof EventEmitter && leftToOthers(this, listener, req)) return
+      // (as a listener of a server's `upgrade` event, `server.on("upgrade", ...)` calling it: a
+      // request for another path may be another listener's; called as a plain function, by a
+      // router, the request is ours unless a listener of ours took it already)
+      if (leftToOthers(this instanceof EventEmitter ? this : undefined, listener, req)) return
       socket.on("error", ignoreError) // errors surface through the transport; never crash the process
       // The answer to the request (and later the closing handshake) must get out even when the
       // client ended its side right after the request (TLS sockets end ours with it by default, and
@@ -540,20 +543,21 @@ const rank = (route: UpgradeRoute, pathname: string): number => {
 const NOT_SERVED = 4
 
 /**
- * Whether a request that `listener` got from `server`'s `upgrade` event is another listener's, as
- * `ws`'s `noServer` users route upgrades by path. A listener of ours takes a request unless one
- * of ours that serves it more closely (see {@link rank}) is attached to the server, or, when it
- * does not serve it, unless any other listener is attached that might (one of ours that serves
- * it, or another library's, which answers it or not); the first to take a request marks it, and
- * the others leave it. So each request gets one answer, from ours or from the others: a request
- * none of ours serves, with no other listener attached, gets 404 (503 once closing).
+ * Whether a request that `listener` got from `server`'s `upgrade` event (`undefined`: from a
+ * router that called it as a plain function) is another listener's, as `ws`'s `noServer` users
+ * route upgrades by path. A listener of ours takes a request unless one of ours that serves it
+ * more closely (see {@link rank}) is attached to the server, or, when it does not serve it,
+ * unless any other listener is attached that might (one of ours that serves it, or another
+ * library's, which answers it or not); the first to take a request marks it, and the others leave
+ * it. So each request gets at most one answer from ours: a request none of ours serves, with no
+ * other listener attached, gets 404 (503 once closing).
  */
-const leftToOthers = (server: EventEmitter, listener: Function, req: Http.IncomingMessage): boolean => {
+const leftToOthers = (server: EventEmitter | undefined, listener: Function, req: Http.IncomingMessage): boolean => {
   const marks = req as { [TAKEN]?: true }
   if (marks[TAKEN] === true) return true
   const pathname = requestTarget(req.url).split("?")[0]!
   const own = rank(routeOf(listener)!, pathname)
-  const left = server.listeners("upgrade").some((other) => {
+  const left = server !== undefined && server.listeners("upgrade").some((other) => {
     if (other === listener) return false
     const route = routeOf(other)
     return route === undefined ? own >= NOT_SERVED : rank(route, pathname) < own

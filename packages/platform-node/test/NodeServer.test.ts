@@ -696,6 +696,9 @@ describe("NodeServer + NodeClient", () => {
       http.removeAllListeners("upgrade")
       http.on("upgrade", (req: Http.IncomingMessage, socket: Duplex, head: Buffer) => direct(req, socket, head))
       assert.deepStrictEqual([yield* firstMessage("/direct"), yield* firstMessage("/other")], ["direct", 404])
+      // (one of ours attached beside that router leaves what the router gave ours: one answer)
+      http.on("upgrade", yield* NodeServer.makeUpgradeHandler(named("any"), {}))
+      assert.deepStrictEqual(yield* firstMessage("/direct"), "direct")
       http.removeAllListeners("upgrade")
       http.on("upgrade", function(this: unknown, ...args: Parameters<typeof direct>) {
         return direct.apply(this, args)
