@@ -7,7 +7,7 @@
  * @since 0.1.0
  */
 import { HandshakeHeaders, HttpHeader, Options, Property } from "@effect-websocket/schema"
-import { Cause, Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Metric, Option, Predicate, Result, Schema, Scope, Tracer } from "effect"
+import { Cause, Context, Deferred, Duration, Effect, Exit, Fiber, FiberSet, Layer, Metric, Option, Predicate, Result, Schema, Scope, Tracer } from "effect"
 import * as Connection from "./Connection.ts"
 import {
   checkRequest,
@@ -1030,8 +1030,8 @@ export const layerMemory = <E, R, RA = never>(
       // after the hook was interrupted).
       /** The scope of the connections' server sides. */
       const connectionsScope = yield* Scope.fork(serverScope)
-      /** The scope of the handlers' fibers. */
-      const handlersScope = yield* Scope.fork(serverScope)
+      /** The handlers' fibers (interrupted together, as a server over a socket interrupts them). */
+      const handlers = yield* FiberSet.make()
       const stopping: Stopping = { signal: yield* Deferred.make<void>(), hooks: new Set() }
       const connect = (url: string | URL, connectOptions?: ConnectOptions) => {
         const shown = Targets.redacted(url)
@@ -1085,14 +1085,13 @@ export const layerMemory = <E, R, RA = never>(
             serving = true
             // (started at once: over a socket the handler runs from the 101 on, before the client
             // has read it, so what it sends at once, its Close included, is on its way first)
-            yield* Effect.forkIn(
+            yield* FiberSet.run(
+              handlers,
               runHandler(tracked.handler, serverConnection, request, span).pipe(
                 Effect.scoped, // the handler's scope is its connection's, as over a socket
                 Effect.provideContext(context),
                 Effect.ensuring(Scope.close(connectionScope, Exit.void))
-              ),
-              handlersScope,
-              { startImmediately: true }
+              )
             )
           }).pipe(
             Scope.provide(connectionScope),

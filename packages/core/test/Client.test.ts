@@ -577,6 +577,30 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
       assert.deepStrictEqual(error._tag === "HandshakeRejected" ? [error.status, error.reason] : [error._tag], [503, "the server is shutting down"])
     }))
 
+  it.live("a server that stops interrupts its handlers together, as over a socket: each one's closing starts before any has ended", () =>
+    Effect.gen(function*() {
+      const layerScope = yield* Scope.make()
+      const events: Array<string> = []
+      const context = yield* Scope.provide(Layer.build(Client.layerMemory(() =>
+        Effect.andThen(
+          Effect.addFinalizer(() =>
+            Effect.andThen(
+              Effect.sync(() => events.push("closing")),
+              Effect.andThen(Effect.sleep("100 millis"), Effect.sync(() => events.push("closed")))
+            )
+          ),
+          Effect.never
+        )
+      )), layerScope)
+      const closed = yield* Effect.forEach([1, 2, 3, 4], () =>
+        Effect.forkChild(Effect.scoped(Effect.flatMap(Effect.provide(Client.connect("ws://h/"), context), (c) => c.closed))))
+      yield* Effect.sleep("20 millis")
+      yield* Scope.close(layerScope, Exit.void)
+      const infos = yield* Effect.forEach(closed, Fiber.join)
+      assert.deepStrictEqual(infos.map((info) => info.code), [1001, 1001, 1001, 1001])
+      assert.deepStrictEqual(events, [...Array(4).fill("closing"), ...Array(4).fill("closed")])
+    }))
+
   it.live("a handshake that does not complete in time is a ConnectError Timeout that says after how long, as over a socket", () =>
     Effect.gen(function*() {
       const { connect } = yield* memory({ authorize: () => Effect.sleep("1 second") })
