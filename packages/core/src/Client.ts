@@ -430,6 +430,7 @@ export const rejectionAnswer = (rejection: Rejection): Effect.Effect<{
     const headers = yield* refuseReservedHeaders("Rejection.headers", decoded, REJECTION_RESERVED)
     return { status, message: String(rejection.message), headers }
   })
+
 /**
  * Options a server applies to every connection, shared by the platforms.
  *
@@ -1176,7 +1177,6 @@ interface Stopping {
   readonly signal: Deferred.Deferred<void>
   readonly hooks: Set<Deferred.Deferred<void>>
 }
-
 
 /**
  * The server's half of an opening handshake in memory, as a server answers the upgrade request:
