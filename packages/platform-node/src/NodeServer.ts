@@ -238,10 +238,13 @@ const requestTarget = (target: string | undefined): string => {
   }
 }
 
+/** The path of a request's target, without the query (what a server's `path` is matched against). */
+const requestPath = (target: string | undefined): string => requestTarget(target).split("?")[0]!
+
 /** Runs the answer to an upgrade request in its `WebSocket.accept` span, the child of the span the request carries (no stack trace: it would point into this module). */
 const inAcceptSpan = (req: Http.IncomingMessage) =>
   Effect.withSpan("WebSocket.accept", {
-    attributes: { "url.path": requestTarget(req.url).split("?")[0]! },
+    attributes: { "url.path": requestPath(req.url) },
     parent: Client.requestParent(req.headers)
   }, { captureStackTrace: false })
 
@@ -555,7 +558,7 @@ const NOT_SERVED = 4
 const leftToOthers = (server: EventEmitter | undefined, listener: Function, req: Http.IncomingMessage): boolean => {
   const marks = req as { [TAKEN]?: true }
   if (marks[TAKEN] === true) return true
-  const pathname = requestTarget(req.url).split("?")[0]!
+  const pathname = requestPath(req.url)
   const own = rank(routeOf(listener)!, pathname)
   const left = server !== undefined && server.listeners("upgrade").some((other) => {
     if (other === listener) return false

@@ -139,8 +139,9 @@ const describeChunk = (chunk: unknown): string =>
  *
  * Any stream will do: its chunks are read as bytes (a `Buffer`, any typed array or `DataView`, an
  * `ArrayBuffer`; a stream that delivers strings, one with an encoding set, or a view whose memory
- * was transferred away fails the transport with a `TransportError`), a write that throws fails the transport as a write that reports an
- * error does, and the bytes of a stream in object mode are counted for `writeBufferLimit`.
+ * was transferred away fails the transport with a `TransportError`), a write that throws fails
+ * the transport as a write that reports an error does, and the bytes of a stream in object mode
+ * are counted for `writeBufferLimit`.
  *
  * @category constructors
  * @since 0.1.0

@@ -89,7 +89,7 @@ export const UpgradeResponse = Schema.String.check(
  */
 export const Connection = TokenList.check(
   Schema.makeFilter((tokens: ReadonlyArray<string>) =>
-    tokens.some((t) => t.toLowerCase() === "upgrade") ||
+    tokens.some((t) => isTokenIgnoringCase(t, "upgrade")) ||
     `must include the "Upgrade" token, got ${quote(tokens.join(", "))}`
   )
 )
