@@ -668,6 +668,23 @@ describe("Connection messages", () => {
       yield* peer.send(0xa, "unsolicited")
       yield* waitUntil(() => connection.stats.pongsIn === 1, "the pong to be counted")
     }))
+
+  it.effect("binary messages keep their own bytes: a small one after a large one (received in place) is not overwritten by the next", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("client")
+      // a large message makes the next one be received in place, into the buffer it was assembled in;
+      // a small one received there whole must not stay a view of that buffer, which the next message reuses
+      const sizes = [20_000, 3000, 6000, 20_000, 4000, 20_000, 20_000]
+      for (let i = 0; i < sizes.length; i++) yield* peer.send(0x2, pattern(sizes[i]!, i))
+      yield* peer.send(0x8, closeBody(1000))
+      // every message is taken only once all of them were received
+      yield* waitUntil(() => connection.stats.messagesIn === sizes.length, "every message received")
+      const { got } = yield* drain(connection)
+      assert.strictEqual(got.length, sizes.length)
+      for (let i = 0; i < sizes.length; i++) {
+        assert.isTrue(Buffer.from(got[i] as Uint8Array).equals(Buffer.from(pattern(sizes[i]!, i))), `message ${i}`)
+      }
+    }))
 })
 
 // ---------------------------------------------------------------------------------------------
@@ -1706,6 +1723,93 @@ describe("Connection close", () => {
       assert.deepStrictEqual([frame.opcode, frame.payload.length], [0x8, 0])
       yield* TestClock.adjust("1 second")
       yield* Fiber.join(closing)
+    }))
+
+  it.effect("close timeout: by default a peer that never answers is cut off after 5 seconds", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("client")
+      const closing = yield* Effect.forkChild(connection.close(1000))
+      assert.strictEqual((yield* peer.nextFrame()).opcode, 0x8)
+      yield* TestClock.adjust("4999 millis")
+      assert.isUndefined(closing.pollUnsafe(), "still waiting for the answer")
+      yield* TestClock.adjust("1 millis")
+      const info = yield* Fiber.join(closing)
+      assert.deepStrictEqual([info.code, info.clean, info.initiator], [1006, false, "local"])
+    }))
+
+  it.effect("the answer to a peer's Close waits for a busy consumer at most a second, not the close timeout", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("server", { connection: { closeTimeout: "10 seconds" } })
+      // a handler stuck on its first message: it never asks for the next one
+      yield* Effect.forkChild(Stream.runForEach(connection.messages, () => Effect.never))
+      yield* settle
+      yield* peer.send(0x1, "a")
+      yield* peer.send(0x8, closeBody(1000, "bye"))
+      yield* settle
+      const answer = yield* Effect.forkChild(peer.nextFrame())
+      yield* TestClock.adjust("999 millis")
+      yield* settle
+      assert.isUndefined(answer.pollUnsafe(), "the answer waits for the consumer")
+      yield* TestClock.adjust("1 millis")
+      yield* settle
+      const f = yield* Fiber.join(answer)
+      assert.deepStrictEqual([f.opcode, closeCodeOf(f)], [0x8, 1000])
+    }))
+
+  it.live("the message buffer holds 16 messages by default: after our close, with no consumer, the rest are dropped", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("server")
+      for (let i = 0; i < 40; i++) yield* peer.send(0x1, `m${i}`)
+      // 16 in the buffer, one held by the reader: reading stops
+      yield* waitUntil(() => connection.stats.messagesIn >= 17, "the message buffer full")
+      yield* Effect.sleep("20 millis")
+      assert.strictEqual(connection.stats.messagesIn, 17)
+      const closing = yield* Effect.forkChild(connection.close(1000))
+      assert.strictEqual((yield* Effect.timeout(peer.nextFrame(), "2 seconds")).opcode, 0x8)
+      yield* peer.send(0x8, closeBody(1000))
+      yield* peer.transport.close
+      assert.isTrue((yield* Effect.timeout(Fiber.join(closing), "2 seconds")).clean)
+      const { got } = yield* drain(connection)
+      assert.deepStrictEqual(got, Array.from({ length: 16 }, (_, i) => `m${i}`))
+    }))
+
+  it.effect("close(1005) with even a one-byte reason fails with InvalidParameter, and nothing goes on the wire", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("client")
+      for (const reason of ["x", "é"]) {
+        const error = yield* Effect.flip(connection.close(1005, reason))
+        assert.deepStrictEqual([error._tag, error.parameter], ["InvalidParameter", "close"], JSON.stringify(reason))
+      }
+      // still open: the next frame the peer sees is this message
+      yield* connection.send("still open")
+      const f = yield* peer.nextFrame()
+      assert.deepStrictEqual([f.opcode, decoder.decode(f.payload)], [0x1, "still open"])
+    }))
+
+  it.effect("once our Close is out, a failed write (a ping) does not end the connection: the peer's answer still closes it cleanly", () =>
+    Effect.gen(function*() {
+      const { clientHandle } = yield* handles()
+      const [a, b] = yield* Transport.makeMemoryPair()
+      let broken = false
+      // a transport whose writes fail from some point on, while its reads go on
+      const transport = Transport.make({
+        ...a,
+        tryWrite: undefined,
+        write: (buffers, owned) => broken ? Effect.fail(new Transport.TransportError({ message: "write broke" })) : a.write(buffers, owned)
+      })
+      const connection = yield* Connection.make(clientHandle, transport, { closeTimeout: "3 seconds" })
+      yield* Effect.addFinalizer(() => connection.abort)
+      const peer = new RawPeer(b, false)
+      const closing = yield* Effect.forkChild(connection.close(1000))
+      assert.strictEqual((yield* peer.nextFrame()).opcode, 0x8)
+      yield* settle // the reader waits for the answer
+      broken = true
+      const pinged = yield* Effect.flip(connection.ping())
+      assert.strictEqual(pinged._tag, "TransportError")
+      yield* settle
+      yield* peer.send(0x8, closeBody(1000, "ack"))
+      yield* peer.transport.close
+      assert.deepStrictEqual(yield* Fiber.join(closing), { code: 1000, reason: "ack", clean: true, initiator: "local" })
     }))
 })
 

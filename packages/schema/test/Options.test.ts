@@ -83,6 +83,14 @@ describe("Options", () => {
       assert.strictEqual(Schema.decodeUnknownSync(Options.ConnectionOptions)({ closeCodeOnScopeClose: 1005 }).closeCodeOnScopeClose, 1005)
     })
 
+    it("a keepalive timeout must be more than zero, as its interval (a zero timeout would cut off every peer)", () => {
+      for (const timeout of [0, "0 millis", Duration.zero]) {
+        assertRejects(Options.ConnectionOptions, { keepalive: { interval: 1000, timeout } }, "keepalive.timeout must be more than zero")
+      }
+      const decoded = decodeOk(Options.ConnectionOptions, { keepalive: { interval: 1000, timeout: 1 } })
+      assert.isTrue(Duration.equals(decoded.keepalive!.timeout!, Duration.millis(1)))
+    })
+
     it.prop(
       "a message buffer decodes iff it is a whole number of at least 1",
       { n: anyNumber },
@@ -145,6 +153,23 @@ describe("Options", () => {
     it("refuses fractions and non-numbers", () => {
       assertRejects(Options.Port, 80.5, "port must be an integer from 0 to 65535, got 80.5")
       assertRejects(Options.Port, "80")
+    })
+
+    it("the edges: 0 and 65535 are ports, -1 and 65536 are not", () => {
+      assert.strictEqual(decodeOk(Options.Port, 0), 0)
+      assert.strictEqual(decodeOk(Options.Port, 65535), 65535)
+      assertRejects(Options.Port, -1, "port must be an integer from 0 to 65535, got -1")
+      assertRejects(Options.Port, 65536, "port must be an integer from 0 to 65535, got 65536")
+    })
+  })
+
+  describe("SocketPath", () => {
+    it("a NUL is allowed at the start only (an abstract socket): anywhere else, the second character included, it is refused", () => {
+      assert.strictEqual(decodeOk(Options.SocketPath, "/tmp/s.sock"), "/tmp/s.sock")
+      assert.strictEqual(decodeOk(Options.SocketPath, "\0abstract"), "\0abstract")
+      for (const path of ["", "/a\0b", "\0\0", "\0a\0", "a\0"]) {
+        assertRejects(Options.SocketPath, path, "socketPath must be a non-empty path")
+      }
     })
   })
 })
