@@ -239,6 +239,16 @@ describe("Client.rejectionStatus", () => {
       const error = yield* Effect.flip(WebSocket.beginServerHandshake(server, { requestHeaders: request(["13"]).slice(1) }))
       assert.deepStrictEqual(Client.rejectionStatus(error).headers, [])
     }))
+
+  it("hasTextBody: a text body is one whose media type is text/* (no Content-Type: text/plain), not one that names text/ in a parameter", () => {
+    const withType = (value: string) => [{ name: "Content-Type", value }]
+    assert.isTrue(Client.hasTextBody([]))
+    assert.isTrue(Client.hasTextBody(withType("text/plain; charset=utf-8")))
+    assert.isTrue(Client.hasTextBody(withType("TEXT/html")))
+    assert.isFalse(Client.hasTextBody(withType("application/json")))
+    assert.isFalse(Client.hasTextBody(withType("multipart/related; type=text/html")))
+    assert.isFalse(Client.hasTextBody(withType("application/vnd.example+text/x")))
+  })
 })
 
 describe("Client.layerMemory handlers", () => {
@@ -835,5 +845,23 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
       assert.include(error.message, "the server has stopped")
       assert.deepStrictEqual(requests, [])
       assert.strictEqual(yield* count, before, "nothing reached the server")
+    }))
+
+  it.effect("in memory, a request of 1000 header lines is served and one of 1001 gets 431, as Node's maxHeadersCount", () =>
+    Effect.gen(function*() {
+      const context = yield* Layer.build(Client.layerMemory(() => Effect.void))
+      const connect = (extra: number) =>
+        Effect.scoped(Effect.provide(
+          Client.connect("ws://h/", { headers: Array.from({ length: extra }, (_, i) => ({ name: `X-${i}`, value: "a" })) }),
+          context
+        ))
+      // the lines the client sends of its own (Host, Upgrade, Connection, the key, the version, ...)
+      let own = 0
+      const probe = yield* Layer.build(Client.layerMemory((_, request) => Effect.sync(() => own = request.headers.length)))
+      yield* Effect.scoped(Effect.provide(Client.connect("ws://h/"), probe))
+      assert.isAbove(own, 0)
+      yield* connect(Client.DEFAULT_MAX_HEADERS_COUNT - own)
+      const refused = yield* Effect.flip(connect(Client.DEFAULT_MAX_HEADERS_COUNT - own + 1))
+      assert.deepStrictEqual(refused._tag === "HandshakeRejected" ? [refused.status, refused.reason] : [refused._tag], [431, "request headers too large"])
     }))
 })
