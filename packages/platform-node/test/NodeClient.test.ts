@@ -3,14 +3,17 @@ import { Arbitrary, Duration, Effect, Exit, Fiber, Metric, Option, Scheduler, Sc
 import { createHash } from "node:crypto"
 import * as Fs from "node:fs"
 import * as Http from "node:http"
+import * as Https from "node:https"
 import * as Net from "node:net"
 import * as Os from "node:os"
 import * as Path from "node:path"
+import * as Tls from "node:tls"
 import { WebSocketServer } from "ws"
 import { Client, type Connection, Metrics } from "@effect-websocket/core"
 import { HttpHeader } from "@effect-websocket/schema"
 import { NodeClient, NodeServer } from "../src/index.ts"
 import { anyOptions, failureTags } from "./anyOptions.ts"
+import { certificate } from "./interop/helpers.ts"
 import { eventually, sweepInterruptions } from "./interruptAt.ts"
 
 /** A loopback server built from `make`, closed with the test's scope. */
@@ -690,6 +693,61 @@ describe("NodeClient redirects", () => {
       assert.deepStrictEqual(requests.map((r) => [r.path, r.headers.authorization]), [["/first", basic], ["/second", basic]])
     }))
 
+  it.live("only a 3xx is a redirect: a 400 (or 401) with a Location is a refusal, and its Location is not followed", () =>
+    Effect.gen(function*() {
+      const { base, requests } = yield* redirector({ "/bad": [400, "/elsewhere"], "/auth": [401, "/login"], "/elsewhere": [302, "/bad"] })
+      for (const [path, status] of [["/bad", 400], ["/auth", 401]] as const) {
+        const error = yield* Effect.flip(Effect.scoped(NodeClient.connect(`${base}${path}`, { followRedirects: true })))
+        assert.deepStrictEqual(error._tag === "HandshakeRejected" ? error.status : error._tag, status)
+      }
+      assert.deepStrictEqual(requests.map((r) => r.path), ["/bad", "/auth"])
+    }))
+
+  it.live("credentials and cookies do not follow a redirect from wss:// to ws://, even on the same host and port, as with ws", () =>
+    Effect.gen(function*() {
+      const { cert, key } = yield* certificate
+      const requests: Array<readonly [string, boolean, string | undefined, string | undefined]> = []
+      let port = 0
+      const answer = (secure: boolean) => (req: Http.IncomingMessage, res: Http.ServerResponse) => {
+        requests.push([req.url ?? "", secure, req.headers.authorization, req.headers.cookie])
+        if (req.url === "/first") res.writeHead(302, { Location: `ws://127.0.0.1:${port}/second` })
+        else res.writeHead(403)
+        res.end()
+      }
+      const plain = Http.createServer(answer(false))
+      const secure = Https.createServer({ cert, key }, answer(true))
+      const sockets = new Set<Net.Socket>()
+      yield* Effect.addFinalizer(() => Effect.sync(() => sockets.forEach((socket) => socket.destroy())))
+      // one port for both: a TLS connection starts with a handshake record (0x16), HTTP with a method
+      const listening = yield* listen(() =>
+        Net.createServer({ pauseOnConnect: true }, (socket) => {
+          sockets.add(socket)
+          socket.on("error", () => {})
+          socket.once("readable", () => {
+            const first: Buffer | null = socket.read(1)
+            if (first === null) return socket.destroy()
+            socket.unshift(first)
+            ;(first[0] === 0x16 ? secure : plain).emit("connection", socket)
+            socket.resume()
+          })
+          socket.resume()
+          socket.pause()
+        })
+      )
+      port = listening.port
+      const error = yield* Effect.flip(Effect.scoped(NodeClient.connect(`wss://user:pass@127.0.0.1:${port}/first`, {
+        followRedirects: true,
+        headers: { Cookie: "session=1" },
+        tls: { ca: cert }
+      })))
+      assert.deepStrictEqual(error._tag === "HandshakeRejected" ? error.status : error._tag, 403)
+      const basic = `Basic ${Buffer.from("user:pass").toString("base64")}`
+      assert.deepStrictEqual(requests, [
+        ["/first", true, basic, "session=1"],
+        ["/second", false, undefined, undefined]
+      ])
+    }))
+
   it.live("a socketPath may name a Linux abstract socket (a NUL first)", () =>
     Effect.gen(function*() {
       const socketPath = `\0ews-client-${process.pid}-${Date.now()}`
@@ -725,6 +783,22 @@ describe("NodeClient redirects", () => {
           ["b.example", undefined, undefined, "yes"]
         ]
       )
+    }))
+})
+
+describe("NodeClient over TLS", () => {
+  it.live("SNI carries host names only: wss:// to an IP address sends no server name (RFC 6066 section 3)", () =>
+    Effect.gen(function*() {
+      const { cert, key } = yield* certificate
+      const names: Array<string | false | null> = []
+      const server = yield* NodeServer.serve((connection) => connection.close(1000), {
+        tls: { cert, key },
+        authorize: (request) =>
+          Effect.sync(() => void names.push((NodeServer.incomingMessage(request)!.socket as Tls.TLSSocket).servername))
+      })
+      const connection = yield* NodeClient.connect(server.url, { tls: { ca: cert } })
+      yield* connection.closed
+      assert.deepStrictEqual(names, [false])
     }))
 })
 

@@ -673,6 +673,11 @@ describe("NodeServer + NodeClient", () => {
       http.off("upgrade", theirs)
       http.on("upgrade", yield* NodeServer.makeUpgradeHandler(named("any"), {}))
       assert.deepStrictEqual([yield* firstMessage("/chat"), yield* firstMessage("/else")], ["chat", "any"])
+      // and so it does when attached first, before the one for a path
+      http.removeAllListeners("upgrade")
+      http.on("upgrade", yield* NodeServer.makeUpgradeHandler(named("any"), {}))
+      http.on("upgrade", yield* NodeServer.makeUpgradeHandler(named("chat"), { path: "/chat" }))
+      assert.deepStrictEqual([yield* firstMessage("/chat"), yield* firstMessage("/else")], ["chat", "any"])
       // one whose scope is closing (503) comes after an open one for the same path
       http.removeAllListeners("upgrade")
       const closed = yield* Scope.make()

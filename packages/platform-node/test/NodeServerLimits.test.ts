@@ -223,11 +223,26 @@ describe("bad requests never reach the handler", () => {
       assert.match(plain.response, /\r\nConnection: Upgrade, close\r\n/i)
     }))
 
-  it.live("another path gets 404", () =>
+  it.live("another path gets 404: the path must match exactly (a longer one that starts with it, or one below it, is another)", () =>
     Effect.gen(function*() {
       const server = yield* NodeServer.serve(() => Effect.void, { path: "/ws" })
-      const { response } = yield* rawExchange(server.address.port, upgradeRequest(goodHeaders, "GET /other HTTP/1.1"))
-      assert.match(statusLine(response)!, /^HTTP\/1.1 404/)
+      for (const path of ["/other", "/ws2", "/ws/", "/ws/x", "/wsx?room=1"]) {
+        const { response } = yield* rawExchange(server.address.port, upgradeRequest(goodHeaders, `GET ${path} HTTP/1.1`))
+        assert.match(statusLine(response)!, /^HTTP\/1.1 404/, path)
+      }
+      // (the query is not part of the path)
+      const accepted = yield* rawExchange(server.address.port, upgradeRequest(goodHeaders, "GET /ws?room=1 HTTP/1.1"), { endAfterMs: 300 })
+      assert.match(statusLine(accepted.response)!, /^HTTP\/1.1 101/)
+    }))
+
+  it.live("a method other than GET gets 405 with Allow: GET (RFC 9110 section 15.5.6: a 405 lists the allowed methods)", () =>
+    Effect.gen(function*() {
+      const server = yield* NodeServer.serve(() => Effect.void)
+      for (const method of ["POST", "PUT", "HEAD"]) {
+        const { response } = yield* rawExchange(server.address.port, upgradeRequest(goodHeaders, `${method} / HTTP/1.1`))
+        assert.match(statusLine(response)!, /^HTTP\/1.1 405/, method)
+        assert.match(response.split("\r\n\r\n")[0]!, /\r\nAllow: GET(\r\n|$)/i, method)
+      }
     }))
 
   it.live("a request target in absolute form (RFC 6455 section 4.2.1) is matched by its path", () =>
@@ -237,11 +252,14 @@ describe("bad requests never reach the handler", () => {
         path: "/ws"
       })
       const { port } = server.address
-      const accepted = yield* rawExchange(port, upgradeRequest(goodHeaders, `GET http://127.0.0.1:${port}/ws?room=1 HTTP/1.1`), {
-        endAfterMs: 300 // (the raw client never answers the Close)
-      })
-      assert.match(statusLine(accepted.response)!, /^HTTP\/1.1 101/)
-      assert.deepStrictEqual(seen, ["/ws?room=1"])
+      // (a client may name the WebSocket scheme itself, in any case)
+      for (const scheme of ["http", "ws", "wss", "WS"]) {
+        const accepted = yield* rawExchange(port, upgradeRequest(goodHeaders, `GET ${scheme}://127.0.0.1:${port}/ws?room=${scheme} HTTP/1.1`), {
+          endAfterMs: 300 // (the raw client never answers the Close)
+        })
+        assert.match(statusLine(accepted.response)!, /^HTTP\/1.1 101/, scheme)
+      }
+      assert.deepStrictEqual(seen, ["/ws?room=http", "/ws?room=ws", "/ws?room=wss", "/ws?room=WS"])
       const other = yield* rawExchange(port, upgradeRequest(goodHeaders, `GET http://127.0.0.1:${port}/other HTTP/1.1`))
       assert.match(statusLine(other.response)!, /^HTTP\/1.1 404/)
     }))
@@ -287,6 +305,17 @@ describe("bad requests never reach the handler", () => {
       const { closedAfterMs } = yield* rawExchange(server.address.port, "GET / HTTP/1.1\r\nHost: x\r\n", { endAfterMs: 10000 })
       assert.isBelow(closedAfterMs, 5000)
     }))
+
+  it.live("by default a client that sends no whole request is dropped after the handshake timeout of 10 seconds (408)", () =>
+    Effect.gen(function*() {
+      const server = yield* NodeServer.serve(() => Effect.void)
+      // an incomplete request: its headers never end
+      const { closedAfterMs, response } = yield* rawExchange(server.address.port, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n", {
+        endAfterMs: 15_000
+      })
+      assert.match(statusLine(response) ?? "", /^HTTP\/1.1 408/)
+      assert.isAtLeast(closedAfterMs, 9_000) // (Node looks at its request clocks once a second or so)
+    }), 20_000)
 
   it.live("a client that sends its request and FIN at once is let go, not kept open", () =>
     Effect.gen(function*() {

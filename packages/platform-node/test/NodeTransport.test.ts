@@ -551,4 +551,49 @@ describe("NodeTransport.fromDuplex over streams that are not sockets", () => {
       const failure = yield* Effect.flip(Effect.timeout(other.read(new Uint8Array(8)), "2 seconds"))
       assert.strictEqual(failure._tag, "TransportError")
     }))
+
+  it.live("a paused stream resumes as soon as a read takes the buffer below highWaterMark, not only once it is empty", () =>
+    Effect.gen(function*() {
+      const stream = new Duplex({ read() {}, write(_chunk, _encoding, callback) { callback() } })
+      const transport = NodeTransport.fromDuplex(stream, { highWaterMark: 1024 })
+      yield* Effect.sleep("10 millis")
+      stream.push(new Uint8Array(4096))
+      yield* Effect.sleep("10 millis")
+      assert.isTrue(stream.isPaused(), "4 KiB wait")
+      assert.strictEqual(yield* transport.read(new Uint8Array(3500)), 3500)
+      assert.isFalse(stream.isPaused(), "596 bytes wait: below highWaterMark")
+      stream.destroy()
+    }))
+
+  it.live("by default reading pauses once 64 KiB wait, not before", () =>
+    Effect.gen(function*() {
+      const stream = new Duplex({ read() {}, write(_chunk, _encoding, callback) { callback() } })
+      NodeTransport.fromDuplex(stream)
+      yield* Effect.sleep("10 millis")
+      stream.push(new Uint8Array(64 * 1024 - 1))
+      yield* Effect.sleep("10 millis")
+      assert.isFalse(stream.isPaused(), "one byte short of 64 KiB")
+      stream.push(new Uint8Array(1))
+      yield* Effect.sleep("10 millis")
+      assert.isTrue(stream.isPaused(), "64 KiB wait")
+      stream.destroy()
+    }))
+
+  it.live("by default writes are taken until the stream holds more than 1 MiB, then must wait", () =>
+    Effect.gen(function*() {
+      // a stream that takes nothing: everything written stays queued in it
+      const stream = new Duplex({ writableHighWaterMark: 16, read() {}, write() {} })
+      const transport = NodeTransport.fromDuplex(stream)
+      const chunk = new Uint8Array(64 * 1024)
+      for (let i = 0; i < 16; i++) assert.isTrue(transport.tryWrite!([chunk], true), `write ${i}`)
+      assert.strictEqual(stream.writableLength, 1024 * 1024)
+      // at 1 MiB, not beyond it: one more is taken
+      assert.isTrue(transport.tryWrite!([chunk], true), "at the limit")
+      assert.isFalse(transport.tryWrite!([chunk], true), "beyond the limit")
+      const waiting = yield* Effect.forkChild(transport.write([chunk], true))
+      yield* Effect.sleep("20 millis")
+      assert.isUndefined(waiting.pollUnsafe(), "the write waits")
+      yield* Fiber.interrupt(waiting)
+      stream.destroy()
+    }))
 })
