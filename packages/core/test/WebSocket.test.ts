@@ -148,6 +148,7 @@ describe("malformed requests", () => {
     ["missing version", without("Sec-WebSocket-Version"), "InvalidProtocolFormat", "Sec-WebSocket-Version", /missing/],
     ["malformed version", replacing("Sec-WebSocket-Version", "thirteen"), "InvalidProtocolFormat", "Sec-WebSocket-Version", /version number/],
     ["version 8", replacing("Sec-WebSocket-Version", "8"), "UnsupportedProtocolVersion", undefined, /Version 8 is not supported/],
+    ["version 14", replacing("Sec-WebSocket-Version", "14"), "UnsupportedProtocolVersion", undefined, /Version 14 is not supported/],
     ["invalid subprotocol token", [...validRequest, { name: "Sec-WebSocket-Protocol", value: "chat, su/per" }], "InvalidProtocolFormat", "Sec-WebSocket-Protocol", /"su\/per"/],
     ["subprotocol offered twice", [...validRequest, { name: "Sec-WebSocket-Protocol", value: "chat" }, { name: "Sec-WebSocket-Protocol", value: "chat" }], "InvalidProtocolFormat", "Sec-WebSocket-Protocol", /"chat" is offered twice/],
     ["empty subprotocol list", [...validRequest, { name: "Sec-WebSocket-Protocol", value: " , " }], "InvalidProtocolFormat", "Sec-WebSocket-Protocol", /at least one/],
@@ -348,6 +349,21 @@ describe("client-side response checks", () => {
   it.effect("wrong accept", () =>
     Effect.gen(function*() {
       const error = yield* respond((h) => [...drop("Sec-WebSocket-Accept")(h), { name: "Sec-WebSocket-Accept", value: RFC_ACCEPT }])
+      assert.strictEqual(error._tag, "InvalidProtocolFormat")
+      if (error._tag === "InvalidProtocolFormat") assert.strictEqual(error.header, "Sec-WebSocket-Accept")
+      assert.match(error.message, /expected/)
+    }))
+
+  it.effect("an accept value that differs only in the case of a letter (base64 is case-sensitive)", () =>
+    Effect.gen(function*() {
+      const error = yield* respond((h) => {
+        const accept = header(h, "Sec-WebSocket-Accept")!
+        // the first letter, so that the value stays canonical base64 of 20 bytes
+        const i = accept.search(/[A-Za-z]/)
+        const c = accept[i]!
+        const flipped = accept.slice(0, i) + (c === c.toLowerCase() ? c.toUpperCase() : c.toLowerCase()) + accept.slice(i + 1)
+        return [...drop("Sec-WebSocket-Accept")(h), { name: "Sec-WebSocket-Accept", value: flipped }]
+      })
       assert.strictEqual(error._tag, "InvalidProtocolFormat")
       if (error._tag === "InvalidProtocolFormat") assert.strictEqual(error.header, "Sec-WebSocket-Accept")
       assert.match(error.message, /expected/)

@@ -493,6 +493,23 @@ describe("UTF-8 (RFC 6455 sections 5.6 and 8.1)", () => {
     failing(true, "81 04 f4908080", Status.InvalidFormat, 1007, /not valid UTF-8/)
   })
 
+  it("a surrogate, an overlong form and a code point above U+10FFFF followed by more text (1007)", () => {
+    // with 4 bytes or more left, the JavaScript path checks a whole sequence from its lead byte
+    // (not the DFA byte by byte): each rule must hold there too
+    failing(true, "81 04 eda08041", Status.InvalidFormat, 1007, /not valid UTF-8/) // U+D800, a surrogate
+    failing(true, "81 04 edbfbf41", Status.InvalidFormat, 1007, /not valid UTF-8/) // U+DFFF
+    failing(true, "81 04 e09fbf41", Status.InvalidFormat, 1007, /not valid UTF-8/) // U+07FF, overlong 3-byte form
+    failing(true, "81 04 e0808041", Status.InvalidFormat, 1007, /not valid UTF-8/) // U+0000, overlong 3-byte form
+    failing(true, "81 04 c0af4141", Status.InvalidFormat, 1007, /not valid UTF-8/) // "/", overlong 2-byte form
+    failing(true, "81 05 f08fbfbf41", Status.InvalidFormat, 1007, /not valid UTF-8/) // U+FFFF, overlong 4-byte form
+    failing(true, "81 05 f490808041", Status.InvalidFormat, 1007, /not valid UTF-8/) // U+110000
+    // and their valid neighbours pass
+    const engine = makeClient()
+    const result = feed(engine, "81 04 ed9fbf41 81 04 e0a08041 81 04 c2804141 81 05 f09080 8041 81 05 f48fbfbf41")
+    assert.strictEqual(result.failed, undefined, engine.failure?.message)
+    assert.strictEqual(messagesOf(result.deliveries).length, 5)
+  })
+
   it("fails as soon as a fragment is already invalid, before the rest of the message arrives", () => {
     const engine = makeClient()
     // first fragment: "Hel" c3 28 (invalid), the frame announces 200 bytes of which 5 arrived
@@ -1639,6 +1656,22 @@ describe("abort (spec 3.10)", () => {
     assert.strictEqual(step.closeStatus, 1006)
   })
 
+  it("abort once the closing handshake is complete (Closed): the answering Close still queued completes unwritten", () => {
+    const client = makeClient()
+    const received = feed(client, "88 02 03e8")
+    assert.deepStrictEqual(contentOf(received.deliveries), [{ kind: "close", closeStatus: 1000, data: "" }])
+    send(client, Close, undefined, 1000, "close")
+    assert.strictEqual(client.state, HandleState.Closed)
+    client.abort()
+    // "No Close frame is produced": the queued one is cancelled, as any queued send
+    assert.strictEqual(client.state, HandleState.Aborted)
+    const done = expectAction(next(client, QueueCode.Send), ActionCode.IndicateSendComplete)
+    assert.strictEqual(done.context, "close")
+    assert.isFalse(client.sendWritten)
+    complete(client, done)
+    assert.strictEqual(next(client, QueueCode.All).action, ActionCode.NoAction)
+  })
+
   it("abort before the handshake is a no-op", () => {
     const engine = makeClient()
     engine.state = HandleState.Created
@@ -1847,6 +1880,19 @@ describe("masked frames in buffers of their own (allocateFrame)", () => {
     assert.deepStrictEqual(frames[0]!.payload, payload)
     // the payload is untouched
     assert.deepStrictEqual(payload, counting(5000))
+  })
+
+  it("an owned masked frame in chunks that are not a multiple of 4 bytes: each chunk is masked from its key position", () => {
+    // (the property above never reaches 4 KiB, where frames come out owned)
+    const plain = makeClient({ sendBufferSize: 1001 })
+    const owning = makeClient({ sendBufferSize: 1001 })
+    owning.allocateFrame = (size) => new Uint8Array(size)
+    const payload = counting(5000)
+    const wire = sendAndDrain(owning, BinaryMessage, payload)
+    const frames = parseFrames(wire)
+    assert.deepStrictEqual(frames.map((f) => [f.masked, f.payload.length]), [[true, 5000]])
+    assert.deepStrictEqual(frames[0]!.payload, payload)
+    assert.deepStrictEqual(wire, sendAndDrain(plain, BinaryMessage, payload))
   })
 
   it("an unmasked payload of 4 KiB or more goes out as it is, after a header of its own", () => {

@@ -321,6 +321,23 @@ describe("frame header (RFC 6455 section 5.2)", () => {
     assert.strictEqual(headerLength(MAX_SAFE_PAYLOAD_LENGTH, true), MAX_HEADER_LENGTH)
   })
 
+  it("encodeHeader switches encoding at 126 and 65536 bytes: the minimal one at every edge", () => {
+    // "the minimal number of bytes MUST be used to encode the length"
+    const target = new Uint8Array(MAX_HEADER_LENGTH)
+    for (
+      const [length, expected] of [
+        [125, "827d"],
+        [126, "827e007e"],
+        [65535, "827effff"],
+        [65536, "827f0000000000010000"]
+      ] as const
+    ) {
+      const written = encodeHeader(target, 0, true, 0, Opcode.Binary, length, undefined)
+      assert.strictEqual(toHex(target.subarray(0, written)), expected, `${length}`)
+      assert.strictEqual(written, headerLength(length, false), `${length}`)
+    }
+  })
+
   it("encodes RSV bits and a zero masking key", () => {
     const target = new Uint8Array(MAX_HEADER_LENGTH)
     assert.strictEqual(encodeHeader(target, 0, true, Rsv.Rsv1, Opcode.Text, 5, new Uint8Array(4)), 6)

@@ -10,7 +10,7 @@ import {
   utf8Step,
   utf8StepSimple
 } from "../../src/internal/engine/utf8.ts"
-import { codePoint, hex, int } from "./helpers.ts"
+import { codePoint, hex, int, toHex } from "./helpers.ts"
 
 const encoder = new TextEncoder()
 const decoder = new TextDecoder("utf-8", { fatal: true })
@@ -167,6 +167,28 @@ describe("UTF-8 validation (RFC 3629, RFC 6455 section 8.1)", () => {
             four[2] = c
             four[3] = d
             if (isValidUtf8(four) !== nativeValid(four)) assert.fail(`${a} ${b} ${c} ${d}`)
+          }
+        }
+      }
+    }
+  })
+
+  it("agrees with TextDecoder on sequences followed by more input: every lead and second byte, class-edge tails", () => {
+    // with 4 bytes or more left (and fewer than the native thresholds), a sequence is checked whole
+    // from its lead byte rather than byte by byte through the DFA
+    const edges = [0x00, 0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf, 0xc0, 0xff]
+    const bytes = new Uint8Array(6)
+    bytes[5] = 0x41
+    for (let a = 0xc0; a <= 0xf5; a++) {
+      bytes[0] = a
+      for (let b = 0; b < 256; b++) {
+        bytes[1] = b
+        for (const c of edges) {
+          bytes[2] = c
+          for (const d of [0x41, 0x80]) {
+            bytes[3] = d
+            bytes[4] = d === 0x80 ? 0x80 : 0x41
+            if (isValidUtf8(bytes) !== nativeValid(bytes)) assert.fail(toHex(bytes))
           }
         }
       }
