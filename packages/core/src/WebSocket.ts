@@ -367,6 +367,9 @@ const checkResponse = Effect.fnUntraced(function*(handle: HandleImpl, response: 
   yield* Handshake.checkUpgradeHeaders(headers, "response")
   const accept = yield* Handshake.decodeRequired(HandshakeHeaders.SecWebSocketAccept, headers, "Sec-WebSocket-Accept")
   const expected = yield* Handshake.computeAccept(handle.crypto, handle.key!)
+  // (the digest may take a turn of the event loop: the handle may have been deleted, or failed by
+  // another call, meanwhile, and stays so)
+  yield* requireState(handle, "endClientHandshake", HandleState.HandshakeStarted)
   if (accept !== expected) {
     return yield* new InvalidProtocolFormat({
       header: "Sec-WebSocket-Accept",
@@ -535,10 +538,13 @@ const readSelection = Effect.fnUntraced(function*(given: ServerHandshakeOptions)
 /** The client's request checked against the selection, and the response headers rendered. */
 const answerRequest = Effect.fnUntraced(function*(handle: HandleImpl, { extensions, options, subprotocol }: ServerSelection) {
   const { key, offeredExtensions, offeredSubprotocols } = yield* Handshake.checkRequest(() => options.requestHeaders)
+  const accept = yield* Handshake.computeAccept(handle.crypto, key)
+  // (as in checkResponse: a handle deleted while the digest was computed stays deleted)
+  yield* requireState(handle, "beginServerHandshake", HandleState.Created)
   const responseHeaders: Array<HttpHeader.HttpHeader> = [
     { name: "Connection", value: "Upgrade" },
     { name: "Upgrade", value: "websocket" },
-    { name: "Sec-WebSocket-Accept", value: yield* Handshake.computeAccept(handle.crypto, key) }
+    { name: "Sec-WebSocket-Accept", value: accept }
   ]
   if (subprotocol !== undefined) {
     if (!offeredSubprotocols.includes(subprotocol)) {

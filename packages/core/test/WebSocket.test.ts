@@ -1,5 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Option, Schema } from "effect"
+import { ConfigProvider, Effect, Exit, Fiber, Layer, Option, Schema } from "effect"
+import { WebCrypto } from "effect/crypto/WebCrypto"
 import { BufferType, WebSocket, WebSocketError } from "../src/index.ts"
 
 type Header = { readonly name: string; readonly value: string }
@@ -18,7 +19,10 @@ const validRequest: ReadonlyArray<Header> = [
 const header = (headers: ReadonlyArray<Header>, name: string) =>
   headers.find((h) => h.name.toLowerCase() === name.toLowerCase())?.value
 
-const without = (name: string) => validRequest.filter((h) => h.name !== name)
+/** The headers without those named `name`. */
+const drop = (name: string) => (headers: ReadonlyArray<Header>) => headers.filter((h) => h.name !== name)
+
+const without = (name: string) => drop(name)(validRequest)
 const replacing = (name: string, value: string) => [...without(name), { name, value }]
 
 /** Runs the server side on `requestHeaders` and returns the failure. */
@@ -329,6 +333,20 @@ describe("malformed requests", () => {
         ["InvalidParameter", "extensions[1]", "extension \"foo\" is selected twice"]
       )
     }))
+
+  it.effect("each extension offered or selected names exactly one extension", () =>
+    Effect.gen(function*() {
+      const offer = yield* Effect.flip(WebSocket.beginClientHandshake(yield* WebSocket.createClientHandle(), { extensions: ["a, b"] }))
+      assert.deepStrictEqual(
+        [offer._tag, offer._tag === "InvalidParameter" && offer.parameter, offer.message],
+        ["InvalidParameter", "extensions[0]", "extensions[0] must name exactly one extension, got 2"]
+      )
+      const requestHeaders = [...validRequest, { name: "Sec-WebSocket-Extensions", value: "a, b" }]
+      const selection = yield* Effect.flip(
+        WebSocket.beginServerHandshake(yield* WebSocket.createServerHandle(), { requestHeaders, extensions: ["a, b"] })
+      )
+      assert.deepStrictEqual([selection._tag, selection.message], ["InvalidParameter", "extensions[0] must name exactly one extension, got 2"])
+    }))
 })
 
 describe("client-side response checks", () => {
@@ -343,7 +361,6 @@ describe("client-side response checks", () => {
       const { responseHeaders } = yield* WebSocket.beginServerHandshake(server, { requestHeaders })
       return yield* Effect.flip(WebSocket.endClientHandshake(client, { responseHeaders: edit(responseHeaders) }))
     })
-  const drop = (name: string) => (headers: ReadonlyArray<Header>) => headers.filter((h) => h.name !== name)
   const add = (name: string, value: string) => (headers: ReadonlyArray<Header>) => [...headers, { name, value }]
 
   it.effect("wrong accept", () =>
@@ -507,6 +524,45 @@ describe("handle life cycle", () => {
       const error = yield* Effect.flip(WebSocket.beginServerHandshake(server, { requestHeaders: validRequest }))
       assert.strictEqual(error._tag, "InvalidProtocolOperation")
       assert.isTrue(error._tag === "InvalidProtocolOperation" && error.state === "Deleted")
+    }))
+
+  it.effect("a handle deleted while its handshake computes the accept value stays deleted, whatever the handshake then finds", () =>
+    Effect.gen(function*() {
+      // a Web Crypto other than the global one: the digest is awaited (as where node:crypto is missing)
+      const awaitedDigest = Layer.succeed(WebCrypto, {
+        getRandomValues: globalThis.crypto.getRandomValues.bind(globalThis.crypto),
+        subtle: globalThis.crypto.subtle
+      } as typeof globalThis.crypto)
+      const deletedMidway = <A, E>(handle: WebSocket.Handle, handshake: Effect.Effect<A, E>) =>
+        Effect.gen(function*() {
+          const fiber = yield* Effect.forkChild(handshake, { startImmediately: true })
+          yield* WebSocket.deleteHandle(handle)
+          const exit = yield* Fiber.await(fiber)
+          assert.isTrue(Exit.isFailure(exit), String(handle))
+          assert.include(String(handle), "Deleted")
+          const send = yield* Effect.flip(WebSocket.send(handle, "BinaryMessage", new Uint8Array([1])))
+          assert.match(send.message, /the handle was deleted/)
+        })
+      // a server, then a client with the right response and one with a wrong accept value
+      const server = yield* WebSocket.createServerHandle().pipe(Effect.provide(awaitedDigest))
+      yield* deletedMidway(server, WebSocket.beginServerHandshake(server, { requestHeaders: validRequest }))
+      for (const right of [true, false]) {
+        const client = yield* WebSocket.createClientHandle().pipe(Effect.provide(awaitedDigest))
+        const { requestHeaders } = yield* WebSocket.beginClientHandshake(client, { initialHeaders: [{ name: "Host", value: "h" }] })
+        const { responseHeaders } = yield* WebSocket.beginServerHandshake(yield* WebSocket.createServerHandle(), { requestHeaders })
+        const response = right
+          ? responseHeaders
+          : [...drop("Sec-WebSocket-Accept")(responseHeaders), { name: "Sec-WebSocket-Accept", value: RFC_ACCEPT }]
+        yield* deletedMidway(client, WebSocket.endClientHandshake(client, { responseHeaders: response }))
+      }
+    }))
+
+  it.effect("a server handle takes the server defaults: an allocated buffer of 4096 + 16 + 256 bytes is enough", () =>
+    Effect.gen(function*() {
+      const server = yield* WebSocket.createServerHandle({ allocatedBuffer: new Uint8Array(4096 + 16 + 256) })
+      assert.strictEqual(server.kind, "server")
+      const error = yield* Effect.flip(WebSocket.createClientHandle({ allocatedBuffer: new Uint8Array(4096 + 16 + 256) }))
+      assert.match(error.message, /= 8448 bytes, got 4368/)
     }))
 
   it.effect("data-last forms", () =>
@@ -684,6 +740,33 @@ describe("handshake options", () => {
       yield* WebSocket.endServerHandshake(server)
       assert.include(String(server), "Open")
     }))
+
+  it.effect("each handshake function refuses a handle of the other kind and leaves it as it was: a client opens only on a checked response", () =>
+    Effect.gen(function*() {
+      const server = yield* WebSocket.createServerHandle()
+      const notServer = yield* Effect.flip(WebSocket.beginClientHandshake(server as unknown as WebSocket.ClientHandle))
+      assert.deepStrictEqual(
+        [notServer._tag, notServer.message],
+        ["InvalidProtocolOperation", "beginClientHandshake needs a client handle, got a server handle"]
+      )
+      assert.include(String(server), "Created")
+      yield* WebSocket.beginServerHandshake(server, { requestHeaders: validRequest })
+      const client = yield* WebSocket.createClientHandle()
+      const notClient = yield* Effect.flip(WebSocket.beginServerHandshake(client as never, { requestHeaders: validRequest }))
+      assert.deepStrictEqual(
+        [notClient._tag, notClient.message],
+        ["InvalidProtocolOperation", "beginServerHandshake needs a server handle, got a client handle"]
+      )
+      assert.include(String(client), "Created")
+      yield* WebSocket.beginClientHandshake(client)
+      const unchecked = yield* Effect.flip(WebSocket.endServerHandshake(client as never))
+      assert.deepStrictEqual(
+        [unchecked._tag, unchecked.message],
+        ["InvalidProtocolOperation", "endServerHandshake needs a server handle, got a client handle"]
+      )
+      assert.include(String(client), "HandshakeStarted")
+      assert.strictEqual((yield* Effect.flip(WebSocket.send(client, "BinaryMessage", new Uint8Array([1]))))._tag, "InvalidProtocolOperation")
+    }))
 })
 
 describe("BufferType", () => {
@@ -698,6 +781,21 @@ describe("BufferType", () => {
     }
     for (const value of [0x80000007, -1, -0.5, -3e9, -2147483649.5, Number.NaN, 0x180000000]) {
       assert.deepStrictEqual([BufferType.nameOf(value), BufferType.isData(value), BufferType.isText(value)], [undefined, false, false])
+    }
+  })
+
+  it("the guards classify each buffer type as the table says", () => {
+    const all = Object.values(BufferType.BufferType)
+    assert.deepStrictEqual(all.map(BufferType.isData), [true, true, true, true, false, false, false])
+    assert.deepStrictEqual(all.map(BufferType.isText), [true, true, false, false, false, false, false])
+    assert.deepStrictEqual(all.map(BufferType.isMessageEnd), [true, false, true, false, false, false, false])
+  })
+
+  it("unsigned reads a negative 32-bit integer as its unsigned value and returns other numbers as given", () => {
+    assert.strictEqual(BufferType.unsigned(-2147483648), 0x80000000)
+    assert.strictEqual(BufferType.unsigned(-1), 0xffffffff)
+    for (const value of [0x80000000, 7, 0, -0.5, -1.5, -2147483649]) {
+      assert.strictEqual(BufferType.unsigned(value), value, String(value))
     }
   })
 })
@@ -715,6 +813,21 @@ describe("getGlobalProperty", () => {
     Effect.gen(function*() {
       const exit = yield* Effect.exit(WebSocket.getGlobalProperty("ReceiveBufferSize" as WebSocket.GlobalProperty))
       assert.isTrue(Exit.isFailure(exit))
+    }))
+
+  it.effect("KeepaliveInterval reads WEBSOCKET_KEEPALIVE_INTERVAL, raising values below 15000 to 15000", () =>
+    Effect.gen(function*() {
+      const read = (value: string) =>
+        WebSocket.getGlobalProperty("KeepaliveInterval").pipe(
+          Effect.provide(ConfigProvider.layer(ConfigProvider.fromUnknown({ WEBSOCKET_KEEPALIVE_INTERVAL: value })))
+        )
+      assert.strictEqual(yield* read("60000"), 60000)
+      assert.strictEqual(yield* read("15000"), 15000)
+      assert.strictEqual(yield* read("1000"), 15000)
+      for (const bad of ["-1", "4294967296", "soon"]) {
+        const error = yield* Effect.flip(read(bad))
+        assert.deepStrictEqual([error._tag, error.parameter], ["InvalidParameter", "KeepaliveInterval"], bad)
+      }
     }))
 })
 
