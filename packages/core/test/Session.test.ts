@@ -320,6 +320,74 @@ describe("session through the action loop", () => {
 
 const { HRESULT } = WebSocketError
 
+describe("handle properties take effect", () => {
+  it.effect("disableMasking: a server accepts an unmasked frame", () =>
+    Effect.gen(function*() {
+      const { server } = yield* connect({}, { disableMasking: true })
+      server.inbox.write([hex("82 03 010203")])
+      const chunk = yield* receiveOnce(server)
+      assert.deepStrictEqual([chunk.type, Array.from(chunk.data)], ["BinaryMessage", [1, 2, 3]])
+    }))
+
+  it.effect("disableMasking: a client masks with the all-zero key", () =>
+    Effect.gen(function*() {
+      const { client } = yield* connect({ disableMasking: true })
+      yield* sendNow(client, "BinaryMessage", new Uint8Array([1, 2, 3]))
+      const wire = new Uint8Array(client.outbox.size)
+      client.outbox.read(wire)
+      assert.deepStrictEqual(Array.from(wire), Array.from(hex("82 83 00000000 010203")))
+    }))
+
+  it.effect("disableUtf8Verification: text that is not UTF-8 is delivered as it came", () =>
+    Effect.gen(function*() {
+      const { client } = yield* connect({ disableUtf8Verification: true })
+      client.inbox.write([hex("81 02 c328")])
+      const chunk = yield* receiveOnce(client)
+      assert.deepStrictEqual([chunk.type, Array.from(chunk.data)], ["Utf8Message", [0xc3, 0x28]])
+    }))
+
+  it.effect("sendBufferSize: a client masks and writes its payload in chunks of at most that size", () =>
+    Effect.gen(function*() {
+      const { client, server } = yield* connect({ sendBufferSize: 16 })
+      const payload = pattern(100)
+      yield* WebSocket.send(client.handle, "BinaryMessage", payload)
+      const writes: Array<number> = []
+      for (;;) {
+        const action = yield* WebSocket.getAction(client.handle, "Send")
+        if (action._tag === "NoAction") break
+        if (action._tag === "SendToNetwork") {
+          writes.push(...action.buffers.map((b) => b.length))
+          yield* WebSocket.completeAction(client.handle, action.token, client.outbox.write(action.buffers))
+        } else {
+          yield* WebSocket.completeAction(client.handle, action.token, 0)
+        }
+      }
+      // the 6-byte header (2 + masking key), then the payload masked 16 bytes at a time
+      assert.deepStrictEqual(writes.reduce((n, k) => n + k, 0), 106)
+      assert.isAtMost(Math.max(...writes), 16)
+      const atServer = yield* receiveMessage(server)
+      assert.deepStrictEqual(atServer.data, payload)
+    }))
+
+  it.effect("allocatedBuffer: the handle reads into the memory it was given", () =>
+    Effect.gen(function*() {
+      const allocated = new Uint8Array(256 + 16 + 256)
+      const { client, server } = yield* connect({}, { receiveBufferSize: 256, allocatedBuffer: allocated })
+      yield* sendNow(client, "BinaryMessage", pattern(20))
+      yield* WebSocket.receive(server.handle)
+      const read = yield* WebSocket.getAction(server.handle, "Receive")
+      assert.strictEqual(read._tag, "ReceiveFromNetwork")
+      if (read._tag !== "ReceiveFromNetwork") return
+      assert.strictEqual(read.buffer.buffer, allocated.buffer)
+      yield* WebSocket.completeAction(server.handle, read.token, server.inbox.read(read.buffer))
+      const done = yield* WebSocket.getAction(server.handle, "Receive")
+      assert.strictEqual(done._tag, "IndicateReceiveComplete")
+      if (done._tag !== "IndicateReceiveComplete") return
+      assert.strictEqual(done.data.buffer, allocated.buffer)
+      assert.deepStrictEqual(done.data, pattern(20))
+    }))
+})
+
 describe("misuse is an invalid operation", () => {
   it.effect("a second outstanding send", () =>
     Effect.gen(function*() {
@@ -598,6 +666,39 @@ describe("misuse is an invalid operation", () => {
       assert.strictEqual(action._tag, "SendToNetwork")
       assert.strictEqual(action._tag === "SendToNetwork" ? action.buffers[0]![0]! & 0x0f : -1, 0x2, "a binary frame")
     }))
+
+  it.effect("the C value 3 names the All queue", () =>
+    Effect.gen(function*() {
+      const { client } = yield* connect()
+      yield* WebSocket.send(client.handle, "BinaryMessage", new Uint8Array([1]))
+      assert.strictEqual((yield* WebSocket.getAction(client.handle, 3))._tag, "SendToNetwork")
+    }))
+
+  it.effect("a receive buffer detached before receive is reported as detached, not as empty", () =>
+    Effect.gen(function*() {
+      const { server } = yield* connect()
+      const gone = pattern(8)
+      structuredClone(gone.buffer, { transfer: [gone.buffer as ArrayBuffer] })
+      const error = yield* Effect.flip(WebSocket.receive(server.handle, gone))
+      assert.deepStrictEqual(
+        [error._tag, error.message],
+        ["InvalidParameter", "the buffer given to receive was detached (transferred): its bytes are gone"]
+      )
+    }))
+
+  it.effect("endServerHandshake stays allowed, a no-op, through the close handshake (idempotent once open)", () =>
+    Effect.gen(function*() {
+      const { client, server } = yield* connect()
+      yield* sendNow(server, "Close", { status: 1000 })
+      yield* WebSocket.endServerHandshake(server.handle as WebSocket.ServerHandle)
+      assert.include(String(server.handle), "CloseSent")
+      yield* receiveOnce(client)
+      yield* sendNow(client, "Close", { status: 1000 })
+      yield* receiveOnce(server)
+      assert.include(String(server.handle), "Closed")
+      yield* WebSocket.endServerHandshake(server.handle as WebSocket.ServerHandle)
+      assert.include(String(server.handle), "Closed")
+    }))
 })
 
 describe("invalid parameters", () => {
@@ -676,6 +777,19 @@ describe("invalid parameters", () => {
       const error = yield* Effect.flip(WebSocket.completeAction(server.handle, read.token, read.buffer.length + 1))
       assert.strictEqual(error._tag, "InvalidParameter")
       assert.strictEqual(error.hresult, 0x80070057)
+    }))
+
+  it.effect("an InvalidParameter the engine reports names the parameter at fault", () =>
+    Effect.gen(function*() {
+      const { client } = yield* connect()
+      const ping = yield* Effect.flip(WebSocket.send(client.handle, "PingPong", new Uint8Array(126)))
+      assert.deepStrictEqual([ping._tag, ping._tag === "InvalidParameter" && ping.parameter], ["InvalidParameter", "buffer"])
+      yield* WebSocket.send(client.handle, "BinaryMessage", new Uint8Array([1]))
+      const write = yield* WebSocket.getAction(client.handle, "Send")
+      assert.strictEqual(write._tag, "SendToNetwork")
+      if (write._tag !== "SendToNetwork") return
+      const count = yield* Effect.flip(WebSocket.completeAction(client.handle, write.token, 1.5))
+      assert.deepStrictEqual([count._tag, count._tag === "InvalidParameter" && count.parameter], ["InvalidParameter", "bytesTransferred"])
     }))
 })
 
