@@ -194,11 +194,18 @@ const requireState = (
   )
 }
 
-/** Marks the handle failed when `effect` fails. */
-const failsHandle = <A, E, R>(handle: HandleImpl, effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+/**
+ * Marks the handle failed when `effect` fails, if it is still in the state `from` the call started
+ * in: one deleted meanwhile, or opened or failed by another call, stays as that left it.
+ */
+const failsHandle = <A, E, R>(
+  handle: HandleImpl,
+  from: HandleState,
+  effect: Effect.Effect<A, E, R>
+): Effect.Effect<A, E, R> =>
   Effect.tapError(effect, () =>
     Effect.sync(() => {
-      if (handle.state !== HandleState.Deleted) handle.state = HandleState.Failed
+      if (handle.state === from) handle.state = HandleState.Failed
     }))
 
 /**
@@ -358,7 +365,7 @@ const endClient = Effect.fnUntraced(function*(handle: HandleImpl, given: ClientH
   const response = yield* Handshake.readOptions("response", given ?? ({} as ClientHandshakeResponse), ["responseHeaders"])
   // (a call that is not allowed, on a server handle, or with an option of another name is the
   // caller's mistake and leaves the handle as it was; what the server sent fails the handle)
-  return yield* failsHandle(handle, checkResponse(handle, response))
+  return yield* failsHandle(handle, HandleState.HandshakeStarted, checkResponse(handle, response))
 })
 
 /** The server's response checked (see {@link endClientHandshake}), and the session opened. */
@@ -367,8 +374,8 @@ const checkResponse = Effect.fnUntraced(function*(handle: HandleImpl, response: 
   yield* Handshake.checkUpgradeHeaders(headers, "response")
   const accept = yield* Handshake.decodeRequired(HandshakeHeaders.SecWebSocketAccept, headers, "Sec-WebSocket-Accept")
   const expected = yield* Handshake.computeAccept(handle.crypto, handle.key!)
-  // (the digest may take a turn of the event loop: the handle may have been deleted, or failed by
-  // another call, meanwhile, and stays so)
+  // (the digest may take a turn of the event loop: the handle may have been deleted, or opened or
+  // failed by another call, meanwhile; this call then fails and leaves it as it is)
   yield* requireState(handle, "endClientHandshake", HandleState.HandshakeStarted)
   if (accept !== expected) {
     return yield* new InvalidProtocolFormat({
@@ -507,7 +514,7 @@ const beginServer = Effect.fnUntraced(function*(handle: HandleImpl, given: Serve
   // (untyped callers may give nothing: the missing header list is malformed, not a crash)
   const selection = yield* readSelection(given ?? ({} as ServerHandshakeOptions))
   // (the application's own mistakes above leave the handle as it was; the request fails it)
-  return yield* failsHandle(handle, answerRequest(handle, selection))
+  return yield* failsHandle(handle, HandleState.Created, answerRequest(handle, selection))
 })
 
 /** The options of {@link beginServerHandshake} with the application's selection decoded. */
@@ -539,7 +546,7 @@ const readSelection = Effect.fnUntraced(function*(given: ServerHandshakeOptions)
 const answerRequest = Effect.fnUntraced(function*(handle: HandleImpl, { extensions, options, subprotocol }: ServerSelection) {
   const { key, offeredExtensions, offeredSubprotocols } = yield* Handshake.checkRequest(() => options.requestHeaders)
   const accept = yield* Handshake.computeAccept(handle.crypto, key)
-  // (as in checkResponse: a handle deleted while the digest was computed stays deleted)
+  // (as in checkResponse: a handle deleted, or begun by another call, meanwhile is left as it is)
   yield* requireState(handle, "beginServerHandshake", HandleState.Created)
   const responseHeaders: Array<HttpHeader.HttpHeader> = [
     { name: "Connection", value: "Upgrade" },

@@ -526,35 +526,74 @@ describe("handle life cycle", () => {
       assert.isTrue(error._tag === "InvalidProtocolOperation" && error.state === "Deleted")
     }))
 
-  it.effect("a handle deleted while its handshake computes the accept value stays deleted, whatever the handshake then finds", () =>
+  /** A Web Crypto other than the global one: the accept digest is awaited (as where `node:crypto` is missing). */
+  const awaitedDigest = Layer.succeed(WebCrypto, {
+    getRandomValues: globalThis.crypto.getRandomValues.bind(globalThis.crypto),
+    subtle: globalThis.crypto.subtle
+  } as typeof globalThis.crypto)
+
+  /** A client handle whose handshake is begun, with the response of a server to it. */
+  const begunClient = Effect.gen(function*() {
+    const client = yield* WebSocket.createClientHandle().pipe(Effect.provide(awaitedDigest))
+    const { requestHeaders } = yield* WebSocket.beginClientHandshake(client, { initialHeaders: [{ name: "Host", value: "h" }] })
+    const { responseHeaders } = yield* WebSocket.beginServerHandshake(yield* WebSocket.createServerHandle(), { requestHeaders })
+    return { client, responseHeaders }
+  })
+
+  it.effect("a handle deleted while its handshake computes the accept value stays deleted, and the handshake says so", () =>
     Effect.gen(function*() {
-      // a Web Crypto other than the global one: the digest is awaited (as where node:crypto is missing)
-      const awaitedDigest = Layer.succeed(WebCrypto, {
-        getRandomValues: globalThis.crypto.getRandomValues.bind(globalThis.crypto),
-        subtle: globalThis.crypto.subtle
-      } as typeof globalThis.crypto)
       const deletedMidway = <A, E>(handle: WebSocket.Handle, handshake: Effect.Effect<A, E>) =>
         Effect.gen(function*() {
-          const fiber = yield* Effect.forkChild(handshake, { startImmediately: true })
+          const fiber = yield* Effect.forkChild(Effect.flip(handshake), { startImmediately: true })
           yield* WebSocket.deleteHandle(handle)
-          const exit = yield* Fiber.await(fiber)
-          assert.isTrue(Exit.isFailure(exit), String(handle))
+          const error = (yield* Fiber.join(fiber)) as WebSocketError.WebSocketError
+          assert.deepStrictEqual(
+            [error._tag, error._tag === "InvalidProtocolOperation" && error.state],
+            ["InvalidProtocolOperation", "Deleted"],
+            String(handle)
+          )
+          assert.match(error.message, /the handle was deleted/)
           assert.include(String(handle), "Deleted")
           const send = yield* Effect.flip(WebSocket.send(handle, "BinaryMessage", new Uint8Array([1])))
           assert.match(send.message, /the handle was deleted/)
         })
-      // a server, then a client with the right response and one with a wrong accept value
       const server = yield* WebSocket.createServerHandle().pipe(Effect.provide(awaitedDigest))
       yield* deletedMidway(server, WebSocket.beginServerHandshake(server, { requestHeaders: validRequest }))
-      for (const right of [true, false]) {
-        const client = yield* WebSocket.createClientHandle().pipe(Effect.provide(awaitedDigest))
-        const { requestHeaders } = yield* WebSocket.beginClientHandshake(client, { initialHeaders: [{ name: "Host", value: "h" }] })
-        const { responseHeaders } = yield* WebSocket.beginServerHandshake(yield* WebSocket.createServerHandle(), { requestHeaders })
-        const response = right
-          ? responseHeaders
-          : [...drop("Sec-WebSocket-Accept")(responseHeaders), { name: "Sec-WebSocket-Accept", value: RFC_ACCEPT }]
-        yield* deletedMidway(client, WebSocket.endClientHandshake(client, { responseHeaders: response }))
-      }
+      const { client, responseHeaders } = yield* begunClient
+      yield* deletedMidway(client, WebSocket.endClientHandshake(client, { responseHeaders }))
+    }))
+
+  it.effect("two handshake calls at once on one handle: the first one's outcome holds, the second fails and leaves it so", () =>
+    Effect.gen(function*() {
+      const twice = <A, E>(handshake: Effect.Effect<A, E>) =>
+        Effect.gen(function*() {
+          const first = yield* Effect.forkChild(handshake, { startImmediately: true })
+          const second = yield* Effect.forkChild(Effect.flip(handshake), { startImmediately: true })
+          yield* Fiber.join(first)
+          const error = (yield* Fiber.join(second)) as WebSocketError.WebSocketError
+          assert.strictEqual(error._tag, "InvalidProtocolOperation")
+        })
+      const server = yield* WebSocket.createServerHandle().pipe(Effect.provide(awaitedDigest))
+      yield* twice(WebSocket.beginServerHandshake(server, { requestHeaders: validRequest }))
+      assert.include(String(server), "HandshakeStarted")
+      yield* WebSocket.endServerHandshake(server)
+      const { client, responseHeaders } = yield* begunClient
+      yield* twice(WebSocket.endClientHandshake(client, { responseHeaders }))
+      assert.include(String(client), "Open")
+      yield* WebSocket.send(client, "BinaryMessage", new Uint8Array([1]))
+      // and one that fails first (a wrong accept value) leaves the handle failed for the other
+      const failing = yield* begunClient
+      const wrong = [...drop("Sec-WebSocket-Accept")(failing.responseHeaders), { name: "Sec-WebSocket-Accept", value: RFC_ACCEPT }]
+      const first = yield* Effect.forkChild(Effect.flip(WebSocket.endClientHandshake(failing.client, { responseHeaders: wrong })), {
+        startImmediately: true
+      })
+      const second = yield* Effect.forkChild(
+        Effect.flip(WebSocket.endClientHandshake(failing.client, { responseHeaders: failing.responseHeaders })),
+        { startImmediately: true }
+      )
+      assert.strictEqual((yield* Fiber.join(first))._tag, "InvalidProtocolFormat")
+      assert.match((yield* Fiber.join(second)).message, /the handshake failed/)
+      assert.include(String(failing.client), "Failed")
     }))
 
   it.effect("a server handle takes the server defaults: an allocated buffer of 4096 + 16 + 256 bytes is enough", () =>

@@ -6,7 +6,7 @@ import { Connection, Transport, WebSocket } from "@effect-websocket/core"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber, Option, Scheduler, Stream } from "effect"
 import * as Net from "node:net"
-import { Duplex, duplexPair } from "node:stream"
+import { Duplex, type DuplexOptions, duplexPair } from "node:stream"
 import { NodeTransport } from "../src/index.ts"
 
 /** A connected pair of loopback sockets (client end, server end), destroyed with the scope. */
@@ -423,6 +423,10 @@ const recordingStream = (options: { readonly onWrite?: (stream: Duplex, chunk: B
 }
 
 describe("NodeTransport.fromDuplex over streams that are not sockets", () => {
+  /** A stream made from `options`, destroyed with the test's scope. */
+  const scopedDuplex = (options: DuplexOptions) =>
+    Effect.acquireRelease(Effect.sync(() => new Duplex(options)), (stream) => Effect.sync(() => stream.destroy()))
+
   it.live("a stream whose write throws fails the transport (a TransportError), never the process, and is destroyed", () =>
     Effect.gen(function*() {
       const stream = new Duplex({
@@ -554,7 +558,7 @@ describe("NodeTransport.fromDuplex over streams that are not sockets", () => {
 
   it.live("a paused stream resumes as soon as a read takes the buffer below highWaterMark, not only once it is empty", () =>
     Effect.gen(function*() {
-      const stream = new Duplex({ read() {}, write(_chunk, _encoding, callback) { callback() } })
+      const stream = yield* scopedDuplex({ read() {}, write(_chunk, _encoding, callback) { callback() } })
       const transport = NodeTransport.fromDuplex(stream, { highWaterMark: 1024 })
       yield* Effect.sleep("10 millis")
       stream.push(new Uint8Array(4096))
@@ -562,12 +566,11 @@ describe("NodeTransport.fromDuplex over streams that are not sockets", () => {
       assert.isTrue(stream.isPaused(), "4 KiB wait")
       assert.strictEqual(yield* transport.read(new Uint8Array(3500)), 3500)
       assert.isFalse(stream.isPaused(), "596 bytes wait: below highWaterMark")
-      stream.destroy()
     }))
 
   it.live("by default reading pauses once 64 KiB wait, not before", () =>
     Effect.gen(function*() {
-      const stream = new Duplex({ read() {}, write(_chunk, _encoding, callback) { callback() } })
+      const stream = yield* scopedDuplex({ read() {}, write(_chunk, _encoding, callback) { callback() } })
       NodeTransport.fromDuplex(stream)
       yield* Effect.sleep("10 millis")
       stream.push(new Uint8Array(64 * 1024 - 1))
@@ -576,13 +579,12 @@ describe("NodeTransport.fromDuplex over streams that are not sockets", () => {
       stream.push(new Uint8Array(1))
       yield* Effect.sleep("10 millis")
       assert.isTrue(stream.isPaused(), "64 KiB wait")
-      stream.destroy()
     }))
 
   it.live("by default writes are taken until the stream holds more than 1 MiB, then must wait", () =>
     Effect.gen(function*() {
       // a stream that takes nothing: everything written stays queued in it
-      const stream = new Duplex({ writableHighWaterMark: 16, read() {}, write() {} })
+      const stream = yield* scopedDuplex({ writableHighWaterMark: 16, read() {}, write() {} })
       const transport = NodeTransport.fromDuplex(stream)
       const chunk = new Uint8Array(64 * 1024)
       for (let i = 0; i < 16; i++) assert.isTrue(transport.tryWrite!([chunk], true), `write ${i}`)
@@ -594,6 +596,5 @@ describe("NodeTransport.fromDuplex over streams that are not sockets", () => {
       yield* Effect.sleep("20 millis")
       assert.isUndefined(waiting.pollUnsafe(), "the write waits")
       yield* Fiber.interrupt(waiting)
-      stream.destroy()
     }))
 })
