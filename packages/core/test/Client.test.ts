@@ -125,8 +125,13 @@ describe("Client options", () => {
       }
     }))
 
-  it.effect("a connection attempt with a bad option fails before the server sees it", () =>
+  it.effect("a connection attempt with a bad option fails before the server sees it, and counts in no handshake failure", () =>
     Effect.gen(function*() {
+      const failures = Effect.map(
+        Metric.value(Metric.withAttributes(Metrics.handshakeFailures, { side: "client", reason: "InvalidParameter" })),
+        (state) => Number(state.count)
+      )
+      const failuresBefore = yield* failures
       let accepted = 0
       const layer = Client.layerMemory((connection) => {
         accepted++
@@ -149,6 +154,7 @@ describe("Client options", () => {
         assert.include(error.message, fragment)
       }
       assert.strictEqual(accepted, 0)
+      assert.strictEqual(yield* failures, failuresBefore, "a bad option is no handshake failure")
     }))
 
   it.effect("properties that are not an object (5, null, true, an array) are an InvalidParameter, not ignored", () =>

@@ -515,6 +515,9 @@ describe("Connection messages", () => {
       const cases: ReadonlyArray<readonly [ReadonlyArray<Connection.Outgoing>, "text" | "binary", Connection.Message]> = [
         [["a\uD83D", "\uDE00b"], "text", "a😀b"],
         [["\uD83D", "\uDE00"], "text", "😀"],
+        // the last high surrogate, and the first of its range: U+10FFFF, U+100000
+        [["a\uDBFF", "\uDFFFb"], "text", "a\u{10FFFF}b"],
+        [["\uDBC0", "\uDC00"], "text", "\u{100000}"],
         [["\uD83D", "", "\uDE00"], "text", "😀"],
         [chunks, "text", text],
         [["x\uD83D"], "text", "x\uFFFD"],

@@ -174,6 +174,32 @@ describe("EffectSocket.toSocket", () => {
       assert.deepStrictEqual(yield* reader.pull, ["still open"])
     }))
 
+  it.live("a CloseEvent whose reason is exactly 123 UTF-8 bytes (the most a Close frame holds) closes with it", () =>
+    Effect.gen(function*() {
+      const [client, server] = yield* Connection.makeMemoryPair()
+      const writer = yield* EffectSocket.toSocket(client).writer
+      const reason = "é".repeat(61) + "x" // 2 * 61 + 1 = 123 bytes
+      yield* writer.write(new Socket.CloseEvent(4000, reason))
+      assert.deepInclude(yield* server.closed, { code: 4000, reason })
+      assert.deepInclude(yield* client.closed, { code: 4000, reason, clean: true })
+    }))
+
+  it.live("writeAll sends its chunks one after the other: a chunk that cannot be sent fails it once those before it went out whole, and those after it are not sent", () =>
+    Effect.gen(function*() {
+      // a small transport buffer: the first chunk has to wait for room several times
+      const [client, server] = yield* Connection.makeMemoryPair({ highWaterMark: 1024 })
+      const received = yield* Effect.forkChild(Stream.runCollect(Stream.take(server.messages, 2)))
+      const writer = yield* EffectSocket.toSocket(client).writer
+      const big = "x".repeat(64 * 1024)
+      const detached = new Uint8Array(4)
+      structuredClone(detached.buffer, { transfer: [detached.buffer] })
+      const error = yield* Effect.flip(writer.writeAll([big, detached, "after"]))
+      assert.strictEqual(error.reason._tag, "SocketWriteError")
+      yield* writer.write("next")
+      const got = yield* Fiber.join(received).pipe(Effect.timeout("2 seconds"))
+      assert.deepStrictEqual(got, [big, "next"])
+    }))
+
   it.live("a transport failure fails the reader with SocketReadError", () =>
     Effect.gen(function*() {
       const [client, server] = yield* Connection.makeMemoryPair()
@@ -253,6 +279,9 @@ describe("EffectSocket.layerWebSocketConstructor", () => {
       assert.deepStrictEqual(got, ["hi /room?x=1 v2", "ping", new Uint8Array([7, 8])])
       yield* writer.write(new Socket.CloseEvent(4000, "done"))
       assert.deepInclude(yield* reasonOf(reader.pull), { _tag: "SocketCloseError", code: 4000, closeReason: "done" })
+      // a single subprotocol given as a string (the constructor then gets the string) is offered too
+      const single = yield* Socket.makeWebSocket("ws://memory/", { protocols: "v2" })
+      assert.deepStrictEqual(yield* (yield* single.reader).pull, ["hi / v2"])
     }).pipe(Effect.provide(Constructor)))
 
   it.live("the WebSocket-like object goes through its ready states and honours once", () =>
@@ -361,6 +390,52 @@ describe("EffectSocket.layerWebSocketConstructor", () => {
       yield* Deferred.await(done).pipe(Effect.timeout("2 seconds"))
       assert.deepStrictEqual(received, ["hi / ", ...sent.map(([, expected]) => expected)])
       ws.close()
+    }).pipe(Effect.provide(Constructor)))
+
+  it.live("bufferedAmount counts the UTF-8 bytes of what send() queued, and is back to 0 once it went out", () =>
+    Effect.gen(function*() {
+      const make = yield* Socket.WebSocketConstructor
+      const ws = make("ws://memory/") as EffectSocket.ClientWebSocket
+      const opened = yield* Deferred.make<void>()
+      const echoed = yield* Deferred.make<void>()
+      let messages = 0
+      ws.addEventListener("open", () => Deferred.doneUnsafe(opened, Exit.void))
+      // the greeting, then the two echoes
+      ws.addEventListener("message", () => ++messages === 3 && Deferred.doneUnsafe(echoed, Exit.void))
+      yield* Deferred.await(opened)
+      assert.strictEqual(ws.bufferedAmount, 0)
+      ws.send("é€") // 2 + 3 bytes of UTF-8, 2 UTF-16 units
+      ws.send(new Uint8Array(4))
+      assert.strictEqual(ws.bufferedAmount, 9, "queued: the bytes that go on the wire")
+      yield* Effect.timeout(Deferred.await(echoed), "2 seconds")
+      assert.strictEqual(ws.bufferedAmount, 0, "handed to the transport: nothing buffered any more")
+      ws.close()
+    }).pipe(Effect.provide(Constructor)))
+
+  it.live("an open listener added once open gets the open event (only it: onopen is not called again); one added once closing gets none", () =>
+    Effect.gen(function*() {
+      const make = yield* Socket.WebSocketConstructor
+      const ws = make("ws://memory/") as EffectSocket.ClientWebSocket
+      const log: Array<string> = []
+      const opened = yield* Deferred.make<void>()
+      const lateOpened = yield* Deferred.make<void>()
+      const closed = yield* Deferred.make<void>()
+      ws.onopen = () => {
+        log.push("onopen")
+        Deferred.doneUnsafe(opened, Exit.void)
+      }
+      ws.addEventListener("close", () => Deferred.doneUnsafe(closed, Exit.void))
+      yield* Deferred.await(opened)
+      ws.addEventListener("open", () => {
+        log.push("added once open")
+        Deferred.doneUnsafe(lateOpened, Exit.void)
+      })
+      yield* Effect.timeout(Deferred.await(lateOpened), "2 seconds")
+      ws.close(1000)
+      assert.strictEqual(ws.readyState, 2)
+      ws.addEventListener("open", () => log.push("added once closing"))
+      yield* Effect.timeout(Deferred.await(closed), "2 seconds")
+      assert.deepStrictEqual(log, ["onopen", "added once open"])
     }).pipe(Effect.provide(Constructor)))
 
   it.live.prop(

@@ -141,19 +141,26 @@ describe("Mailbox", () => {
       assert.deepStrictEqual(yield* Fiber.join(next), ["a", "b"])
     }))
 
-  it.effect("a woken taker whose message another fiber took first waits again, and gets the next one", () =>
+  it.effect("a woken taker whose message another fiber took first waits again, first in line (ahead of takers that came after it), and gets the next one", () =>
     Effect.gen(function*() {
       const mailbox = new Mailbox<string, never>(1)
       const first = yield* Effect.forkChild(mailbox.take)
       yield* Effect.yieldNow
+      const second = yield* Effect.forkChild(mailbox.take)
+      yield* Effect.yieldNow
+      assert.strictEqual(mailbox.waiting, 2)
       yield* Effect.sync(() => {
         assert.isTrue(mailbox.offer("a")) // `first` is woken
         assert.strictEqual(mailbox.poll(), "a") // another consumer takes it first
       })
       yield* Effect.promise(() => Promise.resolve()) // `first` runs, finds nothing
-      assert.strictEqual(mailbox.waiting, 1, "waits again")
-      assert.isTrue(mailbox.offer("b"))
-      assert.strictEqual(yield* Fiber.join(first), "b")
+      assert.strictEqual(mailbox.waiting, 2, "waits again")
+      yield* Effect.sync(() => {
+        assert.isTrue(mailbox.offer("b"))
+        assert.isTrue(mailbox.offer("c"))
+      })
+      // the taker that waited longest gets the next message
+      assert.deepStrictEqual([yield* Fiber.join(first), yield* Fiber.join(second)], ["b", "c"])
     }))
 
   it.effect("messages on their way to woken takers do not count against the capacity", () =>

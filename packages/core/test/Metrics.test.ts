@@ -85,6 +85,17 @@ describe("Metrics", () => {
       assert.deepStrictEqual([999, 1000, 1015, 2999, 3000, 3999, 4000, 4999].map(Metrics.closeCodeLabel), ["999", "1000", "1015", "2999", "3xxx", "3xxx", "4xxx", "4xxx"])
     }))
 
+  it.effect("a connection that ended without a closing handshake counts as closed with clean false", () =>
+    Effect.gen(function*() {
+      const closed = (clean: string) => count(Metrics.connectionsClosed, { side: "client", code: "1006", clean })
+      const before = { clean: yield* closed("true"), unclean: yield* closed("false") }
+      const [client] = yield* Connection.makeMemoryPair()
+      yield* client.abort
+      assert.deepInclude(yield* client.closed, { code: 1006, clean: false })
+      assert.strictEqual((yield* closed("false")) - before.unclean, 1)
+      assert.strictEqual((yield* closed("true")) - before.clean, 0)
+    }))
+
   it.effect("a message sent with sendFragments counts its bytes, as one sent whole does", () =>
     Effect.gen(function*() {
       const before = yield* count(Metrics.bytesSent, { side: "client" })
