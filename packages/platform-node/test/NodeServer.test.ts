@@ -264,6 +264,19 @@ describe("NodeServer + NodeClient", () => {
       ])
     }))
 
+  it.live("spans: the WebSocket.connect span's url.full has the URL's credentials redacted, as errors show it", () =>
+    Effect.gen(function*() {
+      const { spans, tracer } = recordingTracer()
+      const server = yield* NodeServer.serve((c) => c.close(1000))
+      const url = `ws://alice:s3cret@127.0.0.1:${server.address.port}/ws?access_token=abc123`
+      yield* Effect.scoped(NodeClient.connect(url)).pipe(Effect.provideService(Tracer.Tracer, tracer))
+      const shown = spans.filter((s) => s.name === "WebSocket.connect").map((s) => String(Object.fromEntries(s.attributes)["url.full"]))
+      assert.strictEqual(shown.length, 1)
+      assert.strictEqual(shown[0], Client.redactedUrl(url))
+      assert.notInclude(shown[0]!, "s3cret")
+      assert.notInclude(shown[0]!, "abc123")
+    }))
+
   it.live("spans: the WebSocket.accept span continues the WebSocket.connect span's trace (traceparent and b3), over sockets and in memory alike", () =>
     Effect.gen(function*() {
       /** The trace ids of each connect span and of the parent of the accept span it led to, and the trace headers sent. */

@@ -136,6 +136,18 @@ describe("NodeSocketAdapter", () => {
       assert.deepStrictEqual(yield* reader.pull, ["Bearer t | socket | 1"])
     }).pipe(Effect.provide(NodeSocketAdapter.layerWebSocketConstructorWith({ headers: { authorization: "Bearer t", "x-a": "layer" } }))))
 
+  it.live("layerWebSocketConstructorWith: the subprotocols a socket asks for replace the layer's; without any, the layer's are offered", () =>
+    Effect.gen(function*() {
+      const server = yield* NodeServer.serve(
+        (c, request) => Effect.andThen(c.send(`${c.protocol} of ${request.protocols.join(",")}`), Effect.never),
+        { selectProtocol: (offered) => offered[0] }
+      )
+      const own = yield* Socket.makeWebSocket(server.url, { protocols: ["v2"] })
+      assert.deepStrictEqual(yield* (yield* own.reader).pull, ["v2 of v2"])
+      const defaulted = yield* Socket.makeWebSocket(server.url)
+      assert.deepStrictEqual(yield* (yield* defaulted.reader).pull, ["layer of layer"])
+    }).pipe(Effect.provide(NodeSocketAdapter.layerWebSocketConstructorWith({ protocols: ["layer"] }))))
+
   it.live("a close from the server fails the reader with its code and reason", () =>
     Effect.gen(function*() {
       const server = yield* NodeServer.serve((c) =>
