@@ -85,22 +85,33 @@ describe("ews command line", () => {
         ewsRun(["serve", "--echo", "--broadcast", "--port", "0"]),
         ewsRun(["serve", "--path", "nochar", "--port", "0"]),
         ewsRun(["connect", "ws://127.0.0.1:1/", "-H", "no colon"]),
+        ewsRun(["connect", "ws://127.0.0.1:1/", "-H", ": value"]),
         ewsRun(["connect", "ws://127.0.0.1:1/", "-s", "bad protocol"]),
         ewsRun(["connect", "ws://127.0.0.1:1/", "--ping-interval", "0"]),
         ewsRun(["connect"]),
         ewsRun(["bogus"])
       ], { concurrency: 3 })
       for (const result of results) assert.strictEqual(result.code, 1, result.stderr)
-      const [port, portText, modes, path, header, protocol, ping, missing, subcommand] = results.map((r) => r.stderr)
+      const [port, portText, modes, path, header, headerName, protocol, ping, missing, subcommand] = results.map((r) => r.stderr)
       assert.include(port, "--port must be between 0 and 65535, got 70000")
       assert.include(portText, "--port")
       assert.strictEqual(modes!.trim(), "ews: --echo and --broadcast cannot be used together")
       assert.include(path, `--path must start with "/"`)
       assert.include(header, `invalid header "no colon": expected "Name: value"`)
+      assert.include(headerName, `invalid header ": value": expected "Name: value"`)
       assert.include(protocol, `"bad protocol" is not a valid subprotocol name`)
       assert.include(ping, "--ping-interval must be a positive number of milliseconds")
       assert.include(missing, "Missing required argument: url")
       assert.include(subcommand, "bogus")
+    }))
+
+  it.live("--port 65535, the last port, is a valid value (the run goes on to read the TLS files, and fails there)", () =>
+    Effect.gen(function*() {
+      // (missing TLS files: the run stops before it listens, whatever uses port 65535)
+      const result = yield* ewsRun(["serve", "--port", "65535", "--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"])
+      assert.strictEqual(result.code, 1)
+      assert.notInclude(result.stderr, "--port must be between")
+      assert.include(result.stderr, `cannot read TLS certificate file "/nonexistent/cert.pem"`)
     }))
 
   it.live("the end of a run waits for a reader of stdout that is slow but reads: nothing is cut", () =>

@@ -65,6 +65,26 @@ describe("ews connect", () => {
       })
     }))
 
+  it.live("--json: previews at their bounds: a binary message of exactly 64 bytes is shown whole, one of 65 truncated; a text preview never ends in half a surrogate pair", () =>
+    Effect.gen(function*() {
+      // "a" then pairs: the 256th UTF-16 unit is the high half of the 128th emoji
+      const text = "a" + "😀".repeat(200)
+      const url = yield* wsServer((peer) => {
+        peer.ws.send(Buffer.alloc(64, 0xab))
+        peer.ws.send(Buffer.alloc(65, 0xab))
+        peer.ws.send(text)
+        peer.ws.close(1000)
+      })
+      const result = yield* ewsRun(["connect", url, "--json"])
+      assert.strictEqual(result.code, 0, result.stderr)
+      const messages = parseLines(result.stdout).filter((e) => e.event === "message")
+      assert.deepStrictEqual(messages, [
+        { event: "message", type: "binary", size: 64, preview: "ab".repeat(64), truncated: false },
+        { event: "message", type: "binary", size: 65, preview: "ab".repeat(64), truncated: true },
+        { event: "message", type: "text", size: 801, preview: "a" + "😀".repeat(127), truncated: true }
+      ])
+    }))
+
   it.live("--binary sends lines as binary messages; binary messages print as <binary N bytes: HEX>", () =>
     Effect.gen(function*() {
       const url = yield* wsServer((peer) => {
@@ -237,6 +257,15 @@ describe("ews connect", () => {
       const result = yield* ewsRun(["connect", url])
       assert.strictEqual(result.code, 1)
       assert.match(result.stderr, /^ews: connection closed with code 4000: go away$/m)
+    }))
+
+  it.live("a peer that closes without a code (an empty Close, 1005) ended normally: exit 0", () =>
+    Effect.gen(function*() {
+      const url = yield* wsServer((peer) => peer.ws.close())
+      const result = yield* ewsRun(["connect", url])
+      assert.strictEqual(result.code, 0, result.stderr)
+      assert.match(result.stderr, /^closed 1005 \(no status\), by the peer$/m)
+      assert.notMatch(result.stderr, /^ews: /m)
     }))
 
   it.live("a close reason with line breaks stays on the one line of the error", () =>
