@@ -317,6 +317,14 @@ describe("Client.layerMemory handlers", () => {
       const info = yield* connection.closed
       assert.strictEqual(info.code, 1011)
     }))
+
+  it.effect("a handler that ends by interruption (its own) leaves its connection to its scope: 1001, not the 1000 of one that returned", () =>
+    Effect.gen(function*() {
+      const context = yield* Layer.build(Client.layerMemory(() => Effect.interrupt))
+      const connection = yield* Effect.provide(Client.connect("ws://memory/"), context)
+      const info = yield* connection.closed
+      assert.strictEqual(info.code, 1001)
+    }))
 })
 
 describe("Client.layerMemory responseHeaders", () => {
@@ -625,6 +633,14 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
       assert.strictEqual(error.message, "connecting to ws://h/ timed out after 50ms")
     }))
 
+  it.live("the default handshake timeout is 10 seconds: a server that takes 1.5 s to accept is waited for", () =>
+    Effect.gen(function*() {
+      const { connect } = yield* memory({ authorize: () => Effect.sleep("1500 millis") })
+      const connection = yield* connect("ws://h/")
+      yield* connection.send("hi")
+      assert.deepStrictEqual(yield* Stream.runCollect(Stream.take(connection.messages, 1)), ["hi"])
+    }), 10_000)
+
   it.live("an attempt whose scope is closed meanwhile (by another fiber, or before it started) is interrupted, not a 400 or a defect", () =>
     Effect.gen(function*() {
       const { connect } = yield* memory({ authorize: () => Effect.sleep("100 millis") })
@@ -783,7 +799,7 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
       assert.strictEqual(error._tag, "InvalidParameter")
     }))
 
-  it.effect("selectProtocol is asked only when the client offers subprotocols: a fallback pick still lets a client that offers none in", () =>
+  it.effect("selectProtocol is asked only when the client offers subprotocols: a fallback pick still lets a client that offers none in (an empty protocols list offers none)", () =>
     Effect.gen(function*() {
       const asked: Array<ReadonlyArray<string>> = []
       const { connect } = yield* memory({
@@ -793,6 +809,7 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
         }
       })
       assert.strictEqual(yield* Effect.scoped(Effect.map(connect("ws://h/"), (c) => c.protocol)), "")
+      assert.strictEqual(yield* Effect.scoped(Effect.map(connect("ws://h/", { protocols: [] }), (c) => c.protocol)), "")
       assert.strictEqual(yield* Effect.scoped(Effect.map(connect("ws://h/", { protocols: ["v1", "v2"] }), (c) => c.protocol)), "v2")
       assert.deepStrictEqual(asked, [["v1", "v2"]])
     }))
