@@ -390,6 +390,25 @@ describe("abusive handshakes", () => {
       assert.deepStrictEqual(parseFrames(body).filter((f) => f.opcode === 0x1).map((f) => f.payload.toString()), texts)
     }), 30_000)
 
+  it.live("a frame whose first byte alone came with the upgrade request, its rest later, is read whole", () =>
+    Effect.gen(function*() {
+      const server = yield* NodeServer.serve((connection) => Stream.runForEach(connection.messages, (m) => connection.send(m)))
+      const socket = Net.connect(server.address.port, "127.0.0.1")
+      socket.on("error", () => {})
+      yield* Effect.addFinalizer(() => Effect.sync(() => socket.destroy()))
+      let bytes = Buffer.alloc(0)
+      socket.on("data", (chunk: Buffer) => (bytes = Buffer.concat([bytes, chunk])))
+      const text = frame(0x1, Buffer.from("hello"))
+      socket.write(Buffer.concat([Buffer.from(UPGRADE), text.subarray(0, 1)]))
+      // the 101 is out (the byte went with the request to the upgrade): the rest of the frame comes on its own
+      assert.isTrue(yield* waitUntil(() => bytes.includes("\r\n\r\n"), 2000), "no 101")
+      socket.write(text.subarray(1))
+      const echo = frame(0x1, Buffer.from("hello"), { server: true })
+      yield* waitUntil(() => bytes.includes(echo), 2000)
+      assert.match(bytes.toString("latin1"), /^HTTP\/1.1 101 /)
+      assert.isTrue(bytes.subarray(bytes.indexOf("\r\n\r\n") + 4).equals(echo), "the message came back whole")
+    }))
+
   it.live("a reset in the middle of a frame or of the closing handshake ends the connection with 1006 and a TransportError", () =>
     Effect.gen(function*() {
       const outcomes: Array<string> = []
@@ -516,6 +535,20 @@ describe("our client against hostile servers", () => {
         assert.isBelow(Date.now() - started, 2000)
       }), 30_000)
   }
+
+  it.live("a frame whose first byte alone came with the 101, its rest later, is read whole", () =>
+    Effect.gen(function*() {
+      const text = frame(0x1, Buffer.from("hello"), { server: true })
+      const port = yield* rawServer((socket) =>
+        answer101(socket, (s, response) => {
+          s.write(Buffer.concat([response, text.subarray(0, 1)]))
+          setTimeout(() => s.write(text.subarray(1)), 100)
+        })
+      )
+      const connection = yield* NodeClient.connect(`ws://127.0.0.1:${port}/`, { connection: { closeTimeout: "200 millis" } })
+      const [message] = yield* Stream.runCollect(Stream.take(connection.messages, 1)).pipe(Effect.timeout("2 seconds"))
+      assert.strictEqual(message, "hello")
+    }), 30_000)
 
   it.live("a 101, then silence: closing is bounded by the close timeout (1006)", () =>
     Effect.gen(function*() {

@@ -56,13 +56,18 @@ const wsServerAt = (
 }
 
 describe("NodeClient.connect failures", () => {
-  it.live("a refused connection is a ConnectError with reason Refused", () =>
+  it.live("a refused connection is a ConnectError with reason Refused, as is a socket path where nothing listens", () =>
     Effect.gen(function*() {
       const { port, server } = yield* listen(() => Net.createServer())
       yield* Effect.promise(() => new Promise<void>((resolve) => server.close(() => resolve())))
       const error = yield* Effect.flip(NodeClient.connect(`ws://127.0.0.1:${port}/`))
       assert.strictEqual(error._tag, "ConnectError")
       if (error._tag === "ConnectError") assert.strictEqual(error.reason, "Refused")
+      const socketPath = Path.join(Os.tmpdir(), `no-such-socket-${process.pid}-${Date.now()}.sock`)
+      for (const attempt of [NodeClient.connect("ws://localhost/", { socketPath }), NodeClient.connect(`ws+unix://${socketPath}:/chat`)]) {
+        const error = yield* Effect.flip(Effect.scoped(attempt))
+        assert.deepStrictEqual([error._tag, error._tag === "ConnectError" ? error.reason : ""], ["ConnectError", "Refused"], error.message)
+      }
     }))
 
   it.live("a server that resets the connection before answering anything is no TLS failure, also for wss:// (reason Unknown)", () =>
@@ -799,6 +804,27 @@ describe("NodeClient over TLS", () => {
       const connection = yield* NodeClient.connect(server.url, { tls: { ca: cert } })
       yield* connection.closed
       assert.deepStrictEqual(names, [false])
+    }))
+
+  it.live("a servername in the tls option is the server name sent, over the URL's host name", () =>
+    Effect.gen(function*() {
+      const { cert, key } = yield* certificate
+      const names: Array<string | false | null> = []
+      const server = yield* NodeServer.serve((connection) => connection.close(1000), {
+        host: "localhost",
+        tls: { cert, key },
+        authorize: (request) =>
+          Effect.sync(() => void names.push((NodeServer.incomingMessage(request)!.socket as Tls.TLSSocket).servername))
+      })
+      assert.match(server.url, /^wss:\/\/localhost:/)
+      // (the certificate names neither: its check is the caller's, here none)
+      const connection = yield* NodeClient.connect(server.url, {
+        tls: { ca: cert, servername: "chat.example", checkServerIdentity: () => undefined }
+      })
+      yield* connection.closed
+      const plain = yield* NodeClient.connect(server.url, { tls: { ca: cert, checkServerIdentity: () => undefined } })
+      yield* plain.closed
+      assert.deepStrictEqual(names, ["chat.example", "localhost"])
     }))
 })
 

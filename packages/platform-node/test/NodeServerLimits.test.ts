@@ -7,6 +7,7 @@ import { Client, type Connection, EffectSocket, Metrics, Transport, WebSocketErr
 import { NodeClient, NodeServer, type NodeTransport } from "../src/index.ts"
 import { anyOptions, failureTags } from "./anyOptions.ts"
 import { eventually } from "./interruptAt.ts"
+import { certificate } from "./interop/helpers.ts"
 import { refusingOptions } from "./refusing.ts"
 
 const echoHandler = NodeServer.serve((connection) => Stream.runForEach(connection.messages, (m) => connection.send(m)))
@@ -505,6 +506,73 @@ describe("limits and lifecycle", () => {
       const error = yield* Effect.flip(Effect.scoped(NodeClient.connect(server.url)))
       assert.deepStrictEqual([error._tag, error._tag === "ConnectError" ? error.reason : ""], ["ConnectError", "Refused"])
       yield* Fiber.join(closing)
+    }))
+
+  it.live("an upgrade request that comes while the server shuts down, over a connection opened before, gets one 503, counted once, and nothing else (authorize is not asked, no 101, no handler)", () =>
+    Effect.gen(function*() {
+      let authorized = 0
+      let handled = 0
+      const scope = yield* Scope.make()
+      const server = yield* Scope.provide(
+        NodeServer.serve((c) => Effect.andThen(Effect.sync(() => handled++), Stream.runDrain(c.messages)), {
+          shutdownTimeout: "1 second",
+          connection: { closeTimeout: "20 seconds" },
+          authorize: () => Effect.sync(() => void authorized++)
+        }),
+        scope
+      )
+      // a client that never answers keeps the shutdown busy
+      yield* silentClient(server)
+      // connected before the shutdown starts, its request sent after
+      const socket = Net.connect(server.address.port, "127.0.0.1")
+      socket.on("error", () => {})
+      yield* Effect.addFinalizer(() => Effect.sync(() => socket.destroy()))
+      yield* Effect.promise(() => new Promise((resolve) => socket.once("connect", resolve)))
+      const response = new Promise<string>((resolve) => {
+        let text = ""
+        socket.on("data", (chunk: Buffer) => (text += chunk.toString("latin1")))
+        socket.on("close", () => resolve(text))
+      })
+      const shuttingDown = Metric.value(Metric.withAttributes(Metrics.handshakeFailures, { side: "server", reason: "ShuttingDown" }))
+      const before = Number((yield* shuttingDown).count)
+      const closing = yield* Effect.forkDetach(Scope.close(scope, Exit.void))
+      // the shutdown has begun once the listener refuses new connections
+      let listening = true
+      for (let i = 0; i < 600 && listening; i++) {
+        listening = yield* Effect.promise(() =>
+          new Promise<boolean>((resolve) => {
+            const probe = Net.connect(server.address.port, "127.0.0.1")
+            probe.on("error", () => resolve(false))
+            probe.on("connect", () => {
+              probe.destroy()
+              setTimeout(() => resolve(true), 5)
+            })
+          })
+        )
+      }
+      assert.isFalse(listening, "the listener closed")
+      socket.write(upgradeRequest(goodHeaders))
+      const text = yield* Effect.promise(() => response)
+      assert.match(text, /^HTTP\/1\.1 503 /)
+      assert.notMatch(text, /101 Switching Protocols/)
+      // the silent client's only: the request was neither authorized nor handled
+      assert.deepStrictEqual([authorized, handled], [1, 1])
+      yield* Fiber.join(closing)
+      assert.strictEqual(Number((yield* shuttingDown).count) - before, 1, "one request, one refusal counted")
+    }))
+
+  it.live("a client still sending its request when the server shuts down does not hold the shutdown (its socket goes at once)", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const server = yield* Scope.provide(NodeServer.serve((c) => Stream.runDrain(c.messages)), scope)
+      const socket = Net.connect(server.address.port, "127.0.0.1")
+      socket.on("error", () => {})
+      yield* Effect.addFinalizer(() => Effect.sync(() => socket.destroy()))
+      socket.write("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n") // the rest never comes
+      yield* Effect.sleep("100 millis")
+      const started = Date.now()
+      yield* Scope.close(scope, Exit.void)
+      assert.isBelow(Date.now() - started, 500)
     }))
 
   /** A server in a scope of its own, whose connections' close timeout (20 s) is longer than its `shutdownTimeout`. */
@@ -1051,6 +1119,25 @@ describe("TLS settings", () => {
         assert.match(error.message, /^tls: /)
       }
     }))
+
+  it.live("with tls, a client that never starts its TLS handshake is dropped after the handshake timeout too (408 counted), not Node's two minutes", () =>
+    Effect.gen(function*() {
+      const { cert, key } = yield* certificate
+      const server = yield* NodeServer.serve(() => Effect.void, { tls: { cert, key }, handshakeTimeout: "300 millis" })
+      const timeouts = Metric.value(Metric.withAttributes(Metrics.handshakeFailures, { side: "server", reason: "RequestTimeout" }))
+      const before = Number((yield* timeouts).count)
+      const started = Date.now()
+      const closedAfter = yield* Effect.promise(() =>
+        new Promise<number>((resolve) => {
+          const socket = Net.connect(server.address.port, "127.0.0.1") // says nothing, TLS or else
+          socket.on("error", () => {})
+          socket.on("close", () => resolve(Date.now() - started))
+          setTimeout(() => socket.destroy(), 5000).unref()
+        })
+      )
+      assert.isBelow(closedAfter, 2000, "dropped at the handshake timeout")
+      assert.strictEqual(Number((yield* timeouts).count) - before, 1)
+    }), 30_000)
 })
 
 describe("connection churn", () => {
