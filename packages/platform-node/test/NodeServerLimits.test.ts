@@ -54,7 +54,7 @@ const statusLine = (response: string) => response.split("\r\n")[0]
 
 const int = (minimum: number, maximum: number) => Arbitrary.schema(Schema.Int.check(Schema.isBetween({ minimum, maximum })))
 
-/** A client that completes the opening handshake, then reads and answers nothing; destroyed with the test's scope. */
+/** A client that completes the opening handshake, then reads and answers nothing (its socket); destroyed with the test's scope. */
 const silentClient = (server: NodeServer.Server) =>
   Effect.gen(function*() {
     const socket = Net.connect(server.address.port, "127.0.0.1")
@@ -63,6 +63,7 @@ const silentClient = (server: NodeServer.Server) =>
     socket.write(upgradeRequest(goodHeaders))
     yield* Effect.promise(() => new Promise((resolve) => socket.once("data", resolve)))
     socket.pause()
+    return socket
   })
 
 describe("bad requests never reach the handler", () => {
@@ -513,16 +514,17 @@ describe("limits and lifecycle", () => {
       let authorized = 0
       let handled = 0
       const scope = yield* Scope.make()
+      yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
       const server = yield* Scope.provide(
         NodeServer.serve((c) => Effect.andThen(Effect.sync(() => handled++), Stream.runDrain(c.messages)), {
-          shutdownTimeout: "1 second",
+          shutdownTimeout: "5 seconds",
           connection: { closeTimeout: "20 seconds" },
           authorize: () => Effect.sync(() => void authorized++)
         }),
         scope
       )
       // a client that never answers keeps the shutdown busy
-      yield* silentClient(server)
+      const silent = yield* silentClient(server)
       // connected before the shutdown starts, its request sent after
       const socket = Net.connect(server.address.port, "127.0.0.1")
       socket.on("error", () => {})
@@ -557,6 +559,7 @@ describe("limits and lifecycle", () => {
       assert.notMatch(text, /101 Switching Protocols/)
       // the silent client's only: the request was neither authorized nor handled
       assert.deepStrictEqual([authorized, handled], [1, 1])
+      silent.destroy() // (the shutdown need not wait for it any longer)
       yield* Fiber.join(closing)
       assert.strictEqual(Number((yield* shuttingDown).count) - before, 1, "one request, one refusal counted")
     }))
@@ -564,6 +567,7 @@ describe("limits and lifecycle", () => {
   it.live("a client still sending its request when the server shuts down does not hold the shutdown (its socket goes at once)", () =>
     Effect.gen(function*() {
       const scope = yield* Scope.make()
+      yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
       const server = yield* Scope.provide(NodeServer.serve((c) => Stream.runDrain(c.messages)), scope)
       const socket = Net.connect(server.address.port, "127.0.0.1")
       socket.on("error", () => {})
@@ -1131,8 +1135,11 @@ describe("TLS settings", () => {
         new Promise<number>((resolve) => {
           const socket = Net.connect(server.address.port, "127.0.0.1") // says nothing, TLS or else
           socket.on("error", () => {})
-          socket.on("close", () => resolve(Date.now() - started))
-          setTimeout(() => socket.destroy(), 5000).unref()
+          const cut = setTimeout(() => socket.destroy(), 5000)
+          socket.on("close", () => {
+            clearTimeout(cut)
+            resolve(Date.now() - started)
+          })
         })
       )
       assert.isBelow(closedAfter, 2000, "dropped at the handshake timeout")
