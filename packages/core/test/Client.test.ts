@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Deferred, Effect, Exit, Fiber, Layer, Metric, Option, References, Scope, Stream } from "effect"
-import { Client, type Connection, Metrics, type Transport, WebSocket } from "../src/index.ts"
+import { Client, type Connection, Metrics, type Transport, WebSocket, WebSocketError } from "../src/index.ts"
 import type { InvalidParameter } from "../src/WebSocketError.ts"
 import * as EffectHeaders from "effect/http/Headers"
 import { TestClock } from "effect/testing"
@@ -256,6 +256,16 @@ describe("Client.rejectionStatus", () => {
     assert.isFalse(Client.hasTextBody(withType("multipart/related; type=text/html")))
     assert.isFalse(Client.hasTextBody(withType("application/vnd.example+text/x")))
   })
+
+  it("a selection of the server's own that the client did not offer (subprotocol or extension), or a malformed one, is a 500; a version header named in any case gets the version", () => {
+    const status = (error: Parameters<typeof Client.rejectionStatus>[0]) => Client.rejectionStatus(error).status
+    assert.strictEqual(status(new WebSocketError.UnsupportedExtension({ message: "x", offered: [], selected: "permessage-foo" })), 500)
+    assert.strictEqual(status(new WebSocketError.UnsupportedSubprotocol({ message: "x", offered: ["a"], selected: "b" })), 500)
+    assert.deepStrictEqual(
+      Client.rejectionStatus(new WebSocketError.InvalidProtocolFormat({ message: "x", header: "sec-websocket-version" })).headers,
+      [{ name: "Sec-WebSocket-Version", value: "13" }]
+    )
+  })
 })
 
 describe("Client.layerMemory handlers", () => {
@@ -377,6 +387,16 @@ describe("Client.Rejection", () => {
         if (error._tag === "HandshakeRejected") assert.deepInclude(error.headers, header)
       }
     }))
+
+  it.effect("rejectionAnswer checks the status again: one made without checks that is not a refusal (101, 200) is an InvalidParameter", () =>
+    Effect.gen(function*() {
+      for (const status of [101, 200, 600, 401.5]) {
+        const error = yield* Effect.flip(Client.rejectionAnswer(new Client.Rejection({ status, message: "no" }, { disableChecks: true })))
+        assert.strictEqual(error._tag, "InvalidParameter", String(status))
+        assert.include(error.message, "Rejection.status")
+      }
+      assert.strictEqual((yield* Client.rejectionAnswer(new Client.Rejection({ status: 401, message: "no" }))).status, 401)
+    }))
 })
 
 describe("Client.layerMemory behaves as a server over sockets", () => {
@@ -424,6 +444,11 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
     assert.strictEqual(
       Client.redactedUrl("ws://h/?auth_token=1&refresh_token=2&client_secret=3&x-api-key=4&Session=5;sig=6&room=7#access_token=8"),
       "ws://h/?auth_token=REDACTED&refresh_token=REDACTED&client_secret=REDACTED&x-api-key=REDACTED&Session=REDACTED;sig=REDACTED&room=7#REDACTED"
+    )
+    // password-like parameters too
+    assert.strictEqual(
+      Client.redactedUrl("ws://h/?password=1&passwd=2&db_passw=3&room=4"),
+      "ws://h/?password=REDACTED&passwd=REDACTED&db_passw=REDACTED&room=4"
     )
   })
 

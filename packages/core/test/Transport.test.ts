@@ -1,4 +1,4 @@
-import { assert, describe, it } from "@effect/vitest"
+import { assert, describe, it, vi } from "@effect/vitest"
 import { Cause, Effect, Exit, Fiber, Option, Scheduler } from "effect"
 import { Transport } from "../src/index.ts"
 import * as EventLoop from "../src/internal/eventLoop.ts"
@@ -352,5 +352,93 @@ describe("Transport.makeMemoryPair", () => {
       given[0] = 0x47 // "G"
       yield* a.write([encoder.encode("!")], true)
       assert.strictEqual(decoder.decode(yield* readExactly(b, 11)), "Given away!")
+    }))
+
+  it.effect("tryWrite says false once highWaterMark bytes are buffered (64 KiB by default), as write would wait", () =>
+    Effect.gen(function*() {
+      const [a, b] = yield* Transport.makeMemoryPair()
+      // below the default mark: taken
+      assert.isTrue(a.tryWrite!([new Uint8Array(64 * 1024 - 1)]))
+      assert.isTrue(a.tryWrite!([new Uint8Array(1)]))
+      // exactly 64 KiB buffered: the mark is reached, a write would wait
+      assert.strictEqual(a.bufferedAmount!(), 64 * 1024)
+      assert.isFalse(a.tryWrite!([new Uint8Array(1)]))
+      const writer = yield* Effect.forkChild(a.write([new Uint8Array(1)]))
+      yield* settle
+      assert.isUndefined(writer.pollUnsafe())
+      // one byte read makes room
+      assert.strictEqual(b.tryRead!(new Uint8Array(1)), 1)
+      yield* Fiber.join(writer)
+    }))
+
+  it.effect("bufferedAmount: what this end wrote that the peer has not read, not what waits for this end", () =>
+    Effect.gen(function*() {
+      const [a, b] = yield* Transport.makeMemoryPair()
+      yield* a.write([encoder.encode("abc")])
+      assert.strictEqual(a.bufferedAmount!(), 3)
+      assert.strictEqual(b.bufferedAmount!(), 0)
+      assert.strictEqual(b.tryRead!(new Uint8Array(2)), 2)
+      assert.strictEqual(a.bufferedAmount!(), 1)
+      assert.strictEqual(b.tryRead!(new Uint8Array(2)), 1)
+      assert.strictEqual(a.bufferedAmount!(), 0)
+    }))
+
+  it.effect("whenReadable on an end already closed calls the listener at once (its reads end)", () =>
+    Effect.gen(function*() {
+      const [a] = yield* Transport.makeMemoryPair()
+      yield* a.close
+      let calls = 0
+      a.whenReadable!(() => {
+        calls++
+      })
+      assert.strictEqual(calls, 1)
+      assert.strictEqual(a.tryRead!(new Uint8Array(4)), 0)
+    }))
+
+  it("a closed end keeps dropping what its peer writes until a whole second has passed, and only then refuses it", () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] })
+    try {
+      const [a, b] = Effect.runSync(Transport.makeMemoryEnds())
+      Effect.runSync(a.close)
+      assert.isTrue(b.tryWrite!([new Uint8Array([1])]), "dropped at once")
+      vi.advanceTimersByTime(999)
+      assert.isTrue(b.tryWrite!([new Uint8Array([1])]), "still dropped just before the second")
+      assert.isTrue(Exit.isSuccess(Effect.runSyncExit(b.write([new Uint8Array([1])]))))
+      vi.advanceTimersByTime(1)
+      assert.isFalse(b.tryWrite!([new Uint8Array([1])]), "refused after the second")
+      assert.isTrue(Transport.isTransportError(Effect.runSync(Effect.flip(b.write([new Uint8Array([1])])))))
+    } finally {
+      vi.useRealTimers()
+    }
+  })
+})
+
+describe("Transport.tap", () => {
+  it.effect("reports the bytes of reads and the buffers of writes actually taken: not the end's empty read, not a refused tryWrite, not an interrupted waiting write", () =>
+    Effect.gen(function*() {
+      const [a, b] = yield* Transport.makeMemoryPair({ highWaterMark: 4 })
+      const reads: Array<Array<number>> = []
+      const writes: Array<Array<Array<number>>> = []
+      const tapped = Transport.tap(a, {
+        onRead: (bytes) => reads.push(Array.from(bytes)),
+        onWrite: (buffers) => writes.push(buffers.map((buffer) => Array.from(buffer)))
+      })
+      yield* tapped.write([new Uint8Array([1, 2]), new Uint8Array([3, 4])])
+      assert.deepStrictEqual(writes, [[[1, 2], [3, 4]]])
+      // the pipe is full: tryWrite takes nothing, and nothing is reported
+      assert.isFalse(tapped.tryWrite!([new Uint8Array([5])]))
+      // a write that waits and is interrupted wrote nothing, and is not reported
+      const waiting = yield* Effect.forkChild(tapped.write([new Uint8Array([6])]))
+      yield* settle
+      assert.isUndefined(waiting.pollUnsafe())
+      yield* Fiber.interrupt(waiting)
+      assert.deepStrictEqual(writes, [[[1, 2], [3, 4]]])
+      // reads: the bytes, then nothing for the end (a read of 0)
+      yield* b.write([new Uint8Array([9, 8])])
+      yield* b.end
+      assert.strictEqual(yield* tapped.read(new Uint8Array(8)), 2)
+      assert.strictEqual(yield* tapped.read(new Uint8Array(8)), 0)
+      assert.strictEqual(tapped.tryRead!(new Uint8Array(8)), 0)
+      assert.deepStrictEqual(reads, [[9, 8]])
     }))
 })
