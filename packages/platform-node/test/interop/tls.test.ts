@@ -63,6 +63,53 @@ const wssServer = (tls: { readonly cert: string; readonly key: string }) =>
     return { url: `wss://127.0.0.1:${port}/`, accepted: within(accepted.take, 10_000, "the wss server to accept") }
   })
 
+/**
+ * A TCP proxy to `127.0.0.1:port` that resets the client's connection (TCP RST) instead of passing
+ * on its bytes: with `"answer"`, once the client sends again after the server's first answer (the
+ * client has seen that answer and its handshake is not complete); with `"hello"`, at its first bytes
+ * (nothing answered them).
+ */
+const resetMidHandshake = (port: number, at: "answer" | "hello") =>
+  Effect.gen(function*() {
+    let resets = 0
+    const sockets = new Set<Net.Socket>()
+    const proxy = Net.createServer((client) => {
+      const upstream = Net.connect(port, "127.0.0.1")
+      for (const socket of [client, upstream]) {
+        sockets.add(socket)
+        socket.on("error", () => {})
+        socket.on("close", () => sockets.delete(socket))
+      }
+      let answered = false
+      upstream.on("data", (chunk) => {
+        answered = true
+        client.write(chunk)
+      })
+      client.on("data", (chunk) => {
+        if (!answered && at === "answer") return void upstream.write(chunk)
+        resets++
+        client.resetAndDestroy()
+        upstream.destroy()
+      })
+    })
+    yield* Effect.acquireRelease(
+      within(
+        Effect.callback<void, Error>((resume) => {
+          proxy.once("error", (error) => resume(Effect.fail(error)))
+          proxy.listen(0, "127.0.0.1", () => resume(Effect.void))
+        }),
+        5_000,
+        "the proxy to listen"
+      ),
+      () =>
+        Effect.sync(() => {
+          for (const socket of sockets) socket.destroy()
+          proxy.close()
+        })
+    )
+    return { port: (proxy.address() as Net.AddressInfo).port, resets: Effect.sync(() => resets) }
+  })
+
 describe("TLS", () => {
   it.live("a server whose identity comes from an SNICallback starts and serves", () =>
     Effect.gen(function*() {
@@ -313,6 +360,22 @@ describe("TLS", () => {
       const error = yield* Effect.flip(NodeClient.connect(server.url, { tls: { ca: cert, cert: other.cert, key: other.key } }))
       assert.deepStrictEqual([error._tag, error._tag === "ConnectError" ? error.reason : undefined], ["ConnectError", "Tls"], error.message)
       assert.isFalse(error.message.endsWith("\n"))
+    }))
+
+  it.live("a connection reset after the server answered the TLS handshake and before it completed: ConnectError reason Tls (before it answered: Unknown)", () =>
+    Effect.gen(function*() {
+      const { cert, key } = yield* certificate
+      // TLS 1.2: the client answers the server's first flight with its own second flight, so
+      // bytes from the client after the server's mean the handshake is under way on both sides
+      const { server } = yield* echoServer({ tls: { cert, key, maxVersion: "TLSv1.2" } })
+      for (const [at, reason] of [["answer", "Tls"], ["hello", "Unknown"]] as const) {
+        const proxy = yield* resetMidHandshake(server.address.port, at)
+        const error = yield* Effect.flip(NodeClient.connect(`wss://127.0.0.1:${proxy.port}/`, { tls: { ca: cert } }))
+        assert.deepStrictEqual([error._tag, error._tag === "ConnectError" ? error.reason : undefined], ["ConnectError", reason], `${at}: ${error.message}`)
+        assert.include(error.message, "ECONNRESET")
+        assert.strictEqual(yield* proxy.resets, 1)
+      }
+      assert.strictEqual(yield* server.connections, 0)
     }))
 
   it.live("connect with the CA but expecting another server name fails with ConnectError reason Tls", () =>
