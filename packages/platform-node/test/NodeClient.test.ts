@@ -70,6 +70,18 @@ describe("NodeClient.connect failures", () => {
       }
     }))
 
+  it.live("a host name that cannot resolve is a ConnectError with reason HostNotFound", () =>
+    Effect.gen(function*() {
+      // (a label longer than DNS's 63 bytes cannot go into a query: the resolver fails it on this
+      // machine, without a packet, as it fails a name no server knows)
+      const host = `${"a".repeat(64)}.invalid`
+      for (const url of [`ws://${host}/`, `wss://${host}:8443/chat`]) {
+        const error = yield* Effect.flip(NodeClient.connect(url))
+        assert.deepStrictEqual([error._tag, error._tag === "ConnectError" ? error.reason : ""], ["ConnectError", "HostNotFound"], error.message)
+        assert.include(error.message, "ENOTFOUND")
+      }
+    }))
+
   it.live("a server that resets the connection before answering anything is no TLS failure, also for wss:// (reason Unknown)", () =>
     Effect.gen(function*() {
       const { port } = yield* listen(() => Net.createServer((socket) => socket.resetAndDestroy()))

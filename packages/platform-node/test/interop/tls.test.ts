@@ -64,12 +64,12 @@ const wssServer = (tls: { readonly cert: string; readonly key: string }) =>
   })
 
 /**
- * A TCP proxy to `127.0.0.1:port` that resets the client's connection (TCP RST) instead of passing
- * on its bytes: with `"answer"`, once the client sends again after the server's first answer (the
- * client has seen that answer and its handshake is not complete); with `"hello"`, at its first bytes
- * (nothing answered them).
+ * A TCP proxy to `127.0.0.1:port` that passes a TLS handshake on until the client sends again
+ * after the server's first answer, then resets the client's connection (TCP RST) instead of
+ * passing that on: the client has seen the server's answer and its handshake is not complete.
+ * (A reset before any answer is tested in NodeClient.test.ts: no TLS failure.)
  */
-const resetMidHandshake = (port: number, at: "answer" | "hello") =>
+const resetMidHandshake = (port: number) =>
   Effect.gen(function*() {
     let resets = 0
     const sockets = new Set<Net.Socket>()
@@ -86,7 +86,7 @@ const resetMidHandshake = (port: number, at: "answer" | "hello") =>
         client.write(chunk)
       })
       client.on("data", (chunk) => {
-        if (!answered && at === "answer") return void upstream.write(chunk)
+        if (!answered) return void upstream.write(chunk)
         resets++
         client.resetAndDestroy()
         upstream.destroy()
@@ -362,19 +362,17 @@ describe("TLS", () => {
       assert.isFalse(error.message.endsWith("\n"))
     }))
 
-  it.live("a connection reset after the server answered the TLS handshake and before it completed: ConnectError reason Tls (before it answered: Unknown)", () =>
+  it.live("a connection reset after the server answered the TLS handshake and before it completed: ConnectError reason Tls", () =>
     Effect.gen(function*() {
       const { cert, key } = yield* certificate
       // TLS 1.2: the client answers the server's first flight with its own second flight, so
       // bytes from the client after the server's mean the handshake is under way on both sides
       const { server } = yield* echoServer({ tls: { cert, key, maxVersion: "TLSv1.2" } })
-      for (const [at, reason] of [["answer", "Tls"], ["hello", "Unknown"]] as const) {
-        const proxy = yield* resetMidHandshake(server.address.port, at)
-        const error = yield* Effect.flip(NodeClient.connect(`wss://127.0.0.1:${proxy.port}/`, { tls: { ca: cert } }))
-        assert.deepStrictEqual([error._tag, error._tag === "ConnectError" ? error.reason : undefined], ["ConnectError", reason], `${at}: ${error.message}`)
-        assert.include(error.message, "ECONNRESET")
-        assert.strictEqual(yield* proxy.resets, 1)
-      }
+      const proxy = yield* resetMidHandshake(server.address.port)
+      const error = yield* Effect.flip(NodeClient.connect(`wss://127.0.0.1:${proxy.port}/`, { tls: { ca: cert } }))
+      assert.deepStrictEqual([error._tag, error._tag === "ConnectError" ? error.reason : undefined], ["ConnectError", "Tls"], error.message)
+      assert.include(error.message, "ECONNRESET")
+      assert.strictEqual(yield* proxy.resets, 1)
       assert.strictEqual(yield* server.connections, 0)
     }))
 
