@@ -4,7 +4,7 @@
  * so tests run with no build step.
  *
  * `interop` runs `packages/platform-node/test/interop` against peers we did not write (`ws`,
- * Python `websockets`, Chromium, OpenSSL). It needs those installed (`.ci/run interop` installs
+ * Python `websockets`, Chromium, Node.js's built-in `WebSocket`, OpenSSL). It needs those installed (`.ci/run interop` installs
  * them), so it only runs when selected: `pnpm run test:interop` (`--project interop`).
  */
 import { defaultServerConditions } from "vite"
