@@ -4,8 +4,9 @@
  * so tests run with no build step.
  *
  * `interop` runs `packages/platform-node/test/interop` against peers we did not write (`ws`,
- * Python `websockets`, Chromium, Node.js's built-in `WebSocket`, OpenSSL). It needs those installed (`.ci/run interop` installs
- * them), so it only runs when selected: `pnpm run test:interop` (`--project interop`).
+ * Python `websockets`, Chromium, Node.js's built-in `WebSocket`, OpenSSL). It needs those
+ * installed (`.ci/run interop` installs them), so it only runs when selected:
+ * `pnpm run test:interop` (`--project interop`).
  */
 import { defaultServerConditions } from "vite"
 import { configDefaults, defineConfig } from "vitest/config"
