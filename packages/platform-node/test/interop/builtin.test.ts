@@ -5,6 +5,7 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Scope } from "effect"
+import { Socket } from "effect/socket"
 import { NodeServer } from "../../src/index.ts"
 import {
   attempt,
@@ -263,6 +264,25 @@ describe("Node.js built-in WebSocket client → our server", () => {
       assert.deepStrictEqual(info, { code: 1000, reason: "", clean: true, initiator: "remote" })
       assert.deepStrictEqual(yield* peer.closed, { code: 1000, reason: "", wasClean: true })
     }))
+
+  it.live("a program written against effect/socket over the built-in client (effect's global constructor) talks to our server", () =>
+    Effect.gen(function*() {
+      const { accepted, server } = yield* echoServer()
+      const socket = yield* Socket.makeWebSocket(server.url)
+      const writer = yield* socket.writer
+      const reader = yield* socket.reader
+      yield* writer.write("hello")
+      yield* writer.write(new Uint8Array([0, 1, 2, 255]))
+      const echoes: Array<string | Uint8Array> = []
+      while (echoes.length < 2) echoes.push(...(yield* within(reader.pull, 10_000, "an echo through effect/socket")))
+      assert.deepStrictEqual(echoes, ["hello", new Uint8Array([0, 1, 2, 255])])
+      const side = yield* accepted
+      yield* writer.write(new Socket.CloseEvent(4000, "bye"))
+      const info = yield* within(side.connection.closed, 10_000, "our connection to close")
+      assert.deepStrictEqual(info, { code: 4000, reason: "bye", clean: true, initiator: "remote" })
+      const ended = yield* within(Effect.flip(reader.pull), 10_000, "the socket to end")
+      assert.deepInclude(ended.reason, { _tag: "SocketCloseError", code: 4000 })
+    }).pipe(Effect.provide(Socket.layerWebSocketConstructorGlobal)))
 
   it.live("shutting our server down closes the built-in client with 1001, clean", () =>
     Effect.gen(function*() {
