@@ -15,6 +15,7 @@ import {
   echoServer,
   Mailbox,
   payloadOfKind,
+  protocolPicker,
   SIZES,
   within
 } from "./helpers.ts"
@@ -155,13 +156,8 @@ describe("Node.js built-in WebSocket client → our server", () => {
 
   it.live("subprotocol: the built-in client offers a and b, our selectProtocol picks b", () =>
     Effect.gen(function*() {
-      const offers: Array<ReadonlyArray<string>> = []
-      const { accepted, server } = yield* echoServer({
-        selectProtocol: (offered) => {
-          offers.push(offered)
-          return offered.includes("b") ? "b" : undefined
-        }
-      })
+      const { offers, selectProtocol } = protocolPicker("b")
+      const { accepted, server } = yield* echoServer({ selectProtocol })
       const peer = yield* builtinConnect(server.url, ["a", "b"])
       const side = yield* accepted
       assert.strictEqual(peer.socket.protocol, "b")

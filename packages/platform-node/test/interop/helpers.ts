@@ -170,6 +170,16 @@ export const echoServer = (options?: NodeServer.ServeOptions) =>
     }
   })
 
+/** A server's `selectProtocol` that picks `choice` when it is offered, with the offers it was asked about. */
+export const protocolPicker = (choice: string) => {
+  const offers: Array<ReadonlyArray<string>> = []
+  const selectProtocol = (offered: ReadonlyArray<string>): string | undefined => {
+    offers.push(offered)
+    return offered.includes(choice) ? choice : undefined
+  }
+  return { offers, selectProtocol }
+}
+
 // ---------------------------------------------------------------------------------------------
 // ws peers
 // ---------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import {
   Mailbox,
   messageReader,
   payloadOfKind,
+  protocolPicker,
   rawToBuffer,
   type ServerSide,
   SIZES,
@@ -152,13 +153,8 @@ describe("ws client → our server", () => {
 
   it.live("subprotocol: ws offers a and b, our selectProtocol picks b", () =>
     Effect.gen(function*() {
-      const offers: Array<ReadonlyArray<string>> = []
-      const { accepted, server } = yield* echoServer({
-        selectProtocol: (offered) => {
-          offers.push(offered)
-          return offered.includes("b") ? "b" : undefined
-        }
-      })
+      const { offers, selectProtocol } = protocolPicker("b")
+      const { accepted, server } = yield* echoServer({ selectProtocol })
       const peer = yield* wsConnect(server.url, ["a", "b"])
       const side = yield* accepted
       assert.strictEqual(peer.socket.protocol, "b")
