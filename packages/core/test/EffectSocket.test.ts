@@ -46,18 +46,20 @@ const deafPeer = () => {
   return { connect, peer: () => peer }
 }
 
+/** Waits for the `open` event of `ws`, listening from the start of the wait (before the event loop turns after `make`). */
+const whenOpen = (ws: { addEventListener(type: "open", listener: () => void): void }) =>
+  Effect.callback<void>((resume) => ws.addEventListener("open", () => resume(Effect.void)))
+
 /** A socket of a constructor over `connect` (in the current scope), once open, with its `close` event and its `error` events. */
 const openedSocket = (connect: EffectSocket.Connect) =>
   Effect.gen(function*() {
     const make = yield* EffectSocket.makeWebSocketConstructor(connect)
     const ws = make("ws://memory/") as EffectSocket.ClientWebSocket
-    const opened = yield* Deferred.make<void>()
     const closed = yield* Deferred.make<EffectSocket.ClientWebSocketEvent>()
     const errors: Array<EffectSocket.ClientWebSocketEvent> = []
-    ws.addEventListener("open", () => Deferred.doneUnsafe(opened, Exit.void))
     ws.addEventListener("error", (e) => errors.push(e))
     ws.addEventListener("close", (e) => Deferred.doneUnsafe(closed, Exit.succeed(e)))
-    yield* Deferred.await(opened)
+    yield* whenOpen(ws)
     return { closed, errors, ws }
   })
 
@@ -328,13 +330,11 @@ describe("EffectSocket.layerWebSocketConstructor", () => {
     Effect.gen(function*() {
       const make = yield* Socket.WebSocketConstructor
       const ws = make("ws://memory/") as EffectSocket.ClientWebSocket
-      const opened = yield* Deferred.make<void>()
       const closed = yield* Deferred.make<EffectSocket.ClientWebSocketEvent>()
       const messages: Array<unknown> = []
-      ws.addEventListener("open", () => Deferred.doneUnsafe(opened, Exit.void))
       ws.addEventListener("message", (e) => messages.push(e.data))
       ws.addEventListener("close", (e) => Deferred.doneUnsafe(closed, Exit.succeed(e)))
-      yield* Deferred.await(opened)
+      yield* whenOpen(ws)
       // as Socket.fromWebSocket does once its buffer is full and nobody pulls: the greeting waits
       ws.pause()
       // the peer says its greeting and closes: the socket is closing, its message event still to come
@@ -396,13 +396,11 @@ describe("EffectSocket.layerWebSocketConstructor", () => {
     Effect.gen(function*() {
       const make = yield* Socket.WebSocketConstructor
       const ws = make("ws://memory/") as EffectSocket.ClientWebSocket
-      const opened = yield* Deferred.make<void>()
       const echoed = yield* Deferred.make<void>()
       let messages = 0
-      ws.addEventListener("open", () => Deferred.doneUnsafe(opened, Exit.void))
       // the greeting, then the two echoes
       ws.addEventListener("message", () => ++messages === 3 && Deferred.doneUnsafe(echoed, Exit.void))
-      yield* Deferred.await(opened)
+      yield* whenOpen(ws)
       assert.strictEqual(ws.bufferedAmount, 0)
       ws.send("é€") // 2 + 3 bytes of UTF-8, 2 UTF-16 units
       ws.send(new Uint8Array(4))
@@ -550,9 +548,7 @@ describe("EffectSocket.layerWebSocketConstructor", () => {
       const scope = yield* Scope.make()
       const make = yield* EffectSocket.makeWebSocketConstructor(connect).pipe(Scope.provide(scope))
       const ws = make("ws://memory/")
-      const opened = yield* Deferred.make<void>()
-      ws.addEventListener("open", () => Deferred.doneUnsafe(opened, Exit.void))
-      yield* Deferred.await(opened)
+      yield* whenOpen(ws)
       for (let i = 0; i < 40; i++) ws.send("x".repeat(16 * 1024))
       ws.close(1000)
       const closing = yield* Effect.forkChild(Scope.close(scope, Exit.void), { startImmediately: true })
@@ -611,9 +607,7 @@ describe("EffectSocket.layerWebSocketConstructor", () => {
       const scope = yield* Scope.make()
       const make = yield* EffectSocket.makeWebSocketConstructor(Client.connect).pipe(Scope.provide(scope))
       const ws = make("ws://memory/") as EffectSocket.ClientWebSocket
-      const opened = yield* Deferred.make<void>()
-      ws.addEventListener("open", () => Deferred.doneUnsafe(opened, Exit.void))
-      yield* Deferred.await(opened)
+      yield* whenOpen(ws)
       ws.pause()
       // the peer says its greeting and closes; the greeting waits for the paused socket
       for (let i = 0; i < 600 && ws.readyState === 1; i++) yield* Effect.sleep("5 millis")
