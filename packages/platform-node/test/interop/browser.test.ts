@@ -7,7 +7,6 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import * as Fs from "node:fs/promises"
 import * as Http from "node:http"
-import type * as Net from "node:net"
 import type { Duplex } from "node:stream"
 import { NodeServer } from "../../src/index.ts"
 import {
@@ -15,6 +14,7 @@ import {
   digest,
   echoHandler,
   fixture,
+  listenOnLoopback,
   Mailbox,
   type ServerSide,
   spawnChild,
@@ -80,15 +80,8 @@ const pageServer = (
       response.writeHead(404).end()
     })
     server.on("upgrade", onUpgrade)
-    yield* Effect.acquireRelease(
-      within(
-        Effect.callback<void, Error>((resume) => {
-          server.once("error", (error) => resume(Effect.fail(error)))
-          server.listen(0, "127.0.0.1", () => resume(Effect.void))
-        }),
-        5_000,
-        "the page server to listen"
-      ),
+    const port = yield* Effect.acquireRelease(
+      listenOnLoopback(server, "the page server"),
       () =>
         Effect.ignore(within(
           Effect.callback<void>((resume) => {
@@ -100,7 +93,6 @@ const pageServer = (
           "the page server to close"
         ))
     )
-    const { port } = server.address() as Net.AddressInfo
     return { url: `http://127.0.0.1:${port}/`, origin: `http://127.0.0.1:${port}`, reports: reports.take }
   })
 

@@ -27,6 +27,20 @@ export const within = <A, E, R>(self: Effect.Effect<A, E, R>, millis: number, wh
     orElse: () => Effect.fail(new Error(`timed out after ${millis} ms waiting for ${what}`))
   })
 
+/** Makes `server` listen on an ephemeral port of 127.0.0.1 (bounded); its port. */
+export const listenOnLoopback = (server: Net.Server, what: string) =>
+  Effect.map(
+    within(
+      Effect.callback<void, Error>((resume) => {
+        server.once("error", (error) => resume(Effect.fail(error)))
+        server.listen(0, "127.0.0.1", () => resume(Effect.void))
+      }),
+      5_000,
+      `${what} to listen`
+    ),
+    () => (server.address() as Net.AddressInfo).port
+  )
+
 /** Polls `condition` every 10 ms, for at most `millis`. */
 export const eventually = (condition: () => boolean, millis: number, what: string) =>
   Effect.gen(function*() {

@@ -18,6 +18,7 @@ import {
   digest,
   echoing,
   echoServer,
+  listenOnLoopback,
   Mailbox,
   messageReader,
   SIZES,
@@ -38,15 +39,8 @@ const wssServer = (tls: { readonly cert: string; readonly key: string }) =>
     const https = Https.createServer({ cert: tls.cert, key: tls.key })
     const wss = new WebSocketServer({ server: https })
     wss.on("connection", (socket) => accepted.push(echoing(wsPeer(socket))))
-    yield* Effect.acquireRelease(
-      within(
-        Effect.callback<void, Error>((resume) => {
-          https.once("error", (error) => resume(Effect.fail(error)))
-          https.listen(0, "127.0.0.1", () => resume(Effect.void))
-        }),
-        5_000,
-        "the https server to listen"
-      ),
+    const port = yield* Effect.acquireRelease(
+      listenOnLoopback(https, "the https server"),
       () =>
         Effect.ignore(within(
           Effect.callback<void>((resume) => {
@@ -59,22 +53,21 @@ const wssServer = (tls: { readonly cert: string; readonly key: string }) =>
           "the https server to close"
         ))
     )
-    const { port } = https.address() as Net.AddressInfo
     return { url: `wss://127.0.0.1:${port}/`, accepted: within(accepted.take, 10_000, "the wss server to accept") }
   })
 
 /**
- * A TCP proxy to `127.0.0.1:port` that passes a TLS handshake on until the client sends again
+ * A TCP proxy to `127.0.0.1:serverPort` that passes a TLS handshake on until the client sends again
  * after the server's first answer, then resets the client's connection (TCP RST) instead of
  * passing that on: the client has seen the server's answer and its handshake is not complete.
  * (A reset before any answer is tested in NodeClient.test.ts: no TLS failure.)
  */
-const resetMidHandshake = (port: number) =>
+const resetMidHandshake = (serverPort: number) =>
   Effect.gen(function*() {
     let resets = 0
     const sockets = new Set<Net.Socket>()
     const proxy = Net.createServer((client) => {
-      const upstream = Net.connect(port, "127.0.0.1")
+      const upstream = Net.connect(serverPort, "127.0.0.1")
       for (const socket of [client, upstream]) {
         sockets.add(socket)
         socket.on("error", () => {})
@@ -92,22 +85,15 @@ const resetMidHandshake = (port: number) =>
         upstream.destroy()
       })
     })
-    yield* Effect.acquireRelease(
-      within(
-        Effect.callback<void, Error>((resume) => {
-          proxy.once("error", (error) => resume(Effect.fail(error)))
-          proxy.listen(0, "127.0.0.1", () => resume(Effect.void))
-        }),
-        5_000,
-        "the proxy to listen"
-      ),
+    const port = yield* Effect.acquireRelease(
+      listenOnLoopback(proxy, "the proxy"),
       () =>
         Effect.sync(() => {
           for (const socket of sockets) socket.destroy()
           proxy.close()
         })
     )
-    return { port: (proxy.address() as Net.AddressInfo).port, resets: Effect.sync(() => resets) }
+    return { port, resets: Effect.sync(() => resets) }
   })
 
 describe("TLS", () => {
