@@ -76,8 +76,19 @@ export const utf8Length = (s: string): number => encoder.encode(s).length
  */
 export const truncateReason = (reason: string): string => {
   const wellFormed = reason.toWellFormed()
-  // (`encodeInto` stops before a character that does not fit: `read` is where to cut)
-  return wellFormed.slice(0, encoder.encodeInto(wellFormed, new Uint8Array(MAX_CLOSE_REASON_LENGTH)).read)
+  // The cut is counted here, not taken from `TextEncoder.encodeInto`'s `read`: from Node 25.4 that
+  // can stop before a character that still fits (nodejs/node#65994).
+  let bytes = 0
+  let end = 0
+  while (end < wellFormed.length) {
+    const unit = wellFormed.charCodeAt(end)
+    // (well formed: a high surrogate starts a pair, 4 bytes for 2 code units)
+    const size = unit < 0x80 ? 1 : unit < 0x800 ? 2 : unit >= 0xd800 && unit <= 0xdbff ? 4 : 3
+    if (bytes + size > MAX_CLOSE_REASON_LENGTH) break
+    bytes += size
+    end += size === 4 ? 2 : 1
+  }
+  return wellFormed.slice(0, end)
 }
 
 /**

@@ -121,6 +121,13 @@ describe("CloseStatus", () => {
         assert.strictEqual(CloseStatus.truncateReason("x".repeat(10_000)), "x".repeat(123))
       })
 
+      it("fills the 123 bytes when the next character would still fit (Node 26's encodeInto stops short: nodejs/node#65994)", () => {
+        assert.strictEqual(CloseStatus.truncateReason("\u0000Ѐ".repeat(42)), "\u0000Ѐ".repeat(41)) // 123 bytes
+        assert.strictEqual(CloseStatus.truncateReason("a" + "Ѐ".repeat(70)), "a" + "Ѐ".repeat(61)) // 123 bytes
+        assert.strictEqual(CloseStatus.truncateReason("ab" + "€".repeat(50)), "ab" + "€".repeat(40)) // 122 bytes
+        assert.strictEqual(CloseStatus.truncateReason("abc" + "😀".repeat(40)), "abc" + "😀".repeat(30)) // 123 bytes
+      })
+
       it("replaces lone surrogates, which have no UTF-8 encoding", () => {
         assert.strictEqual(CloseStatus.truncateReason("a\uD800b"), "a\uFFFDb")
         assert.strictEqual(CloseStatus.truncateReason("😀".slice(1) + "ok"), "\uFFFDok")
