@@ -525,16 +525,27 @@ describe("limits and lifecycle", () => {
       )
       // a client that never answers keeps the shutdown busy
       const silent = yield* silentClient(server)
-      // connected before the shutdown starts, its request sent after
-      const socket = Net.connect(server.address.port, "127.0.0.1")
-      socket.on("error", () => {})
-      yield* Effect.addFinalizer(() => Effect.sync(() => socket.destroy()))
-      yield* Effect.promise(() => new Promise((resolve) => socket.once("connect", resolve)))
-      const response = new Promise<string>((resolve) => {
-        let text = ""
-        socket.on("data", (chunk: Buffer) => (text += chunk.toString("latin1")))
-        socket.on("close", () => resolve(text))
+      // Connected before the shutdown starts, their requests sent after: one had sent its request
+      // line already (a request under way, which Node keeps open when its server closes), the
+      // other nothing (an idle connection, which Node 26 closes with its server, and older
+      // versions keep).
+      const connect = Effect.gen(function*() {
+        const socket = Net.connect(server.address.port, "127.0.0.1")
+        socket.on("error", () => {})
+        yield* Effect.addFinalizer(() => Effect.sync(() => socket.destroy()))
+        yield* Effect.promise(() => new Promise((resolve) => socket.once("connect", resolve)))
+        const response = new Promise<string>((resolve) => {
+          let text = ""
+          socket.on("data", (chunk: Buffer) => (text += chunk.toString("latin1")))
+          socket.on("close", () => resolve(text))
+        })
+        return { socket, response }
       })
+      const underWay = yield* connect
+      const idle = yield* connect
+      const [requestLine, ...rest] = upgradeRequest(goodHeaders).split("\r\n")
+      underWay.socket.write(requestLine + "\r\n")
+      yield* Effect.sleep("50 millis")
       const shuttingDown = Metric.value(Metric.withAttributes(Metrics.handshakeFailures, { side: "server", reason: "ShuttingDown" }))
       const before = Number((yield* shuttingDown).count)
       const closing = yield* Effect.forkDetach(Scope.close(scope, Exit.void))
@@ -553,15 +564,20 @@ describe("limits and lifecycle", () => {
         )
       }
       assert.isFalse(listening, "the listener closed")
-      socket.write(upgradeRequest(goodHeaders))
-      const text = yield* Effect.promise(() => response)
+      underWay.socket.write(rest.join("\r\n"))
+      if (!idle.socket.destroyed) idle.socket.write(upgradeRequest(goodHeaders))
+      const text = yield* Effect.promise(() => underWay.response)
       assert.match(text, /^HTTP\/1\.1 503 /)
       assert.notMatch(text, /101 Switching Protocols/)
-      // the silent client's only: the request was neither authorized nor handled
+      const idleText = yield* Effect.promise(() => idle.response)
+      assert.match(idleText, /^$|^HTTP\/1\.1 503 /, "the idle connection: closed, or the same 503")
+      assert.notMatch(idleText, /101 Switching Protocols/)
+      // the silent client's only: the requests were neither authorized nor handled
       assert.deepStrictEqual([authorized, handled], [1, 1])
       silent.destroy() // (the shutdown need not wait for it any longer)
       yield* Fiber.join(closing)
-      assert.strictEqual(Number((yield* shuttingDown).count) - before, 1, "one request, one refusal counted")
+      const refused = idleText === "" ? 1 : 2
+      assert.strictEqual(Number((yield* shuttingDown).count) - before, refused, "one refusal counted per request")
     }))
 
   it.live("a client still sending its request when the server shuts down does not hold the shutdown (its socket goes at once)", () =>
