@@ -48,6 +48,13 @@ export interface ConnectOptions extends Client.ConnectOptions {
   readonly followRedirects?: boolean | undefined
   /** How many redirects are followed at most (default 10); the answer beyond is a `HandshakeRejected`. */
   readonly maxRedirects?: number | undefined
+  /**
+   * The `http.Agent` that makes the connection (an `https.Agent` for `wss://`), as `ws`'s `agent`
+   * option: a proxy agent, say, that opens an HTTP `CONNECT` tunnel. Redirects are followed through
+   * it too. The upgraded socket leaves the agent's pool and is the connection's. Default: none (a
+   * connection of the request's own).
+   */
+  readonly agent?: Http.Agent | undefined
 }
 
 const TLS_CODES = /^(ERR_TLS_|ERR_SSL_|CERT_|DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_(GET|VERIFY)|HOSTNAME_MISMATCH|ERR_OSSL)/
@@ -115,6 +122,7 @@ const request = (
   target: Client.Target,
   headers: ReadonlyArray<HttpHeader.HttpHeader>,
   tls: Tls.ConnectionOptions | undefined,
+  agent: Http.Agent | undefined,
   answering: Answering,
   onUpgrade: (socket: Net.Socket) => void
 ): Effect.Effect<Upgraded, RequestFailure> =>
@@ -128,7 +136,7 @@ const request = (
       path: target.path,
       headers: raw as unknown as Http.OutgoingHttpHeaders,
       setHost: false,
-      agent: false,
+      agent: agent ?? false,
       ...(target.socketPath === undefined
         ? { host: target.hostname, hostname: target.hostname, port: target.port }
         : { socketPath: target.socketPath })
@@ -137,9 +145,10 @@ const request = (
     try {
       req = (target.secure ? Https.request : Http.request)(options)
     } catch (cause) {
-      // Node checks the TLS settings (and little else) as the request is made
+      // Node checks the TLS settings and the agent's protocol (and little else) as the request is made
+      const parameter = (cause as { code?: unknown } | undefined)?.code === "ERR_INVALID_PROTOCOL" ? "agent" : "tls"
       return resume(Effect.fail(
-        new WebSocketError.InvalidParameter({ parameter: "tls", message: `tls: ${cause instanceof Error ? cause.message : String(cause)}` })
+        new WebSocketError.InvalidParameter({ parameter, message: `${parameter}: ${cause instanceof Error ? cause.message : String(cause)}` })
       ))
     }
     // the connection ends its side itself, after the closing handshake, even when the server's end
@@ -262,6 +271,9 @@ export const connect = (
       ...yield* Client.decodeOption(Options.RedirectOptions, "maxRedirects", { maxRedirects: options?.maxRedirects })
     }
     yield* decodeTls(options?.tls, "client")
+    if (options?.agent !== undefined && !(options.agent instanceof Http.Agent)) {
+      return yield* new WebSocketError.InvalidParameter({ parameter: "agent", message: "agent must be an http.Agent (an https.Agent for wss://)" })
+    }
     const socketPath = options?.socketPath === undefined
       ? undefined
       : yield* Client.decodeOption(Options.SocketPath, "socketPath", options.socketPath)
@@ -367,7 +379,7 @@ const open = (
     let handedOver = false
     yield* Effect.addFinalizer(() => Effect.sync(() => handedOver || upgradedSocket?.destroy()))
     // (interruptible: the handshake timeout must be able to cut a server that never answers)
-    const upgraded = yield* request(shown, target, requestHeaders, options?.tls, answering, (socket) => {
+    const upgraded = yield* request(shown, target, requestHeaders, options?.tls, options?.agent, answering, (socket) => {
       upgradedSocket = socket
     }).pipe(Effect.timeoutOrElse({ duration: timeout, orElse: () => Effect.fail(Client.connectTimedOut(shown, timeout)) }))
     const responseHeaders = Headers.fromRawHeaders(upgraded.response.rawHeaders)

@@ -1046,3 +1046,107 @@ describe("NodeClient.connect against servers that misbehave", () => {
     { timeout: 120_000, arbitrary: { runs: 25 } }
   )
 })
+
+describe("NodeClient through an agent", () => {
+  /** An HTTP `CONNECT` proxy on loopback that records the targets it is asked for; closed with the test's scope. */
+  const connectProxy = Effect.gen(function*() {
+    const targets: Array<string> = []
+    const sockets = new Set<Net.Socket>()
+    const { port } = yield* listen(() =>
+      Net.createServer((client) => {
+        sockets.add(client)
+        client.on("error", () => {})
+        client.once("data", (chunk: Buffer) => {
+          const target = /^CONNECT (127\.0\.0\.1):(\d+) HTTP\/1\.1\r\n/.exec(chunk.toString("latin1"))
+          if (target === null) return void client.end("HTTP/1.1 400 Bad Request\r\n\r\n")
+          targets.push(`${target[1]}:${target[2]}`)
+          const upstream = Net.connect(Number(target[2]), target[1], () => {
+            client.write("HTTP/1.1 200 Connection Established\r\n\r\n")
+            upstream.pipe(client)
+            client.pipe(upstream)
+          })
+          sockets.add(upstream)
+          upstream.on("error", () => client.destroy())
+          client.on("close", () => upstream.destroy())
+        })
+      })
+    )
+    yield* Effect.addFinalizer(() => Effect.sync(() => sockets.forEach((socket) => socket.destroy())))
+    return { port, targets }
+  })
+
+  /** Opens a tunnel to the request's host and port through the proxy at `proxyPort`, as a proxy agent does. */
+  const tunnel = (
+    proxyPort: number,
+    options: { readonly host?: string | null | undefined; readonly port?: number | string | null | undefined },
+    done: (error: Error | null, socket: Net.Socket) => void
+  ): void => {
+    const socket = Net.connect(proxyPort, "127.0.0.1")
+    socket.once("error", (error) => done(error, socket))
+    socket.once("connect", () => socket.write(`CONNECT ${options.host}:${options.port} HTTP/1.1\r\nHost: ${options.host}:${options.port}\r\n\r\n`))
+    socket.once("data", (chunk: Buffer) =>
+      chunk.toString("latin1").startsWith("HTTP/1.1 200 ") ? done(null, socket) : done(new Error("the proxy refused"), socket)
+    )
+  }
+
+  /** `agent` made to connect through the proxy at `proxyPort` (over TLS for an `https.Agent`), as a proxy agent does. */
+  const throughProxy = <A extends Http.Agent>(agent: A, proxyPort: number): A => {
+    const secure = agent instanceof Https.Agent
+    agent.createConnection = (options, callback) => {
+      tunnel(proxyPort, options, (error, socket) =>
+        callback?.(error, error !== null || !secure ? socket : Tls.connect({ ...(options as Tls.ConnectionOptions), socket })))
+      return undefined
+    }
+    return agent
+  }
+
+  const echo = (c: Connection.Connection) => Stream.runForEach(c.messages, (m) => c.send(m))
+
+  it.live("the agent makes the connection, as ws's agent option: ws:// and wss:// through a CONNECT tunnel, and each redirect's hop", () =>
+    Effect.gen(function*() {
+      const proxy = yield* connectProxy
+      const { cert, key } = yield* certificate
+      const plain = yield* NodeServer.serve(echo)
+      const secure = yield* NodeServer.serve(echo, { tls: { cert, key } })
+      const { port: redirecting } = yield* listen(() =>
+        Http.createServer((_req, res) => {
+          res.writeHead(302, { Location: plain.url })
+          res.end()
+        })
+      )
+      const exchanges = [
+        NodeClient.connect(plain.url, { agent: throughProxy(new Http.Agent(), proxy.port) }),
+        NodeClient.connect(secure.url, { agent: throughProxy(new Https.Agent(), proxy.port), tls: { ca: cert } }),
+        NodeClient.connect(`ws://127.0.0.1:${redirecting}/old`, { agent: throughProxy(new Http.Agent(), proxy.port), followRedirects: true })
+      ]
+      for (const connecting of exchanges) {
+        yield* Effect.scoped(Effect.gen(function*() {
+          const connection = yield* connecting
+          yield* connection.send("through the tunnel")
+          assert.deepStrictEqual(yield* Stream.runHead(connection.messages), Option.some("through the tunnel"))
+          yield* connection.close(1000)
+          assert.strictEqual((yield* connection.closed).code, 1000)
+        }))
+      }
+      const at = (url: string) => new URL(url).host
+      assert.deepStrictEqual(proxy.targets, [at(plain.url), at(secure.url), `127.0.0.1:${redirecting}`, at(plain.url)])
+    }))
+
+  it.live("an agent that is not an http.Agent, or an http.Agent for wss://, is an InvalidParameter naming agent, and no socket is opened", () =>
+    Effect.gen(function*() {
+      const proxy = yield* connectProxy
+      const { cert, key } = yield* certificate
+      const secure = yield* NodeServer.serve(echo, { tls: { cert, key } })
+      const cases: ReadonlyArray<readonly [string, NodeClient.ConnectOptions, string]> = [
+        [secure.url, { agent: {} as never }, "agent must be an http.Agent"],
+        [secure.url, { agent: throughProxy(new Http.Agent(), proxy.port), tls: { ca: cert } }, "agent: "],
+        [secure.url.replace("wss:", "ws:"), { agent: throughProxy(new Https.Agent(), proxy.port) }, "agent: "]
+      ]
+      for (const [url, options, fragment] of cases) {
+        const error = yield* Effect.flip(Effect.scoped(NodeClient.connect(url, options)))
+        assert.strictEqual(error._tag, "InvalidParameter")
+        assert.include(error.message, fragment)
+      }
+      assert.deepStrictEqual(proxy.targets, [])
+    }))
+})
