@@ -7,7 +7,8 @@
  *
  * - {@link makeUpgradeHandler}: a listener for the `upgrade` event of any `node:http` /
  *   `node:https` server (like `ws`'s `noServer` mode).
- * - {@link serve} / {@link layer}: a standalone server on a host and port.
+ * - {@link serve} / {@link layer}: a standalone server on a host and port ({@link layerConfig}: its
+ *   options read from `Config`).
  *
  * Bad requests never reach the handler: `400 Bad Request` with a short reason (`426 Upgrade
  * Required` with `Sec-WebSocket-Version: 13` and `Upgrade: websocket` for another version; `400`
@@ -19,7 +20,7 @@
  */
 import { Client, Connection, WebSocket, WebSocketError } from "@effect-websocket/core"
 import { HttpHeader, Options } from "@effect-websocket/schema"
-import { Cause, Context, Duration, Effect, Exit, Fiber, FiberSet, Layer, Option, Predicate, Schema } from "effect"
+import { Cause, Config, Context, Duration, Effect, Exit, Fiber, FiberSet, Layer, Option, Predicate, Schema } from "effect"
 import type { Scope, Tracer } from "effect"
 import { EventEmitter } from "node:events"
 import * as Http from "node:http"
@@ -759,3 +760,31 @@ export const layer = <E, R, RA = never>(
   options?: ServeOptions<RA>
 ): Layer.Layer<Server | Client.Server, ServeFailure, Exclude<Exclude<R | RA, Client.Server>, Scope.Scope>> =>
   Layer.effectContext(Effect.map(serve(handler, options), (server) => Context.make(Server, server).pipe(Context.add(Client.Server, server))))
+
+/**
+ * {@link layer} with its options read from `Config`, as `NodeHttpServer.layerConfig` reads those of
+ * an HTTP server: each option a `Config` of its own (`{ host: Config.String("HOST"), port:
+ * Config.Port("PORT") }`; a value that is no `Config`, such as a function, as `Config.succeed(value)`),
+ * or all of them as one `Config`. A configuration that is missing or invalid fails the layer with
+ * its `ConfigError`.
+ *
+ * **Example**
+ *
+ * ```ts
+ * import { NodeServer } from "@effect-websocket/platform-node"
+ * import { Config, Stream } from "effect"
+ *
+ * const EchoServer = NodeServer.layerConfig(
+ *   (connection) => Stream.runForEach(connection.messages, (message) => connection.send(message)),
+ *   { host: Config.String("HOST").pipe(Config.withDefault("127.0.0.1")), port: Config.Port("PORT") }
+ * )
+ * ```
+ *
+ * @category layers
+ * @since 0.1.0
+ */
+export const layerConfig = <E, R, RA = never>(
+  handler: Client.Handler<E, R>,
+  options: Config.Wrap<ServeOptions<RA>>
+): Layer.Layer<Server | Client.Server, ServeFailure | Config.ConfigError, Exclude<Exclude<R | RA, Client.Server>, Scope.Scope>> =>
+  Layer.unwrap(Effect.map(Config.unwrap(options), (resolved) => layer(handler, resolved)))

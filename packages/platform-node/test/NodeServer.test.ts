@@ -1,7 +1,7 @@
 import { Client, type Connection, Metrics, type Transport } from "@effect-websocket/core"
 import { HttpHeader } from "@effect-websocket/schema"
 import { assert, describe, it } from "@effect/vitest"
-import { Arbitrary, Cause, Deferred, Effect, Exit, Fiber, Layer, Metric, Option, References, Scheduler, Schema, Scope, Stream, Tracer } from "effect"
+import { Arbitrary, Cause, Config, ConfigProvider, Context, Deferred, Effect, Exit, Fiber, Layer, Metric, Option, References, Scheduler, Schema, Scope, Stream, Tracer } from "effect"
 import { spawn } from "node:child_process"
 import * as Http from "node:http"
 import type * as Net from "node:net"
@@ -1223,5 +1223,42 @@ describe("bufferedAmount over a socket", () => {
       socket.resume()
       assert.isTrue(yield* eventually(() => received === sent && connection.bufferedAmount === 0, 5000), `${received} of ${sent} messages read, ${connection.bufferedAmount} bytes buffered`)
       assert.strictEqual(connection.bufferedAmount, 0)
+    }))
+})
+
+describe("NodeServer.layerConfig", () => {
+  const echoHandler = (connection: Connection.Connection) => Stream.runForEach(connection.messages, (m) => connection.send(m))
+
+  it.live("reads the options from Config: host, port and path from the provider, a function as Config.succeed", () =>
+    Effect.gen(function*() {
+      const asked: Array<string> = []
+      const layer = NodeServer.layerConfig(echoHandler, {
+        host: Config.String("HOST"),
+        port: Config.Int("PORT"),
+        path: Config.String("WS_PATH").pipe(Config.withDefault("/")),
+        authorize: Config.succeed((request: Client.UpgradeRequest) => Effect.sync(() => void asked.push(request.url)))
+      })
+      const server = yield* Layer.build(layer).pipe(
+        Effect.map((context) => Context.get(context, NodeServer.Server)),
+        Effect.provide(ConfigProvider.layer(ConfigProvider.fromUnknown({ HOST: "::1", PORT: 0, WS_PATH: "/chat" })))
+      )
+      assert.match(server.url, /^ws:\/\/\[::1\]:\d+\/chat$/)
+      const connection = yield* NodeClient.connect(server.url)
+      yield* connection.send("configured")
+      assert.deepStrictEqual(yield* Stream.runHead(connection.messages), Option.some("configured"))
+      assert.isTrue((yield* connection.close(1000)).clean)
+      assert.deepStrictEqual(asked, ["/chat"])
+    }))
+
+  it.live("a missing or invalid option fails the layer with a ConfigError naming it, and nothing listens", () =>
+    Effect.gen(function*() {
+      const layer = NodeServer.layerConfig(echoHandler, { host: Config.succeed("127.0.0.1"), port: Config.Port("PORT") })
+      for (const [values, name] of [[{}, "PORT"], [{ PORT: "eighty" }, "PORT"], [{ PORT: 70000 }, "PORT"]] as const) {
+        const error = yield* Effect.flip(Effect.scoped(Layer.build(layer)).pipe(
+          Effect.provide(ConfigProvider.layer(ConfigProvider.fromUnknown(values)))
+        ))
+        assert.strictEqual(error._tag, "ConfigError", JSON.stringify(values))
+        assert.include(String(error), name)
+      }
     }))
 })
