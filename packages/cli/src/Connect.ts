@@ -15,6 +15,7 @@ import { HttpHeader } from "@effect-websocket/schema"
 import { Cause, Duration, Effect, Exit, Fiber, Option, Schema, type Stdio, Stream } from "effect"
 import type { PlatformError } from "effect/PlatformError"
 import { Argument, Command, Flag } from "effect/cli"
+import { HttpsProxyAgent } from "https-proxy-agent"
 import * as Net from "node:net"
 import type * as Tls from "node:tls"
 import {
@@ -62,6 +63,23 @@ const header = Flag.String("header").pipe(
   }),
   Flag.atLeast(0)
 )
+
+/**
+ * Parses the `--proxy` URL (`http://` when it has no scheme, as with wscat), or says what is wrong
+ * with it.
+ *
+ * @category parsing
+ * @since 0.1.0
+ */
+export const parseProxy = (raw: string): URL | string => {
+  const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(raw) ? raw : `http://${raw}`
+  if (!URL.canParse(withScheme)) return `invalid proxy ${JSON.stringify(raw)}: not a URL`
+  const url = new URL(withScheme)
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    return `invalid proxy ${JSON.stringify(raw)}: an http:// or https:// proxy is needed, not ${url.protocol}//`
+  }
+  return url
+}
 
 const flags = {
   url: Argument.String("url").pipe(
@@ -117,6 +135,20 @@ const flags = {
     Flag.withAlias("k"),
     Flag.withDescription("wss://: accept any server certificate (self-signed, wrong host name): TLS rejectUnauthorized false"),
     Flag.withDefault(false)
+  ),
+  proxy: Flag.String("proxy").pipe(
+    Flag.withMetavar("url"),
+    Flag.withDescription(
+      "Connect through this HTTP proxy, in a CONNECT tunnel, as wscat's --proxy: http://host:port (http:// when it has no scheme), or https:// for a proxy spoken to over TLS; user:password@ in it authenticates to the proxy"
+    ),
+    Flag.filterMap((raw) => {
+      const url = parseProxy(raw)
+      return typeof url === "string" ? Option.none() : Option.some(url)
+    }, (raw) => {
+      const url = parseProxy(raw)
+      return typeof url === "string" ? url : `invalid proxy ${JSON.stringify(raw)}`
+    }),
+    Flag.optional
   ),
   json,
   stats
@@ -238,6 +270,7 @@ export const command = Command.make(
       headers: options.header,
       origin: orUndefined(options.origin),
       tls: tlsOptions(options.url, options.insecure),
+      agent: Option.match(options.proxy, { onNone: () => undefined, onSome: (proxy) => new HttpsProxyAgent(proxy) }),
       ...(keepalive === undefined ? {} : { connection: { keepalive } })
     }
     yield* Effect.scoped(Effect.gen(function*() {

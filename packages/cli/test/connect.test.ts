@@ -2,7 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import * as Fs from "node:fs"
 import type * as Http from "node:http"
-import { closedPort, type Ews, eventually, ews, ewsRun, httpServer, parseLines, type Peer, rawServer, serve, silentServer, within, wsServer } from "./fixtures.ts"
+import { closedPort, type Ews, eventually, ews, ewsRun, httpProxy, httpServer, parseLines, type Peer, rawServer, serve, silentServer, within, wsServer } from "./fixtures.ts"
 
 describe("ews connect", () => {
   it.live("round trip with ews serve --echo: stdin lines out, echoes on stdout, EOF closes with 1000 and exits 0", () =>
@@ -209,6 +209,41 @@ describe("ews connect", () => {
       yield* eventually(() => peer.pongs() === 1, 5000, "the pong at the server")
       yield* client.end
       assert.strictEqual((yield* client.ended).code, 0)
+    }))
+
+  it.live("--proxy connects through an HTTP proxy's CONNECT tunnel, as wscat's (http:// when it has no scheme)", () =>
+    Effect.gen(function*() {
+      const server = yield* serve(["--echo"])
+      const proxy = yield* httpProxy()
+      const client = yield* ews(["connect", server.url, "--proxy", `127.0.0.1:${proxy.port}`])
+      yield* client.write("through the proxy\n")
+      assert.strictEqual(yield* client.line("the echo"), "through the proxy")
+      yield* client.end
+      assert.deepStrictEqual(yield* client.ended, { code: 0, signal: null })
+      assert.deepStrictEqual(proxy.targets, [new URL(server.url).host])
+    }))
+
+  it.live("--proxy with user:password@ authenticates to the proxy; a proxy that refuses (407) is a rejected handshake, exit 1", () =>
+    Effect.gen(function*() {
+      const server = yield* serve(["--echo"])
+      const proxy = yield* httpProxy("user:secret")
+      const refused = yield* ewsRun(["connect", server.url, "--proxy", `http://127.0.0.1:${proxy.port}`])
+      assert.strictEqual(refused.code, 1)
+      assert.match(refused.stderr, /^ews: handshake rejected with status 407 /m)
+      const client = yield* ews(["connect", server.url, "--proxy", `http://user:secret@127.0.0.1:${proxy.port}`])
+      yield* client.write("let in\n")
+      assert.strictEqual(yield* client.line("the echo"), "let in")
+      yield* client.end
+      assert.deepStrictEqual(yield* client.ended, { code: 0, signal: null })
+    }))
+
+  it.live("a --proxy that is no http:// or https:// URL is a usage error, before connecting", () =>
+    Effect.gen(function*() {
+      for (const [proxy, fragment] of [["socks5://127.0.0.1:1080", "an http:// or https:// proxy is needed"], ["http://[::1", "not a URL"]] as const) {
+        const result = yield* ewsRun(["connect", "ws://127.0.0.1:9/", "--proxy", proxy])
+        assert.notStrictEqual(result.code, 0)
+        assert.include(result.stderr, fragment)
+      }
     }))
 
   it.live("a closed port: non-zero exit, one line saying the connection was refused", () =>

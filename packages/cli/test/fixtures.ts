@@ -10,6 +10,7 @@ import * as Http from "node:http"
 import * as Net from "node:net"
 import { createInterface } from "node:readline"
 import { fileURLToPath } from "node:url"
+import { createProxy, type ProxyServer } from "proxy"
 import { type ClientOptions, type RawData, type ServerOptions, WebSocket as WsClient, WebSocketServer } from "ws"
 
 /** `packages/cli/src/bin.ts`. */
@@ -282,6 +283,31 @@ export const closedPort = Effect.callback<number>((resume) => {
     server.close(() => resume(Effect.succeed(port)))
   })
 })
+
+/**
+ * An HTTP proxy (the `proxy` package) on 127.0.0.1 that records the `CONNECT` targets it is asked
+ * for, and with `credentials` (`user:password`) asks for them (407 without): its URL.
+ */
+export const httpProxy = (credentials?: string) =>
+  Effect.gen(function*() {
+    const targets: Array<string> = []
+    const server = yield* Effect.acquireRelease(
+      Effect.callback<ProxyServer>((resume) => {
+        const server = createProxy(Http.createServer())
+        if (credentials !== undefined) {
+          server.authenticate = (req) => req.headers["proxy-authorization"] === `Basic ${Buffer.from(credentials).toString("base64")}`
+        }
+        server.on("connect", (req: Http.IncomingMessage) => void targets.push(req.url ?? ""))
+        server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
+      }),
+      (server) =>
+        Effect.callback<void>((resume) => {
+          server.closeAllConnections()
+          server.close(() => resume(Effect.void))
+        })
+    )
+    return { port: (server.address() as Net.AddressInfo).port, targets }
+  })
 
 /** Parses every line as JSON. */
 export const parseLines = (lines: ReadonlyArray<string>): Array<Record<string, unknown>> =>

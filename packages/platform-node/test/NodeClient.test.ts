@@ -8,6 +8,8 @@ import * as Net from "node:net"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import * as Tls from "node:tls"
+import { HttpsProxyAgent } from "https-proxy-agent"
+import { createProxy } from "proxy"
 import { WebSocketServer } from "ws"
 import { Client, type Connection, Metrics } from "@effect-websocket/core"
 import { HttpHeader } from "@effect-websocket/schema"
@@ -1048,63 +1050,22 @@ describe("NodeClient.connect against servers that misbehave", () => {
 })
 
 describe("NodeClient through an agent", () => {
-  /** An HTTP `CONNECT` proxy on loopback that records the targets it is asked for; closed with the test's scope. */
-  const connectProxy = Effect.gen(function*() {
+  /** An HTTP proxy (the `proxy` package) on loopback that records the `CONNECT` targets it is asked for; closed with the test's scope. */
+  const httpProxy = Effect.gen(function*() {
     const targets: Array<string> = []
-    const sockets = new Set<Net.Socket>()
-    const { port } = yield* listen(() =>
-      Net.createServer((client) => {
-        sockets.add(client)
-        client.on("error", () => {})
-        client.once("data", (chunk: Buffer) => {
-          const target = /^CONNECT (127\.0\.0\.1):(\d+) HTTP\/1\.1\r\n/.exec(chunk.toString("latin1"))
-          if (target === null) return void client.end("HTTP/1.1 400 Bad Request\r\n\r\n")
-          targets.push(`${target[1]}:${target[2]}`)
-          const upstream = Net.connect(Number(target[2]), target[1], () => {
-            client.write("HTTP/1.1 200 Connection Established\r\n\r\n")
-            upstream.pipe(client)
-            client.pipe(upstream)
-          })
-          sockets.add(upstream)
-          upstream.on("error", () => client.destroy())
-          client.on("close", () => upstream.destroy())
-        })
-      })
-    )
-    yield* Effect.addFinalizer(() => Effect.sync(() => sockets.forEach((socket) => socket.destroy())))
-    return { port, targets }
+    const { port } = yield* listen(() => {
+      const server = createProxy(Http.createServer())
+      server.on("connect", (request: Http.IncomingMessage) => void targets.push(request.url ?? ""))
+      return server
+    })
+    return { url: `http://127.0.0.1:${port}`, targets }
   })
-
-  /** Opens a tunnel to the request's host and port through the proxy at `proxyPort`, as a proxy agent does. */
-  const tunnel = (
-    proxyPort: number,
-    options: { readonly host?: string | null | undefined; readonly port?: number | string | null | undefined },
-    done: (error: Error | null, socket: Net.Socket) => void
-  ): void => {
-    const socket = Net.connect(proxyPort, "127.0.0.1")
-    socket.once("error", (error) => done(error, socket))
-    socket.once("connect", () => socket.write(`CONNECT ${options.host}:${options.port} HTTP/1.1\r\nHost: ${options.host}:${options.port}\r\n\r\n`))
-    socket.once("data", (chunk: Buffer) =>
-      chunk.toString("latin1").startsWith("HTTP/1.1 200 ") ? done(null, socket) : done(new Error("the proxy refused"), socket)
-    )
-  }
-
-  /** `agent` made to connect through the proxy at `proxyPort` (over TLS for an `https.Agent`), as a proxy agent does. */
-  const throughProxy = <A extends Http.Agent>(agent: A, proxyPort: number): A => {
-    const secure = agent instanceof Https.Agent
-    agent.createConnection = (options, callback) => {
-      tunnel(proxyPort, options, (error, socket) =>
-        callback?.(error, error !== null || !secure ? socket : Tls.connect({ ...(options as Tls.ConnectionOptions), socket })))
-      return undefined
-    }
-    return agent
-  }
 
   const echo = (c: Connection.Connection) => Stream.runForEach(c.messages, (m) => c.send(m))
 
-  it.live("the agent makes the connection, as ws's agent option: ws:// and wss:// through a CONNECT tunnel, and each redirect's hop", () =>
+  it.live("the agent makes the connection, as ws's agent option: ws:// and wss:// through a proxy agent's CONNECT tunnel, and each redirect's hop", () =>
     Effect.gen(function*() {
-      const proxy = yield* connectProxy
+      const proxy = yield* httpProxy
       const { cert, key } = yield* certificate
       const plain = yield* NodeServer.serve(echo)
       const secure = yield* NodeServer.serve(echo, { tls: { cert, key } })
@@ -1115,9 +1076,9 @@ describe("NodeClient through an agent", () => {
         })
       )
       const exchanges = [
-        NodeClient.connect(plain.url, { agent: throughProxy(new Http.Agent(), proxy.port) }),
-        NodeClient.connect(secure.url, { agent: throughProxy(new Https.Agent(), proxy.port), tls: { ca: cert } }),
-        NodeClient.connect(`ws://127.0.0.1:${redirecting}/old`, { agent: throughProxy(new Http.Agent(), proxy.port), followRedirects: true })
+        NodeClient.connect(plain.url, { agent: new HttpsProxyAgent(proxy.url) }),
+        NodeClient.connect(secure.url, { agent: new HttpsProxyAgent(proxy.url), tls: { ca: cert } }),
+        NodeClient.connect(`ws://127.0.0.1:${redirecting}/old`, { agent: new HttpsProxyAgent(proxy.url), followRedirects: true })
       ]
       for (const connecting of exchanges) {
         yield* Effect.scoped(Effect.gen(function*() {
@@ -1132,21 +1093,24 @@ describe("NodeClient through an agent", () => {
       assert.deepStrictEqual(proxy.targets, [at(plain.url), at(secure.url), `127.0.0.1:${redirecting}`, at(plain.url)])
     }))
 
-  it.live("an agent that is not an http.Agent, or an http.Agent for wss://, is an InvalidParameter naming agent, and no socket is opened", () =>
+  it.live("an agent that is not an http.Agent, or one of the other protocol (http.Agent for wss://), is an InvalidParameter naming agent", () =>
     Effect.gen(function*() {
-      const proxy = yield* connectProxy
-      const { cert, key } = yield* certificate
-      const secure = yield* NodeServer.serve(echo, { tls: { cert, key } })
+      let connections = 0
+      const { port } = yield* listen(() => Net.createServer((socket) => {
+        connections++
+        socket.destroy()
+      }))
       const cases: ReadonlyArray<readonly [string, NodeClient.ConnectOptions, string]> = [
-        [secure.url, { agent: {} as never }, "agent must be an http.Agent"],
-        [secure.url, { agent: throughProxy(new Http.Agent(), proxy.port), tls: { ca: cert } }, "agent: "],
-        [secure.url.replace("wss:", "ws:"), { agent: throughProxy(new Https.Agent(), proxy.port) }, "agent: "]
+        [`ws://127.0.0.1:${port}/`, { agent: {} as never }, "agent must be an http.Agent"],
+        [`wss://127.0.0.1:${port}/`, { agent: new Http.Agent() }, "agent: "],
+        [`ws://127.0.0.1:${port}/`, { agent: new Https.Agent() }, "agent: "]
       ]
       for (const [url, options, fragment] of cases) {
         const error = yield* Effect.flip(Effect.scoped(NodeClient.connect(url, options)))
         assert.strictEqual(error._tag, "InvalidParameter")
         assert.include(error.message, fragment)
       }
-      assert.deepStrictEqual(proxy.targets, [])
+      yield* Effect.sleep("50 millis")
+      assert.strictEqual(connections, 0)
     }))
 })
