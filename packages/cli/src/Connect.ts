@@ -78,6 +78,13 @@ export const parseProxy = (raw: string): URL | string => {
   if (url.protocol !== "http:" && url.protocol !== "https:") {
     return `invalid proxy ${JSON.stringify(raw)}: an http:// or https:// proxy is needed, not ${url.protocol}//`
   }
+  try {
+    // (the proxy agent decodes them only once it is connected to the proxy)
+    decodeURIComponent(url.username)
+    decodeURIComponent(url.password)
+  } catch {
+    return `invalid proxy ${JSON.stringify(raw)}: user and password must be percent-encoded (%25 for %)`
+  }
   return url
 }
 
@@ -139,7 +146,7 @@ const flags = {
   proxy: Flag.String("proxy").pipe(
     Flag.withMetavar("url"),
     Flag.withDescription(
-      "Connect through this HTTP proxy, in a CONNECT tunnel, as wscat's --proxy: http://host:port (http:// when it has no scheme), or https:// for a proxy spoken to over TLS; user:password@ in it authenticates to the proxy"
+      "Connect through this HTTP proxy, in a CONNECT tunnel, as wscat's --proxy: http://host:port (http:// when it has no scheme), or https:// for a proxy spoken to over TLS; user:password@ in it (percent-encoded) authenticates to the proxy"
     ),
     Flag.filterMap((raw) => {
       const url = parseProxy(raw)
@@ -157,8 +164,9 @@ const flags = {
 /** Node's codes for a server certificate that the client refused (which --insecure accepts). */
 const CERTIFICATE_CODES = /^(ERR_TLS_CERT_|CERT_|DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_|HOSTNAME_MISMATCH)/
 
-/** Reports why `connect` failed and fails. */
-const connectFailure = (output: Output.Output, error: Client.ConnectFailure) => {
+/** Reports why `connect` failed and fails; through a proxy, saying so (its refusal reads as the server's). */
+const connectFailure = (output: Output.Output, error: Client.ConnectFailure, proxy: URL | undefined) => {
+  const through = proxy === undefined ? "" : ` (through the proxy at ${proxy.host})`
   switch (error._tag) {
     case "ConnectError": {
       const code = (error.cause as { code?: unknown } | undefined)?.code
@@ -175,14 +183,14 @@ const connectFailure = (output: Output.Output, error: Client.ConnectFailure) => 
       const hint = error.reason === "Tls" && typeof code === "string" && CERTIFICATE_CODES.test(code)
         ? " (--insecure accepts any certificate)"
         : ""
-      return fail(output, `${what}: ${Output.oneLine(error.message)}${hint}`, { tag: `ConnectError.${error.reason}` })
+      return fail(output, `${what}: ${Output.oneLine(error.message)}${hint}${through}`, { tag: `ConnectError.${error.reason}` })
     }
     case "HandshakeRejected":
       return fail(
         output,
         `handshake rejected with status ${error.status}${error.statusText === "" ? "" : ` ${error.statusText}`} by ${error.url}${
           error.reason === undefined ? "" : `: ${Output.oneLine(error.reason)}`
-        }`,
+        }${through}`,
         { tag: error._tag, status: error.status }
       )
     case "InvalidParameter":
@@ -275,7 +283,7 @@ export const command = Command.make(
     }
     yield* Effect.scoped(Effect.gen(function*() {
       const connection = yield* NodeClient.connect(options.url, connectOptions).pipe(
-        Effect.catch((error) => connectFailure(output, error)),
+        Effect.catch((error) => connectFailure(output, error, Option.getOrUndefined(options.proxy))),
         // SIGINT / SIGTERM during the opening handshake: nothing was closed, so this is no success
         Effect.onInterrupt(() =>
           Effect.orDie(fail(output, "interrupted before the connection was open", { tag: "Interrupted" }))

@@ -229,7 +229,7 @@ describe("ews connect", () => {
       const proxy = yield* httpProxy("user:secret")
       const refused = yield* ewsRun(["connect", server.url, "--proxy", `http://127.0.0.1:${proxy.port}`])
       assert.strictEqual(refused.code, 1)
-      assert.match(refused.stderr, /^ews: handshake rejected with status 407 /m)
+      assert.match(refused.stderr, new RegExp(`^ews: handshake rejected with status 407 .* \\(through the proxy at 127\\.0\\.0\\.1:${proxy.port}\\)$`, "m"))
       const client = yield* ews(["connect", server.url, "--proxy", `http://user:secret@127.0.0.1:${proxy.port}`])
       yield* client.write("let in\n")
       assert.strictEqual(yield* client.line("the echo"), "let in")
@@ -239,7 +239,13 @@ describe("ews connect", () => {
 
   it.live("a --proxy that is no http:// or https:// URL is a usage error, before connecting", () =>
     Effect.gen(function*() {
-      for (const [proxy, fragment] of [["socks5://127.0.0.1:1080", "an http:// or https:// proxy is needed"], ["http://[::1", "not a URL"]] as const) {
+      for (
+        const [proxy, fragment] of [
+          ["socks5://127.0.0.1:1080", "an http:// or https:// proxy is needed"],
+          ["http://[::1", "not a URL"],
+          ["http://user:50%off@127.0.0.1:3128", "must be percent-encoded (%25 for %)"]
+        ] as const
+      ) {
         const result = yield* ewsRun(["connect", "ws://127.0.0.1:9/", "--proxy", proxy])
         assert.notStrictEqual(result.code, 0)
         assert.include(result.stderr, fragment)

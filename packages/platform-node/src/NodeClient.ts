@@ -49,10 +49,13 @@ export interface ConnectOptions extends Client.ConnectOptions {
   /** How many redirects are followed at most (default 10); the answer beyond is a `HandshakeRejected`. */
   readonly maxRedirects?: number | undefined
   /**
-   * The `http.Agent` that makes the connection (an `https.Agent` for `wss://`), as `ws`'s `agent`
-   * option: a proxy agent, say, that opens an HTTP `CONNECT` tunnel. Redirects are followed through
-   * it too. The upgraded socket leaves the agent's pool and is the connection's. Default: none (a
-   * connection of the request's own).
+   * The `http.Agent` that makes the connection (an `https.Agent` for `wss://`; any object with the
+   * `addRequest` of one, as Node takes), as `ws`'s `agent` option: a proxy agent, say, that opens
+   * an HTTP `CONNECT` tunnel. Redirects are followed through it too (one to the other scheme needs
+   * an agent that serves both, as proxy agents do). The upgraded socket leaves the agent's pool and
+   * is the connection's. Not with a socket path (an agent connects by host and port). An attempt
+   * cut off while the agent still waits for its socket (a proxy that does not answer) leaves that
+   * socket to the agent. Default: none (a connection of the request's own).
    */
   readonly agent?: Http.Agent | undefined
 }
@@ -127,6 +130,15 @@ const request = (
   onUpgrade: (socket: Net.Socket) => void
 ): Effect.Effect<Upgraded, RequestFailure> =>
   Effect.callback<Upgraded, RequestFailure>((resume) => {
+    if (agent !== undefined && target.socketPath !== undefined) {
+      // (an agent would connect to the request's host and port instead: Node's default, localhost:80)
+      return resume(Effect.fail(
+        new WebSocketError.InvalidParameter({
+          parameter: "agent",
+          message: `agent: an agent connects by host and port, not to the socket path of ${url}`
+        })
+      ))
+    }
     const raw: Array<[string, string]> = headers.map((h) => [h.name, h.value])
     const options: Https.RequestOptions = {
       // SNI carries host names only (RFC 6066 section 3), never an IP address; the URL's host,
@@ -146,9 +158,12 @@ const request = (
       req = (target.secure ? Https.request : Http.request)(options)
     } catch (cause) {
       // Node checks the TLS settings and the agent's protocol (and little else) as the request is made
-      const parameter = (cause as { code?: unknown } | undefined)?.code === "ERR_INVALID_PROTOCOL" ? "agent" : "tls"
+      const message = cause instanceof Error ? cause.message : String(cause)
       return resume(Effect.fail(
-        new WebSocketError.InvalidParameter({ parameter, message: `${parameter}: ${cause instanceof Error ? cause.message : String(cause)}` })
+        (cause as { code?: unknown } | undefined)?.code === "ERR_INVALID_PROTOCOL"
+          // (the URL says which: after a redirect to the other scheme, it is not the one given)
+          ? new WebSocketError.InvalidParameter({ parameter: "agent", message: `agent: ${message} (for ${url})` })
+          : new WebSocketError.InvalidParameter({ parameter: "tls", message: `tls: ${message}` })
       ))
     }
     // the connection ends its side itself, after the closing handshake, even when the server's end
@@ -271,8 +286,13 @@ export const connect = (
       ...yield* Client.decodeOption(Options.RedirectOptions, "maxRedirects", { maxRedirects: options?.maxRedirects })
     }
     yield* decodeTls(options?.tls, "client")
-    if (options?.agent !== undefined && !(options.agent instanceof Http.Agent)) {
-      return yield* new WebSocketError.InvalidParameter({ parameter: "agent", message: "agent must be an http.Agent (an https.Agent for wss://)" })
+    // (what Node takes for an agent: anything with `addRequest`, as the agents of a few proxy packages)
+    const agent: unknown = options?.agent
+    if (agent !== undefined && typeof (agent as { addRequest?: unknown } | null)?.addRequest !== "function") {
+      return yield* new WebSocketError.InvalidParameter({
+        parameter: "agent",
+        message: "agent must be an http.Agent (an https.Agent for wss://), or an object with its addRequest"
+      })
     }
     const socketPath = options?.socketPath === undefined
       ? undefined

@@ -1078,7 +1078,13 @@ describe("NodeClient through an agent", () => {
       const exchanges = [
         NodeClient.connect(plain.url, { agent: new HttpsProxyAgent(proxy.url) }),
         NodeClient.connect(secure.url, { agent: new HttpsProxyAgent(proxy.url), tls: { ca: cert } }),
-        NodeClient.connect(`ws://127.0.0.1:${redirecting}/old`, { agent: new HttpsProxyAgent(proxy.url), followRedirects: true })
+        NodeClient.connect(`ws://127.0.0.1:${redirecting}/old`, { agent: new HttpsProxyAgent(proxy.url), followRedirects: true }),
+        // (what Node takes for an agent: an object with addRequest, as some proxy packages make)
+        Effect.suspend(() => {
+          const inner = new HttpsProxyAgent(proxy.url) as unknown as { addRequest(request: unknown, options: unknown): void }
+          const agentLike = { addRequest: (request: unknown, options: unknown) => inner.addRequest(request, options) }
+          return NodeClient.connect(plain.url, { agent: agentLike as never })
+        })
       ]
       for (const connecting of exchanges) {
         yield* Effect.scoped(Effect.gen(function*() {
@@ -1090,20 +1096,31 @@ describe("NodeClient through an agent", () => {
         }))
       }
       const at = (url: string) => new URL(url).host
-      assert.deepStrictEqual(proxy.targets, [at(plain.url), at(secure.url), `127.0.0.1:${redirecting}`, at(plain.url)])
+      assert.deepStrictEqual(proxy.targets, [at(plain.url), at(secure.url), `127.0.0.1:${redirecting}`, at(plain.url), at(plain.url)])
     }))
 
-  it.live("an agent that is not an http.Agent, or one of the other protocol (http.Agent for wss://), is an InvalidParameter naming agent", () =>
+  it.live("an agent that is not one, one of the other protocol (http.Agent for wss://, also after a redirect) or with a socket path is an InvalidParameter naming agent", () =>
     Effect.gen(function*() {
       let connections = 0
       const { port } = yield* listen(() => Net.createServer((socket) => {
         connections++
         socket.destroy()
       }))
+      const { port: redirecting } = yield* listen(() =>
+        Http.createServer((_req, res) => {
+          res.writeHead(302, { Location: `wss://127.0.0.1:${port}/` })
+          res.end()
+        })
+      )
+      const socketPath = Path.join(Os.tmpdir(), `agent-${process.pid}.sock`)
       const cases: ReadonlyArray<readonly [string, NodeClient.ConnectOptions, string]> = [
         [`ws://127.0.0.1:${port}/`, { agent: {} as never }, "agent must be an http.Agent"],
-        [`wss://127.0.0.1:${port}/`, { agent: new Http.Agent() }, "agent: "],
-        [`ws://127.0.0.1:${port}/`, { agent: new Https.Agent() }, "agent: "]
+        [`wss://127.0.0.1:${port}/`, { agent: new Http.Agent() }, `agent: Protocol "https:" not supported. Expected "http:" (for wss://127.0.0.1:${port}/)`],
+        [`ws://127.0.0.1:${port}/`, { agent: new Https.Agent() }, "agent: "],
+        [`ws://127.0.0.1:${redirecting}/`, { agent: new Http.Agent(), followRedirects: true }, `(for wss://127.0.0.1:${port}/)`],
+        // (the agent would connect to localhost:80 instead)
+        [`ws://127.0.0.1:${port}/`, { agent: new Http.Agent(), socketPath }, "not to the socket path"],
+        [`ws+unix://${socketPath}:/`, { agent: new Http.Agent() }, "not to the socket path"]
       ]
       for (const [url, options, fragment] of cases) {
         const error = yield* Effect.flip(Effect.scoped(NodeClient.connect(url, options)))

@@ -75,7 +75,8 @@ export const utf8Length = (s: string): number => encoder.encode(s).length
  * @since 0.1.0
  */
 export const truncateReason = (reason: string): string => {
-  const wellFormed = reason.toWellFormed()
+  // (each code unit is at least a byte: from the 124th on, none can be kept)
+  const wellFormed = reason.slice(0, MAX_CLOSE_REASON_LENGTH + 1).toWellFormed()
   // The cut is counted here, not taken from `TextEncoder.encodeInto`'s `read`: from Node 25.4 that
   // can stop before a character that still fits (nodejs/node#65994).
   let bytes = 0
