@@ -50,17 +50,21 @@ export const parseHeader = (raw: string): HttpHeader.HttpHeader | string => {
   return `invalid header ${JSON.stringify(raw)}: ${Output.oneLine(problem)}`
 }
 
+/** A string flag's value parsed with `parse`, which says in a string what is wrong with a value it refuses. */
+const parsedWith = <A extends object>(parse: (raw: string) => A | string) =>
+  Flag.filterMap((raw: string) => {
+    const parsed = parse(raw)
+    return typeof parsed === "string" ? Option.none() : Option.some(parsed)
+  }, (raw) => {
+    const parsed = parse(raw)
+    return typeof parsed === "string" ? parsed : `invalid value ${JSON.stringify(raw)}`
+  })
+
 const header = Flag.String("header").pipe(
   Flag.withAlias("H"),
   Flag.withMetavar("'Name: value'"),
   Flag.withDescription("Add a request header (repeatable), e.g. -H 'Authorization: Bearer abc'"),
-  Flag.filterMap((raw) => {
-    const parsed = parseHeader(raw)
-    return typeof parsed === "string" ? Option.none() : Option.some(parsed)
-  }, (raw) => {
-    const parsed = parseHeader(raw)
-    return typeof parsed === "string" ? parsed : `invalid header ${JSON.stringify(raw)}`
-  }),
+  parsedWith(parseHeader),
   Flag.atLeast(0)
 )
 
@@ -148,13 +152,7 @@ const flags = {
     Flag.withDescription(
       "Connect through this HTTP proxy, in a CONNECT tunnel, as wscat's --proxy: http://host:port (http:// when it has no scheme), or https:// for a proxy spoken to over TLS; user:password@ in it (percent-encoded) authenticates to the proxy"
     ),
-    Flag.filterMap((raw) => {
-      const url = parseProxy(raw)
-      return typeof url === "string" ? Option.none() : Option.some(url)
-    }, (raw) => {
-      const url = parseProxy(raw)
-      return typeof url === "string" ? url : `invalid proxy ${JSON.stringify(raw)}`
-    }),
+    parsedWith(parseProxy),
     Flag.optional
   ),
   json,
