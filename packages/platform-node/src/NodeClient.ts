@@ -8,7 +8,7 @@
 import { Client, Connection, WebSocket, WebSocketError } from "@effect-websocket/core"
 import type { HttpHeader } from "@effect-websocket/schema"
 import { HttpHeader as Headers, Options } from "@effect-websocket/schema"
-import { Duration, Effect, Layer } from "effect"
+import { Config, Duration, Effect, Layer } from "effect"
 import type { Scope } from "effect/Scope"
 import * as Http from "node:http"
 import * as Https from "node:https"
@@ -448,6 +448,35 @@ export const layer: Layer.Layer<Client.Client> = Layer.succeed(Client.Client, ma
  */
 export const layerWith = (defaults: ConnectOptions): Layer.Layer<Client.Client> =>
   Layer.succeed(Client.Client, Client.Client.of({ connect: (url, options) => connect(url, withDefaults(defaults, options)) }))
+
+/**
+ * {@link layerWith} with its defaults read from `Config`, as `NodeServer.layerConfig` reads a
+ * server's options: each a `Config` of its own (`{ handshakeTimeout: Config.Duration("WS_TIMEOUT")
+ * }`; a value that is no `Config`, such as an agent, as `Config.succeed(value)` or mapped from one),
+ * or all of them as one `Config`. A configuration that is missing or invalid fails the layer with
+ * its `ConfigError`.
+ *
+ * **Example**
+ *
+ * ```ts
+ * import { NodeClient } from "@effect-websocket/platform-node"
+ * import { Config } from "effect"
+ * import { HttpsProxyAgent } from "https-proxy-agent"
+ *
+ * // through the proxy that HTTPS_PROXY names, when it is set
+ * const ClientLayer = NodeClient.layerConfig({
+ *   agent: Config.String("HTTPS_PROXY").pipe(
+ *     Config.option,
+ *     Config.map((proxy) => proxy._tag === "Some" ? new HttpsProxyAgent(proxy.value) : undefined)
+ *   )
+ * })
+ * ```
+ *
+ * @category layers
+ * @since 0.1.0
+ */
+export const layerConfig = (defaults: Config.Wrap<ConnectOptions>): Layer.Layer<Client.Client, Config.ConfigError> =>
+  Layer.unwrap(Effect.map(Config.unwrap(defaults), layerWith))
 
 /** `options` over `defaults`, one level deep; an option given as `undefined` leaves the default. */
 const withDefaults = (defaults: ConnectOptions, options: ConnectOptions | undefined): ConnectOptions => {

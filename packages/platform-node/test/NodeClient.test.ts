@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Arbitrary, Duration, Effect, Exit, Fiber, Metric, Option, Scheduler, Schema, Scope, Stream } from "effect"
+import { Arbitrary, Config, ConfigProvider, Duration, Effect, Exit, Fiber, Layer, Metric, Option, Scheduler, Schema, Scope, Stream } from "effect"
 import { createHash } from "node:crypto"
 import * as Fs from "node:fs"
 import * as Http from "node:http"
@@ -1097,6 +1097,35 @@ describe("NodeClient through an agent", () => {
       }
       const at = (url: string) => new URL(url).host
       assert.deepStrictEqual(proxy.targets, [at(plain.url), at(secure.url), `127.0.0.1:${redirecting}`, at(plain.url), at(plain.url)])
+    }))
+
+  it.live("NodeClient.layerConfig reads the defaults from Config: a proxy agent made from HTTPS_PROXY when it is set; a bad value fails the layer", () =>
+    Effect.gen(function*() {
+      const proxy = yield* httpProxy
+      const server = yield* NodeServer.serve(echo)
+      // (the example of its documentation)
+      const ClientLayer = NodeClient.layerConfig({
+        agent: Config.String("HTTPS_PROXY").pipe(
+          Config.option,
+          Config.map((url) => url._tag === "Some" ? new HttpsProxyAgent(url.value) : undefined)
+        ),
+        handshakeTimeout: Config.Duration("WS_TIMEOUT").pipe(Config.withDefault(Duration.seconds(5)))
+      })
+      const roundTrip = Effect.scoped(Effect.gen(function*() {
+        const connection = yield* Client.connect(server.url)
+        yield* connection.send("configured")
+        assert.deepStrictEqual(yield* Stream.runHead(connection.messages), Option.some("configured"))
+        yield* connection.close(1000)
+      }))
+      const withEnvironment = (values: Record<string, string>) =>
+        Effect.provide(ClientLayer.pipe(Layer.provide(ConfigProvider.layer(ConfigProvider.fromUnknown(values)))))
+      yield* roundTrip.pipe(withEnvironment({}))
+      assert.deepStrictEqual(proxy.targets, [], "no HTTPS_PROXY: a connection of its own")
+      yield* roundTrip.pipe(withEnvironment({ HTTPS_PROXY: proxy.url }))
+      assert.deepStrictEqual(proxy.targets, [new URL(server.url).host])
+      const error = yield* Effect.flip(roundTrip.pipe(withEnvironment({ WS_TIMEOUT: "soon" })))
+      assert.strictEqual(error._tag, "ConfigError")
+      assert.include(String(error), "WS_TIMEOUT")
     }))
 
   it.live("an agent that is not one, one of the other protocol (http.Agent for wss://, also after a redirect) or with a socket path is an InvalidParameter naming agent", () =>
