@@ -182,7 +182,11 @@ describe("Node.js built-in WebSocket client → our server", () => {
       // CONNECTING (nodejs/undici#3546, fixed in undici 7, Node 24's)
       const undici = Number.parseInt(process.versions.undici ?? "", 10)
       if (Number.isNaN(undici) || undici >= 7) {
-        assert.deepStrictEqual(yield* peer.closed, { code: 1006, reason: "", wasClean: false })
+        const closed = yield* peer.closed
+        // (the early undici 7 of Node 24.0 closes with 1002 and a reason of its own instead of the
+        // standard's 1006: the client's choice, the server refused all the same)
+        const early = { code: 1002, reason: "Received network error or non-101 status code.", wasClean: false }
+        assert.deepStrictEqual(closed, closed.code === 1002 ? early : { code: 1006, reason: "", wasClean: false })
         assert.deepStrictEqual(peer.events, ["error", "close"])
         assert.strictEqual(peer.socket.readyState, WebSocket.CLOSED)
       } else {
