@@ -4,6 +4,15 @@ import * as Fs from "node:fs"
 import type * as Http from "node:http"
 import { closedPort, type Ews, eventually, ews, ewsRun, httpProxy, httpServer, parseLines, type Peer, rawServer, serve, silentServer, within, wsServer } from "./fixtures.ts"
 
+/** Sends `line` through `client` (an `ews connect` to an echo server), checks its echo, then ends stdin: exit 0. */
+const echoesThenExits = (client: Ews, line: string) =>
+  Effect.gen(function*() {
+    yield* client.write(`${line}\n`)
+    assert.strictEqual(yield* client.line("the echo"), line)
+    yield* client.end
+    assert.deepStrictEqual(yield* client.ended, { code: 0, signal: null })
+  })
+
 describe("ews connect", () => {
   it.live("round trip with ews serve --echo: stdin lines out, echoes on stdout, EOF closes with 1000 and exits 0", () =>
     Effect.gen(function*() {
@@ -216,10 +225,7 @@ describe("ews connect", () => {
       const server = yield* serve(["--echo"])
       const proxy = yield* httpProxy()
       const client = yield* ews(["connect", server.url, "--proxy", `127.0.0.1:${proxy.port}`])
-      yield* client.write("through the proxy\n")
-      assert.strictEqual(yield* client.line("the echo"), "through the proxy")
-      yield* client.end
-      assert.deepStrictEqual(yield* client.ended, { code: 0, signal: null })
+      yield* echoesThenExits(client, "through the proxy")
       assert.deepStrictEqual(proxy.targets, [new URL(server.url).host])
     }))
 
@@ -231,10 +237,7 @@ describe("ews connect", () => {
       assert.strictEqual(refused.code, 1)
       assert.match(refused.stderr, new RegExp(`^ews: handshake rejected with status 407 .* \\(through the proxy at 127\\.0\\.0\\.1:${proxy.port}\\)$`, "m"))
       const client = yield* ews(["connect", server.url, "--proxy", `http://user:secret@127.0.0.1:${proxy.port}`])
-      yield* client.write("let in\n")
-      assert.strictEqual(yield* client.line("the echo"), "let in")
-      yield* client.end
-      assert.deepStrictEqual(yield* client.ended, { code: 0, signal: null })
+      yield* echoesThenExits(client, "let in")
     }))
 
   it.live("a --proxy that is no http:// or https:// URL is a usage error, before connecting", () =>
@@ -470,10 +473,7 @@ describe("ews connect", () => {
     Effect.gen(function*() {
       const server = yield* serve(["--echo"])
       const client = yield* ews(["connect", server.url.replace("ws://", "")])
-      yield* client.write("hello\n")
-      assert.strictEqual(yield* client.line("the echo"), "hello")
-      yield* client.end
-      assert.deepStrictEqual(yield* client.ended, { code: 0, signal: null })
+      yield* echoesThenExits(client, "hello")
     }))
 
   it.live("--ping-timeout without --ping-interval is a usage error, before connecting", () =>
