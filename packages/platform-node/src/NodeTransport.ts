@@ -12,6 +12,7 @@ import { Transport } from "@effect-websocket/core"
 import { Effect } from "effect"
 import * as Net from "node:net"
 import type { Duplex } from "node:stream"
+import { readIntoSharedBuffer } from "./internal/sharedReads.ts"
 
 /**
  * How much a socket transport buffers each way (the client's and the server's `socketBuffers`).
@@ -143,6 +144,12 @@ const describeChunk = (chunk: unknown): string =>
  * the transport as a write that reports an error does, and the bytes of a stream in object mode
  * are counted for `writeBufferLimit`.
  *
+ * A socket over TCP or IPC (a `net.Socket`, or a `tls.TLSSocket` over one) with nothing buffered
+ * and no `data` listener of its own is read without new memory per read, as with Node's `onread`
+ * option: every such socket of the process reads into one buffer, whose bytes are copied once,
+ * straight into the connection's buffers when it waits for them. Its `data` events then no
+ * longer fire; its `end`, `error` and `close` events do.
+ *
  * @category constructors
  * @since 0.1.0
  */
@@ -183,6 +190,20 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
     wakeScheduled = false
     wake()
   }
+  /** Takes bytes that arrived: buffered for the reader, which is woken. */
+  const arrived = (chunk: Buffer): void => {
+    if (current === undefined) current = chunk
+    else later.push(chunk)
+    buffered += chunk.length
+    // A waiting reader takes the bytes at once (it runs in `wake`): the socket is paused only when
+    // they stay, so that a reader that keeps up never stops Node's read loop.
+    if (writing === 0) wake()
+    else if (!wakeScheduled) {
+      wakeScheduled = true
+      process.nextTick(wakeAfterWrites)
+    }
+    if (buffered >= highWaterMark && !socket.isPaused()) socket.pause()
+  }
   socket.on("data", (given: unknown) => {
     // (what a stream still delivers once the transport failed would follow bytes that are lost)
     if (discarding || failure !== undefined) return
@@ -197,17 +218,20 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
       const message = `the stream delivers ${describeChunk(given)}, not bytes (a stream with an encoding set, or in object mode)`
       return fail(new Transport.TransportError({ message }))
     }
-    if (current === undefined) current = chunk
-    else later.push(chunk)
-    buffered += chunk.length
-    // A waiting reader takes the bytes at once (it runs in `wake`): the socket is paused only when
-    // they stay, so that a reader that keeps up never stops Node's read loop.
-    if (writing === 0) wake()
-    else if (!wakeScheduled) {
-      wakeScheduled = true
-      process.nextTick(wakeAfterWrites)
+    arrived(chunk)
+  })
+  // A socket reads into memory shared by every socket: a waiting reader copies what it
+  // takes at once, and what it did not take is copied out before the next read overwrites it.
+  readIntoSharedBuffer(socket, 1, (bytes) => {
+    if (discarding || failure !== undefined) return
+    arrived(bytes)
+    if (current === bytes) {
+      current = Buffer.from(bytes.subarray(head))
+      head = 0
+    } else {
+      const i = later.indexOf(bytes)
+      if (i >= 0) later[i] = Buffer.from(bytes)
     }
-    if (buffered >= highWaterMark && !socket.isPaused()) socket.pause()
   })
   socket.on("end", () => {
     ended = true

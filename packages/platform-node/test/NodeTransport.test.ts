@@ -4,10 +4,13 @@
  */
 import { Connection, Transport, WebSocket } from "@effect-websocket/core"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Fiber, Option, Scheduler, Stream } from "effect"
+import { Arbitrary, Effect, Fiber, Option, Scheduler, Schema, Stream } from "effect"
 import * as Net from "node:net"
 import { Duplex, type DuplexOptions, duplexPair } from "node:stream"
+import * as Tls from "node:tls"
 import { NodeTransport } from "../src/index.ts"
+import { readIntoSharedBuffer } from "../src/internal/sharedReads.ts"
+import { certificate } from "./interop/helpers.ts"
 
 /** A connected pair of loopback sockets (client end, server end), destroyed with the scope. */
 const socketPair = Effect.acquireRelease(
@@ -27,6 +30,27 @@ const socketPair = Effect.acquireRelease(
     })
 )
 
+/** A connected pair of TLS sockets over loopback (client end, server end), destroyed with the scope. */
+const tlsPair = Effect.gen(function*() {
+  const { cert, key } = yield* certificate
+  return yield* Effect.acquireRelease(
+    Effect.callback<readonly [Tls.TLSSocket, Tls.TLSSocket, Tls.Server]>((resume) => {
+      const server = Tls.createServer({ cert, key })
+      server.listen(0, "127.0.0.1", () => {
+        const { port } = server.address() as Net.AddressInfo
+        server.once("secureConnection", (accepted) => resume(Effect.succeed([client, accepted, server] as const)))
+        const client = Tls.connect({ port, host: "127.0.0.1", ca: cert })
+      })
+    }),
+    ([client, accepted, server]) =>
+      Effect.sync(() => {
+        client.destroy()
+        accepted.destroy()
+        server.close()
+      })
+  )
+})
+
 /** Reads exactly `length` bytes. */
 const readExactly = (transport: Transport.Transport, length: number) =>
   Effect.gen(function*() {
@@ -41,6 +65,27 @@ const readExactly = (transport: Transport.Transport, length: number) =>
   })
 
 const pattern = (length: number, seed: number) => Uint8Array.from({ length }, (_, i) => (i * 31 + seed) & 0xff)
+
+/** `length` bytes without a period (xorshift from `seed`): a chunk read into the wrong place shows. */
+const noise = (length: number, seed: number) => {
+  const out = new Uint8Array(length)
+  let x = seed | 1
+  for (let i = 0; i < length; i++) {
+    x ^= x << 13
+    x ^= x >>> 17
+    x ^= x << 5
+    out[i] = x & 0xff
+  }
+  return out
+}
+
+/** Waits until `socket` has read `bytes` bytes (whoever took them). */
+const untilRead = (socket: Net.Socket, bytes: number) =>
+  Effect.gen(function*() {
+    while (socket.bytesRead < bytes) yield* Effect.sleep("1 millis")
+  })
+
+const int = (minimum: number, maximum: number) => Arbitrary.schema(Schema.Int.check(Schema.isBetween({ minimum, maximum })))
 
 describe("NodeTransport.fromDuplex", () => {
   it.live("copied writes may be reused at once; owned buffers go out as they are, whatever their size", () =>
@@ -263,10 +308,10 @@ describe("NodeTransport.fromDuplex", () => {
       const [client, accepted] = yield* socketPair
       const b = NodeTransport.fromDuplex(accepted, { highWaterMark: 16 * 1024 })
       const total = 512 * 1024
-      client.write(pattern(total, 6))
+      client.write(noise(total, 6))
       yield* Effect.sleep("100 millis")
       assert.isTrue(accepted.isPaused(), "paused while the transport holds highWaterMark bytes")
-      assert.deepStrictEqual(yield* readExactly(b, total), pattern(total, 6))
+      assert.deepStrictEqual(yield* readExactly(b, total), noise(total, 6))
     }))
 
   it.live("a reader that keeps up never pauses the socket", () =>
@@ -382,6 +427,92 @@ describe("NodeTransport.fromDuplex", () => {
       assert.isTrue(next.some((bytes) => bytes.buffer === frame.buffer), "written frame memory is reused")
       assert.isFalse(next.some((bytes) => bytes.buffer === application.buffer), "application memory is not")
       assert.strictEqual(a.allocate!(100).length, 100, "small sizes: plain allocations")
+    }))
+
+  it.live.prop(
+    "what plain sockets read while nobody reads stays intact as later reads of any socket arrive (they read into one shared buffer)",
+    {
+      chunks: Arbitrary.array(int(1, 16 * 1024), { minLength: 2, maxLength: 10 }),
+      readSize: int(1, 80 * 1024),
+      seed: int(1, 0x7fffffff)
+    },
+    ({ chunks, readSize, seed }) =>
+      Effect.gen(function*() {
+        const [client1, accepted1] = yield* socketPair
+        const [client2, accepted2] = yield* socketPair
+        // (read ahead without a pause: every chunk is read, and kept, before anything is taken)
+        const one = NodeTransport.fromDuplex(accepted1, { highWaterMark: 1024 * 1024 })
+        const two = NodeTransport.fromDuplex(accepted2, { highWaterMark: 1024 * 1024 })
+        const total = chunks.reduce((a, b) => a + b, 0)
+        const sent1 = noise(total, seed)
+        const sent2 = noise(total, seed + 1)
+        let at = 0
+        for (const size of chunks) {
+          client1.write(sent1.subarray(at, at + size))
+          client2.write(sent2.subarray(at, at + size))
+          at += size
+          yield* untilRead(accepted1, at)
+          yield* untilRead(accepted2, at)
+        }
+        const takeAll = (transport: Transport.Transport) =>
+          Effect.gen(function*() {
+            const out = new Uint8Array(total)
+            for (let got = 0; got < total;) {
+              const n = yield* transport.read(out.subarray(got, Math.min(total, got + readSize)))
+              assert.isAbove(n, 0, `the stream ended after ${got} of ${total} bytes`)
+              got += n
+            }
+            return out
+          })
+        assert.deepStrictEqual(yield* takeAll(one), sent1)
+        assert.deepStrictEqual(yield* takeAll(two), sent2)
+      }),
+    { timeout: 60_000, arbitrary: { runs: 30 } }
+  )
+
+  it.live("sockets read into the shared buffer, TLS ones too; other streams, and sockets with bytes or data listeners of their own, keep their data events", () =>
+    Effect.gen(function*() {
+      const [, plain] = yield* socketPair
+      assert.isTrue(readIntoSharedBuffer(plain, 0, () => {}), "a plain socket")
+      assert.isFalse(readIntoSharedBuffer(plain, 0, () => {}), "only once")
+      const [, secure] = yield* tlsPair
+      assert.isTrue(readIntoSharedBuffer(secure, 0, () => {}), "a TLS socket")
+      const [, listened] = yield* socketPair
+      listened.on("data", () => {})
+      assert.isFalse(readIntoSharedBuffer(listened, 0, () => {}), "a data listener of its own")
+      assert.isTrue(readIntoSharedBuffer(listened, 1, () => {}), "the caller's own listener")
+      const [writer, waiting] = yield* socketPair
+      waiting.pause()
+      writer.write("bytes")
+      while (waiting.readableLength === 0) yield* Effect.sleep("1 millis")
+      assert.isFalse(readIntoSharedBuffer(waiting, 0, () => {}), "bytes buffered already")
+      assert.isFalse(readIntoSharedBuffer(duplexPair()[0], 0, () => {}), "a Duplex")
+      // TLS over a stream that is not a socket: it reads when that stream emits, which may be from
+      // inside another socket's read
+      const { cert, key } = yield* certificate
+      const [left, right] = duplexPair()
+      const overStream = new Tls.TLSSocket(left, { isServer: true, cert, key })
+      const client = Tls.connect({ socket: right, ca: cert, checkServerIdentity: () => undefined })
+      yield* Effect.addFinalizer(() => Effect.sync(() => [overStream, client].forEach((socket) => socket.destroy())))
+      yield* Effect.callback<void>((resume) => void client.once("secureConnect", () => resume(Effect.void)))
+      assert.isFalse(readIntoSharedBuffer(overStream, 0, () => {}), "TLS over a Duplex")
+      assert.isFalse(readIntoSharedBuffer(client, 0, () => {}), "TLS over a Duplex (the client end)")
+    }))
+
+  it.live("what a TLS socket decrypted while nobody reads stays intact as later reads arrive", () =>
+    Effect.gen(function*() {
+      const [client, accepted] = yield* tlsPair
+      const transport = NodeTransport.fromDuplex(accepted, { highWaterMark: 1024 * 1024 })
+      const chunks = [1, 700, 16 * 1024, 5, 40 * 1024, 3000, 16 * 1024 + 1]
+      const total = chunks.reduce((a, b) => a + b, 0)
+      const sent = noise(total, 99)
+      let at = 0
+      for (const size of chunks) {
+        client.write(sent.subarray(at, at + size))
+        at += size
+        yield* Effect.sleep("5 millis") // (read and decrypted apart, most likely)
+      }
+      assert.deepStrictEqual(yield* readExactly(transport, total), sent)
     }))
 
   it.live("streams that are not sockets get no recycled memory: they may pass the written buffer on", () =>

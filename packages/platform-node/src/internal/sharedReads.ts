@@ -1,0 +1,107 @@
+/**
+ * Reads into one buffer shared by the process's sockets: Node's `onread` option of
+ * `net.Socket`, turned on for a socket that already exists (one that `node:http` handed over
+ * after an upgrade, which no public option can reach).
+ *
+ * A socket read the usual way gets new memory for every read (up to 64 KiB outside V8's heap,
+ * which the collector must account for and free) and passes it through the `Readable` machinery
+ * as a `data` event. With the shared buffer, each read lands in the same memory and goes straight
+ * to a callback, which must copy out what it keeps before it returns: the next read of any socket
+ * overwrites it. (Reads run one at a time, from the event loop, never inside JavaScript that runs
+ * already, so one buffer serves every socket of a thread.)
+ *
+ * Node keeps the `onread` option under symbols of its own (`kBuffer`, `kBufferCb`, `kBufferGen`)
+ * and tells the socket's handle with `useUserBuffer`; both are found by feature detection on a
+ * socket made with the option, and where they are not as expected, sockets keep their `data`
+ * events.
+ *
+ * @internal
+ */
+import * as Net from "node:net"
+import type { Duplex } from "node:stream"
+
+/** The size of the shared buffer: a read takes at most this much (libuv reads 64 KiB at most too). */
+const SHARED_READ_SIZE = 64 * 1024
+
+let sharedBuffer: Buffer | undefined = undefined
+
+interface OnreadKeys {
+  readonly buffer: symbol
+  readonly callback: symbol
+  readonly generator: symbol
+}
+
+/**
+ * Where a socket made with the `onread` option keeps it (checked on such a socket: the buffer,
+ * the callback, and no buffer generator); `undefined` when this Node keeps it otherwise.
+ */
+const onreadKeys: OnreadKeys | undefined = (() => {
+  try {
+    const buffer = Buffer.alloc(1)
+    const callback = () => true
+    const probe = new Net.Socket({ onread: { buffer, callback } })
+    const state = probe as unknown as Record<symbol, unknown>
+    const find = (description: string) =>
+      Object.getOwnPropertySymbols(probe).find((symbol) => symbol.description === description)
+    const bufferKey = find("kBuffer")
+    const callbackKey = find("kBufferCb")
+    const generatorKey = find("kBufferGen")
+    probe.destroy()
+    if (bufferKey === undefined || callbackKey === undefined || generatorKey === undefined) return undefined
+    if (state[bufferKey] !== buffer || state[callbackKey] !== callback || state[generatorKey] !== null) return undefined
+    return { buffer: bufferKey, callback: callbackKey, generator: generatorKey }
+  } catch {
+    return undefined
+  }
+})()
+
+interface StreamHandle {
+  readonly useUserBuffer?: unknown
+  /** (TLS) the handle it decrypts the bytes of */
+  readonly _parent?: StreamHandle | null
+}
+
+/**
+ * Whether the reads of `handle` come from the event loop only, never while JavaScript runs: a TCP
+ * or pipe handle, or TLS over one (a TLS socket over a JavaScript stream reads when that stream
+ * emits, which can be from inside another socket's read: both would read into the shared buffer).
+ */
+const readsFromEventLoop = (handle: StreamHandle): boolean => {
+  for (let at: StreamHandle | null | undefined = handle, depth = 0; at != null && depth < 8; at = at._parent, depth++) {
+    const kind = at.constructor?.name
+    if (kind === "TCP" || kind === "Pipe") return true
+    if (kind !== "TLSWrap") return false
+  }
+  return false
+}
+
+/**
+ * Makes `socket` read into the shared buffer and hand every read to `onBytes` (a view of the
+ * shared buffer, valid only until `onBytes` returns), instead of emitting `data`. A `net.Socket`
+ * over TCP or IPC (a `tls.TLSSocket` over one decrypts into it) qualifies while it has nothing
+ * buffered and no `data` listener but `dataListeners` of the caller's; `false` for any other
+ * stream, which keeps its `data` events. Pausing and resuming the socket still stops and restarts its reads, and its
+ * end, errors and close are emitted as before.
+ */
+export const readIntoSharedBuffer = (
+  socket: Duplex,
+  dataListeners: number,
+  onBytes: (bytes: Buffer) => void
+): boolean => {
+  if (onreadKeys === undefined || !(socket instanceof Net.Socket)) return false
+  const handle = (socket as unknown as { readonly _handle?: StreamHandle | null })._handle
+  const state = socket as unknown as Record<symbol, unknown>
+  if (
+    handle == null || typeof handle.useUserBuffer !== "function" || !readsFromEventLoop(handle) ||
+    socket.destroyed || socket.connecting || socket.readableLength > 0 ||
+    socket.listenerCount("data") !== dataListeners || state[onreadKeys.buffer] != null
+  ) return false
+  const buffer = sharedBuffer ??= Buffer.allocUnsafeSlow(SHARED_READ_SIZE)
+  state[onreadKeys.buffer] = buffer
+  state[onreadKeys.callback] = (nread: number, into: Buffer) => {
+    onBytes(into.subarray(0, nread))
+  }
+  state[onreadKeys.generator] = null
+  ;(handle.useUserBuffer as (buffer: Buffer) => void).call(handle, buffer)
+  return true
+}
