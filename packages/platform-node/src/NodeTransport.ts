@@ -30,7 +30,11 @@ import { readIntoSharedBuffer } from "./internal/sharedReads.ts"
  * @since 0.1.0
  */
 export interface BufferOptions {
-  /** Bytes read ahead of the connection before the socket is paused. Default 64 KiB. */
+  /**
+   * Bytes read ahead of the connection before the socket is paused (the read that reaches them
+   * may bring more: up to 64 KiB, 256 KiB from a socket read into the shared buffer, see
+   * {@link fromDuplex}). Default 64 KiB.
+   */
   readonly highWaterMark?: number | undefined
   /**
    * Bytes the socket may hold, written but not yet handed to the operating system, before writes
@@ -146,9 +150,9 @@ const describeChunk = (chunk: unknown): string =>
  *
  * A socket over TCP or IPC (a `net.Socket`, or a `tls.TLSSocket` over one) with nothing buffered
  * and no `data` listener of its own is read without new memory per read, as with Node's `onread`
- * option: every such socket of the process reads into one buffer, whose bytes are copied once,
- * straight into the connection's buffers when it waits for them. Its `data` events then no
- * longer fire; its `end`, `error` and `close` events do.
+ * option: every such socket of the process reads into one buffer of 256 KiB, whose bytes are
+ * copied once, straight into the connection's buffers when it waits for them. Its `data` events
+ * then no longer fire; its `end`, `error` and `close` events do.
  *
  * @category constructors
  * @since 0.1.0

@@ -20,8 +20,13 @@
 import * as Net from "node:net"
 import type { Duplex } from "node:stream"
 
-/** The size of the shared buffer: a read takes at most this much (libuv reads 64 KiB at most too). */
-const SHARED_READ_SIZE = 64 * 1024
+/**
+ * The size of the shared buffer: a read takes at most this much. Node's own reads take at most
+ * 64 KiB; larger reads bring a large message in fewer system calls and wake-ups (measured on
+ * Node 24 over loopback: an echo server at 64 KiB and 1 MiB messages spends about a tenth less
+ * CPU per message with 256 KiB than with 64 KiB).
+ */
+const SHARED_READ_SIZE = 256 * 1024
 
 let sharedBuffer: Buffer | undefined = undefined
 
