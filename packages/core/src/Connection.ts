@@ -336,8 +336,9 @@ export interface Options {
   /**
    * How many received messages may wait for the consumer before reading pauses. Default 16. Once
    * a send finds the transport broken, the messages in what the transport still held are queued
-   * beyond it (none is dropped): as many as its read buffer holds (`socketBuffers.highWaterMark`,
-   * 64 KiB, over Node sockets; thousands of messages when they are tiny).
+   * beyond it (none is dropped): as many as its read buffer holds (over Node sockets
+   * `socketBuffers.highWaterMark`, 64 KiB, and the read that reached it; thousands of messages
+   * when they are tiny).
    */
   readonly messageBuffer?: number | undefined
   readonly keepalive?: KeepaliveOptions | undefined

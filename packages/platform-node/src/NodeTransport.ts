@@ -31,9 +31,9 @@ import { readIntoSharedBuffer } from "./internal/sharedReads.ts"
  */
 export interface BufferOptions {
   /**
-   * Bytes read ahead of the connection before the socket is paused (the read that reaches them
-   * may bring more: up to 64 KiB, 256 KiB from a socket read into the shared buffer, see
-   * {@link fromDuplex}). Default 64 KiB.
+   * Bytes read ahead of the connection before the socket is paused. The read that reaches them may
+   * bring more: what the stream delivers at once (up to 64 KiB from a socket read the usual way,
+   * 256 KiB from one read into the shared buffer, see {@link fromDuplex}). Default 64 KiB.
    */
   readonly highWaterMark?: number | undefined
   /**
@@ -148,11 +148,11 @@ const describeChunk = (chunk: unknown): string =>
  * the transport as a write that reports an error does, and the bytes of a stream in object mode
  * are counted for `writeBufferLimit`.
  *
- * A socket over TCP or IPC (a `net.Socket`, or a `tls.TLSSocket` over one) with nothing buffered
- * and no `data` listener of its own is read without new memory per read, as with Node's `onread`
- * option: every such socket of the process reads into one buffer of 256 KiB, whose bytes are
- * copied once, straight into the connection's buffers when it waits for them. Its `data` events
- * then no longer fire; its `end`, `error` and `close` events do.
+ * A `net.Socket` over TCP or IPC (not TLS) with nothing buffered, no encoding and no `data`
+ * listener of its own is read without new memory per read, as with Node's `onread` option: every
+ * such socket of the thread reads into one buffer of 256 KiB, whose bytes are copied straight into
+ * the connection's buffers when it waits for them (else into memory the transport keeps until it
+ * does). Its `data` events then no longer fire; its `end`, `error` and `close` events do.
  *
  * @category constructors
  * @since 0.1.0

@@ -470,13 +470,18 @@ describe("NodeTransport.fromDuplex", () => {
     { timeout: 60_000, arbitrary: { runs: 30 } }
   )
 
-  it.live("sockets read into the shared buffer, TLS ones too; other streams, and sockets with bytes or data listeners of their own, keep their data events", () =>
+  it.live("TCP sockets read into the shared buffer; TLS sockets, other streams, and sockets with bytes, an encoding or data listeners of their own keep their data events", () =>
     Effect.gen(function*() {
       const [, plain] = yield* socketPair
       assert.isTrue(readIntoSharedBuffer(plain, 0, () => {}), "a plain socket")
       assert.isFalse(readIntoSharedBuffer(plain, 0, () => {}), "only once")
+      // (Node decrypts at once what is pending when JavaScript writes, ends or renegotiates: a read
+      // inside whatever callback runs, maybe one that still uses the shared buffer)
       const [, secure] = yield* tlsPair
-      assert.isTrue(readIntoSharedBuffer(secure, 0, () => {}), "a TLS socket")
+      assert.isFalse(readIntoSharedBuffer(secure, 0, () => {}), "a TLS socket")
+      const [, decoding] = yield* socketPair
+      decoding.setEncoding("latin1")
+      assert.isFalse(readIntoSharedBuffer(decoding, 0, () => {}), "an encoding")
       const [, listened] = yield* socketPair
       listened.on("data", () => {})
       assert.isFalse(readIntoSharedBuffer(listened, 0, () => {}), "a data listener of its own")
@@ -487,8 +492,7 @@ describe("NodeTransport.fromDuplex", () => {
       while (waiting.readableLength === 0) yield* Effect.sleep("1 millis")
       assert.isFalse(readIntoSharedBuffer(waiting, 0, () => {}), "bytes buffered already")
       assert.isFalse(readIntoSharedBuffer(duplexPair()[0], 0, () => {}), "a Duplex")
-      // TLS over a stream that is not a socket: it reads when that stream emits, which may be from
-      // inside another socket's read
+      // nor TLS over a stream that is not a socket: it reads when that stream emits
       const { cert, key } = yield* certificate
       const [left, right] = duplexPair()
       const overStream = new Tls.TLSSocket(left, { isServer: true, cert, key })
@@ -728,4 +732,79 @@ describe("NodeTransport.fromDuplex over streams that are not sockets", () => {
       assert.isUndefined(waiting.pollUnsafe(), "the write waits")
       yield* Fiber.interrupt(waiting)
     }))
+})
+
+describe("NodeTransport.fromDuplex: reading ahead, pausing and ending, over TCP (read into the shared buffer) and TLS", () => {
+  it.live("a socket handed over paused, with nothing buffered yet, stops reading once highWaterMark bytes wait, as a socket read the usual way does", () =>
+    Effect.gen(function*() {
+      // (as from an upgrade listener that pauses the socket while it checks the request, then
+      // hands it over: Node's Readable stops reading once its own buffer is full)
+      const [client, accepted] = yield* socketPair
+      client.on("error", () => {})
+      accepted.pause()
+      const transport = NodeTransport.fromDuplex(accepted, { highWaterMark: 16 * 1024 })
+      const chunk = new Uint8Array(1024 * 1024)
+      for (let i = 0; i < 32; i++) client.write(chunk)
+      yield* Effect.sleep("300 millis")
+      assert.isBelow(accepted.bytesRead, 1024 * 1024, "what the transport read ahead of a reader that takes nothing")
+      // and what was read is all there
+      assert.strictEqual((yield* readExactly(transport, 256 * 1024)).length, 256 * 1024)
+    }))
+
+  it.live("a socket with an encoding set fails the transport, as for any stream with an encoding (its bytes are not read behind the encoding's back)", () =>
+    Effect.gen(function*() {
+      const [client, accepted] = yield* socketPair
+      accepted.setEncoding("latin1")
+      const transport = NodeTransport.fromDuplex(accepted)
+      client.write(new Uint8Array([1, 2, 3, 200]))
+      const error = yield* Effect.flip(transport.read(new Uint8Array(16)))
+      assert.strictEqual(error.message, "the stream delivers strings, not bytes (a stream with an encoding set, or in object mode)")
+    }))
+
+  for (const kind of ["TCP", "TLS"] as const) {
+    it.live(`${kind}: a transport nobody reads stops the socket's reads (what it read stays bounded), not only its data events`, () =>
+      Effect.gen(function*() {
+        const [client, accepted] = yield* (kind === "TLS" ? tlsPair : socketPair)
+        client.on("error", () => {})
+        NodeTransport.fromDuplex(accepted, { highWaterMark: 16 * 1024 })
+        const chunk = new Uint8Array(1024 * 1024)
+        for (let i = 0; i < 32; i++) client.write(chunk)
+        yield* Effect.sleep("300 millis")
+        // (highWaterMark, the read that reached it, and for TLS what one read of the wire decrypts to)
+        assert.isBelow(accepted.bytesRead, 1024 * 1024)
+      }))
+
+    it.live(`${kind}: bytes then the peer's end, all sent while the transport is paused: every byte, then the end`, () =>
+      Effect.gen(function*() {
+        const [client, accepted] = yield* (kind === "TLS" ? tlsPair : socketPair)
+        const transport = NodeTransport.fromDuplex(accepted, { highWaterMark: 1024 })
+        const sent = noise(2 * 1024 * 1024 + 17, 23)
+        client.end(sent)
+        yield* Effect.sleep("100 millis")
+        assert.deepStrictEqual(yield* readExactly(transport, sent.length), sent)
+        assert.strictEqual(yield* transport.read(new Uint8Array(8)), 0)
+      }))
+
+    for (const how of ["close", "destroy"] as const) {
+      it.live(`${kind}: ${how} from inside the read callback (more reads of the same batch pending): released, the reader woken once`, () =>
+        Effect.gen(function*() {
+          const [client, accepted] = yield* (kind === "TLS" ? tlsPair : socketPair)
+          client.on("error", () => {})
+          const transport = NodeTransport.fromDuplex(accepted)
+          let wakes = 0
+          let closed = false
+          accepted.once("close", () => void (closed = true))
+          transport.whenReadable!(() => {
+            wakes++
+            assert.strictEqual(transport.tryRead!(new Uint8Array(100)), 100)
+            Effect.runSync(how === "close" ? transport.close : transport.destroy!)
+          })
+          client.once("end", () => client.end())
+          client.write(noise(200 * 1024, 25))
+          for (let i = 0; i < 200 && !closed; i++) yield* Effect.sleep("5 millis")
+          assert.isTrue(closed, "the socket is released")
+          assert.strictEqual(wakes, 1)
+        }))
+    }
+  }
 })

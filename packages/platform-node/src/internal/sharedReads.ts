@@ -1,5 +1,5 @@
 /**
- * Reads into one buffer shared by the process's sockets: Node's `onread` option of
+ * Reads into one buffer shared by the sockets of a thread: Node's `onread` option of
  * `net.Socket`, turned on for a socket that already exists (one that `node:http` handed over
  * after an upgrade, which no public option can reach).
  *
@@ -7,8 +7,11 @@
  * which the collector must account for and free) and passes it through the `Readable` machinery
  * as a `data` event. With the shared buffer, each read lands in the same memory and goes straight
  * to a callback, which must copy out what it keeps before it returns: the next read of any socket
- * overwrites it. (Reads run one at a time, from the event loop, never inside JavaScript that runs
- * already, so one buffer serves every socket of a thread.)
+ * overwrites it. The reads of a TCP or pipe handle run one at a time, from the event loop's poll,
+ * never inside JavaScript that runs already, so one buffer serves every such socket of a thread.
+ * TLS sockets are left out: a write, an end or a renegotiation from JavaScript can make Node
+ * decrypt pending bytes at once, a read inside whatever callback is running, maybe one that still
+ * uses the shared buffer.
  *
  * Node keeps the `onread` option under symbols of its own (`kBuffer`, `kBufferCb`, `kBufferGen`)
  * and tells the socket's handle with `useUserBuffer`; both are found by feature detection on a
@@ -62,31 +65,24 @@ const onreadKeys: OnreadKeys | undefined = (() => {
 
 interface StreamHandle {
   readonly useUserBuffer?: unknown
-  /** (TLS) the handle it decrypts the bytes of */
-  readonly _parent?: StreamHandle | null
 }
 
 /**
- * Whether the reads of `handle` come from the event loop only, never while JavaScript runs: a TCP
- * or pipe handle, or TLS over one (a TLS socket over a JavaScript stream reads when that stream
- * emits, which can be from inside another socket's read: both would read into the shared buffer).
+ * Whether the reads of `handle` come from the event loop's poll only, never while JavaScript
+ * runs: a TCP or pipe handle (not TLS, nor a handle over a JavaScript stream).
  */
 const readsFromEventLoop = (handle: StreamHandle): boolean => {
-  for (let at: StreamHandle | null | undefined = handle, depth = 0; at != null && depth < 8; at = at._parent, depth++) {
-    const kind = at.constructor?.name
-    if (kind === "TCP" || kind === "Pipe") return true
-    if (kind !== "TLSWrap") return false
-  }
-  return false
+  const kind = handle.constructor?.name
+  return kind === "TCP" || kind === "Pipe"
 }
 
 /**
  * Makes `socket` read into the shared buffer and hand every read to `onBytes` (a view of the
  * shared buffer, valid only until `onBytes` returns), instead of emitting `data`. A `net.Socket`
- * over TCP or IPC (a `tls.TLSSocket` over one decrypts into it) qualifies while it has nothing
- * buffered and no `data` listener but `dataListeners` of the caller's; `false` for any other
- * stream, which keeps its `data` events. Pausing and resuming the socket still stops and restarts its reads, and its
- * end, errors and close are emitted as before.
+ * over TCP or IPC qualifies while it has nothing buffered, no encoding, and no `data` listener
+ * but `dataListeners` of the caller's; `false` for any other stream (TLS, or any `Duplex`), which
+ * keeps its `data` events. Pausing and resuming the socket stops and restarts its reads (a socket
+ * handed over paused stays paused), and its end, errors and close are emitted as before.
  */
 export const readIntoSharedBuffer = (
   socket: Duplex,
@@ -99,7 +95,8 @@ export const readIntoSharedBuffer = (
   if (
     handle == null || typeof handle.useUserBuffer !== "function" || !readsFromEventLoop(handle) ||
     socket.destroyed || socket.connecting || socket.readableLength > 0 ||
-    socket.listenerCount("data") !== dataListeners || state[onreadKeys.buffer] != null
+    socket.readableEncoding !== null || socket.listenerCount("data") !== dataListeners ||
+    state[onreadKeys.buffer] != null
   ) return false
   const buffer = sharedBuffer ??= Buffer.allocUnsafeSlow(SHARED_READ_SIZE)
   state[onreadKeys.buffer] = buffer
@@ -108,5 +105,7 @@ export const readIntoSharedBuffer = (
   }
   state[onreadKeys.generator] = null
   ;(handle.useUserBuffer as (buffer: Buffer) => void).call(handle, buffer)
+  // (a pause made before only stopped `data` events, the socket kept reading: now it stops reading)
+  if (socket.isPaused()) socket.pause()
   return true
 }
