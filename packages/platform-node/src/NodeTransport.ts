@@ -224,8 +224,8 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
     }
     arrived(chunk)
   })
-  // A socket reads into memory shared by every socket: a waiting reader copies what it
-  // takes at once, and what it did not take is copied out before the next read overwrites it.
+  // A TCP or pipe socket reads into memory shared by every such socket: a waiting reader copies
+  // what it takes at once, and what it did not take is copied out before the next read overwrites it.
   readIntoSharedBuffer(socket, 1, (bytes) => {
     if (discarding || failure !== undefined) return
     arrived(bytes)
