@@ -4,10 +4,11 @@
  */
 import { Connection, Transport, WebSocket } from "@effect-websocket/core"
 import { assert, describe, it } from "@effect/vitest"
-import { Arbitrary, Effect, Fiber, Option, Scheduler, Schema, Stream } from "effect"
+import { Arbitrary, Effect, Fiber, Option, Scheduler, Stream } from "effect"
 import * as Net from "node:net"
 import { Duplex, type DuplexOptions, duplexPair } from "node:stream"
 import * as Tls from "node:tls"
+import { int, seededBytes } from "../../core/test/engine/helpers.ts"
 import { NodeTransport } from "../src/index.ts"
 import { readIntoSharedBuffer } from "../src/internal/sharedReads.ts"
 import { certificate } from "./interop/helpers.ts"
@@ -66,18 +67,8 @@ const readExactly = (transport: Transport.Transport, length: number) =>
 
 const pattern = (length: number, seed: number) => Uint8Array.from({ length }, (_, i) => (i * 31 + seed) & 0xff)
 
-/** `length` bytes without a period (xorshift from `seed`): a chunk read into the wrong place shows. */
-const noise = (length: number, seed: number) => {
-  const out = new Uint8Array(length)
-  let x = seed | 1
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13
-    x ^= x >>> 17
-    x ^= x << 5
-    out[i] = x & 0xff
-  }
-  return out
-}
+/** `length` bytes without a period: a chunk read into the wrong place shows. */
+const noise = seededBytes
 
 /** Waits until `socket` has read `bytes` bytes (whoever took them). */
 const untilRead = (socket: Net.Socket, bytes: number) =>
@@ -85,7 +76,6 @@ const untilRead = (socket: Net.Socket, bytes: number) =>
     while (socket.bytesRead < bytes) yield* Effect.sleep("1 millis")
   })
 
-const int = (minimum: number, maximum: number) => Arbitrary.schema(Schema.Int.check(Schema.isBetween({ minimum, maximum })))
 
 describe("NodeTransport.fromDuplex", () => {
   it.live("copied writes may be reused at once; owned buffers go out as they are, whatever their size", () =>

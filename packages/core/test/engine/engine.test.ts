@@ -28,6 +28,7 @@ import {
   next,
   parseFrames,
   RFC_KEY,
+  seededBytes,
   send,
   sendAndDrain,
   stepBytes,
@@ -1687,18 +1688,6 @@ describe("abort (spec 3.10)", () => {
 // Client and server engines back to back (properties)
 // ---------------------------------------------------------------------------------------------
 
-/** Bytes from a 32-bit seed (xorshift), for long random payloads without a generated array per byte. */
-const seededBytes = (length: number, seed: number): Uint8Array => {
-  const out = new Uint8Array(length)
-  let x = seed | 1
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13
-    x ^= x >>> 17
-    x ^= x << 5
-    out[i] = x & 0xff
-  }
-  return out
-}
 
 type Content = { readonly text: string } | { readonly bytes: Uint8Array }
 

@@ -23,6 +23,22 @@ import { Arbitrary, Schema } from "effect"
 // Bytes
 // ---------------------------------------------------------------------------------------------
 
+/**
+ * Bytes from a 32-bit seed (xorshift), for long random payloads without a generated array per
+ * byte; without a period, so that bytes put in the wrong place show.
+ */
+export const seededBytes = (length: number, seed: number): Uint8Array => {
+  const out = new Uint8Array(length)
+  let x = seed | 1
+  for (let i = 0; i < length; i++) {
+    x ^= x << 13
+    x ^= x >>> 17
+    x ^= x << 5
+    out[i] = x & 0xff
+  }
+  return out
+}
+
 /** Bytes from hex, whitespace ignored: `hex("81 05 48656c6c6f")`. */
 export const hex = (s: string): Uint8Array =>
   Uint8Array.from(s.replace(/\s+/g, "").match(/../g) ?? [], (h) => parseInt(h, 16))
