@@ -195,8 +195,32 @@ const requireState = (
 }
 
 /**
+ * Runs a handshake call that may wait (for the accept digest, where it is awaited) unless another
+ * one on the handle is under way: the second of two calls at once fails at once with
+ * `InvalidProtocolOperation`, whichever digest would come first, and the first call's outcome holds.
+ */
+const oneCallAtATime = <A, E, R>(
+  handle: HandleImpl,
+  operation: string,
+  effect: Effect.Effect<A, E, R>
+): Effect.Effect<A, E | InvalidProtocolOperation, R> =>
+  Effect.suspend((): Effect.Effect<A, E | InvalidProtocolOperation, R> => {
+    if (handle.handshakeCallUnderWay) {
+      return Effect.fail(
+        new InvalidProtocolOperation({
+          operation,
+          state: handle.stateName,
+          message: `${operation} is not allowed: another handshake call on this handle is under way`
+        })
+      )
+    }
+    handle.handshakeCallUnderWay = true
+    return Effect.ensuring(effect, Effect.sync(() => void (handle.handshakeCallUnderWay = false)))
+  })
+
+/**
  * Marks the handle failed when `effect` fails, if it is still in the state `from` the call started
- * in: one deleted meanwhile, or opened or failed by another call, stays as that left it.
+ * in: one deleted or aborted meanwhile stays as that left it.
  */
 const failsHandle = <A, E, R>(
   handle: HandleImpl,
@@ -365,7 +389,11 @@ const endClient = Effect.fnUntraced(function*(handle: HandleImpl, given: ClientH
   const response = yield* Handshake.readOptions("response", given ?? ({} as ClientHandshakeResponse), ["responseHeaders"])
   // (a call that is not allowed, on a server handle, or with an option of another name is the
   // caller's mistake and leaves the handle as it was; what the server sent fails the handle)
-  return yield* failsHandle(handle, HandleState.HandshakeStarted, checkResponse(handle, response))
+  return yield* oneCallAtATime(
+    handle,
+    "endClientHandshake",
+    failsHandle(handle, HandleState.HandshakeStarted, checkResponse(handle, response))
+  )
 })
 
 /** The server's response checked (see {@link endClientHandshake}), and the session opened. */
@@ -374,8 +402,8 @@ const checkResponse = Effect.fnUntraced(function*(handle: HandleImpl, response: 
   yield* Handshake.checkUpgradeHeaders(headers, "response")
   const accept = yield* Handshake.decodeRequired(HandshakeHeaders.SecWebSocketAccept, headers, "Sec-WebSocket-Accept")
   const expected = yield* Handshake.computeAccept(handle.crypto, handle.key!)
-  // (the digest may take a turn of the event loop: the handle may have been deleted, or opened or
-  // failed by another call, meanwhile; this call then fails and leaves it as it is)
+  // (the digest may take a turn of the event loop: the handle may have been deleted or aborted
+  // meanwhile; this call then fails and leaves it as it is)
   yield* requireState(handle, "endClientHandshake", HandleState.HandshakeStarted)
   if (accept !== expected) {
     return yield* new InvalidProtocolFormat({
@@ -446,7 +474,8 @@ const checkResponse = Effect.fnUntraced(function*(handle: HandleImpl, response: 
  * header, a wrong accept value or an extension selected twice; `UnsupportedSubprotocol` /
  * `UnsupportedExtension` when the server selected something that was not offered;
  * `InvalidParameter` for an option of another name (a misspelt `responseHeaders`);
- * `InvalidProtocolOperation` unless {@link beginClientHandshake} came first. An
+ * `InvalidProtocolOperation` unless {@link beginClientHandshake} came first, or while another
+ * `endClientHandshake` on the handle is under way (the first call's outcome holds). An
  * `InvalidParameter` or `InvalidProtocolOperation` leaves the handle as it was; after any other
  * failure the handle accepts only `abortHandle` and `deleteHandle`.
  *
@@ -514,7 +543,11 @@ const beginServer = Effect.fnUntraced(function*(handle: HandleImpl, given: Serve
   // (untyped callers may give nothing: the missing header list is malformed, not a crash)
   const selection = yield* readSelection(given ?? ({} as ServerHandshakeOptions))
   // (the application's own mistakes above leave the handle as it was; the request fails it)
-  return yield* failsHandle(handle, HandleState.Created, answerRequest(handle, selection))
+  return yield* oneCallAtATime(
+    handle,
+    "beginServerHandshake",
+    failsHandle(handle, HandleState.Created, answerRequest(handle, selection))
+  )
 })
 
 /** The options of {@link beginServerHandshake} with the application's selection decoded. */
@@ -546,7 +579,7 @@ const readSelection = Effect.fnUntraced(function*(given: ServerHandshakeOptions)
 const answerRequest = Effect.fnUntraced(function*(handle: HandleImpl, { extensions, options, subprotocol }: ServerSelection) {
   const { key, offeredExtensions, offeredSubprotocols } = yield* Handshake.checkRequest(() => options.requestHeaders)
   const accept = yield* Handshake.computeAccept(handle.crypto, key)
-  // (as in checkResponse: a handle deleted, or begun by another call, meanwhile is left as it is)
+  // (as in checkResponse: a handle deleted meanwhile is left as it is)
   yield* requireState(handle, "beginServerHandshake", HandleState.Created)
   const responseHeaders: Array<HttpHeader.HttpHeader> = [
     { name: "Connection", value: "Upgrade" },
@@ -596,7 +629,8 @@ const answerRequest = Effect.fnUntraced(function*(handle: HandleImpl, { extensio
  * `Sec-WebSocket-Version`, answered 400 with `Sec-WebSocket-Version: 13`),
  * `UnsupportedSubprotocol` / `UnsupportedExtension` when the selection was not offered,
  * `InvalidParameter` when the selection is malformed, names an extension twice (or an option has
- * another name), and `InvalidProtocolOperation` unless the handle was just created. The
+ * another name), and `InvalidProtocolOperation` unless the handle was just created, or while
+ * another `beginServerHandshake` on it is under way (the first call's outcome holds). The
  * selection is checked before the request: an `InvalidParameter` or `InvalidProtocolOperation`
  * leaves the handle as it was; after any other failure the handle accepts only `abortHandle` and
  * `deleteHandle`.

@@ -592,8 +592,42 @@ describe("handle life cycle", () => {
         { startImmediately: true }
       )
       assert.strictEqual((yield* Fiber.join(first))._tag, "InvalidProtocolFormat")
-      assert.match((yield* Fiber.join(second)).message, /the handshake failed/)
+      assert.match((yield* Fiber.join(second)).message, /another handshake call on this handle is under way/)
       assert.include(String(failing.client), "Failed")
+    }))
+
+  it.effect("two handshake calls at once: the second fails at once, even when its digest would come before the first one's", () =>
+    Effect.gen(function*() {
+      // (a Web Crypto whose first digest comes last: the thread pool of a busy machine may do that)
+      const firstDigestLast = () => {
+        let calls = 0
+        return Layer.succeed(WebCrypto, {
+          getRandomValues: globalThis.crypto.getRandomValues.bind(globalThis.crypto),
+          subtle: {
+            digest: async (algorithm: string, data: Uint8Array<ArrayBuffer>) => {
+              if (calls++ === 0) await new Promise((resolve) => setTimeout(resolve, 30))
+              return globalThis.crypto.subtle.digest(algorithm, data)
+            }
+          }
+        } as unknown as typeof globalThis.crypto)
+      }
+      const both = <A, E>(handshake: Effect.Effect<A, E>) =>
+        Effect.gen(function*() {
+          const first = yield* Effect.forkChild(handshake, { startImmediately: true })
+          const second = yield* Effect.forkChild(Effect.flip(handshake), { startImmediately: true })
+          const error = (yield* Fiber.join(second)) as WebSocketError.WebSocketError
+          assert.strictEqual(error._tag, "InvalidProtocolOperation")
+          assert.match(error.message, /another handshake call on this handle is under way/)
+          return yield* Fiber.join(first)
+        })
+      const server = yield* WebSocket.createServerHandle().pipe(Effect.provide(firstDigestLast()))
+      yield* both(WebSocket.beginServerHandshake(server, { requestHeaders: validRequest }))
+      assert.include(String(server), "HandshakeStarted")
+      const client = yield* WebSocket.createClientHandle().pipe(Effect.provide(firstDigestLast()))
+      const { requestHeaders } = yield* WebSocket.beginClientHandshake(client, { initialHeaders: [{ name: "Host", value: "h" }] })
+      const { responseHeaders } = yield* WebSocket.beginServerHandshake(yield* WebSocket.createServerHandle(), { requestHeaders })
+      yield* both(WebSocket.endClientHandshake(client, { responseHeaders }))
+      assert.include(String(client), "Open")
     }))
 
   it.effect("a server handle takes the server defaults: an allocated buffer of 4096 + 16 + 256 bytes is enough", () =>

@@ -40,6 +40,8 @@ export class HandleImpl {
   offeredSubprotocols: ReadonlyArray<string> = NONE
   /** Client: the names of the extensions offered, in order. */
   offeredExtensions: ReadonlyArray<string> = NONE
+  /** Whether a handshake call that may wait (for the accept digest) is under way. */
+  handshakeCallUnderWay = false
   readonly kind: "client" | "server"
   readonly properties: Property.HandleProperties
   readonly crypto: WebCryptoApi
