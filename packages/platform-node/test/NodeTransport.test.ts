@@ -67,14 +67,18 @@ const readExactly = (transport: Transport.Transport, length: number) =>
 
 const pattern = (length: number, seed: number) => Uint8Array.from({ length }, (_, i) => (i * 31 + seed) & 0xff)
 
-/** `length` bytes without a period: a chunk read into the wrong place shows. */
-const noise = seededBytes
+/** Waits until `condition` holds, for at most 5 seconds. */
+const until = (condition: () => boolean, what: string) =>
+  Effect.gen(function*() {
+    for (let waited = 0; !condition(); waited++) {
+      if (waited === 5000) return yield* Effect.die(`${what} after 5 seconds`)
+      yield* Effect.sleep("1 millis")
+    }
+  })
 
 /** Waits until `socket` has read `bytes` bytes (whoever took them). */
 const untilRead = (socket: Net.Socket, bytes: number) =>
-  Effect.gen(function*() {
-    while (socket.bytesRead < bytes) yield* Effect.sleep("1 millis")
-  })
+  until(() => socket.bytesRead >= bytes, `${socket.bytesRead} of ${bytes} bytes read`)
 
 
 describe("NodeTransport.fromDuplex", () => {
@@ -298,10 +302,10 @@ describe("NodeTransport.fromDuplex", () => {
       const [client, accepted] = yield* socketPair
       const b = NodeTransport.fromDuplex(accepted, { highWaterMark: 16 * 1024 })
       const total = 512 * 1024
-      client.write(noise(total, 6))
+      client.write(seededBytes(total, 6))
       yield* Effect.sleep("100 millis")
       assert.isTrue(accepted.isPaused(), "paused while the transport holds highWaterMark bytes")
-      assert.deepStrictEqual(yield* readExactly(b, total), noise(total, 6))
+      assert.deepStrictEqual(yield* readExactly(b, total), seededBytes(total, 6))
     }))
 
   it.live("a reader that keeps up never pauses the socket", () =>
@@ -434,8 +438,8 @@ describe("NodeTransport.fromDuplex", () => {
         const one = NodeTransport.fromDuplex(accepted1, { highWaterMark: 1024 * 1024 })
         const two = NodeTransport.fromDuplex(accepted2, { highWaterMark: 1024 * 1024 })
         const total = chunks.reduce((a, b) => a + b, 0)
-        const sent1 = noise(total, seed)
-        const sent2 = noise(total, seed + 1)
+        const sent1 = seededBytes(total, seed)
+        const sent2 = seededBytes(total, seed + 1)
         let at = 0
         for (const size of chunks) {
           client1.write(sent1.subarray(at, at + size))
@@ -479,7 +483,7 @@ describe("NodeTransport.fromDuplex", () => {
       const [writer, waiting] = yield* socketPair
       waiting.pause()
       writer.write("bytes")
-      while (waiting.readableLength === 0) yield* Effect.sleep("1 millis")
+      yield* until(() => waiting.readableLength > 0, "nothing buffered")
       assert.isFalse(readIntoSharedBuffer(waiting, 0, () => {}), "bytes buffered already")
       assert.isFalse(readIntoSharedBuffer(duplexPair()[0], 0, () => {}), "a Duplex")
       // nor TLS over a stream that is not a socket: it reads when that stream emits
@@ -499,7 +503,7 @@ describe("NodeTransport.fromDuplex", () => {
       const transport = NodeTransport.fromDuplex(accepted, { highWaterMark: 1024 * 1024 })
       const chunks = [1, 700, 16 * 1024, 5, 40 * 1024, 3000, 16 * 1024 + 1]
       const total = chunks.reduce((a, b) => a + b, 0)
-      const sent = noise(total, 99)
+      const sent = seededBytes(total, 99)
       let at = 0
       for (const size of chunks) {
         client.write(sent.subarray(at, at + size))
@@ -768,7 +772,7 @@ describe("NodeTransport.fromDuplex: reading ahead, pausing and ending, over TCP 
       Effect.gen(function*() {
         const [client, accepted] = yield* (kind === "TLS" ? tlsPair : socketPair)
         const transport = NodeTransport.fromDuplex(accepted, { highWaterMark: 1024 })
-        const sent = noise(2 * 1024 * 1024 + 17, 23)
+        const sent = seededBytes(2 * 1024 * 1024 + 17, 23)
         client.end(sent)
         yield* Effect.sleep("100 millis")
         assert.deepStrictEqual(yield* readExactly(transport, sent.length), sent)
@@ -790,7 +794,7 @@ describe("NodeTransport.fromDuplex: reading ahead, pausing and ending, over TCP 
             Effect.runSync(how === "close" ? transport.close : transport.destroy!)
           })
           client.once("end", () => client.end())
-          client.write(noise(200 * 1024, 25))
+          client.write(seededBytes(200 * 1024, 25))
           for (let i = 0; i < 200 && !closed; i++) yield* Effect.sleep("5 millis")
           assert.isTrue(closed, "the socket is released")
           assert.strictEqual(wakes, 1)
