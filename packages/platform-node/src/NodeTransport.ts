@@ -229,12 +229,12 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
   readIntoSharedBuffer(socket, 1, (bytes) => {
     if (discarding || failure !== undefined) return
     arrived(bytes)
+    // (untaken, the read is the chunk being taken or, behind others, the last one queued)
     if (current === bytes) {
       current = Buffer.from(bytes.subarray(head))
       head = 0
-    } else {
-      const i = later.indexOf(bytes)
-      if (i >= 0) later[i] = Buffer.from(bytes)
+    } else if (later.length > 0 && later[later.length - 1] === bytes) {
+      later[later.length - 1] = Buffer.from(bytes)
     }
   })
   socket.on("end", () => {
