@@ -1,7 +1,9 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Arbitrary, Schema } from "effect"
+import { Arbitrary, Effect, Schema } from "effect"
 import { execFileSync } from "node:child_process"
 import { createRequire } from "node:module"
+import * as V8 from "node:v8"
+import * as Vm from "node:vm"
 import {
   applyMask,
   applyMaskPortable,
@@ -296,4 +298,27 @@ describe("masking (RFC 6455 section 5.3)", () => {
       }
     }
   )
+})
+
+describe("memory", () => {
+  V8.setFlagsFromString("--expose-gc")
+  const gc = Vm.runInNewContext("gc") as () => void
+
+  it.live("masking a large buffer does not keep it in memory (the word views kept for speed are of small buffers only)", () =>
+    Effect.gen(function*() {
+      const key = hex("37fa213d")
+      const held = (() => {
+        const large = new Uint8Array(4 * 1024 * 1024 + 3)
+        applyMaskPortable(large, 1, large.length, key, 0)
+        const other = new Uint8Array(2 * 1024 * 1024)
+        maskIntoPortable(large, 0, other.length, other, 0, key, 0)
+        return [new WeakRef(large.buffer), new WeakRef(other.buffer)]
+      })()
+      // (a weak reference holds its target until the current job ends)
+      for (let i = 0; i < 3 && held.some((ref) => ref.deref() !== undefined); i++) {
+        yield* Effect.sleep("10 millis")
+        gc()
+      }
+      assert.deepStrictEqual(held.map((ref) => ref.deref() === undefined), [true, true])
+    }))
 })

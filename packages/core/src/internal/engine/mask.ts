@@ -136,7 +136,10 @@ export const MASK_INTO_WORD_THRESHOLD = 112
 
 // Micro-optimisation: a word view costs about 20 ns to create; an engine masks in the same two
 // buffers (receive and send) over and over, so the views of the last two are kept. Reading a typed
-// array's `buffer` costs about 9 ns too, so the array masked last is remembered as well.
+// array's `buffer` costs about 9 ns too, so the array masked last is remembered as well. Only views
+// of buffers up to MAX_CACHED_BUFFER are kept: a large message's own buffer, masked once, would
+// otherwise stay in memory as long as the process masks nothing else.
+const MAX_CACHED_BUFFER = 1024 * 1024
 let cachedBuffer0: ArrayBufferLike | undefined = undefined
 let cachedView0: Int32Array = new Int32Array(0)
 let cachedBuffer1: ArrayBufferLike | undefined = undefined
@@ -148,6 +151,7 @@ let lastArrayView: Int32Array = new Int32Array(0)
 const wordView = (data: Uint8Array, minWords: number): Int32Array => {
   if (data === lastArray && minWords <= lastArrayView.length) return lastArrayView
   const buffer = data.buffer
+  if (buffer.byteLength > MAX_CACHED_BUFFER) return new Int32Array(buffer, 0, buffer.byteLength >>> 2)
   let view: Int32Array
   // a cached view is stale if the buffer was resized since
   if (buffer === cachedBuffer0 && cachedView0.length === buffer.byteLength >>> 2) {
