@@ -255,7 +255,8 @@ const newEngine = (isClient: boolean): Engine => {
 
 /**
  * Ours, receive side. The masked direction is a server receiving from a client. Every transport
- * chunk is copied into the engine's ReceiveFromNetwork buffer (as a driver must). The consumer
+ * chunk is copied into the engine's ReceiveFromNetwork buffer (as a driver must; with the
+ * handle's unmasking copy where it offers one, as connections do). The consumer
  * gets every message whole: a message delivered in one chunk is used as is (a view into the
  * engine's buffer, like ws's zero-copy view into the socket buffer); the chunks of a message
  * delivered in several are copied into one new buffer, as ws concatenates fragments (and frames
@@ -295,7 +296,11 @@ const oursDecode = (config: Config, wire: Wire): Session => {
         const room = readBuffer.length
         const left = chunk.length - offset
         const n = left < room ? left : room
-        readBuffer.set(n === chunk.length ? chunk : chunk.subarray(offset, offset + n), 0)
+        // (as the connection does: a masked payload read straight into the message's buffer is
+        // unmasked as it is copied, with the handle's copy)
+        const copy = engine.copyForRead
+        if (copy !== undefined) copy(chunk, offset, offset + n, readBuffer, 0)
+        else readBuffer.set(n === chunk.length ? chunk : chunk.subarray(offset, offset + n), 0)
         offset += n
         if (offset === chunk.length) {
           ci++

@@ -1374,8 +1374,14 @@ export const make = (
           receiveQueued = true
         }
         if (readId !== 0) {
-          // Micro-optimisation: bytes already there are taken without an effect.
-          const n = transport.tryRead === undefined ? -1 : transport.tryRead(readBuffer)
+          // Micro-optimisation: bytes already there are taken without an effect; a masked payload
+          // read straight into a message's buffer is unmasked as the transport copies it.
+          const copy = engine.copyForRead
+          const n = copy !== undefined && transport.tryReadWith !== undefined
+            ? transport.tryReadWith(readBuffer, copy)
+            : transport.tryRead === undefined
+            ? -1
+            : transport.tryRead(readBuffer)
           if (n === -1) return lost !== undefined ? STEP_LOST : STEP_READ
           stepFailure = badReadCount("tryRead", n, readBuffer.length)
           if (stepFailure !== undefined) return STEP_THREW

@@ -38,6 +38,15 @@ export class TransportError extends Schema.TaggedError<TransportError>()("Transp
 }
 
 /**
+ * Copies `source[start, end)` into `target` from `targetStart`: what a reader gives
+ * {@link Transport}'s `tryReadWith` (a connection's copy unmasks a masked payload as it goes).
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type Copy = (source: Uint8Array, start: number, end: number, target: Uint8Array, targetStart: number) => void
+
+/**
  * One connected byte stream.
  *
  * **Details**
@@ -64,6 +73,11 @@ export class TransportError extends Schema.TaggedError<TransportError>()("Transp
  *   or -1 when there are none yet (or the transport failed), and the caller uses `read`. Any other
  *   value (another negative number, more than `buffer` holds) ends the connection (1006), as a
  *   `read` that returns no byte count does.
+ * - `tryReadWith(buffer, copy)`, optional, is `tryRead` where the bytes are copied into `buffer`
+ *   with `copy(source, start, end, buffer, at)` (`source[start, end)` to `buffer[at, ...)`, in
+ *   order from the buffer's start) rather than by the transport. Connections pass a copy that
+ *   unmasks a masked payload as it goes (large payloads are then gone over once instead of twice);
+ *   without it they use `tryRead`. A wrapper that changes what reads return leaves it out.
  * - `whenReadable(listener)`, optional, calls `listener` once a `read` would not wait (bytes, the
  *   end or a failure are there): at once when that is so already, else from the transport's own
  *   event (a socket's; for a memory pair, the peer's write, end or close, or a later turn of the
@@ -101,6 +115,7 @@ export interface Transport {
   readonly destroy?: Effect.Effect<void> | undefined
   readonly tryWrite?: ((buffers: ReadonlyArray<Uint8Array>, owned?: boolean) => boolean) | undefined
   readonly tryRead?: ((buffer: Uint8Array) => number) | undefined
+  readonly tryReadWith?: ((buffer: Uint8Array, copy: Copy) => number) | undefined
   readonly whenReadable?: ((listener: (() => void) | undefined) => void) | undefined
   readonly allocate?: ((size: number) => Uint8Array) | undefined
   readonly bufferedAmount?: (() => number) | undefined
@@ -213,14 +228,15 @@ class Pipe {
       EventLoop.wake(this.writersWaiting.shift()!)
     }
   }
-  /** Copies what is buffered into `buffer`; -1 when nothing is and the pipe is still open. */
-  take(buffer: Uint8Array): number {
+  /** Copies what is buffered into `buffer` (with `copy` when given); -1 when nothing is and the pipe is still open. */
+  take(buffer: Uint8Array, copy?: Copy): number {
     if (this.buffered === 0) return this.ended || this.broken || this.discarding ? 0 : -1
     let n = 0
     while (n < buffer.length && this.chunks.size > 0) {
       const chunk = this.chunks.peek()!
       const count = Math.min(buffer.length - n, chunk.length - this.head)
-      buffer.set(count === chunk.length ? chunk : chunk.subarray(this.head, this.head + count), n)
+      if (copy !== undefined) copy(chunk, this.head, this.head + count, buffer, n)
+      else buffer.set(count === chunk.length ? chunk : chunk.subarray(this.head, this.head + count), n)
       n += count
       this.head += count
       if (this.head === chunk.length) {
@@ -353,8 +369,9 @@ const memoryEnd = (incoming: Pipe, outgoing: Pipe): Transport => {
   const close = shut(false)
   const destroy = shut(true)
   const tryRead = (buffer: Uint8Array): number => incoming.take(buffer)
+  const tryReadWith = (buffer: Uint8Array, copy: Copy): number => incoming.take(buffer, copy)
   const bufferedAmount = (): number => outgoing.buffered
-  return make({ read, write, end, close, destroy, tryWrite, tryRead, whenReadable, bufferedAmount })
+  return make({ read, write, end, close, destroy, tryWrite, tryRead, tryReadWith, whenReadable, bufferedAmount })
 }
 
 /**

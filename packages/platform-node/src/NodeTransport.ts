@@ -308,15 +308,16 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
     }
   }
 
-  /** Copies buffered bytes into `buffer`; -1 when there are none yet. */
-  const take = (buffer: Uint8Array): number => {
+  /** Copies buffered bytes into `buffer` (with `copy` when given); -1 when there are none yet. */
+  const take = (buffer: Uint8Array, copy?: Transport.Copy): number => {
     if (buffered === 0) return ended || failure !== undefined ? 0 : -1
     let n = 0
     while (n < buffer.length && current !== undefined) {
       const chunk = current
       const count = Math.min(buffer.length - n, chunk.length - head)
-      // (`copy` makes no view of the part copied, as `subarray` would)
-      chunk.copy(buffer, n, head, head + count)
+      // (`Buffer#copy` makes no view of the part copied, as `subarray` would)
+      if (copy !== undefined) copy(chunk, head, head + count, buffer, n)
+      else chunk.copy(buffer, n, head, head + count)
       n += count
       head += count
       if (head === chunk.length) {
@@ -330,6 +331,8 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
   }
 
   const tryRead = (buffer: Uint8Array): number => buffered === 0 && failure !== undefined ? -1 : take(buffer)
+  const tryReadWith = (buffer: Uint8Array, copy: Transport.Copy): number =>
+    buffered === 0 && failure !== undefined ? -1 : take(buffer, copy)
 
   const whenReadable = (listener: (() => void) | undefined): void => {
     if (listener !== undefined && (buffered > 0 || ended || failure !== undefined)) {
@@ -633,6 +636,7 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
     destroy,
     tryWrite,
     tryRead,
+    tryReadWith,
     whenReadable,
     allocate: socket instanceof Net.Socket ? allocate : undefined,
     // what the socket queues, and what this tick gathered for it

@@ -768,6 +768,37 @@ describe("NodeTransport.fromDuplex: reading ahead, pausing and ending, over TCP 
         assert.isBelow(accepted.bytesRead, 1024 * 1024)
       }))
 
+    it.live(`${kind}: tryReadWith copies what arrives with the reader's copy, in order from the buffer's start`, () =>
+      Effect.gen(function*() {
+        const [client, accepted] = yield* (kind === "TLS" ? tlsPair : socketPair)
+        const transport = NodeTransport.fromDuplex(accepted)
+        const sent = seededBytes(300 * 1024 + 5, 41)
+        client.write(sent)
+        const got = new Uint8Array(sent.length)
+        let filled = 0
+        let inOrder = true
+        for (let waited = 0; filled < sent.length; waited++) {
+          if (waited === 5000) return yield* Effect.die(`${filled} of ${sent.length} bytes after 5 seconds`)
+          // reads of at most 50 000 bytes, each into a buffer of its own
+          const buffer = new Uint8Array(Math.min(50_000, sent.length - filled))
+          let at = 0
+          const n = transport.tryReadWith!(buffer, (source, start, end, target, targetStart) => {
+            if (target !== buffer || targetStart !== at) inOrder = false
+            for (let i = start; i < end; i++) target[targetStart + i - start] = source[i]! ^ 0x5a
+            at = targetStart + end - start
+          })
+          if (n < 0) {
+            yield* Effect.sleep("1 millis")
+            continue
+          }
+          assert.strictEqual(at, n, "what the copy filled is what the read says")
+          for (let i = 0; i < n; i++) got[filled + i] = buffer[i]! ^ 0x5a
+          filled += n
+        }
+        assert.isTrue(inOrder)
+        assert.deepStrictEqual(got, sent)
+      }))
+
     it.live(`${kind}: bytes then the peer's end, all sent while the transport is paused: every byte, then the end`, () =>
       Effect.gen(function*() {
         const [client, accepted] = yield* (kind === "TLS" ? tlsPair : socketPair)

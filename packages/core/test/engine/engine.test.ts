@@ -652,6 +652,82 @@ describe("UTF-8 read straight into the caller's buffer", () => {
   })
 })
 
+describe("a masked payload unmasked as the driver copies it (copyForRead)", () => {
+  const binary = seededBytes(100_000, 3)
+  const text = "a€😀ßxyz日本".repeat(5000)
+  const wireOf = () => concat([sendAndDrain(makeClient(), BinaryMessage, binary), sendAndDrain(makeClient(), Utf8Message, utf8(text))])
+
+  it("read straight into the caller's buffer, in pieces of any size, the messages come out as sent", () => {
+    for (const copies of [[1], [3, 1000], [65536], [0, 7], [4096, 0]]) {
+      for (const chunks of [65536, 1000, 9001]) {
+        const result = feed(makeServer({ receiveBufferSize: 200_000 }), wireOf(), { chunks, buffer: new Uint8Array(200_000), copies })
+        assert.strictEqual(result.failed, undefined)
+        assert.isAbove(result.unmaskingReads, 0, "the handle offered its copy")
+        const [first, second] = messagesOf(result.deliveries)
+        assert.deepStrictEqual(first!.data, binary)
+        assert.strictEqual(decodeUtf8(second!.data), text)
+      }
+    }
+  })
+
+  it("is offered only for a direct read of a masked payload, and copies out of order or elsewhere plainly", () => {
+    const server = makeServer({ receiveBufferSize: 200_000 })
+    const wire = wireOf()
+    assert.strictEqual(server.receive(new Uint8Array(200_000), undefined), Status.Ok)
+    // the first reads are the handle's own, of the header (2 bytes, then the 64-bit length and
+    // the key): no copy offered
+    let headerLength = 0
+    let read = expectAction(next(server, QueueCode.Receive), ActionCode.ReceiveFromNetwork)
+    while (server.copyForRead === undefined) {
+      const room = read.buffers[0]!
+      room.set(wire.subarray(headerLength, headerLength + room.length))
+      headerLength += room.length
+      complete(server, read, room.length)
+      read = expectAction(next(server, QueueCode.Receive), ActionCode.ReceiveFromNetwork)
+    }
+    assert.strictEqual(headerLength, 2 + 8 + 4)
+    const copy = server.copyForRead
+    assert.isDefined(copy)
+    const target = read.buffers[0]!
+    const payload = wire.subarray(headerLength, headerLength + 3000)
+    // the second thousand bytes first (out of order: plain), then the first thousand in order
+    // (unmasked), then the third thousand after them (unmasked): the handle unmasks the rest
+    copy!(payload, 1000, 2000, target, 1000)
+    copy!(payload, 0, 1000, target, 0)
+    copy!(payload, 2000, 3000, target, 2000)
+    // into other memory: plain
+    const elsewhere = new Uint8Array(10)
+    copy!(payload, 3000 - 10, 3000, elsewhere, 0)
+    assert.deepStrictEqual(elsewhere, payload.subarray(3000 - 10, 3000))
+    complete(server, read, 3000)
+    assert.strictEqual(server.copyForRead, undefined, "no read outstanding")
+    // the rest in reads of at most 40 000 bytes, each copied with the handle's copy
+    let offset = headerLength + 3000
+    for (;;) {
+      const step = next(server, QueueCode.Receive)
+      if (step.action === ActionCode.IndicateReceiveComplete) {
+        assert.strictEqual(step.bufferType, BinaryMessage)
+        assert.deepStrictEqual(step.buffers[0], binary)
+        break
+      }
+      expectAction(step, ActionCode.ReceiveFromNetwork)
+      const room = step.buffers[0]!
+      const n = Math.min(room.length, 40_000)
+      server.copyForRead!(wire, offset, offset + n, room, 0)
+      offset += n
+      complete(server, step, n)
+    }
+    assert.strictEqual(offset, headerLength + binary.length)
+  })
+
+  it("is never offered to a client (a server's frames are not masked)", () => {
+    const wire = sendAndDrain(makeServer(), BinaryMessage, binary)
+    const result = feed(makeClient({ receiveBufferSize: 200_000 }), wire, { chunks: 1000, buffer: new Uint8Array(200_000), copies: [100] })
+    assert.strictEqual(result.unmaskingReads, 0)
+    assert.deepStrictEqual(messagesOf(result.deliveries)[0]!.data, binary)
+  })
+})
+
 describe("closing (RFC 6455 sections 5.5.1 and 7.4)", () => {
   it("an invalid UTF-8 close reason (1007)", () => {
     failing(true, "88 04 03e8 c328", Status.InvalidFormat, 1007, /close reason is not valid UTF-8/)
@@ -1723,7 +1799,9 @@ const scenario = Arbitrary.all({
   sendBufferSize: int(16, 1024),
   pongsOnSendQueue: Arbitrary.schema(Schema.Boolean),
   /** An application receive buffer of this size (0: none; binary payload may then skip the receive buffer). */
-  appBuffer: int(0, 600)
+  appBuffer: int(0, 600),
+  /** Reads copied with the handle's unmasking copy where it offers one, in pieces of these sizes (see `feed`). */
+  copies: Arbitrary.array(int(0, 700), { maxLength: 4 })
 })
 
 type Scenario = typeof scenario extends Arbitrary.Arbitrary<infer A> ? A : never
@@ -1773,9 +1851,12 @@ const backToBack = (clientSends: boolean, plan: Scenario) => {
     chunks: plan.chunks,
     drivePongs: plan.pongsOnSendQueue,
     // above 550, a buffer large enough for the engine to read headers on their own
-    buffer: plan.appBuffer === 0 ? undefined : new Uint8Array(plan.appBuffer > 550 ? 9000 : Math.max(4, plan.appBuffer))
+    buffer: plan.appBuffer === 0 ? undefined : new Uint8Array(plan.appBuffer > 550 ? 9000 : Math.max(4, plan.appBuffer)),
+    copies: plan.copies.length === 0 ? undefined : plan.copies
   })
   assert.strictEqual(result.failed, undefined, receiver.failure?.message)
+  // (a client's frames are not masked: nothing to unmask)
+  if (!clientSends) assert.strictEqual(result.unmaskingReads, 0)
   for (const d of result.deliveries) {
     assert.isAtMost(d.data.length, plan.receiveBufferSize, "a chunk fits the receive buffer")
     if (d.bufferType === Utf8Fragment || d.bufferType === Utf8Message) assert.isTrue(isUtf8(d.data), "a text chunk is valid UTF-8 on its own")

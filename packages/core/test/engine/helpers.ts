@@ -186,6 +186,8 @@ export interface FeedResult {
   readonly deliveries: Array<Delivery>
   /** Bytes the receive queue wrote (automatic pongs). */
   readonly sent: Array<Uint8Array>
+  /** Reads copied with the engine's `copyForRead` (see {@link FeedOptions.copies}). */
+  unmaskingReads: number
   /** The status of a failing `getAction`, if any. */
   failed: Status | undefined
   /** The input left unread (not yet asked for by the engine). */
@@ -221,6 +223,12 @@ export interface FeedOptions {
   readonly queue?: number | undefined
   /** Write automatic pongs waiting on the send queue as they appear (for `pongsOnSendQueue`). */
   readonly drivePongs?: boolean | undefined
+  /**
+   * Copy a read's bytes with the engine's `copyForRead` where it offers one, as a transport with
+   * chunks of these sizes would (cycled over the reads: each read's bytes are cut in pieces of
+   * the next size; 0 copies that read plainly). Default: every read copied plainly.
+   */
+  readonly copies?: ReadonlyArray<number> | undefined
 }
 
 /**
@@ -234,7 +242,8 @@ export const feed = (engine: Engine, wire: string | Uint8Array, options: FeedOpt
   const sizes = options.chunks === undefined ? [Math.max(bytes.length, 1)] : typeof options.chunks === "number" ? [options.chunks] : options.chunks
   const queue = options.queue ?? QueueCode.Receive
   const side = sideOf(engine)
-  const result: FeedResult = { deliveries: [], sent: [], failed: undefined, unread: 0 }
+  const result: FeedResult = { deliveries: [], sent: [], failed: undefined, unread: 0, unmaskingReads: 0 }
+  let reads = 0
   let offset = 0
   let piece = 0
   let pieceLeft = Math.min(sizes[0]!, bytes.length)
@@ -282,7 +291,14 @@ export const feed = (engine: Engine, wire: string | Uint8Array, options: FeedOpt
           pieceLeft = Math.min(sizes[Math.min(piece, sizes.length - 1)]!, bytes.length - offset)
         }
         const n = Math.min(pieceLeft, target.length)
-        target.set(bytes.subarray(offset, offset + n), 0)
+        const copy = options.copies === undefined ? undefined : engine.copyForRead
+        const pieceSize = options.copies === undefined ? 0 : options.copies[reads++ % options.copies.length]!
+        if (copy !== undefined && pieceSize > 0) {
+          result.unmaskingReads++
+          for (let at = 0; at < n; at += pieceSize) copy(bytes, offset + at, offset + Math.min(n, at + pieceSize), target, at)
+        } else {
+          target.set(bytes.subarray(offset, offset + n), 0)
+        }
         offset += n
         pieceLeft -= n
         complete(engine, step, n)

@@ -755,8 +755,36 @@ export class Engine {
     out.context = this.receiveContext
     out.id = this.receiveOutId = this.newId()
     this.readRoom = room.length
+    this.directView = room
+    this.directUnmasked = 0
     this.receiveOut = OUT_RECEIVE_DIRECT
     return Status.Ok
+  }
+
+  /** The buffer of the outstanding direct read, and how much of it from its start {@link unmaskingCopy} filled. */
+  private directView: Uint8Array = EMPTY
+  private directUnmasked = 0
+
+  /**
+   * A copy for the outstanding ReceiveFromNetwork that unmasks as it copies, when that read is
+   * of a masked frame's payload straight into the caller's buffer; `undefined` otherwise. A
+   * driver that copies its transport's bytes into the action's buffer itself uses it instead of a
+   * plain copy (`copy(source, start, end, buffer, at)`, in order from the buffer's start): the
+   * payload is then gone over once instead of twice (a copy, then an unmask in place), and
+   * `completeAction` unmasks only what was not copied so. Not part of `websocket.h`.
+   */
+  get copyForRead(): ((source: Uint8Array, start: number, end: number, target: Uint8Array, targetStart: number) => void) | undefined {
+    return this.receiveOut === OUT_RECEIVE_DIRECT && this.frameMasked ? this.unmaskingCopy : undefined
+  }
+
+  /** See {@link copyForRead}; a copy out of order, or into other memory, is a plain one. */
+  private readonly unmaskingCopy = (source: Uint8Array, start: number, end: number, target: Uint8Array, targetStart: number): void => {
+    if (target === this.directView && targetStart === this.directUnmasked && this.receiveOut === OUT_RECEIVE_DIRECT) {
+      maskInto(source, start, end, target, targetStart, this.header.maskKey, (this.payloadMaskOffset + targetStart) & 3)
+      this.directUnmasked = targetStart + end - start
+    } else {
+      target.set(start === 0 && end === source.length ? source : source.subarray(start, end), targetStart)
+    }
   }
 
   private newId(): number {
@@ -1529,6 +1557,7 @@ export class Engine {
     // "RECEIVE_FROM_NETWORK with 0: the receive is cancelled": the transport ended
     if (bytesTransferred === 0) {
       this.eof = true
+      this.directView = EMPTY
       return Status.Ok
     }
     if (kind === OUT_RECEIVE_READ) {
@@ -1539,9 +1568,14 @@ export class Engine {
     const from = this.directLength
     const app = this.receiveBuffer!
     if (this.frameMasked) {
-      applyMask(app, from, from + bytesTransferred, this.header.maskKey, this.payloadMaskOffset & 3)
+      // (what the unmasking copy filled is unmasked already)
+      const unmasked = this.directUnmasked < bytesTransferred ? this.directUnmasked : bytesTransferred
+      if (unmasked < bytesTransferred) {
+        applyMask(app, from + unmasked, from + bytesTransferred, this.header.maskKey, (this.payloadMaskOffset + unmasked) & 3)
+      }
       this.payloadMaskOffset += bytesTransferred
     }
+    this.directView = EMPTY
     this.directLength = from + bytesTransferred
     this.directLastRead = bytesTransferred
     if (this.messageOpcode === Opcode.Text && this.verifyUtf8) {
