@@ -1376,12 +1376,13 @@ export const make = (
         if (readId !== 0) {
           // Micro-optimisation: bytes already there are taken without an effect; a masked payload
           // read straight into a message's buffer is unmasked as the transport copies it.
+          const tryRead = transport.tryRead
           const copy = engine.copyForRead
-          const n = copy !== undefined && transport.tryReadWith !== undefined
-            ? transport.tryReadWith(readBuffer, copy)
-            : transport.tryRead === undefined
+          const n = tryRead === undefined
             ? -1
-            : transport.tryRead(readBuffer)
+            : copy !== undefined && tryRead.withCopy !== undefined
+            ? tryRead.withCopy(readBuffer, copy)
+            : tryRead(readBuffer)
           if (n === -1) return lost !== undefined ? STEP_LOST : STEP_READ
           stepFailure = badReadCount("tryRead", n, readBuffer.length)
           if (stepFailure !== undefined) return STEP_THREW

@@ -39,12 +39,25 @@ export class TransportError extends Schema.TaggedError<TransportError>()("Transp
 
 /**
  * Copies `source[start, end)` into `target` from `targetStart`: what a reader gives
- * {@link Transport}'s `tryReadWith` (a connection's copy unmasks a masked payload as it goes).
+ * `tryRead.withCopy` of a {@link Transport} (a connection's copy unmasks a masked payload as it goes).
  *
  * @category models
  * @since 0.1.0
  */
 export type Copy = (source: Uint8Array, start: number, end: number, target: Uint8Array, targetStart: number) => void
+
+/**
+ * A {@link Transport}'s `tryRead`: the bytes already there copied into `buffer` (their count), 0 at
+ * the end, -1 when there are none yet; optionally with `withCopy`, the same read with the bytes
+ * copied by the reader's {@link Copy}.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface TryRead {
+  (buffer: Uint8Array): number
+  readonly withCopy?: ((buffer: Uint8Array, copy: Copy) => number) | undefined
+}
 
 /**
  * One connected byte stream.
@@ -73,11 +86,13 @@ export type Copy = (source: Uint8Array, start: number, end: number, target: Uint
  *   or -1 when there are none yet (or the transport failed), and the caller uses `read`. Any other
  *   value (another negative number, more than `buffer` holds) ends the connection (1006), as a
  *   `read` that returns no byte count does.
- * - `tryReadWith(buffer, copy)`, optional, is `tryRead` where the bytes are copied into `buffer`
- *   with `copy(source, start, end, buffer, at)` (`source[start, end)` to `buffer[at, ...)`, in
- *   order from the buffer's start) rather than by the transport. Connections pass a copy that
- *   unmasks a masked payload as it goes (large payloads are then gone over once instead of twice);
- *   without it they use `tryRead`. A wrapper that changes what reads return leaves it out.
+ * - `tryRead.withCopy(buffer, copy)`, optional (a property of the `tryRead` function, see
+ *   {@link TryRead}), is `tryRead` where the bytes are copied into `buffer` with
+ *   `copy(source, start, end, buffer, at)` (`source[start, end)` to `buffer[at, ...)`, in order
+ *   from the buffer's start) rather than by the transport. Connections pass a copy that unmasks a
+ *   masked payload as it goes (large payloads are then gone over once instead of twice); without
+ *   it they use `tryRead`. It belongs to its `tryRead`: a wrapper that replaces `tryRead`, or
+ *   leaves it out, leaves it out too, so its reads are never bypassed.
  * - `whenReadable(listener)`, optional, calls `listener` once a `read` would not wait (bytes, the
  *   end or a failure are there): at once when that is so already, else from the transport's own
  *   event (a socket's; for a memory pair, the peer's write, end or close, or a later turn of the
@@ -114,8 +129,7 @@ export interface Transport {
   readonly close: Effect.Effect<void>
   readonly destroy?: Effect.Effect<void> | undefined
   readonly tryWrite?: ((buffers: ReadonlyArray<Uint8Array>, owned?: boolean) => boolean) | undefined
-  readonly tryRead?: ((buffer: Uint8Array) => number) | undefined
-  readonly tryReadWith?: ((buffer: Uint8Array, copy: Copy) => number) | undefined
+  readonly tryRead?: TryRead | undefined
   readonly whenReadable?: ((listener: (() => void) | undefined) => void) | undefined
   readonly allocate?: ((size: number) => Uint8Array) | undefined
   readonly bufferedAmount?: (() => number) | undefined
@@ -368,10 +382,11 @@ const memoryEnd = (incoming: Pipe, outgoing: Pipe): Transport => {
     })
   const close = shut(false)
   const destroy = shut(true)
-  const tryRead = (buffer: Uint8Array): number => incoming.take(buffer)
-  const tryReadWith = (buffer: Uint8Array, copy: Copy): number => incoming.take(buffer, copy)
+  const tryRead: TryRead = Object.assign((buffer: Uint8Array): number => incoming.take(buffer), {
+    withCopy: (buffer: Uint8Array, copy: Copy): number => incoming.take(buffer, copy)
+  })
   const bufferedAmount = (): number => outgoing.buffered
-  return make({ read, write, end, close, destroy, tryWrite, tryRead, tryReadWith, whenReadable, bufferedAmount })
+  return make({ read, write, end, close, destroy, tryWrite, tryRead, whenReadable, bufferedAmount })
 }
 
 /**

@@ -297,7 +297,7 @@ describe("Transport.makeMemoryPair", () => {
       assert.strictEqual(b.tryRead!(buffer), 0)
     }))
 
-  it.effect("tryReadWith: the bytes are copied with the reader's copy, in order from the buffer's start; -1 and 0 as tryRead", () =>
+  it.effect("tryRead.withCopy: the bytes are copied with the reader's copy, in order from the buffer's start; -1 and 0 as tryRead", () =>
     Effect.gen(function*() {
       const [a, b] = yield* Transport.makeMemoryPair()
       const calls: Array<readonly [number, number, number]> = []
@@ -307,17 +307,17 @@ describe("Transport.makeMemoryPair", () => {
         for (let i = start; i < end; i++) target[targetStart + i - start] = ~source[i]! & 0xff
       }
       const buffer = new Uint8Array(6)
-      assert.strictEqual(b.tryReadWith!(buffer, invert), -1)
+      assert.strictEqual(b.tryRead!.withCopy!(buffer, invert), -1)
       yield* a.write([new Uint8Array([1, 2, 3])])
       yield* a.write([new Uint8Array([4, 5, 6, 7])])
-      assert.strictEqual(b.tryReadWith!(buffer, invert), 6)
+      assert.strictEqual(b.tryRead!.withCopy!(buffer, invert), 6)
       assert.deepStrictEqual(Array.from(buffer), [254, 253, 252, 251, 250, 249])
       assert.deepStrictEqual(calls, [[0, 3, 0], [0, 3, 3]])
-      assert.strictEqual(b.tryReadWith!(buffer, invert), 1)
+      assert.strictEqual(b.tryRead!.withCopy!(buffer, invert), 1)
       assert.strictEqual(buffer[0], 248)
       assert.deepStrictEqual(calls.at(-1), [3, 4, 0])
       yield* a.end
-      assert.strictEqual(b.tryReadWith!(buffer, invert), 0)
+      assert.strictEqual(b.tryRead!.withCopy!(buffer, invert), 0)
     }))
 
   it.live("whenReadable: called once bytes, the end or a close are there (at once if so already), once per setting; undefined clears it, even a call put off to a later turn", () =>
@@ -464,6 +464,6 @@ describe("Transport.tap", () => {
       assert.strictEqual(tapped.tryRead!(new Uint8Array(8)), 0)
       assert.deepStrictEqual(reads, [[9, 8]])
       // (a copy of the reader's would change what onRead sees: reads go through tryRead)
-      assert.isUndefined(tapped.tryReadWith)
+      assert.isUndefined(tapped.tryRead!.withCopy)
     }))
 })

@@ -330,9 +330,10 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
     return n
   }
 
-  const tryRead = (buffer: Uint8Array): number => buffered === 0 && failure !== undefined ? -1 : take(buffer)
-  const tryReadWith = (buffer: Uint8Array, copy: Transport.Copy): number =>
-    buffered === 0 && failure !== undefined ? -1 : take(buffer, copy)
+  const tryRead: Transport.TryRead = Object.assign(
+    (buffer: Uint8Array): number => buffered === 0 && failure !== undefined ? -1 : take(buffer),
+    { withCopy: (buffer: Uint8Array, copy: Transport.Copy): number => buffered === 0 && failure !== undefined ? -1 : take(buffer, copy) }
+  )
 
   const whenReadable = (listener: (() => void) | undefined): void => {
     if (listener !== undefined && (buffered > 0 || ended || failure !== undefined)) {
@@ -636,7 +637,6 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
     destroy,
     tryWrite,
     tryRead,
-    tryReadWith,
     whenReadable,
     allocate: socket instanceof Net.Socket ? allocate : undefined,
     // what the socket queues, and what this tick gathered for it

@@ -768,7 +768,7 @@ describe("NodeTransport.fromDuplex: reading ahead, pausing and ending, over TCP 
         assert.isBelow(accepted.bytesRead, 1024 * 1024)
       }))
 
-    it.live(`${kind}: tryReadWith copies what arrives with the reader's copy, in order from the buffer's start`, () =>
+    it.live(`${kind}: tryRead.withCopy copies what arrives with the reader's copy, in order from the buffer's start`, () =>
       Effect.gen(function*() {
         const [client, accepted] = yield* (kind === "TLS" ? tlsPair : socketPair)
         const transport = NodeTransport.fromDuplex(accepted)
@@ -782,7 +782,7 @@ describe("NodeTransport.fromDuplex: reading ahead, pausing and ending, over TCP 
           // reads of at most 50 000 bytes, each into a buffer of its own
           const buffer = new Uint8Array(Math.min(50_000, sent.length - filled))
           let at = 0
-          const n = transport.tryReadWith!(buffer, (source, start, end, target, targetStart) => {
+          const n = transport.tryRead!.withCopy!(buffer, (source, start, end, target, targetStart) => {
             if (target !== buffer || targetStart !== at) inOrder = false
             for (let i = start; i < end; i++) target[targetStart + i - start] = source[i]! ^ 0x5a
             at = targetStart + end - start
@@ -829,6 +829,92 @@ describe("NodeTransport.fromDuplex: reading ahead, pausing and ending, over TCP 
           for (let i = 0; i < 200 && !closed; i++) yield* Effect.sleep("5 millis")
           assert.isTrue(closed, "the socket is released")
           assert.strictEqual(wakes, 1)
+        }))
+    }
+  }
+})
+
+describe("a server connection over TCP (read into the shared buffer) and TLS unmasks large payloads as the transport copies them (tryRead.withCopy)", () => {
+  /** A client frame masked with `key` (4 bytes, none zero). */
+  const maskedFrame = (opcode: number, payload: Uint8Array, key: ReadonlyArray<number>, fin = true): Buffer => {
+    const length = payload.length
+    const header: Array<number> = [(fin ? 0x80 : 0) | opcode]
+    if (length < 126) header.push(0x80 | length)
+    else if (length < 65536) header.push(0x80 | 126, length >>> 8, length & 0xff)
+    else header.push(0x80 | 127, 0, 0, 0, 0, (length >>> 24) & 0xff, (length >>> 16) & 0xff, (length >>> 8) & 0xff, length & 0xff)
+    const out = Buffer.alloc(header.length + 4 + length)
+    out.set(header)
+    out.set(key, header.length)
+    for (let i = 0; i < length; i++) out[header.length + 4 + i] = payload[i]! ^ key[i & 3]!
+    return out
+  }
+
+  for (const kind of ["TCP", "TLS"] as const) {
+    for (const before of [false, true]) {
+      const when = before ? "all read by the transport before the connection starts" : "arriving while the connection reads"
+      it.live(`${kind}: binary and fragmented text with a ping between, in odd pieces ${when}, come out as sent`, () =>
+        Effect.gen(function*() {
+          const [client, accepted] = yield* (kind === "TLS" ? tlsPair : socketPair)
+          client.on("error", () => {})
+          client.resume() // (the pong is not read)
+          const clientHandle = yield* WebSocket.createClientHandle()
+          const serverHandle = yield* WebSocket.createServerHandle()
+          const { requestHeaders } = yield* WebSocket.beginClientHandshake(clientHandle, { initialHeaders: [{ name: "Host", value: "x" }] })
+          const { responseHeaders } = yield* WebSocket.beginServerHandshake(serverHandle, { requestHeaders })
+          const transport = NodeTransport.fromDuplex(accepted, { highWaterMark: 4 * 1024 * 1024 })
+          let copyingReads = 0
+          let misaligned = 0
+          // (counts the reads made with the connection's copy, and its copies to a place that is not
+          // at a whole masking key from the read buffer's start, then hands them on as they are)
+          const counted = Transport.make({
+            ...transport,
+            tryRead: Object.assign((buffer: Uint8Array) => transport.tryRead!(buffer), {
+              withCopy: (buffer: Uint8Array, copy: Transport.Copy) => {
+                copyingReads++
+                return transport.tryRead!.withCopy!(buffer, (source, start, end, target, targetStart) => {
+                  if ((targetStart & 3) !== 0) misaligned++
+                  copy(source, start, end, target, targetStart)
+                })
+              }
+            })
+          })
+          const first = seededBytes(20_000, 11)
+          const binary = seededBytes(300_001, 12)
+          const text = new TextEncoder().encode("a€😀ßxyz日本".repeat(10_000))
+          const cut = 150_001 // (inside a code point)
+          const wire = Buffer.concat([
+            maskedFrame(0x2, first, [0x37, 0xfa, 0x21, 0x3d]),
+            maskedFrame(0x2, binary, [0x01, 0x80, 0xff, 0x7e]),
+            maskedFrame(0x1, text.subarray(0, cut), [0xa5, 0x5a, 0xc3, 0x3c], false),
+            maskedFrame(0x9, new Uint8Array([1, 2, 3]), [0x11, 0x22, 0x33, 0x44]),
+            maskedFrame(0x0, text.subarray(cut), [0x37, 0xfa, 0x21, 0x3d], true)
+          ])
+          const write = Effect.gen(function*() {
+            const sizes = [1, 40_003, 7, 65_536, 4099, 13, 100_000]
+            let at = 0
+            for (let i = 0; at < wire.length; i++) {
+              const size = Math.min(sizes[i % sizes.length]!, wire.length - at)
+              client.write(wire.subarray(at, at + size))
+              at += size
+              yield* Effect.sleep("1 millis") // (pieces read apart, most likely)
+            }
+          })
+          if (before) {
+            yield* write
+            // (a TLS socket counts the bytes of its records: more than the bytes in them)
+            yield* untilRead(accepted, wire.length)
+          }
+          const connection = yield* Connection.make(serverHandle, counted, { handshake: { requestHeaders, responseHeaders } })
+          yield* Effect.addFinalizer(() => connection.abort)
+          const received = yield* Effect.forkChild(Stream.runCollect(Stream.take(connection.messages, 3)))
+          if (!before) yield* write
+          const got = yield* Fiber.join(received)
+          assert.isTrue(Buffer.from(got[0] as Uint8Array).equals(first), "first message")
+          assert.isTrue(Buffer.from(got[1] as Uint8Array).equals(binary), "binary message")
+          assert.isTrue(got[2] === new TextDecoder().decode(text), "text message")
+          assert.isAbove(copyingReads, 0, "the connection read with its unmasking copy")
+          if (before) assert.isAbove(misaligned, 0, "reads took several pieces, some copied inside a masking key")
+          assert.strictEqual(connection.stats.pingsIn, 1)
         }))
     }
   }
