@@ -777,9 +777,11 @@ export class Engine {
     return this.receiveOut === OUT_RECEIVE_DIRECT && this.frameMasked ? this.unmaskingCopy : undefined
   }
 
-  /** See {@link copyForRead}; a copy out of order, or into other memory, is a plain one. */
+  /** See {@link copyForRead}; a copy out of order, into other memory, or once no masked payload is being read, is a plain one. */
   private readonly unmaskingCopy = (source: Uint8Array, start: number, end: number, target: Uint8Array, targetStart: number): void => {
-    if (target === this.directView && targetStart === this.directUnmasked && this.receiveOut === OUT_RECEIVE_DIRECT) {
+    if (
+      target === this.directView && targetStart === this.directUnmasked && this.receiveOut === OUT_RECEIVE_DIRECT && this.frameMasked
+    ) {
       maskInto(source, start, end, target, targetStart, this.header.maskKey, (this.payloadMaskOffset + targetStart) & 3)
       this.directUnmasked = targetStart + end - start
     } else {
