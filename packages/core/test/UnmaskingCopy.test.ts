@@ -7,23 +7,9 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Fiber, Stream } from "effect"
 import { Connection, Transport, WebSocket } from "../src/index.ts"
 import { ActionCode, BufferTypeCode, QueueCode, Status } from "../src/internal/engine/engine.ts"
-import { complete, expectAction, makeServer, next, seededBytes } from "./engine/helpers.ts"
+import { complete, countingCopies, expectAction, makeServer, maskedFrame, next, readHeaderByHand, seededBytes } from "./engine/helpers.ts"
 
 const encoder = new TextEncoder()
-
-/** A client frame (masked with `key`, 4 bytes, none zero). */
-const maskedFrame = (opcode: number, payload: Uint8Array, key: ReadonlyArray<number>, fin = true): Uint8Array => {
-  const length = payload.length
-  const header: Array<number> = [(fin ? 0x80 : 0) | opcode]
-  if (length < 126) header.push(0x80 | length)
-  else if (length < 65536) header.push(0x80 | 126, length >>> 8, length & 0xff)
-  else header.push(0x80 | 127, 0, 0, 0, 0, (length >>> 24) & 0xff, (length >>> 16) & 0xff, (length >>> 8) & 0xff, length & 0xff)
-  header.push(...key)
-  const out = new Uint8Array(header.length + length)
-  out.set(header)
-  for (let i = 0; i < length; i++) out[header.length + i] = payload[i]! ^ key[i & 3]!
-  return out
-}
 
 const concat = (parts: ReadonlyArray<Uint8Array>): Uint8Array => {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
@@ -102,21 +88,7 @@ describe("a masked payload unmasked as the transport copies it (tryRead.withCopy
           // before (a read takes several pieces, copied one after the other into its buffer)
           for (const before of [false, true]) {
             const [a, b] = yield* Transport.makeMemoryPair({ highWaterMark: 4 * 1024 * 1024 })
-            let copyingReads = 0
-            // (counts the reads made with the connection's copy, and its copies to a place that is
-            // not at a whole masking key from the buffer's start, then hands them on as they are)
-            const counted = Transport.make({
-              ...a,
-              tryRead: Object.assign((buffer: Uint8Array) => a.tryRead!(buffer), {
-                withCopy: (buffer: Uint8Array, copy: Transport.Copy) => {
-                  copyingReads++
-                  return a.tryRead!.withCopy!(buffer, (source, start, end, target, targetStart) => {
-                    if ((targetStart & 3) !== 0) misaligned++
-                    copy(source, start, end, target, targetStart)
-                  })
-                }
-              })
-            })
+            const { counts, transport: counted } = countingCopies(a)
             if (before) yield* writeInPieces(b, wire, sizes)
             const connection = yield* Connection.make(yield* serverHandle, counted)
             yield* Effect.addFinalizer(() => connection.abort)
@@ -130,7 +102,8 @@ describe("a masked payload unmasked as the transport copies it (tryRead.withCopy
               if (typeof expected[i] === "string") assert.isTrue(got[i] === expected[i], `message ${i} ${label}`)
               else assert.isTrue(Buffer.from(got[i] as Uint8Array).equals(expected[i] as Uint8Array), `message ${i} ${label}`)
             }
-            assert.isAbove(copyingReads, 0, `the connection read with its unmasking copy ${label}`)
+            assert.isAbove(counts.copyingReads, 0, `the connection read with its unmasking copy ${label}`)
+            misaligned += counts.misaligned
             assert.strictEqual(connection.stats.pingsIn, 1)
             assert.strictEqual(connection.stats.pongsIn, 2)
             yield* connection.abort
@@ -148,16 +121,7 @@ describe("a masked payload unmasked as the transport copies it (tryRead.withCopy
         const bad = text.slice()
         bad[at] = 0xff
         const [a, b] = yield* Transport.makeMemoryPair()
-        let copyingReads = 0
-        const counted = Transport.make({
-          ...a,
-          tryRead: Object.assign((buffer: Uint8Array) => a.tryRead!(buffer), {
-            withCopy: (buffer: Uint8Array, copy: Transport.Copy) => {
-              copyingReads++
-              return a.tryRead!.withCopy!(buffer, copy)
-            }
-          })
-        })
+        const { counts, transport: counted } = countingCopies(a)
         const connection = yield* Connection.make(yield* serverHandle, counted)
         yield* Effect.addFinalizer(() => connection.abort)
         yield* Effect.forkChild(drainPeer(b))
@@ -172,7 +136,7 @@ describe("a masked payload unmasked as the transport copies it (tryRead.withCopy
         assert.strictEqual(closed.code, 1007, `invalid byte at ${at}`)
         const exit = yield* Fiber.join(messages)
         assert.isTrue(Exit.isFailure(exit))
-        assert.isAbove(copyingReads, 0, "the connection read with its unmasking copy")
+        assert.isAbove(counts.copyingReads, 0, "the connection read with its unmasking copy")
       }
     }))
 
@@ -224,15 +188,7 @@ describe("the handle's unmasking copy (copyForRead), driven by hand", () => {
     const server = makeServer({ receiveBufferSize: 200_000 })
     assert.strictEqual(server.receive(new Uint8Array(200_000), undefined), Status.Ok)
     // the header, read by the handle on its own
-    let offset = 0
-    let read = expectAction(next(server, QueueCode.Receive), ActionCode.ReceiveFromNetwork)
-    for (let i = 0; i < 10 && server.copyForRead === undefined; i++) {
-      const room = read.buffers[0]!
-      room.set(wire.subarray(offset, offset + room.length))
-      offset += room.length
-      complete(server, read, room.length)
-      read = expectAction(next(server, QueueCode.Receive), ActionCode.ReceiveFromNetwork)
-    }
+    let { offset, read } = readHeaderByHand(server, wire)
     assert.strictEqual(offset, 2 + 8 + 4)
     // [bytes the copy fills, in pieces of, bytes the read completes with, copied plainly]
     const reads: ReadonlyArray<readonly [number, number, number, boolean]> = [

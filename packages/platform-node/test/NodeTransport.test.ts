@@ -8,7 +8,7 @@ import { Arbitrary, Effect, Fiber, Option, Scheduler, Stream } from "effect"
 import * as Net from "node:net"
 import { Duplex, type DuplexOptions, duplexPair } from "node:stream"
 import * as Tls from "node:tls"
-import { int, seededBytes } from "../../core/test/engine/helpers.ts"
+import { countingCopies, int, maskedFrame, seededBytes } from "../../core/test/engine/helpers.ts"
 import { NodeTransport } from "../src/index.ts"
 import { readIntoSharedBuffer } from "../src/internal/sharedReads.ts"
 import { certificate } from "./interop/helpers.ts"
@@ -835,20 +835,6 @@ describe("NodeTransport.fromDuplex: reading ahead, pausing and ending, over TCP 
 })
 
 describe("a server connection over TCP (read into the shared buffer) and TLS unmasks large payloads as the transport copies them (tryRead.withCopy)", () => {
-  /** A client frame masked with `key` (4 bytes, none zero). */
-  const maskedFrame = (opcode: number, payload: Uint8Array, key: ReadonlyArray<number>, fin = true): Buffer => {
-    const length = payload.length
-    const header: Array<number> = [(fin ? 0x80 : 0) | opcode]
-    if (length < 126) header.push(0x80 | length)
-    else if (length < 65536) header.push(0x80 | 126, length >>> 8, length & 0xff)
-    else header.push(0x80 | 127, 0, 0, 0, 0, (length >>> 24) & 0xff, (length >>> 16) & 0xff, (length >>> 8) & 0xff, length & 0xff)
-    const out = Buffer.alloc(header.length + 4 + length)
-    out.set(header)
-    out.set(key, header.length)
-    for (let i = 0; i < length; i++) out[header.length + 4 + i] = payload[i]! ^ key[i & 3]!
-    return out
-  }
-
   for (const kind of ["TCP", "TLS"] as const) {
     for (const before of [false, true]) {
       const when = before ? "all read by the transport before the connection starts" : "arriving while the connection reads"
@@ -862,22 +848,7 @@ describe("a server connection over TCP (read into the shared buffer) and TLS unm
           const { requestHeaders } = yield* WebSocket.beginClientHandshake(clientHandle, { initialHeaders: [{ name: "Host", value: "x" }] })
           const { responseHeaders } = yield* WebSocket.beginServerHandshake(serverHandle, { requestHeaders })
           const transport = NodeTransport.fromDuplex(accepted, { highWaterMark: 4 * 1024 * 1024 })
-          let copyingReads = 0
-          let misaligned = 0
-          // (counts the reads made with the connection's copy, and its copies to a place that is not
-          // at a whole masking key from the read buffer's start, then hands them on as they are)
-          const counted = Transport.make({
-            ...transport,
-            tryRead: Object.assign((buffer: Uint8Array) => transport.tryRead!(buffer), {
-              withCopy: (buffer: Uint8Array, copy: Transport.Copy) => {
-                copyingReads++
-                return transport.tryRead!.withCopy!(buffer, (source, start, end, target, targetStart) => {
-                  if ((targetStart & 3) !== 0) misaligned++
-                  copy(source, start, end, target, targetStart)
-                })
-              }
-            })
-          })
+          const { counts, transport: counted } = countingCopies(transport)
           const first = seededBytes(20_000, 11)
           const binary = seededBytes(300_001, 12)
           const text = new TextEncoder().encode("a€😀ßxyz日本".repeat(10_000))
@@ -912,8 +883,8 @@ describe("a server connection over TCP (read into the shared buffer) and TLS unm
           assert.isTrue(Buffer.from(got[0] as Uint8Array).equals(first), "first message")
           assert.isTrue(Buffer.from(got[1] as Uint8Array).equals(binary), "binary message")
           assert.isTrue(got[2] === new TextDecoder().decode(text), "text message")
-          assert.isAbove(copyingReads, 0, "the connection read with its unmasking copy")
-          if (before) assert.isAbove(misaligned, 0, "reads took several pieces, some copied inside a masking key")
+          assert.isAbove(counts.copyingReads, 0, "the connection read with its unmasking copy")
+          if (before) assert.isAbove(counts.misaligned, 0, "reads took several pieces, some copied inside a masking key")
           assert.strictEqual(connection.stats.pingsIn, 1)
         }))
     }

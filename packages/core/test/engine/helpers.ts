@@ -17,6 +17,7 @@ import {
 import { FrameHeader, parseHeader } from "../../src/internal/engine/frame.ts"
 import { applyMask } from "../../src/internal/engine/mask.ts"
 import { HandleState } from "../../src/internal/engine/state.ts"
+import * as Transport from "../../src/Transport.ts"
 import { Arbitrary, Schema } from "effect"
 
 // ---------------------------------------------------------------------------------------------
@@ -540,3 +541,59 @@ export const codePoint = Arbitrary.all([int(0, 4), int(0, 0x10ffff)]).pipe(
   })
 )
 
+
+// ---------------------------------------------------------------------------------------------
+// The unmasking copy (copyForRead, tryRead.withCopy)
+// ---------------------------------------------------------------------------------------------
+
+/** A client frame with its payload masked with `key` (4 bytes, none zero), built without the engine. */
+export const maskedFrame = (opcode: number, payload: Uint8Array, key: ReadonlyArray<number>, fin = true): Uint8Array => {
+  const length = payload.length
+  const header: Array<number> = [(fin ? 0x80 : 0) | opcode]
+  if (length < 126) header.push(0x80 | length)
+  else if (length < 65536) header.push(0x80 | 126, length >>> 8, length & 0xff)
+  else header.push(0x80 | 127, 0, 0, 0, 0, (length >>> 24) & 0xff, (length >>> 16) & 0xff, (length >>> 8) & 0xff, length & 0xff)
+  header.push(...key)
+  const out = new Uint8Array(header.length + length)
+  out.set(header)
+  for (let i = 0; i < length; i++) out[header.length + i] = payload[i]! ^ key[i & 3]!
+  return out
+}
+
+/**
+ * `transport` with its copying read counted: the reads made with a reader's copy, and the copies
+ * to a place that is not a whole masking key from the buffer's start (handed on as they are).
+ */
+export const countingCopies = (transport: Transport.Transport) => {
+  const counts = { copyingReads: 0, misaligned: 0 }
+  const counted = Transport.make({
+    ...transport,
+    tryRead: Object.assign((buffer: Uint8Array) => transport.tryRead!(buffer), {
+      withCopy: (buffer: Uint8Array, copy: Transport.Copy) => {
+        counts.copyingReads++
+        return transport.tryRead!.withCopy!(buffer, (source, start, end, target, targetStart) => {
+          if ((targetStart & 3) !== 0) counts.misaligned++
+          copy(source, start, end, target, targetStart)
+        })
+      }
+    })
+  })
+  return { transport: counted, counts }
+}
+
+/**
+ * Feeds a server handle's own reads from `wire` (a frame header, read before its payload) until it
+ * offers its unmasking copy; returns that outstanding read and the bytes fed.
+ */
+export const readHeaderByHand = (server: Engine, wire: Uint8Array): { read: Step; offset: number } => {
+  let offset = 0
+  let read = expectAction(next(server, QueueCode.Receive), ActionCode.ReceiveFromNetwork)
+  for (let i = 0; i < 10 && server.copyForRead === undefined; i++) {
+    const room = read.buffers[0]!
+    room.set(wire.subarray(offset, offset + room.length))
+    offset += room.length
+    complete(server, read, room.length)
+    read = expectAction(next(server, QueueCode.Receive), ActionCode.ReceiveFromNetwork)
+  }
+  return { read, offset }
+}
