@@ -330,10 +330,10 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
     return n
   }
 
-  const tryRead: Transport.TryRead = Object.assign(
-    (buffer: Uint8Array): number => buffered === 0 && failure !== undefined ? -1 : take(buffer),
-    { withCopy: (buffer: Uint8Array, copy: Transport.Copy): number => buffered === 0 && failure !== undefined ? -1 : take(buffer, copy) }
-  )
+  /** `take`, or -1 once the transport failed with nothing left to read (`read` then reports the failure). */
+  const tryTake = (buffer: Uint8Array, copy?: Transport.Copy): number =>
+    buffered === 0 && failure !== undefined ? -1 : take(buffer, copy)
+  const tryRead: Transport.TryRead = Object.assign((buffer: Uint8Array): number => tryTake(buffer), { withCopy: tryTake })
 
   const whenReadable = (listener: (() => void) | undefined): void => {
     if (listener !== undefined && (buffered > 0 || ended || failure !== undefined)) {
