@@ -31,6 +31,7 @@ import {
 } from "./frame.ts"
 import { ActionCode as ActionCodeImport, ActionQueue as QueueCodeImport } from "../../Action.ts"
 import { BufferType as BufferTypeCodeImport } from "../../BufferType.ts"
+import type { Copy } from "../../Transport.ts"
 import { isDetached } from "../bytes.ts"
 import { applyMask, maskInto } from "./mask.ts"
 import { HandleState as HandleStateImport, stateNames } from "./state.ts"
@@ -773,12 +774,12 @@ export class Engine {
    * payload is then gone over once instead of twice (a copy, then an unmask in place), and
    * `completeAction` unmasks only what was not copied so. Not part of `websocket.h`.
    */
-  get copyForRead(): ((source: Uint8Array, start: number, end: number, target: Uint8Array, targetStart: number) => void) | undefined {
+  get copyForRead(): Copy | undefined {
     return this.receiveOut === OUT_RECEIVE_DIRECT && this.frameMasked ? this.unmaskingCopy : undefined
   }
 
   /** See {@link copyForRead}; a copy out of order, into other memory, or once no masked payload is being read, is a plain one. */
-  private readonly unmaskingCopy = (source: Uint8Array, start: number, end: number, target: Uint8Array, targetStart: number): void => {
+  private readonly unmaskingCopy: Copy = (source, start, end, target, targetStart) => {
     if (
       target === this.directView && targetStart === this.directUnmasked && this.receiveOut === OUT_RECEIVE_DIRECT && this.frameMasked
     ) {
