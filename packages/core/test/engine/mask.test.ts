@@ -74,6 +74,9 @@ describe("masking (RFC 6455 section 5.3)", () => {
   /** Lengths 0..300, and around the native thresholds and well above them. */
   const LENGTHS = [
     ...Array.from({ length: MAX_LENGTH + 1 }, (_, i) => i),
+    MASK_INTO_NATIVE_THRESHOLD - 1,
+    MASK_INTO_NATIVE_THRESHOLD,
+    MASK_INTO_NATIVE_THRESHOLD + 1,
     MASK_NATIVE_THRESHOLD - 1,
     MASK_NATIVE_THRESHOLD,
     MASK_NATIVE_THRESHOLD + 1,
