@@ -277,7 +277,7 @@ describe("ASCII runs (skipAscii)", () => {
     const stop = skipAscii(bytes, words, start, end)
     if (first === end) assert.strictEqual(stop, end)
     else assert.isTrue(stop <= first && stop >= Math.max(start, first - 3), `${start}..${end}: ${stop} for ${first}`)
-  })
+  }, { arbitrary: { size: 300, runs: 300 } }) // (arrays grow with `size`, 10 by default: runs of many words)
 })
 
 describe("code point boundaries (completeBoundary)", () => {
