@@ -506,7 +506,8 @@ describe("EffectSocket.layerWebSocketConstructor", () => {
         assert.isAtMost(echoes.length, sent.length)
         echoes.forEach((message, i) => assert.deepStrictEqual(message, sent[i]))
       }).pipe(Effect.provide(Constructor)),
-    { timeout: 60_000, arbitrary: { runs: 60 } }
+    // (lists grow with the check's size, 10 by default: up to 30 calls)
+    { timeout: 60_000, arbitrary: { runs: 60, size: 30 } }
   )
 
   it.live("closing while connecting abandons the connect: error, then close 1006", () =>

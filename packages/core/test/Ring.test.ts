@@ -14,8 +14,16 @@ const bound = (most: number) => {
 describe("Ring", () => {
   it.effect.prop(
     "takes items in the order they came, and holds storage for the most waiting at once, not for all that went through (at most 64 slots once empty)",
-    // a positive number is pushed, anything else takes the first item
-    { ops: Arbitrary.array(int(-2, 1000), { minLength: 0, maxLength: 400 }) },
+    // a positive number is pushed, anything else takes the first item; in bursts (n > 0: n items
+    // pushed, else 1 - n taken), so that the storage grows past 64 slots and is emptied again
+    {
+      ops: Arbitrary.array(int(-100, 100), { minLength: 0, maxLength: 40 }).pipe(
+        Arbitrary.map((bursts) => {
+          let pushed = 0
+          return bursts.flatMap((n) => n > 0 ? Array.from({ length: n }, () => ++pushed) : Array<number>(1 - n).fill(0))
+        })
+      )
+    },
     ({ ops }) =>
       Effect.sync(() => {
         const ring = new Ring<number>()
@@ -38,7 +46,9 @@ describe("Ring", () => {
         while (ring.size > 0) rest.push(ring.shift())
         assert.deepStrictEqual(rest, model)
         assert.strictEqual(ring.shift(), undefined)
-      })
+      }),
+    // (lists grow with the check's size, 10 by default: up to 40 bursts)
+    { arbitrary: { size: 40 } }
   )
 
   it.effect("a queue a few items behind for a million items keeps the storage of those few", () =>
