@@ -1255,7 +1255,8 @@ describe("connection churn", () => {
         assert.strictEqual(yield* server.connections, 0, "handlers still running")
         assert.strictEqual(tcpSockets(), before, "sockets still open")
       }),
-    { timeout: 120_000, arbitrary: { runs: 30 } }
+    // (generated lists grow with the check's size, 10 by default: up to the 20 clients)
+    { timeout: 120_000, arbitrary: { runs: 30, size: 40 } }
   )
 
   it.live.prop(
@@ -1288,6 +1289,7 @@ describe("connection churn", () => {
         for (let i = 0; i < 300 && tcpSockets() > before; i++) yield* Effect.sleep("10 millis")
         assert.strictEqual(tcpSockets(), before, "sockets still open")
       }),
-    { timeout: 120_000, arbitrary: { runs: 25 } }
+    // (generated lists grow with the check's size, 10 by default: up to the 12 clients)
+    { timeout: 120_000, arbitrary: { runs: 25, size: 24 } }
   )
 })

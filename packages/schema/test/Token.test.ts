@@ -76,7 +76,9 @@ describe("Token", () => {
       ([value]) => {
         const expected = value.split(",").map((part) => part.replace(/^[ \t]+/, "").replace(/[ \t]+$/, "")).filter((e) => e !== "")
         assert.deepStrictEqual(Token.splitList(value), expected)
-      }
+      },
+      // (strings and lists grow with the check's size, 10 by default: strings of up to 40 pieces)
+      { arbitrary: { size: 80 } }
     )
 
     it("splits a value with a long run of blanks inside an element in one pass (it comes from the peer)", () => {
@@ -221,7 +223,8 @@ describe("Token", () => {
           assert.deepStrictEqual<unknown>(result.success, expected)
         }
       },
-      { arbitrary: { runs: 1000 } }
+      // (strings and lists grow with the check's size, 10 by default: strings of up to 14 pieces)
+      { arbitrary: { runs: 1000, size: 28 } }
     )
 
     it.prop(
