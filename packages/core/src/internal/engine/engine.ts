@@ -33,7 +33,7 @@ import { ActionCode as ActionCodeImport, ActionQueue as QueueCodeImport } from "
 import { BufferType as BufferTypeCodeImport } from "../../BufferType.ts"
 import type { Copy } from "../../Transport.ts"
 import { isDetached } from "../bytes.ts"
-import { applyMask, maskInto } from "./mask.ts"
+import { applyMask, copyRange, maskInto } from "./mask.ts"
 import { HandleState as HandleStateImport, stateNames } from "./state.ts"
 import { allocatePlainUninitialized, decodeUtf8, nativeIsUtf8 as nativeIsUtf8Import } from "../runtime.ts"
 import {
@@ -786,7 +786,7 @@ export class Engine {
       maskInto(source, start, end, target, targetStart, this.header.maskKey, (this.payloadMaskOffset + targetStart) & 3)
       this.directUnmasked = targetStart + end - start
     } else {
-      target.set(start === 0 && end === source.length ? source : source.subarray(start, end), targetStart)
+      copyRange(source, start, end, target, targetStart)
     }
   }
 
