@@ -1,14 +1,33 @@
 /**
  * The masking copy and the ASCII skip where their paths change (80 and 512 bytes for maskInto,
  * four words a test for skipAscii): offsets, shared memory, resizable buffers, reads within range,
- * and the engine sending and receiving through them.
+ * and the engine sending and receiving through them; short masked frames built whole when queued.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Arbitrary } from "effect"
 import { applyMaskSimple, maskInto, maskIntoPortable } from "../../src/internal/engine/mask.ts"
 import { skipAscii } from "../../src/internal/engine/utf8.ts"
-import { BufferTypeCode } from "../../src/internal/engine/engine.ts"
-import { concat, feed, int, makeClient, makeServer, messagesOf, seededBytes, sendAndDrain } from "./helpers.ts"
+import { ActionCode, BufferTypeCode, QueueCode, Status } from "../../src/internal/engine/engine.ts"
+import { Opcode } from "../../src/internal/engine/frame.ts"
+import {
+  complete,
+  concat,
+  counting,
+  drainSends,
+  expectSendRejected,
+  feed,
+  int,
+  makeClient,
+  makeServer,
+  messagesOf,
+  next,
+  parseFrames,
+  seededBytes,
+  send,
+  sendAndDrain,
+  toHex,
+  utf8
+} from "./helpers.ts"
 
 const copying = [["maskInto", maskInto], ["maskIntoPortable", maskIntoPortable]] as const
 
@@ -162,5 +181,77 @@ describe("engine masking across the maskInto thresholds", () => {
         assert.deepStrictEqual(second!.data, binary.subarray(3))
       }
     }
+  })
+})
+
+describe("short masked frames, built whole in the send buffer when queued", () => {
+  const { BinaryFragment, BinaryMessage, Utf8Message } = BufferTypeCode
+  /** A random source that counts, so that every masking key drawn differs from the last. */
+  const countingFill = () => {
+    let n = 1
+    return (bytes: Uint8Array): void => {
+      for (let i = 0; i < bytes.length; i++) bytes[i] = (n++ * 13) & 0xff
+    }
+  }
+
+  it.prop(
+    "payloads of 0-140 bytes through send buffers of 40-300 bytes: one buffer up to min(125, buffer - 6) bytes, else a header and chunks; every frame masked with a fresh key and read back intact",
+    [Arbitrary.array(int(0, 140), { minLength: 1, maxLength: 12 }), int(40, 300)],
+    ([lengths, sendBufferSize]) => {
+      const client = makeClient({ sendBufferSize, randomFill: countingFill() })
+      const limit = Math.min(125, sendBufferSize - 6)
+      const keys = new Set<string>()
+      for (const [i, length] of lengths.entries()) {
+        const payload = seededBytes(length, i + sendBufferSize)
+        const before = payload.slice()
+        const type = i % 2 === 0 ? BinaryMessage : Utf8Message
+        const data = type === Utf8Message ? payload.map((b) => b & 0x7f) : payload
+        send(client, type, data)
+        const { wire, writes } = drainSends(client)
+        if (length <= limit) {
+          assert.deepStrictEqual(writes.map((w) => w.buffers.length), [1], `${length} B in ${sendBufferSize}: one buffer`)
+        } else {
+          assert.strictEqual(writes[0]!.buffers.length, 2, `${length} B in ${sendBufferSize}: the header apart`)
+        }
+        const frames = parseFrames(wire)
+        assert.strictEqual(frames.length, 1)
+        assert.isTrue(frames[0]!.masked)
+        assert.strictEqual(frames[0]!.opcode, type === Utf8Message ? Opcode.Text : Opcode.Binary)
+        assert.deepStrictEqual(frames[0]!.payload, data)
+        keys.add(toHex(frames[0]!.maskKey))
+        if (type === BinaryMessage) assert.deepStrictEqual(payload, before, "the payload is untouched")
+      }
+      assert.strictEqual(keys.size, lengths.length, "a fresh key per frame")
+    },
+    { arbitrary: { size: 12 } }
+  )
+
+  it("a built fragment of which nothing is written is as if never sent: the message is not opened, and sends go on", () => {
+    const client = makeClient({ randomFill: countingFill() })
+    send(client, BinaryFragment, counting(10))
+    const step = next(client, QueueCode.Send)
+    assert.strictEqual(step.action, ActionCode.SendToNetwork)
+    assert.strictEqual(step.buffers.length, 1)
+    complete(client, step, 0) // cancelled, nothing on the wire
+    const done = next(client, QueueCode.Send)
+    assert.strictEqual(done.action, ActionCode.IndicateSendComplete)
+    complete(client, done)
+    assert.isFalse(client.sendWritten)
+    // the message was never opened: a whole text message may follow (not a continuation)
+    const wire = sendAndDrain(client, Utf8Message, utf8("after"))
+    const frames = parseFrames(wire)
+    assert.deepStrictEqual(frames.map((f) => [f.opcode, f.fin, toHex(f.payload)]), [[Opcode.Text, true, toHex(utf8("after"))]])
+  })
+
+  it("a built frame cut short on the wire breaks the send side: later sends are refused", () => {
+    const client = makeClient()
+    send(client, BinaryMessage, counting(20))
+    const step = next(client, QueueCode.Send)
+    complete(client, step, 7) // part of the 26 bytes
+    const done = next(client, QueueCode.Send)
+    assert.strictEqual(done.action, ActionCode.IndicateSendComplete)
+    complete(client, done)
+    assert.isFalse(client.sendWritten)
+    expectSendRejected(client, Status.InvalidOperation, /only partly written/, BinaryMessage, counting(3))
   })
 })
