@@ -255,3 +255,330 @@ describe("short masked frames, built whole in the send buffer when queued", () =
     expectSendRejected(client, Status.InvalidOperation, /only partly written/, BinaryMessage, counting(3))
   })
 })
+
+describe("short masked frames built when queued: every path of the send side", () => {
+  const { BinaryFragment, BinaryMessage, PingPong, Utf8Fragment, Utf8Message } = BufferTypeCode
+  /** A random source that counts, so that the masking keys drawn differ (64 in a row). */
+  const countingFill = () => {
+    let n = 1
+    return (bytes: Uint8Array): void => {
+      for (let i = 0; i < bytes.length; i++) bytes[i] = (n++ * 13) & 0xff
+    }
+  }
+
+  it.prop(
+    "fragments and whole messages of 0-200 bytes, some writes cancelled with 0 bytes, through send buffers of 16-200 bytes: the wire holds exactly the frames written, a built one in one action, each with its opcode and a fresh key, and the peer reads the messages back",
+    [
+      Arbitrary.array(Arbitrary.all([int(0, 200), int(0, 3), int(0, 3)]), { minLength: 1, maxLength: 30 }),
+      int(16, 200)
+    ],
+    ([ops, sendBufferSize]) => {
+      const client = makeClient({ sendBufferSize, randomFill: countingFill() })
+      const limit = Math.min(125, sendBufferSize - 6)
+      const expected: Array<[number, boolean, string]> = []
+      const messages: Array<[string, string]> = []
+      let open = 0 // the open message's opcode in the model
+      let openPayload: Array<Uint8Array> = []
+      const written: Array<Uint8Array> = []
+      for (const [i, [length, kind, write]] of ops.entries()) {
+        // a kind that fits the open message (a text message continues with text)
+        const text = open === 0 ? kind < 2 : open === Opcode.Text
+        const fragment = kind % 2 === 0
+        const type = text ? (fragment ? Utf8Fragment : Utf8Message) : (fragment ? BinaryFragment : BinaryMessage)
+        const raw = seededBytes(length, i * 7919 + sendBufferSize)
+        const payload = text ? raw.map((b) => b & 0x7f) : raw
+        const before = payload.slice()
+        send(client, type, payload, undefined, i)
+        assert.deepStrictEqual(payload, before, "send leaves the payload as it is")
+        const cancel = write === 0
+        let step = next(client, QueueCode.Send)
+        assert.strictEqual(step.action, ActionCode.SendToNetwork)
+        const total = step.buffers.reduce((n, b) => n + b.length, 0)
+        if (length <= limit) {
+          assert.strictEqual(step.buffers.length, 1, `${length} B in ${sendBufferSize}: one buffer`)
+          assert.strictEqual(total, 6 + length, "the whole frame")
+        } else {
+          assert.strictEqual(step.buffers.length, 2, `${length} B in ${sendBufferSize}: the header apart`)
+        }
+        if (cancel) {
+          complete(client, step, 0)
+        } else {
+          while (step.action === ActionCode.SendToNetwork) {
+            written.push(concat(step.buffers))
+            complete(client, step)
+            step = next(client, QueueCode.Send)
+          }
+          assert.strictEqual(step.action, ActionCode.IndicateSendComplete)
+        }
+        const done = cancel ? next(client, QueueCode.Send) : step
+        assert.strictEqual(done.action, ActionCode.IndicateSendComplete)
+        assert.strictEqual(done.context, i)
+        complete(client, done)
+        assert.strictEqual(client.sendWritten, !cancel)
+        assert.deepStrictEqual(payload, before, "the payload stays as it was")
+        if (cancel) continue
+        expected.push([open === 0 ? (text ? Opcode.Text : Opcode.Binary) : Opcode.Continuation, !fragment, toHex(payload)])
+        openPayload.push(payload)
+        if (fragment) {
+          open = text ? Opcode.Text : Opcode.Binary
+        } else {
+          messages.push([text ? "text" : "binary", toHex(concat(openPayload))])
+          open = 0
+          openPayload = []
+        }
+      }
+      assert.strictEqual(next(client, QueueCode.Send).action, ActionCode.NoAction)
+      const wire = concat(written)
+      const frames = parseFrames(wire)
+      assert.deepStrictEqual(frames.map((f) => [f.opcode, f.fin, toHex(f.payload)]), expected)
+      assert.isTrue(frames.every((f) => f.masked))
+      assert.strictEqual(new Set(frames.map((f) => toHex(f.maskKey))).size, frames.length, "a fresh key per frame")
+      // the peer reads the whole messages back (a message left open is simply not delivered yet)
+      const server = makeServer()
+      const { deliveries } = feed(server, wire)
+      const whole = deliveries.filter((d) => d.bufferType === Utf8Message || d.bufferType === BinaryMessage).length
+      const delivered = messagesOf(deliveries.slice(0, deliveries.findLastIndex((d) =>
+        d.bufferType === Utf8Message || d.bufferType === BinaryMessage
+      ) + 1))
+      assert.strictEqual(whole, messages.length)
+      assert.deepStrictEqual(delivered.map((m) => [m.kind, toHex(m.data)]), messages)
+    },
+    { arbitrary: { size: 30 } }
+  )
+
+  it("a built continuation or closing fragment of which nothing is written leaves the message open as it was", () => {
+    const client = makeClient({ randomFill: countingFill() })
+    const wire: Array<Uint8Array> = []
+    const writeAll = () => wire.push(drainSends(client).wire)
+    const cancelled = (type: number, payload: Uint8Array) => {
+      send(client, type, payload)
+      const step = next(client, QueueCode.Send)
+      assert.deepStrictEqual([step.action, step.buffers.length], [ActionCode.SendToNetwork, 1])
+      complete(client, step, 0)
+      const done = next(client, QueueCode.Send)
+      assert.strictEqual(done.action, ActionCode.IndicateSendComplete)
+      complete(client, done)
+      assert.isFalse(client.sendWritten)
+    }
+    send(client, BinaryFragment, counting(5))
+    writeAll()
+    cancelled(BinaryFragment, counting(6)) // a continuation
+    expectSendRejected(client, Status.InvalidOperation, /binary message is open/, Utf8Message, utf8("x"))
+    cancelled(BinaryMessage, counting(7)) // the closing fragment
+    expectSendRejected(client, Status.InvalidOperation, /binary message is open/, Utf8Fragment, utf8("x"))
+    send(client, BinaryMessage, counting(3))
+    writeAll()
+    // closed now: a text message may follow, as a new message
+    send(client, Utf8Message, utf8("after"))
+    writeAll()
+    const frames = parseFrames(concat(wire))
+    assert.deepStrictEqual(frames.map((f) => [f.opcode, f.fin, toHex(f.payload)]), [
+      [Opcode.Binary, false, toHex(counting(5))],
+      [Opcode.Continuation, true, toHex(counting(3))],
+      [Opcode.Text, true, toHex(utf8("after"))]
+    ])
+  })
+
+  it("a built frame of a handle aborted before it is handed out never reaches the wire; one aborted while handed out is written whole", () => {
+    const queued = makeClient()
+    send(queued, BinaryMessage, counting(20), undefined, "queued")
+    queued.abort()
+    const { writes, completed } = drainSends(queued)
+    assert.deepStrictEqual([writes.length, completed], [0, ["queued"]])
+    assert.isFalse(queued.sendWritten)
+
+    const out = makeClient()
+    send(out, BinaryMessage, counting(20), undefined, "out")
+    const step = next(out, QueueCode.Send)
+    assert.deepStrictEqual([step.action, step.buffers.length, step.buffers[0]!.length], [ActionCode.SendToNetwork, 1, 26])
+    out.abort()
+    const bytes = concat(step.buffers)
+    complete(out, step)
+    const done = next(out, QueueCode.Send)
+    assert.strictEqual(done.action, ActionCode.IndicateSendComplete)
+    complete(out, done)
+    assert.isTrue(out.sendWritten)
+    assert.deepStrictEqual(parseFrames(bytes)[0]!.payload, counting(20))
+  })
+
+  for (const pongsOnSendQueue of [false, true]) {
+    it(`a ping read while a built frame is out${pongsOnSendQueue ? " (pongsOnSendQueue)" : ""}: its pong waits for the frame, whose bytes stay as they were, then follows it`, () => {
+      const client = makeClient({ pongsOnSendQueue, randomFill: countingFill() })
+      send(client, BinaryMessage, counting(20), undefined, "data")
+      const step = next(client, QueueCode.Send)
+      assert.deepStrictEqual([step.action, step.buffers.length], [ActionCode.SendToNetwork, 1])
+      const handedOut = step.buffers[0]!.slice()
+      // a ping and a message from the server, read while the frame is being written
+      const received = feed(client, "89 03 414243 82 02 0102")
+      assert.deepStrictEqual(received.sent, [], "no pong while the frame is out")
+      assert.isTrue(client.pongWaiting)
+      assert.deepStrictEqual(messagesOf(received.deliveries).map((m) => toHex(m.data)), ["0102"])
+      assert.strictEqual(next(client, QueueCode.Send).action, ActionCode.NoAction, "nothing more while the frame is out")
+      assert.deepStrictEqual(step.buffers[0]!, handedOut, "the frame handed out is unchanged")
+      complete(client, step)
+      const rest = drainSends(client)
+      assert.deepStrictEqual(rest.writes.map((w) => w.bufferType), [PingPong])
+      assert.deepStrictEqual(rest.completed, ["data"])
+      assert.isFalse(client.pongWaiting)
+      const frames = parseFrames(concat([handedOut, rest.wire]))
+      assert.deepStrictEqual(frames.map((f) => [f.opcode, toHex(f.payload)]), [
+        [Opcode.Binary, toHex(counting(20))],
+        [Opcode.Pong, "414243"]
+      ])
+      assert.notStrictEqual(toHex(frames[0]!.maskKey), toHex(frames[1]!.maskKey))
+    })
+  }
+
+  it("with allocateFrame, short frames are built in the send buffer: no frame allocated, one buffer of the handle's", () => {
+    const client = makeClient({ randomFill: countingFill() })
+    let allocations = 0
+    client.allocateFrame = (size) => {
+      allocations++
+      return new Uint8Array(size)
+    }
+    const wire: Array<Uint8Array> = []
+    for (const length of [0, 1, 16, 125, 126]) {
+      send(client, BinaryMessage, counting(length))
+      const step = next(client, QueueCode.Send)
+      assert.deepStrictEqual(
+        [step.buffers.length, step.buffers.reduce((n, b) => n + b.length, 0)],
+        length <= 125 ? [1, 6 + length] : [2, 8 + length],
+        `${length} B`
+      )
+      wire.push(concat(step.buffers))
+      complete(client, step)
+      complete(client, next(client, QueueCode.Send))
+    }
+    assert.strictEqual(allocations, 0)
+    assert.deepStrictEqual(parseFrames(concat(wire)).map((f) => toHex(f.payload)), [0, 1, 16, 125, 126].map((n) => toHex(counting(n))))
+  })
+
+  it("an allocated buffer of the smallest legal sizes (send buffer 16): frames of up to 10 bytes built in its send part, nothing written outside it", () => {
+    const receiveBufferSize = 256
+    const sendBufferSize = 16
+    const memory = new Uint8Array(64 + 4 + receiveBufferSize + sendBufferSize + 256 + 64).fill(0xee)
+    const allocated = memory.subarray(64, memory.length - 64)
+    const sendPart = allocated.byteOffset + 4 + receiveBufferSize
+    const client = makeClient({ receiveBufferSize, sendBufferSize, allocatedBuffer: allocated, randomFill: countingFill() })
+    const expected: Array<string> = []
+    const wire: Array<Uint8Array> = []
+    for (let length = 0; length <= 20; length++) {
+      const payload = seededBytes(length, length + 1)
+      expected.push(toHex(payload))
+      send(client, BinaryMessage, payload)
+      const first = next(client, QueueCode.Send)
+      if (length <= 10) {
+        assert.strictEqual(first.buffers.length, 1, `${length} B: one buffer`)
+        const view = first.buffers[0]!
+        assert.strictEqual(view.buffer, memory.buffer)
+        assert.deepStrictEqual([view.byteOffset, view.length], [sendPart, 6 + length], "the frame at the send part's start")
+      } else {
+        assert.strictEqual(first.buffers.length, 2, `${length} B: the header apart`)
+      }
+      wire.push(concat(first.buffers))
+      complete(client, first)
+      for (const w of drainSends(client).writes) wire.push(concat(w.buffers))
+      // nothing before the send part (the receive part, unused here) nor after it is written
+      assert.isTrue(memory.subarray(0, sendPart).every((b) => b === 0xee), "before the send part")
+      assert.isTrue(memory.subarray(sendPart + sendBufferSize).every((b) => b === 0xee), "after the send part")
+    }
+    assert.deepStrictEqual(parseFrames(concat(wire)).map((f) => toHex(f.payload)), expected)
+  })
+
+  it.prop(
+    "send buffers of 1-40 bytes (below what a handle's options allow): built frames take at most buffer - 6 bytes, and every frame is read back intact",
+    [Arbitrary.array(int(0, 60), { minLength: 1, maxLength: 12 }), int(1, 40)],
+    ([lengths, sendBufferSize]) => {
+      const client = makeClient({ sendBufferSize, randomFill: countingFill() })
+      for (const [i, length] of lengths.entries()) {
+        const payload = seededBytes(length, i + 1)
+        send(client, BinaryMessage, payload)
+        const { wire, writes } = drainSends(client)
+        const built = length <= sendBufferSize - 6
+        assert.strictEqual(writes[0]!.buffers.length, built ? 1 : length === 0 ? 1 : 2, `${length} B in ${sendBufferSize}`)
+        for (const w of writes) for (const b of w.buffers) assert.isAtMost(b.length, Math.max(sendBufferSize, 14))
+        const frames = parseFrames(wire)
+        assert.strictEqual(frames.length, 1)
+        assert.deepStrictEqual(frames[0]!.payload, payload)
+      }
+    },
+    { arbitrary: { size: 12 } }
+  )
+
+  it("masking disabled (a zero key), even with an allocated buffer: never built, the payload goes out from the caller's memory", () => {
+    for (const allocatedBuffer of [undefined, new Uint8Array(4 + 256 + 4096 + 256)]) {
+      const client = makeClient({ disableMasking: true, receiveBufferSize: 256, allocatedBuffer })
+      for (const length of [1, 10, 125]) {
+        const payload = counting(length)
+        send(client, BinaryMessage, payload)
+        const step = next(client, QueueCode.Send)
+        assert.strictEqual(step.buffers.length, 2, `${length} B: header and payload`)
+        assert.strictEqual(step.buffers[1], payload, "the caller's own bytes, not a copy")
+        const frame = parseFrames(concat(step.buffers))[0]!
+        assert.deepStrictEqual([frame.masked, toHex(frame.maskKey), toHex(frame.payload)], [true, "00000000", toHex(payload)])
+        complete(client, step)
+        complete(client, next(client, QueueCode.Send))
+      }
+    }
+  })
+
+  it("a server, even with an allocated buffer: short frames go out unmasked, from the caller's memory", () => {
+    for (const allocatedBuffer of [undefined, new Uint8Array(4 + 256 + 4096 + 256)]) {
+      const server = makeServer({ receiveBufferSize: 256, sendBufferSize: 4096, allocatedBuffer })
+      for (const length of [1, 10, 125]) {
+        const payload = counting(length)
+        send(server, BinaryMessage, payload)
+        const step = next(server, QueueCode.Send)
+        assert.strictEqual(step.buffers.length, 2, `${length} B: header and payload`)
+        assert.strictEqual(step.buffers[1], payload, "the caller's own bytes")
+        assert.deepStrictEqual(concat(step.buffers), concat([Uint8Array.of(0x82, length), payload]))
+        complete(server, step)
+        complete(server, next(server, QueueCode.Send))
+      }
+    }
+  })
+
+  it("a payload detached after a built frame was queued is reported (detachedBuffer), as for any send; the frame, built already, goes out whole", () => {
+    const detach = (bytes: Uint8Array) => void structuredClone(bytes.buffer, { transfer: [bytes.buffer as ArrayBuffer] })
+    // detached before the frame is handed out: reported; a driver that goes on anyway writes the frame built at send
+    const before = makeClient()
+    const payload = counting(30)
+    send(before, BinaryMessage, payload)
+    detach(payload)
+    assert.strictEqual(before.detachedBuffer, "send")
+    const drained = drainSends(before)
+    assert.deepStrictEqual(drained.writes.map((w) => w.buffers.length), [1])
+    assert.deepStrictEqual(parseFrames(drained.wire).map((f) => toHex(f.payload)), [toHex(counting(30))])
+    assert.isTrue(before.sendWritten)
+    assert.strictEqual(before.detachedBuffer, undefined)
+    // detached while the frame is being written: it completes with what was handed out, once
+    const during = makeClient()
+    const other = counting(30)
+    send(during, BinaryMessage, other)
+    const step = next(during, QueueCode.Send)
+    detach(other)
+    const bytes = concat(step.buffers)
+    complete(during, step)
+    const rest = drainSends(during)
+    assert.deepStrictEqual(rest.writes, [], "the frame is not handed out again")
+    assert.isTrue(during.sendWritten)
+    assert.deepStrictEqual(parseFrames(bytes).map((f) => toHex(f.payload)), [toHex(counting(30))])
+  })
+
+  it("built frames and chunks of longer ones alternate in the send buffer, their lengths equal or not: each read back intact", () => {
+    // a send buffer of 40: a 34-byte payload is a built frame of 40 bytes (the whole buffer), a
+    // 100-byte one goes in chunks of 40, 40 and 20, and a 14-byte one is a built frame of 20
+    const client = makeClient({ sendBufferSize: 40, randomFill: countingFill() })
+    const lengths = [34, 100, 14, 34, 60, 14, 100, 34, 0, 40]
+    const wire: Array<Uint8Array> = []
+    for (const [i, length] of lengths.entries()) {
+      send(client, i % 2 === 0 ? BinaryMessage : Utf8Message, seededBytes(length, i + 3).map((b) => b & 0x7f))
+      for (const w of drainSends(client).writes) wire.push(concat(w.buffers))
+    }
+    const frames = parseFrames(concat(wire))
+    assert.deepStrictEqual(
+      frames.map((f) => toHex(f.payload)),
+      lengths.map((length, i) => toHex(seededBytes(length, i + 3).map((b) => b & 0x7f)))
+    )
+  })
+})
