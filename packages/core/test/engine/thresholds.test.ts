@@ -565,6 +565,26 @@ describe("short masked frames built when queued: every path of the send side", (
     assert.deepStrictEqual(parseFrames(bytes).map((f) => toHex(f.payload)), [toHex(counting(30))])
   })
 
+  it("a payload that grows while its built frame is being written (a length-tracking view of a resizable buffer): the frame goes out once", () => {
+    const client = makeClient()
+    const buffer = new ArrayBuffer(10, { maxByteLength: 100 })
+    const payload = new Uint8Array(buffer)
+    payload.set(counting(10))
+    send(client, BinaryMessage, payload)
+    const step = next(client, QueueCode.Send)
+    assert.strictEqual(step.action, ActionCode.SendToNetwork)
+    const bytes = concat(step.buffers)
+    buffer.resize(30) // the caller breaks the contract: the payload is 30 bytes now
+    complete(client, step)
+    const rest = drainSends(client)
+    assert.deepStrictEqual(rest.writes, [], "the frame is not handed out again")
+    assert.deepStrictEqual(rest.completed, [undefined], "the send completes")
+    assert.isTrue(client.sendWritten)
+    assert.deepStrictEqual(parseFrames(bytes).map((f) => toHex(f.payload)), [toHex(counting(10))])
+    // and the next send goes out as usual
+    assert.deepStrictEqual(parseFrames(sendAndDrain(client, BinaryMessage, counting(3))).map((f) => f.payload.length), [3])
+  })
+
   it("built frames and chunks of longer ones alternate in the send buffer, their lengths equal or not: each read back intact", () => {
     // a send buffer of 40: a 34-byte payload is a built frame of 40 bytes (the whole buffer), a
     // 100-byte one goes in chunks of 40, 40 and 20, and a 14-byte one is a built frame of 20

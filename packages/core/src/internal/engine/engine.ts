@@ -647,6 +647,7 @@ export class Engine {
         return this.error(Status.InvalidParameter, `0x${(bufferType >>> 0).toString(16)} is not a buffer type`)
     }
     if (!isControlOpcode(opcode)) return this.queueDataFrame(bufferType, opcode, fin, data, context, openBefore)
+    this.sendBuilt = false
     if (this.controlFrame.length === 0) this.controlFrame = new Uint8Array(CONTROL_FRAME_LENGTH)
     this.buildControlFrame(this.controlFrame, opcode, data, closeStatus)
     if (opcode === Opcode.Close) {
@@ -933,7 +934,6 @@ export class Engine {
     if (this.chunkView.length !== length) this.chunkView = this.sbuf.subarray(0, length)
     out.buffer0 = this.chunkView
     out.bufferCount = 1
-    this.sendChunkLength = this.sendPayload.length
     this.sendOutBytes = length
   }
 
@@ -1534,7 +1534,8 @@ export class Engine {
       this.sendWhole = false
       return Status.Ok
     }
-    if (this.sendIsControl) {
+    // (a frame written whole from the handle's memory is done, whatever its payload became since)
+    if (this.sendIsControl || this.sendBuilt) {
       this.sendPhase = SEND_COMPLETE
       this.sendWhole = true
       return Status.Ok
