@@ -971,7 +971,8 @@ export const make = (
 
     /**
      * The outcome of the send just run (ask while holding the wire): done when it went out whole; an
-     * `InvalidProtocolOperation` when it was cut (the handle aborted or deleted while it was written).
+     * `InvalidProtocolOperation` when it was cut (the handle aborted or deleted while it was written,
+     * or the caller's payload detached or shrunk meanwhile).
      */
     const sendOutcome = (): Effect.Effect<void, InvalidProtocolOperation> =>
       sendResult === SEND_WRITTEN
@@ -981,7 +982,9 @@ export const make = (
           new InvalidProtocolOperation({
             operation: "send",
             state: engine.stateName,
-            message: closedMessage("the send was cancelled: the handle was aborted or deleted while it was being written")
+            message: closedMessage(
+              "the send was cancelled: the handle was aborted or deleted while it was being written, or the payload's memory was detached or shrunk meanwhile"
+            )
           })
         )
         : Effect.die(new Error("the send queue stopped before the send completed"))

@@ -1029,7 +1029,9 @@ export const getAction: {
     // A buffer lent to the handle must stay until its operation completes: one transferred
     // meanwhile is the caller's mistake, reported rather than sent as garbage (or thrown)
     const detached = h.engine.detachedBuffer
-    if (detached !== undefined) return Effect.fail(detachedError("buffer", detached, " before its operation completed"))
+    if (detached !== undefined) {
+      return Effect.fail(detachedError("buffer", detached, `${detached === "send" ? " or shrunk" : ""} before its operation completed`))
+    }
     return h.engine.getAction(code, record) === Status.Ok
       ? Effect.succeed(toAction(h, record))
       : Effect.fail(engineError(h.engine, "getAction", "queue") as InvalidProtocolFormat | InvalidProtocolOperation)

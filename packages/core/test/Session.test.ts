@@ -617,6 +617,29 @@ describe("misuse is an invalid operation", () => {
       assert.fail(`expected the detached receive buffer to be reported, got ${action._tag}`)
     }))
 
+  it.effect("a payload shrunk after send (a length-tracking view of a resizable buffer) is an InvalidParameter from getAction; one grown goes out as it was declared", () =>
+    Effect.gen(function*() {
+      const { client, server } = yield* connect()
+      const shrinking = new ArrayBuffer(100, { maxByteLength: 200 })
+      yield* WebSocket.send(server.handle, "BinaryMessage", new Uint8Array(shrinking).fill(7))
+      shrinking.resize(10)
+      const failure = yield* Effect.flip(WebSocket.getAction(server.handle, "Send"))
+      assert.strictEqual(failure._tag, "InvalidParameter")
+      assert.strictEqual(failure.message, "the buffer given to send was detached (transferred) or shrunk before its operation completed: its bytes are gone")
+      assert.strictEqual(server.outbox.size, 0, "no frame whose header announces bytes that are gone")
+      // a grown one (a session of its own: every getAction of that server now fails, whatever the
+      // queue): its frame carries the 100 bytes declared, then the next message
+      const { client: sender, server: receiver } = yield* connect()
+      const growing = new ArrayBuffer(100, { maxByteLength: 200 })
+      yield* WebSocket.send(sender.handle, "BinaryMessage", new Uint8Array(growing).fill(9))
+      growing.resize(200)
+      assert.strictEqual((yield* flushSends(sender)).length, 1)
+      yield* sendNow(sender, "BinaryMessage", pattern(4))
+      assert.deepStrictEqual((yield* receiveMessage(receiver)).data, new Uint8Array(100).fill(9))
+      assert.deepStrictEqual((yield* receiveMessage(receiver)).data, pattern(4))
+      assert.strictEqual(client.outbox.size, 0)
+    }))
+
   it.effect("abortHandle before the handshake is a no-op", () =>
     Effect.gen(function*() {
       const client = yield* WebSocket.createClientHandle()

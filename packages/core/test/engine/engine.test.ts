@@ -1994,3 +1994,84 @@ describe("masked frames in buffers of their own (allocateFrame)", () => {
     assert.strictEqual(headers.length, 2)
   })
 })
+
+describe("a payload whose memory changes size after send (a length-tracking view of a resizable buffer)", () => {
+  /** `bytes` in a length-tracking view of a resizable buffer that may grow to `max`. */
+  const resizable = (bytes: Uint8Array, max = 1 << 16) => {
+    const buffer = new ArrayBuffer(bytes.length, { maxByteLength: max })
+    const view = new Uint8Array(buffer)
+    view.set(bytes)
+    return { buffer, view }
+  }
+  const detach = (bytes: Uint8Array) => void structuredClone(bytes.buffer, { transfer: [bytes.buffer as ArrayBuffer] })
+
+  it("grown before its frame goes out: exactly the bytes its header declares, from the caller's memory or masked, owned or not", () => {
+    for (
+      const [name, engine, length] of [
+        ["server", makeServer(), 20],
+        ["server, allocateFrame", Object.assign(makeServer(), { allocateFrame: (n: number) => new Uint8Array(n) }), 5000],
+        ["client, built", makeClient(), 20],
+        ["client, chunks", makeClient({ sendBufferSize: 256 }), 1000],
+        ["client, allocateFrame", Object.assign(makeClient(), { allocateFrame: (n: number) => new Uint8Array(n) }), 5000]
+      ] as const
+    ) {
+      const { buffer, view } = resizable(counting(length), 3 * length)
+      send(engine, BinaryMessage, view)
+      buffer.resize(3 * length) // the caller breaks the contract: the view is longer now
+      view.fill(0xee, length)
+      assert.strictEqual(engine.detachedBuffer, undefined, `${name}: every declared byte is still there`)
+      const { wire, completed } = drainSends(engine)
+      assert.strictEqual(completed.length, 1, name)
+      assert.isTrue(engine.sendWritten, name)
+      const frames = parseFrames(wire)
+      assert.deepStrictEqual(frames.map((f) => toHex(f.payload)), [toHex(counting(length))], name)
+      // and the wire is usable: the next message reads back after it
+      const after = parseFrames(sendAndDrain(engine, BinaryMessage, counting(3)))
+      assert.deepStrictEqual(after.map((f) => f.payload.length), [3], name)
+    }
+  })
+
+  it("shrunk or detached before anything of its frame went out: reported (detachedBuffer), then cancelled as a write of 0 bytes would", () => {
+    for (const how of ["shrunk", "detached"] as const) {
+      for (const [name, engine] of [["server", makeServer()], ["client", makeClient({ sendBufferSize: 256 })]] as const) {
+        const { buffer, view } = resizable(counting(1000))
+        // a fragment: cancelled, it leaves no message open
+        send(engine, BinaryFragment, view)
+        if (how === "shrunk") buffer.resize(10)
+        else detach(view)
+        assert.strictEqual(engine.detachedBuffer, "send", `${how} ${name}`)
+        const { wire, completed } = drainSends(engine)
+        assert.strictEqual(wire.length, 0, `${how} ${name}: nothing on the wire`)
+        assert.strictEqual(completed.length, 1, `${how} ${name}: the send completes`)
+        assert.isFalse(engine.sendWritten, `${how} ${name}: cancelled`)
+        assert.strictEqual(engine.detachedBuffer, undefined)
+        // no message open: a whole text message follows, not a continuation
+        const frames = parseFrames(sendAndDrain(engine, Utf8Message, utf8("next")))
+        assert.deepStrictEqual(frames.map((f) => [f.opcode, f.fin, decodeUtf8(f.payload)]), [[Opcode.Text, true, "next"]])
+      }
+    }
+  })
+
+  it("shrunk or detached while a client's frame is out in pieces: the send is cut, no garbage follows, later sends are refused", () => {
+    for (const how of ["shrunk", "detached"] as const) {
+      for (const allocate of [false, true]) {
+        const engine = makeClient({ sendBufferSize: 256 })
+        if (allocate) engine.allocateFrame = (n) => new Uint8Array(n)
+        const { buffer, view } = resizable(counting(5000))
+        send(engine, BinaryMessage, view)
+        const first = next(engine, QueueCode.Send)
+        assert.strictEqual(first.action, ActionCode.SendToNetwork)
+        const written = concat(first.buffers)
+        complete(engine, first)
+        if (how === "shrunk") buffer.resize(100)
+        else detach(view)
+        const rest = drainSends(engine)
+        assert.strictEqual(rest.wire.length, 0, `${how}${allocate ? ", owned" : ""}: no more bytes of the frame`)
+        assert.strictEqual(rest.completed.length, 1)
+        assert.isFalse(engine.sendWritten)
+        assert.isBelow(written.length, 5000)
+        expectSendRejected(engine, Status.InvalidOperation, /only partly written/, BinaryMessage, counting(3))
+      }
+    }
+  })
+})

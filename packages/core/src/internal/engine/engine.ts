@@ -343,6 +343,11 @@ export class Engine {
   /** Whether the latest send to complete went out whole (see `sendWritten`). */
   private sendWhole = false
   private sendPayload: Uint8Array = EMPTY
+  /**
+   * The payload length the data frame's header declares: what goes out, whatever the caller's
+   * view became since (a length-tracking view of a resizable buffer grows and shrinks with it).
+   */
+  private sendLength = 0
   private sendOffset = 0
   private sendHeaderLength = 0
   private sendHeaderSent = false
@@ -648,6 +653,7 @@ export class Engine {
     }
     if (!isControlOpcode(opcode)) return this.queueDataFrame(bufferType, opcode, fin, data, context, openBefore)
     this.sendBuilt = false
+    this.sendLength = 0
     if (this.controlFrame.length === 0) this.controlFrame = new Uint8Array(CONTROL_FRAME_LENGTH)
     this.buildControlFrame(this.controlFrame, opcode, data, closeStatus)
     if (opcode === Opcode.Close) {
@@ -664,6 +670,7 @@ export class Engine {
   private queueDataFrame(bufferType: number, opcode: number, fin: boolean, data: Uint8Array, context: unknown, openBefore: number): Status {
     this.sendOpenBefore = openBefore
     this.sendPayload = data
+    this.sendLength = data.length
     if (data.length <= this.maxBuiltPayload) {
       this.buildMaskedFrame(opcode, fin, data)
     } else {
@@ -844,9 +851,13 @@ export class Engine {
       return true
     }
     if (this.sendPhase === SEND_IDLE) return false
-    if (this.sendPhase === SEND_EMIT && (this.state === HandleState.Aborted || this.sendBroken)) {
-      this.sendPhase = SEND_COMPLETE // cancelled: the frame never goes out
-      this.sendWhole = false
+    if (this.sendPhase === SEND_EMIT) {
+      if (this.state === HandleState.Aborted || this.sendBroken) {
+        this.sendPhase = SEND_COMPLETE // cancelled: the frame never goes out
+        this.sendWhole = false
+      } else if (this.payloadLost()) {
+        this.cancelLostPayload()
+      }
     }
     // Frames are never interleaved on the wire (spec 5.3): a queued frame waits while an automatic
     // pong handed out on the receive queue is being written. Control frames "MAY be injected in the
@@ -865,13 +876,35 @@ export class Engine {
     // enough for V8 to inline into the driver's loop (so is IndicateSendComplete).
     out.action = ActionCode.SendToNetwork
     if (this.sendIsControl) this.emitControlFrame(out)
-    else if (this.allocateFrame !== undefined && this.sendPayload.length >= OWNED_PAYLOAD) {
+    else if (this.allocateFrame !== undefined && this.sendLength >= OWNED_PAYLOAD) {
       if (this.sendDirect) this.emitOwnedHeader(out, this.allocateFrame)
       else this.emitOwnedChunk(out, this.allocateFrame)
     } else this.emitChunk(out)
     out.id = this.sendOutId = this.newId()
     this.sendOut = OUT_SEND_FRAME
     return true
+  }
+
+  /**
+   * Whether the caller's payload of the pending data frame holds fewer bytes than its header
+   * declares (its buffer was detached or shrunk since `send`), so that the frame cannot be
+   * completed; a frame built when queued has them already.
+   */
+  private payloadLost(): boolean {
+    return !this.sendIsControl && !this.sendBuilt && this.sendPayload.length < this.sendLength
+  }
+
+  /**
+   * Cancels a send whose payload lost bytes (see {@link payloadLost}), as a write of 0 bytes of it
+   * would: nothing of it written, the wire and the open message are as they were; else the frame
+   * is incomplete on the wire and no frame may follow.
+   */
+  private cancelLostPayload(): void {
+    if (this.sendHeaderSent) this.sendBroken = true
+    else this.sendMessageOpcode = this.sendOpenBefore
+    this.wireOwner = WIRE_FREE
+    this.sendPhase = SEND_COMPLETE
+    this.sendWhole = false
   }
 
   /** The first `length` bytes of the send header (a view made once per length). */
@@ -896,10 +929,11 @@ export class Engine {
       return
     }
     const payload = this.sendPayload
-    const remaining = payload.length - this.sendOffset
+    const total = this.sendLength
+    const remaining = total - this.sendOffset
     let chunk: Uint8Array
     if (this.sendDirect) {
-      chunk = this.sendOffset === 0 ? payload : payload.subarray(this.sendOffset)
+      chunk = this.sendOffset === 0 && payload.length === total ? payload : payload.subarray(this.sendOffset, total)
     } else {
       const sbuf = this.sbuf
       const length = remaining < sbuf.length ? remaining : sbuf.length
@@ -924,7 +958,7 @@ export class Engine {
       out.bufferCount = 1
       this.sendOutBytes = chunk.length
     }
-    if (this.sendOffset + chunk.length < payload.length) this.wireOwner = WIRE_SEND
+    if (this.sendOffset + chunk.length < total) this.wireOwner = WIRE_SEND
   }
 
   /** The whole frame {@link buildMaskedFrame} wrote into the send buffer. */
@@ -945,10 +979,12 @@ export class Engine {
     const h = this.sendHeaderLength
     const header = allocate(h)
     header.set(this.headerView(h), 0)
-    this.sendChunkLength = this.sendPayload.length
-    this.sendOutBytes = h + this.sendPayload.length
+    const payload = this.sendPayload
+    const total = this.sendLength
+    this.sendChunkLength = total
+    this.sendOutBytes = h + total
     out.buffer0 = header
-    out.buffer1 = this.sendPayload
+    out.buffer1 = payload.length === total ? payload : payload.subarray(0, total)
     out.bufferCount = 2
     out.owned = true
   }
@@ -957,7 +993,7 @@ export class Engine {
   private emitOwnedChunk(out: ActionRecord, allocate: (size: number) => Uint8Array): void {
     const payload = this.sendPayload
     const offset = this.sendOffset
-    const remaining = payload.length - offset
+    const remaining = this.sendLength - offset
     const length = remaining < this.sbuf.length ? remaining : this.sbuf.length
     const headerLength = this.sendHeaderSent ? 0 : this.sendHeaderLength
     const frame = allocate(headerLength + length)
@@ -968,7 +1004,7 @@ export class Engine {
     out.buffer0 = frame
     out.bufferCount = 1
     out.owned = true
-    if (offset + length < payload.length) this.wireOwner = WIRE_SEND
+    if (offset + length < this.sendLength) this.wireOwner = WIRE_SEND
   }
 
   /**
@@ -1542,7 +1578,7 @@ export class Engine {
     }
     this.sendHeaderSent = true
     this.sendOffset += this.sendChunkLength
-    if (this.sendOffset >= this.sendPayload.length) {
+    if (this.sendOffset >= this.sendLength) {
       this.sendPhase = SEND_COMPLETE
       this.sendWhole = true
       this.wireOwner = WIRE_FREE
@@ -1558,10 +1594,11 @@ export class Engine {
 
   /**
    * Which buffer the application lent the handle was detached (transferred) while the handle
-   * still needs it: the payload of the pending send, or the buffer of the pending receive.
+   * still needs it: the payload of the pending send (or shrunk: fewer bytes than its frame
+   * declares), or the buffer of the pending receive.
    */
   get detachedBuffer(): "send" | "receive" | undefined {
-    if (this.sendPhase === SEND_EMIT && this.sendPayload.length === 0 && isDetached(this.sendPayload.buffer)) return "send"
+    if (this.sendPhase === SEND_EMIT && !this.sendIsControl && this.sendPayload.length < this.sendLength) return "send"
     const buffer = this.receiveBuffer
     return buffer !== undefined && isDetached(buffer.buffer) ? "receive" : undefined
   }
