@@ -2502,6 +2502,116 @@ describe("Connection backpressure", () => {
     }))
 })
 
+describe("Connection payloads whose memory changes size while they are sent (a length-tracking view of a resizable buffer)", () => {
+  /** Reads whatever `transport` gets, until interrupted; `read.total` is how many bytes. */
+  const readAll = (transport: Transport.Transport, read: { total: number }) =>
+    Effect.gen(function*() {
+      const scratch = new Uint8Array(4096)
+      for (;;) {
+        const n = yield* transport.read(scratch)
+        if (n === 0) return
+        read.total += n
+      }
+    })
+
+  it.effect("a client's large message written in pieces, its buffer shrunk meanwhile: the send fails with a typed error, the frame is cut, later sends are refused, and close ends", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("client", { connection: { closeTimeout: "2 seconds" }, highWaterMark: 1024 })
+      const length = 64 * 1024
+      const buffer = new ArrayBuffer(length, { maxByteLength: length })
+      const payload = new Uint8Array(buffer).fill(3)
+      const sender = yield* Effect.forkChild(Effect.exit(connection.send(payload)))
+      yield* settle
+      assert.isUndefined(sender.pollUnsafe(), "the send waits for a peer that does not read")
+      buffer.resize(100) // the caller breaks the contract while its message is being written
+      const read = { total: 0 }
+      const reader = yield* Effect.forkChild(readAll(peer.transport, read))
+      const exit = yield* Fiber.join(sender)
+      const error = failureOf(exit)
+      assert.strictEqual(error._tag, "InvalidProtocolOperation")
+      assert.match(error.message, /shrunk/)
+      yield* settle
+      assert.isAbove(read.total, 0, "part of the frame went out")
+      assert.isBelow(read.total, length, "the frame is cut: the rest of its payload is gone")
+      const later = yield* Effect.flip(connection.send("next"))
+      assert.strictEqual(later._tag, "InvalidProtocolOperation")
+      const closing = yield* Effect.forkChild(connection.close())
+      yield* TestClock.adjust("2 seconds")
+      const info = yield* Fiber.join(closing)
+      assert.isFalse(info.clean)
+      yield* Fiber.interrupt(reader)
+    }))
+
+  it.effect("a client's large message written in pieces, its buffer grown meanwhile: its frame carries the bytes declared, the next message follows", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("client", { highWaterMark: 1024 })
+      const length = 64 * 1024
+      const buffer = new ArrayBuffer(length, { maxByteLength: 2 * length })
+      const payload = new Uint8Array(buffer)
+      payload.set(pattern(length, 5))
+      const sender = yield* Effect.forkChild(connection.send(payload))
+      yield* settle
+      assert.isUndefined(sender.pollUnsafe(), "the send waits for a peer that does not read")
+      buffer.resize(2 * length)
+      new Uint8Array(buffer).fill(0xff, length)
+      const got = yield* peer.nextFrame()
+      yield* Fiber.join(sender)
+      assert.strictEqual(got.payload.length, length)
+      assert.isTrue(Buffer.from(got.payload).equals(Buffer.from(pattern(length, 5))))
+      yield* connection.send("next")
+      const next = yield* peer.nextFrame()
+      assert.deepStrictEqual([next.opcode, decoder.decode(next.payload)], [0x1, "next"])
+    }))
+
+  /** Everything `transport` holds or gets while the other side runs, without waiting for more. */
+  const readAvailable = (transport: Transport.Transport) =>
+    Effect.gen(function*() {
+      const parts: Array<Uint8Array> = []
+      const scratch = new Uint8Array(65536)
+      for (let idle = 0; idle < 2;) {
+        const n = transport.tryRead!(scratch)
+        if (n > 0) {
+          parts.push(scratch.slice(0, n))
+          idle = 0
+        } else {
+          idle++
+          yield* settle
+        }
+      }
+      return Buffer.concat(parts)
+    })
+
+  it.effect("a server's message, its buffer grown while its write waits or once its send is done (the transport keeps an owned buffer): the frame carries exactly the bytes its header declares", () =>
+    Effect.gen(function*() {
+      for (const when of ["while the write waits", "once the send is done"] as const) {
+        const { connection, peer } = yield* rawConnection("server", { highWaterMark: when === "while the write waits" ? 1024 : 1 << 20 })
+        const filler = new Uint8Array(2048).fill(1)
+        if (when === "while the write waits") yield* connection.send(filler) // fills the transport
+        const length = 5000
+        const buffer = new ArrayBuffer(length, { maxByteLength: 2 * length })
+        const payload = new Uint8Array(buffer)
+        payload.set(pattern(length, 7))
+        const sender = yield* Effect.forkChild(connection.send(payload))
+        yield* settle
+        assert.strictEqual(sender.pollUnsafe() === undefined, when === "while the write waits", when)
+        // (growing the buffer once its send completed is the caller's right)
+        buffer.resize(2 * length)
+        new Uint8Array(buffer).fill(0xff, length)
+        const before = yield* readAvailable(peer.transport)
+        yield* Fiber.join(sender)
+        yield* connection.send("next")
+        const wire = Buffer.concat([before, yield* readAvailable(peer.transport)])
+        const expected = Buffer.concat([
+          ...(when === "while the write waits" ? [frame(0x2, filler)] : []),
+          frame(0x2, pattern(length, 7)),
+          frame(0x1, "next")
+        ])
+        assert.strictEqual(wire.length, expected.length, `${when}: no byte past the frame its header declares`)
+        assert.isTrue(wire.equals(expected), when)
+      }
+    }))
+})
+
 describe("Connection interruption", () => {
   it.effect("interrupting a send blocked by a peer that does not read leaves the connection closable", () =>
     Effect.gen(function*() {

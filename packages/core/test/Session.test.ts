@@ -640,6 +640,28 @@ describe("misuse is an invalid operation", () => {
       assert.strictEqual(client.outbox.size, 0)
     }))
 
+  it.effect("abortHandle after a payload was shrunk or detached: the queues drain, the send completes cancelled (as after any failure)", () =>
+    Effect.gen(function*() {
+      const detach = (bytes: Uint8Array) => void structuredClone(bytes.buffer, { transfer: [bytes.buffer as ArrayBuffer] })
+      for (const how of ["shrunk", "detached"] as const) {
+        for (const side of ["client", "server"] as const) {
+          const peers = yield* connect()
+          const peer = peers[side]
+          const buffer = new ArrayBuffer(1000, { maxByteLength: 2000 })
+          const payload = new Uint8Array(buffer).fill(5)
+          yield* WebSocket.send(peer.handle, "BinaryMessage", payload, "mine")
+          if (how === "shrunk") buffer.resize(10)
+          else detach(payload)
+          assert.strictEqual((yield* Effect.flip(WebSocket.getAction(peer.handle, "Send")))._tag, "InvalidParameter")
+          yield* WebSocket.abortHandle(peer.handle)
+          // the caller gives up on the handle: what it lent it comes back, nothing goes out
+          const completed = yield* flushSends(peer)
+          assert.deepStrictEqual(completed, ["mine"], `${how} ${side}`)
+          assert.strictEqual(peer.outbox.size, 0)
+        }
+      }
+    }))
+
   it.effect("abortHandle before the handshake is a no-op", () =>
     Effect.gen(function*() {
       const client = yield* WebSocket.createClientHandle()

@@ -29,3 +29,13 @@ export const isBinaryData = (data: unknown): data is ArrayBufferLike | ArrayBuff
  * @internal
  */
 export const isDetached = (buffer: ArrayBufferLike): boolean => (buffer as { readonly detached?: boolean }).detached === true
+
+/**
+ * Whether `buffer` can change its length (a resizable `ArrayBuffer` or a growable
+ * `SharedArrayBuffer`): a length-tracking view of it grows and shrinks with it.
+ *
+ * @internal
+ */
+export const isResizable = (buffer: ArrayBufferLike): boolean =>
+  (buffer as { readonly resizable?: boolean }).resizable === true ||
+  (buffer as { readonly growable?: boolean }).growable === true

@@ -2074,4 +2074,199 @@ describe("a payload whose memory changes size after send (a length-tracking view
       }
     }
   })
+
+  const record = new ActionRecord()
+  /** The handed-out buffers' total length, looked at again (they may be the caller's live views). */
+  const lengthOf = (buffers: ReadonlyArray<Uint8Array>) => buffers.reduce((n, b) => n + b.length, 0)
+
+  it("the caller's memory handed out in an owned buffer (unmasked, with allocateFrame) is a view of exactly the declared length: growing it while written, or once the send is done (the transport may keep the buffer), adds nothing to the frame", () => {
+    // (a buffer that is not owned is done with when its send completes: while it is written, the
+    // payload is the caller's to leave untouched, as with ws)
+    for (
+      const [name, engine, length] of [
+        ["server, allocateFrame", Object.assign(makeServer(), { allocateFrame: (n: number) => new Uint8Array(n) }), 5000],
+        [
+          "client with a zero key, allocateFrame",
+          Object.assign(makeClient({ randomFill: (b: Uint8Array) => b.fill(0) }), { allocateFrame: (n: number) => new Uint8Array(n) }),
+          4096
+        ]
+      ] as const
+    ) {
+      const { buffer, view } = resizable(counting(length), 3 * length)
+      send(engine, BinaryMessage, view)
+      const step = expectAction(next(engine, QueueCode.Send), ActionCode.SendToNetwork)
+      const handedOut = lengthOf(step.buffers)
+      const frame = concat(step.buffers)
+      assert.deepStrictEqual(parseFrames(frame).map((f) => f.payload.length), [length], name)
+      // the driver's write waits for room meanwhile (a slow peer): the caller grows its buffer
+      buffer.resize(2 * length)
+      assert.strictEqual(lengthOf(step.buffers), handedOut, `${name}: the buffers handed out still hold one frame, no byte past it`)
+      buffer.resize(length)
+      complete(engine, step)
+      assert.strictEqual(drainSends(engine).completed.length, 1)
+      assert.isTrue(engine.sendWritten, name)
+      // done: the caller may use its memory again; a transport that kept an owned buffer still
+      // holds exactly the frame
+      buffer.resize(3 * length)
+      assert.strictEqual(lengthOf(step.buffers), handedOut, `${name}: after IndicateSendComplete`)
+    }
+  })
+
+  it("abortHandle with a lost payload: the send is cancelled, and the payload is no longer reported (the queues drain)", () => {
+    for (const how of ["shrunk", "detached"] as const) {
+      for (const [name, engine] of [["server", makeServer()], ["client", makeClient({ sendBufferSize: 256 })]] as const) {
+        const { buffer, view } = resizable(counting(1000))
+        send(engine, BinaryMessage, view, undefined, "ctx")
+        if (how === "shrunk") buffer.resize(10)
+        else detach(view)
+        assert.strictEqual(engine.detachedBuffer, "send", `${how} ${name}`)
+        engine.abort()
+        // its bytes are needed no more: nothing of the frame goes out after an abort
+        assert.strictEqual(engine.detachedBuffer, undefined, `${how} ${name}: the aborted handle's queues drain`)
+        const { wire, completed } = drainSends(engine)
+        assert.strictEqual(wire.length, 0)
+        assert.deepStrictEqual(completed, ["ctx"])
+        assert.isFalse(engine.sendWritten)
+      }
+    }
+  })
+
+  it("a lost fragment that continues an open message, or ends it, is cancelled and leaves that message open as it was", () => {
+    for (const how of ["shrunk", "detached"] as const) {
+      for (const [name, make] of [["server", () => makeServer()], ["client", () => makeClient({ sendBufferSize: 256 })]] as const) {
+        for (const lostType of [BinaryFragment, BinaryMessage]) {
+          const engine = make()
+          const first = parseFrames(sendAndDrain(engine, BinaryFragment, counting(200)))
+          assert.deepStrictEqual(first.map((f) => [f.opcode, f.fin]), [[Opcode.Binary, false]])
+          const { buffer, view } = resizable(counting(1000))
+          send(engine, lostType, view)
+          if (how === "shrunk") buffer.resize(0)
+          else detach(view)
+          const lost = drainSends(engine)
+          assert.strictEqual(lost.wire.length, 0, `${how} ${name}`)
+          assert.isFalse(engine.sendWritten)
+          // still a binary message open: text cannot start, binary continues it
+          expectSendRejected(engine, Status.InvalidOperation, /binary message is open/, Utf8Message, utf8("x"))
+          const rest = parseFrames(sendAndDrain(engine, BinaryMessage, counting(300)))
+          assert.deepStrictEqual(rest.map((f) => [f.opcode, f.fin, f.payload.length]), [[Opcode.Continuation, true, 300]], `${how} ${name}`)
+        }
+      }
+    }
+  })
+
+  it("a pong waiting behind a frame cut by a lost payload is dropped (no frame may follow an incomplete one); behind one lost before anything went out, it goes out", () => {
+    const ping = hex("8901 70") // a server's ping "p"
+    for (const cutMidFrame of [true, false]) {
+      const engine = makeClient({ sendBufferSize: 256, pongsOnSendQueue: true })
+      const { buffer, view } = resizable(counting(5000))
+      send(engine, BinaryMessage, view)
+      if (cutMidFrame) complete(engine, expectAction(next(engine, QueueCode.Send), ActionCode.SendToNetwork))
+      const fed = feed(engine, ping)
+      assert.deepStrictEqual(fed.sent, [])
+      buffer.resize(100)
+      const { wire, completed } = drainSends(engine)
+      assert.strictEqual(completed.length, 1)
+      assert.isFalse(engine.sendWritten)
+      const frames = parseFrames(wire)
+      if (cutMidFrame) {
+        assert.strictEqual(wire.length, 0, "nothing after the incomplete frame, not even the pong")
+        assert.isFalse(engine.pongWaiting, "the pong was dropped, not left waiting for good")
+      } else {
+        assert.deepStrictEqual(frames.map((f) => [f.opcode, decodeUtf8(f.payload)]), [[Opcode.Pong, "p"]])
+        assert.isFalse(engine.pongWaiting)
+      }
+    }
+  })
+
+  it("a view with an offset into a resizable buffer: out of bounds once it shrank (lost), back in bounds once it grew again (nothing lost)", () => {
+    for (const [name, make] of [["server", () => makeServer()], ["client", () => makeClient({ sendBufferSize: 256 })]] as const) {
+      for (const tracking of [false, true]) {
+        const engine = make()
+        const buffer = new ArrayBuffer(1100, { maxByteLength: 4000 })
+        new Uint8Array(buffer).set(counting(1100))
+        const view = tracking ? new Uint8Array(buffer, 100) : new Uint8Array(buffer, 100, 1000)
+        send(engine, BinaryMessage, view)
+        buffer.resize(50) // the view is out of its buffer's bounds: length 0
+        assert.strictEqual(view.length, 0)
+        assert.strictEqual(engine.detachedBuffer, "send", `${name}${tracking ? ", tracking" : ""}`)
+        buffer.resize(tracking ? 3000 : 1100) // back (the bytes past 50 are zeros now)
+        assert.strictEqual(engine.detachedBuffer, undefined)
+        const { wire } = drainSends(engine)
+        assert.isTrue(engine.sendWritten)
+        const expected = new Uint8Array(1000) // the declared length, of what the view holds now
+        assert.deepStrictEqual(parseFrames(wire).map((f) => toHex(f.payload)), [toHex(expected)], name)
+        // shrunk again and left so: cancelled, and the wire is usable
+        send(engine, BinaryMessage, view)
+        buffer.resize(60)
+        assert.strictEqual(drainSends(engine).wire.length, 0)
+        assert.isFalse(engine.sendWritten)
+        assert.deepStrictEqual(parseFrames(sendAndDrain(engine, Utf8Message, utf8("ok"))).map((f) => decodeUtf8(f.payload)), ["ok"])
+      }
+    }
+  })
+
+  it("empty payloads: a detached or emptied empty view lost nothing, its empty frame goes out", () => {
+    for (const [name, engine] of [["server", makeServer()], ["client", makeClient({ sendBufferSize: 256 })]] as const) {
+      const { view } = resizable(new Uint8Array(0), 10)
+      send(engine, BinaryMessage, view)
+      detach(view)
+      assert.strictEqual(engine.detachedBuffer, undefined, name)
+      const frames = parseFrames(drainSends(engine).wire)
+      assert.isTrue(engine.sendWritten, name)
+      assert.deepStrictEqual(frames.map((f) => [f.opcode, f.payload.length]), [[Opcode.Binary, 0]])
+    }
+  })
+
+  it("a send cancelled by a write of 0 bytes, then a lost one, then control frames and a shorter message: each goes out with the length its own header declares", () => {
+    for (const [name, make] of [["server", () => makeServer()], ["client", () => makeClient({ sendBufferSize: 256 })]] as const) {
+      const engine = make()
+      send(engine, BinaryMessage, counting(2000))
+      const first = expectAction(next(engine, QueueCode.Send), ActionCode.SendToNetwork)
+      complete(engine, first, 0) // cancelled, nothing written
+      assert.strictEqual(drainSends(engine).completed.length, 1)
+      assert.isFalse(engine.sendWritten)
+      const { buffer, view } = resizable(counting(3000))
+      send(engine, BinaryMessage, view)
+      buffer.resize(2999)
+      assert.strictEqual(drainSends(engine).wire.length, 0, name)
+      assert.isFalse(engine.sendWritten)
+      // a ping: nothing of the lost payload is looked at any more
+      const { buffer: pingBuffer, view: pingView } = resizable(utf8("hi"))
+      send(engine, PingPong, pingView)
+      pingBuffer.resize(0)
+      assert.strictEqual(engine.detachedBuffer, undefined, "a control frame is built when queued")
+      const pingFrames = parseFrames(drainSends(engine).wire)
+      assert.deepStrictEqual(pingFrames.map((f) => [f.opcode, decodeUtf8(f.payload)]), [[Opcode.Ping, "hi"]])
+      const frames = parseFrames(sendAndDrain(engine, BinaryMessage, counting(700)))
+      assert.deepStrictEqual(frames.map((f) => toHex(f.payload)), [toHex(counting(700))], name)
+    }
+  })
+
+  it("with allocateFrame, a payload that grew past the owned size after send goes out as its declared length decides (not in a buffer of its own)", () => {
+    for (const client of [false, true]) {
+      let allocations = 0
+      const engine = client ? makeClient({ sendBufferSize: 256 }) : makeServer()
+      engine.allocateFrame = (n) => {
+        allocations++
+        return new Uint8Array(n)
+      }
+      const { buffer, view } = resizable(counting(300), 10000)
+      send(engine, BinaryMessage, view)
+      buffer.resize(10000)
+      let owned = false
+      let wire: Uint8Array = new Uint8Array(0)
+      for (;;) {
+        const status = engine.getAction(QueueCode.Send, record)
+        assert.strictEqual(status, Status.Ok)
+        if (record.action === ActionCode.NoAction) break
+        const buffers = record.bufferCount === 0 ? [] : record.bufferCount === 1 ? [record.buffer0] : [record.buffer0, record.buffer1]
+        owned ||= record.owned
+        wire = concat([wire, ...buffers])
+        engine.completeAction(record.id, lengthOf(buffers))
+      }
+      assert.isFalse(owned, client ? "client" : "server")
+      assert.strictEqual(allocations, 0)
+      assert.deepStrictEqual(parseFrames(wire).map((f) => toHex(f.payload)), [toHex(counting(300))])
+    }
+  })
 })

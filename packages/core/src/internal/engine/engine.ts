@@ -32,7 +32,7 @@ import {
 import { ActionCode as ActionCodeImport, ActionQueue as QueueCodeImport } from "../../Action.ts"
 import { BufferType as BufferTypeCodeImport } from "../../BufferType.ts"
 import type { Copy } from "../../Transport.ts"
-import { isDetached } from "../bytes.ts"
+import { isDetached, isResizable } from "../bytes.ts"
 import { applyMask, copyRange, maskInto, maskIntoPortable } from "./mask.ts"
 import { HandleState as HandleStateImport, stateNames } from "./state.ts"
 import { allocatePlainUninitialized, decodeUtf8, nativeIsUtf8 as nativeIsUtf8Import } from "../runtime.ts"
@@ -577,7 +577,10 @@ export class Engine {
   /**
    * Queues one send (`WebSocketSend`). `payload` is the message data, the ping/pong payload, or the
    * UTF-8 close reason; `closeStatus` is the close code (undefined: empty Close body). The payload
-   * must stay untouched until the matching `IndicateSendComplete`.
+   * must stay untouched until the matching `IndicateSendComplete`: a frame carries the length its
+   * header declares, and a payload that lost bytes meanwhile (detached, shrunk) cancels its send,
+   * but a buffer handed out from the caller's memory (an unmasked frame) is the caller's view
+   * while it is written, as with `ws`.
    */
   send(bufferType: number, payload: Uint8Array | undefined, closeStatus: number | undefined, context: unknown): Status {
     const data = payload ?? EMPTY
@@ -984,7 +987,9 @@ export class Engine {
     this.sendChunkLength = total
     this.sendOutBytes = h + total
     out.buffer0 = header
-    out.buffer1 = payload.length === total ? payload : payload.subarray(0, total)
+    // An owned buffer may be kept by the transport after the send completes, when the caller may
+    // use its memory again: a view that would grow with it is handed out as a view of fixed length.
+    out.buffer1 = payload.length === total && !isResizable(payload.buffer) ? payload : payload.subarray(0, total)
     out.bufferCount = 2
     out.owned = true
   }
@@ -1595,10 +1600,14 @@ export class Engine {
   /**
    * Which buffer the application lent the handle was detached (transferred) while the handle
    * still needs it: the payload of the pending send (or shrunk: fewer bytes than its frame
-   * declares), or the buffer of the pending receive.
+   * declares; not once the send is cancelled anyway, the handle aborted or its wire broken), or
+   * the buffer of the pending receive.
    */
   get detachedBuffer(): "send" | "receive" | undefined {
-    if (this.sendPhase === SEND_EMIT && !this.sendIsControl && this.sendPayload.length < this.sendLength) return "send"
+    if (
+      this.sendPhase === SEND_EMIT && this.state !== HandleState.Aborted && !this.sendBroken && !this.sendIsControl &&
+      this.sendPayload.length < this.sendLength
+    ) return "send"
     const buffer = this.receiveBuffer
     return buffer !== undefined && isDetached(buffer.buffer) ? "receive" : undefined
   }
