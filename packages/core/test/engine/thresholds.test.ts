@@ -184,15 +184,16 @@ describe("engine masking across the maskInto thresholds", () => {
   })
 })
 
+/** A random source that counts, so that the masking keys drawn differ (64 in a row). */
+const countingFill = () => {
+  let n = 1
+  return (bytes: Uint8Array): void => {
+    for (let i = 0; i < bytes.length; i++) bytes[i] = (n++ * 13) & 0xff
+  }
+}
+
 describe("short masked frames, built whole in the send buffer when queued", () => {
   const { BinaryFragment, BinaryMessage, Utf8Message } = BufferTypeCode
-  /** A random source that counts, so that every masking key drawn differs from the last. */
-  const countingFill = () => {
-    let n = 1
-    return (bytes: Uint8Array): void => {
-      for (let i = 0; i < bytes.length; i++) bytes[i] = (n++ * 13) & 0xff
-    }
-  }
 
   it.prop(
     "payloads of 0-140 bytes through send buffers of 40-300 bytes: one buffer up to min(125, buffer - 6) bytes, else a header and chunks; every frame masked with a fresh key and read back intact",
@@ -258,13 +259,6 @@ describe("short masked frames, built whole in the send buffer when queued", () =
 
 describe("short masked frames built when queued: every path of the send side", () => {
   const { BinaryFragment, BinaryMessage, PingPong, Utf8Fragment, Utf8Message } = BufferTypeCode
-  /** A random source that counts, so that the masking keys drawn differ (64 in a row). */
-  const countingFill = () => {
-    let n = 1
-    return (bytes: Uint8Array): void => {
-      for (let i = 0; i < bytes.length; i++) bytes[i] = (n++ * 13) & 0xff
-    }
-  }
 
   it.prop(
     "fragments and whole messages of 0-200 bytes, some writes cancelled with 0 bytes, through send buffers of 16-200 bytes: the wire holds exactly the frames written, a built one in one action, each with its opcode and a fresh key, and the peer reads the messages back",
