@@ -499,35 +499,31 @@ describe("short masked frames built when queued: every path of the send side", (
     { arbitrary: { size: 12 } }
   )
 
-  it("masking disabled (a zero key), even with an allocated buffer: never built, the payload goes out from the caller's memory", () => {
+  it("masking disabled (a zero key) or a server, even with an allocated buffer: never built, the payload goes out from the caller's memory", () => {
     for (const allocatedBuffer of [undefined, new Uint8Array(4 + 256 + 4096 + 256)]) {
-      const client = makeClient({ disableMasking: true, receiveBufferSize: 256, allocatedBuffer })
-      for (const length of [1, 10, 125]) {
-        const payload = counting(length)
-        send(client, BinaryMessage, payload)
-        const step = next(client, QueueCode.Send)
-        assert.strictEqual(step.buffers.length, 2, `${length} B: header and payload`)
-        assert.strictEqual(step.buffers[1], payload, "the caller's own bytes, not a copy")
-        const frame = parseFrames(concat(step.buffers))[0]!
-        assert.deepStrictEqual([frame.masked, toHex(frame.maskKey), toHex(frame.payload)], [true, "00000000", toHex(payload)])
-        complete(client, step)
-        complete(client, next(client, QueueCode.Send))
-      }
-    }
-  })
-
-  it("a server, even with an allocated buffer: short frames go out unmasked, from the caller's memory", () => {
-    for (const allocatedBuffer of [undefined, new Uint8Array(4 + 256 + 4096 + 256)]) {
-      const server = makeServer({ receiveBufferSize: 256, sendBufferSize: 4096, allocatedBuffer })
-      for (const length of [1, 10, 125]) {
-        const payload = counting(length)
-        send(server, BinaryMessage, payload)
-        const step = next(server, QueueCode.Send)
-        assert.strictEqual(step.buffers.length, 2, `${length} B: header and payload`)
-        assert.strictEqual(step.buffers[1], payload, "the caller's own bytes")
-        assert.deepStrictEqual(concat(step.buffers), concat([Uint8Array.of(0x82, length), payload]))
-        complete(server, step)
-        complete(server, next(server, QueueCode.Send))
+      for (
+        const [name, engine] of [
+          ["zero key", makeClient({ disableMasking: true, receiveBufferSize: 256, allocatedBuffer })],
+          ["server", makeServer({ receiveBufferSize: 256, sendBufferSize: 4096, allocatedBuffer })]
+        ] as const
+      ) {
+        for (const length of [1, 10, 125]) {
+          const payload = counting(length)
+          send(engine, BinaryMessage, payload)
+          const step = next(engine, QueueCode.Send)
+          assert.strictEqual(step.buffers.length, 2, `${name}, ${length} B: header and payload`)
+          assert.strictEqual(step.buffers[1], payload, `${name}: the caller's own bytes, not a copy`)
+          const frame = parseFrames(concat(step.buffers))[0]!
+          // a zero key is still a key (MASK set); a server's frames are unmasked
+          assert.deepStrictEqual(
+            [frame.masked, toHex(frame.maskKey), toHex(frame.payload)],
+            [name === "zero key", "00000000", toHex(payload)],
+            name
+          )
+          if (name === "server") assert.deepStrictEqual(concat(step.buffers), concat([Uint8Array.of(0x82, length), payload]))
+          complete(engine, step)
+          complete(engine, next(engine, QueueCode.Send))
+        }
       }
     }
   })
