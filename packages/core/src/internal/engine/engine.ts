@@ -1600,8 +1600,10 @@ export class Engine {
   /**
    * Which buffer the application lent the handle was detached (transferred) while the handle
    * still needs it: the payload of the pending send (or shrunk: fewer bytes than its frame
-   * declares; not once the send is cancelled anyway, the handle aborted or its wire broken), or
-   * the buffer of the pending receive.
+   * declares; not once the send is cancelled anyway, the handle aborted or its wire broken; a
+   * short frame built when queued needs its payload no more, but is reported all the same, so
+   * that a broken contract is reported whatever the payload's length), or the buffer of the
+   * pending receive.
    */
   get detachedBuffer(): "send" | "receive" | undefined {
     if (
