@@ -5,7 +5,7 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Arbitrary } from "effect"
-import { applyMaskSimple, maskInto, maskIntoPortable } from "../../src/internal/engine/mask.ts"
+import { applyMaskSimple, maskInto, maskIntoPortable, maskShortInto } from "../../src/internal/engine/mask.ts"
 import { skipAscii } from "../../src/internal/engine/utf8.ts"
 import { ActionCode, BufferTypeCode, QueueCode, Status } from "../../src/internal/engine/engine.ts"
 import { Opcode } from "../../src/internal/engine/frame.ts"
@@ -58,6 +58,23 @@ describe("maskInto / maskIntoPortable around their thresholds", () => {
       }
     },
     { arbitrary: { runs: 400 } }
+  )
+
+  it.prop(
+    "maskShortInto (a built frame's payload) equals copy-then-applyMaskSimple for lengths 0..100 at any target offset, leaving the rest of the target alone",
+    [Arbitrary.all([int(0, 100), int(0, 15)]), Arbitrary.all([int(0, 255), int(0, 255), int(0, 255), int(0, 255)])],
+    ([[length, targetStart], keyBytes]) => {
+      const key = Uint8Array.from(keyBytes)
+      const source = seededBytes(length, length + targetStart)
+      const before = source.slice()
+      const target = new Uint8Array(targetStart + length + 5).fill(0xa5)
+      const expected = target.slice()
+      expected.set(source, targetStart)
+      applyMaskSimple(expected, targetStart, targetStart + length, key, 0)
+      maskShortInto(source, target, targetStart, key)
+      assert.deepStrictEqual(target, expected)
+      assert.deepStrictEqual(source, before, "source changed")
+    }
   )
 
   it("source and target sharing memory: identical ranges (in place) and disjoint ranges of one buffer", () => {

@@ -33,7 +33,14 @@ import { ActionCode as ActionCodeImport, ActionQueue as QueueCodeImport } from "
 import { BufferType as BufferTypeCodeImport } from "../../BufferType.ts"
 import type { Copy } from "../../Transport.ts"
 import { isDetached, isResizable } from "../bytes.ts"
-import { applyMask, copyRange, maskInto, maskIntoPortable } from "./mask.ts"
+import {
+  applyMask,
+  copyRange,
+  MASK_INTO_WORD_THRESHOLD as MASK_INTO_WORD_THRESHOLDImport,
+  maskInto,
+  maskIntoPortable,
+  maskShortInto
+} from "./mask.ts"
 import { HandleState as HandleStateImport, stateNames } from "./state.ts"
 import { allocatePlainUninitialized, decodeUtf8, nativeIsUtf8 as nativeIsUtf8Import } from "../runtime.ts"
 import {
@@ -65,6 +72,7 @@ const ASCII_WORDS_LIMIT = ASCII_WORDS_LIMITImport
 const UTF8_IS_UTF8_THRESHOLD = UTF8_IS_UTF8_THRESHOLDImport
 const UTF8_REJECT = UTF8_REJECTImport
 const nativeIsUtf8 = nativeIsUtf8Import
+const MASK_INTO_WORD_THRESHOLD = MASK_INTO_WORD_THRESHOLDImport
 
 // The websocket.h constants, from the public modules (plain values, no effect import).
 export { ActionCode, ActionQueue as QueueCode } from "../../Action.ts"
@@ -698,7 +706,8 @@ export class Engine {
     const sbuf = this.sbuf
     const key = this.nextKey(this.sendKey)
     const h = encodeHeader(sbuf, 0, fin, 0, opcode, data.length, key)
-    maskIntoPortable(data, 0, data.length, sbuf, h, key, 0)
+    if (data.length < MASK_INTO_WORD_THRESHOLD) maskShortInto(data, sbuf, h, key)
+    else maskIntoPortable(data, 0, data.length, sbuf, h, key, 0)
     this.sendFrameLength = h + data.length
     this.sendHeaderLength = h
     this.sendDirect = false
