@@ -33,14 +33,7 @@ import { ActionCode as ActionCodeImport, ActionQueue as QueueCodeImport } from "
 import { BufferType as BufferTypeCodeImport } from "../../BufferType.ts"
 import type { Copy } from "../../Transport.ts"
 import { isDetached, isResizable } from "../bytes.ts"
-import {
-  applyMask,
-  copyRange,
-  MASK_INTO_WORD_THRESHOLD as MASK_INTO_WORD_THRESHOLDImport,
-  maskInto,
-  maskIntoPortable,
-  maskShortInto
-} from "./mask.ts"
+import { applyMask, copyRange, maskInto, maskShortInto } from "./mask.ts"
 import { HandleState as HandleStateImport, stateNames } from "./state.ts"
 import { allocatePlainUninitialized, decodeUtf8, nativeIsUtf8 as nativeIsUtf8Import } from "../runtime.ts"
 import {
@@ -72,7 +65,6 @@ const ASCII_WORDS_LIMIT = ASCII_WORDS_LIMITImport
 const UTF8_IS_UTF8_THRESHOLD = UTF8_IS_UTF8_THRESHOLDImport
 const UTF8_REJECT = UTF8_REJECTImport
 const nativeIsUtf8 = nativeIsUtf8Import
-const MASK_INTO_WORD_THRESHOLD = MASK_INTO_WORD_THRESHOLDImport
 
 // The websocket.h constants, from the public modules (plain values, no effect import).
 export { ActionCode, ActionQueue as QueueCode } from "../../Action.ts"
@@ -353,7 +345,8 @@ export class Engine {
   private sendPayload: Uint8Array = EMPTY
   /**
    * The payload length the data frame's header declares: what goes out, whatever the caller's
-   * view became since (a length-tracking view of a resizable buffer grows and shrinks with it).
+   * view became since (a length-tracking view of a resizable buffer grows and shrinks with it);
+   * 0 for a control frame, whose payload is copied when it is queued.
    */
   private sendLength = 0
   private sendOffset = 0
@@ -706,10 +699,8 @@ export class Engine {
     const sbuf = this.sbuf
     const key = this.nextKey(this.sendKey)
     const h = encodeHeader(sbuf, 0, fin, 0, opcode, data.length, key)
-    if (data.length < MASK_INTO_WORD_THRESHOLD) maskShortInto(data, sbuf, h, key)
-    else maskIntoPortable(data, 0, data.length, sbuf, h, key, 0)
+    maskShortInto(data, sbuf, h, key)
     this.sendFrameLength = h + data.length
-    this.sendHeaderLength = h
     this.sendDirect = false
     this.sendBuilt = true
   }
@@ -903,7 +894,7 @@ export class Engine {
    * completed; a frame built when queued has them already.
    */
   private payloadLost(): boolean {
-    return !this.sendIsControl && !this.sendBuilt && this.sendPayload.length < this.sendLength
+    return !this.sendBuilt && this.sendPayload.length < this.sendLength
   }
 
   /**
@@ -1616,7 +1607,7 @@ export class Engine {
    */
   get detachedBuffer(): "send" | "receive" | undefined {
     if (
-      this.sendPhase === SEND_EMIT && this.state !== HandleState.Aborted && !this.sendBroken && !this.sendIsControl &&
+      this.sendPhase === SEND_EMIT && this.state !== HandleState.Aborted && !this.sendBroken &&
       this.sendPayload.length < this.sendLength
     ) return "send"
     const buffer = this.receiveBuffer
