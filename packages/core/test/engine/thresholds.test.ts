@@ -5,7 +5,7 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Arbitrary } from "effect"
-import { applyMaskSimple, maskInto, maskIntoPortable, maskShortInto } from "../../src/internal/engine/mask.ts"
+import { applyMaskSimple, maskInto, maskIntoPortable } from "../../src/internal/engine/mask.ts"
 import { skipAscii } from "../../src/internal/engine/utf8.ts"
 import { ActionCode, BufferTypeCode, QueueCode, Status } from "../../src/internal/engine/engine.ts"
 import { Opcode } from "../../src/internal/engine/frame.ts"
@@ -58,23 +58,6 @@ describe("maskInto / maskIntoPortable around their thresholds", () => {
       }
     },
     { arbitrary: { runs: 400 } }
-  )
-
-  it.prop(
-    "maskShortInto (a built frame's payload) equals copy-then-applyMaskSimple for lengths 0..100 at any target offset, leaving the rest of the target alone",
-    [Arbitrary.all([int(0, 100), int(0, 15)]), Arbitrary.all([int(0, 255), int(0, 255), int(0, 255), int(0, 255)])],
-    ([[length, targetStart], keyBytes]) => {
-      const key = Uint8Array.from(keyBytes)
-      const source = seededBytes(length, length + targetStart)
-      const before = source.slice()
-      const target = new Uint8Array(targetStart + length + 5).fill(0xa5)
-      const expected = target.slice()
-      expected.set(source, targetStart)
-      applyMaskSimple(expected, targetStart, targetStart + length, key, 0)
-      maskShortInto(source, target, targetStart, key)
-      assert.deepStrictEqual(target, expected)
-      assert.deepStrictEqual(source, before, "source changed")
-    }
   )
 
   it("source and target sharing memory: identical ranges (in place) and disjoint ranges of one buffer", () => {
@@ -243,6 +226,35 @@ describe("short masked frames, built whole in the send buffer when queued", () =
     },
     { arbitrary: { size: 12 } }
   )
+
+  it("built frames byte for byte, in an own send buffer and in allocated buffers at every alignment: 2 header bytes, the next 4 random bytes as the key, the payload XOR the key, across a refill of the key pool", () => {
+    for (const shift of [undefined, 0, 1, 2, 3]) {
+      const allocatedBuffer = shift === undefined ? undefined : new Uint8Array(shift + 4 + 4096 + 4096 + 256).subarray(shift)
+      // (random bytes without a short period, as the engine's pool is read in order)
+      const seededFill = () => {
+        let fills = 0
+        return (bytes: Uint8Array) => bytes.set(seededBytes(bytes.length, 1000 + fills++))
+      }
+      const client = makeClient({ sendBufferSize: 4096, allocatedBuffer, randomFill: seededFill() })
+      const random = seededFill()
+      const pool = new Uint8Array(4096)
+      for (let i = 0; i < 1100; i++) {
+        if (i % 1024 === 0) random(pool) // the engine's pool holds 1024 keys
+        const key = pool.subarray((i % 1024) * 4, (i % 1024) * 4 + 4)
+        const length = i % 126
+        const payload = seededBytes(length, i)
+        send(client, BinaryMessage, payload)
+        const { writes } = drainSends(client)
+        assert.strictEqual(writes.length, 1)
+        assert.strictEqual(writes[0]!.buffers.length, 1)
+        const expected = new Uint8Array(6 + length)
+        expected.set([0x82, 0x80 | length, ...key])
+        expected.set(payload, 6)
+        applyMaskSimple(expected, 6, 6 + length, key, 0)
+        assert.strictEqual(toHex(writes[0]!.buffers[0]!), toHex(expected), `shift ${shift}, frame ${i} (${length} B)`)
+      }
+    }
+  })
 
   it("a built fragment of which nothing is written is as if never sent: the message is not opened, and sends go on", () => {
     const client = makeClient({ randomFill: countingFill() })
@@ -464,36 +476,41 @@ describe("short masked frames built when queued: every path of the send side", (
     assert.deepStrictEqual(parseFrames(concat(wire)).map((f) => toHex(f.payload)), [0, 1, 16, 125, 126].map((n) => toHex(counting(n))))
   })
 
-  it("an allocated buffer of the smallest legal sizes (send buffer 16): frames of up to 10 bytes built in its send part, nothing written outside it", () => {
+  it("an allocated buffer of the smallest legal sizes (send buffer 16), at every alignment: frames of up to 10 bytes built 2 bytes into its send part (which starts 4-byte aligned), key and payload 4-byte aligned, nothing written outside the send part", () => {
     const receiveBufferSize = 256
     const sendBufferSize = 16
-    const memory = new Uint8Array(64 + 4 + receiveBufferSize + sendBufferSize + 256 + 64).fill(0xee)
-    const allocated = memory.subarray(64, memory.length - 64)
-    const sendPart = allocated.byteOffset + 4 + receiveBufferSize
-    const client = makeClient({ receiveBufferSize, sendBufferSize, allocatedBuffer: allocated, randomFill: countingFill() })
-    const expected: Array<string> = []
-    const wire: Array<Uint8Array> = []
-    for (let length = 0; length <= 20; length++) {
-      const payload = seededBytes(length, length + 1)
-      expected.push(toHex(payload))
-      send(client, BinaryMessage, payload)
-      const first = next(client, QueueCode.Send)
-      if (length <= 10) {
-        assert.strictEqual(first.buffers.length, 1, `${length} B: one buffer`)
-        const view = first.buffers[0]!
-        assert.strictEqual(view.buffer, memory.buffer)
-        assert.deepStrictEqual([view.byteOffset, view.length], [sendPart, 6 + length], "the frame at the send part's start")
-      } else {
-        assert.strictEqual(first.buffers.length, 2, `${length} B: the header apart`)
+    for (let shift = 0; shift < 4; shift++) {
+      const memory = new Uint8Array(64 + shift + 4 + receiveBufferSize + sendBufferSize + 256 + 64).fill(0xee)
+      const allocated = memory.subarray(64 + shift, memory.length - 64)
+      const receivePartEnd = allocated.byteOffset + 4 + receiveBufferSize
+      // the send part (send buffer and 2 bytes) starts 4-byte aligned after the receive part
+      const sendPart = receivePartEnd + ((4 - (receivePartEnd & 3)) & 3)
+      const client = makeClient({ receiveBufferSize, sendBufferSize, allocatedBuffer: allocated, randomFill: countingFill() })
+      const expected: Array<string> = []
+      const wire: Array<Uint8Array> = []
+      for (let length = 0; length <= 20; length++) {
+        const payload = seededBytes(length, length + 1)
+        expected.push(toHex(payload))
+        send(client, BinaryMessage, payload)
+        const first = next(client, QueueCode.Send)
+        if (length <= 10) {
+          assert.strictEqual(first.buffers.length, 1, `${length} B: one buffer`)
+          const view = first.buffers[0]!
+          assert.strictEqual(view.buffer, memory.buffer)
+          assert.deepStrictEqual([view.byteOffset, view.length], [sendPart + 2, 6 + length], "the frame 2 bytes into the send part")
+          assert.strictEqual((view.byteOffset + 2) % 4, 0, "the key 4-byte aligned")
+        } else {
+          assert.strictEqual(first.buffers.length, 2, `${length} B: the header apart`)
+        }
+        wire.push(concat(first.buffers))
+        complete(client, first)
+        for (const w of drainSends(client).writes) wire.push(concat(w.buffers))
+        // nothing before the send part (the receive part, unused here) nor after it is written
+        assert.isTrue(memory.subarray(0, sendPart).every((b) => b === 0xee), `shift ${shift}: before the send part`)
+        assert.isTrue(memory.subarray(sendPart + sendBufferSize + 2).every((b) => b === 0xee), `shift ${shift}: after the send part`)
       }
-      wire.push(concat(first.buffers))
-      complete(client, first)
-      for (const w of drainSends(client).writes) wire.push(concat(w.buffers))
-      // nothing before the send part (the receive part, unused here) nor after it is written
-      assert.isTrue(memory.subarray(0, sendPart).every((b) => b === 0xee), "before the send part")
-      assert.isTrue(memory.subarray(sendPart + sendBufferSize).every((b) => b === 0xee), "after the send part")
+      assert.deepStrictEqual(parseFrames(concat(wire)).map((f) => toHex(f.payload)), expected, `shift ${shift}`)
     }
-    assert.deepStrictEqual(parseFrames(concat(wire)).map((f) => toHex(f.payload)), expected)
   })
 
   it.prop(

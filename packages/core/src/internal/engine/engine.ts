@@ -14,6 +14,7 @@ import {
   CLOSE_CODE_ABSENT as CLOSE_CODE_ABSENTImport,
   encodeCloseBody,
   encodeHeader,
+  encodeShortMaskedHeader,
   FrameHeader,
   HeaderError,
   headerBytesMissing,
@@ -33,7 +34,7 @@ import { ActionCode as ActionCodeImport, ActionQueue as QueueCodeImport } from "
 import { BufferType as BufferTypeCodeImport } from "../../BufferType.ts"
 import type { Copy } from "../../Transport.ts"
 import { isDetached, isResizable } from "../bytes.ts"
-import { applyMask, copyRange, maskInto, maskShortInto } from "./mask.ts"
+import { applyMask, copyRange, maskInto } from "./mask.ts"
 import { HandleState as HandleStateImport, stateNames } from "./state.ts"
 import { allocatePlainUninitialized, decodeUtf8, nativeIsUtf8 as nativeIsUtf8Import } from "../runtime.ts"
 import {
@@ -175,6 +176,7 @@ export interface EngineOptions {
 }
 
 const EMPTY = new Uint8Array(0)
+const EMPTY_WORDS = new Int32Array(0)
 
 /**
  * Free bytes kept in front of received data so that the tail of a text fragment that ends inside
@@ -214,6 +216,11 @@ const OWNED_PAYLOAD = 4096
 const MAX_BUILT_PAYLOAD = 125
 /** The header of such a frame: 2 bytes and the masking key. */
 const BUILT_HEADER_LENGTH = 6
+/**
+ * Where a frame built whole starts in the send memory: 2 bytes in, so that its masking key and
+ * payload are 4-byte aligned (see `buildMaskedFrame`), as chunks of longer frames are at its start.
+ */
+const BUILT_FRAME_OFFSET = 2
 /** The least chunk a text message is read straight into the caller's buffer in: room for whole code points. */
 const MIN_DIRECT_TEXT = 8
 /** After text that is not all ASCII, pieces checked without trying the ASCII skip first. */
@@ -313,8 +320,10 @@ export class Engine {
   private growReceive = false
   /** Text pieces until the next ASCII skip is tried (see `parse`). */
   private asciiProbeIn = 0
-  /** Masked payload chunks of client data frames. */
+  /** Masked payload chunks of client data frames (4-byte aligned in its memory). */
   private readonly sbuf: Uint8Array
+  /** Where short masked data frames are built whole: the send memory from {@link BUILT_FRAME_OFFSET} on. */
+  private readonly builtFrame: Uint8Array
   private readonly sendHeader = new Uint8Array(MAX_HEADER_LENGTH)
   /**
    * Where a control frame is built (made at the first one: the buffers a connection may never need
@@ -325,6 +334,8 @@ export class Engine {
   private pongFrame: Uint8Array = EMPTY
   /** Random bytes for masking keys (made at the first key: a server never needs them). */
   private keyPool: Uint8Array = EMPTY
+  /** {@link keyPool} as 32-bit words, a key each. */
+  private keyPoolWords: Int32Array = EMPTY_WORDS
   private keyPoolOffset = KEY_POOL_SIZE
   /** Masking key of the control frame being built (clients only: servers do not mask). */
   private readonly key: Uint8Array
@@ -332,6 +343,10 @@ export class Engine {
   private readonly sendKey: Uint8Array
   /** The view of `sbuf` handed out last. */
   private chunkView: Uint8Array = EMPTY
+  /** The 32-bit words of {@link builtFrame} from its masking key (its byte 2) on. */
+  private readonly builtWords: Int32Array
+  /** The view of {@link builtFrame} handed out last. */
+  private builtView: Uint8Array = EMPTY
   /** Micro-optimisation: views of the send header for each header length, each made at its first use (see `headerView`). */
   private readonly headerViews: Array<Uint8Array | undefined> = new Array(MAX_HEADER_LENGTH + 1)
   private nextId = 1
@@ -437,17 +452,27 @@ export class Engine {
     this.rcap = RESERVE + options.receiveBufferSize
     const allocated = options.allocatedBuffer
     let rbuf: Uint8Array
+    // The send memory: send buffer size + 2 bytes from a 4-byte boundary (see BUILT_FRAME_OFFSET).
+    const sendMemoryLength = options.sendBufferSize + BUILT_FRAME_OFFSET
+    let sendMemory: Uint8Array
     if (allocated !== undefined) {
       rbuf = allocated.subarray(0, this.rcap)
-      this.sbuf = allocated.subarray(this.rcap, this.rcap + options.sendBufferSize)
+      // (within the bytes an allocated buffer holds beyond the receive and send buffers)
+      const send = this.rcap + ((-allocated.byteOffset - this.rcap) & 3)
+      sendMemory = allocated.subarray(send, send + sendMemoryLength)
     } else {
       // (uninitialized: only the bytes read into it are ever looked at)
       rbuf = allocatePlainUninitialized(this.rcap < INITIAL_RECEIVE_BUFFER ? this.rcap : INITIAL_RECEIVE_BUFFER)
-      this.sbuf = this.isClient && !this.zeroKey ? new Uint8Array(options.sendBufferSize) : EMPTY
+      sendMemory = this.isClient && !this.zeroKey ? new Uint8Array(sendMemoryLength) : EMPTY
     }
+    this.sbuf = sendMemory.subarray(0, options.sendBufferSize)
+    this.builtFrame = sendMemory.subarray(BUILT_FRAME_OFFSET)
     this.maxBuiltPayload = this.maskOutgoing && !this.zeroKey
-      ? Math.min(MAX_BUILT_PAYLOAD, this.sbuf.length - BUILT_HEADER_LENGTH)
+      ? Math.min(MAX_BUILT_PAYLOAD, this.builtFrame.length - BUILT_HEADER_LENGTH)
       : -1
+    this.builtWords = this.maxBuiltPayload < 0
+      ? EMPTY_WORDS
+      : new Int32Array(sendMemory.buffer, sendMemory.byteOffset + BUILT_FRAME_OFFSET + 2, (this.builtFrame.length - 2) >>> 2)
     this.rbuf = rbuf
     this.rmemory = rbuf.buffer
     this.roffset = rbuf.byteOffset
@@ -556,11 +581,7 @@ export class Engine {
   /** Fills `key` with the next masking key from the pooled random block (all zero without masking). */
   private nextKey(key: Uint8Array): Uint8Array {
     if (this.zeroKey) return key // stays all zero
-    if (this.keyPoolOffset + 4 > KEY_POOL_SIZE) {
-      if (this.keyPool.length === 0) this.keyPool = new Uint8Array(KEY_POOL_SIZE)
-      this.randomFill(this.keyPool)
-      this.keyPoolOffset = 0
-    }
+    if (this.keyPoolOffset === KEY_POOL_SIZE) this.refillKeyPool()
     const pool = this.keyPool
     const o = this.keyPoolOffset
     key[0] = pool[o]!
@@ -569,6 +590,24 @@ export class Engine {
     key[3] = pool[o + 3]!
     this.keyPoolOffset = o + 4
     return key
+  }
+
+  /** The next masking key as a 32-bit word, its bytes in memory as the key's (see {@link nextKey}). */
+  private nextKeyWord(): number {
+    if (this.keyPoolOffset === KEY_POOL_SIZE) this.refillKeyPool()
+    const o = this.keyPoolOffset
+    this.keyPoolOffset = o + 4
+    return this.keyPoolWords[o >>> 2]!
+  }
+
+  /** New random bytes for the next keys. */
+  private refillKeyPool(): void {
+    if (this.keyPool.length === 0) {
+      this.keyPool = new Uint8Array(KEY_POOL_SIZE)
+      this.keyPoolWords = new Int32Array(this.keyPool.buffer)
+    }
+    this.randomFill(this.keyPool)
+    this.keyPoolOffset = 0
   }
 
   // ------------------------------------------------------------------------------------------
@@ -689,18 +728,33 @@ export class Engine {
   }
 
   /**
-   * Writes a whole masked data frame with a short payload (header, then the payload masked) into
-   * the send buffer, where it goes out from in one buffer.
+   * Writes a whole masked data frame with a short payload (2 header bytes, the masking key, then
+   * the payload masked: RFC 6455 section 5.3) into {@link builtFrame}, where it goes out from in
+   * one buffer.
    *
    * Micro-optimisation: one buffer (as `ws` merges a short masked frame), and no header kept apart
-   * to be copied or viewed later; masked 16-byte sends about 15 % faster.
+   * to be copied or viewed later. The key and the payload are 4-byte aligned in memory there: the
+   * key is taken and written as one 32-bit word, and the payload, copied, is masked a word at a
+   * time (its last 0-3 bytes bytewise). Against writing the key and the masked payload bytewise:
+   * masked 16-byte sends about 15 % faster, 125-byte ones about 30 %.
    */
   private buildMaskedFrame(opcode: number, fin: boolean, data: Uint8Array): void {
-    const sbuf = this.sbuf
-    const key = this.nextKey(this.sendKey)
-    const h = encodeHeader(sbuf, 0, fin, 0, opcode, data.length, key)
-    maskShortInto(data, sbuf, h, key)
-    this.sendFrameLength = h + data.length
+    const frame = this.builtFrame
+    const words = this.builtWords
+    const length = data.length
+    const keyWord = this.nextKeyWord()
+    const h = encodeShortMaskedHeader(frame, 0, fin, opcode, length)
+    words[0] = keyWord
+    frame.set(data, h)
+    const fullWords = length >>> 2
+    for (let w = 1; w <= fullWords; w++) words[w] = words[w]! ^ keyWord
+    // the last 0-3 bytes, with the key's first bytes (frame[2..4])
+    const tail = h + (fullWords << 2)
+    const end = h + length
+    if (tail < end) frame[tail] = frame[tail]! ^ frame[2]!
+    if (tail + 1 < end) frame[tail + 1] = frame[tail + 1]! ^ frame[3]!
+    if (tail + 2 < end) frame[tail + 2] = frame[tail + 2]! ^ frame[4]!
+    this.sendFrameLength = h + length
     this.sendDirect = false
     this.sendBuilt = true
   }
@@ -964,12 +1018,12 @@ export class Engine {
     if (this.sendOffset + chunk.length < total) this.wireOwner = WIRE_SEND
   }
 
-  /** The whole frame {@link buildMaskedFrame} wrote into the send buffer. */
+  /** The whole frame {@link buildMaskedFrame} wrote. */
   private emitBuiltFrame(out: ActionRecord): void {
     const length = this.sendFrameLength
-    // (the view is shared with the chunks of longer frames: both start at the buffer's start)
-    if (this.chunkView.length !== length) this.chunkView = this.sbuf.subarray(0, length)
-    out.buffer0 = this.chunkView
+    // Micro-optimisation: frames of the same size in a row reuse the view.
+    if (this.builtView.length !== length) this.builtView = this.builtFrame.subarray(0, length)
+    out.buffer0 = this.builtView
     out.bufferCount = 1
     this.sendOutBytes = length
   }

@@ -348,6 +348,26 @@ export const headerLength = (payloadLength: number, masked: boolean): number =>
     : BASE_HEADER_LENGTH + EXTENDED_64_LENGTH) + (masked ? MASK_KEY_LENGTH : 0)
 
 /**
+ * Writes the first 2 bytes of the header of a masked frame whose payload length fits the 7-bit
+ * field (at most 125 bytes; RFC 6455 section 5.2), at `offset`; its 4-byte masking key is the
+ * caller's to write after them. Returns the length of the whole header (with the key).
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const encodeShortMaskedHeader = (
+  target: Uint8Array,
+  offset: number,
+  fin: boolean,
+  opcode: number,
+  payloadLength: number
+): number => {
+  target[offset] = (fin ? FIN_BIT : 0) | (opcode & OPCODE_BITS)
+  target[offset + 1] = MASK_BIT | (payloadLength & LENGTH_BITS)
+  return BASE_HEADER_LENGTH + MASK_KEY_LENGTH
+}
+
+/**
  * Writes a frame header at `target[offset]` with the minimal length encoding (RFC 6455 section
  * 5.2) and returns the number of bytes written ({@link headerLength}).
  *

@@ -233,43 +233,6 @@ const maskBytes: MaskCopy = (source, sourceStart, sourceEnd, target, targetStart
 }
 
 /**
- * Writes the whole of a short `source` XOR `key` (from its position 0) into `target` from
- * `targetStart`: a client's short frame built in its send buffer. `target` needs `source.length`
- * bytes from `targetStart`. Bytewise, unrolled by the key length, below
- * {@link MASK_INTO_WORD_THRESHOLD} bytes; {@link maskIntoPortable} from there.
- *
- * Micro-optimisation: a byte loop of its own, as {@link maskBytesInPlace} is, so that V8 keeps type
- * feedback for the frames a client builds apart from the receive side's unmasking copies, which
- * go through {@link maskIntoPortable} too: in a benchmark run that does both, the shared loop made
- * masked 16-byte sends about 25 % slower (1.1x `ws` instead of 1.4-1.6x).
- *
- * @category combinators
- * @since 0.1.0
- */
-export const maskShortInto = (source: Uint8Array, target: Uint8Array, targetStart: number, key: Uint8Array): void => {
-  const k0 = key[0]!
-  const k1 = key[1]!
-  const k2 = key[2]!
-  const k3 = key[3]!
-  const length = source.length
-  if (length >= MASK_INTO_WORD_THRESHOLD) {
-    maskIntoPortable(source, 0, length, target, targetStart, key, 0)
-    return
-  }
-  let i = 0
-  let j = targetStart
-  for (const stop = length & ~3; i < stop; i += 4, j += 4) {
-    target[j] = source[i]! ^ k0
-    target[j + 1] = source[i + 1]! ^ k1
-    target[j + 2] = source[i + 2]! ^ k2
-    target[j + 3] = source[i + 3]! ^ k3
-  }
-  if (i < length) target[j] = source[i]! ^ k0
-  if (i + 1 < length) target[j + 1] = source[i + 1]! ^ k1
-  if (i + 2 < length) target[j + 2] = source[i + 2]! ^ k2
-}
-
-/**
  * Masks or unmasks `data[start, end)` in place (RFC 6455 section 5.3), `keyOffset` being the key
  * position (0..3) of `data[start]`.
  *
