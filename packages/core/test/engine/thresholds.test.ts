@@ -626,3 +626,164 @@ describe("short masked frames built when queued: every path of the send side", (
     )
   })
 })
+
+describe("short masked frames built when queued: the aligned send memory and the key pool", () => {
+  const { BinaryFragment, BinaryMessage, Close, PingPong, UnsolicitedPong } = BufferTypeCode
+
+  it("a payload whose memory is gone at send (a detached buffer, a fixed-length view past the end of its shrunk resizable buffer): nothing is thrown, a client's empty frame goes out as a server's does, and the fragment opens its message", () => {
+    const detach = (bytes: Uint8Array) => void structuredClone(bytes.buffer, { transfer: [bytes.buffer as ArrayBuffer] })
+    const gone = (how: "detached" | "out of bounds"): Uint8Array => {
+      if (how === "detached") {
+        const view = counting(8)
+        detach(view)
+        return view
+      }
+      const buffer = new ArrayBuffer(16, { maxByteLength: 32 })
+      const view = new Uint8Array(buffer, 4, 8) // fixed length
+      buffer.resize(6) // the view is out of bounds now: it reads as empty
+      return view
+    }
+    for (const how of ["detached", "out of bounds"] as const) {
+      for (
+        const [name, engine] of [
+          ["client", makeClient({ randomFill: countingFill() })],
+          ["client, send buffer 16", makeClient({ sendBufferSize: 16, randomFill: countingFill() })],
+          ["server", makeServer()]
+        ] as const
+      ) {
+        const payload = gone(how)
+        assert.strictEqual(payload.length, 0, "the view reads as empty: it declares 0 bytes, none of them lost")
+        try {
+          send(engine, BinaryFragment, payload)
+        } catch (e) {
+          assert.fail(`${how}, ${name}: send threw ${String(e)}`)
+        }
+        const first = drainSends(engine)
+        assert.isTrue(engine.sendWritten, `${how}, ${name}`)
+        send(engine, BinaryMessage, counting(3))
+        const frames = parseFrames(concat([first.wire, drainSends(engine).wire]))
+        // (a message left open by a send that never went out would start with a continuation)
+        assert.deepStrictEqual(
+          frames.map((f) => [f.opcode, f.fin, f.masked, toHex(f.payload)]),
+          [[Opcode.Binary, false, name !== "server", ""], [Opcode.Continuation, true, name !== "server", "000102"]],
+          `${how}, ${name}`
+        )
+      }
+    }
+  })
+
+  it("masking keys of built frames, longer frames, pings, automatic and unsolicited pongs and the Close are the random source's 4-byte groups in order, each used once, across three refills of the key pool (a control frame or a longer frame drawing the first key of a refill)", () => {
+    const stream: Array<number> = []
+    let fills = 0
+    const randomFill = (bytes: Uint8Array) => {
+      bytes.set(seededBytes(bytes.length, 7000 + fills++))
+      stream.push(...bytes)
+    }
+    const client = makeClient({ sendBufferSize: 64, randomFill }) // built up to 58 bytes
+    const wire: Array<Uint8Array> = []
+    const draws = 3 * 1024 + 50
+    // one key drawn per step; step k draws key k: 1024 is a ping's, 2048 a longer frame's, 3072 a built frame's
+    for (let k = 0; k < draws; k++) {
+      switch (k % 5) {
+        case 0:
+        case 2:
+          send(client, BinaryMessage, seededBytes(k % 59, k))
+          break
+        case 1: {
+          // a ping from the server: its automatic pong draws the key
+          const { sent, deliveries } = feed(client, concat([Uint8Array.of(0x89, 2), seededBytes(2, k)]))
+          assert.deepStrictEqual(deliveries, [])
+          wire.push(...sent)
+          continue
+        }
+        case 3:
+          send(client, BinaryMessage, seededBytes(59 + (k % 150), k)) // in chunks of the send buffer
+          break
+        case 4:
+          send(client, k % 10 === 4 ? PingPong : UnsolicitedPong, seededBytes(k % 126, k))
+          break
+      }
+      wire.push(drainSends(client).wire)
+    }
+    send(client, Close, utf8("bye"), 1000)
+    wire.push(drainSends(client).wire)
+    const frames = parseFrames(concat(wire))
+    assert.strictEqual(frames.length, draws + 1)
+    assert.strictEqual(fills, 4)
+    const expected = Array.from({ length: draws + 1 }, (_, k) => toHex(Uint8Array.from(stream.slice(4 * k, 4 * k + 4))))
+    const keys = frames.map((f) => toHex(f.maskKey))
+    for (let k = 0; k < keys.length; k++) assert.strictEqual(keys[k], expected[k], `key ${k} (frame opcode ${frames[k]!.opcode})`)
+    // and every payload read back as sent
+    for (const [k, frame] of frames.entries()) {
+      if (k === draws) assert.deepStrictEqual([frame.opcode, toHex(frame.payload)], [Opcode.Close, "03e8" + toHex(utf8("bye"))])
+      else if (k % 5 === 0 || k % 5 === 2) assert.strictEqual(toHex(frame.payload), toHex(seededBytes(k % 59, k)), `frame ${k}`)
+      else if (k % 5 === 3) assert.strictEqual(toHex(frame.payload), toHex(seededBytes(59 + (k % 150), k)), `frame ${k}`)
+      else assert.strictEqual(toHex(frame.payload), toHex(seededBytes(k % 5 === 1 ? 2 : k % 126, k)), `frame ${k}`)
+    }
+  })
+
+  it("allocated buffers of the smallest legal size (receive + send + 256) at byteOffsets 0-7, receive sizes 256-259 and 65536, send sizes 16-19, 130 and 65536: a message received to the very end of the receive part stays intact while its tail is echoed in a built frame, frames of every short length around min(125, send - 6) are right, and nothing outside the allocated buffer changes", () => {
+    const { Utf8Message } = BufferTypeCode
+    const guard = 32
+    for (const receiveBufferSize of [256, 257, 258, 259, 65536]) {
+      for (const sendBufferSize of [16, 17, 18, 19, 130, 65536]) {
+        for (let byteOffset = 0; byteOffset < 8; byteOffset++) {
+          const size = receiveBufferSize + sendBufferSize + 256
+          const memory = new Uint8Array(guard + byteOffset + size + guard).fill(0xee)
+          const allocatedBuffer = memory.subarray(guard + byteOffset, guard + byteOffset + size)
+          const where = `receive ${receiveBufferSize}, send ${sendBufferSize}, byteOffset ${byteOffset}`
+          const client = makeClient({ receiveBufferSize, sendBufferSize, allocatedBuffer, randomFill: countingFill() })
+          const limit = Math.min(125, sendBufferSize - 6)
+          // server frames filling the receive part exactly: the last payload ends at its last byte
+          const lastLength = Math.min(125, receiveBufferSize - 2)
+          const wireIn = concat([
+            Uint8Array.of(0x82, 0x7e, (receiveBufferSize - 6 - lastLength) >>> 8, (receiveBufferSize - 6 - lastLength) & 0xff),
+            seededBytes(receiveBufferSize - 6 - lastLength, 1),
+            Uint8Array.of(0x82, lastLength),
+            seededBytes(lastLength, 2)
+          ])
+          assert.strictEqual(wireIn.length, receiveBufferSize)
+          assert.strictEqual(client.receive(undefined, "r1"), Status.Ok)
+          const read = next(client, QueueCode.Receive)
+          assert.strictEqual(read.action, ActionCode.ReceiveFromNetwork)
+          assert.isAtLeast(read.buffers[0]!.length, wireIn.length, where)
+          read.buffers[0]!.set(wireIn)
+          complete(client, read, wireIn.length)
+          const firstDelivery = next(client, QueueCode.Receive)
+          assert.strictEqual(firstDelivery.action, ActionCode.IndicateReceiveComplete)
+          complete(client, firstDelivery)
+          assert.strictEqual(client.receive(undefined, "r2"), Status.Ok)
+          const delivery = next(client, QueueCode.Receive)
+          assert.strictEqual(delivery.action, ActionCode.IndicateReceiveComplete)
+          const received = delivery.buffers[0]!
+          assert.strictEqual(received.buffer, memory.buffer)
+          assert.strictEqual(received.byteOffset + received.length, allocatedBuffer.byteOffset + 4 + receiveBufferSize, `${where}: the view ends at the receive part's end`)
+          assert.strictEqual(toHex(received), toHex(seededBytes(lastLength, 2)))
+          // the received view's tail, echoed while it is held (a view into the same memory)
+          const echo = received.subarray(received.length - Math.min(limit, received.length))
+          const lengths = [0, 1, 2, 3, 4, 5, limit - 1, limit, limit + 1]
+          const wire: Array<Uint8Array> = []
+          send(client, BinaryMessage, echo)
+          const echoStep = next(client, QueueCode.Send)
+          assert.strictEqual(echoStep.buffers.length, 1, `${where}: the echo is built`)
+          wire.push(concat(echoStep.buffers))
+          complete(client, echoStep)
+          for (const w of drainSends(client).writes) wire.push(concat(w.buffers))
+          for (const [i, length] of lengths.entries()) {
+            send(client, i % 2 === 0 ? BinaryMessage : Utf8Message, seededBytes(length, i + 3).map((b) => b & 0x7f))
+            for (const w of drainSends(client).writes) wire.push(concat(w.buffers))
+          }
+          assert.strictEqual(toHex(received), toHex(seededBytes(lastLength, 2)), `${where}: the received message is intact`)
+          complete(client, delivery)
+          assert.deepStrictEqual(
+            parseFrames(concat(wire)).map((f) => toHex(f.payload)),
+            [toHex(seededBytes(lastLength, 2).subarray(lastLength - echo.length)), ...lengths.map((length, i) => toHex(seededBytes(length, i + 3).map((b) => b & 0x7f)))],
+            where
+          )
+          assert.isTrue(memory.subarray(0, guard + byteOffset).every((b) => b === 0xee), `${where}: before the allocated buffer`)
+          assert.isTrue(memory.subarray(guard + byteOffset + size).every((b) => b === 0xee), `${where}: after the allocated buffer`)
+        }
+      }
+    }
+  })
+})

@@ -741,11 +741,12 @@ export class Engine {
   private buildMaskedFrame(opcode: number, fin: boolean, data: Uint8Array): void {
     const frame = this.builtFrame
     const words = this.builtWords
-    const length = data.length
     const keyWord = this.nextKeyWord()
+    const length = data.length
     const h = encodeShortMaskedHeader(frame, 0, fin, opcode, length)
     words[0] = keyWord
-    frame.set(data, h)
+    // (a payload whose memory is gone, detached or out of bounds, reads as empty: `set` would throw)
+    if (length > 0) frame.set(data, h)
     const fullWords = length >>> 2
     for (let w = 1; w <= fullWords; w++) words[w] = words[w]! ^ keyWord
     // the last 0-3 bytes, with the key's first bytes (frame[2..4])
