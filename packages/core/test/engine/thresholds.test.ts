@@ -185,6 +185,16 @@ describe("engine masking across the maskInto thresholds", () => {
 })
 
 /** A random source that counts, so that the masking keys drawn differ (64 in a row). */
+/** The longest payload a client builds whole in a send buffer of `size` bytes, header included (see `buildMaskedFrame`). */
+const builtLimit = (size: number): number => Math.max(Math.min(125, size - 6), Math.min(511, size - 8))
+
+/** The header length of a built frame: 2 bytes (4 with a 16-bit length) and the key. */
+const builtHeader = (length: number): number => length <= 125 ? 6 : 8
+
+/** An integer from one of two ranges (`[a, b]` or `[c, d]`), each about as likely as its length. */
+const intIn = (a: number, b: number, c: number, d: number) =>
+  int(0, b - a + d - c + 1).pipe(Arbitrary.map((n) => n <= b - a ? a + n : c + n - (b - a + 1)))
+
 const countingFill = () => {
   let n = 1
   return (bytes: Uint8Array): void => {
@@ -196,11 +206,11 @@ describe("short masked frames, built whole in the send buffer when queued", () =
   const { BinaryFragment, BinaryMessage, Utf8Message } = BufferTypeCode
 
   it.prop(
-    "payloads of 0-140 bytes through send buffers of 40-300 bytes: one buffer up to min(125, buffer - 6) bytes, else a header and chunks; every frame masked with a fresh key and read back intact",
-    [Arbitrary.array(int(0, 140), { minLength: 1, maxLength: 12 }), int(40, 300)],
+    "payloads of 0-530 bytes through send buffers of 40-600 bytes: one buffer (the whole frame) up to 511 bytes that fit the buffer with their header, else a header and chunks; every frame masked with a fresh key and read back intact",
+    [Arbitrary.array(intIn(0, 140, 400, 530), { minLength: 1, maxLength: 12 }), intIn(40, 300, 400, 600)],
     ([lengths, sendBufferSize]) => {
       const client = makeClient({ sendBufferSize, randomFill: countingFill() })
-      const limit = Math.min(125, sendBufferSize - 6)
+      const limit = builtLimit(sendBufferSize)
       const keys = new Set<string>()
       for (const [i, length] of lengths.entries()) {
         const payload = seededBytes(length, i + sendBufferSize)
@@ -211,6 +221,7 @@ describe("short masked frames, built whole in the send buffer when queued", () =
         const { wire, writes } = drainSends(client)
         if (length <= limit) {
           assert.deepStrictEqual(writes.map((w) => w.buffers.length), [1], `${length} B in ${sendBufferSize}: one buffer`)
+          assert.strictEqual(writes[0]!.buffers[0]!.length, builtHeader(length) + length, "the whole frame")
         } else {
           assert.strictEqual(writes[0]!.buffers.length, 2, `${length} B in ${sendBufferSize}: the header apart`)
         }
@@ -256,6 +267,22 @@ describe("short masked frames, built whole in the send buffer when queued", () =
     }
   })
 
+  it("the longest built frames fill the send buffer, never more: around 125/126 bytes and the largest built payload, in send buffers of 128-140 and 510-522 bytes", () => {
+    for (const sendBufferSize of [...Array.from({ length: 13 }, (_, i) => 128 + i), ...Array.from({ length: 13 }, (_, i) => 510 + i)]) {
+      const client = makeClient({ sendBufferSize, randomFill: countingFill() })
+      const limit = builtLimit(sendBufferSize)
+      for (const length of new Set([124, 125, 126, 127, limit - 2, limit - 1, limit, limit + 1, limit + 2])) {
+        const payload = seededBytes(length, length + sendBufferSize)
+        send(client, BinaryMessage, payload)
+        const { wire, writes } = drainSends(client)
+        const where = `${length} B in ${sendBufferSize}`
+        assert.strictEqual(writes[0]!.buffers.length, length <= limit ? 1 : 2, where)
+        for (const w of writes) for (const b of w.buffers) assert.isAtMost(b.length, sendBufferSize, where)
+        assert.deepStrictEqual(parseFrames(wire).map((f) => toHex(f.payload)), [toHex(payload)], where)
+      }
+    }
+  })
+
   it("a built fragment of which nothing is written is as if never sent: the message is not opened, and sends go on", () => {
     const client = makeClient({ randomFill: countingFill() })
     send(client, BinaryFragment, counting(10))
@@ -290,14 +317,14 @@ describe("short masked frames built when queued: every path of the send side", (
   const { BinaryFragment, BinaryMessage, PingPong, Utf8Fragment, Utf8Message } = BufferTypeCode
 
   it.prop(
-    "fragments and whole messages of 0-200 bytes, some writes cancelled with 0 bytes, through send buffers of 16-200 bytes: the wire holds exactly the frames written, a built one in one action, each with its opcode and a fresh key, and the peer reads the messages back",
+    "fragments and whole messages of 0-530 bytes, some writes cancelled with 0 bytes, through send buffers of 16-600 bytes: the wire holds exactly the frames written, a built one in one action, each with its opcode and a fresh key, and the peer reads the messages back",
     [
-      Arbitrary.array(Arbitrary.all([int(0, 200), int(0, 3), int(0, 3)]), { minLength: 1, maxLength: 30 }),
-      int(16, 200)
+      Arbitrary.array(Arbitrary.all([intIn(0, 200, 480, 530), int(0, 3), int(0, 3)]), { minLength: 1, maxLength: 30 }),
+      intIn(16, 200, 480, 600)
     ],
     ([ops, sendBufferSize]) => {
       const client = makeClient({ sendBufferSize, randomFill: countingFill() })
-      const limit = Math.min(125, sendBufferSize - 6)
+      const limit = builtLimit(sendBufferSize)
       const expected: Array<[number, boolean, string]> = []
       const messages: Array<[string, string]> = []
       let open = 0 // the open message's opcode in the model
@@ -319,7 +346,7 @@ describe("short masked frames built when queued: every path of the send side", (
         const total = step.buffers.reduce((n, b) => n + b.length, 0)
         if (length <= limit) {
           assert.strictEqual(step.buffers.length, 1, `${length} B in ${sendBufferSize}: one buffer`)
-          assert.strictEqual(total, 6 + length, "the whole frame")
+          assert.strictEqual(total, builtHeader(length) + length, "the whole frame")
         } else {
           assert.strictEqual(step.buffers.length, 2, `${length} B in ${sendBufferSize}: the header apart`)
         }
@@ -460,12 +487,12 @@ describe("short masked frames built when queued: every path of the send side", (
       return new Uint8Array(size)
     }
     const wire: Array<Uint8Array> = []
-    for (const length of [0, 1, 16, 125, 126]) {
+    for (const length of [0, 1, 16, 125, 126, 511, 512]) {
       send(client, BinaryMessage, counting(length))
       const step = next(client, QueueCode.Send)
       assert.deepStrictEqual(
         [step.buffers.length, step.buffers.reduce((n, b) => n + b.length, 0)],
-        length <= 125 ? [1, 6 + length] : [2, 8 + length],
+        length <= 511 ? [1, builtHeader(length) + length] : [2, 8 + length],
         `${length} B`
       )
       wire.push(concat(step.buffers))
@@ -473,7 +500,7 @@ describe("short masked frames built when queued: every path of the send side", (
       complete(client, next(client, QueueCode.Send))
     }
     assert.strictEqual(allocations, 0)
-    assert.deepStrictEqual(parseFrames(concat(wire)).map((f) => toHex(f.payload)), [0, 1, 16, 125, 126].map((n) => toHex(counting(n))))
+    assert.deepStrictEqual(parseFrames(concat(wire)).map((f) => toHex(f.payload)), [0, 1, 16, 125, 126, 511, 512].map((n) => toHex(counting(n))))
   })
 
   it("an allocated buffer of the smallest legal sizes (send buffer 16), at every alignment: frames of up to 10 bytes built 2 bytes into its send part (which starts 4-byte aligned), key and payload 4-byte aligned, nothing written outside the send part", () => {
@@ -722,7 +749,7 @@ describe("short masked frames built when queued: the aligned send memory and the
     }
   })
 
-  it("allocated buffers of the smallest legal size (receive + send + 256) at byteOffsets 0-7, receive sizes 256-259 and 65536, send sizes 16-19, 130 and 65536: a message received to the very end of the receive part stays intact while its tail is echoed in a built frame, frames of every short length around min(125, send - 6) are right, and nothing outside the allocated buffer changes", () => {
+  it("allocated buffers of the smallest legal size (receive + send + 256) at byteOffsets 0-7, receive sizes 256-259 and 65536, send sizes 16-19, 130 and 65536: a message received to the very end of the receive part stays intact while its tail is echoed in a built frame, frames of every short length and around the longest built one are right, and nothing outside the allocated buffer changes", () => {
     const { Utf8Message } = BufferTypeCode
     const guard = 32
     for (const receiveBufferSize of [256, 257, 258, 259, 65536]) {
@@ -733,7 +760,7 @@ describe("short masked frames built when queued: the aligned send memory and the
           const allocatedBuffer = memory.subarray(guard + byteOffset, guard + byteOffset + size)
           const where = `receive ${receiveBufferSize}, send ${sendBufferSize}, byteOffset ${byteOffset}`
           const client = makeClient({ receiveBufferSize, sendBufferSize, allocatedBuffer, randomFill: countingFill() })
-          const limit = Math.min(125, sendBufferSize - 6)
+          const limit = builtLimit(sendBufferSize)
           // server frames filling the receive part exactly: the last payload ends at its last byte
           const lastLength = Math.min(125, receiveBufferSize - 2)
           const wireIn = concat([

@@ -14,13 +14,14 @@ import {
   CLOSE_CODE_ABSENT as CLOSE_CODE_ABSENTImport,
   encodeCloseBody,
   encodeHeader,
-  encodeShortMaskedHeader,
+  encodeMaskedHeader,
   FrameHeader,
   HeaderError,
   headerBytesMissing,
   isControlOpcode,
   isMaskedOf,
   isValidWireCloseCode,
+  MASK_KEY_LENGTH,
   MAX_CLOSE_REASON_LENGTH as MAX_CLOSE_REASON_LENGTHImport,
   MAX_CONTROL_PAYLOAD as MAX_CONTROL_PAYLOADImport,
   MAX_HEADER_LENGTH as MAX_HEADER_LENGTHImport,
@@ -34,7 +35,7 @@ import { ActionCode as ActionCodeImport, ActionQueue as QueueCodeImport } from "
 import { BufferType as BufferTypeCodeImport } from "../../BufferType.ts"
 import type { Copy } from "../../Transport.ts"
 import { isDetached, isResizable } from "../bytes.ts"
-import { applyMask, copyRange, maskInto } from "./mask.ts"
+import { applyMask, copyRange, MASK_INTO_NATIVE_THRESHOLD, maskInto } from "./mask.ts"
 import { HandleState as HandleStateImport, stateNames } from "./state.ts"
 import { allocatePlainUninitialized, decodeUtf8, nativeIsUtf8 as nativeIsUtf8Import } from "../runtime.ts"
 import {
@@ -212,15 +213,25 @@ const INITIAL_RECEIVE_BUFFER = 4096
  * a buffer of their own would be an allocation for nothing.
  */
 const OWNED_PAYLOAD = 4096
-/** Masked data frames with payloads up to this many bytes (7-bit lengths) are built whole when queued. */
-const MAX_BUILT_PAYLOAD = 125
-/** The header of such a frame: 2 bytes and the masking key. */
-const BUILT_HEADER_LENGTH = 6
 /**
- * Where a frame built whole starts in the send memory: 2 bytes in, so that its masking key and
- * payload are 4-byte aligned (see `buildMaskedFrame`), as chunks of longer frames are at its start.
+ * Masked data frames with payloads up to this many bytes are built whole when queued (see
+ * `buildMaskedFrame`); from {@link MASK_INTO_NATIVE_THRESHOLD} bytes on, the native loop (where
+ * `bufferutil` is installed) masks faster than the word loop there.
  */
-const BUILT_FRAME_OFFSET = 2
+const MAX_BUILT_PAYLOAD = MASK_INTO_NATIVE_THRESHOLD - 1
+/** The longest payload length of the 7-bit field; longer built frames have a 16-bit one. */
+const MAX_LENGTH_7 = 125
+/** The header of a built frame: 2 bytes (4 with a 16-bit length) and the masking key. */
+const SHORT_MASKED_HEADER = 6
+const MEDIUM_MASKED_HEADER = 8
+/**
+ * Where the payload of a frame built whole starts in the send memory (which starts at a 4-byte
+ * boundary): its masking key, right before it, and the payload are 4-byte aligned whatever the
+ * header's length (the frame starts 2 bytes in with a 7-bit length, at the start with a 16-bit one).
+ */
+const BUILT_PAYLOAD_OFFSET = MEDIUM_MASKED_HEADER
+/** The bytes of the send memory beyond the send buffer: a built frame of the largest payload the buffer allows takes them. */
+const SEND_MEMORY_EXTRA = 2
 /** The least chunk a text message is read straight into the caller's buffer in: room for whole code points. */
 const MIN_DIRECT_TEXT = 8
 /** After text that is not all ASCII, pieces checked without trying the ASCII skip first. */
@@ -322,8 +333,11 @@ export class Engine {
   private asciiProbeIn = 0
   /** Masked payload chunks of client data frames (4-byte aligned in its memory). */
   private readonly sbuf: Uint8Array
-  /** Where short masked data frames are built whole: the send memory from {@link BUILT_FRAME_OFFSET} on. */
-  private readonly builtFrame: Uint8Array
+  /**
+   * The send memory: {@link sbuf} and {@link SEND_MEMORY_EXTRA} bytes more, from a 4-byte boundary;
+   * where masked data frames of up to {@link MAX_BUILT_PAYLOAD} bytes are built whole.
+   */
+  private readonly sendMemory: Uint8Array
   private readonly sendHeader = new Uint8Array(MAX_HEADER_LENGTH)
   /**
    * Where a control frame is built (made at the first one: the buffers a connection may never need
@@ -343,10 +357,12 @@ export class Engine {
   private readonly sendKey: Uint8Array
   /** The view of `sbuf` handed out last. */
   private chunkView: Uint8Array = EMPTY
-  /** The 32-bit words of {@link builtFrame} from its masking key (its byte 2) on. */
+  /** The 32-bit words of {@link sendMemory} from a built frame's masking key on. */
   private readonly builtWords: Int32Array
-  /** The view of {@link builtFrame} handed out last. */
+  /** The view of {@link sendMemory} handed out last for a built frame. */
   private builtView: Uint8Array = EMPTY
+  /** Where in {@link sendMemory} the pending built frame starts. */
+  private builtStart = 0
   /** Micro-optimisation: views of the send header for each header length, each made at its first use (see `headerView`). */
   private readonly headerViews: Array<Uint8Array | undefined> = new Array(MAX_HEADER_LENGTH + 1)
   private nextId = 1
@@ -452,8 +468,7 @@ export class Engine {
     this.rcap = RESERVE + options.receiveBufferSize
     const allocated = options.allocatedBuffer
     let rbuf: Uint8Array
-    // The send memory: send buffer size + 2 bytes from a 4-byte boundary (see BUILT_FRAME_OFFSET).
-    const sendMemoryLength = options.sendBufferSize + BUILT_FRAME_OFFSET
+    const sendMemoryLength = options.sendBufferSize + SEND_MEMORY_EXTRA
     let sendMemory: Uint8Array
     if (allocated !== undefined) {
       rbuf = allocated.subarray(0, this.rcap)
@@ -465,14 +480,17 @@ export class Engine {
       rbuf = allocatePlainUninitialized(this.rcap < INITIAL_RECEIVE_BUFFER ? this.rcap : INITIAL_RECEIVE_BUFFER)
       sendMemory = this.isClient && !this.zeroKey ? new Uint8Array(sendMemoryLength) : EMPTY
     }
+    this.sendMemory = sendMemory
     this.sbuf = sendMemory.subarray(0, options.sendBufferSize)
-    this.builtFrame = sendMemory.subarray(BUILT_FRAME_OFFSET)
+    // a built frame, header included, fits the send buffer, as every buffer the handle hands out
+    const size = options.sendBufferSize
     this.maxBuiltPayload = this.maskOutgoing && !this.zeroKey
-      ? Math.min(MAX_BUILT_PAYLOAD, this.builtFrame.length - BUILT_HEADER_LENGTH)
+      ? Math.max(Math.min(MAX_LENGTH_7, size - SHORT_MASKED_HEADER), Math.min(MAX_BUILT_PAYLOAD, size - MEDIUM_MASKED_HEADER))
       : -1
+    const key = BUILT_PAYLOAD_OFFSET - MASK_KEY_LENGTH
     this.builtWords = this.maxBuiltPayload < 0
       ? EMPTY_WORDS
-      : new Int32Array(sendMemory.buffer, sendMemory.byteOffset + BUILT_FRAME_OFFSET + 2, (this.builtFrame.length - 2) >>> 2)
+      : new Int32Array(sendMemory.buffer, sendMemory.byteOffset + key, (sendMemoryLength - key) >>> 2)
     this.rbuf = rbuf
     this.rmemory = rbuf.buffer
     this.roffset = rbuf.byteOffset
@@ -728,34 +746,38 @@ export class Engine {
   }
 
   /**
-   * Writes a whole masked data frame with a short payload (2 header bytes, the masking key, then
-   * the payload masked: RFC 6455 section 5.3) into {@link builtFrame}, where it goes out from in
-   * one buffer.
+   * Writes a whole masked data frame with a payload of at most {@link MAX_BUILT_PAYLOAD} bytes
+   * (the header, the masking key, then the payload masked: RFC 6455 section 5.3) into the send
+   * memory, where it goes out from in one buffer.
    *
-   * Micro-optimisation: one buffer (as `ws` merges a short masked frame), and no header kept apart
-   * to be copied or viewed later. The key and the payload are 4-byte aligned in memory there: the
-   * key is taken and written as one 32-bit word, and the payload, copied, is masked a word at a
-   * time (its last 0-3 bytes bytewise). Against writing the key and the masked payload bytewise:
-   * masked 16-byte sends about 15 % faster, 125-byte ones about 30 %.
+   * Micro-optimisation: one buffer (as `ws` merges a masked frame into one), and no header kept
+   * apart to be copied or viewed later. The key and the payload are 4-byte aligned in memory
+   * there: the key is taken and written as one 32-bit word, and the payload, copied, is masked a
+   * word at a time (its last 0-3 bytes bytewise). Against writing the key and the masked payload
+   * bytewise: masked 16-byte sends about 15 % faster, 125-byte ones about 30 %; against a header
+   * apart and the chunk masked into the send buffer: 126- to 511-byte ones about 25 %.
    */
   private buildMaskedFrame(opcode: number, fin: boolean, data: Uint8Array): void {
-    const frame = this.builtFrame
+    const memory = this.sendMemory
     const words = this.builtWords
     const keyWord = this.nextKeyWord()
     const length = data.length
-    const h = encodeShortMaskedHeader(frame, 0, fin, opcode, length)
+    const start = length <= MAX_LENGTH_7 ? BUILT_PAYLOAD_OFFSET - SHORT_MASKED_HEADER : 0
+    encodeMaskedHeader(memory, start, fin, opcode, length)
     words[0] = keyWord
     // (a payload whose memory is gone, detached or out of bounds, reads as empty: `set` would throw)
-    if (length > 0) frame.set(data, h)
+    if (length > 0) memory.set(data, BUILT_PAYLOAD_OFFSET)
     const fullWords = length >>> 2
     for (let w = 1; w <= fullWords; w++) words[w] = words[w]! ^ keyWord
-    // the last 0-3 bytes, with the key's first bytes (frame[2..4])
-    const tail = h + (fullWords << 2)
-    const end = h + length
-    if (tail < end) frame[tail] = frame[tail]! ^ frame[2]!
-    if (tail + 1 < end) frame[tail + 1] = frame[tail + 1]! ^ frame[3]!
-    if (tail + 2 < end) frame[tail + 2] = frame[tail + 2]! ^ frame[4]!
-    this.sendFrameLength = h + length
+    // the last 0-3 bytes, with the key's first bytes (right before the payload)
+    const tail = BUILT_PAYLOAD_OFFSET + (fullWords << 2)
+    const end = BUILT_PAYLOAD_OFFSET + length
+    const key = BUILT_PAYLOAD_OFFSET - MASK_KEY_LENGTH
+    if (tail < end) memory[tail] = memory[tail]! ^ memory[key]!
+    if (tail + 1 < end) memory[tail + 1] = memory[tail + 1]! ^ memory[key + 1]!
+    if (tail + 2 < end) memory[tail + 2] = memory[tail + 2]! ^ memory[key + 2]!
+    this.builtStart = start
+    this.sendFrameLength = end - start
     this.sendDirect = false
     this.sendBuilt = true
   }
@@ -1023,7 +1045,8 @@ export class Engine {
   private emitBuiltFrame(out: ActionRecord): void {
     const length = this.sendFrameLength
     // Micro-optimisation: frames of the same size in a row reuse the view.
-    if (this.builtView.length !== length) this.builtView = this.builtFrame.subarray(0, length)
+    // (a frame's length tells where it starts: 6-131 bytes 2 bytes in, longer ones at the start)
+    if (this.builtView.length !== length) this.builtView = this.sendMemory.subarray(this.builtStart, this.builtStart + length)
     out.buffer0 = this.builtView
     out.bufferCount = 1
     this.sendOutBytes = length

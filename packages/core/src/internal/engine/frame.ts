@@ -111,7 +111,13 @@ const MAX_LENGTH_16 = 0xffff
 const BASE_HEADER_LENGTH = 2
 const EXTENDED_16_LENGTH = 2
 const EXTENDED_64_LENGTH = 8
-const MASK_KEY_LENGTH = 4
+/**
+ * The length of a masking key (RFC 6455 section 5.2).
+ *
+ * @category constants
+ * @since 0.1.0
+ */
+export const MASK_KEY_LENGTH = 4
 /** 2^32, to split and join the two 32-bit halves of a 64-bit length. */
 const UINT32_RANGE = 0x1_0000_0000
 /** Largest high half of a 64-bit length not above 2^53 - 1. */
@@ -348,14 +354,14 @@ export const headerLength = (payloadLength: number, masked: boolean): number =>
     : BASE_HEADER_LENGTH + EXTENDED_64_LENGTH) + (masked ? MASK_KEY_LENGTH : 0)
 
 /**
- * Writes the first 2 bytes of the header of a masked frame whose payload length fits the 7-bit
- * field (at most 125 bytes; RFC 6455 section 5.2), at `offset`; its 4-byte masking key is the
- * caller's to write after them. Returns the length of the whole header (with the key).
+ * Writes the header of a masked frame whose payload length fits the 7- or the 16-bit field (at
+ * most 65535 bytes; RFC 6455 section 5.2) at `offset`, up to its 4-byte masking key, which is the
+ * caller's to write after it. Returns the length of the whole header (with the key): 6 or 8.
  *
  * @category constructors
  * @since 0.1.0
  */
-export const encodeShortMaskedHeader = (
+export const encodeMaskedHeader = (
   target: Uint8Array,
   offset: number,
   fin: boolean,
@@ -363,8 +369,14 @@ export const encodeShortMaskedHeader = (
   payloadLength: number
 ): number => {
   target[offset] = (fin ? FIN_BIT : 0) | (opcode & OPCODE_BITS)
-  target[offset + 1] = MASK_BIT | (payloadLength & LENGTH_BITS)
-  return BASE_HEADER_LENGTH + MASK_KEY_LENGTH
+  if (payloadLength <= MAX_LENGTH_7) {
+    target[offset + 1] = MASK_BIT | payloadLength
+    return BASE_HEADER_LENGTH + MASK_KEY_LENGTH
+  }
+  target[offset + 1] = MASK_BIT | LENGTH_16
+  target[offset + 2] = payloadLength >>> 8
+  target[offset + 3] = payloadLength & 0xff
+  return BASE_HEADER_LENGTH + EXTENDED_16_LENGTH + MASK_KEY_LENGTH
 }
 
 /**
