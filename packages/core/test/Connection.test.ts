@@ -2970,3 +2970,56 @@ describe("Connection interruption", () => {
       assert.deepStrictEqual(yield* Stream.runCollect(Stream.take(server.messages, 1)), ["fine"])
     }))
 })
+
+describe("Connection: a client's masked frames of 126-511 bytes", () => {
+  it.effect("a client's messages and fragments around 125/126 and 511/512 bytes, through send buffers of 134, 519 and 4096 bytes, reach the engine's own server intact: each built frame is one write of one buffer (a 7-bit length up to 125 bytes, a 16-bit one from 126), a longer one a header apart and its payload after it", () =>
+    Effect.gen(function*() {
+      for (const sendBufferSize of [134, 519, 4096]) {
+        // the longest payload built whole: what fits the send buffer with its header, at most 511 bytes
+        const limit = Math.max(Math.min(125, sendBufferSize - 6), Math.min(511, sendBufferSize - 8))
+        const { clientHandle, serverHandle } = yield* handles({ sendBufferSize })
+        const [a, b] = yield* Transport.makeMemoryPair()
+        const writes: Array<ReadonlyArray<Uint8Array>> = []
+        const tapped = Transport.tap(a, { onWrite: (buffers) => writes.push(buffers.map((x) => x.slice())) })
+        const client = yield* Connection.make(clientHandle, tapped)
+        const server = yield* Connection.make(serverHandle, b)
+        const lengths = [125, 126, 127, 133, 300, 510, 511, 512, 126, 126]
+        const ascii = (n: number, seed: number) => String.fromCharCode(...Array.from(pattern(n, seed), (x) => 0x20 + (x % 95)))
+        const sent: Array<Connection.Message> = lengths.map((n, i) => i % 2 === 0 ? pattern(n, i) : ascii(n, i))
+        for (const m of sent) yield* client.send(m)
+        const pieces = [pattern(126, 20), pattern(511, 21), pattern(200, 22)]
+        yield* client.sendFragments(Stream.fromIterable(pieces), "binary")
+        const got = yield* Stream.runCollect(Stream.take(server.messages, sent.length + 1))
+        const whole = new Uint8Array(126 + 511 + 200)
+        whole.set(pieces[0]!)
+        whole.set(pieces[1]!, 126)
+        whole.set(pieces[2]!, 637)
+        assert.deepStrictEqual(got, [...sent, whole], `send buffer ${sendBufferSize}`)
+        // the frames as written: their payload lengths, whether each went out in one write of one buffer, the length field
+        const frames: Array<readonly [number, boolean, number]> = []
+        let w = 0
+        while (w < writes.length) {
+          const first = writes[w]![0]!
+          if ((first[0]! & 0x0f) >= 8) {
+            w++ // a control frame
+            continue
+          }
+          const code = first[1]! & 0x7f
+          assert.strictEqual(first[1]! & 0x80, 0x80, "masked")
+          const length = code === 126 ? (first[2]! << 8) | first[3]! : code
+          const headerLength = code === 126 ? 8 : 6
+          const oneBuffer = writes[w]!.length === 1 && first.length === headerLength + length
+          let bytes = 0
+          for (const buffer of writes[w]!) bytes += buffer.length
+          w++
+          while (bytes < headerLength + length) for (const buffer of writes[w++]!) bytes += buffer.length
+          assert.strictEqual(bytes, headerLength + length, "no write holds bytes of two frames")
+          frames.push([length, oneBuffer, code])
+        }
+        // (sendFragments ends the message with an empty final frame)
+        const expected = [...lengths, 126, 511, 200, 0].map((n) => [n, n <= limit, n <= 125 ? n : 126] as const)
+        assert.deepStrictEqual(frames, expected, `send buffer ${sendBufferSize}`)
+        assert.strictEqual((yield* client.close(1000)).clean, true)
+      }
+    }))
+})

@@ -814,3 +814,58 @@ describe("short masked frames built when queued: the aligned send memory and the
     }
   })
 })
+
+describe("masked frames of 126-511 bytes built whole when queued (a 16-bit length, the frame at the send memory's start)", () => {
+  const { BinaryFragment, BinaryMessage, Utf8Message } = BufferTypeCode
+
+  it("every payload length 126-511 byte for byte, whole messages and fragments, short frames and repeated lengths between, in an own send memory and in allocated buffers at every alignment, across refills of the key pool: FIN and opcode, 0xfe, the length big-endian, the next 4 random bytes as the key at send memory byte 4 (4-byte aligned), the payload XOR the key; a 16-bit frame at the send memory's start, a 7-bit one 2 bytes in", () => {
+    const receiveBufferSize = 256
+    const sendBufferSize = 4096
+    for (const shift of [undefined, 0, 1, 2, 3]) {
+      const memory = new Uint8Array(shift === undefined ? 0 : shift + 4 + receiveBufferSize + sendBufferSize + 256)
+      const allocatedBuffer = shift === undefined ? undefined : memory.subarray(shift)
+      // the send memory: a buffer of its own, or 4-byte aligned right after the receive part (4 reserved bytes and the receive buffer)
+      const receivePartEnd = (allocatedBuffer?.byteOffset ?? 0) + 4 + receiveBufferSize
+      const sendMemory = allocatedBuffer === undefined ? 0 : receivePartEnd + ((4 - (receivePartEnd & 3)) & 3)
+      const seededFill = () => {
+        let fills = 0
+        return (bytes: Uint8Array) => bytes.set(seededBytes(bytes.length, 5000 + fills++))
+      }
+      const client = makeClient({ receiveBufferSize, sendBufferSize, allocatedBuffer, randomFill: seededFill() })
+      const random = seededFill()
+      const pool = new Uint8Array(4096)
+      let medium = 0
+      for (let i = 0; i < 2200; i++) {
+        if (i % 1024 === 0) random(pool) // the engine's pool holds 1024 keys
+        const key = pool.subarray((i % 1024) * 4, (i % 1024) * 4 + 4)
+        // two 16-bit frames of each length 126-511 in a row (a view reused), a 7-bit one (up to 125 B) every third frame
+        const length = i % 3 === 2 ? 120 + (i % 6) : 126 + ((medium++ >>> 1) % 386)
+        // whole binary and text messages, then a binary message in three fragments
+        const kind = i % 5
+        const type = kind === 1 ? Utf8Message : kind === 2 || kind === 3 ? BinaryFragment : BinaryMessage
+        const first = kind === 0 ? 0x82 : kind === 1 ? 0x81 : kind === 2 ? 0x02 : kind === 3 ? 0x00 : 0x80
+        const payload = seededBytes(length, i).map((b) => kind === 1 ? b & 0x7f : b)
+        send(client, type, payload)
+        const step = next(client, QueueCode.Send)
+        const where = `shift ${shift}, frame ${i} (${length} B)`
+        assert.strictEqual(step.action, ActionCode.SendToNetwork, where)
+        assert.strictEqual(step.buffers.length, 1, `${where}: one buffer`)
+        const view = step.buffers[0]!
+        const header = length <= 125 ? [first, 0x80 | length] : [first, 0xfe, length >>> 8, length & 0xff]
+        const expected = new Uint8Array(header.length + 4 + length)
+        expected.set([...header, ...key])
+        expected.set(payload, header.length + 4)
+        applyMaskSimple(expected, header.length + 4, expected.length, key, 0)
+        assert.strictEqual(toHex(view), toHex(expected), where)
+        if (allocatedBuffer !== undefined) assert.strictEqual(view.buffer, memory.buffer, `${where}: in the allocated buffer`)
+        assert.strictEqual(view.byteOffset, sendMemory + (length <= 125 ? 2 : 0), `${where}: where the frame starts`)
+        assert.strictEqual((view.byteOffset + header.length - 4) % 4, 0, `${where}: the key 4-byte aligned`)
+        complete(client, step)
+        const done = next(client, QueueCode.Send)
+        assert.strictEqual(done.action, ActionCode.IndicateSendComplete, where)
+        complete(client, done)
+        assert.isTrue(client.sendWritten, where)
+      }
+    }
+  })
+})
