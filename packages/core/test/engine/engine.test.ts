@@ -1320,6 +1320,22 @@ describe("sending", () => {
     assert.strictEqual(toHex(sendAndDrain(server, Utf8Message, utf8("late"))), "81046c617465")
   })
 
+  it("getAction before the session: refused on a client whose handshake only began and on a new handle; a server's handle whose handshake began opens (its end is implicit)", () => {
+    const record = new ActionRecord()
+    for (const [name, engine, state, expected] of [
+      ["client, handshake begun", makeClient(), HandleState.HandshakeStarted, Status.InvalidOperation],
+      ["client, created", makeClient(), HandleState.Created, Status.InvalidOperation],
+      ["server, created", makeServer(), HandleState.Created, Status.InvalidOperation],
+      ["server, handshake begun", makeServer(), HandleState.HandshakeStarted, Status.Ok]
+    ] as const) {
+      engine.state = state
+      assert.strictEqual(engine.getAction(QueueCode.All, record), expected, name)
+      assert.strictEqual(engine.state, expected === Status.Ok ? HandleState.Open : state, name)
+      if (expected !== Status.Ok) assert.match(engine.lastError!.message, /getAction is not allowed/, name)
+      else assert.strictEqual(record.action, ActionCode.NoAction, `${name}: nothing queued`)
+    }
+  })
+
   for (const code of [1005, 1006, 1015, 999, 0, 1004, 2999, 5000, 1.5]) {
     it(`close status ${code} may not be sent (InvalidParameter)`, () => {
       const server = makeServer()

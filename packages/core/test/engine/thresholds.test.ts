@@ -283,6 +283,26 @@ describe("short masked frames, built whole in the send buffer when queued", () =
     }
   })
 
+  it("a payload that is a view of the handle's own send memory (an allocated buffer's send part) goes out intact, built or in chunks", () => {
+    const receiveBufferSize = 256
+    const sendBufferSize = 4096
+    for (let shift = 0; shift < 4; shift++) {
+      const allocatedBuffer = new Uint8Array(shift + 4 + receiveBufferSize + sendBufferSize + 256).subarray(shift)
+      const client = makeClient({ receiveBufferSize, sendBufferSize, allocatedBuffer, randomFill: countingFill() })
+      // the send part starts 4-byte aligned after the receive part (and its 4 reserved bytes)
+      const receiveEnd = allocatedBuffer.byteOffset + 4 + receiveBufferSize
+      const sendPart = receiveEnd + ((4 - (receiveEnd & 3)) & 3) - allocatedBuffer.byteOffset
+      for (const [at, length] of [[0, 10], [0, 125], [2, 125], [0, 300], [8, 511], [0, 2000]] as const) {
+        const payload = allocatedBuffer.subarray(sendPart + at, sendPart + at + length)
+        const expected = seededBytes(length, length + at + shift)
+        payload.set(expected)
+        send(client, BinaryMessage, payload)
+        const { wire } = drainSends(client)
+        assert.deepStrictEqual(parseFrames(wire).map((f) => toHex(f.payload)), [toHex(expected)], `shift ${shift}, ${length} B at ${at}`)
+      }
+    }
+  })
+
   it("a built fragment of which nothing is written is as if never sent: the message is not opened, and sends go on", () => {
     const client = makeClient({ randomFill: countingFill() })
     send(client, BinaryFragment, counting(10))

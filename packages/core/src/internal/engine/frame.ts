@@ -354,29 +354,34 @@ export const headerLength = (payloadLength: number, masked: boolean): number =>
     : BASE_HEADER_LENGTH + EXTENDED_64_LENGTH) + (masked ? MASK_KEY_LENGTH : 0)
 
 /**
- * Writes the header of a masked frame whose payload length fits the 7- or the 16-bit field (at
- * most 65535 bytes; RFC 6455 section 5.2) at `offset`, up to its 4-byte masking key, which is the
- * caller's to write after it. Returns the length of the whole header (with the key): 6 or 8.
+ * Writes the header of a frame whose payload length fits the 7- or the 16-bit field (at most
+ * 65535 bytes; RFC 6455 section 5.2), no reserved bits set, at `offset`: up to the masking key of
+ * a masked one, which is the caller's to write after it. Returns the bytes written: 2 or 4.
+ *
+ * Micro-optimisation: {@link encodeHeader} for the frames of nearly every send, small enough for
+ * V8 to inline into a driver's loop with the rest of the send.
  *
  * @category constructors
  * @since 0.1.0
  */
-export const encodeMaskedHeader = (
+export const encodeHeaderStart = (
   target: Uint8Array,
   offset: number,
   fin: boolean,
   opcode: number,
-  payloadLength: number
+  payloadLength: number,
+  masked: boolean
 ): number => {
   target[offset] = (fin ? FIN_BIT : 0) | (opcode & OPCODE_BITS)
+  const maskBit = masked ? MASK_BIT : 0
   if (payloadLength <= MAX_LENGTH_7) {
-    target[offset + 1] = MASK_BIT | payloadLength
-    return BASE_HEADER_LENGTH + MASK_KEY_LENGTH
+    target[offset + 1] = maskBit | payloadLength
+    return BASE_HEADER_LENGTH
   }
-  target[offset + 1] = MASK_BIT | LENGTH_16
+  target[offset + 1] = maskBit | LENGTH_16
   target[offset + 2] = payloadLength >>> 8
   target[offset + 3] = payloadLength & 0xff
-  return BASE_HEADER_LENGTH + EXTENDED_16_LENGTH + MASK_KEY_LENGTH
+  return BASE_HEADER_LENGTH + EXTENDED_16_LENGTH
 }
 
 /**
