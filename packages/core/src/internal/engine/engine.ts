@@ -1840,6 +1840,18 @@ export class Engine {
     this.receivePending = false
     this.receiveContext = undefined
     this.receiveBuffer = undefined
+    // Micro-optimisation: a data chunk (nearly every delivery) here, the others out of line, so
+    // that V8 inlines this into a driver's loop (see `sendAction`).
+    if (this.deliverKind !== DELIVER_DATA) {
+      this.completeOtherDelivery()
+      return
+    }
+    this.consumePayload(this.deliverEnd - this.deliverStart)
+    this.rstart = this.deliverEnd
+  }
+
+  /** The end of a delivery of the end of stream, of a chunk read into the caller's buffer, or of a control frame. */
+  private completeOtherDelivery(): void {
     switch (this.deliverKind) {
       case DELIVER_EOF:
         return
@@ -1847,7 +1859,7 @@ export class Engine {
         this.consumePayload(this.directLength)
         this.directLength = 0
         return
-      case DELIVER_CONTROL:
+      default: // DELIVER_CONTROL
         this.rstart += this.deliverControlLength
         this.rstate = RS_HEADER
         // (an aborted handle stays aborted: a driver may drain the Close after `abort`)
@@ -1855,12 +1867,9 @@ export class Engine {
           if (this.state === HandleState.CloseSent) this.state = HandleState.Closed
           else if (this.state === HandleState.Open) this.state = HandleState.CloseReceived
         }
-        return
-      default:
-        this.consumePayload(this.deliverEnd - this.deliverStart)
-        this.rstart = this.deliverEnd
     }
   }
+
 
   /** Accounts for `delivered` payload bytes handed to the application; at the frame's end, expects a header. */
   private consumePayload(delivered: number): void {
