@@ -1336,6 +1336,160 @@ describe("sending", () => {
     }
   })
 
+  it("every state: getAction and receive are allowed on an open session (a server's begun handshake opens it), refused otherwise with the same lastError as before; an allowed call leaves lastError alone", () => {
+    const notComplete = (op: string, state: string) => `${op} is not allowed: the handle is in state ${state} and the handshake is not complete`
+    const refusal = (op: string, why: string) => `${op} is not allowed: ${why}`
+    const cases: ReadonlyArray<readonly [boolean, HandleState, string | undefined, string | undefined, HandleState]> = [
+      // [isClient, state, getAction's refusal, receive's refusal, state after]
+      [true, HandleState.Created, notComplete("getAction", "Created"), notComplete("receive", "Created"), HandleState.Created],
+      [false, HandleState.Created, notComplete("getAction", "Created"), notComplete("receive", "Created"), HandleState.Created],
+      [true, HandleState.HandshakeStarted, notComplete("getAction", "HandshakeStarted"), notComplete("receive", "HandshakeStarted"), HandleState.HandshakeStarted],
+      [false, HandleState.HandshakeStarted, undefined, undefined, HandleState.Open],
+      [true, HandleState.Open, undefined, undefined, HandleState.Open],
+      [false, HandleState.CloseSent, undefined, undefined, HandleState.CloseSent],
+      [true, HandleState.CloseReceived, undefined, "receive is not allowed: the peer's Close was already received", HandleState.CloseReceived],
+      [false, HandleState.Closed, undefined, "receive is not allowed: the peer's Close was already received", HandleState.Closed],
+      [true, HandleState.Aborted, undefined, refusal("receive", "the handle was aborted"), HandleState.Aborted],
+      [false, HandleState.Failed, refusal("getAction", "the handshake failed; only abortHandle and deleteHandle are allowed"), refusal("receive", "the handshake failed; only abortHandle and deleteHandle are allowed"), HandleState.Failed],
+      [true, HandleState.Deleted, refusal("getAction", "the handle was deleted"), refusal("receive", "the handle was deleted"), HandleState.Deleted]
+    ]
+    const sentinel = { status: Status.InvalidFormat, message: "untouched" }
+    for (const [isClient, state, getActionRefusal, receiveRefusal, after] of cases) {
+      for (const first of ["getAction", "receive"] as const) {
+        const name = `${isClient ? "client" : "server"} in ${state}, ${first} first`
+        const engine = makeEngine(isClient)
+        engine.state = state
+        engine.lastError = sentinel
+        const calls = first === "getAction" ? ["getAction", "receive"] as const : ["receive", "getAction"] as const
+        for (const call of calls) {
+          const refusal = call === "getAction" ? getActionRefusal : receiveRefusal
+          const status = call === "getAction"
+            ? engine.getAction(QueueCode.All, new ActionRecord())
+            : engine.receive(undefined, "r")
+          if (refusal === undefined) {
+            assert.strictEqual(status, Status.Ok, `${name}: ${call}`)
+            assert.strictEqual(engine.lastError, sentinel, `${name}: ${call} leaves lastError`)
+          } else {
+            assert.strictEqual(status, Status.InvalidOperation, `${name}: ${call}`)
+            assert.deepStrictEqual(engine.lastError, { status: Status.InvalidOperation, message: refusal }, `${name}: ${call}`)
+            engine.lastError = sentinel
+          }
+        }
+        assert.strictEqual(engine.state, after, name)
+      }
+    }
+  })
+
+  it("a server's frames and a zero-key client's of 0 to 65536 bytes, whole or fragments: one SendToNetwork of the header (minimal length field) and the caller's own payload, owned or not", () => {
+    const lengthField = (length: number): string =>
+      length <= 125 ? "" : length <= 0xffff ? length.toString(16).padStart(4, "0") : length.toString(16).padStart(16, "0")
+    const lengthByte = (length: number): number => length <= 125 ? length : length <= 0xffff ? 126 : 127
+    for (const who of ["server", "zero-key client"] as const) {
+      for (const owned of [false, true]) {
+        const engine = who === "server" ? makeServer() : makeClient({ disableMasking: true })
+        if (owned) engine.allocateFrame = (n) => new Uint8Array(n)
+        for (const length of [0, 1, 125, 126, 127, 4095, 4096, 65535, 65536]) {
+          // a text message in three fragments, then a whole binary message
+          for (const [bufferType, first] of [[Utf8Fragment, 0x01], [Utf8Fragment, 0x00], [Utf8Message, 0x80], [BinaryMessage, 0x82]] as const) {
+            const name = `${who}${owned ? ", allocateFrame" : ""}: ${length} B, first byte ${first.toString(16)}`
+            const payload = new Uint8Array(length).fill(0x61)
+            send(engine, bufferType, payload, undefined, name)
+            const out = new ActionRecord()
+            assert.strictEqual(engine.getAction(QueueCode.Send, out), Status.Ok, name)
+            assert.strictEqual(out.action, ActionCode.SendToNetwork, name)
+            const step = { id: out.id, buffers: out.bufferCount === 1 ? [out.buffer0] : [out.buffer0, out.buffer1] }
+            const maskBit = who === "server" ? 0 : 0x80
+            const header = first.toString(16).padStart(2, "0") + (maskBit | lengthByte(length)).toString(16).padStart(2, "0") +
+              lengthField(length) + (who === "server" ? "" : "00000000")
+            assert.strictEqual(toHex(step.buffers[0]!), header, name)
+            assert.strictEqual(out.bufferCount, length === 0 ? 1 : 2, name)
+            if (length > 0) assert.strictEqual(step.buffers[1], payload, `${name}: the caller's own payload, no copy`)
+            assert.strictEqual(out.owned, owned && length >= 4096, name)
+            assert.strictEqual(engine.completeAction(step.id, header.length / 2 + length), Status.Ok, name)
+            const done = expectAction(next(engine, QueueCode.Send), ActionCode.IndicateSendComplete, QueueCode.Send)
+            assert.strictEqual(done.context, name)
+            complete(engine, done)
+            assert.isTrue(engine.sendWritten, name)
+          }
+        }
+      }
+    }
+  })
+
+  it("completeAction on a send's actions: a count that is no byte count of the action is refused (InvalidParameter) and the action stays outstanding; IndicateSendComplete takes any count; a second completion is refused", () => {
+    const refused = "completeAction is not allowed: the action was already completed or does not belong to this handle"
+    const setups: ReadonlyArray<readonly [string, () => Engine, number]> = [
+      ["client, a frame built whole", () => {
+        const e = makeClient()
+        send(e, BinaryMessage, counting(10), undefined, "ctx")
+        return e
+      }, 16],
+      ["client, a frame in chunks", () => {
+        const e = makeClient({ sendBufferSize: 16 })
+        send(e, BinaryMessage, counting(300), undefined, "ctx")
+        return e
+      }, 8 + 16],
+      ["server, a frame from the caller's memory", () => {
+        const e = makeServer()
+        send(e, BinaryMessage, counting(200), undefined, "ctx")
+        return e
+      }, 4 + 200],
+      ["server, an owned frame", () => {
+        const e = makeServer()
+        e.allocateFrame = (n) => new Uint8Array(n)
+        send(e, BinaryMessage, counting(5000), undefined, "ctx")
+        return e
+      }, 4 + 5000],
+      ["server, a ping", () => {
+        const e = makeServer()
+        send(e, PingPong, counting(5), undefined, "ctx")
+        return e
+      }, 7],
+      ["server, an automatic pong on the send queue", () => {
+        const e = makeServer({ pongsOnSendQueue: true })
+        // (after a frame of the pong's length: the pong's write is not taken for that frame's)
+        sendAndDrain(e, PingPong, counting(5))
+        feed(e, "89 85 37fa213d 7f9f4d5158")
+        return e
+      }, 7]
+    ]
+    for (const [name, setup, length] of setups) {
+      for (const bad of [-1, -0.5, 0.5, 1.5, length - 0.5, length + 1, NaN, Infinity, -Infinity]) {
+        const engine = setup()
+        const write = expectAction(next(engine, QueueCode.Send), ActionCode.SendToNetwork)
+        assert.strictEqual(stepBytes(write).length, length, name)
+        expectRejected(engine, engine.completeAction(write.id, bad), Status.InvalidParameter, /bytesTransferred/)
+        assert.strictEqual(
+          engine.lastError!.message,
+          `bytesTransferred must be an integer from 0 to ${length} for this send, got ${bad}`,
+          `${name}, ${bad}`
+        )
+        // still outstanding: nothing else is handed out, and the whole write completes it
+        assert.strictEqual(next(engine, QueueCode.Send).action, ActionCode.NoAction, `${name}, ${bad}`)
+        assert.strictEqual(engine.completeAction(write.id, length), Status.Ok, `${name}, ${bad}`)
+        expectRejected(engine, engine.completeAction(write.id, length), Status.InvalidOperation, /already completed/)
+        assert.strictEqual(engine.lastError!.message, refused)
+        const rest = next(engine, QueueCode.Send)
+        if (write.queue === QueueCode.Receive) {
+          // the pong: nothing more on the send queue
+          assert.strictEqual(rest.action, ActionCode.NoAction, name)
+          continue
+        }
+        let done = rest
+        while (done.action === ActionCode.SendToNetwork) {
+          complete(engine, done)
+          done = next(engine, QueueCode.Send)
+        }
+        expectAction(done, ActionCode.IndicateSendComplete, QueueCode.Send)
+        assert.strictEqual(done.context, "ctx", name)
+        assert.strictEqual(engine.completeAction(done.id, bad), Status.Ok, `${name}: IndicateSendComplete with ${bad}`)
+        assert.isTrue(engine.sendWritten, name)
+        expectRejected(engine, engine.completeAction(done.id, 0), Status.InvalidOperation, /already completed/)
+        assert.strictEqual(next(engine, QueueCode.Send).action, ActionCode.NoAction, name)
+      }
+    }
+  })
+
   for (const code of [1005, 1006, 1015, 999, 0, 1004, 2999, 5000, 1.5]) {
     it(`close status ${code} may not be sent (InvalidParameter)`, () => {
       const server = makeServer()
@@ -2168,6 +2322,56 @@ describe("a payload whose memory changes size after send (a length-tracking view
         }
       }
     }
+  })
+
+  it("a frame waiting behind an automatic pong being written: lost payload or abort cancel it at once (IndicateSendComplete, nothing written; a lost one opens no message), a built one still waits and goes out whole", () => {
+    /** Hands out the automatic pong of an empty ping on the receive queue. */
+    const pongOut = (engine: Engine, isClient: boolean) => {
+      assert.strictEqual(engine.receive(undefined, "r"), Status.Ok)
+      const read = expectAction(next(engine, QueueCode.Receive), ActionCode.ReceiveFromNetwork)
+      const ping = isClient ? hex("8900") : hex("8980 00000000")
+      read.buffers[0]!.set(ping)
+      complete(engine, read, ping.length)
+      return expectAction(next(engine, QueueCode.Receive), ActionCode.SendToNetwork, QueueCode.Receive)
+    }
+    for (const how of ["shrunk", "detached", "aborted"] as const) {
+      for (const [name, isClient, engine] of [
+        ["server", false, makeServer()],
+        ["server, allocateFrame", false, Object.assign(makeServer(), { allocateFrame: (n: number) => new Uint8Array(n) })],
+        ["client, in chunks", true, makeClient({ sendBufferSize: 256 })]
+      ] as const) {
+        const label = `${how}, ${name}`
+        const { buffer, view } = resizable(counting(5000))
+        send(engine, BinaryFragment, view, undefined, "frame")
+        const pong = pongOut(engine, isClient)
+        assert.strictEqual(next(engine, QueueCode.Send).action, ActionCode.NoAction, `${label}: the frame waits for the pong`)
+        if (how === "shrunk") buffer.resize(10)
+        else if (how === "detached") detach(view)
+        else engine.abort()
+        const done = expectAction(next(engine, QueueCode.Send), ActionCode.IndicateSendComplete, QueueCode.Send)
+        assert.strictEqual(done.context, "frame", label)
+        complete(engine, done)
+        assert.isFalse(engine.sendWritten, `${label}: cancelled`)
+        if (how !== "aborted") assert.isFalse(engine.messageOpen, `${label}: the fragment opened no message`)
+        assert.strictEqual(next(engine, QueueCode.Send).action, ActionCode.NoAction, label)
+        assert.strictEqual(engine.completeAction(pong.id, stepBytes(pong).length), Status.Ok, label)
+        if (how === "aborted") continue
+        const frames = parseFrames(concat([stepBytes(pong), sendAndDrain(engine, Utf8Message, utf8("next"))]))
+        assert.deepStrictEqual(frames.map((f) => [f.opcode, f.fin, f.payload.length]), [[Opcode.Pong, true, 0], [Opcode.Text, true, 4]], label)
+      }
+    }
+    // a frame built when queued has its payload already: it waits for the pong, then goes out whole
+    const client = makeClient()
+    const { view } = resizable(counting(10))
+    send(client, BinaryMessage, view, undefined, "built")
+    const pong = pongOut(client, true)
+    detach(view)
+    assert.strictEqual(next(client, QueueCode.Send).action, ActionCode.NoAction, "the built frame waits for the pong")
+    complete(client, pong)
+    const { wire, completed } = drainSends(client)
+    assert.deepStrictEqual(completed, ["built"])
+    assert.isTrue(client.sendWritten)
+    assert.deepStrictEqual(parseFrames(wire).map((f) => toHex(f.payload)), [toHex(counting(10))])
   })
 
   it("a pong waiting behind a frame cut by a lost payload is dropped (no frame may follow an incomplete one); behind one lost before anything went out, it goes out", () => {
