@@ -25,6 +25,8 @@ import {
   MAX_CLOSE_REASON_LENGTH as MAX_CLOSE_REASON_LENGTHImport,
   MAX_CONTROL_PAYLOAD as MAX_CONTROL_PAYLOADImport,
   MAX_HEADER_LENGTH as MAX_HEADER_LENGTHImport,
+  MAX_LENGTH_16 as MAX_LENGTH_16Import,
+  MAX_LENGTH_7 as MAX_LENGTH_7Import,
   Opcode as OpcodeImport,
   opcodeOf,
   parseCloseCode,
@@ -62,6 +64,8 @@ const CLOSE_CODE_ABSENT = CLOSE_CODE_ABSENTImport
 const MAX_CLOSE_REASON_LENGTH = MAX_CLOSE_REASON_LENGTHImport
 const MAX_CONTROL_PAYLOAD = MAX_CONTROL_PAYLOADImport
 const MAX_HEADER_LENGTH = MAX_HEADER_LENGTHImport
+const MAX_LENGTH_7 = MAX_LENGTH_7Import
+const MAX_LENGTH_16 = MAX_LENGTH_16Import
 const UTF8_ACCEPT = UTF8_ACCEPTImport
 const ASCII_WORDS_LIMIT = ASCII_WORDS_LIMITImport
 const UTF8_IS_UTF8_THRESHOLD = UTF8_IS_UTF8_THRESHOLDImport
@@ -219,11 +223,7 @@ const OWNED_PAYLOAD = 4096
  * `bufferutil` is installed) masks faster than the word loop there.
  */
 const MAX_BUILT_PAYLOAD = MASK_INTO_NATIVE_THRESHOLD - 1
-/** The longest payload length of the 7-bit field; longer built frames have a 16-bit one. */
-const MAX_LENGTH_7 = 125
-/** The longest payload length of the 16-bit field. */
-const MAX_LENGTH_16 = 0xffff
-/** The header of a built frame: 2 bytes (4 with a 16-bit length) and the masking key. */
+/** The header of a built frame: 2 bytes (4 with a 16-bit length, above {@link MAX_LENGTH_7} bytes) and the masking key. */
 const SHORT_MASKED_HEADER = 6
 const MEDIUM_MASKED_HEADER = 8
 /**
@@ -1007,7 +1007,6 @@ export class Engine {
     else this.emitChunk(out)
   }
 
-
   /**
    * Whether the caller's payload of the pending data frame holds fewer bytes than its header
    * declares (its buffer was detached or shrunk since `send`), so that the frame cannot be
@@ -1090,7 +1089,6 @@ export class Engine {
     }
     if (this.sendOffset + length < total) this.wireOwner = WIRE_SEND
   }
-
 
   /** The whole frame {@link buildMaskedFrame} wrote. */
   private emitBuiltFrame(out: ActionRecord): void {
@@ -1732,7 +1730,6 @@ export class Engine {
     return Status.Ok
   }
 
-
   /** Undoes what queuing a Close did to the state, for a Close of which nothing was written. */
   private unsendClose(): void {
     if (this.state === HandleState.CloseSent) this.state = HandleState.Open
@@ -1869,7 +1866,6 @@ export class Engine {
         }
     }
   }
-
 
   /** Accounts for `delivered` payload bytes handed to the application; at the frame's end, expects a header. */
   private consumePayload(delivered: number): void {

@@ -104,10 +104,20 @@ const LENGTH_16 = 126
 const LENGTH_64 = 127
 /** Most significant bit of the first byte of a 64-bit length. */
 const LENGTH_64_MSB = 0x80
-/** Largest length that fits the 7-bit field. */
-const MAX_LENGTH_7 = 125
-/** Largest length that fits the 16-bit field. */
-const MAX_LENGTH_16 = 0xffff
+/**
+ * The largest payload length of the 7-bit length field (RFC 6455 section 5.2).
+ *
+ * @category constants
+ * @since 0.1.0
+ */
+export const MAX_LENGTH_7 = 125
+/**
+ * The largest payload length of the 16-bit length field (RFC 6455 section 5.2).
+ *
+ * @category constants
+ * @since 0.1.0
+ */
+export const MAX_LENGTH_16 = 0xffff
 const BASE_HEADER_LENGTH = 2
 const EXTENDED_16_LENGTH = 2
 const EXTENDED_64_LENGTH = 8
@@ -411,19 +421,14 @@ export const encodeHeader = (
   payloadLength: number,
   maskKey: Uint8Array | undefined
 ): number => {
-  target[offset] = (fin ? FIN_BIT : 0) | ((rsv & RSV_BITS) << RSV_SHIFT) | (opcode & OPCODE_BITS)
-  const maskBit = maskKey === undefined ? 0 : MASK_BIT
-  let i = offset + BASE_HEADER_LENGTH
   // "the minimal number of bytes MUST be used to encode the length"
-  if (payloadLength <= MAX_LENGTH_7) {
-    target[offset + 1] = maskBit | payloadLength
-  } else if (payloadLength <= MAX_LENGTH_16) {
-    target[offset + 1] = maskBit | LENGTH_16
-    target[i] = payloadLength >>> 8
-    target[i + 1] = payloadLength & 0xff
-    i += EXTENDED_16_LENGTH
+  let i: number
+  if (payloadLength <= MAX_LENGTH_16) {
+    i = offset + encodeHeaderStart(target, offset, fin, opcode, payloadLength, maskKey !== undefined)
   } else {
-    target[offset + 1] = maskBit | LENGTH_64
+    target[offset] = (fin ? FIN_BIT : 0) | (opcode & OPCODE_BITS)
+    target[offset + 1] = (maskKey === undefined ? 0 : MASK_BIT) | LENGTH_64
+    i = offset + BASE_HEADER_LENGTH
     const high = Math.floor(payloadLength / UINT32_RANGE)
     const low = payloadLength >>> 0
     target[i] = high >>> 24
@@ -436,6 +441,7 @@ export const encodeHeader = (
     target[i + 7] = low & 0xff
     i += EXTENDED_64_LENGTH
   }
+  if (rsv !== 0) target[offset] = target[offset]! | ((rsv & RSV_BITS) << RSV_SHIFT)
   if (maskKey !== undefined) {
     target[i] = maskKey[0]!
     target[i + 1] = maskKey[1]!
