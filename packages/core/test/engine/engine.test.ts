@@ -2462,6 +2462,23 @@ describe("a payload whose memory changes size after send (a length-tracking view
     }
   })
 
+  it("a send whose payload was lost before it went out leaves nothing behind: the next message, of any length, goes out whole", () => {
+    for (const [name, make] of [["server", () => makeServer()], ["client", () => makeClient({ sendBufferSize: 256 })]] as const) {
+      for (const allocate of [false, true]) {
+        for (const size of [0, 100, 5000, 70000]) {
+          const engine = make()
+          if (allocate) engine.allocateFrame = (n) => new Uint8Array(n)
+          const { buffer, view } = resizable(counting(300))
+          send(engine, BinaryMessage, view)
+          buffer.resize(299)
+          assert.strictEqual(drainSends(engine).wire.length, 0)
+          const frames = parseFrames(sendAndDrain(engine, BinaryMessage, counting(size)))
+          assert.deepStrictEqual(frames.map((f) => toHex(f.payload)), [toHex(counting(size))], `${name} ${allocate} ${size}`)
+        }
+      }
+    }
+  })
+
   it("with allocateFrame, a payload that grew past the owned size after send goes out as its declared length decides (not in a buffer of its own)", () => {
     for (const client of [false, true]) {
       let allocations = 0
