@@ -2507,3 +2507,107 @@ describe("a payload whose memory changes size after send (a length-tracking view
     }
   })
 })
+
+describe("allocateFrame set or cleared between send and getAction", () => {
+  const record = new ActionRecord()
+  const buffersOf = (r: ActionRecord) => r.bufferCount === 2 ? [r.buffer0, r.buffer1] : r.bufferCount === 1 ? [r.buffer0] : []
+
+  it("a server's data frame of 4 KiB to 64 KiB queued without allocateFrame, set before the frame is handed out: owned, its header in a new buffer, the payload a view of exactly its declared length", () => {
+    for (const length of [4096, 5000, 65535]) {
+      for (const resizable of [false, true]) {
+        const label = `${length} B${resizable ? ", length-tracking view" : ""}`
+        const engine = makeServer()
+        const buffer = resizable ? new ArrayBuffer(length, { maxByteLength: 2 * length }) : new ArrayBuffer(length)
+        const view = new Uint8Array(buffer)
+        view.set(counting(length))
+        send(engine, BinaryMessage, view, undefined, "m")
+        const allocated: Array<Uint8Array> = []
+        engine.allocateFrame = (n) => {
+          const b = new Uint8Array(n)
+          allocated.push(b)
+          return b
+        }
+        assert.strictEqual(engine.getAction(QueueCode.Send, record), Status.Ok, label)
+        assert.strictEqual(record.action, ActionCode.SendToNetwork, label)
+        assert.isTrue(record.owned, `${label}: owned, as allocateFrame now says`)
+        assert.strictEqual(record.bufferCount, 2, label)
+        assert.deepStrictEqual(allocated, [record.buffer0], `${label}: the header in the one buffer allocated`)
+        assert.strictEqual(toHex(record.buffer0), length <= 125 ? "" : `827e${length.toString(16).padStart(4, "0")}`, label)
+        if (resizable) {
+          assert.notStrictEqual(record.buffer1, view, `${label}: not the caller's length-tracking view`)
+          ;(buffer as ArrayBuffer).resize(2 * length)
+        }
+        assert.strictEqual(record.buffer1.length, length, label)
+        assert.strictEqual(engine.completeAction(record.id, 4 + length), Status.Ok, label)
+        assert.deepStrictEqual(drainSends(engine).completed, ["m"], label)
+        assert.isTrue(engine.sendWritten, label)
+      }
+    }
+  })
+
+  it("a server's data frame of 4 KiB to 64 KiB queued with allocateFrame, cleared before the frame is handed out: the header in the handle's memory and the caller's view, not owned, nothing allocated", () => {
+    const engine = makeServer()
+    let allocations = 0
+    engine.allocateFrame = (n) => {
+      allocations++
+      return new Uint8Array(n)
+    }
+    const payload = counting(5000)
+    send(engine, BinaryMessage, payload)
+    engine.allocateFrame = undefined
+    assert.strictEqual(engine.getAction(QueueCode.Send, record), Status.Ok)
+    assert.strictEqual(record.action, ActionCode.SendToNetwork)
+    assert.isFalse(record.owned)
+    const buffers = buffersOf(record)
+    assert.strictEqual(buffers.length, 2)
+    assert.strictEqual(buffers[1], payload)
+    assert.strictEqual(toHex(buffers[0]!), "827e1388")
+    assert.strictEqual(allocations, 0)
+    assert.strictEqual(engine.completeAction(record.id, 5004), Status.Ok)
+    expectAction(next(engine, QueueCode.Send), ActionCode.IndicateSendComplete)
+  })
+})
+
+describe("a server's frame queued while an automatic pong is being written", () => {
+  /** Hands out the automatic pong of an empty ping on the receive queue. */
+  const pongOut = (engine: Engine) => {
+    assert.strictEqual(engine.receive(undefined, "r"), Status.Ok)
+    const read = expectAction(next(engine, QueueCode.Receive), ActionCode.ReceiveFromNetwork)
+    const ping = hex("8980 00000000")
+    read.buffers[0]!.set(ping)
+    complete(engine, read, ping.length)
+    return expectAction(next(engine, QueueCode.Receive), ActionCode.SendToNetwork, QueueCode.Receive)
+  }
+
+  it("waits for the pong, then goes out in one action from the caller's memory (header, then the payload), whatever size its view grew to meanwhile", () => {
+    for (const [length, grow] of [[0, false], [20, false], [20, true], [4095, true], [65535, false]] as const) {
+      const label = `${length} B${grow ? ", grown" : ""}`
+      const engine = makeServer()
+      const buffer = new ArrayBuffer(length, { maxByteLength: length + 100 })
+      const view = new Uint8Array(buffer)
+      view.set(counting(length))
+      const pong = pongOut(engine)
+      send(engine, BinaryFragment, view, undefined, "frame")
+      assert.strictEqual(next(engine, QueueCode.Send).action, ActionCode.NoAction, `${label}: the frame waits for the pong`)
+      if (grow) buffer.resize(length + 100)
+      complete(engine, pong)
+      const step = expectAction(next(engine, QueueCode.Send), ActionCode.SendToNetwork, QueueCode.Send)
+      assert.strictEqual(step.buffers.length, length === 0 ? 1 : 2, label)
+      if (length > 0) {
+        assert.strictEqual(step.buffers[1]!.length, length, `${label}: exactly the declared length`)
+        assert.strictEqual(step.buffers[1]!.buffer, buffer, `${label}: from the caller's memory`)
+        if (!grow) assert.strictEqual(step.buffers[1], view, label)
+      }
+      const wire = stepBytes(step)
+      complete(engine, step)
+      assert.deepStrictEqual(drainSends(engine).completed, ["frame"], label)
+      assert.isTrue(engine.sendWritten, label)
+      const frames = parseFrames(concat([stepBytes(pong), wire]))
+      assert.deepStrictEqual(
+        frames.map((f) => [f.opcode, f.fin, toHex(f.payload)]),
+        [[Opcode.Pong, true, ""], [Opcode.Binary, false, toHex(counting(length))]],
+        label
+      )
+    }
+  })
+})

@@ -310,9 +310,17 @@ export class Engine {
    * of a masked frame is then one new buffer (the header and the masked chunk together), and an
    * unmasked payload comes after a new header buffer; such actions are marked
    * {@link ActionRecord.owned}. The driver then promises that the payloads it sends are not
-   * modified afterwards.
+   * modified afterwards. Set while a frame is queued, it applies to that frame too.
    */
-  allocateFrame: ((size: number) => Uint8Array) | undefined = undefined
+  get allocateFrame(): ((size: number) => Uint8Array) | undefined {
+    return this.allocate
+  }
+  set allocateFrame(allocate: ((size: number) => Uint8Array) | undefined) {
+    this.allocate = allocate
+    // (a direct frame's SendToNetwork was set as the allocator then said: it is chosen again when handed out)
+    if (!this.sendBuilt) this.sendReady = false
+  }
+  private allocate: ((size: number) => Uint8Array) | undefined = undefined
 
   // ---- memory ----
   /**
@@ -812,7 +820,7 @@ export class Engine {
    * header goes out in a buffer of its own).
    */
   private goesDirect(length: number): boolean {
-    return !this.maskOutgoing && length <= MAX_LENGTH_16 && (this.allocateFrame === undefined || length < OWNED_PAYLOAD)
+    return !this.maskOutgoing && length <= MAX_LENGTH_16 && (this.allocate === undefined || length < OWNED_PAYLOAD)
   }
 
   /**
@@ -1069,9 +1077,9 @@ export class Engine {
   /** The next part of a frame whose SendToNetwork was not set when it was queued. */
   private emitFrame(out: ActionRecord): void {
     if (this.sendIsControl) this.emitControlFrame(out)
-    else if (this.allocateFrame !== undefined && this.sendLength >= OWNED_PAYLOAD) {
-      if (this.sendDirect) this.emitOwnedHeader(out, this.allocateFrame)
-      else this.emitOwnedChunk(out, this.allocateFrame)
+    else if (this.allocate !== undefined && this.sendLength >= OWNED_PAYLOAD) {
+      if (this.sendDirect) this.emitOwnedHeader(out, this.allocate)
+      else this.emitOwnedChunk(out, this.allocate)
     } else if (this.sendDirect) this.emitDirect(out)
     else this.emitChunk(out)
   }
