@@ -11,11 +11,18 @@
  * contenders use its native loop for long frames; `--bufferutil=without` makes both mask in
  * JavaScript, as where it is not installed.
  *
+ * Processes: the cases of each role run in a process of their own, as a server or a client is:
+ * a server's (decode masked, encode unmasked), then a client's (decode unmasked, encode masked).
+ * V8 compiles code for the paths it has seen run, so code that both roles share (both contenders'
+ * own) is compiled in each for what that role does, not for both. `--processes=one` runs every
+ * case in this process instead, as in a program that is a server and a client at once.
+ *
  * Usage: `node codec.ts [--reps=N] [--time=MS] [--warmup=MS] [--filter=REGEX] [--contender=ours|ws|both]
- * [--bufferutil=without]` (`--filter` matches "op dir type size", e.g.
- * `--filter="decode masked text (16|125) B"`; `--contender=ours` is handy under `node --cpu-prof`).
- * Defaults: 3 repetitions of 250 ms.
+ * [--bufferutil=without] [--processes=roles|one]` (`--filter` matches "op dir type size", e.g.
+ * `--filter="decode masked text (16|125) B"`; `--contender=ours` is handy under `node --cpu-prof`,
+ * with `--processes=one`). Defaults: 3 repetitions of 250 ms, a process per role.
  */
+import { spawnSync } from "node:child_process"
 import { webcrypto } from "node:crypto"
 import { createRequire } from "node:module"
 import type { Writable } from "node:stream"
@@ -85,6 +92,12 @@ const TIME_MS = Math.max(10, Number(argument("time") ?? 250))
 const WARMUP_MS = Math.max(5, Number(argument("warmup") ?? 25))
 const FILTER = argument("filter") === undefined ? undefined : new RegExp(argument("filter")!)
 const CONTENDER = argument("contender") ?? "both"
+/** `roles`: the cases of each role in a process of its own (see above); `one`: all in this process. */
+const PROCESSES = argument("processes") ?? "roles"
+/** Set in the process of one role: run that role's cases and report their samples to the parent. */
+const ROLE = argument("role")
+if (PROCESSES !== "roles" && PROCESSES !== "one") throw new Error(`--processes must be roles or one, got ${PROCESSES}`)
+if (ROLE !== undefined && ROLE !== "server" && ROLE !== "client") throw new Error(`--role must be server or client, got ${ROLE}`)
 
 /** Size of one transport read, as a socket delivers it. */
 const CHUNK = 64 * 1024
@@ -111,6 +124,9 @@ interface Config {
   readonly size: number
   readonly label: string
 }
+
+/** Whose work a case is: a server decodes masked frames and encodes unmasked ones, a client the other way round. */
+const roleOf = (op: Op, dir: Dir): "server" | "client" => (op === "decode") === (dir === "masked") ? "server" : "client"
 
 const randomFill = (bytes: Uint8Array): void => {
   // getRandomValues fills at most 65536 bytes per call
@@ -595,6 +611,7 @@ for (const op of OPS) {
     for (const type of TYPES) {
       for (const size of SIZES) {
         const label = `${op} ${dir} ${type} ${sizeLabel(size)}`
+        if (ROLE !== undefined && roleOf(op, dir) !== ROLE) continue
         if (FILTER === undefined || FILTER.test(label)) configs.push({ op, dir, type, size, label })
       }
     }
@@ -603,15 +620,14 @@ for (const op of OPS) {
 
 const contenders: ReadonlyArray<"ours" | "ws"> = CONTENDER === "ours" ? ["ours"] : CONTENDER === "ws" ? ["ws"] : ["ours", "ws"]
 
-const main = async (): Promise<void> => {
-  const started = performance.now()
-  console.log(`node ${process.version}; ${describeWs()}`)
-  console.log(`ours: masking: ${nativeMask === undefined ? "JavaScript word loop" : `bufferutil from ${MASK_INTO_NATIVE_THRESHOLD} B (send) / ${MASK_NATIVE_THRESHOLD} B (receive)`}`)
-  console.log(
-    `engine: receiveBufferSize ${ENGINE_BUFFER}, sendBufferSize ${ENGINE_BUFFER}; transport reads of ${CHUNK} B; ` +
-      `${REPS} x ${TIME_MS} ms per contender and case`
-  )
+interface Row {
+  readonly label: string
+  readonly ours: Sample | undefined
+  readonly ws: Sample | undefined
+}
 
+/** Measures `configs` in this process: the medians of each contender on each case. */
+const measureAll = async (): Promise<Array<Row>> => {
   const inputs = new Map<Config, Inputs>()
   for (const config of configs) inputs.set(config, prepare(config))
 
@@ -624,7 +640,7 @@ const main = async (): Promise<void> => {
   // type feedback whatever their order.
   for (const config of configs) await warmUp(config)
 
-  const rows: Array<{ config: Config; ours: Sample | undefined; ws: Sample | undefined }> = []
+  const rows: Array<Row> = []
   for (const config of configs) {
     const samples: Record<"ours" | "ws", Array<Sample>> = { ours: [], ws: [] }
     // each contender settles on this case first (the code it shares with other cases was last
@@ -640,25 +656,58 @@ const main = async (): Promise<void> => {
         framesPerSecond: median(list.map((s) => s.framesPerSecond)),
         megabytesPerSecond: median(list.map((s) => s.megabytesPerSecond))
       }
-    const row = { config, ours: summary(samples.ours), ws: summary(samples.ws) }
+    const row = { label: config.label, ours: summary(samples.ours), ws: summary(samples.ws) }
     rows.push(row)
     process.stderr.write(`  ${config.label}: ${formatRatio(row.ours?.framesPerSecond, row.ws?.framesPerSecond)}\n`)
   }
+  return rows
+}
+
+/** Runs the cases of `role` in a new process of this benchmark (same options) and returns its rows. */
+const measureRole = (role: "server" | "client"): Array<Row> => {
+  const child = spawnSync(process.execPath, [...process.execArgv, process.argv[1]!, ...process.argv.slice(2), `--role=${role}`], {
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "inherit"],
+    maxBuffer: 16 * 1024 * 1024
+  })
+  if (child.status !== 0) throw new Error(`the ${role}'s process failed (${child.status ?? child.signal})`)
+  return JSON.parse(child.stdout) as Array<Row>
+}
+
+const main = async (): Promise<void> => {
+  if (ROLE !== undefined) {
+    process.stdout.write(JSON.stringify(await measureAll()))
+    return
+  }
+  const started = performance.now()
+  console.log(`node ${process.version}; ${describeWs()}`)
+  console.log(`ours: masking: ${nativeMask === undefined ? "JavaScript word loop" : `bufferutil from ${MASK_INTO_NATIVE_THRESHOLD} B (send) / ${MASK_NATIVE_THRESHOLD} B (receive)`}`)
+  console.log(
+    `engine: receiveBufferSize ${ENGINE_BUFFER}, sendBufferSize ${ENGINE_BUFFER}; transport reads of ${CHUNK} B; ` +
+      `${REPS} x ${TIME_MS} ms per contender and case; ` +
+      (PROCESSES === "roles" ? "a process per role (server: decode masked, encode unmasked; client: the others)" : "one process")
+  )
+
+  const measured = PROCESSES === "roles" ? [...measureRole("server"), ...measureRole("client")] : await measureAll()
+  const byLabel = new Map(measured.map((row) => [row.label, row]))
 
   console.log("")
   console.log(`codec (median of ${REPS}, ratio = ours / ws; > 1 means faster; MB = 10^6 payload bytes)`)
   const header = ["op", "dir", "type", "size", "ours MB/s", "ws MB/s", "ours fr/s", "ws fr/s", "ratio"]
-  const table = rows.map(({ config, ours, ws }) => [
-    config.op,
-    config.dir,
-    config.type,
-    sizeLabel(config.size),
-    formatNumber(ours?.megabytesPerSecond),
-    formatNumber(ws?.megabytesPerSecond),
-    formatNumber(ours?.framesPerSecond),
-    formatNumber(ws?.framesPerSecond),
-    formatRatio(ours?.framesPerSecond, ws?.framesPerSecond)
-  ])
+  const table = configs.map((config) => {
+    const { ours, ws } = byLabel.get(config.label)!
+    return [
+      config.op,
+      config.dir,
+      config.type,
+      sizeLabel(config.size),
+      formatNumber(ours?.megabytesPerSecond),
+      formatNumber(ws?.megabytesPerSecond),
+      formatNumber(ours?.framesPerSecond),
+      formatNumber(ws?.framesPerSecond),
+      formatRatio(ours?.framesPerSecond, ws?.framesPerSecond)
+    ]
+  })
   printTable(header, table, 4)
   console.log(`\ntotal ${((performance.now() - started) / 1000).toFixed(1)} s`)
 }
