@@ -325,7 +325,7 @@ const oursDecode = (config: Config, wire: Wire): Session => {
         }
         const id = readId
         readBuffer = undefined
-        if (engine.completeAction(id, n) !== Status.Ok) fail("completeAction(read)", engine)
+        if (engine.completeReceiveAction(id, n) !== Status.Ok) fail("completeAction(read)", engine)
       }
       if (engine.getAction(QueueCode.Receive, action) !== Status.Ok) fail("getAction", engine)
       switch (action.action) {
@@ -354,7 +354,7 @@ const oursDecode = (config: Config, wire: Wire): Session => {
           } else {
             accumulated = append(view, accumulated)
           }
-          if (engine.completeAction(action.id, 0) !== Status.Ok) fail("completeAction(deliver)", engine)
+          if (engine.completeReceiveAction(action.id, 0) !== Status.Ok) fail("completeAction(deliver)", engine)
           // The rest of a message goes straight into its buffer (the websocket.h receive with an
           // application buffer), so large payloads are not copied through the engine's buffer.
           // When messages are large, the next one is received into a new buffer of the size of the
@@ -458,9 +458,9 @@ const oursEncode = (config: Config, payload: Buffer): Session => {
         if (action.action === ActionCode.SendToNetwork) {
           const n = action.bufferCount === 2 ? action.buffer0.length + action.buffer1.length : action.buffer0.length
           wireBytes += n
-          if (engine.completeAction(action.id, n) !== Status.Ok) fail("completeAction(send)", engine)
+          if (engine.completeSendAction(action.id, n) !== Status.Ok) fail("completeAction(send)", engine)
         } else if (action.action === ActionCode.IndicateSendComplete) {
-          if (engine.completeAction(action.id, 0) !== Status.Ok) fail("completeAction(complete)", engine)
+          if (engine.completeSendAction(action.id, 0) !== Status.Ok) fail("completeAction(complete)", engine)
           break
         } else {
           throw new Error(`unexpected action ${action.action}`)

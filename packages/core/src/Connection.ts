@@ -929,14 +929,14 @@ export const make = (
       // An interrupted write (only its wait for room can be) took nothing: cancel it on the handle.
       const write = Effect.onInterrupt(restore(guardedWrite(buffers, owned)), () =>
         Effect.andThen(
-          Effect.sync(() => engine.completeAction(id, 0)),
+          Effect.sync(() => engine.completeSendAction(id, 0)),
           drainSendQueue
         ))
       return Effect.matchEffect(write, {
         onFailure: (error) => writeFailed(id, error),
         onSuccess: () => {
           writesTaken++
-          engine.completeAction(id, bytes)
+          engine.completeSendAction(id, bytes)
           return runSendQueue(restore)
         }
       })
@@ -955,7 +955,7 @@ export const make = (
 
     /** The write of SendToNetwork action `id` failed: the send is cancelled and the transport lost. */
     const writeFailed = (id: number, error: TransportError): Effect.Effect<never, TransportError> => {
-      engine.completeAction(id, 0) // cancels the send: the frame is incomplete on the wire
+      engine.completeSendAction(id, 0) // cancels the send: the frame is incomplete on the wire
       return Effect.andThen(Effect.andThen(drainSendQueue, lostTransport(error)), Effect.fail(error))
     }
 
@@ -1016,7 +1016,7 @@ export const make = (
               }
               if (taken) {
                 writesTaken++
-                engine.completeAction(record.id, bytes)
+                engine.completeSendAction(record.id, bytes)
                 continue
               }
             }
@@ -1028,7 +1028,7 @@ export const make = (
             // queued that writes it once the wire is theirs (the reader, see `flushPong`).
             const messageBytes = record.context as number | undefined
             sendResult = engine.sendWritten ? SEND_WRITTEN : SEND_CANCELLED
-            engine.completeAction(record.id, 0)
+            engine.completeSendAction(record.id, 0)
             if (sendResult === SEND_WRITTEN && messageBytes !== undefined) countOut(messageBytes)
             return undefined
           }
@@ -1050,7 +1050,7 @@ export const make = (
       for (let i = 0; i < 8; i++) {
         engine.getAction(QueueCode.Send, sendRecord)
         if (sendRecord.action === ActionCode.NoAction) return
-        engine.completeAction(sendRecord.id, 0)
+        engine.completeSendAction(sendRecord.id, 0)
         if (sendRecord.action === ActionCode.IndicateSendComplete) return
       }
     })
@@ -1433,12 +1433,12 @@ export const make = (
         if (BufferType.isData(type)) {
           if (!BufferType.isMessageEnd(type)) {
             append(record.buffer0)
-            engine.completeAction(record.id, 0)
+            engine.completeReceiveAction(record.id, 0)
             continue
           }
           const size = accumulated + record.buffer0.length
           const message = deliver(record)
-          engine.completeAction(record.id, 0)
+          engine.completeReceiveAction(record.id, 0)
           countIn(size)
           if (droppedOne || !mailbox.offer(message)) {
             held = message
@@ -1448,13 +1448,13 @@ export const make = (
         }
         if (type === BufferType.BufferType.PingPong) {
           stats.pongsIn++
-          engine.completeAction(record.id, 0)
+          engine.completeReceiveAction(record.id, 0)
           continue
         }
         // Close: the peer's, or 1006 when the transport ended without one
         peerCloseCode = record.closeStatus
         peerCloseReason = peerCloseCode === 1006 ? "" : decodeUtf8(record.buffer0)
-        engine.completeAction(record.id, 0)
+        engine.completeReceiveAction(record.id, 0)
         return STEP_CLOSE
       }
     }
@@ -1477,7 +1477,7 @@ export const make = (
       readId = 0
       readsDone++
       if (n > 0) activity++
-      engine.completeAction(id, n)
+      engine.completeReceiveAction(id, n)
     }
     /** Resumes the reader waiting for the network, while it waits (see `awaitReadable`). */
     let readableResume: ((outcome: Effect.Effect<number>) => void) | undefined = undefined

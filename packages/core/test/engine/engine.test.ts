@@ -2611,3 +2611,56 @@ describe("a server's frame queued while an automatic pong is being written", () 
     }
   })
 })
+
+describe("completeSendAction and completeReceiveAction", () => {
+  const record = new ActionRecord()
+  /** A ping, then a masked 3-byte binary message: what a client sends a server. */
+  const fromClient = hex("8980 00000000 8283 01020304 000000")
+
+  it.prop("give completeAction's result for any id and count, whichever queue the action came from", [
+    Arbitrary.array(Arbitrary.all([int(0, 5), int(0, 5), int(0, 3)]), { minLength: 1, maxLength: 60 })
+  ], ([script]) => {
+    // the same script on a server with each of the three methods; every step's result alike
+    const run = (method: "completeAction" | "completeSendAction" | "completeReceiveAction") => {
+      const engine = makeServer({ sendBufferSize: 16 })
+      const log: Array<unknown> = []
+      let sendId = 0
+      let receiveId = 0
+      let staleId = 0
+      let fed = 0
+      let read = 0
+      for (const [op, which, count] of script) {
+        if (op === 0) log.push(engine.send(BinaryMessage, counting(which * 7), undefined, undefined))
+        else if (op === 1) log.push(engine.receive(undefined, undefined))
+        else if (op <= 3) {
+          const status = engine.getAction(op === 2 ? QueueCode.Send : QueueCode.Receive, record)
+          if (record.action === ActionCode.ReceiveFromNetwork) {
+            // the client's bytes, a few at a time
+            read = Math.min(record.buffer0.length, fromClient.length - fed, 1 + which)
+            record.buffer0.set(fromClient.subarray(fed, fed + read))
+            fed += read
+          }
+          if (record.id !== 0) {
+            staleId = op === 2 ? sendId : receiveId
+            if (op === 2) sendId = record.id
+            else receiveId = record.id
+          }
+          const buffers = record.bufferCount === 2 ? [record.buffer0, record.buffer1] : record.bufferCount === 1 ? [record.buffer0] : []
+          // (a read's buffer: its length; what it held before is not the handle's to say)
+          const isRead = record.action === ActionCode.ReceiveFromNetwork
+          log.push([status, record.action, record.queue, record.bufferType, buffers.map((b) => isRead ? b.length : toHex(b))])
+        } else {
+          const id = [sendId, receiveId, staleId, 0, 12345, sendId][which]!
+          const whole = record.action === ActionCode.SendToNetwork ? record.buffer0.length + (record.bufferCount === 2 ? record.buffer1.length : 0) : 0
+          const n = record.action === ActionCode.ReceiveFromNetwork ? [read, 0, 1, -1][count]! : [whole, 0, 1, -1][count]!
+          log.push([engine[method](id, n), engine.lastError?.message])
+        }
+        log.push([engine.state, engine.sendWritten, engine.failure?.message])
+      }
+      return log
+    }
+    const expected = run("completeAction")
+    assert.deepStrictEqual(run("completeSendAction"), expected, JSON.stringify(script))
+    assert.deepStrictEqual(run("completeReceiveAction"), expected, JSON.stringify(script))
+  }, { arbitrary: { size: 60 } })
+})

@@ -1732,9 +1732,36 @@ export class Engine {
   completeAction(id: number, bytesTransferred: number): Status {
     // Micro-optimisation: a small dispatcher that V8 inlines into the driver's loop, with one
     // method per queue (a call costs a few ns, and every message takes two completions).
-    if (id !== 0 && id === this.sendOutId && this.sendOut !== OUT_NONE) return this.completeSend(bytesTransferred)
-    if (id !== 0 && id === this.receiveOutId && this.receiveOut !== OUT_NONE) return this.completeReceive(id, bytesTransferred)
+    if (this.isSendOut(id)) return this.completeSend(bytesTransferred)
+    if (this.isReceiveOut(id)) return this.completeReceive(id, bytesTransferred)
     return this.completeActionRefused()
+  }
+
+  /**
+   * {@link completeAction} for an action of the send queue, for a driver's loop that serves that
+   * queue: the same result for any `id`. Not part of `websocket.h`.
+   *
+   * Micro-optimisation: V8 compiles `completeAction` into a loop with the completion of both
+   * queues once a handle's receive loop has run it too, and that takes the inlining budget the
+   * rest of a send loop needs (a server's unmasked 16-byte sends about 54 ns a message instead of 47).
+   */
+  completeSendAction(id: number, bytesTransferred: number): Status {
+    return this.isSendOut(id) ? this.completeSend(bytesTransferred) : this.completeAction(id, bytesTransferred)
+  }
+
+  /** {@link completeAction} for an action of the receive queue (see {@link completeSendAction}). Not part of `websocket.h`. */
+  completeReceiveAction(id: number, bytesTransferred: number): Status {
+    return this.isReceiveOut(id) ? this.completeReceive(id, bytesTransferred) : this.completeAction(id, bytesTransferred)
+  }
+
+  /** Whether `id` is the outstanding action of the send queue. */
+  private isSendOut(id: number): boolean {
+    return id !== 0 && id === this.sendOutId && this.sendOut !== OUT_NONE
+  }
+
+  /** Whether `id` is the outstanding action of the receive queue. */
+  private isReceiveOut(id: number): boolean {
+    return id !== 0 && id === this.receiveOutId && this.receiveOut !== OUT_NONE
   }
 
   private completeActionRefused(): Status {
