@@ -1002,7 +1002,7 @@ export class Engine {
     // a message (of about 50) less than with everything here.
     const phase = this.sendPhase
     if (phase === SEND_IDLE) return this.pongsWaiting.length !== 0 && this.sendWaitingPong(out)
-    if (phase === SEND_COMPLETE) return this.indicateSendComplete(out)
+    if (phase === SEND_COMPLETE) return this.handOut(out, ActionCode.IndicateSendComplete, OUT_SEND_COMPLETE)
     if (
       !this.sendReady || this.state === HandleState.Aborted || this.sendBroken || this.pongOut !== undefined ||
       (!this.sendBuilt && this.sendPayload.length !== this.sendLength)
@@ -1013,17 +1013,20 @@ export class Engine {
     out.buffer0 = this.readyBuffer0
     out.buffer1 = this.readyBuffer1
     out.bufferCount = this.readyCount
-    return this.handOutFrame(out)
+    return this.handOut(out, ActionCode.SendToNetwork, OUT_SEND_FRAME)
   }
 
-  /** Makes `out`, whose buffers are set, the SendToNetwork of (the next part of) the pending frame. */
-  private handOutFrame(out: ActionRecord): boolean {
+  /**
+   * Makes `out` an `action` of the pending send (SendToNetwork, whose buffers are set: the next
+   * part of its frame; or IndicateSendComplete), outstanding as `kind`.
+   */
+  private handOut(out: ActionRecord, action: number, kind: number): boolean {
     out.queue = QueueCode.Send
     out.bufferType = this.sendType
     out.context = this.sendContext
-    out.action = ActionCode.SendToNetwork
+    out.action = action
     out.id = this.sendOutId = this.newId()
-    this.sendOut = OUT_SEND_FRAME
+    this.sendOut = kind
     this.sendReady = false
     return true
   }
@@ -1057,21 +1060,10 @@ export class Engine {
     // Frames are never interleaved on the wire (spec 5.3): a queued frame waits while an automatic
     // pong handed out on the receive queue is being written. Control frames "MAY be injected in the
     // middle of a fragmented message" (RFC 6455 section 5.4): between frames, never inside one.
-    if (this.sendPhase !== SEND_EMIT) return this.indicateSendComplete(out)
+    if (this.sendPhase !== SEND_EMIT) return this.handOut(out, ActionCode.IndicateSendComplete, OUT_SEND_COMPLETE)
     if (this.pongOut !== undefined) return false
     this.emitFrame(out)
-    return this.handOutFrame(out)
-  }
-
-  /** Hands out the IndicateSendComplete of the pending send. */
-  private indicateSendComplete(out: ActionRecord): boolean {
-    out.queue = QueueCode.Send
-    out.bufferType = this.sendType
-    out.context = this.sendContext
-    out.action = ActionCode.IndicateSendComplete
-    out.id = this.sendOutId = this.newId()
-    this.sendOut = OUT_SEND_COMPLETE
-    return true
+    return this.handOut(out, ActionCode.SendToNetwork, OUT_SEND_FRAME)
   }
 
   /** The next part of a frame whose SendToNetwork was not set when it was queued. */
