@@ -2635,8 +2635,11 @@ describe("completeSendAction and completeReceiveAction", () => {
         else if (op <= 3) {
           const status = engine.getAction(op === 2 ? QueueCode.Send : QueueCode.Receive, record)
           if (record.action === ActionCode.ReceiveFromNetwork) {
-            // the client's bytes, a few at a time
+            // the client's bytes, a few at a time; the rest of the buffer zeroed, so that a completion
+            // that claims more than was written gives every run the same bytes (not whatever the
+            // uninitialized memory held)
             read = Math.min(record.buffer0.length, fromClient.length - fed, 1 + which)
+            record.buffer0.fill(0)
             record.buffer0.set(fromClient.subarray(fed, fed + read))
             fed += read
           }
