@@ -553,6 +553,55 @@ describe("UTF-8 (RFC 6455 sections 5.6 and 8.1)", () => {
     ])
   })
 
+  it("invalid UTF-8 read straight into the caller's buffer is accepted with disableUtf8Verification", () => {
+    // a long message (read in pieces into the caller's buffer) with a byte that is never valid,
+    // a stray continuation byte and, at its end, a code point cut short
+    const payload = concat([utf8("a€😀".repeat(2000)), hex("ff 80"), utf8("b".repeat(5000)), hex("e282")])
+    const wire = sendAndDrain(makeServer(), Utf8Message, payload)
+    for (const chunks of [1000, 4099]) {
+      const result = feed(makeClient({ disableUtf8Verification: true }), wire, { chunks, buffer: new Uint8Array(9000) })
+      assert.strictEqual(result.failed, undefined)
+      assert.strictEqual(result.deliveries.at(-1)!.bufferType, Utf8Message)
+      assert.deepStrictEqual(concat(result.deliveries.map((d) => d.data)), payload)
+    }
+  })
+
+  it.prop("a code point left open is not completed by a run of 48 or more ASCII bytes (1007), however the bytes arrive", [
+    int(0xc2, 0xf4),
+    int(48, 300),
+    int(0, 1)
+  ], ([lead, run, fragmented]) => {
+    // the lead byte ends a read (one frame) or a non-final frame, and the ASCII run comes in one piece after it
+    const ascii = utf8("x".repeat(run))
+    const wire = fragmented === 1
+      ? fragmentedText(concat([Uint8Array.of(lead), ascii]), [1])
+      : sendAndDrain(makeServer(), Utf8Message, concat([Uint8Array.of(lead), ascii]))
+    const headerAndLead = fragmented === 1 ? 3 : wire.length - run
+    for (const chunks of [undefined, [headerAndLead, wire.length]]) {
+      const engine = makeClient()
+      const result = feed(engine, wire, { chunks })
+      expectFailure(engine, result, Status.InvalidFormat, 1007, /not valid UTF-8/)
+      assert.strictEqual(result.deliveries.length, 0, "nothing of the message is delivered")
+    }
+  })
+
+  it("text of 48 bytes and more in a receive buffer that is not 4-byte aligned (an allocated buffer at an odd offset)", () => {
+    const memory = new Uint8Array(1 + 4096 + 16 + 4096 + 64)
+    for (const offset of [1, 2, 3]) {
+      const allocated = memory.subarray(offset)
+      const ascii = "x".repeat(100)
+      const wire = concat([
+        sendAndDrain(makeServer(), Utf8Message, utf8(ascii)),
+        sendAndDrain(makeServer(), Utf8Message, utf8(ascii + "é" + ascii)),
+        sendAndDrain(makeServer(), Utf8Message, concat([utf8(ascii), hex("ff"), utf8(ascii)]))
+      ])
+      const engine = makeClient({ allocatedBuffer: allocated })
+      const result = feed(engine, wire)
+      expectFailure(engine, result, Status.InvalidFormat, 1007, /not valid UTF-8/)
+      assert.deepStrictEqual(result.deliveries.map((d) => decodeUtf8(d.data)), [ascii, ascii + "é" + ascii])
+    }
+  })
+
   it.prop("text of 48 bytes and more (word-wise ASCII skip): ASCII, mixed and invalid messages in any order", [
     Arbitrary.array(Arbitrary.all([int(0, 2), int(48, 600), int(0, 1 << 20)]), { minLength: 1, maxLength: 150 }).pipe(
       // an invalid message ends the connection: only the last one may be (one in three would end
@@ -718,6 +767,36 @@ describe("a masked payload unmasked as the driver copies it (copyForRead)", () =
       complete(server, step, n)
     }
     assert.strictEqual(offset, headerLength + binary.length)
+  })
+
+  it("a read whose first bytes (not a whole number of masking keys) were copied with it and the rest plainly is unmasked right", () => {
+    const payload = seededBytes(3000, 11)
+    const wire = sendAndDrain(makeClient(), BinaryMessage, payload)
+    for (let copied = 1; copied <= 7; copied++) {
+      const server = makeServer({ receiveBufferSize: 4096 })
+      assert.strictEqual(server.receive(new Uint8Array(10000), undefined), Status.Ok)
+      const { offset: headerLength, read } = readHeaderByHand(server, wire)
+      const target = read.buffers[0]!
+      // the first `copied` bytes with the handle's copy (unmasked), the rest of the read plainly (still masked)
+      server.copyForRead!(wire, headerLength, headerLength + copied, target, 0)
+      const n = Math.min(target.length, 1000)
+      target.set(wire.subarray(headerLength + copied, headerLength + n), copied)
+      complete(server, read, n)
+      // the rest plainly, in reads of at most 1000 bytes
+      let offset = headerLength + n
+      let step = next(server, QueueCode.Receive)
+      while (step.action === ActionCode.ReceiveFromNetwork) {
+        const room = step.buffers[0]!
+        const m = Math.min(room.length, 1000, wire.length - offset)
+        room.set(wire.subarray(offset, offset + m))
+        offset += m
+        complete(server, step, m)
+        step = next(server, QueueCode.Receive)
+      }
+      expectAction(step, ActionCode.IndicateReceiveComplete)
+      assert.strictEqual(step.bufferType, BinaryMessage)
+      assert.deepStrictEqual(step.buffers[0], payload, `${copied} bytes copied unmasked`)
+    }
   })
 
   it("is never offered to a client (a server's frames are not masked)", () => {
@@ -936,6 +1015,25 @@ describe("chunking (spec 5.4)", () => {
     assert.isAtMost(Math.max(...small.rooms), 4092)
   })
 
+  it("with a caller's buffer of exactly 8 KiB a header is read on its own; such reads do not grow the receive buffer, though they fill what they offer", () => {
+    const engine = makeClient({ receiveBufferSize: 65536 })
+    const sender = makeServer()
+    // headers read on their own (a caller's buffer of 8 KiB), payloads read into that buffer
+    const wire = concat(Array.from({ length: 3 }, () => sendAndDrain(sender, BinaryMessage, counting(300))))
+    const cursor = { offset: 0 }
+    for (let i = 0; i < 3; i++) {
+      const app = new Uint8Array(8192)
+      const { reads, received } = receiveMessage(engine, wire, cursor, app)
+      assert.deepStrictEqual(app.subarray(0, received), counting(300))
+      // (8 KiB exactly is enough for the header to be read on its own: its first 2 bytes, then the rest)
+      assert.deepStrictEqual(reads.slice(0, i === 0 ? 3 : 2), i === 0 ? [[2, false], [2, false], [300, true]] : [[4, false], [300, true]])
+    }
+    // then a receive with no buffer of its own: the receive buffer is still 4 KiB
+    assert.strictEqual(engine.receive(undefined, undefined), Status.Ok)
+    const read = expectAction(next(engine, QueueCode.Receive), ActionCode.ReceiveFromNetwork)
+    assert.strictEqual(read.buffers[0]!.length, 4092)
+  })
+
   it("a small receive buffer is memory of its own: a delivered view's ArrayBuffer holds nothing else", () => {
     for (const receiveBufferSize of [256, 1000, 4000, 65536]) {
       const engine = makeClient({ receiveBufferSize })
@@ -1038,10 +1136,64 @@ describe("chunking (spec 5.4)", () => {
     ])
   })
 
+  it("with an application buffer smaller than a code point, every byte still arrives, in order", () => {
+    const message = "😀é😀" // 4 + 2 + 4 bytes
+    const wire = concat([hex("81 0a"), utf8(message)])
+    for (const size of [1, 2, 3]) {
+      // one read, the header on its own first, one byte a time
+      for (const readSize of [wire.length, 2, 1]) {
+        const engine = makeClient()
+        const app = new Uint8Array(size)
+        const deliveries: Array<{ bufferType: number; data: Uint8Array }> = []
+        let offset = 0
+        // (bounded: a handle that delivers nothing would deliver it forever)
+        for (let guard = 0; guard < 100 && deliveries.at(-1)?.bufferType !== Utf8Message; guard++) {
+          const step = next(engine, QueueCode.Receive)
+          if (step.action === ActionCode.NoAction) {
+            assert.strictEqual(engine.receive(app, undefined), Status.Ok)
+          } else if (step.action === ActionCode.ReceiveFromNetwork) {
+            const n = Math.min(step.buffers[0]!.length, readSize, wire.length - offset)
+            step.buffers[0]!.set(wire.subarray(offset, offset + n))
+            offset += n
+            complete(engine, step, n)
+          } else {
+            expectAction(step, ActionCode.IndicateReceiveComplete)
+            deliveries.push({ bufferType: step.bufferType, data: step.buffers[0]!.slice() })
+            complete(engine, step)
+          }
+        }
+        const label = `buffer of ${size}, reads of ${readSize}`
+        for (const d of deliveries) {
+          assert.isAbove(d.data.length, 0, label)
+          assert.isAtMost(d.data.length, size, label)
+        }
+        assert.deepStrictEqual(deliveries.map((d) => d.bufferType), [
+          ...Array.from({ length: deliveries.length - 1 }, () => Utf8Fragment),
+          Utf8Message
+        ], label)
+        assert.strictEqual(decodeUtf8(concat(deliveries.map((d) => d.data))), message, label)
+      }
+    }
+  })
+
   it("with an application buffer, control payloads are copied too", () => {
     const app = new Uint8Array(64)
     const { deliveries } = feed(makeClient(), "8a 02 6869 88 04 03e8 6f6b", { buffer: app })
     assert.deepStrictEqual(contentOf(deliveries), [pong("hi"), closed(1000, "ok")])
+  })
+
+  it("with an application buffer exactly the size of a control payload, the payload is copied there", () => {
+    for (const [wire, data] of [["8a 02 6869", "6869"], ["88 04 03e8 6f6b", "6f6b"]] as const) {
+      const engine = makeClient()
+      const app = new Uint8Array(2)
+      assert.strictEqual(engine.receive(app, undefined), Status.Ok)
+      const read = expectAction(next(engine, QueueCode.Receive), ActionCode.ReceiveFromNetwork)
+      read.buffers[0]!.set(hex(wire))
+      complete(engine, read, hex(wire).length)
+      const step = expectAction(next(engine, QueueCode.Receive), ActionCode.IndicateReceiveComplete)
+      assert.strictEqual(step.buffers[0]!.buffer, app.buffer, "the payload is in the application's buffer")
+      assert.strictEqual(toHex(step.buffers[0]!), data)
+    }
   })
 
   it("with an application buffer too small for a pong's payload or a close reason, they come whole all the same", () => {
@@ -1165,6 +1317,16 @@ describe("chunking (spec 5.4)", () => {
     assert.deepStrictEqual([step.bufferType, step.closeStatus], [Close, 1006])
   })
 
+  it("a read that exactly fills what is left of the chunk is waited for: the chunk comes whole", () => {
+    for (const isClient of [true, false]) {
+      const { payload, wire, engine, app } = binaryReceiver(isClient, 70000, 65536, 70000)
+      // reads of 1024 bytes: 64 of them fill the 65536-byte chunk exactly
+      const { deliveries } = receiveMessage(engine, wire, { offset: 0 }, app, (room) => Math.min(room, 1024))
+      assert.deepStrictEqual(deliveries, [[BinaryFragment, 65536], [BinaryMessage, 70000 - 65536]])
+      assert.deepStrictEqual(app, payload)
+    }
+  })
+
   it("an allocated buffer holds the receive buffer", () => {
     const allocated = new Uint8Array(256 + 4096 + 256)
     const engine = makeClient({ receiveBufferSize: 256, allocatedBuffer: allocated })
@@ -1225,6 +1387,17 @@ describe("end of the transport (spec 3.9, 1006)", () => {
       [Utf8Fragment, 0, "6c6f"],
       [Close, 1006, ""]
     ])
+  })
+
+  it("the end of the transport when only part of a code point was read into the caller's buffer: Close 1006, no empty chunk", () => {
+    // a 256-byte text frame whose header comes first (its payload is then read into the caller's
+    // buffer), then 1 to 3 bytes of a 4-byte code point, then the end of the transport
+    for (let k = 1; k <= 3; k++) {
+      const wire = concat([hex("81 7e 0100"), utf8("😀").subarray(0, k)])
+      const result = feed(makeClient(), wire, { chunks: [4, k], buffer: new Uint8Array(9000), eof: true })
+      assert.strictEqual(result.failed, undefined)
+      assert.deepStrictEqual(result.deliveries.map((d) => [d.bufferType, d.closeStatus, d.data.length]), [[Close, 1006, 0]])
+    }
   })
 
   it("a read completed with more bytes than it offered is an invalid parameter", () => {
