@@ -2026,6 +2026,29 @@ describe("automatic pongs (RFC 6455 section 5.5.2)", () => {
     send(server, BinaryMessage, counting(3))
     assert.deepStrictEqual(parseFrames(drainSends(server).wire).map((f) => f.payload), [counting(3)])
   })
+
+  it("a frame waiting behind an automatic pong that is then written only in part is cancelled, never written on the broken wire: a server's or a client's message, whole in one action when queued, and a ping", () => {
+    for (const isClient of [false, true]) {
+      for (const [type, payload] of [[BinaryMessage, counting(20)], [BinaryFragment, counting(0)], [PingPong, utf8("hi")]] as const) {
+        const label = `${isClient ? "client" : "server"}, buffer type ${type}, ${payload.length} B`
+        const engine = makeEngine(isClient)
+        assert.strictEqual(engine.receive(undefined, "r"), Status.Ok)
+        const read = expectAction(next(engine, QueueCode.Receive), ActionCode.ReceiveFromNetwork)
+        const ping = isClient ? hex("8900") : hex("8980 00000000")
+        read.buffers[0]!.set(ping)
+        complete(engine, read, ping.length)
+        const pong = expectAction(next(engine, QueueCode.Receive), ActionCode.SendToNetwork, QueueCode.Receive)
+        send(engine, type, payload, undefined, "frame")
+        assert.strictEqual(next(engine, QueueCode.Send).action, ActionCode.NoAction, `${label}: the frame waits for the pong`)
+        complete(engine, pong, 1)
+        const drained = drainSends(engine)
+        assert.deepStrictEqual(drained.writes, [], `${label}: nothing written after the cut pong`)
+        assert.deepStrictEqual(drained.completed, ["frame"], label)
+        assert.isFalse(engine.sendWritten, `${label}: cancelled`)
+        expectSendRejected(engine, Status.InvalidOperation, /partly written/, PingPong)
+      }
+    }
+  })
 })
 
 describe("abort (spec 3.10)", () => {
@@ -2054,6 +2077,23 @@ describe("abort (spec 3.10)", () => {
     complete(client, expectAction(next(client, QueueCode.Send), ActionCode.SendToNetwork))
     client.abort()
     expectAction(next(client, QueueCode.Send), ActionCode.IndicateSendComplete)
+  })
+
+  it("a send cancelled by abort reports itself unwritten even after a send that went out whole (sendWritten), a frame whole in one action or not", () => {
+    for (const [isClient, length] of [[false, 10], [false, 70000], [true, 10], [true, 5000]] as const) {
+      const label = `${isClient ? "client" : "server"}, ${length} B`
+      const engine = makeEngine(isClient)
+      send(engine, BinaryMessage, counting(3), undefined, "first")
+      assert.deepStrictEqual(drainSends(engine).completed, ["first"], label)
+      assert.isTrue(engine.sendWritten, label)
+      send(engine, BinaryMessage, counting(length), undefined, "second")
+      engine.abort()
+      const done = expectAction(next(engine, QueueCode.Send), ActionCode.IndicateSendComplete)
+      assert.strictEqual(done.context, "second", label)
+      assert.isFalse(engine.sendWritten, `${label}: cancelled, nothing written`)
+      complete(engine, done)
+      assert.strictEqual(next(engine, QueueCode.Send).action, ActionCode.NoAction, label)
+    }
   })
 
   it("an outstanding read finishes, then the receive completes with Close 1006", () => {
@@ -2738,6 +2778,38 @@ describe("allocateFrame set or cleared between send and getAction", () => {
     assert.strictEqual(allocations, 0)
     assert.strictEqual(engine.completeAction(record.id, 5004), Status.Ok)
     expectAction(next(engine, QueueCode.Send), ActionCode.IndicateSendComplete)
+  })
+
+  it("a client's frame built whole when queued goes out as built, whatever allocateFrame becomes before it is handed out: one buffer, masked with the key drawn at send, nothing allocated", () => {
+    for (const length of [0, 1, 2, 3, 5, 125, 126, 511]) {
+      for (const setBefore of [false, true]) {
+        const label = `${length} B, allocateFrame ${setBefore ? "cleared" : "set"} after send`
+        const engine = makeClient()
+        let allocations = 0
+        const allocate = (n: number) => {
+          allocations++
+          return new Uint8Array(n)
+        }
+        if (setBefore) engine.allocateFrame = allocate
+        const payload = seededBytes(length, length + 1)
+        send(engine, BinaryMessage, payload, undefined, "m")
+        engine.allocateFrame = setBefore ? undefined : allocate
+        assert.strictEqual(engine.getAction(QueueCode.Send, record), Status.Ok, label)
+        assert.strictEqual(record.action, ActionCode.SendToNetwork, label)
+        assert.isFalse(record.owned, label)
+        assert.strictEqual(record.bufferCount, 1, `${label}: the whole frame in one buffer`)
+        const frames = parseFrames(record.buffer0.slice())
+        assert.deepStrictEqual(
+          frames.map((f) => [f.opcode, f.fin, f.masked, toHex(f.maskKey), toHex(f.payload)]),
+          [[Opcode.Binary, true, true, toHex(RFC_KEY), toHex(payload)]],
+          label
+        )
+        assert.strictEqual(engine.completeAction(record.id, record.buffer0.length), Status.Ok, label)
+        assert.deepStrictEqual(drainSends(engine).completed, ["m"], label)
+        assert.isTrue(engine.sendWritten, label)
+        assert.strictEqual(allocations, 0, label)
+      }
+    }
   })
 })
 
