@@ -25,6 +25,7 @@ import { InvalidParameter, UnsupportedSubprotocol } from "./WebSocketError.ts"
 import * as Metrics from "./Metrics.ts"
 import * as Targets from "./internal/target.ts"
 import { utf8ByteLength } from "./internal/runtime.ts"
+import { acquireHandle } from "./internal/handle.ts"
 import * as TraceContext from "./internal/traceContext.ts"
 
 /**
@@ -660,7 +661,7 @@ export const decodeTimeout = (
 const decodeHandleOptions = (
   schema: typeof Property.ClientHandleProperties | typeof Property.ServerHandleProperties,
   options: Pick<ConnectOptions, "maxMessageSize" | "properties"> | undefined
-): Effect.Effect<unknown, InvalidParameter> =>
+): Effect.Effect<Property.HandleProperties, InvalidParameter> =>
   Effect.gen(function*() {
     const maxMessageSize: unknown = options?.maxMessageSize
     if (maxMessageSize !== undefined) {
@@ -670,6 +671,23 @@ const decodeHandleOptions = (
     if (properties !== undefined) yield* decodeParameter(Property.HandlePropertiesInput, "properties", properties)
     return yield* decodeParameter(schema, "properties", handleProperties(options))
   })
+
+/**
+ * Decodes a server's handle options (`properties`, `maxMessageSize`) once, giving what makes each
+ * connection's handle: the handle `WebSocket.createServerHandle(handleProperties(options))`
+ * would make, owned by the current scope, without decoding the options again for every connection.
+ *
+ * @see websocket.h `WebSocketCreateServerHandle`
+ * @category constructors
+ * @since 0.1.0
+ */
+export const serverHandleMaker = (
+  options: Pick<ServeOptions<unknown>, "maxMessageSize" | "properties"> | undefined
+): Effect.Effect<Effect.Effect<WebSocket.ServerHandle, never, Scope.Scope>, InvalidParameter> =>
+  Effect.map(
+    decodeHandleOptions(Property.ServerHandleProperties, options),
+    (properties) => acquireHandle("server", properties) as unknown as Effect.Effect<WebSocket.ServerHandle, never, Scope.Scope>
+  )
 
 /**
  * A hook option (`authorize`, `selectProtocol`, `wrapTransport`) is a function when given: checked
@@ -1016,6 +1034,7 @@ export const layerMemory = <E, R, RA = never>(
   Layer.effectContext(
     Effect.gen(function*() {
       yield* checkServeOptions(options, handler)
+      const makeServerHandle = yield* serverHandleMaker(options)
       const highWaterMark = yield* memoryHighWaterMark(options?.highWaterMark)
       const maxHeaderBytes = yield* decodeMaxHeaderBytes(options?.maxHeaderBytes)
       const tracked = trackConnections(handler, options)
@@ -1051,7 +1070,7 @@ export const layerMemory = <E, R, RA = never>(
           const connectionScope = yield* Scope.fork(connectionsScope)
           let serving = false
           yield* Effect.addFinalizer(() => serving ? Effect.void : Scope.close(connectionScope, Exit.void))
-          const server = yield* Scope.provide(WebSocket.createServerHandle(handleProperties(options)), connectionScope)
+          const server = yield* Scope.provide(makeServerHandle, connectionScope)
           const { requestHeaders } = yield* WebSocket.beginClientHandshake(client, {
             subprotocols: connectOptions?.protocols,
             initialHeaders: yield* withTraceContext(Targets.withCredentials(requestHeaderList(target.host, connectOptions), target))

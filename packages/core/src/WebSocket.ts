@@ -17,7 +17,6 @@ import { HandshakeHeaders, HttpHeader, Property, Token } from "@effect-websocket
 import { Config, Effect, Option, Predicate } from "effect"
 import type { Pipeable } from "effect/Pipeable"
 import type { Scope } from "effect/Scope"
-import { WebCrypto } from "effect/crypto/WebCrypto"
 import { dual } from "effect/Function"
 import * as Action from "./Action.ts"
 import * as BufferType from "./BufferType.ts"
@@ -26,7 +25,7 @@ import { ActionRecord, Status } from "./internal/engine/engine.ts"
 import { HandleState } from "./internal/engine/state.ts"
 import { engineError } from "./internal/engineError.ts"
 import * as Handshake from "./internal/handshake.ts"
-import { HandleImpl, TypeId as HandleTypeId, type WebCryptoApi } from "./internal/handle.ts"
+import { acquireHandle, deleteHandle as deleteImpl, HandleImpl, TypeId as HandleTypeId } from "./internal/handle.ts"
 import {
   InvalidParameter,
   InvalidProtocolFormat,
@@ -105,23 +104,14 @@ export const isHandle = (u: unknown): u is Handle => Predicate.hasProperty(u, Ty
 export type HandleProperties = Property.HandlePropertiesInput
 
 const makeHandle = (kind: "client" | "server", properties: HandleProperties | undefined) =>
-  Effect.gen(function*() {
-    const decoded = yield* Handshake.decodeParameter(
+  Effect.flatMap(
+    Handshake.decodeParameter(
       kind === "client" ? Property.ClientHandleProperties : Property.ServerHandleProperties,
       "properties",
       properties ?? {}
-    )
-    const crypto: WebCryptoApi = yield* WebCrypto
-    return yield* Effect.acquireRelease(
-      Effect.sync(() => new HandleImpl(kind, decoded, crypto)),
-      (handle) => Effect.sync(() => release(handle))
-    )
-  })
-
-const release = (handle: HandleImpl): void => {
-  handle.state = HandleState.Deleted
-  handle.key = undefined
-}
+    ),
+    (decoded) => acquireHandle(kind, decoded)
+  )
 
 /**
  * Creates a client handle configured by `properties`, owned by the current scope: closing the
@@ -173,7 +163,7 @@ export const createServerHandle = (
  * @category destructors
  * @since 0.1.0
  */
-export const deleteHandle = (handle: Handle): Effect.Effect<void> => Effect.sync(() => release(impl(handle)))
+export const deleteHandle = (handle: Handle): Effect.Effect<void> => Effect.sync(() => deleteImpl(impl(handle)))
 
 const impl = (handle: Handle): HandleImpl => handle as unknown as HandleImpl
 

@@ -2,6 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Context, Deferred, Effect, Exit, Fiber, Layer, Metric, Option, References, Scope, Stream } from "effect"
 import { Client, type Connection, Metrics, type Transport, WebSocket, WebSocketError } from "../src/index.ts"
 import type { InvalidParameter } from "../src/WebSocketError.ts"
+import type { HandleImpl } from "../src/internal/handle.ts"
 import * as EffectHeaders from "effect/http/Headers"
 import { TestClock } from "effect/testing"
 import { HttpHeader } from "@effect-websocket/schema"
@@ -213,6 +214,58 @@ describe("Client.requestHeaderList", () => {
       { name: "ORIGIN", value: "https://p" }
     ])
   })
+})
+
+describe("Client.serverHandleMaker", () => {
+  const request = [
+    { name: "Host", value: "h" },
+    { name: "Upgrade", value: "websocket" },
+    { name: "Connection", value: "Upgrade" },
+    { name: "Sec-WebSocket-Key", value: "dGhlIHNhbXBsZSBub25jZQ==" },
+    { name: "Sec-WebSocket-Version", value: "13" }
+  ]
+  const propertiesOf = (handle: WebSocket.Handle) => (handle as unknown as HandleImpl).properties
+
+  it.effect("makes the handles createServerHandle(handleProperties(options)) makes: each its own, with the options' properties, deleted with its scope", () =>
+    Effect.gen(function*() {
+      for (
+        const options of [
+          undefined,
+          {},
+          { maxMessageSize: 100 },
+          { properties: { receiveBufferSize: 1024, disableUtf8Verification: true } },
+          { properties: { sendBufferSize: 256, maxMessageSize: 7 }, maxMessageSize: 300 }
+        ]
+      ) {
+        const makeHandle = yield* Client.serverHandleMaker(options)
+        const expected = propertiesOf(yield* WebSocket.createServerHandle(Client.handleProperties(options)))
+        const first = yield* makeHandle
+        const scope = yield* Scope.make()
+        const second = yield* Scope.provide(makeHandle, scope)
+        assert.notStrictEqual(first, second)
+        assert.deepStrictEqual(propertiesOf(first), expected, JSON.stringify(options))
+        assert.deepStrictEqual(propertiesOf(second), expected, JSON.stringify(options))
+        assert.strictEqual(String(first), "WebSocket.Handle(server, Created)")
+        // closing its scope deletes the handle, and only that one
+        yield* Scope.close(scope, Exit.void)
+        const deleted = yield* Effect.flip(WebSocket.beginServerHandshake(second, { requestHeaders: request }))
+        assert.strictEqual(deleted._tag, "InvalidProtocolOperation")
+        const { responseHeaders } = yield* WebSocket.beginServerHandshake(first, { requestHeaders: request })
+        assert.deepStrictEqual(responseHeaders.find((h) => h.name === "Sec-WebSocket-Accept")?.value, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+      }
+    }))
+
+  it.effect("refuses bad options as createServerHandle does, naming them", () =>
+    Effect.gen(function*() {
+      const bad = yield* Effect.flip(Client.serverHandleMaker({ properties: { receiveBufferSize: 10 } }))
+      assert.strictEqual(bad._tag, "InvalidParameter")
+      assert.strictEqual(bad.parameter, "properties")
+      assert.include(bad.message, "receiveBufferSize")
+      const size = yield* Effect.flip(Client.serverHandleMaker({ maxMessageSize: 0 }))
+      assert.strictEqual(size.parameter, "maxMessageSize")
+      const notAnObject = yield* Effect.flip(Client.serverHandleMaker({ properties: 5 as never }))
+      assert.strictEqual(notAnObject.parameter, "properties")
+    }))
 })
 
 describe("Client.rejectionStatus", () => {

@@ -342,7 +342,7 @@ export const makeUpgradeHandler = <E, R, RA = never>(
       })
     )
     const services = yield* Effect.context<never>()
-    const properties = Client.handleProperties(options)
+    const makeHandle = yield* Client.serverHandleMaker(options)
     const accept = (req: Http.IncomingMessage, socket: Duplex, head: Buffer) => {
       /**
        * A failed handshake: answered with the status a server owes (a fault of the server's own is
@@ -425,7 +425,7 @@ export const makeUpgradeHandler = <E, R, RA = never>(
             return yield* Effect.failCause(verdict.cause) // not a refusal: a 500 (see below)
           }
         }
-        const handle = yield* Effect.orDie(WebSocket.createServerHandle(properties))
+        const handle = yield* makeHandle
         const selected = Client.selectProtocolFor(options, request)
         const handshake = yield* Effect.exit(
           WebSocket.beginServerHandshake(handle, { requestHeaders: headers, subprotocol: selected })

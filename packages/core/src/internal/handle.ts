@@ -5,9 +5,12 @@
  * @since 0.1.0
  */
 import type { Property } from "@effect-websocket/schema"
+import { Effect } from "effect"
+import { WebCrypto } from "effect/crypto/WebCrypto"
 import { pipeArguments } from "effect/Pipeable"
+import type { Scope } from "effect/Scope"
 import { Engine } from "./engine/engine.ts"
-import type { HandleState } from "./engine/state.ts"
+import { HandleState } from "./engine/state.ts"
 
 /** The Web Crypto API as the `WebCrypto` reference of `effect/crypto` supplies it. */
 export type WebCryptoApi = typeof globalThis.crypto
@@ -80,4 +83,33 @@ export class HandleImpl {
   toString() {
     return `WebSocket.Handle(${this.kind}, ${this.stateName})`
   }
+}
+
+/**
+ * A handle of `kind` with `properties` already decoded, owned by the current scope: closing it
+ * deletes the handle (see {@link deleteHandle}). Its randomness comes from the `WebCrypto`
+ * reference, read as it is made.
+ *
+ * @internal
+ */
+export const acquireHandle = (
+  kind: "client" | "server",
+  properties: Property.HandleProperties
+): Effect.Effect<HandleImpl, never, Scope> =>
+  Effect.gen(function*() {
+    const crypto: WebCryptoApi = yield* WebCrypto
+    return yield* Effect.acquireRelease(
+      Effect.sync(() => new HandleImpl(kind, properties, crypto)),
+      (handle) => Effect.sync(() => deleteHandle(handle))
+    )
+  })
+
+/**
+ * Deletes a handle (websocket.h `WebSocketDeleteHandle`): every later call on it fails. Idempotent.
+ *
+ * @internal
+ */
+export const deleteHandle = (handle: HandleImpl): void => {
+  handle.state = HandleState.Deleted
+  handle.key = undefined
 }
