@@ -57,11 +57,22 @@ export interface Options extends BufferOptions {
 
 /** Writes larger than this are not copied (a copy would cost more than waiting for Node). */
 const COPY_LIMIT = 64 * 1024
-/** Copied writes up to this size are gathered in a slab of {@link SLAB_SIZE} bytes. */
+/** Copied writes up to this size are gathered in the shared slab (see {@link sharedSlab}). */
 const GATHER_LIMIT = 4 * 1024
 const SLAB_SIZE = 16 * 1024
-/** The slab of a transport that has gathered nothing yet (shared: nothing is ever written into it). */
+/** No slab: that of a transport that gathers nothing (nothing is ever written into it). */
 const NO_SLAB = Buffer.alloc(0)
+/**
+ * The memory that the small writes of every transport of the thread are gathered in, as Node's own
+ * pool hands out small buffers: a transport gathers the bytes of a tick where the last one stopped
+ * ({@link sharedEnd}), and a new slab of {@link SLAB_SIZE} bytes replaces a full one. No part of a
+ * slab is handed out twice (a socket keeps what it writes until it is written, and another stream
+ * may keep it for good): a slab is freed once no part of it is referenced. A transport holds its
+ * part only while it gathers, so an idle connection holds none.
+ */
+let sharedSlab: Buffer = NO_SLAB
+/** Where the next part of {@link sharedSlab} starts. */
+let sharedEnd = 0
 
 /**
  * Frame memory that transports hand out (`allocate`) and take back once Node has written it:
@@ -266,7 +277,7 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
    */
   function fail(error: Transport.TransportError): void {
     failure ??= error
-    gatheredStart = gatheredEnd
+    dropGathered()
     try {
       socket.destroy()
     } catch {
@@ -377,21 +388,27 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
    * caller's memory to Node and complete when Node is done with it (interrupting that wait does
    * not take the bytes back).
    *
-   * Micro-optimisation: small copied writes of a tick are gathered one after the other in a slab and
-   * reach the socket as one buffer when the tick ends (one `socket.write` for many frames), and the
-   * socket is corked from a tick's first larger write taken at once to the end of the tick, or until
-   * it holds more than `writeBufferLimit` bytes, so that those writes reach the operating system in
-   * one `writev` (a client's 1 MiB message is 16 frame parts) rather than one system call each.
+   * Micro-optimisation: small copied writes of a tick are gathered one after the other (in the
+   * shared slab) and reach the socket as one buffer when the tick ends (one `socket.write` for many
+   * frames), and the socket is corked from a tick's first larger write taken at once to the end of
+   * the tick, or until it holds more than `writeBufferLimit` bytes, so that those writes reach the
+   * operating system in one `writev` (a client's 1 MiB message is 16 frame parts) rather than one
+   * system call each.
    */
-  let slab: Buffer = NO_SLAB
   /** The gathered bytes not yet handed to the socket: `slab[gatheredStart, gatheredEnd)`. */
+  let slab: Buffer = NO_SLAB
   let gatheredStart = 0
   let gatheredEnd = 0
   let flushScheduled = false
+  /** Forgets the gathered bytes (and the slab they are in). */
+  const dropGathered = () => {
+    slab = NO_SLAB
+    gatheredStart = gatheredEnd = 0
+  }
   const flushGathered = () => {
     if (gatheredEnd === gatheredStart) return
     const bytes = slab.subarray(gatheredStart, gatheredEnd)
-    gatheredStart = gatheredEnd
+    dropGathered()
     // a socket destroyed meanwhile takes nothing more (the failure is already reported)
     if (!socket.destroyed) toSocket(bytes)
   }
@@ -441,15 +458,26 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
     let target: Buffer
     let offset: number
     if (total <= GATHER_LIMIT) {
-      if (gatheredEnd + total > slab.length) {
-        const full = slab.subarray(gatheredStart, gatheredEnd)
-        slab = Buffer.allocUnsafe(SLAB_SIZE)
-        gatheredStart = gatheredEnd = 0
-        if (full.length > 0 && !socket.destroyed) toSocket(full)
+      // The gathered bytes grow while nothing was gathered after them and the slab has room; else
+      // they go to the socket, held by the cork until the tick ends (the tick's writes still reach
+      // the operating system together), and the next ones are gathered where the slab's free part starts.
+      if (slab !== sharedSlab || gatheredEnd !== sharedEnd || sharedEnd + total > sharedSlab.length) {
+        if (gatheredEnd > gatheredStart) {
+          corkUntilEndOfTick()
+          flushGathered()
+          uncorkWhenFull()
+        }
+        if (sharedEnd + total > sharedSlab.length) {
+          sharedSlab = Buffer.allocUnsafe(SLAB_SIZE)
+          sharedEnd = 0
+        }
+        slab = sharedSlab
+        gatheredStart = gatheredEnd = sharedEnd
       }
       target = slab
       offset = gatheredEnd
       gatheredEnd += total
+      sharedEnd = gatheredEnd
       scheduleEndOfTick()
     } else {
       flushGathered()

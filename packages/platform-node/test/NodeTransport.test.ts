@@ -224,6 +224,50 @@ describe("NodeTransport.fromDuplex", () => {
       assert.strictEqual(calls[0], "writev 7", `one writev for the tick (calls: ${calls.join(", ")})`)
     }))
 
+  it.live.prop(
+    "the small writes of several sockets, interleaved in a tick, each arrive whole and in order, in one write per socket for the tick",
+    {
+      writes: Arbitrary.array(Arbitrary.all([int(0, 2), int(1, 4096)]), { minLength: 1, maxLength: 40 }),
+      seed: int(1, 0x7fffffff)
+    },
+    ({ seed, writes }) =>
+      Effect.gen(function*() {
+        const ends: Array<{
+          readonly from: Transport.Transport
+          readonly to: Transport.Transport
+          readonly sent: Array<Uint8Array>
+          readonly calls: () => number
+        }> = []
+        for (let i = 0; i < 3; i++) {
+          const [client, accepted] = yield* socketPair
+          let calls = 0
+          const writev = client._writev!.bind(client)
+          client._writev = (chunks, callback) => {
+            calls++
+            writev(chunks, callback)
+          }
+          const write = client._write.bind(client)
+          client._write = (chunk, encoding, callback) => {
+            calls++
+            write(chunk, encoding, callback)
+          }
+          ends.push({ from: NodeTransport.fromDuplex(client), to: NodeTransport.fromDuplex(accepted), sent: [], calls: () => calls })
+        }
+        writes.forEach(([i, size], k) => {
+          const bytes = seededBytes(size, seed + k)
+          ends[i]!.sent.push(Uint8Array.from(bytes))
+          assert.isTrue(ends[i]!.from.tryWrite!([bytes.subarray(0, 1), bytes.subarray(1)]), `write ${k} taken at once`)
+          bytes.fill(0) // copied: the caller's memory again
+        })
+        for (const [i, end] of ends.entries()) {
+          const expected = new Uint8Array(Buffer.concat(end.sent))
+          assert.deepStrictEqual(yield* readExactly(end.to, expected.length), expected, `socket ${i}`)
+          assert.strictEqual(end.calls(), end.sent.length === 0 ? 0 : 1, `socket ${i}: the tick's writes in one write`)
+        }
+      }),
+    { timeout: 60_000, arbitrary: { runs: 40, size: 40 } }
+  )
+
   it.live("the writes held until the tick ends never exceed writeBufferLimit: past it they go out at once", () =>
     Effect.gen(function*() {
       for (const limit of [16 * 1024, 256 * 1024]) {
@@ -583,6 +627,37 @@ describe("NodeTransport.fromDuplex over streams that are not sockets", () => {
       const failed = yield* Effect.flip(large.write([new Uint8Array(100_000)]))
       assert.strictEqual(failed.message, "write failed: too big")
       assert.isFalse(large.tryWrite!([Buffer.from("x")]))
+    }))
+
+  it.live("a stream that keeps the very buffers it is given finds them unchanged after later writes of any transport", () =>
+    Effect.gen(function*() {
+      // (as an in-process pipe: what is written waits, uncopied, for a reader)
+      const keeping = () => {
+        const kept: Array<Buffer> = []
+        const stream = new Duplex({
+          read() {},
+          write(chunk: Buffer, _encoding, callback) {
+            kept.push(chunk)
+            callback()
+          }
+        })
+        return { kept, transport: NodeTransport.fromDuplex(stream) }
+      }
+      const ends = [keeping(), keeping()]
+      const sent: Array<Array<Uint8Array>> = [[], []]
+      for (let tick = 0; tick < 40; tick++) {
+        for (let k = 0; k < 5; k++) {
+          const i = (tick + k) % 2
+          const bytes = pattern(1 + ((tick * 5 + k) * 613) % 4096, tick * 5 + k)
+          sent[i]!.push(bytes)
+          assert.isTrue(ends[i]!.transport.tryWrite!([bytes]))
+        }
+        yield* Effect.yieldNow // the tick ends: the gathered bytes are handed over
+        yield* Effect.sleep("1 millis")
+      }
+      for (const [i, end] of ends.entries()) {
+        assert.deepStrictEqual(new Uint8Array(Buffer.concat(end.kept)), new Uint8Array(Buffer.concat(sent[i]!)), `stream ${i}`)
+      }
     }))
 
   it.live("a peer that answers from inside our write (an in-process stream) gets every frame once, in order", () =>
