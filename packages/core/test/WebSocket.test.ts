@@ -212,6 +212,32 @@ describe("malformed requests", () => {
       assert.strictEqual(error._tag, "InvalidParameter")
     }))
 
+  it.effect("selecting the empty subprotocol is an invalid parameter, not a selection of none", () =>
+    Effect.gen(function*() {
+      const error = yield* serverFailure([...validRequest, { name: "Sec-WebSocket-Protocol", value: "chat" }], { subprotocol: "" })
+      assert.deepStrictEqual([error._tag, error._tag === "InvalidParameter" && error.parameter], ["InvalidParameter", "subprotocol"])
+    }))
+
+  it.effect("selecting a subprotocol when the client offered none", () =>
+    Effect.gen(function*() {
+      const error = yield* serverFailure(validRequest, { subprotocol: "chat" })
+      assert.strictEqual(error._tag, "UnsupportedSubprotocol")
+      if (error._tag === "UnsupportedSubprotocol") {
+        assert.deepStrictEqual([error.offered, error.selected], [[], "chat"])
+        assert.strictEqual(error.message, "subprotocol \"chat\" was selected but the client offered none")
+      }
+    }))
+
+  it.effect("a server's extension selection names an offered extension exactly, as the client compares them", () =>
+    Effect.gen(function*() {
+      const request = [...validRequest, { name: "Sec-WebSocket-Extensions", value: "foo, bar" }]
+      const other = yield* serverFailure(request, { extensions: ["bar", "baz"] })
+      assert.strictEqual(other._tag, "UnsupportedExtension")
+      if (other._tag === "UnsupportedExtension") assert.deepStrictEqual([other.offered, other.selected], [["foo", "bar"], "baz"])
+      const cased = yield* serverFailure(request, { extensions: ["Foo"] })
+      assert.deepStrictEqual([cased._tag, cased._tag === "UnsupportedExtension" && cased.selected], ["UnsupportedExtension", "Foo"])
+    }))
+
   it.effect("a client offers each subprotocol once, in a list (RFC 6455 section 4.1: \"MUST all be unique strings\")", () =>
     Effect.gen(function*() {
       const offer = (subprotocols: unknown, extensions?: unknown) =>
@@ -252,7 +278,7 @@ describe("malformed requests", () => {
       const error = yield* Effect.flip(WebSocket.beginClientHandshake(client, {
         initialHeaders: [{ name: "Host", value: "h" }, { name: "X", value: "a\rb" }]
       }))
-      assert.strictEqual(error._tag, "InvalidParameter")
+      assert.deepStrictEqual([error._tag, error._tag === "InvalidParameter" && error.parameter], ["InvalidParameter", "initialHeaders"])
       assert.notInclude(error.message, "\n")
       assert.match(error.message, /^initialHeaders: .*header X.*control character.* \(at \[1\]\)$/)
     }))
@@ -273,6 +299,20 @@ describe("malformed requests", () => {
       const error = yield* Effect.flip(WebSocket.beginServerHandshake(server, { requestHeaders: validRequest }))
       assert.strictEqual(error._tag, "InvalidProtocolOperation")
       assert.match(error.message, /handshake failed/)
+    }))
+
+  it.effect("a failed server handle refuses another beginServerHandshake whatever the request or the selection", () =>
+    Effect.gen(function*() {
+      const server = yield* WebSocket.createServerHandle()
+      yield* Effect.flip(WebSocket.beginServerHandshake(server, { requestHeaders: without("Upgrade") }))
+      for (const options of [{ requestHeaders: without("Host") }, { requestHeaders: validRequest, subprotocol: "not a token" }]) {
+        const error = yield* Effect.flip(WebSocket.beginServerHandshake(server, options))
+        assert.deepStrictEqual(
+          [error._tag, error._tag === "InvalidProtocolOperation" && error.state],
+          ["InvalidProtocolOperation", "Failed"],
+          JSON.stringify(options)
+        )
+      }
     }))
 
   it.effect("the spaces and tabs around a single-valued header are not part of its value (RFC 9110 section 5.5)", () =>
@@ -465,6 +505,23 @@ describe("client-side response checks", () => {
       })
       assert.strictEqual(error._tag, "InvalidProtocolFormat")
     }))
+
+  it.effect("a subprotocol named in two fields is refused as appearing twice", () =>
+    Effect.gen(function*() {
+      const error = yield* respond((h) => add("Sec-WebSocket-Protocol", "b")(add("Sec-WebSocket-Protocol", "a")(h)), {
+        subprotocols: ["a", "b"]
+      })
+      assert.deepStrictEqual(
+        [error._tag, error._tag === "InvalidProtocolFormat" && error.header, error.message],
+        ["InvalidProtocolFormat", "Sec-WebSocket-Protocol", "Sec-WebSocket-Protocol appears 2 times; it must appear at most once"]
+      )
+    }))
+
+  it.effect("an unoffered subprotocol is reported by its name, without the blanks around the field value", () =>
+    Effect.gen(function*() {
+      const error = yield* respond(add("Sec-WebSocket-Protocol", " other\t"), { subprotocols: ["chat"] })
+      assert.deepStrictEqual([error._tag, error._tag === "UnsupportedSubprotocol" && error.selected], ["UnsupportedSubprotocol", "other"])
+    }))
 })
 
 describe("extensions negotiated through the handshake", () => {
@@ -594,6 +651,43 @@ describe("handle life cycle", () => {
       assert.strictEqual((yield* Fiber.join(first))._tag, "InvalidProtocolFormat")
       assert.match((yield* Fiber.join(second)).message, /another handshake call on this handle is under way/)
       assert.include(String(failing.client), "Failed")
+    }))
+
+  it.effect("a refused handshake call names itself and the handle's state", () =>
+    Effect.gen(function*() {
+      const client = yield* WebSocket.createClientHandle()
+      const early = yield* Effect.flip(WebSocket.endClientHandshake(client, { responseHeaders: [] }))
+      assert.deepStrictEqual(
+        [early._tag, early._tag === "InvalidProtocolOperation" && [early.operation, early.state]],
+        ["InvalidProtocolOperation", ["endClientHandshake", "Created"]]
+      )
+      const server = yield* WebSocket.createServerHandle()
+      yield* WebSocket.beginServerHandshake(server, { requestHeaders: validRequest })
+      const twice = yield* Effect.flip(WebSocket.beginServerHandshake(server, { requestHeaders: validRequest }))
+      assert.deepStrictEqual(
+        [twice._tag, twice._tag === "InvalidProtocolOperation" && [twice.operation, twice.state]],
+        ["InvalidProtocolOperation", ["beginServerHandshake", "HandshakeStarted"]]
+      )
+    }))
+
+  it.effect("a handshake call interrupted while it computes the accept value leaves the handle to the next call", () =>
+    Effect.gen(function*() {
+      const server = yield* WebSocket.createServerHandle().pipe(Effect.provide(awaitedDigest))
+      const begin = yield* Effect.forkChild(WebSocket.beginServerHandshake(server, { requestHeaders: validRequest }), {
+        startImmediately: true
+      })
+      yield* Fiber.interrupt(begin)
+      assert.include(String(server), "Created")
+      const { responseHeaders } = yield* WebSocket.beginServerHandshake(server, { requestHeaders: validRequest })
+      assert.strictEqual(header(responseHeaders, "Sec-WebSocket-Accept"), RFC_ACCEPT)
+      const begun = yield* begunClient
+      const end = yield* Effect.forkChild(WebSocket.endClientHandshake(begun.client, { responseHeaders: begun.responseHeaders }), {
+        startImmediately: true
+      })
+      yield* Fiber.interrupt(end)
+      assert.include(String(begun.client), "HandshakeStarted")
+      yield* WebSocket.endClientHandshake(begun.client, { responseHeaders: begun.responseHeaders })
+      assert.include(String(begun.client), "Open")
     }))
 
   it.effect("two handshake calls at once: the second fails at once, even when its digest would come before the first one's", () =>

@@ -209,6 +209,19 @@ describe("HandshakeHeaders", () => {
       }
     })
 
+    it("rejects base64url's '-', a stray character before a single '=', and a length not a multiple of four as not base64", () => {
+      for (
+        const key of [
+          "dGhlIHNhbXBsZSBub25-ZQ==", // base64url's 62nd character
+          "dGhlIHNhbXBsZSBub25jZQ!=",
+          "dGhlIHNhbXBsZSBub25jZQAAA" // 25 characters of the alphabet
+        ]
+      ) {
+        assertRejects(HandshakeHeaders.SecWebSocketKey, key, "must be base64", JSON.stringify(key))
+      }
+      assertRejects(HandshakeHeaders.SecWebSocketAccept, "s3pPLMBiTxaQ9kYGzzhZRbK+xO!=", "must be base64")
+    })
+
     it("rejects non-strings", () => {
       for (const input of [null, 16, new Uint8Array(16)]) assert.isFalse(decodes(HandshakeHeaders.SecWebSocketKey, input))
     })
