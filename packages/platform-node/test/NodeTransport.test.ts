@@ -155,6 +155,30 @@ describe("NodeTransport.fromDuplex", () => {
       assert.isTrue(woken)
     }))
 
+  it.live("a read interrupted while it waits takes nothing: what arrives after it is there for the next read", () =>
+    Effect.gen(function*() {
+      const [client, accepted] = yield* socketPair
+      const b = NodeTransport.fromDuplex(accepted)
+      const waiting = yield* Effect.forkChild(b.read(new Uint8Array(64)))
+      yield* Effect.sleep("10 millis")
+      yield* Fiber.interrupt(waiting)
+      client.write(pattern(10, 3))
+      yield* untilRead(accepted, 10)
+      const buffer = new Uint8Array(64)
+      assert.strictEqual(b.tryRead!(buffer), 10)
+      assert.deepStrictEqual(buffer.subarray(0, 10), pattern(10, 3))
+    }))
+
+  it.live("a small write then a larger copied one in the same tick arrive in the order they were made", () =>
+    Effect.gen(function*() {
+      const [client, accepted] = yield* socketPair
+      const a = NodeTransport.fromDuplex(client)
+      const b = NodeTransport.fromDuplex(accepted)
+      assert.isTrue(a.tryWrite!([pattern(10, 1)]))
+      assert.isTrue(a.tryWrite!([pattern(5000, 2)]))
+      assert.deepStrictEqual(yield* readExactly(b, 5010), new Uint8Array(Buffer.concat([pattern(10, 1), pattern(5000, 2)])))
+    }))
+
   it.live("tryRead takes what arrived without waiting, -1 when nothing did", () =>
     Effect.gen(function*() {
       const [client, accepted] = yield* socketPair
@@ -770,6 +794,28 @@ describe("NodeTransport.fromDuplex over streams that are not sockets", () => {
       assert.isTrue(stream.isPaused(), "4 KiB wait")
       assert.strictEqual(yield* transport.read(new Uint8Array(3500)), 3500)
       assert.isFalse(stream.isPaused(), "596 bytes wait: below highWaterMark")
+    }))
+
+  it.live("a paused stream stays paused while a read leaves exactly highWaterMark bytes", () =>
+    Effect.gen(function*() {
+      const stream = yield* scopedDuplex({ read() {}, write(_chunk, _encoding, callback) { callback() } })
+      const transport = NodeTransport.fromDuplex(stream, { highWaterMark: 1024 })
+      yield* Effect.sleep("10 millis")
+      stream.push(new Uint8Array(4096))
+      yield* Effect.sleep("10 millis")
+      assert.strictEqual(yield* transport.read(new Uint8Array(3072)), 3072)
+      assert.isTrue(stream.isPaused(), "1024 bytes wait: highWaterMark")
+      assert.strictEqual(yield* transport.read(new Uint8Array(1)), 1)
+      assert.isFalse(stream.isPaused(), "1023 bytes wait")
+    }))
+
+  it.live("a stream in object mode: the bytes of completed writes are no longer counted", () =>
+    Effect.gen(function*() {
+      const stream = yield* scopedDuplex({ objectMode: true, read() {}, write(_chunk, _encoding, callback) { callback() } })
+      const transport = NodeTransport.fromDuplex(stream, { writeBufferLimit: 64 * 1024 })
+      for (let i = 0; i < 20; i++) yield* transport.write([pattern(8 * 1024, i)])
+      yield* Effect.sleep("10 millis")
+      assert.strictEqual(transport.bufferedAmount!(), 0)
     }))
 
   it.live("by default reading pauses once 64 KiB wait, not before", () =>
