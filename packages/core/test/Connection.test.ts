@@ -1075,6 +1075,25 @@ describe("Connection close", () => {
       }
     }))
 
+  it.effect("a sendFragments waiting for its stream stops as soon as our Close is sent, before the peer answers", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("client", { connection: { closeTimeout: "10 seconds" } })
+      const message = yield* Effect.forkChild(
+        connection.sendFragments(Stream.concat(Stream.make("first part"), Stream.never), "text")
+      )
+      const first = yield* peer.nextFrame()
+      assert.deepStrictEqual([first.opcode, first.fin], [0x1, false])
+      const closing = yield* Effect.forkChild(connection.close(1000))
+      const close = yield* peer.nextFrame()
+      assert.strictEqual(close.opcode, 0x8)
+      yield* settle
+      // the peer has not answered: the connection is still closing, the message is over already
+      assert.isUndefined(closing.pollUnsafe())
+      const error = yield* Effect.flip(Fiber.join(message))
+      assert.strictEqual(error._tag, "InvalidProtocolOperation")
+      assert.match(error.message, /a Close was sent/)
+    }))
+
   it.live("sendFragments interrupted while its first frame waits leaves nothing open; interrupted at its final frame, the message stays open (until our Close, which later sends then name)", () =>
     Effect.gen(function*() {
       // the peer reads nothing: the transport holds 1 KiB, then writes wait
@@ -1762,6 +1781,24 @@ describe("Connection close", () => {
       assert.deepStrictEqual([f.opcode, closeCodeOf(f)], [0x8, 1000])
     }))
 
+  it.effect("the answer to a peer's Close also waits for a consumer still handling the last message it took", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("server", { connection: { closeTimeout: "10 seconds" } })
+      yield* Effect.forkChild(Stream.runForEach(connection.messages, () => Effect.never))
+      yield* settle
+      yield* peer.send(0x1, "a")
+      yield* settle // the handler took it: nothing waits in the buffer, and nobody asks for more
+      yield* peer.send(0x8, closeBody(1000, "bye"))
+      yield* settle
+      const answer = yield* Effect.forkChild(peer.nextFrame())
+      yield* settle
+      assert.isUndefined(answer.pollUnsafe(), "the answer waits for the consumer")
+      yield* TestClock.adjust("1 second")
+      yield* settle
+      const f = yield* Fiber.join(answer)
+      assert.deepStrictEqual([f.opcode, closeCodeOf(f)], [0x8, 1000])
+    }))
+
   it.effect("once our Close is out, a failed write (a ping) does not end the connection: the peer's answer still closes it cleanly", () =>
     Effect.gen(function*() {
       const { clientHandle } = yield* handles()
@@ -1855,6 +1892,34 @@ describe("Connection failures", () => {
         assert.strictEqual((yield* Effect.flip(connection.send("x")))._tag, "InvalidProtocolOperation")
       }))
   }
+
+  it.effect("a connection failed for a protocol violation reports our side as the initiator", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("server")
+      yield* peer.write(frame(0x1, "no mask")) // a server requires masked frames
+      const close = yield* peer.nextFrame()
+      assert.strictEqual(closeCodeOf(close), 1002)
+      const info = yield* connection.closed
+      assert.deepStrictEqual([info.code, info.clean, info.initiator], [1002, false, "local"])
+    }))
+
+  it.effect("a peer's Close whose answer cannot be written ends the connection as not clean", () =>
+    Effect.gen(function*() {
+      const { serverHandle } = yield* handles()
+      const [a, b] = yield* Transport.makeMemoryPair()
+      const failing = Transport.tap(a, {
+        onWrite: () => {
+          throw new Error("the transport broke")
+        }
+      })
+      const connection = yield* Connection.make(serverHandle, failing)
+      yield* Effect.addFinalizer(() => connection.abort)
+      const peer = new RawPeer(b, true)
+      yield* peer.send(0x8, closeBody(1000, "bye"))
+      const info = yield* connection.closed
+      // the peer's Close came, ours never went out: not both Close frames were exchanged
+      assert.deepStrictEqual(info, { code: 1000, reason: "bye", clean: false, initiator: "remote" })
+    }))
 
   it.effect("a new data frame inside a fragmented message fails with InvalidProtocolOperation (1002)", () =>
     Effect.gen(function*() {
@@ -2237,6 +2302,22 @@ describe("Connection keepalive", () => {
       assert.strictEqual(got.length, 1)
       assert.strictEqual(failureOf(exit)._tag, "TransportError")
       assert.strictEqual(yield* peer.readFrame(), "eof")
+    }))
+
+  it.effect("an answer that arrives a byte at a time counts as an answer", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("client", { connection: { keepalive } })
+      yield* TestClock.adjust("30 seconds")
+      const ping = yield* peer.nextFrame()
+      assert.strictEqual(ping.opcode, 0x9)
+      const pong = frame(0xa, "")
+      for (let i = 0; i < pong.length; i++) {
+        yield* peer.write(pong.subarray(i, i + 1))
+        yield* settle
+      }
+      assert.strictEqual(connection.stats.pongsIn, 1)
+      yield* TestClock.adjust("10 seconds")
+      assert.isTrue(yield* isOpen(connection), "the peer answered within the timeout")
     }))
 
   it.effect("any traffic after the ping counts as an answer", () =>

@@ -21,6 +21,21 @@ describe("Metrics", () => {
       assert.strictEqual((yield* count(Metrics.messagesReceived, { side: "server" })) - before, 5)
     }))
 
+  it.live("what a connection counted is reported by the time it is closed, also what was still waiting to be reported", () =>
+    Effect.gen(function*() {
+      const sentBefore = yield* count(Metrics.messagesSent, { side: "client" })
+      const receivedBefore = yield* count(Metrics.messagesReceived, { side: "server" })
+      const [client, server] = yield* Connection.makeMemoryPair()
+      yield* client.send("m")
+      yield* Stream.runDrain(Stream.take(server.messages, 1)) // reported when the reader waits
+      for (let i = 0; i < 4; i++) yield* client.send("m")
+      yield* Stream.runDrain(Stream.take(server.messages, 4)) // too soon after: not reported yet
+      yield* client.close()
+      yield* server.closed
+      assert.strictEqual((yield* count(Metrics.messagesSent, { side: "client" })) - sentBefore, 5)
+      assert.strictEqual((yield* count(Metrics.messagesReceived, { side: "server" })) - receivedBefore, 5)
+    }))
+
   it.live("messages received while the consumer is behind are reported within a moment too (they waited for the consumer)", () =>
     Effect.gen(function*() {
       const before = yield* count(Metrics.messagesReceived, { side: "server" })
