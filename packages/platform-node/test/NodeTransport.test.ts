@@ -3,7 +3,7 @@
  * owned buffers, and backpressure both ways; and over streams that are not sockets.
  */
 import { Connection, Transport, WebSocket } from "@effect-websocket/core"
-import { assert, describe, it } from "@effect/vitest"
+import { assert, describe, it, vi } from "@effect/vitest"
 import { Arbitrary, Effect, Fiber, Option, Scheduler, Stream } from "effect"
 import * as Net from "node:net"
 import { Duplex, type DuplexOptions, duplexPair } from "node:stream"
@@ -94,10 +94,14 @@ describe("NodeTransport.fromDuplex", () => {
       assert.isTrue(a.tryWrite!([owned], true))
       yield* a.write([pattern(70 * 1024, 3)], true)
       yield* a.write([pattern(10, 4)])
+      // larger than a copy, in parts, not given away: handed to Node as they are, the write done once Node is
+      yield* Effect.timeout(a.write([pattern(10, 5), pattern(100 * 1024, 6)]), "2 seconds")
       assert.deepStrictEqual(yield* readExactly(b, 100), pattern(100, 1))
       assert.deepStrictEqual(yield* readExactly(b, 300 * 1024), pattern(300 * 1024, 2))
       assert.deepStrictEqual(yield* readExactly(b, 70 * 1024), pattern(70 * 1024, 3))
       assert.deepStrictEqual(yield* readExactly(b, 10), pattern(10, 4))
+      assert.deepStrictEqual(yield* readExactly(b, 10), pattern(10, 5))
+      assert.deepStrictEqual(yield* readExactly(b, 100 * 1024), pattern(100 * 1024, 6))
       yield* a.end
       assert.strictEqual(yield* b.read(new Uint8Array(8)), 0)
       assert.strictEqual(b.tryRead!(new Uint8Array(8)), 0, "tryRead: the end")
@@ -230,22 +234,26 @@ describe("NodeTransport.fromDuplex", () => {
       }
       const a = NodeTransport.fromDuplex(client)
       const b = NodeTransport.fromDuplex(accepted)
-      // as a client sends a large message: owned 64 KiB parts (pooled memory), with small frames,
-      // a copied one and an application's owned buffer in between
-      const pieces = [
-        [a.allocate!(64 * 1024).fill(1)],
-        [pattern(10, 1)],
-        [a.allocate!(64 * 1024).fill(2), pattern(20, 2)],
-        [pattern(30 * 1024, 3)],
-        [pattern(5, 4)],
-        [pattern(200 * 1024, 5)]
-      ]
-      const owned = [true, false, true, false, false, true]
-      pieces.forEach((buffers, i) => assert.isTrue(a.tryWrite!(buffers, owned[i]), `write ${i} taken at once`))
-      assert.deepStrictEqual(calls, [], "nothing is written before the tick ends")
-      const all = Buffer.concat(pieces.flat())
-      assert.deepStrictEqual(yield* readExactly(b, all.length), new Uint8Array(all))
-      assert.strictEqual(calls[0], "writev 7", `one writev for the tick (calls: ${calls.join(", ")})`)
+      // in every tick, not only the first
+      for (const tick of [1, 2]) {
+        calls.length = 0
+        // as a client sends a large message: owned 64 KiB parts (pooled memory), with small frames,
+        // a copied one and an application's owned buffer in between
+        const pieces = [
+          [a.allocate!(64 * 1024).fill(1)],
+          [pattern(10, 1)],
+          [a.allocate!(64 * 1024).fill(2), pattern(20, 2)],
+          [pattern(30 * 1024, 3)],
+          [pattern(5, 4)],
+          [pattern(200 * 1024, 5)]
+        ]
+        const owned = [true, false, true, false, false, true]
+        pieces.forEach((buffers, i) => assert.isTrue(a.tryWrite!(buffers, owned[i]), `tick ${tick}: write ${i} taken at once`))
+        assert.deepStrictEqual(calls, [], `tick ${tick}: nothing is written before the tick ends`)
+        const all = Buffer.concat(pieces.flat())
+        assert.deepStrictEqual(yield* readExactly(b, all.length), new Uint8Array(all))
+        assert.strictEqual(calls[0], "writev 7", `tick ${tick}: one writev for the tick (calls: ${calls.join(", ")})`)
+      }
     }))
 
   it.live.prop(
@@ -282,6 +290,8 @@ describe("NodeTransport.fromDuplex", () => {
           ends[i]!.sent.push(Uint8Array.from(bytes))
           assert.isTrue(ends[i]!.from.tryWrite!([bytes.subarray(0, 1), bytes.subarray(1)]), `write ${k} taken at once`)
           bytes.fill(0) // copied: the caller's memory again
+          const taken = ends[i]!.sent.reduce((total, sent) => total + sent.length, 0)
+          assert.strictEqual(ends[i]!.from.bufferedAmount!(), taken, `write ${k}: bufferedAmount counts the socket's bytes of the tick`)
         })
         for (const [i, end] of ends.entries()) {
           const expected = new Uint8Array(Buffer.concat(end.sent))
@@ -345,6 +355,8 @@ describe("NodeTransport.fromDuplex", () => {
           }
         })
         const transport = NodeTransport.fromDuplex(stream, { writeBufferLimit: 16 })
+        const listeners = () => [stream.listenerCount("drain"), stream.listenerCount("close")]
+        const before = listeners()
         yield* transport.write([new Uint8Array(8192)]) // taken; the stream now holds more than the limit
         const writer = yield* Effect.forkChild(
           transport.write([new Uint8Array(8192)]).pipe(Effect.provideService(Scheduler.MaxOpsBeforeYield, budget))
@@ -353,6 +365,7 @@ describe("NodeTransport.fromDuplex", () => {
         while (held.length > 0) held.shift()!() // the stream takes everything: it emits drain
         const done = yield* Effect.timeoutOption(Fiber.join(writer), "1 second")
         assert.isTrue(Option.isSome(done), `budget ${budget}: the write was woken`)
+        assert.deepStrictEqual(listeners(), before, `budget ${budget}: the wait left no listener behind`)
         // a read that must wait; the data comes as soon as the reader yields
         const reader = yield* Effect.forkChild(
           transport.read(new Uint8Array(8)).pipe(Effect.provideService(Scheduler.MaxOpsBeforeYield, budget))
@@ -386,6 +399,8 @@ describe("NodeTransport.fromDuplex", () => {
         return pause()
       }
       const b = NodeTransport.fromDuplex(accepted, { highWaterMark: 16 * 1024 })
+      yield* b.write([pattern(10, 8)]) // (one that wrote, as a server its handshake's answer, reads the same)
+      yield* Effect.sleep("10 millis")
       const total = 4 * 1024 * 1024
       const reader = yield* Effect.forkChild(readExactly(b, total))
       yield* Effect.sleep("10 millis") // the reader waits
@@ -394,7 +409,7 @@ describe("NodeTransport.fromDuplex", () => {
       assert.strictEqual(pauses, 0, "every chunk was taken as it came")
     }))
 
-  it.live("a peer that ended or went away before the transport took the socket over reads as ended", () =>
+  it.live("a peer that ended or went away before the transport took the socket over reads as ended; one that reset it, as failed", () =>
     Effect.gen(function*() {
       // as when a client sends its request, its first frames and FIN at once: the end comes while
       // the upgrade is being answered, with the frames in `head`
@@ -412,6 +427,32 @@ describe("NodeTransport.fromDuplex", () => {
       yield* Effect.callback<void>((resume) => void accepted2.once("close", () => resume(Effect.void)))
       const closed = NodeTransport.fromDuplex(accepted2)
       assert.strictEqual(yield* Effect.timeout(closed.read(buffer), "2 seconds"), 0)
+
+      // destroyed on our side (the peer's end never read)
+      const [, accepted3] = yield* socketPair
+      accepted3.destroy()
+      yield* Effect.callback<void>((resume) => void accepted3.once("close", () => resume(Effect.void)))
+      assert.strictEqual(yield* Effect.timeout(NodeTransport.fromDuplex(accepted3).read(buffer), "2 seconds"), 0)
+
+      const [client4, accepted4] = yield* socketPair
+      accepted4.on("error", () => {})
+      client4.resetAndDestroy()
+      yield* Effect.callback<void>((resume) => void accepted4.once("close", () => resume(Effect.void)))
+      const reset = yield* Effect.flip(Effect.timeout(NodeTransport.fromDuplex(accepted4).read(buffer), "2 seconds"))
+      assert.include(reset.message, "socket error")
+    }))
+
+  it.live("the bytes read before the socket failed (the peer reset it) are read first, then the failure", () =>
+    Effect.gen(function*() {
+      const [client, accepted] = yield* socketPair
+      const transport = NodeTransport.fromDuplex(accepted)
+      client.write(pattern(10, 4))
+      yield* untilRead(accepted, 10)
+      client.resetAndDestroy()
+      yield* Effect.callback<void>((resume) => void accepted.once("close", () => resume(Effect.void)))
+      assert.deepStrictEqual(yield* readExactly(transport, 10), pattern(10, 4))
+      const error = yield* Effect.flip(transport.read(new Uint8Array(8)))
+      assert.include(error.message, "socket error")
     }))
 
   it.live("the peer's FIN ends reading only: what is written after it still reaches the peer", () =>
@@ -482,11 +523,17 @@ describe("NodeTransport.fromDuplex", () => {
       yield* a.write([frame], true)
       const application = pattern(size, 8) // the application's own memory, given away by send
       yield* a.write([application], true)
+      // a client's 64 KiB message part: no larger than a copied write, yet written as it is
+      const part = a.allocate!(64 * 1024)
+      part.set(pattern(64 * 1024, 9))
+      yield* a.write([part], true)
       assert.deepStrictEqual(yield* readExactly(b, size), pattern(size, 7))
       assert.deepStrictEqual(yield* readExactly(b, size), pattern(size, 8))
+      assert.deepStrictEqual(yield* readExactly(b, 64 * 1024), pattern(64 * 1024, 9))
       yield* Effect.sleep("10 millis") // the write callbacks have run
-      const next = [a.allocate!(size), a.allocate!(size)]
+      const next = [a.allocate!(size), a.allocate!(size), a.allocate!(size)]
       assert.isTrue(next.some((bytes) => bytes.buffer === frame.buffer), "written frame memory is reused")
+      assert.isTrue(next.some((bytes) => bytes.buffer === part.buffer), "and that of a 64 KiB part")
       assert.isFalse(next.some((bytes) => bytes.buffer === application.buffer), "application memory is not")
       assert.strictEqual(a.allocate!(100).length, 100, "small sizes: plain allocations")
     }))
@@ -651,7 +698,57 @@ describe("NodeTransport.fromDuplex over streams that are not sockets", () => {
       const failed = yield* Effect.flip(large.write([new Uint8Array(100_000)]))
       assert.strictEqual(failed.message, "write failed: too big")
       assert.isFalse(large.tryWrite!([Buffer.from("x")]))
+      // a write that fails the stream as it hands it what was gathered before reports the failure
+      const throwing = () => NodeTransport.fromDuplex(new Duplex({ read() {}, write() { throw new Error("boom") } }))
+      const tried = throwing()
+      assert.isTrue(tried.tryWrite!([Buffer.from("gathered")]))
+      assert.isFalse(tried.tryWrite!([new Uint8Array(5000)]), "tryWrite: not taken")
+      const written = throwing()
+      yield* written.write([Buffer.from("gathered")])
+      const next = yield* Effect.flip(written.write([new Uint8Array(5000)]))
+      assert.strictEqual(next.message, "write failed: boom")
     }))
+
+  it.live("a write the stream reports an error for fails with it", () =>
+    Effect.gen(function*() {
+      const stream = new Duplex({
+        read() {},
+        write(_chunk, _encoding, callback) {
+          callback(new Error("refused"))
+        }
+      })
+      stream.on("error", () => {})
+      const transport = NodeTransport.fromDuplex(stream)
+      const error = yield* Effect.flip(Effect.timeout(transport.write([new Uint8Array(100_000)]), "2 seconds"))
+      assert.strictEqual(error.message, "write failed: refused")
+    }))
+
+  it.live("a stream that fails without emitting close (emitClose false): a waiting read, and whenReadable, are woken by the error", () =>
+    Effect.gen(function*() {
+      const stream = yield* scopedDuplex({ emitClose: false, read() {}, write(_chunk, _encoding, callback) { callback() } })
+      const transport = NodeTransport.fromDuplex(stream)
+      const reader = yield* Effect.forkChild(transport.read(new Uint8Array(8)))
+      yield* Effect.sleep("10 millis")
+      stream.destroy(new Error("gone"))
+      const error = yield* Effect.flip(Effect.timeout(Fiber.join(reader), "2 seconds"))
+      assert.strictEqual(error.message, "socket error: gone")
+      let called = false
+      transport.whenReadable!(() => void (called = true))
+      assert.isTrue(called, "at once: the failure is there")
+    }))
+
+  it("close releases a stream whose peer never ends a second later", () => {
+    const stream = new Duplex({ read() {}, write(_chunk, _encoding, callback) { callback() } })
+    const transport = NodeTransport.fromDuplex(stream)
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] })
+    try {
+      Effect.runSync(transport.close)
+      vi.advanceTimersByTime(1000)
+      assert.isTrue(stream.destroyed)
+    } finally {
+      vi.useRealTimers()
+    }
+  })
 
   it.live("a stream that keeps the very buffers it is given finds them unchanged after later writes of any transport", () =>
     Effect.gen(function*() {
@@ -747,7 +844,15 @@ describe("NodeTransport.fromDuplex over streams that are not sockets", () => {
       views.push(new Uint16Array([0x0201, 0x0403]))
       views.push(new DataView(Uint8Array.from([5, 6]).buffer))
       views.push(Uint8Array.from([7, 8]).buffer)
-      assert.deepStrictEqual(Array.from(yield* readExactly(transport, 8)), [1, 2, 3, 4, 5, 6, 7, 8])
+      views.push(Uint8Array.from([0, 9, 10, 0]).subarray(1, 3)) // a view of part of its memory
+      assert.deepStrictEqual(Array.from(yield* readExactly(transport, 10)), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
+      // an empty chunk wakes a waiting read with nothing to take: it waits on
+      const reader = yield* Effect.forkChild(transport.read(new Uint8Array(8)))
+      yield* Effect.sleep("10 millis")
+      views.push(new Uint8Array(0))
+      yield* Effect.sleep("10 millis")
+      views.push(Uint8Array.from([11]))
+      assert.strictEqual(yield* Effect.timeout(Fiber.join(reader), "2 seconds"), 1)
 
       const text = new Duplex({ read() {}, write(_c, _e, cb) { cb() } })
       text.setEncoding("latin1")
@@ -825,6 +930,8 @@ describe("NodeTransport.fromDuplex over streams that are not sockets", () => {
       // a stream that takes nothing: everything written stays queued in it
       const stream = yield* scopedDuplex({ writableHighWaterMark: 16, read() {}, write() {} })
       const transport = NodeTransport.fromDuplex(stream)
+      const listeners = () => [stream.listenerCount("drain"), stream.listenerCount("close")]
+      const before = listeners()
       const chunk = new Uint8Array(64 * 1024)
       for (let i = 0; i < 16; i++) assert.isTrue(transport.tryWrite!([chunk], true), `write ${i}`)
       assert.strictEqual(stream.writableLength, 1024 * 1024)
@@ -835,6 +942,7 @@ describe("NodeTransport.fromDuplex over streams that are not sockets", () => {
       yield* Effect.sleep("20 millis")
       assert.isUndefined(waiting.pollUnsafe(), "the write waits")
       yield* Fiber.interrupt(waiting)
+      assert.deepStrictEqual(listeners(), before, "the interrupted wait left no listener behind")
     }))
 })
 
@@ -907,6 +1015,21 @@ describe("NodeTransport.fromDuplex: reading ahead, pausing and ending, over TCP 
         }
         assert.isTrue(inOrder)
         assert.deepStrictEqual(got, sent)
+      }))
+
+    it.live(`${kind}: close with bytes unread (paused) and more coming: they are dropped, reading goes on to the peer's end, which releases the socket`, () =>
+      Effect.gen(function*() {
+        const [client, accepted] = yield* (kind === "TLS" ? tlsPair : socketPair)
+        client.on("error", () => {})
+        const transport = NodeTransport.fromDuplex(accepted, { highWaterMark: 1024 })
+        client.write(new Uint8Array(8 * 1024))
+        yield* until(() => accepted.isPaused(), "not paused")
+        yield* transport.close
+        let peerEnded = false
+        accepted.once("end", () => void (peerEnded = true))
+        client.end(new Uint8Array(64 * 1024)) // more than highWaterMark, after the close
+        yield* Effect.callback<void>((resume) => void accepted.once("close", () => resume(Effect.void)))
+        assert.isTrue(peerEnded, "released once the peer's end was read (not by the timer)")
       }))
 
     it.live(`${kind}: bytes then the peer's end, all sent while the transport is paused: every byte, then the end`, () =>
