@@ -319,6 +319,21 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
     }
   }
 
+  /**
+   * `socket.uncork()` or `socket.end()`, which hand the stream the writes it held (a corked
+   * socket's, Node's own buffer): guarded as {@link toSocket}, since the stream's `write` runs in them.
+   */
+  function handOverHeld(call: "uncork" | "end"): void {
+    writing++
+    try {
+      socket[call]()
+    } catch (cause) {
+      fail(toError(cause, "write failed"))
+    } finally {
+      writing--
+    }
+  }
+
   /** Copies buffered bytes into `buffer` (with `copy` when given); -1 when there are none yet. */
   const take = (buffer: Uint8Array, copy?: Transport.Copy): number => {
     if (buffered === 0) return ended || failure !== undefined ? 0 : -1
@@ -417,7 +432,7 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
   /** Lets the held writes go. */
   const uncork = () => {
     corked = false
-    socket.uncork()
+    handOverHeld("uncork")
   }
   /** Hands the socket the writes held back until the end of the tick: the gathered bytes, then the cork. */
   const releaseHeldWrites = () => {
@@ -580,7 +595,7 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
           })
         }
       }
-      if (last > 0) socket.uncork()
+      if (last > 0) handOverHeld("uncork")
       if (failure !== undefined) return resume(Effect.fail(failure))
       if (needDrain) {
         drained = false
@@ -594,7 +609,7 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
   const end = Effect.sync(() => {
     if (socket.writableEnded) return
     flushGathered()
-    socket.end()
+    handOverHeld("end")
   })
 
   /** Drops what was read and not taken, and what still arrives (see `discarding`). */
@@ -621,7 +636,7 @@ export const fromDuplex = (socket: Duplex, options?: Options): Transport.Transpo
     socket.once("close", () => clearTimeout(timer))
     if (!socket.writableEnded) {
       flushGathered()
-      socket.end()
+      handOverHeld("end")
     }
     let written = socket.writableFinished
     let peerEnded = socket.readableEnded || !socket.readable

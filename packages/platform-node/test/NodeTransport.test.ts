@@ -673,12 +673,14 @@ describe("NodeTransport.fromDuplex over streams that are not sockets", () => {
 
   it.live("a stream whose write throws fails the transport (a TransportError), never the process, and is destroyed", () =>
     Effect.gen(function*() {
-      const stream = new Duplex({
-        read() {},
-        write() {
-          throw new Error("boom")
-        }
-      })
+      const throwing = (message = "boom") =>
+        new Duplex({
+          read() {},
+          write() {
+            throw new Error(message)
+          }
+        })
+      const stream = throwing()
       const transport = NodeTransport.fromDuplex(stream)
       // a small write is gathered until the tick ends, and thrown at there
       yield* transport.write([Buffer.from("gathered")])
@@ -689,24 +691,39 @@ describe("NodeTransport.fromDuplex over streams that are not sockets", () => {
       const read = yield* Effect.flip(transport.read(new Uint8Array(8)))
       assert.strictEqual(read.message, "write failed: boom")
       // a large write is handed to the stream at once: it fails itself
-      const large = NodeTransport.fromDuplex(new Duplex({
-        read() {},
-        write() {
-          throw new Error("too big")
-        }
-      }))
+      const large = NodeTransport.fromDuplex(throwing("too big"))
       const failed = yield* Effect.flip(large.write([new Uint8Array(100_000)]))
       assert.strictEqual(failed.message, "write failed: too big")
       assert.isFalse(large.tryWrite!([Buffer.from("x")]))
       // a write that fails the stream as it hands it what was gathered before reports the failure
-      const throwing = () => NodeTransport.fromDuplex(new Duplex({ read() {}, write() { throw new Error("boom") } }))
-      const tried = throwing()
+      const tried = NodeTransport.fromDuplex(throwing())
       assert.isTrue(tried.tryWrite!([Buffer.from("gathered")]))
       assert.isFalse(tried.tryWrite!([new Uint8Array(5000)]), "tryWrite: not taken")
-      const written = throwing()
+      const written = NodeTransport.fromDuplex(throwing())
       yield* written.write([Buffer.from("gathered")])
       const next = yield* Effect.flip(written.write([new Uint8Array(5000)]))
       assert.strictEqual(next.message, "write failed: boom")
+      // the stream's write run by the uncork of writes held by the cork: once they are more than
+      // writeBufferLimit, at the end of the tick, for a write of parts, or by end or close
+      const full = NodeTransport.fromDuplex(throwing(), { writeBufferLimit: 1024 })
+      assert.strictEqual((yield* Effect.flip(full.write([new Uint8Array(10_000)]))).message, "write failed: boom")
+      const heldStream = throwing()
+      const held = NodeTransport.fromDuplex(heldStream)
+      assert.isTrue(held.tryWrite!([new Uint8Array(10_000)]))
+      yield* Effect.sleep("10 millis")
+      assert.isTrue(heldStream.destroyed)
+      assert.strictEqual((yield* Effect.flip(held.write([Buffer.from("next")]))).message, "write failed: boom")
+      const parts = NodeTransport.fromDuplex(throwing())
+      const partsFailed = yield* Effect.flip(parts.write([new Uint8Array(70_000), new Uint8Array(70_000)]))
+      assert.strictEqual(partsFailed.message, "write failed: boom")
+      for (const finish of ["end", "close"] as const) {
+        const endedStream = throwing()
+        const ended = NodeTransport.fromDuplex(endedStream)
+        assert.isTrue(ended.tryWrite!([new Uint8Array(10_000)]))
+        yield* ended[finish]
+        assert.isTrue(endedStream.destroyed, finish)
+        assert.strictEqual((yield* Effect.flip(ended.read(new Uint8Array(8)))).message, "write failed: boom", finish)
+      }
     }))
 
   it.live("a write the stream reports an error for fails with it", () =>
