@@ -84,6 +84,25 @@ describe("NodeClient.connect failures", () => {
       }
     }))
 
+  it.live("a failure's code says its reason (EAI_AGAIN: HostNotFound, ETIMEDOUT: Timeout, EPROTO without TLS: Unknown), its message without OpenSSL's line break", () =>
+    Effect.gen(function*() {
+      // (failures the resolver or the kernel cannot be made to give at will: a lookup of the
+      // socket's, as Node's `lookup` option takes, fails the connect with them)
+      const failingAgent = (code: string, message: string) => {
+        const agent = new Http.Agent()
+        agent.createConnection = (options) =>
+          Net.connect({ ...(options as Net.TcpNetConnectOpts), lookup: (_host, _options, callback) => callback(Object.assign(new Error(message), { code }), "", 4) })
+        return agent
+      }
+      for (
+        const [code, reason] of [["EAI_AGAIN", "HostNotFound"], ["ETIMEDOUT", "Timeout"], ["EPROTO", "Unknown"], ["ECONNRESET", "Unknown"]] as const
+      ) {
+        const error = yield* Effect.flip(Effect.scoped(NodeClient.connect("ws://u:secret@example.test/", { agent: failingAgent(code, `${code} failure\n`) })))
+        assert.deepStrictEqual([error._tag, error._tag === "ConnectError" ? error.reason : ""], ["ConnectError", reason], error.message)
+        assert.strictEqual(error.message, `connecting to ws://REDACTED:REDACTED@example.test/ failed: ${code} failure`)
+      }
+    }))
+
   it.live("a server that resets the connection before answering anything is no TLS failure, also for wss:// (reason Unknown)", () =>
     Effect.gen(function*() {
       const { port } = yield* listen(() => Net.createServer((socket) => socket.resetAndDestroy()))
@@ -91,6 +110,19 @@ describe("NodeClient.connect failures", () => {
         const error = yield* Effect.flip(NodeClient.connect(`${scheme}://127.0.0.1:${port}/`))
         assert.deepStrictEqual([error._tag, error._tag === "ConnectError" ? error.reason : ""], ["ConnectError", "Unknown"], error.message)
       }
+      // nor is a reset once the TLS handshake is done, as the upgrade request arrives
+      const { cert, key } = yield* certificate
+      const secureContext = Tls.createSecureContext({ cert, key })
+      const afterHandshake = yield* listen(() =>
+        Net.createServer((socket) => {
+          socket.on("error", () => {})
+          const tls = new Tls.TLSSocket(socket, { isServer: true, secureContext })
+          tls.on("error", () => {})
+          tls.once("data", () => socket.resetAndDestroy())
+        })
+      )
+      const error = yield* Effect.flip(NodeClient.connect(`wss://127.0.0.1:${afterHandshake.port}/`, { tls: { ca: cert } }))
+      assert.deepStrictEqual([error._tag, error._tag === "ConnectError" ? error.reason : ""], ["ConnectError", "Unknown"], error.message)
     }))
 
   it.live("a server that never answers is cut off by the handshake timeout", () =>
@@ -528,7 +560,7 @@ describe("NodeClient options", () => {
 
 describe("NodeClient redirects", () => {
   /** An HTTP server answering each path with the redirect `routes` gives it (else 403), recording every request. */
-  const redirector = (routes: Record<string, readonly [number, string | undefined]>) =>
+  const redirector = (routes: Record<string, readonly [number, string | ReadonlyArray<string> | undefined]>) =>
     Effect.gen(function*() {
       const requests: Array<{ readonly path: string; readonly headers: Http.IncomingHttpHeaders }> = []
       const listening = yield* listen(() =>
@@ -536,7 +568,7 @@ describe("NodeClient redirects", () => {
           requests.push({ path: req.url ?? "", headers: req.headers })
           const route = routes[req.url ?? ""]
           if (route === undefined) res.writeHead(403)
-          else res.writeHead(route[0], route[1] === undefined ? {} : { Location: route[1] })
+          else res.writeHead(route[0], route[1] === undefined ? {} : { Location: route[1] as string | Array<string> })
           res.end()
         })
       )
@@ -556,7 +588,7 @@ describe("NodeClient redirects", () => {
     Effect.gen(function*() {
       const { server } = yield* recordingEcho
       // redirects whose bodies never end: a text body announced, a byte of it sent, the socket kept open
-      const hops = ["/1", "/2", "/3", "/4", "/5"]
+      const hops = Array.from({ length: 20 }, (_, i) => `/${i + 1}`)
       const { port } = yield* listen(() =>
         Net.createServer((socket) => {
           socket.on("error", () => {})
@@ -567,9 +599,10 @@ describe("NodeClient redirects", () => {
           })
         })
       )
-      const connection = yield* NodeClient.connect(`ws://127.0.0.1:${port}/1`, { followRedirects: true, handshakeTimeout: "450 millis" })
-      yield* connection.send("after five slow redirects")
-      assert.deepStrictEqual(yield* Stream.runHead(connection.messages), Option.some("after five slow redirects"))
+      // (waited for, at most half the time left each, their bodies would take all of it)
+      const connection = yield* NodeClient.connect(`ws://127.0.0.1:${port}/1`, { followRedirects: true, maxRedirects: 20, handshakeTimeout: "1 second" })
+      yield* connection.send("after twenty slow redirects")
+      assert.deepStrictEqual(yield* Stream.runHead(connection.messages), Option.some("after twenty slow redirects"))
     }))
 
   it.live("a refusal near the handshake timeout is a refusal, not a timeout; the last redirect allowed keeps its reason", () =>
@@ -579,7 +612,8 @@ describe("NodeClient redirects", () => {
         "/text": [320, "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\n\r\nnot you"],
         "/binary": [230, "HTTP/1.1 403 Forbidden\r\nContent-Type: application/octet-stream\r\n\r\nxx"],
         "/a": [0, "HTTP/1.1 302 Found\r\nLocation: /b\r\nContent-Type: text/plain\r\n\r\ngo away please"],
-        "/b": [0, "HTTP/1.1 302 Found\r\nLocation: /c\r\nContent-Type: text/plain\r\n\r\ngo away please"]
+        "/b": [0, "HTTP/1.1 302 Found\r\nLocation: /c\r\nContent-Type: text/plain\r\n\r\ngo away please"],
+        "/nowhere": [0, "HTTP/1.1 302 Found\r\nContent-Type: text/plain\r\n\r\nstay here"]
       }
       const { port } = yield* listen(() =>
         Net.createServer((socket) => {
@@ -599,6 +633,11 @@ describe("NodeClient redirects", () => {
       // (the redirect beyond maxRedirects is not followed: its reason is read)
       const last = yield* Effect.flip(Effect.scoped(NodeClient.connect(`${base}/a`, { followRedirects: true, maxRedirects: 1 })))
       assert.deepStrictEqual([last._tag, last._tag === "HandshakeRejected" ? [last.status, last.reason] : []], ["HandshakeRejected", [302, "go away please"]])
+      // (nor is one when no redirect is allowed, or one without a Location)
+      for (const [path, maxRedirects, reason] of [["/a", 0, "go away please"], ["/nowhere", undefined, "stay here"]] as const) {
+        const error = yield* Effect.flip(Effect.scoped(NodeClient.connect(`${base}${path}`, { followRedirects: true, maxRedirects })))
+        assert.deepStrictEqual([error._tag, error._tag === "HandshakeRejected" ? [error.status, error.reason] : []], ["HandshakeRejected", [302, reason]], path)
+      }
     }))
 
   it.live("a redirect is a HandshakeRejected with its Location unless followRedirects is set, as with ws", () =>
@@ -614,20 +653,23 @@ describe("NodeClient redirects", () => {
       assert.strictEqual(requests.length, 1)
     }))
 
-  it.live("followRedirects follows relative and absolute Locations (301, 302, 303, 307, 308) to the server", () =>
+  it.live("followRedirects follows relative and absolute Locations (300, 301, 302, 303, 307, 308) to the server", () =>
     Effect.gen(function*() {
       const { server, seen } = yield* recordingEcho
+      // (a relative Location is relative to the hop it answers: "c" from /dir/b is /dir/c)
       const { base, requests } = yield* redirector({
-        "/a": [301, "/b"],
-        "/b": [302, "c"],
-        "/c": [303, "/d?x=1"],
+        // (of a repeated Location, the first is followed, as Node keeps it)
+        "/start": [300, ["/a", "/elsewhere"]],
+        "/a": [301, "/dir/b"],
+        "/dir/b": [302, "c"],
+        "/dir/c": [303, "/d?x=1"],
         "/d?x=1": [307, "/e"],
         "/e": [308, server.url.replace("ws://", "http://")]
       })
-      const connection = yield* NodeClient.connect(`${base}/a`, { followRedirects: true })
-      yield* connection.send("after five redirects")
-      assert.deepStrictEqual(yield* Stream.runHead(connection.messages), Option.some("after five redirects"))
-      assert.deepStrictEqual(requests.map((r) => r.path), ["/a", "/b", "/c", "/d?x=1", "/e"])
+      const connection = yield* NodeClient.connect(`${base}/start`, { followRedirects: true })
+      yield* connection.send("after six redirects")
+      assert.deepStrictEqual(yield* Stream.runHead(connection.messages), Option.some("after six redirects"))
+      assert.deepStrictEqual(requests.map((r) => r.path), ["/start", "/a", "/dir/b", "/dir/c", "/d?x=1", "/e"])
       assert.strictEqual(seen.length, 1)
       // every hop is a fresh handshake: the server saw a request of its own
       assert.strictEqual(HttpHeader.getCombined(seen[0]!, "Host"), server.url.slice("ws://".length, -1))
@@ -700,6 +742,12 @@ describe("NodeClient redirects", () => {
       assert.strictEqual(HttpHeader.getCombined(seen[0]!, "Authorization"), undefined)
       assert.strictEqual(HttpHeader.getCombined(seen[0]!, "Cookie"), undefined)
       assert.strictEqual(HttpHeader.getCombined(seen[0]!, "X-Kept"), "yes")
+      // credentials a Location names for another host are not sent there, nor on to its own host
+      // (a relative Location keeps them in the URL)
+      const other = yield* redirector({ "/x": [302, "/y"] })
+      const first = yield* redirector({ "/first": [302, `ws://other:secret@127.0.0.1:${other.port}/x`] })
+      yield* Effect.flip(Effect.scoped(NodeClient.connect(`${first.base}/first`, { followRedirects: true })))
+      assert.deepStrictEqual(other.requests.map((r) => [r.path, r.headers.authorization]), [["/x", undefined], ["/y", undefined]])
     }))
 
   it.live("the URL's credentials follow a redirect to an absolute Location on the same host, as with ws", () =>
@@ -710,6 +758,14 @@ describe("NodeClient redirects", () => {
       yield* Effect.flip(NodeClient.connect(`ws://user:pass@127.0.0.1:${port}/first`, { followRedirects: true }))
       const basic = `Basic ${Buffer.from("user:pass").toString("base64")}`
       assert.deepStrictEqual(requests.map((r) => [r.path, r.headers.authorization]), [["/first", basic], ["/second", basic]])
+      // the first credentials win over those of a Location on the same host, which are sent when there were none
+      routes["/other"] = [302, `ws://other:secret@127.0.0.1:${port}/second`]
+      for (const url of [`ws://user:pass@127.0.0.1:${port}/other`, `${base}/other`]) {
+        requests.length = 0
+        yield* Effect.flip(Effect.scoped(NodeClient.connect(url, { followRedirects: true })))
+        const sent = url === `${base}/other` ? `Basic ${Buffer.from("other:secret").toString("base64")}` : basic
+        assert.deepStrictEqual(requests.map((r) => [r.path, r.headers.authorization]), [["/other", url === `${base}/other` ? undefined : basic], ["/second", sent]])
+      }
     }))
 
   it.live("only a 3xx is a redirect: a 400 (or 401) with a Location is a refusal, and its Location is not followed", () =>
@@ -725,11 +781,12 @@ describe("NodeClient redirects", () => {
   it.live("credentials and cookies do not follow a redirect from wss:// to ws://, even on the same host and port, as with ws", () =>
     Effect.gen(function*() {
       const { cert, key } = yield* certificate
-      const requests: Array<readonly [string, boolean, string | undefined, string | undefined]> = []
+      const requests: Array<readonly [string, boolean, string | undefined, string | undefined, string | undefined]> = []
       let port = 0
       const answer = (secure: boolean) => (req: Http.IncomingMessage, res: Http.ServerResponse) => {
-        requests.push([req.url ?? "", secure, req.headers.authorization, req.headers.cookie])
+        requests.push([req.url ?? "", secure, req.headers.authorization, req.headers.cookie, req.headers.host])
         if (req.url === "/first") res.writeHead(302, { Location: `ws://127.0.0.1:${port}/second` })
+        else if (req.url === "/second") res.writeHead(302, { Location: `ws://other:secret@127.0.0.1:${port}/third` })
         else res.writeHead(403)
         res.end()
       }
@@ -756,14 +813,17 @@ describe("NodeClient redirects", () => {
       port = listening.port
       const error = yield* Effect.flip(Effect.scoped(NodeClient.connect(`wss://user:pass@127.0.0.1:${port}/first`, {
         followRedirects: true,
-        headers: { Cookie: "session=1" },
+        headers: { Cookie: "session=1", Host: "custom.example" },
         tls: { ca: cert }
       })))
       assert.deepStrictEqual(error._tag === "HandshakeRejected" ? error.status : error._tag, 403)
       const basic = `Basic ${Buffer.from("user:pass").toString("base64")}`
+      // (a custom Host goes along: the host is the same)
       assert.deepStrictEqual(requests, [
-        ["/first", true, basic, "session=1"],
-        ["/second", false, undefined, undefined]
+        ["/first", true, basic, "session=1", "custom.example"],
+        ["/second", false, undefined, undefined, "custom.example"],
+        // (nor do a Location's: the hops are on from wss:// to ws://)
+        ["/third", false, undefined, undefined, "custom.example"]
       ])
     }))
 
@@ -783,10 +843,17 @@ describe("NodeClient redirects", () => {
         (dir) => Effect.sync(() => Fs.rmSync(dir, { recursive: true, force: true }))
       )
       const socketPath = Path.join(dir, "server.sock")
+      const otherPath = Path.join(dir, "other.sock")
       const requests: Array<Http.IncomingHttpHeaders> = []
       yield* wsServerAt(socketPath, (wss, req, socket, head) => {
         requests.push(req.headers)
         if (req.url === "/first") return void socket.end("HTTP/1.1 302 Found\r\nLocation: ws://b.example/second\r\nContent-Length: 0\r\n\r\n")
+        if (req.url === "/to-other") return void socket.end(`HTTP/1.1 302 Found\r\nLocation: ws+unix://${otherPath}:/second\r\nContent-Length: 0\r\n\r\n`)
+        wss.handleUpgrade(req, socket, head, (ws) => ws.close(1000))
+      })
+      const otherRequests: Array<Http.IncomingHttpHeaders> = []
+      yield* wsServerAt(otherPath, (wss, req, socket, head) => {
+        otherRequests.push(req.headers)
         wss.handleUpgrade(req, socket, head, (ws) => ws.close(1000))
       })
       const connection = yield* NodeClient.connect("ws://user:pass@a.example/first", {
@@ -801,6 +868,16 @@ describe("NodeClient redirects", () => {
           ["a.example:1234", `Basic ${Buffer.from("user:pass").toString("base64")}`, "session=1", "yes"],
           ["b.example", undefined, undefined, "yes"]
         ]
+      )
+      // so does a redirect to another socket (ws+unix:// URLs all name the host localhost)
+      const unix = yield* NodeClient.connect(`ws+unix://${socketPath}:/to-other`, {
+        followRedirects: true,
+        headers: { Authorization: "Bearer token", Cookie: "session=1", Host: "a.example:1234", "X-Kept": "yes" }
+      })
+      yield* unix.closed
+      assert.deepStrictEqual(
+        [...requests.slice(2), ...otherRequests].map((h) => [h.host, h.authorization, h.cookie, h["x-kept"]]),
+        [["a.example:1234", "Bearer token", "session=1", "yes"], ["localhost", undefined, undefined, "yes"]]
       )
     }))
 })
@@ -1097,6 +1174,32 @@ describe("NodeClient through an agent", () => {
       }
       const at = (url: string) => new URL(url).host
       assert.deepStrictEqual(proxy.targets, [at(plain.url), at(secure.url), `127.0.0.1:${redirecting}`, at(plain.url), at(plain.url)])
+    }))
+
+  it.live("without an agent the connection is the request's own: the global agents of node:http and node:https are not asked (as with ws)", () =>
+    Effect.gen(function*() {
+      const { cert, key } = yield* certificate
+      const plain = yield* NodeServer.serve(echo)
+      const secure = yield* NodeServer.serve(echo, { tls: { cert, key } })
+      const asked: Array<string> = []
+      type Adding = { addRequest: (...args: Array<unknown>) => void }
+      const agents = [["http", Http.globalAgent], ["https", Https.globalAgent]] as const
+      yield* Effect.acquireRelease(
+        Effect.sync(() =>
+          agents.forEach(([name, agent]) => {
+            const addRequest = (agent as unknown as Adding).addRequest.bind(agent)
+            ;(agent as unknown as Adding).addRequest = (...args) => {
+              asked.push(name)
+              addRequest(...args)
+            }
+          })
+        ),
+        () => Effect.sync(() => agents.forEach(([, agent]) => delete (agent as unknown as Partial<Adding>).addRequest))
+      )
+      for (const [url, tls] of [[plain.url, undefined], [secure.url, { ca: cert }]] as const) {
+        yield* Effect.scoped(Effect.flatMap(NodeClient.connect(url, { tls }), (connection) => connection.close(1000)))
+      }
+      assert.deepStrictEqual(asked, [])
     }))
 
   it.live("NodeClient.layerConfig reads the defaults from Config: a proxy agent made from HTTPS_PROXY when it is set; a bad value fails the layer", () =>

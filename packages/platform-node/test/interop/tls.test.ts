@@ -5,9 +5,11 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Fiber, Metric, Schedule, Scope, Stream } from "effect"
+import * as Fs from "node:fs"
 import * as Https from "node:https"
 import { createHash } from "node:crypto"
 import * as Net from "node:net"
+import * as Path from "node:path"
 import * as Tls from "node:tls"
 import { WebSocketServer } from "ws"
 import { Metrics } from "@effect-websocket/core"
@@ -21,7 +23,9 @@ import {
   listenOnLoopback,
   Mailbox,
   messageReader,
+  run,
   SIZES,
+  tempDir,
   textOfSize,
   within,
   wsConnect,
@@ -268,6 +272,27 @@ describe("TLS", () => {
       assert.strictEqual(error._tag, "ConnectError")
       assert.strictEqual(error._tag === "ConnectError" ? error.reason : undefined, "Tls", error.message)
       assert.strictEqual(yield* server.connections, 0)
+    }))
+
+  it.live("a certificate from a CA not trusted fails with ConnectError reason Tls, whether the server sends it alone or with its self-signed CA", () =>
+    Effect.gen(function*() {
+      const dir = yield* tempDir("interop-tls-chain-")
+      const file = (name: string) => Path.join(dir, name)
+      const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+      yield* run("openssl", ["req", "-x509", ...ec, "-subj", "/CN=Untrusted test CA", "-days", "1", "-keyout", file("ca.key"), "-out", file("ca.pem")], 30_000)
+      yield* run("openssl", ["req", ...ec, "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", file("leaf.key"), "-out", file("leaf.csr")], 30_000)
+      yield* run("openssl", ["x509", "-req", "-in", file("leaf.csr"), "-CA", file("ca.pem"), "-CAkey", file("ca.key"), "-CAcreateserial", "-copy_extensions", "copy", "-days", "1", "-out", file("leaf.pem")], 30_000)
+      const [ca, leaf, key] = ["ca.pem", "leaf.pem", "leaf.key"].map((name) => Fs.readFileSync(file(name), "utf8"))
+      // (OpenSSL says UNABLE_TO_VERIFY_LEAF_SIGNATURE for the one, SELF_SIGNED_CERT_IN_CHAIN for the other)
+      for (const [cert, code] of [[leaf!, "UNABLE_TO_VERIFY_LEAF_SIGNATURE"], [leaf! + ca!, "SELF_SIGNED_CERT_IN_CHAIN"]] as const) {
+        const { server } = yield* echoServer({ tls: { cert, key: key! } })
+        const error = yield* Effect.flip(Effect.scoped(NodeClient.connect(server.url)))
+        assert.deepStrictEqual([error._tag, error._tag === "ConnectError" ? error.reason : undefined], ["ConnectError", "Tls"], error.message)
+        assert.strictEqual((error.cause as { code?: unknown } | undefined)?.code, code)
+      }
+      // (and trusting the CA, the same server is reached)
+      const { server } = yield* echoServer({ tls: { cert: leaf!, key: key! } })
+      yield* Effect.scoped(Effect.flatMap(NodeClient.connect(server.url, { tls: { ca } }), (connection) => connection.close(1000)))
     }))
 
   it.live("a TCP client that never finishes its TLS handshake is dropped after handshakeTimeout and does not hold the shutdown", () =>
