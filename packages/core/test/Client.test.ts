@@ -503,6 +503,12 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
       Client.redactedUrl("ws://h/?password=1&passwd=2&db_passw=3&room=4"),
       "ws://h/?password=REDACTED&passwd=REDACTED&db_passw=REDACTED&room=4"
     )
+    // a string that is not a URL: from its scheme to its last "@", and its query and fragment as a URL's
+    assert.strictEqual(
+      Client.redactedUrl("ws://u:p@h:99999/x?token=1&room=2;key=3#frag"),
+      "ws://REDACTED@h:99999/x?token=REDACTED&room=2;key=REDACTED#REDACTED"
+    )
+    assert.strictEqual(Client.redactedUrl("no url?room=1"), "no url?room=1")
   })
 
   it.effect("a URL object is a URL; a value that is neither it nor a string is InvalidUrl, and errors show no control characters", () =>

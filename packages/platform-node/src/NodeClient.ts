@@ -352,7 +352,7 @@ const followRedirects = (
         next = new URL(location, hop.target.url).toString()
       } catch {
         return Effect.fail(
-          new Client.ConnectError({ reason: "InvalidUrl", url: hop.shown, message: `${hop.shown} redirects to ${JSON.stringify(location)}, which is not a URL` })
+          new Client.ConnectError({ reason: "InvalidUrl", url: hop.shown, message: `${hop.shown} redirects to "${Client.redactedUrl(location)}", which is not a URL` })
         )
       }
       const nextShown = Client.redactedUrl(next)

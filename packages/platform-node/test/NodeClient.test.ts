@@ -694,6 +694,15 @@ describe("NodeClient redirects", () => {
       }
     }))
 
+  it.live("a Location that is not a URL is an InvalidUrl that shows it without the credentials or tokens in it", () =>
+    Effect.gen(function*() {
+      // (port 99999 is out of range: not a URL)
+      const { base } = yield* redirector({ "/bad": [302, "ws://user:hunter2@127.0.0.1:99999/next?access_token=t0k3n&room=1#f"] })
+      const error = yield* Effect.flip(Effect.scoped(NodeClient.connect(`${base}/bad`, { followRedirects: true })))
+      assert.deepStrictEqual([error._tag, error._tag === "ConnectError" ? error.reason : ""], ["ConnectError", "InvalidUrl"])
+      assert.include(error.message, `redirects to "ws://REDACTED@127.0.0.1:99999/next?access_token=REDACTED&room=1#REDACTED", which is not a URL`)
+    }))
+
   it.live("NodeClient.layerWith gives Node settings (here followRedirects) to programs written against Client.connect", () =>
     Effect.gen(function*() {
       const { server } = yield* recordingEcho

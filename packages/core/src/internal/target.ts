@@ -93,7 +93,8 @@ const redactedQuery = (search: string): string => {
  * `url` with the password and user name of its userinfo replaced, and the values of query
  * parameters that carry credentials as a rule (see {@link SECRET_PARAMETER}) and any fragment,
  * for error messages and spans
- * (in a string that does not parse as a URL, all from its scheme to its last `@`); with no control
+ * (in a string that does not parse as a URL, all from its scheme to its last `@`, and its query and
+ * fragment taken as a URL's); with no control
  * characters or line separators (a URL parser drops or escapes them, and so does this for a
  * string that is not a URL: a line break cannot forge a log line). A value that is neither a
  * string nor a `URL` is named by its type.
@@ -119,8 +120,14 @@ export const redacted = (url: unknown): string => {
     parsed.hash = hash
     return parsed.href
   } catch {
-    // (not a URL, but credentials may be in it all the same: all before its last "@" goes)
-    return text.replace(CREDENTIALS, "$1REDACTED@").replace(UNPRINTABLE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`)
+    // (not a URL, but credentials may be in it all the same: all from its scheme to its last "@"
+    // goes, and its query and fragment, taken as a URL's, are redacted as a URL's)
+    const hashAt = text.indexOf("#")
+    const beforeHash = hashAt === -1 ? text : text.slice(0, hashAt)
+    const queryAt = beforeHash.indexOf("?")
+    const cut = (queryAt === -1 ? beforeHash : beforeHash.slice(0, queryAt) + redactedQuery(beforeHash.slice(queryAt))) +
+      (hashAt === -1 ? "" : "#REDACTED")
+    return cut.replace(CREDENTIALS, "$1REDACTED@").replace(UNPRINTABLE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`)
   }
 }
 
