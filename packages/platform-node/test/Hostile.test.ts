@@ -287,6 +287,34 @@ describe("abusive handshakes", () => {
       assert.isTrue(yield* waitUntil(() => tcpSockets() <= before, 2000), "sockets still open")
     }), 30_000)
 
+  it.live("a refused client that never ends its side does not hold its socket: the server destroys it a moment after its answer", () =>
+    Effect.gen(function*() {
+      const server = yield* NodeServer.serve(() => Effect.void)
+      // refused by the upgrade handler (405), by Node's parser (400), and after a 426 (a pipelined upgrade)
+      const requests = [
+        UPGRADE.replace("GET ", "POST "),
+        "NOT HTTP AT ALL\r\n\r\n",
+        `GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n${UPGRADE}`
+      ]
+      for (const request of requests) {
+        const before = tcpSockets()
+        const socket = Net.connect({ port: server.address.port, host: "127.0.0.1", allowHalfOpen: true })
+        socket.on("error", () => {})
+        yield* Effect.addFinalizer(() => Effect.sync(() => socket.destroy()))
+        const ended = new Promise<string>((resolve) => {
+          let text = ""
+          socket.on("data", (chunk: Buffer) => (text += chunk.toString("latin1")))
+          socket.on("end", () => resolve(text)) // (and the client keeps its side open)
+        })
+        socket.write(request)
+        const response = yield* Effect.promise(() => ended)
+        assert.match(response, /^HTTP\/1.1 (405|400|426) /, request)
+        // the client's socket and the server's: the server's goes, the client's stays
+        assert.isTrue(yield* waitUntil(() => tcpSockets() <= before + 1, 3000), `the server kept its socket: ${JSON.stringify(request)}`)
+        socket.destroy()
+      }
+    }))
+
   it.live("too many headers get 431 and the server goes on serving", () =>
     Effect.gen(function*() {
       // (the raw peer does not answer the Close: the close timeout ends it)
@@ -353,6 +381,9 @@ describe("abusive handshakes", () => {
       for (const none of [0, -1, Infinity, NaN, 1500.5]) {
         assert.strictEqual(yield* answer(1018, none), "HTTP/1.1 101 Switching Protocols", `maxHeadersCount ${none}`)
       }
+      // and modulo 2^32, as a 32-bit integer: 2^32 + 1000 is 1000
+      assert.strictEqual(yield* answer(995, 2 ** 32 + 1000), "HTTP/1.1 101 Switching Protocols")
+      assert.strictEqual(yield* answer(996, 2 ** 32 + 1000), "HTTP/1.1 431 Request Header Fields Too Large")
     }))
 
   it.live("frames that come with the upgrade request, or while authorize runs, are all delivered", () =>
@@ -436,6 +467,33 @@ describe("abusive handshakes", () => {
 })
 
 describe("at scale", () => {
+  it.live("a server keeps no socket of a connection that ended (nor of a refused request): they are garbage once closed", () =>
+    Effect.gen(function*() {
+      const sockets: Array<WeakRef<object>> = []
+      const server = yield* NodeServer.serve((connection) => connection.close(1000), {
+        authorize: (request) =>
+          Effect.suspend(() => {
+            sockets.push(new WeakRef(NodeServer.incomingMessage(request)!.socket))
+            return request.url === "/refused" ? Effect.fail(new NodeServer.Rejection({ status: 403, message: "no" })) : Effect.void
+          })
+      })
+      for (const path of ["", "refused"]) {
+        const code = yield* Effect.promise(() =>
+          new Promise<number>((resolve) => {
+            const ws = new WsClient(server.url + path)
+            ws.on("error", () => {})
+            ws.on("close", (code) => resolve(code))
+          })
+        )
+        assert.strictEqual(code, path === "" ? 1000 : 1006)
+      }
+      yield* Effect.sleep("50 millis")
+      const collected = () => sockets.every((socket) => socket.deref() === undefined)
+      for (let i = 0; i < 20 && !collected(); i++) yield* settledMemory
+      assert.strictEqual(sockets.length, 2)
+      assert.isTrue(collected(), "a closed socket is still held")
+    }))
+
   it.live("300 ws clients exchange messages; shutting down gives each 1001 in bounded time, leaves no socket, and rounds do not grow the heap", () =>
     Effect.gen(function*() {
       const heaps: Array<number> = []

@@ -682,8 +682,17 @@ describe("NodeServer + NodeClient", () => {
         [yield* firstMessage("/theirs"), yield* firstMessage("/chat"), yield* firstMessage("/echo"), yield* firstMessage("/other")],
         ["theirs", "chat", "echo", "ConnectError"]
       )
-      // one of ours for every path serves what no other of ours does
       http.off("upgrade", theirs)
+      // another library's that answers a moment later (ws with an asynchronous verifyClient): none of ours answers its request meanwhile
+      const slow = new WsServer({ noServer: true, verifyClient: (_info, done) => setTimeout(() => done(true), 20) })
+      yield* Effect.addFinalizer(() => Effect.sync(() => slow.close()))
+      const slowTheirs = (req: Http.IncomingMessage, socket: Duplex, head: Buffer) => {
+        if (req.url === "/later") slow.handleUpgrade(req, socket, head, (ws) => ws.send("theirs, later"))
+      }
+      http.prependListener("upgrade", slowTheirs)
+      assert.deepStrictEqual([yield* firstMessage("/later"), yield* firstMessage("/chat")], ["theirs, later", "chat"])
+      http.off("upgrade", slowTheirs)
+      // one of ours for every path serves what no other of ours does
       http.on("upgrade", yield* NodeServer.makeUpgradeHandler(named("any"), {}))
       assert.deepStrictEqual([yield* firstMessage("/chat"), yield* firstMessage("/else")], ["chat", "any"])
       // and so it does when attached first, before the one for a path

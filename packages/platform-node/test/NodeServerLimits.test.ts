@@ -2,6 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Arbitrary, Cause, Deferred, Duration, Effect, Exit, Fiber, Layer, Logger, Metric, Option, References, Schema, Scope, Stream } from "effect"
 import type * as Http from "node:http"
 import * as Net from "node:net"
+import * as Tls from "node:tls"
 import { WebSocket as WsClient } from "ws"
 import { Client, type Connection, EffectSocket, Metrics, Transport, WebSocketError } from "@effect-websocket/core"
 import { NodeClient, NodeServer, type NodeTransport } from "../src/index.ts"
@@ -157,6 +158,12 @@ describe("bad requests never reach the handler", () => {
           socket.on("close", () => resolve())
         })
       )
+      // one whose socket can no longer be written to (its writing side ended meanwhile) is dropped too
+      const unwritable = yield* NodeServer.serve((_, request) => Effect.sync(() => reached.push(request.url)), {
+        authorize: (request) => Effect.sync(() => NodeServer.incomingMessage(request)!.socket.end())
+      })
+      const cut = yield* rawExchange(unwritable.address.port, upgradeRequest(goodHeaders, "GET /unwritable HTTP/1.1"))
+      assert.notMatch(cut.response, /^HTTP\/1.1 101/)
       // one that only ended its side may still read: it is served
       const ended = yield* rawExchange(server.address.port, upgradeRequest(goodHeaders, "GET /ended HTTP/1.1"), { end: true })
       assert.match(statusLine(ended.response)!, /^HTTP\/1.1 101/)
@@ -467,6 +474,20 @@ describe("limits and lifecycle", () => {
       assert.isTrue(refused)
     }))
 
+  it.live("a server that has shut down leaves no timer behind (its shutdown's watchdog goes with it): a program can end at once", () =>
+    Effect.gen(function*() {
+      const timers = () => process.getActiveResourcesInfo().filter((r) => r === "Timeout").length
+      const before = timers()
+      const scope = yield* Scope.make()
+      const server = yield* Scope.provide(echoHandler, scope)
+      const ws = new WsClient(server.url)
+      ws.on("error", () => {})
+      yield* Effect.promise(() => new Promise((resolve) => ws.on("open", resolve)))
+      yield* Scope.close(scope, Exit.void)
+      for (let i = 0; i < 100 && timers() > before; i++) yield* Effect.sleep("20 millis")
+      assert.isAtMost(timers(), before, "a timer is left")
+    }))
+
   it.live("shutdownTimeout bounds the shutdown only: a connection's own close keeps its close timeout", () =>
     Effect.gen(function*() {
       const closed = yield* Deferred.make<Connection.CloseInfo>()
@@ -595,6 +616,57 @@ describe("limits and lifecycle", () => {
       assert.isBelow(Date.now() - started, 500)
     }))
 
+  it.live("with tls, a client still in its TLS handshake when the server shuts down does not hold the shutdown (its socket goes a moment later)", () =>
+    Effect.gen(function*() {
+      const { cert, key } = yield* certificate
+      const scope = yield* Scope.make()
+      yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
+      // (Node's closeAllConnections does not know a socket before its TLS handshake is done)
+      const server = yield* Scope.provide(NodeServer.serve(() => Effect.void, { tls: { cert, key }, handshakeTimeout: "20 seconds" }), scope)
+      const socket = Net.connect(server.address.port, "127.0.0.1") // never starts its TLS handshake
+      socket.on("error", () => {})
+      yield* Effect.addFinalizer(() => Effect.sync(() => socket.destroy()))
+      const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()))
+      yield* Effect.promise(() => new Promise((resolve) => socket.once("connect", resolve)))
+      yield* Effect.sleep("50 millis")
+      const started = Date.now()
+      yield* Scope.close(scope, Exit.void)
+      assert.isBelow(Date.now() - started, 5000, "the shutdown waited for the TLS handshake")
+      yield* Effect.promise(() => closed)
+    }))
+
+  it.live("with tls, a client still in its TLS handshake is not waited for beyond the shutdown's deadline (the closing handshakes took most of it)", () =>
+    Effect.gen(function*() {
+      const { cert, key } = yield* certificate
+      const scope = yield* Scope.make()
+      yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
+      const server = yield* Scope.provide(
+        NodeServer.serve((c) => Stream.runDrain(c.messages), {
+          tls: { cert, key },
+          shutdownTimeout: "1 second",
+          connection: { closeTimeout: "20 seconds" }
+        }),
+        scope
+      )
+      // one that answers the server's Close late, within the shutdown's timeout, and one that never starts its TLS handshake
+      const late = Tls.connect({ port: server.address.port, host: "127.0.0.1", rejectUnauthorized: false }, () =>
+        late.write(upgradeRequest(goodHeaders)))
+      late.on("error", () => {})
+      yield* Effect.addFinalizer(() => Effect.sync(() => late.destroy()))
+      yield* Effect.promise(() => new Promise((resolve) => late.once("data", resolve)))
+      late.once("data", () => setTimeout(() => late.write(Buffer.from([0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe9])), 900))
+      const quiet = Net.connect(server.address.port, "127.0.0.1")
+      quiet.on("error", () => {})
+      yield* Effect.addFinalizer(() => Effect.sync(() => quiet.destroy()))
+      yield* Effect.promise(() => new Promise((resolve) => quiet.once("connect", resolve)))
+      yield* Effect.sleep("50 millis")
+      const started = Date.now()
+      yield* Scope.close(scope, Exit.void)
+      const took = Date.now() - started
+      assert.isAtLeast(took, 850, "the closing handshake was waited for")
+      assert.isBelow(took, 1600, "then at most until the shutdown's deadline (1 s), not for another grace (1 s)")
+    }))
+
   /** A server in a scope of its own, whose connections' close timeout (20 s) is longer than its `shutdownTimeout`. */
   const closableServer = (handler: Client.Handler, shutdownTimeout: Duration.Input) =>
     Effect.gen(function*() {
@@ -693,6 +765,22 @@ describe("options and callbacks", () => {
         }))
         assert.deepStrictEqual(reply, ["in time"], String(handshakeTimeout))
       }
+      // with tls too, whose handshake takes the same timeout as a socket timer: one beyond a timer's range is cut to
+      // it before Node sees it, which would warn (TimeoutOverflowWarning)
+      const { cert, key } = yield* certificate
+      const warnings: Array<string> = []
+      const onWarning = (warning: Error) => warnings.push(warning.name)
+      process.on("warning", onWarning)
+      yield* Effect.addFinalizer(() => Effect.sync(() => process.off("warning", onWarning)))
+      const reply = yield* Effect.scoped(Effect.gen(function*() {
+        const server = yield* NodeServer.serve((c) => Stream.runForEach(c.messages, (m) => c.send(m)), { handshakeTimeout: "30 days", tls: { cert, key } })
+        const connection = yield* NodeClient.connect(server.url, { tls: { ca: cert } })
+        yield* connection.send("in time")
+        return yield* Stream.runCollect(Stream.take(connection.messages, 1))
+      }))
+      assert.deepStrictEqual(reply, ["in time"], "tls")
+      yield* Effect.sleep("10 millis") // (a warning is emitted on the next tick)
+      assert.notInclude(warnings, "TimeoutOverflowWarning")
     }))
 
   it.live("socketBuffers.writeBufferLimit bounds what waits for a client that does not read (Infinity: no bound, as with ws)", () =>
@@ -1140,26 +1228,70 @@ describe("TLS settings", () => {
       }
     }))
 
-  it.live("with tls, a client that never starts its TLS handshake is dropped after the handshake timeout too (408 counted), not Node's two minutes", () =>
+  it.live("with tls, a client that sends its request and ends its side at once still gets its 101 (while authorize runs, its end comes)", () =>
     Effect.gen(function*() {
       const { cert, key } = yield* certificate
-      const server = yield* NodeServer.serve(() => Effect.void, { tls: { cert, key }, handshakeTimeout: "300 millis" })
-      const timeouts = Metric.value(Metric.withAttributes(Metrics.handshakeFailures, { side: "server", reason: "RequestTimeout" }))
-      const before = Number((yield* timeouts).count)
-      const started = Date.now()
-      const closedAfter = yield* Effect.promise(() =>
-        new Promise<number>((resolve) => {
-          const socket = Net.connect(server.address.port, "127.0.0.1") // says nothing, TLS or else
+      // (a TLS socket ends the server's side with the client's by default: the answer would be lost)
+      const server = yield* NodeServer.serve(() => Effect.void, { tls: { cert, key }, authorize: () => Effect.sleep("50 millis") })
+      const response = yield* Effect.promise(() =>
+        new Promise<string>((resolve) => {
+          let text = ""
+          const socket = Tls.connect({ port: server.address.port, host: "127.0.0.1", rejectUnauthorized: false }, () => {
+            socket.write(upgradeRequest(goodHeaders))
+            socket.end()
+          })
           socket.on("error", () => {})
+          socket.on("data", (chunk: Buffer) => (text += chunk.toString("latin1")))
           const cut = setTimeout(() => socket.destroy(), 5000)
           socket.on("close", () => {
             clearTimeout(cut)
-            resolve(Date.now() - started)
+            resolve(text)
           })
         })
       )
-      assert.isBelow(closedAfter, 2000, "dropped at the handshake timeout")
-      assert.strictEqual(Number((yield* timeouts).count) - before, 1)
+      assert.match(statusLine(response)!, /^HTTP\/1.1 101/)
+    }))
+
+  it.live("with tls, a client that speaks plain HTTP or breaks the TLS handshake is dropped: no HTTP answer, no refused request counted", () =>
+    Effect.gen(function*() {
+      const { cert, key } = yield* certificate
+      const server = yield* NodeServer.serve(() => Effect.void, { tls: { cert, key } })
+      const badRequests = Metric.value(Metric.withAttributes(Metrics.handshakeFailures, { side: "server", reason: "BadRequest" }))
+      const before = Number((yield* badRequests).count)
+      for (const bytes of [upgradeRequest(goodHeaders), "\x16\x03\x01\x00\x05hello"]) {
+        const { response } = yield* rawExchange(server.address.port, bytes, { endAfterMs: 3000 })
+        assert.notInclude(response, "HTTP/1.1", JSON.stringify(bytes))
+      }
+      assert.strictEqual(Number((yield* badRequests).count), before)
+    }))
+
+  it.live("with tls, a client that never starts its TLS handshake is dropped after the handshake timeout too (408 counted), not Node's two minutes", () =>
+    Effect.gen(function*() {
+      const { cert, key } = yield* certificate
+      // (or after tls's own handshakeTimeout, when it has one)
+      const servers = [
+        NodeServer.serve(() => Effect.void, { tls: { cert, key }, handshakeTimeout: "300 millis" }),
+        NodeServer.serve(() => Effect.void, { tls: { cert, key, handshakeTimeout: 300 }, handshakeTimeout: "20 seconds" })
+      ]
+      for (const serve of servers) {
+        const server = yield* serve
+        const timeouts = Metric.value(Metric.withAttributes(Metrics.handshakeFailures, { side: "server", reason: "RequestTimeout" }))
+        const before = Number((yield* timeouts).count)
+        const started = Date.now()
+        const closedAfter = yield* Effect.promise(() =>
+          new Promise<number>((resolve) => {
+            const socket = Net.connect(server.address.port, "127.0.0.1") // says nothing, TLS or else
+            socket.on("error", () => {})
+            const cut = setTimeout(() => socket.destroy(), 5000)
+            socket.on("close", () => {
+              clearTimeout(cut)
+              resolve(Date.now() - started)
+            })
+          })
+        )
+        assert.isBelow(closedAfter, 2000, "dropped at the handshake timeout")
+        assert.strictEqual(Number((yield* timeouts).count) - before, 1)
+      }
     }), 30_000)
 })
 
