@@ -3,7 +3,7 @@
  * `Socket.makeWebSocket` over the constructor layer with an in-memory `Client`.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Arbitrary, Deferred, Effect, Exit, Fiber, Layer, Scheduler, Schema, Scope, Stream } from "effect"
+import { Arbitrary, Deferred, Effect, Exit, Fiber, Layer, Option, Scheduler, Schema, Scope, Stream } from "effect"
 import { TestClock } from "effect/testing"
 import { Socket } from "effect/socket"
 import { Client, Connection, EffectSocket } from "../src/index.ts"
@@ -164,6 +164,21 @@ describe("EffectSocket.toSocket", () => {
       assert.isFalse(yield* Effect.map(Effect.timeoutOption(client.closed, "10 millis"), (o) => o._tag === "Some"))
     }))
 
+  it.live("writing a CloseEvent returns without waiting for the peer's answer", () =>
+    Effect.gen(function*() {
+      // the peer takes no messages: once it holds one, it reads nothing more (nor the Close)
+      const [client, server] = yield* Connection.makeMemoryPair({ connection: { messageBuffer: 1 } })
+      yield* Effect.addFinalizer(() => Effect.andThen(client.abort, server.abort))
+      const socket = EffectSocket.toSocket(client)
+      const writer = yield* socket.writer
+      yield* writer.writeAll(["x", "y"])
+      yield* Effect.sleep("20 millis")
+      const write = yield* Effect.forkChild(writer.write(new Socket.CloseEvent(1000)), { startImmediately: true })
+      for (let i = 0; i < 50 && write.pollUnsafe() === undefined; i++) yield* Effect.yieldNow
+      assert.isDefined(write.pollUnsafe(), "the write waited for the closing handshake")
+      assert.isFalse(yield* Effect.map(Effect.timeoutOption(client.closed, "10 millis"), (o) => o._tag === "Some"))
+    }))
+
   it.live("a CloseEvent with a code that may not be sent fails with SocketWriteError and keeps the connection", () =>
     Effect.gen(function*() {
       const { reader, writer } = yield* echoSocket
@@ -210,6 +225,8 @@ describe("EffectSocket.toSocket", () => {
       const reason = yield* reasonOf(reader.pull)
       assert.strictEqual(reason._tag, "SocketReadError")
       assert.strictEqual(((reason as Socket.SocketReadError).cause as { _tag: string })._tag, "TransportError")
+      // and so does every later pull: the same error, not the close that followed
+      assert.strictEqual(yield* reasonOf(reader.pull), reason)
     }))
 
   it.live("readers are exclusive and hand over the messages they did not pull", () =>
@@ -244,16 +261,19 @@ describe("EffectSocket.toSocket", () => {
       const [client, server] = yield* Connection.makeMemoryPair()
       yield* Effect.forkScoped(echo(server))
       const socket = EffectSocket.toSocket(client)
-      const pending = yield* Effect.scoped(Effect.gen(function*() {
+      const { pending, released } = yield* Effect.scoped(Effect.gen(function*() {
         const reader = yield* socket.reader
         const fiber = yield* Effect.forkDetach(reader.pull)
         yield* Effect.sleep("10 millis")
-        return fiber
+        return { pending: fiber, released: reader }
       }))
       const reason = yield* reasonOf(Fiber.join(pending))
       assert.deepInclude(reason, { _tag: "SocketCloseError", code: 1006 })
       const writer = yield* socket.writer
       yield* writer.write("again")
+      yield* Effect.sleep("10 millis")
+      // the released reader takes nothing more, even a message that is there: it stays for the next reader
+      assert.deepInclude(yield* reasonOf(released.pull), { _tag: "SocketCloseError", code: 1006 })
       const got = yield* Effect.scoped(Effect.flatMap(socket.reader, (reader) => reader.pull))
       assert.deepStrictEqual(got, ["again"])
     }))
@@ -295,9 +315,19 @@ describe("EffectSocket.layerWebSocketConstructor", () => {
       assert.strictEqual(ws.readyState, 0)
       assert.throws(() => ws.send("early"))
       ws.addEventListener("open", () => log.push(`open ${ws.readyState}`), { once: true })
+      // a listener removed before any message is never called
+      const removedEarly = () => log.push("removed early")
+      ws.addEventListener("message", removedEarly)
+      ws.removeEventListener("message", removedEarly)
       ws.addEventListener("message", (e) => log.push(`message ${String(e.data)}`))
       const onceMessage = () => log.push("once")
       ws.addEventListener("message", onceMessage, { once: true })
+      // adding a listener again does nothing, as with a WHATWG WebSocket: it stays a once listener
+      ws.addEventListener("message", onceMessage)
+      // a listener removed by one called before it for the same event is not called for it
+      const removedMidway = () => log.push("removed midway")
+      ws.addEventListener("message", () => ws.removeEventListener("message", removedMidway))
+      ws.addEventListener("message", removedMidway)
       ws.onmessage = (e) => log.push(`onmessage ${String(e.data)}`)
       assert.deepStrictEqual([ws.CONNECTING, ws.OPEN, ws.CLOSING, ws.CLOSED], [0, 1, 2, 3])
       ws.addEventListener("close", (e) => Deferred.doneUnsafe(closed, Exit.succeed(e)))
@@ -362,6 +392,37 @@ describe("EffectSocket.layerWebSocketConstructor", () => {
       )
     ))
 
+  it.live("a paused WebSocket-like object dispatches no message, even when send() wakes it; resume() dispatches what came meanwhile, in order", () =>
+    Effect.gen(function*() {
+      let peer: Connection.Connection | undefined
+      const { ws } = yield* openedSocket(() =>
+        Effect.map(Connection.makeMemoryPair(), ([client, server]) => {
+          peer = server
+          return client
+        })
+      )
+      const messages: Array<unknown> = []
+      const both = yield* Deferred.make<void>()
+      ws.addEventListener("message", (e) => {
+        messages.push(e.data)
+        if (messages.length === 2) Deferred.doneUnsafe(both, Exit.void)
+      })
+      ws.pause()
+      assert.isTrue(ws.isPaused)
+      yield* peer!.send("one")
+      // a send wakes the write loop, not the paused message events
+      ws.send("ping")
+      assert.deepStrictEqual(yield* Stream.runHead(peer!.messages), Option.some("ping"))
+      yield* peer!.send("two")
+      yield* Effect.sleep("20 millis")
+      assert.deepStrictEqual(messages, [], "nothing is dispatched while paused")
+      ws.resume()
+      assert.isFalse(ws.isPaused)
+      yield* Effect.timeout(Deferred.await(both), "2 seconds")
+      assert.deepStrictEqual(messages, ["one", "two"])
+      ws.close()
+    }))
+
   it.live("the WebSocket-like object sends bytes of any kind as binary, and other values as their text, as a WHATWG WebSocket does", () =>
     Effect.gen(function*() {
       const make = yield* Socket.WebSocketConstructor
@@ -382,13 +443,17 @@ describe("EffectSocket.layerWebSocketConstructor", () => {
       ]
       ws.addEventListener("message", (e) => {
         received.push(e.data)
-        if (received.length === sent.length + 1) Deferred.doneUnsafe(done, Exit.void)
+        if (received.length === sent.length + 2) Deferred.doneUnsafe(done, Exit.void)
       })
       yield* Effect.sleep("20 millis")
       assert.throws(() => ws.send(new Blob(["b"]) as never), TypeError)
       for (const [value] of sent) ws.send(value as never)
+      // send copies the bytes it queues: the caller may reuse its memory at once
+      const reused = new Uint8Array([6, 6, 6, 6])
+      ws.send(reused.subarray(1, 3))
+      reused.fill(0)
       yield* Deferred.await(done).pipe(Effect.timeout("2 seconds"))
-      assert.deepStrictEqual(received, ["hi / ", ...sent.map(([, expected]) => expected)])
+      assert.deepStrictEqual(received, ["hi / ", ...sent.map(([, expected]) => expected), new Uint8Array([6, 6])])
       ws.close()
     }).pipe(Effect.provide(Constructor)))
 
@@ -529,6 +594,28 @@ describe("EffectSocket.layerWebSocketConstructor", () => {
       assert.deepStrictEqual(events.map((e) => e.type), ["error", "close"])
       assert.strictEqual(events[1]!.code, 1006)
     }).pipe(Effect.provide(Constructor)))
+
+  it.live("close() while connecting abandons a connect that succeeds at that very moment: the socket never opens", () =>
+    Effect.gen(function*() {
+      let ws: EffectSocket.ClientWebSocket | undefined
+      // the connect succeeds in the same step as close(): before the abandon interrupts it
+      const make = yield* EffectSocket.makeWebSocketConstructor(() =>
+        Effect.flatMap(Connection.makeMemoryPair(), ([client]) =>
+          Effect.sync(() => {
+            ws!.close(1000)
+            return client
+          }))
+      )
+      ws = make("ws://memory/") as EffectSocket.ClientWebSocket
+      const events: Array<string> = []
+      const closed = yield* Deferred.make<EffectSocket.ClientWebSocketEvent>()
+      for (const type of ["open", "message", "error"] as const) ws.addEventListener(type, () => events.push(type))
+      ws.addEventListener("close", (e) => Deferred.doneUnsafe(closed, Exit.succeed(e)))
+      const event = yield* Effect.timeout(Deferred.await(closed), "2 seconds")
+      assert.deepStrictEqual(events, ["error"])
+      assert.deepInclude(event, { code: 1006, wasClean: false })
+      assert.strictEqual(ws.readyState, 3)
+    }))
 
   it.live("close() without a code sends an empty Close: both sides report 1005, as with a browser and ws", () =>
     Effect.gen(function*() {

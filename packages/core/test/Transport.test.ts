@@ -228,6 +228,23 @@ describe("Transport.makeMemoryPair", () => {
       assert.strictEqual(got[10 * 1024], 2)
     }))
 
+  it.effect("backpressure: a read that makes room wakes every writer waiting for it, not only the first", () =>
+    Effect.gen(function*() {
+      const [a, b] = yield* Transport.makeMemoryPair({ highWaterMark: 4 })
+      yield* a.write([encoder.encode("abcd")])
+      const first = yield* Effect.forkChild(a.write([encoder.encode("e")]))
+      const second = yield* Effect.forkChild(a.write([encoder.encode("f")]))
+      yield* settle
+      assert.isUndefined(first.pollUnsafe())
+      assert.isUndefined(second.pollUnsafe())
+      // one read empties the buffer: room for both, with no further read
+      assert.strictEqual(yield* b.read(new Uint8Array(4)), 4)
+      yield* settle
+      assert.isDefined(first.pollUnsafe(), "the first waiting writer wrote")
+      assert.isDefined(second.pollUnsafe(), "the second waiting writer wrote")
+      assert.strictEqual(decoder.decode(yield* readExactly(b, 2)), "ef")
+    }))
+
   it.effect("a waiting writer fails with TransportError when the peer is destroyed, and is done (its bytes dropped) when the peer closes", () =>
     Effect.gen(function*() {
       for (const how of ["destroy", "close"] as const) {
