@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Deferred, Effect, Exit, Fiber, Layer, Metric, Option, References, Scope, Stream } from "effect"
-import { Client, type Connection, Metrics, type Transport, WebSocket, WebSocketError } from "../src/index.ts"
+import { Cause, Context, Deferred, Effect, Exit, Fiber, Layer, Logger, Metric, Option, References, Scope, Stream } from "effect"
+import { Client, type Connection, Metrics, Transport, WebSocket, WebSocketError } from "../src/index.ts"
 import type { InvalidParameter } from "../src/WebSocketError.ts"
 import type { HandleImpl } from "../src/internal/handle.ts"
 import * as EffectHeaders from "effect/http/Headers"
@@ -234,7 +234,9 @@ describe("Client.serverHandleMaker", () => {
           {},
           { maxMessageSize: 100 },
           { properties: { receiveBufferSize: 1024, disableUtf8Verification: true } },
-          { properties: { sendBufferSize: 256, maxMessageSize: 7 }, maxMessageSize: 300 }
+          { properties: { sendBufferSize: 256, maxMessageSize: 7 }, maxMessageSize: 300 },
+          // (an absent size is the server handle's default, not a client's: a send buffer of 16)
+          { properties: { sendBufferSize: undefined } }
         ]
       ) {
         const makeHandle = yield* Client.serverHandleMaker(options)
@@ -265,6 +267,38 @@ describe("Client.serverHandleMaker", () => {
       assert.strictEqual(size.parameter, "maxMessageSize")
       const notAnObject = yield* Effect.flip(Client.serverHandleMaker({ properties: 5 as never }))
       assert.strictEqual(notAnObject.parameter, "properties")
+    }))
+})
+
+describe("Client.makeTakingOver", () => {
+  it.live("an interruption that arrives while the connection is made lands only after tookOver: whoever held the transport knows the connection owns it", () =>
+    Effect.gen(function*() {
+      const client = yield* WebSocket.createClientHandle()
+      const server = yield* WebSocket.createServerHandle()
+      const { requestHeaders } = yield* WebSocket.beginClientHandshake(client, { initialHeaders: [{ name: "Host", value: "h" }] })
+      const { responseHeaders } = yield* WebSocket.beginServerHandshake(server, { requestHeaders })
+      yield* WebSocket.endServerHandshake(server)
+      yield* WebSocket.endClientHandshake(client, { responseHeaders })
+      const [a] = yield* Transport.makeMemoryEnds()
+      let tookOver = false
+      const scope = yield* Scope.make()
+      // (the options are read as the connection is made: the interruption arrives right then)
+      const options: Connection.Options = {
+        closeTimeout: "10 millis", // (its Close gets no answer: nothing reads the other end)
+        get protocol() {
+          making.interruptUnsafe()
+          return "p"
+        }
+      }
+      const making: Fiber.Fiber<Connection.Connection, unknown> = yield* Effect.forkChild(
+        Scope.provide(Client.makeTakingOver(client, a, options, () => {
+          tookOver = true
+        }), scope)
+      )
+      const exit = yield* Fiber.await(making)
+      assert.isTrue(Exit.hasInterrupts(exit), String(exit))
+      assert.isTrue(tookOver, "the connection was made, so its maker was told it took over")
+      yield* Scope.close(scope, Exit.void)
     }))
 })
 
@@ -376,10 +410,19 @@ describe("Client.layerMemory handlers", () => {
 
   it.effect("a handler that returns something else than an Effect closes its connection with 1011", () =>
     Effect.gen(function*() {
-      const context = yield* Layer.build(Client.layerMemory((async () => {}) as unknown as Client.Handler))
+      const logged: Array<string> = []
+      const logger = Logger.make((options) => logged.push(`${String(options.message)}: ${Cause.pretty(options.cause)}`))
+      const context = yield* Layer.build(Client.layerMemory((async () => {}) as unknown as Client.Handler)).pipe(
+        Effect.provideService(Logger.CurrentLoggers, new Set([logger]))
+      )
       const connection = yield* Effect.provide(Client.connect("ws://memory/"), context)
       const info = yield* connection.closed
       assert.strictEqual(info.code, 1011)
+      // the log says what went wrong, in the application's terms
+      assert.isTrue(
+        logged.some((line) => line.includes("the handler returned a Promise (run async code with Effect.promise or Effect.tryPromise), not an Effect")),
+        logged.join("\n")
+      )
     }))
 
   it.effect("a handler that ends by interruption (its own) leaves its connection to its scope: 1001, not the 1000 of one that returned", () =>
@@ -404,6 +447,12 @@ describe("Client.layerMemory responseHeaders", () => {
       })))
       assert.strictEqual(error._tag, "InvalidParameter")
       assert.include(error.message, "may not set Connection")
+      // every header of the handshake's own, in any case (a second Sec-WebSocket-Protocol would
+      // contradict the selection the client checks)
+      for (const name of ["Upgrade", "sec-websocket-accept", "Sec-WebSocket-Protocol", "Sec-WebSocket-Extensions", "SEC-WEBSOCKET-VERSION"]) {
+        const own = yield* Effect.flip(Layer.build(Client.layerMemory(() => Effect.void, { responseHeaders: [{ name, value: "x" }] })))
+        assert.deepStrictEqual([own._tag, own.message.includes(`may not set ${name}: the handshake sets it`)], ["InvalidParameter", true], name)
+      }
     }))
 
   it.effect("a 101 has no content: responseHeaders may not frame one (RFC 9110 sections 6.1 and 8.6)", () =>
@@ -921,24 +970,33 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
       )
     }).pipe(Effect.provideService(References.MinimumLogLevel, "None")))
 
-  it.effect("a request in flight while the layer's scope closes gets 503 (shutting down), as from a server over sockets, and runs no handler", () =>
+  it.effect("a request in flight while the layer's scope closes gets 503 (shutting down), as from a server over sockets, and runs no handler; the server waits for an authorize that ignores interruption", () =>
     Effect.gen(function*() {
-      const authorizing = yield* Deferred.make<void>()
-      const release = yield* Deferred.make<void>()
-      const layerScope = yield* Scope.make()
-      const { connect, requests } = yield* Scope.provide(
-        memory({ authorize: () => Effect.andThen(Deferred.succeed(authorizing, undefined), Deferred.await(release)) }),
-        layerScope
-      )
-      const attempt = yield* Effect.forkChild(Effect.flip(Effect.scoped(connect("ws://h/"))))
-      yield* Deferred.await(authorizing)
-      const closing = yield* Effect.forkChild(Scope.close(layerScope, Exit.void), { startImmediately: true })
-      assert.strictEqual(layerScope.state._tag, "Closed")
-      yield* Deferred.succeed(release, undefined)
-      const error = yield* Fiber.join(attempt)
-      yield* Fiber.join(closing)
-      assert.deepStrictEqual(error._tag === "HandshakeRejected" ? [error.status, error.reason] : [error._tag], [503, "the server is shutting down"], error.message)
-      assert.deepStrictEqual(requests, [])
+      for (const uninterruptible of [false, true]) {
+        const authorizing = yield* Deferred.make<void>()
+        const release = yield* Deferred.make<void>()
+        const layerScope = yield* Scope.make()
+        const awaited = Deferred.await(release)
+        const { connect, requests } = yield* Scope.provide(
+          memory({
+            authorize: () => Effect.andThen(Deferred.succeed(authorizing, undefined), uninterruptible ? Effect.uninterruptible(awaited) : awaited)
+          }),
+          layerScope
+        )
+        const attempt = yield* Effect.forkChild(Effect.flip(Effect.scoped(connect("ws://h/"))))
+        yield* Deferred.await(authorizing)
+        const closing = yield* Effect.forkChild(Scope.close(layerScope, Exit.void), { startImmediately: true })
+        assert.strictEqual(layerScope.state._tag, "Closed")
+        for (let i = 0; i < 20; i++) yield* Effect.yieldNow
+        // (an interruptible hook is interrupted: the server stops at once; the other is waited for)
+        const stoppedEarly = closing.pollUnsafe() !== undefined
+        yield* Deferred.succeed(release, undefined)
+        yield* Fiber.join(closing)
+        const error = yield* Fiber.join(attempt)
+        assert.strictEqual(stoppedEarly, !uninterruptible, "the server stops once its hooks are done")
+        assert.deepStrictEqual(error._tag === "HandshakeRejected" ? [error.status, error.reason] : [error._tag], [503, "the server is shutting down"], error.message)
+        assert.deepStrictEqual(requests, [])
+      }
     }))
 
   it.effect("a layer whose scope has closed refuses connections (ConnectError Refused), as a stopped server over sockets does, and runs no handler", () =>

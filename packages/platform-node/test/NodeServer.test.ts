@@ -522,6 +522,21 @@ describe("NodeServer + NodeClient", () => {
         spans.filter((s) => s.name === name).map((s) => Option.match(s.parent, { onNone: () => "root", onSome: (p) => (p as Tracer.Span).name }))
       assert.deepStrictEqual(parentOf("WebSocket.connect"), ["caller"])
       assert.deepStrictEqual(parentOf("WebSocket.accept"), ["WebSocket.connect"])
+      // a request that carries no span (propagation off) is the child of the span the layer was
+      // built in, as over a socket it is of the span the server was started in
+      spans.length = 0
+      yield* Effect.gen(function*() {
+        const client = yield* Layer.build(Client.layerMemory((c) => c.close())).pipe(Effect.withSpan("layer-build"))
+        yield* Effect.scoped(Effect.flatMap(Client.connect("ws://memory.test/room?token=secret"), (c) => c.closed)).pipe(
+          Effect.provideContext(client),
+          Effect.withSpan("caller"),
+          Effect.provideService(Tracer.DisablePropagation, true)
+        )
+      }).pipe(Effect.provideService(Tracer.Tracer, tracer))
+      assert.deepStrictEqual(parentOf("WebSocket.accept"), ["layer-build"])
+      // and its path is the request's without the query (no token in a span), as over a socket
+      const accept = spans.find((s) => s.name === "WebSocket.accept")!
+      assert.strictEqual(accept.attributes.get("url.path"), "/room")
     }))
 
   it.live("the handler gets the very request object authorize saw: what authorize found (a user) reaches it in a WeakMap", () =>
