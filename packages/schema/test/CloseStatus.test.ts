@@ -128,6 +128,16 @@ describe("CloseStatus", () => {
         assert.strictEqual(CloseStatus.truncateReason("abc" + "😀".repeat(40)), "abc" + "😀".repeat(30)) // 123 bytes
       })
 
+      it("counts each character at the edges of the UTF-8 lengths as UTF-8 does", () => {
+        // (U+007F/U+0080, U+07FF/U+0800 and U+FFFF/U+10000 change length; U+D800-U+DBFF start every pair)
+        for (const c of ["\u007f", "\u0080", "\u07ff", "\u0800", "\ud7ff", "\ue000", "\uffff", "\u{10000}", "\u{103ff}", "\u{10400}", "\u{10ffff}"]) {
+          const size = Buffer.byteLength(c, "utf8")
+          const kept = c.repeat(Math.floor(123 / size))
+          assert.strictEqual(CloseStatus.truncateReason(c.repeat(200)), kept, `U+${c.codePointAt(0)!.toString(16)}`)
+          assert.strictEqual(CloseStatus.truncateReason("a" + c.repeat(200)).length, 1 + Math.floor(122 / size) * c.length)
+        }
+      })
+
       it("replaces lone surrogates, which have no UTF-8 encoding", () => {
         assert.strictEqual(CloseStatus.truncateReason("a\uD800b"), "a\uFFFDb")
         assert.strictEqual(CloseStatus.truncateReason("😀".slice(1) + "ok"), "\uFFFDok")

@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Arbitrary, Duration, Schema } from "effect"
 import { Options } from "../src/index.ts"
-import { assertRejects, decodeOk, decodes, intArbitrary } from "./utils.ts"
+import { assertRejects, decodeFailure, decodeOk, decodes, intArbitrary } from "./utils.ts"
 
 const closeTimeout = Options.DurationInput("closeTimeout", { minimum: "zero", finite: false })
 const interval = Options.DurationInput("interval", { minimum: "positive", finite: true })
@@ -19,6 +19,45 @@ describe("Options", () => {
       assert.isTrue(Duration.equals(decodeOk(closeTimeout, 0), Duration.zero))
       assert.isTrue(Duration.equals(decodeOk(closeTimeout, { seconds: 2, milliseconds: 5 }), Duration.millis(2005)))
       assert.isTrue(Duration.equals(decodeOk(closeTimeout, "Infinity"), Duration.infinity))
+      // (a bigint is nanoseconds)
+      assert.isTrue(Duration.equals(decodeOk(closeTimeout, 1500n), Duration.nanos(1500n)))
+    })
+
+    it("takes every unit of Duration.DurationObject, and a plain object without a prototype", () => {
+      const units: ReadonlyArray<readonly [Record<string, number>, Duration.Duration]> = [
+        [{ weeks: 1 }, Duration.weeks(1)],
+        [{ days: 2 }, Duration.days(2)],
+        [{ hours: 3 }, Duration.hours(3)],
+        [{ minutes: 4 }, Duration.minutes(4)],
+        [{ seconds: 5 }, Duration.seconds(5)],
+        [{ milliseconds: 6 }, Duration.millis(6)],
+        [{ microseconds: 7 }, Duration.micros(7n)],
+        [{ nanoseconds: 8 }, Duration.nanos(8n)]
+      ]
+      for (const [input, expected] of units) {
+        assert.isTrue(Duration.equals(decodeOk(closeTimeout, input), expected), JSON.stringify(input))
+      }
+      const bare = Object.assign(Object.create(null) as object, { seconds: 5 })
+      assert.isTrue(Duration.equals(decodeOk(closeTimeout, bare), Duration.seconds(5)))
+    })
+
+    it("refuses units and pairs that are not finite numbers (Duration.fromInput reads them as zero or infinity)", () => {
+      for (const input of [{ seconds: Number.NaN }, { seconds: Number.POSITIVE_INFINITY }, { minutes: 1, seconds: Number.NaN }]) {
+        assertRejects(closeTimeout, input, "closeTimeout must be a duration", "got object")
+      }
+      for (const input of [[Number.NaN, 0], [0, Number.NaN], [Number.POSITIVE_INFINITY, 0], [1, Number.POSITIVE_INFINITY], [1, 2, 3], [1]]) {
+        assertRejects(closeTimeout, input, "closeTimeout must be a duration")
+      }
+    })
+
+    it("names the value it refuses", () => {
+      assertRejects(closeTimeout, -1, "closeTimeout may not be negative, got -1")
+      assertRejects(closeTimeout, -5n, "closeTimeout may not be negative, got -5")
+      assertRejects(closeTimeout, "-2 seconds", "closeTimeout may not be negative, got \"-2 seconds\"")
+      assertRejects(closeTimeout, Number.NaN, "closeTimeout must be a duration", "got NaN")
+      assertRejects(closeTimeout, null, "closeTimeout must be a duration", "got null")
+      assertRejects(closeTimeout, true, "closeTimeout must be a duration", "got true")
+      assertRejects(closeTimeout, undefined, "closeTimeout must be a duration", "got undefined")
     })
 
     it("refuses what is not a duration, negative ones, zero or infinity where they make no sense", () => {
@@ -37,6 +76,7 @@ describe("Options", () => {
       assertRejects(closeTimeout, Number.NaN, "closeTimeout must be a duration")
       assertRejects(interval, 0, "interval must be more than zero")
       assertRejects(interval, Number.POSITIVE_INFINITY, "interval must be finite")
+      assertRejects(Options.DurationInput("keepalive.timeout", { minimum: "positive", finite: true }), "Infinity", "keepalive.timeout must be finite")
       assertRejects(interval, "-5 seconds", "interval may not be negative")
     })
 
@@ -71,13 +111,26 @@ describe("Options", () => {
       assert.deepStrictEqual(decodeOk(Options.ConnectionOptions, {}), {})
     })
 
+    it("a close timeout may be zero (no wait for the peer's Close) or infinite (wait for ever)", () => {
+      assert.isTrue(Duration.equals(decodeOk(Options.ConnectionOptions, { closeTimeout: 0 }).closeTimeout!, Duration.zero))
+      assert.isTrue(Duration.equals(decodeOk(Options.ConnectionOptions, { closeTimeout: Number.POSITIVE_INFINITY }).closeTimeout!, Duration.infinity))
+      assert.isTrue(Duration.equals(decodeOk(Options.ConnectionOptions, { closeTimeout: "Infinity" }).closeTimeout!, Duration.infinity))
+      assertRejects(Options.ConnectionOptions, { closeTimeout: -1 }, "closeTimeout may not be negative, got -1")
+    })
+
     it("names the first bad setting", () => {
       assertRejects(Options.ConnectionOptions, { messageBuffer: 0 }, "messageBuffer must be an integer of at least 1, got 0")
       assertRejects(Options.ConnectionOptions, { messageBuffer: 2.5 }, "messageBuffer", "2.5")
       assertRejects(Options.ConnectionOptions, { closeTimeout: "later" }, "closeTimeout must be a duration")
       assertRejects(Options.ConnectionOptions, { keepalive: { interval: 0 } }, "keepalive.interval must be more than zero")
       assertRejects(Options.ConnectionOptions, { keepalive: {} }, "interval")
+      // (a keepalive that never fires, or a timeout that never cuts off a dead peer, is a mistake)
+      assertRejects(Options.ConnectionOptions, { keepalive: { interval: Number.POSITIVE_INFINITY } }, "keepalive.interval must be finite")
+      assertRejects(Options.ConnectionOptions, { keepalive: { interval: 1000, timeout: "Infinity" } }, "keepalive.timeout must be finite")
+      assertRejects(Options.ConnectionOptions, { keepalive: { interval: 1000, timeout: -5 } }, "keepalive.timeout may not be negative, got -5")
       assertRejects(Options.ConnectionOptions, { keepalive: { interval: 1000, frame: "beep" } }, "frame")
+      assert.isFalse(decodes(Options.ConnectionOptions, { protocol: 13 }))
+      assert.strictEqual(decodeOk(Options.ConnectionOptions, { protocol: "chat" }).protocol, "chat")
       assertRejects(Options.ConnectionOptions, { closeCodeOnScopeClose: 1006 }, "close code 1006 may not be sent", "1005 for an empty Close")
       // (1005 asks for an empty Close, as Connection.close(1005) does)
       assert.strictEqual(Schema.decodeUnknownSync(Options.ConnectionOptions)({ closeCodeOnScopeClose: 1005 }).closeCodeOnScopeClose, 1005)
@@ -112,6 +165,42 @@ describe("Options", () => {
       assertRejects(Options.SocketBuffers, { highWaterMark: Number.POSITIVE_INFINITY }, "socketBuffers.highWaterMark")
       assertRejects(Options.SocketBuffers, { writeBufferLimit: Number.NaN }, "socketBuffers.writeBufferLimit", "NaN")
       assertRejects(Options.SocketBuffers, { writeBufferLimit: -1 }, "socketBuffers.writeBufferLimit")
+    })
+
+    it("refuses fractions of a byte, and offers Infinity only where it is allowed", () => {
+      assertRejects(Options.SocketBuffers, { highWaterMark: 1.5 }, "socketBuffers.highWaterMark must be a whole number of bytes of at least 1, got 1.5")
+      assertRejects(Options.SocketBuffers, { writeBufferLimit: 0.5 }, "socketBuffers.writeBufferLimit must be a whole number of bytes of at least 0 (or Infinity), got 0.5")
+      assertRejects(Options.SocketBuffers, { highWaterMark: 2 ** 53 }, "socketBuffers.highWaterMark")
+      const message = decodeFailure(Options.SocketBuffers, { highWaterMark: 0 })
+      assert.notInclude(message, "Infinity")
+      assert.strictEqual(decodeOk(Options.ByteLimit("maxHeaderBytes", 1, false), 16384), 16384)
+      assertRejects(Options.ByteLimit("maxHeaderBytes", 1, false), Number.POSITIVE_INFINITY, "maxHeaderBytes must be a whole number of bytes of at least 1, got Infinity")
+    })
+  })
+
+  describe("RedirectOptions", () => {
+    it("maxRedirects is a whole number from 0 and followRedirects a boolean", () => {
+      assert.deepStrictEqual(decodeOk(Options.RedirectOptions, { followRedirects: true, maxRedirects: 0 }), { followRedirects: true, maxRedirects: 0 })
+      assert.deepStrictEqual(decodeOk(Options.RedirectOptions, { maxRedirects: 20 }), { maxRedirects: 20 })
+      assert.deepStrictEqual(decodeOk(Options.RedirectOptions, {}), {})
+      for (const n of [-1, 1.5, Number.NaN, Number.POSITIVE_INFINITY, 2 ** 53]) {
+        assertRejects(Options.RedirectOptions, { maxRedirects: n }, `maxRedirects must be a whole number from 0, got ${n}`)
+      }
+      for (const flag of ["yes", 1, null]) {
+        assert.isFalse(decodes(Options.RedirectOptions, { followRedirects: flag }), String(flag))
+      }
+    })
+  })
+
+  describe("Host", () => {
+    it("is a non-empty name or address without whitespace or control characters", () => {
+      for (const host of ["127.0.0.1", "::1", "localhost", "example.com", "0.0.0.0", "fe80::1%eth0"]) {
+        assert.strictEqual(decodeOk(Options.Host, host), host)
+      }
+      for (const host of ["", " ", "local host", "localhost ", "a\tb", "a\nb", "a\u0000b", "a\u007fb", "a\u00a0b", "a\u2028b"]) {
+        assertRejects(Options.Host, host, "host must be a host name or address")
+      }
+      assertRejects(Options.Host, "a b", "got \"a b\"")
     })
   })
 

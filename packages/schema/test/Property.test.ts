@@ -75,6 +75,14 @@ describe("Property", () => {
       })
       assert.deepStrictEqual(decodeOk(Property.ClientHandleProperties, Schema.encodeSync(Property.ClientHandleProperties)(decoded)), decoded)
     })
+
+    it("encode keeps an allocated buffer, the same memory", () => {
+      const buffer = new Uint8Array(4096 + 16 + 256)
+      const decoded = decodeOk(Property.ServerHandleProperties, { allocatedBuffer: buffer })
+      const encoded = Schema.encodeSync(Property.ServerHandleProperties)(decoded)
+      assert.strictEqual(encoded.allocatedBuffer, buffer)
+      assert.deepStrictEqual(decodeOk(Property.ServerHandleProperties, encoded), decoded)
+    })
   })
 
   for (const [kind, schema] of kinds) {
