@@ -14,15 +14,16 @@ import { quote } from "./internal/quote.ts"
 const UNITS = new Set(["weeks", "days", "hours", "minutes", "seconds", "milliseconds", "microseconds", "nanoseconds"])
 
 /**
- * Whether `input` is a plain object of units (`{ seconds: 5 }`) with at least one key and a number
- * for every key (not a boxed `Number`, a `Date` or `{}`, which have no units and would read as zero).
+ * Whether `input` is a plain object of units (`{ seconds: 5 }`) with a number for at least one of
+ * them, every key a unit and every value a number or `undefined`, as `Duration.DurationObject`'s type
+ * allows (not a boxed `Number`, a `Date` or `{}`, which have no units and would read as zero).
  */
 const isUnitObject = (input: object): boolean => {
   const prototype = Object.getPrototypeOf(input)
   if (prototype !== Object.prototype && prototype !== null) return false
   const entries = Object.entries(input)
-  return entries.length > 0 &&
-    entries.every(([unit, value]) => UNITS.has(unit) && typeof value === "number" && Number.isFinite(value))
+  return entries.some(([, value]) => value !== undefined) &&
+    entries.every(([unit, value]) => UNITS.has(unit) && (value === undefined || (typeof value === "number" && Number.isFinite(value))))
 }
 
 /** Whether `input` has the shape of one of the forms of `Duration.Input`. */

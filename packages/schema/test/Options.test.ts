@@ -23,7 +23,7 @@ describe("Options", () => {
       assert.isTrue(Duration.equals(decodeOk(closeTimeout, 1500n), Duration.nanos(1500n)))
     })
 
-    it("takes every unit of Duration.DurationObject, and a plain object without a prototype", () => {
+    it("takes every unit of Duration.DurationObject, units left undefined as its type allows, and a plain object without a prototype", () => {
       const units: ReadonlyArray<readonly [Record<string, number>, Duration.Duration]> = [
         [{ weeks: 1 }, Duration.weeks(1)],
         [{ days: 2 }, Duration.days(2)],
@@ -39,6 +39,11 @@ describe("Options", () => {
       }
       const bare = Object.assign(Object.create(null) as object, { seconds: 5 })
       assert.isTrue(Duration.equals(decodeOk(closeTimeout, bare), Duration.seconds(5)))
+      const partly: Duration.Input = { seconds: 5, minutes: undefined }
+      assert.isTrue(Duration.equals(decodeOk(closeTimeout, partly), Duration.seconds(5)))
+      // (but at least one unit is given, every key is a unit)
+      assertRejects(closeTimeout, { seconds: undefined }, "closeTimeout must be a duration", "got object")
+      assertRejects(closeTimeout, { seconds: 5, ages: undefined }, "closeTimeout must be a duration", "got object")
     })
 
     it("refuses units and pairs that are not finite numbers (Duration.fromInput reads them as zero or infinity)", () => {
