@@ -10,10 +10,10 @@ type EventLoopModule = typeof import("../src/internal/eventLoop.ts")
 
 const hidden: Array<[string, PropertyDescriptor]> = []
 
-/** `internal/eventLoop.ts` loaded while `setImmediate` is hidden (restored after each test). */
-const loadWithoutSetImmediate = async (): Promise<EventLoopModule> => {
+/** `internal/eventLoop.ts` loaded while `setImmediate` (and `also`) is hidden (restored after each test). */
+const loadWithoutSetImmediate = async (also: ReadonlyArray<string> = []): Promise<EventLoopModule> => {
   const g = globalThis as Record<string, unknown>
-  for (const name of ["setImmediate", "clearImmediate"]) {
+  for (const name of ["setImmediate", "clearImmediate", ...also]) {
     const descriptor = Object.getOwnPropertyDescriptor(g, name)
     if (descriptor !== undefined) hidden.push([name, descriptor])
     delete g[name]
@@ -55,6 +55,8 @@ describe("the budget of wake-ups in a row", () => {
     }
     assert.isTrue(EventLoop.mayContinue())
     assert.strictEqual(immediates(), before + 1, "the 64th wake-up has the budget renewed once the event loop turns")
+    for (let i = 0; i < 100; i++) assert.isTrue(EventLoop.mayContinue())
+    assert.strictEqual(immediates(), before + 1, "one renewal per row, not one per wake-up past the 64th")
     await new Promise<void>((resolve) => setImmediate(resolve))
     assert.strictEqual(immediates(), before)
   })
@@ -67,6 +69,14 @@ describe("the budget of wake-ups in a row", () => {
     assert.isFalse(EventLoop.mayContinue(), "still overdue within the same turn")
     await new Promise<void>((resolve) => setImmediate(resolve))
     assert.isTrue(EventLoop.mayContinue(), "renewed once the event loop turned")
+    // the renewed budget is a whole one, and is renewed again: every row of wake-ups gets its turn
+    for (let row = 0; row < 3; row++) {
+      allowed = 1
+      while (EventLoop.mayContinue()) allowed++
+      assert.strictEqual(allowed, 1024, `row ${row}`)
+      await new Promise<void>((resolve) => setImmediate(resolve))
+      assert.isTrue(EventLoop.mayContinue(), `renewed after row ${row}`)
+    }
   })
 })
 
@@ -86,12 +96,36 @@ describe("the event loop without setImmediate (MessageChannel fallback)", () => 
   it("the channel holds the process open only while a callback waits, as setImmediate does", async () => {
     const before = messagePorts()
     const EventLoop = await loadWithoutSetImmediate()
+    assert.strictEqual(messagePorts(), before, "an idle channel does not keep the event loop alive")
     let resolve!: () => void
     const ran = new Promise<void>((r) => (resolve = r))
     EventLoop.nextTurn(resolve)
     assert.strictEqual(messagePorts(), before + 1, "a waiting callback keeps the event loop alive")
     await ran
     assert.strictEqual(messagePorts(), before, "once none waits, the channel does not keep the process from exiting")
+  })
+
+  it("the budget is renewed by a timer, not by a channel message (Node delivers those ahead of timers)", async () => {
+    const EventLoop = await loadWithoutSetImmediate()
+    const timeouts = () => process.getActiveResourcesInfo().filter((name) => name === "Timeout").length
+    const [ports, timers] = [messagePorts(), timeouts()]
+    for (let i = 0; i < 64; i++) assert.isTrue(EventLoop.mayContinue())
+    assert.deepStrictEqual([messagePorts() - ports, timeouts() - timers], [0, 1])
+    await new Promise<void>((resolve) => setTimeout(resolve, 0))
+  })
+
+  it("without MessageChannel either, nextTurn waits for a timer: not a microtask, which would run within the same turn", async () => {
+    const EventLoop = await loadWithoutSetImmediate(["MessageChannel"])
+    const ran: Array<string> = []
+    await new Promise<void>((resolve) => {
+      EventLoop.nextTurn(() => ran.push("nextTurn"))
+      queueMicrotask(() => ran.push("microtask"))
+      setTimeout(() => {
+        ran.push("timer")
+        resolve()
+      }, 0)
+    })
+    assert.deepStrictEqual(ran, ["microtask", "nextTurn", "timer"])
   })
 
   it("two ends waking each other do not starve a timer: it fires within a few budgets of wake-ups", async () => {

@@ -1,5 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Cause, Effect, Exit, Fiber, Scheduler } from "effect"
+import * as EventLoop from "../src/internal/eventLoop.ts"
 import { Mailbox } from "../src/internal/mailbox.ts"
 
 describe("Mailbox", () => {
@@ -61,8 +62,14 @@ describe("Mailbox", () => {
         for (let budget = 3; budget <= 8; budget++) {
           for (let k = 0; k <= 4; k++) {
             const mailbox = new Mailbox<string, never>(4)
+            // `handedOver` is true exactly when the taker waited (its message came from the offerer)
+            let waited = false
+            const take = mailbox.taking(
+              (m, handedOver) => handedOver === waited ? m : `handedOver ${handedOver} after waiting ${waited}`,
+              () => void (waited = true)
+            )
             const taker = yield* Effect.forkChild(
-              Effect.exit(mailbox.take).pipe(Effect.provideService(Scheduler.MaxOpsBeforeYield, budget))
+              Effect.exit(take).pipe(Effect.provideService(Scheduler.MaxOpsBeforeYield, budget))
             )
             for (let i = 0; i < k; i++) yield* Effect.yieldNow
             if (how === "offer") mailbox.offer("x")
@@ -86,7 +93,11 @@ describe("Mailbox", () => {
         waits++
         assert.strictEqual(mailbox.waiting, waits, "the taker is registered when onWait runs")
       }
-      const takeOne = mailbox.taking((m) => [m], onWait)
+      const handedOver: Array<boolean> = []
+      const takeOne = mailbox.taking((m, handed) => {
+        handedOver.push(handed)
+        return [m]
+      }, onWait)
       assert.deepStrictEqual(yield* takeOne, ["a"])
       assert.strictEqual(waits, 0)
       const taker = yield* Effect.forkChild(takeOne)
@@ -104,8 +115,23 @@ describe("Mailbox", () => {
       for (const m of ["c", "d", "e"]) assert.isTrue(mailbox.offerBeyondCapacity(m))
       const got = yield* Effect.forEach(takers, Fiber.join)
       assert.deepStrictEqual(got, [["c"], ["d"], ["e"]])
+      assert.deepStrictEqual(handedOver, [false, true, true, true, true], "handed over exactly to the runs that waited")
       mailbox.end()
       assert.isTrue(Exit.isFailure(yield* Effect.exit(takeOne)), "then the end, to every run")
+    }))
+
+  it.effect("a taker interrupted while it waits no longer counts as waiting, wherever it was in line", () =>
+    Effect.gen(function*() {
+      const mailbox = new Mailbox<string, never>(4)
+      for (let round = 0; round < 3; round++) {
+        const takers = yield* Effect.forEach([1, 2, 3], () => Effect.forkChild(mailbox.take))
+        yield* Effect.yieldNow
+        assert.strictEqual(mailbox.waiting, 3)
+        yield* Fiber.interrupt(takers[round]!)
+        assert.strictEqual(mailbox.waiting, 2)
+        yield* Fiber.interruptAll(takers)
+        assert.strictEqual(mailbox.waiting, 0)
+      }
     }))
 
   it.effect("a message handed to a taker that was interrupted goes back to the front", () =>
@@ -141,6 +167,27 @@ describe("Mailbox", () => {
       assert.deepStrictEqual(yield* Fiber.join(next), ["a", "b"])
     }))
 
+  it.effect("a message handed to a taker interrupted before it ran goes to the next waiting taker", () =>
+    Effect.gen(function*() {
+      const mailbox = new Mailbox<string, never>(4)
+      const first = yield* Effect.forkChild(mailbox.take)
+      yield* Effect.yieldNow
+      const second = yield* Effect.forkChild(mailbox.take)
+      yield* Effect.yieldNow
+      const third = yield* Effect.forkChild(mailbox.take)
+      yield* Effect.yieldNow
+      assert.strictEqual(mailbox.waiting, 3)
+      yield* Effect.sync(() => {
+        assert.isTrue(mailbox.offer("a")) // `first` is woken
+        first.interruptUnsafe() // and goes away before it runs
+      })
+      for (let i = 0; i < 20 && second.pollUnsafe() === undefined; i++) yield* Effect.yieldNow
+      assert.deepStrictEqual(second.pollUnsafe(), Exit.succeed("a"), "the next taker in line is woken in its place")
+      assert.strictEqual(mailbox.waiting, 1)
+      assert.isTrue(mailbox.offer("b"))
+      assert.strictEqual(yield* Fiber.join(third), "b")
+    }))
+
   it.effect("a woken taker whose message another fiber took first waits again, first in line (ahead of takers that came after it), and gets the next one", () =>
     Effect.gen(function*() {
       const mailbox = new Mailbox<string, never>(1)
@@ -163,6 +210,40 @@ describe("Mailbox", () => {
       assert.deepStrictEqual([yield* Fiber.join(first), yield* Fiber.join(second)], ["b", "c"])
     }))
 
+  it.effect("a woken taker whose message another fiber took first gets the end that came meanwhile", () =>
+    Effect.gen(function*() {
+      const mailbox = new Mailbox<string, never>(1)
+      const taker = yield* Effect.forkChild(Effect.exit(mailbox.take))
+      yield* Effect.yieldNow
+      yield* Effect.sync(() => {
+        assert.isTrue(mailbox.offer("a")) // `taker` is woken
+        assert.strictEqual(mailbox.poll(), "a") // another consumer takes it first
+        mailbox.end()
+      })
+      for (let i = 0; i < 20 && taker.pollUnsafe() === undefined; i++) yield* Effect.yieldNow
+      const exit = taker.pollUnsafe()
+      assert.isTrue(exit !== undefined && Exit.isSuccess(exit) && Exit.isFailure(exit.value), "the taker ended")
+      assert.strictEqual(mailbox.waiting, 0)
+    }))
+
+  it.effect("once the event loop is overdue, a message is handed over on its next turn, not in a microtask", () =>
+    Effect.gen(function*() {
+      const mailbox = new Mailbox<string, never>(1)
+      const taker = yield* Effect.forkChild(mailbox.take)
+      yield* Effect.yieldNow
+      yield* Effect.sync(() => {
+        while (EventLoop.mayContinue()) {
+          // spends the budget of wake-ups in a row, as two busy ends would
+        }
+        assert.isTrue(mailbox.offer("a"))
+      })
+      yield* Effect.promise(() => Promise.resolve())
+      assert.isUndefined(taker.pollUnsafe(), "not within the same turn")
+      yield* Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
+      for (let i = 0; i < 20 && taker.pollUnsafe() === undefined; i++) yield* Effect.yieldNow
+      assert.deepStrictEqual(taker.pollUnsafe(), Exit.succeed("a"))
+    }))
+
   it.effect("messages on their way to woken takers do not count against the capacity", () =>
     Effect.gen(function*() {
       const mailbox = new Mailbox<number, never>(2)
@@ -180,6 +261,8 @@ describe("Mailbox", () => {
       const mailbox = new Mailbox<number, string>(4)
       mailbox.offer(1)
       mailbox.end()
+      mailbox.fail("too late") // the first ending holds
+      assert.isTrue(mailbox.isDone, "done, even with a message still waiting")
       assert.isFalse(mailbox.offer(2))
       assert.strictEqual(yield* mailbox.take, 1)
       const exit = yield* Effect.exit(mailbox.take)
@@ -190,10 +273,13 @@ describe("Mailbox", () => {
     Effect.gen(function*() {
       const mailbox = new Mailbox<number, string>(4)
       const waiting = new Mailbox<number, string>(4)
-      const taker = yield* Effect.forkChild(Effect.flip(waiting.take))
+      const takers = yield* Effect.forEach([1, 2], () => Effect.forkChild(Effect.flip(waiting.take)))
       yield* Effect.yieldNow
+      assert.strictEqual(waiting.waiting, 2)
       waiting.fail("boom")
-      assert.strictEqual(yield* Fiber.join(taker), "boom")
+      waiting.end() // the first ending holds
+      for (let i = 0; i < 20 && takers.some((t) => t.pollUnsafe() === undefined); i++) yield* Effect.yieldNow
+      assert.deepStrictEqual(takers.map((t) => t.pollUnsafe()), [Exit.succeed("boom"), Exit.succeed("boom")])
       mailbox.offer(7)
       mailbox.fail("broken")
       assert.strictEqual(yield* mailbox.take, 7)

@@ -4,6 +4,9 @@ import { Ring } from "../src/internal/ring.ts"
 
 const int = (minimum: number, maximum: number) => Arbitrary.schema(Schema.Int.check(Schema.isBetween({ minimum, maximum })))
 
+/** How many slots of a ring's storage hold an item: no more than it has (one taken is not kept alive). */
+const held = (ring: Ring<unknown>) => (Reflect.get(ring, "slots") as Array<unknown>).filter((a) => a !== undefined).length
+
 /** The storage a ring may hold after at most `most` items at once: a power of two, at least 8. */
 const bound = (most: number) => {
   let slots = 8
@@ -39,6 +42,7 @@ describe("Ring", () => {
           }
           most = Math.max(most, model.length)
           assert.strictEqual(ring.size, model.length)
+          assert.strictEqual(held(ring), model.length, "a taken item is not kept")
           assert.isAtMost(ring.capacity, bound(most))
           if (model.length === 0) assert.isAtMost(ring.capacity, 64)
         }
@@ -89,6 +93,7 @@ describe("Ring", () => {
       ring.shift()
       ring.clear()
       assert.strictEqual(ring.size, 0)
+      assert.strictEqual(held(ring), 0, "the items are not kept")
       assert.strictEqual(ring.peek(), undefined)
       assert.strictEqual(ring.capacity, 16)
       ring.push("j")

@@ -434,9 +434,13 @@ describe("misuse is an invalid operation", () => {
       const action = yield* WebSocket.getAction(client.handle, "Send")
       assert.strictEqual(action._tag, "SendToNetwork")
       if (action._tag !== "SendToNetwork") return
-      const error = yield* Effect.flip(WebSocket.completeAction(server.handle, action.token, 6))
-      assert.strictEqual(error._tag, "InvalidProtocolOperation")
-      assert.match(error.message, /token does not belong to this handle/)
+      // the peer's handle, or another handle of the same kind
+      const other = yield* connect()
+      for (const handle of [server.handle, other.client.handle]) {
+        const error = yield* Effect.flip(WebSocket.completeAction(handle, action.token, 6))
+        assert.strictEqual(error._tag, "InvalidProtocolOperation")
+        assert.match(error.message, /token does not belong to this handle/)
+      }
       // the client can still complete it
       yield* WebSocket.completeAction(client.handle, action.token, client.outbox.write(action.buffers))
     }))

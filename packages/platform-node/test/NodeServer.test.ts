@@ -326,13 +326,42 @@ describe("NodeServer + NodeClient", () => {
         Effect.withTracerEnabled(false)
       )
       assert.deepStrictEqual(untraced.filter((h) => h.name === "traceparent" || h.name === "b3"), [])
-      // a trace context the caller sends is kept as it is
+      // nor with a tracer whose span ids the headers cannot carry (W3C's: a span id of 16 hex digits)
+      class ShortSpanId extends Tracer.NativeSpan {
+        override get spanId() {
+          return "5e11"
+        }
+      }
+      const unfit = yield* Effect.scoped(Effect.map(NodeClient.connect(server.url), (c) => c.handshake.requestHeaders)).pipe(
+        Effect.provideService(Tracer.Tracer, Tracer.make({ span: (options) => new ShortSpanId(options) }))
+      )
+      assert.deepStrictEqual(unfit.filter((h) => h.name === "traceparent" || h.name === "b3"), [])
+      // a trace context the caller sends is kept as it is: W3C or B3, its header names in any case;
+      // the WebSocket.accept span takes it as its parent
       const given = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-      const kept = yield* Effect.scoped(Effect.map(
-        NodeClient.connect(server.url, { headers: { traceparent: given } }),
-        (connection) => connection.handshake.requestHeaders.filter((h) => h.name.toLowerCase() === "traceparent" || h.name === "b3")
-      ))
-      assert.deepStrictEqual(kept, [{ name: "traceparent", value: given }])
+      const traceHeaders = ["traceparent", "b3", "x-b3-traceid", "x-b3-spanid", "x-b3-sampled"]
+      const parentOf = (headers: Record<string, string>) =>
+        "traceparent" in headers || "TraceParent" in headers
+          ? ["0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"]
+          : ["80f198ee56343ba864fe8b2a57d3eff7", "e457b5a2e4d86bd1"]
+      for (
+        const headers of [
+          { traceparent: given },
+          { TraceParent: given },
+          { b3: "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1" },
+          { "X-B3-TraceId": "80f198ee56343ba864fe8b2a57d3eff7", "X-B3-SpanId": "e457b5a2e4d86bd1" }
+        ] as ReadonlyArray<Record<string, string>>
+      ) {
+        spans.length = 0
+        const kept = yield* Effect.scoped(Effect.map(
+          NodeClient.connect(server.url, { headers }),
+          (connection) => connection.handshake.requestHeaders.filter((h) => traceHeaders.includes(h.name.toLowerCase()))
+        ))
+        assert.deepStrictEqual(kept, Object.entries(headers).map(([name, value]) => ({ name, value })), JSON.stringify(headers))
+        yield* eventually(() => spans.some((s) => s.name === "WebSocket.accept" && s.status._tag === "Ended"))
+        const parent = Option.getOrUndefined(spans.find((s) => s.name === "WebSocket.accept")!.parent)
+        assert.deepStrictEqual(parent && [parent.traceId, parent.spanId], parentOf(headers), JSON.stringify(headers))
+      }
     }))
 
   it.live("spans: a tracer that keeps the WebSocket.connect and WebSocket.accept spans does not keep the connections that ended", () =>
