@@ -88,11 +88,12 @@ describe("ews command line", () => {
         ewsRun(["connect", "ws://127.0.0.1:1/", "-H", ": value"]),
         ewsRun(["connect", "ws://127.0.0.1:1/", "-s", "bad protocol"]),
         ewsRun(["connect", "ws://127.0.0.1:1/", "--ping-interval", "0"]),
+        ewsRun(["connect", "ws://127.0.0.1:1/", "--ping-interval", "100", "--ping-timeout", "0"]),
         ewsRun(["connect"]),
         ewsRun(["bogus"])
       ], { concurrency: 3 })
       for (const result of results) assert.strictEqual(result.code, 1, result.stderr)
-      const [port, portText, modes, path, header, headerName, protocol, ping, missing, subcommand] = results.map((r) => r.stderr)
+      const [port, portText, modes, path, header, headerName, protocol, ping, pingTimeout, missing, subcommand] = results.map((r) => r.stderr)
       assert.include(port, "--port must be between 0 and 65535, got 70000")
       assert.include(portText, "--port")
       assert.strictEqual(modes!.trim(), "ews: --echo and --broadcast cannot be used together")
@@ -101,6 +102,7 @@ describe("ews command line", () => {
       assert.include(headerName, `invalid header ": value": expected "Name: value"`)
       assert.include(protocol, `"bad protocol" is not a valid subprotocol name`)
       assert.include(ping, "--ping-interval must be a positive number of milliseconds")
+      assert.include(pingTimeout, "--ping-timeout must be a positive number of milliseconds, got 0")
       assert.include(missing, "Missing required argument: url")
       assert.include(subcommand, "bogus")
     }))

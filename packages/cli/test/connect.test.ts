@@ -79,6 +79,7 @@ describe("ews connect", () => {
       // "a" then pairs: the 256th UTF-16 unit is the high half of the 128th emoji
       const text = "a" + "😀".repeat(200)
       const url = yield* wsServer((peer) => {
+        peer.ws.send(Buffer.alloc(0))
         peer.ws.send(Buffer.alloc(64, 0xab))
         peer.ws.send(Buffer.alloc(65, 0xab))
         peer.ws.send(text)
@@ -88,9 +89,19 @@ describe("ews connect", () => {
       assert.strictEqual(result.code, 0, result.stderr)
       const messages = parseLines(result.stdout).filter((e) => e.event === "message")
       assert.deepStrictEqual(messages, [
+        { event: "message", type: "binary", size: 0, preview: "", truncated: false },
         { event: "message", type: "binary", size: 64, preview: "ab".repeat(64), truncated: false },
         { event: "message", type: "binary", size: 65, preview: "ab".repeat(64), truncated: true },
         { event: "message", type: "text", size: 801, preview: "a" + "😀".repeat(127), truncated: true }
+      ])
+      // the plain lines: an empty message has no hex, one longer than the preview ends in "..."
+      const plain = yield* ewsRun(["connect", url])
+      assert.strictEqual(plain.code, 0, plain.stderr)
+      assert.deepStrictEqual(plain.stdout, [
+        "<binary 0 bytes>",
+        `<binary 64 bytes: ${"ab".repeat(64)}>`,
+        `<binary 65 bytes: ${"ab".repeat(64)}...>`,
+        text
       ])
     }))
 
@@ -186,6 +197,10 @@ describe("ews connect", () => {
       assert.strictEqual(request?.headers["x-token"], "abc 123")
       assert.strictEqual(request?.headers["x-other"], "v")
       assert.strictEqual(request?.headers["origin"], "https://example.test")
+      // in plain output, the open line names the subprotocol
+      const plain = yield* ewsRun(["connect", url, "-s", "b"])
+      assert.strictEqual(plain.code, 0, plain.stderr)
+      assert.match(plain.stderr, /^connected to ws:\/\/127\.0\.0\.1:\d+\/ \(subprotocol b\)$/m)
     }))
 
   it.live("--ping-interval pings the server; pongs show as pong events", () =>
@@ -295,12 +310,24 @@ describe("ews connect", () => {
       assert.match(result.stderr, /^ews: protocol error, closed with code 1002: .*reserved opcode/m)
     }))
 
-  it.live("a close with an error code: non-zero exit", () =>
+  it.live("a close with an error code: non-zero exit; a known code is named; the JSON error event has the code", () =>
     Effect.gen(function*() {
       const url = yield* wsServer((peer) => peer.ws.close(4000, "go away"))
       const result = yield* ewsRun(["connect", url])
       assert.strictEqual(result.code, 1)
       assert.match(result.stderr, /^ews: connection closed with code 4000: go away$/m)
+      const json = yield* ewsRun(["connect", url, "--json"])
+      assert.strictEqual(json.code, 1)
+      assert.deepStrictEqual(parseLines(json.stdout).find((e) => e.event === "error"), {
+        event: "error",
+        tag: "CloseCode",
+        message: "connection closed with code 4000: go away",
+        code: 4000
+      })
+      const named = yield* wsServer((peer) => peer.ws.close(1008, "no"))
+      const policy = yield* ewsRun(["connect", named])
+      assert.strictEqual(policy.code, 1)
+      assert.match(policy.stderr, /^ews: connection closed with code 1008 \(policy violation\): no$/m)
     }))
 
   it.live("a peer that closes without a code (an empty Close, 1005) ended normally: exit 0", () =>
@@ -386,6 +413,7 @@ describe("ews connect", () => {
       yield* client.kill("SIGINT")
       assert.deepStrictEqual(yield* within(client.ended, 10_000, "the close timeout"), { code: 1, signal: null })
       assert.match(client.stderr(), /closed abnormally with code 1006/)
+      assert.match(client.stderr(), /^closed 1006 \(abnormal closure\) "the peer did not answer the Close in time", by us \(not clean\)$/m)
     }), 15_000)
 
   for (const [signal, status] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
@@ -481,6 +509,14 @@ describe("ews connect", () => {
       const result = yield* ewsRun(["connect", "ws://127.0.0.1:1/", "--ping-timeout", "200"])
       assert.strictEqual(result.code, 1)
       assert.include(result.stderr, "--ping-timeout needs --ping-interval")
+      // with --json, an error event tagged as a usage error
+      const json = yield* ewsRun(["connect", "ws://127.0.0.1:1/", "--ping-timeout", "200", "--json"])
+      assert.strictEqual(json.code, 1)
+      assert.deepStrictEqual(parseLines(json.stdout), [{
+        event: "error",
+        tag: "UsageError",
+        message: "--ping-timeout needs --ping-interval (the pings it waits for an answer to)"
+      }])
     }))
 
   it.live("SIGINT before the connection is open: non-zero exit, stderr says so", () =>
@@ -500,5 +536,77 @@ describe("ews connect", () => {
       assert.strictEqual(result.code, 1)
       assert.match(result.stderr, /^ews: TLS error: .*wrong version number/m)
       assert.notInclude(result.stderr, "--insecure")
+    }))
+
+  it.live("--echo without --json sends every message back and prints none on stdout", () =>
+    Effect.gen(function*() {
+      let echoed = ""
+      const url = yield* wsServer((peer) => {
+        peer.ws.on("message", (data) => {
+          echoed = String(data)
+          peer.ws.close(1000)
+        })
+        peer.ws.send("ping me back")
+      })
+      const result = yield* ewsRun(["connect", url, "--echo"])
+      assert.strictEqual(result.code, 0, result.stderr)
+      assert.strictEqual(echoed, "ping me back")
+      assert.deepStrictEqual(result.stdout, [])
+    }))
+
+  it.live("--wait keeps receiving after stdin ends, for replies to the last lines; --wait 0 is valid", () =>
+    Effect.gen(function*() {
+      // the reply comes a little after the line: without the wait, the client has closed by then
+      const url = yield* wsServer((peer) => {
+        peer.ws.on("message", (data) => setTimeout(() => peer.ws.send(`re: ${String(data)}`), 100))
+      })
+      const client = yield* ews(["connect", url, "--wait", "2000"])
+      yield* client.write("question\n")
+      yield* client.end
+      assert.deepStrictEqual(yield* client.ended, { code: 0, signal: null })
+      assert.deepStrictEqual(client.stdout, ["re: question"])
+      const zero = yield* ewsRun(["connect", url, "--wait", "0"])
+      assert.strictEqual(zero.code, 0, zero.stderr)
+    }))
+
+  it.live("--json: pings that came before a message are reported before it", () =>
+    Effect.gen(function*() {
+      const url = yield* wsServer((peer) => {
+        peer.ws.ping()
+        peer.ws.send("after the ping")
+      })
+      const client = yield* ews(["connect", url, "--json"])
+      const events = [] as Array<string>
+      while (!events.includes("message")) events.push(JSON.parse(yield* client.line("an event")).event)
+      assert.deepStrictEqual(events, ["open", "ping", "message"])
+      yield* client.end
+      assert.strictEqual((yield* client.ended).code, 0)
+    }))
+
+  it.live("--stats counts each direction apart (received and sent differ), in plain and JSON output", () =>
+    Effect.gen(function*() {
+      // the server sends two messages (8 bytes), gets one (2 bytes: "hi"), then closes
+      const url = yield* wsServer((peer) => {
+        peer.ws.on("message", () => peer.ws.close(1000))
+        peer.ws.send("one")
+        peer.ws.send("three")
+      })
+      for (const json of [false, true]) {
+        const client = yield* ews(["connect", url, "--stats", ...(json ? ["--json"] : [])])
+        yield* client.write("hi\n")
+        assert.deepStrictEqual(yield* client.ended, { code: 0, signal: null })
+        if (json) {
+          assert.deepStrictEqual(parseLines(client.stdout).find((e) => e.event === "stats"), {
+            event: "stats",
+            messagesIn: 2,
+            bytesIn: 8,
+            messagesOut: 1,
+            bytesOut: 2,
+            pongsIn: 0
+          })
+        } else {
+          assert.match(client.stderr(), /^stats: received 2 messages \(8 bytes\), sent 1 message \(2 bytes\), 0 pongs received$/m)
+        }
+      }
     }))
 })

@@ -45,6 +45,8 @@ describe("ews serve", () => {
       assert.match(proc.stderr(), /\[#1\] connected from 127\.0\.0\.1 to \//)
       assert.match(proc.stderr(), /\[#1\] closed 1000 \(normal closure\) "bye", by the peer/)
       assert.match(proc.stderr(), /\[#1\] received ping/)
+      // the echoed messages are not printed: stdout has only the listening line
+      assert.deepStrictEqual(proc.stdout, [`listening ${url}`])
     }))
 
   it.live("--broadcast relays every message to every other client, not back to its sender", () =>
@@ -123,9 +125,12 @@ describe("ews serve", () => {
       yield* eventually(() => /\[#1\] closed 1006/.test(proc.stderr()), 10_000, "the slow client to be cut off without more traffic")
     }), 30_000)
 
-  it.live("without a mode, prints received messages and sends stdin lines to every client", () =>
+  it.live("without a mode, prints received messages and sends stdin lines to every client; --stats counts each direction apart", () =>
     Effect.gen(function*() {
-      const { proc, url } = yield* serve([])
+      const { proc, url } = yield* serve(["--stats"])
+      // a line while no client is connected is dropped, and says so
+      yield* proc.write("to nobody\n")
+      yield* eventually(() => proc.stderr().includes("no client connected; line dropped"), 5000, "the dropped line to be reported")
       const a = yield* wsClient(url)
       const b = yield* wsClient(url)
       a.ws.send("line from a")
@@ -137,6 +142,13 @@ describe("ews serve", () => {
       const atB = yield* b.message("the stdin line at b")
       assert.deepStrictEqual([atA.binary, atA.data.toString()], [false, "to everyone"])
       assert.deepStrictEqual([atB.binary, atB.data.toString()], [false, "to everyone"])
+      yield* proc.kill("SIGINT")
+      assert.strictEqual((yield* proc.ended).code, 0)
+      // received 11 + 2 bytes, sent 11 bytes to each of the two
+      assert.match(
+        proc.stderr(),
+        /^stats: 2 connections, received 2 messages \(13 bytes\), sent 2 messages \(22 bytes\), 0 pongs received$/m
+      )
     }))
 
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
@@ -249,6 +261,25 @@ describe("ews serve", () => {
       yield* peer.closed
     }))
 
+  it.live("with --subprotocol, the first of the client's offers that is in the list is selected (the client's order, not the list's)", () =>
+    Effect.gen(function*() {
+      const { url } = yield* serve(["--echo", "-s", "chat.v1", "-s", "chat.v2"])
+      const peer = yield* wsClient(url, ["chat.v2", "chat.v1"])
+      assert.strictEqual(peer.ws.protocol, "chat.v2")
+      peer.ws.close(1000)
+      yield* peer.closed
+    }))
+
+  it.live("--host listens on that interface", () =>
+    Effect.gen(function*() {
+      // (IPv6's loopback: the default is 127.0.0.1)
+      const { url } = yield* serve(["--echo", "--host", "::1"])
+      assert.match(url, /^ws:\/\/\[::1\]:\d+\/$/)
+      const peer = yield* wsClient(url)
+      peer.ws.send("x")
+      assert.strictEqual((yield* peer.message("the echo")).data.toString(), "x")
+    }))
+
   it.live("--path serves only that path; other paths get 404", () =>
     Effect.gen(function*() {
       const { url } = yield* serve(["--echo", "--path", "/chat"])
@@ -262,10 +293,13 @@ describe("ews serve", () => {
 
   it.live("--max-message-size closes with 1009 on a bigger message", () =>
     Effect.gen(function*() {
-      const { url } = yield* serve(["--echo", "--max-message-size", "10"])
+      const { proc, url } = yield* serve(["--echo", "--max-message-size", "10"])
       const peer = yield* wsClient(url)
       peer.ws.send("x".repeat(11))
       assert.strictEqual((yield* peer.closed).code, 1009)
+      // the client's error shows on stderr, before its close
+      yield* eventually(() => /^\[#1\] closed 1009/m.test(proc.stderr()), 5000, "the close to be logged")
+      assert.match(proc.stderr(), /^\[#1\] (?!connected |closed |received ).+\n\[#1\] closed 1009 /m)
     }))
 
   it.live("stdout that cannot be written (a full disk): exits 1 with the reason on stderr, once", () =>
@@ -283,6 +317,7 @@ describe("ews serve", () => {
       assert.strictEqual(result.code, 1)
       assert.deepStrictEqual(result.stdout, [])
       assert.match(result.stderr, /^ews: cannot listen on 127\.0\.0\.1:\d+: .*address already in use/m)
+      assert.include(result.stderr, "(another process uses this port; --port 0 picks a free one)")
       assert.strictEqual(result.stderr.trim().split("\n").length, 1)
     }))
 
@@ -320,7 +355,7 @@ describe("ews serve", () => {
       assert.match(url, /^wss:\/\//)
       const strict = yield* ewsRun(["connect", url])
       assert.strictEqual(strict.code, 1)
-      assert.match(strict.stderr, /^ews: TLS error: .*self-signed/m)
+      assert.match(strict.stderr, /^ews: TLS error: .*self-signed.* \(--insecure accepts any certificate\)$/m)
       const client = yield* ews(["connect", url, "--insecure"])
       yield* client.write("over tls\n")
       assert.strictEqual(yield* client.line("the echo over TLS"), "over tls")
