@@ -3,6 +3,12 @@ import { Cause, Effect, Exit, Fiber, Scheduler } from "effect"
 import * as EventLoop from "../src/internal/eventLoop.ts"
 import { Mailbox } from "../src/internal/mailbox.ts"
 
+/** Lets the other fibers run until `fibers` are all done, or 20 times. */
+const untilDone = (...fibers: ReadonlyArray<Fiber.Fiber<unknown, unknown>>) =>
+  Effect.gen(function*() {
+    for (let i = 0; i < 20 && fibers.some((fiber) => fiber.pollUnsafe() === undefined); i++) yield* Effect.yieldNow
+  })
+
 describe("Mailbox", () => {
   it.effect("offers up to its capacity, then refuses", () =>
     Effect.gen(function*() {
@@ -74,7 +80,7 @@ describe("Mailbox", () => {
             for (let i = 0; i < k; i++) yield* Effect.yieldNow
             if (how === "offer") mailbox.offer("x")
             else mailbox.end()
-            for (let i = 0; i < 20 && taker.pollUnsafe() === undefined; i++) yield* Effect.yieldNow
+            yield* untilDone(taker)
             const exit = taker.pollUnsafe()
             assert.isDefined(exit, `${how} after ${k} yields, the taker yielding every ${budget} steps`)
             if (how === "offer") assert.deepStrictEqual(exit, Exit.succeed(Exit.succeed("x")))
@@ -181,7 +187,7 @@ describe("Mailbox", () => {
         assert.isTrue(mailbox.offer("a")) // `first` is woken
         first.interruptUnsafe() // and goes away before it runs
       })
-      for (let i = 0; i < 20 && second.pollUnsafe() === undefined; i++) yield* Effect.yieldNow
+      yield* untilDone(second)
       assert.deepStrictEqual(second.pollUnsafe(), Exit.succeed("a"), "the next taker in line is woken in its place")
       assert.strictEqual(mailbox.waiting, 1)
       assert.isTrue(mailbox.offer("b"))
@@ -220,7 +226,7 @@ describe("Mailbox", () => {
         assert.strictEqual(mailbox.poll(), "a") // another consumer takes it first
         mailbox.end()
       })
-      for (let i = 0; i < 20 && taker.pollUnsafe() === undefined; i++) yield* Effect.yieldNow
+      yield* untilDone(taker)
       const exit = taker.pollUnsafe()
       assert.isTrue(exit !== undefined && Exit.isSuccess(exit) && Exit.isFailure(exit.value), "the taker ended")
       assert.strictEqual(mailbox.waiting, 0)
@@ -240,7 +246,7 @@ describe("Mailbox", () => {
       yield* Effect.promise(() => Promise.resolve())
       assert.isUndefined(taker.pollUnsafe(), "not within the same turn")
       yield* Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
-      for (let i = 0; i < 20 && taker.pollUnsafe() === undefined; i++) yield* Effect.yieldNow
+      yield* untilDone(taker)
       assert.deepStrictEqual(taker.pollUnsafe(), Exit.succeed("a"))
     }))
 
@@ -278,7 +284,7 @@ describe("Mailbox", () => {
       assert.strictEqual(waiting.waiting, 2)
       waiting.fail("boom")
       waiting.end() // the first ending holds
-      for (let i = 0; i < 20 && takers.some((t) => t.pollUnsafe() === undefined); i++) yield* Effect.yieldNow
+      yield* untilDone(...takers)
       assert.deepStrictEqual(takers.map((t) => t.pollUnsafe()), [Exit.succeed("boom"), Exit.succeed("boom")])
       mailbox.offer(7)
       mailbox.fail("broken")
