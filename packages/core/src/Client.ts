@@ -26,6 +26,7 @@ import * as Metrics from "./Metrics.ts"
 import * as Targets from "./internal/target.ts"
 import { utf8ByteLength } from "./internal/runtime.ts"
 import { acquireHandle } from "./internal/handle.ts"
+import { onClosedUnsafe } from "./internal/closeListener.ts"
 import * as TraceContext from "./internal/traceContext.ts"
 
 /**
@@ -333,13 +334,12 @@ export const trackConnections = <E, R, RA>(handler: Handler<E, R>, options: Serv
       Effect.suspend(() => {
         live.add(connection)
         const forget = Effect.sync(() => live.delete(connection))
-        return Effect.ensuring(
-          Effect.andThen(
-            Effect.forkChild(Effect.andThen(connection.closed, forget)),
-            Effect.provideService(runCallback("handler", () => handler(connection, request)), Server, server)
-          ),
-          forget
-        )
+        const run = Effect.provideService(runCallback("handler", () => handler(connection, request)), Server, server)
+        // (the library's connections call back as they close: no fiber waits for it)
+        const listed = onClosedUnsafe(connection, () => live.delete(connection))
+          ? run
+          : Effect.andThen(Effect.forkChild(Effect.andThen(connection.closed, forget)), run)
+        return Effect.ensuring(listed, forget)
       }),
     // (one that is no function is left as it is, for the options' check to refuse)
     authorize: typeof authorize !== "function" ? authorize : (request) =>

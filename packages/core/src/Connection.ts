@@ -18,6 +18,7 @@ import * as BufferType from "./BufferType.ts"
 import { CloseStatus } from "./CloseStatus.ts"
 import { ActionCode, ActionRecord, closeFrameProblem, type Engine, QueueCode, Status } from "./internal/engine/engine.ts"
 import { HandleState } from "./internal/engine/state.ts"
+import { AddCloseListener, type TakesCloseListeners } from "./internal/closeListener.ts"
 import { decodeParameter, describeValue } from "./internal/handshake.ts"
 import { engineError } from "./internal/engineError.ts"
 import { isBinaryData, isDetached, isSharedArrayBuffer } from "./internal/bytes.ts"
@@ -405,7 +406,7 @@ type ConnectionFields = Omit<Connection, typeof TypeId | "bufferedAmount">
  * enumerable accessor (last, as in the object literal), so that a spread of a connection keeps it;
  * its getter is shared, so that every instance keeps the same (fast) map.
  */
-class ConnectionImpl implements Connection {
+class ConnectionImpl implements Connection, TakesCloseListeners {
   readonly [TypeId] = TypeId
   readonly kind: Connection["kind"]
   readonly protocol: string
@@ -420,7 +421,15 @@ class ConnectionImpl implements Connection {
   readonly stats: Stats
   declare readonly bufferedAmount: number
   readonly #transport: Transport
-  constructor(fields: ConnectionFields, transport: Transport) {
+  readonly #closedDeferred: Deferred.Deferred<CloseInfo>
+  /** Called as `closed` completes (see `complete` in {@link make}), then emptied. */
+  readonly #closeListeners: Array<() => void>
+  constructor(
+    fields: ConnectionFields,
+    transport: Transport,
+    closedDeferred: Deferred.Deferred<CloseInfo>,
+    closeListeners: Array<() => void>
+  ) {
     this.kind = fields.kind
     this.protocol = fields.protocol
     this.handshake = fields.handshake
@@ -433,7 +442,13 @@ class ConnectionImpl implements Connection {
     this.abort = fields.abort
     this.stats = fields.stats
     this.#transport = transport
+    this.#closedDeferred = closedDeferred
+    this.#closeListeners = closeListeners
     Object.defineProperty(this, "bufferedAmount", ConnectionImpl.#bufferedAmount)
+  }
+  [AddCloseListener](listener: () => void): void {
+    if (Deferred.isDoneUnsafe(this.#closedDeferred)) listener()
+    else this.#closeListeners.push(listener)
   }
   static readonly #bufferedAmount: PropertyDescriptor = {
     get(this: ConnectionImpl): number {
@@ -627,6 +642,8 @@ export const make = (
     const serverEndGrace = Duration.min(closeTimeout, Duration.seconds(1))
     const mailbox = new Mailbox<Message, ConnectionError>(settings.messageBuffer ?? 16)
     const closedDeferred = yield* Deferred.make<CloseInfo>()
+    /** Plain callbacks of the library's own (see `internal/closeListener.ts`), run as `closed` completes. */
+    const closeListeners: Array<() => void> = []
     /**
      * Held for a whole message by `sendFragments`, and by a `send` that has to wait for the wire;
      * made at its first use (most connections never need it).
@@ -828,6 +845,7 @@ export const make = (
           clean: String(info.clean)
         }).updateUnsafe(1, context)
         Deferred.doneUnsafe(closedDeferred, Exit.succeed(info))
+        for (const listener of closeListeners.splice(0)) listener()
         // (last: what it wakes reads the connection as closed)
         endData()
       })
@@ -2034,7 +2052,7 @@ export const make = (
       closed: Deferred.await(closedDeferred),
       abort,
       stats
-    }, transport)
+    }, transport, closedDeferred, closeListeners)
   }))
 
 /**

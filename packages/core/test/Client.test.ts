@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Cause, Context, Deferred, Effect, Exit, Fiber, Layer, Logger, Metric, Option, References, Scope, Stream } from "effect"
-import { Client, type Connection, Metrics, Transport, WebSocket, WebSocketError } from "../src/index.ts"
+import { Client, Connection, Metrics, Transport, WebSocket, WebSocketError } from "../src/index.ts"
 import type { InvalidParameter } from "../src/WebSocketError.ts"
 import type { HandleImpl } from "../src/internal/handle.ts"
 import * as EffectHeaders from "effect/http/Headers"
@@ -406,6 +406,31 @@ describe("Client.layerMemory handlers", () => {
       yield* b.close(1000)
       for (let i = 0; i < 100 && (yield* server.connections) > 0; i++) yield* Effect.yieldNow
       assert.deepStrictEqual(yield* server.clients, [])
+    }))
+
+  it.effect("Client.trackConnections forgets a connection that closed before its handler started, and one of another make once its closed completes", () =>
+    Effect.gen(function*() {
+      const request: Client.UpgradeRequest = { url: "/", headers: [], protocols: [], remoteAddress: undefined, remotePort: undefined }
+      const tracked = Client.trackConnections(() => Effect.never, undefined)
+      // one of ours whose closing handshake is over before the handler runs: never listed as open
+      const [client, server] = yield* Connection.makeMemoryPair()
+      yield* client.close(1000)
+      yield* server.closed
+      const first = yield* Effect.forkChild(tracked.handler(server, request))
+      yield* Effect.yieldNow
+      assert.deepStrictEqual(yield* tracked.server.clients, [])
+      // one made elsewhere (a test double): listed until its `closed` completes, the handler still running
+      const closed = Deferred.makeUnsafe<Connection.CloseInfo>()
+      const double = { closed: Deferred.await(closed) } as unknown as Connection.Connection
+      const second = yield* Effect.forkChild(tracked.handler(double, request))
+      yield* Effect.yieldNow
+      assert.deepStrictEqual(yield* tracked.server.clients, [double])
+      yield* Deferred.succeed(closed, { code: 1000, reason: "", clean: true, initiator: "remote" } as const)
+      for (let i = 0; i < 100 && (yield* tracked.server.connections) > 0; i++) yield* Effect.yieldNow
+      assert.deepStrictEqual(yield* tracked.server.clients, [])
+      assert.isUndefined(second.pollUnsafe(), "the handler goes on")
+      yield* Fiber.interrupt(first)
+      yield* Fiber.interrupt(second)
     }))
 
   it.effect("a handler that returns something else than an Effect closes its connection with 1011", () =>
