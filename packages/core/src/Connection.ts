@@ -11,7 +11,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Deferred, Exit, Metric, Duration, Effect, Fiber, Option, Predicate, Semaphore, Stream } from "effect"
+import { Cause, Deferred, Exit, Duration, Effect, Fiber, Option, Predicate, Semaphore, Stream } from "effect"
 import { type HttpHeader, Options as OptionsSchema } from "@effect-websocket/schema"
 import type { Scope } from "effect/Scope"
 import * as BufferType from "./BufferType.ts"
@@ -839,11 +839,7 @@ export const make = (
         reportTimer = undefined
         reportMetrics()
         metrics.connectionsOpen.modifyUnsafe(-1, context)
-        Metric.withAttributes(Metrics.connectionsClosed, {
-          side: h.kind,
-          code: Metrics.closeCodeLabel(info.code),
-          clean: String(info.clean)
-        }).updateUnsafe(1, context)
+        Metrics.closedCounter(h.kind, info.code, info.clean).updateUnsafe(1, context)
         Deferred.doneUnsafe(closedDeferred, Exit.succeed(info))
         for (const listener of closeListeners.splice(0)) listener()
         // (last: what it wakes reads the connection as closed)

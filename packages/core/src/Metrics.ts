@@ -111,7 +111,9 @@ const makeSide = (side: "client" | "server") => ({
   bytesReceived: sidedCounter(bytesReceived, side),
   messagesSent: sidedCounter(messagesSent, side),
   bytesSent: sidedCounter(bytesSent, side),
-  connectionsOpen: Metric.gauge(connectionsOpen.id, { description: connectionsOpen.description, attributes: { side } })
+  connectionsOpen: Metric.gauge(connectionsOpen.id, { description: connectionsOpen.description, attributes: { side } }),
+  /** {@link connectionsClosed} by `code` label and `clean` (see {@link closedCounter}). */
+  connectionsClosed: new Map<string, Metric.Metric<number, Metric.CounterState<number>>>()
 })
 
 const sides = { client: makeSide("client"), server: makeSide("server") }
@@ -124,3 +126,27 @@ const sides = { client: makeSide("client"), server: makeSide("server") }
  * @internal
  */
 export const ofSide = (side: "client" | "server") => sides[side]
+
+/**
+ * The counter of {@link connectionsClosed} for one side, close code and cleanness: the same series
+ * as `withAttributes(connectionsClosed, { side, code, clean })`, made at its first use and kept
+ * (at most 2 002 labels a side, see {@link closeCodeLabel}), so that a connection's close does not
+ * work out a series key.
+ *
+ * @internal
+ */
+export const closedCounter = (side: "client" | "server", code: number, clean: boolean) => {
+  const counters = sides[side].connectionsClosed
+  const label = closeCodeLabel(code)
+  const key = clean ? label : `${label} unclean`
+  let counter = counters.get(key)
+  if (counter === undefined) {
+    counter = Metric.counter(connectionsClosed.id, {
+      description: connectionsClosed.description,
+      incremental: true,
+      attributes: { side, code: label, clean: String(clean) }
+    })
+    counters.set(key, counter)
+  }
+  return counter
+}

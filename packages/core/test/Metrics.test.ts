@@ -109,6 +109,17 @@ describe("Metrics", () => {
       assert.deepInclude(yield* client.closed, { code: 1006, clean: false })
       assert.strictEqual((yield* closed("false")) - before.unclean, 1)
       assert.strictEqual((yield* closed("true")) - before.clean, 0)
+      // the counters a close updates are kept per side, code and cleanness: one of each
+      const counter = Metrics.closedCounter
+      assert.strictEqual(counter("client", 1006, false), counter("client", 1006, false))
+      assert.strictEqual(counter("client", 4001, true), counter("client", 4999, true), "one label, one counter")
+      for (const [side, code, clean] of [["client", 1006, true], ["server", 1006, false], ["server", 1006, true]] as const) {
+        const series = () => count(Metrics.connectionsClosed, { side, code: "1006", clean: String(clean) })
+        const start = yield* series()
+        yield* Metric.update(counter(side, code, clean), 1)
+        assert.strictEqual((yield* series()) - start, 1, `${side} ${clean}`)
+      }
+      assert.strictEqual((yield* closed("false")) - before.unclean, 1)
     }))
 
   it.effect("a message sent with sendFragments counts its bytes, as one sent whole does", () =>
