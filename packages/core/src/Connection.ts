@@ -1103,6 +1103,9 @@ export const make = (
         yield* complete(info)
       })
 
+    /** Who sent the first Close, as ours is about to go: the peer, when its Close came already. */
+    const firstClose = (): CloseInfo["initiator"] => engine.state === HandleState.CloseReceived ? "remote" : "local"
+
     /**
      * Sends our Close with `code` (bounded by the close timeout) if one may still go, then ends the
      * connection without waiting for an answer, reporting `reportedCode` and `reason`.
@@ -1110,7 +1113,7 @@ export const make = (
     const closeUnanswered = (code: number, reportedCode: number, reason: string, error?: ConnectionError) =>
       Effect.gen(function*() {
         if (engine.state === HandleState.Open || engine.state === HandleState.CloseReceived) {
-          if (initiator === "none") initiator = "local"
+          if (initiator === "none") initiator = firstClose()
           yield* Effect.ignore(Effect.timeout(sendFrame(BufferType.BufferType.Close, undefined, closeStatusOnWire(code)), closeTimeout))
         }
         engine.abort()
@@ -1205,13 +1208,15 @@ export const make = (
         let clean = true
         /** Whether our answer could not go out within the close timeout (a peer that reads nothing). */
         let unanswered = false
+        // (the peer's Close came first, whoever sends the answer: a `close` made while the answer
+        // waits for the consumer sends it, and the peer still started the closing handshake)
+        if (engine.state === HandleState.CloseReceived) initiator = "remote"
         if (engine.state === HandleState.CloseReceived) yield* awaitConsumerIdle
         if (engine.state === HandleState.CloseReceived) {
           // "If an endpoint receives a Close frame and did not previously send a Close frame, the
           // endpoint MUST send a Close frame in response" (echoing the code and reason it received);
           // bounded by the close timeout, as `ws`'s answer is: a send may hold the wire, waiting
           // for a peer that reads nothing (frozen) and that keepalive no longer watches
-          initiator = "remote"
           const echoed = yield* Effect.exit(Effect.timeoutOption(
             sendFrame(BufferType.BufferType.Close, code === EMPTY_CLOSE ? undefined : encodeUtf8(reason), closeStatusOnWire(code)),
             closeTimeout
@@ -1682,6 +1687,17 @@ export const make = (
       return Exit.isSuccess(ended)
     })
 
+    /**
+     * Whether our Close was refused because another went out while it waited for the wire (the
+     * answer to the peer's Close, or the Close that fails the connection): the closing handshake is
+     * then that one's, and ours is not needed.
+     */
+    const anotherCloseSent = (cause: Cause.Cause<unknown>): boolean => {
+      const error = Cause.findErrorOption(cause)
+      return Option.isSome(error) && Predicate.isTagged(error.value, "InvalidProtocolOperation") &&
+        (engine.state === HandleState.CloseSent || engine.state === HandleState.Closed)
+    }
+
     const runClosingHandshake = (code: number, reason: Uint8Array): Effect.Effect<CloseInfo> =>
       Effect.gen(function*() {
         /** Why our Close is not on the wire: not written yet (""), could not be (why), or it is (`undefined`). */
@@ -1690,12 +1706,12 @@ export const make = (
         let peerEnded = false
         const handshake = Effect.gen(function*() {
           if (!Deferred.isDoneUnsafe(closedDeferred) && (engine.state === HandleState.Open || engine.state === HandleState.CloseReceived)) {
-            if (initiator === "none") initiator = "local"
+            if (initiator === "none") initiator = firstClose()
             yield* Deferred.succeed(closing, undefined)
             wake()
             // a control frame: it may go out between the fragments of a message (RFC 6455 section 5.4)
             const sent = yield* Effect.exit(sendFrame(BufferType.BufferType.Close, reason, closeStatusOnWire(code)))
-            if (sent._tag === "Failure") {
+            if (sent._tag === "Failure" && !anotherCloseSent(sent.cause)) {
               // the Close could not be written (the wire is broken): no answer can come
               const error = Cause.findErrorOption(sent.cause)
               unsent = Option.isSome(error) ? error.value.message : "interrupted"

@@ -1817,6 +1817,43 @@ describe("Connection close", () => {
 // ---------------------------------------------------------------------------------------------
 
 describe("Connection failures", () => {
+  it.effect("a close made while the answer to the peer's Close waits for the wire reports the clean end the answer made", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("server", { highWaterMark: 1024 })
+      // the first send fills the transport, the second waits for room, holding the wire
+      yield* connection.send(new Uint8Array(2048))
+      yield* Effect.forkChild(connection.send(new Uint8Array(2048)))
+      yield* settle
+      yield* peer.send(0x8, closeBody(1000, "bye")) // the answer waits for the wire
+      yield* settle
+      const closing = yield* Effect.forkChild(connection.close(4000))
+      yield* settle
+      assert.strictEqual((yield* peer.nextFrame()).opcode, 0x2)
+      assert.strictEqual((yield* peer.nextFrame()).opcode, 0x2)
+      const answer = yield* peer.nextFrame()
+      assert.deepStrictEqual([answer.opcode, closeCodeOf(answer)], [0x8, 1000]) // both Close frames went
+      const info = { code: 1000, reason: "bye", clean: true, initiator: "remote" }
+      assert.deepStrictEqual(yield* Fiber.join(closing), info)
+      assert.deepStrictEqual(yield* connection.closed, info)
+    }))
+
+  it.effect("a close made while the answer to the peer's Close waits for the consumer: the peer still initiated the close", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("server", { connection: { closeTimeout: "10 seconds" } })
+      yield* Effect.forkChild(Stream.runForEach(connection.messages, () => Effect.never))
+      yield* settle
+      yield* peer.send(0x1, "a")
+      yield* settle
+      yield* peer.send(0x8, closeBody(1000, "bye")) // its answer waits (up to a second) for the busy consumer
+      yield* settle
+      const closing = yield* Effect.forkChild(connection.close(4000))
+      yield* settle
+      const answer = yield* peer.nextFrame()
+      assert.deepStrictEqual([answer.opcode, closeCodeOf(answer)], [0x8, 4000])
+      yield* TestClock.adjust("1 second")
+      assert.deepStrictEqual(yield* Fiber.join(closing), { code: 1000, reason: "bye", clean: true, initiator: "remote" })
+    }))
+
   const violations: ReadonlyArray<{
     readonly name: string
     readonly kind: "client" | "server"
