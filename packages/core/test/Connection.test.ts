@@ -519,6 +519,8 @@ describe("Connection messages", () => {
         // the last high surrogate, and the first of its range: U+10FFFF, U+100000
         [["a\uDBFF", "\uDFFFb"], "text", "a\u{10FFFF}b"],
         [["\uDBC0", "\uDC00"], "text", "\u{100000}"],
+        // the first high surrogate: U+10000
+        [["a\uD800", "\uDC00"], "text", "a\u{10000}"],
         [["\uD83D", "", "\uDE00"], "text", "😀"],
         [chunks, "text", text],
         [["x\uD83D"], "text", "x\uFFFD"],
@@ -988,6 +990,30 @@ describe("Connection close", () => {
       assert.deepStrictEqual(yield* server.close(), serverFirst)
     }))
 
+  it.effect("a second close made while the first one's Close waits for the wire joins it: one Close goes out, both get the clean end", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("server", { highWaterMark: 1024 })
+      // the peer reads nothing yet: the first send fills the transport, the second holds the wire, and the Close waits behind it
+      yield* connection.send(new Uint8Array(2048).fill(1))
+      const sending = yield* Effect.forkChild(connection.send(new Uint8Array(2048).fill(2)))
+      yield* settle
+      const first = yield* Effect.forkChild(connection.close(1000, "once"))
+      yield* settle
+      const second = yield* Effect.forkChild(connection.close(4000, "twice"))
+      yield* settle
+      assert.isUndefined(first.pollUnsafe())
+      assert.strictEqual((yield* peer.nextFrame()).opcode, 0x2)
+      assert.strictEqual((yield* peer.nextFrame()).opcode, 0x2)
+      yield* Fiber.join(sending)
+      const close = yield* peer.nextFrame()
+      assert.deepStrictEqual([close.opcode, closeCodeOf(close)], [0x8, 1000])
+      yield* peer.send(0x8, closeBody(1000, "once"))
+      const info = { code: 1000, reason: "once", clean: true, initiator: "local" }
+      assert.deepStrictEqual(yield* Fiber.join(first), info)
+      assert.deepStrictEqual(yield* Fiber.join(second), info)
+      assert.strictEqual(yield* peer.readFrame(), "eof")
+    }))
+
   it.effect("concurrent closes from both sides both complete", () =>
     Effect.gen(function*() {
       const [client, server] = yield* Connection.makeMemoryPair()
@@ -1327,6 +1353,25 @@ describe("Connection close", () => {
       assert.strictEqual(error._tag, "InvalidProtocolOperation")
     }))
 
+  it.effect("a handle deleted behind the connection's back while it reads ends it with the handle's error, as a broken frame does (1002)", () =>
+    Effect.gen(function*() {
+      const handleScope = yield* Scope.make()
+      const { serverHandle } = yield* Scope.provide(handles(), handleScope)
+      const [a, b] = yield* Transport.makeMemoryPair()
+      const connection = yield* Connection.make(serverHandle, a)
+      yield* Effect.addFinalizer(() => connection.abort)
+      const peer = new RawPeer(b, true)
+      yield* settle
+      yield* Scope.close(handleScope, Exit.void)
+      yield* peer.send(0x1, "x")
+      yield* settle
+      const error = failureOf(yield* Effect.exit(Stream.runDrain(connection.messages)))
+      assert.strictEqual(error._tag, "InvalidProtocolOperation")
+      assert.include(error.message, "the handle was deleted")
+      const info = yield* connection.closed
+      assert.deepStrictEqual([info.code, info.clean, info.initiator], [1002, false, "none"])
+    }))
+
   it.live("a pong waiting for the wire behind two sends still goes out when the second send is interrupted while it waits", () =>
     Effect.gen(function*() {
       const { connection, peer } = yield* rawConnection("server", { highWaterMark: 1024 })
@@ -1385,6 +1430,24 @@ describe("Connection close", () => {
       assert.isTrue((yield* client.close(1000)).clean)
     }))
 
+  it.effect("sends waiting for the wire go out in the order they were made", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("server", { highWaterMark: 1024 })
+      // the first send fills the transport, the second waits for room holding the wire
+      yield* connection.send(new Uint8Array(2048))
+      yield* Effect.forkChild(connection.send(new Uint8Array(2048)))
+      yield* settle
+      for (const m of ["one", "two", "three"]) {
+        yield* Effect.forkChild(connection.send(m))
+        yield* settle
+      }
+      yield* peer.nextFrame()
+      yield* peer.nextFrame()
+      const got: Array<string> = []
+      for (let i = 0; i < 3; i++) got.push(decoder.decode((yield* peer.nextFrame()).payload))
+      assert.deepStrictEqual(got, ["one", "two", "three"])
+    }))
+
   it.live("a close whose caller stops waiting (a timeout) still goes out, after what was queued, and the handshake completes", () =>
     Effect.gen(function*() {
       const { clientHandle, serverHandle } = yield* handles()
@@ -1405,6 +1468,17 @@ describe("Connection close", () => {
       assert.strictEqual((yield* Fiber.join(after))._tag, "InvalidProtocolOperation")
       assert.deepStrictEqual(yield* server.closed, { code: 1013, reason: "try again", clean: true, initiator: "remote" })
       assert.deepStrictEqual(yield* client.closed, { code: 1013, reason: "try again", clean: true, initiator: "local" })
+    }))
+
+  it.effect("a first sendFragments on a closed connection whose stream never ends fails at once", () =>
+    Effect.gen(function*() {
+      const [client] = yield* Connection.makeMemoryPair()
+      yield* client.close()
+      const sending = yield* Effect.forkChild(client.sendFragments(Stream.never, "text"))
+      yield* settle
+      const exit = sending.pollUnsafe()
+      assert.isDefined(exit, "it does not wait for a fragment")
+      assert.strictEqual(failureOf(exit!)._tag, "InvalidProtocolOperation")
     }))
 
   it.effect("send after our Close was sent, before the answer, fails with InvalidProtocolOperation", () =>
@@ -1544,35 +1618,60 @@ describe("Connection close", () => {
       assert.strictEqual(error._tag, "TransportError")
     }))
 
-  it.effect("a client waits for the server to end the transport, for at most a second (not the close timeout), then ends its own", () =>
+  it.effect("a client waits for the server to end the transport, for at most a second (not the close timeout, unless shorter), then ends its own", () =>
     Effect.gen(function*() {
       const { connection, peer } = yield* rawConnection("client", { connection: { closeTimeout: "3 seconds" } })
       const closing = yield* Effect.forkChild(connection.close(1000))
       yield* peer.nextFrame()
       yield* peer.send(0x8, closeBody(1000))
       yield* settle
-      yield* TestClock.adjust("999 millis")
+      yield* TestClock.adjust("500 millis")
+      // what the server still sends (against the rules) is read and dropped: only its end counts
+      yield* peer.send(0x9, "late")
+      yield* settle
+      yield* TestClock.adjust("499 millis")
       assert.isUndefined(closing.pollUnsafe(), "waiting for the server to end the transport")
       yield* TestClock.adjust("1 millis")
       yield* settle
       assert.deepStrictEqual(closing.pollUnsafe(), Exit.succeed({ code: 1000, reason: "", clean: true, initiator: "local" as const }))
       assert.strictEqual(yield* peer.readFrame(), "eof")
+      // and for at most the close timeout when that is shorter, also once it answered the server's Close
+      const short = yield* rawConnection("client", { connection: { closeTimeout: "300 millis" } })
+      const closedShort = yield* Effect.forkChild(short.connection.closed)
+      yield* short.peer.send(0x8, closeBody(1000))
+      const answer = yield* short.peer.nextFrame()
+      assert.deepStrictEqual([answer.opcode, closeCodeOf(answer)], [0x8, 1000])
+      yield* settle
+      yield* TestClock.adjust("299 millis")
+      yield* settle
+      assert.isUndefined(closedShort.pollUnsafe(), "waiting for the server to end the transport")
+      yield* TestClock.adjust("1 millis")
+      yield* settle
+      assert.deepStrictEqual(closedShort.pollUnsafe(), Exit.succeed({ code: 1000, reason: "", clean: true, initiator: "remote" as const }))
+      assert.strictEqual(yield* short.peer.readFrame(), "eof")
     }))
 
   it.effect("close timeout: a server that answered the Close but ends the transport late still closed cleanly", () =>
     Effect.gen(function*() {
-      const { connection, peer } = yield* rawConnection("client", { connection: { closeTimeout: "3 seconds" } })
+      const { clientHandle } = yield* handles()
+      const [a, b] = yield* Transport.makeMemoryPair()
+      let destroyed = 0
+      const counting = Transport.make({ ...a, destroy: Effect.andThen(Effect.sync(() => destroyed++), a.destroy!) })
+      const connection = yield* Connection.make(clientHandle, counting, { closeTimeout: "3 seconds" })
+      yield* Effect.addFinalizer(() => connection.abort)
+      const peer = new RawPeer(b, false)
       const closing = yield* Effect.forkChild(connection.close(1000))
       yield* peer.nextFrame()
-      yield* TestClock.adjust("1 second")
+      yield* TestClock.adjust("2500 millis")
       yield* peer.send(0x8, closeBody(1000, "ack"))
       yield* settle
-      // close()'s own timeout (3 s after it began) comes before the wait for the end (3 s after the answer)
-      yield* TestClock.adjust("2 seconds")
+      // close()'s own timeout (3 s after it began) comes before the wait for the end (a second after the answer)
+      yield* TestClock.adjust("500 millis")
       const info = { code: 1000, reason: "ack", clean: true, initiator: "local" }
       assert.deepStrictEqual(yield* Fiber.join(closing), info)
       assert.deepStrictEqual(yield* connection.closed, info)
       assert.strictEqual(yield* peer.readFrame(), "eof")
+      assert.strictEqual(destroyed, 0, "the transport is closed gracefully, not cut")
     }))
 
   it.effect("a connection made in a scope that is already closed ends at once (its reader never runs, no answer can be read)", () =>
@@ -1678,6 +1777,23 @@ describe("Connection close", () => {
       assert.strictEqual((yield* connection.closed).reason, "aborted")
     }))
 
+  it.effect("abort cuts a transport whose graceful close is still in progress (it never completes)", () =>
+    Effect.gen(function*() {
+      const { serverHandle } = yield* handles()
+      const [a, b] = yield* Transport.makeMemoryPair()
+      let destroyed = 0
+      const stuck = Transport.make({ ...a, close: Effect.never, destroy: Effect.andThen(Effect.sync(() => destroyed++), a.destroy!) })
+      const connection = yield* Connection.make(serverHandle, stuck, { closeTimeout: "10 seconds" })
+      const peer = new RawPeer(b, true)
+      // the peer's Close is answered, then the transport's close waits (within the close timeout)
+      yield* peer.send(0x8, closeBody(1000))
+      assert.strictEqual((yield* peer.nextFrame()).opcode, 0x8)
+      yield* settle
+      assert.strictEqual(destroyed, 0)
+      yield* connection.abort
+      assert.strictEqual(destroyed, 1, "cut at once, not a close timeout later")
+    }))
+
   it.effect("close timeout: a Close that cannot go out because the peer does not read says so", () =>
     Effect.gen(function*() {
       const { connection, peer } = yield* rawConnection("client", { connection: { closeTimeout: "3 seconds" }, highWaterMark: 1024 })
@@ -1762,7 +1878,7 @@ describe("Connection close", () => {
       assert.deepStrictEqual([info.code, info.clean, info.initiator], [1006, false, "local"])
     }))
 
-  it.effect("the answer to a peer's Close waits for a busy consumer at most a second, not the close timeout, also for one still handling the last message it took", () =>
+  it.effect("the answer to a peer's Close waits for a busy consumer at most a second (or the close timeout when shorter), not the close timeout, also for one still handling the last message it took", () =>
     Effect.gen(function*() {
       for (const taken of [false, true]) {
         const { connection, peer } = yield* rawConnection("server", { connection: { closeTimeout: "10 seconds" } })
@@ -1783,6 +1899,40 @@ describe("Connection close", () => {
         const f = yield* Fiber.join(answer)
         assert.deepStrictEqual([f.opcode, closeCodeOf(f)], [0x8, 1000])
       }
+      // a close timeout shorter than a second bounds the wait
+      const { connection, peer } = yield* rawConnection("server", { connection: { closeTimeout: "300 millis" } })
+      yield* Effect.forkChild(Stream.runForEach(connection.messages, () => Effect.never))
+      yield* settle
+      yield* peer.send(0x1, "a")
+      yield* peer.send(0x8, closeBody(1000, "bye"))
+      yield* settle
+      const answer = yield* Effect.forkChild(peer.nextFrame())
+      yield* TestClock.adjust("299 millis")
+      yield* settle
+      assert.isUndefined(answer.pollUnsafe(), "the answer waits for the consumer")
+      yield* TestClock.adjust("1 millis")
+      yield* settle
+      const f = answer.pollUnsafe()
+      assert.isDefined(f, "the answer went out once the close timeout passed")
+      assert.deepStrictEqual(Exit.map(f!, (f) => [f.opcode, closeCodeOf(f)]), Exit.succeed([0x8, 1000]))
+    }))
+
+  it.effect("the answer to a peer's Close that waits for a busy consumer goes out as soon as that consumer stops", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("server", { connection: { closeTimeout: "10 seconds" } })
+      const consumer = yield* Effect.forkChild(Stream.runForEach(connection.messages, () => Effect.never))
+      yield* settle
+      yield* peer.send(0x1, "a")
+      yield* peer.send(0x8, closeBody(1000, "bye"))
+      yield* settle
+      const answer = yield* Effect.forkChild(peer.nextFrame())
+      yield* settle
+      assert.isUndefined(answer.pollUnsafe(), "the answer waits for the consumer")
+      yield* Fiber.interrupt(consumer)
+      yield* settle
+      const f = answer.pollUnsafe()
+      assert.isDefined(f, "the answer went out once the consumer stopped, not a second later")
+      assert.deepStrictEqual(Exit.map(f!, (f) => [f.opcode, closeCodeOf(f)]), Exit.succeed([0x8, 1000]))
     }))
 
   it.effect("once our Close is out, a failed write (a ping) does not end the connection: the peer's answer still closes it cleanly", () =>
@@ -1916,6 +2066,22 @@ describe("Connection failures", () => {
       }))
   }
 
+  it.effect("a protocol violation while a send holds the wire for a peer that reads nothing ends the connection within the close timeout", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("server", { highWaterMark: 1024, connection: { closeTimeout: "3 seconds" } })
+      // the first send fills the transport, the second waits for room, holding the wire
+      yield* connection.send(new Uint8Array(2048))
+      yield* Effect.forkChild(connection.send(new Uint8Array(2048)))
+      yield* settle
+      yield* peer.write(frame(0x1, "no mask")) // a server requires masked frames
+      yield* settle
+      yield* TestClock.adjust("3 seconds")
+      yield* settle
+      assert.isFalse(yield* isOpen(connection), "the Close that cannot go out is given up on at the close timeout")
+      const info = yield* connection.closed
+      assert.deepStrictEqual([info.code, info.clean, info.initiator], [1002, false, "local"])
+    }))
+
   it.effect("a connection failed for a protocol violation reports our side as the initiator", () =>
     Effect.gen(function*() {
       const { connection, peer } = yield* rawConnection("server")
@@ -1988,25 +2154,27 @@ describe("Connection failures", () => {
       assert.strictEqual(connection.stats.messagesIn, got.length)
     }))
 
-  it.effect("a send that waits behind a fragmented message goes out before sends made after it", () =>
+  it.effect("a send that waits behind a fragmented message goes out before sends made after it (every time)", () =>
     Effect.gen(function*() {
       const [client, server] = yield* Connection.makeMemoryPair()
-      const more = yield* Deferred.make<string>()
-      const fragments = yield* Effect.forkChild(
-        server.sendFragments(Stream.concat(Stream.make("first "), Stream.fromEffect(Deferred.await(more))), "text")
-      )
-      yield* settle
-      const waiting = yield* Effect.forkChild(server.send("A"))
-      yield* settle
-      assert.isUndefined(waiting.pollUnsafe(), "A waits for the fragmented message")
-      yield* Deferred.succeed(more, "second")
-      yield* Fiber.join(fragments)
-      // sends made now, by a fiber that does not yield, come after A
-      for (let i = 0; i < 200; i++) yield* server.send(`B${i}`)
-      yield* Fiber.join(waiting)
-      const got = yield* Stream.runCollect(Stream.take(client.messages, 202))
-      assert.deepStrictEqual(Array.from(got).slice(0, 3), ["first second", "A", "B0"])
-      assert.deepStrictEqual(Array.from(got).slice(2), Array.from({ length: 200 }, (_, i) => `B${i}`))
+      for (let round = 0; round < 2; round++) {
+        const more = yield* Deferred.make<string>()
+        const fragments = yield* Effect.forkChild(
+          server.sendFragments(Stream.concat(Stream.make("first "), Stream.fromEffect(Deferred.await(more))), "text")
+        )
+        yield* settle
+        const waiting = yield* Effect.forkChild(server.send("A"))
+        yield* settle
+        assert.isUndefined(waiting.pollUnsafe(), "A waits for the fragmented message")
+        yield* Deferred.succeed(more, "second")
+        yield* Fiber.join(fragments)
+        // sends made now, by a fiber that does not yield, come after A
+        for (let i = 0; i < 200; i++) yield* server.send(`B${i}`)
+        yield* Fiber.join(waiting)
+        const got = yield* Stream.runCollect(Stream.take(client.messages, 202))
+        assert.deepStrictEqual(Array.from(got).slice(0, 3), ["first second", "A", "B0"], `round ${round}`)
+        assert.deepStrictEqual(Array.from(got).slice(2), Array.from({ length: 200 }, (_, i) => `B${i}`))
+      }
     }))
 
   it.live("after our close, a consumer that still runs gets every message the peer sent before its Close, however slow", () =>
@@ -2100,6 +2268,13 @@ describe("Connection failures", () => {
       for (let i = 0; i < 4; i++) assert.deepStrictEqual((yield* peer.nextFrame()).payload, pattern(400, i))
       yield* Fiber.join(waiting)
       assert.strictEqual(connection.bufferedAmount, 0)
+      // over a transport that cannot tell: 0
+      const { serverHandle } = yield* handles()
+      const [a] = yield* Transport.makeMemoryPair({ highWaterMark: 1000 })
+      const blind = yield* Connection.make(serverHandle, Transport.make({ ...a, bufferedAmount: undefined }))
+      yield* Effect.addFinalizer(() => blind.abort)
+      yield* blind.send(pattern(400, 0))
+      assert.strictEqual(blind.bufferedAmount, 0)
     }))
 
   it.effect("a message assembled from fragments never takes a buffer larger than maxMessageSize", () =>
@@ -2253,14 +2428,16 @@ describe("Connection failures", () => {
 
   it.live("a write that fails while the reader waits for the network ends the connection, though the transport still reads", () =>
     Effect.gen(function*() {
-      // a transport whose writes fail on their own (after a turn), its reads still open
-      for (const what of ["send", "pong"] as const) {
+      // a transport whose writes fail on their own (after a turn), its reads still open; also one
+      // that wakes the reader early (no bytes yet): it then waits in `read`
+      for (const what of ["send", "pong", "send, woken early"] as const) {
         yield* Effect.scoped(Effect.gen(function*() {
           const { serverHandle } = yield* handles()
           const [a, b] = yield* Transport.makeMemoryPair()
           let broken = false
           const failing = Transport.make({
             ...a,
+            whenReadable: what === "send, woken early" ? (listener) => listener?.() : a.whenReadable,
             tryWrite: undefined,
             write: (buffers, owned) =>
               broken ? Effect.andThen(Effect.yieldNow, Effect.fail(new Transport.TransportError({ message: "refused" }))) : a.write(buffers, owned)
@@ -2273,8 +2450,8 @@ describe("Connection failures", () => {
           yield* waitUntil(() => connection.stats.messagesIn === 1, "the message read")
           yield* settle
           broken = true
-          if (what === "send") assert.strictEqual((yield* Effect.flip(connection.send("x")))._tag, "TransportError")
-          else yield* peer.send(0x9, "p")
+          if (what === "pong") yield* peer.send(0x9, "p")
+          else assert.strictEqual((yield* Effect.flip(connection.send("x")))._tag, "TransportError")
           const info = yield* Effect.timeoutOption(connection.closed, "2 seconds")
           assert.isTrue(Option.isSome(info), `a ${what} that failed ended the connection`)
           assert.deepStrictEqual(Option.map(info, ({ code, reason }) => [code, reason]), Option.some([1006, "refused"]))
@@ -2325,6 +2502,23 @@ describe("Connection keepalive", () => {
       assert.strictEqual(got.length, 1)
       assert.strictEqual(failureOf(exit)._tag, "TransportError")
       assert.strictEqual(yield* peer.readFrame(), "eof")
+    }))
+
+  it.effect("a peer that never answers is cut off (the transport destroyed at once), not closed gracefully", () =>
+    Effect.gen(function*() {
+      const { clientHandle } = yield* handles()
+      const [a] = yield* Transport.makeMemoryPair()
+      let destroyed = 0
+      // (a graceful close of the transport never completes: a frozen peer's socket flushes nothing)
+      const counting = Transport.make({ ...a, close: Effect.never, destroy: Effect.andThen(Effect.sync(() => destroyed++), a.destroy!) })
+      const connection = yield* Connection.make(clientHandle, counting, { keepalive })
+      yield* Effect.addFinalizer(() => connection.abort)
+      yield* TestClock.adjust("40 seconds")
+      yield* settle
+      assert.isFalse(yield* isOpen(connection), "ended at the timeout, not a close timeout later")
+      const info = yield* connection.closed
+      assert.deepStrictEqual([info.code, info.clean], [1006, false])
+      assert.strictEqual(destroyed, 1)
     }))
 
   it.effect("an answer that arrives a byte at a time counts as an answer", () =>
@@ -2469,22 +2663,62 @@ describe("Connection keepalive", () => {
       assert.isTrue(same, "the peer read the message whole")
     }))
 
-  it.effect("while the message buffer is full a silent peer is not judged; once messages are taken it is cut off", () =>
+  it.effect("while the message buffer is full a silent peer is not judged (also when the ping cannot even go out, behind a send); once messages are taken it is cut off", () =>
+    Effect.gen(function*() {
+      for (const sendWaits of [false, true]) {
+        const { connection, peer } = yield* rawConnection("client", {
+          connection: { keepalive, messageBuffer: 2 },
+          highWaterMark: 1024
+        })
+        for (let i = 0; i < 10; i++) yield* peer.send(0x1, `m${i}`)
+        // then the peer goes silent: it neither answers pings nor sends anything (nor reads: a send waits)
+        if (sendWaits) yield* Effect.forkChild(connection.send(new Uint8Array(256 * 1024)))
+        yield* settle
+        for (let round = 0; round < 5; round++) yield* TestClock.adjust("40 seconds")
+        assert.isTrue(yield* isOpen(connection), `no judgement while the connection reads nothing (send waits: ${sendWaits})`)
+        const got = yield* Stream.runCollect(Stream.take(connection.messages, 10))
+        assert.strictEqual(got.length, 10)
+        // reading resumed: the round in progress counts as answered, the next one judges the peer
+        yield* TestClock.adjust("40 seconds")
+        yield* TestClock.adjust("40 seconds")
+        const info = yield* connection.closed
+        assert.deepStrictEqual([info.code, info.clean], [1006, false])
+        assert.include(info.reason, "no answer from the peer")
+      }
+    }))
+
+  it.effect("a round during which the reader waited for the consumer counts as answered, though the peer sent nothing more (its answer may have waited unread)", () =>
     Effect.gen(function*() {
       const { connection, peer } = yield* rawConnection("client", { connection: { keepalive, messageBuffer: 2 } })
-      for (let i = 0; i < 10; i++) yield* peer.send(0x1, `m${i}`)
-      // then the peer goes silent: it neither answers pings nor sends anything
+      // two messages fill the buffer, the reader holds the third: it has read everything the peer sent
+      for (let i = 0; i < 3; i++) yield* peer.send(0x1, `m${i}`)
       yield* settle
-      for (let round = 0; round < 5; round++) yield* TestClock.adjust("40 seconds")
-      assert.isTrue(yield* isOpen(connection), "no judgement while the connection reads nothing")
-      const got = yield* Stream.runCollect(Stream.take(connection.messages, 10))
-      assert.strictEqual(got.length, 10)
-      // reading resumed: the round in progress counts as answered, the next one judges the peer
-      yield* TestClock.adjust("40 seconds")
-      yield* TestClock.adjust("40 seconds")
+      yield* TestClock.adjust("30 seconds")
+      assert.strictEqual((yield* peer.nextFrame()).opcode, 0x9)
+      yield* TestClock.adjust("5 seconds")
+      assert.strictEqual((yield* Stream.runCollect(Stream.take(connection.messages, 3))).length, 3)
+      yield* TestClock.adjust("5 seconds")
+      assert.isTrue(yield* isOpen(connection), "the round the reader waited in is not held against the peer")
+      // the next round judges the silent peer
+      yield* TestClock.adjust("30 seconds")
+      assert.strictEqual((yield* peer.nextFrame()).opcode, 0x9)
+      yield* TestClock.adjust("10 seconds")
       const info = yield* connection.closed
       assert.deepStrictEqual([info.code, info.clean], [1006, false])
-      assert.include(info.reason, "no answer from the peer")
+    }))
+
+  it.effect("a close that starts while a ping waits for its answer is left to its own timeout: the peer is not cut off as dead", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("client", { connection: { keepalive, closeTimeout: "60 seconds" } })
+      yield* TestClock.adjust("30 seconds")
+      assert.strictEqual((yield* peer.nextFrame()).opcode, 0x9)
+      const closing = yield* Effect.forkChild(connection.close())
+      assert.strictEqual((yield* peer.nextFrame()).opcode, 0x8)
+      // the ping's timeout passes without a sign of the peer
+      yield* TestClock.adjust("15 seconds")
+      yield* peer.send(0x8, closeBody(1000))
+      yield* peer.transport.end
+      assert.deepStrictEqual(yield* Fiber.join(closing), { code: 1000, reason: "", clean: true, initiator: "local" })
     }))
 
   it.effect("no keepalive frame once the connection is closing", () =>
@@ -2560,16 +2794,21 @@ describe("Connection backpressure", () => {
       yield* Fiber.interrupt(sender)
     }))
 
-  it.effect("an echo handler answers every message that came before the peer's Close", () =>
+  it.effect("an echo handler answers every message that came before the peer's Close (also with sendFragments)", () =>
     Effect.gen(function*() {
-      const [client, server] = yield* Connection.makeMemoryPair()
-      const echo = yield* Effect.forkChild(Effect.exit(Stream.runForEach(server.messages, (m) => server.send(m))))
-      yield* settle // the handler runs before the messages arrive, as in a server
-      for (const m of ["a", "b", "c"]) yield* client.send(m)
-      const info = yield* client.close(1000)
-      assert.isTrue(info.clean)
-      assert.deepStrictEqual(yield* Stream.runCollect(client.messages), ["a", "b", "c"])
-      assert.strictEqual((yield* Fiber.join(echo))._tag, "Success")
+      for (const fragmented of [false, true]) {
+        const [client, server] = yield* Connection.makeMemoryPair()
+        const echo = yield* Effect.forkChild(Effect.exit(Stream.runForEach(server.messages, (m) =>
+          fragmented
+            ? server.sendFragments(Stream.make(m as string, "!").pipe(Stream.tap(() => Effect.yieldNow)), "text")
+            : server.send(m))))
+        yield* settle // the handler runs before the messages arrive, as in a server
+        for (const m of ["a", "b", "c"]) yield* client.send(m)
+        const info = yield* client.close(1000)
+        assert.isTrue(info.clean)
+        assert.deepStrictEqual(yield* Stream.runCollect(client.messages), fragmented ? ["a!", "b!", "c!"] : ["a", "b", "c"])
+        assert.strictEqual((yield* Fiber.join(echo))._tag, "Success")
+      }
     }))
 
   for (const ending of ["a broken frame", "the end of the peer's side"] as const) {
@@ -2593,6 +2832,23 @@ describe("Connection backpressure", () => {
         assert.strictEqual((yield* Fiber.join(echo))._tag, "Failure")
       }))
   }
+
+  it.effect("a reader stopped by a full buffer reads again once the buffer is half empty, not at every message taken", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("server", { connection: { messageBuffer: 4 } })
+      for (let i = 0; i < 20; i++) yield* peer.send(0x1, `m${i}`)
+      yield* settle
+      // four wait in the buffer, the reader holds the fifth
+      assert.strictEqual(connection.stats.messagesIn, 5)
+      const pull = yield* Stream.toPull(connection.messages)
+      yield* pull
+      yield* settle
+      assert.strictEqual(connection.stats.messagesIn, 5, "three left: the reader still waits")
+      yield* pull
+      yield* settle
+      // two left: the reader offers the one it held and reads until the buffer is full again
+      assert.strictEqual(connection.stats.messagesIn, 7)
+    }))
 
   it.effect("send waits while the peer does not read", () =>
     Effect.gen(function*() {
@@ -2768,7 +3024,7 @@ describe("Connection interruption", () => {
         [1006, false, "TransportError", "read failed", "not a TransportError"]
       )
       // a tryRead that takes the bytes and then says none came (-1 is "none yet"), or more than fit
-      for (const [count, shown] of [[-2, "-2"], [NaN, "NaN"], [1e9, "1000000000"]] as const) {
+      for (const [count, shown] of [[-2, "-2"], [NaN, "NaN"], [1e9, "1000000000"], [1.5, "1.5"]] as const) {
         assert.deepStrictEqual(
           yield* endedWithReads((a) => ({
             tryRead: (buffer) => a.tryRead!(buffer) > 0 ? count : -1
@@ -2781,11 +3037,13 @@ describe("Connection interruption", () => {
   it.effect("a transport close that never completes (or dies) holds the connection's end no longer than the close timeout", () =>
     Effect.gen(function*() {
       for (const close of [Effect.never, Effect.die(new Error("a bug in close"))]) {
+        let destroyed = 0
         const [client, server] = yield* Effect.gen(function*() {
           const [a, b] = yield* Transport.makeMemoryPair()
           const { clientHandle, serverHandle } = yield* handles()
+          const destroy = Effect.andThen(Effect.sync(() => destroyed++), a.destroy!)
           return [
-            yield* Connection.make(clientHandle, Transport.make({ ...a, close }), { closeTimeout: "1 second" }),
+            yield* Connection.make(clientHandle, Transport.make({ ...a, close, destroy }), { closeTimeout: "1 second" }),
             yield* Connection.make(serverHandle, b)
           ] as const
         })
@@ -2793,6 +3051,9 @@ describe("Connection interruption", () => {
         yield* server.close(1000)
         yield* TestClock.adjust("1 second")
         assert.deepStrictEqual(yield* Fiber.join(closed), { code: 1000, reason: "", clean: true, initiator: "remote" })
+        // a close that did not complete in time is followed by a cut; one that died is done with
+        yield* settle
+        assert.strictEqual(destroyed, close === Effect.never ? 1 : 0)
       }
     }))
 
@@ -2833,6 +3094,8 @@ describe("Connection interruption", () => {
       const rest = yield* bytesUntilEnd(peer.transport)
       assert.isAbove(rest, 0)
       assert.isBelow(rest, 1024 * 1024)
+      yield* settle
+      assert.isUndefined(closing.pollUnsafe(), "the close waits for the peer to end its side")
       // the peer ends its side in turn: the connection is done, before its close timeout
       yield* peer.transport.end
       const info = yield* Fiber.join(closing)

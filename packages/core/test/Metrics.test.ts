@@ -1,4 +1,4 @@
-import { assert, describe, it } from "@effect/vitest"
+import { assert, describe, it, vi } from "@effect/vitest"
 import { Effect, Metric, Stream } from "effect"
 import { Connection, Metrics } from "../src/index.ts"
 
@@ -8,7 +8,72 @@ const count = (metric: Metric.Metric<number, Metric.CounterState<number>>, attri
 const open = (side: string) =>
   Effect.map(Metric.value(Metric.withAttributes(Metrics.connectionsOpen, { side })), (state) => Number(state.value))
 
+/** Gives every other fiber many chances to run. */
+const settle = Effect.gen(function*() {
+  for (let i = 0; i < 500; i++) yield* Effect.yieldNow
+})
+
 describe("Metrics", () => {
+  it.effect("counts reach the metrics every 64 messages, when the reader waits 50 ms or more after the last update, and by a timer 50 ms after a count (one timer at a time)", () =>
+    Effect.gen(function*() {
+      // the timer and the time between updates are the runtime's (setTimeout, Date), frozen here
+      vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "Date"] })
+      yield* Effect.addFinalizer(() => Effect.sync(() => vi.useRealTimers()))
+      const sent = count(Metrics.messagesSent, { side: "client" })
+      const received = count(Metrics.messagesReceived, { side: "server" })
+      const bytesReceived = count(Metrics.bytesReceived, { side: "server" })
+      const before = { sent: yield* sent, received: yield* received, bytes: yield* bytesReceived }
+      const delta = Effect.gen(function*() {
+        return {
+          sent: (yield* sent) - before.sent,
+          received: (yield* received) - before.received,
+          bytes: (yield* bytesReceived) - before.bytes
+        }
+      })
+      const [client, server] = yield* Connection.makeMemoryPair({ connection: { messageBuffer: 256 } })
+      yield* settle
+      yield* client.send("m")
+      yield* settle
+      // the server's reader waits again, long after its last update (never): it reports at once;
+      // the client's send is left to its timer
+      assert.deepStrictEqual(yield* delta, { sent: 0, received: 1, bytes: 1 })
+      for (let i = 0; i < 63; i++) yield* client.send("mm")
+      yield* settle
+      // the 64th message counted by the client: a batch; the server has 63 waiting (too soon after its update)
+      assert.deepStrictEqual(yield* delta, { sent: 64, received: 1, bytes: 1 })
+      yield* client.send("mmm")
+      yield* settle
+      // the 64th message counted by the server since its update: a batch
+      assert.deepStrictEqual(yield* delta, { sent: 64, received: 65, bytes: 1 + 63 * 2 + 3 })
+      vi.advanceTimersByTime(50) // the client's timer
+      assert.deepStrictEqual(yield* delta, { sent: 65, received: 65, bytes: 130 })
+      // a timer again for the next count
+      yield* client.send("m")
+      yield* settle
+      assert.strictEqual((yield* delta).sent, 65)
+      vi.advanceTimersByTime(50)
+      assert.deepStrictEqual(yield* delta, { sent: 66, received: 66, bytes: 131 })
+      // one timer at a time: a count made while it is pending is reported by it, not by a timer of its own
+      yield* client.send("m")
+      vi.advanceTimersByTime(30)
+      yield* client.send("m")
+      vi.advanceTimersByTime(20)
+      assert.strictEqual((yield* delta).sent, 68)
+      yield* client.send("m")
+      vi.advanceTimersByTime(30)
+      assert.strictEqual((yield* delta).sent, 68, "reported 50 ms after the count, not earlier")
+      vi.advanceTimersByTime(20)
+      assert.strictEqual((yield* delta).sent, 69)
+      // sends are reported too when the reader waits again 50 ms after the last update (a pong came)
+      yield* client.send("m")
+      vi.setSystemTime(Date.now() + 50) // (the timer is not run)
+      yield* server.ping()
+      yield* settle
+      assert.strictEqual(client.stats.pongsIn + server.stats.pongsIn, 1)
+      assert.strictEqual((yield* delta).sent, 70)
+      assert.deepStrictEqual([server.stats.messagesIn, server.stats.bytesIn], [70, 135])
+    }))
+
   it.live("an open, idle connection has reported what it counted within a moment", () =>
     Effect.gen(function*() {
       const before = yield* count(Metrics.messagesReceived, { side: "server" })
