@@ -248,8 +248,10 @@ describe("Client.serverHandleMaker", () => {
         assert.deepStrictEqual(propertiesOf(first), expected, JSON.stringify(options))
         assert.deepStrictEqual(propertiesOf(second), expected, JSON.stringify(options))
         assert.strictEqual(String(first), "WebSocket.Handle(server, Created)")
+        assert.deepStrictEqual(JSON.parse(JSON.stringify(first)), { _id: "WebSocket.Handle", kind: "server", state: "Created" })
         // closing its scope deletes the handle, and only that one
         yield* Scope.close(scope, Exit.void)
+        assert.strictEqual(String(second), "WebSocket.Handle(server, Deleted)")
         const deleted = yield* Effect.flip(WebSocket.beginServerHandshake(second, { requestHeaders: request }))
         assert.strictEqual(deleted._tag, "InvalidProtocolOperation")
         const { responseHeaders } = yield* WebSocket.beginServerHandshake(first, { requestHeaders: request })
@@ -561,6 +563,20 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
     assert.include(parse("ws+unix://"), "names no socket path")
   })
 
+  it("parseTarget: wss and https are secure, on port 443 by default (ws and http on 80); an IPv6 host loses its brackets; port 0 is refused unless a socket path is given", () => {
+    const parse = (url: string, socketPath?: string) => {
+      const target = Client.parseTarget(url, url, socketPath)
+      return typeof target === "string" ? target : [target.secure, target.hostname, target.port, target.host]
+    }
+    assert.deepStrictEqual(parse("wss://h/"), [true, "h", 443, "h"])
+    assert.deepStrictEqual(parse("https://h/"), [true, "h", 443, "h"])
+    assert.deepStrictEqual(parse("ws://h/"), [false, "h", 80, "h"])
+    assert.deepStrictEqual(parse("http://h:8080/"), [false, "h", 8080, "h:8080"])
+    assert.deepStrictEqual(parse("ws://[::1]:8080/"), [false, "::1", 8080, "[::1]:8080"])
+    assert.include(parse("ws://h:0/"), "names port 0")
+    assert.deepStrictEqual(parse("ws://h:0/", "/tmp/s.sock"), [false, "h", 0, "h:0"])
+  })
+
   it("redactedUrl: userinfo and the values of token-like query parameters read REDACTED, the rest of the URL as it is", () => {
     assert.strictEqual(Client.redactedUrl("ws://u:p@h/x?room=a%20b&token=SECRET&Sig=abc&n=1"), "ws://REDACTED:REDACTED@h/x?room=a%20b&token=REDACTED&Sig=REDACTED&n=1")
     assert.strictEqual(Client.redactedUrl("wss://h/?access_token=SECRET"), "wss://h/?access_token=REDACTED")
@@ -583,6 +599,13 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
       "ws://REDACTED@h:99999/x?token=REDACTED&room=2;key=REDACTED#REDACTED"
     )
     assert.strictEqual(Client.redactedUrl("no url?room=1"), "no url?room=1")
+    // a percent-encoded name, a value with "=" in it, a JWT, a query with a second "?"
+    assert.strictEqual(
+      Client.redactedUrl("ws://h/?%74oken=SECRET&state=a=b&id_jwt=e.f.g&room=1"),
+      "ws://h/?%74oken=REDACTED&state=a=b&id_jwt=REDACTED&room=1"
+    )
+    assert.strictEqual(Client.redactedUrl("ws://h/?token=a=b"), "ws://h/?token=REDACTED")
+    assert.strictEqual(Client.redactedUrl("no url?token=1?room=2"), "no url?token=REDACTED")
   })
 
   it.effect("a URL object is a URL; a value that is neither it nor a string is InvalidUrl, and errors show no control characters", () =>
@@ -650,10 +673,17 @@ describe("Client.layerMemory behaves as a server over sockets", () => {
       yield* Effect.scoped(connect("ws://al%40ice:s%3Acret@h/"))
       const authorization = requests[0]!.headers.find((h) => h.name.toLowerCase() === "authorization")
       assert.strictEqual(authorization?.value, `Basic ${btoa("al@ice:s:cret")}`)
+      // a user name without a password, or a password without a user name (as ws sends them)
+      yield* Effect.scoped(connect("ws://alice@h/"))
+      yield* Effect.scoped(connect("ws://:s3cret@h/"))
+      assert.deepStrictEqual(
+        requests.slice(1).map((r) => r.headers.find((h) => h.name.toLowerCase() === "authorization")?.value),
+        [`Basic ${btoa("alice:")}`, `Basic ${btoa(":s3cret")}`]
+      )
       const error = yield* Effect.flip(Effect.scoped(connect("ftp://bob:secret@h/")))
       assert.notInclude(error.message, "secret")
       // also in a URL that does not parse (a "/" or "#" in the password, a port out of range)
-      for (const url of ["ws://alice:se/cret@h/", "ws://alice:se#cret@h:8080/", "ws://alice:secret@h:99999/"]) {
+      for (const url of ["ws://alice:se/cret@h/", "ws://alice:se#cret@h:8080/", "ws://alice:secret@h:99999/", "ws://al@ice:secret@h:99999/"]) {
         const unparsed = yield* Effect.flip(Effect.scoped(connect(url)))
         assert.deepStrictEqual([unparsed._tag, unparsed.message.includes("cret"), unparsed._tag === "ConnectError" && unparsed.url.includes("cret")], ["ConnectError", false, false], url)
       }

@@ -35,6 +35,16 @@ describe("Connection", () => {
       assert.strictEqual((yield* server.closed).reason, `${bom}bye`)
     }))
 
+  it.effect("with disableUtf8Verification, text that is not UTF-8 arrives as its text decoded with U+FFFD for the bad bytes, whole or in fragments", () =>
+    Effect.gen(function*() {
+      const { connection, peer } = yield* rawConnection("server", { handle: { disableUtf8Verification: true } })
+      yield* peer.send(0x1, new Uint8Array([0xc3, 0x28]))
+      yield* peer.send(0x1, new Uint8Array([0x61, 0xff]), { fin: false })
+      yield* peer.send(0x0, new Uint8Array([0x62]))
+      const got = yield* Stream.runCollect(Stream.take(connection.messages, 2))
+      assert.deepStrictEqual(got, ["\uFFFD(", "a\uFFFDb"])
+    }))
+
   /** Ways to hold the bytes `[start, start + length)` of a buffer, `length` a multiple of 8. */
   const VIEWS: ReadonlyArray<readonly [string, (buffer: ArrayBuffer, start: number, length: number) => Connection.Outgoing]> = [
     ["Int8Array", (b, s, n) => new Int8Array(b, s, n)],
@@ -2941,21 +2951,24 @@ describe("Connection payloads whose memory changes size while they are sent (a l
       return Buffer.concat(parts)
     })
 
-  it.effect("a server's message, its buffer grown while its write waits or once its send is done (the transport keeps an owned buffer): the frame carries exactly the bytes its header declares", () =>
+  it.effect("a server's message, its buffer (resizable or growable shared) grown while its write waits or once its send is done (the transport keeps an owned buffer): the frame carries exactly the bytes its header declares", () =>
     Effect.gen(function*() {
-      for (const when of ["while the write waits", "once the send is done"] as const) {
+      for (const [kind, when] of ["ArrayBuffer", "SharedArrayBuffer"].flatMap((kind) => (["while the write waits", "once the send is done"] as const).map((when) => [kind, when] as const))) {
         const { connection, peer } = yield* rawConnection("server", { highWaterMark: when === "while the write waits" ? 1024 : 1 << 20 })
         const filler = new Uint8Array(2048).fill(1)
         if (when === "while the write waits") yield* connection.send(filler) // fills the transport
         const length = 5000
-        const buffer = new ArrayBuffer(length, { maxByteLength: 2 * length })
+        const buffer = kind === "ArrayBuffer"
+          ? new ArrayBuffer(length, { maxByteLength: 2 * length })
+          : new SharedArrayBuffer(length, { maxByteLength: 2 * length })
         const payload = new Uint8Array(buffer)
         payload.set(pattern(length, 7))
         const sender = yield* Effect.forkChild(connection.send(payload))
         yield* settle
         assert.strictEqual(sender.pollUnsafe() === undefined, when === "while the write waits", when)
         // (growing the buffer once its send completed is the caller's right)
-        buffer.resize(2 * length)
+        if (buffer instanceof ArrayBuffer) buffer.resize(2 * length)
+        else buffer.grow(2 * length)
         new Uint8Array(buffer).fill(0xff, length)
         const before = yield* readAvailable(peer.transport)
         yield* Fiber.join(sender)
@@ -2966,8 +2979,8 @@ describe("Connection payloads whose memory changes size while they are sent (a l
           frame(0x2, pattern(length, 7)),
           frame(0x1, "next")
         ])
-        assert.strictEqual(wire.length, expected.length, `${when}: no byte past the frame its header declares`)
-        assert.isTrue(wire.equals(expected), when)
+        assert.strictEqual(wire.length, expected.length, `${kind} ${when}: no byte past the frame its header declares`)
+        assert.isTrue(wire.equals(expected), `${kind} ${when}`)
       }
     }))
 })

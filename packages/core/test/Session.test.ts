@@ -329,13 +329,22 @@ describe("handle properties take effect", () => {
       assert.deepStrictEqual([chunk.type, Array.from(chunk.data)], ["BinaryMessage", [1, 2, 3]])
     }))
 
-  it.effect("disableMasking: a client masks with the all-zero key", () =>
+  it.effect("disableMasking: a client masks with the all-zero key; without it, with a fresh random key per frame", () =>
     Effect.gen(function*() {
       const { client } = yield* connect({ disableMasking: true })
       yield* sendNow(client, "BinaryMessage", new Uint8Array([1, 2, 3]))
       const wire = new Uint8Array(client.outbox.size)
       client.outbox.read(wire)
       assert.deepStrictEqual(Array.from(wire), Array.from(hex("82 83 00000000 010203")))
+      // (two frames of 2 + 4 + 3 bytes: each key is 4 random bytes, so all-zero or repeated once in 2^32)
+      const { client: masking } = yield* connect()
+      yield* sendNow(masking, "BinaryMessage", new Uint8Array([1, 2, 3]))
+      yield* sendNow(masking, "BinaryMessage", new Uint8Array([1, 2, 3]))
+      const frames = new Uint8Array(masking.outbox.size)
+      masking.outbox.read(frames)
+      const [first, second] = [Array.from(frames.subarray(2, 6)), Array.from(frames.subarray(11, 15))]
+      assert.notDeepEqual(first, [0, 0, 0, 0])
+      assert.notDeepEqual(second, first)
     }))
 
   it.effect("disableUtf8Verification: text that is not UTF-8 is delivered as it came", () =>
@@ -855,6 +864,9 @@ describe("protocol violations surface from getAction", () => {
       if (error._tag === "InvalidProtocolFormat") assert.strictEqual(error.closeStatus, 1002)
       assert.match(error.message, /not masked/)
       assert.isTrue(WebSocketError.isWebSocketError(error))
+      // (not any error, nor an object that only looks like this one)
+      assert.isFalse(WebSocketError.isWebSocketError(new Error(error.message)))
+      assert.isFalse(WebSocketError.isWebSocketError({ _tag: error._tag, message: error.message, hresult: error.hresult }))
       // the failure repeats; the application sends its Close and aborts, then the queues drain
       const again = yield* Effect.flip(WebSocket.getAction(peer.handle, "Receive"))
       assert.strictEqual(again._tag, "InvalidProtocolFormat")

@@ -13,7 +13,8 @@ describe("the tls option", () => {
         { pfx: [{ buf: Buffer.from("p") }] },
         { SNICallback: () => {} },
         { pskCallback: () => null },
-        { ciphers: "aNULL:@SECLEVEL=0", maxVersion: "TLSv1.2" }
+        { ciphers: "aNULL:@SECLEVEL=0", maxVersion: "TLSv1.2" },
+        { ciphers: "AECDH-AES256-SHA", maxVersion: "TLSv1.2" }
       ]
       for (const tls of valid) assert.strictEqual(yield* decodeTls(tls, "server"), tls)
       // (a spread, as the server makes of them, copies own properties only; a server does not read secureContext)
@@ -38,9 +39,9 @@ describe("the tls option", () => {
       }
       // a client's needs none
       assert.deepStrictEqual(yield* decodeTls({}, "client"), {})
-      for (const tls of [null, 0, "ca.pem", []]) {
+      for (const [tls, got] of [[null, "null"], [0, "number"], ["ca.pem", "string"], [[], "an array"]] as const) {
         const error = yield* Effect.flip(decodeTls(tls as never, "client"))
-        assert.include(error.message, "tls must be an object")
+        assert.deepStrictEqual([error.parameter, error.message], ["tls", `tls must be an object of TLS options, got ${got}`])
       }
     }))
 })

@@ -117,6 +117,16 @@ describe("masking (RFC 6455 section 5.3)", () => {
     assert.strictEqual(nativeMaskTypeIn({ [NO_BUFFERUTIL]: "" }), found)
   })
 
+  it("bufferutil's JavaScript fallback (where its native binary does not load) is not used: the word loop is faster", () => {
+    // (as bufferutil's own index.js falls back when its binary is missing: every require of it gives its fallback)
+    const withoutBinary = `const Module = process.getBuiltinModule("module")
+      const load = Module._load
+      Module._load = function(request, ...rest) {
+        return load.call(this, request === "bufferutil" ? "bufferutil/fallback" : request, ...rest)
+      }`
+    assert.strictEqual(nativeMaskTypeIn({}, withoutBinary), "undefined")
+  })
+
   it("not under Bun, whose Node-API may not take a plain Uint8Array where bufferutil asserts a Buffer", () => {
     const asBun = `Object.defineProperty(process, "versions", { value: { ...process.versions, bun: "1.2.0" } })`
     assert.strictEqual(nativeMaskTypeIn({}, asBun), "undefined")
@@ -133,6 +143,41 @@ describe("masking (RFC 6455 section 5.3)", () => {
       })`
     // (a switch that cannot be read is not set)
     assert.strictEqual(nativeMaskTypeIn({ [NO_BUFFERUTIL]: "1" }, denied), bufferutilNative ? "function" : "undefined")
+  })
+
+  it("without Node's modules (no process.getBuiltinModule, as in a browser) every export of the runtime falls back to plain JavaScript, with the same results", () => {
+    /** What the runtime's exports give in a new process (ours less the switch), after `prelude`. */
+    const probe = (prelude: string) => {
+      const withoutSwitch = { ...process.env }
+      delete withoutSwitch[NO_BUFFERUTIL]
+      const runtime = new URL("../../src/internal/runtime.ts", import.meta.url).href
+      return JSON.parse(execFileSync(process.execPath, [
+        "--input-type=module",
+        "-e",
+        `${prelude}
+        const r = await import(${JSON.stringify(runtime)})
+        const uninitialized = r.allocateUninitialized(5)
+        const plain = r.allocatePlainUninitialized(5)
+        console.log(JSON.stringify({
+          native: [typeof r.nativeSha1Base64, typeof r.nativeIsUtf8, typeof r.nativeMask],
+          uninitialized: [uninitialized.length, uninitialized instanceof Uint8Array],
+          plain: [plain.length, plain.buffer.byteLength, Object.getPrototypeOf(plain) === Uint8Array.prototype],
+          encoded: [...r.encodeUtf8("a\\u00e9\\u20ac\\u{1f600}")],
+          length: r.utf8ByteLength("a\\u00e9\\u20ac\\u{1f600}"),
+          decoded: r.decodeUtf8(new Uint8Array([0xef, 0xbb, 0xbf, 0x61]))
+        }))`
+      ], { env: withoutSwitch, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }))
+    }
+    // (a received message's memory is its own: not a pooled Node Buffer's)
+    const results = {
+      uninitialized: [5, true],
+      plain: [5, 5, true],
+      encoded: [0x61, 0xc3, 0xa9, 0xe2, 0x82, 0xac, 0xf0, 0x9f, 0x98, 0x80],
+      length: 10,
+      decoded: "\uFEFFa"
+    }
+    assert.deepStrictEqual(probe(""), { native: ["function", "function", bufferutilNative ? "function" : "undefined"], ...results })
+    assert.deepStrictEqual(probe("delete process.getBuiltinModule"), { native: ["undefined", "undefined", "undefined"], ...results })
   })
 
   for (const [name, mask] of inPlace) {
