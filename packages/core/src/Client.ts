@@ -756,27 +756,39 @@ export const connectTimedOut = (shown: string, timeout: Duration.Duration): Conn
 export const checkConnectOptions = (given: ConnectOptions | undefined): Effect.Effect<Duration.Duration, InvalidParameter> =>
   Effect.gen(function*() {
     const options = yield* readOptions("options", given)
-    const headers: unknown = options?.headers
-    if (headers !== undefined) {
-      const list = Array.isArray(headers)
-        ? yield* decodeParameter(HttpHeader.HttpHeaders, "headers", headers)
-        : isRecord(headers)
-        // (the values as given: one that is not a string is refused, not sent as "undefined")
-        ? yield* decodeParameter(
-          HttpHeader.HttpHeaders,
-          "headers",
-          Object.entries(yield* readOptions("headers", headers)).map(([name, value]: [string, unknown]) => ({ name, value }))
-        )
-        : yield* new InvalidParameter({ parameter: "headers", message: `headers are a list of { name, value } or a record, got ${describeValue(headers)}` })
-      yield* refuseOfferHeaders("headers", list)
-      yield* refuseReservedHeaders("headers", list, REQUEST_RESERVED)
-    }
+    if (options?.headers !== undefined) yield* decodeRequestHeaders(options.headers)
     yield* decodeSubprotocolOffer("protocols", options?.protocols)
     if (options?.origin !== undefined) yield* decodeParameter(HttpHeader.HeaderValue, "origin", options.origin)
     yield* decodeHandleOptions(Property.ClientHandleProperties, options)
     yield* Connection.decodeOptions(options?.connection)
     yield* checkHook("wrapTransport", options?.wrapTransport)
     return yield* decodeTimeout("handshakeTimeout", options?.handshakeTimeout, Duration.seconds(10))
+  })
+
+/**
+ * The `headers` option of a connection attempt (a list of `{ name, value }` or a record) as a
+ * header list, checked as `connect` checks it: malformed names and values (a value that is not a
+ * string is refused, not sent as `"undefined"`), anything else than a list or a record, and the
+ * headers the handshake sets itself are an `InvalidParameter` naming `headers`.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const decodeRequestHeaders = (headers: unknown): Effect.Effect<ReadonlyArray<HttpHeader.HttpHeader>, InvalidParameter> =>
+  Effect.gen(function*() {
+    const list = Array.isArray(headers)
+      ? yield* decodeParameter(HttpHeader.HttpHeaders, "headers", headers)
+      : isRecord(headers)
+      // (the values as given: one that is not a string is refused, not sent as "undefined")
+      ? yield* decodeParameter(
+        HttpHeader.HttpHeaders,
+        "headers",
+        Object.entries(yield* readOptions("headers", headers)).map(([name, value]: [string, unknown]) => ({ name, value }))
+      )
+      : yield* new InvalidParameter({ parameter: "headers", message: `headers are a list of { name, value } or a record, got ${describeValue(headers)}` })
+    yield* refuseOfferHeaders("headers", list)
+    yield* refuseReservedHeaders("headers", list, REQUEST_RESERVED)
+    return list
   })
 
 /**

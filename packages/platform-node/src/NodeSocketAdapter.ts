@@ -14,8 +14,8 @@
  */
 import { Client, EffectSocket } from "@effect-websocket/core"
 import { HttpHeader } from "@effect-websocket/schema"
-import type { Duration, Effect } from "effect"
-import { Layer } from "effect"
+import type { Duration } from "effect"
+import { Effect, Layer } from "effect"
 import { flow } from "effect/Function"
 import * as Socket from "effect/socket/Socket"
 import * as NodeClient from "./NodeClient.ts"
@@ -34,20 +34,16 @@ export const layerWebSocketConstructorWith = (
 ): Layer.Layer<Socket.WebSocketConstructor> =>
   Layer.effect(
     Socket.WebSocketConstructor,
-    EffectSocket.makeWebSocketConstructor((url, connectOptions) =>
-      NodeClient.connect(
-        url,
-        options === undefined
-          ? connectOptions
-          : {
-            ...options,
-            ...connectOptions,
-            ...(options.headers === undefined || connectOptions.headers === undefined ? {} : {
-              headers: HttpHeader.merge(Client.headerList(options.headers), Client.headerList(connectOptions.headers))
-            })
-          }
+    EffectSocket.makeWebSocketConstructor((url, connectOptions) => {
+      if (options === undefined) return NodeClient.connect(url, connectOptions)
+      const merged = { ...options, ...connectOptions }
+      if (options.headers === undefined || connectOptions.headers === undefined) return NodeClient.connect(url, merged)
+      // (both checked as `connect` checks its own: a malformed one is refused, not merged away)
+      return Effect.flatMap(
+        Effect.all([Client.decodeRequestHeaders(options.headers), Client.decodeRequestHeaders(connectOptions.headers)]),
+        ([base, own]) => NodeClient.connect(url, { ...merged, headers: HttpHeader.merge(base, own) })
       )
-    )
+    })
   )
 
 /**

@@ -136,6 +136,27 @@ describe("NodeSocketAdapter", () => {
       assert.deepStrictEqual(yield* reader.pull, ["Bearer t | socket | 1"])
     }).pipe(Effect.provide(NodeSocketAdapter.layerWebSocketConstructorWith({ headers: { authorization: "Bearer t", "x-a": "layer" } }))))
 
+  it.live("layerWebSocketConstructorWith: the layer's headers are checked as connect checks them, whether or not the socket adds its own (from untyped code, a malformed one fails the reader with SocketOpenError)", () =>
+    Effect.gen(function*() {
+      const server = yield* echoServer
+      const layers = [
+        { headers: { "x-n": 5 } }, // a value that is not a string (not sent as "5")
+        { headers: new Map([["x-n", "1"]]) }, // neither a list nor a record (not dropped without a word)
+        { headers: [{ name: 5, value: "1" }] } // a malformed entry (not thrown at the merge)
+      ]
+      for (const options of layers) {
+        for (const own of [undefined, { "x-own": "1" }]) {
+          const reason = yield* Effect.provide(
+            Effect.flatMap(Socket.makeWebSocket(server.url, own === undefined ? {} : { headers: own }), (socket) => reasonOf(socket.reader)),
+            NodeSocketAdapter.layerWebSocketConstructorWith(options as never)
+          )
+          assert.instanceOf(reason, Socket.SocketOpenError, `${JSON.stringify(own)}`)
+          const event = (reason as Socket.SocketOpenError).cause as { readonly error: { readonly _tag: string; readonly parameter: string } }
+          assert.deepStrictEqual([event.error._tag, event.error.parameter], ["InvalidParameter", "headers"], `${JSON.stringify(own)}`)
+        }
+      }
+    }))
+
   it.live("layerWebSocketConstructorWith: the subprotocols a socket asks for replace the layer's; without any, the layer's are offered", () =>
     Effect.gen(function*() {
       const server = yield* NodeServer.serve(
