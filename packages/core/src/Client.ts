@@ -333,10 +333,13 @@ export const trackConnections = <E, R, RA>(handler: Handler<E, R>, options: Serv
     handler: (connection, request) =>
       Effect.suspend(() => {
         live.add(connection)
-        const forget = Effect.sync(() => live.delete(connection))
+        const remove = () => {
+          live.delete(connection)
+        }
+        const forget = Effect.sync(remove)
         const run = Effect.provideService(runCallback("handler", () => handler(connection, request)), Server, server)
         // (the library's connections call back as they close: no fiber waits for it)
-        const listed = onClosedUnsafe(connection, () => live.delete(connection))
+        const listed = onClosedUnsafe(connection, remove)
           ? run
           : Effect.andThen(Effect.forkChild(Effect.andThen(connection.closed, forget)), run)
         return Effect.ensuring(listed, forget)

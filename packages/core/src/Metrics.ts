@@ -130,7 +130,7 @@ export const ofSide = (side: "client" | "server") => sides[side]
 /**
  * The counter of {@link connectionsClosed} for one side, close code and cleanness: the same series
  * as `withAttributes(connectionsClosed, { side, code, clean })`, made at its first use and kept
- * (at most 2 002 labels a side, see {@link closeCodeLabel}), so that a connection's close does not
+ * (at most 2 002 labels a side, each clean or not: see {@link closeCodeLabel}), so that a connection's close does not
  * work out a series key.
  *
  * @internal
