@@ -860,6 +860,30 @@ describe("closing (RFC 6455 sections 5.5.1 and 7.4)", () => {
     assert.deepStrictEqual(contentOf(feed(b, "88 00").deliveries), [closed(1005)])
     assert.strictEqual(b.state, HandleState.Closed)
   })
+
+  it("once the closing handshake is complete (Closed), another Close is refused and the state stays Closed", () => {
+    const server = makeServer()
+    feed(server, "88 82 00000000 03e8")
+    assert.strictEqual(toHex(sendAndDrain(server, Close, undefined, 1000)), "880203e8")
+    assert.strictEqual(server.state, HandleState.Closed)
+    expectSendRejected(server, Status.InvalidOperation, /a Close was already sent/, Close, undefined, 1000)
+    assert.strictEqual(server.state, HandleState.Closed)
+  })
+
+  it("an answering Close of which nothing was written (0 bytes) takes the handle back to CloseReceived: it may be sent again", () => {
+    const server = makeServer()
+    feed(server, "88 82 00000000 03e8")
+    assert.strictEqual(server.state, HandleState.CloseReceived)
+    send(server, Close, undefined, 1000, "answer")
+    assert.strictEqual(server.state, HandleState.Closed)
+    complete(server, expectAction(next(server, QueueCode.Send), ActionCode.SendToNetwork), 0)
+    const done = expectAction(next(server, QueueCode.Send), ActionCode.IndicateSendComplete)
+    assert.isFalse(server.sendWritten)
+    complete(server, done)
+    assert.strictEqual(server.state, HandleState.CloseReceived)
+    assert.strictEqual(toHex(sendAndDrain(server, Close, undefined, 1000)), "880203e8")
+    assert.strictEqual(server.state, HandleState.Closed)
+  })
 })
 
 describe("message size limit (spec 5.4, 1009)", () => {
@@ -1009,6 +1033,10 @@ describe("chunking (spec 5.4)", () => {
     assert.strictEqual(large.rooms[0], 4092, "a handle starts with 4 KiB")
     assert.isAbove(large.rooms[1]!, 60_000, "a read that filled it grows it")
     assert.strictEqual(toHex(large.data), toHex(bytes))
+    // reads one byte short of the room offered never fill it: it stays at 4 KiB
+    const short = drive(concat([hex("82 ff 00 00 00 00 00 01 86 a0 37fa213d"), masked]), 4091)
+    assert.strictEqual(Math.max(...short.rooms), 4092, "a read that did not fill it does not grow it")
+    assert.strictEqual(toHex(short.data), toHex(bytes))
     // reads that never fill it (small messages, a quiet peer) leave it at 4 KiB
     const small = drive(concat(Array.from({ length: 50 }, () => hex("82 83 37fa213d 36fb23"))), 90)
     assert.strictEqual(small.data.length, 150)
@@ -1233,6 +1261,52 @@ describe("chunking (spec 5.4)", () => {
       assert.deepStrictEqual(concat(received), payload)
       assert.isAbove(directReads, 3, "most of the payload skipped the receive buffer")
     }
+  })
+
+  it("with an application buffer of 8 KiB or more, a header is not read on its own while a code point cut by the last fragment is held back", () => {
+    const engine = makeClient({ receiveBufferSize: 65536 })
+    const app = new Uint8Array(8192)
+    const reads: Array<number> = []
+    const wire = hex("01 03 4142c3 80 01 a9")
+    const cursor = { offset: 0 }
+    const take = (n: number) => {
+      const read = expectAction(next(engine, QueueCode.Receive), ActionCode.ReceiveFromNetwork)
+      const target = read.buffers[0]!
+      reads.push(target.length)
+      target.set(wire.subarray(cursor.offset, cursor.offset + n))
+      cursor.offset += n
+      complete(engine, read, n)
+    }
+    assert.strictEqual(engine.receive(app, "r"), Status.Ok)
+    take(2) // the first header, read on its own
+    take(3)
+    const ab = expectAction(next(engine, QueueCode.Receive), ActionCode.IndicateReceiveComplete)
+    assert.deepStrictEqual([ab.bufferType, toHex(stepBytes(ab))], [Utf8Fragment, "4142"])
+    complete(engine, ab)
+    assert.strictEqual(engine.receive(app, "r"), Status.Ok)
+    take(3) // with c3 held back, the next header comes in a read of the whole free receive buffer
+    const e = expectAction(next(engine, QueueCode.Receive), ActionCode.IndicateReceiveComplete)
+    assert.deepStrictEqual([e.bufferType, decodeUtf8(stepBytes(e))], [Utf8Message, "é"])
+    assert.deepStrictEqual(reads, [2, 4092, 4092])
+  })
+
+  it("the byte of a code point held back from the last fragment moves to the front of the receive buffer: the next read gets all the room after it", () => {
+    const engine = makeClient()
+    const rooms: Array<number> = []
+    const take = (bytes: string) => {
+      const read = expectAction(next(engine, QueueCode.Receive), ActionCode.ReceiveFromNetwork)
+      rooms.push(read.buffers[0]!.length)
+      read.buffers[0]!.set(hex(bytes))
+      complete(engine, read, hex(bytes).length)
+    }
+    assert.strictEqual(engine.receive(undefined, "r"), Status.Ok)
+    take("01 01 c3")
+    // the continuation's header comes alone: the held-back c3 is all of its payload so far
+    take("80 01")
+    take("a9")
+    const e = expectAction(next(engine, QueueCode.Receive), ActionCode.IndicateReceiveComplete)
+    assert.deepStrictEqual([e.bufferType, decodeUtf8(stepBytes(e))], [Utf8Message, "é"])
+    assert.deepStrictEqual(rooms, [4092, 4092, 4091])
   })
 
   it("with an application buffer of 8 KiB or more, a header is read on its own, then the payload into the buffer", () => {
@@ -1788,6 +1862,19 @@ describe("sending", () => {
     expectRejected(server, server.completeAction(0, 0), Status.InvalidOperation, /already completed/)
   })
 
+  it("action ids wrap from 2^31-1 to 1, never 0 (which no action has): every action stays completable", () => {
+    const server = makeServer()
+    // (as after 2^31 - 2 actions, which a long-lived connection reaches)
+    ;(server as unknown as { nextId: number }).nextId = 0x7fffffff
+    send(server, PingPong)
+    const last = expectAction(next(server, QueueCode.Send), ActionCode.SendToNetwork)
+    assert.strictEqual(last.id, 0x7fffffff)
+    complete(server, last)
+    const wrapped = expectAction(next(server, QueueCode.Send), ActionCode.IndicateSendComplete)
+    assert.strictEqual(wrapped.id, 1)
+    complete(server, wrapped)
+  })
+
   it("one action per queue at a time", () => {
     const client = makeClient({ sendBufferSize: 16 })
     send(client, BinaryMessage, counting(40))
@@ -1801,28 +1888,31 @@ describe("sending", () => {
 // ---------------------------------------------------------------------------------------------
 
 describe("automatic pongs (RFC 6455 section 5.5.2)", () => {
-  it("a ping arriving while a client frame is half written is answered after the frame", () => {
-    const client = makeClient({ sendBufferSize: 16 })
-    const payload = counting(100)
-    send(client, BinaryMessage, payload, undefined, "data")
-    const first = expectAction(next(client, QueueCode.Send), ActionCode.SendToNetwork, QueueCode.Send)
-    const written = [stepBytes(first)]
-    complete(client, first)
-    // the ping arrives now: the receive queue may not write its pong in the middle of the frame
-    const received = feed(client, "89 05 48656c6c6f")
-    assert.deepStrictEqual(received.sent, [])
-    assert.isTrue(client.pongWaiting)
-    // the rest of the frame, then the pong, then the completion
-    const rest = drainSends(client)
-    assert.deepStrictEqual(rest.completed, ["data"])
-    const pongWrites = rest.writes.filter((w) => w.bufferType === PingPong)
-    assert.strictEqual(pongWrites.length, 1)
-    assert.strictEqual(pongWrites[0]!.queue, QueueCode.Receive, "the pong belongs to the receive queue")
-    assert.strictEqual(rest.writes[rest.writes.length - 1], pongWrites[0], "the pong is written after the last piece of the frame")
-    const frames = parseFrames(concat([...written, rest.wire]))
-    assert.deepStrictEqual(frames.map((f) => [f.opcode, f.fin, f.masked]), [[Opcode.Binary, true, true], [Opcode.Pong, true, true]])
-    assert.deepStrictEqual(frames[0]!.payload, payload)
-    assert.strictEqual(decodeUtf8(frames[1]!.payload), "Hello")
+  it("a ping arriving while a client frame is half written is answered after the frame, in the handle's buffers or in owned ones (allocateFrame)", () => {
+    for (const owned of [false, true]) {
+      const client = makeClient({ sendBufferSize: 16 })
+      if (owned) client.allocateFrame = (size) => new Uint8Array(size)
+      const payload = counting(owned ? 4096 : 100)
+      send(client, BinaryMessage, payload, undefined, "data")
+      const first = expectAction(next(client, QueueCode.Send), ActionCode.SendToNetwork, QueueCode.Send)
+      const written = [stepBytes(first)]
+      complete(client, first)
+      // the ping arrives now: the receive queue may not write its pong in the middle of the frame
+      const received = feed(client, "89 05 48656c6c6f")
+      assert.deepStrictEqual(received.sent, [])
+      assert.isTrue(client.pongWaiting)
+      // the rest of the frame, then the pong, then the completion
+      const rest = drainSends(client)
+      assert.deepStrictEqual(rest.completed, ["data"])
+      const pongWrites = rest.writes.filter((w) => w.bufferType === PingPong)
+      assert.strictEqual(pongWrites.length, 1)
+      assert.strictEqual(pongWrites[0]!.queue, QueueCode.Receive, "the pong belongs to the receive queue")
+      assert.strictEqual(rest.writes[rest.writes.length - 1], pongWrites[0], "the pong is written after the last piece of the frame")
+      const frames = parseFrames(concat([...written, rest.wire]))
+      assert.deepStrictEqual(frames.map((f) => [f.opcode, f.fin, f.masked]), [[Opcode.Binary, true, true], [Opcode.Pong, true, true]])
+      assert.deepStrictEqual(frames[0]!.payload, payload)
+      assert.strictEqual(decodeUtf8(frames[1]!.payload), "Hello")
+    }
   })
 
   it("the receive queue answers the ping itself once the frame is written", () => {
@@ -2132,6 +2222,24 @@ describe("abort (spec 3.10)", () => {
     assert.strictEqual(next(client, QueueCode.All).action, ActionCode.NoAction)
   })
 
+  it("automatic pongs still waiting when the handle is aborted are dropped once the receive queue runs: none waits (pongWaiting), none is written", () => {
+    const server = makeServer({ pongsOnSendQueue: true })
+    assert.strictEqual(server.receive(undefined, "r"), Status.Ok)
+    const read = expectAction(next(server, QueueCode.Receive), ActionCode.ReceiveFromNetwork)
+    read.buffers[0]!.set(hex("89 85 37fa213d 7f9f4d5158"))
+    complete(server, read, 11)
+    // the ping is parsed and its pong waits for the send queue; the receive queue reads on
+    const more = expectAction(next(server, QueueCode.Receive), ActionCode.ReceiveFromNetwork)
+    assert.isTrue(server.pongWaiting)
+    server.abort()
+    complete(server, more, 0)
+    const closed = expectAction(next(server, QueueCode.Receive), ActionCode.IndicateReceiveComplete)
+    assert.strictEqual(closed.closeStatus, 1006)
+    assert.isFalse(server.pongWaiting, "the pong of an aborted handle waits no more")
+    complete(server, closed)
+    assert.strictEqual(next(server, QueueCode.All).action, ActionCode.NoAction)
+  })
+
   it("abort before the handshake is a no-op", () => {
     const engine = makeClient()
     engine.state = HandleState.Created
@@ -2387,6 +2495,26 @@ describe("a payload whose memory changes size after send (a length-tracking view
     return { buffer, view }
   }
   const detach = (bytes: Uint8Array) => void structuredClone(bytes.buffer, { transfer: [bytes.buffer as ArrayBuffer] })
+
+  it("a receive's buffer detached while its receive is pending is reported (detachedBuffer); once the receive completed, no longer", () => {
+    const engine = makeClient()
+    const pending = new Uint8Array(16)
+    assert.strictEqual(engine.receive(pending, "r"), Status.Ok)
+    detach(pending)
+    assert.strictEqual(engine.detachedBuffer, "receive")
+    const other = makeClient()
+    const app = new Uint8Array(16)
+    assert.strictEqual(other.receive(app, "r"), Status.Ok)
+    const read = expectAction(next(other, QueueCode.Receive), ActionCode.ReceiveFromNetwork)
+    read.buffers[0]!.set(hex("82 02 0102"))
+    complete(other, read, 4)
+    const delivered = expectAction(next(other, QueueCode.Receive), ActionCode.IndicateReceiveComplete)
+    assert.strictEqual(toHex(stepBytes(delivered)), "0102")
+    complete(other, delivered)
+    // the caller has its buffer back: what it does with it is no concern of the handle's
+    detach(app)
+    assert.strictEqual(other.detachedBuffer, undefined)
+  })
 
   it("grown before its frame goes out: exactly the bytes its header declares, from the caller's memory or masked, owned or not", () => {
     for (

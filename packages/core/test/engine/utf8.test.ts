@@ -306,6 +306,14 @@ describe("code point boundaries (completeBoundary)", () => {
     }
   })
 
+  it("holds back nothing after a byte that starts no sequence (C0-C1 start 2-byte forms, F5-F7 4-byte ones, F8-FF none)", () => {
+    for (let lead = 0xf8; lead <= 0xff; lead++) {
+      assert.strictEqual(completeBoundary(Uint8Array.of(0x41, lead), 0, 2), 2, `${lead.toString(16)} at the end`)
+      assert.strictEqual(completeBoundary(Uint8Array.of(0x41, lead, 0x80), 0, 3), 3, `${lead.toString(16)} 80 at the end`)
+    }
+    assert.strictEqual(completeBoundary(Uint8Array.of(0x41, 0xf7, 0x80), 0, 3), 1)
+  })
+
   it.prop("every prefix of valid input is cut at its last complete code point", [longValidUtf8], ([bytes]) => {
     for (let end = 0; end <= bytes.length; end++) {
       const e = completeBoundary(bytes, 0, end)
