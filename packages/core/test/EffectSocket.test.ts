@@ -50,6 +50,16 @@ const deafPeer = () => {
 const whenOpen = (ws: { addEventListener(type: "open", listener: () => void): void }) =>
   Effect.callback<void>((resume) => ws.addEventListener("open", () => resume(Effect.void)))
 
+/**
+ * Waits until `condition` holds, looking every 5 ms for at most 5 s: what a fixed sleep would
+ * assume of a machine that may be busy.
+ */
+const until = (condition: () => boolean, what: string) =>
+  Effect.gen(function*() {
+    for (let i = 0; i < 1000 && !condition(); i++) yield* Effect.sleep("5 millis")
+    assert.isTrue(condition(), what)
+  })
+
 /** A socket of a constructor over `connect` (in the current scope), once open, with its `close` event and its `error` events. */
 const openedSocket = (connect: EffectSocket.Connect) =>
   Effect.gen(function*() {
@@ -331,12 +341,11 @@ describe("EffectSocket.layerWebSocketConstructor", () => {
       ws.onmessage = (e) => log.push(`onmessage ${String(e.data)}`)
       assert.deepStrictEqual([ws.CONNECTING, ws.OPEN, ws.CLOSING, ws.CLOSED], [0, 1, 2, 3])
       ws.addEventListener("close", (e) => Deferred.doneUnsafe(closed, Exit.succeed(e)))
-      yield* Effect.sleep("20 millis")
-      assert.strictEqual(ws.readyState, 1)
+      yield* until(() => ws.readyState === 1, "open")
       assert.strictEqual(ws.protocol, "")
       ws.send("a")
       ws.send("b")
-      yield* Effect.sleep("20 millis")
+      yield* until(() => log.length === 8, "the greeting and both echoes dispatched")
       assert.throws(() => ws.close(1005))
       ws.close(4001, "x")
       assert.strictEqual(ws.readyState, 2)
@@ -445,7 +454,7 @@ describe("EffectSocket.layerWebSocketConstructor", () => {
         received.push(e.data)
         if (received.length === sent.length + 2) Deferred.doneUnsafe(done, Exit.void)
       })
-      yield* Effect.sleep("20 millis")
+      yield* until(() => ws.readyState === 1, "open")
       assert.throws(() => ws.send(new Blob(["b"]) as never), TypeError)
       for (const [value] of sent) ws.send(value as never)
       // send copies the bytes it queues: the caller may reuse its memory at once
