@@ -147,6 +147,7 @@ describe("NodeClient.connect failures", () => {
       const error = yield* Effect.flip(Effect.scoped(NodeClient.connect("wss://127.0.0.1:9/", { tls: { minVersion: "TLSv9" as never } })))
       assert.strictEqual(error._tag, "InvalidParameter")
       assert.include(error.message, "tls: ")
+      assert.strictEqual(error._tag === "InvalidParameter" ? error.parameter : "", "tls")
     }))
 
   it.live("wss:// to a server that does not speak TLS is a ConnectError with reason Tls", () =>
@@ -173,6 +174,17 @@ describe("NodeClient.connect failures", () => {
         assert.strictEqual(error.message, "the server answered 403 Forbidden instead of 101 Switching Protocols: forbidden")
         assert.strictEqual(error.reason, "forbidden")
       }
+      // a reason whose character is cut between two packets is read whole (as UTF-8, not chunk by chunk)
+      const cut = yield* listen(() =>
+        Http.createServer((_req, res) => {
+          res.writeHead(403, { "Content-Type": "text/plain; charset=utf-8" })
+          const bytes = Buffer.from("caf\u00e9 ferm\u00e9", "utf8")
+          res.write(bytes.subarray(0, 4))
+          setTimeout(() => res.end(bytes.subarray(4)), 30)
+        })
+      )
+      const cutError = yield* Effect.flip(NodeClient.connect(`ws://127.0.0.1:${cut.port}/`))
+      assert.strictEqual(cutError._tag === "HandshakeRejected" ? cutError.reason : cutError._tag, "caf\u00e9 ferm\u00e9")
       // a server of ours writes its reason there: the client's error says it
       const server = yield* NodeServer.serve(() => Effect.void, {
         authorize: () => Effect.fail(new NodeServer.Rejection({ status: 401, message: "a token is needed" }))
@@ -186,14 +198,25 @@ describe("NodeClient.connect failures", () => {
       const { port, server } = yield* listen(() => Http.createServer())
       const upgraded: Array<{ destroy: () => void }> = []
       yield* Effect.addFinalizer(() => Effect.sync(() => upgraded.forEach((s) => s.destroy())))
+      let closed = false
       server.on("upgrade", (_req, socket) => {
         upgraded.push(socket)
+        socket.on("error", () => {})
+        socket.on("close", () => closed = true)
+        // (once the client's side ends, what the server still sends finds it gone: reset)
+        socket.on("end", () => {
+          const timer = setInterval(() => socket.write("x"), 20)
+          socket.on("close", () => clearInterval(timer))
+        })
         socket.write(
           "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
         )
       })
       const error = yield* Effect.flip(Effect.scoped(NodeClient.connect(`ws://127.0.0.1:${port}/`)))
       assert.strictEqual(error._tag, "InvalidProtocolFormat")
+      // the socket goes at once, not merely ended: a server that never ends its side does not hold it (it
+      // reads nothing more)
+      assert.isTrue(yield* eventually(() => closed), "the socket was not released")
     }))
 
   it.live("a 101 without Upgrade: websocket alone or Connection: Upgrade is InvalidProtocolFormat naming the header", () =>
@@ -633,9 +656,15 @@ describe("NodeClient redirects", () => {
       // (the redirect beyond maxRedirects is not followed: its reason is read)
       const last = yield* Effect.flip(Effect.scoped(NodeClient.connect(`${base}/a`, { followRedirects: true, maxRedirects: 1 })))
       assert.deepStrictEqual([last._tag, last._tag === "HandshakeRejected" ? [last.status, last.reason] : []], ["HandshakeRejected", [302, "go away please"]])
-      // (nor is one when no redirect is allowed, or one without a Location)
-      for (const [path, maxRedirects, reason] of [["/a", 0, "go away please"], ["/nowhere", undefined, "stay here"]] as const) {
-        const error = yield* Effect.flip(Effect.scoped(NodeClient.connect(`${base}${path}`, { followRedirects: true, maxRedirects })))
+      // (nor is one when no redirect is allowed, or one without a Location, or when redirects are not followed)
+      for (
+        const [path, maxRedirects, reason, followRedirects] of [
+          ["/a", 0, "go away please", true],
+          ["/nowhere", undefined, "stay here", true],
+          ["/a", undefined, "go away please", false]
+        ] as const
+      ) {
+        const error = yield* Effect.flip(Effect.scoped(NodeClient.connect(`${base}${path}`, { followRedirects, maxRedirects })))
         assert.deepStrictEqual([error._tag, error._tag === "HandshakeRejected" ? [error.status, error.reason] : []], ["HandshakeRejected", [302, reason]], path)
       }
     }))
@@ -701,6 +730,19 @@ describe("NodeClient redirects", () => {
       const error = yield* Effect.flip(Effect.scoped(NodeClient.connect(`${base}/bad`, { followRedirects: true })))
       assert.deepStrictEqual([error._tag, error._tag === "ConnectError" ? error.reason : ""], ["ConnectError", "InvalidUrl"])
       assert.include(error.message, `redirects to "ws://REDACTED@127.0.0.1:99999/next?access_token=REDACTED&room=1#REDACTED", which is not a URL`)
+      // the error names the hop that redirected there, not the first; a Location that is a URL but no
+      // WebSocket URL is an InvalidUrl naming it
+      const later = yield* redirector({ "/first": [302, "/second"], "/second": [302, "http://[::1"], "/ftp": [302, "/to-ftp"], "/to-ftp": [302, "ftp://127.0.0.1/x"] })
+      const second = yield* Effect.flip(Effect.scoped(NodeClient.connect(`${later.base}/first`, { followRedirects: true })))
+      assert.deepStrictEqual(
+        [second._tag, second._tag === "ConnectError" ? [second.reason, second.url] : []],
+        ["ConnectError", ["InvalidUrl", `${later.base}/second`]]
+      )
+      const ftp = yield* Effect.flip(Effect.scoped(NodeClient.connect(`${later.base}/ftp`, { followRedirects: true })))
+      assert.deepStrictEqual(
+        [ftp._tag, ftp._tag === "ConnectError" ? [ftp.reason, ftp.url] : []],
+        ["ConnectError", ["InvalidUrl", "ftp://127.0.0.1/x"]]
+      )
     }))
 
   it.live("NodeClient.layerWith gives Node settings (here followRedirects) to programs written against Client.connect", () =>
@@ -785,6 +827,15 @@ describe("NodeClient redirects", () => {
         assert.deepStrictEqual(error._tag === "HandshakeRejected" ? error.status : error._tag, status)
       }
       assert.deepStrictEqual(requests.map((r) => r.path), ["/bad", "/auth"])
+      // (nor is its body skipped as a redirect's: its reason is read)
+      const { port } = yield* listen(() =>
+        Http.createServer((_req, res) => {
+          res.writeHead(400, { Location: "/elsewhere", "Content-Type": "text/plain" })
+          res.end("no such room")
+        })
+      )
+      const refused = yield* Effect.flip(Effect.scoped(NodeClient.connect(`ws://127.0.0.1:${port}/`, { followRedirects: true })))
+      assert.deepStrictEqual(refused._tag === "HandshakeRejected" ? [refused.status, refused.reason] : refused._tag, [400, "no such room"])
     }))
 
   it.live("credentials and cookies do not follow a redirect from wss:// to ws://, even on the same host and port, as with ws", () =>
@@ -1267,6 +1318,7 @@ describe("NodeClient through an agent", () => {
         const error = yield* Effect.flip(Effect.scoped(NodeClient.connect(url, options)))
         assert.strictEqual(error._tag, "InvalidParameter")
         assert.include(error.message, fragment)
+        assert.strictEqual(error._tag === "InvalidParameter" ? error.parameter : "", "agent", fragment)
       }
       yield* Effect.sleep("50 millis")
       assert.strictEqual(connections, 0)

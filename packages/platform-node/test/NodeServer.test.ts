@@ -1,7 +1,7 @@
 import { Client, type Connection, Metrics, type Transport } from "@effect-websocket/core"
 import { HttpHeader } from "@effect-websocket/schema"
 import { assert, describe, it } from "@effect/vitest"
-import { Arbitrary, Cause, Config, ConfigProvider, Context, Deferred, Effect, Exit, Fiber, Layer, Metric, Option, References, Scheduler, Schema, Scope, Stream, Tracer } from "effect"
+import { Arbitrary, Cause, Config, ConfigProvider, Context, Deferred, Effect, Exit, Fiber, Layer, Logger, Metric, Option, References, Scheduler, Schema, Scope, Stream, Tracer } from "effect"
 import { spawn } from "node:child_process"
 import * as Http from "node:http"
 import type * as Net from "node:net"
@@ -751,6 +751,14 @@ describe("NodeServer + NodeClient", () => {
       yield* Scope.close(closed, Exit.void)
       http.on("upgrade", yield* NodeServer.makeUpgradeHandler(named("new"), { path: "/chat" }))
       assert.deepStrictEqual([yield* firstMessage("/chat"), yield* firstMessage("/other")], ["new", 404])
+      // alone beside another library's, a closing one still answers the requests for its path (503):
+      // they are not left to the other
+      http.removeAllListeners("upgrade")
+      const closing = yield* Scope.make()
+      http.on("upgrade", yield* NodeServer.makeUpgradeHandler(named("old"), { path: "/chat" }).pipe(Scope.provide(closing)))
+      yield* Scope.close(closing, Exit.void)
+      http.on("upgrade", (_req: Http.IncomingMessage, socket: Duplex) => socket.writableEnded || socket.destroy())
+      assert.deepStrictEqual(yield* firstMessage("/chat"), 503)
       // attached with once, beside another of ours: one answer per request, from the one that serves it
       http.removeAllListeners("upgrade")
       const [a, b] = [yield* NodeServer.makeUpgradeHandler(named("a"), { path: "/a" }), yield* NodeServer.makeUpgradeHandler(named("b"), { path: "/b" })]
@@ -770,6 +778,15 @@ describe("NodeServer + NodeClient", () => {
       // (one of ours attached beside that router leaves what the router gave ours: one answer)
       http.on("upgrade", yield* NodeServer.makeUpgradeHandler(named("any"), {}))
       assert.deepStrictEqual(yield* firstMessage("/direct"), "direct")
+      // (and the router's leaves what one of ours attached before it took: one answer too)
+      http.removeAllListeners("upgrade")
+      let routed = 0
+      const counted = yield* NodeServer.makeUpgradeHandler(named("routed"), { authorize: () => Effect.sync(() => void routed++) })
+      http.on("upgrade", yield* NodeServer.makeUpgradeHandler(named("any"), {}))
+      http.on("upgrade", (req: Http.IncomingMessage, socket: Duplex, head: Buffer) => counted(req, socket, head))
+      assert.deepStrictEqual(yield* firstMessage("/direct"), "any")
+      yield* Effect.sleep("50 millis")
+      assert.strictEqual(routed, 0, "the router's handler answered a request taken already")
       http.removeAllListeners("upgrade")
       http.on("upgrade", function(this: unknown, ...args: Parameters<typeof direct>) {
         return direct.apply(this, args)
@@ -1212,6 +1229,11 @@ describe("shutting down at any step of an accept", () => {
     Effect.gen(function*() {
       const openServers = Metric.value(Metric.withAttributes(Metrics.connectionsOpen, { side: "server" }))
       const before = (yield* openServers).value
+      // (an accept cut short by the shutdown is no fault: nothing is logged as an error)
+      const errors: Array<string> = []
+      const logger = Logger.make((options) => {
+        if (options.logLevel === "Error" || options.logLevel === "Fatal") errors.push(String(options.message))
+      })
       // shut down at the k-th task of the accept's fibers, until the handler runs first a few times
       yield* sweepInterruptions((scheduler, at) =>
         Effect.gen(function*() {
@@ -1222,7 +1244,7 @@ describe("shutting down at any step of an accept", () => {
               connection: { closeTimeout: 300 }
             }),
             scope
-          ).pipe(Effect.provideService(Scheduler.Scheduler, scheduler))
+          ).pipe(Effect.provideService(Scheduler.Scheduler, scheduler), Effect.provideService(Logger.CurrentLoggers, new Set([logger])))
           scheduler.tasks = 0
           let shutdown: Fiber.Fiber<void> | undefined = undefined
           let started = 0
@@ -1244,6 +1266,7 @@ describe("shutting down at any step of an accept", () => {
           assert.isBelow(Date.now() - started, 2500, `${at}: the shutdown is bounded`)
           assert.isTrue(yield* eventually(() => closed), `${at}: the client's socket is closed`)
           assert.strictEqual((yield* openServers).value, before, `${at}: no connection counted open`)
+          assert.deepStrictEqual(errors, [], `${at}: nothing logged as an error`)
           return served
         })
       )

@@ -5,6 +5,7 @@ import * as Net from "node:net"
 import * as Tls from "node:tls"
 import { WebSocket as WsClient } from "ws"
 import { Client, type Connection, EffectSocket, Metrics, Transport, WebSocketError } from "@effect-websocket/core"
+import { HttpHeader } from "@effect-websocket/schema"
 import { NodeClient, NodeServer, type NodeTransport } from "../src/index.ts"
 import { anyOptions, failureTags } from "./anyOptions.ts"
 import { eventually } from "./interruptAt.ts"
@@ -164,6 +165,25 @@ describe("bad requests never reach the handler", () => {
       })
       const cut = yield* rawExchange(unwritable.address.port, upgradeRequest(goodHeaders, "GET /unwritable HTTP/1.1"))
       assert.notMatch(cut.response, /^HTTP\/1.1 101/)
+      // (and its socket goes, also when the client does not end its side in turn)
+      const released = yield* Effect.promise(() =>
+        new Promise<boolean>((resolve) => {
+          const socket = Net.connect({ port: unwritable.address.port, host: "127.0.0.1", allowHalfOpen: true })
+          socket.on("error", () => {})
+          socket.on("close", () => resolve(true))
+          // (what it still sends after the server's end finds the socket gone: reset)
+          socket.on("end", () => {
+            const timer = setInterval(() => socket.write("x"), 20)
+            socket.on("close", () => clearInterval(timer))
+          })
+          socket.write(upgradeRequest(goodHeaders, "GET /unwritable HTTP/1.1"))
+          setTimeout(() => {
+            resolve(false)
+            socket.destroy()
+          }, 3000)
+        })
+      )
+      assert.isTrue(released, "the unwritable socket was kept")
       // one that only ended its side may still read: it is served
       const ended = yield* rawExchange(server.address.port, upgradeRequest(goodHeaders, "GET /ended HTTP/1.1"), { end: true })
       assert.match(statusLine(ended.response)!, /^HTTP\/1.1 101/)
@@ -265,6 +285,15 @@ describe("bad requests never reach the handler", () => {
       }
     }))
 
+  it.live("a request in HTTP/1.0 gets 505; one in a later version than 1.1 (HTTP/2.0, as Node's parser reads it) is served (RFC 6455: HTTP/1.1 or higher)", () =>
+    Effect.gen(function*() {
+      const server = yield* NodeServer.serve(() => Effect.void)
+      const old = yield* rawExchange(server.address.port, upgradeRequest(goodHeaders, "GET / HTTP/1.0"))
+      assert.match(statusLine(old.response)!, /^HTTP\/1.1 505/)
+      const later = yield* rawExchange(server.address.port, upgradeRequest(goodHeaders, "GET / HTTP/2.0"), { untilHead: true })
+      assert.match(statusLine(later.response)!, /^HTTP\/1.1 101/)
+    }))
+
   it.live("a request target in absolute form (RFC 6455 section 4.2.1) is matched by its path", () =>
     Effect.gen(function*() {
       const seen: Array<string> = []
@@ -282,6 +311,12 @@ describe("bad requests never reach the handler", () => {
       assert.deepStrictEqual(seen, ["/ws?room=http", "/ws?room=ws", "/ws?room=wss", "/ws?room=WS"])
       const other = yield* rawExchange(port, upgradeRequest(goodHeaders, `GET http://127.0.0.1:${port}/other HTTP/1.1`))
       assert.match(statusLine(other.response)!, /^HTTP\/1.1 404/)
+      // (one that is no URL is matched as it is: it is not the root path)
+      const root = yield* NodeServer.serve(() => Effect.void, { path: "/" })
+      const broken = yield* rawExchange(root.address.port, upgradeRequest(goodHeaders, `GET http://127.0.0.1:99999/ HTTP/1.1`), {
+        untilHead: true
+      })
+      assert.match(statusLine(broken.response)!, /^HTTP\/1.1 404/)
     }))
 
   it.live("a Rejection's own Content-Type and Connection replace the server's, as with ws", () =>
@@ -507,6 +542,22 @@ describe("limits and lifecycle", () => {
       yield* silentClientBoundedShutdown(server, scope)
     }))
 
+  it.live("by default the shutdown waits 5 seconds for a closing handshake the client does not answer", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const server = yield* Scope.provide(
+        NodeServer.serve((c) => Stream.runDrain(c.messages), { connection: { closeTimeout: "20 seconds" } }),
+        scope
+      )
+      yield* silentClient(server)
+      for (let i = 0; i < 200 && (yield* server.connections) === 0; i++) yield* Effect.sleep("5 millis")
+      const started = Date.now()
+      yield* Scope.close(scope, Exit.void)
+      const took = Date.now() - started
+      assert.isAtLeast(took, 4900, "the closing handshake was waited for")
+      assert.isBelow(took, 12_000, "then cut at the shutdown timeout")
+    }), 20_000)
+
   it.live("shutdownTimeout bounds it also for connections whose handler returned and that are still closing (they took their close timeout)", () =>
     Effect.gen(function*() {
       // the handler returns at once: its connection closes (1000), and the client never answers
@@ -564,8 +615,12 @@ describe("limits and lifecycle", () => {
       })
       const underWay = yield* connect
       const idle = yield* connect
+      // (and one whose plain request is under way, an upgrade request pipelined behind it: that one
+      // is not served, not even with a 503, as before the shutdown)
+      const plainFirst = yield* connect
       const [requestLine, ...rest] = upgradeRequest(goodHeaders).split("\r\n")
       underWay.socket.write(requestLine + "\r\n")
+      plainFirst.socket.write("GET / HTTP/1.1\r\n")
       yield* Effect.sleep("50 millis")
       const shuttingDown = Metric.value(Metric.withAttributes(Metrics.handshakeFailures, { side: "server", reason: "ShuttingDown" }))
       const before = Number((yield* shuttingDown).count)
@@ -587,6 +642,9 @@ describe("limits and lifecycle", () => {
       assert.isFalse(listening, "the listener closed")
       underWay.socket.write(rest.join("\r\n"))
       if (!idle.socket.destroyed) idle.socket.write(upgradeRequest(goodHeaders))
+      plainFirst.socket.write("Host: 127.0.0.1\r\n\r\n" + upgradeRequest(goodHeaders))
+      const plainText = yield* Effect.promise(() => plainFirst.response)
+      assert.deepStrictEqual(plainText.match(/^HTTP\/1.1 \d+/gm), ["HTTP/1.1 426"], plainText)
       const text = yield* Effect.promise(() => underWay.response)
       assert.match(text, /^HTTP\/1\.1 503 /)
       assert.notMatch(text, /101 Switching Protocols/)
@@ -622,18 +680,22 @@ describe("limits and lifecycle", () => {
       const scope = yield* Scope.make()
       yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
       // (Node's closeAllConnections does not know a socket before its TLS handshake is done)
-      const server = yield* Scope.provide(NodeServer.serve(() => Effect.void, { tls: { cert, key }, handshakeTimeout: "20 seconds" }), scope)
-      const socket = Net.connect(server.address.port, "127.0.0.1") // never starts its TLS handshake
+      const server = yield* Scope.provide(
+        NodeServer.serve(() => Effect.void, { tls: { cert, key }, handshakeTimeout: "20 seconds", shutdownTimeout: "20 seconds" }),
+        scope
+      )
+      // never starts its TLS handshake, nor ends its side when the server ends its own
+      const socket = Net.connect({ port: server.address.port, host: "127.0.0.1", allowHalfOpen: true })
       socket.on("error", () => {})
       yield* Effect.addFinalizer(() => Effect.sync(() => socket.destroy()))
-      const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()))
+      const ended = new Promise<void>((resolve) => socket.once("end", () => resolve()))
       yield* Effect.promise(() => new Promise((resolve) => socket.once("connect", resolve)))
       yield* Effect.sleep("50 millis")
       const started = Date.now()
       yield* Scope.close(scope, Exit.void)
       assert.isBelow(Date.now() - started, 5000, "the shutdown waited for the TLS handshake")
-      yield* Effect.promise(() => closed)
-    }))
+      yield* Effect.promise(() => ended)
+    }), 15_000)
 
   it.live("with tls, a client still in its TLS handshake is not waited for beyond the shutdown's deadline (the closing handshakes took most of it)", () =>
     Effect.gen(function*() {
@@ -713,6 +775,8 @@ describe("limits and lifecycle", () => {
       const error = yield* Effect.flip(NodeServer.serve(() => Effect.void, { port: first.address.port }))
       assert.strictEqual(error._tag, "ServeError")
       assert.match(error.message, /EADDRINUSE|in use/)
+      // (the message names where it could not listen)
+      assert.include(error.message, `cannot listen on 127.0.0.1:${first.address.port}: `)
     }))
 })
 
@@ -751,6 +815,19 @@ describe("options and callbacks", () => {
       }
       const error = yield* Effect.flip(Effect.scoped(NodeServer.makeUpgradeHandler(handler, { maxMessageSize: 0 })))
       assert.strictEqual(error._tag, "InvalidParameter")
+      // an upgrade handler checks its options as a server does
+      const upgradeCases: ReadonlyArray<readonly [NodeServer.UpgradeOptions, string]> = [
+        [{ path: "chat" }, "path must start with \"/\""],
+        [{ connection: { messageBuffer: 0 } }, "messageBuffer"],
+        [{ authorize: 5 as never }, "authorize"]
+      ]
+      for (const [options, fragment] of upgradeCases) {
+        const refused = yield* Effect.flip(Effect.scoped(NodeServer.makeUpgradeHandler(handler, options)))
+        assert.strictEqual(refused._tag, "InvalidParameter", fragment)
+        assert.include(refused.message, fragment)
+      }
+      const notAHandler = yield* Effect.flip(Effect.scoped(NodeServer.makeUpgradeHandler("echo" as unknown as Client.Handler)))
+      assert.strictEqual(notAHandler._tag, "InvalidParameter")
     }))
 
   it.live("a handshake timeout in fractions of a millisecond or beyond a timer's range starts the server (Node refused it)", () =>
@@ -765,6 +842,10 @@ describe("options and callbacks", () => {
         }))
         assert.deepStrictEqual(reply, ["in time"], String(handshakeTimeout))
       }
+      // one below a millisecond is a millisecond, not none (Node's 0): a silent client is dropped
+      const brief = yield* NodeServer.serve(() => Effect.void, { handshakeTimeout: "0.5 millis" })
+      const { closedAfterMs } = yield* rawExchange(brief.address.port, "GET / HTTP/1.1\r\nHost: x\r\n", { endAfterMs: 4000 })
+      assert.isBelow(closedAfterMs, 3500, "a handshake timeout below a millisecond was none")
       // with tls too, whose handshake takes the same timeout as a socket timer: one beyond a timer's range is cut to
       // it before Node sees it, which would warn (TimeoutOverflowWarning)
       const { cert, key } = yield* certificate
@@ -819,7 +900,13 @@ describe("options and callbacks", () => {
 
   it.live("responseHeaders add headers to the 101 (a cookie from the request), never the handshake's own", () =>
     Effect.gen(function*() {
-      const server = yield* NodeServer.serve((c) => Stream.runForEach(c.messages, (m) => c.send(m)), {
+      const sent: Array<string | undefined> = []
+      const server = yield* NodeServer.serve((c) =>
+        Effect.andThen(
+          // (the connection's handshake has the headers the 101 had, these too)
+          Effect.sync(() => sent.push(HttpHeader.getCombined(c.handshake.responseHeaders, "Set-Cookie"))),
+          Stream.runForEach(c.messages, (m) => c.send(m))
+        ), {
         responseHeaders: (request) => [{ name: "Set-Cookie", value: `session=${request.url.slice(1)}` }, { name: "X-Served-By", value: "test" }]
       })
       const headers = yield* Effect.promise(() =>
@@ -832,6 +919,8 @@ describe("options and callbacks", () => {
       )
       assert.deepStrictEqual(headers["set-cookie"], ["session=abc"])
       assert.strictEqual(headers["x-served-by"], "test")
+      yield* eventually(() => sent.length > 0)
+      assert.deepStrictEqual(sent, ["session=abc"])
       // a static list is checked when the server starts
       for (const [responseHeaders, fragment] of [
         [[{ name: "Sec-WebSocket-Accept", value: "x" }], "may not set Sec-WebSocket-Accept"],
