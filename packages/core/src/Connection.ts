@@ -1210,8 +1210,10 @@ export const make = (
         let unanswered = false
         // (the peer's Close came first, whoever sends the answer: a `close` made while the answer
         // waits for the consumer sends it, and the peer still started the closing handshake)
-        if (engine.state === HandleState.CloseReceived) initiator = "remote"
-        if (engine.state === HandleState.CloseReceived) yield* awaitConsumerIdle
+        if (engine.state === HandleState.CloseReceived) {
+          initiator = "remote"
+          yield* awaitConsumerIdle
+        }
         if (engine.state === HandleState.CloseReceived) {
           // "If an endpoint receives a Close frame and did not previously send a Close frame, the
           // endpoint MUST send a Close frame in response" (echoing the code and reason it received);
